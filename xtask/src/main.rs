@@ -1,0 +1,2 @@
+//! klife's development tasks, run as `cargo xtask <task>`.
+fn main() {}
