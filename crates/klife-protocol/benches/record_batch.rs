@@ -1,0 +1,2 @@
+//! Record batch encode/decode benchmarks.
+fn main() {}
