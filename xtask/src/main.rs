@@ -1,2 +1,82 @@
-//! klife's development tasks, run as `cargo xtask <task>`.
-fn main() {}
+//! klife's development tasks, run as `cargo xtask <task>`:
+//!
+//! - `codegen [--schemas DIR] [--check]`: generate the protocol messages from Kafka's
+//!   schemas (default `../shared/kafka-schemas`), or check the committed ones are current.
+//! - `test`: everything CI checks: formatting, clippy, docs, generated code, all tests,
+//!   benchmarks built, and a short fuzzing run.
+//! - `fuzz [TARGET] [--seconds N]`: run the fuzz targets.
+
+// A binary: `pub` marks what modules share, nothing is exported.
+#![allow(clippy::print_stdout, unreachable_pub)]
+
+mod codegen;
+mod fuzz;
+mod test;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: cargo xtask <task>
+
+tasks:
+  codegen [--schemas DIR] [--check]   generate crates/klife-protocol/src/messages from Kafka's
+                                      JSON schemas (default DIR: ../shared/kafka-schemas);
+                                      --check fails and names the files that are stale
+  test                                fmt, clippy, docs, codegen --check, all tests, benches
+                                      built, fuzz smoke run (what CI runs)
+  fuzz [TARGET] [--seconds N]         run one fuzz target (or all) for N seconds each
+";
+
+/// The workspace root (the parent of `xtask/`).
+pub fn workspace_root() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+/// The default schema directory: `../shared/kafka-schemas` beside the repository.
+pub fn default_schemas_dir(root: &Path) -> PathBuf {
+    root.join("../shared/kafka-schemas")
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let root = workspace_root();
+    let Some((task, rest)) = args.split_first() else { return Err(USAGE.to_owned()) };
+    match task.as_str() {
+        "codegen" => {
+            let mut schemas = default_schemas_dir(&root);
+            let mut check = false;
+            let mut it = rest.iter();
+            while let Some(a) = it.next() {
+                match a.as_str() {
+                    "--check" => check = true,
+                    "--schemas" => schemas = PathBuf::from(it.next().ok_or("--schemas needs a directory")?),
+                    other => return Err(format!("codegen: unknown argument {other:?}\n\n{USAGE}")),
+                }
+            }
+            codegen::run(&root, &schemas, check)
+        }
+        "test" => {
+            if let Some(a) = rest.first() {
+                return Err(format!("test: unknown argument {a:?}\n\n{USAGE}"));
+            }
+            test::run(&root)
+        }
+        "fuzz" => fuzz::run_cli(&root, rest),
+        "help" | "--help" | "-h" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown task {other:?}\n\n{USAGE}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -19,8 +19,14 @@
 
 pub mod compression;
 pub mod error;
+mod message;
+pub mod messages;
+#[cfg(any(test, feature = "arbitrary"))]
+pub mod testing;
 pub mod wire;
 
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
+pub use message::{Message, Request, Response, VersionRange};
+pub use messages::{AnyRequest, AnyResponse, ApiKey};
 pub use wire::Uuid;

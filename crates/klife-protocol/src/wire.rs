@@ -176,12 +176,7 @@ pub fn take(buf: &mut Bytes, n: usize, what: &'static str) -> Result<Bytes, Deco
 /// Reads a length prefix: `int16`/`int32` in classic encodings, unsigned varint (length + 1)
 /// in compact ones. `None` is the null marker (-1, or 0 in compact form).
 #[inline]
-fn get_len(
-    buf: &mut Bytes,
-    compact: bool,
-    wide: bool,
-    what: &'static str,
-) -> Result<Option<usize>, DecodeError> {
+fn get_len(buf: &mut Bytes, compact: bool, wide: bool, what: &'static str) -> Result<Option<usize>, DecodeError> {
     let len: i64 = if compact {
         i64::from(get_uvarint(buf, what)?) - 1
     } else if wide {
@@ -205,11 +200,7 @@ fn get_len(
 
 /// Reads a nullable string (`int16` length, or compact varint length).
 #[inline]
-pub fn get_nullable_string(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> Result<Option<String>, DecodeError> {
+pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<Option<String>, DecodeError> {
     match get_len(buf, compact, false, what)? {
         None => Ok(None),
         Some(n) => {
@@ -229,11 +220,7 @@ pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<
 
 /// Reads nullable bytes (`int32` length, or compact varint length) as a zero-copy slice.
 #[inline]
-pub fn get_nullable_bytes(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> Result<Option<Bytes>, DecodeError> {
+pub fn get_nullable_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<Option<Bytes>, DecodeError> {
     match get_len(buf, compact, true, what)? {
         None => Ok(None),
         Some(n) => Ok(Some(buf.split_to(n))),
@@ -251,21 +238,13 @@ pub fn get_bytes(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<B
 /// Every element takes at least one byte, so a length above the bytes remaining is
 /// rejected here, before anything is allocated.
 #[inline]
-pub fn get_array_len(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> Result<Option<usize>, DecodeError> {
+pub fn get_array_len(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<Option<usize>, DecodeError> {
     get_len(buf, compact, true, what)
 }
 
 /// Reads a non-nullable array length.
 #[inline]
-pub fn get_required_array_len(
-    buf: &mut Bytes,
-    compact: bool,
-    what: &'static str,
-) -> Result<usize, DecodeError> {
+pub fn get_required_array_len(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<usize, DecodeError> {
     get_array_len(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
 }
 
@@ -298,11 +277,7 @@ pub fn get_tagged_field(buf: &mut Bytes, what: &'static str) -> Result<(u32, Byt
 /// Checks that a tagged field's data was read completely.
 #[inline]
 pub fn expect_consumed(data: &Bytes, what: &'static str) -> Result<(), DecodeError> {
-    if data.is_empty() {
-        Ok(())
-    } else {
-        Err(DecodeError::TrailingBytes { what, remaining: data.len() })
-    }
+    if data.is_empty() { Ok(()) } else { Err(DecodeError::TrailingBytes { what, remaining: data.len() }) }
 }
 
 // ---------------------------------------------------------------------------------
@@ -394,22 +369,27 @@ fn put_len(
     if compact {
         let n = match len {
             None => 0,
-            Some(l) => u32::try_from(l)
-                .ok()
-                .and_then(|l| l.checked_add(1))
-                .ok_or(EncodeError::TooLong { what, length: l, max: u32::MAX as usize - 1 })?,
+            Some(l) => u32::try_from(l).ok().and_then(|l| l.checked_add(1)).ok_or(EncodeError::TooLong {
+                what,
+                length: l,
+                max: u32::MAX as usize - 1,
+            })?,
         };
         put_uvarint(buf, n);
     } else if wide {
         let n = match len {
             None => -1,
-            Some(l) => i32::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i32::MAX as usize })?,
+            Some(l) => {
+                i32::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i32::MAX as usize })?
+            }
         };
         buf.put_i32(n);
     } else {
         let n = match len {
             None => -1,
-            Some(l) => i16::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i16::MAX as usize })?,
+            Some(l) => {
+                i16::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i16::MAX as usize })?
+            }
         };
         buf.put_i16(n);
     }
