@@ -19,7 +19,10 @@
 
 pub mod compression;
 pub mod error;
+pub mod frame;
 mod message;
+#[cfg(test)]
+mod message_tests;
 pub mod messages;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod testing;

@@ -520,7 +520,7 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
         let _ = writeln!(out, "let flexible = {flex_cond};");
     }
     for f in &def.fields {
-        let (id, _) = field_ident(f);
+        let (_, plain) = field_ident(f);
         let what = ctx.what(name, &snake_case(&f.name));
         let regular = regular_versions(f)?;
         let mutability = if f.tag.is_some() { "mut " } else { "" };
@@ -531,7 +531,7 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
                 format!("if {c} {{ {} }} else {{ {} }}", decode_field(ctx, f, "buf", &what), default_expr(ctx, f)?)
             }
         };
-        let _ = writeln!(out, "let {mutability}{id} = {value};");
+        let _ = writeln!(out, "let {mutability}field_{plain} = {value};");
     }
     if flex {
         let struct_what = format!("\"{}\"", name);
@@ -541,7 +541,7 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
             "if flexible {{ let n = wire::get_tagged_count(buf, {struct_what})?; for _ in 0..n {{ let (tag, mut data) = wire::get_tagged_field(buf, {struct_what})?; match tag {{"
         );
         for f in def.fields.iter().filter(|f| f.tag.is_some()) {
-            let (id, _) = field_ident(f);
+            let (_, plain) = field_ident(f);
             let what = ctx.what(name, &snake_case(&f.name));
             let guard = match ctx.cond(&f.tagged) {
                 None => String::new(),
@@ -549,7 +549,7 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
             };
             let _ = writeln!(
                 out,
-                "{}{guard} => {{ {id} = {{ let buf = &mut data; {} }}; wire::expect_consumed(&data, {what})?; }}",
+                "{}{guard} => {{ field_{plain} = {{ let buf = &mut data; {} }}; wire::expect_consumed(&data, {what})?; }}",
                 f.tag.unwrap_or_default(),
                 decode_field(ctx, f, "buf", &what)
             );
@@ -558,7 +558,8 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
     }
     out.push_str("Ok(Self {\n");
     for f in &def.fields {
-        let _ = writeln!(out, "{},", field_ident(f).0);
+        let (id, plain) = field_ident(f);
+        let _ = writeln!(out, "{id}: field_{plain},");
     }
     if flex {
         out.push_str("unknown_tagged_fields,\n");

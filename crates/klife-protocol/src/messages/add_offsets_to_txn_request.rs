@@ -88,10 +88,10 @@ impl AddOffsetsToTxnRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = wire::get_string(buf, flexible, "AddOffsetsToTxnRequest.transactional_id")?;
-        let producer_id = wire::get_i64(buf, "AddOffsetsToTxnRequest.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "AddOffsetsToTxnRequest.producer_epoch")?;
-        let group_id = wire::get_string(buf, flexible, "AddOffsetsToTxnRequest.group_id")?;
+        let field_transactional_id = wire::get_string(buf, flexible, "AddOffsetsToTxnRequest.transactional_id")?;
+        let field_producer_id = wire::get_i64(buf, "AddOffsetsToTxnRequest.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "AddOffsetsToTxnRequest.producer_epoch")?;
+        let field_group_id = wire::get_string(buf, flexible, "AddOffsetsToTxnRequest.group_id")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AddOffsetsToTxnRequest")?;
@@ -102,7 +102,13 @@ impl AddOffsetsToTxnRequest {
                 }
             }
         }
-        Ok(Self { transactional_id, producer_id, producer_epoch, group_id, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            group_id: field_group_id,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -64,8 +64,8 @@ impl AddOffsetsToTxnResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = wire::get_i32(buf, "AddOffsetsToTxnResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "AddOffsetsToTxnResponse.error_code")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "AddOffsetsToTxnResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "AddOffsetsToTxnResponse.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AddOffsetsToTxnResponse")?;
@@ -76,7 +76,7 @@ impl AddOffsetsToTxnResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

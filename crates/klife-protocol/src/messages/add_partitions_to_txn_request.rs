@@ -156,7 +156,7 @@ impl AddPartitionsToTxnRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactions = if version >= 4 {
+        let field_transactions = if version >= 4 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "AddPartitionsToTxnRequest.transactions")?;
                 let mut v = wire::vec_for(n);
@@ -168,16 +168,16 @@ impl AddPartitionsToTxnRequest {
         } else {
             Vec::<AddPartitionsToTxnTransaction>::new()
         };
-        let v3_and_below_transactional_id = if version <= 3 {
+        let field_v3_and_below_transactional_id = if version <= 3 {
             wire::get_string(buf, flexible, "AddPartitionsToTxnRequest.v3_and_below_transactional_id")?
         } else {
             String::new()
         };
-        let v3_and_below_producer_id =
+        let field_v3_and_below_producer_id =
             if version <= 3 { wire::get_i64(buf, "AddPartitionsToTxnRequest.v3_and_below_producer_id")? } else { 0 };
-        let v3_and_below_producer_epoch =
+        let field_v3_and_below_producer_epoch =
             if version <= 3 { wire::get_i16(buf, "AddPartitionsToTxnRequest.v3_and_below_producer_epoch")? } else { 0 };
-        let v3_and_below_topics = if version <= 3 {
+        let field_v3_and_below_topics = if version <= 3 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "AddPartitionsToTxnRequest.v3_and_below_topics")?;
                 let mut v = wire::vec_for(n);
@@ -200,11 +200,11 @@ impl AddPartitionsToTxnRequest {
             }
         }
         Ok(Self {
-            transactions,
-            v3_and_below_transactional_id,
-            v3_and_below_producer_id,
-            v3_and_below_producer_epoch,
-            v3_and_below_topics,
+            transactions: field_transactions,
+            v3_and_below_transactional_id: field_v3_and_below_transactional_id,
+            v3_and_below_producer_id: field_v3_and_below_producer_id,
+            v3_and_below_producer_epoch: field_v3_and_below_producer_epoch,
+            v3_and_below_topics: field_v3_and_below_topics,
             unknown_tagged_fields,
         })
     }
@@ -378,7 +378,7 @@ impl AddPartitionsToTxnTransaction {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = if version >= 4 {
+        let field_transactional_id = if version >= 4 {
             wire::get_string(
                 buf,
                 flexible,
@@ -387,22 +387,22 @@ impl AddPartitionsToTxnTransaction {
         } else {
             String::new()
         };
-        let producer_id = if version >= 4 {
+        let field_producer_id = if version >= 4 {
             wire::get_i64(buf, "AddPartitionsToTxnRequest::AddPartitionsToTxnTransaction.producer_id")?
         } else {
             0
         };
-        let producer_epoch = if version >= 4 {
+        let field_producer_epoch = if version >= 4 {
             wire::get_i16(buf, "AddPartitionsToTxnRequest::AddPartitionsToTxnTransaction.producer_epoch")?
         } else {
             0
         };
-        let verify_only = if version >= 4 {
+        let field_verify_only = if version >= 4 {
             wire::get_bool(buf, "AddPartitionsToTxnRequest::AddPartitionsToTxnTransaction.verify_only")?
         } else {
             false
         };
-        let topics = if version >= 4 {
+        let field_topics = if version >= 4 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -428,7 +428,14 @@ impl AddPartitionsToTxnTransaction {
                 }
             }
         }
-        Ok(Self { transactional_id, producer_id, producer_epoch, verify_only, topics, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            verify_only: field_verify_only,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -517,8 +524,8 @@ impl AddPartitionsToTxnTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = wire::get_string(buf, flexible, "AddPartitionsToTxnRequest::AddPartitionsToTxnTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "AddPartitionsToTxnRequest::AddPartitionsToTxnTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -540,7 +547,7 @@ impl AddPartitionsToTxnTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -122,9 +122,10 @@ impl AddPartitionsToTxnResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = wire::get_i32(buf, "AddPartitionsToTxnResponse.throttle_time_ms")?;
-        let error_code = if version >= 4 { wire::get_i16(buf, "AddPartitionsToTxnResponse.error_code")? } else { 0 };
-        let results_by_transaction = if version >= 4 {
+        let field_throttle_time_ms = wire::get_i32(buf, "AddPartitionsToTxnResponse.throttle_time_ms")?;
+        let field_error_code =
+            if version >= 4 { wire::get_i16(buf, "AddPartitionsToTxnResponse.error_code")? } else { 0 };
+        let field_results_by_transaction = if version >= 4 {
             {
                 let n =
                     wire::get_required_array_len(buf, flexible, "AddPartitionsToTxnResponse.results_by_transaction")?;
@@ -137,7 +138,7 @@ impl AddPartitionsToTxnResponse {
         } else {
             Vec::<AddPartitionsToTxnResult>::new()
         };
-        let results_by_topic_v3_and_below = if version <= 3 {
+        let field_results_by_topic_v3_and_below = if version <= 3 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -164,10 +165,10 @@ impl AddPartitionsToTxnResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            results_by_transaction,
-            results_by_topic_v3_and_below,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            results_by_transaction: field_results_by_transaction,
+            results_by_topic_v3_and_below: field_results_by_topic_v3_and_below,
             unknown_tagged_fields,
         })
     }
@@ -286,12 +287,12 @@ impl AddPartitionsToTxnResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = if version >= 4 {
+        let field_transactional_id = if version >= 4 {
             wire::get_string(buf, flexible, "AddPartitionsToTxnResponse::AddPartitionsToTxnResult.transactional_id")?
         } else {
             String::new()
         };
-        let topic_results = if version >= 4 {
+        let field_topic_results = if version >= 4 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -317,7 +318,7 @@ impl AddPartitionsToTxnResult {
                 }
             }
         }
-        Ok(Self { transactional_id, topic_results, unknown_tagged_fields })
+        Ok(Self { transactional_id: field_transactional_id, topic_results: field_topic_results, unknown_tagged_fields })
     }
 }
 
@@ -407,8 +408,9 @@ impl AddPartitionsToTxnTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = wire::get_string(buf, flexible, "AddPartitionsToTxnResponse::AddPartitionsToTxnTopicResult.name")?;
-        let results_by_partition = {
+        let field_name =
+            wire::get_string(buf, flexible, "AddPartitionsToTxnResponse::AddPartitionsToTxnTopicResult.name")?;
+        let field_results_by_partition = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -430,7 +432,7 @@ impl AddPartitionsToTxnTopicResult {
                 }
             }
         }
-        Ok(Self { name, results_by_partition, unknown_tagged_fields })
+        Ok(Self { name: field_name, results_by_partition: field_results_by_partition, unknown_tagged_fields })
     }
 }
 
@@ -506,9 +508,9 @@ impl AddPartitionsToTxnPartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "AddPartitionsToTxnResponse::AddPartitionsToTxnPartitionResult.partition_index")?;
-        let partition_error_code =
+        let field_partition_error_code =
             wire::get_i16(buf, "AddPartitionsToTxnResponse::AddPartitionsToTxnPartitionResult.partition_error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -520,7 +522,11 @@ impl AddPartitionsToTxnPartitionResult {
                 }
             }
         }
-        Ok(Self { partition_index, partition_error_code, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            partition_error_code: field_partition_error_code,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -101,11 +101,11 @@ impl AddRaftVoterRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "AddRaftVoterRequest.cluster_id")?;
-        let timeout_ms = wire::get_i32(buf, "AddRaftVoterRequest.timeout_ms")?;
-        let voter_id = wire::get_i32(buf, "AddRaftVoterRequest.voter_id")?;
-        let voter_directory_id = wire::get_uuid(buf, "AddRaftVoterRequest.voter_directory_id")?;
-        let listeners = {
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "AddRaftVoterRequest.cluster_id")?;
+        let field_timeout_ms = wire::get_i32(buf, "AddRaftVoterRequest.timeout_ms")?;
+        let field_voter_id = wire::get_i32(buf, "AddRaftVoterRequest.voter_id")?;
+        let field_voter_directory_id = wire::get_uuid(buf, "AddRaftVoterRequest.voter_directory_id")?;
+        let field_listeners = {
             let n = wire::get_required_array_len(buf, flexible, "AddRaftVoterRequest.listeners")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -123,7 +123,14 @@ impl AddRaftVoterRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, timeout_ms, voter_id, voter_directory_id, listeners, unknown_tagged_fields })
+        Ok(Self {
+            cluster_id: field_cluster_id,
+            timeout_ms: field_timeout_ms,
+            voter_id: field_voter_id,
+            voter_directory_id: field_voter_directory_id,
+            listeners: field_listeners,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -209,9 +216,9 @@ impl Listener {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "AddRaftVoterRequest::Listener.name")?;
-        let host = wire::get_string(buf, flexible, "AddRaftVoterRequest::Listener.host")?;
-        let port = wire::get_u16(buf, "AddRaftVoterRequest::Listener.port")?;
+        let field_name = wire::get_string(buf, flexible, "AddRaftVoterRequest::Listener.name")?;
+        let field_host = wire::get_string(buf, flexible, "AddRaftVoterRequest::Listener.host")?;
+        let field_port = wire::get_u16(buf, "AddRaftVoterRequest::Listener.port")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Listener")?;
@@ -222,7 +229,7 @@ impl Listener {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 

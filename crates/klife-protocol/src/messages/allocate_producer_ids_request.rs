@@ -64,8 +64,8 @@ impl AllocateProducerIdsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "AllocateProducerIdsRequest.broker_id")?;
-        let broker_epoch = wire::get_i64(buf, "AllocateProducerIdsRequest.broker_epoch")?;
+        let field_broker_id = wire::get_i32(buf, "AllocateProducerIdsRequest.broker_id")?;
+        let field_broker_epoch = wire::get_i64(buf, "AllocateProducerIdsRequest.broker_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AllocateProducerIdsRequest")?;
@@ -76,7 +76,7 @@ impl AllocateProducerIdsRequest {
                 }
             }
         }
-        Ok(Self { broker_id, broker_epoch, unknown_tagged_fields })
+        Ok(Self { broker_id: field_broker_id, broker_epoch: field_broker_epoch, unknown_tagged_fields })
     }
 }
 

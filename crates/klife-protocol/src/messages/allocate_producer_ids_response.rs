@@ -88,10 +88,10 @@ impl AllocateProducerIdsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "AllocateProducerIdsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "AllocateProducerIdsResponse.error_code")?;
-        let producer_id_start = wire::get_i64(buf, "AllocateProducerIdsResponse.producer_id_start")?;
-        let producer_id_len = wire::get_i32(buf, "AllocateProducerIdsResponse.producer_id_len")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "AllocateProducerIdsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "AllocateProducerIdsResponse.error_code")?;
+        let field_producer_id_start = wire::get_i64(buf, "AllocateProducerIdsResponse.producer_id_start")?;
+        let field_producer_id_len = wire::get_i32(buf, "AllocateProducerIdsResponse.producer_id_len")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AllocateProducerIdsResponse")?;
@@ -102,7 +102,13 @@ impl AllocateProducerIdsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, producer_id_start, producer_id_len, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            producer_id_start: field_producer_id_start,
+            producer_id_len: field_producer_id_len,
+            unknown_tagged_fields,
+        })
     }
 }
 

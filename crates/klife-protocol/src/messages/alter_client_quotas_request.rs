@@ -67,7 +67,7 @@ impl AlterClientQuotasRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entries = {
+        let field_entries = {
             let n = wire::get_required_array_len(buf, flexible, "AlterClientQuotasRequest.entries")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -75,7 +75,7 @@ impl AlterClientQuotasRequest {
             }
             v
         };
-        let validate_only = wire::get_bool(buf, "AlterClientQuotasRequest.validate_only")?;
+        let field_validate_only = wire::get_bool(buf, "AlterClientQuotasRequest.validate_only")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AlterClientQuotasRequest")?;
@@ -86,7 +86,7 @@ impl AlterClientQuotasRequest {
                 }
             }
         }
-        Ok(Self { entries, validate_only, unknown_tagged_fields })
+        Ok(Self { entries: field_entries, validate_only: field_validate_only, unknown_tagged_fields })
     }
 }
 
@@ -166,7 +166,7 @@ impl EntryData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity = {
+        let field_entity = {
             let n = wire::get_required_array_len(buf, flexible, "AlterClientQuotasRequest::EntryData.entity")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -174,7 +174,7 @@ impl EntryData {
             }
             v
         };
-        let ops = {
+        let field_ops = {
             let n = wire::get_required_array_len(buf, flexible, "AlterClientQuotasRequest::EntryData.ops")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -192,7 +192,7 @@ impl EntryData {
                 }
             }
         }
-        Ok(Self { entity, ops, unknown_tagged_fields })
+        Ok(Self { entity: field_entity, ops: field_ops, unknown_tagged_fields })
     }
 }
 
@@ -271,8 +271,9 @@ impl EntityData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity_type = wire::get_string(buf, flexible, "AlterClientQuotasRequest::EntityData.entity_type")?;
-        let entity_name = wire::get_nullable_string(buf, flexible, "AlterClientQuotasRequest::EntityData.entity_name")?;
+        let field_entity_type = wire::get_string(buf, flexible, "AlterClientQuotasRequest::EntityData.entity_type")?;
+        let field_entity_name =
+            wire::get_nullable_string(buf, flexible, "AlterClientQuotasRequest::EntityData.entity_name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EntityData")?;
@@ -283,7 +284,7 @@ impl EntityData {
                 }
             }
         }
-        Ok(Self { entity_type, entity_name, unknown_tagged_fields })
+        Ok(Self { entity_type: field_entity_type, entity_name: field_entity_name, unknown_tagged_fields })
     }
 }
 
@@ -366,9 +367,9 @@ impl OpData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let key = wire::get_string(buf, flexible, "AlterClientQuotasRequest::OpData.key")?;
-        let value = wire::get_f64(buf, "AlterClientQuotasRequest::OpData.value")?;
-        let remove = wire::get_bool(buf, "AlterClientQuotasRequest::OpData.remove")?;
+        let field_key = wire::get_string(buf, flexible, "AlterClientQuotasRequest::OpData.key")?;
+        let field_value = wire::get_f64(buf, "AlterClientQuotasRequest::OpData.value")?;
+        let field_remove = wire::get_bool(buf, "AlterClientQuotasRequest::OpData.remove")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "OpData")?;
@@ -379,7 +380,7 @@ impl OpData {
                 }
             }
         }
-        Ok(Self { key, value, remove, unknown_tagged_fields })
+        Ok(Self { key: field_key, value: field_value, remove: field_remove, unknown_tagged_fields })
     }
 }
 

@@ -67,8 +67,8 @@ impl AlterClientQuotasResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let throttle_time_ms = wire::get_i32(buf, "AlterClientQuotasResponse.throttle_time_ms")?;
-        let entries = {
+        let field_throttle_time_ms = wire::get_i32(buf, "AlterClientQuotasResponse.throttle_time_ms")?;
+        let field_entries = {
             let n = wire::get_required_array_len(buf, flexible, "AlterClientQuotasResponse.entries")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl AlterClientQuotasResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, entries, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, entries: field_entries, unknown_tagged_fields })
     }
 }
 
@@ -182,10 +182,10 @@ impl EntryData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let error_code = wire::get_i16(buf, "AlterClientQuotasResponse::EntryData.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "AlterClientQuotasResponse::EntryData.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "AlterClientQuotasResponse::EntryData.error_message")?;
-        let entity = {
+        let field_entity = {
             let n = wire::get_required_array_len(buf, flexible, "AlterClientQuotasResponse::EntryData.entity")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -203,7 +203,12 @@ impl EntryData {
                 }
             }
         }
-        Ok(Self { error_code, error_message, entity, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            entity: field_entity,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -283,8 +288,8 @@ impl EntityData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity_type = wire::get_string(buf, flexible, "AlterClientQuotasResponse::EntityData.entity_type")?;
-        let entity_name =
+        let field_entity_type = wire::get_string(buf, flexible, "AlterClientQuotasResponse::EntityData.entity_type")?;
+        let field_entity_name =
             wire::get_nullable_string(buf, flexible, "AlterClientQuotasResponse::EntityData.entity_name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -296,7 +301,7 @@ impl EntityData {
                 }
             }
         }
-        Ok(Self { entity_type, entity_name, unknown_tagged_fields })
+        Ok(Self { entity_type: field_entity_type, entity_name: field_entity_name, unknown_tagged_fields })
     }
 }
 

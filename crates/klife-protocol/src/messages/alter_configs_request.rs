@@ -67,7 +67,7 @@ impl AlterConfigsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let resources = {
+        let field_resources = {
             let n = wire::get_required_array_len(buf, flexible, "AlterConfigsRequest.resources")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -75,7 +75,7 @@ impl AlterConfigsRequest {
             }
             v
         };
-        let validate_only = wire::get_bool(buf, "AlterConfigsRequest.validate_only")?;
+        let field_validate_only = wire::get_bool(buf, "AlterConfigsRequest.validate_only")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AlterConfigsRequest")?;
@@ -86,7 +86,7 @@ impl AlterConfigsRequest {
                 }
             }
         }
-        Ok(Self { resources, validate_only, unknown_tagged_fields })
+        Ok(Self { resources: field_resources, validate_only: field_validate_only, unknown_tagged_fields })
     }
 }
 
@@ -187,9 +187,10 @@ impl AlterConfigsResource {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let resource_type = wire::get_i8(buf, "AlterConfigsRequest::AlterConfigsResource.resource_type")?;
-        let resource_name = wire::get_string(buf, flexible, "AlterConfigsRequest::AlterConfigsResource.resource_name")?;
-        let configs = {
+        let field_resource_type = wire::get_i8(buf, "AlterConfigsRequest::AlterConfigsResource.resource_type")?;
+        let field_resource_name =
+            wire::get_string(buf, flexible, "AlterConfigsRequest::AlterConfigsResource.resource_name")?;
+        let field_configs = {
             let n = wire::get_required_array_len(buf, flexible, "AlterConfigsRequest::AlterConfigsResource.configs")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -207,7 +208,12 @@ impl AlterConfigsResource {
                 }
             }
         }
-        Ok(Self { resource_type, resource_name, configs, unknown_tagged_fields })
+        Ok(Self {
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            configs: field_configs,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -287,8 +293,8 @@ impl AlterableConfig {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let name = wire::get_string(buf, flexible, "AlterConfigsRequest::AlterableConfig.name")?;
-        let value = wire::get_nullable_string(buf, flexible, "AlterConfigsRequest::AlterableConfig.value")?;
+        let field_name = wire::get_string(buf, flexible, "AlterConfigsRequest::AlterableConfig.name")?;
+        let field_value = wire::get_nullable_string(buf, flexible, "AlterConfigsRequest::AlterableConfig.value")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AlterableConfig")?;
@@ -299,7 +305,7 @@ impl AlterableConfig {
                 }
             }
         }
-        Ok(Self { name, value, unknown_tagged_fields })
+        Ok(Self { name: field_name, value: field_value, unknown_tagged_fields })
     }
 }
 

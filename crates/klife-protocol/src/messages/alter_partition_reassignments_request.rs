@@ -67,8 +67,8 @@ impl AlterPartitionReassignmentsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = wire::get_i32(buf, "AlterPartitionReassignmentsRequest.timeout_ms")?;
-        let topics = {
+        let field_timeout_ms = wire::get_i32(buf, "AlterPartitionReassignmentsRequest.timeout_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionReassignmentsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl AlterPartitionReassignmentsRequest {
                 }
             }
         }
-        Ok(Self { timeout_ms, topics, unknown_tagged_fields })
+        Ok(Self { timeout_ms: field_timeout_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl ReassignableTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "AlterPartitionReassignmentsRequest::ReassignableTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "AlterPartitionReassignmentsRequest::ReassignableTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -191,7 +191,7 @@ impl ReassignableTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -283,9 +283,9 @@ impl ReassignablePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "AlterPartitionReassignmentsRequest::ReassignablePartition.partition_index")?;
-        let replicas = match wire::get_array_len(
+        let field_replicas = match wire::get_array_len(
             buf,
             flexible,
             "AlterPartitionReassignmentsRequest::ReassignablePartition.replicas",
@@ -309,7 +309,7 @@ impl ReassignablePartition {
                 }
             }
         }
-        Ok(Self { partition_index, replicas, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, replicas: field_replicas, unknown_tagged_fields })
     }
 }
 

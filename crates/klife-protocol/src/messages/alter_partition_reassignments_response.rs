@@ -101,11 +101,11 @@ impl AlterPartitionReassignmentsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "AlterPartitionReassignmentsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "AlterPartitionReassignmentsResponse.error_code")?;
-        let error_message =
+        let field_throttle_time_ms = wire::get_i32(buf, "AlterPartitionReassignmentsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "AlterPartitionReassignmentsResponse.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "AlterPartitionReassignmentsResponse.error_message")?;
-        let responses = {
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionReassignmentsResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -123,7 +123,13 @@ impl AlterPartitionReassignmentsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, responses, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            responses: field_responses,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -216,9 +222,9 @@ impl ReassignableTopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name =
+        let field_name =
             wire::get_string(buf, flexible, "AlterPartitionReassignmentsResponse::ReassignableTopicResponse.name")?;
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -240,7 +246,7 @@ impl ReassignableTopicResponse {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -333,11 +339,11 @@ impl ReassignablePartitionResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "AlterPartitionReassignmentsResponse::ReassignablePartitionResponse.partition_index")?;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "AlterPartitionReassignmentsResponse::ReassignablePartitionResponse.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "AlterPartitionReassignmentsResponse::ReassignablePartitionResponse.error_message",
@@ -352,7 +358,12 @@ impl ReassignablePartitionResponse {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

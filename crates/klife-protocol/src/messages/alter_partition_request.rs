@@ -76,9 +76,9 @@ impl AlterPartitionRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "AlterPartitionRequest.broker_id")?;
-        let broker_epoch = wire::get_i64(buf, "AlterPartitionRequest.broker_epoch")?;
-        let topics = {
+        let field_broker_id = wire::get_i32(buf, "AlterPartitionRequest.broker_id")?;
+        let field_broker_epoch = wire::get_i64(buf, "AlterPartitionRequest.broker_epoch")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -96,7 +96,12 @@ impl AlterPartitionRequest {
                 }
             }
         }
-        Ok(Self { broker_id, broker_epoch, topics, unknown_tagged_fields })
+        Ok(Self {
+            broker_id: field_broker_id,
+            broker_epoch: field_broker_epoch,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -197,14 +202,14 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = if version <= 1 {
+        let field_topic_name = if version <= 1 {
             wire::get_string(buf, flexible, "AlterPartitionRequest::TopicData.topic_name")?
         } else {
             String::new()
         };
-        let topic_id =
+        let field_topic_id =
             if version >= 2 { wire::get_uuid(buf, "AlterPartitionRequest::TopicData.topic_id")? } else { Uuid::NIL };
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -222,7 +227,12 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, topic_id, partitions, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            topic_id: field_topic_id,
+            partitions: field_partitions,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -381,9 +391,9 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.partition_index")?;
-        let leader_epoch = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.leader_epoch")?;
-        let new_isr = if version <= 2 {
+        let field_partition_index = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.partition_index")?;
+        let field_leader_epoch = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.leader_epoch")?;
+        let field_new_isr = if version <= 2 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "AlterPartitionRequest::PartitionData.new_isr")?;
                 let mut v = wire::vec_for(n);
@@ -395,7 +405,7 @@ impl PartitionData {
         } else {
             Vec::<i32>::new()
         };
-        let new_isr_with_epochs = if version == 3 {
+        let field_new_isr_with_epochs = if version == 3 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -411,12 +421,12 @@ impl PartitionData {
         } else {
             Vec::<BrokerState>::new()
         };
-        let leader_recovery_state = if version >= 1 {
+        let field_leader_recovery_state = if version >= 1 {
             wire::get_i8(buf, "AlterPartitionRequest::PartitionData.leader_recovery_state")?
         } else {
             0
         };
-        let partition_epoch = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.partition_epoch")?;
+        let field_partition_epoch = wire::get_i32(buf, "AlterPartitionRequest::PartitionData.partition_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -428,12 +438,12 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            leader_epoch,
-            new_isr,
-            new_isr_with_epochs,
-            leader_recovery_state,
-            partition_epoch,
+            partition_index: field_partition_index,
+            leader_epoch: field_leader_epoch,
+            new_isr: field_new_isr,
+            new_isr_with_epochs: field_new_isr_with_epochs,
+            leader_recovery_state: field_leader_recovery_state,
+            partition_epoch: field_partition_epoch,
             unknown_tagged_fields,
         })
     }
@@ -533,9 +543,9 @@ impl BrokerState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id =
+        let field_broker_id =
             if version == 3 { wire::get_i32(buf, "AlterPartitionRequest::BrokerState.broker_id")? } else { 0 };
-        let broker_epoch =
+        let field_broker_epoch =
             if version == 3 { wire::get_i64(buf, "AlterPartitionRequest::BrokerState.broker_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -547,7 +557,7 @@ impl BrokerState {
                 }
             }
         }
-        Ok(Self { broker_id, broker_epoch, unknown_tagged_fields })
+        Ok(Self { broker_id: field_broker_id, broker_epoch: field_broker_epoch, unknown_tagged_fields })
     }
 }
 

@@ -76,9 +76,9 @@ impl AlterPartitionResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "AlterPartitionResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "AlterPartitionResponse.error_code")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "AlterPartitionResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "AlterPartitionResponse.error_code")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -96,7 +96,12 @@ impl AlterPartitionResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, topics, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -197,14 +202,14 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = if version <= 1 {
+        let field_topic_name = if version <= 1 {
             wire::get_string(buf, flexible, "AlterPartitionResponse::TopicData.topic_name")?
         } else {
             String::new()
         };
-        let topic_id =
+        let field_topic_id =
             if version >= 2 { wire::get_uuid(buf, "AlterPartitionResponse::TopicData.topic_id")? } else { Uuid::NIL };
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionResponse::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -222,7 +227,12 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, topic_id, partitions, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            topic_id: field_topic_id,
+            partitions: field_partitions,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -356,11 +366,11 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "AlterPartitionResponse::PartitionData.error_code")?;
-        let leader_id = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.leader_epoch")?;
-        let isr = {
+        let field_partition_index = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "AlterPartitionResponse::PartitionData.error_code")?;
+        let field_leader_id = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.leader_epoch")?;
+        let field_isr = {
             let n = wire::get_required_array_len(buf, flexible, "AlterPartitionResponse::PartitionData.isr")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -368,12 +378,12 @@ impl PartitionData {
             }
             v
         };
-        let leader_recovery_state = if version >= 1 {
+        let field_leader_recovery_state = if version >= 1 {
             wire::get_i8(buf, "AlterPartitionResponse::PartitionData.leader_recovery_state")?
         } else {
             0
         };
-        let partition_epoch = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.partition_epoch")?;
+        let field_partition_epoch = wire::get_i32(buf, "AlterPartitionResponse::PartitionData.partition_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -385,13 +395,13 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            error_code,
-            leader_id,
-            leader_epoch,
-            isr,
-            leader_recovery_state,
-            partition_epoch,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            isr: field_isr,
+            leader_recovery_state: field_leader_recovery_state,
+            partition_epoch: field_partition_epoch,
             unknown_tagged_fields,
         })
     }

@@ -58,7 +58,7 @@ impl AlterReplicaLogDirsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let dirs = {
+        let field_dirs = {
             let n = wire::get_required_array_len(buf, flexible, "AlterReplicaLogDirsRequest.dirs")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl AlterReplicaLogDirsRequest {
                 }
             }
         }
-        Ok(Self { dirs, unknown_tagged_fields })
+        Ok(Self { dirs: field_dirs, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl AlterReplicaLogDir {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let path = wire::get_string(buf, flexible, "AlterReplicaLogDirsRequest::AlterReplicaLogDir.path")?;
-        let topics = {
+        let field_path = wire::get_string(buf, flexible, "AlterReplicaLogDirsRequest::AlterReplicaLogDir.path")?;
+        let field_topics = {
             let n =
                 wire::get_required_array_len(buf, flexible, "AlterReplicaLogDirsRequest::AlterReplicaLogDir.topics")?;
             let mut v = wire::vec_for(n);
@@ -177,7 +177,7 @@ impl AlterReplicaLogDir {
                 }
             }
         }
-        Ok(Self { path, topics, unknown_tagged_fields })
+        Ok(Self { path: field_path, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -259,8 +259,8 @@ impl AlterReplicaLogDirTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let name = wire::get_string(buf, flexible, "AlterReplicaLogDirsRequest::AlterReplicaLogDirTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "AlterReplicaLogDirsRequest::AlterReplicaLogDirTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -282,7 +282,7 @@ impl AlterReplicaLogDirTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

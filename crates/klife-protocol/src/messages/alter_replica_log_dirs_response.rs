@@ -71,8 +71,8 @@ impl AlterReplicaLogDirsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let throttle_time_ms = wire::get_i32(buf, "AlterReplicaLogDirsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "AlterReplicaLogDirsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "AlterReplicaLogDirsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl AlterReplicaLogDirsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -181,9 +181,9 @@ impl AlterReplicaLogDirTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let topic_name =
+        let field_topic_name =
             wire::get_string(buf, flexible, "AlterReplicaLogDirsResponse::AlterReplicaLogDirTopicResult.topic_name")?;
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -205,7 +205,7 @@ impl AlterReplicaLogDirTopicResult {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -279,9 +279,9 @@ impl AlterReplicaLogDirPartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "AlterReplicaLogDirsResponse::AlterReplicaLogDirPartitionResult.partition_index")?;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "AlterReplicaLogDirsResponse::AlterReplicaLogDirPartitionResult.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -293,7 +293,7 @@ impl AlterReplicaLogDirPartitionResult {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

@@ -84,7 +84,7 @@ impl AlterUserScramCredentialsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let deletions = {
+        let field_deletions = {
             let n = wire::get_required_array_len(buf, flexible, "AlterUserScramCredentialsRequest.deletions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -92,7 +92,7 @@ impl AlterUserScramCredentialsRequest {
             }
             v
         };
-        let upsertions = {
+        let field_upsertions = {
             let n = wire::get_required_array_len(buf, flexible, "AlterUserScramCredentialsRequest.upsertions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -110,7 +110,7 @@ impl AlterUserScramCredentialsRequest {
                 }
             }
         }
-        Ok(Self { deletions, upsertions, unknown_tagged_fields })
+        Ok(Self { deletions: field_deletions, upsertions: field_upsertions, unknown_tagged_fields })
     }
 }
 
@@ -184,8 +184,9 @@ impl ScramCredentialDeletion {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialDeletion.name")?;
-        let mechanism = wire::get_i8(buf, "AlterUserScramCredentialsRequest::ScramCredentialDeletion.mechanism")?;
+        let field_name =
+            wire::get_string(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialDeletion.name")?;
+        let field_mechanism = wire::get_i8(buf, "AlterUserScramCredentialsRequest::ScramCredentialDeletion.mechanism")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ScramCredentialDeletion")?;
@@ -196,7 +197,7 @@ impl ScramCredentialDeletion {
                 }
             }
         }
-        Ok(Self { name, mechanism, unknown_tagged_fields })
+        Ok(Self { name: field_name, mechanism: field_mechanism, unknown_tagged_fields })
     }
 }
 
@@ -309,11 +310,15 @@ impl ScramCredentialUpsertion {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.name")?;
-        let mechanism = wire::get_i8(buf, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.mechanism")?;
-        let iterations = wire::get_i32(buf, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.iterations")?;
-        let salt = wire::get_bytes(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.salt")?;
-        let salted_password = wire::get_bytes(
+        let field_name =
+            wire::get_string(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.name")?;
+        let field_mechanism =
+            wire::get_i8(buf, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.mechanism")?;
+        let field_iterations =
+            wire::get_i32(buf, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.iterations")?;
+        let field_salt =
+            wire::get_bytes(buf, flexible, "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.salt")?;
+        let field_salted_password = wire::get_bytes(
             buf,
             flexible,
             "AlterUserScramCredentialsRequest::ScramCredentialUpsertion.salted_password",
@@ -328,7 +333,14 @@ impl ScramCredentialUpsertion {
                 }
             }
         }
-        Ok(Self { name, mechanism, iterations, salt, salted_password, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            mechanism: field_mechanism,
+            iterations: field_iterations,
+            salt: field_salt,
+            salted_password: field_salted_password,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -71,8 +71,8 @@ impl AlterUserScramCredentialsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "AlterUserScramCredentialsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "AlterUserScramCredentialsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "AlterUserScramCredentialsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl AlterUserScramCredentialsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -188,11 +188,11 @@ impl AlterUserScramCredentialsResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let user =
+        let field_user =
             wire::get_string(buf, flexible, "AlterUserScramCredentialsResponse::AlterUserScramCredentialsResult.user")?;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "AlterUserScramCredentialsResponse::AlterUserScramCredentialsResult.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "AlterUserScramCredentialsResponse::AlterUserScramCredentialsResult.error_message",
@@ -207,7 +207,12 @@ impl AlterUserScramCredentialsResult {
                 }
             }
         }
-        Ok(Self { user, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            user: field_user,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

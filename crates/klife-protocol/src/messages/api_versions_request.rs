@@ -77,12 +77,12 @@ impl ApiVersionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let client_software_name = if version >= 3 {
+        let field_client_software_name = if version >= 3 {
             wire::get_string(buf, flexible, "ApiVersionsRequest.client_software_name")?
         } else {
             String::new()
         };
-        let client_software_version = if version >= 3 {
+        let field_client_software_version = if version >= 3 {
             wire::get_string(buf, flexible, "ApiVersionsRequest.client_software_version")?
         } else {
             String::new()
@@ -97,7 +97,11 @@ impl ApiVersionsRequest {
                 }
             }
         }
-        Ok(Self { client_software_name, client_software_version, unknown_tagged_fields })
+        Ok(Self {
+            client_software_name: field_client_software_name,
+            client_software_version: field_client_software_version,
+            unknown_tagged_fields,
+        })
     }
 }
 

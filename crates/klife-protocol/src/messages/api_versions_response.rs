@@ -178,8 +178,8 @@ impl ApiVersionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let error_code = wire::get_i16(buf, "ApiVersionsResponse.error_code")?;
-        let api_keys = {
+        let field_error_code = wire::get_i16(buf, "ApiVersionsResponse.error_code")?;
+        let field_api_keys = {
             let n = wire::get_required_array_len(buf, flexible, "ApiVersionsResponse.api_keys")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -187,12 +187,12 @@ impl ApiVersionsResponse {
             }
             v
         };
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "ApiVersionsResponse.throttle_time_ms")? } else { 0 };
-        let mut supported_features = Vec::<SupportedFeatureKey>::new();
-        let mut finalized_features_epoch = -1;
-        let mut finalized_features = Vec::<FinalizedFeatureKey>::new();
-        let mut zk_migration_ready = false;
+        let mut field_supported_features = Vec::<SupportedFeatureKey>::new();
+        let mut field_finalized_features_epoch = -1;
+        let mut field_finalized_features = Vec::<FinalizedFeatureKey>::new();
+        let mut field_zk_migration_ready = false;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ApiVersionsResponse")?;
@@ -200,7 +200,7 @@ impl ApiVersionsResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "ApiVersionsResponse")?;
                 match tag {
                     0 if version >= 3 => {
-                        supported_features = {
+                        field_supported_features = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(
@@ -218,14 +218,14 @@ impl ApiVersionsResponse {
                         wire::expect_consumed(&data, "ApiVersionsResponse.supported_features")?;
                     }
                     1 if version >= 3 => {
-                        finalized_features_epoch = {
+                        field_finalized_features_epoch = {
                             let buf = &mut data;
                             wire::get_i64(buf, "ApiVersionsResponse.finalized_features_epoch")?
                         };
                         wire::expect_consumed(&data, "ApiVersionsResponse.finalized_features_epoch")?;
                     }
                     2 if version >= 3 => {
-                        finalized_features = {
+                        field_finalized_features = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(
@@ -243,7 +243,7 @@ impl ApiVersionsResponse {
                         wire::expect_consumed(&data, "ApiVersionsResponse.finalized_features")?;
                     }
                     3 if version >= 3 => {
-                        zk_migration_ready = {
+                        field_zk_migration_ready = {
                             let buf = &mut data;
                             wire::get_bool(buf, "ApiVersionsResponse.zk_migration_ready")?
                         };
@@ -254,13 +254,13 @@ impl ApiVersionsResponse {
             }
         }
         Ok(Self {
-            error_code,
-            api_keys,
-            throttle_time_ms,
-            supported_features,
-            finalized_features_epoch,
-            finalized_features,
-            zk_migration_ready,
+            error_code: field_error_code,
+            api_keys: field_api_keys,
+            throttle_time_ms: field_throttle_time_ms,
+            supported_features: field_supported_features,
+            finalized_features_epoch: field_finalized_features_epoch,
+            finalized_features: field_finalized_features,
+            zk_migration_ready: field_zk_migration_ready,
             unknown_tagged_fields,
         })
     }
@@ -362,9 +362,9 @@ impl ApiVersion {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let api_key = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.api_key")?;
-        let min_version = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.min_version")?;
-        let max_version = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.max_version")?;
+        let field_api_key = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.api_key")?;
+        let field_min_version = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.min_version")?;
+        let field_max_version = wire::get_i16(buf, "ApiVersionsResponse::ApiVersion.max_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ApiVersion")?;
@@ -375,7 +375,12 @@ impl ApiVersion {
                 }
             }
         }
-        Ok(Self { api_key, min_version, max_version, unknown_tagged_fields })
+        Ok(Self {
+            api_key: field_api_key,
+            min_version: field_min_version,
+            max_version: field_max_version,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -483,14 +488,14 @@ impl SupportedFeatureKey {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = if version >= 3 {
+        let field_name = if version >= 3 {
             wire::get_string(buf, flexible, "ApiVersionsResponse::SupportedFeatureKey.name")?
         } else {
             String::new()
         };
-        let min_version =
+        let field_min_version =
             if version >= 3 { wire::get_i16(buf, "ApiVersionsResponse::SupportedFeatureKey.min_version")? } else { 0 };
-        let max_version =
+        let field_max_version =
             if version >= 3 { wire::get_i16(buf, "ApiVersionsResponse::SupportedFeatureKey.max_version")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -502,7 +507,12 @@ impl SupportedFeatureKey {
                 }
             }
         }
-        Ok(Self { name, min_version, max_version, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            min_version: field_min_version,
+            max_version: field_max_version,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -610,17 +620,17 @@ impl FinalizedFeatureKey {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = if version >= 3 {
+        let field_name = if version >= 3 {
             wire::get_string(buf, flexible, "ApiVersionsResponse::FinalizedFeatureKey.name")?
         } else {
             String::new()
         };
-        let max_version_level = if version >= 3 {
+        let field_max_version_level = if version >= 3 {
             wire::get_i16(buf, "ApiVersionsResponse::FinalizedFeatureKey.max_version_level")?
         } else {
             0
         };
-        let min_version_level = if version >= 3 {
+        let field_min_version_level = if version >= 3 {
             wire::get_i16(buf, "ApiVersionsResponse::FinalizedFeatureKey.min_version_level")?
         } else {
             0
@@ -635,7 +645,12 @@ impl FinalizedFeatureKey {
                 }
             }
         }
-        Ok(Self { name, max_version_level, min_version_level, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            max_version_level: field_max_version_level,
+            min_version_level: field_min_version_level,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -81,9 +81,9 @@ impl AssignReplicasToDirsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "AssignReplicasToDirsRequest.broker_id")?;
-        let broker_epoch = wire::get_i64(buf, "AssignReplicasToDirsRequest.broker_epoch")?;
-        let directories = {
+        let field_broker_id = wire::get_i32(buf, "AssignReplicasToDirsRequest.broker_id")?;
+        let field_broker_epoch = wire::get_i64(buf, "AssignReplicasToDirsRequest.broker_epoch")?;
+        let field_directories = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsRequest.directories")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -101,7 +101,12 @@ impl AssignReplicasToDirsRequest {
                 }
             }
         }
-        Ok(Self { broker_id, broker_epoch, directories, unknown_tagged_fields })
+        Ok(Self {
+            broker_id: field_broker_id,
+            broker_epoch: field_broker_epoch,
+            directories: field_directories,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -184,8 +189,8 @@ impl DirectoryData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let id = wire::get_uuid(buf, "AssignReplicasToDirsRequest::DirectoryData.id")?;
-        let topics = {
+        let field_id = wire::get_uuid(buf, "AssignReplicasToDirsRequest::DirectoryData.id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsRequest::DirectoryData.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -203,7 +208,7 @@ impl DirectoryData {
                 }
             }
         }
-        Ok(Self { id, topics, unknown_tagged_fields })
+        Ok(Self { id: field_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -285,8 +290,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "AssignReplicasToDirsRequest::TopicData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "AssignReplicasToDirsRequest::TopicData.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -304,7 +309,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -369,7 +374,7 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "AssignReplicasToDirsRequest::PartitionData.partition_index")?;
+        let field_partition_index = wire::get_i32(buf, "AssignReplicasToDirsRequest::PartitionData.partition_index")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -380,7 +385,7 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 

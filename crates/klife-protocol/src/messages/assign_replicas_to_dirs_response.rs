@@ -86,9 +86,9 @@ impl AssignReplicasToDirsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "AssignReplicasToDirsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "AssignReplicasToDirsResponse.error_code")?;
-        let directories = {
+        let field_throttle_time_ms = wire::get_i32(buf, "AssignReplicasToDirsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "AssignReplicasToDirsResponse.error_code")?;
+        let field_directories = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsResponse.directories")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -106,7 +106,12 @@ impl AssignReplicasToDirsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, directories, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            directories: field_directories,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -189,8 +194,8 @@ impl DirectoryData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let id = wire::get_uuid(buf, "AssignReplicasToDirsResponse::DirectoryData.id")?;
-        let topics = {
+        let field_id = wire::get_uuid(buf, "AssignReplicasToDirsResponse::DirectoryData.id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsResponse::DirectoryData.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -208,7 +213,7 @@ impl DirectoryData {
                 }
             }
         }
-        Ok(Self { id, topics, unknown_tagged_fields })
+        Ok(Self { id: field_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -290,8 +295,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "AssignReplicasToDirsResponse::TopicData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "AssignReplicasToDirsResponse::TopicData.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "AssignReplicasToDirsResponse::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -309,7 +314,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -383,8 +388,8 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "AssignReplicasToDirsResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "AssignReplicasToDirsResponse::PartitionData.error_code")?;
+        let field_partition_index = wire::get_i32(buf, "AssignReplicasToDirsResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "AssignReplicasToDirsResponse::PartitionData.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -395,7 +400,7 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

@@ -103,9 +103,9 @@ impl BeginQuorumEpochRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "BeginQuorumEpochRequest.cluster_id")?;
-        let voter_id = if version == 1 { wire::get_i32(buf, "BeginQuorumEpochRequest.voter_id")? } else { -1 };
-        let topics = {
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "BeginQuorumEpochRequest.cluster_id")?;
+        let field_voter_id = if version == 1 { wire::get_i32(buf, "BeginQuorumEpochRequest.voter_id")? } else { -1 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "BeginQuorumEpochRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -113,7 +113,7 @@ impl BeginQuorumEpochRequest {
             }
             v
         };
-        let leader_endpoints = if version == 1 {
+        let field_leader_endpoints = if version == 1 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "BeginQuorumEpochRequest.leader_endpoints")?;
                 let mut v = wire::vec_for(n);
@@ -135,7 +135,13 @@ impl BeginQuorumEpochRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, voter_id, topics, leader_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            cluster_id: field_cluster_id,
+            voter_id: field_voter_id,
+            topics: field_topics,
+            leader_endpoints: field_leader_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -223,8 +229,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let topic_name = wire::get_string(buf, flexible, "BeginQuorumEpochRequest::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "BeginQuorumEpochRequest::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "BeginQuorumEpochRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -242,7 +248,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -342,14 +348,14 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let partition_index = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.partition_index")?;
-        let voter_directory_id = if version == 1 {
+        let field_partition_index = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.partition_index")?;
+        let field_voter_directory_id = if version == 1 {
             wire::get_uuid(buf, "BeginQuorumEpochRequest::PartitionData.voter_directory_id")?
         } else {
             Uuid::NIL
         };
-        let leader_id = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.leader_epoch")?;
+        let field_leader_id = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "BeginQuorumEpochRequest::PartitionData.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -360,7 +366,13 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, voter_directory_id, leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            voter_directory_id: field_voter_directory_id,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -469,17 +481,18 @@ impl LeaderEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let name = if version == 1 {
+        let field_name = if version == 1 {
             wire::get_string(buf, flexible, "BeginQuorumEpochRequest::LeaderEndpoint.name")?
         } else {
             String::new()
         };
-        let host = if version == 1 {
+        let field_host = if version == 1 {
             wire::get_string(buf, flexible, "BeginQuorumEpochRequest::LeaderEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version == 1 { wire::get_u16(buf, "BeginQuorumEpochRequest::LeaderEndpoint.port")? } else { 0 };
+        let field_port =
+            if version == 1 { wire::get_u16(buf, "BeginQuorumEpochRequest::LeaderEndpoint.port")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderEndpoint")?;
@@ -490,7 +503,7 @@ impl LeaderEndpoint {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 

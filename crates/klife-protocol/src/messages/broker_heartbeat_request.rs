@@ -128,12 +128,12 @@ impl BrokerHeartbeatRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "BrokerHeartbeatRequest.broker_id")?;
-        let broker_epoch = wire::get_i64(buf, "BrokerHeartbeatRequest.broker_epoch")?;
-        let current_metadata_offset = wire::get_i64(buf, "BrokerHeartbeatRequest.current_metadata_offset")?;
-        let want_fence = wire::get_bool(buf, "BrokerHeartbeatRequest.want_fence")?;
-        let want_shut_down = wire::get_bool(buf, "BrokerHeartbeatRequest.want_shut_down")?;
-        let mut offline_log_dirs = Vec::<Uuid>::new();
+        let field_broker_id = wire::get_i32(buf, "BrokerHeartbeatRequest.broker_id")?;
+        let field_broker_epoch = wire::get_i64(buf, "BrokerHeartbeatRequest.broker_epoch")?;
+        let field_current_metadata_offset = wire::get_i64(buf, "BrokerHeartbeatRequest.current_metadata_offset")?;
+        let field_want_fence = wire::get_bool(buf, "BrokerHeartbeatRequest.want_fence")?;
+        let field_want_shut_down = wire::get_bool(buf, "BrokerHeartbeatRequest.want_shut_down")?;
+        let mut field_offline_log_dirs = Vec::<Uuid>::new();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "BrokerHeartbeatRequest")?;
@@ -141,7 +141,7 @@ impl BrokerHeartbeatRequest {
                 let (tag, mut data) = wire::get_tagged_field(buf, "BrokerHeartbeatRequest")?;
                 match tag {
                     0 if version == 1 => {
-                        offline_log_dirs = {
+                        field_offline_log_dirs = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(
@@ -163,12 +163,12 @@ impl BrokerHeartbeatRequest {
             }
         }
         Ok(Self {
-            broker_id,
-            broker_epoch,
-            current_metadata_offset,
-            want_fence,
-            want_shut_down,
-            offline_log_dirs,
+            broker_id: field_broker_id,
+            broker_epoch: field_broker_epoch,
+            current_metadata_offset: field_current_metadata_offset,
+            want_fence: field_want_fence,
+            want_shut_down: field_want_shut_down,
+            offline_log_dirs: field_offline_log_dirs,
             unknown_tagged_fields,
         })
     }

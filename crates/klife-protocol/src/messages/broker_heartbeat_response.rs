@@ -98,11 +98,11 @@ impl BrokerHeartbeatResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "BrokerHeartbeatResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "BrokerHeartbeatResponse.error_code")?;
-        let is_caught_up = wire::get_bool(buf, "BrokerHeartbeatResponse.is_caught_up")?;
-        let is_fenced = wire::get_bool(buf, "BrokerHeartbeatResponse.is_fenced")?;
-        let should_shut_down = wire::get_bool(buf, "BrokerHeartbeatResponse.should_shut_down")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "BrokerHeartbeatResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "BrokerHeartbeatResponse.error_code")?;
+        let field_is_caught_up = wire::get_bool(buf, "BrokerHeartbeatResponse.is_caught_up")?;
+        let field_is_fenced = wire::get_bool(buf, "BrokerHeartbeatResponse.is_fenced")?;
+        let field_should_shut_down = wire::get_bool(buf, "BrokerHeartbeatResponse.should_shut_down")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "BrokerHeartbeatResponse")?;
@@ -113,7 +113,14 @@ impl BrokerHeartbeatResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, is_caught_up, is_fenced, should_shut_down, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            is_caught_up: field_is_caught_up,
+            is_fenced: field_is_fenced,
+            should_shut_down: field_should_shut_down,
+            unknown_tagged_fields,
+        })
     }
 }
 

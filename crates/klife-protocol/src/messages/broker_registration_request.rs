@@ -159,10 +159,10 @@ impl BrokerRegistrationRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "BrokerRegistrationRequest.broker_id")?;
-        let cluster_id = wire::get_string(buf, flexible, "BrokerRegistrationRequest.cluster_id")?;
-        let incarnation_id = wire::get_uuid(buf, "BrokerRegistrationRequest.incarnation_id")?;
-        let listeners = {
+        let field_broker_id = wire::get_i32(buf, "BrokerRegistrationRequest.broker_id")?;
+        let field_cluster_id = wire::get_string(buf, flexible, "BrokerRegistrationRequest.cluster_id")?;
+        let field_incarnation_id = wire::get_uuid(buf, "BrokerRegistrationRequest.incarnation_id")?;
+        let field_listeners = {
             let n = wire::get_required_array_len(buf, flexible, "BrokerRegistrationRequest.listeners")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -170,7 +170,7 @@ impl BrokerRegistrationRequest {
             }
             v
         };
-        let features = {
+        let field_features = {
             let n = wire::get_required_array_len(buf, flexible, "BrokerRegistrationRequest.features")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -178,10 +178,10 @@ impl BrokerRegistrationRequest {
             }
             v
         };
-        let rack = wire::get_nullable_string(buf, flexible, "BrokerRegistrationRequest.rack")?;
-        let is_migrating_zk_broker =
+        let field_rack = wire::get_nullable_string(buf, flexible, "BrokerRegistrationRequest.rack")?;
+        let field_is_migrating_zk_broker =
             if version >= 1 { wire::get_bool(buf, "BrokerRegistrationRequest.is_migrating_zk_broker")? } else { false };
-        let log_dirs = if version >= 2 {
+        let field_log_dirs = if version >= 2 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "BrokerRegistrationRequest.log_dirs")?;
                 let mut v = wire::vec_for(n);
@@ -193,7 +193,7 @@ impl BrokerRegistrationRequest {
         } else {
             Vec::<Uuid>::new()
         };
-        let previous_broker_epoch =
+        let field_previous_broker_epoch =
             if version >= 3 { wire::get_i64(buf, "BrokerRegistrationRequest.previous_broker_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -206,15 +206,15 @@ impl BrokerRegistrationRequest {
             }
         }
         Ok(Self {
-            broker_id,
-            cluster_id,
-            incarnation_id,
-            listeners,
-            features,
-            rack,
-            is_migrating_zk_broker,
-            log_dirs,
-            previous_broker_epoch,
+            broker_id: field_broker_id,
+            cluster_id: field_cluster_id,
+            incarnation_id: field_incarnation_id,
+            listeners: field_listeners,
+            features: field_features,
+            rack: field_rack,
+            is_migrating_zk_broker: field_is_migrating_zk_broker,
+            log_dirs: field_log_dirs,
+            previous_broker_epoch: field_previous_broker_epoch,
             unknown_tagged_fields,
         })
     }
@@ -325,10 +325,10 @@ impl Listener {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Listener.name")?;
-        let host = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Listener.host")?;
-        let port = wire::get_u16(buf, "BrokerRegistrationRequest::Listener.port")?;
-        let security_protocol = wire::get_i16(buf, "BrokerRegistrationRequest::Listener.security_protocol")?;
+        let field_name = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Listener.name")?;
+        let field_host = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Listener.host")?;
+        let field_port = wire::get_u16(buf, "BrokerRegistrationRequest::Listener.port")?;
+        let field_security_protocol = wire::get_i16(buf, "BrokerRegistrationRequest::Listener.security_protocol")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Listener")?;
@@ -339,7 +339,13 @@ impl Listener {
                 }
             }
         }
-        Ok(Self { name, host, port, security_protocol, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            host: field_host,
+            port: field_port,
+            security_protocol: field_security_protocol,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -429,9 +435,11 @@ impl Feature {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Feature.name")?;
-        let min_supported_version = wire::get_i16(buf, "BrokerRegistrationRequest::Feature.min_supported_version")?;
-        let max_supported_version = wire::get_i16(buf, "BrokerRegistrationRequest::Feature.max_supported_version")?;
+        let field_name = wire::get_string(buf, flexible, "BrokerRegistrationRequest::Feature.name")?;
+        let field_min_supported_version =
+            wire::get_i16(buf, "BrokerRegistrationRequest::Feature.min_supported_version")?;
+        let field_max_supported_version =
+            wire::get_i16(buf, "BrokerRegistrationRequest::Feature.max_supported_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Feature")?;
@@ -442,7 +450,12 @@ impl Feature {
                 }
             }
         }
-        Ok(Self { name, min_supported_version, max_supported_version, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            min_supported_version: field_min_supported_version,
+            max_supported_version: field_max_supported_version,
+            unknown_tagged_fields,
+        })
     }
 }
 

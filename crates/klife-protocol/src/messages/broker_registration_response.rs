@@ -73,9 +73,9 @@ impl BrokerRegistrationResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "BrokerRegistrationResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "BrokerRegistrationResponse.error_code")?;
-        let broker_epoch = wire::get_i64(buf, "BrokerRegistrationResponse.broker_epoch")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "BrokerRegistrationResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "BrokerRegistrationResponse.error_code")?;
+        let field_broker_epoch = wire::get_i64(buf, "BrokerRegistrationResponse.broker_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "BrokerRegistrationResponse")?;
@@ -86,7 +86,12 @@ impl BrokerRegistrationResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, broker_epoch, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            broker_epoch: field_broker_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -71,7 +71,7 @@ impl ConsumerGroupDescribeRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_ids = {
+        let field_group_ids = {
             let n = wire::get_required_array_len(buf, flexible, "ConsumerGroupDescribeRequest.group_ids")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -79,7 +79,7 @@ impl ConsumerGroupDescribeRequest {
             }
             v
         };
-        let include_authorized_operations =
+        let field_include_authorized_operations =
             wire::get_bool(buf, "ConsumerGroupDescribeRequest.include_authorized_operations")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -91,7 +91,11 @@ impl ConsumerGroupDescribeRequest {
                 }
             }
         }
-        Ok(Self { group_ids, include_authorized_operations, unknown_tagged_fields })
+        Ok(Self {
+            group_ids: field_group_ids,
+            include_authorized_operations: field_include_authorized_operations,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -192,13 +192,13 @@ impl ConsumerGroupHeartbeatRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "ConsumerGroupHeartbeatRequest.group_id")?;
-        let member_id = wire::get_string(buf, flexible, "ConsumerGroupHeartbeatRequest.member_id")?;
-        let member_epoch = wire::get_i32(buf, "ConsumerGroupHeartbeatRequest.member_epoch")?;
-        let instance_id = wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.instance_id")?;
-        let rack_id = wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.rack_id")?;
-        let rebalance_timeout_ms = wire::get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
-        let subscribed_topic_names =
+        let field_group_id = wire::get_string(buf, flexible, "ConsumerGroupHeartbeatRequest.group_id")?;
+        let field_member_id = wire::get_string(buf, flexible, "ConsumerGroupHeartbeatRequest.member_id")?;
+        let field_member_epoch = wire::get_i32(buf, "ConsumerGroupHeartbeatRequest.member_epoch")?;
+        let field_instance_id = wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.instance_id")?;
+        let field_rack_id = wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.rack_id")?;
+        let field_rebalance_timeout_ms = wire::get_i32(buf, "ConsumerGroupHeartbeatRequest.rebalance_timeout_ms")?;
+        let field_subscribed_topic_names =
             match wire::get_array_len(buf, flexible, "ConsumerGroupHeartbeatRequest.subscribed_topic_names")? {
                 None => None,
                 Some(n) => {
@@ -213,14 +213,14 @@ impl ConsumerGroupHeartbeatRequest {
                     Some(v)
                 }
             };
-        let subscribed_topic_regex = if version == 1 {
+        let field_subscribed_topic_regex = if version == 1 {
             wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.subscribed_topic_regex")?
         } else {
             None
         };
-        let server_assignor =
+        let field_server_assignor =
             wire::get_nullable_string(buf, flexible, "ConsumerGroupHeartbeatRequest.server_assignor")?;
-        let topic_partitions =
+        let field_topic_partitions =
             match wire::get_array_len(buf, flexible, "ConsumerGroupHeartbeatRequest.topic_partitions")? {
                 None => None,
                 Some(n) => {
@@ -242,16 +242,16 @@ impl ConsumerGroupHeartbeatRequest {
             }
         }
         Ok(Self {
-            group_id,
-            member_id,
-            member_epoch,
-            instance_id,
-            rack_id,
-            rebalance_timeout_ms,
-            subscribed_topic_names,
-            subscribed_topic_regex,
-            server_assignor,
-            topic_partitions,
+            group_id: field_group_id,
+            member_id: field_member_id,
+            member_epoch: field_member_epoch,
+            instance_id: field_instance_id,
+            rack_id: field_rack_id,
+            rebalance_timeout_ms: field_rebalance_timeout_ms,
+            subscribed_topic_names: field_subscribed_topic_names,
+            subscribed_topic_regex: field_subscribed_topic_regex,
+            server_assignor: field_server_assignor,
+            topic_partitions: field_topic_partitions,
             unknown_tagged_fields,
         })
     }
@@ -355,8 +355,8 @@ impl TopicPartitions {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ConsumerGroupHeartbeatRequest::TopicPartitions.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ConsumerGroupHeartbeatRequest::TopicPartitions.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -378,7 +378,7 @@ impl TopicPartitions {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -54,7 +54,7 @@ impl ConsumerProtocolAssignment {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let assigned_partitions = {
+        let field_assigned_partitions = {
             let n = wire::get_required_array_len(buf, false, "ConsumerProtocolAssignment.assigned_partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -62,8 +62,8 @@ impl ConsumerProtocolAssignment {
             }
             v
         };
-        let user_data = wire::get_nullable_bytes(buf, false, "ConsumerProtocolAssignment.user_data")?;
-        Ok(Self { assigned_partitions, user_data })
+        let field_user_data = wire::get_nullable_bytes(buf, false, "ConsumerProtocolAssignment.user_data")?;
+        Ok(Self { assigned_partitions: field_assigned_partitions, user_data: field_user_data })
     }
 }
 
@@ -125,8 +125,8 @@ impl TopicPartition {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let topic = wire::get_string(buf, false, "ConsumerProtocolAssignment::TopicPartition.topic")?;
-        let partitions = {
+        let field_topic = wire::get_string(buf, false, "ConsumerProtocolAssignment::TopicPartition.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, false, "ConsumerProtocolAssignment::TopicPartition.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -134,7 +134,7 @@ impl TopicPartition {
             }
             v
         };
-        Ok(Self { topic, partitions })
+        Ok(Self { topic: field_topic, partitions: field_partitions })
     }
 }
 

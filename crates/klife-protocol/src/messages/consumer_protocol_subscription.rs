@@ -96,7 +96,7 @@ impl ConsumerProtocolSubscription {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, false, "ConsumerProtocolSubscription.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -104,8 +104,8 @@ impl ConsumerProtocolSubscription {
             }
             v
         };
-        let user_data = wire::get_nullable_bytes(buf, false, "ConsumerProtocolSubscription.user_data")?;
-        let owned_partitions = if version >= 1 {
+        let field_user_data = wire::get_nullable_bytes(buf, false, "ConsumerProtocolSubscription.user_data")?;
+        let field_owned_partitions = if version >= 1 {
             {
                 let n = wire::get_required_array_len(buf, false, "ConsumerProtocolSubscription.owned_partitions")?;
                 let mut v = wire::vec_for(n);
@@ -117,14 +117,20 @@ impl ConsumerProtocolSubscription {
         } else {
             Vec::<TopicPartition>::new()
         };
-        let generation_id =
+        let field_generation_id =
             if version >= 2 { wire::get_i32(buf, "ConsumerProtocolSubscription.generation_id")? } else { -1 };
-        let rack_id = if version == 3 {
+        let field_rack_id = if version == 3 {
             wire::get_nullable_string(buf, false, "ConsumerProtocolSubscription.rack_id")?
         } else {
             None
         };
-        Ok(Self { topics, user_data, owned_partitions, generation_id, rack_id })
+        Ok(Self {
+            topics: field_topics,
+            user_data: field_user_data,
+            owned_partitions: field_owned_partitions,
+            generation_id: field_generation_id,
+            rack_id: field_rack_id,
+        })
     }
 }
 
@@ -213,12 +219,12 @@ impl TopicPartition {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let topic = if version >= 1 {
+        let field_topic = if version >= 1 {
             wire::get_string(buf, false, "ConsumerProtocolSubscription::TopicPartition.topic")?
         } else {
             String::new()
         };
-        let partitions = if version >= 1 {
+        let field_partitions = if version >= 1 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -234,7 +240,7 @@ impl TopicPartition {
         } else {
             Vec::<i32>::new()
         };
-        Ok(Self { topic, partitions })
+        Ok(Self { topic: field_topic, partitions: field_partitions })
     }
 }
 

@@ -66,8 +66,8 @@ impl ControlledShutdownRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 3;
-        let broker_id = wire::get_i32(buf, "ControlledShutdownRequest.broker_id")?;
-        let broker_epoch =
+        let field_broker_id = wire::get_i32(buf, "ControlledShutdownRequest.broker_id")?;
+        let field_broker_epoch =
             if version >= 2 { wire::get_i64(buf, "ControlledShutdownRequest.broker_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -79,7 +79,7 @@ impl ControlledShutdownRequest {
                 }
             }
         }
-        Ok(Self { broker_id, broker_epoch, unknown_tagged_fields })
+        Ok(Self { broker_id: field_broker_id, broker_epoch: field_broker_epoch, unknown_tagged_fields })
     }
 }
 

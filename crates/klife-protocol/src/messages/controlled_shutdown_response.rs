@@ -76,8 +76,8 @@ impl ControlledShutdownResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 3;
-        let error_code = wire::get_i16(buf, "ControlledShutdownResponse.error_code")?;
-        let remaining_partitions = {
+        let field_error_code = wire::get_i16(buf, "ControlledShutdownResponse.error_code")?;
+        let field_remaining_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "ControlledShutdownResponse.remaining_partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -95,7 +95,11 @@ impl ControlledShutdownResponse {
                 }
             }
         }
-        Ok(Self { error_code, remaining_partitions, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            remaining_partitions: field_remaining_partitions,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -169,8 +173,10 @@ impl RemainingPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 3;
-        let topic_name = wire::get_string(buf, flexible, "ControlledShutdownResponse::RemainingPartition.topic_name")?;
-        let partition_index = wire::get_i32(buf, "ControlledShutdownResponse::RemainingPartition.partition_index")?;
+        let field_topic_name =
+            wire::get_string(buf, flexible, "ControlledShutdownResponse::RemainingPartition.topic_name")?;
+        let field_partition_index =
+            wire::get_i32(buf, "ControlledShutdownResponse::RemainingPartition.partition_index")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "RemainingPartition")?;
@@ -181,7 +187,7 @@ impl RemainingPartition {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 

@@ -104,10 +104,10 @@ impl ControllerRegistrationRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let controller_id = wire::get_i32(buf, "ControllerRegistrationRequest.controller_id")?;
-        let incarnation_id = wire::get_uuid(buf, "ControllerRegistrationRequest.incarnation_id")?;
-        let zk_migration_ready = wire::get_bool(buf, "ControllerRegistrationRequest.zk_migration_ready")?;
-        let listeners = {
+        let field_controller_id = wire::get_i32(buf, "ControllerRegistrationRequest.controller_id")?;
+        let field_incarnation_id = wire::get_uuid(buf, "ControllerRegistrationRequest.incarnation_id")?;
+        let field_zk_migration_ready = wire::get_bool(buf, "ControllerRegistrationRequest.zk_migration_ready")?;
+        let field_listeners = {
             let n = wire::get_required_array_len(buf, flexible, "ControllerRegistrationRequest.listeners")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -115,7 +115,7 @@ impl ControllerRegistrationRequest {
             }
             v
         };
-        let features = {
+        let field_features = {
             let n = wire::get_required_array_len(buf, flexible, "ControllerRegistrationRequest.features")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -133,7 +133,14 @@ impl ControllerRegistrationRequest {
                 }
             }
         }
-        Ok(Self { controller_id, incarnation_id, zk_migration_ready, listeners, features, unknown_tagged_fields })
+        Ok(Self {
+            controller_id: field_controller_id,
+            incarnation_id: field_incarnation_id,
+            zk_migration_ready: field_zk_migration_ready,
+            listeners: field_listeners,
+            features: field_features,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -234,10 +241,10 @@ impl Listener {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Listener.name")?;
-        let host = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Listener.host")?;
-        let port = wire::get_u16(buf, "ControllerRegistrationRequest::Listener.port")?;
-        let security_protocol = wire::get_i16(buf, "ControllerRegistrationRequest::Listener.security_protocol")?;
+        let field_name = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Listener.name")?;
+        let field_host = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Listener.host")?;
+        let field_port = wire::get_u16(buf, "ControllerRegistrationRequest::Listener.port")?;
+        let field_security_protocol = wire::get_i16(buf, "ControllerRegistrationRequest::Listener.security_protocol")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Listener")?;
@@ -248,7 +255,13 @@ impl Listener {
                 }
             }
         }
-        Ok(Self { name, host, port, security_protocol, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            host: field_host,
+            port: field_port,
+            security_protocol: field_security_protocol,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -338,9 +351,11 @@ impl Feature {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Feature.name")?;
-        let min_supported_version = wire::get_i16(buf, "ControllerRegistrationRequest::Feature.min_supported_version")?;
-        let max_supported_version = wire::get_i16(buf, "ControllerRegistrationRequest::Feature.max_supported_version")?;
+        let field_name = wire::get_string(buf, flexible, "ControllerRegistrationRequest::Feature.name")?;
+        let field_min_supported_version =
+            wire::get_i16(buf, "ControllerRegistrationRequest::Feature.min_supported_version")?;
+        let field_max_supported_version =
+            wire::get_i16(buf, "ControllerRegistrationRequest::Feature.max_supported_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Feature")?;
@@ -351,7 +366,12 @@ impl Feature {
                 }
             }
         }
-        Ok(Self { name, min_supported_version, max_supported_version, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            min_supported_version: field_min_supported_version,
+            max_supported_version: field_max_supported_version,
+            unknown_tagged_fields,
+        })
     }
 }
 

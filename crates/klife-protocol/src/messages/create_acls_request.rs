@@ -58,7 +58,7 @@ impl CreateAclsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let creations = {
+        let field_creations = {
             let n = wire::get_required_array_len(buf, flexible, "CreateAclsRequest.creations")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl CreateAclsRequest {
                 }
             }
         }
-        Ok(Self { creations, unknown_tagged_fields })
+        Ok(Self { creations: field_creations, unknown_tagged_fields })
     }
 }
 
@@ -211,14 +211,14 @@ impl AclCreation {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type = wire::get_i8(buf, "CreateAclsRequest::AclCreation.resource_type")?;
-        let resource_name = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.resource_name")?;
-        let resource_pattern_type =
+        let field_resource_type = wire::get_i8(buf, "CreateAclsRequest::AclCreation.resource_type")?;
+        let field_resource_name = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.resource_name")?;
+        let field_resource_pattern_type =
             if version >= 1 { wire::get_i8(buf, "CreateAclsRequest::AclCreation.resource_pattern_type")? } else { 3 };
-        let principal = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.principal")?;
-        let host = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.host")?;
-        let operation = wire::get_i8(buf, "CreateAclsRequest::AclCreation.operation")?;
-        let permission_type = wire::get_i8(buf, "CreateAclsRequest::AclCreation.permission_type")?;
+        let field_principal = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.principal")?;
+        let field_host = wire::get_string(buf, flexible, "CreateAclsRequest::AclCreation.host")?;
+        let field_operation = wire::get_i8(buf, "CreateAclsRequest::AclCreation.operation")?;
+        let field_permission_type = wire::get_i8(buf, "CreateAclsRequest::AclCreation.permission_type")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AclCreation")?;
@@ -230,13 +230,13 @@ impl AclCreation {
             }
         }
         Ok(Self {
-            resource_type,
-            resource_name,
-            resource_pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            resource_pattern_type: field_resource_pattern_type,
+            principal: field_principal,
+            host: field_host,
+            operation: field_operation,
+            permission_type: field_permission_type,
             unknown_tagged_fields,
         })
     }

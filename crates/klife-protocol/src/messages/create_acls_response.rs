@@ -67,8 +67,8 @@ impl CreateAclsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "CreateAclsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "CreateAclsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "CreateAclsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl CreateAclsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -165,8 +165,8 @@ impl AclCreationResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "CreateAclsResponse::AclCreationResult.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "CreateAclsResponse::AclCreationResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "CreateAclsResponse::AclCreationResult.error_message")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -178,7 +178,7 @@ impl AclCreationResult {
                 }
             }
         }
-        Ok(Self { error_code, error_message, unknown_tagged_fields })
+        Ok(Self { error_code: field_error_code, error_message: field_error_message, unknown_tagged_fields })
     }
 }
 

@@ -117,17 +117,17 @@ impl CreateDelegationTokenRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let owner_principal_type = if version == 3 {
+        let field_owner_principal_type = if version == 3 {
             wire::get_nullable_string(buf, flexible, "CreateDelegationTokenRequest.owner_principal_type")?
         } else {
             Some(String::new())
         };
-        let owner_principal_name = if version == 3 {
+        let field_owner_principal_name = if version == 3 {
             wire::get_nullable_string(buf, flexible, "CreateDelegationTokenRequest.owner_principal_name")?
         } else {
             Some(String::new())
         };
-        let renewers = {
+        let field_renewers = {
             let n = wire::get_required_array_len(buf, flexible, "CreateDelegationTokenRequest.renewers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -135,7 +135,7 @@ impl CreateDelegationTokenRequest {
             }
             v
         };
-        let max_lifetime_ms = wire::get_i64(buf, "CreateDelegationTokenRequest.max_lifetime_ms")?;
+        let field_max_lifetime_ms = wire::get_i64(buf, "CreateDelegationTokenRequest.max_lifetime_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CreateDelegationTokenRequest")?;
@@ -146,7 +146,13 @@ impl CreateDelegationTokenRequest {
                 }
             }
         }
-        Ok(Self { owner_principal_type, owner_principal_name, renewers, max_lifetime_ms, unknown_tagged_fields })
+        Ok(Self {
+            owner_principal_type: field_owner_principal_type,
+            owner_principal_name: field_owner_principal_name,
+            renewers: field_renewers,
+            max_lifetime_ms: field_max_lifetime_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -240,9 +246,9 @@ impl CreatableRenewers {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type =
+        let field_principal_type =
             wire::get_string(buf, flexible, "CreateDelegationTokenRequest::CreatableRenewers.principal_type")?;
-        let principal_name =
+        let field_principal_name =
             wire::get_string(buf, flexible, "CreateDelegationTokenRequest::CreatableRenewers.principal_name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -254,7 +260,7 @@ impl CreatableRenewers {
                 }
             }
         }
-        Ok(Self { principal_type, principal_name, unknown_tagged_fields })
+        Ok(Self { principal_type: field_principal_type, principal_name: field_principal_name, unknown_tagged_fields })
     }
 }
 

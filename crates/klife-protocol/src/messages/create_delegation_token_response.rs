@@ -184,25 +184,25 @@ impl CreateDelegationTokenResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "CreateDelegationTokenResponse.error_code")?;
-        let principal_type = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.principal_type")?;
-        let principal_name = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.principal_name")?;
-        let token_requester_principal_type = if version == 3 {
+        let field_error_code = wire::get_i16(buf, "CreateDelegationTokenResponse.error_code")?;
+        let field_principal_type = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.principal_type")?;
+        let field_principal_name = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.principal_name")?;
+        let field_token_requester_principal_type = if version == 3 {
             wire::get_string(buf, flexible, "CreateDelegationTokenResponse.token_requester_principal_type")?
         } else {
             String::new()
         };
-        let token_requester_principal_name = if version == 3 {
+        let field_token_requester_principal_name = if version == 3 {
             wire::get_string(buf, flexible, "CreateDelegationTokenResponse.token_requester_principal_name")?
         } else {
             String::new()
         };
-        let issue_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.issue_timestamp_ms")?;
-        let expiry_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.expiry_timestamp_ms")?;
-        let max_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.max_timestamp_ms")?;
-        let token_id = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.token_id")?;
-        let hmac = wire::get_bytes(buf, flexible, "CreateDelegationTokenResponse.hmac")?;
-        let throttle_time_ms = wire::get_i32(buf, "CreateDelegationTokenResponse.throttle_time_ms")?;
+        let field_issue_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.issue_timestamp_ms")?;
+        let field_expiry_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.expiry_timestamp_ms")?;
+        let field_max_timestamp_ms = wire::get_i64(buf, "CreateDelegationTokenResponse.max_timestamp_ms")?;
+        let field_token_id = wire::get_string(buf, flexible, "CreateDelegationTokenResponse.token_id")?;
+        let field_hmac = wire::get_bytes(buf, flexible, "CreateDelegationTokenResponse.hmac")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "CreateDelegationTokenResponse.throttle_time_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CreateDelegationTokenResponse")?;
@@ -214,17 +214,17 @@ impl CreateDelegationTokenResponse {
             }
         }
         Ok(Self {
-            error_code,
-            principal_type,
-            principal_name,
-            token_requester_principal_type,
-            token_requester_principal_name,
-            issue_timestamp_ms,
-            expiry_timestamp_ms,
-            max_timestamp_ms,
-            token_id,
-            hmac,
-            throttle_time_ms,
+            error_code: field_error_code,
+            principal_type: field_principal_type,
+            principal_name: field_principal_name,
+            token_requester_principal_type: field_token_requester_principal_type,
+            token_requester_principal_name: field_token_requester_principal_name,
+            issue_timestamp_ms: field_issue_timestamp_ms,
+            expiry_timestamp_ms: field_expiry_timestamp_ms,
+            max_timestamp_ms: field_max_timestamp_ms,
+            token_id: field_token_id,
+            hmac: field_hmac,
+            throttle_time_ms: field_throttle_time_ms,
             unknown_tagged_fields,
         })
     }

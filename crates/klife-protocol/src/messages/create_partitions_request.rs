@@ -81,7 +81,7 @@ impl CreatePartitionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "CreatePartitionsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,8 +89,8 @@ impl CreatePartitionsRequest {
             }
             v
         };
-        let timeout_ms = wire::get_i32(buf, "CreatePartitionsRequest.timeout_ms")?;
-        let validate_only = wire::get_bool(buf, "CreatePartitionsRequest.validate_only")?;
+        let field_timeout_ms = wire::get_i32(buf, "CreatePartitionsRequest.timeout_ms")?;
+        let field_validate_only = wire::get_bool(buf, "CreatePartitionsRequest.validate_only")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CreatePartitionsRequest")?;
@@ -101,7 +101,12 @@ impl CreatePartitionsRequest {
                 }
             }
         }
-        Ok(Self { topics, timeout_ms, validate_only, unknown_tagged_fields })
+        Ok(Self {
+            topics: field_topics,
+            timeout_ms: field_timeout_ms,
+            validate_only: field_validate_only,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -205,9 +210,9 @@ impl CreatePartitionsTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = wire::get_string(buf, flexible, "CreatePartitionsRequest::CreatePartitionsTopic.name")?;
-        let count = wire::get_i32(buf, "CreatePartitionsRequest::CreatePartitionsTopic.count")?;
-        let assignments =
+        let field_name = wire::get_string(buf, flexible, "CreatePartitionsRequest::CreatePartitionsTopic.name")?;
+        let field_count = wire::get_i32(buf, "CreatePartitionsRequest::CreatePartitionsTopic.count")?;
+        let field_assignments =
             match wire::get_array_len(buf, flexible, "CreatePartitionsRequest::CreatePartitionsTopic.assignments")? {
                 None => None,
                 Some(n) => {
@@ -228,7 +233,7 @@ impl CreatePartitionsTopic {
                 }
             }
         }
-        Ok(Self { name, count, assignments, unknown_tagged_fields })
+        Ok(Self { name: field_name, count: field_count, assignments: field_assignments, unknown_tagged_fields })
     }
 }
 
@@ -306,7 +311,7 @@ impl CreatePartitionsAssignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let broker_ids = {
+        let field_broker_ids = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -328,7 +333,7 @@ impl CreatePartitionsAssignment {
                 }
             }
         }
-        Ok(Self { broker_ids, unknown_tagged_fields })
+        Ok(Self { broker_ids: field_broker_ids, unknown_tagged_fields })
     }
 }
 

@@ -71,8 +71,8 @@ impl CreatePartitionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "CreatePartitionsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "CreatePartitionsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "CreatePartitionsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl CreatePartitionsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -178,9 +178,9 @@ impl CreatePartitionsTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = wire::get_string(buf, flexible, "CreatePartitionsResponse::CreatePartitionsTopicResult.name")?;
-        let error_code = wire::get_i16(buf, "CreatePartitionsResponse::CreatePartitionsTopicResult.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_name = wire::get_string(buf, flexible, "CreatePartitionsResponse::CreatePartitionsTopicResult.name")?;
+        let field_error_code = wire::get_i16(buf, "CreatePartitionsResponse::CreatePartitionsTopicResult.error_code")?;
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "CreatePartitionsResponse::CreatePartitionsTopicResult.error_message",
@@ -195,7 +195,12 @@ impl CreatePartitionsTopicResult {
                 }
             }
         }
-        Ok(Self { name, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

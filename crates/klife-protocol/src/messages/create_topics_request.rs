@@ -86,7 +86,7 @@ impl CreateTopicsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "CreateTopicsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -94,8 +94,8 @@ impl CreateTopicsRequest {
             }
             v
         };
-        let timeout_ms = wire::get_i32(buf, "CreateTopicsRequest.timeout_ms")?;
-        let validate_only =
+        let field_timeout_ms = wire::get_i32(buf, "CreateTopicsRequest.timeout_ms")?;
+        let field_validate_only =
             if version >= 1 { wire::get_bool(buf, "CreateTopicsRequest.validate_only")? } else { false };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -107,7 +107,12 @@ impl CreateTopicsRequest {
                 }
             }
         }
-        Ok(Self { topics, timeout_ms, validate_only, unknown_tagged_fields })
+        Ok(Self {
+            topics: field_topics,
+            timeout_ms: field_timeout_ms,
+            validate_only: field_validate_only,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -227,10 +232,10 @@ impl CreatableTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = wire::get_string(buf, flexible, "CreateTopicsRequest::CreatableTopic.name")?;
-        let num_partitions = wire::get_i32(buf, "CreateTopicsRequest::CreatableTopic.num_partitions")?;
-        let replication_factor = wire::get_i16(buf, "CreateTopicsRequest::CreatableTopic.replication_factor")?;
-        let assignments = {
+        let field_name = wire::get_string(buf, flexible, "CreateTopicsRequest::CreatableTopic.name")?;
+        let field_num_partitions = wire::get_i32(buf, "CreateTopicsRequest::CreatableTopic.num_partitions")?;
+        let field_replication_factor = wire::get_i16(buf, "CreateTopicsRequest::CreatableTopic.replication_factor")?;
+        let field_assignments = {
             let n = wire::get_required_array_len(buf, flexible, "CreateTopicsRequest::CreatableTopic.assignments")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -238,7 +243,7 @@ impl CreatableTopic {
             }
             v
         };
-        let configs = {
+        let field_configs = {
             let n = wire::get_required_array_len(buf, flexible, "CreateTopicsRequest::CreatableTopic.configs")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -256,7 +261,14 @@ impl CreatableTopic {
                 }
             }
         }
-        Ok(Self { name, num_partitions, replication_factor, assignments, configs, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            num_partitions: field_num_partitions,
+            replication_factor: field_replication_factor,
+            assignments: field_assignments,
+            configs: field_configs,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -341,8 +353,9 @@ impl CreatableReplicaAssignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let partition_index = wire::get_i32(buf, "CreateTopicsRequest::CreatableReplicaAssignment.partition_index")?;
-        let broker_ids = {
+        let field_partition_index =
+            wire::get_i32(buf, "CreateTopicsRequest::CreatableReplicaAssignment.partition_index")?;
+        let field_broker_ids = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -364,7 +377,7 @@ impl CreatableReplicaAssignment {
                 }
             }
         }
-        Ok(Self { partition_index, broker_ids, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, broker_ids: field_broker_ids, unknown_tagged_fields })
     }
 }
 
@@ -443,8 +456,8 @@ impl CreatableTopicConfig {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = wire::get_string(buf, flexible, "CreateTopicsRequest::CreatableTopicConfig.name")?;
-        let value = wire::get_nullable_string(buf, flexible, "CreateTopicsRequest::CreatableTopicConfig.value")?;
+        let field_name = wire::get_string(buf, flexible, "CreateTopicsRequest::CreatableTopicConfig.name")?;
+        let field_value = wire::get_nullable_string(buf, flexible, "CreateTopicsRequest::CreatableTopicConfig.value")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CreatableTopicConfig")?;
@@ -455,7 +468,7 @@ impl CreatableTopicConfig {
                 }
             }
         }
-        Ok(Self { name, value, unknown_tagged_fields })
+        Ok(Self { name: field_name, value: field_value, unknown_tagged_fields })
     }
 }
 

@@ -69,9 +69,9 @@ impl CreateTopicsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 2 { wire::get_i32(buf, "CreateTopicsResponse.throttle_time_ms")? } else { 0 };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "CreateTopicsResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,7 +89,7 @@ impl CreateTopicsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -264,30 +264,30 @@ impl CreatableTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = wire::get_string(buf, flexible, "CreateTopicsResponse::CreatableTopicResult.name")?;
-        let topic_id = if version == 7 {
+        let field_name = wire::get_string(buf, flexible, "CreateTopicsResponse::CreatableTopicResult.name")?;
+        let field_topic_id = if version == 7 {
             wire::get_uuid(buf, "CreateTopicsResponse::CreatableTopicResult.topic_id")?
         } else {
             Uuid::NIL
         };
-        let error_code = wire::get_i16(buf, "CreateTopicsResponse::CreatableTopicResult.error_code")?;
-        let error_message = if version >= 1 {
+        let field_error_code = wire::get_i16(buf, "CreateTopicsResponse::CreatableTopicResult.error_code")?;
+        let field_error_message = if version >= 1 {
             wire::get_nullable_string(buf, flexible, "CreateTopicsResponse::CreatableTopicResult.error_message")?
         } else {
             Some(String::new())
         };
-        let mut topic_config_error_code = 0;
-        let num_partitions = if version >= 5 {
+        let mut field_topic_config_error_code = 0;
+        let field_num_partitions = if version >= 5 {
             wire::get_i32(buf, "CreateTopicsResponse::CreatableTopicResult.num_partitions")?
         } else {
             -1
         };
-        let replication_factor = if version >= 5 {
+        let field_replication_factor = if version >= 5 {
             wire::get_i16(buf, "CreateTopicsResponse::CreatableTopicResult.replication_factor")?
         } else {
             -1
         };
-        let configs = if version >= 5 {
+        let field_configs = if version >= 5 {
             match wire::get_array_len(buf, flexible, "CreateTopicsResponse::CreatableTopicResult.configs")? {
                 None => None,
                 Some(n) => {
@@ -308,7 +308,7 @@ impl CreatableTopicResult {
                 let (tag, mut data) = wire::get_tagged_field(buf, "CreatableTopicResult")?;
                 match tag {
                     0 if version >= 5 => {
-                        topic_config_error_code = {
+                        field_topic_config_error_code = {
                             let buf = &mut data;
                             wire::get_i16(buf, "CreateTopicsResponse::CreatableTopicResult.topic_config_error_code")?
                         };
@@ -322,14 +322,14 @@ impl CreatableTopicResult {
             }
         }
         Ok(Self {
-            name,
-            topic_id,
-            error_code,
-            error_message,
-            topic_config_error_code,
-            num_partitions,
-            replication_factor,
-            configs,
+            name: field_name,
+            topic_id: field_topic_id,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            topic_config_error_code: field_topic_config_error_code,
+            num_partitions: field_num_partitions,
+            replication_factor: field_replication_factor,
+            configs: field_configs,
             unknown_tagged_fields,
         })
     }
@@ -496,27 +496,27 @@ impl CreatableTopicConfigs {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let name = if version >= 5 {
+        let field_name = if version >= 5 {
             wire::get_string(buf, flexible, "CreateTopicsResponse::CreatableTopicConfigs.name")?
         } else {
             String::new()
         };
-        let value = if version >= 5 {
+        let field_value = if version >= 5 {
             wire::get_nullable_string(buf, flexible, "CreateTopicsResponse::CreatableTopicConfigs.value")?
         } else {
             Some(String::new())
         };
-        let read_only = if version >= 5 {
+        let field_read_only = if version >= 5 {
             wire::get_bool(buf, "CreateTopicsResponse::CreatableTopicConfigs.read_only")?
         } else {
             false
         };
-        let config_source = if version >= 5 {
+        let field_config_source = if version >= 5 {
             wire::get_i8(buf, "CreateTopicsResponse::CreatableTopicConfigs.config_source")?
         } else {
             -1
         };
-        let is_sensitive = if version >= 5 {
+        let field_is_sensitive = if version >= 5 {
             wire::get_bool(buf, "CreateTopicsResponse::CreatableTopicConfigs.is_sensitive")?
         } else {
             false
@@ -531,7 +531,14 @@ impl CreatableTopicConfigs {
                 }
             }
         }
-        Ok(Self { name, value, read_only, config_source, is_sensitive, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            value: field_value,
+            read_only: field_read_only,
+            config_source: field_config_source,
+            is_sensitive: field_is_sensitive,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -78,9 +78,9 @@ impl DefaultPrincipalData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let r#type = wire::get_string(buf, flexible, "DefaultPrincipalData.type")?;
-        let name = wire::get_string(buf, flexible, "DefaultPrincipalData.name")?;
-        let token_authenticated = wire::get_bool(buf, "DefaultPrincipalData.token_authenticated")?;
+        let field_type = wire::get_string(buf, flexible, "DefaultPrincipalData.type")?;
+        let field_name = wire::get_string(buf, flexible, "DefaultPrincipalData.name")?;
+        let field_token_authenticated = wire::get_bool(buf, "DefaultPrincipalData.token_authenticated")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DefaultPrincipalData")?;
@@ -91,7 +91,12 @@ impl DefaultPrincipalData {
                 }
             }
         }
-        Ok(Self { r#type, name, token_authenticated, unknown_tagged_fields })
+        Ok(Self {
+            r#type: field_type,
+            name: field_name,
+            token_authenticated: field_token_authenticated,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -58,7 +58,7 @@ impl DeleteAclsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let filters = {
+        let field_filters = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteAclsRequest.filters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl DeleteAclsRequest {
                 }
             }
         }
-        Ok(Self { filters, unknown_tagged_fields })
+        Ok(Self { filters: field_filters, unknown_tagged_fields })
     }
 }
 
@@ -226,19 +226,20 @@ impl DeleteAclsFilter {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type_filter = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.resource_type_filter")?;
-        let resource_name_filter =
+        let field_resource_type_filter = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.resource_type_filter")?;
+        let field_resource_name_filter =
             wire::get_nullable_string(buf, flexible, "DeleteAclsRequest::DeleteAclsFilter.resource_name_filter")?;
-        let pattern_type_filter = if version >= 1 {
+        let field_pattern_type_filter = if version >= 1 {
             wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.pattern_type_filter")?
         } else {
             3
         };
-        let principal_filter =
+        let field_principal_filter =
             wire::get_nullable_string(buf, flexible, "DeleteAclsRequest::DeleteAclsFilter.principal_filter")?;
-        let host_filter = wire::get_nullable_string(buf, flexible, "DeleteAclsRequest::DeleteAclsFilter.host_filter")?;
-        let operation = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.operation")?;
-        let permission_type = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.permission_type")?;
+        let field_host_filter =
+            wire::get_nullable_string(buf, flexible, "DeleteAclsRequest::DeleteAclsFilter.host_filter")?;
+        let field_operation = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.operation")?;
+        let field_permission_type = wire::get_i8(buf, "DeleteAclsRequest::DeleteAclsFilter.permission_type")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteAclsFilter")?;
@@ -250,13 +251,13 @@ impl DeleteAclsFilter {
             }
         }
         Ok(Self {
-            resource_type_filter,
-            resource_name_filter,
-            pattern_type_filter,
-            principal_filter,
-            host_filter,
-            operation,
-            permission_type,
+            resource_type_filter: field_resource_type_filter,
+            resource_name_filter: field_resource_name_filter,
+            pattern_type_filter: field_pattern_type_filter,
+            principal_filter: field_principal_filter,
+            host_filter: field_host_filter,
+            operation: field_operation,
+            permission_type: field_permission_type,
             unknown_tagged_fields,
         })
     }

@@ -71,8 +71,8 @@ impl DeleteAclsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "DeleteAclsResponse.throttle_time_ms")?;
-        let filter_results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DeleteAclsResponse.throttle_time_ms")?;
+        let field_filter_results = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteAclsResponse.filter_results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,11 @@ impl DeleteAclsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, filter_results, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            filter_results: field_filter_results,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -191,10 +195,10 @@ impl DeleteAclsFilterResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "DeleteAclsResponse::DeleteAclsFilterResult.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "DeleteAclsResponse::DeleteAclsFilterResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "DeleteAclsResponse::DeleteAclsFilterResult.error_message")?;
-        let matching_acls = {
+        let field_matching_acls = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -216,7 +220,12 @@ impl DeleteAclsFilterResult {
                 }
             }
         }
-        Ok(Self { error_code, error_message, matching_acls, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            matching_acls: field_matching_acls,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -383,17 +392,18 @@ impl DeleteAclsMatchingAcl {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.error_message")?;
-        let resource_type = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.resource_type")?;
-        let resource_name = wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.resource_name")?;
-        let pattern_type =
+        let field_resource_type = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.resource_type")?;
+        let field_resource_name =
+            wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.resource_name")?;
+        let field_pattern_type =
             if version >= 1 { wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.pattern_type")? } else { 3 };
-        let principal = wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.principal")?;
-        let host = wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.host")?;
-        let operation = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.operation")?;
-        let permission_type = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.permission_type")?;
+        let field_principal = wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.principal")?;
+        let field_host = wire::get_string(buf, flexible, "DeleteAclsResponse::DeleteAclsMatchingAcl.host")?;
+        let field_operation = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.operation")?;
+        let field_permission_type = wire::get_i8(buf, "DeleteAclsResponse::DeleteAclsMatchingAcl.permission_type")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteAclsMatchingAcl")?;
@@ -405,15 +415,15 @@ impl DeleteAclsMatchingAcl {
             }
         }
         Ok(Self {
-            error_code,
-            error_message,
-            resource_type,
-            resource_name,
-            pattern_type,
-            principal,
-            host,
-            operation,
-            permission_type,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            pattern_type: field_pattern_type,
+            principal: field_principal,
+            host: field_host,
+            operation: field_operation,
+            permission_type: field_permission_type,
             unknown_tagged_fields,
         })
     }

@@ -58,7 +58,7 @@ impl DeleteGroupsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let groups_names = {
+        let field_groups_names = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteGroupsRequest.groups_names")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl DeleteGroupsRequest {
                 }
             }
         }
-        Ok(Self { groups_names, unknown_tagged_fields })
+        Ok(Self { groups_names: field_groups_names, unknown_tagged_fields })
     }
 }
 

@@ -67,8 +67,8 @@ impl DeleteGroupsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let throttle_time_ms = wire::get_i32(buf, "DeleteGroupsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DeleteGroupsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteGroupsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl DeleteGroupsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -160,8 +160,8 @@ impl DeletableGroupResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let group_id = wire::get_string(buf, flexible, "DeleteGroupsResponse::DeletableGroupResult.group_id")?;
-        let error_code = wire::get_i16(buf, "DeleteGroupsResponse::DeletableGroupResult.error_code")?;
+        let field_group_id = wire::get_string(buf, flexible, "DeleteGroupsResponse::DeletableGroupResult.group_id")?;
+        let field_error_code = wire::get_i16(buf, "DeleteGroupsResponse::DeletableGroupResult.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeletableGroupResult")?;
@@ -172,7 +172,7 @@ impl DeletableGroupResult {
                 }
             }
         }
-        Ok(Self { group_id, error_code, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

@@ -67,7 +67,7 @@ impl DeleteRecordsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteRecordsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -75,7 +75,7 @@ impl DeleteRecordsRequest {
             }
             v
         };
-        let timeout_ms = wire::get_i32(buf, "DeleteRecordsRequest.timeout_ms")?;
+        let field_timeout_ms = wire::get_i32(buf, "DeleteRecordsRequest.timeout_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteRecordsRequest")?;
@@ -86,7 +86,7 @@ impl DeleteRecordsRequest {
                 }
             }
         }
-        Ok(Self { topics, timeout_ms, unknown_tagged_fields })
+        Ok(Self { topics: field_topics, timeout_ms: field_timeout_ms, unknown_tagged_fields })
     }
 }
 
@@ -172,8 +172,8 @@ impl DeleteRecordsTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let name = wire::get_string(buf, flexible, "DeleteRecordsRequest::DeleteRecordsTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "DeleteRecordsRequest::DeleteRecordsTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteRecordsRequest::DeleteRecordsTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -191,7 +191,7 @@ impl DeleteRecordsTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -265,8 +265,8 @@ impl DeleteRecordsPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let partition_index = wire::get_i32(buf, "DeleteRecordsRequest::DeleteRecordsPartition.partition_index")?;
-        let offset = wire::get_i64(buf, "DeleteRecordsRequest::DeleteRecordsPartition.offset")?;
+        let field_partition_index = wire::get_i32(buf, "DeleteRecordsRequest::DeleteRecordsPartition.partition_index")?;
+        let field_offset = wire::get_i64(buf, "DeleteRecordsRequest::DeleteRecordsPartition.offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteRecordsPartition")?;
@@ -277,7 +277,7 @@ impl DeleteRecordsPartition {
                 }
             }
         }
-        Ok(Self { partition_index, offset, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, offset: field_offset, unknown_tagged_fields })
     }
 }
 

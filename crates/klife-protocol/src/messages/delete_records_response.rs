@@ -67,8 +67,8 @@ impl DeleteRecordsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let throttle_time_ms = wire::get_i32(buf, "DeleteRecordsResponse.throttle_time_ms")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DeleteRecordsResponse.throttle_time_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteRecordsResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl DeleteRecordsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -172,8 +172,8 @@ impl DeleteRecordsTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let name = wire::get_string(buf, flexible, "DeleteRecordsResponse::DeleteRecordsTopicResult.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "DeleteRecordsResponse::DeleteRecordsTopicResult.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -195,7 +195,7 @@ impl DeleteRecordsTopicResult {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -278,10 +278,11 @@ impl DeleteRecordsPartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "DeleteRecordsResponse::DeleteRecordsPartitionResult.partition_index")?;
-        let low_watermark = wire::get_i64(buf, "DeleteRecordsResponse::DeleteRecordsPartitionResult.low_watermark")?;
-        let error_code = wire::get_i16(buf, "DeleteRecordsResponse::DeleteRecordsPartitionResult.error_code")?;
+        let field_low_watermark =
+            wire::get_i64(buf, "DeleteRecordsResponse::DeleteRecordsPartitionResult.low_watermark")?;
+        let field_error_code = wire::get_i16(buf, "DeleteRecordsResponse::DeleteRecordsPartitionResult.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteRecordsPartitionResult")?;
@@ -292,7 +293,12 @@ impl DeleteRecordsPartitionResult {
                 }
             }
         }
-        Ok(Self { partition_index, low_watermark, error_code, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            low_watermark: field_low_watermark,
+            error_code: field_error_code,
+            unknown_tagged_fields,
+        })
     }
 }
 

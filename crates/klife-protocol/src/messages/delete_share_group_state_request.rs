@@ -67,8 +67,8 @@ impl DeleteShareGroupStateRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "DeleteShareGroupStateRequest.group_id")?;
-        let topics = {
+        let field_group_id = wire::get_string(buf, flexible, "DeleteShareGroupStateRequest.group_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteShareGroupStateRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl DeleteShareGroupStateRequest {
                 }
             }
         }
-        Ok(Self { group_id, topics, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl DeleteStateData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "DeleteShareGroupStateRequest::DeleteStateData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "DeleteShareGroupStateRequest::DeleteStateData.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -191,7 +191,7 @@ impl DeleteStateData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -256,7 +256,7 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "DeleteShareGroupStateRequest::PartitionData.partition")?;
+        let field_partition = wire::get_i32(buf, "DeleteShareGroupStateRequest::PartitionData.partition")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -267,7 +267,7 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition, unknown_tagged_fields })
+        Ok(Self { partition: field_partition, unknown_tagged_fields })
     }
 }
 

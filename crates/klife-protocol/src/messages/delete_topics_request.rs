@@ -91,7 +91,7 @@ impl DeleteTopicsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topics = if version == 6 {
+        let field_topics = if version == 6 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "DeleteTopicsRequest.topics")?;
                 let mut v = wire::vec_for(n);
@@ -103,7 +103,7 @@ impl DeleteTopicsRequest {
         } else {
             Vec::<DeleteTopicState>::new()
         };
-        let topic_names = if version <= 5 {
+        let field_topic_names = if version <= 5 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "DeleteTopicsRequest.topic_names")?;
                 let mut v = wire::vec_for(n);
@@ -115,7 +115,7 @@ impl DeleteTopicsRequest {
         } else {
             Vec::<String>::new()
         };
-        let timeout_ms = wire::get_i32(buf, "DeleteTopicsRequest.timeout_ms")?;
+        let field_timeout_ms = wire::get_i32(buf, "DeleteTopicsRequest.timeout_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DeleteTopicsRequest")?;
@@ -126,7 +126,12 @@ impl DeleteTopicsRequest {
                 }
             }
         }
-        Ok(Self { topics, topic_names, timeout_ms, unknown_tagged_fields })
+        Ok(Self {
+            topics: field_topics,
+            topic_names: field_topic_names,
+            timeout_ms: field_timeout_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -230,12 +235,12 @@ impl DeleteTopicState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let name = if version == 6 {
+        let field_name = if version == 6 {
             wire::get_nullable_string(buf, flexible, "DeleteTopicsRequest::DeleteTopicState.name")?
         } else {
             None
         };
-        let topic_id = if version == 6 {
+        let field_topic_id = if version == 6 {
             wire::get_uuid(buf, "DeleteTopicsRequest::DeleteTopicState.topic_id")?
         } else {
             Uuid::NIL
@@ -250,7 +255,7 @@ impl DeleteTopicState {
                 }
             }
         }
-        Ok(Self { name, topic_id, unknown_tagged_fields })
+        Ok(Self { name: field_name, topic_id: field_topic_id, unknown_tagged_fields })
     }
 }
 

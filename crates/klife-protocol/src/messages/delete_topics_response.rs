@@ -69,9 +69,9 @@ impl DeleteTopicsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "DeleteTopicsResponse.throttle_time_ms")? } else { 0 };
-        let responses = {
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "DeleteTopicsResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,7 +89,7 @@ impl DeleteTopicsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, responses, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, responses: field_responses, unknown_tagged_fields })
     }
 }
 
@@ -209,18 +209,18 @@ impl DeletableTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let name = if version == 6 {
+        let field_name = if version == 6 {
             wire::get_nullable_string(buf, flexible, "DeleteTopicsResponse::DeletableTopicResult.name")?
         } else {
             Some(wire::get_string(buf, flexible, "DeleteTopicsResponse::DeletableTopicResult.name")?)
         };
-        let topic_id = if version == 6 {
+        let field_topic_id = if version == 6 {
             wire::get_uuid(buf, "DeleteTopicsResponse::DeletableTopicResult.topic_id")?
         } else {
             Uuid::NIL
         };
-        let error_code = wire::get_i16(buf, "DeleteTopicsResponse::DeletableTopicResult.error_code")?;
-        let error_message = if version >= 5 {
+        let field_error_code = wire::get_i16(buf, "DeleteTopicsResponse::DeletableTopicResult.error_code")?;
+        let field_error_message = if version >= 5 {
             wire::get_nullable_string(buf, flexible, "DeleteTopicsResponse::DeletableTopicResult.error_message")?
         } else {
             None
@@ -235,7 +235,13 @@ impl DeletableTopicResult {
                 }
             }
         }
-        Ok(Self { name, topic_id, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            topic_id: field_topic_id,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -133,15 +133,15 @@ impl DescribeAclsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type_filter = wire::get_i8(buf, "DescribeAclsRequest.resource_type_filter")?;
-        let resource_name_filter =
+        let field_resource_type_filter = wire::get_i8(buf, "DescribeAclsRequest.resource_type_filter")?;
+        let field_resource_name_filter =
             wire::get_nullable_string(buf, flexible, "DescribeAclsRequest.resource_name_filter")?;
-        let pattern_type_filter =
+        let field_pattern_type_filter =
             if version >= 1 { wire::get_i8(buf, "DescribeAclsRequest.pattern_type_filter")? } else { 3 };
-        let principal_filter = wire::get_nullable_string(buf, flexible, "DescribeAclsRequest.principal_filter")?;
-        let host_filter = wire::get_nullable_string(buf, flexible, "DescribeAclsRequest.host_filter")?;
-        let operation = wire::get_i8(buf, "DescribeAclsRequest.operation")?;
-        let permission_type = wire::get_i8(buf, "DescribeAclsRequest.permission_type")?;
+        let field_principal_filter = wire::get_nullable_string(buf, flexible, "DescribeAclsRequest.principal_filter")?;
+        let field_host_filter = wire::get_nullable_string(buf, flexible, "DescribeAclsRequest.host_filter")?;
+        let field_operation = wire::get_i8(buf, "DescribeAclsRequest.operation")?;
+        let field_permission_type = wire::get_i8(buf, "DescribeAclsRequest.permission_type")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeAclsRequest")?;
@@ -153,13 +153,13 @@ impl DescribeAclsRequest {
             }
         }
         Ok(Self {
-            resource_type_filter,
-            resource_name_filter,
-            pattern_type_filter,
-            principal_filter,
-            host_filter,
-            operation,
-            permission_type,
+            resource_type_filter: field_resource_type_filter,
+            resource_name_filter: field_resource_name_filter,
+            pattern_type_filter: field_pattern_type_filter,
+            principal_filter: field_principal_filter,
+            host_filter: field_host_filter,
+            operation: field_operation,
+            permission_type: field_permission_type,
             unknown_tagged_fields,
         })
     }

@@ -96,10 +96,10 @@ impl DescribeAclsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeAclsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "DescribeAclsResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "DescribeAclsResponse.error_message")?;
-        let resources = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeAclsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "DescribeAclsResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "DescribeAclsResponse.error_message")?;
+        let field_resources = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeAclsResponse.resources")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -117,7 +117,13 @@ impl DescribeAclsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, resources, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            resources: field_resources,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -238,15 +244,15 @@ impl DescribeAclsResource {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let resource_type = wire::get_i8(buf, "DescribeAclsResponse::DescribeAclsResource.resource_type")?;
-        let resource_name =
+        let field_resource_type = wire::get_i8(buf, "DescribeAclsResponse::DescribeAclsResource.resource_type")?;
+        let field_resource_name =
             wire::get_string(buf, flexible, "DescribeAclsResponse::DescribeAclsResource.resource_name")?;
-        let pattern_type = if version >= 1 {
+        let field_pattern_type = if version >= 1 {
             wire::get_i8(buf, "DescribeAclsResponse::DescribeAclsResource.pattern_type")?
         } else {
             3
         };
-        let acls = {
+        let field_acls = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeAclsResponse::DescribeAclsResource.acls")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -264,7 +270,13 @@ impl DescribeAclsResource {
                 }
             }
         }
-        Ok(Self { resource_type, resource_name, pattern_type, acls, unknown_tagged_fields })
+        Ok(Self {
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            pattern_type: field_pattern_type,
+            acls: field_acls,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -364,10 +376,10 @@ impl AclDescription {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal = wire::get_string(buf, flexible, "DescribeAclsResponse::AclDescription.principal")?;
-        let host = wire::get_string(buf, flexible, "DescribeAclsResponse::AclDescription.host")?;
-        let operation = wire::get_i8(buf, "DescribeAclsResponse::AclDescription.operation")?;
-        let permission_type = wire::get_i8(buf, "DescribeAclsResponse::AclDescription.permission_type")?;
+        let field_principal = wire::get_string(buf, flexible, "DescribeAclsResponse::AclDescription.principal")?;
+        let field_host = wire::get_string(buf, flexible, "DescribeAclsResponse::AclDescription.host")?;
+        let field_operation = wire::get_i8(buf, "DescribeAclsResponse::AclDescription.operation")?;
+        let field_permission_type = wire::get_i8(buf, "DescribeAclsResponse::AclDescription.permission_type")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AclDescription")?;
@@ -378,7 +390,13 @@ impl AclDescription {
                 }
             }
         }
-        Ok(Self { principal, host, operation, permission_type, unknown_tagged_fields })
+        Ok(Self {
+            principal: field_principal,
+            host: field_host,
+            operation: field_operation,
+            permission_type: field_permission_type,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -67,7 +67,7 @@ impl DescribeClientQuotasRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let components = {
+        let field_components = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeClientQuotasRequest.components")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -75,7 +75,7 @@ impl DescribeClientQuotasRequest {
             }
             v
         };
-        let strict = wire::get_bool(buf, "DescribeClientQuotasRequest.strict")?;
+        let field_strict = wire::get_bool(buf, "DescribeClientQuotasRequest.strict")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeClientQuotasRequest")?;
@@ -86,7 +86,7 @@ impl DescribeClientQuotasRequest {
                 }
             }
         }
-        Ok(Self { components, strict, unknown_tagged_fields })
+        Ok(Self { components: field_components, strict: field_strict, unknown_tagged_fields })
     }
 }
 
@@ -179,9 +179,10 @@ impl ComponentData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity_type = wire::get_string(buf, flexible, "DescribeClientQuotasRequest::ComponentData.entity_type")?;
-        let match_type = wire::get_i8(buf, "DescribeClientQuotasRequest::ComponentData.match_type")?;
-        let r#match = wire::get_nullable_string(buf, flexible, "DescribeClientQuotasRequest::ComponentData.match")?;
+        let field_entity_type =
+            wire::get_string(buf, flexible, "DescribeClientQuotasRequest::ComponentData.entity_type")?;
+        let field_match_type = wire::get_i8(buf, "DescribeClientQuotasRequest::ComponentData.match_type")?;
+        let field_match = wire::get_nullable_string(buf, flexible, "DescribeClientQuotasRequest::ComponentData.match")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ComponentData")?;
@@ -192,7 +193,12 @@ impl ComponentData {
                 }
             }
         }
-        Ok(Self { entity_type, match_type, r#match, unknown_tagged_fields })
+        Ok(Self {
+            entity_type: field_entity_type,
+            match_type: field_match_type,
+            r#match: field_match,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -101,10 +101,11 @@ impl DescribeClientQuotasResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeClientQuotasResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "DescribeClientQuotasResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "DescribeClientQuotasResponse.error_message")?;
-        let entries = match wire::get_array_len(buf, flexible, "DescribeClientQuotasResponse.entries")? {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeClientQuotasResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "DescribeClientQuotasResponse.error_code")?;
+        let field_error_message =
+            wire::get_nullable_string(buf, flexible, "DescribeClientQuotasResponse.error_message")?;
+        let field_entries = match wire::get_array_len(buf, flexible, "DescribeClientQuotasResponse.entries")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -124,7 +125,13 @@ impl DescribeClientQuotasResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, entries, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            entries: field_entries,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -220,7 +227,7 @@ impl EntryData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity = {
+        let field_entity = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeClientQuotasResponse::EntryData.entity")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -228,7 +235,7 @@ impl EntryData {
             }
             v
         };
-        let values = {
+        let field_values = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeClientQuotasResponse::EntryData.values")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -246,7 +253,7 @@ impl EntryData {
                 }
             }
         }
-        Ok(Self { entity, values, unknown_tagged_fields })
+        Ok(Self { entity: field_entity, values: field_values, unknown_tagged_fields })
     }
 }
 
@@ -325,8 +332,9 @@ impl EntityData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let entity_type = wire::get_string(buf, flexible, "DescribeClientQuotasResponse::EntityData.entity_type")?;
-        let entity_name =
+        let field_entity_type =
+            wire::get_string(buf, flexible, "DescribeClientQuotasResponse::EntityData.entity_type")?;
+        let field_entity_name =
             wire::get_nullable_string(buf, flexible, "DescribeClientQuotasResponse::EntityData.entity_name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -338,7 +346,7 @@ impl EntityData {
                 }
             }
         }
-        Ok(Self { entity_type, entity_name, unknown_tagged_fields })
+        Ok(Self { entity_type: field_entity_type, entity_name: field_entity_name, unknown_tagged_fields })
     }
 }
 
@@ -412,8 +420,8 @@ impl ValueData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let key = wire::get_string(buf, flexible, "DescribeClientQuotasResponse::ValueData.key")?;
-        let value = wire::get_f64(buf, "DescribeClientQuotasResponse::ValueData.value")?;
+        let field_key = wire::get_string(buf, flexible, "DescribeClientQuotasResponse::ValueData.key")?;
+        let field_value = wire::get_f64(buf, "DescribeClientQuotasResponse::ValueData.value")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ValueData")?;
@@ -424,7 +432,7 @@ impl ValueData {
                 }
             }
         }
-        Ok(Self { key, value, unknown_tagged_fields })
+        Ok(Self { key: field_key, value: field_value, unknown_tagged_fields })
     }
 }
 

@@ -69,9 +69,10 @@ impl DescribeClusterRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let include_cluster_authorized_operations =
+        let field_include_cluster_authorized_operations =
             wire::get_bool(buf, "DescribeClusterRequest.include_cluster_authorized_operations")?;
-        let endpoint_type = if version == 1 { wire::get_i8(buf, "DescribeClusterRequest.endpoint_type")? } else { 1 };
+        let field_endpoint_type =
+            if version == 1 { wire::get_i8(buf, "DescribeClusterRequest.endpoint_type")? } else { 1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeClusterRequest")?;
@@ -82,7 +83,11 @@ impl DescribeClusterRequest {
                 }
             }
         }
-        Ok(Self { include_cluster_authorized_operations, endpoint_type, unknown_tagged_fields })
+        Ok(Self {
+            include_cluster_authorized_operations: field_include_cluster_authorized_operations,
+            endpoint_type: field_endpoint_type,
+            unknown_tagged_fields,
+        })
     }
 }
 

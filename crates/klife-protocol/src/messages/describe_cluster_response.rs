@@ -141,13 +141,14 @@ impl DescribeClusterResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeClusterResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "DescribeClusterResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "DescribeClusterResponse.error_message")?;
-        let endpoint_type = if version == 1 { wire::get_i8(buf, "DescribeClusterResponse.endpoint_type")? } else { 1 };
-        let cluster_id = wire::get_string(buf, flexible, "DescribeClusterResponse.cluster_id")?;
-        let controller_id = wire::get_i32(buf, "DescribeClusterResponse.controller_id")?;
-        let brokers = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeClusterResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "DescribeClusterResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "DescribeClusterResponse.error_message")?;
+        let field_endpoint_type =
+            if version == 1 { wire::get_i8(buf, "DescribeClusterResponse.endpoint_type")? } else { 1 };
+        let field_cluster_id = wire::get_string(buf, flexible, "DescribeClusterResponse.cluster_id")?;
+        let field_controller_id = wire::get_i32(buf, "DescribeClusterResponse.controller_id")?;
+        let field_brokers = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeClusterResponse.brokers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -155,7 +156,7 @@ impl DescribeClusterResponse {
             }
             v
         };
-        let cluster_authorized_operations =
+        let field_cluster_authorized_operations =
             wire::get_i32(buf, "DescribeClusterResponse.cluster_authorized_operations")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -168,14 +169,14 @@ impl DescribeClusterResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            endpoint_type,
-            cluster_id,
-            controller_id,
-            brokers,
-            cluster_authorized_operations,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            endpoint_type: field_endpoint_type,
+            cluster_id: field_cluster_id,
+            controller_id: field_controller_id,
+            brokers: field_brokers,
+            cluster_authorized_operations: field_cluster_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -280,10 +281,11 @@ impl DescribeClusterBroker {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "DescribeClusterResponse::DescribeClusterBroker.broker_id")?;
-        let host = wire::get_string(buf, flexible, "DescribeClusterResponse::DescribeClusterBroker.host")?;
-        let port = wire::get_i32(buf, "DescribeClusterResponse::DescribeClusterBroker.port")?;
-        let rack = wire::get_nullable_string(buf, flexible, "DescribeClusterResponse::DescribeClusterBroker.rack")?;
+        let field_broker_id = wire::get_i32(buf, "DescribeClusterResponse::DescribeClusterBroker.broker_id")?;
+        let field_host = wire::get_string(buf, flexible, "DescribeClusterResponse::DescribeClusterBroker.host")?;
+        let field_port = wire::get_i32(buf, "DescribeClusterResponse::DescribeClusterBroker.port")?;
+        let field_rack =
+            wire::get_nullable_string(buf, flexible, "DescribeClusterResponse::DescribeClusterBroker.rack")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeClusterBroker")?;
@@ -294,7 +296,13 @@ impl DescribeClusterBroker {
                 }
             }
         }
-        Ok(Self { broker_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self {
+            broker_id: field_broker_id,
+            host: field_host,
+            port: field_port,
+            rack: field_rack,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -94,7 +94,7 @@ impl DescribeConfigsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let resources = {
+        let field_resources = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeConfigsRequest.resources")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -102,9 +102,9 @@ impl DescribeConfigsRequest {
             }
             v
         };
-        let include_synonyms =
+        let field_include_synonyms =
             if version >= 1 { wire::get_bool(buf, "DescribeConfigsRequest.include_synonyms")? } else { false };
-        let include_documentation =
+        let field_include_documentation =
             if version >= 3 { wire::get_bool(buf, "DescribeConfigsRequest.include_documentation")? } else { false };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -116,7 +116,12 @@ impl DescribeConfigsRequest {
                 }
             }
         }
-        Ok(Self { resources, include_synonyms, include_documentation, unknown_tagged_fields })
+        Ok(Self {
+            resources: field_resources,
+            include_synonyms: field_include_synonyms,
+            include_documentation: field_include_documentation,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -233,10 +238,10 @@ impl DescribeConfigsResource {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let resource_type = wire::get_i8(buf, "DescribeConfigsRequest::DescribeConfigsResource.resource_type")?;
-        let resource_name =
+        let field_resource_type = wire::get_i8(buf, "DescribeConfigsRequest::DescribeConfigsResource.resource_type")?;
+        let field_resource_name =
             wire::get_string(buf, flexible, "DescribeConfigsRequest::DescribeConfigsResource.resource_name")?;
-        let configuration_keys = match wire::get_array_len(
+        let field_configuration_keys = match wire::get_array_len(
             buf,
             flexible,
             "DescribeConfigsRequest::DescribeConfigsResource.configuration_keys",
@@ -264,7 +269,12 @@ impl DescribeConfigsResource {
                 }
             }
         }
-        Ok(Self { resource_type, resource_name, configuration_keys, unknown_tagged_fields })
+        Ok(Self {
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            configuration_keys: field_configuration_keys,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -67,8 +67,8 @@ impl DescribeConfigsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeConfigsResponse.throttle_time_ms")?;
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeConfigsResponse.throttle_time_ms")?;
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeConfigsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl DescribeConfigsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, results, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -212,13 +212,13 @@ impl DescribeConfigsResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let error_code = wire::get_i16(buf, "DescribeConfigsResponse::DescribeConfigsResult.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "DescribeConfigsResponse::DescribeConfigsResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResult.error_message")?;
-        let resource_type = wire::get_i8(buf, "DescribeConfigsResponse::DescribeConfigsResult.resource_type")?;
-        let resource_name =
+        let field_resource_type = wire::get_i8(buf, "DescribeConfigsResponse::DescribeConfigsResult.resource_type")?;
+        let field_resource_name =
             wire::get_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResult.resource_name")?;
-        let configs = {
+        let field_configs = {
             let n =
                 wire::get_required_array_len(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResult.configs")?;
             let mut v = wire::vec_for(n);
@@ -237,7 +237,14 @@ impl DescribeConfigsResult {
                 }
             }
         }
-        Ok(Self { error_code, error_message, resource_type, resource_name, configs, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            configs: field_configs,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -422,22 +429,24 @@ impl DescribeConfigsResourceResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let name = wire::get_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResourceResult.name")?;
-        let value =
+        let field_name =
+            wire::get_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResourceResult.name")?;
+        let field_value =
             wire::get_nullable_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsResourceResult.value")?;
-        let read_only = wire::get_bool(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.read_only")?;
-        let is_default = if version == 0 {
+        let field_read_only = wire::get_bool(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.read_only")?;
+        let field_is_default = if version == 0 {
             wire::get_bool(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.is_default")?
         } else {
             false
         };
-        let config_source = if version >= 1 {
+        let field_config_source = if version >= 1 {
             wire::get_i8(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.config_source")?
         } else {
             -1
         };
-        let is_sensitive = wire::get_bool(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.is_sensitive")?;
-        let synonyms = if version >= 1 {
+        let field_is_sensitive =
+            wire::get_bool(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.is_sensitive")?;
+        let field_synonyms = if version >= 1 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -453,12 +462,12 @@ impl DescribeConfigsResourceResult {
         } else {
             Vec::<DescribeConfigsSynonym>::new()
         };
-        let config_type = if version >= 3 {
+        let field_config_type = if version >= 3 {
             wire::get_i8(buf, "DescribeConfigsResponse::DescribeConfigsResourceResult.config_type")?
         } else {
             0
         };
-        let documentation = if version >= 3 {
+        let field_documentation = if version >= 3 {
             wire::get_nullable_string(
                 buf,
                 flexible,
@@ -478,15 +487,15 @@ impl DescribeConfigsResourceResult {
             }
         }
         Ok(Self {
-            name,
-            value,
-            read_only,
-            is_default,
-            config_source,
-            is_sensitive,
-            synonyms,
-            config_type,
-            documentation,
+            name: field_name,
+            value: field_value,
+            read_only: field_read_only,
+            is_default: field_is_default,
+            config_source: field_config_source,
+            is_sensitive: field_is_sensitive,
+            synonyms: field_synonyms,
+            config_type: field_config_type,
+            documentation: field_documentation,
             unknown_tagged_fields,
         })
     }
@@ -615,17 +624,17 @@ impl DescribeConfigsSynonym {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let name = if version >= 1 {
+        let field_name = if version >= 1 {
             wire::get_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsSynonym.name")?
         } else {
             String::new()
         };
-        let value = if version >= 1 {
+        let field_value = if version >= 1 {
             wire::get_nullable_string(buf, flexible, "DescribeConfigsResponse::DescribeConfigsSynonym.value")?
         } else {
             Some(String::new())
         };
-        let source =
+        let field_source =
             if version >= 1 { wire::get_i8(buf, "DescribeConfigsResponse::DescribeConfigsSynonym.source")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -637,7 +646,7 @@ impl DescribeConfigsSynonym {
                 }
             }
         }
-        Ok(Self { name, value, source, unknown_tagged_fields })
+        Ok(Self { name: field_name, value: field_value, source: field_source, unknown_tagged_fields })
     }
 }
 

@@ -63,7 +63,7 @@ impl DescribeDelegationTokenRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let owners = match wire::get_array_len(buf, flexible, "DescribeDelegationTokenRequest.owners")? {
+        let field_owners = match wire::get_array_len(buf, flexible, "DescribeDelegationTokenRequest.owners")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -83,7 +83,7 @@ impl DescribeDelegationTokenRequest {
                 }
             }
         }
-        Ok(Self { owners, unknown_tagged_fields })
+        Ok(Self { owners: field_owners, unknown_tagged_fields })
     }
 }
 
@@ -170,12 +170,12 @@ impl DescribeDelegationTokenOwner {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = wire::get_string(
+        let field_principal_type = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenRequest::DescribeDelegationTokenOwner.principal_type",
         )?;
-        let principal_name = wire::get_string(
+        let field_principal_name = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenRequest::DescribeDelegationTokenOwner.principal_name",
@@ -190,7 +190,7 @@ impl DescribeDelegationTokenOwner {
                 }
             }
         }
-        Ok(Self { principal_type, principal_name, unknown_tagged_fields })
+        Ok(Self { principal_type: field_principal_type, principal_name: field_principal_name, unknown_tagged_fields })
     }
 }
 

@@ -81,8 +81,8 @@ impl DescribeDelegationTokenResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "DescribeDelegationTokenResponse.error_code")?;
-        let tokens = {
+        let field_error_code = wire::get_i16(buf, "DescribeDelegationTokenResponse.error_code")?;
+        let field_tokens = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeDelegationTokenResponse.tokens")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl DescribeDelegationTokenResponse {
             }
             v
         };
-        let throttle_time_ms = wire::get_i32(buf, "DescribeDelegationTokenResponse.throttle_time_ms")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeDelegationTokenResponse.throttle_time_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeDelegationTokenResponse")?;
@@ -101,7 +101,12 @@ impl DescribeDelegationTokenResponse {
                 }
             }
         }
-        Ok(Self { error_code, tokens, throttle_time_ms, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            tokens: field_tokens,
+            throttle_time_ms: field_throttle_time_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -309,17 +314,17 @@ impl DescribedDelegationToken {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = wire::get_string(
+        let field_principal_type = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenResponse::DescribedDelegationToken.principal_type",
         )?;
-        let principal_name = wire::get_string(
+        let field_principal_name = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenResponse::DescribedDelegationToken.principal_name",
         )?;
-        let token_requester_principal_type = if version == 3 {
+        let field_token_requester_principal_type = if version == 3 {
             wire::get_string(
                 buf,
                 flexible,
@@ -328,7 +333,7 @@ impl DescribedDelegationToken {
         } else {
             String::new()
         };
-        let token_requester_principal_name = if version == 3 {
+        let field_token_requester_principal_name = if version == 3 {
             wire::get_string(
                 buf,
                 flexible,
@@ -337,16 +342,17 @@ impl DescribedDelegationToken {
         } else {
             String::new()
         };
-        let issue_timestamp =
+        let field_issue_timestamp =
             wire::get_i64(buf, "DescribeDelegationTokenResponse::DescribedDelegationToken.issue_timestamp")?;
-        let expiry_timestamp =
+        let field_expiry_timestamp =
             wire::get_i64(buf, "DescribeDelegationTokenResponse::DescribedDelegationToken.expiry_timestamp")?;
-        let max_timestamp =
+        let field_max_timestamp =
             wire::get_i64(buf, "DescribeDelegationTokenResponse::DescribedDelegationToken.max_timestamp")?;
-        let token_id =
+        let field_token_id =
             wire::get_string(buf, flexible, "DescribeDelegationTokenResponse::DescribedDelegationToken.token_id")?;
-        let hmac = wire::get_bytes(buf, flexible, "DescribeDelegationTokenResponse::DescribedDelegationToken.hmac")?;
-        let renewers = {
+        let field_hmac =
+            wire::get_bytes(buf, flexible, "DescribeDelegationTokenResponse::DescribedDelegationToken.hmac")?;
+        let field_renewers = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -369,16 +375,16 @@ impl DescribedDelegationToken {
             }
         }
         Ok(Self {
-            principal_type,
-            principal_name,
-            token_requester_principal_type,
-            token_requester_principal_name,
-            issue_timestamp,
-            expiry_timestamp,
-            max_timestamp,
-            token_id,
-            hmac,
-            renewers,
+            principal_type: field_principal_type,
+            principal_name: field_principal_name,
+            token_requester_principal_type: field_token_requester_principal_type,
+            token_requester_principal_name: field_token_requester_principal_name,
+            issue_timestamp: field_issue_timestamp,
+            expiry_timestamp: field_expiry_timestamp,
+            max_timestamp: field_max_timestamp,
+            token_id: field_token_id,
+            hmac: field_hmac,
+            renewers: field_renewers,
             unknown_tagged_fields,
         })
     }
@@ -472,12 +478,12 @@ impl DescribedDelegationTokenRenewer {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let principal_type = wire::get_string(
+        let field_principal_type = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenResponse::DescribedDelegationTokenRenewer.principal_type",
         )?;
-        let principal_name = wire::get_string(
+        let field_principal_name = wire::get_string(
             buf,
             flexible,
             "DescribeDelegationTokenResponse::DescribedDelegationTokenRenewer.principal_name",
@@ -492,7 +498,7 @@ impl DescribedDelegationTokenRenewer {
                 }
             }
         }
-        Ok(Self { principal_type, principal_name, unknown_tagged_fields })
+        Ok(Self { principal_type: field_principal_type, principal_name: field_principal_name, unknown_tagged_fields })
     }
 }
 

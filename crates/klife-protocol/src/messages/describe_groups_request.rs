@@ -75,7 +75,7 @@ impl DescribeGroupsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let groups = {
+        let field_groups = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeGroupsRequest.groups")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -83,7 +83,7 @@ impl DescribeGroupsRequest {
             }
             v
         };
-        let include_authorized_operations = if version >= 3 {
+        let field_include_authorized_operations = if version >= 3 {
             wire::get_bool(buf, "DescribeGroupsRequest.include_authorized_operations")?
         } else {
             false
@@ -98,7 +98,11 @@ impl DescribeGroupsRequest {
                 }
             }
         }
-        Ok(Self { groups, include_authorized_operations, unknown_tagged_fields })
+        Ok(Self {
+            groups: field_groups,
+            include_authorized_operations: field_include_authorized_operations,
+            unknown_tagged_fields,
+        })
     }
 }
 

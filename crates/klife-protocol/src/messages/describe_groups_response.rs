@@ -69,9 +69,9 @@ impl DescribeGroupsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "DescribeGroupsResponse.throttle_time_ms")? } else { 0 };
-        let groups = {
+        let field_groups = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeGroupsResponse.groups")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,7 +89,7 @@ impl DescribeGroupsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, groups, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, groups: field_groups, unknown_tagged_fields })
     }
 }
 
@@ -256,17 +256,19 @@ impl DescribedGroup {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let error_code = wire::get_i16(buf, "DescribeGroupsResponse::DescribedGroup.error_code")?;
-        let error_message = if version == 6 {
+        let field_error_code = wire::get_i16(buf, "DescribeGroupsResponse::DescribedGroup.error_code")?;
+        let field_error_message = if version == 6 {
             wire::get_nullable_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.error_message")?
         } else {
             None
         };
-        let group_id = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.group_id")?;
-        let group_state = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.group_state")?;
-        let protocol_type = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.protocol_type")?;
-        let protocol_data = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.protocol_data")?;
-        let members = {
+        let field_group_id = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.group_id")?;
+        let field_group_state = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.group_state")?;
+        let field_protocol_type =
+            wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.protocol_type")?;
+        let field_protocol_data =
+            wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroup.protocol_data")?;
+        let field_members = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeGroupsResponse::DescribedGroup.members")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -274,7 +276,7 @@ impl DescribedGroup {
             }
             v
         };
-        let authorized_operations = if version >= 3 {
+        let field_authorized_operations = if version >= 3 {
             wire::get_i32(buf, "DescribeGroupsResponse::DescribedGroup.authorized_operations")?
         } else {
             -2147483648
@@ -290,14 +292,14 @@ impl DescribedGroup {
             }
         }
         Ok(Self {
-            error_code,
-            error_message,
-            group_id,
-            group_state,
-            protocol_type,
-            protocol_data,
-            members,
-            authorized_operations,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            group_id: field_group_id,
+            group_state: field_group_state,
+            protocol_type: field_protocol_type,
+            protocol_data: field_protocol_data,
+            members: field_members,
+            authorized_operations: field_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -444,17 +446,20 @@ impl DescribedGroupMember {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 5;
-        let member_id = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.member_id")?;
-        let group_instance_id = if version >= 4 {
+        let field_member_id =
+            wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.member_id")?;
+        let field_group_instance_id = if version >= 4 {
             wire::get_nullable_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.group_instance_id")?
         } else {
             None
         };
-        let client_id = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.client_id")?;
-        let client_host = wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.client_host")?;
-        let member_metadata =
+        let field_client_id =
+            wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.client_id")?;
+        let field_client_host =
+            wire::get_string(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.client_host")?;
+        let field_member_metadata =
             wire::get_bytes(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.member_metadata")?;
-        let member_assignment =
+        let field_member_assignment =
             wire::get_bytes(buf, flexible, "DescribeGroupsResponse::DescribedGroupMember.member_assignment")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -467,12 +472,12 @@ impl DescribedGroupMember {
             }
         }
         Ok(Self {
-            member_id,
-            group_instance_id,
-            client_id,
-            client_host,
-            member_metadata,
-            member_assignment,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            client_id: field_client_id,
+            client_host: field_client_host,
+            member_metadata: field_member_metadata,
+            member_assignment: field_member_assignment,
             unknown_tagged_fields,
         })
     }

@@ -63,7 +63,7 @@ impl DescribeLogDirsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topics = match wire::get_array_len(buf, flexible, "DescribeLogDirsRequest.topics")? {
+        let field_topics = match wire::get_array_len(buf, flexible, "DescribeLogDirsRequest.topics")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -83,7 +83,7 @@ impl DescribeLogDirsRequest {
                 }
             }
         }
-        Ok(Self { topics, unknown_tagged_fields })
+        Ok(Self { topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl DescribableLogDirTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic = wire::get_string(buf, flexible, "DescribeLogDirsRequest::DescribableLogDirTopic.topic")?;
-        let partitions = {
+        let field_topic = wire::get_string(buf, flexible, "DescribeLogDirsRequest::DescribableLogDirTopic.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -191,7 +191,7 @@ impl DescribableLogDirTopic {
                 }
             }
         }
-        Ok(Self { topic, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -83,9 +83,9 @@ impl DescribeLogDirsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeLogDirsResponse.throttle_time_ms")?;
-        let error_code = if version >= 3 { wire::get_i16(buf, "DescribeLogDirsResponse.error_code")? } else { 0 };
-        let results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeLogDirsResponse.throttle_time_ms")?;
+        let field_error_code = if version >= 3 { wire::get_i16(buf, "DescribeLogDirsResponse.error_code")? } else { 0 };
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeLogDirsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -103,7 +103,12 @@ impl DescribeLogDirsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, results, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            results: field_results,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -224,9 +229,9 @@ impl DescribeLogDirsResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "DescribeLogDirsResponse::DescribeLogDirsResult.error_code")?;
-        let log_dir = wire::get_string(buf, flexible, "DescribeLogDirsResponse::DescribeLogDirsResult.log_dir")?;
-        let topics = {
+        let field_error_code = wire::get_i16(buf, "DescribeLogDirsResponse::DescribeLogDirsResult.error_code")?;
+        let field_log_dir = wire::get_string(buf, flexible, "DescribeLogDirsResponse::DescribeLogDirsResult.log_dir")?;
+        let field_topics = {
             let n =
                 wire::get_required_array_len(buf, flexible, "DescribeLogDirsResponse::DescribeLogDirsResult.topics")?;
             let mut v = wire::vec_for(n);
@@ -235,12 +240,12 @@ impl DescribeLogDirsResult {
             }
             v
         };
-        let total_bytes = if version == 4 {
+        let field_total_bytes = if version == 4 {
             wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsResult.total_bytes")?
         } else {
             -1
         };
-        let usable_bytes = if version == 4 {
+        let field_usable_bytes = if version == 4 {
             wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsResult.usable_bytes")?
         } else {
             -1
@@ -255,7 +260,14 @@ impl DescribeLogDirsResult {
                 }
             }
         }
-        Ok(Self { error_code, log_dir, topics, total_bytes, usable_bytes, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            log_dir: field_log_dir,
+            topics: field_topics,
+            total_bytes: field_total_bytes,
+            usable_bytes: field_usable_bytes,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -344,8 +356,8 @@ impl DescribeLogDirsTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = wire::get_string(buf, flexible, "DescribeLogDirsResponse::DescribeLogDirsTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "DescribeLogDirsResponse::DescribeLogDirsTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -367,7 +379,7 @@ impl DescribeLogDirsTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -465,10 +477,13 @@ impl DescribeLogDirsPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = wire::get_i32(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.partition_index")?;
-        let partition_size = wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.partition_size")?;
-        let offset_lag = wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.offset_lag")?;
-        let is_future_key = wire::get_bool(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.is_future_key")?;
+        let field_partition_index =
+            wire::get_i32(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.partition_index")?;
+        let field_partition_size =
+            wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.partition_size")?;
+        let field_offset_lag = wire::get_i64(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.offset_lag")?;
+        let field_is_future_key =
+            wire::get_bool(buf, "DescribeLogDirsResponse::DescribeLogDirsPartition.is_future_key")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "DescribeLogDirsPartition")?;
@@ -479,7 +494,13 @@ impl DescribeLogDirsPartition {
                 }
             }
         }
-        Ok(Self { partition_index, partition_size, offset_lag, is_future_key, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            partition_size: field_partition_size,
+            offset_lag: field_offset_lag,
+            is_future_key: field_is_future_key,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -58,7 +58,7 @@ impl DescribeProducersRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeProducersRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl DescribeProducersRequest {
                 }
             }
         }
-        Ok(Self { topics, unknown_tagged_fields })
+        Ok(Self { topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl TopicRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "DescribeProducersRequest::TopicRequest.name")?;
-        let partition_indexes = {
+        let field_name = wire::get_string(buf, flexible, "DescribeProducersRequest::TopicRequest.name")?;
+        let field_partition_indexes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -180,7 +180,7 @@ impl TopicRequest {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 

@@ -67,8 +67,8 @@ impl DescribeProducersResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeProducersResponse.throttle_time_ms")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeProducersResponse.throttle_time_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeProducersResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl DescribeProducersResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl TopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "DescribeProducersResponse::TopicResponse.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "DescribeProducersResponse::TopicResponse.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeProducersResponse::TopicResponse.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -187,7 +187,7 @@ impl TopicResponse {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -298,11 +298,11 @@ impl PartitionResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "DescribeProducersResponse::PartitionResponse.partition_index")?;
-        let error_code = wire::get_i16(buf, "DescribeProducersResponse::PartitionResponse.error_code")?;
-        let error_message =
+        let field_partition_index = wire::get_i32(buf, "DescribeProducersResponse::PartitionResponse.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "DescribeProducersResponse::PartitionResponse.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "DescribeProducersResponse::PartitionResponse.error_message")?;
-        let active_producers = {
+        let field_active_producers = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -324,7 +324,13 @@ impl PartitionResponse {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, error_message, active_producers, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            active_producers: field_active_producers,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -444,12 +450,12 @@ impl ProducerState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let producer_id = wire::get_i64(buf, "DescribeProducersResponse::ProducerState.producer_id")?;
-        let producer_epoch = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.producer_epoch")?;
-        let last_sequence = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.last_sequence")?;
-        let last_timestamp = wire::get_i64(buf, "DescribeProducersResponse::ProducerState.last_timestamp")?;
-        let coordinator_epoch = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.coordinator_epoch")?;
-        let current_txn_start_offset =
+        let field_producer_id = wire::get_i64(buf, "DescribeProducersResponse::ProducerState.producer_id")?;
+        let field_producer_epoch = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.producer_epoch")?;
+        let field_last_sequence = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.last_sequence")?;
+        let field_last_timestamp = wire::get_i64(buf, "DescribeProducersResponse::ProducerState.last_timestamp")?;
+        let field_coordinator_epoch = wire::get_i32(buf, "DescribeProducersResponse::ProducerState.coordinator_epoch")?;
+        let field_current_txn_start_offset =
             wire::get_i64(buf, "DescribeProducersResponse::ProducerState.current_txn_start_offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -462,12 +468,12 @@ impl ProducerState {
             }
         }
         Ok(Self {
-            producer_id,
-            producer_epoch,
-            last_sequence,
-            last_timestamp,
-            coordinator_epoch,
-            current_txn_start_offset,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            last_sequence: field_last_sequence,
+            last_timestamp: field_last_timestamp,
+            coordinator_epoch: field_coordinator_epoch,
+            current_txn_start_offset: field_current_txn_start_offset,
             unknown_tagged_fields,
         })
     }

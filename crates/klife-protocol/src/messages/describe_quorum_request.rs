@@ -58,7 +58,7 @@ impl DescribeQuorumRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl DescribeQuorumRequest {
                 }
             }
         }
-        Ok(Self { topics, unknown_tagged_fields })
+        Ok(Self { topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = wire::get_string(buf, flexible, "DescribeQuorumRequest::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "DescribeQuorumRequest::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -176,7 +176,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -241,7 +241,7 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "DescribeQuorumRequest::PartitionData.partition_index")?;
+        let field_partition_index = wire::get_i32(buf, "DescribeQuorumRequest::PartitionData.partition_index")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -252,7 +252,7 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 

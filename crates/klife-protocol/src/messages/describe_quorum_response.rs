@@ -106,13 +106,13 @@ impl DescribeQuorumResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = wire::get_i16(buf, "DescribeQuorumResponse.error_code")?;
-        let error_message = if version == 2 {
+        let field_error_code = wire::get_i16(buf, "DescribeQuorumResponse.error_code")?;
+        let field_error_message = if version == 2 {
             wire::get_nullable_string(buf, flexible, "DescribeQuorumResponse.error_message")?
         } else {
             Some(String::new())
         };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -120,7 +120,7 @@ impl DescribeQuorumResponse {
             }
             v
         };
-        let nodes = if version == 2 {
+        let field_nodes = if version == 2 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse.nodes")?;
                 let mut v = wire::vec_for(n);
@@ -142,7 +142,13 @@ impl DescribeQuorumResponse {
                 }
             }
         }
-        Ok(Self { error_code, error_message, topics, nodes, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            topics: field_topics,
+            nodes: field_nodes,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -234,8 +240,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = wire::get_string(buf, flexible, "DescribeQuorumResponse::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "DescribeQuorumResponse::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -253,7 +259,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -414,17 +420,17 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "DescribeQuorumResponse::PartitionData.error_code")?;
-        let error_message = if version == 2 {
+        let field_partition_index = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "DescribeQuorumResponse::PartitionData.error_code")?;
+        let field_error_message = if version == 2 {
             wire::get_nullable_string(buf, flexible, "DescribeQuorumResponse::PartitionData.error_message")?
         } else {
             Some(String::new())
         };
-        let leader_id = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.leader_epoch")?;
-        let high_watermark = wire::get_i64(buf, "DescribeQuorumResponse::PartitionData.high_watermark")?;
-        let current_voters = {
+        let field_leader_id = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "DescribeQuorumResponse::PartitionData.leader_epoch")?;
+        let field_high_watermark = wire::get_i64(buf, "DescribeQuorumResponse::PartitionData.high_watermark")?;
+        let field_current_voters = {
             let n =
                 wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse::PartitionData.current_voters")?;
             let mut v = wire::vec_for(n);
@@ -433,7 +439,7 @@ impl PartitionData {
             }
             v
         };
-        let observers = {
+        let field_observers = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse::PartitionData.observers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -452,14 +458,14 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            leader_id,
-            leader_epoch,
-            high_watermark,
-            current_voters,
-            observers,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            high_watermark: field_high_watermark,
+            current_voters: field_current_voters,
+            observers: field_observers,
             unknown_tagged_fields,
         })
     }
@@ -563,8 +569,8 @@ impl Node {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = if version == 2 { wire::get_i32(buf, "DescribeQuorumResponse::Node.node_id")? } else { 0 };
-        let listeners = if version == 2 {
+        let field_node_id = if version == 2 { wire::get_i32(buf, "DescribeQuorumResponse::Node.node_id")? } else { 0 };
+        let field_listeners = if version == 2 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "DescribeQuorumResponse::Node.listeners")?;
                 let mut v = wire::vec_for(n);
@@ -586,7 +592,7 @@ impl Node {
                 }
             }
         }
-        Ok(Self { node_id, listeners, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, listeners: field_listeners, unknown_tagged_fields })
     }
 }
 
@@ -688,17 +694,17 @@ impl Listener {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = if version == 2 {
+        let field_name = if version == 2 {
             wire::get_string(buf, flexible, "DescribeQuorumResponse::Listener.name")?
         } else {
             String::new()
         };
-        let host = if version == 2 {
+        let field_host = if version == 2 {
             wire::get_string(buf, flexible, "DescribeQuorumResponse::Listener.host")?
         } else {
             String::new()
         };
-        let port = if version == 2 { wire::get_u16(buf, "DescribeQuorumResponse::Listener.port")? } else { 0 };
+        let field_port = if version == 2 { wire::get_u16(buf, "DescribeQuorumResponse::Listener.port")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Listener")?;
@@ -709,7 +715,7 @@ impl Listener {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 
@@ -830,19 +836,19 @@ impl ReplicaState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let replica_id = wire::get_i32(buf, "DescribeQuorumResponse::ReplicaState.replica_id")?;
-        let replica_directory_id = if version == 2 {
+        let field_replica_id = wire::get_i32(buf, "DescribeQuorumResponse::ReplicaState.replica_id")?;
+        let field_replica_directory_id = if version == 2 {
             wire::get_uuid(buf, "DescribeQuorumResponse::ReplicaState.replica_directory_id")?
         } else {
             Uuid::NIL
         };
-        let log_end_offset = wire::get_i64(buf, "DescribeQuorumResponse::ReplicaState.log_end_offset")?;
-        let last_fetch_timestamp = if version >= 1 {
+        let field_log_end_offset = wire::get_i64(buf, "DescribeQuorumResponse::ReplicaState.log_end_offset")?;
+        let field_last_fetch_timestamp = if version >= 1 {
             wire::get_i64(buf, "DescribeQuorumResponse::ReplicaState.last_fetch_timestamp")?
         } else {
             -1
         };
-        let last_caught_up_timestamp = if version >= 1 {
+        let field_last_caught_up_timestamp = if version >= 1 {
             wire::get_i64(buf, "DescribeQuorumResponse::ReplicaState.last_caught_up_timestamp")?
         } else {
             -1
@@ -858,11 +864,11 @@ impl ReplicaState {
             }
         }
         Ok(Self {
-            replica_id,
-            replica_directory_id,
-            log_end_offset,
-            last_fetch_timestamp,
-            last_caught_up_timestamp,
+            replica_id: field_replica_id,
+            replica_directory_id: field_replica_directory_id,
+            log_end_offset: field_log_end_offset,
+            last_fetch_timestamp: field_last_fetch_timestamp,
+            last_caught_up_timestamp: field_last_caught_up_timestamp,
             unknown_tagged_fields,
         })
     }

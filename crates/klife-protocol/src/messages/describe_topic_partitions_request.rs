@@ -87,7 +87,7 @@ impl DescribeTopicPartitionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeTopicPartitionsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -95,8 +95,9 @@ impl DescribeTopicPartitionsRequest {
             }
             v
         };
-        let response_partition_limit = wire::get_i32(buf, "DescribeTopicPartitionsRequest.response_partition_limit")?;
-        let cursor = if wire::get_i8(buf, "DescribeTopicPartitionsRequest.cursor")? < 0 {
+        let field_response_partition_limit =
+            wire::get_i32(buf, "DescribeTopicPartitionsRequest.response_partition_limit")?;
+        let field_cursor = if wire::get_i8(buf, "DescribeTopicPartitionsRequest.cursor")? < 0 {
             None
         } else {
             Some(Cursor::read(buf, version)?)
@@ -111,7 +112,12 @@ impl DescribeTopicPartitionsRequest {
                 }
             }
         }
-        Ok(Self { topics, response_partition_limit, cursor, unknown_tagged_fields })
+        Ok(Self {
+            topics: field_topics,
+            response_partition_limit: field_response_partition_limit,
+            cursor: field_cursor,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -177,7 +183,7 @@ impl TopicRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "DescribeTopicPartitionsRequest::TopicRequest.name")?;
+        let field_name = wire::get_string(buf, flexible, "DescribeTopicPartitionsRequest::TopicRequest.name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "TopicRequest")?;
@@ -188,7 +194,7 @@ impl TopicRequest {
                 }
             }
         }
-        Ok(Self { name, unknown_tagged_fields })
+        Ok(Self { name: field_name, unknown_tagged_fields })
     }
 }
 
@@ -261,8 +267,8 @@ impl Cursor {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = wire::get_string(buf, flexible, "DescribeTopicPartitionsRequest::Cursor.topic_name")?;
-        let partition_index = wire::get_i32(buf, "DescribeTopicPartitionsRequest::Cursor.partition_index")?;
+        let field_topic_name = wire::get_string(buf, flexible, "DescribeTopicPartitionsRequest::Cursor.topic_name")?;
+        let field_partition_index = wire::get_i32(buf, "DescribeTopicPartitionsRequest::Cursor.partition_index")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Cursor")?;
@@ -273,7 +279,7 @@ impl Cursor {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 

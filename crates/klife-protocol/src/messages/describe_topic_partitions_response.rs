@@ -87,8 +87,8 @@ impl DescribeTopicPartitionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeTopicPartitionsResponse.throttle_time_ms")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeTopicPartitionsResponse.throttle_time_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeTopicPartitionsResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -96,7 +96,7 @@ impl DescribeTopicPartitionsResponse {
             }
             v
         };
-        let next_cursor = if wire::get_i8(buf, "DescribeTopicPartitionsResponse.next_cursor")? < 0 {
+        let field_next_cursor = if wire::get_i8(buf, "DescribeTopicPartitionsResponse.next_cursor")? < 0 {
             None
         } else {
             Some(Cursor::read(buf, version)?)
@@ -111,7 +111,12 @@ impl DescribeTopicPartitionsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, next_cursor, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            topics: field_topics,
+            next_cursor: field_next_cursor,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -243,18 +248,18 @@ impl DescribeTopicPartitionsResponseTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponseTopic.error_code")?;
-        let name = wire::get_nullable_string(
+        let field_name = wire::get_nullable_string(
             buf,
             flexible,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponseTopic.name",
         )?;
-        let topic_id =
+        let field_topic_id =
             wire::get_uuid(buf, "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponseTopic.topic_id")?;
-        let is_internal =
+        let field_is_internal =
             wire::get_bool(buf, "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponseTopic.is_internal")?;
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -266,7 +271,7 @@ impl DescribeTopicPartitionsResponseTopic {
             }
             v
         };
-        let topic_authorized_operations = wire::get_i32(
+        let field_topic_authorized_operations = wire::get_i32(
             buf,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponseTopic.topic_authorized_operations",
         )?;
@@ -281,12 +286,12 @@ impl DescribeTopicPartitionsResponseTopic {
             }
         }
         Ok(Self {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
+            error_code: field_error_code,
+            name: field_name,
+            topic_id: field_topic_id,
+            is_internal: field_is_internal,
+            partitions: field_partitions,
+            topic_authorized_operations: field_topic_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -502,19 +507,19 @@ impl DescribeTopicPartitionsResponsePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.error_code")?;
-        let partition_index = wire::get_i32(
+        let field_partition_index = wire::get_i32(
             buf,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.partition_index",
         )?;
-        let leader_id =
+        let field_leader_id =
             wire::get_i32(buf, "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.leader_id")?;
-        let leader_epoch = wire::get_i32(
+        let field_leader_epoch = wire::get_i32(
             buf,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.leader_epoch",
         )?;
-        let replica_nodes = {
+        let field_replica_nodes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -529,7 +534,7 @@ impl DescribeTopicPartitionsResponsePartition {
             }
             v
         };
-        let isr_nodes = {
+        let field_isr_nodes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -544,7 +549,7 @@ impl DescribeTopicPartitionsResponsePartition {
             }
             v
         };
-        let eligible_leader_replicas = match wire::get_array_len(
+        let field_eligible_leader_replicas = match wire::get_array_len(
             buf,
             flexible,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.eligible_leader_replicas",
@@ -558,7 +563,7 @@ impl DescribeTopicPartitionsResponsePartition {
                 Some(v)
             }
         };
-        let last_known_elr = match wire::get_array_len(
+        let field_last_known_elr = match wire::get_array_len(
             buf,
             flexible,
             "DescribeTopicPartitionsResponse::DescribeTopicPartitionsResponsePartition.last_known_elr",
@@ -575,7 +580,7 @@ impl DescribeTopicPartitionsResponsePartition {
                 Some(v)
             }
         };
-        let offline_replicas = {
+        let field_offline_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -601,15 +606,15 @@ impl DescribeTopicPartitionsResponsePartition {
             }
         }
         Ok(Self {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            eligible_leader_replicas,
-            last_known_elr,
-            offline_replicas,
+            error_code: field_error_code,
+            partition_index: field_partition_index,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            replica_nodes: field_replica_nodes,
+            isr_nodes: field_isr_nodes,
+            eligible_leader_replicas: field_eligible_leader_replicas,
+            last_known_elr: field_last_known_elr,
+            offline_replicas: field_offline_replicas,
             unknown_tagged_fields,
         })
     }
@@ -700,8 +705,8 @@ impl Cursor {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = wire::get_string(buf, flexible, "DescribeTopicPartitionsResponse::Cursor.topic_name")?;
-        let partition_index = wire::get_i32(buf, "DescribeTopicPartitionsResponse::Cursor.partition_index")?;
+        let field_topic_name = wire::get_string(buf, flexible, "DescribeTopicPartitionsResponse::Cursor.topic_name")?;
+        let field_partition_index = wire::get_i32(buf, "DescribeTopicPartitionsResponse::Cursor.partition_index")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Cursor")?;
@@ -712,7 +717,7 @@ impl Cursor {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 

@@ -63,7 +63,7 @@ impl DescribeTransactionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_ids = {
+        let field_transactional_ids = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeTransactionsRequest.transactional_ids")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -81,7 +81,7 @@ impl DescribeTransactionsRequest {
                 }
             }
         }
-        Ok(Self { transactional_ids, unknown_tagged_fields })
+        Ok(Self { transactional_ids: field_transactional_ids, unknown_tagged_fields })
     }
 }
 

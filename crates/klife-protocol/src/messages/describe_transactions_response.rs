@@ -76,8 +76,8 @@ impl DescribeTransactionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeTransactionsResponse.throttle_time_ms")?;
-        let transaction_states = {
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeTransactionsResponse.throttle_time_ms")?;
+        let field_transaction_states = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeTransactionsResponse.transaction_states")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -95,7 +95,11 @@ impl DescribeTransactionsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, transaction_states, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            transaction_states: field_transaction_states,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -251,18 +255,18 @@ impl TransactionState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = wire::get_i16(buf, "DescribeTransactionsResponse::TransactionState.error_code")?;
-        let transactional_id =
+        let field_error_code = wire::get_i16(buf, "DescribeTransactionsResponse::TransactionState.error_code")?;
+        let field_transactional_id =
             wire::get_string(buf, flexible, "DescribeTransactionsResponse::TransactionState.transactional_id")?;
-        let transaction_state =
+        let field_transaction_state =
             wire::get_string(buf, flexible, "DescribeTransactionsResponse::TransactionState.transaction_state")?;
-        let transaction_timeout_ms =
+        let field_transaction_timeout_ms =
             wire::get_i32(buf, "DescribeTransactionsResponse::TransactionState.transaction_timeout_ms")?;
-        let transaction_start_time_ms =
+        let field_transaction_start_time_ms =
             wire::get_i64(buf, "DescribeTransactionsResponse::TransactionState.transaction_start_time_ms")?;
-        let producer_id = wire::get_i64(buf, "DescribeTransactionsResponse::TransactionState.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "DescribeTransactionsResponse::TransactionState.producer_epoch")?;
-        let topics = {
+        let field_producer_id = wire::get_i64(buf, "DescribeTransactionsResponse::TransactionState.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "DescribeTransactionsResponse::TransactionState.producer_epoch")?;
+        let field_topics = {
             let n =
                 wire::get_required_array_len(buf, flexible, "DescribeTransactionsResponse::TransactionState.topics")?;
             let mut v = wire::vec_for(n);
@@ -282,14 +286,14 @@ impl TransactionState {
             }
         }
         Ok(Self {
-            error_code,
-            transactional_id,
-            transaction_state,
-            transaction_timeout_ms,
-            transaction_start_time_ms,
-            producer_id,
-            producer_epoch,
-            topics,
+            error_code: field_error_code,
+            transactional_id: field_transactional_id,
+            transaction_state: field_transaction_state,
+            transaction_timeout_ms: field_transaction_timeout_ms,
+            transaction_start_time_ms: field_transaction_start_time_ms,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            topics: field_topics,
             unknown_tagged_fields,
         })
     }
@@ -379,8 +383,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic = wire::get_string(buf, flexible, "DescribeTransactionsResponse::TopicData.topic")?;
-        let partitions = {
+        let field_topic = wire::get_string(buf, flexible, "DescribeTransactionsResponse::TopicData.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeTransactionsResponse::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -398,7 +402,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

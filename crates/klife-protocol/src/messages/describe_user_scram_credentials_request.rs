@@ -63,7 +63,7 @@ impl DescribeUserScramCredentialsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let users = match wire::get_array_len(buf, flexible, "DescribeUserScramCredentialsRequest.users")? {
+        let field_users = match wire::get_array_len(buf, flexible, "DescribeUserScramCredentialsRequest.users")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -83,7 +83,7 @@ impl DescribeUserScramCredentialsRequest {
                 }
             }
         }
-        Ok(Self { users, unknown_tagged_fields })
+        Ok(Self { users: field_users, unknown_tagged_fields })
     }
 }
 
@@ -151,7 +151,7 @@ impl UserName {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "DescribeUserScramCredentialsRequest::UserName.name")?;
+        let field_name = wire::get_string(buf, flexible, "DescribeUserScramCredentialsRequest::UserName.name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UserName")?;
@@ -162,7 +162,7 @@ impl UserName {
                 }
             }
         }
-        Ok(Self { name, unknown_tagged_fields })
+        Ok(Self { name: field_name, unknown_tagged_fields })
     }
 }
 

@@ -101,11 +101,11 @@ impl DescribeUserScramCredentialsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "DescribeUserScramCredentialsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "DescribeUserScramCredentialsResponse.error_code")?;
-        let error_message =
+        let field_throttle_time_ms = wire::get_i32(buf, "DescribeUserScramCredentialsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "DescribeUserScramCredentialsResponse.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "DescribeUserScramCredentialsResponse.error_message")?;
-        let results = {
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "DescribeUserScramCredentialsResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -123,7 +123,13 @@ impl DescribeUserScramCredentialsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, results, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            results: field_results,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -241,19 +247,19 @@ impl DescribeUserScramCredentialsResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let user = wire::get_string(
+        let field_user = wire::get_string(
             buf,
             flexible,
             "DescribeUserScramCredentialsResponse::DescribeUserScramCredentialsResult.user",
         )?;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "DescribeUserScramCredentialsResponse::DescribeUserScramCredentialsResult.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "DescribeUserScramCredentialsResponse::DescribeUserScramCredentialsResult.error_message",
         )?;
-        let credential_infos = {
+        let field_credential_infos = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -275,7 +281,13 @@ impl DescribeUserScramCredentialsResult {
                 }
             }
         }
-        Ok(Self { user, error_code, error_message, credential_infos, unknown_tagged_fields })
+        Ok(Self {
+            user: field_user,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            credential_infos: field_credential_infos,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -351,8 +363,8 @@ impl CredentialInfo {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let mechanism = wire::get_i8(buf, "DescribeUserScramCredentialsResponse::CredentialInfo.mechanism")?;
-        let iterations = wire::get_i32(buf, "DescribeUserScramCredentialsResponse::CredentialInfo.iterations")?;
+        let field_mechanism = wire::get_i8(buf, "DescribeUserScramCredentialsResponse::CredentialInfo.mechanism")?;
+        let field_iterations = wire::get_i32(buf, "DescribeUserScramCredentialsResponse::CredentialInfo.iterations")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CredentialInfo")?;
@@ -363,7 +375,7 @@ impl CredentialInfo {
                 }
             }
         }
-        Ok(Self { mechanism, iterations, unknown_tagged_fields })
+        Ok(Self { mechanism: field_mechanism, iterations: field_iterations, unknown_tagged_fields })
     }
 }
 

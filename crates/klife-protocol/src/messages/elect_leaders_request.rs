@@ -91,8 +91,9 @@ impl ElectLeadersRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let election_type = if version >= 1 { wire::get_i8(buf, "ElectLeadersRequest.election_type")? } else { 0 };
-        let topic_partitions = match wire::get_array_len(buf, flexible, "ElectLeadersRequest.topic_partitions")? {
+        let field_election_type =
+            if version >= 1 { wire::get_i8(buf, "ElectLeadersRequest.election_type")? } else { 0 };
+        let field_topic_partitions = match wire::get_array_len(buf, flexible, "ElectLeadersRequest.topic_partitions")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -102,7 +103,7 @@ impl ElectLeadersRequest {
                 Some(v)
             }
         };
-        let timeout_ms = wire::get_i32(buf, "ElectLeadersRequest.timeout_ms")?;
+        let field_timeout_ms = wire::get_i32(buf, "ElectLeadersRequest.timeout_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ElectLeadersRequest")?;
@@ -113,7 +114,12 @@ impl ElectLeadersRequest {
                 }
             }
         }
-        Ok(Self { election_type, topic_partitions, timeout_ms, unknown_tagged_fields })
+        Ok(Self {
+            election_type: field_election_type,
+            topic_partitions: field_topic_partitions,
+            timeout_ms: field_timeout_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -200,8 +206,8 @@ impl TopicPartitions {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let topic = wire::get_string(buf, flexible, "ElectLeadersRequest::TopicPartitions.topic")?;
-        let partitions = {
+        let field_topic = wire::get_string(buf, flexible, "ElectLeadersRequest::TopicPartitions.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "ElectLeadersRequest::TopicPartitions.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -219,7 +225,7 @@ impl TopicPartitions {
                 }
             }
         }
-        Ok(Self { topic, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -91,9 +91,9 @@ impl ElectLeadersResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let throttle_time_ms = wire::get_i32(buf, "ElectLeadersResponse.throttle_time_ms")?;
-        let error_code = if version >= 1 { wire::get_i16(buf, "ElectLeadersResponse.error_code")? } else { 0 };
-        let replica_election_results = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ElectLeadersResponse.throttle_time_ms")?;
+        let field_error_code = if version >= 1 { wire::get_i16(buf, "ElectLeadersResponse.error_code")? } else { 0 };
+        let field_replica_election_results = {
             let n = wire::get_required_array_len(buf, flexible, "ElectLeadersResponse.replica_election_results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -111,7 +111,12 @@ impl ElectLeadersResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, replica_election_results, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            replica_election_results: field_replica_election_results,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -200,8 +205,8 @@ impl ReplicaElectionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let topic = wire::get_string(buf, flexible, "ElectLeadersResponse::ReplicaElectionResult.topic")?;
-        let partition_result = {
+        let field_topic = wire::get_string(buf, flexible, "ElectLeadersResponse::ReplicaElectionResult.topic")?;
+        let field_partition_result = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -223,7 +228,7 @@ impl ReplicaElectionResult {
                 }
             }
         }
-        Ok(Self { topic, partition_result, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partition_result: field_partition_result, unknown_tagged_fields })
     }
 }
 
@@ -311,9 +316,9 @@ impl PartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let partition_id = wire::get_i32(buf, "ElectLeadersResponse::PartitionResult.partition_id")?;
-        let error_code = wire::get_i16(buf, "ElectLeadersResponse::PartitionResult.error_code")?;
-        let error_message =
+        let field_partition_id = wire::get_i32(buf, "ElectLeadersResponse::PartitionResult.partition_id")?;
+        let field_error_code = wire::get_i16(buf, "ElectLeadersResponse::PartitionResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ElectLeadersResponse::PartitionResult.error_message")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -325,7 +330,12 @@ impl PartitionResult {
                 }
             }
         }
-        Ok(Self { partition_id, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            partition_id: field_partition_id,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

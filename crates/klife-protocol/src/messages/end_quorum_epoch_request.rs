@@ -91,8 +91,8 @@ impl EndQuorumEpochRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "EndQuorumEpochRequest.cluster_id")?;
-        let topics = {
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "EndQuorumEpochRequest.cluster_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "EndQuorumEpochRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -100,7 +100,7 @@ impl EndQuorumEpochRequest {
             }
             v
         };
-        let leader_endpoints = if version == 1 {
+        let field_leader_endpoints = if version == 1 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "EndQuorumEpochRequest.leader_endpoints")?;
                 let mut v = wire::vec_for(n);
@@ -122,7 +122,12 @@ impl EndQuorumEpochRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, topics, leader_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            cluster_id: field_cluster_id,
+            topics: field_topics,
+            leader_endpoints: field_leader_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -209,8 +214,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let topic_name = wire::get_string(buf, flexible, "EndQuorumEpochRequest::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "EndQuorumEpochRequest::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "EndQuorumEpochRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -228,7 +233,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -356,10 +361,10 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let partition_index = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.partition_index")?;
-        let leader_id = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.leader_epoch")?;
-        let preferred_successors = if version == 0 {
+        let field_partition_index = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.partition_index")?;
+        let field_leader_id = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "EndQuorumEpochRequest::PartitionData.leader_epoch")?;
+        let field_preferred_successors = if version == 0 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -375,7 +380,7 @@ impl PartitionData {
         } else {
             Vec::<i32>::new()
         };
-        let preferred_candidates = if version == 1 {
+        let field_preferred_candidates = if version == 1 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -402,11 +407,11 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            leader_id,
-            leader_epoch,
-            preferred_successors,
-            preferred_candidates,
+            partition_index: field_partition_index,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            preferred_successors: field_preferred_successors,
+            preferred_candidates: field_preferred_candidates,
             unknown_tagged_fields,
         })
     }
@@ -509,9 +514,9 @@ impl ReplicaInfo {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let candidate_id =
+        let field_candidate_id =
             if version == 1 { wire::get_i32(buf, "EndQuorumEpochRequest::ReplicaInfo.candidate_id")? } else { 0 };
-        let candidate_directory_id = if version == 1 {
+        let field_candidate_directory_id = if version == 1 {
             wire::get_uuid(buf, "EndQuorumEpochRequest::ReplicaInfo.candidate_directory_id")?
         } else {
             Uuid::NIL
@@ -526,7 +531,11 @@ impl ReplicaInfo {
                 }
             }
         }
-        Ok(Self { candidate_id, candidate_directory_id, unknown_tagged_fields })
+        Ok(Self {
+            candidate_id: field_candidate_id,
+            candidate_directory_id: field_candidate_directory_id,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -633,17 +642,18 @@ impl LeaderEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let name = if version == 1 {
+        let field_name = if version == 1 {
             wire::get_string(buf, flexible, "EndQuorumEpochRequest::LeaderEndpoint.name")?
         } else {
             String::new()
         };
-        let host = if version == 1 {
+        let field_host = if version == 1 {
             wire::get_string(buf, flexible, "EndQuorumEpochRequest::LeaderEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version == 1 { wire::get_u16(buf, "EndQuorumEpochRequest::LeaderEndpoint.port")? } else { 0 };
+        let field_port =
+            if version == 1 { wire::get_u16(buf, "EndQuorumEpochRequest::LeaderEndpoint.port")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderEndpoint")?;
@@ -654,7 +664,7 @@ impl LeaderEndpoint {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 

@@ -101,8 +101,8 @@ impl EndQuorumEpochResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let error_code = wire::get_i16(buf, "EndQuorumEpochResponse.error_code")?;
-        let topics = {
+        let field_error_code = wire::get_i16(buf, "EndQuorumEpochResponse.error_code")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "EndQuorumEpochResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -110,7 +110,7 @@ impl EndQuorumEpochResponse {
             }
             v
         };
-        let mut node_endpoints = Vec::<NodeEndpoint>::new();
+        let mut field_node_endpoints = Vec::<NodeEndpoint>::new();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EndQuorumEpochResponse")?;
@@ -118,7 +118,7 @@ impl EndQuorumEpochResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "EndQuorumEpochResponse")?;
                 match tag {
                     0 if version == 1 => {
-                        node_endpoints = {
+                        field_node_endpoints = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(
@@ -139,7 +139,12 @@ impl EndQuorumEpochResponse {
                 }
             }
         }
-        Ok(Self { error_code, topics, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            topics: field_topics,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -226,8 +231,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let topic_name = wire::get_string(buf, flexible, "EndQuorumEpochResponse::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "EndQuorumEpochResponse::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "EndQuorumEpochResponse::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -245,7 +250,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -337,10 +342,10 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let partition_index = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "EndQuorumEpochResponse::PartitionData.error_code")?;
-        let leader_id = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.leader_epoch")?;
+        let field_partition_index = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "EndQuorumEpochResponse::PartitionData.error_code")?;
+        let field_leader_id = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "EndQuorumEpochResponse::PartitionData.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -351,7 +356,13 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -454,14 +465,15 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let node_id =
+        let field_node_id =
             if version == 1 { wire::get_i32(buf, "EndQuorumEpochResponse::NodeEndpoint.node_id")? } else { 0 };
-        let host = if version == 1 {
+        let field_host = if version == 1 {
             wire::get_string(buf, flexible, "EndQuorumEpochResponse::NodeEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version == 1 { wire::get_u16(buf, "EndQuorumEpochResponse::NodeEndpoint.port")? } else { 0 };
+        let field_port =
+            if version == 1 { wire::get_u16(buf, "EndQuorumEpochResponse::NodeEndpoint.port")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "NodeEndpoint")?;
@@ -472,7 +484,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 

@@ -88,10 +88,10 @@ impl EndTxnRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = wire::get_string(buf, flexible, "EndTxnRequest.transactional_id")?;
-        let producer_id = wire::get_i64(buf, "EndTxnRequest.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "EndTxnRequest.producer_epoch")?;
-        let committed = wire::get_bool(buf, "EndTxnRequest.committed")?;
+        let field_transactional_id = wire::get_string(buf, flexible, "EndTxnRequest.transactional_id")?;
+        let field_producer_id = wire::get_i64(buf, "EndTxnRequest.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "EndTxnRequest.producer_epoch")?;
+        let field_committed = wire::get_bool(buf, "EndTxnRequest.committed")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EndTxnRequest")?;
@@ -102,7 +102,13 @@ impl EndTxnRequest {
                 }
             }
         }
-        Ok(Self { transactional_id, producer_id, producer_epoch, committed, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            committed: field_committed,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -92,10 +92,10 @@ impl EndTxnResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = wire::get_i32(buf, "EndTxnResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "EndTxnResponse.error_code")?;
-        let producer_id = if version == 5 { wire::get_i64(buf, "EndTxnResponse.producer_id")? } else { -1 };
-        let producer_epoch = if version == 5 { wire::get_i16(buf, "EndTxnResponse.producer_epoch")? } else { -1 };
+        let field_throttle_time_ms = wire::get_i32(buf, "EndTxnResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "EndTxnResponse.error_code")?;
+        let field_producer_id = if version == 5 { wire::get_i64(buf, "EndTxnResponse.producer_id")? } else { -1 };
+        let field_producer_epoch = if version == 5 { wire::get_i16(buf, "EndTxnResponse.producer_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EndTxnResponse")?;
@@ -106,7 +106,13 @@ impl EndTxnResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, producer_id, producer_epoch, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -83,9 +83,9 @@ impl EnvelopeRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let request_data = wire::get_bytes(buf, flexible, "EnvelopeRequest.request_data")?;
-        let request_principal = wire::get_nullable_bytes(buf, flexible, "EnvelopeRequest.request_principal")?;
-        let client_host_address = wire::get_bytes(buf, flexible, "EnvelopeRequest.client_host_address")?;
+        let field_request_data = wire::get_bytes(buf, flexible, "EnvelopeRequest.request_data")?;
+        let field_request_principal = wire::get_nullable_bytes(buf, flexible, "EnvelopeRequest.request_principal")?;
+        let field_client_host_address = wire::get_bytes(buf, flexible, "EnvelopeRequest.client_host_address")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EnvelopeRequest")?;
@@ -96,7 +96,12 @@ impl EnvelopeRequest {
                 }
             }
         }
-        Ok(Self { request_data, request_principal, client_host_address, unknown_tagged_fields })
+        Ok(Self {
+            request_data: field_request_data,
+            request_principal: field_request_principal,
+            client_host_address: field_client_host_address,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -64,8 +64,8 @@ impl EnvelopeResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let response_data = wire::get_nullable_bytes(buf, flexible, "EnvelopeResponse.response_data")?;
-        let error_code = wire::get_i16(buf, "EnvelopeResponse.error_code")?;
+        let field_response_data = wire::get_nullable_bytes(buf, flexible, "EnvelopeResponse.response_data")?;
+        let field_error_code = wire::get_i16(buf, "EnvelopeResponse.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EnvelopeResponse")?;
@@ -76,7 +76,7 @@ impl EnvelopeResponse {
                 }
             }
         }
-        Ok(Self { response_data, error_code, unknown_tagged_fields })
+        Ok(Self { response_data: field_response_data, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

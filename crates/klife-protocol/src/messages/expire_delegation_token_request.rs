@@ -64,8 +64,8 @@ impl ExpireDelegationTokenRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let hmac = wire::get_bytes(buf, flexible, "ExpireDelegationTokenRequest.hmac")?;
-        let expiry_time_period_ms = wire::get_i64(buf, "ExpireDelegationTokenRequest.expiry_time_period_ms")?;
+        let field_hmac = wire::get_bytes(buf, flexible, "ExpireDelegationTokenRequest.hmac")?;
+        let field_expiry_time_period_ms = wire::get_i64(buf, "ExpireDelegationTokenRequest.expiry_time_period_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ExpireDelegationTokenRequest")?;
@@ -76,7 +76,7 @@ impl ExpireDelegationTokenRequest {
                 }
             }
         }
-        Ok(Self { hmac, expiry_time_period_ms, unknown_tagged_fields })
+        Ok(Self { hmac: field_hmac, expiry_time_period_ms: field_expiry_time_period_ms, unknown_tagged_fields })
     }
 }
 

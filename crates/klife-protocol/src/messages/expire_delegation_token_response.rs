@@ -73,9 +73,9 @@ impl ExpireDelegationTokenResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let error_code = wire::get_i16(buf, "ExpireDelegationTokenResponse.error_code")?;
-        let expiry_timestamp_ms = wire::get_i64(buf, "ExpireDelegationTokenResponse.expiry_timestamp_ms")?;
-        let throttle_time_ms = wire::get_i32(buf, "ExpireDelegationTokenResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ExpireDelegationTokenResponse.error_code")?;
+        let field_expiry_timestamp_ms = wire::get_i64(buf, "ExpireDelegationTokenResponse.expiry_timestamp_ms")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "ExpireDelegationTokenResponse.throttle_time_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ExpireDelegationTokenResponse")?;
@@ -86,7 +86,12 @@ impl ExpireDelegationTokenResponse {
                 }
             }
         }
-        Ok(Self { error_code, expiry_timestamp_ms, throttle_time_ms, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            expiry_timestamp_ms: field_expiry_timestamp_ms,
+            throttle_time_ms: field_throttle_time_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -221,16 +221,16 @@ impl FetchRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let mut cluster_id = None;
-        let replica_id = if version <= 14 { wire::get_i32(buf, "FetchRequest.replica_id")? } else { -1 };
-        let mut replica_state = ReplicaState::default();
-        let max_wait_ms = wire::get_i32(buf, "FetchRequest.max_wait_ms")?;
-        let min_bytes = wire::get_i32(buf, "FetchRequest.min_bytes")?;
-        let max_bytes = if version >= 3 { wire::get_i32(buf, "FetchRequest.max_bytes")? } else { 2147483647 };
-        let isolation_level = if version >= 4 { wire::get_i8(buf, "FetchRequest.isolation_level")? } else { 0 };
-        let session_id = if version >= 7 { wire::get_i32(buf, "FetchRequest.session_id")? } else { 0 };
-        let session_epoch = if version >= 7 { wire::get_i32(buf, "FetchRequest.session_epoch")? } else { -1 };
-        let topics = {
+        let mut field_cluster_id = None;
+        let field_replica_id = if version <= 14 { wire::get_i32(buf, "FetchRequest.replica_id")? } else { -1 };
+        let mut field_replica_state = ReplicaState::default();
+        let field_max_wait_ms = wire::get_i32(buf, "FetchRequest.max_wait_ms")?;
+        let field_min_bytes = wire::get_i32(buf, "FetchRequest.min_bytes")?;
+        let field_max_bytes = if version >= 3 { wire::get_i32(buf, "FetchRequest.max_bytes")? } else { 2147483647 };
+        let field_isolation_level = if version >= 4 { wire::get_i8(buf, "FetchRequest.isolation_level")? } else { 0 };
+        let field_session_id = if version >= 7 { wire::get_i32(buf, "FetchRequest.session_id")? } else { 0 };
+        let field_session_epoch = if version >= 7 { wire::get_i32(buf, "FetchRequest.session_epoch")? } else { -1 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "FetchRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -238,7 +238,7 @@ impl FetchRequest {
             }
             v
         };
-        let forgotten_topics_data = if version >= 7 {
+        let field_forgotten_topics_data = if version >= 7 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "FetchRequest.forgotten_topics_data")?;
                 let mut v = wire::vec_for(n);
@@ -250,7 +250,7 @@ impl FetchRequest {
         } else {
             Vec::<ForgottenTopic>::new()
         };
-        let rack_id =
+        let field_rack_id =
             if version >= 11 { wire::get_string(buf, flexible, "FetchRequest.rack_id")? } else { String::new() };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -259,14 +259,14 @@ impl FetchRequest {
                 let (tag, mut data) = wire::get_tagged_field(buf, "FetchRequest")?;
                 match tag {
                     0 if version >= 12 => {
-                        cluster_id = {
+                        field_cluster_id = {
                             let buf = &mut data;
                             wire::get_nullable_string(buf, flexible, "FetchRequest.cluster_id")?
                         };
                         wire::expect_consumed(&data, "FetchRequest.cluster_id")?;
                     }
                     1 if version >= 15 => {
-                        replica_state = {
+                        field_replica_state = {
                             let buf = &mut data;
                             ReplicaState::read(buf, version)?
                         };
@@ -277,18 +277,18 @@ impl FetchRequest {
             }
         }
         Ok(Self {
-            cluster_id,
-            replica_id,
-            replica_state,
-            max_wait_ms,
-            min_bytes,
-            max_bytes,
-            isolation_level,
-            session_id,
-            session_epoch,
-            topics,
-            forgotten_topics_data,
-            rack_id,
+            cluster_id: field_cluster_id,
+            replica_id: field_replica_id,
+            replica_state: field_replica_state,
+            max_wait_ms: field_max_wait_ms,
+            min_bytes: field_min_bytes,
+            max_bytes: field_max_bytes,
+            isolation_level: field_isolation_level,
+            session_id: field_session_id,
+            session_epoch: field_session_epoch,
+            topics: field_topics,
+            forgotten_topics_data: field_forgotten_topics_data,
+            rack_id: field_rack_id,
             unknown_tagged_fields,
         })
     }
@@ -392,8 +392,9 @@ impl ReplicaState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let replica_id = if version >= 15 { wire::get_i32(buf, "FetchRequest::ReplicaState.replica_id")? } else { -1 };
-        let replica_epoch =
+        let field_replica_id =
+            if version >= 15 { wire::get_i32(buf, "FetchRequest::ReplicaState.replica_id")? } else { -1 };
+        let field_replica_epoch =
             if version >= 15 { wire::get_i64(buf, "FetchRequest::ReplicaState.replica_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -405,7 +406,7 @@ impl ReplicaState {
                 }
             }
         }
-        Ok(Self { replica_id, replica_epoch, unknown_tagged_fields })
+        Ok(Self { replica_id: field_replica_id, replica_epoch: field_replica_epoch, unknown_tagged_fields })
     }
 }
 
@@ -500,14 +501,14 @@ impl FetchTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if version <= 12 {
+        let field_topic = if version <= 12 {
             wire::get_string(buf, flexible, "FetchRequest::FetchTopic.topic")?
         } else {
             String::new()
         };
-        let topic_id =
+        let field_topic_id =
             if version >= 13 { wire::get_uuid(buf, "FetchRequest::FetchTopic.topic_id")? } else { Uuid::NIL };
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "FetchRequest::FetchTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -525,7 +526,7 @@ impl FetchTopic {
                 }
             }
         }
-        Ok(Self { topic, topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -675,16 +676,16 @@ impl FetchPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let partition = wire::get_i32(buf, "FetchRequest::FetchPartition.partition")?;
-        let current_leader_epoch =
+        let field_partition = wire::get_i32(buf, "FetchRequest::FetchPartition.partition")?;
+        let field_current_leader_epoch =
             if version >= 9 { wire::get_i32(buf, "FetchRequest::FetchPartition.current_leader_epoch")? } else { -1 };
-        let fetch_offset = wire::get_i64(buf, "FetchRequest::FetchPartition.fetch_offset")?;
-        let last_fetched_epoch =
+        let field_fetch_offset = wire::get_i64(buf, "FetchRequest::FetchPartition.fetch_offset")?;
+        let field_last_fetched_epoch =
             if version >= 12 { wire::get_i32(buf, "FetchRequest::FetchPartition.last_fetched_epoch")? } else { -1 };
-        let log_start_offset =
+        let field_log_start_offset =
             if version >= 5 { wire::get_i64(buf, "FetchRequest::FetchPartition.log_start_offset")? } else { -1 };
-        let partition_max_bytes = wire::get_i32(buf, "FetchRequest::FetchPartition.partition_max_bytes")?;
-        let mut replica_directory_id = Uuid::NIL;
+        let field_partition_max_bytes = wire::get_i32(buf, "FetchRequest::FetchPartition.partition_max_bytes")?;
+        let mut field_replica_directory_id = Uuid::NIL;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "FetchPartition")?;
@@ -692,7 +693,7 @@ impl FetchPartition {
                 let (tag, mut data) = wire::get_tagged_field(buf, "FetchPartition")?;
                 match tag {
                     0 if version == 17 => {
-                        replica_directory_id = {
+                        field_replica_directory_id = {
                             let buf = &mut data;
                             wire::get_uuid(buf, "FetchRequest::FetchPartition.replica_directory_id")?
                         };
@@ -703,13 +704,13 @@ impl FetchPartition {
             }
         }
         Ok(Self {
-            partition,
-            current_leader_epoch,
-            fetch_offset,
-            last_fetched_epoch,
-            log_start_offset,
-            partition_max_bytes,
-            replica_directory_id,
+            partition: field_partition,
+            current_leader_epoch: field_current_leader_epoch,
+            fetch_offset: field_fetch_offset,
+            last_fetched_epoch: field_last_fetched_epoch,
+            log_start_offset: field_log_start_offset,
+            partition_max_bytes: field_partition_max_bytes,
+            replica_directory_id: field_replica_directory_id,
             unknown_tagged_fields,
         })
     }
@@ -821,14 +822,14 @@ impl ForgottenTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if (7..=12).contains(&version) {
+        let field_topic = if (7..=12).contains(&version) {
             wire::get_string(buf, flexible, "FetchRequest::ForgottenTopic.topic")?
         } else {
             String::new()
         };
-        let topic_id =
+        let field_topic_id =
             if version >= 13 { wire::get_uuid(buf, "FetchRequest::ForgottenTopic.topic_id")? } else { Uuid::NIL };
-        let partitions = if version >= 7 {
+        let field_partitions = if version >= 7 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "FetchRequest::ForgottenTopic.partitions")?;
                 let mut v = wire::vec_for(n);
@@ -850,7 +851,7 @@ impl ForgottenTopic {
                 }
             }
         }
-        Ok(Self { topic, topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -130,10 +130,11 @@ impl FetchResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let throttle_time_ms = if version >= 1 { wire::get_i32(buf, "FetchResponse.throttle_time_ms")? } else { 0 };
-        let error_code = if version >= 7 { wire::get_i16(buf, "FetchResponse.error_code")? } else { 0 };
-        let session_id = if version >= 7 { wire::get_i32(buf, "FetchResponse.session_id")? } else { 0 };
-        let responses = {
+        let field_throttle_time_ms =
+            if version >= 1 { wire::get_i32(buf, "FetchResponse.throttle_time_ms")? } else { 0 };
+        let field_error_code = if version >= 7 { wire::get_i16(buf, "FetchResponse.error_code")? } else { 0 };
+        let field_session_id = if version >= 7 { wire::get_i32(buf, "FetchResponse.session_id")? } else { 0 };
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "FetchResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -141,7 +142,7 @@ impl FetchResponse {
             }
             v
         };
-        let mut node_endpoints = Vec::<NodeEndpoint>::new();
+        let mut field_node_endpoints = Vec::<NodeEndpoint>::new();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "FetchResponse")?;
@@ -149,7 +150,7 @@ impl FetchResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "FetchResponse")?;
                 match tag {
                     0 if version >= 16 => {
-                        node_endpoints = {
+                        field_node_endpoints = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(buf, flexible, "FetchResponse.node_endpoints")?;
@@ -166,7 +167,14 @@ impl FetchResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, session_id, responses, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            session_id: field_session_id,
+            responses: field_responses,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -273,17 +281,17 @@ impl FetchableTopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let topic = if version <= 12 {
+        let field_topic = if version <= 12 {
             wire::get_string(buf, flexible, "FetchResponse::FetchableTopicResponse.topic")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 13 {
+        let field_topic_id = if version >= 13 {
             wire::get_uuid(buf, "FetchResponse::FetchableTopicResponse.topic_id")?
         } else {
             Uuid::NIL
         };
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "FetchResponse::FetchableTopicResponse.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -301,7 +309,7 @@ impl FetchableTopicResponse {
                 }
             }
         }
-        Ok(Self { topic, topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -541,17 +549,17 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let partition_index = wire::get_i32(buf, "FetchResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "FetchResponse::PartitionData.error_code")?;
-        let high_watermark = wire::get_i64(buf, "FetchResponse::PartitionData.high_watermark")?;
-        let last_stable_offset =
+        let field_partition_index = wire::get_i32(buf, "FetchResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "FetchResponse::PartitionData.error_code")?;
+        let field_high_watermark = wire::get_i64(buf, "FetchResponse::PartitionData.high_watermark")?;
+        let field_last_stable_offset =
             if version >= 4 { wire::get_i64(buf, "FetchResponse::PartitionData.last_stable_offset")? } else { -1 };
-        let log_start_offset =
+        let field_log_start_offset =
             if version >= 5 { wire::get_i64(buf, "FetchResponse::PartitionData.log_start_offset")? } else { -1 };
-        let mut diverging_epoch = EpochEndOffset::default();
-        let mut current_leader = LeaderIdAndEpoch::default();
-        let mut snapshot_id = SnapshotId::default();
-        let aborted_transactions = if version >= 4 {
+        let mut field_diverging_epoch = EpochEndOffset::default();
+        let mut field_current_leader = LeaderIdAndEpoch::default();
+        let mut field_snapshot_id = SnapshotId::default();
+        let field_aborted_transactions = if version >= 4 {
             match wire::get_array_len(buf, flexible, "FetchResponse::PartitionData.aborted_transactions")? {
                 None => None,
                 Some(n) => {
@@ -565,9 +573,9 @@ impl PartitionData {
         } else {
             Some(Vec::<AbortedTransaction>::new())
         };
-        let preferred_read_replica =
+        let field_preferred_read_replica =
             if version >= 11 { wire::get_i32(buf, "FetchResponse::PartitionData.preferred_read_replica")? } else { -1 };
-        let records = wire::get_nullable_bytes(buf, flexible, "FetchResponse::PartitionData.records")?;
+        let field_records = wire::get_nullable_bytes(buf, flexible, "FetchResponse::PartitionData.records")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -575,21 +583,21 @@ impl PartitionData {
                 let (tag, mut data) = wire::get_tagged_field(buf, "PartitionData")?;
                 match tag {
                     0 if version >= 12 => {
-                        diverging_epoch = {
+                        field_diverging_epoch = {
                             let buf = &mut data;
                             EpochEndOffset::read(buf, version)?
                         };
                         wire::expect_consumed(&data, "FetchResponse::PartitionData.diverging_epoch")?;
                     }
                     1 if version >= 12 => {
-                        current_leader = {
+                        field_current_leader = {
                             let buf = &mut data;
                             LeaderIdAndEpoch::read(buf, version)?
                         };
                         wire::expect_consumed(&data, "FetchResponse::PartitionData.current_leader")?;
                     }
                     2 if version >= 12 => {
-                        snapshot_id = {
+                        field_snapshot_id = {
                             let buf = &mut data;
                             SnapshotId::read(buf, version)?
                         };
@@ -600,17 +608,17 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            error_code,
-            high_watermark,
-            last_stable_offset,
-            log_start_offset,
-            diverging_epoch,
-            current_leader,
-            snapshot_id,
-            aborted_transactions,
-            preferred_read_replica,
-            records,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            high_watermark: field_high_watermark,
+            last_stable_offset: field_last_stable_offset,
+            log_start_offset: field_log_start_offset,
+            diverging_epoch: field_diverging_epoch,
+            current_leader: field_current_leader,
+            snapshot_id: field_snapshot_id,
+            aborted_transactions: field_aborted_transactions,
+            preferred_read_replica: field_preferred_read_replica,
+            records: field_records,
             unknown_tagged_fields,
         })
     }
@@ -725,8 +733,8 @@ impl EpochEndOffset {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let epoch = if version >= 12 { wire::get_i32(buf, "FetchResponse::EpochEndOffset.epoch")? } else { -1 };
-        let end_offset =
+        let field_epoch = if version >= 12 { wire::get_i32(buf, "FetchResponse::EpochEndOffset.epoch")? } else { -1 };
+        let field_end_offset =
             if version >= 12 { wire::get_i64(buf, "FetchResponse::EpochEndOffset.end_offset")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -738,7 +746,7 @@ impl EpochEndOffset {
                 }
             }
         }
-        Ok(Self { epoch, end_offset, unknown_tagged_fields })
+        Ok(Self { epoch: field_epoch, end_offset: field_end_offset, unknown_tagged_fields })
     }
 }
 
@@ -825,9 +833,9 @@ impl LeaderIdAndEpoch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let leader_id =
+        let field_leader_id =
             if version >= 12 { wire::get_i32(buf, "FetchResponse::LeaderIdAndEpoch.leader_id")? } else { -1 };
-        let leader_epoch =
+        let field_leader_epoch =
             if version >= 12 { wire::get_i32(buf, "FetchResponse::LeaderIdAndEpoch.leader_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -839,7 +847,7 @@ impl LeaderIdAndEpoch {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self { leader_id: field_leader_id, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 
@@ -913,8 +921,8 @@ impl SnapshotId {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let end_offset = wire::get_i64(buf, "FetchResponse::SnapshotId.end_offset")?;
-        let epoch = wire::get_i32(buf, "FetchResponse::SnapshotId.epoch")?;
+        let field_end_offset = wire::get_i64(buf, "FetchResponse::SnapshotId.end_offset")?;
+        let field_epoch = wire::get_i32(buf, "FetchResponse::SnapshotId.epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SnapshotId")?;
@@ -925,7 +933,7 @@ impl SnapshotId {
                 }
             }
         }
-        Ok(Self { end_offset, epoch, unknown_tagged_fields })
+        Ok(Self { end_offset: field_end_offset, epoch: field_epoch, unknown_tagged_fields })
     }
 }
 
@@ -1015,9 +1023,9 @@ impl AbortedTransaction {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let producer_id =
+        let field_producer_id =
             if version >= 4 { wire::get_i64(buf, "FetchResponse::AbortedTransaction.producer_id")? } else { 0 };
-        let first_offset =
+        let field_first_offset =
             if version >= 4 { wire::get_i64(buf, "FetchResponse::AbortedTransaction.first_offset")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -1029,7 +1037,7 @@ impl AbortedTransaction {
                 }
             }
         }
-        Ok(Self { producer_id, first_offset, unknown_tagged_fields })
+        Ok(Self { producer_id: field_producer_id, first_offset: field_first_offset, unknown_tagged_fields })
     }
 }
 
@@ -1141,14 +1149,14 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 12;
-        let node_id = if version >= 16 { wire::get_i32(buf, "FetchResponse::NodeEndpoint.node_id")? } else { 0 };
-        let host = if version >= 16 {
+        let field_node_id = if version >= 16 { wire::get_i32(buf, "FetchResponse::NodeEndpoint.node_id")? } else { 0 };
+        let field_host = if version >= 16 {
             wire::get_string(buf, flexible, "FetchResponse::NodeEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version >= 16 { wire::get_i32(buf, "FetchResponse::NodeEndpoint.port")? } else { 0 };
-        let rack = if version >= 16 {
+        let field_port = if version >= 16 { wire::get_i32(buf, "FetchResponse::NodeEndpoint.port")? } else { 0 };
+        let field_rack = if version >= 16 {
             wire::get_nullable_string(buf, flexible, "FetchResponse::NodeEndpoint.rack")?
         } else {
             None
@@ -1163,7 +1171,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, rack: field_rack, unknown_tagged_fields })
     }
 }
 

@@ -105,10 +105,10 @@ impl FetchSnapshotRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let mut cluster_id = None;
-        let replica_id = wire::get_i32(buf, "FetchSnapshotRequest.replica_id")?;
-        let max_bytes = wire::get_i32(buf, "FetchSnapshotRequest.max_bytes")?;
-        let topics = {
+        let mut field_cluster_id = None;
+        let field_replica_id = wire::get_i32(buf, "FetchSnapshotRequest.replica_id")?;
+        let field_max_bytes = wire::get_i32(buf, "FetchSnapshotRequest.max_bytes")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "FetchSnapshotRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -123,7 +123,7 @@ impl FetchSnapshotRequest {
                 let (tag, mut data) = wire::get_tagged_field(buf, "FetchSnapshotRequest")?;
                 match tag {
                     0 => {
-                        cluster_id = {
+                        field_cluster_id = {
                             let buf = &mut data;
                             wire::get_nullable_string(buf, flexible, "FetchSnapshotRequest.cluster_id")?
                         };
@@ -133,7 +133,13 @@ impl FetchSnapshotRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, replica_id, max_bytes, topics, unknown_tagged_fields })
+        Ok(Self {
+            cluster_id: field_cluster_id,
+            replica_id: field_replica_id,
+            max_bytes: field_max_bytes,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -217,8 +223,8 @@ impl TopicSnapshot {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "FetchSnapshotRequest::TopicSnapshot.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "FetchSnapshotRequest::TopicSnapshot.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "FetchSnapshotRequest::TopicSnapshot.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -236,7 +242,7 @@ impl TopicSnapshot {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -353,11 +359,12 @@ impl PartitionSnapshot {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "FetchSnapshotRequest::PartitionSnapshot.partition")?;
-        let current_leader_epoch = wire::get_i32(buf, "FetchSnapshotRequest::PartitionSnapshot.current_leader_epoch")?;
-        let snapshot_id = SnapshotId::read(buf, version)?;
-        let position = wire::get_i64(buf, "FetchSnapshotRequest::PartitionSnapshot.position")?;
-        let mut replica_directory_id = Uuid::NIL;
+        let field_partition = wire::get_i32(buf, "FetchSnapshotRequest::PartitionSnapshot.partition")?;
+        let field_current_leader_epoch =
+            wire::get_i32(buf, "FetchSnapshotRequest::PartitionSnapshot.current_leader_epoch")?;
+        let field_snapshot_id = SnapshotId::read(buf, version)?;
+        let field_position = wire::get_i64(buf, "FetchSnapshotRequest::PartitionSnapshot.position")?;
+        let mut field_replica_directory_id = Uuid::NIL;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionSnapshot")?;
@@ -365,7 +372,7 @@ impl PartitionSnapshot {
                 let (tag, mut data) = wire::get_tagged_field(buf, "PartitionSnapshot")?;
                 match tag {
                     0 if version == 1 => {
-                        replica_directory_id = {
+                        field_replica_directory_id = {
                             let buf = &mut data;
                             wire::get_uuid(buf, "FetchSnapshotRequest::PartitionSnapshot.replica_directory_id")?
                         };
@@ -375,7 +382,14 @@ impl PartitionSnapshot {
                 }
             }
         }
-        Ok(Self { partition, current_leader_epoch, snapshot_id, position, replica_directory_id, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            current_leader_epoch: field_current_leader_epoch,
+            snapshot_id: field_snapshot_id,
+            position: field_position,
+            replica_directory_id: field_replica_directory_id,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -452,8 +466,8 @@ impl SnapshotId {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let end_offset = wire::get_i64(buf, "FetchSnapshotRequest::SnapshotId.end_offset")?;
-        let epoch = wire::get_i32(buf, "FetchSnapshotRequest::SnapshotId.epoch")?;
+        let field_end_offset = wire::get_i64(buf, "FetchSnapshotRequest::SnapshotId.end_offset")?;
+        let field_epoch = wire::get_i32(buf, "FetchSnapshotRequest::SnapshotId.epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SnapshotId")?;
@@ -464,7 +478,7 @@ impl SnapshotId {
                 }
             }
         }
-        Ok(Self { end_offset, epoch, unknown_tagged_fields })
+        Ok(Self { end_offset: field_end_offset, epoch: field_epoch, unknown_tagged_fields })
     }
 }
 

@@ -111,9 +111,9 @@ impl FetchSnapshotResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "FetchSnapshotResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "FetchSnapshotResponse.error_code")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "FetchSnapshotResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "FetchSnapshotResponse.error_code")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "FetchSnapshotResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -121,7 +121,7 @@ impl FetchSnapshotResponse {
             }
             v
         };
-        let mut node_endpoints = Vec::<NodeEndpoint>::new();
+        let mut field_node_endpoints = Vec::<NodeEndpoint>::new();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "FetchSnapshotResponse")?;
@@ -129,7 +129,7 @@ impl FetchSnapshotResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "FetchSnapshotResponse")?;
                 match tag {
                     0 if version == 1 => {
-                        node_endpoints = {
+                        field_node_endpoints = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(
@@ -150,7 +150,13 @@ impl FetchSnapshotResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, topics, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            topics: field_topics,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -238,8 +244,8 @@ impl TopicSnapshot {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "FetchSnapshotResponse::TopicSnapshot.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "FetchSnapshotResponse::TopicSnapshot.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "FetchSnapshotResponse::TopicSnapshot.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -257,7 +263,7 @@ impl TopicSnapshot {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -399,13 +405,13 @@ impl PartitionSnapshot {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let index = wire::get_i32(buf, "FetchSnapshotResponse::PartitionSnapshot.index")?;
-        let error_code = wire::get_i16(buf, "FetchSnapshotResponse::PartitionSnapshot.error_code")?;
-        let snapshot_id = SnapshotId::read(buf, version)?;
-        let mut current_leader = LeaderIdAndEpoch::default();
-        let size = wire::get_i64(buf, "FetchSnapshotResponse::PartitionSnapshot.size")?;
-        let position = wire::get_i64(buf, "FetchSnapshotResponse::PartitionSnapshot.position")?;
-        let unaligned_records =
+        let field_index = wire::get_i32(buf, "FetchSnapshotResponse::PartitionSnapshot.index")?;
+        let field_error_code = wire::get_i16(buf, "FetchSnapshotResponse::PartitionSnapshot.error_code")?;
+        let field_snapshot_id = SnapshotId::read(buf, version)?;
+        let mut field_current_leader = LeaderIdAndEpoch::default();
+        let field_size = wire::get_i64(buf, "FetchSnapshotResponse::PartitionSnapshot.size")?;
+        let field_position = wire::get_i64(buf, "FetchSnapshotResponse::PartitionSnapshot.position")?;
+        let field_unaligned_records =
             wire::get_bytes(buf, flexible, "FetchSnapshotResponse::PartitionSnapshot.unaligned_records")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -414,7 +420,7 @@ impl PartitionSnapshot {
                 let (tag, mut data) = wire::get_tagged_field(buf, "PartitionSnapshot")?;
                 match tag {
                     0 => {
-                        current_leader = {
+                        field_current_leader = {
                             let buf = &mut data;
                             LeaderIdAndEpoch::read(buf, version)?
                         };
@@ -425,13 +431,13 @@ impl PartitionSnapshot {
             }
         }
         Ok(Self {
-            index,
-            error_code,
-            snapshot_id,
-            current_leader,
-            size,
-            position,
-            unaligned_records,
+            index: field_index,
+            error_code: field_error_code,
+            snapshot_id: field_snapshot_id,
+            current_leader: field_current_leader,
+            size: field_size,
+            position: field_position,
+            unaligned_records: field_unaligned_records,
             unknown_tagged_fields,
         })
     }
@@ -512,8 +518,8 @@ impl SnapshotId {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let end_offset = wire::get_i64(buf, "FetchSnapshotResponse::SnapshotId.end_offset")?;
-        let epoch = wire::get_i32(buf, "FetchSnapshotResponse::SnapshotId.epoch")?;
+        let field_end_offset = wire::get_i64(buf, "FetchSnapshotResponse::SnapshotId.end_offset")?;
+        let field_epoch = wire::get_i32(buf, "FetchSnapshotResponse::SnapshotId.epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SnapshotId")?;
@@ -524,7 +530,7 @@ impl SnapshotId {
                 }
             }
         }
-        Ok(Self { end_offset, epoch, unknown_tagged_fields })
+        Ok(Self { end_offset: field_end_offset, epoch: field_epoch, unknown_tagged_fields })
     }
 }
 
@@ -598,8 +604,8 @@ impl LeaderIdAndEpoch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = wire::get_i32(buf, "FetchSnapshotResponse::LeaderIdAndEpoch.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "FetchSnapshotResponse::LeaderIdAndEpoch.leader_epoch")?;
+        let field_leader_id = wire::get_i32(buf, "FetchSnapshotResponse::LeaderIdAndEpoch.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "FetchSnapshotResponse::LeaderIdAndEpoch.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderIdAndEpoch")?;
@@ -610,7 +616,7 @@ impl LeaderIdAndEpoch {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self { leader_id: field_leader_id, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 
@@ -711,13 +717,14 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = if version == 1 { wire::get_i32(buf, "FetchSnapshotResponse::NodeEndpoint.node_id")? } else { 0 };
-        let host = if version == 1 {
+        let field_node_id =
+            if version == 1 { wire::get_i32(buf, "FetchSnapshotResponse::NodeEndpoint.node_id")? } else { 0 };
+        let field_host = if version == 1 {
             wire::get_string(buf, flexible, "FetchSnapshotResponse::NodeEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version == 1 { wire::get_u16(buf, "FetchSnapshotResponse::NodeEndpoint.port")? } else { 0 };
+        let field_port = if version == 1 { wire::get_u16(buf, "FetchSnapshotResponse::NodeEndpoint.port")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "NodeEndpoint")?;
@@ -728,7 +735,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 

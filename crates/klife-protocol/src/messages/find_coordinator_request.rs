@@ -101,10 +101,10 @@ impl FindCoordinatorRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let key =
+        let field_key =
             if version <= 3 { wire::get_string(buf, flexible, "FindCoordinatorRequest.key")? } else { String::new() };
-        let key_type = if version >= 1 { wire::get_i8(buf, "FindCoordinatorRequest.key_type")? } else { 0 };
-        let coordinator_keys = if version >= 4 {
+        let field_key_type = if version >= 1 { wire::get_i8(buf, "FindCoordinatorRequest.key_type")? } else { 0 };
+        let field_coordinator_keys = if version >= 4 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "FindCoordinatorRequest.coordinator_keys")?;
                 let mut v = wire::vec_for(n);
@@ -126,7 +126,12 @@ impl FindCoordinatorRequest {
                 }
             }
         }
-        Ok(Self { key, key_type, coordinator_keys, unknown_tagged_fields })
+        Ok(Self {
+            key: field_key,
+            key_type: field_key_type,
+            coordinator_keys: field_coordinator_keys,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -160,19 +160,19 @@ impl FindCoordinatorResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "FindCoordinatorResponse.throttle_time_ms")? } else { 0 };
-        let error_code = if version <= 3 { wire::get_i16(buf, "FindCoordinatorResponse.error_code")? } else { 0 };
-        let error_message = if (1..=3).contains(&version) {
+        let field_error_code = if version <= 3 { wire::get_i16(buf, "FindCoordinatorResponse.error_code")? } else { 0 };
+        let field_error_message = if (1..=3).contains(&version) {
             wire::get_nullable_string(buf, flexible, "FindCoordinatorResponse.error_message")?
         } else {
             Some(String::new())
         };
-        let node_id = if version <= 3 { wire::get_i32(buf, "FindCoordinatorResponse.node_id")? } else { 0 };
-        let host =
+        let field_node_id = if version <= 3 { wire::get_i32(buf, "FindCoordinatorResponse.node_id")? } else { 0 };
+        let field_host =
             if version <= 3 { wire::get_string(buf, flexible, "FindCoordinatorResponse.host")? } else { String::new() };
-        let port = if version <= 3 { wire::get_i32(buf, "FindCoordinatorResponse.port")? } else { 0 };
-        let coordinators = if version >= 4 {
+        let field_port = if version <= 3 { wire::get_i32(buf, "FindCoordinatorResponse.port")? } else { 0 };
+        let field_coordinators = if version >= 4 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "FindCoordinatorResponse.coordinators")?;
                 let mut v = wire::vec_for(n);
@@ -195,13 +195,13 @@ impl FindCoordinatorResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            node_id,
-            host,
-            port,
-            coordinators,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            node_id: field_node_id,
+            host: field_host,
+            port: field_port,
+            coordinators: field_coordinators,
             unknown_tagged_fields,
         })
     }
@@ -372,22 +372,23 @@ impl Coordinator {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let key = if version >= 4 {
+        let field_key = if version >= 4 {
             wire::get_string(buf, flexible, "FindCoordinatorResponse::Coordinator.key")?
         } else {
             String::new()
         };
-        let node_id =
+        let field_node_id =
             if version >= 4 { wire::get_i32(buf, "FindCoordinatorResponse::Coordinator.node_id")? } else { 0 };
-        let host = if version >= 4 {
+        let field_host = if version >= 4 {
             wire::get_string(buf, flexible, "FindCoordinatorResponse::Coordinator.host")?
         } else {
             String::new()
         };
-        let port = if version >= 4 { wire::get_i32(buf, "FindCoordinatorResponse::Coordinator.port")? } else { 0 };
-        let error_code =
+        let field_port =
+            if version >= 4 { wire::get_i32(buf, "FindCoordinatorResponse::Coordinator.port")? } else { 0 };
+        let field_error_code =
             if version >= 4 { wire::get_i16(buf, "FindCoordinatorResponse::Coordinator.error_code")? } else { 0 };
-        let error_message = if version >= 4 {
+        let field_error_message = if version >= 4 {
             wire::get_nullable_string(buf, flexible, "FindCoordinatorResponse::Coordinator.error_message")?
         } else {
             Some(String::new())
@@ -402,7 +403,15 @@ impl Coordinator {
                 }
             }
         }
-        Ok(Self { key, node_id, host, port, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            key: field_key,
+            node_id: field_node_id,
+            host: field_host,
+            port: field_port,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -55,7 +55,7 @@ impl GetTelemetrySubscriptionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let client_instance_id = wire::get_uuid(buf, "GetTelemetrySubscriptionsRequest.client_instance_id")?;
+        let field_client_instance_id = wire::get_uuid(buf, "GetTelemetrySubscriptionsRequest.client_instance_id")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "GetTelemetrySubscriptionsRequest")?;
@@ -66,7 +66,7 @@ impl GetTelemetrySubscriptionsRequest {
                 }
             }
         }
-        Ok(Self { client_instance_id, unknown_tagged_fields })
+        Ok(Self { client_instance_id: field_client_instance_id, unknown_tagged_fields })
     }
 }
 

@@ -154,11 +154,11 @@ impl GetTelemetrySubscriptionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "GetTelemetrySubscriptionsResponse.error_code")?;
-        let client_instance_id = wire::get_uuid(buf, "GetTelemetrySubscriptionsResponse.client_instance_id")?;
-        let subscription_id = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.subscription_id")?;
-        let accepted_compression_types = {
+        let field_throttle_time_ms = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "GetTelemetrySubscriptionsResponse.error_code")?;
+        let field_client_instance_id = wire::get_uuid(buf, "GetTelemetrySubscriptionsResponse.client_instance_id")?;
+        let field_subscription_id = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.subscription_id")?;
+        let field_accepted_compression_types = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -170,10 +170,10 @@ impl GetTelemetrySubscriptionsResponse {
             }
             v
         };
-        let push_interval_ms = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.push_interval_ms")?;
-        let telemetry_max_bytes = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.telemetry_max_bytes")?;
-        let delta_temporality = wire::get_bool(buf, "GetTelemetrySubscriptionsResponse.delta_temporality")?;
-        let requested_metrics = {
+        let field_push_interval_ms = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.push_interval_ms")?;
+        let field_telemetry_max_bytes = wire::get_i32(buf, "GetTelemetrySubscriptionsResponse.telemetry_max_bytes")?;
+        let field_delta_temporality = wire::get_bool(buf, "GetTelemetrySubscriptionsResponse.delta_temporality")?;
+        let field_requested_metrics = {
             let n = wire::get_required_array_len(buf, flexible, "GetTelemetrySubscriptionsResponse.requested_metrics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -192,15 +192,15 @@ impl GetTelemetrySubscriptionsResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            client_instance_id,
-            subscription_id,
-            accepted_compression_types,
-            push_interval_ms,
-            telemetry_max_bytes,
-            delta_temporality,
-            requested_metrics,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            client_instance_id: field_client_instance_id,
+            subscription_id: field_subscription_id,
+            accepted_compression_types: field_accepted_compression_types,
+            push_interval_ms: field_push_interval_ms,
+            telemetry_max_bytes: field_telemetry_max_bytes,
+            delta_temporality: field_delta_temporality,
+            requested_metrics: field_requested_metrics,
             unknown_tagged_fields,
         })
     }

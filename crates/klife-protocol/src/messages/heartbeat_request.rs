@@ -98,10 +98,10 @@ impl HeartbeatRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let group_id = wire::get_string(buf, flexible, "HeartbeatRequest.group_id")?;
-        let generation_id = wire::get_i32(buf, "HeartbeatRequest.generation_id")?;
-        let member_id = wire::get_string(buf, flexible, "HeartbeatRequest.member_id")?;
-        let group_instance_id = if version >= 3 {
+        let field_group_id = wire::get_string(buf, flexible, "HeartbeatRequest.group_id")?;
+        let field_generation_id = wire::get_i32(buf, "HeartbeatRequest.generation_id")?;
+        let field_member_id = wire::get_string(buf, flexible, "HeartbeatRequest.member_id")?;
+        let field_group_instance_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "HeartbeatRequest.group_instance_id")?
         } else {
             None
@@ -116,7 +116,13 @@ impl HeartbeatRequest {
                 }
             }
         }
-        Ok(Self { group_id, generation_id, member_id, group_instance_id, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            generation_id: field_generation_id,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            unknown_tagged_fields,
+        })
     }
 }
 

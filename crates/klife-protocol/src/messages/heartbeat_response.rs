@@ -66,8 +66,9 @@ impl HeartbeatResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let throttle_time_ms = if version >= 1 { wire::get_i32(buf, "HeartbeatResponse.throttle_time_ms")? } else { 0 };
-        let error_code = wire::get_i16(buf, "HeartbeatResponse.error_code")?;
+        let field_throttle_time_ms =
+            if version >= 1 { wire::get_i32(buf, "HeartbeatResponse.throttle_time_ms")? } else { 0 };
+        let field_error_code = wire::get_i16(buf, "HeartbeatResponse.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "HeartbeatResponse")?;
@@ -78,7 +79,7 @@ impl HeartbeatResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

@@ -67,7 +67,7 @@ impl IncrementalAlterConfigsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let resources = {
+        let field_resources = {
             let n = wire::get_required_array_len(buf, flexible, "IncrementalAlterConfigsRequest.resources")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -75,7 +75,7 @@ impl IncrementalAlterConfigsRequest {
             }
             v
         };
-        let validate_only = wire::get_bool(buf, "IncrementalAlterConfigsRequest.validate_only")?;
+        let field_validate_only = wire::get_bool(buf, "IncrementalAlterConfigsRequest.validate_only")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "IncrementalAlterConfigsRequest")?;
@@ -86,7 +86,7 @@ impl IncrementalAlterConfigsRequest {
                 }
             }
         }
-        Ok(Self { resources, validate_only, unknown_tagged_fields })
+        Ok(Self { resources: field_resources, validate_only: field_validate_only, unknown_tagged_fields })
     }
 }
 
@@ -187,10 +187,11 @@ impl AlterConfigsResource {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let resource_type = wire::get_i8(buf, "IncrementalAlterConfigsRequest::AlterConfigsResource.resource_type")?;
-        let resource_name =
+        let field_resource_type =
+            wire::get_i8(buf, "IncrementalAlterConfigsRequest::AlterConfigsResource.resource_type")?;
+        let field_resource_name =
             wire::get_string(buf, flexible, "IncrementalAlterConfigsRequest::AlterConfigsResource.resource_name")?;
-        let configs = {
+        let field_configs = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -212,7 +213,12 @@ impl AlterConfigsResource {
                 }
             }
         }
-        Ok(Self { resource_type, resource_name, configs, unknown_tagged_fields })
+        Ok(Self {
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            configs: field_configs,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -301,9 +307,11 @@ impl AlterableConfig {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let name = wire::get_string(buf, flexible, "IncrementalAlterConfigsRequest::AlterableConfig.name")?;
-        let config_operation = wire::get_i8(buf, "IncrementalAlterConfigsRequest::AlterableConfig.config_operation")?;
-        let value = wire::get_nullable_string(buf, flexible, "IncrementalAlterConfigsRequest::AlterableConfig.value")?;
+        let field_name = wire::get_string(buf, flexible, "IncrementalAlterConfigsRequest::AlterableConfig.name")?;
+        let field_config_operation =
+            wire::get_i8(buf, "IncrementalAlterConfigsRequest::AlterableConfig.config_operation")?;
+        let field_value =
+            wire::get_nullable_string(buf, flexible, "IncrementalAlterConfigsRequest::AlterableConfig.value")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AlterableConfig")?;
@@ -314,7 +322,12 @@ impl AlterableConfig {
                 }
             }
         }
-        Ok(Self { name, config_operation, value, unknown_tagged_fields })
+        Ok(Self {
+            name: field_name,
+            config_operation: field_config_operation,
+            value: field_value,
+            unknown_tagged_fields,
+        })
     }
 }
 

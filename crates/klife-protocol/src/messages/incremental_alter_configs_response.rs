@@ -71,8 +71,8 @@ impl IncrementalAlterConfigsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let throttle_time_ms = wire::get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
-        let responses = {
+        let field_throttle_time_ms = wire::get_i32(buf, "IncrementalAlterConfigsResponse.throttle_time_ms")?;
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "IncrementalAlterConfigsResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl IncrementalAlterConfigsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, responses, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, responses: field_responses, unknown_tagged_fields })
     }
 }
 
@@ -198,16 +198,16 @@ impl AlterConfigsResourceResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let error_code =
+        let field_error_code =
             wire::get_i16(buf, "IncrementalAlterConfigsResponse::AlterConfigsResourceResponse.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "IncrementalAlterConfigsResponse::AlterConfigsResourceResponse.error_message",
         )?;
-        let resource_type =
+        let field_resource_type =
             wire::get_i8(buf, "IncrementalAlterConfigsResponse::AlterConfigsResourceResponse.resource_type")?;
-        let resource_name = wire::get_string(
+        let field_resource_name = wire::get_string(
             buf,
             flexible,
             "IncrementalAlterConfigsResponse::AlterConfigsResourceResponse.resource_name",
@@ -222,7 +222,13 @@ impl AlterConfigsResourceResponse {
                 }
             }
         }
-        Ok(Self { error_code, error_message, resource_type, resource_name, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            resource_type: field_resource_type,
+            resource_name: field_resource_name,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -103,10 +103,12 @@ impl InitProducerIdRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let transactional_id = wire::get_nullable_string(buf, flexible, "InitProducerIdRequest.transactional_id")?;
-        let transaction_timeout_ms = wire::get_i32(buf, "InitProducerIdRequest.transaction_timeout_ms")?;
-        let producer_id = if version >= 3 { wire::get_i64(buf, "InitProducerIdRequest.producer_id")? } else { -1 };
-        let producer_epoch =
+        let field_transactional_id =
+            wire::get_nullable_string(buf, flexible, "InitProducerIdRequest.transactional_id")?;
+        let field_transaction_timeout_ms = wire::get_i32(buf, "InitProducerIdRequest.transaction_timeout_ms")?;
+        let field_producer_id =
+            if version >= 3 { wire::get_i64(buf, "InitProducerIdRequest.producer_id")? } else { -1 };
+        let field_producer_epoch =
             if version >= 3 { wire::get_i16(buf, "InitProducerIdRequest.producer_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -118,7 +120,13 @@ impl InitProducerIdRequest {
                 }
             }
         }
-        Ok(Self { transactional_id, transaction_timeout_ms, producer_id, producer_epoch, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            transaction_timeout_ms: field_transaction_timeout_ms,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -88,10 +88,10 @@ impl InitProducerIdResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let throttle_time_ms = wire::get_i32(buf, "InitProducerIdResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "InitProducerIdResponse.error_code")?;
-        let producer_id = wire::get_i64(buf, "InitProducerIdResponse.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "InitProducerIdResponse.producer_epoch")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "InitProducerIdResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "InitProducerIdResponse.error_code")?;
+        let field_producer_id = wire::get_i64(buf, "InitProducerIdResponse.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "InitProducerIdResponse.producer_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "InitProducerIdResponse")?;
@@ -102,7 +102,13 @@ impl InitProducerIdResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, producer_id, producer_epoch, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -67,8 +67,8 @@ impl InitializeShareGroupStateRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "InitializeShareGroupStateRequest.group_id")?;
-        let topics = {
+        let field_group_id = wire::get_string(buf, flexible, "InitializeShareGroupStateRequest.group_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "InitializeShareGroupStateRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl InitializeShareGroupStateRequest {
                 }
             }
         }
-        Ok(Self { group_id, topics, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl InitializeStateData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "InitializeShareGroupStateRequest::InitializeStateData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "InitializeShareGroupStateRequest::InitializeStateData.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -191,7 +191,7 @@ impl InitializeStateData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -274,9 +274,9 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "InitializeShareGroupStateRequest::PartitionData.partition")?;
-        let state_epoch = wire::get_i32(buf, "InitializeShareGroupStateRequest::PartitionData.state_epoch")?;
-        let start_offset = wire::get_i64(buf, "InitializeShareGroupStateRequest::PartitionData.start_offset")?;
+        let field_partition = wire::get_i32(buf, "InitializeShareGroupStateRequest::PartitionData.partition")?;
+        let field_state_epoch = wire::get_i32(buf, "InitializeShareGroupStateRequest::PartitionData.state_epoch")?;
+        let field_start_offset = wire::get_i64(buf, "InitializeShareGroupStateRequest::PartitionData.start_offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -287,7 +287,12 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition, state_epoch, start_offset, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            state_epoch: field_state_epoch,
+            start_offset: field_start_offset,
+            unknown_tagged_fields,
+        })
     }
 }
 

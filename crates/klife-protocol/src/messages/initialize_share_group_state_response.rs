@@ -58,7 +58,7 @@ impl InitializeShareGroupStateResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = {
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "InitializeShareGroupStateResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl InitializeShareGroupStateResponse {
                 }
             }
         }
-        Ok(Self { results, unknown_tagged_fields })
+        Ok(Self { results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl InitializeStateResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "InitializeShareGroupStateResponse::InitializeStateResult.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "InitializeShareGroupStateResponse::InitializeStateResult.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -180,7 +180,7 @@ impl InitializeStateResult {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -268,9 +268,9 @@ impl PartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "InitializeShareGroupStateResponse::PartitionResult.partition")?;
-        let error_code = wire::get_i16(buf, "InitializeShareGroupStateResponse::PartitionResult.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_partition = wire::get_i32(buf, "InitializeShareGroupStateResponse::PartitionResult.partition")?;
+        let field_error_code = wire::get_i16(buf, "InitializeShareGroupStateResponse::PartitionResult.error_code")?;
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "InitializeShareGroupStateResponse::PartitionResult.error_message",
@@ -285,7 +285,12 @@ impl PartitionResult {
                 }
             }
         }
-        Ok(Self { partition, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

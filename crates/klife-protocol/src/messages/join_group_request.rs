@@ -145,18 +145,18 @@ impl JoinGroupRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id = wire::get_string(buf, flexible, "JoinGroupRequest.group_id")?;
-        let session_timeout_ms = wire::get_i32(buf, "JoinGroupRequest.session_timeout_ms")?;
-        let rebalance_timeout_ms =
+        let field_group_id = wire::get_string(buf, flexible, "JoinGroupRequest.group_id")?;
+        let field_session_timeout_ms = wire::get_i32(buf, "JoinGroupRequest.session_timeout_ms")?;
+        let field_rebalance_timeout_ms =
             if version >= 1 { wire::get_i32(buf, "JoinGroupRequest.rebalance_timeout_ms")? } else { -1 };
-        let member_id = wire::get_string(buf, flexible, "JoinGroupRequest.member_id")?;
-        let group_instance_id = if version >= 5 {
+        let field_member_id = wire::get_string(buf, flexible, "JoinGroupRequest.member_id")?;
+        let field_group_instance_id = if version >= 5 {
             wire::get_nullable_string(buf, flexible, "JoinGroupRequest.group_instance_id")?
         } else {
             None
         };
-        let protocol_type = wire::get_string(buf, flexible, "JoinGroupRequest.protocol_type")?;
-        let protocols = {
+        let field_protocol_type = wire::get_string(buf, flexible, "JoinGroupRequest.protocol_type")?;
+        let field_protocols = {
             let n = wire::get_required_array_len(buf, flexible, "JoinGroupRequest.protocols")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -164,7 +164,7 @@ impl JoinGroupRequest {
             }
             v
         };
-        let reason =
+        let field_reason =
             if version >= 8 { wire::get_nullable_string(buf, flexible, "JoinGroupRequest.reason")? } else { None };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -177,14 +177,14 @@ impl JoinGroupRequest {
             }
         }
         Ok(Self {
-            group_id,
-            session_timeout_ms,
-            rebalance_timeout_ms,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocols,
-            reason,
+            group_id: field_group_id,
+            session_timeout_ms: field_session_timeout_ms,
+            rebalance_timeout_ms: field_rebalance_timeout_ms,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            protocol_type: field_protocol_type,
+            protocols: field_protocols,
+            reason: field_reason,
             unknown_tagged_fields,
         })
     }
@@ -274,8 +274,8 @@ impl JoinGroupRequestProtocol {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = wire::get_string(buf, flexible, "JoinGroupRequest::JoinGroupRequestProtocol.name")?;
-        let metadata = wire::get_bytes(buf, flexible, "JoinGroupRequest::JoinGroupRequestProtocol.metadata")?;
+        let field_name = wire::get_string(buf, flexible, "JoinGroupRequest::JoinGroupRequestProtocol.name")?;
+        let field_metadata = wire::get_bytes(buf, flexible, "JoinGroupRequest::JoinGroupRequestProtocol.metadata")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "JoinGroupRequestProtocol")?;
@@ -286,7 +286,7 @@ impl JoinGroupRequestProtocol {
                 }
             }
         }
-        Ok(Self { name, metadata, unknown_tagged_fields })
+        Ok(Self { name: field_name, metadata: field_metadata, unknown_tagged_fields })
     }
 }
 

@@ -168,24 +168,25 @@ impl JoinGroupResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms = if version >= 2 { wire::get_i32(buf, "JoinGroupResponse.throttle_time_ms")? } else { 0 };
-        let error_code = wire::get_i16(buf, "JoinGroupResponse.error_code")?;
-        let generation_id = wire::get_i32(buf, "JoinGroupResponse.generation_id")?;
-        let protocol_type = if version >= 7 {
+        let field_throttle_time_ms =
+            if version >= 2 { wire::get_i32(buf, "JoinGroupResponse.throttle_time_ms")? } else { 0 };
+        let field_error_code = wire::get_i16(buf, "JoinGroupResponse.error_code")?;
+        let field_generation_id = wire::get_i32(buf, "JoinGroupResponse.generation_id")?;
+        let field_protocol_type = if version >= 7 {
             wire::get_nullable_string(buf, flexible, "JoinGroupResponse.protocol_type")?
         } else {
             None
         };
-        let protocol_name = if version >= 7 {
+        let field_protocol_name = if version >= 7 {
             wire::get_nullable_string(buf, flexible, "JoinGroupResponse.protocol_name")?
         } else {
             Some(wire::get_string(buf, flexible, "JoinGroupResponse.protocol_name")?)
         };
-        let leader = wire::get_string(buf, flexible, "JoinGroupResponse.leader")?;
-        let skip_assignment =
+        let field_leader = wire::get_string(buf, flexible, "JoinGroupResponse.leader")?;
+        let field_skip_assignment =
             if version == 9 { wire::get_bool(buf, "JoinGroupResponse.skip_assignment")? } else { false };
-        let member_id = wire::get_string(buf, flexible, "JoinGroupResponse.member_id")?;
-        let members = {
+        let field_member_id = wire::get_string(buf, flexible, "JoinGroupResponse.member_id")?;
+        let field_members = {
             let n = wire::get_required_array_len(buf, flexible, "JoinGroupResponse.members")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -204,15 +205,15 @@ impl JoinGroupResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            generation_id,
-            protocol_type,
-            protocol_name,
-            leader,
-            skip_assignment,
-            member_id,
-            members,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            generation_id: field_generation_id,
+            protocol_type: field_protocol_type,
+            protocol_name: field_protocol_name,
+            leader: field_leader,
+            skip_assignment: field_skip_assignment,
+            member_id: field_member_id,
+            members: field_members,
             unknown_tagged_fields,
         })
     }
@@ -320,13 +321,13 @@ impl JoinGroupResponseMember {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let member_id = wire::get_string(buf, flexible, "JoinGroupResponse::JoinGroupResponseMember.member_id")?;
-        let group_instance_id = if version >= 5 {
+        let field_member_id = wire::get_string(buf, flexible, "JoinGroupResponse::JoinGroupResponseMember.member_id")?;
+        let field_group_instance_id = if version >= 5 {
             wire::get_nullable_string(buf, flexible, "JoinGroupResponse::JoinGroupResponseMember.group_instance_id")?
         } else {
             None
         };
-        let metadata = wire::get_bytes(buf, flexible, "JoinGroupResponse::JoinGroupResponseMember.metadata")?;
+        let field_metadata = wire::get_bytes(buf, flexible, "JoinGroupResponse::JoinGroupResponseMember.metadata")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "JoinGroupResponseMember")?;
@@ -337,7 +338,12 @@ impl JoinGroupResponseMember {
                 }
             }
         }
-        Ok(Self { member_id, group_instance_id, metadata, unknown_tagged_fields })
+        Ok(Self {
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            metadata: field_metadata,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -64,8 +64,8 @@ impl KRaftVersionRecord {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = wire::get_i16(buf, "KRaftVersionRecord.version")?;
-        let k_raft_version = wire::get_i16(buf, "KRaftVersionRecord.k_raft_version")?;
+        let field_version = wire::get_i16(buf, "KRaftVersionRecord.version")?;
+        let field_k_raft_version = wire::get_i16(buf, "KRaftVersionRecord.k_raft_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "KRaftVersionRecord")?;
@@ -76,7 +76,7 @@ impl KRaftVersionRecord {
                 }
             }
         }
-        Ok(Self { version, k_raft_version, unknown_tagged_fields })
+        Ok(Self { version: field_version, k_raft_version: field_k_raft_version, unknown_tagged_fields })
     }
 }
 

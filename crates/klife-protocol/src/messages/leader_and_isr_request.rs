@@ -167,13 +167,14 @@ impl LeaderAndIsrRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let controller_id = wire::get_i32(buf, "LeaderAndIsrRequest.controller_id")?;
-        let is_k_raft_controller =
+        let field_controller_id = wire::get_i32(buf, "LeaderAndIsrRequest.controller_id")?;
+        let field_is_k_raft_controller =
             if version == 7 { wire::get_bool(buf, "LeaderAndIsrRequest.is_k_raft_controller")? } else { false };
-        let controller_epoch = wire::get_i32(buf, "LeaderAndIsrRequest.controller_epoch")?;
-        let broker_epoch = if version >= 2 { wire::get_i64(buf, "LeaderAndIsrRequest.broker_epoch")? } else { -1 };
-        let r#type = if version >= 5 { wire::get_i8(buf, "LeaderAndIsrRequest.type")? } else { 0 };
-        let ungrouped_partition_states = if version <= 1 {
+        let field_controller_epoch = wire::get_i32(buf, "LeaderAndIsrRequest.controller_epoch")?;
+        let field_broker_epoch =
+            if version >= 2 { wire::get_i64(buf, "LeaderAndIsrRequest.broker_epoch")? } else { -1 };
+        let field_type = if version >= 5 { wire::get_i8(buf, "LeaderAndIsrRequest.type")? } else { 0 };
+        let field_ungrouped_partition_states = if version <= 1 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrRequest.ungrouped_partition_states")?;
                 let mut v = wire::vec_for(n);
@@ -185,7 +186,7 @@ impl LeaderAndIsrRequest {
         } else {
             Vec::<LeaderAndIsrPartitionState>::new()
         };
-        let topic_states = if version >= 2 {
+        let field_topic_states = if version >= 2 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrRequest.topic_states")?;
                 let mut v = wire::vec_for(n);
@@ -197,7 +198,7 @@ impl LeaderAndIsrRequest {
         } else {
             Vec::<LeaderAndIsrTopicState>::new()
         };
-        let live_leaders = {
+        let field_live_leaders = {
             let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrRequest.live_leaders")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -216,14 +217,14 @@ impl LeaderAndIsrRequest {
             }
         }
         Ok(Self {
-            controller_id,
-            is_k_raft_controller,
-            controller_epoch,
-            broker_epoch,
-            r#type,
-            ungrouped_partition_states,
-            topic_states,
-            live_leaders,
+            controller_id: field_controller_id,
+            is_k_raft_controller: field_is_k_raft_controller,
+            controller_epoch: field_controller_epoch,
+            broker_epoch: field_broker_epoch,
+            r#type: field_type,
+            ungrouped_partition_states: field_ungrouped_partition_states,
+            topic_states: field_topic_states,
+            live_leaders: field_live_leaders,
             unknown_tagged_fields,
         })
     }
@@ -358,17 +359,17 @@ impl LeaderAndIsrTopicState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic_name = if version >= 2 {
+        let field_topic_name = if version >= 2 {
             wire::get_string(buf, flexible, "LeaderAndIsrRequest::LeaderAndIsrTopicState.topic_name")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 5 {
+        let field_topic_id = if version >= 5 {
             wire::get_uuid(buf, "LeaderAndIsrRequest::LeaderAndIsrTopicState.topic_id")?
         } else {
             Uuid::NIL
         };
-        let partition_states = if version >= 2 {
+        let field_partition_states = if version >= 2 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -394,7 +395,12 @@ impl LeaderAndIsrTopicState {
                 }
             }
         }
-        Ok(Self { topic_name, topic_id, partition_states, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            topic_id: field_topic_id,
+            partition_states: field_partition_states,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -482,9 +488,9 @@ impl LeaderAndIsrLiveLeader {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let broker_id = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.broker_id")?;
-        let host_name = wire::get_string(buf, flexible, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.host_name")?;
-        let port = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.port")?;
+        let field_broker_id = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.broker_id")?;
+        let field_host_name = wire::get_string(buf, flexible, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.host_name")?;
+        let field_port = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrLiveLeader.port")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderAndIsrLiveLeader")?;
@@ -495,7 +501,7 @@ impl LeaderAndIsrLiveLeader {
                 }
             }
         }
-        Ok(Self { broker_id, host_name, port, unknown_tagged_fields })
+        Ok(Self { broker_id: field_broker_id, host_name: field_host_name, port: field_port, unknown_tagged_fields })
     }
 }
 
@@ -727,16 +733,18 @@ impl LeaderAndIsrPartitionState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic_name = if version <= 1 {
+        let field_topic_name = if version <= 1 {
             wire::get_string(buf, flexible, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.topic_name")?
         } else {
             String::new()
         };
-        let partition_index = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.partition_index")?;
-        let controller_epoch = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.controller_epoch")?;
-        let leader = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.leader")?;
-        let leader_epoch = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.leader_epoch")?;
-        let isr = {
+        let field_partition_index =
+            wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.partition_index")?;
+        let field_controller_epoch =
+            wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.controller_epoch")?;
+        let field_leader = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.leader")?;
+        let field_leader_epoch = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.leader_epoch")?;
+        let field_isr = {
             let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.isr")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -744,8 +752,9 @@ impl LeaderAndIsrPartitionState {
             }
             v
         };
-        let partition_epoch = wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.partition_epoch")?;
-        let replicas = {
+        let field_partition_epoch =
+            wire::get_i32(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.partition_epoch")?;
+        let field_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -757,7 +766,7 @@ impl LeaderAndIsrPartitionState {
             }
             v
         };
-        let adding_replicas = if version >= 3 {
+        let field_adding_replicas = if version >= 3 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -773,7 +782,7 @@ impl LeaderAndIsrPartitionState {
         } else {
             Vec::<i32>::new()
         };
-        let removing_replicas = if version >= 3 {
+        let field_removing_replicas = if version >= 3 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -789,12 +798,12 @@ impl LeaderAndIsrPartitionState {
         } else {
             Vec::<i32>::new()
         };
-        let is_new = if version >= 1 {
+        let field_is_new = if version >= 1 {
             wire::get_bool(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.is_new")?
         } else {
             false
         };
-        let leader_recovery_state = if version >= 6 {
+        let field_leader_recovery_state = if version >= 6 {
             wire::get_i8(buf, "LeaderAndIsrRequest::LeaderAndIsrPartitionState.leader_recovery_state")?
         } else {
             0
@@ -810,18 +819,18 @@ impl LeaderAndIsrPartitionState {
             }
         }
         Ok(Self {
-            topic_name,
-            partition_index,
-            controller_epoch,
-            leader,
-            leader_epoch,
-            isr,
-            partition_epoch,
-            replicas,
-            adding_replicas,
-            removing_replicas,
-            is_new,
-            leader_recovery_state,
+            topic_name: field_topic_name,
+            partition_index: field_partition_index,
+            controller_epoch: field_controller_epoch,
+            leader: field_leader,
+            leader_epoch: field_leader_epoch,
+            isr: field_isr,
+            partition_epoch: field_partition_epoch,
+            replicas: field_replicas,
+            adding_replicas: field_adding_replicas,
+            removing_replicas: field_removing_replicas,
+            is_new: field_is_new,
+            leader_recovery_state: field_leader_recovery_state,
             unknown_tagged_fields,
         })
     }

@@ -99,8 +99,8 @@ impl LeaderAndIsrResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let error_code = wire::get_i16(buf, "LeaderAndIsrResponse.error_code")?;
-        let partition_errors = if version <= 4 {
+        let field_error_code = wire::get_i16(buf, "LeaderAndIsrResponse.error_code")?;
+        let field_partition_errors = if version <= 4 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrResponse.partition_errors")?;
                 let mut v = wire::vec_for(n);
@@ -112,7 +112,7 @@ impl LeaderAndIsrResponse {
         } else {
             Vec::<LeaderAndIsrPartitionError>::new()
         };
-        let topics = if version >= 5 {
+        let field_topics = if version >= 5 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaderAndIsrResponse.topics")?;
                 let mut v = wire::vec_for(n);
@@ -134,7 +134,12 @@ impl LeaderAndIsrResponse {
                 }
             }
         }
-        Ok(Self { error_code, partition_errors, topics, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            partition_errors: field_partition_errors,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -245,12 +250,12 @@ impl LeaderAndIsrTopicError {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic_id = if version >= 5 {
+        let field_topic_id = if version >= 5 {
             wire::get_uuid(buf, "LeaderAndIsrResponse::LeaderAndIsrTopicError.topic_id")?
         } else {
             Uuid::NIL
         };
-        let partition_errors = if version >= 5 {
+        let field_partition_errors = if version >= 5 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -276,7 +281,7 @@ impl LeaderAndIsrTopicError {
                 }
             }
         }
-        Ok(Self { topic_id, partition_errors, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partition_errors: field_partition_errors, unknown_tagged_fields })
     }
 }
 
@@ -370,13 +375,14 @@ impl LeaderAndIsrPartitionError {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let topic_name = if version <= 4 {
+        let field_topic_name = if version <= 4 {
             wire::get_string(buf, flexible, "LeaderAndIsrResponse::LeaderAndIsrPartitionError.topic_name")?
         } else {
             String::new()
         };
-        let partition_index = wire::get_i32(buf, "LeaderAndIsrResponse::LeaderAndIsrPartitionError.partition_index")?;
-        let error_code = wire::get_i16(buf, "LeaderAndIsrResponse::LeaderAndIsrPartitionError.error_code")?;
+        let field_partition_index =
+            wire::get_i32(buf, "LeaderAndIsrResponse::LeaderAndIsrPartitionError.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "LeaderAndIsrResponse::LeaderAndIsrPartitionError.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderAndIsrPartitionError")?;
@@ -387,7 +393,12 @@ impl LeaderAndIsrPartitionError {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, error_code, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -94,9 +94,9 @@ impl LeaderChangeMessage {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = wire::get_i16(buf, "LeaderChangeMessage.version")?;
-        let leader_id = wire::get_i32(buf, "LeaderChangeMessage.leader_id")?;
-        let voters = {
+        let field_version = wire::get_i16(buf, "LeaderChangeMessage.version")?;
+        let field_leader_id = wire::get_i32(buf, "LeaderChangeMessage.leader_id")?;
+        let field_voters = {
             let n = wire::get_required_array_len(buf, flexible, "LeaderChangeMessage.voters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -104,7 +104,7 @@ impl LeaderChangeMessage {
             }
             v
         };
-        let granting_voters = {
+        let field_granting_voters = {
             let n = wire::get_required_array_len(buf, flexible, "LeaderChangeMessage.granting_voters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -122,7 +122,13 @@ impl LeaderChangeMessage {
                 }
             }
         }
-        Ok(Self { version, leader_id, voters, granting_voters, unknown_tagged_fields })
+        Ok(Self {
+            version: field_version,
+            leader_id: field_leader_id,
+            voters: field_voters,
+            granting_voters: field_granting_voters,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -206,8 +212,8 @@ impl Voter {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let voter_id = wire::get_i32(buf, "LeaderChangeMessage::Voter.voter_id")?;
-        let voter_directory_id = if version == 1 {
+        let field_voter_id = wire::get_i32(buf, "LeaderChangeMessage::Voter.voter_id")?;
+        let field_voter_directory_id = if version == 1 {
             wire::get_uuid(buf, "LeaderChangeMessage::Voter.voter_directory_id")?
         } else {
             Uuid::NIL
@@ -222,7 +228,7 @@ impl Voter {
                 }
             }
         }
-        Ok(Self { voter_id, voter_directory_id, unknown_tagged_fields })
+        Ok(Self { voter_id: field_voter_id, voter_directory_id: field_voter_directory_id, unknown_tagged_fields })
     }
 }
 

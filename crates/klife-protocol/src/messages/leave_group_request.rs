@@ -91,10 +91,10 @@ impl LeaveGroupRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let group_id = wire::get_string(buf, flexible, "LeaveGroupRequest.group_id")?;
-        let member_id =
+        let field_group_id = wire::get_string(buf, flexible, "LeaveGroupRequest.group_id")?;
+        let field_member_id =
             if version <= 2 { wire::get_string(buf, flexible, "LeaveGroupRequest.member_id")? } else { String::new() };
-        let members = if version >= 3 {
+        let field_members = if version >= 3 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaveGroupRequest.members")?;
                 let mut v = wire::vec_for(n);
@@ -116,7 +116,7 @@ impl LeaveGroupRequest {
                 }
             }
         }
-        Ok(Self { group_id, member_id, members, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, member_id: field_member_id, members: field_members, unknown_tagged_fields })
     }
 }
 
@@ -232,17 +232,17 @@ impl MemberIdentity {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = if version >= 3 {
+        let field_member_id = if version >= 3 {
             wire::get_string(buf, flexible, "LeaveGroupRequest::MemberIdentity.member_id")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 3 {
+        let field_group_instance_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "LeaveGroupRequest::MemberIdentity.group_instance_id")?
         } else {
             None
         };
-        let reason = if version == 5 {
+        let field_reason = if version == 5 {
             wire::get_nullable_string(buf, flexible, "LeaveGroupRequest::MemberIdentity.reason")?
         } else {
             None
@@ -257,7 +257,12 @@ impl MemberIdentity {
                 }
             }
         }
-        Ok(Self { member_id, group_instance_id, reason, unknown_tagged_fields })
+        Ok(Self {
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            reason: field_reason,
+            unknown_tagged_fields,
+        })
     }
 }
 

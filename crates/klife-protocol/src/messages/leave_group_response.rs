@@ -88,10 +88,10 @@ impl LeaveGroupResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "LeaveGroupResponse.throttle_time_ms")? } else { 0 };
-        let error_code = wire::get_i16(buf, "LeaveGroupResponse.error_code")?;
-        let members = if version >= 3 {
+        let field_error_code = wire::get_i16(buf, "LeaveGroupResponse.error_code")?;
+        let field_members = if version >= 3 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "LeaveGroupResponse.members")?;
                 let mut v = wire::vec_for(n);
@@ -113,7 +113,12 @@ impl LeaveGroupResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, members, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            members: field_members,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -235,17 +240,17 @@ impl MemberResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = if version >= 3 {
+        let field_member_id = if version >= 3 {
             wire::get_string(buf, flexible, "LeaveGroupResponse::MemberResponse.member_id")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 3 {
+        let field_group_instance_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "LeaveGroupResponse::MemberResponse.group_instance_id")?
         } else {
             Some(String::new())
         };
-        let error_code =
+        let field_error_code =
             if version >= 3 { wire::get_i16(buf, "LeaveGroupResponse::MemberResponse.error_code")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -257,7 +262,12 @@ impl MemberResponse {
                 }
             }
         }
-        Ok(Self { member_id, group_instance_id, error_code, unknown_tagged_fields })
+        Ok(Self {
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            error_code: field_error_code,
+            unknown_tagged_fields,
+        })
     }
 }
 

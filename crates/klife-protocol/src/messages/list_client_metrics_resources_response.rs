@@ -86,9 +86,9 @@ impl ListClientMetricsResourcesResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ListClientMetricsResourcesResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ListClientMetricsResourcesResponse.error_code")?;
-        let client_metrics_resources = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ListClientMetricsResourcesResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ListClientMetricsResourcesResponse.error_code")?;
+        let field_client_metrics_resources = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -110,7 +110,12 @@ impl ListClientMetricsResourcesResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, client_metrics_resources, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            client_metrics_resources: field_client_metrics_resources,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -178,7 +183,8 @@ impl ClientMetricsResource {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "ListClientMetricsResourcesResponse::ClientMetricsResource.name")?;
+        let field_name =
+            wire::get_string(buf, flexible, "ListClientMetricsResourcesResponse::ClientMetricsResource.name")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ClientMetricsResource")?;
@@ -189,7 +195,7 @@ impl ClientMetricsResource {
                 }
             }
         }
-        Ok(Self { name, unknown_tagged_fields })
+        Ok(Self { name: field_name, unknown_tagged_fields })
     }
 }
 

@@ -84,7 +84,7 @@ impl ListGroupsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let states_filter = if version >= 4 {
+        let field_states_filter = if version >= 4 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "ListGroupsRequest.states_filter")?;
                 let mut v = wire::vec_for(n);
@@ -96,7 +96,7 @@ impl ListGroupsRequest {
         } else {
             Vec::<String>::new()
         };
-        let types_filter = if version == 5 {
+        let field_types_filter = if version == 5 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "ListGroupsRequest.types_filter")?;
                 let mut v = wire::vec_for(n);
@@ -118,7 +118,7 @@ impl ListGroupsRequest {
                 }
             }
         }
-        Ok(Self { states_filter, types_filter, unknown_tagged_fields })
+        Ok(Self { states_filter: field_states_filter, types_filter: field_types_filter, unknown_tagged_fields })
     }
 }
 

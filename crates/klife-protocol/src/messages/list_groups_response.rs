@@ -83,10 +83,10 @@ impl ListGroupsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 1 { wire::get_i32(buf, "ListGroupsResponse.throttle_time_ms")? } else { 0 };
-        let error_code = wire::get_i16(buf, "ListGroupsResponse.error_code")?;
-        let groups = {
+        let field_error_code = wire::get_i16(buf, "ListGroupsResponse.error_code")?;
+        let field_groups = {
             let n = wire::get_required_array_len(buf, flexible, "ListGroupsResponse.groups")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -104,7 +104,12 @@ impl ListGroupsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, groups, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            groups: field_groups,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -207,14 +212,14 @@ impl ListedGroup {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let group_id = wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.group_id")?;
-        let protocol_type = wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.protocol_type")?;
-        let group_state = if version >= 4 {
+        let field_group_id = wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.group_id")?;
+        let field_protocol_type = wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.protocol_type")?;
+        let field_group_state = if version >= 4 {
             wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.group_state")?
         } else {
             String::new()
         };
-        let group_type = if version == 5 {
+        let field_group_type = if version == 5 {
             wire::get_string(buf, flexible, "ListGroupsResponse::ListedGroup.group_type")?
         } else {
             String::new()
@@ -229,7 +234,13 @@ impl ListedGroup {
                 }
             }
         }
-        Ok(Self { group_id, protocol_type, group_state, group_type, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            protocol_type: field_protocol_type,
+            group_state: field_group_state,
+            group_type: field_group_type,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -98,9 +98,10 @@ impl ListOffsetsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let replica_id = wire::get_i32(buf, "ListOffsetsRequest.replica_id")?;
-        let isolation_level = if version >= 2 { wire::get_i8(buf, "ListOffsetsRequest.isolation_level")? } else { 0 };
-        let topics = {
+        let field_replica_id = wire::get_i32(buf, "ListOffsetsRequest.replica_id")?;
+        let field_isolation_level =
+            if version >= 2 { wire::get_i8(buf, "ListOffsetsRequest.isolation_level")? } else { 0 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ListOffsetsRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -108,7 +109,7 @@ impl ListOffsetsRequest {
             }
             v
         };
-        let timeout_ms = if version == 10 { wire::get_i32(buf, "ListOffsetsRequest.timeout_ms")? } else { 0 };
+        let field_timeout_ms = if version == 10 { wire::get_i32(buf, "ListOffsetsRequest.timeout_ms")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ListOffsetsRequest")?;
@@ -119,7 +120,13 @@ impl ListOffsetsRequest {
                 }
             }
         }
-        Ok(Self { replica_id, isolation_level, topics, timeout_ms, unknown_tagged_fields })
+        Ok(Self {
+            replica_id: field_replica_id,
+            isolation_level: field_isolation_level,
+            topics: field_topics,
+            timeout_ms: field_timeout_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -203,8 +210,8 @@ impl ListOffsetsTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = wire::get_string(buf, flexible, "ListOffsetsRequest::ListOffsetsTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "ListOffsetsRequest::ListOffsetsTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "ListOffsetsRequest::ListOffsetsTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -222,7 +229,7 @@ impl ListOffsetsTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -330,14 +337,14 @@ impl ListOffsetsPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = wire::get_i32(buf, "ListOffsetsRequest::ListOffsetsPartition.partition_index")?;
-        let current_leader_epoch = if version >= 4 {
+        let field_partition_index = wire::get_i32(buf, "ListOffsetsRequest::ListOffsetsPartition.partition_index")?;
+        let field_current_leader_epoch = if version >= 4 {
             wire::get_i32(buf, "ListOffsetsRequest::ListOffsetsPartition.current_leader_epoch")?
         } else {
             -1
         };
-        let timestamp = wire::get_i64(buf, "ListOffsetsRequest::ListOffsetsPartition.timestamp")?;
-        let max_num_offsets = if version == 0 {
+        let field_timestamp = wire::get_i64(buf, "ListOffsetsRequest::ListOffsetsPartition.timestamp")?;
+        let field_max_num_offsets = if version == 0 {
             wire::get_i32(buf, "ListOffsetsRequest::ListOffsetsPartition.max_num_offsets")?
         } else {
             1
@@ -352,7 +359,13 @@ impl ListOffsetsPartition {
                 }
             }
         }
-        Ok(Self { partition_index, current_leader_epoch, timestamp, max_num_offsets, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            current_leader_epoch: field_current_leader_epoch,
+            timestamp: field_timestamp,
+            max_num_offsets: field_max_num_offsets,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -69,9 +69,9 @@ impl ListOffsetsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 2 { wire::get_i32(buf, "ListOffsetsResponse.throttle_time_ms")? } else { 0 };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ListOffsetsResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,7 +89,7 @@ impl ListOffsetsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -175,8 +175,8 @@ impl ListOffsetsTopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = wire::get_string(buf, flexible, "ListOffsetsResponse::ListOffsetsTopicResponse.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "ListOffsetsResponse::ListOffsetsTopicResponse.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -198,7 +198,7 @@ impl ListOffsetsTopicResponse {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -356,9 +356,10 @@ impl ListOffsetsPartitionResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = wire::get_i32(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.partition_index")?;
-        let error_code = wire::get_i16(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.error_code")?;
-        let old_style_offsets = if version == 0 {
+        let field_partition_index =
+            wire::get_i32(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.error_code")?;
+        let field_old_style_offsets = if version == 0 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -374,17 +375,17 @@ impl ListOffsetsPartitionResponse {
         } else {
             Vec::<i64>::new()
         };
-        let timestamp = if version >= 1 {
+        let field_timestamp = if version >= 1 {
             wire::get_i64(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.timestamp")?
         } else {
             -1
         };
-        let offset = if version >= 1 {
+        let field_offset = if version >= 1 {
             wire::get_i64(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.offset")?
         } else {
             -1
         };
-        let leader_epoch = if version >= 4 {
+        let field_leader_epoch = if version >= 4 {
             wire::get_i32(buf, "ListOffsetsResponse::ListOffsetsPartitionResponse.leader_epoch")?
         } else {
             -1
@@ -400,12 +401,12 @@ impl ListOffsetsPartitionResponse {
             }
         }
         Ok(Self {
-            partition_index,
-            error_code,
-            old_style_offsets,
-            timestamp,
-            offset,
-            leader_epoch,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            old_style_offsets: field_old_style_offsets,
+            timestamp: field_timestamp,
+            offset: field_offset,
+            leader_epoch: field_leader_epoch,
             unknown_tagged_fields,
         })
     }

@@ -72,8 +72,8 @@ impl ListPartitionReassignmentsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = wire::get_i32(buf, "ListPartitionReassignmentsRequest.timeout_ms")?;
-        let topics = match wire::get_array_len(buf, flexible, "ListPartitionReassignmentsRequest.topics")? {
+        let field_timeout_ms = wire::get_i32(buf, "ListPartitionReassignmentsRequest.timeout_ms")?;
+        let field_topics = match wire::get_array_len(buf, flexible, "ListPartitionReassignmentsRequest.topics")? {
             None => None,
             Some(n) => {
                 let mut v = wire::vec_for(n);
@@ -93,7 +93,7 @@ impl ListPartitionReassignmentsRequest {
                 }
             }
         }
-        Ok(Self { timeout_ms, topics, unknown_tagged_fields })
+        Ok(Self { timeout_ms: field_timeout_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -184,12 +184,12 @@ impl ListPartitionReassignmentsTopics {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(
+        let field_name = wire::get_string(
             buf,
             flexible,
             "ListPartitionReassignmentsRequest::ListPartitionReassignmentsTopics.name",
         )?;
-        let partition_indexes = {
+        let field_partition_indexes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -214,7 +214,7 @@ impl ListPartitionReassignmentsTopics {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 

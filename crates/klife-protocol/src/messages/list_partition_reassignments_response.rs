@@ -96,11 +96,11 @@ impl ListPartitionReassignmentsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ListPartitionReassignmentsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ListPartitionReassignmentsResponse.error_code")?;
-        let error_message =
+        let field_throttle_time_ms = wire::get_i32(buf, "ListPartitionReassignmentsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ListPartitionReassignmentsResponse.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ListPartitionReassignmentsResponse.error_message")?;
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ListPartitionReassignmentsResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -118,7 +118,13 @@ impl ListPartitionReassignmentsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, topics, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -211,9 +217,9 @@ impl OngoingTopicReassignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name =
+        let field_name =
             wire::get_string(buf, flexible, "ListPartitionReassignmentsResponse::OngoingTopicReassignment.name")?;
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -235,7 +241,7 @@ impl OngoingTopicReassignment {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -357,9 +363,9 @@ impl OngoingPartitionReassignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "ListPartitionReassignmentsResponse::OngoingPartitionReassignment.partition_index")?;
-        let replicas = {
+        let field_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -374,7 +380,7 @@ impl OngoingPartitionReassignment {
             }
             v
         };
-        let adding_replicas = {
+        let field_adding_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -389,7 +395,7 @@ impl OngoingPartitionReassignment {
             }
             v
         };
-        let removing_replicas = {
+        let field_removing_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -414,7 +420,13 @@ impl OngoingPartitionReassignment {
                 }
             }
         }
-        Ok(Self { partition_index, replicas, adding_replicas, removing_replicas, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            replicas: field_replicas,
+            adding_replicas: field_adding_replicas,
+            removing_replicas: field_removing_replicas,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -94,7 +94,7 @@ impl ListTransactionsRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let state_filters = {
+        let field_state_filters = {
             let n = wire::get_required_array_len(buf, flexible, "ListTransactionsRequest.state_filters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -102,7 +102,7 @@ impl ListTransactionsRequest {
             }
             v
         };
-        let producer_id_filters = {
+        let field_producer_id_filters = {
             let n = wire::get_required_array_len(buf, flexible, "ListTransactionsRequest.producer_id_filters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -110,7 +110,7 @@ impl ListTransactionsRequest {
             }
             v
         };
-        let duration_filter =
+        let field_duration_filter =
             if version == 1 { wire::get_i64(buf, "ListTransactionsRequest.duration_filter")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -122,7 +122,12 @@ impl ListTransactionsRequest {
                 }
             }
         }
-        Ok(Self { state_filters, producer_id_filters, duration_filter, unknown_tagged_fields })
+        Ok(Self {
+            state_filters: field_state_filters,
+            producer_id_filters: field_producer_id_filters,
+            duration_filter: field_duration_filter,
+            unknown_tagged_fields,
+        })
     }
 }
 

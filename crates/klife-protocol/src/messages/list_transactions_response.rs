@@ -104,9 +104,9 @@ impl ListTransactionsResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ListTransactionsResponse.error_code")?;
-        let unknown_state_filters = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ListTransactionsResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ListTransactionsResponse.error_code")?;
+        let field_unknown_state_filters = {
             let n = wire::get_required_array_len(buf, flexible, "ListTransactionsResponse.unknown_state_filters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -114,7 +114,7 @@ impl ListTransactionsResponse {
             }
             v
         };
-        let transaction_states = {
+        let field_transaction_states = {
             let n = wire::get_required_array_len(buf, flexible, "ListTransactionsResponse.transaction_states")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -132,7 +132,13 @@ impl ListTransactionsResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, unknown_state_filters, transaction_states, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            unknown_state_filters: field_unknown_state_filters,
+            transaction_states: field_transaction_states,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -232,10 +238,10 @@ impl TransactionState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let transactional_id =
+        let field_transactional_id =
             wire::get_string(buf, flexible, "ListTransactionsResponse::TransactionState.transactional_id")?;
-        let producer_id = wire::get_i64(buf, "ListTransactionsResponse::TransactionState.producer_id")?;
-        let transaction_state =
+        let field_producer_id = wire::get_i64(buf, "ListTransactionsResponse::TransactionState.producer_id")?;
+        let field_transaction_state =
             wire::get_string(buf, flexible, "ListTransactionsResponse::TransactionState.transaction_state")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -247,7 +253,12 @@ impl TransactionState {
                 }
             }
         }
-        Ok(Self { transactional_id, producer_id, transaction_state, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            producer_id: field_producer_id,
+            transaction_state: field_transaction_state,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -126,7 +126,7 @@ impl MetadataRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let topics = if version >= 1 {
+        let field_topics = if version >= 1 {
             match wire::get_array_len(buf, flexible, "MetadataRequest.topics")? {
                 None => None,
                 Some(n) => {
@@ -147,14 +147,14 @@ impl MetadataRequest {
                 v
             })
         };
-        let allow_auto_topic_creation =
+        let field_allow_auto_topic_creation =
             if version >= 4 { wire::get_bool(buf, "MetadataRequest.allow_auto_topic_creation")? } else { true };
-        let include_cluster_authorized_operations = if (8..=10).contains(&version) {
+        let field_include_cluster_authorized_operations = if (8..=10).contains(&version) {
             wire::get_bool(buf, "MetadataRequest.include_cluster_authorized_operations")?
         } else {
             false
         };
-        let include_topic_authorized_operations = if version >= 8 {
+        let field_include_topic_authorized_operations = if version >= 8 {
             wire::get_bool(buf, "MetadataRequest.include_topic_authorized_operations")?
         } else {
             false
@@ -170,10 +170,10 @@ impl MetadataRequest {
             }
         }
         Ok(Self {
-            topics,
-            allow_auto_topic_creation,
-            include_cluster_authorized_operations,
-            include_topic_authorized_operations,
+            topics: field_topics,
+            allow_auto_topic_creation: field_allow_auto_topic_creation,
+            include_cluster_authorized_operations: field_include_cluster_authorized_operations,
+            include_topic_authorized_operations: field_include_topic_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -270,12 +270,12 @@ impl MetadataRequestTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let topic_id = if version >= 10 {
+        let field_topic_id = if version >= 10 {
             wire::get_uuid(buf, "MetadataRequest::MetadataRequestTopic.topic_id")?
         } else {
             Uuid::NIL
         };
-        let name = if version >= 10 {
+        let field_name = if version >= 10 {
             wire::get_nullable_string(buf, flexible, "MetadataRequest::MetadataRequestTopic.name")?
         } else {
             Some(wire::get_string(buf, flexible, "MetadataRequest::MetadataRequestTopic.name")?)
@@ -290,7 +290,7 @@ impl MetadataRequestTopic {
                 }
             }
         }
-        Ok(Self { topic_id, name, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, name: field_name, unknown_tagged_fields })
     }
 }
 

@@ -140,8 +140,9 @@ impl MetadataResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let throttle_time_ms = if version >= 3 { wire::get_i32(buf, "MetadataResponse.throttle_time_ms")? } else { 0 };
-        let brokers = {
+        let field_throttle_time_ms =
+            if version >= 3 { wire::get_i32(buf, "MetadataResponse.throttle_time_ms")? } else { 0 };
+        let field_brokers = {
             let n = wire::get_required_array_len(buf, flexible, "MetadataResponse.brokers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -149,10 +150,10 @@ impl MetadataResponse {
             }
             v
         };
-        let cluster_id =
+        let field_cluster_id =
             if version >= 2 { wire::get_nullable_string(buf, flexible, "MetadataResponse.cluster_id")? } else { None };
-        let controller_id = if version >= 1 { wire::get_i32(buf, "MetadataResponse.controller_id")? } else { -1 };
-        let topics = {
+        let field_controller_id = if version >= 1 { wire::get_i32(buf, "MetadataResponse.controller_id")? } else { -1 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "MetadataResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -160,12 +161,12 @@ impl MetadataResponse {
             }
             v
         };
-        let cluster_authorized_operations = if (8..=10).contains(&version) {
+        let field_cluster_authorized_operations = if (8..=10).contains(&version) {
             wire::get_i32(buf, "MetadataResponse.cluster_authorized_operations")?
         } else {
             -2147483648
         };
-        let error_code = if version == 13 { wire::get_i16(buf, "MetadataResponse.error_code")? } else { 0 };
+        let field_error_code = if version == 13 { wire::get_i16(buf, "MetadataResponse.error_code")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "MetadataResponse")?;
@@ -177,13 +178,13 @@ impl MetadataResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            brokers,
-            cluster_id,
-            controller_id,
-            topics,
-            cluster_authorized_operations,
-            error_code,
+            throttle_time_ms: field_throttle_time_ms,
+            brokers: field_brokers,
+            cluster_id: field_cluster_id,
+            controller_id: field_controller_id,
+            topics: field_topics,
+            cluster_authorized_operations: field_cluster_authorized_operations,
+            error_code: field_error_code,
             unknown_tagged_fields,
         })
     }
@@ -293,10 +294,10 @@ impl MetadataResponseBroker {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let node_id = wire::get_i32(buf, "MetadataResponse::MetadataResponseBroker.node_id")?;
-        let host = wire::get_string(buf, flexible, "MetadataResponse::MetadataResponseBroker.host")?;
-        let port = wire::get_i32(buf, "MetadataResponse::MetadataResponseBroker.port")?;
-        let rack = if version >= 1 {
+        let field_node_id = wire::get_i32(buf, "MetadataResponse::MetadataResponseBroker.node_id")?;
+        let field_host = wire::get_string(buf, flexible, "MetadataResponse::MetadataResponseBroker.host")?;
+        let field_port = wire::get_i32(buf, "MetadataResponse::MetadataResponseBroker.port")?;
+        let field_rack = if version >= 1 {
             wire::get_nullable_string(buf, flexible, "MetadataResponse::MetadataResponseBroker.rack")?
         } else {
             None
@@ -311,7 +312,7 @@ impl MetadataResponseBroker {
                 }
             }
         }
-        Ok(Self { node_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, rack: field_rack, unknown_tagged_fields })
     }
 }
 
@@ -468,23 +469,23 @@ impl MetadataResponseTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let error_code = wire::get_i16(buf, "MetadataResponse::MetadataResponseTopic.error_code")?;
-        let name = if version >= 12 {
+        let field_error_code = wire::get_i16(buf, "MetadataResponse::MetadataResponseTopic.error_code")?;
+        let field_name = if version >= 12 {
             wire::get_nullable_string(buf, flexible, "MetadataResponse::MetadataResponseTopic.name")?
         } else {
             Some(wire::get_string(buf, flexible, "MetadataResponse::MetadataResponseTopic.name")?)
         };
-        let topic_id = if version >= 10 {
+        let field_topic_id = if version >= 10 {
             wire::get_uuid(buf, "MetadataResponse::MetadataResponseTopic.topic_id")?
         } else {
             Uuid::NIL
         };
-        let is_internal = if version >= 1 {
+        let field_is_internal = if version >= 1 {
             wire::get_bool(buf, "MetadataResponse::MetadataResponseTopic.is_internal")?
         } else {
             false
         };
-        let partitions = {
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "MetadataResponse::MetadataResponseTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -492,7 +493,7 @@ impl MetadataResponseTopic {
             }
             v
         };
-        let topic_authorized_operations = if version >= 8 {
+        let field_topic_authorized_operations = if version >= 8 {
             wire::get_i32(buf, "MetadataResponse::MetadataResponseTopic.topic_authorized_operations")?
         } else {
             -2147483648
@@ -508,12 +509,12 @@ impl MetadataResponseTopic {
             }
         }
         Ok(Self {
-            error_code,
-            name,
-            topic_id,
-            is_internal,
-            partitions,
-            topic_authorized_operations,
+            error_code: field_error_code,
+            name: field_name,
+            topic_id: field_topic_id,
+            is_internal: field_is_internal,
+            partitions: field_partitions,
+            topic_authorized_operations: field_topic_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -675,15 +676,15 @@ impl MetadataResponsePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let error_code = wire::get_i16(buf, "MetadataResponse::MetadataResponsePartition.error_code")?;
-        let partition_index = wire::get_i32(buf, "MetadataResponse::MetadataResponsePartition.partition_index")?;
-        let leader_id = wire::get_i32(buf, "MetadataResponse::MetadataResponsePartition.leader_id")?;
-        let leader_epoch = if version >= 7 {
+        let field_error_code = wire::get_i16(buf, "MetadataResponse::MetadataResponsePartition.error_code")?;
+        let field_partition_index = wire::get_i32(buf, "MetadataResponse::MetadataResponsePartition.partition_index")?;
+        let field_leader_id = wire::get_i32(buf, "MetadataResponse::MetadataResponsePartition.leader_id")?;
+        let field_leader_epoch = if version >= 7 {
             wire::get_i32(buf, "MetadataResponse::MetadataResponsePartition.leader_epoch")?
         } else {
             -1
         };
-        let replica_nodes = {
+        let field_replica_nodes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -695,7 +696,7 @@ impl MetadataResponsePartition {
             }
             v
         };
-        let isr_nodes = {
+        let field_isr_nodes = {
             let n =
                 wire::get_required_array_len(buf, flexible, "MetadataResponse::MetadataResponsePartition.isr_nodes")?;
             let mut v = wire::vec_for(n);
@@ -704,7 +705,7 @@ impl MetadataResponsePartition {
             }
             v
         };
-        let offline_replicas = if version >= 5 {
+        let field_offline_replicas = if version >= 5 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -731,13 +732,13 @@ impl MetadataResponsePartition {
             }
         }
         Ok(Self {
-            error_code,
-            partition_index,
-            leader_id,
-            leader_epoch,
-            replica_nodes,
-            isr_nodes,
-            offline_replicas,
+            error_code: field_error_code,
+            partition_index: field_partition_index,
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            replica_nodes: field_replica_nodes,
+            isr_nodes: field_isr_nodes,
+            offline_replicas: field_offline_replicas,
             unknown_tagged_fields,
         })
     }

@@ -127,22 +127,22 @@ impl OffsetCommitRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let group_id = wire::get_string(buf, flexible, "OffsetCommitRequest.group_id")?;
-        let generation_id_or_member_epoch =
+        let field_group_id = wire::get_string(buf, flexible, "OffsetCommitRequest.group_id")?;
+        let field_generation_id_or_member_epoch =
             if version >= 1 { wire::get_i32(buf, "OffsetCommitRequest.generation_id_or_member_epoch")? } else { -1 };
-        let member_id = if version >= 1 {
+        let field_member_id = if version >= 1 {
             wire::get_string(buf, flexible, "OffsetCommitRequest.member_id")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 7 {
+        let field_group_instance_id = if version >= 7 {
             wire::get_nullable_string(buf, flexible, "OffsetCommitRequest.group_instance_id")?
         } else {
             None
         };
-        let retention_time_ms =
+        let field_retention_time_ms =
             if (2..=4).contains(&version) { wire::get_i64(buf, "OffsetCommitRequest.retention_time_ms")? } else { -1 };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "OffsetCommitRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -161,12 +161,12 @@ impl OffsetCommitRequest {
             }
         }
         Ok(Self {
-            group_id,
-            generation_id_or_member_epoch,
-            member_id,
-            group_instance_id,
-            retention_time_ms,
-            topics,
+            group_id: field_group_id,
+            generation_id_or_member_epoch: field_generation_id_or_member_epoch,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            retention_time_ms: field_retention_time_ms,
+            topics: field_topics,
             unknown_tagged_fields,
         })
     }
@@ -262,8 +262,8 @@ impl OffsetCommitRequestTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let name = wire::get_string(buf, flexible, "OffsetCommitRequest::OffsetCommitRequestTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "OffsetCommitRequest::OffsetCommitRequestTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -285,7 +285,7 @@ impl OffsetCommitRequestTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -408,20 +408,21 @@ impl OffsetCommitRequestPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let partition_index = wire::get_i32(buf, "OffsetCommitRequest::OffsetCommitRequestPartition.partition_index")?;
-        let committed_offset =
+        let field_partition_index =
+            wire::get_i32(buf, "OffsetCommitRequest::OffsetCommitRequestPartition.partition_index")?;
+        let field_committed_offset =
             wire::get_i64(buf, "OffsetCommitRequest::OffsetCommitRequestPartition.committed_offset")?;
-        let committed_leader_epoch = if version >= 6 {
+        let field_committed_leader_epoch = if version >= 6 {
             wire::get_i32(buf, "OffsetCommitRequest::OffsetCommitRequestPartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let commit_timestamp = if version == 1 {
+        let field_commit_timestamp = if version == 1 {
             wire::get_i64(buf, "OffsetCommitRequest::OffsetCommitRequestPartition.commit_timestamp")?
         } else {
             -1
         };
-        let committed_metadata = wire::get_nullable_string(
+        let field_committed_metadata = wire::get_nullable_string(
             buf,
             flexible,
             "OffsetCommitRequest::OffsetCommitRequestPartition.committed_metadata",
@@ -437,11 +438,11 @@ impl OffsetCommitRequestPartition {
             }
         }
         Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            commit_timestamp,
-            committed_metadata,
+            partition_index: field_partition_index,
+            committed_offset: field_committed_offset,
+            committed_leader_epoch: field_committed_leader_epoch,
+            commit_timestamp: field_commit_timestamp,
+            committed_metadata: field_committed_metadata,
             unknown_tagged_fields,
         })
     }

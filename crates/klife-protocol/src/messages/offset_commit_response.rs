@@ -69,9 +69,9 @@ impl OffsetCommitResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 3 { wire::get_i32(buf, "OffsetCommitResponse.throttle_time_ms")? } else { 0 };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "OffsetCommitResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -89,7 +89,7 @@ impl OffsetCommitResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -175,8 +175,8 @@ impl OffsetCommitResponseTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let name = wire::get_string(buf, flexible, "OffsetCommitResponse::OffsetCommitResponseTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "OffsetCommitResponse::OffsetCommitResponseTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -198,7 +198,7 @@ impl OffsetCommitResponseTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -272,9 +272,9 @@ impl OffsetCommitResponsePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 8;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "OffsetCommitResponse::OffsetCommitResponsePartition.partition_index")?;
-        let error_code = wire::get_i16(buf, "OffsetCommitResponse::OffsetCommitResponsePartition.error_code")?;
+        let field_error_code = wire::get_i16(buf, "OffsetCommitResponse::OffsetCommitResponsePartition.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "OffsetCommitResponsePartition")?;
@@ -285,7 +285,7 @@ impl OffsetCommitResponsePartition {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

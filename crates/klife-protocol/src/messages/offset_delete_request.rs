@@ -49,8 +49,8 @@ impl OffsetDeleteRequest {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let group_id = wire::get_string(buf, false, "OffsetDeleteRequest.group_id")?;
-        let topics = {
+        let field_group_id = wire::get_string(buf, false, "OffsetDeleteRequest.group_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, false, "OffsetDeleteRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -58,7 +58,7 @@ impl OffsetDeleteRequest {
             }
             v
         };
-        Ok(Self { group_id, topics })
+        Ok(Self { group_id: field_group_id, topics: field_topics })
     }
 }
 
@@ -120,8 +120,8 @@ impl OffsetDeleteRequestTopic {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let name = wire::get_string(buf, false, "OffsetDeleteRequest::OffsetDeleteRequestTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, false, "OffsetDeleteRequest::OffsetDeleteRequestTopic.name")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, false, "OffsetDeleteRequest::OffsetDeleteRequestTopic.partitions")?;
             let mut v = wire::vec_for(n);
@@ -130,7 +130,7 @@ impl OffsetDeleteRequestTopic {
             }
             v
         };
-        Ok(Self { name, partitions })
+        Ok(Self { name: field_name, partitions: field_partitions })
     }
 }
 
@@ -175,8 +175,9 @@ impl OffsetDeleteRequestPartition {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let partition_index = wire::get_i32(buf, "OffsetDeleteRequest::OffsetDeleteRequestPartition.partition_index")?;
-        Ok(Self { partition_index })
+        let field_partition_index =
+            wire::get_i32(buf, "OffsetDeleteRequest::OffsetDeleteRequestPartition.partition_index")?;
+        Ok(Self { partition_index: field_partition_index })
     }
 }
 

@@ -58,9 +58,9 @@ impl OffsetDeleteResponse {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let error_code = wire::get_i16(buf, "OffsetDeleteResponse.error_code")?;
-        let throttle_time_ms = wire::get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
-        let topics = {
+        let field_error_code = wire::get_i16(buf, "OffsetDeleteResponse.error_code")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "OffsetDeleteResponse.throttle_time_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, false, "OffsetDeleteResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -68,7 +68,7 @@ impl OffsetDeleteResponse {
             }
             v
         };
-        Ok(Self { error_code, throttle_time_ms, topics })
+        Ok(Self { error_code: field_error_code, throttle_time_ms: field_throttle_time_ms, topics: field_topics })
     }
 }
 
@@ -131,8 +131,8 @@ impl OffsetDeleteResponseTopic {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let name = wire::get_string(buf, false, "OffsetDeleteResponse::OffsetDeleteResponseTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, false, "OffsetDeleteResponse::OffsetDeleteResponseTopic.name")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, false, "OffsetDeleteResponse::OffsetDeleteResponseTopic.partitions")?;
             let mut v = wire::vec_for(n);
@@ -141,7 +141,7 @@ impl OffsetDeleteResponseTopic {
             }
             v
         };
-        Ok(Self { name, partitions })
+        Ok(Self { name: field_name, partitions: field_partitions })
     }
 }
 
@@ -195,10 +195,10 @@ impl OffsetDeleteResponsePartition {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "OffsetDeleteResponse::OffsetDeleteResponsePartition.partition_index")?;
-        let error_code = wire::get_i16(buf, "OffsetDeleteResponse::OffsetDeleteResponsePartition.error_code")?;
-        Ok(Self { partition_index, error_code })
+        let field_error_code = wire::get_i16(buf, "OffsetDeleteResponse::OffsetDeleteResponsePartition.error_code")?;
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code })
     }
 }
 

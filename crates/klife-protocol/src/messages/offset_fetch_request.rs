@@ -130,9 +130,9 @@ impl OffsetFetchRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id =
+        let field_group_id =
             if version <= 7 { wire::get_string(buf, flexible, "OffsetFetchRequest.group_id")? } else { String::new() };
-        let topics = if version <= 7 {
+        let field_topics = if version <= 7 {
             if (2..=7).contains(&version) {
                 match wire::get_array_len(buf, flexible, "OffsetFetchRequest.topics")? {
                     None => None,
@@ -157,7 +157,7 @@ impl OffsetFetchRequest {
         } else {
             Some(Vec::<OffsetFetchRequestTopic>::new())
         };
-        let groups = if version >= 8 {
+        let field_groups = if version >= 8 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "OffsetFetchRequest.groups")?;
                 let mut v = wire::vec_for(n);
@@ -169,7 +169,7 @@ impl OffsetFetchRequest {
         } else {
             Vec::<OffsetFetchRequestGroup>::new()
         };
-        let require_stable =
+        let field_require_stable =
             if version >= 7 { wire::get_bool(buf, "OffsetFetchRequest.require_stable")? } else { false };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -181,7 +181,13 @@ impl OffsetFetchRequest {
                 }
             }
         }
-        Ok(Self { group_id, topics, groups, require_stable, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            topics: field_topics,
+            groups: field_groups,
+            require_stable: field_require_stable,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -293,12 +299,12 @@ impl OffsetFetchRequestTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = if version <= 7 {
+        let field_name = if version <= 7 {
             wire::get_string(buf, flexible, "OffsetFetchRequest::OffsetFetchRequestTopic.name")?
         } else {
             String::new()
         };
-        let partition_indexes = if version <= 7 {
+        let field_partition_indexes = if version <= 7 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -324,7 +330,7 @@ impl OffsetFetchRequestTopic {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 
@@ -464,22 +470,22 @@ impl OffsetFetchRequestGroup {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id = if version >= 8 {
+        let field_group_id = if version >= 8 {
             wire::get_string(buf, flexible, "OffsetFetchRequest::OffsetFetchRequestGroup.group_id")?
         } else {
             String::new()
         };
-        let member_id = if version == 9 {
+        let field_member_id = if version == 9 {
             wire::get_nullable_string(buf, flexible, "OffsetFetchRequest::OffsetFetchRequestGroup.member_id")?
         } else {
             None
         };
-        let member_epoch = if version == 9 {
+        let field_member_epoch = if version == 9 {
             wire::get_i32(buf, "OffsetFetchRequest::OffsetFetchRequestGroup.member_epoch")?
         } else {
             -1
         };
-        let topics = if version >= 8 {
+        let field_topics = if version >= 8 {
             match wire::get_array_len(buf, flexible, "OffsetFetchRequest::OffsetFetchRequestGroup.topics")? {
                 None => None,
                 Some(n) => {
@@ -503,7 +509,13 @@ impl OffsetFetchRequestGroup {
                 }
             }
         }
-        Ok(Self { group_id, member_id, member_epoch, topics, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            member_id: field_member_id,
+            member_epoch: field_member_epoch,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -615,12 +627,12 @@ impl OffsetFetchRequestTopics {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = if version >= 8 {
+        let field_name = if version >= 8 {
             wire::get_string(buf, flexible, "OffsetFetchRequest::OffsetFetchRequestTopics.name")?
         } else {
             String::new()
         };
-        let partition_indexes = if version >= 8 {
+        let field_partition_indexes = if version >= 8 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -646,7 +658,7 @@ impl OffsetFetchRequestTopics {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 

@@ -108,9 +108,9 @@ impl OffsetFetchResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 3 { wire::get_i32(buf, "OffsetFetchResponse.throttle_time_ms")? } else { 0 };
-        let topics = if version <= 7 {
+        let field_topics = if version <= 7 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "OffsetFetchResponse.topics")?;
                 let mut v = wire::vec_for(n);
@@ -122,9 +122,9 @@ impl OffsetFetchResponse {
         } else {
             Vec::<OffsetFetchResponseTopic>::new()
         };
-        let error_code =
+        let field_error_code =
             if (2..=7).contains(&version) { wire::get_i16(buf, "OffsetFetchResponse.error_code")? } else { 0 };
-        let groups = if version >= 8 {
+        let field_groups = if version >= 8 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "OffsetFetchResponse.groups")?;
                 let mut v = wire::vec_for(n);
@@ -146,7 +146,13 @@ impl OffsetFetchResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, error_code, groups, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            topics: field_topics,
+            error_code: field_error_code,
+            groups: field_groups,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -258,12 +264,12 @@ impl OffsetFetchResponseTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = if version <= 7 {
+        let field_name = if version <= 7 {
             wire::get_string(buf, flexible, "OffsetFetchResponse::OffsetFetchResponseTopic.name")?
         } else {
             String::new()
         };
-        let partitions = if version <= 7 {
+        let field_partitions = if version <= 7 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -289,7 +295,7 @@ impl OffsetFetchResponseTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -440,27 +446,27 @@ impl OffsetFetchResponsePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = if version <= 7 {
+        let field_partition_index = if version <= 7 {
             wire::get_i32(buf, "OffsetFetchResponse::OffsetFetchResponsePartition.partition_index")?
         } else {
             0
         };
-        let committed_offset = if version <= 7 {
+        let field_committed_offset = if version <= 7 {
             wire::get_i64(buf, "OffsetFetchResponse::OffsetFetchResponsePartition.committed_offset")?
         } else {
             0
         };
-        let committed_leader_epoch = if (5..=7).contains(&version) {
+        let field_committed_leader_epoch = if (5..=7).contains(&version) {
             wire::get_i32(buf, "OffsetFetchResponse::OffsetFetchResponsePartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let metadata = if version <= 7 {
+        let field_metadata = if version <= 7 {
             wire::get_nullable_string(buf, flexible, "OffsetFetchResponse::OffsetFetchResponsePartition.metadata")?
         } else {
             Some(String::new())
         };
-        let error_code = if version <= 7 {
+        let field_error_code = if version <= 7 {
             wire::get_i16(buf, "OffsetFetchResponse::OffsetFetchResponsePartition.error_code")?
         } else {
             0
@@ -476,11 +482,11 @@ impl OffsetFetchResponsePartition {
             }
         }
         Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
+            partition_index: field_partition_index,
+            committed_offset: field_committed_offset,
+            committed_leader_epoch: field_committed_leader_epoch,
+            metadata: field_metadata,
+            error_code: field_error_code,
             unknown_tagged_fields,
         })
     }
@@ -609,12 +615,12 @@ impl OffsetFetchResponseGroup {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let group_id = if version >= 8 {
+        let field_group_id = if version >= 8 {
             wire::get_string(buf, flexible, "OffsetFetchResponse::OffsetFetchResponseGroup.group_id")?
         } else {
             String::new()
         };
-        let topics = if version >= 8 {
+        let field_topics = if version >= 8 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -630,7 +636,7 @@ impl OffsetFetchResponseGroup {
         } else {
             Vec::<OffsetFetchResponseTopics>::new()
         };
-        let error_code = if version >= 8 {
+        let field_error_code = if version >= 8 {
             wire::get_i16(buf, "OffsetFetchResponse::OffsetFetchResponseGroup.error_code")?
         } else {
             0
@@ -645,7 +651,7 @@ impl OffsetFetchResponseGroup {
                 }
             }
         }
-        Ok(Self { group_id, topics, error_code, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, topics: field_topics, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 
@@ -752,12 +758,12 @@ impl OffsetFetchResponseTopics {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let name = if version >= 8 {
+        let field_name = if version >= 8 {
             wire::get_string(buf, flexible, "OffsetFetchResponse::OffsetFetchResponseTopics.name")?
         } else {
             String::new()
         };
-        let partitions = if version >= 8 {
+        let field_partitions = if version >= 8 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -783,7 +789,7 @@ impl OffsetFetchResponseTopics {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -934,27 +940,27 @@ impl OffsetFetchResponsePartitions {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let partition_index = if version >= 8 {
+        let field_partition_index = if version >= 8 {
             wire::get_i32(buf, "OffsetFetchResponse::OffsetFetchResponsePartitions.partition_index")?
         } else {
             0
         };
-        let committed_offset = if version >= 8 {
+        let field_committed_offset = if version >= 8 {
             wire::get_i64(buf, "OffsetFetchResponse::OffsetFetchResponsePartitions.committed_offset")?
         } else {
             0
         };
-        let committed_leader_epoch = if version >= 8 {
+        let field_committed_leader_epoch = if version >= 8 {
             wire::get_i32(buf, "OffsetFetchResponse::OffsetFetchResponsePartitions.committed_leader_epoch")?
         } else {
             -1
         };
-        let metadata = if version >= 8 {
+        let field_metadata = if version >= 8 {
             wire::get_nullable_string(buf, flexible, "OffsetFetchResponse::OffsetFetchResponsePartitions.metadata")?
         } else {
             Some(String::new())
         };
-        let error_code = if version >= 8 {
+        let field_error_code = if version >= 8 {
             wire::get_i16(buf, "OffsetFetchResponse::OffsetFetchResponsePartitions.error_code")?
         } else {
             0
@@ -970,11 +976,11 @@ impl OffsetFetchResponsePartitions {
             }
         }
         Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            metadata,
-            error_code,
+            partition_index: field_partition_index,
+            committed_offset: field_committed_offset,
+            committed_leader_epoch: field_committed_leader_epoch,
+            metadata: field_metadata,
+            error_code: field_error_code,
             unknown_tagged_fields,
         })
     }

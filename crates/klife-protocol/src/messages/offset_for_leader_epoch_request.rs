@@ -69,8 +69,9 @@ impl OffsetForLeaderEpochRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let replica_id = if version >= 3 { wire::get_i32(buf, "OffsetForLeaderEpochRequest.replica_id")? } else { -2 };
-        let topics = {
+        let field_replica_id =
+            if version >= 3 { wire::get_i32(buf, "OffsetForLeaderEpochRequest.replica_id")? } else { -2 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "OffsetForLeaderEpochRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -88,7 +89,7 @@ impl OffsetForLeaderEpochRequest {
                 }
             }
         }
-        Ok(Self { replica_id, topics, unknown_tagged_fields })
+        Ok(Self { replica_id: field_replica_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -174,8 +175,8 @@ impl OffsetForLeaderTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let topic = wire::get_string(buf, flexible, "OffsetForLeaderEpochRequest::OffsetForLeaderTopic.topic")?;
-        let partitions = {
+        let field_topic = wire::get_string(buf, flexible, "OffsetForLeaderEpochRequest::OffsetForLeaderTopic.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -197,7 +198,7 @@ impl OffsetForLeaderTopic {
                 }
             }
         }
-        Ok(Self { topic, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -282,13 +283,14 @@ impl OffsetForLeaderPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let partition = wire::get_i32(buf, "OffsetForLeaderEpochRequest::OffsetForLeaderPartition.partition")?;
-        let current_leader_epoch = if version >= 2 {
+        let field_partition = wire::get_i32(buf, "OffsetForLeaderEpochRequest::OffsetForLeaderPartition.partition")?;
+        let field_current_leader_epoch = if version >= 2 {
             wire::get_i32(buf, "OffsetForLeaderEpochRequest::OffsetForLeaderPartition.current_leader_epoch")?
         } else {
             -1
         };
-        let leader_epoch = wire::get_i32(buf, "OffsetForLeaderEpochRequest::OffsetForLeaderPartition.leader_epoch")?;
+        let field_leader_epoch =
+            wire::get_i32(buf, "OffsetForLeaderEpochRequest::OffsetForLeaderPartition.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "OffsetForLeaderPartition")?;
@@ -299,7 +301,12 @@ impl OffsetForLeaderPartition {
                 }
             }
         }
-        Ok(Self { partition, current_leader_epoch, leader_epoch, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            current_leader_epoch: field_current_leader_epoch,
+            leader_epoch: field_leader_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -73,9 +73,9 @@ impl OffsetForLeaderEpochResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let throttle_time_ms =
+        let field_throttle_time_ms =
             if version >= 2 { wire::get_i32(buf, "OffsetForLeaderEpochResponse.throttle_time_ms")? } else { 0 };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "OffsetForLeaderEpochResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -93,7 +93,7 @@ impl OffsetForLeaderEpochResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -175,8 +175,9 @@ impl OffsetForLeaderTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let topic = wire::get_string(buf, flexible, "OffsetForLeaderEpochResponse::OffsetForLeaderTopicResult.topic")?;
-        let partitions = {
+        let field_topic =
+            wire::get_string(buf, flexible, "OffsetForLeaderEpochResponse::OffsetForLeaderTopicResult.topic")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -198,7 +199,7 @@ impl OffsetForLeaderTopicResult {
                 }
             }
         }
-        Ok(Self { topic, partitions, unknown_tagged_fields })
+        Ok(Self { topic: field_topic, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -292,14 +293,14 @@ impl EpochEndOffset {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 4;
-        let error_code = wire::get_i16(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.error_code")?;
-        let partition = wire::get_i32(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.partition")?;
-        let leader_epoch = if version >= 1 {
+        let field_error_code = wire::get_i16(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.error_code")?;
+        let field_partition = wire::get_i32(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.partition")?;
+        let field_leader_epoch = if version >= 1 {
             wire::get_i32(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.leader_epoch")?
         } else {
             -1
         };
-        let end_offset = wire::get_i64(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.end_offset")?;
+        let field_end_offset = wire::get_i64(buf, "OffsetForLeaderEpochResponse::EpochEndOffset.end_offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "EpochEndOffset")?;
@@ -310,7 +311,13 @@ impl EpochEndOffset {
                 }
             }
         }
-        Ok(Self { error_code, partition, leader_epoch, end_offset, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            partition: field_partition,
+            leader_epoch: field_leader_epoch,
+            end_offset: field_end_offset,
+            unknown_tagged_fields,
+        })
     }
 }
 

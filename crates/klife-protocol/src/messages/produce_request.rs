@@ -101,14 +101,14 @@ impl ProduceRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let transactional_id = if version >= 3 {
+        let field_transactional_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "ProduceRequest.transactional_id")?
         } else {
             None
         };
-        let acks = wire::get_i16(buf, "ProduceRequest.acks")?;
-        let timeout_ms = wire::get_i32(buf, "ProduceRequest.timeout_ms")?;
-        let topic_data = {
+        let field_acks = wire::get_i16(buf, "ProduceRequest.acks")?;
+        let field_timeout_ms = wire::get_i32(buf, "ProduceRequest.timeout_ms")?;
+        let field_topic_data = {
             let n = wire::get_required_array_len(buf, flexible, "ProduceRequest.topic_data")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -126,7 +126,13 @@ impl ProduceRequest {
                 }
             }
         }
-        Ok(Self { transactional_id, acks, timeout_ms, topic_data, unknown_tagged_fields })
+        Ok(Self {
+            transactional_id: field_transactional_id,
+            acks: field_acks,
+            timeout_ms: field_timeout_ms,
+            topic_data: field_topic_data,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -218,8 +224,8 @@ impl TopicProduceData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let name = wire::get_string(buf, flexible, "ProduceRequest::TopicProduceData.name")?;
-        let partition_data = {
+        let field_name = wire::get_string(buf, flexible, "ProduceRequest::TopicProduceData.name")?;
+        let field_partition_data = {
             let n = wire::get_required_array_len(buf, flexible, "ProduceRequest::TopicProduceData.partition_data")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -237,7 +243,7 @@ impl TopicProduceData {
                 }
             }
         }
-        Ok(Self { name, partition_data, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_data: field_partition_data, unknown_tagged_fields })
     }
 }
 
@@ -316,8 +322,8 @@ impl PartitionProduceData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let index = wire::get_i32(buf, "ProduceRequest::PartitionProduceData.index")?;
-        let records = wire::get_nullable_bytes(buf, flexible, "ProduceRequest::PartitionProduceData.records")?;
+        let field_index = wire::get_i32(buf, "ProduceRequest::PartitionProduceData.index")?;
+        let field_records = wire::get_nullable_bytes(buf, flexible, "ProduceRequest::PartitionProduceData.records")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionProduceData")?;
@@ -328,7 +334,7 @@ impl PartitionProduceData {
                 }
             }
         }
-        Ok(Self { index, records, unknown_tagged_fields })
+        Ok(Self { index: field_index, records: field_records, unknown_tagged_fields })
     }
 }
 

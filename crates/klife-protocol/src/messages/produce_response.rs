@@ -103,7 +103,7 @@ impl ProduceResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let responses = {
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "ProduceResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -111,8 +111,9 @@ impl ProduceResponse {
             }
             v
         };
-        let throttle_time_ms = if version >= 1 { wire::get_i32(buf, "ProduceResponse.throttle_time_ms")? } else { 0 };
-        let mut node_endpoints = Vec::<NodeEndpoint>::new();
+        let field_throttle_time_ms =
+            if version >= 1 { wire::get_i32(buf, "ProduceResponse.throttle_time_ms")? } else { 0 };
+        let mut field_node_endpoints = Vec::<NodeEndpoint>::new();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ProduceResponse")?;
@@ -120,7 +121,7 @@ impl ProduceResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "ProduceResponse")?;
                 match tag {
                     0 if version >= 10 => {
-                        node_endpoints = {
+                        field_node_endpoints = {
                             let buf = &mut data;
                             {
                                 let n = wire::get_required_array_len(buf, flexible, "ProduceResponse.node_endpoints")?;
@@ -137,7 +138,12 @@ impl ProduceResponse {
                 }
             }
         }
-        Ok(Self { responses, throttle_time_ms, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            responses: field_responses,
+            throttle_time_ms: field_throttle_time_ms,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -228,8 +234,8 @@ impl TopicProduceResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let name = wire::get_string(buf, flexible, "ProduceResponse::TopicProduceResponse.name")?;
-        let partition_responses = {
+        let field_name = wire::get_string(buf, flexible, "ProduceResponse::TopicProduceResponse.name")?;
+        let field_partition_responses = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -251,7 +257,7 @@ impl TopicProduceResponse {
                 }
             }
         }
-        Ok(Self { name, partition_responses, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_responses: field_partition_responses, unknown_tagged_fields })
     }
 }
 
@@ -425,20 +431,20 @@ impl PartitionProduceResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let index = wire::get_i32(buf, "ProduceResponse::PartitionProduceResponse.index")?;
-        let error_code = wire::get_i16(buf, "ProduceResponse::PartitionProduceResponse.error_code")?;
-        let base_offset = wire::get_i64(buf, "ProduceResponse::PartitionProduceResponse.base_offset")?;
-        let log_append_time_ms = if version >= 2 {
+        let field_index = wire::get_i32(buf, "ProduceResponse::PartitionProduceResponse.index")?;
+        let field_error_code = wire::get_i16(buf, "ProduceResponse::PartitionProduceResponse.error_code")?;
+        let field_base_offset = wire::get_i64(buf, "ProduceResponse::PartitionProduceResponse.base_offset")?;
+        let field_log_append_time_ms = if version >= 2 {
             wire::get_i64(buf, "ProduceResponse::PartitionProduceResponse.log_append_time_ms")?
         } else {
             -1
         };
-        let log_start_offset = if version >= 5 {
+        let field_log_start_offset = if version >= 5 {
             wire::get_i64(buf, "ProduceResponse::PartitionProduceResponse.log_start_offset")?
         } else {
             -1
         };
-        let record_errors = if version >= 8 {
+        let field_record_errors = if version >= 8 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -454,12 +460,12 @@ impl PartitionProduceResponse {
         } else {
             Vec::<BatchIndexAndErrorMessage>::new()
         };
-        let error_message = if version >= 8 {
+        let field_error_message = if version >= 8 {
             wire::get_nullable_string(buf, flexible, "ProduceResponse::PartitionProduceResponse.error_message")?
         } else {
             None
         };
-        let mut current_leader = LeaderIdAndEpoch::default();
+        let mut field_current_leader = LeaderIdAndEpoch::default();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionProduceResponse")?;
@@ -467,7 +473,7 @@ impl PartitionProduceResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "PartitionProduceResponse")?;
                 match tag {
                     0 if version >= 10 => {
-                        current_leader = {
+                        field_current_leader = {
                             let buf = &mut data;
                             LeaderIdAndEpoch::read(buf, version)?
                         };
@@ -478,14 +484,14 @@ impl PartitionProduceResponse {
             }
         }
         Ok(Self {
-            index,
-            error_code,
-            base_offset,
-            log_append_time_ms,
-            log_start_offset,
-            record_errors,
-            error_message,
-            current_leader,
+            index: field_index,
+            error_code: field_error_code,
+            base_offset: field_base_offset,
+            log_append_time_ms: field_log_append_time_ms,
+            log_start_offset: field_log_start_offset,
+            record_errors: field_record_errors,
+            error_message: field_error_message,
+            current_leader: field_current_leader,
             unknown_tagged_fields,
         })
     }
@@ -600,12 +606,12 @@ impl BatchIndexAndErrorMessage {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let batch_index = if version >= 8 {
+        let field_batch_index = if version >= 8 {
             wire::get_i32(buf, "ProduceResponse::BatchIndexAndErrorMessage.batch_index")?
         } else {
             0
         };
-        let batch_index_error_message = if version >= 8 {
+        let field_batch_index_error_message = if version >= 8 {
             wire::get_nullable_string(
                 buf,
                 flexible,
@@ -624,7 +630,11 @@ impl BatchIndexAndErrorMessage {
                 }
             }
         }
-        Ok(Self { batch_index, batch_index_error_message, unknown_tagged_fields })
+        Ok(Self {
+            batch_index: field_batch_index,
+            batch_index_error_message: field_batch_index_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -718,9 +728,9 @@ impl LeaderIdAndEpoch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let leader_id =
+        let field_leader_id =
             if version >= 10 { wire::get_i32(buf, "ProduceResponse::LeaderIdAndEpoch.leader_id")? } else { -1 };
-        let leader_epoch =
+        let field_leader_epoch =
             if version >= 10 { wire::get_i32(buf, "ProduceResponse::LeaderIdAndEpoch.leader_epoch")? } else { -1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -732,7 +742,7 @@ impl LeaderIdAndEpoch {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self { leader_id: field_leader_id, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 
@@ -844,14 +854,15 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 9;
-        let node_id = if version >= 10 { wire::get_i32(buf, "ProduceResponse::NodeEndpoint.node_id")? } else { 0 };
-        let host = if version >= 10 {
+        let field_node_id =
+            if version >= 10 { wire::get_i32(buf, "ProduceResponse::NodeEndpoint.node_id")? } else { 0 };
+        let field_host = if version >= 10 {
             wire::get_string(buf, flexible, "ProduceResponse::NodeEndpoint.host")?
         } else {
             String::new()
         };
-        let port = if version >= 10 { wire::get_i32(buf, "ProduceResponse::NodeEndpoint.port")? } else { 0 };
-        let rack = if version >= 10 {
+        let field_port = if version >= 10 { wire::get_i32(buf, "ProduceResponse::NodeEndpoint.port")? } else { 0 };
+        let field_rack = if version >= 10 {
             wire::get_nullable_string(buf, flexible, "ProduceResponse::NodeEndpoint.rack")?
         } else {
             None
@@ -866,7 +877,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, rack: field_rack, unknown_tagged_fields })
     }
 }
 

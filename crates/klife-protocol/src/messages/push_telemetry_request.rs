@@ -98,11 +98,11 @@ impl PushTelemetryRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let client_instance_id = wire::get_uuid(buf, "PushTelemetryRequest.client_instance_id")?;
-        let subscription_id = wire::get_i32(buf, "PushTelemetryRequest.subscription_id")?;
-        let terminating = wire::get_bool(buf, "PushTelemetryRequest.terminating")?;
-        let compression_type = wire::get_i8(buf, "PushTelemetryRequest.compression_type")?;
-        let metrics = wire::get_bytes(buf, flexible, "PushTelemetryRequest.metrics")?;
+        let field_client_instance_id = wire::get_uuid(buf, "PushTelemetryRequest.client_instance_id")?;
+        let field_subscription_id = wire::get_i32(buf, "PushTelemetryRequest.subscription_id")?;
+        let field_terminating = wire::get_bool(buf, "PushTelemetryRequest.terminating")?;
+        let field_compression_type = wire::get_i8(buf, "PushTelemetryRequest.compression_type")?;
+        let field_metrics = wire::get_bytes(buf, flexible, "PushTelemetryRequest.metrics")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PushTelemetryRequest")?;
@@ -113,7 +113,14 @@ impl PushTelemetryRequest {
                 }
             }
         }
-        Ok(Self { client_instance_id, subscription_id, terminating, compression_type, metrics, unknown_tagged_fields })
+        Ok(Self {
+            client_instance_id: field_client_instance_id,
+            subscription_id: field_subscription_id,
+            terminating: field_terminating,
+            compression_type: field_compression_type,
+            metrics: field_metrics,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -64,8 +64,8 @@ impl PushTelemetryResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "PushTelemetryResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "PushTelemetryResponse.error_code")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "PushTelemetryResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "PushTelemetryResponse.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PushTelemetryResponse")?;
@@ -76,7 +76,7 @@ impl PushTelemetryResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

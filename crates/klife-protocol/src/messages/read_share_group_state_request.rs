@@ -67,8 +67,8 @@ impl ReadShareGroupStateRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "ReadShareGroupStateRequest.group_id")?;
-        let topics = {
+        let field_group_id = wire::get_string(buf, flexible, "ReadShareGroupStateRequest.group_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ReadShareGroupStateRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl ReadShareGroupStateRequest {
                 }
             }
         }
-        Ok(Self { group_id, topics, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl ReadStateData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ReadShareGroupStateRequest::ReadStateData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ReadShareGroupStateRequest::ReadStateData.topic_id")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ReadShareGroupStateRequest::ReadStateData.partitions")?;
             let mut v = wire::vec_for(n);
@@ -188,7 +188,7 @@ impl ReadStateData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -262,8 +262,8 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "ReadShareGroupStateRequest::PartitionData.partition")?;
-        let leader_epoch = wire::get_i32(buf, "ReadShareGroupStateRequest::PartitionData.leader_epoch")?;
+        let field_partition = wire::get_i32(buf, "ReadShareGroupStateRequest::PartitionData.partition")?;
+        let field_leader_epoch = wire::get_i32(buf, "ReadShareGroupStateRequest::PartitionData.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -274,7 +274,7 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition, leader_epoch, unknown_tagged_fields })
+        Ok(Self { partition: field_partition, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 

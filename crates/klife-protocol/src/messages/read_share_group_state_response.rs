@@ -58,7 +58,7 @@ impl ReadShareGroupStateResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = {
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "ReadShareGroupStateResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl ReadShareGroupStateResponse {
                 }
             }
         }
-        Ok(Self { results, unknown_tagged_fields })
+        Ok(Self { results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl ReadStateResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ReadShareGroupStateResponse::ReadStateResult.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ReadShareGroupStateResponse::ReadStateResult.topic_id")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ReadShareGroupStateResponse::ReadStateResult.partitions")?;
             let mut v = wire::vec_for(n);
@@ -177,7 +177,7 @@ impl ReadStateResult {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -308,13 +308,13 @@ impl PartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "ReadShareGroupStateResponse::PartitionResult.partition")?;
-        let error_code = wire::get_i16(buf, "ReadShareGroupStateResponse::PartitionResult.error_code")?;
-        let error_message =
+        let field_partition = wire::get_i32(buf, "ReadShareGroupStateResponse::PartitionResult.partition")?;
+        let field_error_code = wire::get_i16(buf, "ReadShareGroupStateResponse::PartitionResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ReadShareGroupStateResponse::PartitionResult.error_message")?;
-        let state_epoch = wire::get_i32(buf, "ReadShareGroupStateResponse::PartitionResult.state_epoch")?;
-        let start_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::PartitionResult.start_offset")?;
-        let state_batches = {
+        let field_state_epoch = wire::get_i32(buf, "ReadShareGroupStateResponse::PartitionResult.state_epoch")?;
+        let field_start_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::PartitionResult.start_offset")?;
+        let field_state_batches = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -337,12 +337,12 @@ impl PartitionResult {
             }
         }
         Ok(Self {
-            partition,
-            error_code,
-            error_message,
-            state_epoch,
-            start_offset,
-            state_batches,
+            partition: field_partition,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            state_epoch: field_state_epoch,
+            start_offset: field_start_offset,
+            state_batches: field_state_batches,
             unknown_tagged_fields,
         })
     }
@@ -446,10 +446,10 @@ impl StateBatch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::StateBatch.first_offset")?;
-        let last_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::StateBatch.last_offset")?;
-        let delivery_state = wire::get_i8(buf, "ReadShareGroupStateResponse::StateBatch.delivery_state")?;
-        let delivery_count = wire::get_i16(buf, "ReadShareGroupStateResponse::StateBatch.delivery_count")?;
+        let field_first_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::StateBatch.first_offset")?;
+        let field_last_offset = wire::get_i64(buf, "ReadShareGroupStateResponse::StateBatch.last_offset")?;
+        let field_delivery_state = wire::get_i8(buf, "ReadShareGroupStateResponse::StateBatch.delivery_state")?;
+        let field_delivery_count = wire::get_i16(buf, "ReadShareGroupStateResponse::StateBatch.delivery_count")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "StateBatch")?;
@@ -460,7 +460,13 @@ impl StateBatch {
                 }
             }
         }
-        Ok(Self { first_offset, last_offset, delivery_state, delivery_count, unknown_tagged_fields })
+        Ok(Self {
+            first_offset: field_first_offset,
+            last_offset: field_last_offset,
+            delivery_state: field_delivery_state,
+            delivery_count: field_delivery_count,
+            unknown_tagged_fields,
+        })
     }
 }
 

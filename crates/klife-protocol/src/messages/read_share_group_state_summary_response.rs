@@ -58,7 +58,7 @@ impl ReadShareGroupStateSummaryResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let results = {
+        let field_results = {
             let n = wire::get_required_array_len(buf, flexible, "ReadShareGroupStateSummaryResponse.results")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl ReadShareGroupStateSummaryResponse {
                 }
             }
         }
-        Ok(Self { results, unknown_tagged_fields })
+        Ok(Self { results: field_results, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,9 @@ impl ReadStateSummaryResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ReadShareGroupStateSummaryResponse::ReadStateSummaryResult.topic_id")?;
-        let partitions = {
+        let field_topic_id =
+            wire::get_uuid(buf, "ReadShareGroupStateSummaryResponse::ReadStateSummaryResult.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -180,7 +181,7 @@ impl ReadStateSummaryResult {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -293,15 +294,16 @@ impl PartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.partition")?;
-        let error_code = wire::get_i16(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.error_code")?;
-        let error_message = wire::get_nullable_string(
+        let field_partition = wire::get_i32(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.partition")?;
+        let field_error_code = wire::get_i16(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.error_code")?;
+        let field_error_message = wire::get_nullable_string(
             buf,
             flexible,
             "ReadShareGroupStateSummaryResponse::PartitionResult.error_message",
         )?;
-        let state_epoch = wire::get_i32(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.state_epoch")?;
-        let start_offset = wire::get_i64(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.start_offset")?;
+        let field_state_epoch = wire::get_i32(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.state_epoch")?;
+        let field_start_offset =
+            wire::get_i64(buf, "ReadShareGroupStateSummaryResponse::PartitionResult.start_offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionResult")?;
@@ -312,7 +314,14 @@ impl PartitionResult {
                 }
             }
         }
-        Ok(Self { partition, error_code, error_message, state_epoch, start_offset, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            state_epoch: field_state_epoch,
+            start_offset: field_start_offset,
+            unknown_tagged_fields,
+        })
     }
 }
 

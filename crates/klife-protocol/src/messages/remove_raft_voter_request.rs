@@ -78,9 +78,9 @@ impl RemoveRaftVoterRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "RemoveRaftVoterRequest.cluster_id")?;
-        let voter_id = wire::get_i32(buf, "RemoveRaftVoterRequest.voter_id")?;
-        let voter_directory_id = wire::get_uuid(buf, "RemoveRaftVoterRequest.voter_directory_id")?;
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "RemoveRaftVoterRequest.cluster_id")?;
+        let field_voter_id = wire::get_i32(buf, "RemoveRaftVoterRequest.voter_id")?;
+        let field_voter_directory_id = wire::get_uuid(buf, "RemoveRaftVoterRequest.voter_directory_id")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "RemoveRaftVoterRequest")?;
@@ -91,7 +91,12 @@ impl RemoveRaftVoterRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, voter_id, voter_directory_id, unknown_tagged_fields })
+        Ok(Self {
+            cluster_id: field_cluster_id,
+            voter_id: field_voter_id,
+            voter_directory_id: field_voter_directory_id,
+            unknown_tagged_fields,
+        })
     }
 }
 

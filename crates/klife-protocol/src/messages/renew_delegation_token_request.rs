@@ -64,8 +64,8 @@ impl RenewDelegationTokenRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let hmac = wire::get_bytes(buf, flexible, "RenewDelegationTokenRequest.hmac")?;
-        let renew_period_ms = wire::get_i64(buf, "RenewDelegationTokenRequest.renew_period_ms")?;
+        let field_hmac = wire::get_bytes(buf, flexible, "RenewDelegationTokenRequest.hmac")?;
+        let field_renew_period_ms = wire::get_i64(buf, "RenewDelegationTokenRequest.renew_period_ms")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "RenewDelegationTokenRequest")?;
@@ -76,7 +76,7 @@ impl RenewDelegationTokenRequest {
                 }
             }
         }
-        Ok(Self { hmac, renew_period_ms, unknown_tagged_fields })
+        Ok(Self { hmac: field_hmac, renew_period_ms: field_renew_period_ms, unknown_tagged_fields })
     }
 }
 

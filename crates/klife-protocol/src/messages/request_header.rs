@@ -90,10 +90,10 @@ impl RequestHeader {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let request_api_key = wire::get_i16(buf, "RequestHeader.request_api_key")?;
-        let request_api_version = wire::get_i16(buf, "RequestHeader.request_api_version")?;
-        let correlation_id = wire::get_i32(buf, "RequestHeader.correlation_id")?;
-        let client_id = if version >= 1 {
+        let field_request_api_key = wire::get_i16(buf, "RequestHeader.request_api_key")?;
+        let field_request_api_version = wire::get_i16(buf, "RequestHeader.request_api_version")?;
+        let field_correlation_id = wire::get_i32(buf, "RequestHeader.correlation_id")?;
+        let field_client_id = if version >= 1 {
             wire::get_nullable_string(buf, false, "RequestHeader.client_id")?
         } else {
             Some(String::new())
@@ -108,7 +108,13 @@ impl RequestHeader {
                 }
             }
         }
-        Ok(Self { request_api_key, request_api_version, correlation_id, client_id, unknown_tagged_fields })
+        Ok(Self {
+            request_api_key: field_request_api_key,
+            request_api_version: field_request_api_version,
+            correlation_id: field_correlation_id,
+            client_id: field_client_id,
+            unknown_tagged_fields,
+        })
     }
 }
 

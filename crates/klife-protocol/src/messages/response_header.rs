@@ -55,7 +55,7 @@ impl ResponseHeader {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let correlation_id = wire::get_i32(buf, "ResponseHeader.correlation_id")?;
+        let field_correlation_id = wire::get_i32(buf, "ResponseHeader.correlation_id")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "ResponseHeader")?;
@@ -66,7 +66,7 @@ impl ResponseHeader {
                 }
             }
         }
-        Ok(Self { correlation_id, unknown_tagged_fields })
+        Ok(Self { correlation_id: field_correlation_id, unknown_tagged_fields })
     }
 }
 

@@ -55,7 +55,7 @@ impl SaslAuthenticateRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let auth_bytes = wire::get_bytes(buf, flexible, "SaslAuthenticateRequest.auth_bytes")?;
+        let field_auth_bytes = wire::get_bytes(buf, flexible, "SaslAuthenticateRequest.auth_bytes")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SaslAuthenticateRequest")?;
@@ -66,7 +66,7 @@ impl SaslAuthenticateRequest {
                 }
             }
         }
-        Ok(Self { auth_bytes, unknown_tagged_fields })
+        Ok(Self { auth_bytes: field_auth_bytes, unknown_tagged_fields })
     }
 }
 

@@ -95,10 +95,10 @@ impl SaslAuthenticateResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 2;
-        let error_code = wire::get_i16(buf, "SaslAuthenticateResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "SaslAuthenticateResponse.error_message")?;
-        let auth_bytes = wire::get_bytes(buf, flexible, "SaslAuthenticateResponse.auth_bytes")?;
-        let session_lifetime_ms =
+        let field_error_code = wire::get_i16(buf, "SaslAuthenticateResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "SaslAuthenticateResponse.error_message")?;
+        let field_auth_bytes = wire::get_bytes(buf, flexible, "SaslAuthenticateResponse.auth_bytes")?;
+        let field_session_lifetime_ms =
             if version >= 1 { wire::get_i64(buf, "SaslAuthenticateResponse.session_lifetime_ms")? } else { 0 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -110,7 +110,13 @@ impl SaslAuthenticateResponse {
                 }
             }
         }
-        Ok(Self { error_code, error_message, auth_bytes, session_lifetime_ms, unknown_tagged_fields })
+        Ok(Self {
+            error_code: field_error_code,
+            error_message: field_error_message,
+            auth_bytes: field_auth_bytes,
+            session_lifetime_ms: field_session_lifetime_ms,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -37,8 +37,8 @@ impl SaslHandshakeRequest {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let mechanism = wire::get_string(buf, false, "SaslHandshakeRequest.mechanism")?;
-        Ok(Self { mechanism })
+        let field_mechanism = wire::get_string(buf, false, "SaslHandshakeRequest.mechanism")?;
+        Ok(Self { mechanism: field_mechanism })
     }
 }
 

@@ -49,8 +49,8 @@ impl SaslHandshakeResponse {
 
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
-        let error_code = wire::get_i16(buf, "SaslHandshakeResponse.error_code")?;
-        let mechanisms = {
+        let field_error_code = wire::get_i16(buf, "SaslHandshakeResponse.error_code")?;
+        let field_mechanisms = {
             let n = wire::get_required_array_len(buf, false, "SaslHandshakeResponse.mechanisms")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -58,7 +58,7 @@ impl SaslHandshakeResponse {
             }
             v
         };
-        Ok(Self { error_code, mechanisms })
+        Ok(Self { error_code: field_error_code, mechanisms: field_mechanisms })
     }
 }
 

@@ -91,10 +91,10 @@ impl ShareAcknowledgeRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeRequest.group_id")?;
-        let member_id = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeRequest.member_id")?;
-        let share_session_epoch = wire::get_i32(buf, "ShareAcknowledgeRequest.share_session_epoch")?;
-        let topics = {
+        let field_group_id = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeRequest.group_id")?;
+        let field_member_id = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeRequest.member_id")?;
+        let field_share_session_epoch = wire::get_i32(buf, "ShareAcknowledgeRequest.share_session_epoch")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ShareAcknowledgeRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -112,7 +112,13 @@ impl ShareAcknowledgeRequest {
                 }
             }
         }
-        Ok(Self { group_id, member_id, share_session_epoch, topics, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            member_id: field_member_id,
+            share_session_epoch: field_share_session_epoch,
+            topics: field_topics,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -196,8 +202,8 @@ impl AcknowledgeTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareAcknowledgeRequest::AcknowledgeTopic.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareAcknowledgeRequest::AcknowledgeTopic.topic_id")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ShareAcknowledgeRequest::AcknowledgeTopic.partitions")?;
             let mut v = wire::vec_for(n);
@@ -216,7 +222,7 @@ impl AcknowledgeTopic {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -302,8 +308,9 @@ impl AcknowledgePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "ShareAcknowledgeRequest::AcknowledgePartition.partition_index")?;
-        let acknowledgement_batches = {
+        let field_partition_index =
+            wire::get_i32(buf, "ShareAcknowledgeRequest::AcknowledgePartition.partition_index")?;
+        let field_acknowledgement_batches = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -325,7 +332,11 @@ impl AcknowledgePartition {
                 }
             }
         }
-        Ok(Self { partition_index, acknowledgement_batches, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            acknowledgement_batches: field_acknowledgement_batches,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -416,9 +427,9 @@ impl AcknowledgementBatch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = wire::get_i64(buf, "ShareAcknowledgeRequest::AcknowledgementBatch.first_offset")?;
-        let last_offset = wire::get_i64(buf, "ShareAcknowledgeRequest::AcknowledgementBatch.last_offset")?;
-        let acknowledge_types = {
+        let field_first_offset = wire::get_i64(buf, "ShareAcknowledgeRequest::AcknowledgementBatch.first_offset")?;
+        let field_last_offset = wire::get_i64(buf, "ShareAcknowledgeRequest::AcknowledgementBatch.last_offset")?;
+        let field_acknowledge_types = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -440,7 +451,12 @@ impl AcknowledgementBatch {
                 }
             }
         }
-        Ok(Self { first_offset, last_offset, acknowledge_types, unknown_tagged_fields })
+        Ok(Self {
+            first_offset: field_first_offset,
+            last_offset: field_last_offset,
+            acknowledge_types: field_acknowledge_types,
+            unknown_tagged_fields,
+        })
     }
 }
 

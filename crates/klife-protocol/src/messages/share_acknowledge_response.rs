@@ -114,10 +114,10 @@ impl ShareAcknowledgeResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ShareAcknowledgeResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ShareAcknowledgeResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeResponse.error_message")?;
-        let responses = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ShareAcknowledgeResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ShareAcknowledgeResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeResponse.error_message")?;
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "ShareAcknowledgeResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -125,7 +125,7 @@ impl ShareAcknowledgeResponse {
             }
             v
         };
-        let node_endpoints = {
+        let field_node_endpoints = {
             let n = wire::get_required_array_len(buf, flexible, "ShareAcknowledgeResponse.node_endpoints")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -143,7 +143,14 @@ impl ShareAcknowledgeResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, responses, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            responses: field_responses,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -228,8 +235,8 @@ impl ShareAcknowledgeTopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareAcknowledgeResponse::ShareAcknowledgeTopicResponse.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareAcknowledgeResponse::ShareAcknowledgeTopicResponse.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -251,7 +258,7 @@ impl ShareAcknowledgeTopicResponse {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -354,11 +361,11 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "ShareAcknowledgeResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "ShareAcknowledgeResponse::PartitionData.error_code")?;
-        let error_message =
+        let field_partition_index = wire::get_i32(buf, "ShareAcknowledgeResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "ShareAcknowledgeResponse::PartitionData.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ShareAcknowledgeResponse::PartitionData.error_message")?;
-        let current_leader = LeaderIdAndEpoch::read(buf, version)?;
+        let field_current_leader = LeaderIdAndEpoch::read(buf, version)?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -369,7 +376,13 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, error_message, current_leader, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            current_leader: field_current_leader,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -445,8 +458,8 @@ impl LeaderIdAndEpoch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = wire::get_i32(buf, "ShareAcknowledgeResponse::LeaderIdAndEpoch.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "ShareAcknowledgeResponse::LeaderIdAndEpoch.leader_epoch")?;
+        let field_leader_id = wire::get_i32(buf, "ShareAcknowledgeResponse::LeaderIdAndEpoch.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "ShareAcknowledgeResponse::LeaderIdAndEpoch.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderIdAndEpoch")?;
@@ -457,7 +470,7 @@ impl LeaderIdAndEpoch {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self { leader_id: field_leader_id, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 
@@ -554,10 +567,10 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = wire::get_i32(buf, "ShareAcknowledgeResponse::NodeEndpoint.node_id")?;
-        let host = wire::get_string(buf, flexible, "ShareAcknowledgeResponse::NodeEndpoint.host")?;
-        let port = wire::get_i32(buf, "ShareAcknowledgeResponse::NodeEndpoint.port")?;
-        let rack = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeResponse::NodeEndpoint.rack")?;
+        let field_node_id = wire::get_i32(buf, "ShareAcknowledgeResponse::NodeEndpoint.node_id")?;
+        let field_host = wire::get_string(buf, flexible, "ShareAcknowledgeResponse::NodeEndpoint.host")?;
+        let field_port = wire::get_i32(buf, "ShareAcknowledgeResponse::NodeEndpoint.port")?;
+        let field_rack = wire::get_nullable_string(buf, flexible, "ShareAcknowledgeResponse::NodeEndpoint.rack")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "NodeEndpoint")?;
@@ -568,7 +581,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, rack: field_rack, unknown_tagged_fields })
     }
 }
 

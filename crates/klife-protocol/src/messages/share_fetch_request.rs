@@ -139,13 +139,13 @@ impl ShareFetchRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_nullable_string(buf, flexible, "ShareFetchRequest.group_id")?;
-        let member_id = wire::get_nullable_string(buf, flexible, "ShareFetchRequest.member_id")?;
-        let share_session_epoch = wire::get_i32(buf, "ShareFetchRequest.share_session_epoch")?;
-        let max_wait_ms = wire::get_i32(buf, "ShareFetchRequest.max_wait_ms")?;
-        let min_bytes = wire::get_i32(buf, "ShareFetchRequest.min_bytes")?;
-        let max_bytes = wire::get_i32(buf, "ShareFetchRequest.max_bytes")?;
-        let topics = {
+        let field_group_id = wire::get_nullable_string(buf, flexible, "ShareFetchRequest.group_id")?;
+        let field_member_id = wire::get_nullable_string(buf, flexible, "ShareFetchRequest.member_id")?;
+        let field_share_session_epoch = wire::get_i32(buf, "ShareFetchRequest.share_session_epoch")?;
+        let field_max_wait_ms = wire::get_i32(buf, "ShareFetchRequest.max_wait_ms")?;
+        let field_min_bytes = wire::get_i32(buf, "ShareFetchRequest.min_bytes")?;
+        let field_max_bytes = wire::get_i32(buf, "ShareFetchRequest.max_bytes")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -153,7 +153,7 @@ impl ShareFetchRequest {
             }
             v
         };
-        let forgotten_topics_data = {
+        let field_forgotten_topics_data = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchRequest.forgotten_topics_data")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -172,14 +172,14 @@ impl ShareFetchRequest {
             }
         }
         Ok(Self {
-            group_id,
-            member_id,
-            share_session_epoch,
-            max_wait_ms,
-            min_bytes,
-            max_bytes,
-            topics,
-            forgotten_topics_data,
+            group_id: field_group_id,
+            member_id: field_member_id,
+            share_session_epoch: field_share_session_epoch,
+            max_wait_ms: field_max_wait_ms,
+            min_bytes: field_min_bytes,
+            max_bytes: field_max_bytes,
+            topics: field_topics,
+            forgotten_topics_data: field_forgotten_topics_data,
             unknown_tagged_fields,
         })
     }
@@ -264,8 +264,8 @@ impl FetchTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareFetchRequest::FetchTopic.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareFetchRequest::FetchTopic.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchRequest::FetchTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -283,7 +283,7 @@ impl FetchTopic {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -379,9 +379,9 @@ impl FetchPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "ShareFetchRequest::FetchPartition.partition_index")?;
-        let partition_max_bytes = wire::get_i32(buf, "ShareFetchRequest::FetchPartition.partition_max_bytes")?;
-        let acknowledgement_batches = {
+        let field_partition_index = wire::get_i32(buf, "ShareFetchRequest::FetchPartition.partition_index")?;
+        let field_partition_max_bytes = wire::get_i32(buf, "ShareFetchRequest::FetchPartition.partition_max_bytes")?;
+        let field_acknowledgement_batches = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -403,7 +403,12 @@ impl FetchPartition {
                 }
             }
         }
-        Ok(Self { partition_index, partition_max_bytes, acknowledgement_batches, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            partition_max_bytes: field_partition_max_bytes,
+            acknowledgement_batches: field_acknowledgement_batches,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -495,9 +500,9 @@ impl AcknowledgementBatch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = wire::get_i64(buf, "ShareFetchRequest::AcknowledgementBatch.first_offset")?;
-        let last_offset = wire::get_i64(buf, "ShareFetchRequest::AcknowledgementBatch.last_offset")?;
-        let acknowledge_types = {
+        let field_first_offset = wire::get_i64(buf, "ShareFetchRequest::AcknowledgementBatch.first_offset")?;
+        let field_last_offset = wire::get_i64(buf, "ShareFetchRequest::AcknowledgementBatch.last_offset")?;
+        let field_acknowledge_types = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -519,7 +524,12 @@ impl AcknowledgementBatch {
                 }
             }
         }
-        Ok(Self { first_offset, last_offset, acknowledge_types, unknown_tagged_fields })
+        Ok(Self {
+            first_offset: field_first_offset,
+            last_offset: field_last_offset,
+            acknowledge_types: field_acknowledge_types,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -602,8 +612,8 @@ impl ForgottenTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareFetchRequest::ForgottenTopic.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareFetchRequest::ForgottenTopic.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchRequest::ForgottenTopic.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -621,7 +631,7 @@ impl ForgottenTopic {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

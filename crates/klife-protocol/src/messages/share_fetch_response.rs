@@ -104,10 +104,10 @@ impl ShareFetchResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ShareFetchResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ShareFetchResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "ShareFetchResponse.error_message")?;
-        let responses = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ShareFetchResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ShareFetchResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "ShareFetchResponse.error_message")?;
+        let field_responses = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchResponse.responses")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -115,7 +115,7 @@ impl ShareFetchResponse {
             }
             v
         };
-        let node_endpoints = {
+        let field_node_endpoints = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchResponse.node_endpoints")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -133,7 +133,14 @@ impl ShareFetchResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, responses, node_endpoints, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            responses: field_responses,
+            node_endpoints: field_node_endpoints,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -218,8 +225,8 @@ impl ShareFetchableTopicResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareFetchResponse::ShareFetchableTopicResponse.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareFetchResponse::ShareFetchableTopicResponse.topic_id")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -241,7 +248,7 @@ impl ShareFetchableTopicResponse {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -402,16 +409,17 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "ShareFetchResponse::PartitionData.partition_index")?;
-        let error_code = wire::get_i16(buf, "ShareFetchResponse::PartitionData.error_code")?;
-        let error_message =
+        let field_partition_index = wire::get_i32(buf, "ShareFetchResponse::PartitionData.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "ShareFetchResponse::PartitionData.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ShareFetchResponse::PartitionData.error_message")?;
-        let acknowledge_error_code = wire::get_i16(buf, "ShareFetchResponse::PartitionData.acknowledge_error_code")?;
-        let acknowledge_error_message =
+        let field_acknowledge_error_code =
+            wire::get_i16(buf, "ShareFetchResponse::PartitionData.acknowledge_error_code")?;
+        let field_acknowledge_error_message =
             wire::get_nullable_string(buf, flexible, "ShareFetchResponse::PartitionData.acknowledge_error_message")?;
-        let current_leader = LeaderIdAndEpoch::read(buf, version)?;
-        let records = wire::get_nullable_bytes(buf, flexible, "ShareFetchResponse::PartitionData.records")?;
-        let acquired_records = {
+        let field_current_leader = LeaderIdAndEpoch::read(buf, version)?;
+        let field_records = wire::get_nullable_bytes(buf, flexible, "ShareFetchResponse::PartitionData.records")?;
+        let field_acquired_records = {
             let n = wire::get_required_array_len(buf, flexible, "ShareFetchResponse::PartitionData.acquired_records")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -430,14 +438,14 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            error_code,
-            error_message,
-            acknowledge_error_code,
-            acknowledge_error_message,
-            current_leader,
-            records,
-            acquired_records,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            acknowledge_error_code: field_acknowledge_error_code,
+            acknowledge_error_message: field_acknowledge_error_message,
+            current_leader: field_current_leader,
+            records: field_records,
+            acquired_records: field_acquired_records,
             unknown_tagged_fields,
         })
     }
@@ -519,8 +527,8 @@ impl LeaderIdAndEpoch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = wire::get_i32(buf, "ShareFetchResponse::LeaderIdAndEpoch.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "ShareFetchResponse::LeaderIdAndEpoch.leader_epoch")?;
+        let field_leader_id = wire::get_i32(buf, "ShareFetchResponse::LeaderIdAndEpoch.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "ShareFetchResponse::LeaderIdAndEpoch.leader_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "LeaderIdAndEpoch")?;
@@ -531,7 +539,7 @@ impl LeaderIdAndEpoch {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, unknown_tagged_fields })
+        Ok(Self { leader_id: field_leader_id, leader_epoch: field_leader_epoch, unknown_tagged_fields })
     }
 }
 
@@ -614,9 +622,9 @@ impl AcquiredRecords {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = wire::get_i64(buf, "ShareFetchResponse::AcquiredRecords.first_offset")?;
-        let last_offset = wire::get_i64(buf, "ShareFetchResponse::AcquiredRecords.last_offset")?;
-        let delivery_count = wire::get_i16(buf, "ShareFetchResponse::AcquiredRecords.delivery_count")?;
+        let field_first_offset = wire::get_i64(buf, "ShareFetchResponse::AcquiredRecords.first_offset")?;
+        let field_last_offset = wire::get_i64(buf, "ShareFetchResponse::AcquiredRecords.last_offset")?;
+        let field_delivery_count = wire::get_i16(buf, "ShareFetchResponse::AcquiredRecords.delivery_count")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "AcquiredRecords")?;
@@ -627,7 +635,12 @@ impl AcquiredRecords {
                 }
             }
         }
-        Ok(Self { first_offset, last_offset, delivery_count, unknown_tagged_fields })
+        Ok(Self {
+            first_offset: field_first_offset,
+            last_offset: field_last_offset,
+            delivery_count: field_delivery_count,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -720,10 +733,10 @@ impl NodeEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let node_id = wire::get_i32(buf, "ShareFetchResponse::NodeEndpoint.node_id")?;
-        let host = wire::get_string(buf, flexible, "ShareFetchResponse::NodeEndpoint.host")?;
-        let port = wire::get_i32(buf, "ShareFetchResponse::NodeEndpoint.port")?;
-        let rack = wire::get_nullable_string(buf, flexible, "ShareFetchResponse::NodeEndpoint.rack")?;
+        let field_node_id = wire::get_i32(buf, "ShareFetchResponse::NodeEndpoint.node_id")?;
+        let field_host = wire::get_string(buf, flexible, "ShareFetchResponse::NodeEndpoint.host")?;
+        let field_port = wire::get_i32(buf, "ShareFetchResponse::NodeEndpoint.port")?;
+        let field_rack = wire::get_nullable_string(buf, flexible, "ShareFetchResponse::NodeEndpoint.rack")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "NodeEndpoint")?;
@@ -734,7 +747,7 @@ impl NodeEndpoint {
                 }
             }
         }
-        Ok(Self { node_id, host, port, rack, unknown_tagged_fields })
+        Ok(Self { node_id: field_node_id, host: field_host, port: field_port, rack: field_rack, unknown_tagged_fields })
     }
 }
 

@@ -67,8 +67,8 @@ impl ShareGroupDescribeResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ShareGroupDescribeResponse.throttle_time_ms")?;
-        let groups = {
+        let field_throttle_time_ms = wire::get_i32(buf, "ShareGroupDescribeResponse.throttle_time_ms")?;
+        let field_groups = {
             let n = wire::get_required_array_len(buf, flexible, "ShareGroupDescribeResponse.groups")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl ShareGroupDescribeResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, groups, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, groups: field_groups, unknown_tagged_fields })
     }
 }
 
@@ -252,16 +252,17 @@ impl DescribedGroup {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let error_code = wire::get_i16(buf, "ShareGroupDescribeResponse::DescribedGroup.error_code")?;
-        let error_message =
+        let field_error_code = wire::get_i16(buf, "ShareGroupDescribeResponse::DescribedGroup.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.error_message")?;
-        let group_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.group_id")?;
-        let group_state = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.group_state")?;
-        let group_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::DescribedGroup.group_epoch")?;
-        let assignment_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::DescribedGroup.assignment_epoch")?;
-        let assignor_name =
+        let field_group_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.group_id")?;
+        let field_group_state =
+            wire::get_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.group_state")?;
+        let field_group_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::DescribedGroup.group_epoch")?;
+        let field_assignment_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::DescribedGroup.assignment_epoch")?;
+        let field_assignor_name =
             wire::get_string(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.assignor_name")?;
-        let members = {
+        let field_members = {
             let n = wire::get_required_array_len(buf, flexible, "ShareGroupDescribeResponse::DescribedGroup.members")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -269,7 +270,7 @@ impl DescribedGroup {
             }
             v
         };
-        let authorized_operations =
+        let field_authorized_operations =
             wire::get_i32(buf, "ShareGroupDescribeResponse::DescribedGroup.authorized_operations")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -282,15 +283,15 @@ impl DescribedGroup {
             }
         }
         Ok(Self {
-            error_code,
-            error_message,
-            group_id,
-            group_state,
-            group_epoch,
-            assignment_epoch,
-            assignor_name,
-            members,
-            authorized_operations,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            group_id: field_group_id,
+            group_state: field_group_state,
+            group_epoch: field_group_epoch,
+            assignment_epoch: field_assignment_epoch,
+            assignor_name: field_assignor_name,
+            members: field_members,
+            authorized_operations: field_authorized_operations,
             unknown_tagged_fields,
         })
     }
@@ -440,12 +441,12 @@ impl Member {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let member_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.member_id")?;
-        let rack_id = wire::get_nullable_string(buf, flexible, "ShareGroupDescribeResponse::Member.rack_id")?;
-        let member_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::Member.member_epoch")?;
-        let client_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.client_id")?;
-        let client_host = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.client_host")?;
-        let subscribed_topic_names = {
+        let field_member_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.member_id")?;
+        let field_rack_id = wire::get_nullable_string(buf, flexible, "ShareGroupDescribeResponse::Member.rack_id")?;
+        let field_member_epoch = wire::get_i32(buf, "ShareGroupDescribeResponse::Member.member_epoch")?;
+        let field_client_id = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.client_id")?;
+        let field_client_host = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::Member.client_host")?;
+        let field_subscribed_topic_names = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -457,7 +458,7 @@ impl Member {
             }
             v
         };
-        let assignment = Assignment::read(buf, version)?;
+        let field_assignment = Assignment::read(buf, version)?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Member")?;
@@ -469,13 +470,13 @@ impl Member {
             }
         }
         Ok(Self {
-            member_id,
-            rack_id,
-            member_epoch,
-            client_id,
-            client_host,
-            subscribed_topic_names,
-            assignment,
+            member_id: field_member_id,
+            rack_id: field_rack_id,
+            member_epoch: field_member_epoch,
+            client_id: field_client_id,
+            client_host: field_client_host,
+            subscribed_topic_names: field_subscribed_topic_names,
+            assignment: field_assignment,
             unknown_tagged_fields,
         })
     }
@@ -578,9 +579,10 @@ impl TopicPartitions {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareGroupDescribeResponse::TopicPartitions.topic_id")?;
-        let topic_name = wire::get_string(buf, flexible, "ShareGroupDescribeResponse::TopicPartitions.topic_name")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareGroupDescribeResponse::TopicPartitions.topic_id")?;
+        let field_topic_name =
+            wire::get_string(buf, flexible, "ShareGroupDescribeResponse::TopicPartitions.topic_name")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ShareGroupDescribeResponse::TopicPartitions.partitions")?;
             let mut v = wire::vec_for(n);
@@ -599,7 +601,12 @@ impl TopicPartitions {
                 }
             }
         }
-        Ok(Self { topic_id, topic_name, partitions, unknown_tagged_fields })
+        Ok(Self {
+            topic_id: field_topic_id,
+            topic_name: field_topic_name,
+            partitions: field_partitions,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -673,7 +680,7 @@ impl Assignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_partitions = {
+        let field_topic_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ShareGroupDescribeResponse::Assignment.topic_partitions")?;
             let mut v = wire::vec_for(n);
@@ -692,7 +699,7 @@ impl Assignment {
                 }
             }
         }
-        Ok(Self { topic_partitions, unknown_tagged_fields })
+        Ok(Self { topic_partitions: field_topic_partitions, unknown_tagged_fields })
     }
 }
 

@@ -111,11 +111,11 @@ impl ShareGroupHeartbeatRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "ShareGroupHeartbeatRequest.group_id")?;
-        let member_id = wire::get_string(buf, flexible, "ShareGroupHeartbeatRequest.member_id")?;
-        let member_epoch = wire::get_i32(buf, "ShareGroupHeartbeatRequest.member_epoch")?;
-        let rack_id = wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatRequest.rack_id")?;
-        let subscribed_topic_names =
+        let field_group_id = wire::get_string(buf, flexible, "ShareGroupHeartbeatRequest.group_id")?;
+        let field_member_id = wire::get_string(buf, flexible, "ShareGroupHeartbeatRequest.member_id")?;
+        let field_member_epoch = wire::get_i32(buf, "ShareGroupHeartbeatRequest.member_epoch")?;
+        let field_rack_id = wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatRequest.rack_id")?;
+        let field_subscribed_topic_names =
             match wire::get_array_len(buf, flexible, "ShareGroupHeartbeatRequest.subscribed_topic_names")? {
                 None => None,
                 Some(n) => {
@@ -136,7 +136,14 @@ impl ShareGroupHeartbeatRequest {
                 }
             }
         }
-        Ok(Self { group_id, member_id, member_epoch, rack_id, subscribed_topic_names, unknown_tagged_fields })
+        Ok(Self {
+            group_id: field_group_id,
+            member_id: field_member_id,
+            member_epoch: field_member_epoch,
+            rack_id: field_rack_id,
+            subscribed_topic_names: field_subscribed_topic_names,
+            unknown_tagged_fields,
+        })
     }
 }
 

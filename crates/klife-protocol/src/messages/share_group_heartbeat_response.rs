@@ -134,13 +134,14 @@ impl ShareGroupHeartbeatResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "ShareGroupHeartbeatResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "ShareGroupHeartbeatResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatResponse.error_message")?;
-        let member_id = wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatResponse.member_id")?;
-        let member_epoch = wire::get_i32(buf, "ShareGroupHeartbeatResponse.member_epoch")?;
-        let heartbeat_interval_ms = wire::get_i32(buf, "ShareGroupHeartbeatResponse.heartbeat_interval_ms")?;
-        let assignment = if wire::get_i8(buf, "ShareGroupHeartbeatResponse.assignment")? < 0 {
+        let field_throttle_time_ms = wire::get_i32(buf, "ShareGroupHeartbeatResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "ShareGroupHeartbeatResponse.error_code")?;
+        let field_error_message =
+            wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatResponse.error_message")?;
+        let field_member_id = wire::get_nullable_string(buf, flexible, "ShareGroupHeartbeatResponse.member_id")?;
+        let field_member_epoch = wire::get_i32(buf, "ShareGroupHeartbeatResponse.member_epoch")?;
+        let field_heartbeat_interval_ms = wire::get_i32(buf, "ShareGroupHeartbeatResponse.heartbeat_interval_ms")?;
+        let field_assignment = if wire::get_i8(buf, "ShareGroupHeartbeatResponse.assignment")? < 0 {
             None
         } else {
             Some(Assignment::read(buf, version)?)
@@ -156,13 +157,13 @@ impl ShareGroupHeartbeatResponse {
             }
         }
         Ok(Self {
-            throttle_time_ms,
-            error_code,
-            error_message,
-            member_id,
-            member_epoch,
-            heartbeat_interval_ms,
-            assignment,
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            member_id: field_member_id,
+            member_epoch: field_member_epoch,
+            heartbeat_interval_ms: field_heartbeat_interval_ms,
+            assignment: field_assignment,
             unknown_tagged_fields,
         })
     }
@@ -242,7 +243,7 @@ impl Assignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_partitions = {
+        let field_topic_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -264,7 +265,7 @@ impl Assignment {
                 }
             }
         }
-        Ok(Self { topic_partitions, unknown_tagged_fields })
+        Ok(Self { topic_partitions: field_topic_partitions, unknown_tagged_fields })
     }
 }
 
@@ -345,8 +346,8 @@ impl TopicPartitions {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "ShareGroupHeartbeatResponse::TopicPartitions.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "ShareGroupHeartbeatResponse::TopicPartitions.topic_id")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "ShareGroupHeartbeatResponse::TopicPartitions.partitions")?;
             let mut v = wire::vec_for(n);
@@ -365,7 +366,7 @@ impl TopicPartitions {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 

@@ -55,7 +55,7 @@ impl SnapshotFooterRecord {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = wire::get_i16(buf, "SnapshotFooterRecord.version")?;
+        let field_version = wire::get_i16(buf, "SnapshotFooterRecord.version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SnapshotFooterRecord")?;
@@ -66,7 +66,7 @@ impl SnapshotFooterRecord {
                 }
             }
         }
-        Ok(Self { version, unknown_tagged_fields })
+        Ok(Self { version: field_version, unknown_tagged_fields })
     }
 }
 

@@ -64,8 +64,9 @@ impl SnapshotHeaderRecord {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = wire::get_i16(buf, "SnapshotHeaderRecord.version")?;
-        let last_contained_log_timestamp = wire::get_i64(buf, "SnapshotHeaderRecord.last_contained_log_timestamp")?;
+        let field_version = wire::get_i16(buf, "SnapshotHeaderRecord.version")?;
+        let field_last_contained_log_timestamp =
+            wire::get_i64(buf, "SnapshotHeaderRecord.last_contained_log_timestamp")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SnapshotHeaderRecord")?;
@@ -76,7 +77,11 @@ impl SnapshotHeaderRecord {
                 }
             }
         }
-        Ok(Self { version, last_contained_log_timestamp, unknown_tagged_fields })
+        Ok(Self {
+            version: field_version,
+            last_contained_log_timestamp: field_last_contained_log_timestamp,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -169,14 +169,14 @@ impl StopReplicaRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let controller_id = wire::get_i32(buf, "StopReplicaRequest.controller_id")?;
-        let is_k_raft_controller =
+        let field_controller_id = wire::get_i32(buf, "StopReplicaRequest.controller_id")?;
+        let field_is_k_raft_controller =
             if version == 4 { wire::get_bool(buf, "StopReplicaRequest.is_k_raft_controller")? } else { false };
-        let controller_epoch = wire::get_i32(buf, "StopReplicaRequest.controller_epoch")?;
-        let broker_epoch = if version >= 1 { wire::get_i64(buf, "StopReplicaRequest.broker_epoch")? } else { -1 };
-        let delete_partitions =
+        let field_controller_epoch = wire::get_i32(buf, "StopReplicaRequest.controller_epoch")?;
+        let field_broker_epoch = if version >= 1 { wire::get_i64(buf, "StopReplicaRequest.broker_epoch")? } else { -1 };
+        let field_delete_partitions =
             if version <= 2 { wire::get_bool(buf, "StopReplicaRequest.delete_partitions")? } else { false };
-        let ungrouped_partitions = if version == 0 {
+        let field_ungrouped_partitions = if version == 0 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "StopReplicaRequest.ungrouped_partitions")?;
                 let mut v = wire::vec_for(n);
@@ -188,7 +188,7 @@ impl StopReplicaRequest {
         } else {
             Vec::<StopReplicaPartitionV0>::new()
         };
-        let topics = if (1..=2).contains(&version) {
+        let field_topics = if (1..=2).contains(&version) {
             {
                 let n = wire::get_required_array_len(buf, flexible, "StopReplicaRequest.topics")?;
                 let mut v = wire::vec_for(n);
@@ -200,7 +200,7 @@ impl StopReplicaRequest {
         } else {
             Vec::<StopReplicaTopicV1>::new()
         };
-        let topic_states = if version >= 3 {
+        let field_topic_states = if version >= 3 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "StopReplicaRequest.topic_states")?;
                 let mut v = wire::vec_for(n);
@@ -223,14 +223,14 @@ impl StopReplicaRequest {
             }
         }
         Ok(Self {
-            controller_id,
-            is_k_raft_controller,
-            controller_epoch,
-            broker_epoch,
-            delete_partitions,
-            ungrouped_partitions,
-            topics,
-            topic_states,
+            controller_id: field_controller_id,
+            is_k_raft_controller: field_is_k_raft_controller,
+            controller_epoch: field_controller_epoch,
+            broker_epoch: field_broker_epoch,
+            delete_partitions: field_delete_partitions,
+            ungrouped_partitions: field_ungrouped_partitions,
+            topics: field_topics,
+            topic_states: field_topic_states,
             unknown_tagged_fields,
         })
     }
@@ -340,12 +340,12 @@ impl StopReplicaPartitionV0 {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic_name = if version == 0 {
+        let field_topic_name = if version == 0 {
             wire::get_string(buf, flexible, "StopReplicaRequest::StopReplicaPartitionV0.topic_name")?
         } else {
             String::new()
         };
-        let partition_index = if version == 0 {
+        let field_partition_index = if version == 0 {
             wire::get_i32(buf, "StopReplicaRequest::StopReplicaPartitionV0.partition_index")?
         } else {
             0
@@ -360,7 +360,7 @@ impl StopReplicaPartitionV0 {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partition_index: field_partition_index, unknown_tagged_fields })
     }
 }
 
@@ -458,12 +458,12 @@ impl StopReplicaTopicV1 {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let name = if (1..=2).contains(&version) {
+        let field_name = if (1..=2).contains(&version) {
             wire::get_string(buf, flexible, "StopReplicaRequest::StopReplicaTopicV1.name")?
         } else {
             String::new()
         };
-        let partition_indexes = if (1..=2).contains(&version) {
+        let field_partition_indexes = if (1..=2).contains(&version) {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -489,7 +489,7 @@ impl StopReplicaTopicV1 {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 
@@ -595,12 +595,12 @@ impl StopReplicaTopicState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic_name = if version >= 3 {
+        let field_topic_name = if version >= 3 {
             wire::get_string(buf, flexible, "StopReplicaRequest::StopReplicaTopicState.topic_name")?
         } else {
             String::new()
         };
-        let partition_states = if version >= 3 {
+        let field_partition_states = if version >= 3 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -626,7 +626,7 @@ impl StopReplicaTopicState {
                 }
             }
         }
-        Ok(Self { topic_name, partition_states, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partition_states: field_partition_states, unknown_tagged_fields })
     }
 }
 
@@ -737,17 +737,17 @@ impl StopReplicaPartitionState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let partition_index = if version >= 3 {
+        let field_partition_index = if version >= 3 {
             wire::get_i32(buf, "StopReplicaRequest::StopReplicaPartitionState.partition_index")?
         } else {
             0
         };
-        let leader_epoch = if version >= 3 {
+        let field_leader_epoch = if version >= 3 {
             wire::get_i32(buf, "StopReplicaRequest::StopReplicaPartitionState.leader_epoch")?
         } else {
             -1
         };
-        let delete_partition = if version >= 3 {
+        let field_delete_partition = if version >= 3 {
             wire::get_bool(buf, "StopReplicaRequest::StopReplicaPartitionState.delete_partition")?
         } else {
             false
@@ -762,7 +762,12 @@ impl StopReplicaPartitionState {
                 }
             }
         }
-        Ok(Self { partition_index, leader_epoch, delete_partition, unknown_tagged_fields })
+        Ok(Self {
+            partition_index: field_partition_index,
+            leader_epoch: field_leader_epoch,
+            delete_partition: field_delete_partition,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -76,8 +76,8 @@ impl StopReplicaResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let error_code = wire::get_i16(buf, "StopReplicaResponse.error_code")?;
-        let partition_errors = {
+        let field_error_code = wire::get_i16(buf, "StopReplicaResponse.error_code")?;
+        let field_partition_errors = {
             let n = wire::get_required_array_len(buf, flexible, "StopReplicaResponse.partition_errors")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -95,7 +95,7 @@ impl StopReplicaResponse {
                 }
             }
         }
-        Ok(Self { error_code, partition_errors, unknown_tagged_fields })
+        Ok(Self { error_code: field_error_code, partition_errors: field_partition_errors, unknown_tagged_fields })
     }
 }
 
@@ -178,9 +178,11 @@ impl StopReplicaPartitionError {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 2;
-        let topic_name = wire::get_string(buf, flexible, "StopReplicaResponse::StopReplicaPartitionError.topic_name")?;
-        let partition_index = wire::get_i32(buf, "StopReplicaResponse::StopReplicaPartitionError.partition_index")?;
-        let error_code = wire::get_i16(buf, "StopReplicaResponse::StopReplicaPartitionError.error_code")?;
+        let field_topic_name =
+            wire::get_string(buf, flexible, "StopReplicaResponse::StopReplicaPartitionError.topic_name")?;
+        let field_partition_index =
+            wire::get_i32(buf, "StopReplicaResponse::StopReplicaPartitionError.partition_index")?;
+        let field_error_code = wire::get_i16(buf, "StopReplicaResponse::StopReplicaPartitionError.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "StopReplicaPartitionError")?;
@@ -191,7 +193,12 @@ impl StopReplicaPartitionError {
                 }
             }
         }
-        Ok(Self { topic_name, partition_index, error_code, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            partition_index: field_partition_index,
+            error_code: field_error_code,
+            unknown_tagged_fields,
+        })
     }
 }
 

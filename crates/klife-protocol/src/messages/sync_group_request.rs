@@ -145,25 +145,25 @@ impl SyncGroupRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let group_id = wire::get_string(buf, flexible, "SyncGroupRequest.group_id")?;
-        let generation_id = wire::get_i32(buf, "SyncGroupRequest.generation_id")?;
-        let member_id = wire::get_string(buf, flexible, "SyncGroupRequest.member_id")?;
-        let group_instance_id = if version >= 3 {
+        let field_group_id = wire::get_string(buf, flexible, "SyncGroupRequest.group_id")?;
+        let field_generation_id = wire::get_i32(buf, "SyncGroupRequest.generation_id")?;
+        let field_member_id = wire::get_string(buf, flexible, "SyncGroupRequest.member_id")?;
+        let field_group_instance_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "SyncGroupRequest.group_instance_id")?
         } else {
             None
         };
-        let protocol_type = if version == 5 {
+        let field_protocol_type = if version == 5 {
             wire::get_nullable_string(buf, flexible, "SyncGroupRequest.protocol_type")?
         } else {
             None
         };
-        let protocol_name = if version == 5 {
+        let field_protocol_name = if version == 5 {
             wire::get_nullable_string(buf, flexible, "SyncGroupRequest.protocol_name")?
         } else {
             None
         };
-        let assignments = {
+        let field_assignments = {
             let n = wire::get_required_array_len(buf, flexible, "SyncGroupRequest.assignments")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -182,13 +182,13 @@ impl SyncGroupRequest {
             }
         }
         Ok(Self {
-            group_id,
-            generation_id,
-            member_id,
-            group_instance_id,
-            protocol_type,
-            protocol_name,
-            assignments,
+            group_id: field_group_id,
+            generation_id: field_generation_id,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            protocol_type: field_protocol_type,
+            protocol_name: field_protocol_name,
+            assignments: field_assignments,
             unknown_tagged_fields,
         })
     }
@@ -281,8 +281,10 @@ impl SyncGroupRequestAssignment {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let member_id = wire::get_string(buf, flexible, "SyncGroupRequest::SyncGroupRequestAssignment.member_id")?;
-        let assignment = wire::get_bytes(buf, flexible, "SyncGroupRequest::SyncGroupRequestAssignment.assignment")?;
+        let field_member_id =
+            wire::get_string(buf, flexible, "SyncGroupRequest::SyncGroupRequestAssignment.member_id")?;
+        let field_assignment =
+            wire::get_bytes(buf, flexible, "SyncGroupRequest::SyncGroupRequestAssignment.assignment")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SyncGroupRequestAssignment")?;
@@ -293,7 +295,7 @@ impl SyncGroupRequestAssignment {
                 }
             }
         }
-        Ok(Self { member_id, assignment, unknown_tagged_fields })
+        Ok(Self { member_id: field_member_id, assignment: field_assignment, unknown_tagged_fields })
     }
 }
 

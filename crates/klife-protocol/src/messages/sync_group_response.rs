@@ -114,19 +114,20 @@ impl SyncGroupResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 4;
-        let throttle_time_ms = if version >= 1 { wire::get_i32(buf, "SyncGroupResponse.throttle_time_ms")? } else { 0 };
-        let error_code = wire::get_i16(buf, "SyncGroupResponse.error_code")?;
-        let protocol_type = if version == 5 {
+        let field_throttle_time_ms =
+            if version >= 1 { wire::get_i32(buf, "SyncGroupResponse.throttle_time_ms")? } else { 0 };
+        let field_error_code = wire::get_i16(buf, "SyncGroupResponse.error_code")?;
+        let field_protocol_type = if version == 5 {
             wire::get_nullable_string(buf, flexible, "SyncGroupResponse.protocol_type")?
         } else {
             None
         };
-        let protocol_name = if version == 5 {
+        let field_protocol_name = if version == 5 {
             wire::get_nullable_string(buf, flexible, "SyncGroupResponse.protocol_name")?
         } else {
             None
         };
-        let assignment = wire::get_bytes(buf, flexible, "SyncGroupResponse.assignment")?;
+        let field_assignment = wire::get_bytes(buf, flexible, "SyncGroupResponse.assignment")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "SyncGroupResponse")?;
@@ -137,7 +138,14 @@ impl SyncGroupResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, protocol_type, protocol_name, assignment, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            protocol_type: field_protocol_type,
+            protocol_name: field_protocol_name,
+            assignment: field_assignment,
+            unknown_tagged_fields,
+        })
     }
 }
 

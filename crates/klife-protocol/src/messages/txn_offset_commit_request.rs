@@ -151,22 +151,23 @@ impl TxnOffsetCommitRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let transactional_id = wire::get_string(buf, flexible, "TxnOffsetCommitRequest.transactional_id")?;
-        let group_id = wire::get_string(buf, flexible, "TxnOffsetCommitRequest.group_id")?;
-        let producer_id = wire::get_i64(buf, "TxnOffsetCommitRequest.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "TxnOffsetCommitRequest.producer_epoch")?;
-        let generation_id = if version >= 3 { wire::get_i32(buf, "TxnOffsetCommitRequest.generation_id")? } else { -1 };
-        let member_id = if version >= 3 {
+        let field_transactional_id = wire::get_string(buf, flexible, "TxnOffsetCommitRequest.transactional_id")?;
+        let field_group_id = wire::get_string(buf, flexible, "TxnOffsetCommitRequest.group_id")?;
+        let field_producer_id = wire::get_i64(buf, "TxnOffsetCommitRequest.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "TxnOffsetCommitRequest.producer_epoch")?;
+        let field_generation_id =
+            if version >= 3 { wire::get_i32(buf, "TxnOffsetCommitRequest.generation_id")? } else { -1 };
+        let field_member_id = if version >= 3 {
             wire::get_string(buf, flexible, "TxnOffsetCommitRequest.member_id")?
         } else {
             String::new()
         };
-        let group_instance_id = if version >= 3 {
+        let field_group_instance_id = if version >= 3 {
             wire::get_nullable_string(buf, flexible, "TxnOffsetCommitRequest.group_instance_id")?
         } else {
             None
         };
-        let topics = {
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "TxnOffsetCommitRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -185,14 +186,14 @@ impl TxnOffsetCommitRequest {
             }
         }
         Ok(Self {
-            transactional_id,
-            group_id,
-            producer_id,
-            producer_epoch,
-            generation_id,
-            member_id,
-            group_instance_id,
-            topics,
+            transactional_id: field_transactional_id,
+            group_id: field_group_id,
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            generation_id: field_generation_id,
+            member_id: field_member_id,
+            group_instance_id: field_group_instance_id,
+            topics: field_topics,
             unknown_tagged_fields,
         })
     }
@@ -290,8 +291,8 @@ impl TxnOffsetCommitRequestTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = wire::get_string(buf, flexible, "TxnOffsetCommitRequest::TxnOffsetCommitRequestTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "TxnOffsetCommitRequest::TxnOffsetCommitRequestTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -313,7 +314,7 @@ impl TxnOffsetCommitRequestTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -418,16 +419,16 @@ impl TxnOffsetCommitRequestPartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "TxnOffsetCommitRequest::TxnOffsetCommitRequestPartition.partition_index")?;
-        let committed_offset =
+        let field_committed_offset =
             wire::get_i64(buf, "TxnOffsetCommitRequest::TxnOffsetCommitRequestPartition.committed_offset")?;
-        let committed_leader_epoch = if version >= 2 {
+        let field_committed_leader_epoch = if version >= 2 {
             wire::get_i32(buf, "TxnOffsetCommitRequest::TxnOffsetCommitRequestPartition.committed_leader_epoch")?
         } else {
             -1
         };
-        let committed_metadata = wire::get_nullable_string(
+        let field_committed_metadata = wire::get_nullable_string(
             buf,
             flexible,
             "TxnOffsetCommitRequest::TxnOffsetCommitRequestPartition.committed_metadata",
@@ -443,10 +444,10 @@ impl TxnOffsetCommitRequestPartition {
             }
         }
         Ok(Self {
-            partition_index,
-            committed_offset,
-            committed_leader_epoch,
-            committed_metadata,
+            partition_index: field_partition_index,
+            committed_offset: field_committed_offset,
+            committed_leader_epoch: field_committed_leader_epoch,
+            committed_metadata: field_committed_metadata,
             unknown_tagged_fields,
         })
     }

@@ -71,8 +71,8 @@ impl TxnOffsetCommitResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let throttle_time_ms = wire::get_i32(buf, "TxnOffsetCommitResponse.throttle_time_ms")?;
-        let topics = {
+        let field_throttle_time_ms = wire::get_i32(buf, "TxnOffsetCommitResponse.throttle_time_ms")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "TxnOffsetCommitResponse.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -90,7 +90,7 @@ impl TxnOffsetCommitResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, topics, unknown_tagged_fields })
+        Ok(Self { throttle_time_ms: field_throttle_time_ms, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -176,8 +176,8 @@ impl TxnOffsetCommitResponseTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let name = wire::get_string(buf, flexible, "TxnOffsetCommitResponse::TxnOffsetCommitResponseTopic.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "TxnOffsetCommitResponse::TxnOffsetCommitResponseTopic.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -199,7 +199,7 @@ impl TxnOffsetCommitResponseTopic {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -273,9 +273,10 @@ impl TxnOffsetCommitResponsePartition {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 3;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "TxnOffsetCommitResponse::TxnOffsetCommitResponsePartition.partition_index")?;
-        let error_code = wire::get_i16(buf, "TxnOffsetCommitResponse::TxnOffsetCommitResponsePartition.error_code")?;
+        let field_error_code =
+            wire::get_i16(buf, "TxnOffsetCommitResponse::TxnOffsetCommitResponsePartition.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "TxnOffsetCommitResponsePartition")?;
@@ -286,7 +287,7 @@ impl TxnOffsetCommitResponsePartition {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

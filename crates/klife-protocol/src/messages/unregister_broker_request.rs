@@ -55,7 +55,7 @@ impl UnregisterBrokerRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let broker_id = wire::get_i32(buf, "UnregisterBrokerRequest.broker_id")?;
+        let field_broker_id = wire::get_i32(buf, "UnregisterBrokerRequest.broker_id")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UnregisterBrokerRequest")?;
@@ -66,7 +66,7 @@ impl UnregisterBrokerRequest {
                 }
             }
         }
-        Ok(Self { broker_id, unknown_tagged_fields })
+        Ok(Self { broker_id: field_broker_id, unknown_tagged_fields })
     }
 }
 

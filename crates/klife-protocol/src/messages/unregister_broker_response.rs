@@ -83,9 +83,9 @@ impl UnregisterBrokerResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "UnregisterBrokerResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "UnregisterBrokerResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "UnregisterBrokerResponse.error_message")?;
+        let field_throttle_time_ms = wire::get_i32(buf, "UnregisterBrokerResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "UnregisterBrokerResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "UnregisterBrokerResponse.error_message")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UnregisterBrokerResponse")?;
@@ -96,7 +96,12 @@ impl UnregisterBrokerResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

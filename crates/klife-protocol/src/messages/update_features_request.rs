@@ -91,8 +91,8 @@ impl UpdateFeaturesRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let timeout_ms = wire::get_i32(buf, "UpdateFeaturesRequest.timeout_ms")?;
-        let feature_updates = {
+        let field_timeout_ms = wire::get_i32(buf, "UpdateFeaturesRequest.timeout_ms")?;
+        let field_feature_updates = {
             let n = wire::get_required_array_len(buf, flexible, "UpdateFeaturesRequest.feature_updates")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -100,7 +100,7 @@ impl UpdateFeaturesRequest {
             }
             v
         };
-        let validate_only =
+        let field_validate_only =
             if version >= 1 { wire::get_bool(buf, "UpdateFeaturesRequest.validate_only")? } else { false };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -112,7 +112,12 @@ impl UpdateFeaturesRequest {
                 }
             }
         }
-        Ok(Self { timeout_ms, feature_updates, validate_only, unknown_tagged_fields })
+        Ok(Self {
+            timeout_ms: field_timeout_ms,
+            feature_updates: field_feature_updates,
+            validate_only: field_validate_only,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -227,14 +232,14 @@ impl FeatureUpdateKey {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let feature = wire::get_string(buf, flexible, "UpdateFeaturesRequest::FeatureUpdateKey.feature")?;
-        let max_version_level = wire::get_i16(buf, "UpdateFeaturesRequest::FeatureUpdateKey.max_version_level")?;
-        let allow_downgrade = if version == 0 {
+        let field_feature = wire::get_string(buf, flexible, "UpdateFeaturesRequest::FeatureUpdateKey.feature")?;
+        let field_max_version_level = wire::get_i16(buf, "UpdateFeaturesRequest::FeatureUpdateKey.max_version_level")?;
+        let field_allow_downgrade = if version == 0 {
             wire::get_bool(buf, "UpdateFeaturesRequest::FeatureUpdateKey.allow_downgrade")?
         } else {
             false
         };
-        let upgrade_type =
+        let field_upgrade_type =
             if version >= 1 { wire::get_i8(buf, "UpdateFeaturesRequest::FeatureUpdateKey.upgrade_type")? } else { 1 };
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -246,7 +251,13 @@ impl FeatureUpdateKey {
                 }
             }
         }
-        Ok(Self { feature, max_version_level, allow_downgrade, upgrade_type, unknown_tagged_fields })
+        Ok(Self {
+            feature: field_feature,
+            max_version_level: field_max_version_level,
+            allow_downgrade: field_allow_downgrade,
+            upgrade_type: field_upgrade_type,
+            unknown_tagged_fields,
+        })
     }
 }
 

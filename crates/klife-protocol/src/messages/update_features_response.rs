@@ -98,10 +98,10 @@ impl UpdateFeaturesResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "UpdateFeaturesResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "UpdateFeaturesResponse.error_code")?;
-        let error_message = wire::get_nullable_string(buf, flexible, "UpdateFeaturesResponse.error_message")?;
-        let results = if version <= 1 {
+        let field_throttle_time_ms = wire::get_i32(buf, "UpdateFeaturesResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "UpdateFeaturesResponse.error_code")?;
+        let field_error_message = wire::get_nullable_string(buf, flexible, "UpdateFeaturesResponse.error_message")?;
+        let field_results = if version <= 1 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "UpdateFeaturesResponse.results")?;
                 let mut v = wire::vec_for(n);
@@ -123,7 +123,13 @@ impl UpdateFeaturesResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, error_message, results, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            results: field_results,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -222,9 +228,9 @@ impl UpdatableFeatureResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let feature = wire::get_string(buf, flexible, "UpdateFeaturesResponse::UpdatableFeatureResult.feature")?;
-        let error_code = wire::get_i16(buf, "UpdateFeaturesResponse::UpdatableFeatureResult.error_code")?;
-        let error_message =
+        let field_feature = wire::get_string(buf, flexible, "UpdateFeaturesResponse::UpdatableFeatureResult.feature")?;
+        let field_error_code = wire::get_i16(buf, "UpdateFeaturesResponse::UpdatableFeatureResult.error_code")?;
+        let field_error_message =
             wire::get_nullable_string(buf, flexible, "UpdateFeaturesResponse::UpdatableFeatureResult.error_message")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -236,7 +242,12 @@ impl UpdatableFeatureResult {
                 }
             }
         }
-        Ok(Self { feature, error_code, error_message, unknown_tagged_fields })
+        Ok(Self {
+            feature: field_feature,
+            error_code: field_error_code,
+            error_message: field_error_message,
+            unknown_tagged_fields,
+        })
     }
 }
 

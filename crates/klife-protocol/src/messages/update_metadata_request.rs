@@ -177,13 +177,14 @@ impl UpdateMetadataRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let controller_id = wire::get_i32(buf, "UpdateMetadataRequest.controller_id")?;
-        let is_k_raft_controller =
+        let field_controller_id = wire::get_i32(buf, "UpdateMetadataRequest.controller_id")?;
+        let field_is_k_raft_controller =
             if version == 8 { wire::get_bool(buf, "UpdateMetadataRequest.is_k_raft_controller")? } else { false };
-        let mut r#type = 0;
-        let controller_epoch = wire::get_i32(buf, "UpdateMetadataRequest.controller_epoch")?;
-        let broker_epoch = if version >= 5 { wire::get_i64(buf, "UpdateMetadataRequest.broker_epoch")? } else { -1 };
-        let ungrouped_partition_states = if version <= 4 {
+        let mut field_type = 0;
+        let field_controller_epoch = wire::get_i32(buf, "UpdateMetadataRequest.controller_epoch")?;
+        let field_broker_epoch =
+            if version >= 5 { wire::get_i64(buf, "UpdateMetadataRequest.broker_epoch")? } else { -1 };
+        let field_ungrouped_partition_states = if version <= 4 {
             {
                 let n =
                     wire::get_required_array_len(buf, flexible, "UpdateMetadataRequest.ungrouped_partition_states")?;
@@ -196,7 +197,7 @@ impl UpdateMetadataRequest {
         } else {
             Vec::<UpdateMetadataPartitionState>::new()
         };
-        let topic_states = if version >= 5 {
+        let field_topic_states = if version >= 5 {
             {
                 let n = wire::get_required_array_len(buf, flexible, "UpdateMetadataRequest.topic_states")?;
                 let mut v = wire::vec_for(n);
@@ -208,7 +209,7 @@ impl UpdateMetadataRequest {
         } else {
             Vec::<UpdateMetadataTopicState>::new()
         };
-        let live_brokers = {
+        let field_live_brokers = {
             let n = wire::get_required_array_len(buf, flexible, "UpdateMetadataRequest.live_brokers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -223,7 +224,7 @@ impl UpdateMetadataRequest {
                 let (tag, mut data) = wire::get_tagged_field(buf, "UpdateMetadataRequest")?;
                 match tag {
                     0 if version == 8 => {
-                        r#type = {
+                        field_type = {
                             let buf = &mut data;
                             wire::get_i8(buf, "UpdateMetadataRequest.type")?
                         };
@@ -234,14 +235,14 @@ impl UpdateMetadataRequest {
             }
         }
         Ok(Self {
-            controller_id,
-            is_k_raft_controller,
-            r#type,
-            controller_epoch,
-            broker_epoch,
-            ungrouped_partition_states,
-            topic_states,
-            live_brokers,
+            controller_id: field_controller_id,
+            is_k_raft_controller: field_is_k_raft_controller,
+            r#type: field_type,
+            controller_epoch: field_controller_epoch,
+            broker_epoch: field_broker_epoch,
+            ungrouped_partition_states: field_ungrouped_partition_states,
+            topic_states: field_topic_states,
+            live_brokers: field_live_brokers,
             unknown_tagged_fields,
         })
     }
@@ -376,17 +377,17 @@ impl UpdateMetadataTopicState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let topic_name = if version >= 5 {
+        let field_topic_name = if version >= 5 {
             wire::get_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataTopicState.topic_name")?
         } else {
             String::new()
         };
-        let topic_id = if version >= 7 {
+        let field_topic_id = if version >= 7 {
             wire::get_uuid(buf, "UpdateMetadataRequest::UpdateMetadataTopicState.topic_id")?
         } else {
             Uuid::NIL
         };
-        let partition_states = if version >= 5 {
+        let field_partition_states = if version >= 5 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -412,7 +413,12 @@ impl UpdateMetadataTopicState {
                 }
             }
         }
-        Ok(Self { topic_name, topic_id, partition_states, unknown_tagged_fields })
+        Ok(Self {
+            topic_name: field_topic_name,
+            topic_id: field_topic_id,
+            partition_states: field_partition_states,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -546,15 +552,15 @@ impl UpdateMetadataBroker {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let id = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataBroker.id")?;
-        let v0_host = if version == 0 {
+        let field_id = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataBroker.id")?;
+        let field_v0_host = if version == 0 {
             wire::get_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataBroker.v0_host")?
         } else {
             String::new()
         };
-        let v0_port =
+        let field_v0_port =
             if version == 0 { wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataBroker.v0_port")? } else { 0 };
-        let endpoints = if version >= 1 {
+        let field_endpoints = if version >= 1 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -570,7 +576,7 @@ impl UpdateMetadataBroker {
         } else {
             Vec::<UpdateMetadataEndpoint>::new()
         };
-        let rack = if version >= 2 {
+        let field_rack = if version >= 2 {
             wire::get_nullable_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataBroker.rack")?
         } else {
             Some(String::new())
@@ -585,7 +591,14 @@ impl UpdateMetadataBroker {
                 }
             }
         }
-        Ok(Self { id, v0_host, v0_port, endpoints, rack, unknown_tagged_fields })
+        Ok(Self {
+            id: field_id,
+            v0_host: field_v0_host,
+            v0_port: field_v0_port,
+            endpoints: field_endpoints,
+            rack: field_rack,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -720,19 +733,19 @@ impl UpdateMetadataEndpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let port =
+        let field_port =
             if version >= 1 { wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataEndpoint.port")? } else { 0 };
-        let host = if version >= 1 {
+        let field_host = if version >= 1 {
             wire::get_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataEndpoint.host")?
         } else {
             String::new()
         };
-        let listener = if version >= 3 {
+        let field_listener = if version >= 3 {
             wire::get_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataEndpoint.listener")?
         } else {
             String::new()
         };
-        let security_protocol = if version >= 1 {
+        let field_security_protocol = if version >= 1 {
             wire::get_i16(buf, "UpdateMetadataRequest::UpdateMetadataEndpoint.security_protocol")?
         } else {
             0
@@ -747,7 +760,13 @@ impl UpdateMetadataEndpoint {
                 }
             }
         }
-        Ok(Self { port, host, listener, security_protocol, unknown_tagged_fields })
+        Ok(Self {
+            port: field_port,
+            host: field_host,
+            listener: field_listener,
+            security_protocol: field_security_protocol,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -930,18 +949,19 @@ impl UpdateMetadataPartitionState {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let topic_name = if version <= 4 {
+        let field_topic_name = if version <= 4 {
             wire::get_string(buf, flexible, "UpdateMetadataRequest::UpdateMetadataPartitionState.topic_name")?
         } else {
             String::new()
         };
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.partition_index")?;
-        let controller_epoch =
+        let field_controller_epoch =
             wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.controller_epoch")?;
-        let leader = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.leader")?;
-        let leader_epoch = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.leader_epoch")?;
-        let isr = {
+        let field_leader = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.leader")?;
+        let field_leader_epoch =
+            wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.leader_epoch")?;
+        let field_isr = {
             let n =
                 wire::get_required_array_len(buf, flexible, "UpdateMetadataRequest::UpdateMetadataPartitionState.isr")?;
             let mut v = wire::vec_for(n);
@@ -950,8 +970,8 @@ impl UpdateMetadataPartitionState {
             }
             v
         };
-        let zk_version = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.zk_version")?;
-        let replicas = {
+        let field_zk_version = wire::get_i32(buf, "UpdateMetadataRequest::UpdateMetadataPartitionState.zk_version")?;
+        let field_replicas = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -963,7 +983,7 @@ impl UpdateMetadataPartitionState {
             }
             v
         };
-        let offline_replicas = if version >= 4 {
+        let field_offline_replicas = if version >= 4 {
             {
                 let n = wire::get_required_array_len(
                     buf,
@@ -990,15 +1010,15 @@ impl UpdateMetadataPartitionState {
             }
         }
         Ok(Self {
-            topic_name,
-            partition_index,
-            controller_epoch,
-            leader,
-            leader_epoch,
-            isr,
-            zk_version,
-            replicas,
-            offline_replicas,
+            topic_name: field_topic_name,
+            partition_index: field_partition_index,
+            controller_epoch: field_controller_epoch,
+            leader: field_leader,
+            leader_epoch: field_leader_epoch,
+            isr: field_isr,
+            zk_version: field_zk_version,
+            replicas: field_replicas,
+            offline_replicas: field_offline_replicas,
             unknown_tagged_fields,
         })
     }

@@ -55,7 +55,7 @@ impl UpdateMetadataResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version >= 6;
-        let error_code = wire::get_i16(buf, "UpdateMetadataResponse.error_code")?;
+        let field_error_code = wire::get_i16(buf, "UpdateMetadataResponse.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UpdateMetadataResponse")?;
@@ -66,7 +66,7 @@ impl UpdateMetadataResponse {
                 }
             }
         }
-        Ok(Self { error_code, unknown_tagged_fields })
+        Ok(Self { error_code: field_error_code, unknown_tagged_fields })
     }
 }
 

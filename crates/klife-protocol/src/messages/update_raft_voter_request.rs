@@ -111,11 +111,11 @@ impl UpdateRaftVoterRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "UpdateRaftVoterRequest.cluster_id")?;
-        let current_leader_epoch = wire::get_i32(buf, "UpdateRaftVoterRequest.current_leader_epoch")?;
-        let voter_id = wire::get_i32(buf, "UpdateRaftVoterRequest.voter_id")?;
-        let voter_directory_id = wire::get_uuid(buf, "UpdateRaftVoterRequest.voter_directory_id")?;
-        let listeners = {
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "UpdateRaftVoterRequest.cluster_id")?;
+        let field_current_leader_epoch = wire::get_i32(buf, "UpdateRaftVoterRequest.current_leader_epoch")?;
+        let field_voter_id = wire::get_i32(buf, "UpdateRaftVoterRequest.voter_id")?;
+        let field_voter_directory_id = wire::get_uuid(buf, "UpdateRaftVoterRequest.voter_directory_id")?;
+        let field_listeners = {
             let n = wire::get_required_array_len(buf, flexible, "UpdateRaftVoterRequest.listeners")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -123,7 +123,7 @@ impl UpdateRaftVoterRequest {
             }
             v
         };
-        let k_raft_version_feature = KRaftVersionFeature::read(buf, version)?;
+        let field_k_raft_version_feature = KRaftVersionFeature::read(buf, version)?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UpdateRaftVoterRequest")?;
@@ -135,12 +135,12 @@ impl UpdateRaftVoterRequest {
             }
         }
         Ok(Self {
-            cluster_id,
-            current_leader_epoch,
-            voter_id,
-            voter_directory_id,
-            listeners,
-            k_raft_version_feature,
+            cluster_id: field_cluster_id,
+            current_leader_epoch: field_current_leader_epoch,
+            voter_id: field_voter_id,
+            voter_directory_id: field_voter_directory_id,
+            listeners: field_listeners,
+            k_raft_version_feature: field_k_raft_version_feature,
             unknown_tagged_fields,
         })
     }
@@ -229,9 +229,9 @@ impl Listener {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "UpdateRaftVoterRequest::Listener.name")?;
-        let host = wire::get_string(buf, flexible, "UpdateRaftVoterRequest::Listener.host")?;
-        let port = wire::get_u16(buf, "UpdateRaftVoterRequest::Listener.port")?;
+        let field_name = wire::get_string(buf, flexible, "UpdateRaftVoterRequest::Listener.name")?;
+        let field_host = wire::get_string(buf, flexible, "UpdateRaftVoterRequest::Listener.host")?;
+        let field_port = wire::get_u16(buf, "UpdateRaftVoterRequest::Listener.port")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Listener")?;
@@ -242,7 +242,7 @@ impl Listener {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 
@@ -317,9 +317,9 @@ impl KRaftVersionFeature {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let min_supported_version =
+        let field_min_supported_version =
             wire::get_i16(buf, "UpdateRaftVoterRequest::KRaftVersionFeature.min_supported_version")?;
-        let max_supported_version =
+        let field_max_supported_version =
             wire::get_i16(buf, "UpdateRaftVoterRequest::KRaftVersionFeature.max_supported_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
@@ -331,7 +331,11 @@ impl KRaftVersionFeature {
                 }
             }
         }
-        Ok(Self { min_supported_version, max_supported_version, unknown_tagged_fields })
+        Ok(Self {
+            min_supported_version: field_min_supported_version,
+            max_supported_version: field_max_supported_version,
+            unknown_tagged_fields,
+        })
     }
 }
 

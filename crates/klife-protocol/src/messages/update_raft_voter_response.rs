@@ -87,9 +87,9 @@ impl UpdateRaftVoterResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let throttle_time_ms = wire::get_i32(buf, "UpdateRaftVoterResponse.throttle_time_ms")?;
-        let error_code = wire::get_i16(buf, "UpdateRaftVoterResponse.error_code")?;
-        let mut current_leader = CurrentLeader::default();
+        let field_throttle_time_ms = wire::get_i32(buf, "UpdateRaftVoterResponse.throttle_time_ms")?;
+        let field_error_code = wire::get_i16(buf, "UpdateRaftVoterResponse.error_code")?;
+        let mut field_current_leader = CurrentLeader::default();
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "UpdateRaftVoterResponse")?;
@@ -97,7 +97,7 @@ impl UpdateRaftVoterResponse {
                 let (tag, mut data) = wire::get_tagged_field(buf, "UpdateRaftVoterResponse")?;
                 match tag {
                     0 => {
-                        current_leader = {
+                        field_current_leader = {
                             let buf = &mut data;
                             CurrentLeader::read(buf, version)?
                         };
@@ -107,7 +107,12 @@ impl UpdateRaftVoterResponse {
                 }
             }
         }
-        Ok(Self { throttle_time_ms, error_code, current_leader, unknown_tagged_fields })
+        Ok(Self {
+            throttle_time_ms: field_throttle_time_ms,
+            error_code: field_error_code,
+            current_leader: field_current_leader,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -200,10 +205,10 @@ impl CurrentLeader {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let leader_id = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.leader_id")?;
-        let leader_epoch = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.leader_epoch")?;
-        let host = wire::get_string(buf, flexible, "UpdateRaftVoterResponse::CurrentLeader.host")?;
-        let port = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.port")?;
+        let field_leader_id = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.leader_id")?;
+        let field_leader_epoch = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.leader_epoch")?;
+        let field_host = wire::get_string(buf, flexible, "UpdateRaftVoterResponse::CurrentLeader.host")?;
+        let field_port = wire::get_i32(buf, "UpdateRaftVoterResponse::CurrentLeader.port")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "CurrentLeader")?;
@@ -214,7 +219,13 @@ impl CurrentLeader {
                 }
             }
         }
-        Ok(Self { leader_id, leader_epoch, host, port, unknown_tagged_fields })
+        Ok(Self {
+            leader_id: field_leader_id,
+            leader_epoch: field_leader_epoch,
+            host: field_host,
+            port: field_port,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -78,9 +78,9 @@ impl VoteRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let cluster_id = wire::get_nullable_string(buf, flexible, "VoteRequest.cluster_id")?;
-        let voter_id = if version == 1 { wire::get_i32(buf, "VoteRequest.voter_id")? } else { -1 };
-        let topics = {
+        let field_cluster_id = wire::get_nullable_string(buf, flexible, "VoteRequest.cluster_id")?;
+        let field_voter_id = if version == 1 { wire::get_i32(buf, "VoteRequest.voter_id")? } else { -1 };
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "VoteRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -98,7 +98,7 @@ impl VoteRequest {
                 }
             }
         }
-        Ok(Self { cluster_id, voter_id, topics, unknown_tagged_fields })
+        Ok(Self { cluster_id: field_cluster_id, voter_id: field_voter_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -176,8 +176,8 @@ impl TopicData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_name = wire::get_string(buf, flexible, "VoteRequest::TopicData.topic_name")?;
-        let partitions = {
+        let field_topic_name = wire::get_string(buf, flexible, "VoteRequest::TopicData.topic_name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(buf, flexible, "VoteRequest::TopicData.partitions")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -195,7 +195,7 @@ impl TopicData {
                 }
             }
         }
-        Ok(Self { topic_name, partitions, unknown_tagged_fields })
+        Ok(Self { topic_name: field_topic_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -327,21 +327,21 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition_index = wire::get_i32(buf, "VoteRequest::PartitionData.partition_index")?;
-        let candidate_epoch = wire::get_i32(buf, "VoteRequest::PartitionData.candidate_epoch")?;
-        let candidate_id = wire::get_i32(buf, "VoteRequest::PartitionData.candidate_id")?;
-        let candidate_directory_id = if version == 1 {
+        let field_partition_index = wire::get_i32(buf, "VoteRequest::PartitionData.partition_index")?;
+        let field_candidate_epoch = wire::get_i32(buf, "VoteRequest::PartitionData.candidate_epoch")?;
+        let field_candidate_id = wire::get_i32(buf, "VoteRequest::PartitionData.candidate_id")?;
+        let field_candidate_directory_id = if version == 1 {
             wire::get_uuid(buf, "VoteRequest::PartitionData.candidate_directory_id")?
         } else {
             Uuid::NIL
         };
-        let voter_directory_id = if version == 1 {
+        let field_voter_directory_id = if version == 1 {
             wire::get_uuid(buf, "VoteRequest::PartitionData.voter_directory_id")?
         } else {
             Uuid::NIL
         };
-        let last_offset_epoch = wire::get_i32(buf, "VoteRequest::PartitionData.last_offset_epoch")?;
-        let last_offset = wire::get_i64(buf, "VoteRequest::PartitionData.last_offset")?;
+        let field_last_offset_epoch = wire::get_i32(buf, "VoteRequest::PartitionData.last_offset_epoch")?;
+        let field_last_offset = wire::get_i64(buf, "VoteRequest::PartitionData.last_offset")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "PartitionData")?;
@@ -353,13 +353,13 @@ impl PartitionData {
             }
         }
         Ok(Self {
-            partition_index,
-            candidate_epoch,
-            candidate_id,
-            candidate_directory_id,
-            voter_directory_id,
-            last_offset_epoch,
-            last_offset,
+            partition_index: field_partition_index,
+            candidate_epoch: field_candidate_epoch,
+            candidate_id: field_candidate_id,
+            candidate_directory_id: field_candidate_directory_id,
+            voter_directory_id: field_voter_directory_id,
+            last_offset_epoch: field_last_offset_epoch,
+            last_offset: field_last_offset,
             unknown_tagged_fields,
         })
     }

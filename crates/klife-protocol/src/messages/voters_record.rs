@@ -67,8 +67,8 @@ impl VotersRecord {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let version = wire::get_i16(buf, "VotersRecord.version")?;
-        let voters = {
+        let field_version = wire::get_i16(buf, "VotersRecord.version")?;
+        let field_voters = {
             let n = wire::get_required_array_len(buf, flexible, "VotersRecord.voters")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl VotersRecord {
                 }
             }
         }
-        Ok(Self { version, voters, unknown_tagged_fields })
+        Ok(Self { version: field_version, voters: field_voters, unknown_tagged_fields })
     }
 }
 
@@ -187,9 +187,9 @@ impl Voter {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let voter_id = wire::get_i32(buf, "VotersRecord::Voter.voter_id")?;
-        let voter_directory_id = wire::get_uuid(buf, "VotersRecord::Voter.voter_directory_id")?;
-        let endpoints = {
+        let field_voter_id = wire::get_i32(buf, "VotersRecord::Voter.voter_id")?;
+        let field_voter_directory_id = wire::get_uuid(buf, "VotersRecord::Voter.voter_directory_id")?;
+        let field_endpoints = {
             let n = wire::get_required_array_len(buf, flexible, "VotersRecord::Voter.endpoints")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -197,7 +197,7 @@ impl Voter {
             }
             v
         };
-        let k_raft_version_feature = KRaftVersionFeature::read(buf, version)?;
+        let field_k_raft_version_feature = KRaftVersionFeature::read(buf, version)?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Voter")?;
@@ -208,7 +208,13 @@ impl Voter {
                 }
             }
         }
-        Ok(Self { voter_id, voter_directory_id, endpoints, k_raft_version_feature, unknown_tagged_fields })
+        Ok(Self {
+            voter_id: field_voter_id,
+            voter_directory_id: field_voter_directory_id,
+            endpoints: field_endpoints,
+            k_raft_version_feature: field_k_raft_version_feature,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -293,9 +299,9 @@ impl Endpoint {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let name = wire::get_string(buf, flexible, "VotersRecord::Endpoint.name")?;
-        let host = wire::get_string(buf, flexible, "VotersRecord::Endpoint.host")?;
-        let port = wire::get_u16(buf, "VotersRecord::Endpoint.port")?;
+        let field_name = wire::get_string(buf, flexible, "VotersRecord::Endpoint.name")?;
+        let field_host = wire::get_string(buf, flexible, "VotersRecord::Endpoint.host")?;
+        let field_port = wire::get_u16(buf, "VotersRecord::Endpoint.port")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "Endpoint")?;
@@ -306,7 +312,7 @@ impl Endpoint {
                 }
             }
         }
-        Ok(Self { name, host, port, unknown_tagged_fields })
+        Ok(Self { name: field_name, host: field_host, port: field_port, unknown_tagged_fields })
     }
 }
 
@@ -381,8 +387,10 @@ impl KRaftVersionFeature {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let min_supported_version = wire::get_i16(buf, "VotersRecord::KRaftVersionFeature.min_supported_version")?;
-        let max_supported_version = wire::get_i16(buf, "VotersRecord::KRaftVersionFeature.max_supported_version")?;
+        let field_min_supported_version =
+            wire::get_i16(buf, "VotersRecord::KRaftVersionFeature.min_supported_version")?;
+        let field_max_supported_version =
+            wire::get_i16(buf, "VotersRecord::KRaftVersionFeature.max_supported_version")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "KRaftVersionFeature")?;
@@ -393,7 +401,11 @@ impl KRaftVersionFeature {
                 }
             }
         }
-        Ok(Self { min_supported_version, max_supported_version, unknown_tagged_fields })
+        Ok(Self {
+            min_supported_version: field_min_supported_version,
+            max_supported_version: field_max_supported_version,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -67,8 +67,8 @@ impl WriteShareGroupStateRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let group_id = wire::get_string(buf, flexible, "WriteShareGroupStateRequest.group_id")?;
-        let topics = {
+        let field_group_id = wire::get_string(buf, flexible, "WriteShareGroupStateRequest.group_id")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "WriteShareGroupStateRequest.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -86,7 +86,7 @@ impl WriteShareGroupStateRequest {
                 }
             }
         }
-        Ok(Self { group_id, topics, unknown_tagged_fields })
+        Ok(Self { group_id: field_group_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -168,8 +168,8 @@ impl WriteStateData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let topic_id = wire::get_uuid(buf, "WriteShareGroupStateRequest::WriteStateData.topic_id")?;
-        let partitions = {
+        let field_topic_id = wire::get_uuid(buf, "WriteShareGroupStateRequest::WriteStateData.topic_id")?;
+        let field_partitions = {
             let n =
                 wire::get_required_array_len(buf, flexible, "WriteShareGroupStateRequest::WriteStateData.partitions")?;
             let mut v = wire::vec_for(n);
@@ -188,7 +188,7 @@ impl WriteStateData {
                 }
             }
         }
-        Ok(Self { topic_id, partitions, unknown_tagged_fields })
+        Ok(Self { topic_id: field_topic_id, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -304,11 +304,11 @@ impl PartitionData {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let partition = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.partition")?;
-        let state_epoch = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.state_epoch")?;
-        let leader_epoch = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.leader_epoch")?;
-        let start_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::PartitionData.start_offset")?;
-        let state_batches = {
+        let field_partition = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.partition")?;
+        let field_state_epoch = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.state_epoch")?;
+        let field_leader_epoch = wire::get_i32(buf, "WriteShareGroupStateRequest::PartitionData.leader_epoch")?;
+        let field_start_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::PartitionData.start_offset")?;
+        let field_state_batches = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -330,7 +330,14 @@ impl PartitionData {
                 }
             }
         }
-        Ok(Self { partition, state_epoch, leader_epoch, start_offset, state_batches, unknown_tagged_fields })
+        Ok(Self {
+            partition: field_partition,
+            state_epoch: field_state_epoch,
+            leader_epoch: field_leader_epoch,
+            start_offset: field_start_offset,
+            state_batches: field_state_batches,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -431,10 +438,10 @@ impl StateBatch {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = true;
-        let first_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::StateBatch.first_offset")?;
-        let last_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::StateBatch.last_offset")?;
-        let delivery_state = wire::get_i8(buf, "WriteShareGroupStateRequest::StateBatch.delivery_state")?;
-        let delivery_count = wire::get_i16(buf, "WriteShareGroupStateRequest::StateBatch.delivery_count")?;
+        let field_first_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::StateBatch.first_offset")?;
+        let field_last_offset = wire::get_i64(buf, "WriteShareGroupStateRequest::StateBatch.last_offset")?;
+        let field_delivery_state = wire::get_i8(buf, "WriteShareGroupStateRequest::StateBatch.delivery_state")?;
+        let field_delivery_count = wire::get_i16(buf, "WriteShareGroupStateRequest::StateBatch.delivery_count")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "StateBatch")?;
@@ -445,7 +452,13 @@ impl StateBatch {
                 }
             }
         }
-        Ok(Self { first_offset, last_offset, delivery_state, delivery_count, unknown_tagged_fields })
+        Ok(Self {
+            first_offset: field_first_offset,
+            last_offset: field_last_offset,
+            delivery_state: field_delivery_state,
+            delivery_count: field_delivery_count,
+            unknown_tagged_fields,
+        })
     }
 }
 

@@ -58,7 +58,7 @@ impl WriteTxnMarkersRequest {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let markers = {
+        let field_markers = {
             let n = wire::get_required_array_len(buf, flexible, "WriteTxnMarkersRequest.markers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl WriteTxnMarkersRequest {
                 }
             }
         }
-        Ok(Self { markers, unknown_tagged_fields })
+        Ok(Self { markers: field_markers, unknown_tagged_fields })
     }
 }
 
@@ -191,10 +191,11 @@ impl WritableTxnMarker {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let producer_id = wire::get_i64(buf, "WriteTxnMarkersRequest::WritableTxnMarker.producer_id")?;
-        let producer_epoch = wire::get_i16(buf, "WriteTxnMarkersRequest::WritableTxnMarker.producer_epoch")?;
-        let transaction_result = wire::get_bool(buf, "WriteTxnMarkersRequest::WritableTxnMarker.transaction_result")?;
-        let topics = {
+        let field_producer_id = wire::get_i64(buf, "WriteTxnMarkersRequest::WritableTxnMarker.producer_id")?;
+        let field_producer_epoch = wire::get_i16(buf, "WriteTxnMarkersRequest::WritableTxnMarker.producer_epoch")?;
+        let field_transaction_result =
+            wire::get_bool(buf, "WriteTxnMarkersRequest::WritableTxnMarker.transaction_result")?;
+        let field_topics = {
             let n = wire::get_required_array_len(buf, flexible, "WriteTxnMarkersRequest::WritableTxnMarker.topics")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -202,7 +203,8 @@ impl WritableTxnMarker {
             }
             v
         };
-        let coordinator_epoch = wire::get_i32(buf, "WriteTxnMarkersRequest::WritableTxnMarker.coordinator_epoch")?;
+        let field_coordinator_epoch =
+            wire::get_i32(buf, "WriteTxnMarkersRequest::WritableTxnMarker.coordinator_epoch")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "WritableTxnMarker")?;
@@ -213,7 +215,14 @@ impl WritableTxnMarker {
                 }
             }
         }
-        Ok(Self { producer_id, producer_epoch, transaction_result, topics, coordinator_epoch, unknown_tagged_fields })
+        Ok(Self {
+            producer_id: field_producer_id,
+            producer_epoch: field_producer_epoch,
+            transaction_result: field_transaction_result,
+            topics: field_topics,
+            coordinator_epoch: field_coordinator_epoch,
+            unknown_tagged_fields,
+        })
     }
 }
 
@@ -298,8 +307,8 @@ impl WritableTxnMarkerTopic {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let name = wire::get_string(buf, flexible, "WriteTxnMarkersRequest::WritableTxnMarkerTopic.name")?;
-        let partition_indexes = {
+        let field_name = wire::get_string(buf, flexible, "WriteTxnMarkersRequest::WritableTxnMarkerTopic.name")?;
+        let field_partition_indexes = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -321,7 +330,7 @@ impl WritableTxnMarkerTopic {
                 }
             }
         }
-        Ok(Self { name, partition_indexes, unknown_tagged_fields })
+        Ok(Self { name: field_name, partition_indexes: field_partition_indexes, unknown_tagged_fields })
     }
 }
 

@@ -58,7 +58,7 @@ impl WriteTxnMarkersResponse {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let markers = {
+        let field_markers = {
             let n = wire::get_required_array_len(buf, flexible, "WriteTxnMarkersResponse.markers")?;
             let mut v = wire::vec_for(n);
             for _ in 0..n {
@@ -76,7 +76,7 @@ impl WriteTxnMarkersResponse {
                 }
             }
         }
-        Ok(Self { markers, unknown_tagged_fields })
+        Ok(Self { markers: field_markers, unknown_tagged_fields })
     }
 }
 
@@ -157,8 +157,8 @@ impl WritableTxnMarkerResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let producer_id = wire::get_i64(buf, "WriteTxnMarkersResponse::WritableTxnMarkerResult.producer_id")?;
-        let topics = {
+        let field_producer_id = wire::get_i64(buf, "WriteTxnMarkersResponse::WritableTxnMarkerResult.producer_id")?;
+        let field_topics = {
             let n =
                 wire::get_required_array_len(buf, flexible, "WriteTxnMarkersResponse::WritableTxnMarkerResult.topics")?;
             let mut v = wire::vec_for(n);
@@ -177,7 +177,7 @@ impl WritableTxnMarkerResult {
                 }
             }
         }
-        Ok(Self { producer_id, topics, unknown_tagged_fields })
+        Ok(Self { producer_id: field_producer_id, topics: field_topics, unknown_tagged_fields })
     }
 }
 
@@ -263,8 +263,8 @@ impl WritableTxnMarkerTopicResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let name = wire::get_string(buf, flexible, "WriteTxnMarkersResponse::WritableTxnMarkerTopicResult.name")?;
-        let partitions = {
+        let field_name = wire::get_string(buf, flexible, "WriteTxnMarkersResponse::WritableTxnMarkerTopicResult.name")?;
+        let field_partitions = {
             let n = wire::get_required_array_len(
                 buf,
                 flexible,
@@ -286,7 +286,7 @@ impl WritableTxnMarkerTopicResult {
                 }
             }
         }
-        Ok(Self { name, partitions, unknown_tagged_fields })
+        Ok(Self { name: field_name, partitions: field_partitions, unknown_tagged_fields })
     }
 }
 
@@ -360,9 +360,10 @@ impl WritableTxnMarkerPartitionResult {
     #[allow(unused_variables)]
     pub(crate) fn read(buf: &mut Bytes, version: i16) -> Result<Self, DecodeError> {
         let flexible = version == 1;
-        let partition_index =
+        let field_partition_index =
             wire::get_i32(buf, "WriteTxnMarkersResponse::WritableTxnMarkerPartitionResult.partition_index")?;
-        let error_code = wire::get_i16(buf, "WriteTxnMarkersResponse::WritableTxnMarkerPartitionResult.error_code")?;
+        let field_error_code =
+            wire::get_i16(buf, "WriteTxnMarkersResponse::WritableTxnMarkerPartitionResult.error_code")?;
         let mut unknown_tagged_fields = Vec::new();
         if flexible {
             let n = wire::get_tagged_count(buf, "WritableTxnMarkerPartitionResult")?;
@@ -373,7 +374,7 @@ impl WritableTxnMarkerPartitionResult {
                 }
             }
         }
-        Ok(Self { partition_index, error_code, unknown_tagged_fields })
+        Ok(Self { partition_index: field_partition_index, error_code: field_error_code, unknown_tagged_fields })
     }
 }
 
