@@ -19,8 +19,10 @@
 
 pub mod compression;
 pub mod error;
+pub mod error_code;
 pub mod wire;
 
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
+pub use error_code::{ErrorCode, RetryAction};
 pub use wire::Uuid;
