@@ -19,6 +19,7 @@
 
 pub mod compression;
 pub mod error;
+pub mod error_code;
 pub mod frame;
 mod message;
 #[cfg(test)]
@@ -30,6 +31,7 @@ pub mod wire;
 
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
+pub use error_code::{ErrorCode, RetryAction};
 pub use message::{Message, Request, Response, VersionRange};
 pub use messages::{AnyRequest, AnyResponse, ApiKey};
 pub use wire::Uuid;

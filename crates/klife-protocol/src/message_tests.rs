@@ -121,7 +121,10 @@ fn encoding_a_field_the_version_lacks_is_an_error() {
 #[test]
 fn unsupported_versions_are_typed_errors() {
     let err = MetadataRequest::default().encode(&mut BytesMut::new(), 99).unwrap_err();
-    assert_eq!(err, crate::EncodeError::UnsupportedVersion { message: "MetadataRequest", version: 99, min: 0, max: 13 });
+    assert_eq!(
+        err,
+        crate::EncodeError::UnsupportedVersion { message: "MetadataRequest", version: 99, min: 0, max: 13 }
+    );
     let err = MetadataRequest::decode(&mut Bytes::new(), -1).unwrap_err();
     assert!(matches!(err, crate::DecodeError::UnsupportedVersion { .. }));
 }
