@@ -218,7 +218,7 @@ fn compact_expr(ctx: &Ctx<'_>, f: &Field) -> String {
 }
 
 /// Code that writes the non-null value `v` (an expression of type `&T`) to `buf`.
-fn encode_value(ctx: &Ctx<'_>, ty: &FieldType, v: &str, buf: &str, compact: &str, what: &str) -> String {
+fn encode_value(ty: &FieldType, v: &str, buf: &str, compact: &str, what: &str) -> String {
     match ty {
         FieldType::Bool => format!("wire::put_bool({buf}, *{v});"),
         FieldType::Int8 => format!("{buf}.put_i8(*{v});"),
@@ -234,13 +234,13 @@ fn encode_value(ctx: &Ctx<'_>, ty: &FieldType, v: &str, buf: &str, compact: &str
         FieldType::Struct(_) => format!("({v}).write({buf}, version)?;"),
         FieldType::Array(t) => format!(
             "wire::put_array_len({buf}, Some(({v}).len()), {compact}, {what})?; for e in ({v}).iter() {{ {} }}",
-            encode_value(ctx, t, "e", buf, compact, what)
+            encode_value(t, "e", buf, compact, what)
         ),
     }
 }
 
 /// Code that writes the nullable value `v` (an expression of type `&Option<T>`).
-fn encode_nullable(ctx: &Ctx<'_>, ty: &FieldType, v: &str, buf: &str, compact: &str, what: &str) -> String {
+fn encode_nullable(ty: &FieldType, v: &str, buf: &str, compact: &str, what: &str) -> String {
     match ty {
         FieldType::String => format!("wire::put_nullable_string({buf}, ({v}).as_deref(), {compact}, {what})?;"),
         FieldType::Bytes | FieldType::Records => {
@@ -248,7 +248,7 @@ fn encode_nullable(ctx: &Ctx<'_>, ty: &FieldType, v: &str, buf: &str, compact: &
         }
         FieldType::Array(_) => format!(
             "match {v} {{ None => wire::put_array_len({buf}, None, {compact}, {what})?, Some(v) => {{ {} }} }}",
-            encode_value(ctx, ty, "v", buf, compact, what)
+            encode_value(ty, "v", buf, compact, what)
         ),
         FieldType::Struct(_) => format!(
             "match {v} {{ None => {buf}.put_i8(-1), Some(v) => {{ {buf}.put_i8(1); v.write({buf}, version)?; }} }}"
@@ -263,12 +263,12 @@ fn encode_field(ctx: &Ctx<'_>, f: &Field, buf: &str, what: &str) -> String {
     let compact = compact_expr(ctx, f);
     let v = format!("&self.{id}");
     if !nullable_any(ctx, f) {
-        return encode_value(ctx, &f.ty, &v, buf, &compact, what);
+        return encode_value(&f.ty, &v, buf, &compact, what);
     }
-    let nullable_code = encode_nullable(ctx, &f.ty, &v, buf, &compact, what);
+    let nullable_code = encode_nullable(&f.ty, &v, buf, &compact, what);
     let strict = format!(
         "let v = self.{id}.as_ref().ok_or(EncodeError::NullNotAllowed {{ field: {what}, version }})?; {}",
-        encode_value(ctx, &f.ty, "v", buf, &compact, what)
+        encode_value(&f.ty, "v", buf, &compact, what)
     );
     match ctx.cond_within(&f.nullable, &f.versions) {
         None => nullable_code,
@@ -278,7 +278,7 @@ fn encode_field(ctx: &Ctx<'_>, f: &Field, buf: &str, what: &str) -> String {
 }
 
 /// An expression that reads a non-null value of `ty` from `buf` (a `&mut Bytes`).
-fn decode_value(ctx: &Ctx<'_>, ty: &FieldType, buf: &str, compact: &str, what: &str) -> String {
+fn decode_value(ty: &FieldType, buf: &str, compact: &str, what: &str) -> String {
     match ty {
         FieldType::Bool => format!("wire::get_bool({buf}, {what})?"),
         FieldType::Int8 => format!("wire::get_i8({buf}, {what})?"),
@@ -294,18 +294,18 @@ fn decode_value(ctx: &Ctx<'_>, ty: &FieldType, buf: &str, compact: &str, what: &
         FieldType::Struct(n) => format!("{n}::read({buf}, version)?"),
         FieldType::Array(t) => format!(
             "{{ let n = wire::get_required_array_len({buf}, {compact}, {what})?; let mut v = wire::vec_for(n); for _ in 0..n {{ v.push({}); }} v }}",
-            decode_value(ctx, t, buf, compact, what)
+            decode_value(t, buf, compact, what)
         ),
     }
 }
 
-fn decode_nullable(ctx: &Ctx<'_>, ty: &FieldType, buf: &str, compact: &str, what: &str) -> String {
+fn decode_nullable(ty: &FieldType, buf: &str, compact: &str, what: &str) -> String {
     match ty {
         FieldType::String => format!("wire::get_nullable_string({buf}, {compact}, {what})?"),
         FieldType::Bytes | FieldType::Records => format!("wire::get_nullable_bytes({buf}, {compact}, {what})?"),
         FieldType::Array(t) => format!(
             "match wire::get_array_len({buf}, {compact}, {what})? {{ None => None, Some(n) => {{ let mut v = wire::vec_for(n); for _ in 0..n {{ v.push({}); }} Some(v) }} }}",
-            decode_value(ctx, t, buf, compact, what)
+            decode_value(t, buf, compact, what)
         ),
         FieldType::Struct(n) => {
             format!("if wire::get_i8({buf}, {what})? < 0 {{ None }} else {{ Some({n}::read({buf}, version)?) }}")
@@ -318,10 +318,10 @@ fn decode_nullable(ctx: &Ctx<'_>, ty: &FieldType, buf: &str, compact: &str, what
 fn decode_field(ctx: &Ctx<'_>, f: &Field, buf: &str, what: &str) -> String {
     let compact = compact_expr(ctx, f);
     if !nullable_any(ctx, f) {
-        return decode_value(ctx, &f.ty, buf, &compact, what);
+        return decode_value(&f.ty, buf, &compact, what);
     }
-    let nullable_code = decode_nullable(ctx, &f.ty, buf, &compact, what);
-    let strict = format!("Some({})", decode_value(ctx, &f.ty, buf, &compact, what));
+    let nullable_code = decode_nullable(&f.ty, buf, &compact, what);
+    let strict = format!("Some({})", decode_value(&f.ty, buf, &compact, what));
     match ctx.cond_within(&f.nullable, &f.versions) {
         None => nullable_code,
         Some(c) if c == "false" => strict,
@@ -432,9 +432,15 @@ fn gen_struct(ctx: &Ctx<'_>, def: &StructDef, out: &mut String) -> Result<(), St
     let _ = writeln!(out, "impl {name} {{");
     for f in &def.fields {
         let (id, plain) = field_ident(f);
+        // Intra-doc links cannot name raw identifiers (`r#type`).
+        let doc = if id.starts_with("r#") {
+            format!("Sets the `{plain}` field.")
+        } else {
+            format!("Sets [`{name}::{plain}`](Self::{id}).")
+        };
         let _ = writeln!(
             out,
-            "/// Sets [`{name}::{plain}`](Self::{id}).\n#[must_use]\npub fn with_{plain}(mut self, value: {}) -> Self {{ self.{id} = value; self }}",
+            "/// {doc}\n#[must_use]\npub fn with_{plain}(mut self, value: {}) -> Self {{ self.{id} = value; self }}",
             rust_type(ctx, f)
         );
     }

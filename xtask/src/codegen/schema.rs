@@ -277,7 +277,7 @@ fn parse_field(v: &Value, ctx: &str) -> Result<Field, String> {
         ),
     };
     let tagged = opt_versions(v, "taggedVersions", &ctx)?.unwrap_or(Versions::NONE);
-    if tag.is_some() != !tagged.is_empty() {
+    if tag.is_some() == tagged.is_empty() {
         return Err(format!("{ctx}: `tag` and `taggedVersions` must come together"));
     }
     let fields = if v.get("fields").is_some() { Some(parse_fields(v, &ctx)?) } else { None };
@@ -345,6 +345,8 @@ pub fn parse(file: &str, text: &str) -> Result<Schema, String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]

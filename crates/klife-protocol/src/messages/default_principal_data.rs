@@ -34,7 +34,7 @@ impl Default for DefaultPrincipalData {
 }
 
 impl DefaultPrincipalData {
-    /// Sets [`DefaultPrincipalData::type`](Self::r#type).
+    /// Sets the `type` field.
     #[must_use]
     pub fn with_type(mut self, value: String) -> Self {
         self.r#type = value;

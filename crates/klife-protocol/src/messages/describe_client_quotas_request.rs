@@ -142,7 +142,7 @@ impl ComponentData {
         self.match_type = value;
         self
     }
-    /// Sets [`ComponentData::match`](Self::r#match).
+    /// Sets the `match` field.
     #[must_use]
     pub fn with_match(mut self, value: Option<String>) -> Self {
         self.r#match = value;

@@ -73,7 +73,7 @@ impl LeaderAndIsrRequest {
         self.broker_epoch = value;
         self
     }
-    /// Sets [`LeaderAndIsrRequest::type`](Self::r#type).
+    /// Sets the `type` field.
     #[must_use]
     pub fn with_type(mut self, value: i8) -> Self {
         self.r#type = value;

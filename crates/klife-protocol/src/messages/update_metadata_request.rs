@@ -61,7 +61,7 @@ impl UpdateMetadataRequest {
         self.is_k_raft_controller = value;
         self
     }
-    /// Sets [`UpdateMetadataRequest::type`](Self::r#type).
+    /// Sets the `type` field.
     #[must_use]
     pub fn with_type(mut self, value: i8) -> Self {
         self.r#type = value;
