@@ -25,19 +25,31 @@ fn targets(root: &Path) -> Result<Vec<String>, String> {
     Ok(names)
 }
 
-fn build(root: &Path) -> Result<(), String> {
-    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    c.args(["build", "--release", "--manifest-path", "fuzz/Cargo.toml", "--bins"]).env("RUSTFLAGS", RUSTFLAGS);
-    run_step(root, "build fuzz targets", &mut c)
+/// The host's target triple. Building for an explicit `--target` keeps the
+/// instrumentation flags away from build scripts, which are not linked with libFuzzer.
+fn host_triple() -> Result<String, String> {
+    let out = Command::new("rustc").arg("-vV").output().map_err(|e| format!("cannot run rustc: {e}"))?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or_else(|| "rustc -vV did not name the host triple".to_owned())
 }
 
-fn run_target(root: &Path, name: &str, seconds: u64) -> Result<(), String> {
+fn build(root: &Path) -> Result<PathBuf, String> {
+    let triple = host_triple()?;
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["build", "--release", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--target", &triple])
+        .env("RUSTFLAGS", RUSTFLAGS);
+    run_step(root, "build fuzz targets", &mut c)?;
+    Ok(root.join("fuzz/target").join(triple).join("release"))
+}
+
+fn run_target(root: &Path, bin_dir: &Path, name: &str, seconds: u64) -> Result<(), String> {
     let corpus = root.join("fuzz/corpus").join(name);
     std::fs::create_dir_all(&corpus).map_err(|e| format!("{}: {e}", corpus.display()))?;
     let artifacts = root.join("fuzz/artifacts").join(name);
     std::fs::create_dir_all(&artifacts).map_err(|e| format!("{}: {e}", artifacts.display()))?;
-    let bin: PathBuf = root.join("fuzz/target/release").join(name);
-    let mut c = Command::new(bin);
+    let mut c = Command::new(bin_dir.join(name));
     c.arg(format!("-max_total_time={seconds}"))
         .arg(format!("-artifact_prefix={}/", artifacts.display()))
         .arg("-print_final_stats=1")
@@ -51,9 +63,9 @@ fn run_target(root: &Path, name: &str, seconds: u64) -> Result<(), String> {
 
 /// The short run inside `cargo xtask test`.
 pub fn smoke(root: &Path) -> Result<(), String> {
-    build(root)?;
+    let bin_dir = build(root)?;
     for t in targets(root)? {
-        run_target(root, &t, SMOKE_SECONDS)?;
+        run_target(root, &bin_dir, &t, SMOKE_SECONDS)?;
     }
     Ok(())
 }
@@ -72,10 +84,10 @@ pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
             other => return Err(format!("fuzz: unknown argument {other:?}")),
         }
     }
-    build(root)?;
+    let bin_dir = build(root)?;
     for t in targets(root)? {
         if only.as_ref().is_none_or(|o| *o == t) {
-            run_target(root, &t, seconds)?;
+            run_target(root, &bin_dir, &t, seconds)?;
         }
     }
     Ok(())
