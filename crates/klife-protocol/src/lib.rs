@@ -15,6 +15,51 @@
 //!   tagged fields this crate does not know.
 //! - Encoding a field that the chosen version lacks, with a non-default value, is an
 //!   [`EncodeError`] rather than a silent loss.
+//! - No sockets, no async runtime, no clocks: bytes in, values out.
+//!
+//! ## Layout
+//!
+//! - [`messages`]: one generated module per Kafka schema file, each with a struct per
+//!   message and nested structure, [`ApiKey`], [`AnyRequest`] and [`AnyResponse`].
+//!   Written by `cargo xtask codegen --schemas DIR` from Apache Kafka's JSON schemas.
+//! - [`frame`]: size prefixes, request and response headers, both sides of the wire.
+//! - [`wire`]: the primitive encodings (varints, compact strings, tagged fields).
+//! - [`error_code`]: every broker error code, with what a client should do about it.
+//! - [`compression`]: the record batch codecs.
+//!
+//! ## Example
+//!
+//! Encode a request as a client would send it, read it as a broker would, and answer:
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use klife_protocol::frame;
+//! use klife_protocol::messages::{MetadataRequest, MetadataResponse, metadata_request::MetadataRequestTopic};
+//! use klife_protocol::{AnyRequest, ErrorCode};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let request = MetadataRequest::default()
+//!     .with_topics(Some(vec![MetadataRequestTopic::default().with_name(Some("orders".into()))]));
+//! let mut wire = BytesMut::new();
+//! frame::encode_request(&mut wire, 1, Some("my-app"), 12, &request)?;
+//!
+//! // The broker's side: split the frame off the stream and decode it.
+//! let bytes = frame::split_frame(&mut wire, frame::DEFAULT_MAX_FRAME_SIZE)?.expect("a whole frame");
+//! let (header, body) = frame::decode_request(bytes)?;
+//! assert_eq!(header.client_id.as_deref(), Some("my-app"));
+//! assert_eq!(body, AnyRequest::Metadata(request));
+//!
+//! // ... and its answer, read back by the client.
+//! let mut answer = BytesMut::new();
+//! frame::encode_response(&mut answer, header.correlation_id, 12, &MetadataResponse::default())?;
+//! let bytes = frame::split_frame(&mut answer, frame::DEFAULT_MAX_FRAME_SIZE)?.expect("a whole frame");
+//! let (header, response) = frame::decode_response::<MetadataResponse>(bytes, 12)?;
+//! assert_eq!(header.correlation_id, 1);
+//! assert!(response.topics.is_empty());
+//! assert_eq!(ErrorCode::from_code(6).name(), "NOT_LEADER_OR_FOLLOWER");
+//! # Ok(())
+//! # }
+//! ```
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 pub mod compression;
