@@ -19,8 +19,12 @@
 
 pub mod compression;
 pub mod error;
+pub mod records;
 pub mod wire;
 
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
+pub use records::{
+    BatchOptions, Header, RawBatch, Record, RecordBatch, RecordBatchWriter, RecordBatches, RecordView,
+};
 pub use wire::Uuid;
