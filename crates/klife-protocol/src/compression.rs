@@ -40,8 +40,13 @@ pub enum Compression {
 
 impl Compression {
     /// Every codec, in id order.
-    pub const ALL: [Compression; 5] =
-        [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd];
+    pub const ALL: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
 
     /// The codec's id in the batch attributes.
     pub const fn id(self) -> u8 {
@@ -204,12 +209,20 @@ fn read_bounded(
     use std::io::Read;
 
     // A guess at the output size that can not be inflated by the input: at most the limit.
-    let mut out = Vec::with_capacity(input_len.saturating_mul(4).clamp(64, 1 << 20).min(limit.saturating_add(1)));
+    let mut out = Vec::with_capacity(
+        input_len
+            .saturating_mul(4)
+            .clamp(64, 1 << 20)
+            .min(limit.saturating_add(1)),
+    );
     let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
     reader
         .take(cap)
         .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Decompression { codec, reason: e.to_string() })?;
+        .map_err(|e| DecodeError::Decompression {
+            codec,
+            reason: e.to_string(),
+        })?;
     if out.len() > limit {
         return Err(DecodeError::DecompressedTooLarge { limit });
     }
@@ -234,12 +247,19 @@ mod gzip {
     use super::{Compression, read_bounded};
     use crate::error::{DecodeError, EncodeError};
 
-    pub(super) fn compress(input: &[u8], level: Option<i32>, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(super) fn compress(
+        input: &[u8],
+        level: Option<i32>,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let level = match level {
             None => flate2::Compression::default(),
             Some(l) => flate2::Compression::new(l.clamp(0, 9) as u32),
         };
-        let fail = |e: std::io::Error| EncodeError::Compression { codec: Compression::Gzip, reason: e.to_string() };
+        let fail = |e: std::io::Error| EncodeError::Compression {
+            codec: Compression::Gzip,
+            reason: e.to_string(),
+        };
         out.reserve(input.len() / 2 + 64);
         let mut encoder = flate2::write::GzEncoder::new(out.writer(), level);
         encoder.write_all(input).map_err(fail)?;
@@ -248,7 +268,12 @@ mod gzip {
     }
 
     pub(super) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-        read_bounded(Compression::Gzip, flate2::read::MultiGzDecoder::new(input), input.len(), limit)
+        read_bounded(
+            Compression::Gzip,
+            flate2::read::MultiGzDecoder::new(input),
+            input.len(),
+            limit,
+        )
     }
 }
 
@@ -260,7 +285,10 @@ mod snappy {
     use crate::error::{DecodeError, EncodeError};
 
     fn fail(e: snap::Error) -> DecodeError {
-        DecodeError::Decompression { codec: Compression::Snappy, reason: e.to_string() }
+        DecodeError::Decompression {
+            codec: Compression::Snappy,
+            reason: e.to_string(),
+        }
     }
 
     /// Writes the xerial framing the Java client writes: header, then blocks of at most
@@ -272,9 +300,12 @@ mod snappy {
         for chunk in input.chunks(XERIAL_BLOCK_SIZE) {
             let len_at = grow(out, 4);
             let start = grow(out, snap::raw::max_compress_len(chunk.len()));
-            let written = encoder
-                .compress(chunk, &mut out[start..])
-                .map_err(|e| EncodeError::Compression { codec: Compression::Snappy, reason: e.to_string() })?;
+            let written = encoder.compress(chunk, &mut out[start..]).map_err(|e| {
+                EncodeError::Compression {
+                    codec: Compression::Snappy,
+                    reason: e.to_string(),
+                }
+            })?;
             out.truncate(start + written);
             // A block of at most 32 KiB compresses to well under 2 GiB.
             let len = i32::try_from(written).unwrap_or(i32::MAX);
@@ -298,9 +329,11 @@ mod snappy {
                             reason: "truncated xerial block length".to_owned(),
                         });
                     };
-                    let len = usize::try_from(i32::from_be_bytes(*len)).map_err(|_| DecodeError::Decompression {
-                        codec: Compression::Snappy,
-                        reason: "negative xerial block length".to_owned(),
+                    let len = usize::try_from(i32::from_be_bytes(*len)).map_err(|_| {
+                        DecodeError::Decompression {
+                            codec: Compression::Snappy,
+                            reason: "negative xerial block length".to_owned(),
+                        }
                     })?;
                     if len > tail.len() {
                         return Err(DecodeError::Decompression {
@@ -349,8 +382,13 @@ mod lz4 {
     use crate::error::{DecodeError, EncodeError};
 
     pub(super) fn compress(input: &[u8], out: &mut BytesMut) -> Result<(), EncodeError> {
-        let fail = |reason: String| EncodeError::Compression { codec: Compression::Lz4, reason };
-        let info = FrameInfo::new().block_size(BlockSize::Max64KB).block_mode(BlockMode::Independent);
+        let fail = |reason: String| EncodeError::Compression {
+            codec: Compression::Lz4,
+            reason,
+        };
+        let info = FrameInfo::new()
+            .block_size(BlockSize::Max64KB)
+            .block_mode(BlockMode::Independent);
         out.reserve(input.len() / 2 + 64);
         let mut encoder = FrameEncoder::with_frame_info(info, out.writer());
         encoder.write_all(input).map_err(|e| fail(e.to_string()))?;
@@ -359,7 +397,12 @@ mod lz4 {
     }
 
     pub(super) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-        read_bounded(Compression::Lz4, FrameDecoder::new(input), input.len(), limit)
+        read_bounded(
+            Compression::Lz4,
+            FrameDecoder::new(input),
+            input.len(),
+            limit,
+        )
     }
 }
 
@@ -374,7 +417,11 @@ mod zstd {
     /// limit, which every level a Kafka client can configure stays within.
     const WINDOW_LOG_MAX: u32 = 27;
 
-    pub(super) fn compress(input: &[u8], level: Option<i32>, out: &mut BytesMut) -> Result<(), EncodeError> {
+    pub(super) fn compress(
+        input: &[u8],
+        level: Option<i32>,
+        out: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         let start = grow(out, ::zstd::zstd_safe::compress_bound(input.len()));
         match ::zstd::bulk::compress_to_buffer(input, &mut out[start..], level.unwrap_or(3)) {
             Ok(written) => {
@@ -383,13 +430,19 @@ mod zstd {
             }
             Err(e) => {
                 out.truncate(start);
-                Err(EncodeError::Compression { codec: Compression::Zstd, reason: e.to_string() })
+                Err(EncodeError::Compression {
+                    codec: Compression::Zstd,
+                    reason: e.to_string(),
+                })
             }
         }
     }
 
     pub(super) fn decompress(input: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-        let fail = |e: std::io::Error| DecodeError::Decompression { codec: Compression::Zstd, reason: e.to_string() };
+        let fail = |e: std::io::Error| DecodeError::Decompression {
+            codec: Compression::Zstd,
+            reason: e.to_string(),
+        };
         let mut decoder = ::zstd::stream::read::Decoder::with_buffer(input).map_err(fail)?;
         decoder.window_log_max(WINDOW_LOG_MAX).map_err(fail)?;
         read_bounded(Compression::Zstd, decoder, input.len(), limit)

@@ -80,7 +80,9 @@ pub enum DecodeError {
         remaining: usize,
     },
     /// A record batch's CRC32C does not match its contents.
-    #[error("record batch CRC mismatch: header says {expected:#010x}, contents give {actual:#010x}")]
+    #[error(
+        "record batch CRC mismatch: header says {expected:#010x}, contents give {actual:#010x}"
+    )]
     CrcMismatch {
         /// The CRC stored in the batch header.
         expected: u32,

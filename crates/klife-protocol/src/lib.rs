@@ -25,6 +25,7 @@ pub mod wire;
 pub use compression::Compression;
 pub use error::{DecodeError, EncodeError};
 pub use records::{
-    BatchOptions, Header, RawBatch, Record, RecordBatch, RecordBatchWriter, RecordBatches, RecordView,
+    BatchOptions, Header, RawBatch, Record, RecordBatch, RecordBatchWriter, RecordBatches,
+    RecordView,
 };
 pub use wire::Uuid;

@@ -44,7 +44,22 @@ impl std::fmt::Display for Uuid {
         write!(
             f,
             "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            b[4],
+            b[5],
+            b[6],
+            b[7],
+            b[8],
+            b[9],
+            b[10],
+            b[11],
+            b[12],
+            b[13],
+            b[14],
+            b[15]
         )
     }
 }
@@ -67,7 +82,11 @@ pub struct RawTaggedField {
 #[inline]
 fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), DecodeError> {
     if buf.remaining() < n {
-        Err(DecodeError::Truncated { what, needed: n, remaining: buf.remaining() })
+        Err(DecodeError::Truncated {
+            what,
+            needed: n,
+            remaining: buf.remaining(),
+        })
     } else {
         Ok(())
     }
@@ -168,7 +187,11 @@ pub fn get_varlong(buf: &mut Bytes, what: &'static str) -> Result<i64, DecodeErr
 #[inline]
 pub fn take(buf: &mut Bytes, n: usize, what: &'static str) -> Result<Bytes, DecodeError> {
     if n > buf.remaining() {
-        return Err(DecodeError::LengthExceedsInput { what, length: n, remaining: buf.remaining() });
+        return Err(DecodeError::LengthExceedsInput {
+            what,
+            length: n,
+            remaining: buf.remaining(),
+        });
     }
     Ok(buf.split_to(n))
 }
@@ -195,7 +218,11 @@ fn get_len(
         l => {
             let l = l as usize;
             if l > buf.remaining() {
-                Err(DecodeError::LengthExceedsInput { what, length: l, remaining: buf.remaining() })
+                Err(DecodeError::LengthExceedsInput {
+                    what,
+                    length: l,
+                    remaining: buf.remaining(),
+                })
             } else {
                 Ok(Some(l))
             }
@@ -213,7 +240,8 @@ pub fn get_nullable_string(
     match get_len(buf, compact, false, what)? {
         None => Ok(None),
         Some(n) => {
-            let s = std::str::from_utf8(&buf[..n]).map_err(|_| DecodeError::InvalidUtf8 { what })?;
+            let s =
+                std::str::from_utf8(&buf[..n]).map_err(|_| DecodeError::InvalidUtf8 { what })?;
             let s = s.to_owned();
             buf.advance(n);
             Ok(Some(s))
@@ -223,7 +251,11 @@ pub fn get_nullable_string(
 
 /// Reads a non-nullable string.
 #[inline]
-pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<String, DecodeError> {
+pub fn get_string(
+    buf: &mut Bytes,
+    compact: bool,
+    what: &'static str,
+) -> Result<String, DecodeError> {
     get_nullable_string(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
 }
 
@@ -282,7 +314,11 @@ pub fn get_tagged_count(buf: &mut Bytes, what: &'static str) -> Result<u32, Deco
     let n = get_uvarint(buf, what)?;
     // Each tagged field takes at least two bytes (tag and size).
     if n as usize > buf.remaining() / 2 {
-        return Err(DecodeError::LengthExceedsInput { what, length: n as usize, remaining: buf.remaining() });
+        return Err(DecodeError::LengthExceedsInput {
+            what,
+            length: n as usize,
+            remaining: buf.remaining(),
+        });
     }
     Ok(n)
 }
@@ -301,7 +337,10 @@ pub fn expect_consumed(data: &Bytes, what: &'static str) -> Result<(), DecodeErr
     if data.is_empty() {
         Ok(())
     } else {
-        Err(DecodeError::TrailingBytes { what, remaining: data.len() })
+        Err(DecodeError::TrailingBytes {
+            what,
+            remaining: data.len(),
+        })
     }
 }
 
@@ -394,22 +433,33 @@ fn put_len(
     if compact {
         let n = match len {
             None => 0,
-            Some(l) => u32::try_from(l)
-                .ok()
-                .and_then(|l| l.checked_add(1))
-                .ok_or(EncodeError::TooLong { what, length: l, max: u32::MAX as usize - 1 })?,
+            Some(l) => u32::try_from(l).ok().and_then(|l| l.checked_add(1)).ok_or(
+                EncodeError::TooLong {
+                    what,
+                    length: l,
+                    max: u32::MAX as usize - 1,
+                },
+            )?,
         };
         put_uvarint(buf, n);
     } else if wide {
         let n = match len {
             None => -1,
-            Some(l) => i32::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i32::MAX as usize })?,
+            Some(l) => i32::try_from(l).map_err(|_| EncodeError::TooLong {
+                what,
+                length: l,
+                max: i32::MAX as usize,
+            })?,
         };
         buf.put_i32(n);
     } else {
         let n = match len {
             None => -1,
-            Some(l) => i16::try_from(l).map_err(|_| EncodeError::TooLong { what, length: l, max: i16::MAX as usize })?,
+            Some(l) => i16::try_from(l).map_err(|_| EncodeError::TooLong {
+                what,
+                length: l,
+                max: i16::MAX as usize,
+            })?,
         };
         buf.put_i16(n);
     }
@@ -433,7 +483,12 @@ pub fn put_nullable_string(
 
 /// Writes a string.
 #[inline]
-pub fn put_string(buf: &mut BytesMut, v: &str, compact: bool, what: &'static str) -> Result<(), EncodeError> {
+pub fn put_string(
+    buf: &mut BytesMut,
+    v: &str,
+    compact: bool,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     put_nullable_string(buf, Some(v), compact, what)
 }
 
@@ -454,7 +509,12 @@ pub fn put_nullable_bytes(
 
 /// Writes bytes.
 #[inline]
-pub fn put_bytes(buf: &mut BytesMut, v: &[u8], compact: bool, what: &'static str) -> Result<(), EncodeError> {
+pub fn put_bytes(
+    buf: &mut BytesMut,
+    v: &[u8],
+    compact: bool,
+    what: &'static str,
+) -> Result<(), EncodeError> {
     put_nullable_bytes(buf, Some(v), compact, what)
 }
 
@@ -533,11 +593,20 @@ mod tests {
     #[test]
     fn overlong_varints_are_rejected() {
         let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
-        assert_eq!(get_uvarint(&mut b, "v"), Err(DecodeError::InvalidVarint { what: "v" }));
+        assert_eq!(
+            get_uvarint(&mut b, "v"),
+            Err(DecodeError::InvalidVarint { what: "v" })
+        );
         let mut b = Bytes::from_static(&[0xff; 11]);
-        assert_eq!(get_uvarlong(&mut b, "v"), Err(DecodeError::InvalidVarint { what: "v" }));
+        assert_eq!(
+            get_uvarlong(&mut b, "v"),
+            Err(DecodeError::InvalidVarint { what: "v" })
+        );
         let mut b = Bytes::from_static(&[0x80]);
-        assert!(matches!(get_uvarint(&mut b, "v"), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            get_uvarint(&mut b, "v"),
+            Err(DecodeError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -545,16 +614,32 @@ mod tests {
         let mut b = Bytes::from_static(&[0x7f, 0xff, 0xff, 0xff, 1, 2]);
         assert_eq!(
             get_array_len(&mut b, false, "a"),
-            Err(DecodeError::LengthExceedsInput { what: "a", length: i32::MAX as usize, remaining: 2 })
+            Err(DecodeError::LengthExceedsInput {
+                what: "a",
+                length: i32::MAX as usize,
+                remaining: 2
+            })
         );
         let mut b = Bytes::from_static(&[0xff, 0xfe]);
-        assert_eq!(get_nullable_string(&mut b, false, "s"), Err(DecodeError::InvalidLength { what: "s", length: -2 }));
+        assert_eq!(
+            get_nullable_string(&mut b, false, "s"),
+            Err(DecodeError::InvalidLength {
+                what: "s",
+                length: -2
+            })
+        );
         let mut b = Bytes::from_static(&[0xff, 0xff]);
-        assert_eq!(get_string(&mut b, false, "s"), Err(DecodeError::UnexpectedNull { what: "s" }));
+        assert_eq!(
+            get_string(&mut b, false, "s"),
+            Err(DecodeError::UnexpectedNull { what: "s" })
+        );
         let mut b = Bytes::from_static(&[0x00]);
         assert_eq!(get_nullable_string(&mut b, true, "s"), Ok(None));
         let mut b = Bytes::from_static(&[0x03, 0xff, 0xfe]);
-        assert_eq!(get_nullable_string(&mut b, true, "s"), Err(DecodeError::InvalidUtf8 { what: "s" }));
+        assert_eq!(
+            get_nullable_string(&mut b, true, "s"),
+            Err(DecodeError::InvalidUtf8 { what: "s" })
+        );
     }
 
     #[test]
@@ -566,9 +651,17 @@ mod tests {
             put_nullable_bytes(&mut b, Some(b"\x00\x01"), compact, "b").unwrap();
             put_nullable_bytes(&mut b, None, compact, "b").unwrap();
             let mut r = b.freeze();
-            assert_eq!(get_nullable_string(&mut r, compact, "s").unwrap().as_deref(), Some("héllo"));
+            assert_eq!(
+                get_nullable_string(&mut r, compact, "s")
+                    .unwrap()
+                    .as_deref(),
+                Some("héllo")
+            );
             assert_eq!(get_nullable_string(&mut r, compact, "s").unwrap(), None);
-            assert_eq!(get_nullable_bytes(&mut r, compact, "b").unwrap().as_deref(), Some(&b"\x00\x01"[..]));
+            assert_eq!(
+                get_nullable_bytes(&mut r, compact, "b").unwrap().as_deref(),
+                Some(&b"\x00\x01"[..])
+            );
             assert_eq!(get_nullable_bytes(&mut r, compact, "b").unwrap(), None);
             assert!(r.is_empty());
         }
@@ -578,7 +671,10 @@ mod tests {
     fn too_long_strings_are_refused() {
         let s = "x".repeat(i16::MAX as usize + 1);
         let mut b = BytesMut::new();
-        assert!(matches!(put_string(&mut b, &s, false, "s"), Err(EncodeError::TooLong { .. })));
+        assert!(matches!(
+            put_string(&mut b, &s, false, "s"),
+            Err(EncodeError::TooLong { .. })
+        ));
         assert!(put_string(&mut b, &s, true, "s").is_ok());
     }
 

@@ -58,7 +58,11 @@ impl BatchAttributes {
 
     /// The timestamp type (bit 3).
     pub const fn timestamp_type(self) -> TimestampType {
-        if self.0 & Self::TIMESTAMP_TYPE != 0 { TimestampType::LogAppendTime } else { TimestampType::CreateTime }
+        if self.0 & Self::TIMESTAMP_TYPE != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
     }
 
     /// Whether the batch is part of a transaction (bit 4).
@@ -87,7 +91,10 @@ impl BatchAttributes {
 
     /// These attributes with the timestamp type set.
     pub const fn with_timestamp_type(self, t: TimestampType) -> Self {
-        self.with_bit(Self::TIMESTAMP_TYPE, matches!(t, TimestampType::LogAppendTime))
+        self.with_bit(
+            Self::TIMESTAMP_TYPE,
+            matches!(t, TimestampType::LogAppendTime),
+        )
     }
 
     /// These attributes with the transactional flag set or cleared.

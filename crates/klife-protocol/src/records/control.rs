@@ -85,22 +85,39 @@ impl ControlRecordKey {
 
     /// A version-0 key of the given type.
     pub const fn new(record_type: ControlRecordType) -> Self {
-        ControlRecordKey { version: Self::CURRENT_VERSION, record_type }
+        ControlRecordKey {
+            version: Self::CURRENT_VERSION,
+            record_type,
+        }
     }
 
     /// Parses a key. Later versions may append fields, which are ignored.
     pub fn parse(key: &[u8]) -> Result<Self, DecodeError> {
         let Some((version, rest)) = key.split_first_chunk::<2>() else {
-            return Err(DecodeError::Truncated { what: "control record key", needed: 4, remaining: key.len() });
+            return Err(DecodeError::Truncated {
+                what: "control record key",
+                needed: 4,
+                remaining: key.len(),
+            });
         };
         let Some(record_type) = rest.first_chunk::<2>() else {
-            return Err(DecodeError::Truncated { what: "control record key", needed: 4, remaining: key.len() });
+            return Err(DecodeError::Truncated {
+                what: "control record key",
+                needed: 4,
+                remaining: key.len(),
+            });
         };
         let version = i16::from_be_bytes(*version);
         if version < 0 {
-            return Err(DecodeError::Invalid { what: "control record key", reason: "negative version" });
+            return Err(DecodeError::Invalid {
+                what: "control record key",
+                reason: "negative version",
+            });
         }
-        Ok(ControlRecordKey { version, record_type: ControlRecordType::from_id(i16::from_be_bytes(*record_type)) })
+        Ok(ControlRecordKey {
+            version,
+            record_type: ControlRecordType::from_id(i16::from_be_bytes(*record_type)),
+        })
     }
 
     /// The key's four wire bytes.
@@ -127,22 +144,39 @@ impl EndTransactionMarker {
 
     /// A version-0 marker value.
     pub const fn new(coordinator_epoch: i32) -> Self {
-        EndTransactionMarker { version: Self::CURRENT_VERSION, coordinator_epoch }
+        EndTransactionMarker {
+            version: Self::CURRENT_VERSION,
+            coordinator_epoch,
+        }
     }
 
     /// Parses a marker value. Later versions may append fields, which are ignored.
     pub fn parse(value: &[u8]) -> Result<Self, DecodeError> {
         let Some((version, rest)) = value.split_first_chunk::<2>() else {
-            return Err(DecodeError::Truncated { what: "transaction marker", needed: 6, remaining: value.len() });
+            return Err(DecodeError::Truncated {
+                what: "transaction marker",
+                needed: 6,
+                remaining: value.len(),
+            });
         };
         let Some(epoch) = rest.first_chunk::<4>() else {
-            return Err(DecodeError::Truncated { what: "transaction marker", needed: 6, remaining: value.len() });
+            return Err(DecodeError::Truncated {
+                what: "transaction marker",
+                needed: 6,
+                remaining: value.len(),
+            });
         };
         let version = i16::from_be_bytes(*version);
         if version < 0 {
-            return Err(DecodeError::Invalid { what: "transaction marker", reason: "negative version" });
+            return Err(DecodeError::Invalid {
+                what: "transaction marker",
+                reason: "negative version",
+            });
         }
-        Ok(EndTransactionMarker { version, coordinator_epoch: i32::from_be_bytes(*epoch) })
+        Ok(EndTransactionMarker {
+            version,
+            coordinator_epoch: i32::from_be_bytes(*epoch),
+        })
     }
 
     /// The value's six wire bytes.
@@ -175,10 +209,14 @@ pub enum ControlRecord {
 impl ControlRecord {
     /// Parses a control record from its key and value.
     pub fn parse(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Self, DecodeError> {
-        let key = ControlRecordKey::parse(key.ok_or(DecodeError::UnexpectedNull { what: "control record key" })?)?;
+        let key = ControlRecordKey::parse(key.ok_or(DecodeError::UnexpectedNull {
+            what: "control record key",
+        })?)?;
         match key.record_type {
             ControlRecordType::Abort | ControlRecordType::Commit => {
-                let value = value.ok_or(DecodeError::UnexpectedNull { what: "transaction marker" })?;
+                let value = value.ok_or(DecodeError::UnexpectedNull {
+                    what: "transaction marker",
+                })?;
                 let marker = EndTransactionMarker::parse(value)?;
                 Ok(if key.record_type == ControlRecordType::Commit {
                     ControlRecord::Commit(marker)
@@ -186,7 +224,10 @@ impl ControlRecord {
                     ControlRecord::Abort(marker)
                 })
             }
-            _ => Ok(ControlRecord::Other { key, value: value.map(Bytes::copy_from_slice) }),
+            _ => Ok(ControlRecord::Other {
+                key,
+                value: value.map(Bytes::copy_from_slice),
+            }),
         }
     }
 
@@ -210,11 +251,21 @@ pub struct ControlBatchBuilder {
 impl ControlBatchBuilder {
     /// A builder for a control batch with these options (the control flag is forced on).
     pub fn new(options: BatchOptions) -> Self {
-        ControlBatchBuilder { writer: RecordBatchWriter::new(BatchOptions { control: true, ..options }) }
+        ControlBatchBuilder {
+            writer: RecordBatchWriter::new(BatchOptions {
+                control: true,
+                ..options
+            }),
+        }
     }
 
     /// Appends a control record with a raw value.
-    pub fn append(&mut self, timestamp: i64, key: ControlRecordKey, value: Option<&[u8]>) -> Result<i32, EncodeError> {
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: ControlRecordKey,
+        value: Option<&[u8]>,
+    ) -> Result<i32, EncodeError> {
         self.writer.append(timestamp, Some(&key.to_bytes()), value)
     }
 
@@ -232,7 +283,11 @@ impl ControlBatchBuilder {
                 reason: "the record type must be COMMIT or ABORT",
             });
         }
-        self.append(timestamp, ControlRecordKey::new(result), Some(&marker.to_bytes()))
+        self.append(
+            timestamp,
+            ControlRecordKey::new(result),
+            Some(&marker.to_bytes()),
+        )
     }
 
     /// Finishes the batch.
@@ -261,6 +316,10 @@ pub fn end_transaction_batch(
         base_timestamp: None,
         ..options.clone()
     });
-    builder.append_end_transaction(timestamp, result, EndTransactionMarker::new(coordinator_epoch))?;
+    builder.append_end_transaction(
+        timestamp,
+        result,
+        EndTransactionMarker::new(coordinator_epoch),
+    )?;
     builder.finish()
 }

@@ -11,7 +11,10 @@ use std::ops::Range;
 use bytes::Bytes;
 
 use super::varint::{VarintFault, read_varint, read_varlong};
-use super::{BATCH_HEADER_SIZE, BatchAttributes, BatchHeader, DEFAULT_MAX_DECOMPRESSED_SIZE, Header, RawBatch, Record};
+use super::{
+    BATCH_HEADER_SIZE, BatchAttributes, BatchHeader, DEFAULT_MAX_DECOMPRESSED_SIZE, Header,
+    RawBatch, Record,
+};
 use super::{TimestampType, control};
 use crate::compression::{self, Compression};
 use crate::error::DecodeError;
@@ -30,7 +33,10 @@ pub struct DecodeOptions {
 
 impl Default for DecodeOptions {
     fn default() -> Self {
-        DecodeOptions { max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE, verify_crc: true }
+        DecodeOptions {
+            max_decompressed_size: DEFAULT_MAX_DECOMPRESSED_SIZE,
+            verify_crc: true,
+        }
     }
 }
 
@@ -97,14 +103,20 @@ impl RecordBatch {
     }
 
     /// Like [`decode`](Self::decode), with options.
-    pub fn decode_with(input: &mut Bytes, options: &DecodeOptions) -> Result<RecordBatch, DecodeError> {
+    pub fn decode_with(
+        input: &mut Bytes,
+        options: &DecodeOptions,
+    ) -> Result<RecordBatch, DecodeError> {
         let mut rest = input.clone();
         let batch = RawBatch::split_from(&mut rest)?.decode_with(options)?;
         *input = rest;
         Ok(batch)
     }
 
-    pub(crate) fn from_raw(raw: &RawBatch, options: &DecodeOptions) -> Result<RecordBatch, DecodeError> {
+    pub(crate) fn from_raw(
+        raw: &RawBatch,
+        options: &DecodeOptions,
+    ) -> Result<RecordBatch, DecodeError> {
         if options.verify_crc {
             raw.verify_crc()?;
         }
@@ -112,13 +124,26 @@ impl RecordBatch {
         let compression = header.compression()?;
         let data = match compression {
             Compression::None => raw.bytes().slice(BATCH_HEADER_SIZE..),
-            codec => compression::decompress(codec, raw.records_section(), options.max_decompressed_size)?,
+            codec => compression::decompress(
+                codec,
+                raw.records_section(),
+                options.max_decompressed_size,
+            )?,
         };
         if u32::try_from(data.len()).is_err() {
-            return Err(DecodeError::Invalid { what: "record batch", reason: "records section of 4 GiB or more" });
+            return Err(DecodeError::Invalid {
+                what: "record batch",
+                reason: "records section of 4 GiB or more",
+            });
         }
         let (entries, headers) = index_records(&data, header.records_count)?;
-        Ok(RecordBatch { header, compression, data, entries, headers })
+        Ok(RecordBatch {
+            header,
+            compression,
+            data,
+            entries,
+            headers,
+        })
     }
 
     /// The batch header as it was on the wire.
@@ -203,12 +228,17 @@ impl RecordBatch {
 
     /// The `index`-th record.
     pub fn get(&self, index: usize) -> Option<RecordView<'_>> {
-        self.entries.get(index).map(|entry| RecordView { batch: self, entry })
+        self.entries
+            .get(index)
+            .map(|entry| RecordView { batch: self, entry })
     }
 
     /// The records, in order.
     pub fn iter(&self) -> RecordViews<'_> {
-        RecordViews { batch: self, entries: self.entries.iter() }
+        RecordViews {
+            batch: self,
+            entries: self.entries.iter(),
+        }
     }
 
     /// Owned copies of the records. Keys, values and header values share the batch's
@@ -228,7 +258,8 @@ impl RecordBatch {
         if !self.is_control() {
             return None;
         }
-        self.get(0).map(|r| control::ControlRecord::parse(r.key(), r.value()))
+        self.get(0)
+            .map(|r| control::ControlRecord::parse(r.key(), r.value()))
     }
 
     #[inline]
@@ -271,7 +302,10 @@ impl<'a> RecordView<'a> {
     /// The record's offset: base offset plus offset delta.
     #[inline]
     pub fn offset(&self) -> i64 {
-        self.batch.header.base_offset.wrapping_add(self.entry.offset_delta.into())
+        self.batch
+            .header
+            .base_offset
+            .wrapping_add(self.entry.offset_delta.into())
     }
 
     /// The offset delta as stored.
@@ -294,7 +328,10 @@ impl<'a> RecordView<'a> {
     /// timestamp type.
     #[inline]
     pub fn record_timestamp(&self) -> i64 {
-        self.batch.header.base_timestamp.wrapping_add(self.entry.timestamp_delta)
+        self.batch
+            .header
+            .base_timestamp
+            .wrapping_add(self.entry.timestamp_delta)
     }
 
     /// The timestamp delta as stored.
@@ -344,7 +381,15 @@ impl<'a> RecordView<'a> {
     pub fn headers(&self) -> HeaderViews<'a> {
         let start = self.entry.headers_start as usize;
         let end = start + self.entry.headers_len as usize;
-        HeaderViews { batch: self.batch, entries: self.batch.headers.get(start..end).unwrap_or_default().iter() }
+        HeaderViews {
+            batch: self.batch,
+            entries: self
+                .batch
+                .headers
+                .get(start..end)
+                .unwrap_or_default()
+                .iter(),
+        }
     }
 
     /// An owned copy of the record (see [`Record`] for what `timestamp` holds).
@@ -383,7 +428,10 @@ impl<'a> Iterator for RecordViews<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<RecordView<'a>> {
-        self.entries.next().map(|entry| RecordView { batch: self.batch, entry })
+        self.entries.next().map(|entry| RecordView {
+            batch: self.batch,
+            entry,
+        })
     }
 
     #[inline]
@@ -394,7 +442,10 @@ impl<'a> Iterator for RecordViews<'a> {
 
 impl DoubleEndedIterator for RecordViews<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.entries.next_back().map(|entry| RecordView { batch: self.batch, entry })
+        self.entries.next_back().map(|entry| RecordView {
+            batch: self.batch,
+            entry,
+        })
     }
 }
 
@@ -434,7 +485,10 @@ impl<'a> HeaderView<'a> {
 
     /// An owned copy.
     pub fn to_header(&self) -> Header {
-        Header { key: self.key().to_owned(), value: self.value_bytes() }
+        Header {
+            key: self.key().to_owned(),
+            value: self.value_bytes(),
+        }
     }
 }
 
@@ -459,7 +513,10 @@ impl<'a> Iterator for HeaderViews<'a> {
 
     #[inline]
     fn next(&mut self) -> Option<HeaderView<'a>> {
-        self.entries.next().map(|entry| HeaderView { batch: self.batch, entry })
+        self.entries.next().map(|entry| HeaderView {
+            batch: self.batch,
+            entry,
+        })
     }
 
     #[inline]
@@ -470,7 +527,10 @@ impl<'a> Iterator for HeaderViews<'a> {
 
 impl DoubleEndedIterator for HeaderViews<'_> {
     fn next_back(&mut self) -> Option<Self::Item> {
-        self.entries.next_back().map(|entry| HeaderView { batch: self.batch, entry })
+        self.entries.next_back().map(|entry| HeaderView {
+            batch: self.batch,
+            entry,
+        })
     }
 }
 
@@ -485,7 +545,11 @@ impl std::iter::FusedIterator for HeaderViews<'_> {}
 #[inline(never)]
 fn varint_error(fault: VarintFault, what: &'static str, remaining: usize) -> DecodeError {
     match fault {
-        VarintFault::Truncated => DecodeError::Truncated { what, needed: remaining + 1, remaining },
+        VarintFault::Truncated => DecodeError::Truncated {
+            what,
+            needed: remaining + 1,
+            remaining,
+        },
         VarintFault::Malformed => DecodeError::InvalidVarint { what },
     }
 }
@@ -496,7 +560,11 @@ fn length_error(what: &'static str, length: i64, remaining: usize) -> DecodeErro
     if length < 0 {
         DecodeError::InvalidLength { what, length }
     } else {
-        DecodeError::LengthExceedsInput { what, length: length as usize, remaining }
+        DecodeError::LengthExceedsInput {
+            what,
+            length: length as usize,
+            remaining,
+        }
     }
 }
 
@@ -509,14 +577,23 @@ fn varint(rec: &[u8], p: &mut usize, what: &'static str) -> Result<i32, DecodeEr
 /// Reads a length-prefixed byte string in `rec` at `*p` (`-1` is null when `nullable`),
 /// returning where it lies in the batch buffer (`rec` starts at `base` there).
 #[inline(always)]
-fn span(rec: &[u8], p: &mut usize, base: usize, nullable: bool, what: &'static str) -> Result<Span, DecodeError> {
+fn span(
+    rec: &[u8],
+    p: &mut usize,
+    base: usize,
+    nullable: bool,
+    what: &'static str,
+) -> Result<Span, DecodeError> {
     let len = varint(rec, p, what)?;
     let start = *p;
     let remaining = rec.len() - start;
     match usize::try_from(len) {
         Ok(n) if n <= remaining => {
             *p = start + n;
-            Ok(Span { start: (base + start) as u32, len })
+            Ok(Span {
+                start: (base + start) as u32,
+                len,
+            })
         }
         Err(_) if len == -1 && nullable => Ok(Span::NULL),
         _ => Err(length_error(what, len.into(), remaining)),
@@ -526,7 +603,10 @@ fn span(rec: &[u8], p: &mut usize, base: usize, nullable: bool, what: &'static s
 /// Indexes `count` records filling `data` exactly.
 fn index_records(data: &[u8], count: i32) -> Result<(Vec<Entry>, Vec<HeaderEntry>), DecodeError> {
     let Ok(count) = usize::try_from(count) else {
-        return Err(DecodeError::InvalidLength { what: "record batch records count", length: count.into() });
+        return Err(DecodeError::InvalidLength {
+            what: "record batch records count",
+            length: count.into(),
+        });
     };
     if count > data.len() / MIN_RECORD_SIZE {
         return Err(DecodeError::LengthExceedsInput {
@@ -542,14 +622,21 @@ fn index_records(data: &[u8], count: i32) -> Result<(Vec<Entry>, Vec<HeaderEntry
         entries.push(index_record(data, &mut pos, &mut headers)?);
     }
     if pos != data.len() {
-        return Err(DecodeError::TrailingBytes { what: "record batch records", remaining: data.len() - pos });
+        return Err(DecodeError::TrailingBytes {
+            what: "record batch records",
+            remaining: data.len() - pos,
+        });
     }
     Ok((entries, headers))
 }
 
 /// Indexes the record at `*pos`, appending its headers to `headers`.
 #[inline(always)]
-fn index_record(data: &[u8], pos: &mut usize, headers: &mut Vec<HeaderEntry>) -> Result<Entry, DecodeError> {
+fn index_record(
+    data: &[u8],
+    pos: &mut usize,
+    headers: &mut Vec<HeaderEntry>,
+) -> Result<Entry, DecodeError> {
     let len = varint(data, pos, "record length")?;
     let base = *pos;
     let rest = data.get(base..).unwrap_or_default();
@@ -558,11 +645,15 @@ fn index_record(data: &[u8], pos: &mut usize, headers: &mut Vec<HeaderEntry>) ->
         _ => return Err(length_error("record length", len.into(), rest.len())),
     };
     let Some((&attributes, _)) = rec.split_first() else {
-        return Err(DecodeError::Truncated { what: "record attributes", needed: 1, remaining: 0 });
+        return Err(DecodeError::Truncated {
+            what: "record attributes",
+            needed: 1,
+            remaining: 0,
+        });
     };
     let mut p = 1;
-    let timestamp_delta =
-        read_varlong(rec, &mut p).map_err(|f| varint_error(f, "record timestamp delta", rec.len() - p))?;
+    let timestamp_delta = read_varlong(rec, &mut p)
+        .map_err(|f| varint_error(f, "record timestamp delta", rec.len() - p))?;
     let offset_delta = varint(rec, &mut p, "record offset delta")?;
     let key = span(rec, &mut p, base, true, "record key")?;
     let value = span(rec, &mut p, base, true, "record value")?;
@@ -572,7 +663,10 @@ fn index_record(data: &[u8], pos: &mut usize, headers: &mut Vec<HeaderEntry>) ->
         index_headers(rec, &mut p, base, header_count, headers)?;
     }
     if p != rec.len() {
-        return Err(DecodeError::TrailingBytes { what: "record", remaining: rec.len() - p });
+        return Err(DecodeError::TrailingBytes {
+            what: "record",
+            remaining: rec.len() - p,
+        });
     }
     *pos = base + rec.len();
     Ok(Entry {
@@ -597,13 +691,24 @@ fn index_headers(
     // Every header takes at least two bytes (key length and value length).
     match usize::try_from(count) {
         Ok(n) if n <= remaining / 2 => headers.reserve(n),
-        _ => return Err(length_error("record header count", count.into(), remaining / 2)),
+        _ => {
+            return Err(length_error(
+                "record header count",
+                count.into(),
+                remaining / 2,
+            ));
+        }
     }
     for _ in 0..count {
         let key = span(rec, p, base, false, "record header key")?;
-        let key_bytes = key.range().and_then(|r| rec.get(r.start - base..r.end - base)).unwrap_or_default();
+        let key_bytes = key
+            .range()
+            .and_then(|r| rec.get(r.start - base..r.end - base))
+            .unwrap_or_default();
         if std::str::from_utf8(key_bytes).is_err() {
-            return Err(DecodeError::InvalidUtf8 { what: "record header key" });
+            return Err(DecodeError::InvalidUtf8 {
+                what: "record header key",
+            });
         }
         let value = span(rec, p, base, true, "record header value")?;
         headers.push(HeaderEntry { key, value });

@@ -6,8 +6,14 @@ use bytes::{Bytes, BytesMut};
 use super::decode::HeaderView;
 use super::header::at;
 use super::varint::{SCRATCH, put_varint, put_varlong, varint_size, varlong_size};
-use super::{BATCH_HEADER_SIZE, BatchAttributes, BatchHeader, Header, LOG_OVERHEAD, MAGIC, Record, RecordBatch};
-use super::{NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, NO_TIMESTAMP, TimestampType};
+use super::{
+    BATCH_HEADER_SIZE, BatchAttributes, BatchHeader, Header, LOG_OVERHEAD, MAGIC, Record,
+    RecordBatch,
+};
+use super::{
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE, NO_TIMESTAMP,
+    TimestampType,
+};
 use crate::compression::{self, Compression};
 use crate::error::{DecodeError, EncodeError};
 
@@ -127,7 +133,11 @@ impl<T: HeaderRef + ?Sized> HeaderRef for &T {
 /// `len` as a wire length, or `TooLong`.
 #[inline(always)]
 fn wire_len(len: usize, what: &'static str) -> Result<i32, EncodeError> {
-    i32::try_from(len).map_err(|_| EncodeError::TooLong { what, length: len, max: i32::MAX as usize })
+    i32::try_from(len).map_err(|_| EncodeError::TooLong {
+        what,
+        length: len,
+        max: i32::MAX as usize,
+    })
 }
 
 /// A nullable byte string's wire length (-1 for null) and payload size.
@@ -177,7 +187,10 @@ fn body_size<H: HeaderRef>(
     for h in headers {
         let k = h.header_key().as_bytes();
         let (v_len, v_size) = nullable_len(h.header_value(), "record header value")?;
-        size += varint_size(wire_len(k.len(), "record header key")?) + k.len() + varint_size(v_len) + v_size;
+        size += varint_size(wire_len(k.len(), "record header key")?)
+            + k.len()
+            + varint_size(v_len)
+            + v_size;
     }
     Ok(size)
 }
@@ -229,7 +242,10 @@ impl RecordBatchWriter {
     /// A writer that preallocates `capacity` bytes (the batch size limit is a good
     /// choice).
     pub fn with_capacity(options: BatchOptions, capacity: usize) -> Self {
-        Self::with_buffer(options, BytesMut::with_capacity(capacity.max(BATCH_HEADER_SIZE)))
+        Self::with_buffer(
+            options,
+            BytesMut::with_capacity(capacity.max(BATCH_HEADER_SIZE)),
+        )
     }
 
     /// A writer that builds the batch in `buffer` (cleared first), reusing its memory.
@@ -305,12 +321,21 @@ impl RecordBatchWriter {
         value: Option<&[u8]>,
         headers: &[H],
     ) -> bool {
-        self.count == 0 || self.size_in_bytes().saturating_add(self.next_record_size(timestamp, key, value, headers)) <= limit
+        self.count == 0
+            || self
+                .size_in_bytes()
+                .saturating_add(self.next_record_size(timestamp, key, value, headers))
+                <= limit
     }
 
     /// Appends a record without headers at the next offset; returns its offset delta.
     #[inline]
-    pub fn append(&mut self, timestamp: i64, key: Option<&[u8]>, value: Option<&[u8]>) -> Result<i32, EncodeError> {
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<i32, EncodeError> {
         self.append_with_headers::<Header>(timestamp, key, value, &[])
     }
 
@@ -339,7 +364,14 @@ impl RecordBatchWriter {
             });
         }
         let delta = self.checked_delta(delta)?;
-        self.write_record(0, delta, record.timestamp, record.key.as_deref(), record.value.as_deref(), &record.headers)
+        self.write_record(
+            0,
+            delta,
+            record.timestamp,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        )
     }
 
     #[inline(always)]
@@ -363,7 +395,11 @@ impl RecordBatchWriter {
         headers: &[H],
     ) -> Result<(), EncodeError> {
         if self.count == i32::MAX {
-            return Err(EncodeError::TooLong { what: "record batch", length: i32::MAX as usize, max: i32::MAX as usize });
+            return Err(EncodeError::TooLong {
+                what: "record batch",
+                length: i32::MAX as usize,
+                max: i32::MAX as usize,
+            });
         }
         let base = self.base_timestamp.unwrap_or(timestamp);
         let timestamp_delta = timestamp.wrapping_sub(base);
@@ -417,13 +453,23 @@ impl RecordBatchWriter {
     /// empty batch from a producer.
     pub fn finish(self) -> Result<Bytes, EncodeError> {
         if self.count == 0 {
-            return Err(EncodeError::Invalid { what: "record batch", reason: "a batch needs at least one record" });
+            return Err(EncodeError::Invalid {
+                what: "record batch",
+                reason: "a batch needs at least one record",
+            });
         }
         self.finish_with(None)
     }
 
     fn finish_with(self, over: Option<HeaderOverride>) -> Result<Bytes, EncodeError> {
-        let RecordBatchWriter { buf, options, count, base_timestamp, max_timestamp, next_offset_delta } = self;
+        let RecordBatchWriter {
+            buf,
+            options,
+            count,
+            base_timestamp,
+            max_timestamp,
+            next_offset_delta,
+        } = self;
         let attributes = match over {
             Some(o) => o.attributes.with_compression(options.compression),
             None => options.attributes(),
@@ -434,7 +480,12 @@ impl RecordBatchWriter {
                 let records = buf.get(BATCH_HEADER_SIZE..).unwrap_or_default();
                 let mut out = BytesMut::with_capacity(BATCH_HEADER_SIZE + records.len() / 2 + 64);
                 out.resize(BATCH_HEADER_SIZE, 0);
-                compression::compress_with_level(codec, options.compression_level, records, &mut out)?;
+                compression::compress_with_level(
+                    codec,
+                    options.compression_level,
+                    records,
+                    &mut out,
+                )?;
                 out
             }
         };
@@ -459,7 +510,10 @@ impl RecordBatchWriter {
             records_count: count,
         };
         let Some(head) = out.first_chunk_mut::<BATCH_HEADER_SIZE>() else {
-            return Err(EncodeError::Invalid { what: "record batch", reason: "buffer shorter than the header" });
+            return Err(EncodeError::Invalid {
+                what: "record batch",
+                reason: "buffer shorter than the header",
+            });
         };
         header.write_to(head);
         write_crc(&mut out);
@@ -482,7 +536,8 @@ pub fn encode_records(options: &BatchOptions, records: &[Record]) -> Result<Byte
         .iter()
         .map(|r| 24 + r.key.as_ref().map_or(0, Bytes::len) + r.value.as_ref().map_or(0, Bytes::len))
         .sum();
-    let mut writer = RecordBatchWriter::with_capacity(options.clone(), BATCH_HEADER_SIZE + estimate);
+    let mut writer =
+        RecordBatchWriter::with_capacity(options.clone(), BATCH_HEADER_SIZE + estimate);
     for record in records {
         writer.append_record(record)?;
     }
@@ -500,7 +555,11 @@ impl RecordBatch {
 
     /// Encodes the batch with another codec (and level); every other header field,
     /// every record field and the record order are kept.
-    pub fn encode_with(&self, compression: Compression, level: Option<i32>) -> Result<Bytes, EncodeError> {
+    pub fn encode_with(
+        &self,
+        compression: Compression,
+        level: Option<i32>,
+    ) -> Result<Bytes, EncodeError> {
         let h = self.header();
         let options = BatchOptions {
             base_offset: h.base_offset,
@@ -519,7 +578,14 @@ impl RecordBatch {
         for r in self {
             headers.clear();
             headers.extend(r.headers());
-            writer.write_record(r.attributes(), r.offset_delta(), r.record_timestamp(), r.key(), r.value(), &headers)?;
+            writer.write_record(
+                r.attributes(),
+                r.offset_delta(),
+                r.record_timestamp(),
+                r.key(),
+                r.value(),
+                &headers,
+            )?;
         }
         writer.finish_with(Some(HeaderOverride {
             attributes: h.attributes,
@@ -545,7 +611,10 @@ pub fn set_producer_state(
 ) -> Result<(), DecodeError> {
     let header = BatchHeader::parse(batch)?;
     if header.size() != batch.len() {
-        return Err(DecodeError::Invalid { what: "record batch", reason: "buffer is not exactly one batch" });
+        return Err(DecodeError::Invalid {
+            what: "record batch",
+            reason: "buffer is not exactly one batch",
+        });
     }
     let attributes = header.attributes.with_transactional(transactional);
     let mut put = |at: usize, bytes: &[u8]| {

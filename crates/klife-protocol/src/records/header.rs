@@ -71,7 +71,9 @@ impl BatchHeader {
     /// not check the CRC or that the whole batch is present.
     pub fn parse(input: &[u8]) -> Result<BatchHeader, DecodeError> {
         match input.get(at::MAGIC) {
-            Some(&magic) if magic as i8 != MAGIC => return Err(DecodeError::UnsupportedMagic(magic as i8)),
+            Some(&magic) if magic as i8 != MAGIC => {
+                return Err(DecodeError::UnsupportedMagic(magic as i8));
+            }
             _ => {}
         }
         let Some(b) = input.first_chunk::<BATCH_HEADER_SIZE>() else {
@@ -97,7 +99,10 @@ impl BatchHeader {
             records_count: i32::from_be_bytes(field(b, at::RECORDS_COUNT)),
         };
         if (header.batch_length as i64) < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i64 {
-            return Err(DecodeError::InvalidLength { what: "record batch length", length: header.batch_length.into() });
+            return Err(DecodeError::InvalidLength {
+                what: "record batch length",
+                length: header.batch_length.into(),
+            });
         }
         Ok(header)
     }
@@ -114,7 +119,10 @@ impl BatchHeader {
         let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
         put(at::BASE_OFFSET, &self.base_offset.to_be_bytes());
         put(at::BATCH_LENGTH, &self.batch_length.to_be_bytes());
-        put(at::PARTITION_LEADER_EPOCH, &self.partition_leader_epoch.to_be_bytes());
+        put(
+            at::PARTITION_LEADER_EPOCH,
+            &self.partition_leader_epoch.to_be_bytes(),
+        );
         put(at::MAGIC, &self.magic.to_be_bytes());
         put(at::CRC, &self.crc.to_be_bytes());
         put(at::ATTRIBUTES, &self.attributes.0.to_be_bytes());
@@ -146,7 +154,9 @@ impl BatchHeader {
     pub fn compression(&self) -> Result<Compression, DecodeError> {
         self.attributes
             .compression()
-            .ok_or(DecodeError::UnknownCompression(self.attributes.compression_id()))
+            .ok_or(DecodeError::UnknownCompression(
+                self.attributes.compression_id(),
+            ))
     }
 
     /// The timestamp type.
@@ -171,7 +181,11 @@ impl BatchHeader {
             return super::NO_SEQUENCE;
         }
         let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
-        if last > i64::from(i32::MAX) { (last - i64::from(i32::MAX) - 1) as i32 } else { last as i32 }
+        if last > i64::from(i32::MAX) {
+            (last - i64::from(i32::MAX) - 1) as i32
+        } else {
+            last as i32
+        }
     }
 }
 
@@ -191,12 +205,15 @@ impl RawBatch {
         let header = BatchHeader::parse(&bytes)?;
         let size = header.size();
         match bytes.len().cmp(&size) {
-            std::cmp::Ordering::Less => {
-                Err(DecodeError::Truncated { what: "record batch", needed: size, remaining: bytes.len() })
-            }
-            std::cmp::Ordering::Greater => {
-                Err(DecodeError::TrailingBytes { what: "record batch", remaining: bytes.len() - size })
-            }
+            std::cmp::Ordering::Less => Err(DecodeError::Truncated {
+                what: "record batch",
+                needed: size,
+                remaining: bytes.len(),
+            }),
+            std::cmp::Ordering::Greater => Err(DecodeError::TrailingBytes {
+                what: "record batch",
+                remaining: bytes.len() - size,
+            }),
             std::cmp::Ordering::Equal => Ok(RawBatch { header, bytes }),
         }
     }
@@ -208,9 +225,16 @@ impl RawBatch {
         let header = BatchHeader::parse(input)?;
         let size = header.size();
         if size > input.len() {
-            return Err(DecodeError::Truncated { what: "record batch", needed: size, remaining: input.len() });
+            return Err(DecodeError::Truncated {
+                what: "record batch",
+                needed: size,
+                remaining: input.len(),
+            });
         }
-        Ok(RawBatch { header, bytes: input.split_to(size) })
+        Ok(RawBatch {
+            header,
+            bytes: input.split_to(size),
+        })
     }
 
     /// The parsed header.
@@ -244,7 +268,10 @@ impl RawBatch {
         if actual == self.header.crc {
             Ok(())
         } else {
-            Err(DecodeError::CrcMismatch { expected: self.header.crc, actual })
+            Err(DecodeError::CrcMismatch {
+                expected: self.header.crc,
+                actual,
+            })
         }
     }
 

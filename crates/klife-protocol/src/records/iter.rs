@@ -46,7 +46,10 @@ pub struct RecordBatches {
 impl RecordBatches {
     /// Iterates over the batches in `records`.
     pub fn new(records: Bytes) -> Self {
-        RecordBatches { rest: records, failed: false }
+        RecordBatches {
+            rest: records,
+            failed: false,
+        }
     }
 
     /// The bytes not consumed yet.
@@ -107,12 +110,17 @@ impl Iterator for RecordBatches {
             Frame::Partial => None,
             Frame::Invalid(length) => {
                 self.failed = true;
-                Some(Err(DecodeError::InvalidLength { what: "record batch length", length: length.into() }))
+                Some(Err(DecodeError::InvalidLength {
+                    what: "record batch length",
+                    length: length.into(),
+                }))
             }
             Frame::Complete(size) => {
                 let bytes = self.rest.split_to(size);
                 match bytes.get(at::MAGIC) {
-                    Some(&m) if m as i8 != MAGIC => Some(Err(DecodeError::UnsupportedMagic(m as i8))),
+                    Some(&m) if m as i8 != MAGIC => {
+                        Some(Err(DecodeError::UnsupportedMagic(m as i8)))
+                    }
                     _ => Some(RawBatch::new(bytes)),
                 }
             }

@@ -69,10 +69,14 @@ mod tests;
 
 pub use attributes::{BatchAttributes, TimestampType};
 pub use control::{
-    ControlBatchBuilder, ControlRecord, ControlRecordKey, ControlRecordType, EndTransactionMarker, end_transaction_batch,
+    ControlBatchBuilder, ControlRecord, ControlRecordKey, ControlRecordType, EndTransactionMarker,
+    end_transaction_batch,
 };
 pub use decode::{DecodeOptions, HeaderView, HeaderViews, RecordBatch, RecordView, RecordViews};
-pub use encode::{BatchOptions, HeaderRef, RecordBatchWriter, encode_records, encoded_record_size, set_producer_state};
+pub use encode::{
+    BatchOptions, HeaderRef, RecordBatchWriter, encode_records, encoded_record_size,
+    set_producer_state,
+};
 pub use header::{BatchHeader, RawBatch};
 pub use iter::RecordBatches;
 pub use record::{Header, Record};

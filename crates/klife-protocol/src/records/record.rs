@@ -17,12 +17,18 @@ pub struct Header {
 impl Header {
     /// A header with a value.
     pub fn new(key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        Header { key: key.into(), value: Some(value.into()) }
+        Header {
+            key: key.into(),
+            value: Some(value.into()),
+        }
     }
 
     /// A header with a null value.
     pub fn null(key: impl Into<String>) -> Self {
-        Header { key: key.into(), value: None }
+        Header {
+            key: key.into(),
+            value: None,
+        }
     }
 }
 
@@ -50,7 +56,13 @@ pub struct Record {
 impl Record {
     /// A record with a value and no key or headers.
     pub fn new(offset: i64, timestamp: i64, value: impl Into<Bytes>) -> Self {
-        Record { offset, timestamp, key: None, value: Some(value.into()), headers: Vec::new() }
+        Record {
+            offset,
+            timestamp,
+            key: None,
+            value: Some(value.into()),
+            headers: Vec::new(),
+        }
     }
 
     /// This record with its key set.

@@ -149,7 +149,22 @@ mod tests {
 
     #[test]
     fn agrees_with_the_wire_module() {
-        let samples32 = [0, 1, -1, 63, -64, 64, -65, 8191, -8192, 8192, 1 << 20, -(1 << 27), i32::MAX, i32::MIN];
+        let samples32 = [
+            0,
+            1,
+            -1,
+            63,
+            -64,
+            64,
+            -65,
+            8191,
+            -8192,
+            8192,
+            1 << 20,
+            -(1 << 27),
+            i32::MAX,
+            i32::MIN,
+        ];
         for v in samples32 {
             let mut reference = BytesMut::new();
             crate::wire::put_varint(&mut reference, v);
@@ -161,7 +176,17 @@ mod tests {
             assert_eq!(read_varint(&out[..n], &mut pos), Ok(v));
             assert_eq!(pos, n);
         }
-        let samples64 = [0, 1, -1, 1 << 13, -(1 << 13), 1 << 40, i64::MAX, i64::MIN, i64::from(i32::MIN)];
+        let samples64 = [
+            0,
+            1,
+            -1,
+            1 << 13,
+            -(1 << 13),
+            1 << 40,
+            i64::MAX,
+            i64::MIN,
+            i64::from(i32::MIN),
+        ];
         for v in samples64 {
             let mut reference = BytesMut::new();
             crate::wire::put_varlong(&mut reference, v);
@@ -179,9 +204,18 @@ mod tests {
     fn faults_are_reported() {
         let mut pos = 0;
         assert_eq!(read_varint(&[0x80], &mut pos), Err(VarintFault::Truncated));
-        assert_eq!(read_varint(&[0x80, 0x80], &mut pos), Err(VarintFault::Truncated));
-        assert_eq!(read_varint(&[0xff, 0xff, 0xff, 0xff, 0x1f], &mut pos), Err(VarintFault::Malformed));
-        assert_eq!(read_varlong(&[0xff; 10], &mut pos), Err(VarintFault::Malformed));
+        assert_eq!(
+            read_varint(&[0x80, 0x80], &mut pos),
+            Err(VarintFault::Truncated)
+        );
+        assert_eq!(
+            read_varint(&[0xff, 0xff, 0xff, 0xff, 0x1f], &mut pos),
+            Err(VarintFault::Malformed)
+        );
+        assert_eq!(
+            read_varlong(&[0xff; 10], &mut pos),
+            Err(VarintFault::Malformed)
+        );
         assert_eq!(read_varlong(&[], &mut pos), Err(VarintFault::Truncated));
         assert_eq!(pos, 0);
     }
