@@ -448,3 +448,275 @@ mod zstd {
         read_bounded(Compression::Zstd, decoder, input.len(), limit)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Half text-like (compressible), half pseudo-random.
+        let mut state = 0x1234_5678_9abc_def0u64;
+        (0..len)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                if (i / 1000) % 2 == 0 {
+                    b"kafka records "[i % 14]
+                } else {
+                    (state >> 56) as u8
+                }
+            })
+            .collect()
+    }
+
+    fn enabled_codecs() -> impl Iterator<Item = Compression> {
+        Compression::ALL.into_iter().filter(|c| c.is_enabled())
+    }
+
+    #[test]
+    fn every_codec_roundtrips() {
+        for codec in enabled_codecs() {
+            for len in [0, 1, 100, 32 * 1024, 32 * 1024 + 1, 200_000] {
+                let input = sample(len);
+                let mut out = BytesMut::from(&b"prefix"[..]);
+                compress(codec, &input, &mut out).unwrap();
+                assert_eq!(&out[..6], b"prefix", "{codec} must append");
+                let back = decompress(codec, &out[6..], len).unwrap();
+                assert_eq!(back, input, "{codec} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn levels_are_accepted() {
+        let input = sample(50_000);
+        for codec in enabled_codecs() {
+            for level in [None, Some(1), Some(9), Some(-5), Some(100)] {
+                let mut out = BytesMut::new();
+                match compress_with_level(codec, level, &input, &mut out) {
+                    Ok(()) => assert_eq!(decompress(codec, &out, input.len()).unwrap(), input),
+                    Err(e) => assert!(
+                        codec == Compression::Zstd && level == Some(100),
+                        "{codec} {level:?}: {e}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_limit_is_enforced_exactly() {
+        let input = vec![0u8; 100_000];
+        for codec in Compression::ALL.into_iter().filter(|c| c.is_enabled()) {
+            let mut out = BytesMut::new();
+            compress(codec, &input, &mut out).unwrap();
+            assert_eq!(decompress(codec, &out, 100_000).unwrap().len(), 100_000);
+            assert_eq!(
+                decompress(codec, &out, 99_999),
+                Err(DecodeError::DecompressedTooLarge { limit: 99_999 }),
+                "{codec}"
+            );
+        }
+    }
+
+    #[test]
+    fn decompression_bombs_stop_at_the_limit() {
+        // 4 x 8 MiB of zeros compress to a few hundred KiB at most.
+        let zeros = vec![0u8; 8 << 20];
+        for codec in enabled_codecs().filter(|&c| c != Compression::None) {
+            let mut out = BytesMut::new();
+            for _ in 0..4 {
+                compress(codec, &zeros, &mut out).unwrap();
+                if codec == Compression::Snappy {
+                    break; // repeated xerial headers would read as garbage blocks
+                }
+            }
+            assert!(out.len() < 2 << 20, "{codec}: {}", out.len());
+            assert_eq!(
+                decompress(codec, &out, 1 << 20),
+                Err(DecodeError::DecompressedTooLarge { limit: 1 << 20 })
+            );
+        }
+    }
+
+    #[cfg(feature = "snappy")]
+    #[test]
+    fn snappy_writes_java_compatible_xerial_framing() {
+        let input = sample(70_000);
+        let mut out = BytesMut::new();
+        compress(Compression::Snappy, &input, &mut out).unwrap();
+        assert_eq!(
+            &out[..16],
+            b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01"
+        );
+        // Blocks: 32 KiB, 32 KiB, then the rest, each an int32 length and a raw block.
+        let mut rest = &out[16..];
+        let mut sizes = Vec::new();
+        while !rest.is_empty() {
+            let len = i32::from_be_bytes(rest[..4].try_into().unwrap()) as usize;
+            let block = &rest[4..4 + len];
+            sizes.push(snap::raw::decompress_len(block).unwrap());
+            rest = &rest[4 + len..];
+        }
+        assert_eq!(sizes, vec![32 * 1024, 32 * 1024, 70_000 - 64 * 1024]);
+    }
+
+    #[cfg(feature = "snappy")]
+    #[test]
+    fn snappy_reads_xerial_and_raw_payloads() {
+        // Raw snappy for "hello": uncompressed length varint 5, literal tag (5-1)<<2, bytes.
+        let raw = b"\x05\x10hello";
+        assert_eq!(
+            &decompress(Compression::Snappy, raw, 100).unwrap()[..],
+            b"hello"
+        );
+        // The same block twice in xerial framing: header, then [int32 7][block] twice.
+        let mut xerial = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        for _ in 0..2 {
+            xerial.extend_from_slice(&7i32.to_be_bytes());
+            xerial.extend_from_slice(raw);
+        }
+        assert_eq!(
+            &decompress(Compression::Snappy, &xerial, 100).unwrap()[..],
+            b"hellohello"
+        );
+        assert_eq!(
+            decompress(Compression::Snappy, &xerial, 9),
+            Err(DecodeError::DecompressedTooLarge { limit: 9 })
+        );
+        // Header only: empty output. Truncated block length or block: errors.
+        assert!(
+            decompress(Compression::Snappy, &xerial[..16], 100)
+                .unwrap()
+                .is_empty()
+        );
+        for cut in 17..xerial.len() {
+            if cut != 16 + 11 {
+                assert!(
+                    decompress(Compression::Snappy, &xerial[..cut], 100).is_err(),
+                    "cut {cut}"
+                );
+            }
+        }
+        let mut negative = xerial[..16].to_vec();
+        negative.extend_from_slice(&(-1i32).to_be_bytes());
+        assert!(decompress(Compression::Snappy, &negative, 100).is_err());
+    }
+
+    #[cfg(feature = "lz4")]
+    #[test]
+    fn lz4_writes_kafka_style_frames_and_reads_others() {
+        let input = sample(150_000);
+        let mut out = BytesMut::new();
+        compress(Compression::Lz4, &input, &mut out).unwrap();
+        assert_eq!(&out[..4], &[0x04, 0x22, 0x4d, 0x18], "lz4 frame magic");
+        assert_eq!(
+            out[4] & 0b1110_0000,
+            0b0110_0000,
+            "version 01, independent blocks"
+        );
+        assert_eq!(out[5], 0x40, "64 KiB maximum block size");
+        // Linked blocks, 4 MiB blocks and checksums decode too.
+        let info = lz4_flex::frame::FrameInfo::new()
+            .block_mode(lz4_flex::frame::BlockMode::Linked)
+            .block_size(lz4_flex::frame::BlockSize::Max4MB)
+            .block_checksums(true)
+            .content_checksum(true)
+            .content_size(Some(input.len() as u64));
+        let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, Vec::new());
+        std::io::Write::write_all(&mut enc, &input).unwrap();
+        let other = enc.finish().unwrap();
+        assert_eq!(
+            decompress(Compression::Lz4, &other, input.len()).unwrap(),
+            input
+        );
+    }
+
+    #[cfg(feature = "zstd")]
+    #[test]
+    fn zstd_reads_concatenated_frames() {
+        let mut out = BytesMut::new();
+        compress(Compression::Zstd, b"abc", &mut out).unwrap();
+        compress(Compression::Zstd, b"def", &mut out).unwrap();
+        assert_eq!(
+            &decompress(Compression::Zstd, &out, 6).unwrap()[..],
+            b"abcdef"
+        );
+    }
+
+    #[cfg(feature = "gzip")]
+    #[test]
+    fn gzip_reads_concatenated_members() {
+        let mut out = BytesMut::new();
+        compress(Compression::Gzip, b"abc", &mut out).unwrap();
+        compress(Compression::Gzip, b"def", &mut out).unwrap();
+        assert_eq!(
+            &decompress(Compression::Gzip, &out, 6).unwrap()[..],
+            b"abcdef"
+        );
+    }
+
+    #[test]
+    fn disabled_codecs_are_reported() {
+        for codec in Compression::ALL.into_iter().filter(|c| !c.is_enabled()) {
+            assert_eq!(
+                compress(codec, b"x", &mut BytesMut::new()),
+                Err(EncodeError::CompressionDisabled(codec))
+            );
+            assert_eq!(
+                decompress(codec, b"x", 10),
+                Err(DecodeError::CompressionDisabled(codec))
+            );
+        }
+    }
+
+    #[test]
+    fn none_copies_within_the_limit() {
+        assert_eq!(
+            &decompress(Compression::None, b"abc", 3).unwrap()[..],
+            b"abc"
+        );
+        assert_eq!(
+            decompress(Compression::None, b"abc", 2),
+            Err(DecodeError::DecompressedTooLarge { limit: 2 })
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn corrupt_input_never_panics(data in prop::collection::vec(any::<u8>(), 0..300)) {
+            for codec in enabled_codecs() {
+                let _ = decompress(codec, &data, 1 << 20);
+            }
+        }
+
+        #[test]
+        fn corrupted_payloads_never_panic(
+            len in 0usize..3000,
+            flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+        ) {
+            let input = sample(len);
+            for codec in enabled_codecs() {
+                let mut out = BytesMut::new();
+                compress(codec, &input, &mut out).unwrap();
+                if out.is_empty() {
+                    continue;
+                }
+                for (at, mask) in &flips {
+                    let i = at.index(out.len());
+                    out[i] ^= mask;
+                }
+                if let Ok(back) = decompress(codec, &out, 1 << 20) {
+                    prop_assert!(back.len() <= 1 << 20);
+                }
+            }
+        }
+    }
+}

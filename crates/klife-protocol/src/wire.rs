@@ -552,6 +552,7 @@ pub fn put_unknown_tagged_below<'a>(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

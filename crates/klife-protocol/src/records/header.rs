@@ -76,6 +76,17 @@ impl BatchHeader {
             }
             _ => {}
         }
+        if let Some(length) = input.get(at::BATCH_LENGTH..at::BATCH_LENGTH + 4) {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(length);
+            let length = i32::from_be_bytes(b);
+            if i64::from(length) < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i64 {
+                return Err(DecodeError::InvalidLength {
+                    what: "record batch length",
+                    length: length.into(),
+                });
+            }
+        }
         let Some(b) = input.first_chunk::<BATCH_HEADER_SIZE>() else {
             return Err(DecodeError::Truncated {
                 what: "record batch header",
@@ -98,12 +109,6 @@ impl BatchHeader {
             base_sequence: i32::from_be_bytes(field(b, at::BASE_SEQUENCE)),
             records_count: i32::from_be_bytes(field(b, at::RECORDS_COUNT)),
         };
-        if (header.batch_length as i64) < (BATCH_HEADER_SIZE - LOG_OVERHEAD) as i64 {
-            return Err(DecodeError::InvalidLength {
-                what: "record batch length",
-                length: header.batch_length.into(),
-            });
-        }
         Ok(header)
     }
 
