@@ -1,7 +1,7 @@
 //! Encoding record batches: the streaming [`RecordBatchWriter`], whole-batch helpers,
 //! and re-stamping producer state on encoded bytes.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 use super::decode::HeaderView;
 use super::header::at;
@@ -409,34 +409,41 @@ impl RecordBatchWriter {
         let value_len = value.map_or(-1, |v| v.len() as i32);
 
         let buf = &mut self.buf;
-        buf.reserve(5 + body);
+        // Room for the record plus the slack `flush` writes past it.
+        buf.reserve(body + 2 * SCRATCH);
         let mut s = [0u8; SCRATCH];
         let mut n = put_varint(&mut s, 0, body_len);
-        s[n] = attributes as u8;
+        s[n & (SCRATCH - 1)] = attributes as u8;
         n = put_varlong(&mut s, n + 1, timestamp_delta);
         n = put_varint(&mut s, n, offset_delta);
         n = put_varint(&mut s, n, key_len);
-        buf.extend_from_slice(&s[..n]);
         if let Some(k) = key {
+            flush(buf, &s, n);
             buf.extend_from_slice(k);
+            n = 0;
         }
-        n = put_varint(&mut s, 0, value_len);
-        buf.extend_from_slice(&s[..n]);
+        // At most 26 bytes so far plus 5 for the value length: fits in the scratch.
+        n = put_varint(&mut s, n, value_len);
+        flush(buf, &s, n);
         if let Some(v) = value {
             buf.extend_from_slice(v);
         }
-        n = put_varint(&mut s, 0, headers.len() as i32);
-        buf.extend_from_slice(&s[..n]);
-        for h in headers {
-            let k = h.header_key().as_bytes();
-            n = put_varint(&mut s, 0, k.len() as i32);
-            buf.extend_from_slice(&s[..n]);
-            buf.extend_from_slice(k);
-            let v = h.header_value();
-            n = put_varint(&mut s, 0, v.map_or(-1, |v| v.len() as i32));
-            buf.extend_from_slice(&s[..n]);
-            if let Some(v) = v {
-                buf.extend_from_slice(v);
+        if headers.is_empty() {
+            buf.put_u8(0);
+        } else {
+            n = put_varint(&mut s, 0, headers.len() as i32);
+            flush(buf, &s, n);
+            for h in headers {
+                let k = h.header_key().as_bytes();
+                n = put_varint(&mut s, 0, k.len() as i32);
+                flush(buf, &s, n);
+                buf.extend_from_slice(k);
+                let v = h.header_value();
+                n = put_varint(&mut s, 0, v.map_or(-1, |v| v.len() as i32));
+                flush(buf, &s, n);
+                if let Some(v) = v {
+                    buf.extend_from_slice(v);
+                }
             }
         }
 
@@ -519,6 +526,14 @@ impl RecordBatchWriter {
         write_crc(&mut out);
         Ok(out.freeze())
     }
+}
+
+/// Appends the first `n` bytes of `scratch`: copies all of it (a fixed-size copy the
+/// compiler inlines, unlike a call to `memcpy` for `n` bytes) and drops the excess.
+#[inline(always)]
+fn flush(buf: &mut BytesMut, scratch: &[u8; SCRATCH], n: usize) {
+    buf.extend_from_slice(scratch);
+    buf.truncate(buf.len() - (SCRATCH - n.min(SCRATCH)));
 }
 
 /// Computes the CRC of a complete batch and stores it in the header.

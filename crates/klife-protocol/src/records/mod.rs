@@ -56,6 +56,7 @@ pub mod control;
 mod decode;
 mod encode;
 mod header;
+mod index;
 mod iter;
 mod record;
 mod varint;

@@ -1,0 +1,237 @@
+//! Indexing the records section of a batch: one pass that checks every length and
+//! records where each key, value and header lies.
+//!
+//! The parser is generic over how it reports errors. The hot pass runs with [`Bail`],
+//! a zero-sized error, so the loop carries no error payloads; only when it fails is the
+//! offending record parsed again with [`DecodeError`] to say exactly what is wrong.
+
+use std::ops::Range;
+
+use super::varint::{VarintFault, read_varint, read_varlong};
+use crate::error::DecodeError;
+
+/// The smallest record: length, attributes, timestamp delta, offset delta, key length,
+/// value length and header count, one byte each.
+const MIN_RECORD_SIZE: usize = 7;
+
+/// A byte range in the batch's buffer; a negative `len` is null.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Span {
+    pub(super) start: u32,
+    pub(super) len: i32,
+}
+
+impl Span {
+    const NULL: Span = Span { start: 0, len: -1 };
+
+    #[inline]
+    pub(super) fn range(self) -> Option<Range<usize>> {
+        let len = usize::try_from(self.len).ok()?;
+        let start = self.start as usize;
+        Some(start..start + len)
+    }
+}
+
+/// One record's position in the batch buffer: 40 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct Entry {
+    pub(super) timestamp_delta: i64,
+    pub(super) offset_delta: i32,
+    pub(super) key: Span,
+    pub(super) value: Span,
+    pub(super) headers_start: u32,
+    pub(super) headers_len: u32,
+    pub(super) attributes: i8,
+}
+
+/// One header's position in the batch buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct HeaderEntry {
+    pub(super) key: Span,
+    pub(super) value: Span,
+}
+
+/// How the parser reports an error.
+trait Fault: Sized {
+    fn varint(fault: VarintFault, what: &'static str, remaining: usize) -> Self;
+    fn length(what: &'static str, length: i64, remaining: usize) -> Self;
+    fn truncated(what: &'static str, needed: usize, remaining: usize) -> Self;
+    fn trailing(what: &'static str, remaining: usize) -> Self;
+    fn utf8(what: &'static str) -> Self;
+}
+
+/// "Something is wrong", nothing more: the fast pass's error.
+struct Bail;
+
+impl Fault for Bail {
+    #[inline(always)]
+    fn varint(_: VarintFault, _: &'static str, _: usize) -> Self {
+        Bail
+    }
+    #[inline(always)]
+    fn length(_: &'static str, _: i64, _: usize) -> Self {
+        Bail
+    }
+    #[inline(always)]
+    fn truncated(_: &'static str, _: usize, _: usize) -> Self {
+        Bail
+    }
+    #[inline(always)]
+    fn trailing(_: &'static str, _: usize) -> Self {
+        Bail
+    }
+    #[inline(always)]
+    fn utf8(_: &'static str) -> Self {
+        Bail
+    }
+}
+
+impl Fault for DecodeError {
+    fn varint(fault: VarintFault, what: &'static str, remaining: usize) -> Self {
+        match fault {
+            VarintFault::Truncated => DecodeError::Truncated { what, needed: remaining + 1, remaining },
+            VarintFault::Malformed => DecodeError::InvalidVarint { what },
+        }
+    }
+    fn length(what: &'static str, length: i64, remaining: usize) -> Self {
+        match usize::try_from(length) {
+            Ok(length) => DecodeError::LengthExceedsInput { what, length, remaining },
+            Err(_) => DecodeError::InvalidLength { what, length },
+        }
+    }
+    fn truncated(what: &'static str, needed: usize, remaining: usize) -> Self {
+        DecodeError::Truncated { what, needed, remaining }
+    }
+    fn trailing(what: &'static str, remaining: usize) -> Self {
+        DecodeError::TrailingBytes { what, remaining }
+    }
+    fn utf8(what: &'static str) -> Self {
+        DecodeError::InvalidUtf8 { what }
+    }
+}
+
+/// Indexes `count` records that must fill `data` exactly. `data` is at most
+/// `u32::MAX` bytes long.
+pub(super) fn index_records(data: &[u8], count: i32) -> Result<(Vec<Entry>, Vec<HeaderEntry>), DecodeError> {
+    let Ok(count) = usize::try_from(count) else {
+        return Err(DecodeError::InvalidLength { what: "record batch records count", length: count.into() });
+    };
+    if count > data.len() / MIN_RECORD_SIZE {
+        return Err(DecodeError::LengthExceedsInput {
+            what: "record batch records count",
+            length: count,
+            remaining: data.len(),
+        });
+    }
+    let mut entries = Vec::with_capacity(count);
+    let mut headers = Vec::new();
+    let mut pos = 0;
+    for _ in 0..count {
+        let at = pos;
+        match index_record::<Bail>(data, &mut pos, &mut headers) {
+            Ok(entry) => entries.push(entry),
+            Err(Bail) => return Err(explain(data, at)),
+        }
+    }
+    if pos != data.len() {
+        return Err(DecodeError::TrailingBytes { what: "record batch records", remaining: data.len() - pos });
+    }
+    Ok((entries, headers))
+}
+
+/// Parses the record at `at` again, reporting what is wrong with it.
+#[cold]
+#[inline(never)]
+fn explain(data: &[u8], at: usize) -> DecodeError {
+    let mut pos = at;
+    match index_record::<DecodeError>(data, &mut pos, &mut Vec::new()) {
+        Err(e) => e,
+        Ok(_) => DecodeError::Invalid { what: "record", reason: "malformed record" },
+    }
+}
+
+#[inline(always)]
+fn varint<E: Fault>(rec: &[u8], p: &mut usize, what: &'static str) -> Result<i32, E> {
+    read_varint(rec, p).map_err(|f| E::varint(f, what, rec.len().saturating_sub(*p)))
+}
+
+/// Reads a length-prefixed byte string in `rec` at `*p` (`-1` is null when `nullable`),
+/// returning where it lies in the batch buffer (`rec` starts at `base` there).
+#[inline(always)]
+fn span<E: Fault>(rec: &[u8], p: &mut usize, base: usize, nullable: bool, what: &'static str) -> Result<Span, E> {
+    let len = varint(rec, p, what)?;
+    let start = *p;
+    let remaining = rec.len() - start;
+    match usize::try_from(len) {
+        Ok(n) if n <= remaining => {
+            *p = start + n;
+            Ok(Span { start: (base + start) as u32, len })
+        }
+        Err(_) if len == -1 && nullable => Ok(Span::NULL),
+        _ => Err(E::length(what, len.into(), remaining)),
+    }
+}
+
+/// Indexes the record at `*pos`, appending its headers to `headers`.
+#[inline(always)]
+fn index_record<E: Fault>(data: &[u8], pos: &mut usize, headers: &mut Vec<HeaderEntry>) -> Result<Entry, E> {
+    let len = varint(data, pos, "record length")?;
+    let base = *pos;
+    let rest = data.get(base..).unwrap_or_default();
+    let rec = match usize::try_from(len) {
+        Ok(n) if n <= rest.len() => &rest[..n],
+        _ => return Err(E::length("record length", len.into(), rest.len())),
+    };
+    let Some((&attributes, _)) = rec.split_first() else {
+        return Err(E::truncated("record attributes", 1, 0));
+    };
+    let mut p = 1;
+    let timestamp_delta =
+        read_varlong(rec, &mut p).map_err(|f| E::varint(f, "record timestamp delta", rec.len() - p))?;
+    let offset_delta = varint(rec, &mut p, "record offset delta")?;
+    let key = span(rec, &mut p, base, true, "record key")?;
+    let value = span(rec, &mut p, base, true, "record value")?;
+    let header_count = varint(rec, &mut p, "record header count")?;
+    let headers_start = headers.len() as u32;
+    if header_count != 0 {
+        index_headers(rec, &mut p, base, header_count, headers)?;
+    }
+    if p != rec.len() {
+        return Err(E::trailing("record", rec.len() - p));
+    }
+    *pos = base + rec.len();
+    Ok(Entry {
+        timestamp_delta,
+        offset_delta,
+        key,
+        value,
+        headers_start,
+        headers_len: header_count as u32,
+        attributes: attributes as i8,
+    })
+}
+
+fn index_headers<E: Fault>(
+    rec: &[u8],
+    p: &mut usize,
+    base: usize,
+    count: i32,
+    headers: &mut Vec<HeaderEntry>,
+) -> Result<(), E> {
+    let remaining = rec.len() - *p;
+    // Every header takes at least two bytes (key length and value length).
+    match usize::try_from(count) {
+        Ok(n) if n <= remaining / 2 => headers.reserve(n),
+        _ => return Err(E::length("record header count", count.into(), remaining / 2)),
+    }
+    for _ in 0..count {
+        let key = span(rec, p, base, false, "record header key")?;
+        let key_bytes = key.range().and_then(|r| rec.get(r.start - base..r.end - base)).unwrap_or_default();
+        if std::str::from_utf8(key_bytes).is_err() {
+            return Err(E::utf8("record header key"));
+        }
+        let value = span(rec, p, base, true, "record header value")?;
+        headers.push(HeaderEntry { key, value });
+    }
+    Ok(())
+}
