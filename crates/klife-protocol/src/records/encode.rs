@@ -1,11 +1,11 @@
 //! Encoding record batches: the streaming [`RecordBatchWriter`], whole-batch helpers,
 //! and re-stamping producer state on encoded bytes.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::decode::HeaderView;
 use super::header::at;
-use super::varint::{SCRATCH, put_varint, put_varlong, varint_size, varlong_size};
+use super::varint::{Cursor, varint_size, varlong_size, zigzag32, zigzag64};
 use super::{
     BATCH_HEADER_SIZE, BatchAttributes, BatchHeader, Header, LOG_OVERHEAD, MAGIC, Record,
     RecordBatch,
@@ -223,8 +223,11 @@ struct HeaderOverride {
 /// ```
 #[derive(Debug, Clone)]
 pub struct RecordBatchWriter {
-    /// Header placeholder, then the uncompressed records.
+    /// Header placeholder, then the uncompressed records up to `pos`, then zeroed (or
+    /// stale) room to write into.
     buf: BytesMut,
+    /// End of the batch so far.
+    pos: usize,
     options: BatchOptions,
     count: i32,
     base_timestamp: Option<i64>,
@@ -244,22 +247,35 @@ impl RecordBatchWriter {
     pub fn with_capacity(options: BatchOptions, capacity: usize) -> Self {
         Self::with_buffer(
             options,
-            BytesMut::with_capacity(capacity.max(BATCH_HEADER_SIZE)),
+            BytesMut::zeroed(capacity.max(BATCH_HEADER_SIZE + Cursor::SLACK)),
         )
     }
 
-    /// A writer that builds the batch in `buffer` (cleared first), reusing its memory.
+    /// A writer that builds the batch in `buffer`, reusing its memory (its contents are
+    /// discarded).
     pub fn with_buffer(options: BatchOptions, mut buffer: BytesMut) -> Self {
-        buffer.clear();
-        buffer.resize(BATCH_HEADER_SIZE, 0);
+        // The writer writes into initialized room and tracks the end itself.
+        let room = buffer.capacity().max(BATCH_HEADER_SIZE + Cursor::SLACK);
+        buffer.resize(room, 0);
+        buffer[..BATCH_HEADER_SIZE].fill(0);
         RecordBatchWriter {
             buf: buffer,
+            pos: BATCH_HEADER_SIZE,
             base_timestamp: options.base_timestamp,
             options,
             count: 0,
             max_timestamp: i64::MIN,
             next_offset_delta: 0,
         }
+    }
+
+    /// Makes room for `n` more bytes past the end, plus the cursor's slack.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self, n: usize) {
+        let need = self.pos + n + Cursor::SLACK;
+        let room = need.max(self.buf.len().saturating_mul(2));
+        self.buf.resize(room, 0);
     }
 
     /// The options the writer was created with.
@@ -279,7 +295,7 @@ impl RecordBatchWriter {
 
     /// Size of the batch so far, header included, before compression.
     pub fn size_in_bytes(&self) -> usize {
-        self.buf.len()
+        self.pos
     }
 
     /// Base timestamp: from the options, or the first record's.
@@ -408,44 +424,37 @@ impl RecordBatchWriter {
         let key_len = key.map_or(-1, |k| k.len() as i32);
         let value_len = value.map_or(-1, |v| v.len() as i32);
 
-        let buf = &mut self.buf;
-        // Room for the record plus the slack `flush` writes past it.
-        buf.reserve(body + 2 * SCRATCH);
-        let mut s = [0u8; SCRATCH];
-        let mut n = put_varint(&mut s, 0, body_len);
-        s[n & (SCRATCH - 1)] = attributes as u8;
-        n = put_varlong(&mut s, n + 1, timestamp_delta);
-        n = put_varint(&mut s, n, offset_delta);
-        n = put_varint(&mut s, n, key_len);
+        let n = varint_size(body_len) + body;
+        if self.buf.len() - self.pos < n + Cursor::SLACK {
+            self.grow(n);
+        }
+        let mut c = Cursor::new(&mut self.buf, self.pos);
+        c.varint(zigzag32(body_len));
+        c.byte(attributes as u8);
+        c.varint(zigzag64(timestamp_delta));
+        c.varint(zigzag32(offset_delta));
+        c.varint(zigzag32(key_len));
         if let Some(k) = key {
-            flush(buf, &s, n);
-            buf.extend_from_slice(k);
-            n = 0;
+            c.bytes(k);
         }
-        // At most 26 bytes so far plus 5 for the value length: fits in the scratch.
-        n = put_varint(&mut s, n, value_len);
-        flush(buf, &s, n);
+        c.varint(zigzag32(value_len));
         if let Some(v) = value {
-            buf.extend_from_slice(v);
+            c.bytes(v);
         }
-        if headers.is_empty() {
-            buf.put_u8(0);
-        } else {
-            n = put_varint(&mut s, 0, headers.len() as i32);
-            flush(buf, &s, n);
-            for h in headers {
-                let k = h.header_key().as_bytes();
-                n = put_varint(&mut s, 0, k.len() as i32);
-                flush(buf, &s, n);
-                buf.extend_from_slice(k);
-                let v = h.header_value();
-                n = put_varint(&mut s, 0, v.map_or(-1, |v| v.len() as i32));
-                flush(buf, &s, n);
-                if let Some(v) = v {
-                    buf.extend_from_slice(v);
-                }
+        c.varint(zigzag32(headers.len() as i32));
+        for h in headers {
+            let k = h.header_key().as_bytes();
+            c.varint(zigzag32(k.len() as i32));
+            c.bytes(k);
+            let v = h.header_value();
+            c.varint(zigzag32(v.map_or(-1, |v| v.len() as i32)));
+            if let Some(v) = v {
+                c.bytes(v);
             }
         }
+        let end = c.finish();
+        debug_assert_eq!(end, self.pos + n);
+        self.pos = end;
 
         self.count += 1;
         self.base_timestamp = Some(base);
@@ -470,13 +479,15 @@ impl RecordBatchWriter {
 
     fn finish_with(self, over: Option<HeaderOverride>) -> Result<Bytes, EncodeError> {
         let RecordBatchWriter {
-            buf,
+            mut buf,
+            pos,
             options,
             count,
             base_timestamp,
             max_timestamp,
             next_offset_delta,
         } = self;
+        buf.truncate(pos);
         let attributes = match over {
             Some(o) => o.attributes.with_compression(options.compression),
             None => options.attributes(),
@@ -526,14 +537,6 @@ impl RecordBatchWriter {
         write_crc(&mut out);
         Ok(out.freeze())
     }
-}
-
-/// Appends the first `n` bytes of `scratch`: copies all of it (a fixed-size copy the
-/// compiler inlines, unlike a call to `memcpy` for `n` bytes) and drops the excess.
-#[inline(always)]
-fn flush(buf: &mut BytesMut, scratch: &[u8; SCRATCH], n: usize) {
-    buf.extend_from_slice(scratch);
-    buf.truncate(buf.len() - (SCRATCH - n.min(SCRATCH)));
 }
 
 /// Computes the CRC of a complete batch and stores it in the header.

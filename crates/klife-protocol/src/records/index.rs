@@ -89,18 +89,30 @@ impl Fault for Bail {
 impl Fault for DecodeError {
     fn varint(fault: VarintFault, what: &'static str, remaining: usize) -> Self {
         match fault {
-            VarintFault::Truncated => DecodeError::Truncated { what, needed: remaining + 1, remaining },
+            VarintFault::Truncated => DecodeError::Truncated {
+                what,
+                needed: remaining + 1,
+                remaining,
+            },
             VarintFault::Malformed => DecodeError::InvalidVarint { what },
         }
     }
     fn length(what: &'static str, length: i64, remaining: usize) -> Self {
         match usize::try_from(length) {
-            Ok(length) => DecodeError::LengthExceedsInput { what, length, remaining },
+            Ok(length) => DecodeError::LengthExceedsInput {
+                what,
+                length,
+                remaining,
+            },
             Err(_) => DecodeError::InvalidLength { what, length },
         }
     }
     fn truncated(what: &'static str, needed: usize, remaining: usize) -> Self {
-        DecodeError::Truncated { what, needed, remaining }
+        DecodeError::Truncated {
+            what,
+            needed,
+            remaining,
+        }
     }
     fn trailing(what: &'static str, remaining: usize) -> Self {
         DecodeError::TrailingBytes { what, remaining }
@@ -112,9 +124,15 @@ impl Fault for DecodeError {
 
 /// Indexes `count` records that must fill `data` exactly. `data` is at most
 /// `u32::MAX` bytes long.
-pub(super) fn index_records(data: &[u8], count: i32) -> Result<(Vec<Entry>, Vec<HeaderEntry>), DecodeError> {
+pub(super) fn index_records(
+    data: &[u8],
+    count: i32,
+) -> Result<(Vec<Entry>, Vec<HeaderEntry>), DecodeError> {
     let Ok(count) = usize::try_from(count) else {
-        return Err(DecodeError::InvalidLength { what: "record batch records count", length: count.into() });
+        return Err(DecodeError::InvalidLength {
+            what: "record batch records count",
+            length: count.into(),
+        });
     };
     if count > data.len() / MIN_RECORD_SIZE {
         return Err(DecodeError::LengthExceedsInput {
@@ -134,7 +152,10 @@ pub(super) fn index_records(data: &[u8], count: i32) -> Result<(Vec<Entry>, Vec<
         }
     }
     if pos != data.len() {
-        return Err(DecodeError::TrailingBytes { what: "record batch records", remaining: data.len() - pos });
+        return Err(DecodeError::TrailingBytes {
+            what: "record batch records",
+            remaining: data.len() - pos,
+        });
     }
     Ok((entries, headers))
 }
@@ -146,7 +167,10 @@ fn explain(data: &[u8], at: usize) -> DecodeError {
     let mut pos = at;
     match index_record::<DecodeError>(data, &mut pos, &mut Vec::new()) {
         Err(e) => e,
-        Ok(_) => DecodeError::Invalid { what: "record", reason: "malformed record" },
+        Ok(_) => DecodeError::Invalid {
+            what: "record",
+            reason: "malformed record",
+        },
     }
 }
 
@@ -158,23 +182,82 @@ fn varint<E: Fault>(rec: &[u8], p: &mut usize, what: &'static str) -> Result<i32
 /// Reads a length-prefixed byte string in `rec` at `*p` (`-1` is null when `nullable`),
 /// returning where it lies in the batch buffer (`rec` starts at `base` there).
 #[inline(always)]
-fn span<E: Fault>(rec: &[u8], p: &mut usize, base: usize, nullable: bool, what: &'static str) -> Result<Span, E> {
+fn span<E: Fault>(
+    rec: &[u8],
+    p: &mut usize,
+    base: usize,
+    nullable: bool,
+    what: &'static str,
+) -> Result<Span, E> {
     let len = varint(rec, p, what)?;
+    span_of(rec, p, base, len, nullable, what)
+}
+
+/// [`span`] after its length was read.
+#[inline(always)]
+fn span_of<E: Fault>(
+    rec: &[u8],
+    p: &mut usize,
+    base: usize,
+    len: i32,
+    nullable: bool,
+    what: &'static str,
+) -> Result<Span, E> {
     let start = *p;
     let remaining = rec.len() - start;
     match usize::try_from(len) {
         Ok(n) if n <= remaining => {
             *p = start + n;
-            Ok(Span { start: (base + start) as u32, len })
+            Ok(Span {
+                start: (base + start) as u32,
+                len,
+            })
         }
         Err(_) if len == -1 && nullable => Ok(Span::NULL),
         _ => Err(E::length(what, len.into(), remaining)),
     }
 }
 
+/// Reads a zigzag varint of one or two bytes at `*i` in a 16-byte window; `None` if it
+/// is longer. The masks keep every index in the window.
+#[inline(always)]
+fn short_varint(w: &[u8; 16], i: &mut usize) -> Option<i32> {
+    let b0 = u32::from(w[*i & 15]);
+    let z = if b0 < 0x80 {
+        *i += 1;
+        b0
+    } else {
+        let b1 = u32::from(w[(*i + 1) & 15]);
+        if b1 >= 0x80 {
+            return None;
+        }
+        *i += 2;
+        (b0 & 0x7f) | (b1 << 7)
+    };
+    Some(((z >> 1) as i32) ^ -((z & 1) as i32))
+}
+
+/// The fast path for a record's first fields: when the record has at least 16 bytes and
+/// its timestamp delta, offset delta and key length take one or two bytes each (almost
+/// always), reads them from a fixed window without bounds checks. Returns them and the
+/// position after them.
+#[inline(always)]
+fn short_fields(rec: &[u8]) -> Option<(i32, i32, i32, usize)> {
+    let w = rec.first_chunk::<16>()?;
+    let mut i = 1;
+    let t = short_varint(w, &mut i)?;
+    let o = short_varint(w, &mut i)?;
+    let k = short_varint(w, &mut i)?;
+    Some((t, o, k, i))
+}
+
 /// Indexes the record at `*pos`, appending its headers to `headers`.
 #[inline(always)]
-fn index_record<E: Fault>(data: &[u8], pos: &mut usize, headers: &mut Vec<HeaderEntry>) -> Result<Entry, E> {
+fn index_record<E: Fault>(
+    data: &[u8],
+    pos: &mut usize,
+    headers: &mut Vec<HeaderEntry>,
+) -> Result<Entry, E> {
     let len = varint(data, pos, "record length")?;
     let base = *pos;
     let rest = data.get(base..).unwrap_or_default();
@@ -186,10 +269,19 @@ fn index_record<E: Fault>(data: &[u8], pos: &mut usize, headers: &mut Vec<Header
         return Err(E::truncated("record attributes", 1, 0));
     };
     let mut p = 1;
-    let timestamp_delta =
-        read_varlong(rec, &mut p).map_err(|f| E::varint(f, "record timestamp delta", rec.len() - p))?;
-    let offset_delta = varint(rec, &mut p, "record offset delta")?;
-    let key = span(rec, &mut p, base, true, "record key")?;
+    let (timestamp_delta, offset_delta, key_len) = match short_fields(rec) {
+        Some((t, o, k, end)) => {
+            p = end;
+            (t.into(), o, k)
+        }
+        None => (
+            read_varlong(rec, &mut p)
+                .map_err(|f| E::varint(f, "record timestamp delta", rec.len() - p))?,
+            varint(rec, &mut p, "record offset delta")?,
+            varint(rec, &mut p, "record key")?,
+        ),
+    };
+    let key = span_of(rec, &mut p, base, key_len, true, "record key")?;
     let value = span(rec, &mut p, base, true, "record value")?;
     let header_count = varint(rec, &mut p, "record header count")?;
     let headers_start = headers.len() as u32;
@@ -222,11 +314,20 @@ fn index_headers<E: Fault>(
     // Every header takes at least two bytes (key length and value length).
     match usize::try_from(count) {
         Ok(n) if n <= remaining / 2 => headers.reserve(n),
-        _ => return Err(E::length("record header count", count.into(), remaining / 2)),
+        _ => {
+            return Err(E::length(
+                "record header count",
+                count.into(),
+                remaining / 2,
+            ));
+        }
     }
     for _ in 0..count {
         let key = span(rec, p, base, false, "record header key")?;
-        let key_bytes = key.range().and_then(|r| rec.get(r.start - base..r.end - base)).unwrap_or_default();
+        let key_bytes = key
+            .range()
+            .and_then(|r| rec.get(r.start - base..r.end - base))
+            .unwrap_or_default();
         if std::str::from_utf8(key_bytes).is_err() {
             return Err(E::utf8("record header key"));
         }

@@ -98,47 +98,137 @@ fn read_uvarlong_slow(buf: &[u8], pos: &mut usize) -> Result<u64, VarintFault> {
     Err(VarintFault::Malformed)
 }
 
+/// Bytes an unsigned varint takes for `z`; short values, by far the most common, are
+/// decided by comparisons alone.
+#[inline(always)]
+pub(crate) const fn uvarint_size(z: u64) -> usize {
+    if z < 0x80 {
+        1
+    } else if z < 0x4000 {
+        2
+    } else {
+        ((70 - (z | 1).leading_zeros()) / 7) as usize
+    }
+}
+
 /// Bytes a zigzag varint takes for `v`.
 #[inline(always)]
 pub(crate) const fn varint_size(v: i32) -> usize {
-    let z = ((v << 1) ^ (v >> 31)) as u32;
-    ((38 - (z | 1).leading_zeros()) / 7) as usize
+    uvarint_size(zigzag32(v))
 }
 
 /// Bytes a zigzag varlong takes for `v`.
 #[inline(always)]
 pub(crate) const fn varlong_size(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    ((70 - (z | 1).leading_zeros()) / 7) as usize
-}
-
-/// Most bytes a record's fixed prefix can take: length, attributes, timestamp delta,
-/// offset delta and key length (5 + 1 + 10 + 5 + 5), rounded up.
-pub(crate) const SCRATCH: usize = 32;
-
-/// Writes a zigzag varint into `out` at `n`, returning the new end.
-#[inline(always)]
-pub(crate) fn put_varint(out: &mut [u8; SCRATCH], n: usize, v: i32) -> usize {
-    put_uvarlong(out, n, u64::from(((v << 1) ^ (v >> 31)) as u32))
-}
-
-/// Writes a zigzag varlong into `out` at `n`, returning the new end.
-#[inline(always)]
-pub(crate) fn put_varlong(out: &mut [u8; SCRATCH], n: usize, v: i64) -> usize {
-    put_uvarlong(out, n, ((v << 1) ^ (v >> 63)) as u64)
+    uvarint_size(zigzag64(v))
 }
 
 #[inline(always)]
-fn put_uvarlong(out: &mut [u8; SCRATCH], mut n: usize, mut v: u64) -> usize {
-    // Callers write at most 26 bytes (see SCRATCH), so `n` stays in bounds; the masks
-    // keep the compiler from proving otherwise with a panic path.
-    while v >= 0x80 {
-        out[n & (SCRATCH - 1)] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
+pub(crate) const fn zigzag32(v: i32) -> u64 {
+    ((v << 1) ^ (v >> 31)) as u32 as u64
+}
+
+#[inline(always)]
+pub(crate) const fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Writes a varint of three bytes or more at `pos`; returns the position after it.
+#[cold]
+#[inline(never)]
+fn put_long_varint(dst: &mut [u8], mut pos: usize, mut z: u64) -> usize {
+    while z >= 0x80 {
+        dst[pos] = (z as u8) | 0x80;
+        z >>= 7;
+        pos += 1;
     }
-    out[n & (SCRATCH - 1)] = v as u8;
-    n + 1
+    dst[pos] = z as u8;
+    pos + 1
+}
+
+/// Writes into a slice at a cursor, collecting the short varints and bytes between a
+/// record's payloads in a register and storing them eight bytes at a time.
+///
+/// Every store is eight bytes wide even when fewer are pending, so the slice needs
+/// [`Cursor::SLACK`] spare bytes past the data: what lands there is overwritten by the
+/// next write or cut off at the end. Indexing is checked, so a caller that gets the
+/// sizes wrong panics instead of writing out of bounds.
+pub(crate) struct Cursor<'a> {
+    dst: &'a mut [u8],
+    pos: usize,
+    bits: u64,
+    len: u32,
+}
+
+impl<'a> Cursor<'a> {
+    /// Spare bytes a cursor may write past the data.
+    pub(crate) const SLACK: usize = 8;
+
+    /// A cursor writing at `pos`.
+    #[inline(always)]
+    pub(crate) fn new(dst: &'a mut [u8], pos: usize) -> Self {
+        Cursor {
+            dst,
+            pos,
+            bits: 0,
+            len: 0,
+        }
+    }
+
+    /// Queues one byte.
+    #[inline(always)]
+    pub(crate) fn byte(&mut self, b: u8) {
+        if self.len == 8 {
+            self.flush();
+        }
+        self.bits |= u64::from(b) << (8 * self.len);
+        self.len += 1;
+    }
+
+    /// Queues an unsigned varint (a zigzag value from [`zigzag32`] or [`zigzag64`]).
+    #[inline(always)]
+    pub(crate) fn varint(&mut self, z: u64) {
+        let (bits, len) = if z < 0x80 {
+            (z, 1)
+        } else if z < 0x4000 {
+            ((z & 0x7f) | 0x80 | ((z >> 7) << 8), 2)
+        } else {
+            self.flush();
+            self.pos = put_long_varint(self.dst, self.pos, z);
+            return;
+        };
+        if self.len + len > 8 {
+            self.flush();
+        }
+        self.bits |= bits << (8 * self.len);
+        self.len += len;
+    }
+
+    /// Writes what is pending.
+    #[inline(always)]
+    pub(crate) fn flush(&mut self) {
+        if self.len != 0 {
+            self.dst[self.pos..self.pos + 8].copy_from_slice(&self.bits.to_le_bytes());
+            self.pos += self.len as usize;
+            self.bits = 0;
+            self.len = 0;
+        }
+    }
+
+    /// Writes what is pending, then `bytes`.
+    #[inline(always)]
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
+        self.flush();
+        self.dst[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
+    }
+
+    /// Writes what is pending and returns the position after it.
+    #[inline(always)]
+    pub(crate) fn finish(mut self) -> usize {
+        self.flush();
+        self.pos
+    }
 }
 
 #[cfg(test)]
@@ -168,8 +258,10 @@ mod tests {
         for v in samples32 {
             let mut reference = BytesMut::new();
             crate::wire::put_varint(&mut reference, v);
-            let mut out = [0u8; SCRATCH];
-            let n = put_varint(&mut out, 0, v);
+            let mut out = [0u8; 24];
+            let mut c = Cursor::new(&mut out, 0);
+            c.varint(zigzag32(v));
+            let n = c.finish();
             assert_eq!(&out[..n], &reference[..], "{v}");
             assert_eq!(varint_size(v), n);
             let mut pos = 0;
@@ -190,14 +282,39 @@ mod tests {
         for v in samples64 {
             let mut reference = BytesMut::new();
             crate::wire::put_varlong(&mut reference, v);
-            let mut out = [0u8; SCRATCH];
-            let n = put_varlong(&mut out, 0, v);
+            let mut out = [0u8; 24];
+            let mut c = Cursor::new(&mut out, 0);
+            c.varint(zigzag64(v));
+            let n = c.finish();
             assert_eq!(&out[..n], &reference[..], "{v}");
             assert_eq!(varlong_size(v), n);
             let mut pos = 0;
             assert_eq!(read_varlong(&out[..n], &mut pos), Ok(v));
             assert_eq!(pos, n);
         }
+    }
+
+    #[test]
+    fn cursor_writes_long_sequences_in_order() {
+        let values: Vec<i64> = (0..40)
+            .map(|i| (1i64 << (i * 3 % 64)).wrapping_sub(7 * i))
+            .collect();
+        let mut reference = BytesMut::from(&b"x"[..]);
+        let mut out = vec![0u8; 1000];
+        out[0] = b'x';
+        let mut c = Cursor::new(&mut out, 1);
+        for (i, &v) in values.iter().enumerate() {
+            crate::wire::put_varlong(&mut reference, v);
+            c.varint(zigzag64(v));
+            reference.extend_from_slice(&[i as u8]);
+            c.byte(i as u8);
+            if i % 7 == 0 {
+                reference.extend_from_slice(b"payload");
+                c.bytes(b"payload");
+            }
+        }
+        let n = c.finish();
+        assert_eq!(&out[..n], &reference[..]);
     }
 
     #[test]
