@@ -221,7 +221,7 @@ struct HeaderOverride {
 /// assert_eq!(batch.len(), 2);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RecordBatchWriter {
     /// Header placeholder, then the uncompressed records up to `pos`, then zeroed (or
     /// stale) room to write into.
@@ -539,6 +539,18 @@ impl RecordBatchWriter {
     }
 }
 
+impl std::fmt::Debug for RecordBatchWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordBatchWriter")
+            .field("options", &self.options)
+            .field("record_count", &self.count)
+            .field("size_in_bytes", &self.pos)
+            .field("base_timestamp", &self.base_timestamp)
+            .field("max_timestamp", &self.max_timestamp())
+            .finish()
+    }
+}
+
 /// Computes the CRC of a complete batch and stores it in the header.
 fn write_crc(batch: &mut [u8]) {
     let crc = crc32c::crc32c(batch.get(at::ATTRIBUTES..).unwrap_or_default());
@@ -563,10 +575,12 @@ pub fn encode_records(options: &BatchOptions, records: &[Record]) -> Result<Byte
 }
 
 impl RecordBatch {
-    /// Encodes the batch again with its own codec: decoding a batch and encoding it
-    /// gives back the same bytes (for batches this crate or the Java client wrote; a
-    /// different compressor implementation may of course produce different compressed
-    /// bytes for the same records).
+    /// Encodes the batch again with its own codec (at the codec's default level).
+    ///
+    /// Decoding a batch and encoding it again gives back the same bytes when the batch is
+    /// uncompressed, or when this crate compressed it at the default level. Other
+    /// compressors (or levels) may produce different, equally valid, compressed bytes for
+    /// the same records; everything else (header fields, record fields, order) is kept.
     pub fn encode(&self) -> Result<Bytes, EncodeError> {
         self.encode_with(self.compression(), None)
     }

@@ -81,6 +81,7 @@ fn writer_tracks_count_size_and_timestamps() {
         assert_eq!(w.size_in_bytes() - before, expected);
     }
     assert_eq!(w.record_count(), 4);
+    assert!(format!("{w:?}").contains("record_count: 4"));
     assert_eq!(w.base_timestamp(), Some(TS + 10));
     assert_eq!(w.max_timestamp(), Some(TS + 30));
     let size = w.size_in_bytes();
