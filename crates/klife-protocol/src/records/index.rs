@@ -401,3 +401,83 @@ fn index_headers<E: Fault>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// One encoded record (no length-prefix games): length, attributes 0, timestamp
+    /// delta, offset delta, key, value, no headers.
+    fn record(ts: i64, off: i32, key: Option<&[u8]>, value: Option<&[u8]>) -> Vec<u8> {
+        let mut body = bytes::BytesMut::new();
+        body.extend_from_slice(&[0]);
+        crate::wire::put_varlong(&mut body, ts);
+        crate::wire::put_varint(&mut body, off);
+        for field in [key, value] {
+            match field {
+                None => crate::wire::put_varint(&mut body, -1),
+                Some(b) => {
+                    crate::wire::put_varint(&mut body, b.len() as i32);
+                    body.extend_from_slice(b);
+                }
+            }
+        }
+        body.extend_from_slice(&[0]);
+        let mut out = bytes::BytesMut::new();
+        crate::wire::put_varint(&mut out, body.len() as i32);
+        out.extend_from_slice(&body);
+        out.to_vec()
+    }
+
+    /// Whenever the fast path takes a record, the general parser agrees with it.
+    fn agree(data: &[u8]) -> Result<(), TestCaseError> {
+        if let Some((fast, next)) = plain_record(data, 0) {
+            let mut pos = 0;
+            let general = index_record::<DecodeError>(data, &mut pos, &mut Vec::new());
+            prop_assert_eq!(general, Ok(fast));
+            prop_assert_eq!(pos, next);
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn fast_path_agrees_with_the_general_parser(
+            ts in -20_000i64..20_000,
+            off in -20_000i32..20_000,
+            key in prop::option::of(prop::collection::vec(any::<u8>(), 0..20)),
+            value in prop::option::of(prop::collection::vec(any::<u8>(), 0..40)),
+            tail in prop::collection::vec(any::<u8>(), 0..20),
+            flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        ) {
+            let mut data = record(ts, off, key.as_deref(), value.as_deref());
+            let valid_len = data.len();
+            data.extend_from_slice(&tail);
+            if flips.is_empty() {
+                let (entry, next) = plain_record(&data, 0)
+                    .map_or_else(|| (None, 0), |(e, n)| (Some(e), n));
+                // Short fields and enough bytes for the window: the fast path takes it.
+                if data.len() >= 16 && ts.unsigned_abs() < 8192 && off.unsigned_abs() < 8192 {
+                    prop_assert!(entry.is_some());
+                    prop_assert_eq!(next, valid_len);
+                }
+            }
+            for (at, byte) in &flips {
+                let i = at.index(valid_len);
+                data[i] = *byte;
+            }
+            agree(&data)?;
+        }
+
+        #[test]
+        fn fast_path_agrees_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..48)) {
+            agree(&data)?;
+        }
+    }
+}
