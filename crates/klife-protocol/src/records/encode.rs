@@ -661,3 +661,26 @@ pub fn set_producer_state(
     write_crc(batch);
     Ok(())
 }
+
+/// [`set_producer_state`] on shared batch bytes: re-stamps them in place when `batch` is
+/// the only handle to its buffer (as the bytes [`RecordBatchWriter::finish`] returns
+/// are), or re-stamps a copy otherwise.
+pub fn with_producer_state(
+    batch: Bytes,
+    producer_id: i64,
+    producer_epoch: i16,
+    base_sequence: i32,
+    transactional: bool,
+) -> Result<Bytes, DecodeError> {
+    let mut owned = batch
+        .try_into_mut()
+        .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+    set_producer_state(
+        &mut owned,
+        producer_id,
+        producer_epoch,
+        base_sequence,
+        transactional,
+    )?;
+    Ok(owned.freeze())
+}

@@ -47,8 +47,9 @@
 //! - [`RecordBatchWriter`] appends records one at a time and finishes into the complete
 //!   batch bytes, compressed and with its CRC; it reports its size as it grows.
 //! - [`encode_records`] and [`RecordBatch::encode`] encode whole batches at once.
-//! - [`set_producer_state`] re-stamps producer id, epoch, base sequence and the
-//!   transactional flag on already-encoded batch bytes.
+//! - [`set_producer_state`] (and [`with_producer_state`] for shared bytes) re-stamps
+//!   producer id, epoch, base sequence and the transactional flag on already-encoded
+//!   batch bytes and rewrites the CRC, without touching the records.
 //! - [`control`] reads and writes control records (transaction markers).
 
 mod attributes;
@@ -76,7 +77,7 @@ pub use control::{
 pub use decode::{DecodeOptions, HeaderView, HeaderViews, RecordBatch, RecordView, RecordViews};
 pub use encode::{
     BatchOptions, HeaderRef, RecordBatchWriter, encode_records, encoded_record_size,
-    set_producer_state,
+    set_producer_state, with_producer_state,
 };
 pub use header::{BatchHeader, RawBatch};
 pub use iter::RecordBatches;

@@ -250,6 +250,36 @@ fn set_producer_state_restamps_and_rewrites_the_crc() {
 }
 
 #[test]
+fn with_producer_state_restamps_shared_and_unique_bytes() {
+    let unique = batch_of(BatchOptions::default(), 3);
+    let ptr = unique.as_ptr();
+    let stamped = with_producer_state(unique, 5, 6, 7, false).unwrap();
+    assert_eq!(
+        stamped.as_ptr(),
+        ptr,
+        "a unique buffer is re-stamped in place"
+    );
+    let shared = batch_of(BatchOptions::default(), 3);
+    let keep = shared.clone();
+    let stamped = with_producer_state(shared, 5, 6, 7, true).unwrap();
+    let batch = RecordBatch::decode(&mut stamped.clone()).unwrap();
+    assert_eq!(
+        (
+            batch.producer_id(),
+            batch.producer_epoch(),
+            batch.base_sequence()
+        ),
+        (5, 6, 7)
+    );
+    assert!(batch.is_transactional());
+    assert_eq!(
+        RawBatch::new(keep).unwrap().header().producer_id,
+        NO_PRODUCER_ID
+    );
+    assert!(with_producer_state(Bytes::from_static(b"short"), 1, 1, 1, false).is_err());
+}
+
+#[test]
 fn last_sequence_wraps() {
     let mut h = *RawBatch::new(batch_of(BatchOptions::default(), 3))
         .unwrap()
