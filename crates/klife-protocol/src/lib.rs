@@ -70,6 +70,7 @@ mod message;
 #[cfg(test)]
 mod message_tests;
 pub mod messages;
+pub mod records;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod testing;
 pub mod wire;
@@ -79,4 +80,5 @@ pub use error::{DecodeError, EncodeError};
 pub use error_code::{ErrorCode, RetryAction};
 pub use message::{Message, Request, Response, VersionRange};
 pub use messages::{AnyRequest, AnyResponse, ApiKey};
+pub use records::{BatchOptions, Header, RawBatch, Record, RecordBatch, RecordBatchWriter, RecordBatches, RecordView};
 pub use wire::Uuid;
