@@ -149,3 +149,44 @@ fn api_key_facts() {
     assert!(ApiKey::Produce.is_broker_api());
     assert!(!ApiKey::Vote.is_broker_api());
 }
+
+/// ProduceRequest v9 (api key 0; flexible from v9) carrying one record batch: the
+/// 90-byte golden batch of `records::golden_tests`, whose every byte and CRC are
+/// justified there.
+#[test]
+fn golden_produce_request_v9_with_one_batch() {
+    use crate::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    let batch = Bytes::from_static(&crate::records::golden_tests::GOLDEN);
+    let req = messages::ProduceRequest::default()
+        .with_transactional_id(None)
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![TopicProduceData::default().with_name("t".into()).with_partition_data(vec![
+            PartitionProduceData::default().with_index(0).with_records(Some(batch.clone())),
+        ])]);
+    let mut expected = vec![
+        0x00, // transactional_id: compact nullable string, null
+        0xff, 0xff, // acks = -1
+        0x00, 0x00, 0x75, 0x30, // timeout_ms = 30000
+        0x02, // topic_data: compact array of 1
+        0x02, b't', // name: compact string "t"
+        0x02, // partition_data: compact array of 1
+        0x00, 0x00, 0x00, 0x00, // index = 0
+        0x5b, // records: compact bytes, 90 + 1 = 91 = 0x5b
+    ];
+    expected.extend_from_slice(&batch);
+    expected.extend_from_slice(&[
+        0x00, // partition tagged fields
+        0x00, // topic tagged fields
+        0x00, // request tagged fields
+    ]);
+    assert_eq!(encode(&req, 9), expected);
+    // The records field decodes as a zero-copy slice of the request bytes.
+    let bytes = Bytes::from(expected);
+    let decoded = messages::ProduceRequest::decode(&mut bytes.clone(), 9).unwrap();
+    let records = decoded.topic_data[0].partition_data[0].records.clone().unwrap();
+    assert_eq!(records, batch);
+    assert_eq!(records.as_ptr(), bytes[16..].as_ptr());
+    let batch = crate::RecordBatch::decode(&mut records.clone()).unwrap();
+    assert_eq!(batch.len(), 2);
+}

@@ -30,7 +30,7 @@ const BASE_TIMESTAMP: i64 = 1_700_000_000_000;
 /// 0. offset 0, timestamp BASE, key "k", value "hello", no headers;
 /// 1. offset 1, timestamp BASE + 5, null key, value "world", one header "h" = "v".
 #[rustfmt::skip]
-const GOLDEN: [u8; 90] = [
+pub(crate) const GOLDEN: [u8; 90] = [
     // baseOffset: int64 0
     0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
     // batchLength: int32 78 = 49 header bytes after this field + 29 record bytes

@@ -63,7 +63,7 @@ mod record;
 mod varint;
 
 #[cfg(test)]
-mod golden_tests;
+pub(crate) mod golden_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
