@@ -1,0 +1,3 @@
+//! # klife-connection
+//!
+//! Connections to Kafka brokers.

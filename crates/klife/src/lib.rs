@@ -1,0 +1,3 @@
+//! # klife
+//!
+//! A Kafka client for Rust.
