@@ -1,3 +1,64 @@
 //! # klife-connection
 //!
-//! Connections to Kafka brokers.
+//! Connections to Kafka brokers, and the cluster view built on them.
+//!
+//! ## Contract
+//!
+//! - [`Cluster::connect`] bootstraps from a list of `host:port` addresses and keeps a
+//!   metadata cache (brokers, topics, topic ids, partitions, leaders, leader epochs),
+//!   refreshed every `metadata_max_age` and on demand ([`Cluster::refresh_metadata`],
+//!   which concurrent callers share).
+//! - Each connection negotiates versions first (ApiVersions v3, falling back to what
+//!   the broker offers) and authenticates with SASL when configured; every request
+//!   then uses the highest version both sides support, or fails with
+//!   [`Error::UnsupportedVersion`] naming both ranges.
+//! - Requests are pipelined: up to `max_in_flight` per connection, over
+//!   `connection_count` connections per broker. A request unanswered within
+//!   `request_timeout` fails with [`Error::Timeout`] and closes its connection; a
+//!   broken connection fails its requests in flight with [`Error::Disconnected`]
+//!   (retriable), and the next request reconnects after an exponential backoff with
+//!   jitter.
+//! - TLS is rustls; SASL is PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER. Credentials and
+//!   tokens never appear in `Debug` output or logs.
+//! - Errors are typed and name the broker; [`Error::is_retriable`] says whether
+//!   trying again can help.
+//!
+//! Metric and tracing names are listed in [`telemetry`].
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use klife_connection::{Cluster, ConnectionConfig};
+//! use klife_protocol::messages::DescribeClusterRequest;
+//!
+//! # async fn run() -> Result<(), klife_connection::Error> {
+//! let cluster = Cluster::connect(&["127.0.0.1:9092"], ConnectionConfig::default()).await?;
+//! let (leader, epoch, conn) = cluster.leader("orders", 0).await?;
+//! println!("orders-0 is led by broker {leader} (epoch {epoch}) at {}", conn.broker());
+//! let answer = conn.send(&DescribeClusterRequest::default()).await?;
+//! println!("cluster id {}", answer.cluster_id);
+//! cluster.close().await;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backoff;
+mod broker;
+mod cluster;
+mod config;
+mod conn;
+mod error;
+mod handshake;
+pub mod metadata;
+pub mod sasl;
+pub mod telemetry;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod versions;
+
+pub use cluster::{Cluster, CoordinatorType, parse_address};
+pub use config::ConnectionConfig;
+pub use conn::Connection;
+pub use error::Error;
+pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
+pub use versions::BrokerVersions;

@@ -1,3 +1,52 @@
 //! # klife
 //!
-//! A Kafka client for Rust.
+//! A Kafka client for Rust. This is the facade crate: it holds the [`Client`] and
+//! re-exports what users of the layers underneath need.
+//!
+//! ## Contract
+//!
+//! - [`Client::builder`] configures and connects; the client bootstraps from any
+//!   broker, keeps the cluster metadata fresh, and reconnects with backoff.
+//! - Every fallible call returns [`Error`]: one opaque type whose predicates say what
+//!   happened (retriable, timeout, connection, TLS, authentication, unknown topic,
+//!   unsupported version, ...), whose `Display` tells what to fix, and whose
+//!   `source()` leads to the layer's own error and the broker's error code.
+//! - Admin basics retry retriable broker errors (refreshing metadata when the error
+//!   says leadership or the controller moved) a bounded number of times.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use klife::{Client, OffsetSpec};
+//!
+//! # async fn run() -> Result<(), klife::Error> {
+//! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
+//! client.create_topic("orders", 6).await?;
+//! let offsets = client.list_offsets(&[("orders", 0, OffsetSpec::Latest)]).await?;
+//! println!("orders-0 ends at {}", offsets[0].as_ref().map(|o| o.offset).unwrap_or(-1));
+//! let cluster = client.describe_cluster().await?;
+//! println!("{} brokers, controller {}", cluster.brokers.len(), cluster.controller_id);
+//! # Ok(())
+//! # }
+//! ```
+
+mod admin;
+mod client;
+mod error;
+
+pub use admin::{BrokerDescription, ClusterDescription, ListedOffset, NewTopic, OffsetSpec};
+pub use client::{Client, ClientBuilder};
+pub use error::Error;
+
+#[doc(inline)]
+pub use klife_connection::ConnectionConfig;
+#[doc(inline)]
+pub use klife_connection::sasl::SaslConfig;
+#[cfg(feature = "tls")]
+#[doc(inline)]
+pub use klife_connection::tls::TlsConfig;
+
+/// The connection layer, for users who send requests themselves.
+pub use klife_connection as connection;
+/// The wire codec, for users who need messages klife does not wrap.
+pub use klife_protocol as protocol;

@@ -1,0 +1,92 @@
+//! The connections to one broker: `connection_count` slots used round-robin, each
+//! reconnecting on demand with exponential backoff and jitter.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::conn::Connection;
+use crate::{ConnectionConfig, Error, handshake};
+
+struct Slot {
+    conn: Option<Connection>,
+    backoff: Backoff,
+    retry_at: Option<Instant>,
+}
+
+/// The connections to one broker.
+pub(crate) struct BrokerPool {
+    label: String,
+    host: String,
+    port: u16,
+    slots: Vec<Mutex<Slot>>,
+    next: AtomicUsize,
+    config: Arc<ConnectionConfig>,
+}
+
+impl BrokerPool {
+    pub(crate) fn new(label: String, host: String, port: u16, config: Arc<ConnectionConfig>) -> Self {
+        let slots = (0..config.connection_count.max(1))
+            .map(|_| {
+                Mutex::new(Slot {
+                    conn: None,
+                    backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
+                    retry_at: None,
+                })
+            })
+            .collect();
+        BrokerPool { label, host, port, slots, next: AtomicUsize::new(0), config }
+    }
+
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
+    pub(crate) fn address(&self) -> (&str, u16) {
+        (&self.host, self.port)
+    }
+
+    /// A live connection, the next one round-robin; connects (after the backoff of
+    /// earlier failures) when the slot has none.
+    pub(crate) async fn connection(&self) -> Result<Connection, Error> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
+        let mut slot = self.slots[i].lock().await;
+        if let Some(c) = &slot.conn {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        slot.conn = None;
+        if let Some(at) = slot.retry_at.take() {
+            if at > Instant::now() {
+                tracing::debug!(broker = %self.label, delay = ?(at - Instant::now()), "waiting before reconnecting");
+                tokio::time::sleep_until(at).await;
+            }
+        }
+        match handshake::connect(&self.host, self.port, self.label.clone(), &self.config).await {
+            Ok(c) => {
+                slot.backoff.reset();
+                slot.conn = Some(c.clone());
+                Ok(c)
+            }
+            Err(e) => {
+                let delay = slot.backoff.next_delay(fastrand::f64());
+                slot.retry_at = Some(Instant::now() + delay);
+                tracing::debug!(broker = %self.label, error = %e, next_attempt_in = ?delay, "connection attempt failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Closes every open connection.
+    pub(crate) async fn close(&self) {
+        for s in &self.slots {
+            if let Some(c) = s.lock().await.conn.take() {
+                c.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! The cluster view: bootstrap, the metadata cache and its refreshes, connections by
+//! node id, partition leaders and group/transaction coordinators.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+use klife_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use klife_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
+use klife_protocol::{ApiKey, ErrorCode};
+
+use crate::backoff::Backoff;
+use crate::broker::BrokerPool;
+use crate::conn::Connection;
+use crate::metadata::Metadata;
+use crate::{ConnectionConfig, Error, telemetry};
+
+/// Highest Metadata version klife asks for.
+const METADATA_MAX_VERSION: i16 = 12;
+/// Attempts at finding a coordinator that is still loading or moving.
+const COORDINATOR_ATTEMPTS: u32 = 8;
+
+/// Which coordinator to look up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CoordinatorType {
+    /// A consumer group's coordinator (key: the group id).
+    Group,
+    /// A transactional producer's coordinator (key: the transactional id).
+    Transaction,
+}
+
+impl CoordinatorType {
+    fn code(self) -> i8 {
+        match self {
+            CoordinatorType::Group => 0,
+            CoordinatorType::Transaction => 1,
+        }
+    }
+}
+
+/// A handle to a cluster, cheap to clone.
+///
+/// `Cluster::connect` bootstraps from the given addresses; from then on connections
+/// are made to the brokers the metadata names, on demand, and metadata is refreshed
+/// every `metadata_max_age` and whenever a caller reports stale metadata through
+/// [`Cluster::refresh_metadata`]. Concurrent refresh calls share one request.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.metadata();
+        f.debug_struct("Cluster").field("cluster_id", &m.cluster_id).field("brokers", &m.brokers.len()).finish()
+    }
+}
+
+struct Inner {
+    config: Arc<ConnectionConfig>,
+    bootstrap: Vec<Arc<BrokerPool>>,
+    metadata: RwLock<Arc<Metadata>>,
+    brokers: Mutex<HashMap<i32, Arc<BrokerPool>>>,
+    topics: Mutex<BTreeSet<String>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    refreshes: AtomicU64,
+    coordinators: Mutex<HashMap<(CoordinatorType, String), i32>>,
+    closed: AtomicBool,
+}
+
+/// Splits `host:port` (or `[v6]:port`).
+pub fn parse_address(address: &str) -> Result<(String, u16), Error> {
+    let bad = || Error::InvalidAddress { address: address.to_owned() };
+    let a = address.trim();
+    let (host, port) = if let Some(rest) = a.strip_prefix('[') {
+        let (h, p) = rest.split_once("]:").ok_or_else(bad)?;
+        (h, p)
+    } else {
+        a.rsplit_once(':').ok_or_else(bad)?
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port = port.parse::<u16>().map_err(|_| bad())?;
+    Ok((host.to_owned(), port))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Cluster {
+    /// Connects to the cluster through the first bootstrap address that answers a
+    /// Metadata request, and starts the periodic metadata refresh.
+    ///
+    /// Fails with [`Error::Bootstrap`], listing each address and its error, when none
+    /// answers.
+    pub async fn connect<S: AsRef<str>>(bootstrap: &[S], config: ConnectionConfig) -> Result<Cluster, Error> {
+        config.validate()?;
+        if bootstrap.is_empty() {
+            return Err(Error::Config("no bootstrap servers given".into()));
+        }
+        let config = Arc::new(config);
+        let pools = bootstrap
+            .iter()
+            .map(|a| {
+                let (host, port) = parse_address(a.as_ref())?;
+                Ok(Arc::new(BrokerPool::new(format!("{host}:{port}"), host, port, config.clone())))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let inner = Arc::new(Inner {
+            config,
+            bootstrap: pools,
+            metadata: RwLock::new(Arc::new(Metadata::default())),
+            brokers: Mutex::new(HashMap::new()),
+            topics: Mutex::new(BTreeSet::new()),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            refreshes: AtomicU64::new(0),
+            coordinators: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let cluster = Cluster { inner };
+        let mut attempts = Vec::new();
+        for pool in &cluster.inner.bootstrap {
+            match cluster.fetch_metadata_from(pool).await {
+                Ok(m) => {
+                    cluster.install(m);
+                    tokio::spawn(refresh_loop(Arc::downgrade(&cluster.inner), cluster.inner.config.metadata_max_age));
+                    return Ok(cluster);
+                }
+                Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+            }
+        }
+        Err(Error::Bootstrap { attempts })
+    }
+
+    /// The connection settings.
+    pub fn config(&self) -> &ConnectionConfig {
+        &self.inner.config
+    }
+
+    /// The current metadata snapshot.
+    pub fn metadata(&self) -> Arc<Metadata> {
+        self.inner.metadata.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn ensure_open(&self) -> Result<(), Error> {
+        if self.inner.closed.load(Ordering::Acquire) { Err(Error::Closed) } else { Ok(()) }
+    }
+
+    fn install(&self, newer: Metadata) {
+        let mut guard = self.inner.metadata.write().unwrap_or_else(PoisonError::into_inner);
+        let merged = guard.merge(newer);
+        // Drop pools of brokers that left or moved.
+        let mut pools = lock(&self.inner.brokers);
+        pools.retain(|id, pool| merged.brokers.get(id).is_some_and(|b| pool.address() == (b.host.as_str(), b.port)));
+        *guard = Arc::new(merged);
+    }
+
+    fn topics_of_interest(&self) -> Vec<String> {
+        lock(&self.inner.topics).iter().cloned().collect()
+    }
+
+    async fn fetch_metadata_from(&self, pool: &BrokerPool) -> Result<Metadata, Error> {
+        let conn = pool.connection().await?;
+        self.fetch_metadata(&conn, Some(&self.topics_of_interest())).await
+    }
+
+    /// Sends a Metadata request for `topics` (`None`: every topic) on `conn`.
+    async fn fetch_metadata(&self, conn: &Connection, topics: Option<&[String]>) -> Result<Metadata, Error> {
+        let version = conn.version_for(ApiKey::Metadata, Some(METADATA_MAX_VERSION))?;
+        let topics = topics.map(|ts| {
+            ts.iter().map(|t| MetadataRequestTopic::default().with_name(Some(t.clone()))).collect::<Vec<_>>()
+        });
+        let mut req = MetadataRequest::default().with_topics(topics);
+        if version >= 4 {
+            req = req.with_allow_auto_topic_creation(self.inner.config.allow_auto_topic_creation);
+        }
+        let resp = conn.send_version(&req, version).await;
+        telemetry::record_metadata_refresh(resp.is_ok());
+        Ok(Metadata::from_response(&resp?))
+    }
+
+    /// Refreshes the metadata of the known topics (and brokers). Callers that race
+    /// share one request: whoever waited while another refresh ran gets its result.
+    pub async fn refresh_metadata(&self) -> Result<Arc<Metadata>, Error> {
+        self.ensure_open()?;
+        let seen = self.inner.refreshes.load(Ordering::Acquire);
+        let _guard = self.inner.refresh_lock.lock().await;
+        if self.inner.refreshes.load(Ordering::Acquire) != seen {
+            return Ok(self.metadata());
+        }
+        let topics = self.topics_of_interest();
+        let result = self.fetch_anywhere(Some(&topics)).await;
+        self.inner.refreshes.fetch_add(1, Ordering::AcqRel);
+        self.install(result?);
+        Ok(self.metadata())
+    }
+
+    /// Adds topics to those whose metadata is kept, and fetches theirs now.
+    pub async fn add_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Arc<Metadata>, Error> {
+        self.ensure_open()?;
+        let names: Vec<String> = topics.iter().map(|t| t.as_ref().to_owned()).collect();
+        lock(&self.inner.topics).extend(names.iter().cloned());
+        let _guard = self.inner.refresh_lock.lock().await;
+        let result = self.fetch_anywhere(Some(&names)).await;
+        self.inner.refreshes.fetch_add(1, Ordering::AcqRel);
+        self.install(result?);
+        Ok(self.metadata())
+    }
+
+    /// Fetches metadata for every topic in the cluster (without adding them to the
+    /// kept set).
+    pub async fn all_topics_metadata(&self) -> Result<Metadata, Error> {
+        self.ensure_open()?;
+        self.fetch_anywhere(None).await
+    }
+
+    /// Tries known brokers, then the bootstrap addresses.
+    async fn fetch_anywhere(&self, topics: Option<&[String]>) -> Result<Metadata, Error> {
+        let mut attempts = Vec::new();
+        let ids: Vec<i32> = self.metadata().brokers.keys().copied().collect();
+        let start = if ids.is_empty() { 0 } else { fastrand::usize(..ids.len()) };
+        for k in 0..ids.len() {
+            let id = ids[(start + k) % ids.len()];
+            match self.broker(id).await {
+                Ok(conn) => match self.fetch_metadata(&conn, topics).await {
+                    Ok(m) => return Ok(m),
+                    Err(e) => attempts.push(format!("{}: {e}", conn.broker())),
+                },
+                Err(e) => attempts.push(e.to_string()),
+            }
+        }
+        for pool in &self.inner.bootstrap {
+            match pool.connection().await {
+                Ok(conn) => match self.fetch_metadata(&conn, topics).await {
+                    Ok(m) => return Ok(m),
+                    Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+                },
+                Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+            }
+        }
+        Err(Error::Bootstrap { attempts })
+    }
+
+    /// A connection to the broker with this node id.
+    pub async fn broker(&self, node_id: i32) -> Result<Connection, Error> {
+        self.ensure_open()?;
+        let pool = {
+            let mut pools = lock(&self.inner.brokers);
+            match pools.get(&node_id) {
+                Some(p) => p.clone(),
+                None => {
+                    let m = self.metadata();
+                    let b = m
+                        .brokers
+                        .get(&node_id)
+                        .ok_or_else(|| Error::Metadata(format!("broker {node_id} is not in the cluster metadata")))?;
+                    let p = Arc::new(BrokerPool::new(b.label(), b.host.clone(), b.port, self.inner.config.clone()));
+                    pools.insert(node_id, p.clone());
+                    p
+                }
+            }
+        };
+        pool.connection().await
+    }
+
+    /// A connection to any reachable broker (a random one first).
+    pub async fn any_broker(&self) -> Result<Connection, Error> {
+        self.ensure_open()?;
+        let ids: Vec<i32> = self.metadata().brokers.keys().copied().collect();
+        let mut last = None;
+        let start = if ids.is_empty() { 0 } else { fastrand::usize(..ids.len()) };
+        for k in 0..ids.len() {
+            match self.broker(ids[(start + k) % ids.len()]).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        for pool in &self.inner.bootstrap {
+            match pool.connection().await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Metadata("the cluster has no brokers".into())))
+    }
+
+    /// A connection to the controller (or to any broker when the cluster does not
+    /// name one: KRaft clusters forward admin requests).
+    pub async fn controller(&self) -> Result<Connection, Error> {
+        let id = self.metadata().controller_id;
+        if id >= 0 { self.broker(id).await } else { self.any_broker().await }
+    }
+
+    /// The leader of a partition: node id, leader epoch and a connection to it.
+    /// Unknown topics are looked up once before failing.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<(i32, i32, Connection), Error> {
+        self.ensure_open()?;
+        let mut m = self.metadata();
+        if !m.topics.contains_key(topic) {
+            m = self.add_topics(&[topic]).await?;
+        }
+        let Some(t) = m.topics.get(topic) else {
+            return Err(Error::Metadata(format!("topic {topic:?} is not in the cluster metadata")));
+        };
+        if t.error != ErrorCode::None {
+            return Err(Error::Broker {
+                broker: "metadata".into(),
+                api: ApiKey::Metadata,
+                code: t.error,
+                message: Some(format!("topic {topic:?}")),
+            });
+        }
+        let Some(p) = t.partition(partition) else {
+            return Err(Error::Metadata(format!(
+                "topic {topic:?} has no partition {partition} (it has {})",
+                t.partitions.len()
+            )));
+        };
+        if p.leader < 0 {
+            return Err(Error::Broker {
+                broker: "metadata".into(),
+                api: ApiKey::Metadata,
+                code: ErrorCode::LeaderNotAvailable,
+                message: Some(format!("{topic}-{partition} has no leader")),
+            });
+        }
+        let (leader, epoch) = (p.leader, p.leader_epoch);
+        Ok((leader, epoch, self.broker(leader).await?))
+    }
+
+    /// The node id of the coordinator for `key`, from the cache or FindCoordinator.
+    pub async fn coordinator(&self, kind: CoordinatorType, key: &str) -> Result<(i32, Connection), Error> {
+        self.ensure_open()?;
+        let cached = lock(&self.inner.coordinators).get(&(kind, key.to_owned())).copied();
+        let id = match cached {
+            Some(id) => id,
+            None => {
+                let found = self.find_coordinators(kind, &[key]).await?;
+                found
+                    .into_iter()
+                    .next()
+                    .map(|(_, r)| r)
+                    .unwrap_or_else(|| Err(Error::Metadata("no coordinator answer".into())))?
+            }
+        };
+        Ok((id, self.broker(id).await?))
+    }
+
+    /// Forgets a cached coordinator (after NOT_COORDINATOR or a broken connection).
+    pub fn invalidate_coordinator(&self, kind: CoordinatorType, key: &str) {
+        lock(&self.inner.coordinators).remove(&(kind, key.to_owned()));
+    }
+
+    /// Looks up the coordinators of several keys, in one request where the broker
+    /// supports batching (FindCoordinator v4+), one request per key otherwise.
+    /// Keys whose coordinator is loading or unavailable are retried with backoff.
+    pub async fn find_coordinators<S: AsRef<str>>(
+        &self,
+        kind: CoordinatorType,
+        keys: &[S],
+    ) -> Result<Vec<(String, Result<i32, Error>)>, Error> {
+        self.ensure_open()?;
+        let mut pending: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        let mut done: Vec<(String, Result<i32, Error>)> = Vec::new();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        for attempt in 1..=COORDINATOR_ATTEMPTS {
+            let conn = self.any_broker().await?;
+            let version = conn.version_for(ApiKey::FindCoordinator, None)?;
+            let mut answers: Vec<(String, ErrorCode, i32, Option<String>)> = Vec::new();
+            if version >= 4 {
+                let req =
+                    FindCoordinatorRequest::default().with_key_type(kind.code()).with_coordinator_keys(pending.clone());
+                let resp = conn.send_version(&req, version).await?;
+                for c in resp.coordinators {
+                    answers.push((c.key, ErrorCode::from_code(c.error_code), c.node_id, c.error_message));
+                }
+            } else {
+                if kind == CoordinatorType::Transaction && version < 1 {
+                    return Err(Error::UnsupportedVersion {
+                        broker: conn.broker().to_owned(),
+                        api: ApiKey::FindCoordinator,
+                        broker_versions: "0 (no transaction coordinators)".into(),
+                        client_versions: ApiKey::FindCoordinator.stable_versions(),
+                    });
+                }
+                for key in &pending {
+                    let mut req = FindCoordinatorRequest::default().with_key(key.clone());
+                    if version >= 1 {
+                        req = req.with_key_type(kind.code());
+                    }
+                    let resp = conn.send_version(&req, version).await?;
+                    answers.push((
+                        key.clone(),
+                        ErrorCode::from_code(resp.error_code),
+                        resp.node_id,
+                        resp.error_message,
+                    ));
+                }
+            }
+            let mut retry = Vec::new();
+            for (key, code, node, message) in answers {
+                if !pending.contains(&key) {
+                    continue;
+                }
+                if code == ErrorCode::None {
+                    lock(&self.inner.coordinators).insert((kind, key.clone()), node);
+                    done.push((key, Ok(node)));
+                } else if code.is_retriable() && attempt < COORDINATOR_ATTEMPTS {
+                    retry.push(key);
+                } else {
+                    let broker = conn.broker().to_owned();
+                    done.push((key, Err(Error::Broker { broker, api: ApiKey::FindCoordinator, code, message })));
+                }
+            }
+            pending = retry;
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
+            if attempt % 3 == 0 {
+                let _ = self.refresh_metadata().await;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Closes every connection and stops the metadata refresh; later calls fail with
+    /// [`Error::Closed`].
+    pub async fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        let pools: Vec<Arc<BrokerPool>> = lock(&self.inner.brokers).drain().map(|(_, p)| p).collect();
+        for p in pools.iter().chain(self.inner.bootstrap.iter()) {
+            p.close().await;
+        }
+    }
+
+    /// Whether [`Cluster::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+async fn refresh_loop(inner: Weak<Inner>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let cluster = Cluster { inner };
+        if let Err(e) = cluster.refresh_metadata().await {
+            tracing::debug!(error = %e, "periodic metadata refresh failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(parse_address("localhost:9092").unwrap(), ("localhost".into(), 9092));
+        assert_eq!(parse_address("[::1]:19092").unwrap(), ("::1".into(), 19092));
+        assert_eq!(parse_address(" 10.0.0.1:1 ").unwrap(), ("10.0.0.1".into(), 1));
+        for bad in ["localhost", ":9092", "host:port", "host:70000", "[::1]9092"] {
+            assert!(matches!(parse_address(bad), Err(Error::InvalidAddress { .. })), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The connection layer's error type: what went wrong talking to which broker, and
+//! whether trying again can help.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use klife_protocol::{ApiKey, DecodeError, EncodeError, ErrorCode, VersionRange};
+
+/// An error from the connection layer.
+///
+/// Every variant that concerns a broker names it (`broker` is `host:port`, with the
+/// node id when known). [`Error::is_retriable`] tells whether the same request may
+/// succeed later (after a reconnect or a metadata refresh).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// TCP connect failed or timed out.
+    #[error("cannot connect to broker {broker}: {reason}")]
+    Connect {
+        /// The broker.
+        broker: String,
+        /// What the operating system or the timeout said.
+        reason: String,
+    },
+    /// The TLS handshake or TLS configuration failed.
+    #[error("TLS with broker {broker} failed: {reason}")]
+    Tls {
+        /// The broker.
+        broker: String,
+        /// What failed, and what to fix.
+        reason: String,
+    },
+    /// SASL authentication failed: wrong credentials, an unsupported mechanism, or a
+    /// protocol error.
+    #[error("SASL {mechanism} authentication with broker {broker} failed: {reason}")]
+    Authentication {
+        /// The broker.
+        broker: String,
+        /// The SASL mechanism.
+        mechanism: String,
+        /// What the broker or the mechanism said.
+        reason: String,
+    },
+    /// The connection broke; requests in flight on it were not answered.
+    #[error("connection to broker {broker} lost: {reason}")]
+    Disconnected {
+        /// The broker.
+        broker: String,
+        /// Why.
+        reason: String,
+    },
+    /// No answer within the request timeout; the connection is closed.
+    #[error("{api} request to broker {broker} timed out after {timeout:?}")]
+    Timeout {
+        /// The broker.
+        broker: String,
+        /// The request's API.
+        api: ApiKey,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The broker and klife have no version of an API in common.
+    #[error(
+        "broker {broker} does not support {api} in any version klife can use \
+         (broker: {broker_versions}, klife: {client_versions})"
+    )]
+    UnsupportedVersion {
+        /// The broker.
+        broker: String,
+        /// The API.
+        api: ApiKey,
+        /// What the broker supports (`none` if it does not have the API at all).
+        broker_versions: String,
+        /// What klife can use.
+        client_versions: VersionRange,
+    },
+    /// The broker answered with an error code.
+    #[error("{api} to broker {broker} failed: {code}{}", message.as_ref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Broker {
+        /// The broker.
+        broker: String,
+        /// The request's API.
+        api: ApiKey,
+        /// The error code.
+        code: ErrorCode,
+        /// The broker's error message, if it sent one.
+        message: Option<String>,
+    },
+    /// A response could not be decoded.
+    #[error("cannot decode the {api} v{version} response from broker {broker}: {source}")]
+    Decode {
+        /// The broker.
+        broker: String,
+        /// The request's API.
+        api: ApiKey,
+        /// The version used.
+        version: i16,
+        /// The codec's error.
+        source: DecodeError,
+    },
+    /// A request could not be encoded.
+    #[error("cannot encode the {api} v{version} request: {source}")]
+    Encode {
+        /// The request's API.
+        api: ApiKey,
+        /// The version chosen.
+        version: i16,
+        /// The codec's error.
+        source: EncodeError,
+    },
+    /// None of the bootstrap servers could be used.
+    #[error("no bootstrap server could be reached: {}", attempts.join("; "))]
+    Bootstrap {
+        /// One line per address tried, with its error.
+        attempts: Vec<String>,
+    },
+    /// A bootstrap address is not `host:port`.
+    #[error("invalid broker address {address:?}: expected host:port")]
+    InvalidAddress {
+        /// The address as given.
+        address: String,
+    },
+    /// The cluster metadata does not know a broker, topic or partition.
+    #[error("{0}")]
+    Metadata(String),
+    /// The client was closed.
+    #[error("the client is closed")]
+    Closed,
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An I/O error outside a broker conversation.
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+}
+
+impl Error {
+    /// Whether the same request may succeed if tried again later: connection
+    /// problems, timeouts, and broker error codes Kafka classifies as retriable.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout { .. } => true,
+            Error::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
+            Error::Metadata(_) => true,
+            _ => false,
+        }
+    }
+
+    /// The broker error code, if the broker answered with one.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        match self {
+            Error::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(Arc::new(e))
+    }
+}
