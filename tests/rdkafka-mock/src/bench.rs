@@ -7,11 +7,11 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::ClientContext;
 
 use crate::args::Opts;
 use crate::peer::{self, PeerContext};
@@ -154,11 +154,8 @@ pub(crate) fn consume(mut opts: Opts) -> Result<(), String> {
     let (config, ctx) = peer::client_config(&mut opts)?;
     let topic = opts.req("topic")?;
     let count: u64 = opts.req_parse("count")?;
-    let partitions = opts
-        .all("partition")?
-        .iter()
-        .map(|p| crate::args::num("--partition", p))
-        .collect::<Result<Vec<i32>, _>>()?;
+    let partitions =
+        opts.all("partition")?.iter().map(|p| crate::args::num("--partition", p)).collect::<Result<Vec<i32>, _>>()?;
     let timeout = Duration::from_millis(opts.opt_parse("timeout-ms")?.unwrap_or(120_000));
     opts.finish()?;
 

@@ -16,7 +16,7 @@ use rdkafka::types::RDKafkaType;
 
 use crate::args::{Opts, num};
 use crate::ffi;
-use crate::peer::{PeerContext, base_config};
+use crate::peer::{PeerContext, base_config, peer_context};
 
 /// How long a call into the mock cluster may take before [`Mock::with_kick`] wakes its thread.
 const KICK_AFTER: Duration = Duration::from_millis(10);
@@ -195,9 +195,7 @@ impl Mock {
                 let (part, lo, hi) = (num("partition", part)?, num("offset", lo)?, num("offset", hi)?);
                 let topic = cstring("topic", topic)?;
                 // SAFETY: live cluster; NUL-terminated string that outlives the call.
-                done(check(unsafe {
-                    rd::rd_kafka_mock_partition_set_follower_wmarks(c, topic.as_ptr(), part, lo, hi)
-                }))
+                done(check(unsafe { rd::rd_kafka_mock_partition_set_follower_wmarks(c, topic.as_ptr(), part, lo, hi) }))
             }
             ["coordinator", kind @ ("group" | "transaction"), key, id] => {
                 let id = num("broker id", id)?;
@@ -224,7 +222,8 @@ impl Mock {
                 let pairs = pairs
                     .iter()
                     .map(|w| {
-                        let (code, rtt) = w.split_once(':').ok_or_else(|| format!("expected CODE:RTT_MS, got '{w}'"))?;
+                        let (code, rtt) =
+                            w.split_once(':').ok_or_else(|| format!("expected CODE:RTT_MS, got '{w}'"))?;
                         Ok((ffi::parse_code(code)?, num::<c_int>("milliseconds", rtt)?))
                     })
                     .collect::<Result<Vec<_>, String>>()?;
@@ -312,7 +311,11 @@ impl Mock {
             // destroy call below.
             let (id, key, ts) = unsafe {
                 let r = *reqs.add(i);
-                (rd::rd_kafka_mock_request_id(r), rd::rd_kafka_mock_request_api_key(r), rd::rd_kafka_mock_request_timestamp(r))
+                (
+                    rd::rd_kafka_mock_request_id(r),
+                    rd::rd_kafka_mock_request_api_key(r),
+                    rd::rd_kafka_mock_request_timestamp(r),
+                )
             };
             out.push(format!("{id}:{key}:{ts}"));
         }
@@ -345,20 +348,21 @@ pub(crate) fn run(mut opts: Opts) -> Result<(), String> {
         return Err("--brokers must be at least 1".into());
     }
     let topics = opts.all("topic")?.iter().map(|t| parse_topic(t, brokers)).collect::<Result<Vec<_>, _>>()?;
-    let config = base_config(&mut opts)?;
-    let log = opts.flag("log")?;
+    let mut config = base_config(&mut opts)?;
+    let ctx = peer_context(&mut config, &mut opts)?;
     opts.finish()?;
 
     let client = Client::new(
         &config,
         config.create_native_config().map_err(|e| e.to_string())?,
         RDKafkaType::RD_KAFKA_PRODUCER,
-        PeerContext { log },
+        ctx,
     )
     .map_err(|e| format!("cannot create the librdkafka handle: {e}"))?;
     let mock = Mock::new(brokers, client)?;
     for (name, partitions, rf) in &topics {
-        mock.with_kick(|| mock.create_topic(name, *partitions, *rf)).map_err(|e| format!("create topic {name}: {e}"))?;
+        mock.with_kick(|| mock.create_topic(name, *partitions, *rf))
+            .map_err(|e| format!("create topic {name}: {e}"))?;
     }
 
     let stdout = std::io::stdout();

@@ -24,7 +24,7 @@ usage:
   klife-rdkafka-mock cluster --brokers N [--topic NAME:PARTITIONS[:RF]]... [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock produce --bootstrap LIST --topic T --count N [--codec none|gzip|snappy|lz4|zstd]
         [--partition P] [--value-size S] [--keys] [--headers] [--linger-ms MS] [--batch-size B]
-        [--acks A] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
+        [--acks A] [--timestamp-base MS] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock consume --bootstrap LIST --topic T --count N [--partition P]... [--timeout-ms MS]
         [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock bench-produce --bootstrap LIST --topic T --count N --value-size S [--codec C]

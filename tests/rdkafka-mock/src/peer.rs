@@ -5,12 +5,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
 
 use crate::args::Opts;
 
@@ -52,7 +52,18 @@ pub(crate) fn client_config(opts: &mut Opts) -> Result<(ClientConfig, PeerContex
     let bootstrap = opts.req("bootstrap")?;
     let mut config = base_config(opts)?;
     config.set("bootstrap.servers", bootstrap);
-    Ok((config, PeerContext { log: opts.flag("log")? }))
+    let ctx = peer_context(&mut config, opts)?;
+    Ok((config, ctx))
+}
+
+/// The context for `--log`: with it, librdkafka hands over every line it makes (debug lines
+/// only for the contexts named by `--set debug=...`).
+pub(crate) fn peer_context(config: &mut ClientConfig, opts: &mut Opts) -> Result<PeerContext, String> {
+    let log = opts.flag("log")?;
+    if log {
+        config.set_log_level(RDKafkaLogLevel::Debug);
+    }
+    Ok(PeerContext { log })
 }
 
 /// A `--codec` value, checked.
@@ -99,21 +110,27 @@ fn json_str(s: &str) -> String {
 }
 
 /// One record as a JSON line: partition, offset, key and value in hex (or null), headers as
-/// `[key, hex-or-null]` pairs in order, timestamp in milliseconds (or null).
+/// `[key, hex-or-null]` pairs in order, timestamp in milliseconds (or null) and its type
+/// (`"create"`, `"log_append"` or null).
 fn record_json<M: Message>(m: &M) -> String {
     let headers = m
         .headers()
         .map(|h| h.iter().map(|h| format!("[{},{}]", json_str(h.key), opt_hex(h.value))).collect::<Vec<_>>())
         .unwrap_or_default();
-    let ts = m.timestamp().to_millis().map_or_else(|| "null".into(), |t| t.to_string());
+    let (ts, ts_type) = match m.timestamp() {
+        Timestamp::NotAvailable => ("null".into(), "null"),
+        Timestamp::CreateTime(t) => (t.to_string(), r#""create""#),
+        Timestamp::LogAppendTime(t) => (t.to_string(), r#""log_append""#),
+    };
     format!(
-        r#"{{"partition":{},"offset":{},"key":{},"value":{},"headers":[{}],"timestamp":{}}}"#,
+        r#"{{"partition":{},"offset":{},"key":{},"value":{},"headers":[{}],"timestamp":{},"timestamp_type":{}}}"#,
         m.partition(),
         m.offset(),
         opt_hex(m.key()),
         opt_hex(m.payload()),
         headers.join(","),
-        ts
+        ts,
+        ts_type
     )
 }
 
@@ -185,6 +202,7 @@ pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
     let size: usize = opts.opt_parse("value-size")?.unwrap_or(8);
     let keys = opts.flag("keys")?;
     let headers = opts.flag("headers")?;
+    let timestamp_base: Option<i64> = opts.opt_parse("timestamp-base")?;
     config.set("compression.type", codec(&mut opts)?);
     if let Some(ms) = opts.opt("linger-ms")? {
         config.set("linger.ms", ms);
@@ -210,6 +228,9 @@ pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
         }
         if let Some(p) = partition {
             record = record.partition(p);
+        }
+        if let Some(base) = timestamp_base {
+            record = record.timestamp(base + i as i64);
         }
         if headers {
             let index = i.to_string();
@@ -255,6 +276,10 @@ pub(crate) fn assigned_consumer(
 ) -> Result<BaseConsumer<PeerContext>, String> {
     let mut config = config.clone();
     config.set("enable.auto.commit", "false").set("enable.auto.offset.store", "false");
+    // librdkafka refuses assign() without a group id; nothing is committed to it.
+    if config.get("group.id").is_none() {
+        config.set("group.id", "klife-rdkafka-mock");
+    }
     let consumer: BaseConsumer<PeerContext> =
         config.create_with_context(ctx).map_err(|e| format!("cannot create the consumer: {e}"))?;
     let partitions = if partitions.is_empty() {
