@@ -2,6 +2,26 @@
 
 use std::str::FromStr;
 
+/// Why a subcommand failed.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// Bad command line: reported with the usage text, exit code 2.
+    Usage(String),
+    /// Anything else: exit code 1.
+    Run(String),
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Self {
+        Self::Run(s)
+    }
+}
+
+/// A command-line error.
+pub(crate) fn usage<T>(msg: String) -> Result<T, Fail> {
+    Err(Fail::Usage(msg))
+}
+
 /// The options of one subcommand, consumed as they are read; [`Opts::finish`] rejects leftovers.
 pub(crate) struct Opts {
     /// `(name without dashes, value)`; `None` for a boolean flag.
@@ -30,12 +50,12 @@ impl Opts {
     }
 
     /// Every value given for `--name`, in order.
-    pub(crate) fn all(&mut self, name: &str) -> Result<Vec<String>, String> {
+    pub(crate) fn all(&mut self, name: &str) -> Result<Vec<String>, Fail> {
         let mut out = Vec::new();
         let mut rest = Vec::new();
         for (n, v) in self.items.drain(..) {
             if n == name {
-                out.push(v.ok_or_else(|| format!("--{name} needs a value"))?);
+                out.push(v.ok_or_else(|| Fail::Usage(format!("--{name} needs a value")))?);
             } else {
                 rest.push((n, v));
             }
@@ -45,32 +65,37 @@ impl Opts {
     }
 
     /// The value of `--name`, if given (at most once).
-    pub(crate) fn opt(&mut self, name: &str) -> Result<Option<String>, String> {
+    pub(crate) fn opt(&mut self, name: &str) -> Result<Option<String>, Fail> {
         let mut all = self.all(name)?;
         match all.len() {
             0 => Ok(None),
             1 => Ok(all.pop()),
-            _ => Err(format!("--{name} given more than once")),
+            _ => usage(format!("--{name} given more than once")),
         }
     }
 
+    /// Every value of `--name`, parsed.
+    pub(crate) fn all_parse<T: FromStr>(&mut self, name: &str) -> Result<Vec<T>, Fail> {
+        self.all(name)?.iter().map(|v| num(&format!("--{name}"), v).map_err(Fail::Usage)).collect()
+    }
+
     /// The parsed value of `--name`, if given.
-    pub(crate) fn opt_parse<T: FromStr>(&mut self, name: &str) -> Result<Option<T>, String> {
-        self.opt(name)?.map(|v| v.parse().map_err(|_| format!("--{name}: bad value '{v}'"))).transpose()
+    pub(crate) fn opt_parse<T: FromStr>(&mut self, name: &str) -> Result<Option<T>, Fail> {
+        self.opt(name)?.map(|v| v.parse().map_err(|_| Fail::Usage(format!("--{name}: bad value '{v}'")))).transpose()
     }
 
     /// The value of a required `--name`.
-    pub(crate) fn req(&mut self, name: &str) -> Result<String, String> {
-        self.opt(name)?.ok_or_else(|| format!("--{name} is required"))
+    pub(crate) fn req(&mut self, name: &str) -> Result<String, Fail> {
+        self.opt(name)?.ok_or_else(|| Fail::Usage(format!("--{name} is required")))
     }
 
     /// The parsed value of a required `--name`.
-    pub(crate) fn req_parse<T: FromStr>(&mut self, name: &str) -> Result<T, String> {
-        self.opt_parse(name)?.ok_or_else(|| format!("--{name} is required"))
+    pub(crate) fn req_parse<T: FromStr>(&mut self, name: &str) -> Result<T, Fail> {
+        self.opt_parse(name)?.ok_or_else(|| Fail::Usage(format!("--{name} is required")))
     }
 
     /// Whether the boolean flag `--name` was given.
-    pub(crate) fn flag(&mut self, name: &str) -> Result<bool, String> {
+    pub(crate) fn flag(&mut self, name: &str) -> Result<bool, Fail> {
         let before = self.items.len();
         let mut bad = false;
         self.items.retain(|(n, v)| {
@@ -82,16 +107,16 @@ impl Opts {
             }
         });
         if bad {
-            return Err(format!("--{name} takes no value"));
+            return usage(format!("--{name} takes no value"));
         }
         Ok(self.items.len() != before)
     }
 
     /// Fails on any option that was not consumed.
-    pub(crate) fn finish(self) -> Result<(), String> {
+    pub(crate) fn finish(self) -> Result<(), Fail> {
         match self.items.first() {
             None => Ok(()),
-            Some((name, _)) => Err(format!("unknown option --{name}")),
+            Some((name, _)) => usage(format!("unknown option --{name}")),
         }
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use crate::args::Opts;
+use crate::args::{Fail, Opts};
 use crate::peer::{self, PeerContext};
 
 /// CPU time and peak memory of this process so far.
@@ -105,7 +105,7 @@ impl ProducerContext for Counter {
 }
 
 /// Runs `bench-produce`.
-pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
+pub(crate) fn produce(mut opts: Opts) -> Result<(), Fail> {
     let (mut config, base) = peer::client_config(&mut opts)?;
     let topic = opts.req("topic")?;
     let count: u64 = opts.req_parse("count")?;
@@ -143,19 +143,18 @@ pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
     let failed = ctx.failed.load(Ordering::Relaxed);
     if failed > 0 {
         let first = ctx.first_error.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
-        return Err(format!("{failed} of {count} records failed; first: {first}"));
+        return Err(format!("{failed} of {count} records failed; first: {first}").into());
     }
     let delivered = ctx.delivered.load(Ordering::Relaxed);
-    report(delivered, delivered * size as u64, elapsed)
+    Ok(report(delivered, delivered * size as u64, elapsed)?)
 }
 
 /// Runs `bench-consume`.
-pub(crate) fn consume(mut opts: Opts) -> Result<(), String> {
+pub(crate) fn consume(mut opts: Opts) -> Result<(), Fail> {
     let (config, ctx) = peer::client_config(&mut opts)?;
     let topic = opts.req("topic")?;
     let count: u64 = opts.req_parse("count")?;
-    let partitions =
-        opts.all("partition")?.iter().map(|p| crate::args::num("--partition", p)).collect::<Result<Vec<i32>, _>>()?;
+    let partitions = opts.all_parse("partition")?;
     let timeout = Duration::from_millis(opts.opt_parse("timeout-ms")?.unwrap_or(120_000));
     opts.finish()?;
 
@@ -167,7 +166,7 @@ pub(crate) fn consume(mut opts: Opts) -> Result<(), String> {
         Ok(())
     })?;
     let elapsed = started.elapsed();
-    report(count, bytes, elapsed)
+    Ok(report(count, bytes, elapsed)?)
 }
 
 #[cfg(test)]

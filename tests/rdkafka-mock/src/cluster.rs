@@ -14,7 +14,7 @@ use rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR;
 use rdkafka::client::Client;
 use rdkafka::types::RDKafkaType;
 
-use crate::args::{Opts, num};
+use crate::args::{Fail, Opts, num, usage};
 use crate::ffi;
 use crate::peer::{PeerContext, base_config, peer_context};
 
@@ -342,12 +342,17 @@ fn parse_topic(spec: &str, brokers: i32) -> Result<(String, i32, i32), String> {
 }
 
 /// Runs the `cluster` subcommand until stdin closes.
-pub(crate) fn run(mut opts: Opts) -> Result<(), String> {
+pub(crate) fn run(mut opts: Opts) -> Result<(), Fail> {
     let brokers: i32 = opts.req_parse("brokers")?;
     if brokers < 1 {
-        return Err("--brokers must be at least 1".into());
+        return usage("--brokers must be at least 1".into());
     }
-    let topics = opts.all("topic")?.iter().map(|t| parse_topic(t, brokers)).collect::<Result<Vec<_>, _>>()?;
+    let topics = opts
+        .all("topic")?
+        .iter()
+        .map(|t| parse_topic(t, brokers))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Fail::Usage)?;
     let mut config = base_config(&mut opts)?;
     let ctx = peer_context(&mut config, &mut opts)?;
     opts.finish()?;

@@ -17,7 +17,7 @@ mod peer;
 
 use std::process::ExitCode;
 
-use args::Opts;
+use args::{Fail, Opts};
 
 const USAGE: &str = "\
 usage:
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         eprint!("{USAGE}");
         return ExitCode::from(2);
     };
-    let run: fn(Opts) -> Result<(), String> = match command.as_str() {
+    let run: fn(Opts) -> Result<(), Fail> = match command.as_str() {
         "cluster" => cluster::run,
         "produce" => peer::produce,
         "consume" => peer::consume,
@@ -63,7 +63,11 @@ fn main() -> ExitCode {
     };
     match run(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Fail::Usage(e)) => {
+            eprint!("{command}: {e}\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Fail::Run(e)) => {
             eprintln!("klife-rdkafka-mock {command}: {e}");
             ExitCode::FAILURE
         }

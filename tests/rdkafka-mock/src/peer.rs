@@ -12,7 +12,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, Timestamp, TopicPartitionList};
 
-use crate::args::Opts;
+use crate::args::{Fail, Opts, usage};
 
 /// Client callbacks: librdkafka's log lines and client errors go to stderr with `--log`, and
 /// nowhere otherwise (a test that stops brokers would drown in connection errors).
@@ -38,17 +38,19 @@ impl ClientContext for PeerContext {
 impl ConsumerContext for PeerContext {}
 
 /// A client configuration from the repeated `--set KEY=VALUE` options.
-pub(crate) fn base_config(opts: &mut Opts) -> Result<ClientConfig, String> {
+pub(crate) fn base_config(opts: &mut Opts) -> Result<ClientConfig, Fail> {
     let mut config = ClientConfig::new();
     for kv in opts.all("set")? {
-        let (k, v) = kv.split_once('=').ok_or_else(|| format!("--set: expected KEY=VALUE, got '{kv}'"))?;
+        let Some((k, v)) = kv.split_once('=') else {
+            return usage(format!("--set: expected KEY=VALUE, got '{kv}'"));
+        };
         config.set(k, v);
     }
     Ok(config)
 }
 
 /// `base_config` plus `--bootstrap LIST`, with `--log`.
-pub(crate) fn client_config(opts: &mut Opts) -> Result<(ClientConfig, PeerContext), String> {
+pub(crate) fn client_config(opts: &mut Opts) -> Result<(ClientConfig, PeerContext), Fail> {
     let bootstrap = opts.req("bootstrap")?;
     let mut config = base_config(opts)?;
     config.set("bootstrap.servers", bootstrap);
@@ -58,7 +60,7 @@ pub(crate) fn client_config(opts: &mut Opts) -> Result<(ClientConfig, PeerContex
 
 /// The context for `--log`: with it, librdkafka hands over every line it makes (debug lines
 /// only for the contexts named by `--set debug=...`).
-pub(crate) fn peer_context(config: &mut ClientConfig, opts: &mut Opts) -> Result<PeerContext, String> {
+pub(crate) fn peer_context(config: &mut ClientConfig, opts: &mut Opts) -> Result<PeerContext, Fail> {
     let log = opts.flag("log")?;
     if log {
         config.set_log_level(RDKafkaLogLevel::Debug);
@@ -67,11 +69,11 @@ pub(crate) fn peer_context(config: &mut ClientConfig, opts: &mut Opts) -> Result
 }
 
 /// A `--codec` value, checked.
-pub(crate) fn codec(opts: &mut Opts) -> Result<String, String> {
+pub(crate) fn codec(opts: &mut Opts) -> Result<String, Fail> {
     let codec = opts.opt("codec")?.unwrap_or_else(|| "none".into());
     match codec.as_str() {
         "none" | "gzip" | "snappy" | "lz4" | "zstd" => Ok(codec),
-        _ => Err(format!("--codec: expected none|gzip|snappy|lz4|zstd, got '{codec}'")),
+        _ => usage(format!("--codec: expected none|gzip|snappy|lz4|zstd, got '{codec}'")),
     }
 }
 
@@ -194,7 +196,7 @@ pub(crate) fn flush<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Dur
 }
 
 /// Runs `produce`.
-pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
+pub(crate) fn produce(mut opts: Opts) -> Result<(), Fail> {
     let (mut config, base) = client_config(&mut opts)?;
     let topic = opts.req("topic")?;
     let count: u64 = opts.req_parse("count")?;
@@ -261,7 +263,7 @@ pub(crate) fn produce(mut opts: Opts) -> Result<(), String> {
     flushed?;
     match failures.first() {
         None => Ok(()),
-        Some(first) => Err(format!("{} of {count} records failed; first: {first}", failures.len())),
+        Some(first) => Err(format!("{} of {count} records failed; first: {first}", failures.len()).into()),
     }
 }
 
@@ -332,21 +334,20 @@ pub(crate) fn poll_records(
 }
 
 /// Runs `consume`.
-pub(crate) fn consume(mut opts: Opts) -> Result<(), String> {
+pub(crate) fn consume(mut opts: Opts) -> Result<(), Fail> {
     let (config, ctx) = client_config(&mut opts)?;
     let topic = opts.req("topic")?;
     let count: u64 = opts.req_parse("count")?;
-    let partitions =
-        opts.all("partition")?.iter().map(|p| crate::args::num("--partition", p)).collect::<Result<Vec<i32>, _>>()?;
+    let partitions: Vec<i32> = opts.all_parse("partition")?;
     let timeout = Duration::from_millis(opts.opt_parse("timeout-ms")?.unwrap_or(30_000));
     opts.finish()?;
 
     let consumer = assigned_consumer(&config, ctx, &topic, &partitions, timeout)?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    poll_records(&consumer, count, timeout, |m| {
+    Ok(poll_records(&consumer, count, timeout, |m| {
         writeln!(out, "{}", record_json(m)).and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
-    })
+    })?)
 }
 
 #[cfg(test)]
