@@ -5,10 +5,12 @@
 //! - `test`: everything CI checks: formatting, clippy, docs, generated code, all tests,
 //!   benchmarks built, and a short fuzzing run.
 //! - `fuzz [TARGET] [--seconds N]`: run the fuzz targets.
+//! - `brokers`: install the third-party brokers the tests run against.
 
 // A binary: `pub` marks what modules share, nothing is exported.
 #![allow(clippy::print_stdout, unreachable_pub)]
 
+mod brokers;
 mod codegen;
 mod fuzz;
 mod test;
@@ -25,6 +27,8 @@ tasks:
   test                                fmt, clippy, docs, codegen --check, all tests, benches
                                       built, fuzz smoke run (what CI runs)
   fuzz [TARGET] [--seconds N]         run one fuzz target (or all) for N seconds each
+  brokers                             install the brokers the tests use: Tansu (pinned,
+                                      checksum-verified) and the librdkafka mock cluster program
 ";
 
 /// The workspace root (the parent of `xtask/`).
@@ -62,6 +66,7 @@ fn run(args: &[String]) -> Result<(), String> {
             test::run(&root)
         }
         "fuzz" => fuzz::run_cli(&root, rest),
+        "brokers" => brokers::install(&root),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

@@ -58,11 +58,19 @@ pub fn run(root: &Path) -> Result<(), String> {
         );
     }
 
-    run_step(
-        root,
-        "tests, and benchmarks built and run once",
-        &mut cargo(&["test", "--workspace", "--all-targets", "--locked"]),
-    )?;
+    {
+        // Stopped when `brokers` goes out of scope, whatever happens to the tests.
+        let brokers = crate::brokers::start(root)?;
+        let mut tests = cargo(&["test", "--workspace", "--all-targets", "--locked"]);
+        for (k, v) in &brokers.env {
+            tests.env(k, v);
+        }
+        run_step(
+            root,
+            "tests (against Tansu and the librdkafka mock cluster), benchmarks built and run once",
+            &mut tests,
+        )?;
+    }
     run_step(root, "doc tests", &mut cargo(&["test", "--workspace", "--doc", "--locked"]))?;
     crate::fuzz::smoke(root)?;
     eprintln!("\nall checks passed in {:.0}s", started.elapsed().as_secs_f64());

@@ -287,11 +287,13 @@ impl Cluster {
         Err(last.unwrap_or_else(|| Error::Metadata("the cluster has no brokers".into())))
     }
 
-    /// A connection to the controller (or to any broker when the cluster does not
-    /// name one: KRaft clusters forward admin requests).
+    /// A connection to the controller (or to any broker when the metadata names no
+    /// reachable controller: KRaft clusters forward admin requests).
     pub async fn controller(&self) -> Result<Connection, Error> {
-        let id = self.metadata().controller_id;
-        if id >= 0 { self.broker(id).await } else { self.any_broker().await }
+        let m = self.metadata();
+        let id = m.controller_id;
+        // Some brokers name a controller that is not among the brokers they list.
+        if m.brokers.contains_key(&id) { self.broker(id).await } else { self.any_broker().await }
     }
 
     /// The leader of a partition: node id, leader epoch and a connection to it.

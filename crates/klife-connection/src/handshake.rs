@@ -177,10 +177,23 @@ impl Handshake<'_> {
                     .with_client_software_version(env!("CARGO_PKG_VERSION").to_owned());
             }
             let f = self.roundtrip(&req, version).await?;
+            let leading = leading_error_code(&f);
             let parsed = frame::decode_response::<ApiVersionsResponse>(f.clone(), version)
                 .or_else(|_| frame::decode_response::<ApiVersionsResponse>(f, 0));
             let resp = match parsed {
                 Ok((_, r)) => r,
+                // Some brokers answer a version they do not know with a body in neither
+                // format; the error code right after the correlation id is still
+                // readable, and UNSUPPORTED_VERSION there means "ask again with v0".
+                Err(_) if version > 0 && leading == Some(ErrorCode::UnsupportedVersion) => {
+                    tracing::debug!(
+                        broker = self.broker,
+                        from = version,
+                        "ApiVersions answer unreadable; retrying with v0"
+                    );
+                    version = 0;
+                    continue;
+                }
                 Err(source) => {
                     return Err(Error::Decode {
                         broker: self.broker.to_owned(),
@@ -251,6 +264,15 @@ impl Handshake<'_> {
         }
         tracing::debug!(broker = self.broker, mechanism, "SASL authenticated");
         Ok(())
+    }
+}
+
+/// The error code at the front of an ApiVersions response body (after the v0
+/// response header's correlation id).
+fn leading_error_code(frame: &[u8]) -> Option<ErrorCode> {
+    match frame {
+        [_, _, _, _, a, b, ..] => Some(ErrorCode::from_code(i16::from_be_bytes([*a, *b]))),
+        _ => None,
     }
 }
 

