@@ -8,3 +8,5 @@
 //!   rustls with the ring crypto provider.
 
 pub mod sasl;
+#[cfg(feature = "tls")]
+pub mod tls;
