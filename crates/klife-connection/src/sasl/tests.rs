@@ -1,6 +1,6 @@
 //! SASL tests: RFC 7677's SCRAM-SHA-256 example, full exchanges against the `sasl`
 //! crate's independent server implementation, and hostile server messages.
-#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
