@@ -321,12 +321,13 @@ impl Cluster {
                 t.partitions.len()
             )));
         };
-        if p.leader < 0 {
+        if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
+            // No leader, or one missing from the broker list (it is down).
             return Err(Error::Broker {
                 broker: "metadata".into(),
                 api: ApiKey::Metadata,
                 code: ErrorCode::LeaderNotAvailable,
-                message: Some(format!("{topic}-{partition} has no leader")),
+                message: Some(format!("{topic}-{partition} has no live leader (leader id {})", p.leader)),
             });
         }
         let (leader, epoch) = (p.leader, p.leader_epoch);

@@ -213,9 +213,13 @@ pub fn get_nullable_string(buf: &mut Bytes, compact: bool, what: &'static str) -
 }
 
 /// Reads a non-nullable string.
+///
+/// A null here decodes as the empty string rather than failing: some brokers
+/// (librdkafka's mock cluster, in error answers) send null for non-nullable strings,
+/// and librdkafka's client accepts it. Lengths below -1 are still errors.
 #[inline]
 pub fn get_string(buf: &mut Bytes, compact: bool, what: &'static str) -> Result<String, DecodeError> {
-    get_nullable_string(buf, compact, what)?.ok_or(DecodeError::UnexpectedNull { what })
+    Ok(get_nullable_string(buf, compact, what)?.unwrap_or_default())
 }
 
 /// Reads nullable bytes (`int32` length, or compact varint length) as a zero-copy slice.
@@ -531,7 +535,9 @@ mod tests {
         let mut b = Bytes::from_static(&[0xff, 0xfe]);
         assert_eq!(get_nullable_string(&mut b, false, "s"), Err(DecodeError::InvalidLength { what: "s", length: -2 }));
         let mut b = Bytes::from_static(&[0xff, 0xff]);
-        assert_eq!(get_string(&mut b, false, "s"), Err(DecodeError::UnexpectedNull { what: "s" }));
+        assert_eq!(get_string(&mut b, false, "s"), Ok(String::new()));
+        let mut b = Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(get_bytes(&mut b, false, "b"), Err(DecodeError::UnexpectedNull { what: "b" }));
         let mut b = Bytes::from_static(&[0x00]);
         assert_eq!(get_nullable_string(&mut b, true, "s"), Ok(None));
         let mut b = Bytes::from_static(&[0x03, 0xff, 0xfe]);

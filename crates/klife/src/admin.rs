@@ -290,8 +290,14 @@ impl Client {
         queries: &[(&str, i32, OffsetSpec)],
     ) -> Result<Vec<Result<ListedOffset, Error>>, Error> {
         let mut results: Vec<Option<Result<ListedOffset, Error>>> = (0..queries.len()).map(|_| None).collect();
-        let topics: Vec<&str> = queries.iter().map(|q| q.0).collect();
-        self.cluster.add_topics(&topics).await?;
+        // Look up only topics the metadata does not know yet; known ones are refreshed
+        // when an answer says the metadata is stale.
+        let known = self.cluster.metadata();
+        let mut missing: Vec<&str> = queries.iter().map(|q| q.0).filter(|t| !known.topics.contains_key(*t)).collect();
+        missing.dedup();
+        if !missing.is_empty() {
+            self.cluster.add_topics(&missing).await?;
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for attempt in 1..=ADMIN_ATTEMPTS {
             // A partition appears at most once per request (the broker answers it once),
@@ -359,7 +365,8 @@ impl Client {
                 None,
             )
         })?;
-        if p.leader < 0 {
+        // A leader missing from the broker list is down (the metadata still names it).
+        if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
             return Err(Error::broker(context(), ApiKey::ListOffsets, ErrorCode::LeaderNotAvailable, None));
         }
         Ok(p.leader)
