@@ -129,7 +129,7 @@ impl Cluster {
                     tokio::spawn(refresh_loop(Arc::downgrade(&cluster.inner), cluster.inner.config.metadata_max_age));
                     return Ok(cluster);
                 }
-                Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+                Err(e) => attempts.push((pool.label().to_owned(), e)),
             }
         }
         Err(Error::Bootstrap { attempts })
@@ -227,18 +227,18 @@ impl Cluster {
             match self.broker(id).await {
                 Ok(conn) => match self.fetch_metadata(&conn, topics).await {
                     Ok(m) => return Ok(m),
-                    Err(e) => attempts.push(format!("{}: {e}", conn.broker())),
+                    Err(e) => attempts.push((conn.broker().to_owned(), e)),
                 },
-                Err(e) => attempts.push(e.to_string()),
+                Err(e) => attempts.push((format!("broker {id}"), e)),
             }
         }
         for pool in &self.inner.bootstrap {
             match pool.connection().await {
                 Ok(conn) => match self.fetch_metadata(&conn, topics).await {
                     Ok(m) => return Ok(m),
-                    Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+                    Err(e) => attempts.push((pool.label().to_owned(), e)),
                 },
-                Err(e) => attempts.push(format!("{}: {e}", pool.label())),
+                Err(e) => attempts.push((pool.label().to_owned(), e)),
             }
         }
         Err(Error::Bootstrap { attempts })

@@ -108,11 +108,11 @@ pub enum Error {
         /// The codec's error.
         source: EncodeError,
     },
-    /// None of the bootstrap servers could be used.
-    #[error("no bootstrap server could be reached: {}", attempts.join("; "))]
+    /// None of the addresses tried could be used (bootstrap, or every known broker).
+    #[error("no broker could be reached: {}", attempts.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
     Bootstrap {
-        /// One line per address tried, with its error.
-        attempts: Vec<String>,
+        /// Each address tried, with its error.
+        attempts: Vec<(String, Error)>,
     },
     /// A bootstrap address is not `host:port`.
     #[error("invalid broker address {address:?}: expected host:port")]
@@ -135,10 +135,26 @@ pub enum Error {
 }
 
 impl Error {
+    /// The error that best explains this one: for [`Error::Bootstrap`], the first
+    /// attempt that failed for a reason other than reachability (a TLS, SASL or version
+    /// problem is what needs fixing), else the first attempt; otherwise the error itself.
+    pub fn primary(&self) -> &Error {
+        match self {
+            Error::Bootstrap { attempts } => attempts
+                .iter()
+                .map(|(_, e)| e.primary())
+                .find(|e| !matches!(e, Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout { .. }))
+                .or_else(|| attempts.first().map(|(_, e)| e.primary()))
+                .unwrap_or(self),
+            other => other,
+        }
+    }
+
     /// Whether the same request may succeed if tried again later: connection
     /// problems, timeouts, and broker error codes Kafka classifies as retriable.
     pub fn is_retriable(&self) -> bool {
         match self {
+            Error::Bootstrap { attempts } if !attempts.is_empty() => self.primary().is_retriable(),
             Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout { .. } => true,
             Error::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
             Error::Metadata(_) => true,
@@ -148,7 +164,7 @@ impl Error {
 
     /// The broker error code, if the broker answered with one.
     pub fn error_code(&self) -> Option<ErrorCode> {
-        match self {
+        match self.primary() {
             Error::Broker { code, .. } => Some(*code),
             _ => None,
         }

@@ -112,16 +112,17 @@ async fn secure(tcp: TcpStream, _host: &str, _broker: &str, _config: &Connection
 #[cfg(feature = "tls")]
 fn describe_tls_failure(e: &std::io::Error) -> String {
     let text = e.to_string();
-    let hint = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+    let t = text.to_ascii_lowercase().replace(['_', ' '], "");
+    let hint = if t.contains("unknownissuer") || t.contains("badsignature") {
         " (the broker's certificate is not signed by a trusted CA: check the root certificates given to TlsConfig)"
-    } else if text.contains("NotValidForName") {
+    } else if t.contains("notvalidforname") {
         " (the certificate does not name this host: connect by a name it lists, set TlsConfig::with_server_name, \
          or, knowingly, dangerous_disable_hostname_verification)"
-    } else if text.contains("Expired") {
+    } else if t.contains("expired") {
         " (the broker's certificate has expired)"
-    } else if text.contains("CertificateRequired") || text.contains("certificate required") {
+    } else if t.contains("certificaterequired") {
         " (the broker requires a client certificate: set TlsConfig::with_client_certificate_pem)"
-    } else if text.contains("InvalidContentType") || text.contains("corrupt message") {
+    } else if t.contains("invalidcontenttype") || t.contains("corruptmessage") {
         " (the broker did not answer with TLS: is this a plaintext listener?)"
     } else {
         ""
@@ -144,9 +145,21 @@ impl Handshake<'_> {
         frame::encode_request(&mut buf, id, self.config.client_id.as_deref(), version, request)
             .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
         let broker = self.broker;
-        let lost = |e: std::io::Error| Error::Disconnected {
-            broker: broker.to_owned(),
-            reason: format!("{} handshake: {e}", R::API_KEY.name()),
+        let plaintext = matches!(self.transport, Transport::Tcp(_));
+        let lost = |e: std::io::Error| {
+            // A TLS listener answers a plaintext request with a TLS alert (read as an
+            // absurd frame size) or by closing the connection.
+            let hint = if plaintext
+                && matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+            {
+                " (if this is a TLS listener, configure TLS)"
+            } else {
+                ""
+            };
+            Error::Disconnected {
+                broker: broker.to_owned(),
+                reason: format!("{} handshake: {e}{hint}", R::API_KEY.name()),
+            }
         };
         match &mut self.transport {
             Transport::Tcp(s) => exchange(s, &buf, self.config.max_frame_size).await.map_err(lost),
@@ -258,7 +271,7 @@ impl Handshake<'_> {
                 let detail = resp.error_message.filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default();
                 let advice =
                     if code == ErrorCode::SaslAuthenticationFailed { " (check the username and password)" } else { "" };
-                return Err(fail(format!("{code}{detail}{advice}")));
+                return Err(fail(format!("{} (code {}){detail}{advice}", code.name(), code.code())));
             }
             server = Some(resp.auth_bytes);
         }

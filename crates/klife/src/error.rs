@@ -30,6 +30,15 @@ impl Error {
         Error { inner: Box::new(Inner::InvalidArgument(message.into())) }
     }
 
+    /// The connection-layer error that explains this one, if it came from there (for a
+    /// failed bootstrap: the most telling attempt).
+    fn connection(&self) -> Option<&klife_connection::Error> {
+        match &*self.inner {
+            Inner::Connection(e) => Some(e.primary()),
+            _ => None,
+        }
+    }
+
     /// The broker error code, when a broker answered with one.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match &*self.inner {
@@ -55,30 +64,26 @@ impl Error {
 
     /// Whether a request timed out.
     pub fn is_timeout(&self) -> bool {
-        matches!(&*self.inner, Inner::Connection(klife_connection::Error::Timeout { .. }))
+        matches!(self.connection(), Some(klife_connection::Error::Timeout { .. }))
             || self.error_code() == Some(ErrorCode::RequestTimedOut)
     }
 
     /// Whether a broker could not be reached or the connection broke.
     pub fn is_connection(&self) -> bool {
         matches!(
-            &*self.inner,
-            Inner::Connection(
-                klife_connection::Error::Connect { .. }
-                    | klife_connection::Error::Disconnected { .. }
-                    | klife_connection::Error::Bootstrap { .. }
-            )
+            self.connection(),
+            Some(klife_connection::Error::Connect { .. } | klife_connection::Error::Disconnected { .. })
         )
     }
 
     /// Whether TLS failed (certificates, hostname, handshake).
     pub fn is_tls(&self) -> bool {
-        matches!(&*self.inner, Inner::Connection(klife_connection::Error::Tls { .. }))
+        matches!(self.connection(), Some(klife_connection::Error::Tls { .. }))
     }
 
     /// Whether authentication or authorization failed.
     pub fn is_authentication(&self) -> bool {
-        matches!(&*self.inner, Inner::Connection(klife_connection::Error::Authentication { .. }))
+        matches!(self.connection(), Some(klife_connection::Error::Authentication { .. }))
             || matches!(
                 self.error_code(),
                 Some(
@@ -93,7 +98,7 @@ impl Error {
 
     /// Whether the broker and klife share no version of a needed API.
     pub fn is_unsupported_version(&self) -> bool {
-        matches!(&*self.inner, Inner::Connection(klife_connection::Error::UnsupportedVersion { .. }))
+        matches!(self.connection(), Some(klife_connection::Error::UnsupportedVersion { .. }))
             || self.error_code() == Some(ErrorCode::UnsupportedVersion)
     }
 
@@ -104,13 +109,16 @@ impl Error {
 
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(&*self.inner, Inner::InvalidArgument(_) | Inner::Connection(klife_connection::Error::Config(_)))
-            || matches!(&*self.inner, Inner::Connection(klife_connection::Error::InvalidAddress { .. }))
+        matches!(&*self.inner, Inner::InvalidArgument(_))
+            || matches!(
+                self.connection(),
+                Some(klife_connection::Error::Config(_) | klife_connection::Error::InvalidAddress { .. })
+            )
     }
 
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
-        matches!(&*self.inner, Inner::Connection(klife_connection::Error::Closed))
+        matches!(self.connection(), Some(klife_connection::Error::Closed))
     }
 }
 
