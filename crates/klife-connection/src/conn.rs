@@ -40,7 +40,11 @@ pub struct Connection {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("broker", &self.shared.broker).field("closed", &self.is_closed()).finish()
+        f.debug_struct("Connection")
+            .field("id", &self.shared.id)
+            .field("broker", &self.shared.broker)
+            .field("closed", &self.is_closed())
+            .finish()
     }
 }
 
@@ -57,6 +61,7 @@ struct PendingState {
 }
 
 struct Shared {
+    id: u64,
     broker: String,
     client_id: Option<String>,
     versions: BrokerVersions,
@@ -120,7 +125,9 @@ impl Connection {
         next_correlation_id: i32,
     ) -> Connection {
         let (closed, closed_rx) = watch::channel(false);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let shared = Arc::new(Shared {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             broker: params.broker,
             client_id: params.client_id,
             versions,
@@ -134,6 +141,12 @@ impl Connection {
         tokio::spawn(writer(shared.clone(), write, rx, closed_rx.clone()));
         tokio::spawn(reader(shared.clone(), read, params.max_frame_size, closed_rx));
         Connection { shared, writes }
+    }
+
+    /// A process-wide unique id of this connection (clones share it), for logs and
+    /// tests.
+    pub fn id(&self) -> u64 {
+        self.shared.id
     }
 
     /// The broker this connection talks to (`node@host:port`, or `host:port` for a

@@ -10,7 +10,8 @@
 use bytes::Bytes;
 use klife::OffsetSpec;
 use klife_conformance::{Broker, raw, unique_topic};
-use klife_protocol::messages::ShareGroupHeartbeatRequest;
+use klife_connection::CoordinatorType;
+use klife_protocol::messages::{MetadataRequest, ShareGroupHeartbeatRequest};
 use klife_protocol::records::Header;
 use klife_protocol::{ApiKey, Compression, ErrorCode, Record};
 
@@ -38,6 +39,8 @@ against_every_broker!(
     lists_earliest_latest_and_by_timestamp,
     refuses_an_api_the_broker_lacks,
     reports_unknown_partitions,
+    finds_group_coordinators_in_one_lookup,
+    spreads_concurrent_requests_over_several_connections,
 );
 
 fn records(n: usize, base_ts: i64) -> Vec<Record> {
@@ -236,5 +239,51 @@ async fn reports_unknown_partitions(broker: Broker) {
     let err = answers[0].as_ref().unwrap_err();
     assert!(err.is_unknown_topic_or_partition(), "{err}");
     assert_eq!(answers[1].as_ref().unwrap().offset, 0, "the other partition of the same request is still answered");
+    client.close().await;
+}
+
+async fn finds_group_coordinators_in_one_lookup(broker: Broker) {
+    let client = broker.client().await;
+    let keys = [unique_topic("group-a"), unique_topic("group-b"), unique_topic("group-c")];
+    // Batched (FindCoordinator v4+) on Tansu, one request per key on the mock cluster (v3).
+    let found = client.cluster().find_coordinators(CoordinatorType::Group, &keys).await.unwrap();
+    assert_eq!(found.len(), 3);
+    let brokers = client.cluster().metadata();
+    for (key, node) in &found {
+        let node = node.as_ref().unwrap_or_else(|e| panic!("{key}: {e}"));
+        assert!(brokers.brokers.contains_key(node), "{key}: coordinator {node} is not a broker");
+    }
+    // Cached now: the connection comes without another lookup.
+    let (node, _) = client.cluster().coordinator(CoordinatorType::Group, &keys[0]).await.unwrap();
+    assert_eq!(Some(&node), found[0].1.as_ref().ok());
+    client.close().await;
+}
+
+async fn spreads_concurrent_requests_over_several_connections(broker: Broker) {
+    let client = klife::Client::builder()
+        .bootstrap_servers(broker.addresses())
+        .connection_count(3)
+        .max_in_flight(2)
+        .build()
+        .await
+        .unwrap();
+    let id = *client.cluster().metadata().brokers.keys().next().unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let cluster = client.cluster().clone();
+        tasks.push(tokio::spawn(async move {
+            let conn = cluster.broker(id).await?;
+            conn.send(&MetadataRequest::default().with_topics(Some(Vec::new()))).await.map(|r| (conn.id(), r))
+        }));
+    }
+    let mut connections = std::collections::HashSet::new();
+    for t in tasks {
+        let (conn_id, resp) = t.await.unwrap().unwrap();
+        assert!(!resp.brokers.is_empty());
+        connections.insert(conn_id);
+    }
+    // 60 requests through 3 connections of 2 in-flight slots each: every one answered,
+    // spread round-robin over all three.
+    assert_eq!(connections.len(), 3);
     client.close().await;
 }

@@ -172,3 +172,29 @@ async fn bootstrap_skips_dead_addresses() {
     assert_eq!(client.cluster().metadata().brokers.len(), 2);
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_is_refreshed_on_its_interval() {
+    let mut mock = MockCluster::start(3, &[("t", 1)]);
+    mock.command("leader t 0 1");
+    let client = Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .metadata_max_age(Duration::from_millis(200))
+        .build()
+        .await
+        .unwrap();
+    client.cluster().add_topics(&["t"]).await.unwrap();
+    assert_eq!(client.cluster().metadata().leader("t", 0).map(|(b, _)| b.node_id), Some(1));
+    mock.command("leader t 0 3");
+    // No request of ours: only the periodic refresh can learn of the move.
+    let moved = guarded(async {
+        loop {
+            if client.cluster().metadata().leader("t", 0).map(|(b, _)| b.node_id) == Some(3) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    moved.await;
+    client.close().await;
+}
