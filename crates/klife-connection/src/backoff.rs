@@ -15,9 +15,14 @@ pub struct Backoff {
 }
 
 impl Backoff {
-    /// A backoff from `initial` to `max`, with 20% jitter.
+    /// Longest delay any backoff gives, whatever it is configured with.
+    pub const CEILING: Duration = Duration::from_secs(3600);
+
+    /// A backoff from `initial` to `max` (both capped at [`Backoff::CEILING`]), with
+    /// 20% jitter.
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff { initial, max: max.max(initial), jitter: 0.2, failures: 0 }
+        let initial = initial.min(Self::CEILING);
+        Backoff { initial, max: max.min(Self::CEILING).max(initial), jitter: 0.2, failures: 0 }
     }
 
     /// Sets the jitter fraction (0 to 1).
@@ -70,6 +75,14 @@ mod tests {
         assert_eq!(hi.next_delay(0.999_999).as_millis(), 119);
         let mut capped = Backoff::new(Duration::from_secs(1), Duration::from_secs(1));
         assert!(capped.next_delay(0.999) <= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn huge_settings_are_capped() {
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        for _ in 0..3 {
+            assert!(b.next_delay(0.999) <= Backoff::CEILING);
+        }
     }
 
     #[test]

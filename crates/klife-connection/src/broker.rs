@@ -2,7 +2,7 @@
 //! reconnecting on demand with exponential backoff and jitter.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -14,7 +14,9 @@ use crate::{ConnectionConfig, Error, handshake};
 struct Slot {
     conn: Option<Connection>,
     backoff: Backoff,
+    /// Until then, callers get `last_error` at once instead of a new attempt.
     retry_at: Option<Instant>,
+    last_error: Option<Error>,
 }
 
 /// The connections to one broker.
@@ -25,20 +27,29 @@ pub(crate) struct BrokerPool {
     slots: Vec<Mutex<Slot>>,
     next: AtomicUsize,
     config: Arc<ConnectionConfig>,
+    /// The owning cluster's closed flag: no connection outlives `Cluster::close`.
+    closed: Arc<AtomicBool>,
 }
 
 impl BrokerPool {
-    pub(crate) fn new(label: String, host: String, port: u16, config: Arc<ConnectionConfig>) -> Self {
+    pub(crate) fn new(
+        label: String,
+        host: String,
+        port: u16,
+        config: Arc<ConnectionConfig>,
+        closed: Arc<AtomicBool>,
+    ) -> Self {
         let slots = (0..config.connection_count.max(1))
             .map(|_| {
                 Mutex::new(Slot {
                     conn: None,
                     backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
                     retry_at: None,
+                    last_error: None,
                 })
             })
             .collect();
-        BrokerPool { label, host, port, slots, next: AtomicUsize::new(0), config }
+        BrokerPool { label, host, port, slots, next: AtomicUsize::new(0), config, closed }
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -49,8 +60,9 @@ impl BrokerPool {
         (&self.host, self.port)
     }
 
-    /// A live connection, the next one round-robin; connects (after the backoff of
-    /// earlier failures) when the slot has none.
+    /// A live connection, the next one round-robin. A slot without one connects; while
+    /// a slot is backing off after a failed attempt, callers get that attempt's error at
+    /// once, so a dead broker costs each caller nothing but the one shared attempt.
     pub(crate) async fn connection(&self) -> Result<Connection, Error> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
         let mut slot = self.slots[i].lock().await;
@@ -60,21 +72,30 @@ impl BrokerPool {
             }
         }
         slot.conn = None;
-        if let Some(at) = slot.retry_at.take() {
+        if let (Some(at), Some(e)) = (slot.retry_at, &slot.last_error) {
             if at > Instant::now() {
-                tracing::debug!(broker = %self.label, delay = ?(at - Instant::now()), "waiting before reconnecting");
-                tokio::time::sleep_until(at).await;
+                return Err(e.clone());
             }
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
         match handshake::connect(&self.host, self.port, self.label.clone(), &self.config).await {
             Ok(c) => {
+                if self.closed.load(Ordering::Acquire) {
+                    c.close();
+                    return Err(Error::Closed);
+                }
                 slot.backoff.reset();
+                slot.retry_at = None;
+                slot.last_error = None;
                 slot.conn = Some(c.clone());
                 Ok(c)
             }
             Err(e) => {
                 let delay = slot.backoff.next_delay(fastrand::f64());
                 slot.retry_at = Some(Instant::now() + delay);
+                slot.last_error = Some(e.clone());
                 tracing::debug!(broker = %self.label, error = %e, next_attempt_in = ?delay, "connection attempt failed");
                 Err(e)
             }

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
@@ -57,16 +58,21 @@ impl std::fmt::Debug for Cluster {
     }
 }
 
+/// The number of a full metadata refresh and what it gave.
+type LastRefresh = (u64, Result<Arc<Metadata>, Error>);
+
 struct Inner {
     config: Arc<ConnectionConfig>,
     bootstrap: Vec<Arc<BrokerPool>>,
     metadata: RwLock<Arc<Metadata>>,
     brokers: Mutex<HashMap<i32, Arc<BrokerPool>>>,
     topics: Mutex<BTreeSet<String>>,
-    refresh_lock: tokio::sync::Mutex<()>,
-    refreshes: AtomicU64,
+    /// Serializes metadata requests; holds the last full refresh: its number and result.
+    refresh_lock: tokio::sync::Mutex<Option<LastRefresh>>,
+    /// Full refreshes started so far.
+    refreshes_started: AtomicU64,
     coordinators: Mutex<HashMap<(CoordinatorType, String), i32>>,
-    closed: AtomicBool,
+    closed: Arc<AtomicBool>,
 }
 
 /// Splits `host:port` (or `[v6]:port`).
@@ -102,11 +108,12 @@ impl Cluster {
             return Err(Error::Config("no bootstrap servers given".into()));
         }
         let config = Arc::new(config);
+        let closed = Arc::new(AtomicBool::new(false));
         let pools = bootstrap
             .iter()
             .map(|a| {
                 let (host, port) = parse_address(a.as_ref())?;
-                Ok(Arc::new(BrokerPool::new(format!("{host}:{port}"), host, port, config.clone())))
+                Ok(Arc::new(BrokerPool::new(format!("{host}:{port}"), host, port, config.clone(), closed.clone())))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let inner = Arc::new(Inner {
@@ -115,10 +122,10 @@ impl Cluster {
             metadata: RwLock::new(Arc::new(Metadata::default())),
             brokers: Mutex::new(HashMap::new()),
             topics: Mutex::new(BTreeSet::new()),
-            refresh_lock: tokio::sync::Mutex::new(()),
-            refreshes: AtomicU64::new(0),
+            refresh_lock: tokio::sync::Mutex::new(None),
+            refreshes_started: AtomicU64::new(0),
             coordinators: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
+            closed,
         });
         let cluster = Cluster { inner };
         let mut attempts = Vec::new();
@@ -150,12 +157,16 @@ impl Cluster {
     }
 
     fn install(&self, newer: Metadata) {
-        let mut guard = self.inner.metadata.write().unwrap_or_else(PoisonError::into_inner);
-        let merged = guard.merge(newer);
-        // Drop pools of brokers that left or moved.
-        let mut pools = lock(&self.inner.brokers);
-        pools.retain(|id, pool| merged.brokers.get(id).is_some_and(|b| pool.address() == (b.host.as_str(), b.port)));
-        *guard = Arc::new(merged);
+        let merged = {
+            let mut guard = self.inner.metadata.write().unwrap_or_else(PoisonError::into_inner);
+            let merged = Arc::new(guard.merge(newer));
+            *guard = merged.clone();
+            merged
+        };
+        // Drop pools of brokers that left or moved (never while holding the metadata
+        // lock: `broker()` takes the two locks in the other order).
+        lock(&self.inner.brokers)
+            .retain(|id, pool| merged.brokers.get(id).is_some_and(|b| pool.address() == (b.host.as_str(), b.port)));
     }
 
     fn topics_of_interest(&self) -> Vec<String> {
@@ -182,20 +193,32 @@ impl Cluster {
         Ok(Metadata::from_response(&resp?))
     }
 
-    /// Refreshes the metadata of the known topics (and brokers). Callers that race
-    /// share one request: whoever waited while another refresh ran gets its result.
+    /// Refreshes the metadata of the known topics (and brokers).
+    ///
+    /// Callers that race share requests: a caller that arrives while a refresh is in
+    /// flight waits for it, then shares the result of the next refresh that *starts*
+    /// after its arrival (so it never gets an answer older than its question), errors
+    /// included.
     pub async fn refresh_metadata(&self) -> Result<Arc<Metadata>, Error> {
         self.ensure_open()?;
-        let seen = self.inner.refreshes.load(Ordering::Acquire);
-        let _guard = self.inner.refresh_lock.lock().await;
-        if self.inner.refreshes.load(Ordering::Acquire) != seen {
-            return Ok(self.metadata());
+        let arrived = self.inner.refreshes_started.load(Ordering::Acquire);
+        let mut last = self.inner.refresh_lock.lock().await;
+        if let Some((number, result)) = last.as_ref() {
+            if *number > arrived {
+                return result.clone();
+            }
         }
+        let number = self.inner.refreshes_started.fetch_add(1, Ordering::AcqRel) + 1;
         let topics = self.topics_of_interest();
-        let result = self.fetch_anywhere(Some(&topics)).await;
-        self.inner.refreshes.fetch_add(1, Ordering::AcqRel);
-        self.install(result?);
-        Ok(self.metadata())
+        let result = match self.fetch_anywhere(Some(&topics)).await {
+            Ok(m) => {
+                self.install(m);
+                Ok(self.metadata())
+            }
+            Err(e) => Err(e),
+        };
+        *last = Some((number, result.clone()));
+        result
     }
 
     /// Adds topics to those whose metadata is kept, and fetches theirs now.
@@ -203,10 +226,10 @@ impl Cluster {
         self.ensure_open()?;
         let names: Vec<String> = topics.iter().map(|t| t.as_ref().to_owned()).collect();
         lock(&self.inner.topics).extend(names.iter().cloned());
-        let _guard = self.inner.refresh_lock.lock().await;
-        let result = self.fetch_anywhere(Some(&names)).await;
-        self.inner.refreshes.fetch_add(1, Ordering::AcqRel);
-        self.install(result?);
+        // Serialized with full refreshes, but not counted as one: it covers only `names`.
+        let _serialized = self.inner.refresh_lock.lock().await;
+        let m = self.fetch_anywhere(Some(&names)).await?;
+        self.install(m);
         Ok(self.metadata())
     }
 
@@ -247,17 +270,25 @@ impl Cluster {
     /// A connection to the broker with this node id.
     pub async fn broker(&self, node_id: i32) -> Result<Connection, Error> {
         self.ensure_open()?;
+        // Read the metadata before taking the pools' lock: `install` takes them in the
+        // other order.
+        let metadata = self.metadata();
         let pool = {
             let mut pools = lock(&self.inner.brokers);
             match pools.get(&node_id) {
                 Some(p) => p.clone(),
                 None => {
-                    let m = self.metadata();
-                    let b = m
+                    let b = metadata
                         .brokers
                         .get(&node_id)
                         .ok_or_else(|| Error::Metadata(format!("broker {node_id} is not in the cluster metadata")))?;
-                    let p = Arc::new(BrokerPool::new(b.label(), b.host.clone(), b.port, self.inner.config.clone()));
+                    let p = Arc::new(BrokerPool::new(
+                        b.label(),
+                        b.host.clone(),
+                        b.port,
+                        self.inner.config.clone(),
+                        self.inner.closed.clone(),
+                    ));
                     pools.insert(node_id, p.clone());
                     p
                 }
@@ -323,11 +354,15 @@ impl Cluster {
         };
         if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
             // No leader, or one missing from the broker list (it is down).
-            return Err(Error::Broker {
-                broker: "metadata".into(),
-                api: ApiKey::Metadata,
+            return Err(Error::PartitionUnavailable {
+                topic: topic.to_owned(),
+                partition,
                 code: ErrorCode::LeaderNotAvailable,
-                message: Some(format!("{topic}-{partition} has no live leader (leader id {})", p.leader)),
+                reason: if p.leader < 0 {
+                    "it has no leader".into()
+                } else {
+                    format!("its leader, broker {}, is not among the live brokers", p.leader)
+                },
             });
         }
         let (leader, epoch) = (p.leader, p.leader_epoch);
@@ -369,56 +404,39 @@ impl Cluster {
         let mut pending: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
         let mut done: Vec<(String, Result<i32, Error>)> = Vec::new();
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut last_error: Option<Error> = None;
         for attempt in 1..=COORDINATOR_ATTEMPTS {
-            let conn = self.any_broker().await?;
-            let version = conn.version_for(ApiKey::FindCoordinator, None)?;
-            let mut answers: Vec<(String, ErrorCode, i32, Option<String>)> = Vec::new();
-            if version >= 4 {
-                let req =
-                    FindCoordinatorRequest::default().with_key_type(kind.code()).with_coordinator_keys(pending.clone());
-                let resp = conn.send_version(&req, version).await?;
-                for c in resp.coordinators {
-                    answers.push((c.key, ErrorCode::from_code(c.error_code), c.node_id, c.error_message));
-                }
-            } else {
-                if kind == CoordinatorType::Transaction && version < 1 {
-                    return Err(Error::UnsupportedVersion {
-                        broker: conn.broker().to_owned(),
-                        api: ApiKey::FindCoordinator,
-                        broker_versions: "0 (no transaction coordinators)".into(),
-                        client_versions: ApiKey::FindCoordinator.stable_versions(),
-                    });
-                }
-                for key in &pending {
-                    let mut req = FindCoordinatorRequest::default().with_key(key.clone());
-                    if version >= 1 {
-                        req = req.with_key_type(kind.code());
+            let final_attempt = attempt == COORDINATOR_ATTEMPTS;
+            match self.find_coordinators_once(kind, &pending).await {
+                Ok((broker, answers)) => {
+                    let mut retry = Vec::new();
+                    for key in pending.drain(..) {
+                        match answers.iter().find(|a| a.0 == key) {
+                            Some((_, ErrorCode::None, node, _)) => {
+                                lock(&self.inner.coordinators).insert((kind, key.clone()), *node);
+                                done.push((key, Ok(*node)));
+                            }
+                            Some((_, code, _, message)) if !code.is_retriable() || final_attempt => {
+                                let (code, message) = (*code, message.clone());
+                                done.push((
+                                    key,
+                                    Err(Error::Broker {
+                                        broker: broker.clone(),
+                                        api: ApiKey::FindCoordinator,
+                                        code,
+                                        message,
+                                    }),
+                                ));
+                            }
+                            // Retriable, or a key the answer left out: ask again.
+                            _ => retry.push(key),
+                        }
                     }
-                    let resp = conn.send_version(&req, version).await?;
-                    answers.push((
-                        key.clone(),
-                        ErrorCode::from_code(resp.error_code),
-                        resp.node_id,
-                        resp.error_message,
-                    ));
+                    pending = retry;
                 }
+                Err(e) if e.is_retriable() && !final_attempt => last_error = Some(e),
+                Err(e) => return Err(e),
             }
-            let mut retry = Vec::new();
-            for (key, code, node, message) in answers {
-                if !pending.contains(&key) {
-                    continue;
-                }
-                if code == ErrorCode::None {
-                    lock(&self.inner.coordinators).insert((kind, key.clone()), node);
-                    done.push((key, Ok(node)));
-                } else if code.is_retriable() && attempt < COORDINATOR_ATTEMPTS {
-                    retry.push(key);
-                } else {
-                    let broker = conn.broker().to_owned();
-                    done.push((key, Err(Error::Broker { broker, api: ApiKey::FindCoordinator, code, message })));
-                }
-            }
-            pending = retry;
             if pending.is_empty() {
                 break;
             }
@@ -427,7 +445,50 @@ impl Cluster {
                 let _ = self.refresh_metadata().await;
             }
         }
+        for key in pending {
+            let e = last_error.clone().unwrap_or_else(|| {
+                Error::Metadata(format!("no coordinator for {key:?} after {COORDINATOR_ATTEMPTS} attempts"))
+            });
+            done.push((key, Err(e)));
+        }
         Ok(done)
+    }
+
+    /// One FindCoordinator round for `keys`: the answering broker and
+    /// (key, code, node id, message) per key answered.
+    async fn find_coordinators_once(
+        &self,
+        kind: CoordinatorType,
+        keys: &[String],
+    ) -> Result<(String, Vec<(String, ErrorCode, i32, Option<String>)>), Error> {
+        let conn = self.any_broker().await?;
+        let version = conn.version_for(ApiKey::FindCoordinator, None)?;
+        let mut answers = Vec::new();
+        if version >= 4 {
+            let req = FindCoordinatorRequest::default().with_key_type(kind.code()).with_coordinator_keys(keys.to_vec());
+            let resp = conn.send_version(&req, version).await?;
+            for c in resp.coordinators {
+                answers.push((c.key, ErrorCode::from_code(c.error_code), c.node_id, c.error_message));
+            }
+        } else {
+            if kind == CoordinatorType::Transaction && version < 1 {
+                return Err(Error::UnsupportedVersion {
+                    broker: conn.broker().to_owned(),
+                    api: ApiKey::FindCoordinator,
+                    broker_versions: "0 (no transaction coordinators)".into(),
+                    client_versions: ApiKey::FindCoordinator.stable_versions(),
+                });
+            }
+            for key in keys {
+                let mut req = FindCoordinatorRequest::default().with_key(key.clone());
+                if version >= 1 {
+                    req = req.with_key_type(kind.code());
+                }
+                let resp = conn.send_version(&req, version).await?;
+                answers.push((key.clone(), ErrorCode::from_code(resp.error_code), resp.node_id, resp.error_message));
+            }
+        }
+        Ok((conn.broker().to_owned(), answers))
     }
 
     /// Closes every connection and stops the metadata refresh; later calls fail with

@@ -25,6 +25,8 @@ pub(crate) type BoxWrite = Box<dyn AsyncWrite + Send + Unpin>;
 const WRITE_QUEUE: usize = 256;
 /// Bytes the writer buffers before it writes to the socket.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// How long a closing connection may spend flushing to a peer.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// A connection to a broker, cheap to clone: clones share the socket.
 ///
@@ -51,6 +53,18 @@ impl std::fmt::Debug for Connection {
 struct Pending {
     tx: oneshot::Sender<Result<Bytes, Error>>,
     _permit: OwnedSemaphorePermit,
+}
+
+/// Removes a request's entry from the pending map when dropped.
+struct PendingEntry<'a> {
+    shared: &'a Shared,
+    id: i32,
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().requests.remove(&self.id);
+    }
 }
 
 #[derive(Default)]
@@ -197,7 +211,15 @@ impl Connection {
     /// Sends a request and returns the raw response frame (header included), for
     /// callers that decode it themselves.
     pub async fn send_raw<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, Error> {
-        let permit = self.shared.in_flight.clone().acquire_owned().await.map_err(|_| self.shared.disconnected())?;
+        let timeout = self.shared.request_timeout;
+        let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api: R::API_KEY, timeout };
+        let deadline = tokio::time::Instant::now() + timeout;
+        // Waiting for a free slot counts against the request's timeout too.
+        let permit = match tokio::time::timeout_at(deadline, self.shared.in_flight.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(self.shared.disconnected()),
+            Err(_) => return Err(timed_out()),
+        };
         let id = self.shared.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
         let mut buf = BytesMut::with_capacity(128);
         frame::encode_request(&mut buf, id, self.shared.client_id.as_deref(), version, request)
@@ -211,23 +233,22 @@ impl Connection {
             }
             state.requests.insert(id, Pending { tx, _permit: permit });
         }
-        if self.writes.send(buf.freeze()).await.is_err() {
-            self.shared.lock().requests.remove(&id);
-            return Err(self.shared.disconnected());
-        }
-        match tokio::time::timeout(self.shared.request_timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.shared.disconnected()),
+        // From here the entry is removed whatever happens to this future (answered,
+        // failed, timed out, or dropped by the caller), so its slot is always freed.
+        let _entry = PendingEntry { shared: &self.shared, id };
+        let answer = async {
+            if self.writes.send(buf.freeze()).await.is_err() {
+                return Err(self.shared.disconnected());
+            }
+            rx.await.unwrap_or_else(|_| Err(self.shared.disconnected()))
+        };
+        match tokio::time::timeout_at(deadline, answer).await {
+            Ok(result) => result,
             Err(_) => {
-                self.shared.lock().requests.remove(&id);
                 // The Java client does the same: a broker that does not answer in time
                 // is suspect, and the requests queued behind this one would wait too.
                 self.shared.close("request timed out");
-                Err(Error::Timeout {
-                    broker: self.shared.broker.clone(),
-                    api: R::API_KEY,
-                    timeout: self.shared.request_timeout,
-                })
+                Err(timed_out())
             }
         }
     }
@@ -264,25 +285,29 @@ async fn writer(
             }
             _ = closed.wait_for(|c| *c) => break String::new(),
         }
-        let mut failed = None;
-        for f in frames.drain(..) {
-            telemetry::record_bytes_sent(f.len());
-            if let Err(e) = out.write_all(&f).await {
-                failed = Some(e);
-                break;
+        let write = async {
+            for f in frames.drain(..) {
+                telemetry::record_bytes_sent(f.len());
+                out.write_all(&f).await?;
             }
-        }
-        if failed.is_none() && rx.is_empty() {
-            failed = out.flush().await.err();
-        }
-        if let Some(e) = failed {
-            break format!("write failed: {e}");
+            if rx.is_empty() {
+                out.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        // A broker that stops reading must not keep this task (and the socket) alive
+        // once the connection is closed.
+        tokio::select! {
+            r = write => if let Err(e) = r {
+                break format!("write failed: {e}");
+            },
+            _ = closed.wait_for(|c| *c) => break String::new(),
         }
     };
     if !reason.is_empty() {
         shared.close(&reason);
     }
-    let _ = out.shutdown().await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, out.shutdown()).await;
 }
 
 async fn reader(shared: Arc<Shared>, mut read: BoxRead, max_frame_size: usize, mut closed: watch::Receiver<bool>) {
@@ -324,5 +349,112 @@ fn dispatch(shared: &Shared, f: Bytes) {
             let _ = p.tx.send(Ok(f));
         }
         None => tracing::debug!(broker = %shared.broker, correlation_id = id, "answer to a request nobody waits for"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use klife_protocol::VersionRange;
+    use klife_protocol::messages::{MetadataRequest, MetadataResponse};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    use super::*;
+
+    fn connection(max_in_flight: usize) -> (Connection, DuplexStream) {
+        let (client, broker) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(client);
+        let params = ConnectionParams {
+            broker: "test".into(),
+            client_id: None,
+            max_in_flight,
+            request_timeout: Duration::from_secs(30),
+            max_frame_size: 1 << 20,
+        };
+        let versions = BrokerVersions::from_ranges([(ApiKey::Metadata, VersionRange::new(0, 12))]);
+        (Connection::spawn(params, versions, Box::new(r), Box::new(w), 0), broker)
+    }
+
+    async fn read_request(broker: &mut DuplexStream) -> i32 {
+        let size = broker.read_i32().await.unwrap();
+        let mut body = vec![0; size as usize];
+        broker.read_exact(&mut body).await.unwrap();
+        frame::decode_request(body.into()).unwrap().0.correlation_id
+    }
+
+    async fn answer(broker: &mut DuplexStream, correlation_id: i32) {
+        let mut out = BytesMut::new();
+        frame::encode_response(&mut out, correlation_id, 12, &MetadataResponse::default()).unwrap();
+        broker.write_all(&out).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_by_its_caller_frees_its_slot() {
+        let (conn, mut broker) = connection(1);
+        // The broker never answers the first request; its caller gives up.
+        let request = MetadataRequest::default();
+        let first = tokio::time::timeout(Duration::from_millis(50), conn.send_version(&request, 12));
+        assert!(first.await.is_err());
+        let first_id = read_request(&mut broker).await;
+        // The only in-flight slot must be free again: the next request goes out and is answered.
+        let second = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_version(&MetadataRequest::default(), 12).await }
+        });
+        let second_id = tokio::time::timeout(Duration::from_secs(10), read_request(&mut broker)).await.unwrap();
+        assert_ne!(first_id, second_id);
+        answer(&mut broker, second_id).await;
+        assert_eq!(second.await.unwrap().unwrap(), MetadataResponse::default());
+        // A late answer to the abandoned request is ignored.
+        answer(&mut broker, first_id).await;
+        assert!(!conn.is_closed());
+    }
+
+    #[tokio::test]
+    async fn answers_are_routed_by_correlation_id() {
+        let (conn, mut broker) = connection(4);
+        let sends: Vec<_> = (0..3)
+            .map(|i| {
+                let conn = conn.clone();
+                let req = MetadataRequest::default().with_allow_auto_topic_creation(i % 2 == 0);
+                tokio::spawn(async move { conn.send_raw(&req, 12).await })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(read_request(&mut broker).await);
+        }
+        // Answered in reverse order: each caller still gets its own answer.
+        for id in ids.iter().rev() {
+            let mut out = BytesMut::new();
+            frame::encode_response(&mut out, *id, 12, &MetadataResponse::default().with_controller_id(*id)).unwrap();
+            broker.write_all(&out).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for s in sends {
+            let frame = s.await.unwrap().unwrap();
+            let (header, resp) = frame::decode_response::<MetadataResponse>(frame, 12).unwrap();
+            assert_eq!(resp.controller_id, header.correlation_id);
+            got.push(header.correlation_id);
+        }
+        got.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(got, ids);
+    }
+
+    #[tokio::test]
+    async fn a_broken_connection_fails_requests_in_flight_and_refuses_new_ones() {
+        let (conn, mut broker) = connection(4);
+        let pending = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_version(&MetadataRequest::default(), 12).await }
+        });
+        read_request(&mut broker).await;
+        drop(broker);
+        let err = pending.await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Disconnected { .. }) && err.is_retriable(), "{err}");
+        let err = conn.send_version(&MetadataRequest::default(), 12).await.unwrap_err();
+        assert!(matches!(err, Error::Disconnected { .. }), "{err}");
     }
 }

@@ -108,8 +108,8 @@ pub enum Error {
         /// The codec's error.
         source: EncodeError,
     },
-    /// None of the addresses tried could be used (bootstrap, or every known broker).
-    #[error("no broker could be reached: {}", attempts.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
+    /// Every address tried failed (the bootstrap list, or every known broker).
+    #[error("every broker tried failed: {}", attempts.iter().map(|(a, e)| format!("{a}: {e}")).collect::<Vec<_>>().join("; "))]
     Bootstrap {
         /// Each address tried, with its error.
         attempts: Vec<(String, Error)>,
@@ -119,6 +119,19 @@ pub enum Error {
     InvalidAddress {
         /// The address as given.
         address: String,
+    },
+    /// The metadata says a partition cannot be used now (no leader, its leader is
+    /// down, or the topic has an error).
+    #[error("partition {topic}-{partition} is unavailable: {reason} ({code})")]
+    PartitionUnavailable {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// The error code that describes the situation.
+        code: ErrorCode,
+        /// What the metadata says.
+        reason: String,
     },
     /// The cluster metadata does not know a broker, topic or partition.
     #[error("{0}")]
@@ -156,7 +169,9 @@ impl Error {
         match self {
             Error::Bootstrap { attempts } if !attempts.is_empty() => self.primary().is_retriable(),
             Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout { .. } => true,
-            Error::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
+            Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => {
+                code.is_retriable() || code.retry_action().is_retry()
+            }
             Error::Metadata(_) => true,
             _ => false,
         }
@@ -165,7 +180,7 @@ impl Error {
     /// The broker error code, if the broker answered with one.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self.primary() {
-            Error::Broker { code, .. } => Some(*code),
+            Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => Some(*code),
             _ => None,
         }
     }

@@ -138,10 +138,30 @@ impl Metadata {
     }
 
     /// Merges a newer answer into this snapshot: brokers and controller come from the
-    /// newer answer; topics it covers replace the old entries, others are kept.
+    /// newer answer; topics it covers replace the old entries, others are kept. A
+    /// partition whose answer carries an older leader epoch than the cached one (the
+    /// answering broker lags behind) keeps its cached state, as in the Java client.
     pub fn merge(&self, newer: Metadata) -> Metadata {
         let mut topics = self.topics.clone();
-        topics.extend(newer.topics);
+        for (name, mut topic) in newer.topics {
+            if let Some(old) = self.topics.get(&name).filter(|o| o.id == topic.id && o.error == ErrorCode::None) {
+                let lagging = topic.partitions.iter().any(|p| {
+                    old.partition(p.partition)
+                        .is_some_and(|o| o.leader_epoch >= 0 && p.leader_epoch >= 0 && p.leader_epoch < o.leader_epoch)
+                });
+                if lagging {
+                    let t = Arc::make_mut(&mut topic);
+                    for p in &mut t.partitions {
+                        if let Some(o) = old.partition(p.partition) {
+                            if o.leader_epoch >= 0 && p.leader_epoch >= 0 && p.leader_epoch < o.leader_epoch {
+                                *p = o.clone();
+                            }
+                        }
+                    }
+                }
+            }
+            topics.insert(name, topic);
+        }
         Metadata {
             cluster_id: newer.cluster_id.or_else(|| self.cluster_id.clone()),
             controller_id: newer.controller_id,
@@ -215,6 +235,20 @@ mod tests {
         let m = Metadata::from_response(&response(1, ErrorCode::UnknownTopicOrPartition.code()));
         assert!(m.topic("t").is_none());
         assert_eq!(m.topics["t"].error, ErrorCode::UnknownTopicOrPartition);
+    }
+
+    #[test]
+    fn merge_ignores_leader_epochs_going_backwards() {
+        let current = Metadata::from_response(&response(1, 0)); // t-0: leader 1, epoch 3
+        let lagging = Metadata::from_response(&response(2, 0).with_topics(vec![
+            MetadataResponseTopic::default().with_name(Some("t".into())).with_partitions(vec![
+                MetadataResponsePartition::default().with_partition_index(0).with_leader_id(2).with_leader_epoch(2),
+                MetadataResponsePartition::default().with_partition_index(1).with_leader_id(1).with_leader_epoch(8),
+            ]),
+        ]));
+        let merged = current.merge(lagging);
+        assert_eq!(merged.leader("t", 0).map(|(b, e)| (b.node_id, e)), Some((1, 3)), "older epoch ignored");
+        assert_eq!(merged.leader("t", 1).map(|(b, e)| (b.node_id, e)), Some((1, 8)), "newer epoch taken");
     }
 
     #[test]

@@ -323,31 +323,19 @@ pub fn put_varlong(buf: &mut BytesMut, v: i64) {
 /// Number of bytes [`put_uvarint`] writes for `v`.
 #[inline]
 pub const fn uvarint_len(v: u32) -> usize {
-    match v {
-        0..=0x7f => 1,
-        0x80..=0x3fff => 2,
-        0x4000..=0x1f_ffff => 3,
-        0x20_0000..=0xfff_ffff => 4,
-        _ => 5,
-    }
+    crate::records::varint::uvarint_size(v as u64)
 }
 
 /// Number of bytes [`put_varint`] writes for `v`.
 #[inline]
 pub const fn varint_len(v: i32) -> usize {
-    uvarint_len(((v << 1) ^ (v >> 31)) as u32)
+    crate::records::varint::varint_size(v)
 }
 
 /// Number of bytes [`put_varlong`] writes for `v`.
 #[inline]
 pub const fn varlong_len(v: i64) -> usize {
-    let mut u = ((v << 1) ^ (v >> 63)) as u64;
-    let mut n = 1;
-    while u >= 0x80 {
-        u >>= 7;
-        n += 1;
-    }
-    n
+    crate::records::varint::varlong_size(v)
 }
 
 /// Writes a bool as one byte.

@@ -118,6 +118,14 @@ fn refresh_needed(code: ErrorCode) -> bool {
 }
 
 impl Client {
+    /// The time admin requests give the controller: three quarters of the request
+    /// timeout, so that the controller's own answer (including its timeout error) comes
+    /// back before the client gives up on the connection.
+    fn broker_timeout_ms(&self) -> i32 {
+        let ms = self.cluster.config().request_timeout.as_millis() * 3 / 4;
+        i32::try_from(ms).unwrap_or(i32::MAX).max(1)
+    }
+
     /// Runs `op` until it succeeds, fails with a non-retriable error, or runs out of
     /// attempts; refreshes metadata between attempts when the error calls for it.
     async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
@@ -145,7 +153,7 @@ impl Client {
     /// Creates topics. Returns one result per topic, in the order given; a topic that
     /// already exists gives an error whose code is `TOPIC_ALREADY_EXISTS`.
     pub async fn create_topics(&self, topics: Vec<NewTopic>) -> Result<Vec<(String, Result<(), Error>)>, Error> {
-        let timeout_ms = i32::try_from(self.cluster.config().request_timeout.as_millis()).unwrap_or(i32::MAX);
+        let timeout_ms = self.broker_timeout_ms();
         let request = CreateTopicsRequest::default().with_timeout_ms(timeout_ms).with_topics(
             topics
                 .iter()
@@ -212,7 +220,7 @@ impl Client {
     /// Deletes topics. Returns one result per topic, in the order given.
     pub async fn delete_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Vec<(String, Result<(), Error>)>, Error> {
         let names: Vec<String> = topics.iter().map(|t| t.as_ref().to_owned()).collect();
-        let timeout_ms = i32::try_from(self.cluster.config().request_timeout.as_millis()).unwrap_or(i32::MAX);
+        let timeout_ms = self.broker_timeout_ms();
         let response = self
             .with_retries(|| async {
                 let conn = self.cluster.controller().await?;
@@ -255,7 +263,7 @@ impl Client {
 
     /// Raises a topic's partition count to `total`.
     pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<(), Error> {
-        let timeout_ms = i32::try_from(self.cluster.config().request_timeout.as_millis()).unwrap_or(i32::MAX);
+        let timeout_ms = self.broker_timeout_ms();
         let request = CreatePartitionsRequest::default()
             .with_timeout_ms(timeout_ms)
             .with_topics(vec![CreatePartitionsTopic::default().with_name(topic.to_owned()).with_count(total)]);
@@ -294,6 +302,7 @@ impl Client {
         // when an answer says the metadata is stale.
         let known = self.cluster.metadata();
         let mut missing: Vec<&str> = queries.iter().map(|q| q.0).filter(|t| !known.topics.contains_key(*t)).collect();
+        missing.sort_unstable();
         missing.dedup();
         if !missing.is_empty() {
             self.cluster.add_topics(&missing).await?;
@@ -301,7 +310,9 @@ impl Client {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
         for attempt in 1..=ADMIN_ATTEMPTS {
             // A partition appears at most once per request (the broker answers it once),
-            // so repeated queries of one partition go out in further rounds.
+            // so repeated queries of one partition go out in further rounds. Each query
+            // is tried once per attempt; retries wait for the next attempt's backoff.
+            let mut tried = vec![false; queries.len()];
             loop {
                 let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
                 let mut in_round: std::collections::HashSet<(&str, i32)> = std::collections::HashSet::new();
@@ -310,13 +321,14 @@ impl Client {
                     let done = results[i]
                         .as_ref()
                         .is_some_and(|r| r.as_ref().is_ok() || !r.as_ref().is_err_and(Error::is_retriable));
-                    if done {
+                    if done || tried[i] {
                         continue;
                     }
                     if !in_round.insert((topic, partition)) {
                         deferred = true;
                         continue;
                     }
+                    tried[i] = true;
                     match self.route(topic, partition) {
                         Ok(leader) => by_leader.entry(leader).or_default().push(i),
                         Err(e) => results[i] = Some(Err(e)),

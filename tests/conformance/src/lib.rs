@@ -89,6 +89,24 @@ impl Broker {
     }
 }
 
+/// Instantiates each listed `async fn case(broker: Broker)` as one test per broker:
+/// `case::tansu` and `case::rdkafka_mock`.
+#[macro_export]
+macro_rules! against_every_broker {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn tansu() {
+                super::$case($crate::Broker::Tansu).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn rdkafka_mock() {
+                super::$case($crate::Broker::RdkafkaMock).await;
+            }
+        }
+    )*};
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A topic name no other test uses.

@@ -15,22 +15,7 @@ use klife_protocol::messages::{MetadataRequest, ShareGroupHeartbeatRequest};
 use klife_protocol::records::Header;
 use klife_protocol::{ApiKey, Compression, ErrorCode, Record};
 
-macro_rules! against_every_broker {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tansu() {
-                super::$case(klife_conformance::Broker::Tansu).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rdkafka_mock() {
-                super::$case(klife_conformance::Broker::RdkafkaMock).await;
-            }
-        }
-    )*};
-}
-
-against_every_broker!(
+klife_conformance::against_every_broker!(
     connects_and_negotiates_versions,
     reads_cluster_metadata,
     creates_topics_where_the_broker_can,

@@ -198,3 +198,25 @@ async fn metadata_is_refreshed_on_its_interval() {
     moved.await;
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_queries_of_a_leaderless_partition_end() {
+    let mut mock = MockCluster::start(2, &[("t", 2)]);
+    let client = client(&mock, Duration::from_secs(2)).await;
+    client.cluster().add_topics(&["t"]).await.unwrap();
+    mock.command("leader t 0 -1");
+    client.cluster().refresh_metadata().await.unwrap();
+    let answers = guarded(client.list_offsets(&[
+        ("t", 0, OffsetSpec::Earliest),
+        ("t", 0, OffsetSpec::Latest),
+        ("t", 1, OffsetSpec::Latest),
+    ]))
+    .await
+    .unwrap();
+    for a in &answers[..2] {
+        let err = a.as_ref().unwrap_err();
+        assert_eq!(err.error_code(), Some(klife_protocol::ErrorCode::LeaderNotAvailable), "{err}");
+    }
+    assert_eq!(answers[2].as_ref().unwrap().offset, 0);
+    client.close().await;
+}

@@ -18,22 +18,7 @@ const CODECS: [(&str, Compression); 5] = [
 ];
 const COUNT: usize = 40;
 
-macro_rules! against_every_broker {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tansu() {
-                super::$case(klife_conformance::Broker::Tansu).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rdkafka_mock() {
-                super::$case(klife_conformance::Broker::RdkafkaMock).await;
-            }
-        }
-    )*};
-}
-
-against_every_broker!(klife_reads_what_librdkafka_wrote, librdkafka_reads_what_klife_wrote);
+klife_conformance::against_every_broker!(klife_reads_what_librdkafka_wrote, librdkafka_reads_what_klife_wrote);
 
 fn peer_to_record(p: &peer::PeerRecord) -> Record {
     Record {

@@ -60,7 +60,7 @@ mod header;
 mod index;
 mod iter;
 mod record;
-mod varint;
+pub(crate) mod varint;
 
 #[cfg(test)]
 pub(crate) mod golden_tests;
