@@ -85,6 +85,29 @@ pub fn produce(bootstrap: &str, topic: &str, partition: i32, codec: &str, count:
     run(&args)
 }
 
+/// Produces `count` records keyed `key-<i>` without choosing their partitions, so that
+/// librdkafka's partitioner picks them; `extra_args` are added to the peer's command line
+/// (`["--set", "partitioner=murmur2_random"]` selects the Java-compatible partitioner).
+pub fn produce_keyed(bootstrap: &str, topic: &str, count: usize, extra_args: &[&str]) -> Vec<PeerRecord> {
+    let mut args: Vec<String> = [
+        "produce",
+        "--bootstrap",
+        bootstrap,
+        "--topic",
+        topic,
+        "--count",
+        &count.to_string(),
+        "--keys",
+        "--linger-ms",
+        "5",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(extra_args.iter().map(|s| (*s).to_owned()));
+    run(&args)
+}
+
 /// Reads `count` records of one partition from the beginning with librdkafka.
 pub fn consume(bootstrap: &str, topic: &str, partition: i32, count: usize) -> Vec<PeerRecord> {
     let args: Vec<String> = [
