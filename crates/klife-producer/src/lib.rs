@@ -3,6 +3,14 @@
 //! The producer side of klife. This crate is sans-io: nothing here opens a connection,
 //! spawns a task or reads a clock.
 //!
+//! ## Accumulation
+//!
+//! [`accumulator::Accumulator`] holds the records of every partition in batches being
+//! filled: sealed at `batch_size`, ready when full or after `linger`, drained into
+//! finished batch bytes stamped with the producer's id, epoch and sequence, under a
+//! `buffer_memory` bound that refuses records (handing their tokens back) until
+//! completed batches are released. Order within a partition is kept.
+//!
 //! ## Partitioners
 //!
 //! [`partitioner`] decides which partition of a topic a record goes to.
@@ -54,4 +62,5 @@
 //! assert_eq!(err.to_string(), "partition 6 is out of range: the topic has 6 partitions, valid partitions are 0 to 5");
 //! ```
 
+pub mod accumulator;
 pub mod partitioner;

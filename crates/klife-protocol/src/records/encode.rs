@@ -267,6 +267,22 @@ impl RecordBatchWriter {
         &self.options
     }
 
+    /// Sets the producer state the batch is finished with: an idempotent producer
+    /// learns its base sequence only when the batch is sent, and stamping it here
+    /// costs nothing, where re-stamping finished bytes recomputes the CRC.
+    pub fn set_producer_state(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+        transactional: bool,
+    ) {
+        self.options.producer_id = producer_id;
+        self.options.producer_epoch = producer_epoch;
+        self.options.base_sequence = base_sequence;
+        self.options.transactional = transactional;
+    }
+
     /// Number of records appended.
     pub fn record_count(&self) -> usize {
         self.count as usize
