@@ -150,6 +150,16 @@ pub struct DrainedBatch<T> {
     pub reserved: usize,
 }
 
+/// A batch that could not be finished (its codec failed); its tokens are in `batch`,
+/// whose `bytes` are empty.
+#[derive(Debug)]
+pub struct FinishError<T> {
+    /// What the codec said.
+    pub reason: String,
+    /// The batch's records, to be failed.
+    pub batch: DrainedBatch<T>,
+}
+
 /// The producer state a drained batch is stamped with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProducerStamp {
@@ -309,13 +319,13 @@ impl<T> Accumulator<T> {
     /// Takes the partition's oldest batch (a sealed one first, else the open one) and
     /// finishes it, stamped with `stamp` when the producer is idempotent.
     ///
-    /// A batch that cannot be finished (its codec fails) comes back as `Err` with its
-    /// tokens, so that its records can be failed.
+    /// A batch that cannot be finished (its codec fails) comes back as a
+    /// [`FinishError`] with its tokens, so that its records can be failed.
     pub fn drain(
         &mut self,
         partition: &TopicPartition,
         stamp: Option<ProducerStamp>,
-    ) -> Option<Result<DrainedBatch<T>, (String, DrainedBatch<T>)>> {
+    ) -> Option<Result<DrainedBatch<T>, FinishError<T>>> {
         let queue = self.queues.get_mut(partition)?;
         let mut batch = match queue.sealed.pop_front() {
             Some(b) => b,
@@ -332,7 +342,7 @@ impl<T> Accumulator<T> {
         let drained = |bytes| DrainedBatch { partition: partition.clone(), bytes, tokens, created, reserved };
         Some(match writer.finish() {
             Ok(bytes) => Ok(drained(bytes)),
-            Err(e) => Err((e.to_string(), drained(Bytes::new()))),
+            Err(e) => Err(FinishError { reason: e.to_string(), batch: drained(Bytes::new()) }),
         })
     }
 
