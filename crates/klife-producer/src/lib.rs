@@ -63,4 +63,13 @@
 //! ```
 
 pub mod accumulator;
+mod config;
+mod error;
 pub mod partitioner;
+mod producer;
+mod record;
+
+pub use config::{Acks, ProducerConfig};
+pub use error::ProduceError;
+pub use producer::{DeliveryFuture, Producer};
+pub use record::{ProducerRecord, RecordMetadata};

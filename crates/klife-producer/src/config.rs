@@ -1,0 +1,111 @@
+//! Producer settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use klife_protocol::Compression;
+
+use crate::accumulator::AccumulatorConfig;
+use crate::partitioner::{DefaultPartitioner, Partitioner};
+
+/// Which acknowledgement a Produce request waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Every in-sync replica has the records (`acks = -1`, the default).
+    #[default]
+    All,
+    /// The leader has the records (`acks = 1`).
+    Leader,
+    /// No answer at all (`acks = 0`): offsets are unknown and failures unseen.
+    None,
+}
+
+impl Acks {
+    /// The wire value.
+    pub fn code(self) -> i16 {
+        match self {
+            Acks::All => -1,
+            Acks::Leader => 1,
+            Acks::None => 0,
+        }
+    }
+}
+
+/// Settings of a producer.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProducerConfig {
+    /// How long a batch waits for more records after its first (default 5 ms).
+    pub linger: Duration,
+    /// Bytes of records (uncompressed) that make a batch full (default 512 KiB).
+    pub batch_size: usize,
+    /// Most bytes of records buffered across partitions (default 64 MiB). When full,
+    /// `produce` waits for room (up to `delivery_timeout`) and `try_produce` fails.
+    pub buffer_memory: usize,
+    /// Largest batch one record may make (default 1 MiB, the broker's default
+    /// `message.max.bytes`).
+    pub max_record_batch_size: usize,
+    /// Codec of the batches (default none).
+    pub compression: Compression,
+    /// Acknowledgement to wait for (default all).
+    pub acks: Acks,
+    /// Time from `produce` to the outcome, retries included (default 2 min).
+    pub delivery_timeout: Duration,
+    /// Pause before a retriable failure is retried (default 100 ms).
+    pub retry_backoff: Duration,
+    /// Produce requests in flight per broker (default 5). Each partition has at most
+    /// one batch in flight, so order is kept under retries.
+    pub max_in_flight_per_broker: usize,
+    /// Idempotent production (default on): the broker drops duplicates of retried
+    /// batches. Requires `acks = all`.
+    pub idempotence: bool,
+    /// Chooses partitions for records without one.
+    pub partitioner: Arc<dyn Partitioner>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            linger: Duration::from_millis(5),
+            batch_size: 512 * 1024,
+            buffer_memory: 64 * 1024 * 1024,
+            max_record_batch_size: 1024 * 1024,
+            compression: Compression::None,
+            acks: Acks::All,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
+            max_in_flight_per_broker: 5,
+            idempotence: true,
+            partitioner: Arc::new(DefaultPartitioner::new()),
+        }
+    }
+}
+
+impl ProducerConfig {
+    /// Checks the settings, naming the first that cannot work.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.idempotence && self.acks != Acks::All {
+            return Err("idempotence requires acks = all (or turn idempotence off)".into());
+        }
+        if self.batch_size == 0 || self.buffer_memory == 0 || self.max_record_batch_size < 128 {
+            return Err("batch_size and buffer_memory must be above zero, max_record_batch_size at least 128".into());
+        }
+        if self.max_in_flight_per_broker == 0 {
+            return Err("max_in_flight_per_broker must be at least 1".into());
+        }
+        if !self.compression.is_enabled() {
+            return Err(format!("compression {} is not enabled in this build", self.compression));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn accumulator(&self) -> AccumulatorConfig {
+        AccumulatorConfig {
+            batch_size: self.batch_size,
+            linger: self.linger,
+            compression: self.compression,
+            buffer_memory: self.buffer_memory,
+            max_record_batch_size: self.max_record_batch_size,
+        }
+    }
+}

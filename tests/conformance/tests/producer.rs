@@ -1,0 +1,213 @@
+//! The producer against third-party brokers: every acknowledged record is in the log
+//! exactly once, in order per partition; keyed records land where murmur2 says; bad
+//! input is a typed error that affects nothing else.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use klife_conformance::{Broker, MockCluster, raw, unique_topic};
+use klife_producer::partitioner::murmur2_partition;
+use klife_producer::{ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+use klife_protocol::Compression;
+
+klife_conformance::against_every_broker!(
+    acknowledged_records_are_in_the_log_once_in_order,
+    bad_records_are_refused_without_harming_others,
+);
+
+fn config() -> ProducerConfig {
+    let mut c = ProducerConfig::default();
+    c.linger = Duration::from_millis(2);
+    c.batch_size = 4096;
+    c
+}
+
+/// Checks that the acknowledged records of each partition are exactly the log's.
+async fn verify_log(cluster: &klife_connection::Cluster, topic: &str, acked: &[(RecordMetadata, ProducerRecord)]) {
+    let mut by_partition: BTreeMap<i32, Vec<&(RecordMetadata, ProducerRecord)>> = BTreeMap::new();
+    for a in acked {
+        by_partition.entry(a.0.partition).or_default().push(a);
+    }
+    for (partition, acks) in by_partition {
+        let end = acks.iter().map(|a| a.0.offset).max().unwrap() + 1;
+        let log = raw::fetch_all(cluster, topic, partition, 0, end).await;
+        assert_eq!(log.len(), acks.len(), "{topic}-{partition}: log length");
+        let mut sorted = acks.clone();
+        sorted.sort_by_key(|a| a.0.offset);
+        for (i, (r, (meta, sent))) in log.iter().zip(sorted).enumerate() {
+            assert_eq!(meta.offset, i as i64, "{topic}-{partition}: offsets are contiguous");
+            assert_eq!((&r.key, &r.value), (&sent.key, &sent.value), "{topic}-{partition} offset {i}");
+        }
+    }
+}
+
+async fn acknowledged_records_are_in_the_log_once_in_order(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("produce");
+    broker.create_topic(&client, &topic, 4).await;
+    for codec in [Compression::None, Compression::Zstd] {
+        let producer = Producer::new(client.cluster().clone(), {
+            let mut c = config();
+            c.compression = codec;
+            c
+        })
+        .await
+        .unwrap();
+        let records: Vec<ProducerRecord> = (0..600)
+            .map(|i| {
+                let r = ProducerRecord::new(topic.clone(), Bytes::from(format!("{codec}-{i}")));
+                if i % 3 == 0 { r } else { r.with_key(Bytes::from(format!("key-{}", i % 50))) }
+            })
+            .collect();
+        let results = producer.produce_batch(records.clone()).await;
+        let mut acked = Vec::new();
+        for (r, sent) in results.into_iter().zip(records) {
+            let meta = r.unwrap();
+            if let Some(k) = &sent.key {
+                assert_eq!(meta.partition, murmur2_partition(k, 4), "keyed records follow murmur2");
+            }
+            acked.push((meta, sent));
+        }
+        // Per partition, results in input order have increasing offsets.
+        let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+        for (m, _) in &acked {
+            let prev = last.insert(m.partition, m.offset);
+            assert!(prev.is_none_or(|p| p < m.offset), "order kept in {}", m.partition);
+        }
+        producer.close().await;
+        // Each codec round wrote to fresh offsets; verify the whole log after the last.
+        if codec == Compression::Zstd {
+            let all: Vec<_> = acked;
+            let base: BTreeMap<i32, i64> = all.iter().fold(BTreeMap::new(), |mut m, (meta, _)| {
+                let e = m.entry(meta.partition).or_insert(meta.offset);
+                *e = (*e).min(meta.offset);
+                m
+            });
+            // The first round's records come first in each partition: check this round's
+            // tail by fetching from its first offset.
+            for (partition, first) in base {
+                let mine: Vec<_> = all.iter().filter(|(m, _)| m.partition == partition).collect();
+                let end = mine.iter().map(|(m, _)| m.offset).max().unwrap() + 1;
+                let log = raw::fetch_all(client.cluster(), &topic, partition, first, end).await;
+                assert_eq!(log.len(), mine.len(), "{topic}-{partition}");
+                for (r, (m, sent)) in log.iter().zip(mine) {
+                    assert_eq!(r.offset, m.offset);
+                    assert_eq!((&r.key, &r.value), (&sent.key, &sent.value));
+                }
+            }
+        } else {
+            verify_log(client.cluster(), &topic, &acked).await;
+        }
+    }
+    client.close().await;
+}
+
+async fn bad_records_are_refused_without_harming_others(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("bad");
+    broker.create_topic(&client, &topic, 4).await;
+    let producer = Producer::new(client.cluster().clone(), {
+        let mut c = config();
+        c.max_record_batch_size = 10_000;
+        c
+    })
+    .await
+    .unwrap();
+    let good = producer.produce_async(ProducerRecord::new(topic.clone(), "fine").with_partition(1)).await.unwrap();
+    let err = producer.produce(ProducerRecord::new(topic.clone(), "x").with_partition(9)).await.unwrap_err();
+    assert!(matches!(err, ProduceError::InvalidPartition { .. }), "{err}");
+    assert!(err.to_string().contains("0..4") || err.to_string().contains("0 to 3"), "{err}");
+    let err = producer.produce(ProducerRecord::new(topic.clone(), vec![0u8; 20_000])).await.unwrap_err();
+    assert!(matches!(err, ProduceError::RecordTooLarge { .. }), "{err}");
+    if broker == Broker::Tansu {
+        // Tansu does not create topics from metadata requests.
+        let err = producer.produce(ProducerRecord::new(unique_topic("missing"), "x")).await.unwrap_err();
+        assert!(matches!(err, ProduceError::UnknownTopic { .. }), "{err}");
+    }
+    let meta = good.await.unwrap();
+    assert_eq!((meta.partition, meta.offset), (1, 0), "the good record was not affected");
+    producer.close().await;
+    let err = producer.produce(ProducerRecord::new(topic.clone(), "late")).await.unwrap_err();
+    assert!(matches!(err, ProduceError::Closed), "{err}");
+    client.close().await;
+}
+
+/// Faults while producing: injected retriable errors, a leader move, a broker down
+/// and up. Every acknowledged record must be in the log exactly once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
+    for round in 0..3u64 {
+        let mut mock = MockCluster::start(3, &[("f", 3)]);
+        let client = klife::Client::builder()
+            .bootstrap_servers(mock.addresses())
+            .request_timeout(Duration::from_secs(3))
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .build()
+            .await
+            .unwrap();
+        let producer = Producer::new(client.cluster().clone(), config()).await.unwrap();
+        let mut futures = Vec::new();
+        let mut sent = Vec::new();
+        for i in 0..900u64 {
+            match (i + round * 7) % 300 {
+                50 => {
+                    mock.command("errors 0 6 7 6");
+                }
+                120 => {
+                    mock.command(&format!("leader f {} {}", round % 3, (round % 3) + 1));
+                }
+                200 => {
+                    mock.command("broker-down 2");
+                }
+                230 => {
+                    mock.command("broker-up 2");
+                }
+                _ => {}
+            }
+            let r = ProducerRecord::new("f", Bytes::from(format!("r{round}-{i}")))
+                .with_key(Bytes::from(format!("k{}", i % 17)));
+            sent.push(r.clone());
+            futures.push(producer.produce_async(r).await.unwrap());
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let mut acked = Vec::new();
+        for (f, r) in futures.into_iter().zip(sent) {
+            match f.await {
+                Ok(m) => acked.push((m, r)),
+                Err(e) => panic!("round {round}: a record failed: {e}"),
+            }
+        }
+        producer.close().await;
+        verify_log(client.cluster(), "f", &acked).await;
+        client.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_errors_are_retried_or_reported() {
+    let mut mock = MockCluster::start(1, &[("e", 1)]);
+    let client = klife::Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap();
+    let producer = Producer::new(client.cluster().clone(), config()).await.unwrap();
+    // Produce (api key 0): NOT_LEADER_OR_FOLLOWER, REQUEST_TIMED_OUT, NOT_ENOUGH_REPLICAS, then success.
+    mock.command("start-request-tracking");
+    mock.command("errors 0 6 7 19");
+    let meta = producer.produce(ProducerRecord::new("e", "retried")).await.unwrap();
+    assert_eq!(meta.offset, 0);
+    let produce_requests =
+        mock.command("get-requests").split_whitespace().filter(|r| r.split(':').nth(1) == Some("0")).count();
+    assert_eq!(produce_requests, 4, "three refused attempts and the one that succeeded");
+    // TOPIC_AUTHORIZATION_FAILED is not retried: the record fails with the code.
+    mock.command("errors 0 29");
+    let err = producer.produce(ProducerRecord::new("e", "refused")).await.unwrap_err();
+    assert_eq!(err.error_code(), Some(klife_protocol::ErrorCode::TopicAuthorizationFailed), "{err}");
+    // The next record is not affected, and lands right after the first.
+    let meta = producer.produce(ProducerRecord::new("e", "after")).await.unwrap();
+    assert_eq!(meta.offset, 1);
+    producer.close().await;
+    client.close().await;
+}
