@@ -2,17 +2,26 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use klife_connection::{Cluster, ConnectionConfig};
+use klife_producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+use tokio::sync::OnceCell;
 
 use crate::Error;
 
 /// A connection to a Kafka cluster, cheap to clone (clones share connections).
 ///
-/// Build one with [`Client::builder`]. Admin operations are methods on the client;
-/// producing and consuming come in later releases of this crate.
+/// Build one with [`Client::builder`]. Admin operations and producing are methods on
+/// the client: `produce*` use a default producer (configured with
+/// [`ClientBuilder::producer_config`]), and [`Client::producer`] makes more, each with
+/// its own settings and batches.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) cluster: Cluster,
+    /// The producer behind `produce*`, created on first use with `producer_config`.
+    default_producer: Arc<OnceCell<Producer>>,
+    producer_config: ProducerConfig,
 }
 
 /// Builds a [`Client`].
@@ -20,6 +29,7 @@ pub struct Client {
 pub struct ClientBuilder {
     bootstrap: Vec<String>,
     config: ConnectionConfig,
+    producer: ProducerConfig,
 }
 
 impl Client {
@@ -33,10 +43,56 @@ impl Client {
         &self.cluster
     }
 
-    /// Closes every connection; later calls fail with an error for which
-    /// [`Error::is_closed`] is true.
+    /// Flushes the default producer, then closes every connection; later calls fail
+    /// with an error for which [`Error::is_closed`] is true.
     pub async fn close(&self) {
+        if let Some(p) = self.default_producer.get() {
+            p.close().await;
+        }
         self.cluster.close().await;
+    }
+
+    /// A new producer with its own settings, batches and sender, sharing this client's
+    /// connections.
+    pub async fn producer(&self, config: ProducerConfig) -> Result<Producer, Error> {
+        Ok(Producer::new(self.cluster.clone(), config).await?)
+    }
+
+    async fn default_producer(&self) -> Result<&Producer, Error> {
+        self.default_producer
+            .get_or_try_init(|| async { Producer::new(self.cluster.clone(), self.producer_config.clone()).await })
+            .await
+            .map_err(Error::from)
+    }
+
+    /// Produces a record and waits for where it was written.
+    pub async fn produce(&self, record: ProducerRecord) -> Result<RecordMetadata, Error> {
+        Ok(self.default_producer().await?.produce(record).await?)
+    }
+
+    /// Queues a record; the returned future gives its outcome (await it, or drop it:
+    /// the record is produced either way).
+    pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, Error> {
+        Ok(self.default_producer().await?.produce_async(record).await?)
+    }
+
+    /// Produces records; one result per record, in input order (order kept per
+    /// partition; one batch's failure does not affect the others).
+    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, Error>> {
+        match self.default_producer().await {
+            Ok(p) => p.produce_batch(records).await.into_iter().map(|r| r.map_err(Error::from)).collect(),
+            Err(e) => {
+                let text = e.to_string();
+                records.iter().map(|_| Err(Error::invalid_argument(format!("no producer: {text}")))).collect()
+            }
+        }
+    }
+
+    /// Flushes the default producer: every record queued so far gets its outcome.
+    pub async fn flush(&self) {
+        if let Some(p) = self.default_producer.get() {
+            p.flush().await;
+        }
     }
 }
 
@@ -125,6 +181,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Settings of the default producer behind [`Client::produce`].
+    #[must_use]
+    pub fn producer_config(mut self, config: ProducerConfig) -> Self {
+        self.producer = config;
+        self
+    }
+
     /// Replaces every connection setting at once.
     #[must_use]
     pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
@@ -138,7 +201,8 @@ impl ClientBuilder {
         if self.bootstrap.is_empty() {
             return Err(Error::invalid_argument("no bootstrap servers: call bootstrap_servers([\"host:port\"])"));
         }
+        self.producer.validate().map_err(Error::invalid_argument)?;
         let cluster = Cluster::connect(&self.bootstrap, self.config).await?;
-        Ok(Client { cluster })
+        Ok(Client { cluster, default_producer: Arc::new(OnceCell::new()), producer_config: self.producer })
     }
 }

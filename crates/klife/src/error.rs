@@ -17,6 +17,7 @@ pub struct Error {
 #[derive(Debug)]
 enum Inner {
     Connection(klife_connection::Error),
+    Produce(klife_producer::ProduceError),
     Broker { context: String, api: ApiKey, code: ErrorCode, message: Option<String> },
     InvalidArgument(String),
 }
@@ -34,9 +35,26 @@ impl Error {
     /// failed bootstrap: the most telling attempt).
     fn connection(&self) -> Option<&klife_connection::Error> {
         match &*self.inner {
-            Inner::Connection(e) => Some(e.primary()),
+            Inner::Connection(e) | Inner::Produce(klife_producer::ProduceError::Connection(e)) => Some(e.primary()),
             _ => None,
         }
+    }
+
+    fn produce(&self) -> Option<&klife_producer::ProduceError> {
+        match &*self.inner {
+            Inner::Produce(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether the producer's buffer was full.
+    pub fn is_buffer_full(&self) -> bool {
+        matches!(self.produce(), Some(klife_producer::ProduceError::BufferFull { .. }))
+    }
+
+    /// Whether a record was not delivered within the delivery timeout.
+    pub fn is_delivery_timeout(&self) -> bool {
+        matches!(self.produce(), Some(klife_producer::ProduceError::DeliveryTimeout { .. }))
     }
 
     /// The broker error code, when a broker answered with one.
@@ -44,6 +62,7 @@ impl Error {
         match &*self.inner {
             Inner::Broker { code, .. } => Some(*code),
             Inner::Connection(e) => e.error_code(),
+            Inner::Produce(e) => e.error_code(),
             Inner::InvalidArgument(_) => None,
         }
     }
@@ -58,6 +77,12 @@ impl Error {
         match &*self.inner {
             Inner::Connection(e) => e.is_retriable(),
             Inner::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
+            Inner::Produce(e) => match e {
+                klife_producer::ProduceError::Connection(c) => c.is_retriable(),
+                klife_producer::ProduceError::BufferFull { .. }
+                | klife_producer::ProduceError::DeliveryTimeout { .. } => true,
+                other => other.error_code().is_some_and(|c| c.is_retriable()),
+            },
             Inner::InvalidArgument(_) => false,
         }
     }
@@ -105,11 +130,22 @@ impl Error {
     /// Whether a topic or partition does not exist.
     pub fn is_unknown_topic_or_partition(&self) -> bool {
         matches!(self.error_code(), Some(ErrorCode::UnknownTopicOrPartition | ErrorCode::UnknownTopicId))
+            || matches!(
+                self.produce(),
+                Some(
+                    klife_producer::ProduceError::UnknownTopic { .. }
+                        | klife_producer::ProduceError::InvalidPartition { .. }
+                )
+            )
     }
 
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
         matches!(&*self.inner, Inner::InvalidArgument(_))
+            || matches!(
+                self.produce(),
+                Some(klife_producer::ProduceError::RecordTooLarge { .. } | klife_producer::ProduceError::Config(_))
+            )
             || matches!(
                 self.connection(),
                 Some(klife_connection::Error::Config(_) | klife_connection::Error::InvalidAddress { .. })
@@ -119,6 +155,7 @@ impl Error {
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
+            || matches!(self.produce(), Some(klife_producer::ProduceError::Closed))
     }
 }
 
@@ -126,6 +163,7 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &*self.inner {
             Inner::Connection(e) => e.fmt(f),
+            Inner::Produce(e) => e.fmt(f),
             Inner::Broker { context, api, code, message } => {
                 write!(f, "{context}: {api} failed with {code}")?;
                 if let Some(m) = message.as_ref().filter(|m| !m.is_empty()) {
@@ -148,9 +186,16 @@ impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &*self.inner {
             Inner::Connection(e) => Some(e),
+            Inner::Produce(e) => Some(e),
             Inner::Broker { code, .. } => Some(code),
             Inner::InvalidArgument(_) => None,
         }
+    }
+}
+
+impl From<klife_producer::ProduceError> for Error {
+    fn from(e: klife_producer::ProduceError) -> Self {
+        Error { inner: Box::new(Inner::Produce(e)) }
     }
 }
 

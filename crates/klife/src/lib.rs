@@ -11,13 +11,16 @@
 //!   happened (retriable, timeout, connection, TLS, authentication, unknown topic,
 //!   unsupported version, ...), whose `Display` tells what to fix, and whose
 //!   `source()` leads to the layer's own error and the broker's error code.
+//! - `produce`, `produce_async` and `produce_batch` go through a default producer
+//!   (idempotent, per-broker batching; see [`ProducerConfig`]); [`Client::producer`]
+//!   makes producers with other settings.
 //! - Admin basics retry retriable broker errors (refreshing metadata when the error
 //!   says leadership or the controller moved) a bounded number of times.
 //!
 //! ## Example
 //!
 //! ```no_run
-//! use klife::{Client, OffsetSpec};
+//! use klife::{Client, OffsetSpec, ProducerRecord};
 //!
 //! # async fn run() -> Result<(), klife::Error> {
 //! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
@@ -26,6 +29,9 @@
 //! println!("orders-0 ends at {}", offsets[0].as_ref().map(|o| o.offset).unwrap_or(-1));
 //! let cluster = client.describe_cluster().await?;
 //! println!("{} brokers, controller {}", cluster.brokers.len(), cluster.controller_id);
+//!
+//! let written = client.produce(ProducerRecord::new("orders", "v").with_key("customer-42")).await?;
+//! println!("written at {}-{} offset {}", written.topic, written.partition, written.offset);
 //! # Ok(())
 //! # }
 //! ```
@@ -41,10 +47,15 @@ pub use error::Error;
 #[doc(inline)]
 pub use klife_connection::ConnectionConfig;
 #[doc(inline)]
+pub use klife_producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+
+#[doc(inline)]
 pub use klife_connection::sasl::SaslConfig;
 #[cfg(feature = "tls")]
 #[doc(inline)]
 pub use klife_connection::tls::TlsConfig;
+/// Producer internals: partitioners, the accumulator.
+pub use klife_producer as producer;
 
 /// The connection layer, for users who send requests themselves.
 pub use klife_connection as connection;

@@ -16,6 +16,7 @@ use klife_protocol::Compression;
 klife_conformance::against_every_broker!(
     acknowledged_records_are_in_the_log_once_in_order,
     bad_records_are_refused_without_harming_others,
+    the_client_produces_through_its_default_producer,
 );
 
 fn config() -> ProducerConfig {
@@ -210,4 +211,30 @@ async fn injected_errors_are_retried_or_reported() {
     assert_eq!(meta.offset, 1);
     producer.close().await;
     client.close().await;
+}
+
+async fn the_client_produces_through_its_default_producer(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("client-produce");
+    broker.create_topic(&client, &topic, 4).await;
+    let first = client.produce(klife::ProducerRecord::new(topic.clone(), "one").with_partition(2)).await.unwrap();
+    assert_eq!((first.partition, first.offset), (2, 0));
+    let results = client
+        .produce_batch(vec![
+            klife::ProducerRecord::new(topic.clone(), "two").with_partition(2),
+            klife::ProducerRecord::new(topic.clone(), "bad").with_partition(40),
+            klife::ProducerRecord::new(topic.clone(), "three").with_partition(2),
+        ])
+        .await;
+    assert_eq!(results[0].as_ref().unwrap().offset, 1);
+    let err = results[1].as_ref().unwrap_err();
+    assert!(err.is_unknown_topic_or_partition() && !err.is_retriable(), "{err}");
+    assert_eq!(results[2].as_ref().unwrap().offset, 2, "the bad record took nothing from the others");
+    let pending =
+        client.produce_async(klife::ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
+    client.flush().await;
+    assert_eq!(pending.await.unwrap().offset, 3);
+    client.close().await;
+    let err = client.produce(klife::ProducerRecord::new(topic, "late")).await.unwrap_err();
+    assert!(err.is_closed(), "{err}");
 }
