@@ -217,13 +217,13 @@ async fn the_client_produces_through_its_default_producer(broker: Broker) {
     let client = broker.client().await;
     let topic = unique_topic("client-produce");
     broker.create_topic(&client, &topic, 4).await;
-    let first = client.produce(klife::ProducerRecord::new(topic.clone(), "one").with_partition(2)).await.unwrap();
+    let first = client.produce(ProducerRecord::new(topic.clone(), "one").with_partition(2)).await.unwrap();
     assert_eq!((first.partition, first.offset), (2, 0));
     let results = client
         .produce_batch(vec![
-            klife::ProducerRecord::new(topic.clone(), "two").with_partition(2),
-            klife::ProducerRecord::new(topic.clone(), "bad").with_partition(40),
-            klife::ProducerRecord::new(topic.clone(), "three").with_partition(2),
+            ProducerRecord::new(topic.clone(), "two").with_partition(2),
+            ProducerRecord::new(topic.clone(), "bad").with_partition(40),
+            ProducerRecord::new(topic.clone(), "three").with_partition(2),
         ])
         .await;
     assert_eq!(results[0].as_ref().unwrap().offset, 1);
@@ -231,10 +231,10 @@ async fn the_client_produces_through_its_default_producer(broker: Broker) {
     assert!(err.is_unknown_topic_or_partition() && !err.is_retriable(), "{err}");
     assert_eq!(results[2].as_ref().unwrap().offset, 2, "the bad record took nothing from the others");
     let pending =
-        client.produce_async(klife::ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
+        client.produce_async(ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
     client.flush().await;
     assert_eq!(pending.await.unwrap().offset, 3);
     client.close().await;
-    let err = client.produce(klife::ProducerRecord::new(topic, "late")).await.unwrap_err();
+    let err = client.produce(ProducerRecord::new(topic, "late")).await.unwrap_err();
     assert!(err.is_closed(), "{err}");
 }
