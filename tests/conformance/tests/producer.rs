@@ -230,11 +230,78 @@ async fn the_client_produces_through_its_default_producer(broker: Broker) {
     let err = results[1].as_ref().unwrap_err();
     assert!(err.is_unknown_topic_or_partition() && !err.is_retriable(), "{err}");
     assert_eq!(results[2].as_ref().unwrap().offset, 2, "the bad record took nothing from the others");
-    let pending =
-        client.produce_async(ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
+    let pending = client.produce_async(ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
     client.flush().await;
     assert_eq!(pending.await.unwrap().offset, 3);
     client.close().await;
     let err = client.produce(ProducerRecord::new(topic, "late")).await.unwrap_err();
     assert!(err.is_closed(), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_bound_makes_producers_wait_or_fail_fast() {
+    let mut mock = MockCluster::start(1, &[("m", 1)]);
+    let client = klife::Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap();
+    let mut c = config();
+    c.buffer_memory = 3_000;
+    c.batch_size = 1_000;
+    let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+    // A slow broker: batches stay in flight, the buffer fills.
+    mock.command("rtt 1 300");
+    let value = Bytes::from(vec![b'x'; 200]);
+    let mut waiting = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match producer.try_produce(ProducerRecord::new("m", value.clone())).await {
+            Ok(f) => waiting.push(f),
+            Err(ProduceError::BufferFull { limit }) => {
+                assert_eq!(limit, 3_000);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(refused > 0, "a 3 KB buffer cannot take 40 records of 200 B at once");
+    // produce_async waits for room instead; everything accepted is delivered.
+    for _ in 0..20 {
+        waiting.push(producer.produce_async(ProducerRecord::new("m", value.clone())).await.unwrap());
+    }
+    let mut offsets = Vec::new();
+    for f in waiting {
+        offsets.push(f.await.unwrap().offset);
+    }
+    let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+    assert_eq!(offsets, expected, "accepted records are written in order, none lost");
+    producer.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_the_broker_refuses_as_too_large_fails_alone() {
+    let mut mock = MockCluster::start(1, &[("big", 2)]);
+    let client = klife::Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap();
+    let producer = Producer::new(client.cluster().clone(), config()).await.unwrap();
+    // MESSAGE_TOO_LARGE (10) for the next Produce request: not retriable.
+    mock.command("errors 0 10");
+    let err = producer.produce(ProducerRecord::new("big", "refused").with_partition(0)).await.unwrap_err();
+    assert_eq!(err.error_code(), Some(klife_protocol::ErrorCode::MessageTooLarge), "{err}");
+    assert!(err.to_string().contains("big-0"), "{err}");
+    let ok = producer.produce(ProducerRecord::new("big", "fine").with_partition(0)).await.unwrap();
+    assert_eq!(ok.offset, 0, "nothing of the refused batch was written");
+    producer.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_topics_are_created_only_where_allowed() {
+    let mock = MockCluster::start(1, &[]);
+    let allowed = klife::Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .allow_auto_topic_creation(true)
+        .build()
+        .await
+        .unwrap();
+    let meta = allowed.produce(ProducerRecord::new("fresh", "v").with_partition(3)).await.unwrap();
+    assert_eq!((meta.partition, meta.offset), (3, 0), "the mock creates topics with 4 partitions");
+    allowed.close().await;
 }
