@@ -71,5 +71,5 @@ mod record;
 
 pub use config::{Acks, ProducerConfig};
 pub use error::ProduceError;
-pub use producer::{DeliveryFuture, Producer};
+pub use producer::{DeliveryFuture, Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};

@@ -102,6 +102,12 @@ impl Future for DeliveryFuture {
     }
 }
 
+/// Turns the per-record results of a batch into one result: every record's metadata,
+/// or the first error (Klife's `verify_batch`).
+pub fn verify_batch(results: Vec<Outcome>) -> Result<Vec<RecordMetadata>, ProduceError> {
+    results.into_iter().collect()
+}
+
 fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
@@ -130,6 +136,17 @@ impl Producer {
     /// and returns its outcome as a future to await or drop.
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         self.enqueue(record, true).await
+    }
+
+    /// Queues a record and calls `callback` with its outcome when it is known (on a
+    /// runtime task); errors before queueing are returned at once, without a call.
+    pub async fn produce_with_callback<F>(&self, record: ProducerRecord, callback: F) -> Result<(), ProduceError>
+    where
+        F: FnOnce(Outcome) + Send + 'static,
+    {
+        let delivery = self.produce_async(record).await?;
+        tokio::spawn(async move { callback(delivery.await) });
+        Ok(())
     }
 
     /// Like [`produce_async`](Self::produce_async), but a full buffer is an immediate
