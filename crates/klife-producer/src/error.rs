@@ -51,6 +51,16 @@ pub enum ProduceError {
         /// The broker's message.
         message: Option<String>,
     },
+    /// A transaction or group coordinator refused a request.
+    #[error("{api} for {key:?} failed: {code}")]
+    Coordinator {
+        /// The request's API.
+        api: klife_protocol::ApiKey,
+        /// The transactional id or group id.
+        key: String,
+        /// The error code.
+        code: ErrorCode,
+    },
     /// No outcome within the delivery timeout; the last error seen is attached.
     #[error("{topic}-{partition}: not delivered within the delivery timeout of {timeout:?}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
     DeliveryTimeout {
@@ -84,7 +94,7 @@ impl ProduceError {
     /// The broker error code, if a broker answered with one.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
-            ProduceError::Broker { code, .. } => Some(*code),
+            ProduceError::Broker { code, .. } | ProduceError::Coordinator { code, .. } => Some(*code),
             ProduceError::Connection(e) => e.error_code(),
             _ => None,
         }

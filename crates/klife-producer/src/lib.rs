@@ -68,8 +68,10 @@ mod error;
 pub mod partitioner;
 mod producer;
 mod record;
+pub mod transaction;
 
 pub use config::{Acks, ProducerConfig};
 pub use error::ProduceError;
 pub use producer::{DeliveryFuture, Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};
+pub use transaction::{TransactionError, TransactionalProducer};

@@ -63,6 +63,9 @@ struct State {
 struct Inner {
     cluster: Cluster,
     config: ProducerConfig,
+    /// Batches are stamped transactional, and sequence errors are not repaired by a new
+    /// producer id (the transaction must abort instead).
+    transactional: bool,
     state: Mutex<State>,
     /// Wakes the sender: a batch is full or new, a request finished, a flush started.
     wake: Notify,
@@ -94,6 +97,12 @@ pub struct DeliveryFuture {
     rx: oneshot::Receiver<Outcome>,
 }
 
+impl DeliveryFuture {
+    pub(crate) fn from_receiver(rx: oneshot::Receiver<Outcome>) -> Self {
+        DeliveryFuture { rx }
+    }
+}
+
 impl Future for DeliveryFuture {
     type Output = Outcome;
 
@@ -116,15 +125,38 @@ impl Producer {
     /// A producer on `cluster`; with idempotence, it first gets a producer id.
     pub async fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer, ProduceError> {
         config.validate().map_err(ProduceError::Config)?;
-        let state = State { acc: Some(Accumulator::new(config.accumulator())), ..State::default() };
-        let inner =
-            Arc::new(Inner { cluster, config, state: Mutex::new(state), wake: Notify::new(), progress: Notify::new() });
-        if inner.config.idempotence {
-            let id = init_producer_id(&inner.cluster, None).await?;
-            inner.lock().producer = Some(id);
-        }
+        let id = if config.idempotence { Some(init_producer_id(&cluster, None).await?) } else { None };
+        Ok(Self::start(cluster, config, id, false))
+    }
+
+    /// A producer with a producer id obtained elsewhere (a transactional one).
+    pub(crate) fn start(
+        cluster: Cluster,
+        config: ProducerConfig,
+        id: Option<(i64, i16)>,
+        transactional: bool,
+    ) -> Producer {
+        let state = State { acc: Some(Accumulator::new(config.accumulator())), producer: id, ..State::default() };
+        let inner = Arc::new(Inner {
+            cluster,
+            config,
+            transactional,
+            state: Mutex::new(state),
+            wake: Notify::new(),
+            progress: Notify::new(),
+        });
         tokio::spawn(sender(inner.clone()));
-        Ok(Producer { inner })
+        Producer { inner }
+    }
+
+    /// The producer's id and epoch, when idempotent.
+    pub fn producer_id(&self) -> Option<(i64, i16)> {
+        self.inner.lock().producer
+    }
+
+    /// The cluster the producer writes to.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
     }
 
     /// Produces a record and waits for its outcome.
@@ -173,7 +205,7 @@ impl Producer {
     }
 
     /// The record's partition, and the topic's partition count.
-    async fn partition_of(&self, record: &ProducerRecord) -> Result<(i32, i32), ProduceError> {
+    pub(crate) async fn partition_of(&self, record: &ProducerRecord) -> Result<(i32, i32), ProduceError> {
         let topic = &record.topic;
         let mut m = self.inner.cluster.metadata();
         if !m.topics.contains_key(topic) {
@@ -504,8 +536,10 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
                         code @ (ErrorCode::OutOfOrderSequenceNumber
                         | ErrorCode::UnknownProducerId
                         | ErrorCode::InvalidProducerEpoch) => {
-                            reset_producer = true;
-                            Settled::Failed { code, message: p.error_message.clone(), retriable: true }
+                            // An idempotent producer repairs this with a new producer id; a
+                            // transactional one cannot: its transaction must abort.
+                            reset_producer = !inner.transactional;
+                            Settled::Failed { code, message: p.error_message.clone(), retriable: !inner.transactional }
                         }
                         code => {
                             let retry = code.is_retriable() || code.retry_action() == RetryAction::RefreshMetadata;

@@ -5,7 +5,7 @@ use bytes::Bytes;
 use klife_connection::Cluster;
 use klife_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-use klife_protocol::records::{BatchOptions, RecordBatchWriter, RecordBatches};
+use klife_protocol::records::{BatchOptions, RecordBatch, RecordBatchWriter, RecordBatches};
 use klife_protocol::{ApiKey, Compression, ErrorCode, Record};
 
 /// Highest Fetch version used here: v13+ name topics by id.
@@ -48,6 +48,27 @@ pub struct Fetched {
     pub records: Vec<Record>,
     /// Whether the last batch was cut off by the size limit.
     pub truncated: bool,
+}
+
+/// The complete batches of one Fetch of one partition from `offset` (control batches
+/// included), for tests that look at batch attributes and transaction markers.
+pub async fn fetch_batches(cluster: &Cluster, topic: &str, partition: i32, offset: i64) -> Vec<RecordBatch> {
+    let (_, _, conn) = cluster.leader(topic, partition).await.unwrap();
+    let version = conn.version_for(ApiKey::Fetch, Some(FETCH_BY_NAME_MAX)).unwrap();
+    let mut req = FetchRequest::default().with_max_wait_ms(200).with_min_bytes(1).with_topics(vec![
+        FetchTopic::default().with_topic(topic.to_owned()).with_partitions(vec![
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20),
+        ]),
+    ]);
+    if version >= 3 {
+        req = req.with_max_bytes(1 << 20);
+    }
+    let resp = conn.send_version(&req, version).await.unwrap();
+    let p = resp.responses.iter().flat_map(|t| t.partitions.iter()).find(|p| p.partition_index == partition).unwrap();
+    RecordBatches::new(p.records.clone().unwrap_or_else(Bytes::new)).map(|b| b.unwrap().decode().unwrap()).collect()
 }
 
 /// One Fetch of one partition from `offset`, up to `max_bytes`.

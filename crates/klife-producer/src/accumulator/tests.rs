@@ -221,3 +221,15 @@ proptest! {
         prop_assert_eq!(acc.waiting_records(), 0);
     }
 }
+
+#[test]
+fn restamping_finished_bytes_sets_the_transactional_flag() {
+    let now = Instant::now();
+    let mut acc = Accumulator::new(config(1 << 20));
+    append(&mut acc, 0, 0, now);
+    let b = acc.drain(&tp(0), None).unwrap().unwrap();
+    let stamped = klife_protocol::records::with_producer_state(b.bytes, 7, 1, 0, true).unwrap();
+    let batch = decode(&stamped);
+    assert!(batch.header().attributes.is_transactional());
+    assert_eq!(batch.producer_id(), 7);
+}

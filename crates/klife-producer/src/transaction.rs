@@ -1,0 +1,444 @@
+//! Transactions: a transactional producer (its producer id comes from the transaction
+//! coordinator, partitions are added to the transaction before their first batch,
+//! commit and abort end it), offsets committed inside a transaction for exactly-once
+//! consume-transform-produce, and a pool of transactional producers for
+//! `transaction(closure)`.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use klife_connection::backoff::Backoff;
+use klife_connection::{Cluster, CoordinatorType};
+use klife_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnRequest, AddPartitionsToTxnTopic};
+use klife_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use klife_protocol::messages::{AddOffsetsToTxnRequest, EndTxnRequest, InitProducerIdRequest};
+use klife_protocol::{ErrorCode, Request};
+use tokio::sync::{Notify, oneshot};
+
+use crate::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+
+/// Attempts for a coordinator request that meets a retriable error.
+const ATTEMPTS: u32 = 10;
+/// Highest AddPartitionsToTxn version a client sends (v4+ are broker-to-broker).
+const ADD_PARTITIONS_MAX_VERSION: i16 = 3;
+
+#[derive(Default)]
+struct TxnState {
+    in_transaction: bool,
+    partitions: HashSet<(String, i32)>,
+    groups: HashSet<String>,
+    /// Records produced in this transaction whose outcome is not known yet.
+    outstanding: usize,
+    /// The first record that failed in this transaction: commit must abort instead.
+    failed: Option<String>,
+    /// The producer was fenced: nothing more can be done with it.
+    fenced: Option<String>,
+}
+
+/// A producer whose records are written in transactions: all of a transaction's
+/// records (and consumer offsets sent to it) become visible to read_committed consumers
+/// together at commit, or never, at abort.
+#[derive(Clone)]
+pub struct TransactionalProducer {
+    producer: Producer,
+    transactional_id: Arc<str>,
+    id: (i64, i16),
+    state: Arc<Mutex<TxnState>>,
+    settled: Arc<Notify>,
+    /// Serializes begin / commit / abort / send_offsets.
+    control: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("transactional_id", &self.transactional_id)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+fn retriable_coordinator_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::CoordinatorNotAvailable
+            | ErrorCode::NotCoordinator
+            | ErrorCode::CoordinatorLoadInProgress
+            | ErrorCode::ConcurrentTransactions
+    ) || (code.is_retriable() && code != ErrorCode::UnknownTopicOrPartition)
+}
+
+fn fenced(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionalIdAuthorizationFailed
+    )
+}
+
+impl TransactionalProducer {
+    /// A transactional producer for `transactional_id`: asks the transaction coordinator
+    /// for its producer id, which fences any older producer with the same id and
+    /// aborts a transaction it left open.
+    pub async fn new(
+        cluster: Cluster,
+        mut config: ProducerConfig,
+        transactional_id: impl Into<String>,
+        transaction_timeout: Duration,
+    ) -> Result<TransactionalProducer, ProduceError> {
+        config.idempotence = true;
+        config.acks = crate::Acks::All;
+        config.validate().map_err(ProduceError::Config)?;
+        let transactional_id: Arc<str> = transactional_id.into().into();
+        let timeout_ms = i32::try_from(transaction_timeout.as_millis()).unwrap_or(i32::MAX);
+        let req = InitProducerIdRequest::default()
+            .with_transactional_id(Some(transactional_id.to_string()))
+            .with_transaction_timeout_ms(timeout_ms);
+        let resp =
+            coordinator_call(&cluster, CoordinatorType::Transaction, &transactional_id, &req, None, |r| r.error_code)
+                .await?;
+        let id = (resp.producer_id, resp.producer_epoch);
+        Ok(TransactionalProducer {
+            producer: Producer::start(cluster, config, Some(id), true),
+            transactional_id,
+            id,
+            state: Arc::new(Mutex::new(TxnState::default())),
+            settled: Arc::new(Notify::new()),
+            control: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, TxnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The transactional id.
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// The producer id and epoch the coordinator gave.
+    pub fn producer_id(&self) -> (i64, i16) {
+        self.id
+    }
+
+    fn check_usable(&self) -> Result<(), ProduceError> {
+        match &self.lock().fenced {
+            Some(why) => Err(ProduceError::Idempotence(format!("the transactional producer is fenced: {why}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts a transaction.
+    pub async fn begin(&self) -> Result<(), ProduceError> {
+        let _control = self.control.lock().await;
+        self.check_usable()?;
+        let mut s = self.lock();
+        if s.in_transaction {
+            return Err(ProduceError::Config("a transaction is already open: commit or abort it first".into()));
+        }
+        *s = TxnState { in_transaction: true, ..TxnState::default() };
+        Ok(())
+    }
+
+    /// Produces a record in the open transaction; the future gives its outcome.
+    pub async fn produce_async(&self, mut record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
+        self.check_usable()?;
+        if !self.lock().in_transaction {
+            return Err(ProduceError::Config("no open transaction: call begin first".into()));
+        }
+        let (partition, _) = self.producer.partition_of(&record).await?;
+        record.partition = Some(partition);
+        let key = (record.topic.clone(), partition);
+        if !self.lock().partitions.contains(&key) {
+            self.add_partition(&record.topic, partition).await?;
+            self.lock().partitions.insert(key);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.lock().outstanding += 1;
+        let state = self.state.clone();
+        let settled = self.settled.clone();
+        let result = self
+            .producer
+            .produce_with_callback(record, move |outcome| {
+                {
+                    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    s.outstanding -= 1;
+                    if let Err(e) = &outcome {
+                        s.failed.get_or_insert_with(|| e.to_string());
+                    }
+                }
+                settled.notify_waiters();
+                let _ = tx.send(outcome);
+            })
+            .await;
+        if let Err(e) = result {
+            let mut s = self.lock();
+            s.outstanding -= 1;
+            s.failed.get_or_insert_with(|| e.to_string());
+            return Err(e);
+        }
+        Ok(DeliveryFuture::from_receiver(rx))
+    }
+
+    /// Produces a record in the open transaction and waits for its outcome.
+    pub async fn produce(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
+        self.produce_async(record).await?.await
+    }
+
+    /// Produces records in the open transaction; one result per record, in order.
+    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, ProduceError>> {
+        let mut futures = Vec::with_capacity(records.len());
+        for r in records {
+            futures.push(self.produce_async(r).await);
+        }
+        let mut out = Vec::with_capacity(futures.len());
+        for f in futures {
+            out.push(match f {
+                Ok(f) => f.await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    async fn add_partition(&self, topic: &str, partition: i32) -> Result<(), ProduceError> {
+        let req = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(self.transactional_id.to_string())
+            .with_v3_and_below_producer_id(self.id.0)
+            .with_v3_and_below_producer_epoch(self.id.1)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default().with_name(topic.to_owned()).with_partitions(vec![partition]),
+            ]);
+        let resp = coordinator_call(
+            self.producer.cluster(),
+            CoordinatorType::Transaction,
+            &self.transactional_id,
+            &req,
+            Some(ADD_PARTITIONS_MAX_VERSION),
+            |r| {
+                r.results_by_topic_v3_and_below
+                    .iter()
+                    .flat_map(|t| t.results_by_partition.iter())
+                    .map(|p| p.partition_error_code)
+                    .find(|c| *c != 0)
+                    .unwrap_or(0)
+            },
+        )
+        .await;
+        self.note_fencing(resp.map(|_| ()))
+    }
+
+    fn note_fencing(&self, r: Result<(), ProduceError>) -> Result<(), ProduceError> {
+        if let Err(e) = &r {
+            if e.error_code().is_some_and(fenced) {
+                self.lock().fenced = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    /// Adds consumer offsets to the open transaction (exactly-once
+    /// consume-transform-produce): they are committed for `group_id` if, and only if,
+    /// the transaction commits. `offsets` are (topic, partition, next offset to read).
+    pub async fn send_offsets_to_transaction(
+        &self,
+        group_id: &str,
+        offsets: &[(&str, i32, i64)],
+    ) -> Result<(), ProduceError> {
+        let _control = self.control.lock().await;
+        self.check_usable()?;
+        if !self.lock().in_transaction {
+            return Err(ProduceError::Config("no open transaction: call begin first".into()));
+        }
+        let cluster = self.producer.cluster();
+        if !self.lock().groups.contains(group_id) {
+            let req = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(self.transactional_id.to_string())
+                .with_producer_id(self.id.0)
+                .with_producer_epoch(self.id.1)
+                .with_group_id(group_id.to_owned());
+            let r = coordinator_call(cluster, CoordinatorType::Transaction, &self.transactional_id, &req, None, |r| {
+                r.error_code
+            })
+            .await;
+            self.note_fencing(r.map(|_| ()))?;
+            self.lock().groups.insert(group_id.to_owned());
+        }
+        let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
+        for &(topic, partition, offset) in offsets {
+            let p = TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(String::new()));
+            match topics.iter_mut().find(|t| t.name == topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics
+                    .push(TxnOffsetCommitRequestTopic::default().with_name(topic.to_owned()).with_partitions(vec![p])),
+            }
+        }
+        let req = TxnOffsetCommitRequest::default()
+            .with_transactional_id(self.transactional_id.to_string())
+            .with_group_id(group_id.to_owned())
+            .with_producer_id(self.id.0)
+            .with_producer_epoch(self.id.1)
+            .with_topics(topics);
+        let r = coordinator_call(cluster, CoordinatorType::Group, group_id, &req, None, |r| {
+            r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0)
+        })
+        .await;
+        self.note_fencing(r.map(|_| ()))
+    }
+
+    /// Waits until every record of the transaction has its outcome.
+    async fn settle(&self) {
+        self.producer.flush().await;
+        loop {
+            let notified = self.settled.notified();
+            if self.lock().outstanding == 0 {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
+        }
+    }
+
+    /// Commits the open transaction. If any of its records failed, the transaction is
+    /// aborted instead and the error names the first failure.
+    pub async fn commit(&self) -> Result<(), ProduceError> {
+        let _control = self.control.lock().await;
+        self.check_usable()?;
+        self.settle().await;
+        let failed = self.lock().failed.clone();
+        if let Some(why) = failed {
+            self.end(false).await?;
+            return Err(ProduceError::Idempotence(format!(
+                "the transaction was aborted because a record failed: {why}"
+            )));
+        }
+        self.end(true).await
+    }
+
+    /// Aborts the open transaction: none of its records or offsets become visible to
+    /// read_committed consumers.
+    pub async fn abort(&self) -> Result<(), ProduceError> {
+        let _control = self.control.lock().await;
+        self.check_usable()?;
+        self.settle().await;
+        self.end(false).await
+    }
+
+    async fn end(&self, commit: bool) -> Result<(), ProduceError> {
+        let touched = {
+            let s = self.lock();
+            if !s.in_transaction {
+                return Err(ProduceError::Config("no open transaction".into()));
+            }
+            !s.partitions.is_empty() || !s.groups.is_empty()
+        };
+        // A transaction that touched nothing is unknown to the coordinator: ending it
+        // there would be an error, and there is nothing to end.
+        if touched {
+            let req = EndTxnRequest::default()
+                .with_transactional_id(self.transactional_id.to_string())
+                .with_producer_id(self.id.0)
+                .with_producer_epoch(self.id.1)
+                .with_committed(commit);
+            let r = coordinator_call(
+                self.producer.cluster(),
+                CoordinatorType::Transaction,
+                &self.transactional_id,
+                &req,
+                None,
+                |r| r.error_code,
+            )
+            .await;
+            self.note_fencing(r.map(|_| ()))?;
+        }
+        *self.lock() = TxnState::default();
+        Ok(())
+    }
+
+    /// Runs `body` in a transaction: commits when it returns `Ok`, aborts when it
+    /// returns `Err` (and returns that error), aborts and reports when the commit fails.
+    pub async fn transaction<T, E, F, Fut>(&self, body: F) -> Result<T, TransactionError<E>>
+    where
+        F: FnOnce(TransactionalProducer) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.begin().await.map_err(TransactionError::Producer)?;
+        match body(self.clone()).await {
+            Ok(value) => {
+                self.commit().await.map_err(TransactionError::Producer)?;
+                Ok(value)
+            }
+            Err(e) => {
+                self.abort().await.map_err(TransactionError::Producer)?;
+                Err(TransactionError::Aborted(e))
+            }
+        }
+    }
+
+    /// Flushes and stops the producer.
+    pub async fn close(&self) {
+        self.producer.close().await;
+    }
+}
+
+/// How [`TransactionalProducer::transaction`] can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum TransactionError<E> {
+    /// The body returned an error; the transaction was aborted.
+    #[error("the transaction was aborted: {0}")]
+    Aborted(E),
+    /// The producer or the coordinator failed (begin, commit or abort).
+    #[error(transparent)]
+    Producer(ProduceError),
+}
+
+/// Sends a request to the coordinator of `key`, retrying retriable errors (finding the
+/// coordinator again when it moved).
+async fn coordinator_call<R, F>(
+    cluster: &Cluster,
+    kind: CoordinatorType,
+    key: &str,
+    request: &R,
+    max_version: Option<i16>,
+    error_of: F,
+) -> Result<R::Response, ProduceError>
+where
+    R: Request,
+    F: Fn(&R::Response) -> i16,
+{
+    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let outcome: Result<R::Response, ProduceError> = async {
+            let (_, conn) = cluster.coordinator(kind, key).await?;
+            let version = conn.version_for(R::API_KEY, max_version)?;
+            Ok(conn.send_version(request, version).await?)
+        }
+        .await;
+        let (code, retriable) = match &outcome {
+            Ok(resp) => match ErrorCode::from_code(error_of(resp)) {
+                ErrorCode::None => return outcome,
+                code => (Some(code), retriable_coordinator_error(code)),
+            },
+            Err(ProduceError::Connection(e)) => (e.error_code(), e.is_retriable()),
+            Err(_) => (None, false),
+        };
+        if matches!(code, Some(ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable)) || outcome.is_err() {
+            cluster.invalidate_coordinator(kind, key);
+        }
+        if !retriable || attempt >= ATTEMPTS {
+            return match (outcome, code) {
+                (Err(e), _) => Err(e),
+                (Ok(_), Some(code)) => Err(ProduceError::Coordinator { api: R::API_KEY, key: key.to_owned(), code }),
+                (Ok(resp), None) => Ok(resp),
+            };
+        }
+        tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
+    }
+}

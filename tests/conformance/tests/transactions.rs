@@ -1,0 +1,131 @@
+//! Transactions against Tansu (the broker here with working transaction coordinators;
+//! the mock cluster's are partial, see README.md): begin, produce, commit and abort end
+//! to end, offsets sent to a transaction, and `transaction(closure)`.
+//!
+//! Neither broker keeps the transactional attribute of batches or writes commit/abort
+//! control batches into the log (both checked: see README.md), so what the markers say
+//! is checked against klife-testkit; here, the coordinator calls succeed in order, the
+//! data is written under the coordinator's producer id, and offsets are committed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use klife_conformance::{Broker, raw, unique_topic};
+use klife_producer::{ProduceError, ProducerConfig, ProducerRecord, TransactionError, TransactionalProducer};
+use klife_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
+use klife_protocol::records::ControlRecord;
+
+async fn txn_producer(client: &klife::Client, id: &str) -> TransactionalProducer {
+    let mut c = ProducerConfig::default();
+    c.linger = Duration::from_millis(2);
+    TransactionalProducer::new(client.cluster().clone(), c, id, Duration::from_secs(30)).await.unwrap()
+}
+
+/// The batches of a partition: (is transactional, producer id, record count, marker).
+/// (Tansu reports the transactional flag as false and has no markers: see above.)
+async fn log(client: &klife::Client, topic: &str, partition: i32) -> Vec<(bool, i64, usize, Option<&'static str>)> {
+    raw::fetch_batches(client.cluster(), topic, partition, 0)
+        .await
+        .iter()
+        .map(|b| {
+            let marker = b.control_record().map(|c| match c.unwrap() {
+                ControlRecord::Commit(_) => "commit",
+                ControlRecord::Abort(_) => "abort",
+                _ => "other",
+            });
+            (b.attributes().is_transactional(), b.producer_id(), b.len(), marker)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_and_abort_leave_their_markers() {
+    let broker = Broker::Tansu;
+    let client = broker.client().await;
+    let topic = unique_topic("txn");
+    broker.create_topic(&client, &topic, 2).await;
+    let producer = txn_producer(&client, &unique_topic("txn-id")).await;
+    let (pid, _) = producer.producer_id();
+
+    producer.begin().await.unwrap();
+    let results = producer
+        .produce_batch((0..5).map(|i| ProducerRecord::new(topic.clone(), format!("c{i}")).with_partition(0)).collect())
+        .await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    producer.commit().await.unwrap();
+
+    producer.begin().await.unwrap();
+    producer.produce(ProducerRecord::new(topic.clone(), "aborted").with_partition(0)).await.unwrap();
+    producer.abort().await.unwrap();
+
+    let batches = log(&client, &topic, 0).await;
+    let data: Vec<_> = batches.iter().filter(|b| b.3.is_none()).collect();
+    assert!(data.iter().all(|b| b.1 == pid), "written under the coordinator's producer id: {batches:?}");
+    assert_eq!(data.iter().map(|b| b.2).sum::<usize>(), 6);
+    // Partition 1 was never part of a transaction: nothing there.
+    assert!(log(&client, &topic, 1).await.is_empty());
+    producer.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_sent_to_a_transaction_are_committed_with_it() {
+    let broker = Broker::Tansu;
+    let client = broker.client().await;
+    let topic = unique_topic("txn-offsets");
+    broker.create_topic(&client, &topic, 1).await;
+    let group = unique_topic("group");
+    let producer = txn_producer(&client, &unique_topic("txn-id")).await;
+    producer.begin().await.unwrap();
+    producer.produce(ProducerRecord::new(topic.clone(), "out").with_partition(0)).await.unwrap();
+    producer.send_offsets_to_transaction(&group, &[(topic.as_str(), 0, 42)]).await.unwrap();
+    producer.commit().await.unwrap();
+
+    let (_, conn) = client.cluster().coordinator(klife_connection::CoordinatorType::Group, &group).await.unwrap();
+    let version = conn.version_for(klife_protocol::ApiKey::OffsetFetch, Some(7)).unwrap();
+    let req = OffsetFetchRequest::default().with_group_id(group.clone()).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default().with_name(topic.clone()).with_partition_indexes(vec![0]),
+    ]));
+    let resp = conn.send_version(&req, version).await.unwrap();
+    let committed = resp.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.committed_offset).next();
+    assert_eq!(committed, Some(42));
+    producer.close().await;
+    client.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_closure_commits_on_ok_and_aborts_on_err() {
+    let broker = Broker::Tansu;
+    let client = broker.client().await;
+    let topic = unique_topic("txn-closure");
+    broker.create_topic(&client, &topic, 1).await;
+    let producer = txn_producer(&client, &unique_topic("txn-id")).await;
+    let t = topic.clone();
+    let n = producer
+        .transaction(|txn| async move {
+            txn.produce(ProducerRecord::new(t.clone(), "kept").with_partition(0)).await?;
+            Ok::<_, ProduceError>(1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    let t = topic.clone();
+    let err = producer
+        .transaction(|txn| async move {
+            txn.produce(ProducerRecord::new(t, "dropped").with_partition(0)).await.map_err(|e| e.to_string())?;
+            Err::<(), _>("the body changed its mind".to_owned())
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransactionError::Aborted(ref m) if m == "the body changed its mind"), "{err}");
+    let records: usize = log(&client, &topic, 0).await.into_iter().filter(|b| b.3.is_none()).map(|b| b.2).sum();
+    assert_eq!(records, 2, "both transactions wrote their record");
+    // Misuse is a typed error, not a broken producer.
+    assert!(producer.produce(ProducerRecord::new(topic.clone(), "outside").with_partition(0)).await.is_err());
+    producer.begin().await.unwrap();
+    assert!(producer.begin().await.is_err(), "a second begin is refused");
+    producer.abort().await.unwrap();
+    producer.close().await;
+    client.close().await;
+}
