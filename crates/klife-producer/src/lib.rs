@@ -74,4 +74,4 @@ pub use config::{Acks, ProducerConfig};
 pub use error::ProduceError;
 pub use producer::{DeliveryFuture, Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};
-pub use transaction::{TransactionError, TransactionalProducer};
+pub use transaction::{TransactionError, TransactionPool, TransactionalProducer};

@@ -386,6 +386,76 @@ impl TransactionalProducer {
     }
 }
 
+/// A pool of transactional producers, `{base}-0` … `{base}-{size-1}`: each transaction
+/// takes a free producer for its duration, so up to `size` transactions run at once.
+pub struct TransactionPool {
+    free: tokio::sync::Mutex<Vec<TransactionalProducer>>,
+    slots: tokio::sync::Semaphore,
+    all: Vec<TransactionalProducer>,
+}
+
+impl std::fmt::Debug for TransactionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionPool").field("size", &self.all.len()).finish()
+    }
+}
+
+impl TransactionPool {
+    /// Creates `size` transactional producers with ids `{base_transactional_id}-{i}`.
+    pub async fn new(
+        cluster: Cluster,
+        config: ProducerConfig,
+        base_transactional_id: &str,
+        size: usize,
+        transaction_timeout: Duration,
+    ) -> Result<TransactionPool, ProduceError> {
+        if size == 0 {
+            return Err(ProduceError::Config("a transaction pool needs at least one producer".into()));
+        }
+        let mut all = Vec::with_capacity(size);
+        for i in 0..size {
+            let id = format!("{base_transactional_id}-{i}");
+            all.push(TransactionalProducer::new(cluster.clone(), config.clone(), id, transaction_timeout).await?);
+        }
+        Ok(TransactionPool {
+            free: tokio::sync::Mutex::new(all.clone()),
+            slots: tokio::sync::Semaphore::new(size),
+            all,
+        })
+    }
+
+    /// Runs `body` in a transaction on a free producer of the pool (waiting for one):
+    /// commits on `Ok`, aborts on `Err`.
+    pub async fn transaction<T, E, F, Fut>(&self, body: F) -> Result<T, TransactionError<E>>
+    where
+        F: FnOnce(TransactionalProducer) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let _slot = self.slots.acquire().await.map_err(|_| TransactionError::Producer(ProduceError::Closed))?;
+        let producer = self.free.lock().await.pop().ok_or(TransactionError::Producer(ProduceError::Closed))?;
+        let result = producer.transaction(body).await;
+        self.free.lock().await.push(producer);
+        result
+    }
+
+    /// Produces `records` in one transaction: all are committed, or, if any fails,
+    /// none (the error names the first failure).
+    pub async fn produce_batch_txn(
+        &self,
+        records: Vec<ProducerRecord>,
+    ) -> Result<Vec<RecordMetadata>, TransactionError<ProduceError>> {
+        self.transaction(|txn| async move { crate::verify_batch(txn.produce_batch(records).await) }).await
+    }
+
+    /// Flushes and stops every producer of the pool.
+    pub async fn close(&self) {
+        self.slots.close();
+        for p in &self.all {
+            p.close().await;
+        }
+    }
+}
+
 /// How [`TransactionalProducer::transaction`] can fail.
 #[derive(Debug, thiserror::Error)]
 pub enum TransactionError<E> {

@@ -5,7 +5,9 @@ use std::time::Duration;
 use std::sync::Arc;
 
 use klife_connection::{Cluster, ConnectionConfig};
-use klife_producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+use klife_producer::{
+    DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionPool, TransactionalProducer,
+};
 use tokio::sync::OnceCell;
 
 use crate::Error;
@@ -56,6 +58,40 @@ impl Client {
     /// connections.
     pub async fn producer(&self, config: ProducerConfig) -> Result<Producer, Error> {
         Ok(Producer::new(self.cluster.clone(), config).await?)
+    }
+
+    /// A transactional producer for `transactional_id` (fencing any older producer with
+    /// that id).
+    pub async fn transactional_producer(
+        &self,
+        transactional_id: &str,
+        transaction_timeout: std::time::Duration,
+    ) -> Result<TransactionalProducer, Error> {
+        Ok(TransactionalProducer::new(
+            self.cluster.clone(),
+            self.producer_config.clone(),
+            transactional_id,
+            transaction_timeout,
+        )
+        .await?)
+    }
+
+    /// A pool of `size` transactional producers with ids `{base_transactional_id}-{i}`,
+    /// for `pool.transaction(|txn| ...)` and `pool.produce_batch_txn(records)`.
+    pub async fn transaction_pool(
+        &self,
+        base_transactional_id: &str,
+        size: usize,
+        transaction_timeout: std::time::Duration,
+    ) -> Result<TransactionPool, Error> {
+        Ok(TransactionPool::new(
+            self.cluster.clone(),
+            self.producer_config.clone(),
+            base_transactional_id,
+            size,
+            transaction_timeout,
+        )
+        .await?)
     }
 
     async fn default_producer(&self) -> Result<&Producer, Error> {

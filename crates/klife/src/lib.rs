@@ -47,7 +47,10 @@ pub use error::Error;
 #[doc(inline)]
 pub use klife_connection::ConnectionConfig;
 #[doc(inline)]
-pub use klife_producer::{Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+pub use klife_producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionError, TransactionPool,
+    TransactionalProducer,
+};
 
 #[doc(inline)]
 pub use klife_connection::sasl::SaslConfig;

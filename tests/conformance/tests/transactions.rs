@@ -129,3 +129,51 @@ async fn a_transaction_closure_commits_on_ok_and_aborts_on_err() {
     producer.close().await;
     client.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_runs_transactions_concurrently_and_all_or_nothing() {
+    let broker = Broker::Tansu;
+    let client = broker.client().await;
+    let topic = unique_topic("txn-pool");
+    broker.create_topic(&client, &topic, 2).await;
+    let pool = client.transaction_pool(&unique_topic("pool"), 2, Duration::from_secs(30)).await.unwrap();
+    let batches = (0..4).map(|b| {
+        (0..5).map(|i| ProducerRecord::new(topic.clone(), format!("{b}-{i}")).with_partition(b % 2)).collect::<Vec<_>>()
+    });
+    let results = futures_join(batches.map(|records| pool.produce_batch_txn(records))).await;
+    for r in &results {
+        assert_eq!(r.as_ref().unwrap().len(), 5);
+    }
+    // A batch with a bad record commits nothing of it: the error names the failure.
+    let bad = vec![
+        ProducerRecord::new(topic.clone(), "fine").with_partition(0),
+        ProducerRecord::new(topic.clone(), "nowhere").with_partition(9),
+    ];
+    let err = pool.produce_batch_txn(bad).await.unwrap_err();
+    assert!(err.to_string().contains("no partition 9") || err.to_string().contains("partition"), "{err}");
+    pool.close().await;
+    client.close().await;
+}
+
+async fn futures_join<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::new();
+    // Polled together: the pool has two producers, so two transactions overlap.
+    let mut pinned: Vec<_> = handles.into_iter().map(Box::pin).collect();
+    let mut done: Vec<Option<F::Output>> = (0..pinned.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut all = true;
+        for (i, f) in pinned.iter_mut().enumerate() {
+            if done[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => done[i] = Some(v),
+                    std::task::Poll::Pending => all = false,
+                }
+            }
+        }
+        if all { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    })
+    .await;
+    out.extend(done.into_iter().flatten());
+    out
+}
