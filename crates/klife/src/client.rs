@@ -65,7 +65,7 @@ impl Client {
     pub async fn transactional_producer(
         &self,
         transactional_id: &str,
-        transaction_timeout: std::time::Duration,
+        transaction_timeout: Duration,
     ) -> Result<TransactionalProducer, Error> {
         Ok(TransactionalProducer::new(
             self.cluster.clone(),
@@ -82,7 +82,7 @@ impl Client {
         &self,
         base_transactional_id: &str,
         size: usize,
-        transaction_timeout: std::time::Duration,
+        transaction_timeout: Duration,
     ) -> Result<TransactionPool, Error> {
         Ok(TransactionPool::new(
             self.cluster.clone(),
