@@ -41,6 +41,10 @@ struct Flight {
     record_count: i32,
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    /// An earlier attempt's outcome is unknown (the connection broke or timed out):
+    /// the broker may have written it. Such a batch is only ever sent again with the
+    /// same producer id and sequence, so that the broker can recognize a duplicate.
+    maybe_written: bool,
 }
 
 #[derive(Default)]
@@ -419,7 +423,14 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 }
                 Some(Ok(batch)) => {
                     let record_count = batch.tokens.len() as i32;
-                    Some(Flight { batch, stamp: None, record_count, retry_at: None, last_error: None })
+                    Some(Flight {
+                        batch,
+                        stamp: None,
+                        record_count,
+                        retry_at: None,
+                        last_error: None,
+                        maybe_written: false,
+                    })
                 }
             },
         };
@@ -446,6 +457,16 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
         // Idempotence: stamp (or re-stamp, after a producer reset) the sequence.
         if let Some((id, epoch)) = state.producer {
             let current = flight.stamp.is_some_and(|s| s.producer_id == id && s.producer_epoch == epoch);
+            if !current && flight.stamp.is_some() && flight.maybe_written {
+                // Re-sequencing it under the new producer id could write it twice.
+                acc.release(flight.batch.reserved);
+                let e = ProduceError::Idempotence(format!(
+                    "{tp}: the producer id had to be reset while an earlier attempt of this batch had an unknown \
+                     outcome; it may have been written, and is not sent again to avoid a duplicate"
+                ));
+                fail(flight.batch, &e);
+                continue;
+            }
             if !current {
                 let seq = state.sequences.entry(tp.clone()).or_insert(0);
                 let stamp =
@@ -554,7 +575,11 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
         Err(e) => {
             refresh = true;
             let retry = e.is_retriable();
-            for f in flights {
+            // Sent, or maybe sent: the broker may have written these batches.
+            let unknown =
+                matches!(e, klife_connection::Error::Disconnected { .. } | klife_connection::Error::Timeout { .. });
+            for mut f in flights {
+                f.maybe_written |= unknown;
                 let code = e.error_code().unwrap_or(ErrorCode::NetworkException);
                 settled.push((f, Settled::Failed { code, message: Some(e.to_string()), retriable: retry }));
             }
@@ -609,9 +634,6 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
                         Some(m) => format!("{code}: {m}"),
                         None => code.to_string(),
                     });
-                    if reset_producer {
-                        f.stamp = None;
-                    }
                     state.retries.insert(tp, f);
                 }
                 Settled::Failed { code, message, retriable } => {

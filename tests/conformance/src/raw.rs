@@ -75,7 +75,7 @@ pub async fn fetch_batches(cluster: &Cluster, topic: &str, partition: i32, offse
 pub async fn fetch(cluster: &Cluster, topic: &str, partition: i32, offset: i64, max_bytes: i32) -> Fetched {
     let (_, epoch, conn) = cluster.leader(topic, partition).await.unwrap();
     let version = conn.version_for(ApiKey::Fetch, Some(FETCH_BY_NAME_MAX)).unwrap();
-    let mut req = FetchRequest::default().with_max_wait_ms(500).with_min_bytes(1).with_topics(vec![
+    let mut req = FetchRequest::default().with_max_wait_ms(50).with_min_bytes(1).with_topics(vec![
         FetchTopic::default().with_topic(topic.to_owned()).with_partitions(vec![
             FetchPartition::default()
                 .with_partition(partition)
@@ -108,17 +108,28 @@ pub async fn fetch(cluster: &Cluster, topic: &str, partition: i32, offset: i64, 
     }
 }
 
-/// Fetches every record of a partition from `offset` up to `end`.
+/// Fetches every record of a partition from `offset` up to `end` (or to the high
+/// watermark, whichever comes first), refreshing metadata and trying again when
+/// leadership moved (bounded).
 pub async fn fetch_all(cluster: &Cluster, topic: &str, partition: i32, mut offset: i64, end: i64) -> Vec<Record> {
     let mut out = Vec::new();
+    let mut stale = 0;
     for _ in 0..1000 {
         if offset >= end {
             break;
         }
         let f = fetch(cluster, topic, partition, offset, 1 << 20).await;
-        assert_eq!(f.error, ErrorCode::None);
-        if let Some(last) = f.records.last() {
-            offset = last.offset + 1;
+        if f.error != ErrorCode::None {
+            assert!(f.error.is_retriable() && stale < 50, "fetch {topic}-{partition} at {offset}: {}", f.error);
+            stale += 1;
+            cluster.refresh_metadata().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        }
+        match f.records.last() {
+            Some(last) => offset = last.offset + 1,
+            None if offset >= f.high_watermark => break,
+            None => {}
         }
         out.extend(f.records);
     }
