@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use klife_connection::{Cluster, ConnectionConfig};
@@ -24,6 +25,10 @@ pub struct Client {
     /// The producer behind `produce*`, created on first use with `producer_config`.
     default_producer: Arc<OnceCell<Producer>>,
     producer_config: ProducerConfig,
+    /// Named producers, created on first use.
+    named: Arc<HashMap<String, (ProducerConfig, OnceCell<Producer>)>>,
+    /// Topic -> producer name, for topics that do not use the default producer.
+    topic_producers: Arc<HashMap<String, String>>,
 }
 
 /// Builds a [`Client`].
@@ -32,6 +37,8 @@ pub struct ClientBuilder {
     bootstrap: Vec<String>,
     config: ConnectionConfig,
     producer: ProducerConfig,
+    named: Vec<(String, ProducerConfig)>,
+    topic_producers: HashMap<String, String>,
 }
 
 impl Client {
@@ -50,6 +57,11 @@ impl Client {
     pub async fn close(&self) {
         if let Some(p) = self.default_producer.get() {
             p.close().await;
+        }
+        for (_, cell) in self.named.values() {
+            if let Some(p) = cell.get() {
+                p.close().await;
+            }
         }
         self.cluster.close().await;
     }
@@ -101,33 +113,69 @@ impl Client {
             .map_err(Error::from)
     }
 
-    /// Produces a record and waits for where it was written.
+    /// The named producer (configured with [`ClientBuilder::producer`]), created on
+    /// first use.
+    pub async fn named_producer(&self, name: &str) -> Result<&Producer, Error> {
+        let (config, cell) = self
+            .named
+            .get(name)
+            .ok_or_else(|| Error::invalid_argument(format!("no producer named {name:?} is configured")))?;
+        cell.get_or_try_init(|| async { Producer::new(self.cluster.clone(), config.clone()).await })
+            .await
+            .map_err(Error::from)
+    }
+
+    /// The producer for a topic: its configured one, else the default.
+    async fn producer_for(&self, topic: &str) -> Result<&Producer, Error> {
+        match self.topic_producers.get(topic) {
+            Some(name) => self.named_producer(name).await,
+            None => self.default_producer().await,
+        }
+    }
+
+    /// Produces a record (with its topic's producer) and waits for where it was written.
     pub async fn produce(&self, record: ProducerRecord) -> Result<RecordMetadata, Error> {
-        Ok(self.default_producer().await?.produce(record).await?)
+        Ok(self.producer_for(&record.topic).await?.produce(record).await?)
+    }
+
+    /// Produces a record with the named producer.
+    pub async fn produce_with(&self, producer: &str, record: ProducerRecord) -> Result<RecordMetadata, Error> {
+        Ok(self.named_producer(producer).await?.produce(record).await?)
     }
 
     /// Queues a record; the returned future gives its outcome (await it, or drop it:
     /// the record is produced either way).
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, Error> {
-        Ok(self.default_producer().await?.produce_async(record).await?)
+        Ok(self.producer_for(&record.topic).await?.produce_async(record).await?)
     }
 
     /// Produces records; one result per record, in input order (order kept per
     /// partition; one batch's failure does not affect the others).
     pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, Error>> {
-        match self.default_producer().await {
-            Ok(p) => p.produce_batch(records).await.into_iter().map(|r| r.map_err(Error::from)).collect(),
-            Err(e) => {
-                let text = e.to_string();
-                records.iter().map(|_| Err(Error::invalid_argument(format!("no producer: {text}")))).collect()
-            }
+        let mut futures = Vec::with_capacity(records.len());
+        for r in records {
+            futures.push(self.produce_async(r).await);
         }
+        let mut out = Vec::with_capacity(futures.len());
+        for f in futures {
+            out.push(match f {
+                Ok(f) => f.await.map_err(Error::from),
+                Err(e) => Err(e),
+            });
+        }
+        out
     }
 
-    /// Flushes the default producer: every record queued so far gets its outcome.
+    /// Flushes every producer the client made: every record queued so far gets its
+    /// outcome.
     pub async fn flush(&self) {
         if let Some(p) = self.default_producer.get() {
             p.flush().await;
+        }
+        for (_, cell) in self.named.values() {
+            if let Some(p) = cell.get() {
+                p.flush().await;
+            }
         }
     }
 }
@@ -224,6 +272,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Adds a named producer, with its own settings and batches (for example, one with
+    /// a long linger and compression for bulk topics).
+    #[must_use]
+    pub fn producer(mut self, name: impl Into<String>, config: ProducerConfig) -> Self {
+        self.named.push((name.into(), config));
+        self
+    }
+
+    /// Makes `topic`'s records go through the named producer by default.
+    #[must_use]
+    pub fn topic_producer(mut self, topic: impl Into<String>, producer: impl Into<String>) -> Self {
+        self.topic_producers.insert(topic.into(), producer.into());
+        self
+    }
+
     /// Replaces every connection setting at once.
     #[must_use]
     pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
@@ -238,7 +301,27 @@ impl ClientBuilder {
             return Err(Error::invalid_argument("no bootstrap servers: call bootstrap_servers([\"host:port\"])"));
         }
         self.producer.validate().map_err(Error::invalid_argument)?;
+        let mut named = HashMap::new();
+        for (name, config) in self.named {
+            config.validate().map_err(|e| Error::invalid_argument(format!("producer {name:?}: {e}")))?;
+            if named.insert(name.clone(), (config, OnceCell::new())).is_some() {
+                return Err(Error::invalid_argument(format!("two producers are named {name:?}")));
+            }
+        }
+        for (topic, name) in &self.topic_producers {
+            if !named.contains_key(name) {
+                return Err(Error::invalid_argument(format!(
+                    "topic {topic:?} uses producer {name:?}, which is not configured"
+                )));
+            }
+        }
         let cluster = Cluster::connect(&self.bootstrap, self.config).await?;
-        Ok(Client { cluster, default_producer: Arc::new(OnceCell::new()), producer_config: self.producer })
+        Ok(Client {
+            cluster,
+            default_producer: Arc::new(OnceCell::new()),
+            producer_config: self.producer,
+            named: Arc::new(named),
+            topic_producers: Arc::new(self.topic_producers),
+        })
     }
 }

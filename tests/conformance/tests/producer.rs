@@ -373,3 +373,39 @@ async fn unknown_topics_are_created_only_where_allowed() {
     assert_eq!((meta.partition, meta.offset), (3, 0), "the mock creates topics with 4 partitions");
     allowed.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn named_producers_and_per_topic_defaults() {
+    let mock = MockCluster::start(1, &[("plain", 1), ("bulk", 1)]);
+    let mut bulk = config();
+    bulk.compression = Compression::Zstd;
+    let client = klife::Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .producer("bulk", bulk)
+        .topic_producer("bulk", "bulk")
+        .build()
+        .await
+        .unwrap();
+    client.produce(ProducerRecord::new("bulk", "z")).await.unwrap();
+    client.produce(ProducerRecord::new("plain", "p")).await.unwrap();
+    client.produce_with("bulk", ProducerRecord::new("plain", "via bulk")).await.unwrap();
+    // (The mock cluster answers a fetch with one batch: fetch each offset.)
+    let codec = |topic: &'static str, offset: i64| {
+        let cluster = client.cluster().clone();
+        async move { raw::fetch_batches(&cluster, topic, 0, offset).await.first().map(|b| b.compression()) }
+    };
+    assert_eq!(codec("bulk", 0).await, Some(Compression::Zstd), "the topic's producer compresses");
+    assert_eq!(codec("plain", 0).await, Some(Compression::None), "other topics use the default producer");
+    assert_eq!(codec("plain", 1).await, Some(Compression::Zstd), "produce_with picks the named producer");
+    let err = client.produce_with("nope", ProducerRecord::new("plain", "x")).await.unwrap_err();
+    assert!(err.is_invalid_argument() && err.to_string().contains("nope"), "{err}");
+    client.close().await;
+    // A topic mapped to a producer that does not exist is refused when building.
+    let err = klife::Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .topic_producer("t", "ghost")
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("ghost"), "{err}");
+}
