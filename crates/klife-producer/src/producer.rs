@@ -191,13 +191,20 @@ impl Producer {
         self.enqueue(record, false).await
     }
 
-    /// Produces records and returns each one's outcome, in input order. Order is kept
-    /// per partition; a failure of one batch does not affect the others.
-    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Outcome> {
+    /// Queues records; one outcome future (or immediate error) per record, in input
+    /// order.
+    pub async fn produce_batch_async(&self, records: Vec<ProducerRecord>) -> Vec<Result<DeliveryFuture, ProduceError>> {
         let mut futures = Vec::with_capacity(records.len());
         for r in records {
             futures.push(self.produce_async(r).await);
         }
+        futures
+    }
+
+    /// Produces records and returns each one's outcome, in input order. Order is kept
+    /// per partition; a failure of one batch does not affect the others.
+    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Outcome> {
+        let futures = self.produce_batch_async(records).await;
         let mut out = Vec::with_capacity(futures.len());
         for f in futures {
             out.push(match f {

@@ -149,13 +149,20 @@ impl Client {
         Ok(self.producer_for(&record.topic).await?.produce_async(record).await?)
     }
 
-    /// Produces records; one result per record, in input order (order kept per
-    /// partition; one batch's failure does not affect the others).
-    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, Error>> {
+    /// Queues records; one outcome future (or immediate error) per record, in input
+    /// order.
+    pub async fn produce_batch_async(&self, records: Vec<ProducerRecord>) -> Vec<Result<DeliveryFuture, Error>> {
         let mut futures = Vec::with_capacity(records.len());
         for r in records {
             futures.push(self.produce_async(r).await);
         }
+        futures
+    }
+
+    /// Produces records; one result per record, in input order (order kept per
+    /// partition; one batch's failure does not affect the others).
+    pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, Error>> {
+        let futures = self.produce_batch_async(records).await;
         let mut out = Vec::with_capacity(futures.len());
         for f in futures {
             out.push(match f {

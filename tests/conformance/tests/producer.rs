@@ -276,6 +276,13 @@ async fn the_client_produces_through_its_default_producer(broker: Broker) {
     let pending = client.produce_async(ProducerRecord::new(topic.clone(), "four").with_partition(2)).await.unwrap();
     client.flush().await;
     assert_eq!(pending.await.unwrap().offset, 3);
+    let handles =
+        client.produce_batch_async(vec![ProducerRecord::new(topic.clone(), "five").with_partition(2); 2]).await;
+    let mut offsets = Vec::new();
+    for h in handles {
+        offsets.push(h.unwrap().await.unwrap().offset);
+    }
+    assert_eq!(offsets, vec![4, 5]);
     client.close().await;
     let err = client.produce(ProducerRecord::new(topic, "late")).await.unwrap_err();
     assert!(err.is_closed(), "{err}");
