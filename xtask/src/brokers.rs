@@ -43,7 +43,7 @@ fn sha256_file(path: &Path) -> Result<String, String> {
 }
 
 /// Downloads and verifies Tansu unless a verified copy is already there.
-fn install_tansu(root: &Path) -> Result<(), String> {
+pub fn install_tansu(root: &Path) -> Result<(), String> {
     let target = tansu_path(root);
     if target.is_file() && sha256_file(&target)? == TANSU_SHA256 {
         eprintln!("    tansu: {} (verified)", target.display());
@@ -127,6 +127,35 @@ fn wait_for_port(port: u16, child: &mut Child, what: &str) -> Result<(), String>
     Err(format!("{what} did not listen on 127.0.0.1:{port} within 20 s"))
 }
 
+/// Starts the installed Tansu with in-memory storage on a free loopback port, its output
+/// going to `log`, and waits until it listens. Returns the process and the port.
+pub fn start_tansu(root: &Path, log: &Path) -> Result<(Child, u16), String> {
+    let port = free_port()?;
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log_file = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
+    let mut tansu = Command::new(tansu_path(root))
+        .args([
+            "broker",
+            "--storage-engine",
+            "memory://tansu/",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log_file)
+        .spawn()
+        .map_err(|e| format!("cannot start Tansu: {e}"))?;
+    if let Err(e) = wait_for_port(port, &mut tansu, "Tansu") {
+        let _ = tansu.kill();
+        let _ = tansu.wait();
+        return Err(format!("{e} (log: {})", log.display()));
+    }
+    Ok((tansu, port))
+}
+
 /// The brokers started for a test run; dropping it stops them.
 pub struct RunningBrokers {
     tansu: Child,
@@ -160,30 +189,9 @@ impl Drop for RunningBrokers {
 pub fn start(root: &Path) -> Result<RunningBrokers, String> {
     install(root)?;
     eprintln!("\n==> start brokers");
-    let port = free_port()?;
-    let url = format!("tcp://127.0.0.1:{port}");
     let logs = root.join("target/broker-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
-    let tansu_log = std::fs::File::create(logs.join("tansu.log")).map_err(|e| e.to_string())?;
-    let mut tansu = Command::new(tansu_path(root))
-        .args([
-            "broker",
-            "--storage-engine",
-            "memory://tansu/",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(tansu_log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(tansu_log)
-        .spawn()
-        .map_err(|e| format!("cannot start Tansu: {e}"))?;
-    if let Err(e) = wait_for_port(port, &mut tansu, "Tansu") {
-        let _ = tansu.kill();
-        return Err(format!("{e} (log: {})", logs.join("tansu.log").display()));
-    }
+    let (mut tansu, port) = start_tansu(root, &logs.join("tansu.log"))?;
     eprintln!("    tansu listening on 127.0.0.1:{port}");
 
     let mock_log = std::fs::File::create(logs.join("rdkafka-mock.log")).map_err(|e| e.to_string())?;

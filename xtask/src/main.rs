@@ -6,10 +6,13 @@
 //!   benchmarks built, and a short fuzzing run.
 //! - `fuzz [TARGET] [--seconds N]`: run the fuzz targets.
 //! - `brokers`: install the third-party brokers the tests run against.
+//! - `bench produce [...]`: produce throughput of klife, librdkafka and rskafka against
+//!   the same broker, in the same run.
 
 // A binary: `pub` marks what modules share, nothing is exported.
 #![allow(clippy::print_stdout, unreachable_pub)]
 
+mod bench;
 mod brokers;
 mod codegen;
 mod fuzz;
@@ -29,6 +32,9 @@ tasks:
   fuzz [TARGET] [--seconds N]         run one fuzz target (or all) for N seconds each
   brokers                             install the brokers the tests use: Tansu (pinned,
                                       checksum-verified) and the librdkafka mock cluster program
+  bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
+                                      produce throughput, CPU and memory of klife, librdkafka
+                                      and rskafka on one Tansu broker (see docs/benchmarks.md)
 ";
 
 /// The workspace root (the parent of `xtask/`).
@@ -67,6 +73,7 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "fuzz" => fuzz::run_cli(&root, rest),
         "brokers" => brokers::install(&root),
+        "bench" => bench::run_cli(&root, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

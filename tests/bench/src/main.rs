@@ -1,0 +1,96 @@
+//! `klife-bench`: benchmark tooling, never shipped. Each produce subcommand sends records
+//! of incompressible bytes to a real broker and prints one JSON line with its throughput,
+//! CPU time and peak memory, in the format of `klife-rdkafka-mock bench-produce`, so that
+//! `cargo xtask bench produce` can put klife, librdkafka and rskafka side by side.
+//!
+//! - `create-topic`: creates a topic through klife's admin API.
+//! - `klife-produce`: klife's ordinary per-record API (`Producer::produce_async`).
+//! - `rskafka-produce`: rskafka's leanest API (`PartitionClient::produce` with
+//!   application-built batches, several requests in flight per partition).
+//!
+//! See `README.md` beside this crate.
+
+mod klife_produce;
+mod opts;
+mod report;
+mod rskafka_produce;
+
+use std::process::ExitCode;
+
+use opts::Opts;
+
+const USAGE: &str = "\
+usage:
+  klife-bench create-topic --bootstrap HOST:PORT --topic T --partitions P
+  klife-bench klife-produce --bootstrap HOST:PORT --topic T --count N --value-size S
+        [--linger-ms 5] [--acks all|leader|none] [--idempotence true|false] [--batch-size BYTES] [--buffer-mib M]
+        [--workers W]
+  klife-bench rskafka-produce --bootstrap HOST:PORT --topic T --partitions P --count N --value-size S
+        [--batch RECORDS] [--in-flight K] [--workers W]
+";
+
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the tokio runtime: {e}"))
+}
+
+/// Worker threads of the runtime: `--workers`, else one per CPU.
+fn workers(opts: &mut Opts) -> Result<usize, String> {
+    let default = std::thread::available_parallelism().map_or(2, usize::from);
+    let n = opts.opt_parse("workers")?.unwrap_or(default);
+    if n == 0 { Err("--workers must be at least 1".into()) } else { Ok(n) }
+}
+
+fn create_topic(mut opts: Opts) -> Result<(), String> {
+    let bootstrap = opts.req("bootstrap")?;
+    let topic = opts.req("topic")?;
+    let partitions: i32 = opts.req_parse("partitions")?;
+    opts.finish()?;
+    runtime(1)?.block_on(async {
+        let client = klife::Client::builder()
+            .bootstrap_servers([bootstrap])
+            .build()
+            .await
+            .map_err(|e| format!("cannot connect: {e}"))?;
+        client.create_topic(&topic, partitions).await.map_err(|e| format!("cannot create topic {topic}: {e}"))
+    })
+}
+
+fn run(args: &[String]) -> Result<(), String> {
+    let Some((command, rest)) = args.split_first() else { return Err(USAGE.to_owned()) };
+    let mut opts = Opts::parse(rest)?;
+    match command.as_str() {
+        "create-topic" => create_topic(opts),
+        "klife-produce" => {
+            let workers = workers(&mut opts)?;
+            let settings = klife_produce::Settings::from_opts(opts)?;
+            let report = runtime(workers)?.block_on(klife_produce::run(settings))?;
+            report.print()
+        }
+        "rskafka-produce" => {
+            let workers = workers(&mut opts)?;
+            let settings = rskafka_produce::Settings::from_opts(opts)?;
+            let report = runtime(workers)?.block_on(rskafka_produce::run(settings))?;
+            report.print()
+        }
+        "help" | "--help" | "-h" => {
+            eprint!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("klife-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

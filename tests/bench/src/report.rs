@@ -1,0 +1,97 @@
+//! The one JSON line each produce subcommand prints, and the value generator.
+
+#![allow(unsafe_code)]
+
+use std::io::Write;
+use std::time::Duration;
+
+/// What one run measured.
+pub(crate) struct Report {
+    pub(crate) client: &'static str,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed: Duration,
+}
+
+/// CPU time and peak memory of this process so far.
+struct Usage {
+    user_s: f64,
+    sys_s: f64,
+    max_rss_kb: i64,
+}
+
+fn usage() -> Result<Usage, String> {
+    // SAFETY: getrusage only writes into the zero-initialised struct it is given.
+    let ru = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        if libc::getrusage(libc::RUSAGE_SELF, &mut ru) != 0 {
+            return Err(format!("getrusage: {}", std::io::Error::last_os_error()));
+        }
+        ru
+    };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok(Usage { user_s: secs(ru.ru_utime), sys_s: secs(ru.ru_stime), max_rss_kb: ru.ru_maxrss })
+}
+
+impl Report {
+    /// Prints the line, with the CPU time and peak RSS of the whole process.
+    pub(crate) fn print(&self) -> Result<(), String> {
+        let u = usage()?;
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            r#"{{"client":"{}","records":{},"bytes":{},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}}}"#,
+            self.client,
+            self.records,
+            self.bytes,
+            self.elapsed.as_secs_f64(),
+            u.user_s,
+            u.sys_s,
+            u.max_rss_kb
+        )
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("stdout: {e}"))
+    }
+}
+
+/// xorshift64: incompressible bytes, cheap to make (the generator librdkafka's side uses).
+pub(crate) struct XorShift(pub(crate) u64);
+
+impl XorShift {
+    pub(crate) fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        }
+    }
+
+    /// A fresh value of `size` bytes.
+    pub(crate) fn value(&mut self, size: usize) -> Vec<u8> {
+        let mut v = vec![0u8; size];
+        self.fill(&mut v);
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_fresh_and_sized() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        let a = rng.value(13);
+        let b = rng.value(13);
+        assert_eq!(a.len(), 13);
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn usage_reads() {
+        assert!(usage().expect("getrusage").max_rss_kb > 0);
+    }
+}

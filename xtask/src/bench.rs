@@ -1,0 +1,484 @@
+//! `cargo xtask bench produce`: klife, librdkafka and rskafka producing to the same
+//! broker (Tansu, in-memory storage) in the same run, each as its own process, and a
+//! table of the medians over the rounds.
+//!
+//! Every run gets a freshly started Tansu (its memory storage never shrinks) and a new
+//! topic; the clients' order rotates from round to round. The client processes print one
+//! JSON line each (records, bytes, elapsed_s, cpu_user_s, cpu_sys_s, max_rss_kb); the
+//! broker's CPU time is read from `/proc` before it is stopped. Every run's line is also
+//! appended to `target/bench/produce.jsonl`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::brokers;
+use crate::test::run_step;
+
+pub const USAGE: &str = "usage: cargo xtask bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
+                                  [--clients klife,librdkafka,rskafka] [--rskafka-batch B]
+                                  [--rskafka-in-flight K] [--klife-workers W]
+
+  defaults: 2000000 records of 100 bytes, 6 partitions, 3 rounds, every client, rskafka
+  batches of about 1 MB of values with 4 produce calls in flight per partition;
+  klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it);
+  for 1 KB records: --value-size 1000 --records 500000
+";
+
+/// The clients compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Client {
+    Klife,
+    Librdkafka,
+    Rskafka,
+}
+
+const CLIENTS: [Client; 3] = [Client::Klife, Client::Librdkafka, Client::Rskafka];
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Klife => "klife",
+            Client::Librdkafka => "librdkafka",
+            Client::Rskafka => "rskafka",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Client, String> {
+        CLIENTS.into_iter().find(|c| c.name() == s).ok_or_else(|| format!("unknown client {s:?}"))
+    }
+}
+
+struct Options {
+    records: u64,
+    value_size: usize,
+    partitions: i32,
+    rounds: usize,
+    clients: Vec<Client>,
+    /// Records per rskafka produce call; `None`: about 1 MB of values.
+    rskafka_batch: Option<u64>,
+    rskafka_in_flight: usize,
+    /// Worker threads of klife's tokio runtime; `None`: one per CPU (tokio's default).
+    klife_workers: Option<usize>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut o = Options {
+            records: 2_000_000,
+            value_size: 100,
+            partitions: 6,
+            rounds: 3,
+            clients: CLIENTS.to_vec(),
+            rskafka_batch: None,
+            rskafka_in_flight: 4,
+            klife_workers: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let mut value = || it.next().ok_or_else(|| format!("{a} needs a value\n\n{USAGE}"));
+            fn num<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
+                v.parse().map_err(|_| format!("{flag} {v:?}: not a number"))
+            }
+            match a.as_str() {
+                "--records" => o.records = num(a, value()?)?,
+                "--value-size" => o.value_size = num(a, value()?)?,
+                "--partitions" => o.partitions = num(a, value()?)?,
+                "--rounds" => o.rounds = num(a, value()?)?,
+                "--rskafka-batch" => o.rskafka_batch = Some(num(a, value()?)?),
+                "--rskafka-in-flight" => o.rskafka_in_flight = num(a, value()?)?,
+                "--klife-workers" => o.klife_workers = Some(num(a, value()?)?),
+                "--clients" => o.clients = value()?.split(',').map(Client::parse).collect::<Result<_, _>>()?,
+                other => return Err(format!("bench produce: unknown argument {other:?}\n\n{USAGE}")),
+            }
+        }
+        if o.records == 0 || o.value_size == 0 || o.partitions < 1 || o.rounds == 0 || o.clients.is_empty() {
+            return Err(format!("records, value size, partitions, rounds and clients must not be zero\n\n{USAGE}"));
+        }
+        Ok(o)
+    }
+
+    /// Records per rskafka produce call: `--rskafka-batch`, else about 1 MB of values
+    /// (10,000 records of 100 B), where rskafka ran fastest on Tansu.
+    fn rskafka_batch(&self) -> u64 {
+        self.rskafka_batch.unwrap_or_else(|| (1_000_000 / self.value_size as u64).max(1))
+    }
+}
+
+/// `cargo xtask bench ...`.
+pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
+    match args.split_first() {
+        Some((what, rest)) if what == "produce" => produce(root, &Options::parse(rest)?),
+        _ => Err(USAGE.to_owned()),
+    }
+}
+
+/// A Tansu broker started for one run; dropping it stops it.
+struct Tansu {
+    child: Child,
+    port: u16,
+}
+
+impl Tansu {
+    fn start(root: &Path, log: &Path) -> Result<Tansu, String> {
+        let (child, port) = brokers::start_tansu(root, log)?;
+        Ok(Tansu { child, port })
+    }
+
+    fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// User plus system CPU seconds the broker has used, from `/proc/PID/stat`.
+    fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may contain spaces) start at field 3.
+        let rest = &stat[stat.rfind(')')? + 1..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let utime: f64 = fields.get(11)?.parse().ok()?;
+        let stime: f64 = fields.get(12)?.parse().ok()?;
+        Some((utime + stime) / ticks_per_second)
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What one client run measured.
+struct Run {
+    client: Client,
+    records: u64,
+    bytes: u64,
+    elapsed_s: f64,
+    cpu_s: f64,
+    max_rss_kb: f64,
+    broker_cpu_s: Option<f64>,
+}
+
+impl Run {
+    fn records_per_s(&self) -> f64 {
+        self.records as f64 / self.elapsed_s
+    }
+    fn mb_per_s(&self) -> f64 {
+        self.bytes as f64 / self.elapsed_s / 1e6
+    }
+    fn cpu_us_per_record(&self) -> f64 {
+        self.cpu_s * 1e6 / self.records as f64
+    }
+    fn broker_us_per_record(&self) -> Option<f64> {
+        self.broker_cpu_s.map(|c| c * 1e6 / self.records as f64)
+    }
+}
+
+fn parse_report(client: Client, line: &str) -> Result<Run, String> {
+    let v: Value =
+        serde_json::from_str(line.trim()).map_err(|e| format!("{}: bad report {line:?}: {e}", client.name()))?;
+    let num = |k: &str| {
+        v.get(k).and_then(Value::as_f64).ok_or_else(|| format!("{}: report lacks {k}: {line}", client.name()))
+    };
+    Ok(Run {
+        client,
+        records: num("records")? as u64,
+        bytes: num("bytes")? as u64,
+        elapsed_s: num("elapsed_s")?,
+        cpu_s: num("cpu_user_s")? + num("cpu_sys_s")?,
+        max_rss_kb: num("max_rss_kb")?,
+        broker_cpu_s: None,
+    })
+}
+
+fn ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+fn cpu_model() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cpus = std::thread::available_parallelism().map_or(0, usize::from);
+    format!("{model}, {cpus} CPUs")
+}
+
+/// Runs `cmd`, failing if it takes longer than `limit`; returns its stdout.
+fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Result<String, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("{what}: cannot start: {e}"))?;
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("{what}: {e}"))? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("{what}: still running after {}s, stopped", limit.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    if let Some(mut stdout) = child.stdout.take() {
+        std::io::Read::read_to_string(&mut stdout, &mut out).map_err(|e| format!("{what}: stdout: {e}"))?;
+    }
+    if !status.success() {
+        return Err(format!("{what} failed ({status})"));
+    }
+    Ok(out)
+}
+
+fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, topic: &str) -> Command {
+    let release = root.join("target/release");
+    let (count, size, partitions) = (o.records.to_string(), o.value_size.to_string(), o.partitions.to_string());
+    let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count, "--value-size", &size];
+    let mut cmd;
+    match client {
+        Client::Klife => {
+            cmd = Command::new(release.join("klife-bench"));
+            cmd.arg("klife-produce").args(common).args(["--linger-ms", "5", "--acks", "all"]);
+            if let Some(w) = o.klife_workers {
+                cmd.args(["--workers", &w.to_string()]);
+            }
+        }
+        Client::Librdkafka => {
+            cmd = Command::new(release.join("klife-rdkafka-mock"));
+            cmd.arg("bench-produce").args(common).args([
+                "--linger-ms",
+                "5",
+                "--acks",
+                "all",
+                "--set",
+                "enable.idempotence=true",
+            ]);
+        }
+        Client::Rskafka => {
+            cmd = Command::new(release.join("klife-bench"));
+            cmd.arg("rskafka-produce").args(common).args(["--partitions", &partitions]).args([
+                "--batch",
+                &o.rskafka_batch().to_string(),
+                "--in-flight",
+                &o.rskafka_in_flight.to_string(),
+            ]);
+        }
+    }
+    cmd
+}
+
+/// One client run on a fresh broker and topic.
+fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) -> Result<Run, String> {
+    let logs = root.join("target/bench");
+    let tansu = Tansu::start(root, &logs.join(format!("tansu-{}.log", client.name())))?;
+    let bootstrap = tansu.bootstrap();
+    let topic = format!("bench-{}-{round}", client.name());
+    let mut create = Command::new(root.join("target/release/klife-bench"));
+    create.args([
+        "create-topic",
+        "--bootstrap",
+        &bootstrap,
+        "--topic",
+        &topic,
+        "--partitions",
+        &o.partitions.to_string(),
+    ]);
+    run_limited(&mut create, Duration::from_secs(60), "create-topic")?;
+    let mut cmd = client_command(root, o, client, &bootstrap, &topic);
+    let out = run_limited(&mut cmd, Duration::from_secs(600), client.name())?;
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| format!("{}: printed no report (stdout: {out:?})", client.name()))?;
+    let mut run = parse_report(client, line)?;
+    run.broker_cpu_s = tansu.cpu_seconds(ticks);
+    if run.records != o.records {
+        return Err(format!("{}: {} records reported, {} asked for", client.name(), run.records, o.records));
+    }
+    let mut jsonl = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(logs.join("produce.jsonl"))
+        .map_err(|e| format!("target/bench/produce.jsonl: {e}"))?;
+    let _ = writeln!(
+        jsonl,
+        r#"{{"client":"{}","round":{round},"partitions":{},"value_size":{},"report":{},"broker_cpu_s":{}}}"#,
+        client.name(),
+        o.partitions,
+        o.value_size,
+        line.trim(),
+        run.broker_cpu_s.map_or("null".to_owned(), |c| format!("{c:.2}")),
+    );
+    Ok(run)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    let n = xs.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => xs[n / 2],
+        _ => (xs[n / 2 - 1] + xs[n / 2]) / 2.0,
+    }
+}
+
+/// Medians over the rounds of one client.
+struct Summary {
+    client: Client,
+    records_per_s: f64,
+    mb_per_s: f64,
+    cpu_us: f64,
+    rss_mib: f64,
+    broker_us: Option<f64>,
+}
+
+fn summarise(client: Client, runs: &[Run]) -> Option<Summary> {
+    let mine: Vec<&Run> = runs.iter().filter(|r| r.client == client).collect();
+    if mine.is_empty() {
+        return None;
+    }
+    let m = |f: &dyn Fn(&Run) -> f64| median(mine.iter().map(|r| f(r)).collect());
+    let broker: Vec<f64> = mine.iter().filter_map(|r| r.broker_us_per_record()).collect();
+    Some(Summary {
+        client,
+        records_per_s: m(&Run::records_per_s),
+        mb_per_s: m(&Run::mb_per_s),
+        cpu_us: m(&Run::cpu_us_per_record),
+        rss_mib: m(&|r| r.max_rss_kb / 1024.0),
+        broker_us: (!broker.is_empty()).then(|| median(broker)),
+    })
+}
+
+fn table(o: &Options, runs: &[Run]) -> String {
+    let sums: Vec<Summary> = CLIENTS.into_iter().filter_map(|c| summarise(c, runs)).collect();
+    let mut t = format!(
+        "{} records x {} B, {} partitions, {} round(s), medians; Tansu (memory storage) on the same machine; \
+         rskafka: {} records per produce call, {} calls in flight per partition\n\n",
+        o.records,
+        o.value_size,
+        o.partitions,
+        o.rounds,
+        o.rskafka_batch(),
+        o.rskafka_in_flight
+    );
+    t.push_str("| client | records/s | MB/s | client CPU µs/record | peak RSS (MiB) | broker CPU µs/record |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|\n");
+    for s in &sums {
+        t.push_str(&format!(
+            "| {} | {:.0} | {:.1} | {:.3} | {:.0} | {} |\n",
+            s.client.name(),
+            s.records_per_s,
+            s.mb_per_s,
+            s.cpu_us,
+            s.rss_mib,
+            s.broker_us.map_or("-".to_owned(), |b| format!("{b:.2}")),
+        ));
+    }
+    let klife = sums.iter().find(|s| s.client == Client::Klife);
+    for other in sums.iter().filter(|s| s.client != Client::Klife) {
+        if let Some(k) = klife {
+            t.push_str(&format!(
+                "\nklife / {}: throughput {:.2}x, CPU per record {:.2}x, peak RSS {:.2}x",
+                other.client.name(),
+                k.records_per_s / other.records_per_s,
+                k.cpu_us / other.cpu_us,
+                k.rss_mib / other.rss_mib,
+            ));
+        }
+    }
+    t.push('\n');
+    t
+}
+
+fn produce(root: &Path, o: &Options) -> Result<(), String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(&cargo);
+    build.args(["build", "--release", "--locked", "-p", "klife-bench", "-p", "klife-rdkafka-mock"]);
+    run_step(root, "build klife-bench and klife-rdkafka-mock (release)", &mut build)?;
+    eprintln!("\n==> install Tansu");
+    brokers::install_tansu(root)?;
+    let logs: PathBuf = root.join("target/bench");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let ticks = ticks_per_second();
+    eprintln!(
+        "\n==> bench produce: {} records x {} B, {} partitions, {} round(s) on {}",
+        o.records,
+        o.value_size,
+        o.partitions,
+        o.rounds,
+        cpu_model()
+    );
+    let mut runs = Vec::new();
+    for round in 0..o.rounds {
+        let k = round % o.clients.len();
+        let order: Vec<Client> = o.clients[k..].iter().chain(&o.clients[..k]).copied().collect();
+        for client in order {
+            let run = run_once(root, o, client, round, ticks)?;
+            eprintln!(
+                "    round {} {:>10}: {:>9.0} records/s {:>7.1} MB/s {:>6.3} µs CPU/record {:>5.0} MiB RSS, broker {} µs/record",
+                round + 1,
+                client.name(),
+                run.records_per_s(),
+                run.mb_per_s(),
+                run.cpu_us_per_record(),
+                run.max_rss_kb / 1024.0,
+                run.broker_us_per_record().map_or("-".to_owned(), |b| format!("{b:.2}")),
+            );
+            runs.push(run);
+        }
+    }
+    println!("\n{}", table(o, &runs));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(Vec::new()).is_nan());
+    }
+
+    #[test]
+    fn options() {
+        let args: Vec<String> =
+            ["--records", "10", "--clients", "klife,rskafka"].iter().map(|s| s.to_string()).collect();
+        let o = Options::parse(&args).expect("parse");
+        assert_eq!(o.records, 10);
+        assert_eq!(o.clients, vec![Client::Klife, Client::Rskafka]);
+        assert_eq!(o.partitions, 6);
+        assert!(Options::parse(&["--rounds".to_owned(), "0".to_owned()]).is_err());
+        assert!(Options::parse(&["--bogus".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn reports_parse() {
+        let line = r#"{"records":20000,"bytes":4000000,"elapsed_s":0.5,"cpu_user_s":0.03,"cpu_sys_s":0.01,"max_rss_kb":12420}"#;
+        let r = parse_report(Client::Librdkafka, line).expect("parse");
+        assert_eq!(r.records, 20000);
+        assert!((r.cpu_us_per_record() - 2.0).abs() < 1e-9);
+        assert!((r.records_per_s() - 40000.0).abs() < 1e-9);
+        assert!(parse_report(Client::Klife, "{}").is_err());
+    }
+}
