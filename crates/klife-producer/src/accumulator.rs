@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use klife_protocol::Compression;
-use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, RecordBatchWriter};
+use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, RecordBatchWriter, encoded_record_size};
 
 /// A topic and partition. Cheap to clone: the topic is shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -248,7 +248,8 @@ impl<T> Accumulator<T> {
         let config = &self.config;
         // What the record costs in an open batch, or alone in a new one.
         let in_open = queue.open.as_ref().map(|b| b.writer.next_record_size(timestamp, key, value, headers));
-        let alone = RecordBatchWriter::new(BatchOptions::default()).next_record_size(timestamp, key, value, headers);
+        // Alone in a new batch: offset delta 0, timestamp delta 0.
+        let alone = encoded_record_size(0, 0, key, value, headers);
         if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
             return Err(AppendError::RecordTooLarge {
                 size: BATCH_HEADER_SIZE + alone,

@@ -56,6 +56,8 @@ struct State {
     in_flight: HashSet<TopicPartition>,
     /// Produce requests in flight per broker.
     requests: HashMap<i32, usize>,
+    /// Shared topic names, so that records do not each allocate theirs.
+    topic_names: HashMap<String, Arc<str>>,
     /// Next sequence per partition (idempotence).
     sequences: HashMap<TopicPartition, i32>,
     /// Producer id and epoch (idempotence).
@@ -244,28 +246,36 @@ impl Producer {
     }
 
     async fn enqueue(&self, record: ProducerRecord, wait: bool) -> Result<DeliveryFuture, ProduceError> {
-        if self.inner.lock().closed {
-            return Err(ProduceError::Closed);
-        }
         let (partition, partitions) = self.partition_of(&record).await?;
-        let tp = TopicPartition::new(record.topic.as_str(), partition);
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
         let (tx, rx) = oneshot::channel();
         let mut pending = Pending { tx, timestamp };
-        let deadline = Instant::now() + self.inner.config.delivery_timeout;
+        let mut deadline: Option<Instant> = None;
         loop {
             let progressed = self.inner.progress.notified();
             {
-                let mut state = self.inner.lock();
+                let mut guard = self.inner.lock();
+                let state = &mut *guard;
                 if state.closed {
                     return Err(ProduceError::Closed);
                 }
+                // One shared name per topic: no allocation per record.
+                let topic = match state.topic_names.get(record.topic.as_str()) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t: Arc<str> = record.topic.as_str().into();
+                        state.topic_names.insert(record.topic.clone(), t.clone());
+                        t
+                    }
+                };
+                let tp = TopicPartition { topic, partition };
                 let acc = state.acc.as_mut().ok_or(ProduceError::Closed)?;
                 let key = record.key.as_deref();
                 let value = record.value.as_deref();
-                match acc.append(&tp, timestamp, key, value, &record.headers, pending, Instant::now()) {
+                let now = Instant::now();
+                match acc.append(&tp, timestamp, key, value, &record.headers, pending, now) {
                     Ok(appended) => {
-                        drop(state);
+                        drop(guard);
                         if appended.new_batch {
                             self.inner.config.partitioner.on_new_batch(&record.topic, partitions, partition);
                         }
@@ -275,7 +285,8 @@ impl Producer {
                         return Ok(DeliveryFuture { rx });
                     }
                     Err(AppendError::BufferFull { token, limit, .. }) => {
-                        if !wait || Instant::now() >= deadline {
+                        let until = *deadline.get_or_insert(now + self.inner.config.delivery_timeout);
+                        if !wait || now >= until {
                             return Err(ProduceError::BufferFull { limit });
                         }
                         pending = token;
@@ -286,7 +297,9 @@ impl Producer {
                     Err(AppendError::Encode { reason, .. }) => return Err(ProduceError::Encode(reason)),
                 }
             }
-            let _ = tokio::time::timeout_at(deadline.into(), progressed).await;
+            if let Some(until) = deadline {
+                let _ = tokio::time::timeout_at(until.into(), progressed).await;
+            }
         }
     }
 
@@ -421,25 +434,42 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
         }
         let flight = match state.retries.remove(&tp) {
             Some(f) => Some(f),
-            None => match acc.drain(&tp, None) {
-                None => None,
-                Some(Err(e)) => {
-                    acc.release(e.batch.reserved);
-                    fail(e.batch, &ProduceError::Encode(e.reason));
-                    None
+            None => {
+                // A new batch is stamped as it is finished: one CRC pass, no copy.
+                let stamp = match (state.producer, acc.next_batch_len(&tp)) {
+                    (Some((id, epoch)), Some(len)) => {
+                        let seq = state.sequences.entry(tp.clone()).or_insert(0);
+                        let stamp = ProducerStamp {
+                            producer_id: id,
+                            producer_epoch: epoch,
+                            base_sequence: *seq,
+                            transactional: inner.transactional,
+                        };
+                        *seq = seq.wrapping_add(len as i32) & i32::MAX;
+                        Some(stamp)
+                    }
+                    _ => None,
+                };
+                match acc.drain(&tp, stamp) {
+                    None => None,
+                    Some(Err(e)) => {
+                        acc.release(e.batch.reserved);
+                        fail(e.batch, &ProduceError::Encode(e.reason));
+                        None
+                    }
+                    Some(Ok(batch)) => {
+                        let record_count = batch.tokens.len() as i32;
+                        Some(Flight {
+                            batch,
+                            stamp,
+                            record_count,
+                            retry_at: None,
+                            last_error: None,
+                            maybe_written: false,
+                        })
+                    }
                 }
-                Some(Ok(batch)) => {
-                    let record_count = batch.tokens.len() as i32;
-                    Some(Flight {
-                        batch,
-                        stamp: None,
-                        record_count,
-                        retry_at: None,
-                        last_error: None,
-                        maybe_written: false,
-                    })
-                }
-            },
+            }
         };
         let Some(mut flight) = flight else { continue };
         // Expired: fail it rather than send it.
@@ -607,6 +637,7 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
         let _ = inner.cluster.refresh_metadata().await;
     }
     let now = Instant::now();
+    let mut written = Vec::new();
     {
         let mut state = inner.lock();
         let state = &mut *state;
@@ -621,16 +652,8 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
                     if let Some(acc) = state.acc.as_mut() {
                         acc.release(f.batch.reserved);
                     }
-                    for (i, p) in f.batch.tokens.into_iter().enumerate() {
-                        let offset = if base >= 0 { base + i as i64 } else { -1 };
-                        let timestamp = if append_time >= 0 { append_time } else { p.timestamp };
-                        let _ = p.tx.send(Ok(RecordMetadata {
-                            topic: tp.topic.to_string(),
-                            partition: tp.partition,
-                            offset,
-                            timestamp,
-                        }));
-                    }
+                    // Told after the lock is released: producers need it meanwhile.
+                    written.push((tp, f.batch.tokens, base, append_time));
                 }
                 Settled::Failed { code, message, retriable: true }
                     if now.duration_since(f.batch.created) < config.delivery_timeout =>
@@ -664,4 +687,12 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
     }
     inner.progress.notify_waiters();
     inner.wake.notify_one();
+    for (tp, tokens, base, append_time) in written {
+        for (i, p) in tokens.into_iter().enumerate() {
+            let offset = if base >= 0 { base + i as i64 } else { -1 };
+            let timestamp = if append_time >= 0 { append_time } else { p.timestamp };
+            let _ =
+                p.tx.send(Ok(RecordMetadata { topic: tp.topic.clone(), partition: tp.partition, offset, timestamp }));
+        }
+    }
 }
