@@ -117,6 +117,19 @@ impl Future for DeliveryFuture {
     }
 }
 
+/// Awaits each queued record's outcome, in order; records refused before queueing keep
+/// their error.
+pub(crate) async fn outcomes_in_order(queued: Vec<Result<DeliveryFuture, ProduceError>>) -> Vec<Outcome> {
+    let mut out = Vec::with_capacity(queued.len());
+    for q in queued {
+        out.push(match q {
+            Ok(f) => f.await,
+            Err(e) => Err(e),
+        });
+    }
+    out
+}
+
 /// Turns the per-record results of a batch into one result: every record's metadata,
 /// or the first error (Klife's `verify_batch`).
 pub fn verify_batch(results: Vec<Outcome>) -> Result<Vec<RecordMetadata>, ProduceError> {
@@ -206,15 +219,7 @@ impl Producer {
     /// Produces records and returns each one's outcome, in input order. Order is kept
     /// per partition; a failure of one batch does not affect the others.
     pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Outcome> {
-        let futures = self.produce_batch_async(records).await;
-        let mut out = Vec::with_capacity(futures.len());
-        for f in futures {
-            out.push(match f {
-                Ok(f) => f.await,
-                Err(e) => Err(e),
-            });
-        }
-        out
+        outcomes_in_order(self.produce_batch_async(records).await).await
     }
 
     /// The record's partition, and the topic's partition count.

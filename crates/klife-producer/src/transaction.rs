@@ -190,18 +190,11 @@ impl TransactionalProducer {
 
     /// Produces records in the open transaction; one result per record, in order.
     pub async fn produce_batch(&self, records: Vec<ProducerRecord>) -> Vec<Result<RecordMetadata, ProduceError>> {
-        let mut futures = Vec::with_capacity(records.len());
+        let mut queued = Vec::with_capacity(records.len());
         for r in records {
-            futures.push(self.produce_async(r).await);
+            queued.push(self.produce_async(r).await);
         }
-        let mut out = Vec::with_capacity(futures.len());
-        for f in futures {
-            out.push(match f {
-                Ok(f) => f.await,
-                Err(e) => Err(e),
-            });
-        }
-        out
+        crate::producer::outcomes_in_order(queued).await
     }
 
     async fn add_partition(&self, topic: &str, partition: i32) -> Result<(), ProduceError> {
