@@ -1,0 +1,279 @@
+//! [`Consumer`]: a standalone consumer over a fetcher, for partitions the caller
+//! assigns (no group): it keeps fetching each partition from where the last answer
+//! ended, a bounded number of answers ahead of the caller.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::config::FetchOptions;
+use crate::error::FetchError;
+use crate::fetcher::Fetcher;
+use crate::offsets::OffsetSpec;
+use crate::record::{Fetched, TopicPartitionOffset};
+use crate::stream::FetchResult;
+
+/// Where a partition's consumption starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartOffset {
+    /// The first offset still in the log.
+    Earliest,
+    /// The end of the log: only records written from now on.
+    Latest,
+    /// This offset.
+    Offset(i64),
+    /// The first record at or after this timestamp (milliseconds since the epoch);
+    /// the end of the log when there is none.
+    Timestamp(i64),
+}
+
+/// What to do when a partition's position is out of range (its records were deleted
+/// by retention, or the log was truncated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OffsetReset {
+    /// Go on from the first offset still in the log (the default).
+    #[default]
+    Earliest,
+    /// Go on from the end of the log.
+    Latest,
+    /// Stop the partition and report [`FetchError::OffsetOutOfRange`];
+    /// [`Consumer::seek`] resumes it.
+    Error,
+}
+
+#[derive(Debug)]
+struct Partition {
+    /// The offset the next fetch starts at.
+    position: i64,
+    /// The offset of the fetch in flight.
+    in_flight: Option<i64>,
+    /// Answers handed over to `ready` and not yet taken by the caller.
+    buffered: usize,
+    /// Stopped by an error that retrying does not cure.
+    stopped: bool,
+}
+
+/// A consumer of explicitly assigned partitions.
+///
+/// [`next`](Self::next) returns the next non-empty answer of any partition. Each
+/// partition has at most one fetch in flight and at most `prefetch + 1` answers
+/// waiting for the caller, so memory is bounded by about
+/// `partitions × (prefetch + 2) × partition_max_bytes`. Answers of one partition come
+/// in offset order, without gaps or repeats.
+///
+/// Errors: a retriable one (a timeout after the fetcher's own retries) is returned
+/// and the partition is fetched again; any other stops the partition until
+/// [`seek`](Self::seek), except an out-of-range position, which is handled by the
+/// [`OffsetReset`] policy.
+#[derive(Debug)]
+pub struct Consumer {
+    fetcher: Fetcher,
+    options: FetchOptions,
+    reset: OffsetReset,
+    prefetch: usize,
+    tx: mpsc::UnboundedSender<FetchResult>,
+    rx: mpsc::UnboundedReceiver<FetchResult>,
+    partitions: HashMap<(Arc<str>, i32), Partition>,
+    ready: VecDeque<Result<Fetched, FetchError>>,
+}
+
+impl Consumer {
+    /// A consumer with no partitions yet, fetching with `options`.
+    pub fn new(fetcher: Fetcher, options: FetchOptions) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Consumer {
+            fetcher,
+            options,
+            reset: OffsetReset::default(),
+            prefetch: 1,
+            tx,
+            rx,
+            partitions: HashMap::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// Sets what to do with an out-of-range position (default: earliest).
+    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+        self.reset = reset;
+        self
+    }
+
+    /// Sets how many answers per partition may wait for the caller beyond the one
+    /// being handed over (default 1; 0 fetches only when the caller has taken the
+    /// previous answer).
+    pub fn prefetch(mut self, answers: usize) -> Self {
+        self.prefetch = answers;
+        self
+    }
+
+    /// Adds partitions, each starting where `start` says (looked up now), and starts
+    /// fetching them. A partition already assigned moves to the new position.
+    pub async fn assign<S: AsRef<str>>(&mut self, partitions: &[(S, i32, StartOffset)]) -> Result<(), FetchError> {
+        let mut lookups: Vec<(&str, i32, OffsetSpec)> = Vec::new();
+        for (t, p, start) in partitions {
+            match start {
+                StartOffset::Earliest => lookups.push((t.as_ref(), *p, OffsetSpec::Earliest)),
+                StartOffset::Latest => lookups.push((t.as_ref(), *p, OffsetSpec::Latest)),
+                StartOffset::Timestamp(ts) => lookups.push((t.as_ref(), *p, OffsetSpec::Timestamp(*ts))),
+                StartOffset::Offset(_) => {}
+            }
+        }
+        let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
+        let mut found = self.fetcher.list_offsets(&lookups, isolation).await.into_iter();
+        let mut positions = Vec::with_capacity(partitions.len());
+        for (t, p, start) in partitions {
+            let offset = match start {
+                StartOffset::Offset(o) => *o,
+                _ => {
+                    let listed =
+                        found.next().unwrap_or_else(|| Err(FetchError::InvalidArgument("no answer".into())))?;
+                    if listed.offset >= 0 {
+                        listed.offset
+                    } else {
+                        // No record at or after the timestamp: the end of the log.
+                        self.lookup(t.as_ref(), *p, OffsetSpec::Latest).await?
+                    }
+                }
+            };
+            positions.push((Arc::<str>::from(t.as_ref()), *p, offset));
+        }
+        for (t, p, offset) in positions {
+            self.seek_arc(t, p, offset);
+        }
+        Ok(())
+    }
+
+    /// Stops consuming these partitions; answers of theirs already waiting are
+    /// dropped.
+    pub fn unassign<S: AsRef<str>>(&mut self, partitions: &[(S, i32)]) {
+        for (t, p) in partitions {
+            self.partitions.remove(&(Arc::<str>::from(t.as_ref()), *p));
+        }
+        let assigned = &self.partitions;
+        self.ready.retain(|r| match r {
+            Ok(f) => assigned.contains_key(&(f.topic.clone(), f.partition)),
+            Err(_) => true,
+        });
+    }
+
+    /// Moves a partition to `offset` (assigning it if needed): answers of its old
+    /// position already waiting are dropped, and a stopped partition resumes.
+    pub fn seek(&mut self, topic: &str, partition: i32, offset: i64) {
+        self.seek_arc(Arc::from(topic), partition, offset);
+    }
+
+    fn seek_arc(&mut self, topic: Arc<str>, partition: i32, offset: i64) {
+        let key = (topic.clone(), partition);
+        self.ready.retain(|r| !matches!(r, Ok(f) if f.topic == topic && f.partition == partition));
+        let st = self.partitions.entry(key.clone()).or_insert(Partition {
+            position: offset,
+            in_flight: None,
+            buffered: 0,
+            stopped: false,
+        });
+        st.position = offset;
+        st.buffered = 0;
+        st.stopped = false;
+        // An answer for the old position still in flight is recognized by its offset
+        // and dropped; fetch the new one now.
+        st.in_flight = None;
+        self.maybe_fetch(&key);
+    }
+
+    /// The assigned partitions and the offset each will be fetched from next.
+    pub fn positions(&self) -> Vec<(Arc<str>, i32, i64)> {
+        let mut v: Vec<_> = self.partitions.iter().map(|((t, p), s)| (t.clone(), *p, s.position)).collect();
+        v.sort();
+        v
+    }
+
+    /// The next answer with records (or error) of any assigned partition; `None` when
+    /// no partition is being fetched (none assigned, or all stopped).
+    pub async fn next(&mut self) -> Option<Result<Fetched, FetchError>> {
+        loop {
+            if let Some(item) = self.ready.pop_front() {
+                if let Ok(f) = &item {
+                    let key = (f.topic.clone(), f.partition);
+                    if let Some(st) = self.partitions.get_mut(&key) {
+                        st.buffered = st.buffered.saturating_sub(1);
+                    }
+                    self.maybe_fetch(&key);
+                }
+                return Some(item);
+            }
+            if !self.partitions.values().any(|p| p.in_flight.is_some()) {
+                return None;
+            }
+            let (target, result) = self.rx.recv().await?;
+            self.on_answer(target, result).await;
+        }
+    }
+
+    async fn on_answer(&mut self, target: TopicPartitionOffset, result: Result<Fetched, FetchError>) {
+        let key = (target.topic.clone(), target.partition);
+        let Some(st) = self.partitions.get_mut(&key) else { return };
+        if st.in_flight != Some(target.offset) {
+            return; // for a position left by `seek`
+        }
+        st.in_flight = None;
+        match result {
+            Ok(f) => {
+                st.position = f.next_offset;
+                if !f.records.is_empty() {
+                    st.buffered += 1;
+                    self.ready.push_back(Ok(f));
+                }
+                self.maybe_fetch(&key);
+            }
+            Err(FetchError::OffsetOutOfRange { .. }) if self.reset != OffsetReset::Error => {
+                let spec = if self.reset == OffsetReset::Earliest { OffsetSpec::Earliest } else { OffsetSpec::Latest };
+                match self.lookup(&key.0, key.1, spec).await {
+                    Ok(offset) => {
+                        tracing::info!(target: "klife_fetcher", topic = %key.0, partition = key.1, from = target.offset, to = offset, "offset out of range; reset");
+                        if let Some(st) = self.partitions.get_mut(&key) {
+                            st.position = offset;
+                        }
+                        self.maybe_fetch(&key);
+                    }
+                    Err(e) => self.stop(&key, e),
+                }
+            }
+            Err(e) if e.is_retriable() => {
+                self.ready.push_back(Err(e));
+                self.maybe_fetch(&key);
+            }
+            Err(e) => self.stop(&key, e),
+        }
+    }
+
+    fn stop(&mut self, key: &(Arc<str>, i32), e: FetchError) {
+        if let Some(st) = self.partitions.get_mut(key) {
+            st.stopped = true;
+        }
+        self.ready.push_back(Err(e));
+    }
+
+    async fn lookup(&self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64, FetchError> {
+        let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
+        let found = self.fetcher.list_offsets(&[(topic, partition, spec)], isolation).await;
+        found
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Err(FetchError::InvalidArgument("no answer".into())))
+            .map(|l| l.offset)
+    }
+
+    /// Starts the partition's next fetch unless one is in flight, it is stopped, or
+    /// enough answers wait.
+    fn maybe_fetch(&mut self, key: &(Arc<str>, i32)) {
+        let Some(st) = self.partitions.get_mut(key) else { return };
+        if st.stopped || st.in_flight.is_some() || st.buffered > self.prefetch {
+            return;
+        }
+        st.in_flight = Some(st.position);
+        let target = TopicPartitionOffset { topic: key.0.clone(), partition: key.1, offset: st.position };
+        self.fetcher.submit_to(target, &self.options, self.tx.clone());
+    }
+}

@@ -1,0 +1,279 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use klife_protocol::Compression;
+use klife_protocol::records::{
+    BatchOptions, ControlRecordType, DecodeOptions, RecordBatchWriter, end_transaction_batch,
+};
+use proptest::prelude::*;
+
+use super::*;
+
+/// A data batch of `values` at `base`.
+fn batch(base: i64, values: &[&str], opts: BatchOptions) -> Bytes {
+    let mut w = RecordBatchWriter::new(BatchOptions { base_offset: base, ..opts });
+    for v in values {
+        w.append(1_000, Some(b"k"), Some(v.as_bytes())).expect("append");
+    }
+    w.finish().expect("finish")
+}
+
+fn plain(base: i64, values: &[&str]) -> Bytes {
+    batch(base, values, BatchOptions::default())
+}
+
+fn txn(base: i64, pid: i64, values: &[&str]) -> Bytes {
+    batch(
+        base,
+        values,
+        BatchOptions {
+            transactional: true,
+            producer_id: pid,
+            producer_epoch: 0,
+            base_sequence: 0,
+            ..BatchOptions::default()
+        },
+    )
+}
+
+fn marker(base: i64, pid: i64, result: ControlRecordType) -> Bytes {
+    let opts = BatchOptions { base_offset: base, producer_id: pid, producer_epoch: 0, ..BatchOptions::default() };
+    end_transaction_batch(&opts, 2_000, result, 0).expect("marker")
+}
+
+fn answer(parts: &[Bytes], aborted: &[(i64, i64)], lso: i64) -> PartitionAnswer {
+    PartitionAnswer {
+        records: Some(Bytes::from(parts.concat())),
+        high_watermark: 100,
+        last_stable_offset: lso,
+        log_start_offset: 0,
+        aborted: aborted
+            .iter()
+            .map(|&(producer_id, first_offset)| AbortedTransaction { producer_id, first_offset })
+            .collect(),
+    }
+}
+
+fn run(offset: i64, isolation: IsolationLevel, a: PartitionAnswer) -> Decoded {
+    decode_partition(&Arc::from("t"), 3, offset, isolation, a, &DecodeOptions::default())
+}
+
+fn ok(d: Decoded) -> Fetched {
+    match d {
+        Decoded::Done(Ok(f)) => f,
+        other => panic!("expected records, got {other:?}"),
+    }
+}
+
+fn values(f: &Fetched) -> Vec<(i64, String)> {
+    f.records
+        .iter()
+        .map(|r| (r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()))
+        .collect()
+}
+
+#[test]
+fn records_before_the_fetch_offset_are_skipped_also_inside_compressed_batches() {
+    let gz = batch(0, &["a", "b", "c"], BatchOptions { compression: Compression::Gzip, ..BatchOptions::default() });
+    let f = ok(run(1, IsolationLevel::ReadUncommitted, answer(&[gz, plain(3, &["d"])], &[], -1)));
+    assert_eq!(values(&f), vec![(1, "b".into()), (2, "c".into()), (3, "d".into())]);
+    assert_eq!(f.next_offset, 4);
+    assert_eq!((f.topic.as_ref(), f.partition, f.offset), ("t", 3, 1));
+    assert_eq!(f.records[0].batch.compression, Compression::Gzip);
+    assert_eq!(f.records[2].batch.base_offset, 3);
+}
+
+#[test]
+fn uncommitted_values_are_slices_of_the_answer() {
+    let bytes = Bytes::from(plain(0, &["zero-copy"]).to_vec());
+    let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&[bytes.clone()], &[], -1)));
+    // `answer` concatenates, so decode straight from `bytes` instead.
+    let direct = decode_partition(
+        &Arc::from("t"),
+        0,
+        0,
+        IsolationLevel::ReadUncommitted,
+        PartitionAnswer { records: Some(bytes.clone()), ..answer(&[], &[], -1) },
+        &DecodeOptions::default(),
+    );
+    let direct = ok(direct);
+    let value = direct.records[0].value.as_ref().expect("value");
+    assert!(range.contains(&(value.as_ptr() as usize)), "the value was copied");
+    assert_eq!(values(&f), values(&direct));
+}
+
+#[test]
+fn aborted_transactions_and_markers_are_hidden_with_read_committed() {
+    // pid 7 aborts [0, 2), pid 8 commits [2, 3); then a plain batch.
+    let parts = [
+        txn(0, 7, &["aborted-1", "aborted-2"]),
+        txn(2, 8, &["committed"]),
+        marker(3, 7, ControlRecordType::Abort),
+        marker(4, 8, ControlRecordType::Commit),
+        plain(5, &["plain"]),
+    ];
+    let committed = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[(7, 0)], 6)));
+    assert_eq!(values(&committed), vec![(2, "committed".into()), (5, "plain".into())]);
+    assert_eq!(committed.next_offset, 6);
+
+    let all = ok(run(0, IsolationLevel::ReadUncommitted, answer(&parts, &[(7, 0)], 6)));
+    assert_eq!(
+        values(&all),
+        vec![(0, "aborted-1".into()), (1, "aborted-2".into()), (2, "committed".into()), (5, "plain".into())]
+    );
+    assert!(all.records[0].batch.is_transactional);
+}
+
+#[test]
+fn a_producer_aborting_twice_is_tracked_per_transaction() {
+    // pid 7: aborted [0,1), marker at 1, committed [2,3), marker at 3, aborted [4,5), marker 5.
+    let parts = [
+        txn(0, 7, &["a1"]),
+        marker(1, 7, ControlRecordType::Abort),
+        txn(2, 7, &["c1"]),
+        marker(3, 7, ControlRecordType::Commit),
+        txn(4, 7, &["a2"]),
+        marker(5, 7, ControlRecordType::Abort),
+    ];
+    let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[(7, 4), (7, 0)], 6)));
+    assert_eq!(values(&f), vec![(2, "c1".into())]);
+    assert_eq!(f.next_offset, 6);
+}
+
+#[test]
+fn nothing_at_or_past_the_last_stable_offset_is_returned_with_read_committed() {
+    let parts = [plain(0, &["a", "b"]), txn(2, 9, &["open"]), plain(3, &["after"])];
+    let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[], 2)));
+    assert_eq!(values(&f), vec![(0, "a".into()), (1, "b".into())]);
+    assert_eq!(f.next_offset, 2);
+    // Inside a batch.
+    let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&[plain(0, &["a", "b", "c"])], &[], 1)));
+    assert_eq!(values(&f), vec![(0, "a".into())]);
+    assert_eq!(f.next_offset, 1);
+    // read_uncommitted ignores it.
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&parts, &[], 2)));
+    assert_eq!(f.records.len(), 4);
+}
+
+#[test]
+fn only_control_batches_still_advance_the_offset() {
+    let f = ok(run(4, IsolationLevel::ReadCommitted, answer(&[marker(4, 1, ControlRecordType::Commit)], &[], 5)));
+    assert!(f.records.is_empty());
+    assert_eq!(f.next_offset, 5);
+    let f = ok(run(4, IsolationLevel::ReadUncommitted, answer(&[marker(4, 1, ControlRecordType::Commit)], &[], 5)));
+    assert_eq!(f.next_offset, 5);
+}
+
+#[test]
+fn a_corrupt_first_batch_is_an_error_and_a_later_one_ends_the_answer() {
+    let good = plain(0, &["a"]);
+    let mut bad = plain(1, &["b"]).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 0xff;
+    let bad = Bytes::from(bad);
+    match run(1, IsolationLevel::ReadUncommitted, answer(&[bad.clone()], &[], -1)) {
+        Decoded::Done(Err(FetchError::Corrupt { offset: 1, partition: 3, .. })) => {}
+        other => panic!("expected a corrupt batch error, got {other:?}"),
+    }
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&[good, bad], &[], -1)));
+    assert_eq!(values(&f), vec![(0, "a".into())]);
+    assert_eq!(f.next_offset, 1);
+}
+
+#[test]
+fn a_batch_cut_short_with_nothing_before_it_asks_for_its_size() {
+    let whole = plain(0, &["a-long-enough-value"]);
+    let cut = whole.slice(..20);
+    match run(0, IsolationLevel::ReadUncommitted, answer(&[cut], &[], -1)) {
+        Decoded::NeedBytes { size } => assert_eq!(size, whole.len()),
+        other => panic!("expected NeedBytes, got {other:?}"),
+    }
+    // With a whole batch before it, the cut one is simply left for the next fetch.
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&[plain(0, &["x"]), whole.slice(..20)], &[], -1)));
+    assert_eq!(f.next_offset, 1);
+}
+
+#[test]
+fn null_records_and_headers_are_kept() {
+    let mut w = RecordBatchWriter::new(BatchOptions::default());
+    w.append_with_headers(5, None, None, &[("h", Some(&b"1"[..])), ("h", None), ("h", Some(&b"2"[..]))])
+        .expect("append");
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&[w.finish().expect("finish")], &[], -1)));
+    let r = &f.records[0];
+    assert_eq!((r.key.as_ref(), r.value.as_ref(), r.timestamp), (None, None, 5));
+    let hs: Vec<_> = r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
+    assert_eq!(hs, vec![("h", Some(&b"1"[..])), ("h", None), ("h", Some(&b"2"[..]))]);
+    assert_eq!(r.header("h"), Some(Some(&Bytes::from_static(b"1"))));
+}
+
+#[test]
+fn an_empty_answer_keeps_the_offset() {
+    let a = PartitionAnswer {
+        records: None,
+        high_watermark: 9,
+        last_stable_offset: 9,
+        log_start_offset: 2,
+        aborted: vec![],
+    };
+    let f = ok(run(9, IsolationLevel::ReadCommitted, a));
+    assert_eq!((f.next_offset, f.high_watermark, f.log_start_offset, f.lag()), (9, 9, 2, 0));
+}
+
+proptest! {
+    /// Whatever mix of transactions, markers and plain batches: read_committed
+    /// returns exactly the records of plain batches and committed transactions, in
+    /// order, and next_offset is the end of the last batch.
+    #[test]
+    fn read_committed_returns_exactly_the_committed_records(
+        plan in proptest::collection::vec((0u8..3, 1usize..4, any::<bool>()), 1..12),
+        start_skip in 0usize..3,
+    ) {
+        let mut parts = Vec::new();
+        let mut aborted = Vec::new();
+        let mut expected = Vec::new();
+        let mut all = Vec::new();
+        let mut offset = 0i64;
+        for (i, (kind, n, commit)) in plan.into_iter().enumerate() {
+            let pid = 100 + i as i64;
+            let vals: Vec<String> = (0..n).map(|j| format!("{i}-{j}")).collect();
+            let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
+            match kind {
+                0 => {
+                    parts.push(plain(offset, &refs));
+                    for (j, v) in vals.iter().enumerate() { expected.push((offset + j as i64, v.clone())); }
+                }
+                _ => {
+                    parts.push(txn(offset, pid, &refs));
+                    if commit {
+                        for (j, v) in vals.iter().enumerate() { expected.push((offset + j as i64, v.clone())); }
+                    } else {
+                        aborted.push((pid, offset));
+                    }
+                }
+            }
+            for (j, v) in vals.iter().enumerate() { all.push((offset + j as i64, v.clone())); }
+            offset += n as i64;
+            if kind != 0 {
+                let result = if commit { ControlRecordType::Commit } else { ControlRecordType::Abort };
+                parts.push(marker(offset, pid, result));
+                offset += 1;
+            }
+        }
+        let from = (start_skip as i64).min(offset - 1);
+        let f = ok(run(from, IsolationLevel::ReadCommitted, answer(&parts, &aborted, offset)));
+        let want: Vec<_> = expected.into_iter().filter(|(o, _)| *o >= from).collect();
+        prop_assert_eq!(values(&f), want);
+        prop_assert_eq!(f.next_offset, offset);
+        let f = ok(run(from, IsolationLevel::ReadUncommitted, answer(&parts, &aborted, offset)));
+        let want: Vec<_> = all.into_iter().filter(|(o, _)| *o >= from).collect();
+        prop_assert_eq!(values(&f), want);
+    }
+
+    /// Arbitrary bytes never panic the decoder.
+    #[test]
+    fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), offset in -2i64..50) {
+        let a = PartitionAnswer { records: Some(Bytes::from(bytes)), high_watermark: 0, last_stable_offset: -1, log_start_offset: -1, aborted: vec![] };
+        let _ = run(offset, IsolationLevel::ReadCommitted, a);
+    }
+}

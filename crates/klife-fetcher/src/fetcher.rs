@@ -1,0 +1,662 @@
+//! The fetcher: routes each fetch to its partition's leader, where a batcher task puts
+//! the fetches waiting for that broker into shared Fetch requests.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::Duration;
+
+use klife_connection::Cluster;
+use klife_protocol::messages::FetchRequest;
+use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use klife_protocol::messages::fetch_response::PartitionData;
+use klife_protocol::records::DecodeOptions;
+use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::{FetchOptions, FetcherConfig, IsolationLevel};
+use crate::decode::{AbortedTransaction, Decoded, PartitionAnswer, decode_partition};
+use crate::error::FetchError;
+use crate::offsets::OffsetSpec;
+use crate::plan::{Planned, take_request};
+use crate::record::{Fetched, TopicPartitionOffset};
+use crate::stream::FetchStream;
+use crate::telemetry;
+
+/// Highest Fetch version used: v13 and later name topics by id.
+pub(crate) const FETCH_MAX_VERSION: i16 = 12;
+/// Lowest Fetch version used: v4 brings isolation levels and the last stable offset.
+const FETCH_MIN_VERSION: i16 = 4;
+
+/// Fetches records, batching the fetches for each broker into shared requests.
+///
+/// Cheap to clone: clones share the batchers. Each fetch resolves to one
+/// `Result<Fetched, FetchError>`; retriable failures (a leader move, a broker
+/// restart, stale metadata) are retried until the fetch timeout.
+#[derive(Clone)]
+pub struct Fetcher {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) cluster: Cluster,
+    pub(crate) config: FetcherConfig,
+    decode: DecodeOptions,
+    batchers: Mutex<HashMap<(i32, usize), mpsc::UnboundedSender<Job>>>,
+    closed: AtomicBool,
+}
+
+/// Where a fetch's result goes.
+pub(crate) enum Reply {
+    Once(oneshot::Sender<Result<Fetched, FetchError>>),
+    Stream(mpsc::UnboundedSender<(TopicPartitionOffset, Result<Fetched, FetchError>)>),
+}
+
+/// One fetch on its way.
+pub(crate) struct Job {
+    target: TopicPartitionOffset,
+    isolation: IsolationLevel,
+    max_bytes: usize,
+    started: Instant,
+    deadline: Instant,
+    attempts: u32,
+    /// Whether the topic was looked up (fresh metadata) for this fetch already.
+    looked_up: bool,
+    reply: Reply,
+}
+
+impl Job {
+    fn complete(self, result: Result<Fetched, FetchError>) {
+        match self.reply {
+            Reply::Once(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Stream(tx) => {
+                let _ = tx.send((self.target, result));
+            }
+        }
+    }
+
+    fn is_abandoned(&self) -> bool {
+        match &self.reply {
+            Reply::Once(tx) => tx.is_closed(),
+            Reply::Stream(tx) => tx.is_closed(),
+        }
+    }
+
+    fn topic(&self) -> String {
+        self.target.topic.to_string()
+    }
+}
+
+impl Planned for Job {
+    fn partition(&self) -> (&str, i32) {
+        (&self.target.topic, self.target.partition)
+    }
+    fn max_bytes(&self) -> usize {
+        self.max_bytes
+    }
+    fn isolation(&self) -> IsolationLevel {
+        self.isolation
+    }
+}
+
+/// What the metadata says about where a fetch goes.
+enum Route {
+    Broker(i32),
+    /// The topic or partition is not known: look it up first.
+    Lookup,
+    Fail(FetchError),
+    Retry(FetchError),
+}
+
+impl Fetcher {
+    /// A fetcher over `cluster`'s connections. Fails only for invalid settings.
+    pub fn new(cluster: Cluster, config: FetcherConfig) -> Result<Fetcher, FetchError> {
+        config.validate().map_err(FetchError::InvalidArgument)?;
+        let decode =
+            DecodeOptions { max_decompressed_size: config.max_decompressed_size, verify_crc: config.check_crcs };
+        Ok(Fetcher {
+            inner: Arc::new(Inner {
+                cluster,
+                config,
+                decode,
+                batchers: Mutex::new(HashMap::new()),
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FetcherConfig {
+        &self.inner.config
+    }
+
+    /// The cluster underneath.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    /// Fetches records of `topic`-`partition` from `offset` on: whatever the broker
+    /// has, up to the partition byte limit, waiting up to `max_wait` when it has
+    /// nothing yet.
+    pub async fn fetch(&self, topic: &str, partition: i32, offset: i64) -> Result<Fetched, FetchError> {
+        self.fetch_with(TopicPartitionOffset::new(topic, partition, offset), &FetchOptions::default()).await
+    }
+
+    /// [`fetch`](Self::fetch) with per-call options.
+    pub async fn fetch_with(
+        &self,
+        target: TopicPartitionOffset,
+        options: &FetchOptions,
+    ) -> Result<Fetched, FetchError> {
+        self.fetch_async(target, options).await
+    }
+
+    /// Starts a fetch and returns a handle to await its result; dropping the handle
+    /// abandons the fetch.
+    pub fn fetch_async(&self, target: TopicPartitionOffset, options: &FetchOptions) -> FetchHandle {
+        let (tx, rx) = oneshot::channel();
+        self.inner.submit(self.inner.job(target, options, Reply::Once(tx)));
+        FetchHandle { rx }
+    }
+
+    /// Fetches several partitions at once; fetches for the same broker share
+    /// requests. Returns one result per target, in the order given. A partition may
+    /// appear more than once (with different offsets): each is fetched separately.
+    pub async fn fetch_many<I, T>(
+        &self,
+        targets: I,
+        options: &FetchOptions,
+    ) -> Vec<(TopicPartitionOffset, Result<Fetched, FetchError>)>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<TopicPartitionOffset>,
+    {
+        let handles: Vec<(TopicPartitionOffset, FetchHandle)> = targets
+            .into_iter()
+            .map(|t| {
+                let t = t.into();
+                let h = self.fetch_async(t.clone(), options);
+                (t, h)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for (t, h) in handles {
+            out.push((t, h.await));
+        }
+        out
+    }
+
+    /// Fetches several partitions at once and yields each result as it arrives, as
+    /// a [`Stream`](futures_core::Stream) (or with [`FetchStream::recv`]).
+    pub fn fetch_stream<I, T>(&self, targets: I, options: &FetchOptions) -> FetchStream
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<TopicPartitionOffset>,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut count = 0;
+        for t in targets {
+            count += 1;
+            self.inner.submit(self.inner.job(t.into(), options, Reply::Stream(tx.clone())));
+        }
+        FetchStream::new(rx, count)
+    }
+
+    /// Starts a fetch whose result goes to `tx` (used by streams and consumers).
+    pub(crate) fn submit_to(
+        &self,
+        target: TopicPartitionOffset,
+        options: &FetchOptions,
+        tx: mpsc::UnboundedSender<(TopicPartitionOffset, Result<Fetched, FetchError>)>,
+    ) {
+        self.inner.submit(self.inner.job(target, options, Reply::Stream(tx)));
+    }
+
+    /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.
+    /// Lookups for the same leader share a request; `latest` is the last stable
+    /// offset with [`IsolationLevel::ReadCommitted`] and the high watermark otherwise.
+    pub async fn list_offsets(
+        &self,
+        queries: &[(&str, i32, OffsetSpec)],
+        isolation: IsolationLevel,
+    ) -> Vec<Result<crate::offsets::ListedOffset, FetchError>> {
+        crate::offsets::list_offsets(&self.inner, queries, isolation).await
+    }
+
+    /// Stops the batchers: fetches waiting in them fail with [`FetchError::Closed`],
+    /// and so do later ones. Requests in flight finish.
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.batchers.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+}
+
+/// A fetch started with [`Fetcher::fetch_async`]: await it for the result, or drop
+/// it to abandon the fetch.
+#[derive(Debug)]
+#[must_use = "a fetch handle does nothing unless awaited"]
+pub struct FetchHandle {
+    rx: oneshot::Receiver<Result<Fetched, FetchError>>,
+}
+
+impl Future for FetchHandle {
+    type Output = Result<Fetched, FetchError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(FetchError::Closed)))
+    }
+}
+
+impl Inner {
+    fn job(&self, target: TopicPartitionOffset, options: &FetchOptions, reply: Reply) -> Job {
+        let now = Instant::now();
+        Job {
+            target,
+            isolation: options.isolation_level.unwrap_or(self.config.isolation_level),
+            max_bytes: options.max_bytes.unwrap_or(self.config.partition_max_bytes),
+            started: now,
+            deadline: now + self.config.fetch_timeout,
+            attempts: 0,
+            looked_up: false,
+            reply,
+        }
+    }
+
+    /// Sends a fetch to its leader's batcher, or fails it, or looks its topic up first.
+    fn submit(self: &Arc<Self>, job: Job) {
+        if self.closed.load(Ordering::Acquire) || self.cluster.is_closed() {
+            return job.complete(Err(FetchError::Closed));
+        }
+        let t = &job.target;
+        if t.offset < 0 {
+            let e = FetchError::InvalidOffset { topic: job.topic(), partition: t.partition, offset: t.offset };
+            return job.complete(Err(e));
+        }
+        if job.max_bytes == 0 || i32::try_from(job.max_bytes).is_err() {
+            let e = FetchError::InvalidArgument(format!(
+                "max_bytes must be between 1 and {}, not {}",
+                i32::MAX,
+                job.max_bytes
+            ));
+            return job.complete(Err(e));
+        }
+        match self.route(&job) {
+            Route::Broker(id) => self.enqueue(id, job),
+            Route::Fail(e) => job.complete(Err(e)),
+            Route::Retry(e) => self.retry(job, e, true),
+            Route::Lookup => {
+                let inner = self.clone();
+                tokio::spawn(async move {
+                    let mut job = job;
+                    job.looked_up = true;
+                    match inner.cluster.add_topics(&[&*job.target.topic]).await {
+                        Ok(_) => inner.submit(job),
+                        Err(e) => inner.retry(job, FetchError::Connection(e), false),
+                    }
+                });
+            }
+        }
+    }
+
+    fn route(&self, job: &Job) -> Route {
+        let m = self.cluster.metadata();
+        let (topic, partition) = (&*job.target.topic, job.target.partition);
+        let Some(t) = m.topics.get(topic) else {
+            return if job.looked_up {
+                Route::Fail(FetchError::UnknownTopic { topic: topic.to_owned() })
+            } else {
+                Route::Lookup
+            };
+        };
+        match t.error {
+            ErrorCode::None => {}
+            ErrorCode::UnknownTopicOrPartition | ErrorCode::InvalidTopicException if job.looked_up => {
+                return Route::Fail(FetchError::UnknownTopic { topic: topic.to_owned() });
+            }
+            ErrorCode::UnknownTopicOrPartition => return Route::Lookup,
+            code => {
+                let e = FetchError::Broker { topic: topic.to_owned(), partition, code, message: None };
+                return if code.retry_action().is_retry() { Route::Retry(e) } else { Route::Fail(e) };
+            }
+        }
+        let Some(p) = t.partition(partition) else {
+            return if job.looked_up {
+                Route::Fail(FetchError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                    partitions: t.partitions.len(),
+                })
+            } else {
+                Route::Lookup
+            };
+        };
+        if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
+            return Route::Retry(FetchError::Broker {
+                topic: topic.to_owned(),
+                partition,
+                code: ErrorCode::LeaderNotAvailable,
+                message: Some(if p.leader < 0 {
+                    "the partition has no leader".into()
+                } else {
+                    format!("its leader, broker {}, is not among the live brokers", p.leader)
+                }),
+            });
+        }
+        Route::Broker(p.leader)
+    }
+
+    fn enqueue(self: &Arc<Self>, broker: i32, job: Job) {
+        let slots = self.config.batchers_per_broker;
+        let slot = if slots == 1 { 0 } else { slot_of(&job.target.topic, job.target.partition, slots) };
+        let mut batchers = self.batchers.lock().unwrap_or_else(PoisonError::into_inner);
+        if self.closed.load(Ordering::Acquire) {
+            drop(batchers);
+            return job.complete(Err(FetchError::Closed));
+        }
+        let tx = batchers.entry((broker, slot)).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(batcher(Arc::downgrade(self), broker, rx));
+            tx
+        });
+        if let Err(mpsc::error::SendError(job)) = tx.send(job) {
+            // The batcher stopped (its runtime went away): start another.
+            batchers.remove(&(broker, slot));
+            drop(batchers);
+            self.enqueue(broker, job);
+        }
+    }
+
+    /// Retries a fetch after a pause (refreshing the metadata first if `refresh`), or
+    /// fails it with [`FetchError::Timeout`] when its time is up.
+    fn retry(self: &Arc<Self>, mut job: Job, error: FetchError, refresh: bool) {
+        if job.is_abandoned() {
+            return;
+        }
+        let base = self.config.retry_backoff;
+        let factor = 1u32 << job.attempts.min(4);
+        let pause = (base * factor).min(Duration::from_secs(1).max(base));
+        let pause = pause.mul_f64(0.8 + 0.4 * fastrand::f64());
+        job.attempts += 1;
+        if Instant::now() + pause >= job.deadline {
+            let t = &job.target;
+            let e = FetchError::Timeout {
+                topic: t.topic.to_string(),
+                partition: t.partition,
+                elapsed: job.started.elapsed(),
+                last: Arc::new(error),
+            };
+            return job.complete(Err(e));
+        }
+        telemetry::record_retry();
+        tracing::debug!(target: "klife_fetcher", fetch = %job.target, attempt = job.attempts, error = %error, "retrying fetch");
+        let inner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            if refresh {
+                let _ = inner.cluster.refresh_metadata().await;
+            }
+            inner.submit(job);
+        });
+    }
+}
+
+/// The batcher a partition's fetches go to, among `slots` per broker.
+fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
+    // FNV-1a: stable and cheap; only the spread matters.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.as_bytes().iter().chain(&partition.to_be_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % slots as u64) as usize
+}
+
+/// One batcher: takes fetches for one broker, and while fewer than `max_in_flight`
+/// requests are out, sends everything waiting in as few requests as the limits allow.
+async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
+    let (max_in_flight, linger) = match inner.upgrade() {
+        Some(i) => (i.config.max_in_flight, i.config.linger),
+        None => return,
+    };
+    let permits = Arc::new(Semaphore::new(max_in_flight));
+    let mut pending: VecDeque<Job> = VecDeque::new();
+    'run: loop {
+        if pending.is_empty() {
+            match rx.recv().await {
+                Some(job) => pending.push_back(job),
+                None => break 'run,
+            }
+            if !linger.is_zero() {
+                let until = Instant::now() + linger;
+                loop {
+                    tokio::select! {
+                        job = rx.recv() => match job {
+                            Some(job) => pending.push_back(job),
+                            None => break 'run,
+                        },
+                        _ = tokio::time::sleep_until(until) => break,
+                    }
+                }
+            }
+        }
+        let permit = tokio::select! {
+            biased;
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break 'run,
+            },
+            job = rx.recv() => match job {
+                Some(job) => { pending.push_back(job); continue 'run; }
+                None => break 'run,
+            },
+        };
+        while let Ok(job) = rx.try_recv() {
+            pending.push_back(job);
+        }
+        pending.retain(|j| !j.is_abandoned());
+        let Some(inner) = inner.upgrade() else { break 'run };
+        let jobs = take_request(&mut pending, inner.config.max_bytes_per_request);
+        if jobs.is_empty() {
+            continue;
+        }
+        tokio::spawn(send_request(inner, broker, jobs, permit));
+    }
+    for job in pending {
+        job.complete(Err(FetchError::Closed));
+    }
+}
+
+/// Sends one Fetch request for `jobs` and hands each its result (or retries it).
+async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, _permit: OwnedSemaphorePermit) {
+    let conn = match inner.cluster.broker(broker).await {
+        Ok(c) => c,
+        Err(e) => return fail_all(&inner, jobs, e),
+    };
+    let version = match conn.version_for(ApiKey::Fetch, Some(FETCH_MAX_VERSION)) {
+        Ok(v) if v >= FETCH_MIN_VERSION => v,
+        Ok(v) => {
+            let e = klife_connection::Error::UnsupportedVersion {
+                broker: conn.broker().to_owned(),
+                api: ApiKey::Fetch,
+                broker_versions: format!("up to {v}"),
+                client_versions: klife_protocol::VersionRange { min: FETCH_MIN_VERSION, max: FETCH_MAX_VERSION },
+            };
+            return fail_all(&inner, jobs, e);
+        }
+        Err(e) => return fail_all(&inner, jobs, e),
+    };
+    let request = build_request(&inner.config, &jobs);
+    let started = std::time::Instant::now();
+    let response = match conn.send_version(&request, version).await {
+        Ok(r) => r,
+        Err(e) => return fail_all(&inner, jobs, e),
+    };
+    telemetry::record_request(jobs.len(), started.elapsed());
+    let top = ErrorCode::from_code(response.error_code);
+    if top != ErrorCode::None {
+        for job in jobs {
+            let e =
+                FetchError::Broker { topic: job.topic(), partition: job.target.partition, code: top, message: None };
+            handle_code(&inner, job, top, e);
+        }
+        return;
+    }
+    // Index the answer by (topic, partition); every partition appears once.
+    let mut answers: HashMap<(&str, i32), &PartitionData> = HashMap::with_capacity(jobs.len());
+    for t in &response.responses {
+        for p in &t.partitions {
+            answers.insert((t.topic.as_str(), p.partition_index), p);
+        }
+    }
+    let mut records = 0usize;
+    for mut job in jobs {
+        let key = (&*job.target.topic, job.target.partition);
+        let Some(p) = answers.get(&key) else {
+            let e = FetchError::Broker {
+                topic: job.topic(),
+                partition: job.target.partition,
+                code: ErrorCode::UnknownServerError,
+                message: Some("the broker's answer left this partition out".into()),
+            };
+            inner.retry(job, e, false);
+            continue;
+        };
+        let code = ErrorCode::from_code(p.error_code);
+        if code != ErrorCode::None {
+            let e = FetchError::Broker { topic: job.topic(), partition: job.target.partition, code, message: None };
+            handle_code(&inner, job, code, e);
+            continue;
+        }
+        let answer = PartitionAnswer {
+            records: p.records.clone(),
+            high_watermark: p.high_watermark,
+            last_stable_offset: p.last_stable_offset,
+            log_start_offset: p.log_start_offset,
+            aborted: p
+                .aborted_transactions
+                .iter()
+                .flatten()
+                .map(|a| AbortedTransaction { producer_id: a.producer_id, first_offset: a.first_offset })
+                .collect(),
+        };
+        let t = &job.target;
+        match decode_partition(&t.topic, t.partition, t.offset, job.isolation, answer, &inner.decode) {
+            Decoded::Done(result) => {
+                if let Ok(f) = &result {
+                    records += f.records.len();
+                }
+                job.complete(result);
+            }
+            Decoded::NeedBytes { size } => {
+                let limit = inner.config.max_bytes_per_request;
+                if size > limit || size <= job.max_bytes {
+                    let e = FetchError::BatchTooLarge {
+                        topic: job.topic(),
+                        partition: t.partition,
+                        offset: t.offset,
+                        size,
+                        limit: if size > limit { limit } else { job.max_bytes },
+                    };
+                    job.complete(Err(e));
+                } else {
+                    // Ask again, for the whole batch.
+                    job.max_bytes = size;
+                    inner.submit(job);
+                }
+            }
+        }
+    }
+    telemetry::record_records(records);
+}
+
+/// A failure of the whole request: retried when it may pass, else reported to every
+/// fetch in it.
+fn fail_all(inner: &Arc<Inner>, jobs: Vec<Job>, e: klife_connection::Error) {
+    let retriable = e.is_retriable();
+    for job in jobs {
+        if retriable {
+            inner.retry(job, FetchError::Connection(e.clone()), true);
+        } else {
+            job.complete(Err(FetchError::Connection(e.clone())));
+        }
+    }
+}
+
+/// A partition's error code: what to do about it.
+fn handle_code(inner: &Arc<Inner>, mut job: Job, code: ErrorCode, error: FetchError) {
+    match code {
+        ErrorCode::OffsetOutOfRange => {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                let e = crate::offsets::out_of_range(&inner, &job.target, job.isolation).await;
+                job.complete(Err(e));
+            });
+        }
+        ErrorCode::UnknownTopicOrPartition => {
+            // Deleted, or not yet known to this broker: a fresh lookup tells which.
+            job.looked_up = false;
+            inner.retry(job, error, true);
+        }
+        _ => match code.retry_action() {
+            RetryAction::RefreshMetadata | RetryAction::FindCoordinator => inner.retry(job, error, true),
+            RetryAction::Backoff | RetryAction::Rejoin => inner.retry(job, error, false),
+            _ => job.complete(Err(error)),
+        },
+    }
+}
+
+fn build_request(config: &FetcherConfig, jobs: &[Job]) -> FetchRequest {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut total: usize = 0;
+    for job in jobs {
+        let partition = FetchPartition::default()
+            .with_partition(job.target.partition)
+            .with_fetch_offset(job.target.offset)
+            .with_partition_max_bytes(i32::try_from(job.max_bytes).unwrap_or(i32::MAX));
+        total = total.saturating_add(job.max_bytes);
+        match topics.iter_mut().find(|t| t.topic == *job.target.topic) {
+            Some(t) => t.partitions.push(partition),
+            None => topics
+                .push(FetchTopic::default().with_topic(job.target.topic.to_string()).with_partitions(vec![partition])),
+        }
+    }
+    let max_bytes = total.min(config.max_bytes_per_request.max(jobs.first().map_or(0, |j| j.max_bytes)));
+    FetchRequest::default()
+        .with_replica_id(-1)
+        .with_max_wait_ms(i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX))
+        .with_min_bytes(i32::try_from(config.min_bytes).unwrap_or(1))
+        .with_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX))
+        .with_isolation_level(jobs.first().map_or(0, |j| j.isolation.code()))
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::slot_of;
+
+    #[test]
+    fn partitions_spread_over_batchers_and_stay_put() {
+        let slots: Vec<usize> = (0..64).map(|p| slot_of("orders", p, 4)).collect();
+        for s in 0..4 {
+            assert!(slots.contains(&s), "slot {s} got no partition: {slots:?}");
+        }
+        assert_eq!(slot_of("orders", 5, 4), slots[5]);
+        assert!((0..64).all(|p| slot_of("x", p, 1) == 0));
+    }
+}

@@ -1,0 +1,97 @@
+//! # klife-fetcher
+//!
+//! The consume side of klife without consumer groups: fetch records from partitions
+//! you name, look offsets up, or keep consuming assigned partitions.
+//!
+//! ## Contract
+//!
+//! - A [`Fetcher`] routes every fetch to its partition's leader. Per broker,
+//!   `batchers_per_broker` batcher tasks put the fetches waiting for that broker into
+//!   shared Fetch requests: while `max_in_flight` requests are out, new fetches wait
+//!   and leave together. A request never asks for more than `max_bytes_per_request`
+//!   in total, so every partition in it is answered in full; a partition appears once
+//!   per request (a second fetch of it goes into the next one).
+//! - Each fetch resolves to one `Result<`[`Fetched`]`, `[`FetchError`]`>`:
+//!   [`Fetcher::fetch`] and [`Fetcher::fetch_many`] await it, [`Fetcher::fetch_async`]
+//!   returns a handle, [`Fetcher::fetch_stream`] yields results as they arrive. The
+//!   other partitions of a request are delivered whatever happens to one of them.
+//! - [`Record`]s keep everything the batch says: key, value, headers (order and
+//!   duplicates kept), timestamp and its type, leader epoch, producer and codec.
+//!   Values of uncompressed batches are slices of the response buffer, not copies.
+//! - [`IsolationLevel::ReadCommitted`] (the default) hides control batches and the
+//!   records of aborted transactions on the client, from the aborted-transaction list
+//!   and the last stable offset, whatever the broker does; [`Fetched::next_offset`]
+//!   moves past them, so fetching from it never stalls.
+//! - Retriable failures (a leader that moved, a broker restart, stale metadata) are
+//!   retried with backoff until `fetch_timeout`. A missing topic or partition, a
+//!   negative or out-of-range offset (reported with the valid range), a corrupt batch
+//!   (records before it are still delivered) and broker errors that retrying cannot
+//!   cure are typed [`FetchError`]s. Decoding never panics and caps every length
+//!   before allocating.
+//! - [`Consumer`] keeps fetching assigned partitions from where each answer ended,
+//!   with bounded prefetch, and resets out-of-range positions by policy.
+//! - Metrics and tracing names are listed in [`telemetry`].
+//!
+//! Fetch versions 4 to 12 are used (topics by name); brokers older than Kafka 0.11
+//! are refused with a clear error. Fetch sessions (KIP-227) are not used: every
+//! request is a full fetch.
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use klife_connection::{Cluster, ConnectionConfig};
+//! use klife_fetcher::{Consumer, FetchOptions, Fetcher, FetcherConfig, OffsetSpec, IsolationLevel, StartOffset};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = Cluster::connect(&["127.0.0.1:9092"], ConnectionConfig::default()).await?;
+//! let fetcher = Fetcher::new(cluster, FetcherConfig::default())?;
+//!
+//! // One partition, from offset 42.
+//! let fetched = fetcher.fetch("orders", 0, 42).await?;
+//! for record in &fetched.records {
+//!     println!("{}: {:?}", record.offset, record.value);
+//! }
+//! println!("next: {}, high watermark: {}", fetched.next_offset, fetched.high_watermark);
+//!
+//! // Several partitions in one request per broker.
+//! let results = fetcher.fetch_many([("orders", 0, 0), ("orders", 1, 0)], &FetchOptions::new()).await;
+//! for (target, result) in results {
+//!     println!("{target}: {} records", result?.records.len());
+//! }
+//!
+//! // Offsets.
+//! let end = fetcher.list_offsets(&[("orders", 0, OffsetSpec::Latest)], IsolationLevel::ReadCommitted).await;
+//! println!("orders-0 ends at {}", end[0].as_ref().map(|o| o.offset).unwrap_or(-1));
+//!
+//! // Keep consuming two partitions from their start.
+//! let mut consumer = Consumer::new(fetcher.clone(), FetchOptions::new());
+//! consumer.assign(&[("orders", 0, StartOffset::Earliest), ("orders", 1, StartOffset::Earliest)]).await?;
+//! while let Some(answer) = consumer.next().await {
+//!     let fetched = answer?;
+//!     println!("{}-{}: {} records", fetched.topic, fetched.partition, fetched.records.len());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+mod config;
+mod consumer;
+pub mod decode;
+mod error;
+mod fetcher;
+mod offsets;
+pub mod plan;
+mod record;
+mod stream;
+pub mod telemetry;
+
+pub use config::{FetchOptions, FetcherConfig, IsolationLevel};
+pub use consumer::{Consumer, OffsetReset, StartOffset};
+pub use error::FetchError;
+pub use fetcher::{FetchHandle, Fetcher};
+pub use offsets::{ListedOffset, OffsetSpec};
+pub use record::{BatchInfo, Fetched, Record, TopicPartitionOffset};
+pub use stream::{FetchResult, FetchStream};
+
+/// Header of a record (re-exported from the codec).
+pub use klife_protocol::records::{Header, TimestampType};

@@ -1,0 +1,38 @@
+//! Metric names recorded by the fetcher, through the `metrics` facade.
+//!
+//! | name | kind | labels | meaning |
+//! |---|---|---|---|
+//! | `klife_fetch_requests_total` | counter | | Fetch requests answered |
+//! | `klife_fetch_partitions_per_request` | histogram | | partitions in each Fetch request |
+//! | `klife_fetch_request_duration_seconds` | histogram | | time from sending a Fetch to its decoded answer |
+//! | `klife_fetch_records_total` | counter | | records returned to callers |
+//! | `klife_fetch_retries_total` | counter | | fetches retried after a retriable failure |
+//!
+//! Tracing: retries are logged at `debug` under the `klife_fetcher` target.
+
+use std::time::Duration;
+
+/// Counter: Fetch requests answered.
+pub const FETCH_REQUESTS_TOTAL: &str = "klife_fetch_requests_total";
+/// Histogram: partitions in each Fetch request.
+pub const FETCH_PARTITIONS_PER_REQUEST: &str = "klife_fetch_partitions_per_request";
+/// Histogram: seconds from sending a Fetch request to its decoded answer.
+pub const FETCH_REQUEST_DURATION_SECONDS: &str = "klife_fetch_request_duration_seconds";
+/// Counter: records returned to callers.
+pub const FETCH_RECORDS_TOTAL: &str = "klife_fetch_records_total";
+/// Counter: fetches retried.
+pub const FETCH_RETRIES_TOTAL: &str = "klife_fetch_retries_total";
+
+pub(crate) fn record_request(partitions: usize, elapsed: Duration) {
+    metrics::counter!(FETCH_REQUESTS_TOTAL).increment(1);
+    metrics::histogram!(FETCH_PARTITIONS_PER_REQUEST).record(partitions as f64);
+    metrics::histogram!(FETCH_REQUEST_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+pub(crate) fn record_records(n: usize) {
+    metrics::counter!(FETCH_RECORDS_TOTAL).increment(n as u64);
+}
+
+pub(crate) fn record_retry() {
+    metrics::counter!(FETCH_RETRIES_TOTAL).increment(1);
+}
