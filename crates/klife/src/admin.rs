@@ -9,8 +9,9 @@ use klife_protocol::messages::DescribeClusterRequest;
 use klife_protocol::messages::create_partitions_request::{CreatePartitionsRequest, CreatePartitionsTopic};
 use klife_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest};
 use klife_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
-use klife_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+
+use klife_fetcher::{IsolationLevel, ListedOffset, OffsetSpec};
 
 use crate::{Client, Error};
 
@@ -49,43 +50,6 @@ impl NewTopic {
         self.configs.insert(key.into(), value.into());
         self
     }
-}
-
-/// Which offset to look up with [`Client::list_offsets`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetSpec {
-    /// The first offset still in the log (the log start offset).
-    Earliest,
-    /// The offset the next record will get (the high watermark).
-    Latest,
-    /// The first offset whose timestamp is at or after this one (milliseconds since
-    /// the epoch); [`ListedOffset::offset`] is -1 when there is none.
-    Timestamp(i64),
-}
-
-impl OffsetSpec {
-    fn wire(self) -> i64 {
-        match self {
-            OffsetSpec::Earliest => -2,
-            OffsetSpec::Latest => -1,
-            OffsetSpec::Timestamp(t) => t,
-        }
-    }
-}
-
-/// An offset found by [`Client::list_offsets`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedOffset {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// The offset (-1 when no record matches a timestamp).
-    pub offset: i64,
-    /// The timestamp of that record, when looking up by timestamp (-1 otherwise).
-    pub timestamp: i64,
-    /// The leader epoch of the record, when the broker reports it.
-    pub leader_epoch: Option<i32>,
 }
 
 /// A broker in [`ClusterDescription`].
@@ -292,151 +256,19 @@ impl Client {
 
     /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.
     /// Requests to the same leader share one ListOffsets request; partitions whose
-    /// leader moved are retried after a metadata refresh.
+    /// leader moved are retried after a metadata refresh. `Latest` is the high
+    /// watermark (read_uncommitted); the fetcher's
+    /// [`list_offsets`](klife_fetcher::Fetcher::list_offsets) also answers with the
+    /// last stable offset.
     pub async fn list_offsets(
         &self,
         queries: &[(&str, i32, OffsetSpec)],
     ) -> Result<Vec<Result<ListedOffset, Error>>, Error> {
-        let mut results: Vec<Option<Result<ListedOffset, Error>>> = (0..queries.len()).map(|_| None).collect();
-        // Look up only topics the metadata does not know yet; known ones are refreshed
-        // when an answer says the metadata is stale.
-        let known = self.cluster.metadata();
-        let mut missing: Vec<&str> = queries.iter().map(|q| q.0).filter(|t| !known.topics.contains_key(*t)).collect();
-        missing.sort_unstable();
-        missing.dedup();
-        if !missing.is_empty() {
-            self.cluster.add_topics(&missing).await?;
+        if self.cluster.is_closed() {
+            return Err(klife_connection::Error::Closed.into());
         }
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        for attempt in 1..=ADMIN_ATTEMPTS {
-            // A partition appears at most once per request (the broker answers it once),
-            // so repeated queries of one partition go out in further rounds. Each query
-            // is tried once per attempt; retries wait for the next attempt's backoff.
-            let mut tried = vec![false; queries.len()];
-            loop {
-                let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-                let mut in_round: std::collections::HashSet<(&str, i32)> = std::collections::HashSet::new();
-                let mut deferred = false;
-                for (i, &(topic, partition, _)) in queries.iter().enumerate() {
-                    let done = results[i]
-                        .as_ref()
-                        .is_some_and(|r| r.as_ref().is_ok() || !r.as_ref().is_err_and(Error::is_retriable));
-                    if done || tried[i] {
-                        continue;
-                    }
-                    if !in_round.insert((topic, partition)) {
-                        deferred = true;
-                        continue;
-                    }
-                    tried[i] = true;
-                    match self.route(topic, partition) {
-                        Ok(leader) => by_leader.entry(leader).or_default().push(i),
-                        Err(e) => results[i] = Some(Err(e)),
-                    }
-                }
-                for (leader, indexes) in by_leader {
-                    if let Err(e) = self.list_offsets_on(leader, queries, &indexes, &mut results).await {
-                        for i in indexes {
-                            results[i] = Some(Err(Error::from(e.clone())));
-                        }
-                    }
-                }
-                if !deferred {
-                    break;
-                }
-            }
-            let retry = results.iter().any(|r| r.as_ref().is_none_or(|r| r.as_ref().is_err_and(Error::is_retriable)));
-            if !retry || attempt == ADMIN_ATTEMPTS {
-                break;
-            }
-            let _ = self.cluster.refresh_metadata().await;
-            tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-        }
-        Ok(results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(Error::invalid_argument("no answer for this partition"))))
-            .collect())
-    }
-
-    /// The leader of a partition from the metadata, or the error that prevents asking it.
-    fn route(&self, topic: &str, partition: i32) -> Result<i32, Error> {
-        let m = self.cluster.metadata();
-        let context = || format!("{topic}-{partition}");
-        let t = m
-            .topics
-            .get(topic)
-            .ok_or_else(|| Error::broker(context(), ApiKey::Metadata, ErrorCode::UnknownTopicOrPartition, None))?;
-        if t.error != ErrorCode::None {
-            return Err(Error::broker(context(), ApiKey::Metadata, t.error, None));
-        }
-        let p = t.partition(partition).ok_or_else(|| {
-            Error::broker(
-                format!("{topic}-{partition} (the topic has {} partitions)", t.partitions.len()),
-                ApiKey::ListOffsets,
-                ErrorCode::UnknownTopicOrPartition,
-                None,
-            )
-        })?;
-        // A leader missing from the broker list is down (the metadata still names it).
-        if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
-            return Err(Error::broker(context(), ApiKey::ListOffsets, ErrorCode::LeaderNotAvailable, None));
-        }
-        Ok(p.leader)
-    }
-
-    async fn list_offsets_on(
-        &self,
-        leader: i32,
-        queries: &[(&str, i32, OffsetSpec)],
-        indexes: &[usize],
-        results: &mut [Option<Result<ListedOffset, Error>>],
-    ) -> Result<(), klife_connection::Error> {
-        let conn = self.cluster.broker(leader).await?;
-        let version = conn.version_for(ApiKey::ListOffsets, None)?;
-        let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
-        for &i in indexes {
-            let (topic, partition, spec) = queries[i];
-            topics
-                .entry(topic)
-                .or_default()
-                .push(ListOffsetsPartition::default().with_partition_index(partition).with_timestamp(spec.wire()));
-        }
-        let req = ListOffsetsRequest::default().with_replica_id(-1).with_topics(
-            topics
-                .into_iter()
-                .map(|(name, partitions)| {
-                    ListOffsetsTopic::default().with_name(name.to_owned()).with_partitions(partitions)
-                })
-                .collect(),
-        );
-        let resp = conn.send_version(&req, version).await?;
-        for &i in indexes {
-            let (topic, partition, _) = queries[i];
-            let answer = resp
-                .topics
-                .iter()
-                .filter(|t| t.name == topic)
-                .flat_map(|t| t.partitions.iter())
-                .find(|p| p.partition_index == partition);
-            results[i] = Some(match answer {
-                None => Err(Error::invalid_argument(format!("the broker did not answer for {topic}-{partition}"))),
-                Some(p) => match ErrorCode::from_code(p.error_code) {
-                    ErrorCode::None => Ok(ListedOffset {
-                        topic: topic.to_owned(),
-                        partition,
-                        offset: if version == 0 {
-                            p.old_style_offsets.first().copied().unwrap_or(-1)
-                        } else {
-                            p.offset
-                        },
-                        timestamp: p.timestamp,
-                        leader_epoch: (version >= 4 && p.leader_epoch >= 0).then_some(p.leader_epoch),
-                    }),
-                    code => Err(Error::broker(format!("{topic}-{partition}"), ApiKey::ListOffsets, code, None)),
-                },
-            });
-        }
-        Ok(())
+        let found = self.fetcher().list_offsets(queries, IsolationLevel::ReadUncommitted).await;
+        Ok(found.into_iter().map(|r| r.map_err(Error::from)).collect())
     }
 
     /// Describes the cluster: its id, controller and brokers (DescribeCluster where the

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use klife_connection::{Cluster, ConnectionConfig};
+use klife_fetcher::{Consumer, FetchOptions, FetchStream, Fetched, Fetcher, FetcherConfig, TopicPartitionOffset};
 use klife_producer::{
     DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionPool, TransactionalProducer,
 };
@@ -29,6 +30,10 @@ pub struct Client {
     named: Arc<HashMap<String, (ProducerConfig, OnceCell<Producer>)>>,
     /// Topic -> producer name, for topics that do not use the default producer.
     topic_producers: Arc<HashMap<String, String>>,
+    /// The fetcher behind `fetch*`.
+    fetcher: Fetcher,
+    /// Named fetchers.
+    fetchers: Arc<HashMap<String, Fetcher>>,
 }
 
 /// Builds a [`Client`].
@@ -39,6 +44,8 @@ pub struct ClientBuilder {
     producer: ProducerConfig,
     named: Vec<(String, ProducerConfig)>,
     topic_producers: HashMap<String, String>,
+    fetcher: FetcherConfig,
+    fetchers: Vec<(String, FetcherConfig)>,
 }
 
 impl Client {
@@ -55,6 +62,10 @@ impl Client {
     /// Flushes the default producer, then closes every connection; later calls fail
     /// with an error for which [`Error::is_closed`] is true.
     pub async fn close(&self) {
+        self.fetcher.close();
+        for f in self.fetchers.values() {
+            f.close();
+        }
         if let Some(p) = self.default_producer.get() {
             p.close().await;
         }
@@ -185,6 +196,72 @@ impl Client {
             }
         }
     }
+
+    /// The fetcher behind [`fetch`](Self::fetch) (configured with
+    /// [`ClientBuilder::fetcher_config`]).
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    /// The named fetcher (configured with [`ClientBuilder::fetcher`]).
+    pub fn named_fetcher(&self, name: &str) -> Result<&Fetcher, Error> {
+        self.fetchers
+            .get(name)
+            .ok_or_else(|| Error::invalid_argument(format!("no fetcher named {name:?} is configured")))
+    }
+
+    /// Fetches records of `topic`-`partition` from `offset` on (whatever the broker
+    /// has, up to the fetcher's per-partition byte limit).
+    pub async fn fetch(&self, topic: &str, partition: i32, offset: i64) -> Result<Fetched, Error> {
+        Ok(self.fetcher.fetch(topic, partition, offset).await?)
+    }
+
+    /// [`fetch`](Self::fetch) with per-call options (isolation level, bytes).
+    pub async fn fetch_with(&self, target: TopicPartitionOffset, options: &FetchOptions) -> Result<Fetched, Error> {
+        Ok(self.fetcher.fetch_with(target, options).await?)
+    }
+
+    /// Fetches several `(topic, partition, offset)` at once, one request per broker;
+    /// one result per target, in the order given.
+    pub async fn fetch_many<I, T>(
+        &self,
+        targets: I,
+        options: &FetchOptions,
+    ) -> Vec<(TopicPartitionOffset, Result<Fetched, Error>)>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<TopicPartitionOffset>,
+    {
+        let results = self.fetcher.fetch_many(targets, options).await;
+        results.into_iter().map(|(t, r)| (t, r.map_err(Error::from))).collect()
+    }
+
+    /// Starts a fetch; the returned future gives its result (drop it to abandon the
+    /// fetch).
+    pub fn fetch_async(
+        &self,
+        target: TopicPartitionOffset,
+        options: &FetchOptions,
+    ) -> impl Future<Output = Result<Fetched, Error>> + Send + 'static {
+        let handle = self.fetcher.fetch_async(target, options);
+        async move { Ok(handle.await?) }
+    }
+
+    /// Fetches several targets and yields each result as it arrives (a `Stream`;
+    /// its errors convert into [`Error`] with `?`).
+    pub fn fetch_stream<I, T>(&self, targets: I, options: &FetchOptions) -> FetchStream
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<TopicPartitionOffset>,
+    {
+        self.fetcher.fetch_stream(targets, options)
+    }
+
+    /// A standalone consumer over the default fetcher: assign partitions, then call
+    /// `next()`.
+    pub fn consumer(&self, options: FetchOptions) -> Consumer {
+        Consumer::new(self.fetcher.clone(), options)
+    }
 }
 
 impl ClientBuilder {
@@ -294,6 +371,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Settings of the default fetcher behind [`Client::fetch`].
+    #[must_use]
+    pub fn fetcher_config(mut self, config: FetcherConfig) -> Self {
+        self.fetcher = config;
+        self
+    }
+
+    /// Adds a named fetcher, with its own settings and batchers (for example, one
+    /// with large requests for backfills), reached with [`Client::named_fetcher`].
+    #[must_use]
+    pub fn fetcher(mut self, name: impl Into<String>, config: FetcherConfig) -> Self {
+        self.fetchers.push((name.into(), config));
+        self
+    }
+
     /// Replaces every connection setting at once.
     #[must_use]
     pub fn connection_config(mut self, config: ConnectionConfig) -> Self {
@@ -322,8 +414,21 @@ impl ClientBuilder {
                 )));
             }
         }
+        self.fetcher.validate().map_err(|e| Error::invalid_argument(format!("fetcher: {e}")))?;
+        for (name, config) in &self.fetchers {
+            config.validate().map_err(|e| Error::invalid_argument(format!("fetcher {name:?}: {e}")))?;
+        }
         let cluster = Cluster::connect(&self.bootstrap, self.config).await?;
+        let mut fetchers = HashMap::new();
+        for (name, config) in self.fetchers {
+            let f = Fetcher::new(cluster.clone(), config)?;
+            if fetchers.insert(name.clone(), f).is_some() {
+                return Err(Error::invalid_argument(format!("two fetchers are named {name:?}")));
+            }
+        }
         Ok(Client {
+            fetcher: Fetcher::new(cluster.clone(), self.fetcher)?,
+            fetchers: Arc::new(fetchers),
             cluster,
             default_producer: Arc::new(OnceCell::new()),
             producer_config: self.producer,

@@ -18,6 +18,7 @@ pub struct Error {
 enum Inner {
     Connection(klife_connection::Error),
     Produce(klife_producer::ProduceError),
+    Fetch(klife_fetcher::FetchError),
     Broker { context: String, api: ApiKey, code: ErrorCode, message: Option<String> },
     InvalidArgument(String),
 }
@@ -63,6 +64,7 @@ impl Error {
             Inner::Broker { code, .. } => Some(*code),
             Inner::Connection(e) => e.error_code(),
             Inner::Produce(e) => e.error_code(),
+            Inner::Fetch(e) => e.error_code(),
             Inner::InvalidArgument(_) => None,
         }
     }
@@ -83,13 +85,45 @@ impl Error {
                 | klife_producer::ProduceError::DeliveryTimeout { .. } => true,
                 other => other.error_code().is_some_and(|c| c.is_retriable()),
             },
+            Inner::Fetch(e) => e.is_retriable(),
             Inner::InvalidArgument(_) => false,
         }
     }
 
-    /// Whether a request timed out.
+    fn fetch(&self) -> Option<&klife_fetcher::FetchError> {
+        match &*self.inner {
+            Inner::Fetch(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// Whether a fetch asked for an offset outside the partition's log;
+    /// [`offset_range`](Self::offset_range) gives the valid range.
+    pub fn is_offset_out_of_range(&self) -> bool {
+        matches!(self.fetch(), Some(klife_fetcher::FetchError::OffsetOutOfRange { .. }))
+    }
+
+    /// For an out-of-range fetch: the partition's valid offsets, `log_start..high_watermark`
+    /// (-1 where unknown).
+    pub fn offset_range(&self) -> Option<std::ops::Range<i64>> {
+        match self.fetch() {
+            Some(klife_fetcher::FetchError::OffsetOutOfRange { log_start_offset, high_watermark, .. }) => {
+                Some(*log_start_offset..*high_watermark)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether fetched data could not be read (bad CRC, bad lengths, a codec failure).
+    pub fn is_corrupt(&self) -> bool {
+        matches!(self.fetch(), Some(klife_fetcher::FetchError::Corrupt { .. }))
+            || self.error_code() == Some(ErrorCode::CorruptMessage)
+    }
+
+    /// Whether a request timed out, or retries ran out of time.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.connection(), Some(klife_connection::Error::Timeout { .. }))
+        matches!(self.fetch(), Some(klife_fetcher::FetchError::Timeout { .. }))
+            || matches!(self.connection(), Some(klife_connection::Error::Timeout { .. }))
             || self.error_code() == Some(ErrorCode::RequestTimedOut)
     }
 
@@ -143,6 +177,10 @@ impl Error {
     pub fn is_invalid_argument(&self) -> bool {
         matches!(&*self.inner, Inner::InvalidArgument(_))
             || matches!(
+                self.fetch(),
+                Some(klife_fetcher::FetchError::InvalidOffset { .. } | klife_fetcher::FetchError::InvalidArgument(_))
+            )
+            || matches!(
                 self.produce(),
                 Some(klife_producer::ProduceError::RecordTooLarge { .. } | klife_producer::ProduceError::Config(_))
             )
@@ -156,6 +194,7 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
             || matches!(self.produce(), Some(klife_producer::ProduceError::Closed))
+            || matches!(self.fetch(), Some(klife_fetcher::FetchError::Closed))
     }
 }
 
@@ -164,6 +203,7 @@ impl std::fmt::Display for Error {
         match &*self.inner {
             Inner::Connection(e) => e.fmt(f),
             Inner::Produce(e) => e.fmt(f),
+            Inner::Fetch(e) => e.fmt(f),
             Inner::Broker { context, api, code, message } => {
                 write!(f, "{context}: {api} failed with {code}")?;
                 if let Some(m) = message.as_ref().filter(|m| !m.is_empty()) {
@@ -187,6 +227,7 @@ impl std::error::Error for Error {
         match &*self.inner {
             Inner::Connection(e) => Some(e),
             Inner::Produce(e) => Some(e),
+            Inner::Fetch(e) => Some(e),
             Inner::Broker { code, .. } => Some(code),
             Inner::InvalidArgument(_) => None,
         }
@@ -196,6 +237,15 @@ impl std::error::Error for Error {
 impl From<klife_producer::ProduceError> for Error {
     fn from(e: klife_producer::ProduceError) -> Self {
         Error { inner: Box::new(Inner::Produce(e)) }
+    }
+}
+
+impl From<klife_fetcher::FetchError> for Error {
+    fn from(e: klife_fetcher::FetchError) -> Self {
+        match e {
+            klife_fetcher::FetchError::Connection(c) => Error::from(c),
+            e => Error { inner: Box::new(Inner::Fetch(e)) },
+        }
     }
 }
 

@@ -14,6 +14,10 @@
 //! - `produce`, `produce_async` and `produce_batch` go through a default producer
 //!   (idempotent, per-broker batching; see [`ProducerConfig`]); [`Client::producer`]
 //!   makes producers with other settings.
+//! - `fetch`, `fetch_many`, `fetch_async` and `fetch_stream` go through a default
+//!   fetcher (per-broker batched Fetch requests, read_committed by default; see
+//!   [`FetcherConfig`]); [`ClientBuilder::fetcher`] adds named ones, and
+//!   [`Client::consumer`] keeps consuming assigned partitions.
 //! - Admin basics retry retriable broker errors (refreshing metadata when the error
 //!   says leadership or the controller moved) a bounded number of times.
 //!
@@ -32,6 +36,9 @@
 //!
 //! let written = client.produce(ProducerRecord::new("orders", "v").with_key("customer-42")).await?;
 //! println!("written at {}-{} offset {}", written.topic, written.partition, written.offset);
+//!
+//! let fetched = client.fetch("orders", written.partition, written.offset).await?;
+//! assert_eq!(fetched.records[0].value.as_deref(), Some(&b"v"[..]));
 //! # Ok(())
 //! # }
 //! ```
@@ -40,12 +47,17 @@ mod admin;
 mod client;
 mod error;
 
-pub use admin::{BrokerDescription, ClusterDescription, ListedOffset, NewTopic, OffsetSpec};
+pub use admin::{BrokerDescription, ClusterDescription, NewTopic};
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 
 #[doc(inline)]
 pub use klife_connection::ConnectionConfig;
+#[doc(inline)]
+pub use klife_fetcher::{
+    BatchInfo, Consumer, FetchOptions, FetchStream, Fetched, Fetcher, FetcherConfig, IsolationLevel, ListedOffset,
+    OffsetReset, OffsetSpec, Record, StartOffset, TopicPartitionOffset,
+};
 #[doc(inline)]
 pub use klife_producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionError, TransactionPool,
@@ -59,6 +71,9 @@ pub use klife_connection::sasl::SaslConfig;
 pub use klife_connection::tls::TlsConfig;
 /// Producer internals: partitioners, the accumulator.
 pub use klife_producer as producer;
+
+/// Fetcher internals: the request planner, partition decoding, metric names.
+pub use klife_fetcher as fetcher;
 
 /// The connection layer, for users who send requests themselves.
 pub use klife_connection as connection;

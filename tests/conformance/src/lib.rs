@@ -10,6 +10,7 @@
 
 pub mod peer;
 pub mod raw;
+pub mod scripted_fetch;
 pub mod server;
 
 use std::io::{BufRead, BufReader, Write};

@@ -1,3 +1,5 @@
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,7 +89,7 @@ fn records_before_the_fetch_offset_are_skipped_also_inside_compressed_batches() 
 fn uncommitted_values_are_slices_of_the_answer() {
     let bytes = Bytes::from(plain(0, &["zero-copy"]).to_vec());
     let range = bytes.as_ptr() as usize..bytes.as_ptr() as usize + bytes.len();
-    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&[bytes.clone()], &[], -1)));
+    let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(std::slice::from_ref(&bytes), &[], -1)));
     // `answer` concatenates, so decode straight from `bytes` instead.
     let direct = decode_partition(
         &Arc::from("t"),
@@ -172,7 +174,7 @@ fn a_corrupt_first_batch_is_an_error_and_a_later_one_ends_the_answer() {
     let last = bad.len() - 1;
     bad[last] ^= 0xff;
     let bad = Bytes::from(bad);
-    match run(1, IsolationLevel::ReadUncommitted, answer(&[bad.clone()], &[], -1)) {
+    match run(1, IsolationLevel::ReadUncommitted, answer(std::slice::from_ref(&bad), &[], -1)) {
         Decoded::Done(Err(FetchError::Corrupt { offset: 1, partition: 3, .. })) => {}
         other => panic!("expected a corrupt batch error, got {other:?}"),
     }

@@ -1,0 +1,421 @@
+//! The fetcher against third-party brokers: what was produced (by klife or by
+//! librdkafka, with every codec) is read back whole and in order, across byte limits;
+//! offsets are looked up; bad input is a typed error that spares the other partitions.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use bytes::Bytes;
+use klife::{
+    Client, Consumer, FetchOptions, FetcherConfig, IsolationLevel, OffsetSpec, ProducerRecord, StartOffset,
+    TopicPartitionOffset,
+};
+use klife_conformance::{Broker, MockCluster, peer, unique_topic};
+use klife_fetcher::{FetchError, Fetcher, Record};
+use klife_producer::{Producer, ProducerConfig};
+use klife_protocol::Compression;
+
+klife_conformance::against_every_broker!(
+    fetch_returns_every_field_the_producer_wrote,
+    fetch_many_answers_each_target_and_repeats_of_a_partition,
+    fetch_async_and_stream_deliver_every_result,
+    records_of_every_codec_read_back_including_librdkafkas,
+    small_byte_limits_split_the_log_without_loss_or_repeats,
+    offsets_are_looked_up,
+    bad_targets_fail_alone_with_typed_errors,
+    the_consumer_reads_every_partition_to_the_end,
+);
+
+fn producer_config(compression: Compression) -> ProducerConfig {
+    let mut c = ProducerConfig::default();
+    c.linger = Duration::from_millis(2);
+    c.batch_size = 16 * 1024;
+    c.compression = compression;
+    c
+}
+
+/// A fetcher with test-friendly waits.
+fn fetcher(client: &Client, tweak: impl FnOnce(&mut FetcherConfig)) -> Fetcher {
+    let mut c = FetcherConfig::default();
+    c.max_wait = Duration::from_millis(100);
+    c.fetch_timeout = Duration::from_secs(20);
+    tweak(&mut c);
+    Fetcher::new(client.cluster().clone(), c).unwrap()
+}
+
+/// Produces `n` records per partition (`p{partition}-{i}`, keyed, with headers) and
+/// returns them by partition.
+async fn produce(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+    compression: Compression,
+) -> BTreeMap<i32, Vec<ProducerRecord>> {
+    let producer = Producer::new(client.cluster().clone(), producer_config(compression)).await.unwrap();
+    let mut sent: BTreeMap<i32, Vec<ProducerRecord>> = BTreeMap::new();
+    let mut records = Vec::new();
+    for p in 0..partitions {
+        for i in 0..n {
+            let r = ProducerRecord::new(topic, format!("p{p}-{i}"))
+                .with_key(format!("k{i}"))
+                .with_partition(p)
+                .with_header("h", Some(Bytes::from(format!("{i}"))))
+                .with_header("h", None)
+                .with_timestamp(1_700_000_000_000 + i as i64);
+            sent.entry(p).or_default().push(r.clone());
+            records.push(r);
+        }
+    }
+    for r in producer.produce_batch(records).await {
+        r.unwrap();
+    }
+    producer.close().await;
+    sent
+}
+
+/// Reads a partition from `offset` to `end` by following `next_offset`.
+async fn read_to(fetcher: &Fetcher, topic: &str, partition: i32, mut offset: i64, end: i64) -> Vec<Record> {
+    let mut out = Vec::new();
+    let mut empty = 0;
+    while offset < end {
+        let f = fetcher.fetch(topic, partition, offset).await.unwrap();
+        assert!(f.next_offset >= offset, "next_offset went back: {} < {offset}", f.next_offset);
+        if f.records.is_empty() {
+            empty += 1;
+            assert!(empty < 100, "{topic}-{partition}: no progress at {offset} (high watermark {})", f.high_watermark);
+        }
+        offset = f.next_offset;
+        out.extend(f.records);
+    }
+    out
+}
+
+fn value(r: &Record) -> String {
+    String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+}
+
+/// Checks that `got` is exactly `sent`, in order, at consecutive offsets from `base`
+/// (the brokers here do not compact).
+fn assert_same(topic: &str, partition: i32, got: &[Record], sent: &[ProducerRecord]) {
+    let got_values: Vec<String> = got.iter().map(value).collect();
+    let sent_values: Vec<String> =
+        sent.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()).collect();
+    assert_eq!(got_values, sent_values, "{topic}-{partition}");
+    for w in got.windows(2) {
+        assert_eq!(w[1].offset, w[0].offset + 1, "{topic}-{partition}: offsets not consecutive");
+    }
+}
+
+async fn fetch_returns_every_field_the_producer_wrote(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-fields");
+    broker.create_topic(&client, &topic, 4).await;
+    let sent = produce(&client, &topic, 4, 5, Compression::None).await;
+    let f = client.fetch(&topic, 2, 0).await.unwrap();
+    assert_eq!((f.topic.as_ref(), f.partition, f.offset), (topic.as_str(), 2, 0));
+    assert_eq!(f.records.len(), 5, "{f:?}");
+    assert_eq!(f.next_offset, 5);
+    assert_eq!(f.high_watermark, 5);
+    assert_eq!(f.lag(), 0);
+    for (i, (r, s)) in f.records.iter().zip(&sent[&2]).enumerate() {
+        assert_eq!(r.offset, i as i64);
+        assert_eq!(r.key, s.key);
+        assert_eq!(r.value, s.value);
+        assert_eq!(r.timestamp, 1_700_000_000_000 + i as i64);
+        assert_eq!(r.timestamp_type, klife_fetcher::TimestampType::CreateTime);
+        let headers: Vec<(&str, Option<&[u8]>)> =
+            r.headers.iter().map(|h| (h.key.as_str(), h.value.as_deref())).collect();
+        assert_eq!(headers, vec![("h", Some(format!("{i}").as_bytes())), ("h", None)]);
+        // Idempotent by default: the batch carries the producer's id and sequence.
+        assert!(r.batch.producer_id >= 0, "{:?}", r.batch);
+        assert!(!r.batch.is_transactional);
+        assert_eq!(r.batch.compression, Compression::None);
+    }
+    // From the middle.
+    let f = client.fetch(&topic, 2, 3).await.unwrap();
+    assert_eq!(f.records.iter().map(|r| r.offset).collect::<Vec<_>>(), vec![3, 4]);
+    // At the end: nothing yet, and no error.
+    let f = client.fetch(&topic, 2, 5).await.unwrap();
+    assert!(f.records.is_empty());
+    assert_eq!(f.next_offset, 5);
+    client.close().await;
+}
+
+async fn fetch_many_answers_each_target_and_repeats_of_a_partition(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-many");
+    broker.create_topic(&client, &topic, 4).await;
+    let sent = produce(&client, &topic, 4, 10, Compression::None).await;
+    let targets: Vec<(&str, i32, i64)> =
+        vec![(&topic, 0, 0), (&topic, 1, 4), (&topic, 2, 9), (&topic, 3, 0), (&topic, 0, 7), (&topic, 3, 10)];
+    let results = client.fetch_many(targets.clone(), &FetchOptions::new()).await;
+    assert_eq!(results.len(), targets.len());
+    for ((t, p, o), (target, result)) in targets.iter().zip(results) {
+        assert_eq!(target, TopicPartitionOffset::new(*t, *p, *o));
+        let f = result.unwrap();
+        let want: Vec<String> = sent[p][*o as usize..]
+            .iter()
+            .map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned())
+            .collect();
+        assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), want, "{target}");
+    }
+    client.close().await;
+}
+
+async fn fetch_async_and_stream_deliver_every_result(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-async");
+    broker.create_topic(&client, &topic, 4).await;
+    produce(&client, &topic, 4, 3, Compression::None).await;
+    let handle = client.fetch_async(TopicPartitionOffset::new(topic.as_str(), 1, 1), &FetchOptions::new());
+    // A dropped handle abandons its fetch without disturbing the others.
+    drop(client.fetch_async(TopicPartitionOffset::new(topic.as_str(), 2, 0), &FetchOptions::new()));
+    let f = handle.await.unwrap();
+    assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), vec!["p1-1", "p1-2"]);
+
+    let mut stream = client.fetch_stream((0..4).map(|p| (topic.as_str(), p, 0i64)), &FetchOptions::new());
+    assert_eq!(stream.remaining(), 4);
+    let mut seen = HashSet::new();
+    while let Some((target, result)) = stream.recv().await {
+        let f = result.unwrap();
+        assert_eq!(f.records.len(), 3, "{target}");
+        assert!(seen.insert(target.partition));
+    }
+    assert_eq!(seen.len(), 4);
+    client.close().await;
+}
+
+async fn records_of_every_codec_read_back_including_librdkafkas(broker: Broker) {
+    let client = broker.client().await;
+    let f = fetcher(&client, |_| {});
+    for (codec, name) in [
+        (Compression::None, "none"),
+        (Compression::Gzip, "gzip"),
+        (Compression::Snappy, "snappy"),
+        (Compression::Lz4, "lz4"),
+        (Compression::Zstd, "zstd"),
+    ] {
+        let topic = unique_topic(&format!("fetch-codec-{name}"));
+        broker.create_topic(&client, &topic, 4).await;
+        let sent = produce(&client, &topic, 1, 300, codec).await;
+        let got = read_to(&f, &topic, 0, 0, 300).await;
+        assert_same(&topic, 0, &got, &sent[&0]);
+        assert!(got.iter().all(|r| r.batch.compression == codec), "{name}: {:?}", got[0].batch);
+
+        // librdkafka writes partition 1 with the same codec.
+        let written = peer::produce(&broker.bootstrap(), &topic, 1, name, 200);
+        assert_eq!(written.len(), 200);
+        let got = read_to(&f, &topic, 1, 0, 200).await;
+        assert_eq!(got.len(), 200, "{name}");
+        for (r, w) in got.iter().zip(&written) {
+            assert_eq!(r.offset, w.offset, "{name}");
+            assert_eq!(r.key.as_deref(), w.key.as_deref(), "{name}");
+            assert_eq!(r.value.as_deref(), w.value.as_deref(), "{name}");
+            // The peer prints the produce answer's time, which the mock cluster sets
+            // to 1234; the stored record keeps the producer's.
+            assert_eq!(r.timestamp, 1_700_000_000_000 + r.offset, "{name}");
+            let headers: Vec<(String, Option<Vec<u8>>)> =
+                r.headers.iter().map(|h| (h.key.clone(), h.value.as_ref().map(|v| v.to_vec()))).collect();
+            assert_eq!(headers, w.headers, "{name}");
+        }
+    }
+    client.close().await;
+}
+
+async fn small_byte_limits_split_the_log_without_loss_or_repeats(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-limits");
+    broker.create_topic(&client, &topic, 4).await;
+    // 1 KB values in 16 KiB batches: about 15 batches per partition.
+    let producer = Producer::new(client.cluster().clone(), producer_config(Compression::None)).await.unwrap();
+    let mut sent = Vec::new();
+    for i in 0..240 {
+        let mut v = format!("{i:08}-").into_bytes();
+        v.resize(1000, b'x');
+        sent.push(ProducerRecord::new(topic.as_str(), v).with_partition(0));
+    }
+    for r in producer.produce_batch(sent.clone()).await {
+        r.unwrap();
+    }
+    producer.close().await;
+    // Per-partition limits smaller than a batch (each answer is one whole batch, which
+    // the fetcher asks for again when it was cut) and larger than a few.
+    for limit in [4_000, 40_000] {
+        let f = fetcher(&client, |c| {
+            c.partition_max_bytes = limit;
+            c.max_bytes_per_request = limit.max(20_000);
+        });
+        let got = read_to(&f, &topic, 0, 0, 240).await;
+        assert_same(&topic, 0, &got, &sent);
+    }
+    client.close().await;
+}
+
+async fn offsets_are_looked_up(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-offsets");
+    broker.create_topic(&client, &topic, 4).await;
+    produce(&client, &topic, 1, 7, Compression::None).await;
+    let f = fetcher(&client, |_| {});
+    let found = f
+        .list_offsets(
+            &[(&topic, 0, OffsetSpec::Earliest), (&topic, 0, OffsetSpec::Latest), (&topic, 1, OffsetSpec::Latest)],
+            IsolationLevel::ReadUncommitted,
+        )
+        .await;
+    let offsets: Vec<i64> = found.into_iter().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets[0], 0);
+    assert_eq!(offsets[2], 0);
+    // Tansu answers "latest" with the last batch's base offset + 1 (see README); the
+    // fetch's high watermark is the authority.
+    let hw = f.fetch(&topic, 0, 0).await.unwrap().high_watermark;
+    assert_eq!(hw, 7);
+    if broker == Broker::RdkafkaMock {
+        assert_eq!(offsets[1], 7);
+    } else {
+        assert!((1..=7).contains(&offsets[1]), "latest = {}", offsets[1]);
+    }
+    let unknown =
+        f.list_offsets(&[(&unique_topic("nope"), 0, OffsetSpec::Earliest)], IsolationLevel::ReadCommitted).await;
+    if broker == Broker::Tansu {
+        assert!(matches!(unknown[0], Err(FetchError::UnknownTopic { .. })), "{unknown:?}");
+    }
+    client.close().await;
+}
+
+async fn bad_targets_fail_alone_with_typed_errors(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-bad");
+    broker.create_topic(&client, &topic, 4).await;
+    produce(&client, &topic, 1, 3, Compression::None).await;
+    let missing = unique_topic("fetch-missing");
+    let mut targets: Vec<(&str, i32, i64)> = vec![(&topic, 0, 0), (&topic, 9, 0), (&topic, 0, -1), (&topic, 0, 1000)];
+    if broker == Broker::Tansu {
+        // The mock cluster creates any topic a metadata request names.
+        targets.push((&missing, 0, 0));
+    }
+    let results = client.fetch_many(targets, &FetchOptions::new()).await;
+    let f = results[0].1.as_ref().unwrap();
+    assert_eq!(f.records.len(), 3);
+    let e = results[1].1.as_ref().unwrap_err();
+    assert!(e.is_unknown_topic_or_partition(), "{e}");
+    assert!(e.to_string().contains("no partition 9"), "{e}");
+    let e = results[2].1.as_ref().unwrap_err();
+    assert!(e.is_invalid_argument(), "{e}");
+    match broker {
+        Broker::RdkafkaMock => {
+            let e = results[3].1.as_ref().unwrap_err();
+            assert!(e.is_offset_out_of_range(), "{e}");
+            assert_eq!(e.offset_range(), Some(0..3), "{e}");
+            assert!(e.to_string().contains("1000"), "{e}");
+        }
+        // Tansu answers an offset past the end with no records and no error (see the
+        // README); the high watermark shows where the log ends.
+        Broker::Tansu => {
+            let f = results[3].1.as_ref().unwrap();
+            assert!(f.records.is_empty());
+            assert_eq!((f.next_offset, f.high_watermark), (1000, 3));
+        }
+    }
+    if broker == Broker::Tansu {
+        let e = results[4].1.as_ref().unwrap_err();
+        assert!(e.is_unknown_topic_or_partition(), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+    // A closed fetcher says so.
+    let f = fetcher(&client, |_| {});
+    f.close();
+    assert!(matches!(f.fetch(&topic, 0, 0).await, Err(FetchError::Closed)));
+    client.close().await;
+    let e = client.fetch(&topic, 0, 0).await.unwrap_err();
+    assert!(e.is_closed(), "{e}");
+}
+
+async fn the_consumer_reads_every_partition_to_the_end(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-consumer");
+    broker.create_topic(&client, &topic, 4).await;
+    let sent = produce(&client, &topic, 4, 150, Compression::Lz4).await;
+    let mut consumer = client.consumer(FetchOptions::new().max_bytes(4096));
+    let assignment: Vec<(&str, i32, StartOffset)> =
+        (0..4).map(|p| (topic.as_str(), p, StartOffset::Earliest)).collect();
+    consumer.assign(&assignment).await.unwrap();
+    let mut got: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    while got.values().map(Vec::len).sum::<usize>() < 600 {
+        let f = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.unwrap().unwrap().unwrap();
+        got.entry(f.partition).or_default().extend(f.records);
+    }
+    for (p, records) in &got {
+        assert_same(&topic, *p, records, &sent[p]);
+    }
+    let positions: Vec<i64> = consumer.positions().into_iter().map(|(_, _, o)| o).collect();
+    assert!(positions.iter().all(|&o| o >= 150), "{positions:?}");
+    // Seek back: the partition is read again from there.
+    consumer.seek(&topic, 2, 148);
+    let f = loop {
+        let f = consumer.next().await.unwrap().unwrap();
+        if f.partition == 2 {
+            break f;
+        }
+    };
+    assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), vec!["p2-148", "p2-149"]);
+    // From the end: nothing old.
+    let mut latest = Consumer::new(client.fetcher().clone(), FetchOptions::new());
+    latest.assign(&[(topic.as_str(), 0, StartOffset::Latest)]).await.unwrap();
+    assert!(latest.positions()[0].2 >= 1, "{:?}", latest.positions());
+    client.close().await;
+}
+
+/// Leaders move while a consumer reads: every record is read once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_moves_during_consumption_lose_and_repeat_nothing() {
+    let topic = "moving";
+    let mut mock = MockCluster::start(3, &[(topic, 4)]);
+    let client = Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .request_timeout(Duration::from_secs(5))
+        .build()
+        .await
+        .unwrap();
+    let sent = produce(&client, topic, 4, 400, Compression::None).await;
+    let mut consumer = client.consumer(FetchOptions::new().max_bytes(2048));
+    let assignment: Vec<(&str, i32, StartOffset)> = (0..4).map(|p| (topic, p, StartOffset::Earliest)).collect();
+    consumer.assign(&assignment).await.unwrap();
+    let mut got: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+    let mut moves = 0;
+    while got.values().map(Vec::len).sum::<usize>() < 1600 {
+        let f = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.unwrap().unwrap().unwrap();
+        got.entry(f.partition).or_default().extend(f.records);
+        if moves < 12 {
+            moves += 1;
+            mock.command(&format!("leader {topic} {} {}", moves % 4, moves % 3 + 1));
+        }
+    }
+    for (p, records) in &got {
+        assert_same(topic, *p, records, &sent[p]);
+    }
+    client.close().await;
+}
+
+/// Fetches for partitions one broker leads share requests: with several partitions
+/// asked at once, the mock cluster sees fewer Fetch requests than partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_for_one_broker_share_a_request() {
+    let topic = "shared";
+    let mut mock = MockCluster::start(1, &[(topic, 8)]);
+    let client = Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap();
+    produce(&client, topic, 8, 2, Compression::None).await;
+    let f = fetcher(&client, |c| c.max_in_flight = 1);
+    // Warm the connection and metadata so that all fetches meet in the batcher.
+    f.fetch(topic, 0, 0).await.unwrap();
+    mock.command("start-request-tracking");
+    let results = f.fetch_many((0..8).map(|p| (topic, p, 0i64)), &FetchOptions::new()).await;
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|f| f.records.len() == 2)));
+    let requests = mock.command("get-requests");
+    let fetches = requests.split_whitespace().filter(|r| r.split(':').nth(1) == Some("1")).count();
+    assert!((1..8).contains(&fetches), "8 partitions took {fetches} Fetch requests: {requests}");
+    client.close().await;
+}
