@@ -7,12 +7,16 @@
 //! - `klife-produce`: klife's ordinary per-record API (`Producer::produce_async`).
 //! - `rskafka-produce`: rskafka's leanest API (`PartitionClient::produce` with
 //!   application-built batches, several requests in flight per partition).
+//! - `klife-consume`: klife's standalone `Consumer`, every partition from offset 0.
+//! - `rskafka-consume`: a `PartitionClient::fetch_records` loop per partition.
 //!
 //! See `README.md` beside this crate.
 
+mod klife_consume;
 mod klife_produce;
 mod opts;
 mod report;
+mod rskafka_consume;
 mod rskafka_produce;
 
 use std::process::ExitCode;
@@ -27,6 +31,11 @@ usage:
         [--workers W]
   klife-bench rskafka-produce --bootstrap HOST:PORT --topic T --partitions P --count N --value-size S
         [--batch RECORDS] [--in-flight K] [--workers W]
+  klife-bench klife-consume --bootstrap HOST:PORT --topic T --count N
+        [--partition-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
+        [--workers W]
+  klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
+        [--workers W]
 ";
 
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -74,6 +83,18 @@ fn run(args: &[String]) -> Result<(), String> {
             let workers = workers(&mut opts)?;
             let settings = rskafka_produce::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(rskafka_produce::run(settings))?;
+            report.print()
+        }
+        "klife-consume" => {
+            let workers = workers(&mut opts)?;
+            let settings = klife_consume::Settings::from_opts(opts)?;
+            let report = runtime(workers)?.block_on(klife_consume::run(settings))?;
+            report.print()
+        }
+        "rskafka-consume" => {
+            let workers = workers(&mut opts)?;
+            let settings = rskafka_consume::Settings::from_opts(opts)?;
+            let report = runtime(workers)?.block_on(rskafka_consume::run(settings))?;
             report.print()
         }
         "help" | "--help" | "-h" => {
