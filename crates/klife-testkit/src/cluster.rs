@@ -21,12 +21,15 @@ use crate::{Error, handlers};
 /// Kafka's default `max.message.bytes` (1 MiB and 12 bytes of log overhead).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// A topic to create at start: name, partitions, configs.
+type TopicSpec = (String, i32, Vec<(String, String)>);
+
 /// Configures and starts a [`FakeCluster`].
 #[derive(Debug, Clone)]
 pub struct ClusterBuilder {
     brokers: usize,
     first_node_id: i32,
-    topics: Vec<(String, i32, Vec<(String, String)>)>,
+    topics: Vec<TopicSpec>,
     cluster_id: Option<String>,
     auto_create_topics: bool,
     default_partitions: i32,

@@ -499,4 +499,47 @@ mod tests {
         assert_eq!(log.offset_for_timestamp(2000), None);
         assert_eq!(log.max_timestamp(), Some((4, 1004)));
     }
+
+    proptest::proptest! {
+        /// Fetching from offset 0 onwards under any size limit, in either isolation,
+        /// returns every offset below the high watermark (or the last stable offset)
+        /// exactly once and in order, markers included.
+        #[test]
+        fn reads_under_any_limit_see_every_record_once(
+            ops in proptest::collection::vec((0u8..4, 1usize..8), 1..25),
+            max_bytes in 1usize..600,
+            committed in proptest::bool::ANY,
+        ) {
+            let mut log = PartitionLog::default();
+            let mut seq = 0;
+            for (op, n) in ops {
+                match op {
+                    0 => { log.append(&batch(n, -1, -1, -1, false), 0).unwrap(); }
+                    1 => {
+                        log.append(&batch(n, 1, 0, seq, true), 0).unwrap();
+                        seq += i32::try_from(n).unwrap();
+                    }
+                    c => { log.append_marker(1, 0, c == 2, 0, 0); }
+                }
+            }
+            let isolation = if committed { Isolation::ReadCommitted } else { Isolation::ReadUncommitted };
+            let end = if committed { log.last_stable_offset() } else { log.high_watermark() };
+            let mut offset = 0;
+            let mut seen = Vec::new();
+            while offset < end {
+                let read = log.read(offset, max_bytes, isolation, true);
+                let before = offset;
+                for b in RecordBatches::new(read.records) {
+                    for r in b.unwrap().decode().unwrap().iter() {
+                        if r.offset() >= offset {
+                            seen.push(r.offset());
+                            offset = r.offset() + 1;
+                        }
+                    }
+                }
+                proptest::prop_assert!(offset > before, "no progress at {}", before);
+            }
+            proptest::prop_assert_eq!(seen, (0..end).collect::<Vec<_>>());
+        }
+    }
 }

@@ -319,7 +319,9 @@ mod tests {
         let led_by_0: Vec<usize> =
             s.topics["t"].partitions.iter().enumerate().filter(|(_, p)| p.leader == 0).map(|(i, _)| i).collect();
         assert!(!led_by_0.is_empty());
-        s.brokers.get_mut(&0).map(|b| b.up = false);
+        if let Some(b) = s.brokers.get_mut(&0) {
+            b.up = false;
+        }
         s.fail_over(0);
         for i in &led_by_0 {
             let p = &s.topics["t"].partitions[*i];
@@ -327,7 +329,9 @@ mod tests {
         }
         assert!(s.coordinator("g").is_some_and(|c| c != 0));
         for id in 0..3 {
-            s.brokers.get_mut(&id).map(|b| b.up = false);
+            if let Some(b) = s.brokers.get_mut(&id) {
+                b.up = false;
+            }
         }
         assert_eq!(s.coordinator("g"), None);
         assert_eq!(s.controller(), -1);

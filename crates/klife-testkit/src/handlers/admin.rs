@@ -162,8 +162,11 @@ pub(crate) fn describe_cluster(state: &mut State, _ctx: &Ctx, _r: DescribeCluste
         .with_brokers(brokers)
 }
 
+/// Replica lists per partition, and the replication factor.
+type Plan = (Vec<Vec<i32>>, i16);
+
 /// Why a CreateTopics entry is refused, or its assignment and replication factor.
-fn plan_topic(state: &mut State, t: &CreatableTopic) -> Result<(Vec<Vec<i32>>, i16), (ErrorCode, String)> {
+fn plan_topic(state: &mut State, t: &CreatableTopic) -> Result<Plan, (ErrorCode, String)> {
     validate_topic_name(&t.name).map_err(|m| (ErrorCode::InvalidTopicException, m))?;
     if state.topics.contains_key(&t.name) {
         return Err((ErrorCode::TopicAlreadyExists, format!("Topic '{}' already exists.", t.name)));
@@ -309,7 +312,8 @@ pub(crate) fn create_partitions(state: &mut State, _ctx: &Ctx, r: CreatePartitio
             continue;
         }
         let added = t.count - current;
-        let assignment = match &t.assignments {
+        // A null list, or (leniently) an empty one, lets the cluster place the replicas.
+        let assignment = match t.assignments.as_ref().filter(|a| !a.is_empty()) {
             Some(a)
                 if a.len() != usize::try_from(added).unwrap_or(0)
                     || a.iter().any(|a| a.broker_ids.iter().any(|b| !state.brokers.contains_key(b))) =>
