@@ -88,7 +88,7 @@ async fn reads_cluster_metadata(broker: Broker) {
     let m = client.cluster().refresh_metadata().await.unwrap();
     let expected = match broker {
         Broker::Tansu => 1,
-        Broker::RdkafkaMock => 3,
+        Broker::RdkafkaMock | Broker::Testkit => 3,
     };
     assert_eq!(m.brokers.len(), expected);
     for b in m.brokers.values() {
