@@ -462,6 +462,13 @@ impl FakeCluster {
         self.shared.lock().faults.push_back(Fault { api, broker, action: FaultAction::Disconnect });
     }
 
+    /// Executes the next request of `api` (on `broker`, or on any broker with `None`),
+    /// then closes the connection instead of answering: the client cannot know whether
+    /// it was executed (a retried Produce is then a duplicate).
+    pub fn inject_lost_answer(&self, api: ApiKey, broker: Option<i32>) {
+        self.shared.lock().faults.push_back(Fault { api, broker, action: FaultAction::DisconnectAfter });
+    }
+
     /// Forgets every fault not yet applied.
     pub fn clear_faults(&self) {
         self.shared.lock().faults.clear();

@@ -252,13 +252,14 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         tokio::time::sleep(latency).await;
     }
     let ctx = Ctx { broker, version, now_ms: now_ms() };
+    let lose_answer = fault == Some(FaultAction::DisconnectAfter);
     let reply = match fault {
         Some(FaultAction::Disconnect) => return Outcome::Close("an injected disconnect"),
         Some(FaultAction::Error(code)) => {
             tracing::debug!(broker, api = %api_key, %code, "answering with an injected error");
             handlers::error_response(&shared.lock(), &ctx, &request, code)
         }
-        None => match request {
+        None | Some(FaultAction::DisconnectAfter) => match request {
             AnyRequest::ApiVersions(r) => {
                 let (v, resp) = handlers::api_versions(version, &r.client_software_name);
                 return encode(correlation_id, v, &resp.into(), false);
@@ -283,6 +284,9 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
             }
         },
     };
+    if lose_answer {
+        return Outcome::Close("an injected disconnect after executing the request");
+    }
     match reply {
         Reply::Respond(resp) => encode(correlation_id, version, &resp, false),
         Reply::Nothing => Outcome::Nothing,

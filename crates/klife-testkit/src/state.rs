@@ -57,6 +57,8 @@ pub(crate) struct Committed {
 pub(crate) enum FaultAction {
     Error(ErrorCode),
     Disconnect,
+    /// Execute the request, then close instead of answering (the answer is lost).
+    DisconnectAfter,
 }
 
 #[derive(Debug, Clone)]

@@ -110,9 +110,18 @@ async fn idempotent_retries_get_their_offset_and_gaps_are_refused() {
     assert!(gap.error_message.unwrap().contains("out of order"));
     let stale = produce(&cluster, "t", 0, batch(&["f"], BatchOptions { producer_epoch: -1, ..opts(3) })).await;
     assert_eq!(stale.error_code, ErrorCode::InvalidProducerEpoch.code());
+    // A lost answer: the batch is written, the connection closes; the retry gets the
+    // original offset.
+    cluster.inject_lost_answer(ApiKey::Produce, None);
+    let lost = batch(&["h"], opts(3));
+    let mut c = Raw::connect(&cluster.addresses()[0]).await;
+    c.send_only(&produce_request("t", 0, lost.clone(), -1), 11).await;
+    assert!(c.is_closed().await);
+    assert_eq!(produce(&cluster, "t", 0, lost).await.base_offset, 3);
     let unknown = produce(&cluster, "t", 0, batch(&["g"], BatchOptions { producer_id: 424_242, ..opts(0) })).await;
     assert_eq!(unknown.error_code, ErrorCode::UnknownProducerId.code());
     let r = cluster.records("t");
+    assert_eq!(r.len(), 4);
     assert_eq!((r[2].producer_id, r[2].sequence), (pid, 2));
 }
 
@@ -147,6 +156,12 @@ async fn bad_batches_are_refused_per_partition() {
         },
     );
     let mut req = produce_request("t", 1, txn, -1);
+    // Without a transactional id, Kafka refuses the whole request.
+    let resp = c.send(&req, 9).await;
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code,
+        ErrorCode::TransactionalIdAuthorizationFailed.code()
+    );
     req.transactional_id = Some("nobody".into());
     let resp = c.send(&req, 9).await;
     assert_eq!(resp.responses[0].partition_responses[0].error_code, ErrorCode::InvalidTxnState.code());

@@ -6,8 +6,8 @@ use klife_protocol::messages::ProduceResponse;
 use klife_protocol::messages::produce_response::{
     LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use klife_protocol::records::RawBatch;
-use klife_protocol::{DecodeError, ErrorCode};
+use klife_protocol::records::{BatchHeader, RawBatch};
+use klife_protocol::{AnyRequest, DecodeError, ErrorCode};
 
 use super::{Ctx, Reply};
 use crate::log::AppendError;
@@ -68,7 +68,6 @@ fn validate(records: Option<Bytes>, max_message_bytes: usize) -> Result<RawBatch
 fn append(
     state: &mut State,
     ctx: &Ctx,
-    transactional_id: Option<&str>,
     topic: &str,
     partition: i32,
     records: Option<Bytes>,
@@ -97,9 +96,6 @@ fn append(
         ));
     }
     if h.is_transactional() {
-        if transactional_id.is_none() {
-            return Err(AppendError::new(ErrorCode::InvalidRecord, "transactional records need a transactional id"));
-        }
         state.txns.check_produce(h.producer_id, h.producer_epoch, topic, partition).map_err(|code| {
             AppendError::new(
                 code,
@@ -114,7 +110,26 @@ fn append(
     Ok((base, p.log.log_start_offset()))
 }
 
+/// Whether any partition of the request holds a transactional batch.
+fn has_transactional_records(r: &ProduceRequest) -> bool {
+    r.topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .any(|p| p.records.as_deref().is_some_and(|b| BatchHeader::parse(b).is_ok_and(|h| h.is_transactional())))
+}
+
 pub(crate) fn produce(state: &mut State, ctx: &Ctx, r: ProduceRequest) -> Reply {
+    // Kafka refuses the whole request, before looking at any partition, when it holds
+    // transactional records but names no transactional id.
+    if r.transactional_id.is_none() && has_transactional_records(&r) {
+        tracing::debug!("transactional records in a Produce request without a transactional id");
+        return super::error_response(
+            state,
+            ctx,
+            &AnyRequest::Produce(r),
+            ErrorCode::TransactionalIdAuthorizationFailed,
+        );
+    }
     let acks_valid = matches!(r.acks, -1..=1);
     let mut any_error = false;
     let mut endpoints = Vec::new();
@@ -128,7 +143,7 @@ pub(crate) fn produce(state: &mut State, ctx: &Ctx, r: ProduceRequest) -> Reply 
                 .map(|p| {
                     let mut out = PartitionProduceResponse::default().with_index(p.index);
                     let result = if acks_valid {
-                        append(state, ctx, r.transactional_id.as_deref(), &t.name, p.index, p.records)
+                        append(state, ctx, &t.name, p.index, p.records)
                     } else {
                         Err(AppendError::new(ErrorCode::InvalidRequiredAcks, format!("acks {} is not -1, 0 or 1", r.acks)))
                     };
