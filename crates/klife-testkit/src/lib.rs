@@ -6,6 +6,14 @@
 //! it; tests control it (leaders, brokers down, latency, injected errors, truncation) and
 //! look into it (records with their transaction state, committed offsets, requests).
 //!
+//! Faults: [`FakeCluster::set_leader`] / [`move_leader`](FakeCluster::move_leader),
+//! [`broker_down`](FakeCluster::broker_down) / [`broker_up`](FakeCluster::broker_up),
+//! [`drop_connections`](FakeCluster::drop_connections),
+//! [`set_latency`](FakeCluster::set_latency), [`inject_errors`](FakeCluster::inject_errors),
+//! [`inject_disconnect`](FakeCluster::inject_disconnect) (closed before executing),
+//! [`inject_lost_answer`](FakeCluster::inject_lost_answer) (executed, answer lost) and
+//! [`truncate_before`](FakeCluster::truncate_before).
+//!
 //! ```
 //! use klife_testkit::FakeCluster;
 //!

@@ -202,14 +202,24 @@ fn encode(correlation_id: i32, version: i16, response: &AnyResponse, close: bool
     }
 }
 
-fn partitions_of(request: &AnyRequest) -> Vec<(String, i32)> {
+fn partitions_of(state: &State, request: &AnyRequest) -> Vec<(String, i32)> {
     match request {
         AnyRequest::Produce(r) => {
             r.topic_data.iter().flat_map(|t| t.partition_data.iter().map(|p| (t.name.clone(), p.index))).collect()
         }
-        AnyRequest::Fetch(r) => {
-            r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), p.partition))).collect()
-        }
+        AnyRequest::Fetch(r) => r
+            .topics
+            .iter()
+            .flat_map(|t| {
+                // Fetch v13+ names topics by id.
+                let name = if t.topic.is_empty() {
+                    state.topic_by_id(t.topic_id).map(|(n, _)| n.clone()).unwrap_or_default()
+                } else {
+                    t.topic.clone()
+                };
+                t.partitions.iter().map(move |p| (name.clone(), p.partition))
+            })
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -237,13 +247,14 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
     }
     let (fault, latency) = {
         let mut state = shared.lock();
+        let partitions = partitions_of(&state, &request);
         state.requests.push(RequestRecord {
             broker,
             api_key,
             version,
             client_id: header.client_id.clone(),
             correlation_id,
-            partitions: partitions_of(&request),
+            partitions,
         });
         let fault = state.take_fault(api_key, broker);
         (fault, state.brokers.get(&broker).map_or(Duration::ZERO, |b| b.latency))
