@@ -4,7 +4,8 @@
 //! their addresses in `KLIFE_TEST_TANSU` and `KLIFE_TEST_RDKAFKA_MOCK`, and the mock
 //! program's path in `KLIFE_RDKAFKA_MOCK_BIN` (tests that inject faults start a private
 //! mock cluster of their own). Without these variables the suites fail: they are never
-//! skipped silently.
+//! skipped silently. klife-testkit's fake cluster needs no variable: every suite also
+//! runs against one in-process 3-broker cluster, started on first use.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -16,8 +17,11 @@ pub mod server;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+use klife_testkit::FakeCluster;
 
 /// A broker the suites run against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +30,47 @@ pub enum Broker {
     Tansu,
     /// librdkafka 2.12.1's mock cluster, 3 brokers.
     RdkafkaMock,
+    /// klife-testkit's fake cluster, 3 brokers, in process (shared by the tests of one
+    /// test binary).
+    Testkit,
+    /// Any Kafka cluster named in `KLIFE_TEST_BOOTSTRAP` (Apache Kafka from `compose/`,
+    /// or the container `tests/kafka` starts). Its cases say plainly that they did not
+    /// run when the variable is unset.
+    Kafka,
+}
+
+/// The cluster named in `KLIFE_TEST_BOOTSTRAP`, if any.
+pub fn kafka_bootstrap() -> Option<String> {
+    std::env::var("KLIFE_TEST_BOOTSTRAP").ok().filter(|b| !b.trim().is_empty())
+}
+
+/// The fake cluster the [`Broker::Testkit`] cases share. It runs on a runtime of its
+/// own, on a thread that lives as long as the test binary: each `#[tokio::test]` has its
+/// own runtime, which ends with the test.
+pub fn shared_testkit() -> &'static FakeCluster {
+    static CLUSTER: OnceLock<FakeCluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("klife-testkit".into())
+            .spawn(move || {
+                let runtime =
+                    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    let cluster = FakeCluster::builder()
+                        .brokers(3)
+                        .cluster_id("klife-conformance")
+                        .auto_create_topics(true, 4)
+                        .start()
+                        .await
+                        .unwrap();
+                    tx.send(cluster).unwrap();
+                    std::future::pending::<()>().await;
+                });
+            })
+            .unwrap();
+        rx.recv().unwrap()
+    })
 }
 
 fn env(name: &str) -> String {
@@ -36,13 +81,15 @@ fn env(name: &str) -> String {
 
 impl Broker {
     /// Every broker, for suites that run against all of them.
-    pub const ALL: [Broker; 2] = [Broker::Tansu, Broker::RdkafkaMock];
+    pub const ALL: [Broker; 3] = [Broker::Tansu, Broker::RdkafkaMock, Broker::Testkit];
 
     /// The bootstrap list.
     pub fn bootstrap(self) -> String {
         match self {
             Broker::Tansu => env("KLIFE_TEST_TANSU"),
             Broker::RdkafkaMock => env("KLIFE_TEST_RDKAFKA_MOCK"),
+            Broker::Testkit => shared_testkit().bootstrap(),
+            Broker::Kafka => kafka_bootstrap().unwrap_or_else(|| panic!("KLIFE_TEST_BOOTSTRAP is not set")),
         }
     }
 
@@ -54,7 +101,7 @@ impl Broker {
     /// Whether the broker has CreateTopics (the mock cluster does not: it creates
     /// topics with 4 partitions when metadata asks for them).
     pub fn has_create_topics(self) -> bool {
-        matches!(self, Broker::Tansu)
+        matches!(self, Broker::Tansu | Broker::Testkit | Broker::Kafka)
     }
 
     /// A client with test-friendly timeouts.
@@ -91,7 +138,8 @@ impl Broker {
 }
 
 /// Instantiates each listed `async fn case(broker: Broker)` as one test per broker:
-/// `case::tansu` and `case::rdkafka_mock`.
+/// `case::tansu`, `case::rdkafka_mock`, `case::testkit`, and `case::kafka` (which runs
+/// only when `KLIFE_TEST_BOOTSTRAP` names a cluster).
 #[macro_export]
 macro_rules! against_every_broker {
     ($($case:ident),* $(,)?) => {$(
@@ -103,6 +151,18 @@ macro_rules! against_every_broker {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn rdkafka_mock() {
                 super::$case($crate::Broker::RdkafkaMock).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn testkit() {
+                super::$case($crate::Broker::Testkit).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() {
+                if $crate::kafka_bootstrap().is_none() {
+                    println!("NOT RUN against Apache Kafka: KLIFE_TEST_BOOTSTRAP is not set (see compose/README.md)");
+                    return;
+                }
+                super::$case($crate::Broker::Kafka).await;
             }
         }
     )*};

@@ -1,0 +1,236 @@
+//! Coordinator lookup and committed offsets. Group membership (JoinGroup, KIP-848
+//! heartbeats) is not implemented yet: commits are accepted whatever the generation or
+//! member id, as for a group without members.
+
+use std::collections::BTreeMap;
+
+use klife_protocol::ErrorCode;
+use klife_protocol::messages::find_coordinator_response::Coordinator;
+use klife_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use klife_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use klife_protocol::messages::{
+    FindCoordinatorRequest, FindCoordinatorResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse,
+};
+
+use super::Ctx;
+use crate::state::{Committed, State};
+
+/// Kafka's default `offset.metadata.max.bytes`.
+const MAX_METADATA: usize = 4096;
+
+/// The coordinator of `key` as (error, node id, port).
+fn locate(state: &State, key_type: i8, key: &str) -> (ErrorCode, i32, i32) {
+    if !(0..=1).contains(&key_type) || (key_type == 1 && key.is_empty()) {
+        return (ErrorCode::InvalidRequest, -1, -1);
+    }
+    match state.coordinator(key) {
+        Some(id) => (ErrorCode::None, id, state.brokers.get(&id).map_or(-1, |b| i32::from(b.port))),
+        None => (ErrorCode::CoordinatorNotAvailable, -1, -1),
+    }
+}
+
+pub(crate) fn find_coordinator(state: &mut State, ctx: &Ctx, r: FindCoordinatorRequest) -> FindCoordinatorResponse {
+    if ctx.version >= 4 {
+        let coordinators = r
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let (code, node, port) = locate(state, r.key_type, key);
+                let host = if node >= 0 { "127.0.0.1" } else { "" };
+                Coordinator::default()
+                    .with_key(key.clone())
+                    .with_node_id(node)
+                    .with_host(host.into())
+                    .with_port(port)
+                    .with_error_code(code.code())
+            })
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    let (code, node, port) = locate(state, r.key_type, &r.key);
+    let host = if node >= 0 { "127.0.0.1" } else { "" };
+    FindCoordinatorResponse::default()
+        .with_error_code(code.code())
+        .with_node_id(node)
+        .with_host(host.into())
+        .with_port(port)
+}
+
+/// The error for a request to `group`'s coordinator arriving at `broker`.
+pub(crate) fn coordinator_error(state: &State, group: &str, broker: i32) -> ErrorCode {
+    match state.coordinator(group) {
+        Some(c) if c == broker => ErrorCode::None,
+        Some(_) => ErrorCode::NotCoordinator,
+        None => ErrorCode::CoordinatorNotAvailable,
+    }
+}
+
+pub(crate) fn offset_commit(state: &mut State, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
+    let group_error = if r.group_id.is_empty() {
+        ErrorCode::InvalidGroupId
+    } else {
+        coordinator_error(state, &r.group_id, ctx.broker)
+    };
+    let topics = r
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let code = if group_error != ErrorCode::None {
+                        group_error
+                    } else if state.partition(&t.name, p.partition_index).is_none() {
+                        ErrorCode::UnknownTopicOrPartition
+                    } else if p.committed_metadata.as_ref().is_some_and(|m| m.len() > MAX_METADATA) {
+                        ErrorCode::OffsetMetadataTooLarge
+                    } else {
+                        state.commit_offset(
+                            &r.group_id,
+                            &t.name,
+                            p.partition_index,
+                            Committed {
+                                offset: p.committed_offset,
+                                leader_epoch: p.committed_leader_epoch,
+                                metadata: p.committed_metadata,
+                            },
+                        );
+                        ErrorCode::None
+                    };
+                    OffsetCommitResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(code.code())
+                })
+                .collect();
+            OffsetCommitResponseTopic::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetCommitResponse::default().with_topics(topics)
+}
+
+/// One group's committed offsets for the requested partitions (all when `None`), as
+/// (topic, [(partition, offset, leader epoch, metadata, error)]).
+type GroupOffsets = Vec<(String, Vec<(i32, i64, i32, Option<String>, ErrorCode)>)>;
+
+fn group_offsets(
+    state: &State,
+    group: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
+) -> GroupOffsets {
+    let committed = state.groups.get(group);
+    let topics = topics.unwrap_or_else(|| {
+        let mut all: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+        for (t, p) in committed.into_iter().flat_map(|c| c.keys()) {
+            all.entry(t.clone()).or_default().push(*p);
+        }
+        all.into_iter().collect()
+    });
+    topics
+        .into_iter()
+        .map(|(topic, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|p| {
+                    if require_stable && state.txns.has_pending_offset(group, &topic, p) {
+                        return (p, -1, -1, Some(String::new()), ErrorCode::UnstableOffsetCommit);
+                    }
+                    match committed.and_then(|c| c.get(&(topic.clone(), p))) {
+                        Some(c) => (p, c.offset, c.leader_epoch, c.metadata.clone(), ErrorCode::None),
+                        None => (p, -1, -1, Some(String::new()), ErrorCode::None),
+                    }
+                })
+                .collect();
+            (topic, partitions)
+        })
+        .collect()
+}
+
+pub(crate) fn offset_fetch(state: &mut State, ctx: &Ctx, r: OffsetFetchRequest) -> OffsetFetchResponse {
+    if ctx.version >= 8 {
+        let groups = r
+            .groups
+            .into_iter()
+            .map(|g| {
+                let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+                let code = coordinator_error(state, &g.group_id, ctx.broker);
+                if code != ErrorCode::None {
+                    return out.with_error_code(code.code());
+                }
+                let wanted = g.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+                let topics = group_offsets(state, &g.group_id, wanted, r.require_stable)
+                    .into_iter()
+                    .map(|(name, partitions)| {
+                        let partitions = partitions
+                            .into_iter()
+                            .map(|(p, offset, epoch, metadata, code)| {
+                                OffsetFetchResponsePartitions::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(offset)
+                                    .with_committed_leader_epoch(epoch)
+                                    .with_metadata(metadata)
+                                    .with_error_code(code.code())
+                            })
+                            .collect();
+                        OffsetFetchResponseTopics::default().with_name(name).with_partitions(partitions)
+                    })
+                    .collect();
+                out.with_topics(topics)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let code = coordinator_error(state, &r.group_id, ctx.broker);
+    let wanted: Option<Vec<(String, Vec<i32>)>> =
+        r.topics.map(|ts| ts.into_iter().map(|t| (t.name, t.partition_indexes)).collect());
+    if code != ErrorCode::None {
+        if ctx.version >= 2 {
+            return OffsetFetchResponse::default().with_error_code(code.code());
+        }
+        // v1 has no top-level error: every partition carries it.
+        let topics = wanted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(name, ps)| {
+                let partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        OffsetFetchResponsePartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(-1)
+                            .with_metadata(Some(String::new()))
+                            .with_error_code(code.code())
+                    })
+                    .collect();
+                OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_topics(topics);
+    }
+    let topics = group_offsets(state, &r.group_id, wanted, ctx.version >= 7 && r.require_stable)
+        .into_iter()
+        .map(|(name, partitions)| {
+            let partitions = partitions
+                .into_iter()
+                .map(|(p, offset, epoch, metadata, code)| {
+                    let mut out = OffsetFetchResponsePartition::default()
+                        .with_partition_index(p)
+                        .with_committed_offset(offset)
+                        .with_metadata(metadata)
+                        .with_error_code(code.code());
+                    if ctx.version >= 5 {
+                        out = out.with_committed_leader_epoch(epoch);
+                    }
+                    out
+                })
+                .collect();
+            OffsetFetchResponseTopic::default().with_name(name).with_partitions(partitions)
+        })
+        .collect();
+    OffsetFetchResponse::default().with_topics(topics)
+}

@@ -1,0 +1,162 @@
+//! Request handling: one function per API, from a decoded request and the shared state
+//! to the response. No I/O and no waiting here; the connection task in `server.rs`
+//! reads, writes, sleeps and long-polls.
+
+mod admin;
+mod errors;
+pub(crate) mod fetch;
+mod groups;
+mod produce;
+mod txn;
+
+use klife_protocol::messages::ApiVersionsResponse;
+use klife_protocol::messages::api_versions_response::ApiVersion;
+use klife_protocol::{AnyRequest, AnyResponse, ApiKey, ErrorCode, VersionRange};
+
+pub(crate) use admin::validate_topic_name;
+pub(crate) use errors::error_response;
+
+use crate::state::State;
+
+/// The APIs and versions the fake cluster implements and advertises.
+pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 17),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DescribeCluster, 0, 1),
+];
+
+/// The advertised range of an API, if the fake cluster implements it.
+pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
+    SUPPORTED.iter().find(|(k, _, _)| *k == api).map(|(_, min, max)| VersionRange::new(*min, *max))
+}
+
+/// The request being handled: where and at which version.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ctx {
+    pub(crate) broker: i32,
+    pub(crate) version: i16,
+    pub(crate) now_ms: i64,
+}
+
+/// What to do after a request.
+#[derive(Debug)]
+pub(crate) enum Reply {
+    /// Send this response.
+    Respond(AnyResponse),
+    /// Send nothing (Produce with acks = 0).
+    Nothing,
+    /// Close the connection, as Kafka does for requests it cannot serve.
+    Close(&'static str),
+}
+
+impl<T: Into<AnyResponse>> From<T> for Reply {
+    fn from(r: T) -> Self {
+        Reply::Respond(r.into())
+    }
+}
+
+/// The ApiVersions answer: every implemented API, or, for a version this broker does not
+/// have, UNSUPPORTED_VERSION with the ApiVersions range only (answered at v0, as Kafka
+/// does, so that any client can read it).
+pub(crate) fn api_versions(version: i16, software_name: &str) -> (i16, ApiVersionsResponse) {
+    let entry = |(k, min, max): &(ApiKey, i16, i16)| {
+        ApiVersion::default().with_api_key(k.code()).with_min_version(*min).with_max_version(*max)
+    };
+    if !supported(ApiKey::ApiVersions).is_some_and(|r| r.contains(version)) {
+        let own = SUPPORTED.iter().filter(|(k, _, _)| *k == ApiKey::ApiVersions).map(entry).collect();
+        return (
+            0,
+            ApiVersionsResponse::default().with_error_code(ErrorCode::UnsupportedVersion.code()).with_api_keys(own),
+        );
+    }
+    if version >= 3 && !valid_software_name(software_name) {
+        return (version, ApiVersionsResponse::default().with_error_code(ErrorCode::InvalidRequest.code()));
+    }
+    (version, ApiVersionsResponse::default().with_api_keys(SUPPORTED.iter().map(entry).collect()))
+}
+
+/// KIP-511: `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
+fn valid_software_name(name: &str) -> bool {
+    let ok = |c: char| c.is_ascii_alphanumeric();
+    let bytes: Vec<char> = name.chars().collect();
+    match (bytes.first(), bytes.last()) {
+        (Some(f), Some(l)) => ok(*f) && ok(*l) && bytes.iter().all(|c| ok(*c) || *c == '-' || *c == '.'),
+        _ => false,
+    }
+}
+
+/// Handles every API but ApiVersions, SASL and Fetch (the connection task owns those).
+pub(crate) fn handle(state: &mut State, ctx: &Ctx, request: AnyRequest) -> Reply {
+    match request {
+        AnyRequest::Produce(r) => produce::produce(state, ctx, r),
+        AnyRequest::Metadata(r) => admin::metadata(state, ctx, r).into(),
+        AnyRequest::ListOffsets(r) => admin::list_offsets(state, ctx, r).into(),
+        AnyRequest::CreateTopics(r) => admin::create_topics(state, ctx, r).into(),
+        AnyRequest::DeleteTopics(r) => admin::delete_topics(state, ctx, r).into(),
+        AnyRequest::CreatePartitions(r) => admin::create_partitions(state, ctx, r).into(),
+        AnyRequest::DescribeCluster(r) => admin::describe_cluster(state, ctx, r).into(),
+        AnyRequest::FindCoordinator(r) => groups::find_coordinator(state, ctx, r).into(),
+        AnyRequest::OffsetCommit(r) => groups::offset_commit(state, ctx, r).into(),
+        AnyRequest::OffsetFetch(r) => groups::offset_fetch(state, ctx, r).into(),
+        AnyRequest::InitProducerId(r) => txn::init_producer_id(state, ctx, r).into(),
+        AnyRequest::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(state, ctx, r).into(),
+        AnyRequest::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(state, ctx, r).into(),
+        AnyRequest::EndTxn(r) => txn::end_txn(state, ctx, r).into(),
+        AnyRequest::TxnOffsetCommit(r) => txn::txn_offset_commit(state, ctx, r).into(),
+        _ => Reply::Close("an API this broker does not implement"),
+    }
+}
+
+/// Kafka's check of a client's `current_leader_epoch` against the partition's.
+pub(crate) fn check_leader_epoch(requested: i32, current: i32) -> ErrorCode {
+    if requested < 0 || requested == current {
+        ErrorCode::None
+    } else if requested < current {
+        ErrorCode::FencedLeaderEpoch
+    } else {
+        ErrorCode::UnknownLeaderEpoch
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ranges_are_ones_the_codec_has() {
+        for (api, min, max) in SUPPORTED {
+            assert!(api.versions().contains(*min) && api.versions().contains(*max), "{api}");
+            assert!(min <= max);
+        }
+    }
+
+    #[test]
+    fn api_versions_answers_unknown_versions_at_v0_with_its_own_range() {
+        let (v, r) = api_versions(9, "");
+        assert_eq!(v, 0);
+        assert_eq!(r.error_code, ErrorCode::UnsupportedVersion.code());
+        assert_eq!(r.api_keys.len(), 1);
+        assert_eq!(r.api_keys[0].api_key, ApiKey::ApiVersions.code());
+        let (v, r) = api_versions(3, "klife");
+        assert_eq!((v, r.error_code), (3, 0));
+        assert_eq!(r.api_keys.len(), SUPPORTED.len());
+        assert_eq!(api_versions(3, "bad name!").1.error_code, ErrorCode::InvalidRequest.code());
+        assert!(valid_software_name("librdkafka") && valid_software_name("a.b-c1") && !valid_software_name("-x"));
+    }
+}

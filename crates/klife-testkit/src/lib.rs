@@ -1,0 +1,115 @@
+//! # klife-testkit
+//!
+//! An in-process fake Kafka cluster for tests: several brokers, each on its own loopback
+//! port, speaking the real wire protocol through [`klife_protocol`] (and nothing else of
+//! klife: it is an independent reading of the broker side). Any Kafka client can talk to
+//! it; tests control it (leaders, brokers down, latency, injected errors, truncation) and
+//! look into it (records with their transaction state, committed offsets, requests).
+//!
+//! Faults: [`FakeCluster::set_leader`] / [`move_leader`](FakeCluster::move_leader),
+//! [`broker_down`](FakeCluster::broker_down) / [`broker_up`](FakeCluster::broker_up),
+//! [`drop_connections`](FakeCluster::drop_connections),
+//! [`set_latency`](FakeCluster::set_latency), [`inject_errors`](FakeCluster::inject_errors),
+//! [`inject_disconnect`](FakeCluster::inject_disconnect) (closed before executing),
+//! [`inject_lost_answer`](FakeCluster::inject_lost_answer) (executed, answer lost) and
+//! [`truncate_before`](FakeCluster::truncate_before).
+//!
+//! ```
+//! use klife_testkit::FakeCluster;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cluster = FakeCluster::builder().brokers(3).topic("orders", 6).start().await?;
+//! println!("bootstrap.servers={}", cluster.bootstrap());
+//! assert_eq!(cluster.broker_ids(), vec![0, 1, 2]);
+//!
+//! // Any client connects; this one only opens a socket.
+//! let stream = tokio::net::TcpStream::connect(&cluster.addresses()[0]).await?;
+//! drop(stream);
+//!
+//! cluster.set_leader("orders", 0, 2)?;
+//! assert_eq!(cluster.leader("orders", 0)?, (2, 1));
+//! assert!(cluster.records("orders").is_empty());
+//! cluster.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Contract
+//!
+//! Implemented APIs (the versions advertised by ApiVersions; [`FakeCluster::supported_apis`]):
+//!
+//! | API | versions | notes |
+//! |---|---|---|
+//! | ApiVersions | 0-4 | an unknown version is answered at v0 with UNSUPPORTED_VERSION and the ApiVersions range, as Kafka does |
+//! | Metadata | 0-13 | topic ids, auto-creation (on by default, `num.partitions` 1), down brokers left out, leader epochs |
+//! | DescribeCluster | 0-1 | |
+//! | CreateTopics | 2-7 | `validate_only`, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_TOPIC_EXCEPTION, replica assignments, `max.message.bytes` |
+//! | DeleteTopics | 1-6 | by name or id |
+//! | CreatePartitions | 0-3 | |
+//! | Produce | 3-11 | acks 0/1/-1 (no answer for 0; an error closes the connection as in Kafka); CRC → CORRUPT_MESSAGE; one batch per partition, base offset 0 → INVALID_RECORD; MESSAGE_TOO_LARGE; idempotence (duplicates of the last 5 batches answered with their original offset, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID for ids this cluster never issued); transactional batches need a transactional id in the request (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED for the whole request, as Kafka answers) and AddPartitionsToTxn (INVALID_TXN_STATE); NOT_LEADER_OR_FOLLOWER with the new leader (v10+) |
+//! | Fetch | 4-17 | high watermark, last stable offset, log start offset, aborted transactions for read_committed, size limits (the last batch cut at the limit, the first one whole), long polling on `min_bytes` / `max_wait_ms`, OFFSET_OUT_OF_RANGE, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH, topic ids (v13+) |
+//! | ListOffsets | 1-10 | earliest (-2), latest (-1, the LSO for read_committed), max timestamp (-3), by timestamp |
+//! | FindCoordinator | 0-6 | group and transaction keys; one key (v0-3) or batched (v4+) |
+//! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT |
+//! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
+//! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
+//! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort |
+//! | SaslHandshake / SaslAuthenticate | 1 / 0-2 | PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (the `sasl` crate's server mechanisms); failure → SASL_AUTHENTICATION_FAILED, then the connection closes |
+//!
+//! Listeners: `PLAINTEXT` (default), `SSL` ([`ClusterBuilder::tls`], rustls; see
+//! [`TestCertificates`] for certificates made on the spot), `SASL_PLAINTEXT`
+//! ([`ClusterBuilder::sasl_user`]) and `SASL_SSL` (both).
+//!
+//! Bad input gets Kafka's treatment and never a panic: a size prefix above the frame
+//! limit (100 MiB by default), an unknown api key, an undecodable request, an API this
+//! cluster does not implement or a version it does not advertise close the connection
+//! (other connections are not affected); so does any request but ApiVersions and SASL
+//! before authentication on a SASL listener.
+//!
+//! Not implemented, by design or not yet:
+//! - consumer group membership: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//!   ConsumerGroupHeartbeat (KIP-848). Commits are accepted without a generation check.
+//! - replication: each partition has replicas for Metadata, but only the leader's log
+//!   exists; the high watermark is the log end offset, and `acks` -1 and 1 are the same.
+//! - fetch sessions (KIP-227): answers are always full and sessionless (session id 0,
+//!   as Kafka answers when its session cache is full); an incremental request gets
+//!   FETCH_SESSION_ID_NOT_FOUND.
+//! - transaction timeouts: an open transaction stays open until EndTxn or a new
+//!   InitProducerId for its transactional id.
+//! - SaslHandshake v0 (raw SASL tokens after the handshake), OAUTHBEARER, ACLs, quotas,
+//!   configs APIs, log compaction, log-append-time topics, DeleteRecords (use
+//!   [`FakeCluster::truncate_before`]), legacy (magic 0/1) record batches.
+//! - InitProducerId for a transactional id with an open transaction aborts it at once
+//!   (Kafka answers CONCURRENT_TRANSACTIONS until its abort is written).
+//!
+//! ## Storage
+//!
+//! Each partition keeps the batches as produced, with the broker's base offset and
+//! partition leader epoch written in. Neither field is covered by the batch CRC, so the
+//! bytes a consumer fetches are the producer's own, CRC included.
+//!
+//! ## Tracing
+//!
+//! Events go through `tracing` under the `klife_testkit` target: `info` when a cluster
+//! starts, `debug` for connections, refused produce batches, injected faults, leader
+//! moves and broker state, `error` only for a response the cluster could not encode (a
+//! bug here). There are no metrics.
+
+mod cluster;
+mod error;
+mod handlers;
+mod log;
+mod records;
+mod sasl;
+mod server;
+mod state;
+mod tls;
+mod txn;
+
+pub use cluster::{ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, FakeCluster};
+pub use error::Error;
+pub use records::{Marker, StoredRecord, TxnStatus};
+pub use sasl::SaslMechanism;
+pub use state::RequestRecord;
+pub use tls::{TestCertificates, TlsIdentity};

@@ -1,0 +1,341 @@
+//! The transaction coordinator's state, sans-io: transactional ids, producer ids and
+//! epochs, the partitions and groups of each open transaction, and offsets waiting for
+//! the commit.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use klife_protocol::ErrorCode;
+
+/// Kafka's default `transaction.max.timeout.ms`.
+pub(crate) const MAX_TRANSACTION_TIMEOUT_MS: i32 = 900_000;
+
+/// An offset committed inside a transaction, applied when it commits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PendingOffset {
+    pub(crate) group: String,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) leader_epoch: i32,
+    pub(crate) metadata: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxnState {
+    Empty,
+    Ongoing,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+#[derive(Debug, Clone)]
+struct TxnMeta {
+    producer_id: i64,
+    epoch: i16,
+    state: TxnState,
+    partitions: BTreeSet<(String, i32)>,
+    groups: BTreeSet<String>,
+    pending: Vec<PendingOffset>,
+}
+
+/// A transaction that just ended: markers go to `partitions`, and on commit `offsets`
+/// become the groups' committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Ended {
+    pub(crate) producer_id: i64,
+    pub(crate) epoch: i16,
+    pub(crate) commit: bool,
+    pub(crate) partitions: Vec<(String, i32)>,
+    pub(crate) offsets: Vec<PendingOffset>,
+}
+
+/// Every transactional id the cluster knows.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Transactions {
+    by_id: HashMap<String, TxnMeta>,
+}
+
+impl TxnMeta {
+    fn finish(&mut self, commit: bool) -> Ended {
+        self.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        let partitions = std::mem::take(&mut self.partitions).into_iter().collect();
+        self.groups.clear();
+        let offsets = std::mem::take(&mut self.pending);
+        Ended {
+            producer_id: self.producer_id,
+            epoch: self.epoch,
+            commit,
+            partitions,
+            offsets: if commit { offsets } else { Vec::new() },
+        }
+    }
+}
+
+impl Transactions {
+    /// InitProducerId with a transactional id. `expected` is the producer id and epoch the
+    /// client sent (v3+, -1 when none). An open transaction is aborted first (Kafka
+    /// answers CONCURRENT_TRANSACTIONS until that abort is done; here it is immediate).
+    pub(crate) fn init(
+        &mut self,
+        transactional_id: &str,
+        timeout_ms: i32,
+        expected: (i64, i16),
+        allocate: &mut dyn FnMut() -> i64,
+    ) -> Result<(i64, i16, Option<Ended>), ErrorCode> {
+        if timeout_ms <= 0 || timeout_ms > MAX_TRANSACTION_TIMEOUT_MS {
+            return Err(ErrorCode::InvalidTransactionTimeout);
+        }
+        let Some(meta) = self.by_id.get_mut(transactional_id) else {
+            let producer_id = allocate();
+            self.by_id.insert(
+                transactional_id.to_owned(),
+                TxnMeta {
+                    producer_id,
+                    epoch: 0,
+                    state: TxnState::Empty,
+                    partitions: BTreeSet::new(),
+                    groups: BTreeSet::new(),
+                    pending: Vec::new(),
+                },
+            );
+            return Ok((producer_id, 0, None));
+        };
+        if expected.0 >= 0 && (expected.0 != meta.producer_id || expected.1 != meta.epoch) {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        let aborted = if meta.state == TxnState::Ongoing {
+            // The markers carry the new epoch: they fence the old producer everywhere.
+            meta.epoch = meta.epoch.saturating_add(1);
+            Some(meta.finish(false))
+        } else {
+            if meta.epoch >= i16::MAX - 1 {
+                meta.producer_id = allocate();
+                meta.epoch = 0;
+            } else {
+                meta.epoch += 1;
+            }
+            None
+        };
+        if aborted.is_some() && meta.epoch >= i16::MAX - 1 {
+            meta.producer_id = allocate();
+            meta.epoch = 0;
+        }
+        meta.state = TxnState::Empty;
+        Ok((meta.producer_id, meta.epoch, aborted))
+    }
+
+    fn checked(&mut self, transactional_id: &str, producer_id: i64, epoch: i16) -> Result<&mut TxnMeta, ErrorCode> {
+        let meta = self.by_id.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        if meta.producer_id != producer_id {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        }
+        if meta.epoch != epoch {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        Ok(meta)
+    }
+
+    /// AddPartitionsToTxn.
+    pub(crate) fn add_partitions(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: impl IntoIterator<Item = (String, i32)>,
+    ) -> Result<(), ErrorCode> {
+        let meta = self.checked(transactional_id, producer_id, epoch)?;
+        meta.state = TxnState::Ongoing;
+        meta.partitions.extend(partitions);
+        Ok(())
+    }
+
+    /// AddOffsetsToTxn.
+    pub(crate) fn add_offsets(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), ErrorCode> {
+        let meta = self.checked(transactional_id, producer_id, epoch)?;
+        meta.state = TxnState::Ongoing;
+        meta.groups.insert(group.to_owned());
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: the offsets wait for the transaction's end.
+    pub(crate) fn commit_offsets(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        offsets: Vec<PendingOffset>,
+    ) -> Result<(), ErrorCode> {
+        let meta = self.checked(transactional_id, producer_id, epoch)?;
+        if meta.state != TxnState::Ongoing || offsets.iter().any(|o| !meta.groups.contains(&o.group)) {
+            return Err(ErrorCode::InvalidTxnState);
+        }
+        for o in offsets {
+            meta.pending.retain(|p| (&p.group, &p.topic, p.partition) != (&o.group, &o.topic, o.partition));
+            meta.pending.push(o);
+        }
+        Ok(())
+    }
+
+    /// EndTxn. A retried EndTxn of a transaction that already ended the same way is
+    /// answered with success and nothing to do.
+    pub(crate) fn end(
+        &mut self,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<Option<Ended>, ErrorCode> {
+        let meta = self.checked(transactional_id, producer_id, epoch)?;
+        match (meta.state, commit) {
+            (TxnState::Ongoing, _) => Ok(Some(meta.finish(commit))),
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
+            _ => Err(ErrorCode::InvalidTxnState),
+        }
+    }
+
+    /// Whether a transactional batch of `producer_id` at `epoch` may be written to
+    /// `topic`-`partition`: the partition must have been added to its open transaction.
+    pub(crate) fn check_produce(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ErrorCode> {
+        let Some(meta) = self.by_id.values().find(|m| m.producer_id == producer_id) else {
+            return Err(ErrorCode::InvalidTxnState);
+        };
+        if epoch < meta.epoch {
+            return Err(ErrorCode::InvalidProducerEpoch);
+        }
+        if meta.state != TxnState::Ongoing || !meta.partitions.contains(&(topic.to_owned(), partition)) {
+            return Err(ErrorCode::InvalidTxnState);
+        }
+        Ok(())
+    }
+
+    /// Partitions of open transactions with pending offsets for `group` (for
+    /// OffsetFetch with `require_stable`).
+    pub(crate) fn has_pending_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.by_id.values().any(|m| {
+            m.state == TxnState::Ongoing
+                && m.pending.iter().any(|p| p.group == group && p.topic == topic && p.partition == partition)
+        })
+    }
+
+    /// Forgets `topic` in every open transaction (the topic was deleted).
+    pub(crate) fn forget_topic(&mut self, topic: &str) {
+        for m in self.by_id.values_mut() {
+            m.partitions.retain(|(t, _)| t != topic);
+        }
+    }
+
+    /// The state of a transactional id, for tests.
+    #[cfg(test)]
+    fn state(&self, transactional_id: &str) -> Option<TxnState> {
+        self.by_id.get(transactional_id).map(|m| m.state)
+    }
+
+    /// Producer id and epoch per transactional id.
+    pub(crate) fn producers(&self) -> BTreeMap<String, (i64, i16)> {
+        self.by_id.iter().map(|(k, m)| (k.clone(), (m.producer_id, m.epoch))).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn counter() -> impl FnMut() -> i64 {
+        let mut next = 1000;
+        move || {
+            next += 1;
+            next
+        }
+    }
+
+    fn offset(group: &str, o: i64) -> PendingOffset {
+        PendingOffset {
+            group: group.into(),
+            topic: "t".into(),
+            partition: 0,
+            offset: o,
+            leader_epoch: -1,
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn a_transaction_commits_its_partitions_and_offsets() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, epoch, none) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        assert_eq!((pid, epoch, none), (1001, 0, None));
+        assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidTxnState));
+        txns.add_partitions("app", pid, 0, [("t".into(), 0), ("t".into(), 1)]).unwrap();
+        txns.check_produce(pid, 0, "t", 0).unwrap();
+        assert_eq!(txns.check_produce(pid, 0, "t", 2), Err(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]), Err(ErrorCode::InvalidTxnState));
+        txns.add_offsets("app", pid, 0, "g").unwrap();
+        txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
+        assert!(txns.has_pending_offset("g", "t", 0));
+        let ended = txns.end("app", pid, 0, true).unwrap().unwrap();
+        assert_eq!(ended.partitions, vec![("t".into(), 0), ("t".into(), 1)]);
+        assert_eq!(ended.offsets, vec![offset("g", 5)]);
+        assert_eq!(txns.state("app"), Some(TxnState::CompleteCommit));
+        // A retried commit is fine; an abort now is not.
+        assert_eq!(txns.end("app", pid, 0, true), Ok(None));
+        assert_eq!(txns.end("app", pid, 0, false), Err(ErrorCode::InvalidTxnState));
+    }
+
+    #[test]
+    fn aborts_drop_pending_offsets() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        txns.add_offsets("app", pid, 0, "g").unwrap();
+        txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
+        let ended = txns.end("app", pid, 0, false).unwrap().unwrap();
+        assert!(ended.offsets.is_empty() && !ended.commit);
+    }
+
+    #[test]
+    fn a_new_init_fences_the_old_producer_and_aborts_its_transaction() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)]).unwrap();
+        let (pid2, epoch2, aborted) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        assert_eq!((pid2, epoch2), (pid, 1));
+        let aborted = aborted.unwrap();
+        assert!(!aborted.commit);
+        assert_eq!(aborted.epoch, 1, "markers carry the new epoch");
+        assert_eq!(txns.end("app", pid, 0, true), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_partitions("app", pid, 0, []), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(txns.end("app", 999, 1, true), Err(ErrorCode::InvalidProducerIdMapping));
+        assert_eq!(txns.end("other", pid, 1, true), Err(ErrorCode::InvalidProducerIdMapping));
+        // KIP-360: the expected producer id and epoch must be the current ones.
+        assert_eq!(txns.init("app", 60_000, (pid, 0), &mut alloc), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.init("app", 60_000, (pid, 1), &mut alloc).unwrap().1, 2);
+        assert_eq!(txns.init("app", 0, (-1, -1), &mut alloc), Err(ErrorCode::InvalidTransactionTimeout));
+    }
+
+    #[test]
+    fn an_exhausted_epoch_gets_a_new_producer_id() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        txns.by_id.get_mut("app").unwrap().epoch = i16::MAX - 1;
+        let (pid, epoch, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        assert_eq!((pid, epoch), (1002, 0));
+    }
+}
