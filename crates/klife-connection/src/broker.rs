@@ -25,6 +25,9 @@ pub(crate) struct BrokerPool {
     host: String,
     port: u16,
     slots: Vec<Mutex<Slot>>,
+    /// A connection of its own for Fetch requests: brokers answer a connection's
+    /// requests in order, so a long-polling fetch would hold up everything behind it.
+    fetch_slot: Mutex<Slot>,
     next: AtomicUsize,
     config: Arc<ConnectionConfig>,
     /// The owning cluster's closed flag: no connection outlives `Cluster::close`.
@@ -39,17 +42,16 @@ impl BrokerPool {
         config: Arc<ConnectionConfig>,
         closed: Arc<AtomicBool>,
     ) -> Self {
-        let slots = (0..config.connection_count.max(1))
-            .map(|_| {
-                Mutex::new(Slot {
-                    conn: None,
-                    backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
-                    retry_at: None,
-                    last_error: None,
-                })
+        let slot = || {
+            Mutex::new(Slot {
+                conn: None,
+                backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
+                retry_at: None,
+                last_error: None,
             })
-            .collect();
-        BrokerPool { label, host, port, slots, next: AtomicUsize::new(0), config, closed }
+        };
+        let slots = (0..config.connection_count.max(1)).map(|_| slot()).collect();
+        BrokerPool { label, host, port, slots, fetch_slot: slot(), next: AtomicUsize::new(0), config, closed }
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -65,7 +67,16 @@ impl BrokerPool {
     /// once, so a dead broker costs each caller nothing but the one shared attempt.
     pub(crate) async fn connection(&self) -> Result<Connection, Error> {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let mut slot = self.slots[i].lock().await;
+        self.connect_slot(&self.slots[i]).await
+    }
+
+    /// The connection kept for Fetch requests (same backoff rules).
+    pub(crate) async fn fetch_connection(&self) -> Result<Connection, Error> {
+        self.connect_slot(&self.fetch_slot).await
+    }
+
+    async fn connect_slot(&self, slot: &Mutex<Slot>) -> Result<Connection, Error> {
+        let mut slot = slot.lock().await;
         if let Some(c) = &slot.conn {
             if !c.is_closed() {
                 return Ok(c.clone());
@@ -104,7 +115,7 @@ impl BrokerPool {
 
     /// Closes every open connection.
     pub(crate) async fn close(&self) {
-        for s in &self.slots {
+        for s in self.slots.iter().chain(std::iter::once(&self.fetch_slot)) {
             if let Some(c) = s.lock().await.conn.take() {
                 c.close();
             }

@@ -269,6 +269,17 @@ impl Cluster {
 
     /// A connection to the broker with this node id.
     pub async fn broker(&self, node_id: i32) -> Result<Connection, Error> {
+        self.pool(node_id)?.connection().await
+    }
+
+    /// The broker's connection kept for Fetch requests, apart from the others: a broker
+    /// answers one connection's requests in order, so a fetch waiting for records
+    /// (`max_wait`) would otherwise delay produce and admin requests behind it.
+    pub async fn fetch_connection(&self, node_id: i32) -> Result<Connection, Error> {
+        self.pool(node_id)?.fetch_connection().await
+    }
+
+    fn pool(&self, node_id: i32) -> Result<Arc<BrokerPool>, Error> {
         self.ensure_open()?;
         // Read the metadata before taking the pools' lock: `install` takes them in the
         // other order.
@@ -294,7 +305,7 @@ impl Cluster {
                 }
             }
         };
-        pool.connection().await
+        Ok(pool)
     }
 
     /// A connection to any reachable broker (a random one first).

@@ -482,7 +482,7 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
 
 /// Sends one Fetch request for `jobs` and hands each its result (or retries it).
 async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, _permit: OwnedSemaphorePermit) {
-    let conn = match inner.cluster.broker(broker).await {
+    let conn = match inner.cluster.fetch_connection(broker).await {
         Ok(c) => c,
         Err(e) => return fail_all(&inner, jobs, e),
     };

@@ -25,6 +25,9 @@ impl Settings {
         if let Some(kib) = opts.opt_parse::<usize>("partition-max-kib")? {
             config.partition_max_bytes = kib << 10;
         }
+        if let Some(kib) = opts.opt_parse::<usize>("request-max-kib")? {
+            config.max_bytes_per_request = kib << 10;
+        }
         if let Some(n) = opts.opt_parse("max-in-flight")? {
             config.max_in_flight = n;
         }
@@ -57,7 +60,6 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
         (0..partitions).map(|p| (s.topic.as_str(), p, StartOffset::Offset(0))).collect();
     consumer.assign(&assignment).await.map_err(|e| e.to_string())?;
     let (mut records, mut bytes) = (0u64, 0u64);
-    let mut answers = 0u64;
     while records < s.count {
         let fetched = match consumer.next().await {
             Some(Ok(f)) => f,
@@ -68,19 +70,6 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
             bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
         }
         records += fetched.records.len() as u64;
-        answers += 1;
-        if std::env::var_os("KLIFE_BENCH_DEBUG").is_some() {
-            eprintln!(
-                "{:?} p{} {} recs hw {}",
-                started.elapsed(),
-                fetched.partition,
-                fetched.records.len(),
-                fetched.high_watermark
-            );
-        }
-    }
-    if std::env::var_os("KLIFE_BENCH_DEBUG").is_some() {
-        eprintln!("answers {answers}");
     }
     Ok(Report { client: "klife", records, bytes, elapsed: started.elapsed() })
 }

@@ -32,7 +32,7 @@ usage:
   klife-bench rskafka-produce --bootstrap HOST:PORT --topic T --partitions P --count N --value-size S
         [--batch RECORDS] [--in-flight K] [--workers W]
   klife-bench klife-consume --bootstrap HOST:PORT --topic T --count N
-        [--partition-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
+        [--partition-max-kib K] [--request-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
         [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
         [--workers W]
