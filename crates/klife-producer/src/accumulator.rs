@@ -5,19 +5,23 @@
 //!
 //! Each record carries a token of the caller's type `T` (a completion handle, say);
 //! tokens come back, in record order, with the drained batch, so the caller can tell
-//! each record's sender what became of it.
+//! each record's sender what became of it. Each batch also carries one value of the
+//! caller's type `S`, shared by its records (the producer keeps there the batch's
+//! completion, which every record's future reads, instead of a channel per record).
 //!
 //! Memory is bounded: every record reserves its encoded size against
 //! `buffer_memory` until the caller releases its batch (after the broker answered for
 //! it, or it failed for good). A full buffer refuses the record, handing its token back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use klife_protocol::Compression;
 use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, RecordBatchWriter, encoded_record_size};
+
+use crate::hash::FastMap;
 
 /// A topic and partition. Cheap to clone: the topic is shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -124,6 +128,8 @@ pub struct Appended {
     pub new_batch: bool,
     /// The partition's batch is now full: it can be sent without waiting for the linger.
     pub batch_full: bool,
+    /// The record's position in its batch (0 for the first record).
+    pub index: usize,
 }
 
 /// Which partitions have batches to send.
@@ -135,15 +141,53 @@ pub struct Readiness {
     pub next_ready_at: Option<Instant>,
 }
 
+/// A batch taken out of the accumulator, stamped but not finished yet: finishing
+/// (compression and CRC) is left to the caller, so that it can happen outside whatever
+/// lock guards the accumulator.
+#[derive(Debug)]
+pub struct TakenBatch<T, S = ()> {
+    /// Where it goes.
+    pub partition: TopicPartition,
+    /// The records, to be finished into the batch bytes.
+    pub writer: RecordBatchWriter,
+    /// The records' tokens, in record order.
+    pub tokens: Vec<T>,
+    /// The value shared by the batch's records (see [`Accumulator::append_record`]).
+    pub shared: S,
+    /// When its first record was appended.
+    pub created: Instant,
+    /// Bytes it holds against `buffer_memory`: pass to [`Accumulator::release`] when done.
+    pub reserved: usize,
+}
+
+impl<T, S> TakenBatch<T, S> {
+    /// Finishes the batch bytes (compressed, with the CRC).
+    ///
+    /// A batch that cannot be finished (its codec fails) comes back as a
+    /// [`FinishError`] with its tokens, so that its records can be failed.
+    // The error hands the whole batch back on purpose (a codec failure, rare).
+    #[allow(clippy::result_large_err)]
+    pub fn finish(self) -> Result<DrainedBatch<T, S>, FinishError<T, S>> {
+        let TakenBatch { partition, writer, tokens, shared, created, reserved } = self;
+        let drained = |bytes| DrainedBatch { partition, bytes, tokens, shared, created, reserved };
+        match writer.finish() {
+            Ok(bytes) => Ok(drained(bytes)),
+            Err(e) => Err(FinishError { reason: e.to_string(), batch: drained(Bytes::new()) }),
+        }
+    }
+}
+
 /// A finished batch, taken out of the accumulator.
 #[derive(Debug)]
-pub struct DrainedBatch<T> {
+pub struct DrainedBatch<T, S = ()> {
     /// Where it goes.
     pub partition: TopicPartition,
     /// The complete batch bytes (compressed, with its CRC).
     pub bytes: Bytes,
     /// The records' tokens, in record order.
     pub tokens: Vec<T>,
+    /// The value shared by the batch's records (see [`Accumulator::append_record`]).
+    pub shared: S,
     /// When its first record was appended.
     pub created: Instant,
     /// Bytes it holds against `buffer_memory`: pass to [`Accumulator::release`] when done.
@@ -153,11 +197,11 @@ pub struct DrainedBatch<T> {
 /// A batch that could not be finished (its codec failed); its tokens are in `batch`,
 /// whose `bytes` are empty.
 #[derive(Debug)]
-pub struct FinishError<T> {
+pub struct FinishError<T, S = ()> {
     /// What the codec said.
     pub reason: String,
     /// The batch's records, to be failed.
-    pub batch: DrainedBatch<T>,
+    pub batch: DrainedBatch<T, S>,
 }
 
 /// The producer state a drained batch is stamped with.
@@ -173,33 +217,55 @@ pub struct ProducerStamp {
     pub transactional: bool,
 }
 
-struct Batch<T> {
+struct Batch<T, S> {
     writer: RecordBatchWriter,
     tokens: Vec<T>,
+    shared: S,
     created: Instant,
     reserved: usize,
 }
 
-struct PartitionQueue<T> {
-    open: Option<Batch<T>>,
-    sealed: VecDeque<Batch<T>>,
+struct PartitionQueue<T, S> {
+    open: Option<Batch<T, S>>,
+    sealed: VecDeque<Batch<T, S>>,
+    /// Size of the partition's last batch, to preallocate the next one: a busy
+    /// partition gets its batches at full size at once (no regrowth, no copies), a
+    /// quiet one small buffers.
+    last_size: usize,
 }
 
-impl<T> Default for PartitionQueue<T> {
-    fn default() -> Self {
-        PartitionQueue { open: None, sealed: VecDeque::new() }
+impl<T, S> PartitionQueue<T, S> {
+    fn is_empty(&self) -> bool {
+        self.open.is_none() && self.sealed.is_empty()
     }
 }
 
+impl<T, S> Default for PartitionQueue<T, S> {
+    fn default() -> Self {
+        PartitionQueue { open: None, sealed: VecDeque::new(), last_size: 0 }
+    }
+}
+
+/// Room preallocated for a partition's first batch.
+const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
+
+/// Room past the batch size, so that a batch filled up to it does not regrow.
+const CAPACITY_MARGIN: usize = 64;
+
 /// Per-partition record accumulation. See the [module docs](self).
-pub struct Accumulator<T> {
+///
+/// `T` is a token per record; `S` a value shared by every record of a batch, made with
+/// `S::default()` when the batch opens (the producer keeps its batch's completion
+/// there, so that records do not each need a channel).
+pub struct Accumulator<T, S = ()> {
     config: AccumulatorConfig,
-    queues: HashMap<TopicPartition, PartitionQueue<T>>,
+    /// Queues of the partitions seen so far (kept when empty, with their size hint).
+    queues: FastMap<TopicPartition, PartitionQueue<T, S>>,
     buffered: usize,
     records: usize,
 }
 
-impl<T> std::fmt::Debug for Accumulator<T> {
+impl<T, S> std::fmt::Debug for Accumulator<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accumulator")
             .field("partitions", &self.queues.len())
@@ -210,9 +276,16 @@ impl<T> std::fmt::Debug for Accumulator<T> {
 }
 
 impl<T> Accumulator<T> {
-    /// An empty accumulator.
+    /// An empty accumulator whose batches share no value.
     pub fn new(config: AccumulatorConfig) -> Self {
-        Accumulator { config, queues: HashMap::new(), buffered: 0, records: 0 }
+        Accumulator::with_shared(config)
+    }
+}
+
+impl<T, S: Default> Accumulator<T, S> {
+    /// An empty accumulator whose batches each share an `S`.
+    pub fn with_shared(config: AccumulatorConfig) -> Self {
+        Accumulator { config, queues: FastMap::default(), buffered: 0, records: 0 }
     }
 
     /// The configuration.
@@ -244,24 +317,54 @@ impl<T> Accumulator<T> {
         token: T,
         now: Instant,
     ) -> Result<Appended, AppendError<T>> {
-        let queue = self.queues.entry(partition.clone()).or_default();
+        self.append_record(partition, timestamp, key, value, headers, token, || now).map(|(appended, _)| appended)
+    }
+
+    /// Like [`append`](Self::append), and also returns the value shared by the record's
+    /// batch; the record is number [`Appended::index`] of that batch. The clock is read
+    /// (`now` called) only when the record opens a new batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_record<H: HeaderRef>(
+        &mut self,
+        partition: &TopicPartition,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[H],
+        token: T,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<(Appended, &S), AppendError<T>> {
         let config = &self.config;
-        // What the record costs in an open batch, or alone in a new one.
-        let in_open = queue.open.as_ref().map(|b| b.writer.next_record_size(timestamp, key, value, headers));
-        // Alone in a new batch: offset delta 0, timestamp delta 0.
-        let alone = encoded_record_size(0, 0, key, value, headers);
-        if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
-            return Err(AppendError::RecordTooLarge {
-                size: BATCH_HEADER_SIZE + alone,
-                limit: config.max_record_batch_size,
-                token,
-            });
+        // The key is cloned only for a partition never seen.
+        if !self.queues.contains_key(partition) {
+            self.queues.insert(partition.clone(), PartitionQueue::default());
         }
-        let fits_open = queue
-            .open
-            .as_ref()
-            .is_some_and(|b| b.writer.has_room_for(config.batch_size, timestamp, key, value, headers));
-        let needed = if fits_open { in_open.unwrap_or(alone) } else { alone };
+        let Some(queue) = self.queues.get_mut(partition) else {
+            return Err(AppendError::Encode { reason: "no queue for the partition".into(), token });
+        };
+        // What the record costs in the open batch, if it fits there.
+        let in_open = queue.open.as_ref().and_then(|b| {
+            let size = b.writer.next_record_size(timestamp, key, value, headers);
+            let fits = b.writer.is_empty() || b.writer.size_in_bytes().saturating_add(size) <= config.batch_size;
+            fits.then_some(size)
+        });
+        let needed = match in_open {
+            // Alone in a new batch (offset and timestamp deltas 0) a record takes no
+            // more room than in an open one: a record that fits an open batch fits
+            // the limit.
+            Some(size) if BATCH_HEADER_SIZE + size <= config.max_record_batch_size => size,
+            _ => {
+                let alone = encoded_record_size(0, 0, key, value, headers);
+                if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
+                    return Err(AppendError::RecordTooLarge {
+                        size: BATCH_HEADER_SIZE + alone,
+                        limit: config.max_record_batch_size,
+                        token,
+                    });
+                }
+                in_open.unwrap_or(alone)
+            }
+        };
         if self.buffered + needed > config.buffer_memory {
             return Err(AppendError::BufferFull {
                 buffered: self.buffered,
@@ -271,16 +374,19 @@ impl<T> Accumulator<T> {
             });
         }
         let mut new_batch = false;
-        if !fits_open {
+        if in_open.is_none() {
             if let Some(full) = queue.open.take() {
+                queue.last_size = full.writer.size_in_bytes();
                 queue.sealed.push_back(full);
             }
             let options = BatchOptions { compression: config.compression, ..BatchOptions::default() };
-            let capacity = (BATCH_HEADER_SIZE + alone).max(config.batch_size.min(64 * 1024));
+            let hint = if queue.last_size == 0 { FIRST_BATCH_CAPACITY } else { queue.last_size };
+            let capacity = (BATCH_HEADER_SIZE + needed).max(hint.min(config.batch_size)) + CAPACITY_MARGIN;
             queue.open = Some(Batch {
                 writer: RecordBatchWriter::with_capacity(options, capacity),
                 tokens: Vec::new(),
-                created: now,
+                shared: S::default(),
+                created: now(),
                 reserved: 0,
             });
             new_batch = true;
@@ -291,12 +397,13 @@ impl<T> Accumulator<T> {
         if let Err(e) = open.writer.append_with_headers(timestamp, key, value, headers) {
             return Err(AppendError::Encode { reason: e.to_string(), token });
         }
+        let index = open.tokens.len();
         open.tokens.push(token);
         open.reserved += needed;
         self.buffered += needed;
         self.records += 1;
         let batch_full = BATCH_HEADER_SIZE + open.writer.size_in_bytes() >= config.batch_size;
-        Ok(Appended { new_batch, batch_full })
+        Ok((Appended { new_batch, batch_full, index }, &open.shared))
     }
 
     /// Partitions with a batch ready at `now`: a sealed batch waits, or the open batch
@@ -322,29 +429,31 @@ impl<T> Accumulator<T> {
     ///
     /// A batch that cannot be finished (its codec fails) comes back as a
     /// [`FinishError`] with its tokens, so that its records can be failed.
+    #[allow(clippy::type_complexity)]
     pub fn drain(
         &mut self,
         partition: &TopicPartition,
         stamp: Option<ProducerStamp>,
-    ) -> Option<Result<DrainedBatch<T>, FinishError<T>>> {
+    ) -> Option<Result<DrainedBatch<T, S>, FinishError<T, S>>> {
+        self.take(partition, stamp).map(TakenBatch::finish)
+    }
+
+    /// Takes the partition's oldest batch (a sealed one first, else the open one),
+    /// stamped with `stamp` when the producer is idempotent, for the caller to
+    /// [`finish`](TakenBatch::finish).
+    pub fn take(&mut self, partition: &TopicPartition, stamp: Option<ProducerStamp>) -> Option<TakenBatch<T, S>> {
         let queue = self.queues.get_mut(partition)?;
         let mut batch = match queue.sealed.pop_front() {
             Some(b) => b,
             None => queue.open.take()?,
         };
-        if queue.open.is_none() && queue.sealed.is_empty() {
-            self.queues.remove(partition);
-        }
+        queue.last_size = batch.writer.size_in_bytes();
         self.records -= batch.tokens.len();
         if let Some(s) = stamp {
             batch.writer.set_producer_state(s.producer_id, s.producer_epoch, s.base_sequence, s.transactional);
         }
-        let Batch { writer, tokens, created, reserved } = batch;
-        let drained = |bytes| DrainedBatch { partition: partition.clone(), bytes, tokens, created, reserved };
-        Some(match writer.finish() {
-            Ok(bytes) => Ok(drained(bytes)),
-            Err(e) => Err(FinishError { reason: e.to_string(), batch: drained(Bytes::new()) }),
-        })
+        let Batch { writer, tokens, shared, created, reserved } = batch;
+        Some(TakenBatch { partition: partition.clone(), writer, tokens, shared, created, reserved })
     }
 
     /// The number of records in the partition's next batch to drain (what its base
@@ -360,7 +469,8 @@ impl<T> Accumulator<T> {
     }
 
     /// Removes every waiting record of a partition (for example, its topic was deleted),
-    /// returning their tokens in order and releasing their memory.
+    /// returning their tokens in order and releasing their memory. The batches' shared
+    /// values are dropped.
     pub fn abort_partition(&mut self, partition: &TopicPartition) -> Vec<T> {
         let Some(q) = self.queues.remove(partition) else { return Vec::new() };
         let mut tokens = Vec::new();
@@ -374,7 +484,7 @@ impl<T> Accumulator<T> {
 
     /// Partitions with waiting records.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
-        self.queues.keys()
+        self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(tp, _)| tp)
     }
 }
 

@@ -56,6 +56,13 @@ pub struct ProducerConfig {
     /// Produce requests in flight per broker (default 5). Each partition has at most
     /// one batch in flight, so order is kept under retries.
     pub max_in_flight_per_broker: usize,
+    /// Batchers per broker (default 1), as in Klife: each broker's partitions are
+    /// spread over this many batchers (partition `p` goes to batcher
+    /// `p % batchers_per_broker`), and each batcher sends its own Produce requests
+    /// with its own window of `max_in_flight_per_broker` requests. More batchers mean
+    /// smaller requests, more of them in flight, and their encoding on more tasks at
+    /// once; one batcher puts every ready partition of a broker into one request.
+    pub batchers_per_broker: usize,
     /// Idempotent production (default on): the broker drops duplicates of retried
     /// batches. Requires `acks = all`.
     pub idempotence: bool,
@@ -75,6 +82,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             max_in_flight_per_broker: 5,
+            batchers_per_broker: 1,
             idempotence: true,
             partitioner: Arc::new(DefaultPartitioner::new()),
         }
@@ -92,6 +100,9 @@ impl ProducerConfig {
         }
         if self.max_in_flight_per_broker == 0 {
             return Err("max_in_flight_per_broker must be at least 1".into());
+        }
+        if self.batchers_per_broker == 0 {
+            return Err("batchers_per_broker must be at least 1".into());
         }
         if !self.compression.is_enabled() {
             return Err(format!("compression {} is not enabled in this build", self.compression));
