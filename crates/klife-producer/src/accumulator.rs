@@ -246,6 +246,10 @@ impl<T, S> Default for PartitionQueue<T, S> {
     }
 }
 
+/// A partition's queue in an [`Accumulator`] (see [`Accumulator::queue_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId(usize);
+
 /// Room preallocated for a partition's first batch.
 const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
 
@@ -259,8 +263,11 @@ const CAPACITY_MARGIN: usize = 64;
 /// there, so that records do not each need a channel).
 pub struct Accumulator<T, S = ()> {
     config: AccumulatorConfig,
-    /// Queues of the partitions seen so far (kept when empty, with their size hint).
-    queues: FastMap<TopicPartition, PartitionQueue<T, S>>,
+    /// Queues of the partitions seen so far (kept when empty, with their size hint),
+    /// at their [`QueueId`].
+    queues: Vec<(TopicPartition, PartitionQueue<T, S>)>,
+    /// Where each partition's queue is.
+    index: FastMap<TopicPartition, QueueId>,
     buffered: usize,
     records: usize,
 }
@@ -285,7 +292,7 @@ impl<T> Accumulator<T> {
 impl<T, S: Default> Accumulator<T, S> {
     /// An empty accumulator whose batches each share an `S`.
     pub fn with_shared(config: AccumulatorConfig) -> Self {
-        Accumulator { config, queues: FastMap::default(), buffered: 0, records: 0 }
+        Accumulator { config, queues: Vec::new(), index: FastMap::default(), buffered: 0, records: 0 }
     }
 
     /// The configuration.
@@ -317,16 +324,39 @@ impl<T, S: Default> Accumulator<T, S> {
         token: T,
         now: Instant,
     ) -> Result<Appended, AppendError<T>> {
-        self.append_record(partition, timestamp, key, value, headers, token, || now).map(|(appended, _)| appended)
+        let queue = self.queue_id(partition);
+        self.append_record(queue, timestamp, key, value, headers, token, || now).map(|(appended, _)| appended)
     }
 
-    /// Like [`append`](Self::append), and also returns the value shared by the record's
+    /// The partition's queue, made if needed: pass it to
+    /// [`append_record`](Self::append_record) to append without looking the partition
+    /// up. A partition keeps its queue for the accumulator's life.
+    pub fn queue_id(&mut self, partition: &TopicPartition) -> QueueId {
+        if let Some(id) = self.index.get(partition) {
+            return *id;
+        }
+        let id = QueueId(self.queues.len());
+        self.queues.push((partition.clone(), PartitionQueue::default()));
+        self.index.insert(partition.clone(), id);
+        id
+    }
+
+    fn queue(&self, partition: &TopicPartition) -> Option<&PartitionQueue<T, S>> {
+        self.index.get(partition).map(|id| &self.queues[id.0].1)
+    }
+
+    fn queue_mut(&mut self, partition: &TopicPartition) -> Option<&mut PartitionQueue<T, S>> {
+        self.index.get(partition).map(|id| &mut self.queues[id.0].1)
+    }
+
+    /// Like [`append`](Self::append), to the partition of `queue` (from
+    /// [`queue_id`](Self::queue_id)), and also returns the value shared by the record's
     /// batch; the record is number [`Appended::index`] of that batch. The clock is read
     /// (`now` called) only when the record opens a new batch.
     #[allow(clippy::too_many_arguments)]
     pub fn append_record<H: HeaderRef>(
         &mut self,
-        partition: &TopicPartition,
+        queue: QueueId,
         timestamp: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
@@ -335,12 +365,8 @@ impl<T, S: Default> Accumulator<T, S> {
         now: impl FnOnce() -> Instant,
     ) -> Result<(Appended, &S), AppendError<T>> {
         let config = &self.config;
-        // The key is cloned only for a partition never seen.
-        if !self.queues.contains_key(partition) {
-            self.queues.insert(partition.clone(), PartitionQueue::default());
-        }
-        let Some(queue) = self.queues.get_mut(partition) else {
-            return Err(AppendError::Encode { reason: "no queue for the partition".into(), token });
+        let Some((_, queue)) = self.queues.get_mut(queue.0) else {
+            return Err(AppendError::Encode { reason: "no such queue in this accumulator".into(), token });
         };
         // What the record costs in the open batch, if it fits there.
         let in_open = queue.open.as_ref().and_then(|b| {
@@ -411,6 +437,9 @@ impl<T, S: Default> Accumulator<T, S> {
     pub fn ready(&self, now: Instant, flush: bool) -> Readiness {
         let mut r = Readiness::default();
         for (tp, q) in &self.queues {
+            if q.is_empty() {
+                continue;
+            }
             let due = q.open.as_ref().map(|b| b.created + self.config.linger);
             let full =
                 q.open.as_ref().is_some_and(|b| BATCH_HEADER_SIZE + b.writer.size_in_bytes() >= self.config.batch_size);
@@ -442,7 +471,7 @@ impl<T, S: Default> Accumulator<T, S> {
     /// stamped with `stamp` when the producer is idempotent, for the caller to
     /// [`finish`](TakenBatch::finish).
     pub fn take(&mut self, partition: &TopicPartition, stamp: Option<ProducerStamp>) -> Option<TakenBatch<T, S>> {
-        let queue = self.queues.get_mut(partition)?;
+        let queue = self.queue_mut(partition)?;
         let mut batch = match queue.sealed.pop_front() {
             Some(b) => b,
             None => queue.open.take()?,
@@ -459,7 +488,7 @@ impl<T, S: Default> Accumulator<T, S> {
     /// The number of records in the partition's next batch to drain (what its base
     /// sequence must cover), if it has one.
     pub fn next_batch_len(&self, partition: &TopicPartition) -> Option<usize> {
-        let q = self.queues.get(partition)?;
+        let q = self.queue(partition)?;
         q.sealed.front().or(q.open.as_ref()).map(|b| b.tokens.len())
     }
 
@@ -472,7 +501,8 @@ impl<T, S: Default> Accumulator<T, S> {
     /// returning their tokens in order and releasing their memory. The batches' shared
     /// values are dropped.
     pub fn abort_partition(&mut self, partition: &TopicPartition) -> Vec<T> {
-        let Some(q) = self.queues.remove(partition) else { return Vec::new() };
+        let Some(q) = self.queue_mut(partition) else { return Vec::new() };
+        let q = std::mem::take(q);
         let mut tokens = Vec::new();
         for b in q.sealed.into_iter().chain(q.open) {
             self.buffered = self.buffered.saturating_sub(b.reserved);

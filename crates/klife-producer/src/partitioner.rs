@@ -6,10 +6,11 @@
 //! partition outside `0..partitions` is rejected with [`InvalidPartition`], never
 //! wrapped around or clamped.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{PoisonError, RwLock};
+
+use crate::hash::FastMap;
 
 /// The answer of the built-in partitioners when the partition count is zero or less,
 /// so that no partition is valid (the value the Java client uses for an unknown
@@ -162,7 +163,7 @@ pub trait Partitioner: Send + Sync + fmt::Debug {
 /// allocate; only the first use of a topic takes the exclusive lock.
 #[derive(Debug, Default)]
 struct PerTopic<T> {
-    topics: RwLock<HashMap<String, T>>,
+    topics: RwLock<FastMap<String, T>>,
 }
 
 impl<T> PerTopic<T> {

@@ -16,7 +16,7 @@ use klife_protocol::records::{RecordBatchWriter, with_producer_state};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 use tokio::sync::Notify;
 
-use crate::accumulator::{Accumulator, AppendError, ProducerStamp, TakenBatch, TopicPartition};
+use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TakenBatch, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::check_partition;
@@ -101,18 +101,20 @@ impl Flight {
     }
 }
 
-/// What the producer knows of a topic it produces to: one shared name per partition,
-/// so that records neither copy the name nor look up the cluster metadata.
+/// What the producer knows of a topic it produces to: its partitions' queues in the
+/// accumulator, so that records neither look up the cluster metadata nor hash the
+/// topic a second time.
 struct TopicEntry {
-    partitions: Vec<TopicPartition>,
+    queues: Vec<QueueId>,
 }
 
 impl TopicEntry {
-    fn new(name: &str, partitions: usize) -> TopicEntry {
+    fn new<T, S: Default>(name: &str, partitions: usize, acc: &mut Accumulator<T, S>) -> TopicEntry {
         let name: Arc<str> = name.into();
-        TopicEntry {
-            partitions: (0..partitions as i32).map(|p| TopicPartition { topic: name.clone(), partition: p }).collect(),
-        }
+        let queues = (0..partitions as i32)
+            .map(|p| acc.queue_id(&TopicPartition { topic: name.clone(), partition: p }))
+            .collect();
+        TopicEntry { queues }
     }
 }
 
@@ -183,9 +185,9 @@ enum Attempt {
     /// Queued, or refused for good.
     Done(Result<DeliveryFuture, ProduceError>),
     /// The topic's metadata is needed first.
-    UnknownTopic(ProducerRecord),
+    UnknownTopic,
     /// The buffer is full.
-    BufferFull { record: ProducerRecord, limit: usize },
+    BufferFull { limit: usize },
 }
 
 /// Awaits each queued record's outcome, in order; records refused before queueing keep
@@ -329,16 +331,16 @@ impl Producer {
 
     async fn enqueue(&self, record: ProducerRecord, wait: bool) -> Result<DeliveryFuture, ProduceError> {
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        match self.try_enqueue(record, timestamp) {
+        match self.try_enqueue(&record, timestamp) {
             Attempt::Done(result) => result,
             // Kept out of this future, so that the common case stays small to move.
-            attempt => Box::pin(self.enqueue_slow(attempt, timestamp, wait)).await,
+            attempt => Box::pin(self.enqueue_slow(record, attempt, timestamp, wait)).await,
         }
     }
 
     /// Queues the record if its topic is known and the buffer has room, without
     /// waiting: one lock, no allocation, one clock read only when a batch opens.
-    fn try_enqueue(&self, record: ProducerRecord, timestamp: i64) -> Attempt {
+    fn try_enqueue(&self, record: &ProducerRecord, timestamp: i64) -> Attempt {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let state = &mut *guard;
@@ -346,9 +348,9 @@ impl Producer {
             return Attempt::Done(Err(ProduceError::Closed));
         }
         let Some(entry) = state.topics.get(record.topic.as_str()) else {
-            return Attempt::UnknownTopic(record);
+            return Attempt::UnknownTopic;
         };
-        let partitions = entry.partitions.len() as i32;
+        let partitions = entry.queues.len() as i32;
         let key = record.key.as_deref();
         let value = record.value.as_deref();
         let partition = match record.partition {
@@ -358,12 +360,12 @@ impl Producer {
         let partition = match check_partition(partition, partitions) {
             Ok(p) => p,
             Err(source) => {
-                return Attempt::Done(Err(ProduceError::InvalidPartition { topic: record.topic, source }));
+                return Attempt::Done(Err(ProduceError::InvalidPartition { topic: record.topic.clone(), source }));
             }
         };
-        let tp = &entry.partitions[partition as usize];
+        let queue = entry.queues[partition as usize];
         let Some(acc) = state.acc.as_mut() else { return Attempt::Done(Err(ProduceError::Closed)) };
-        match acc.append_record(tp, timestamp, key, value, &record.headers, (), Instant::now) {
+        match acc.append_record(queue, timestamp, key, value, &record.headers, (), Instant::now) {
             Ok((appended, completion)) => {
                 let delivery = completion.future(appended.index, timestamp);
                 drop(guard);
@@ -377,7 +379,7 @@ impl Producer {
             }
             Err(AppendError::BufferFull { limit, .. }) => {
                 drop(guard);
-                Attempt::BufferFull { record, limit }
+                Attempt::BufferFull { limit }
             }
             Err(AppendError::RecordTooLarge { size, limit, .. }) => {
                 Attempt::Done(Err(ProduceError::RecordTooLarge { size, limit }))
@@ -388,23 +390,30 @@ impl Producer {
 
     /// Learns unknown topics and waits for buffer room (up to the delivery timeout,
     /// and only with `wait`), trying again each time.
-    async fn enqueue_slow(&self, first: Attempt, timestamp: i64, wait: bool) -> Result<DeliveryFuture, ProduceError> {
+    async fn enqueue_slow(
+        &self,
+        record: ProducerRecord,
+        first: Attempt,
+        timestamp: i64,
+        wait: bool,
+    ) -> Result<DeliveryFuture, ProduceError> {
         let mut attempt = first;
         let mut deadline: Option<Instant> = None;
         loop {
             attempt = match attempt {
                 Attempt::Done(result) => return result,
-                Attempt::UnknownTopic(record) => {
+                Attempt::UnknownTopic => {
                     let partitions = self.partition_count(&record.topic).await?;
-                    let mut state = self.inner.lock();
-                    state
-                        .topics
-                        .entry(record.topic.clone())
-                        .or_insert_with(|| TopicEntry::new(&record.topic, usize::try_from(partitions).unwrap_or(0)));
-                    drop(state);
-                    self.try_enqueue(record, timestamp)
+                    let mut guard = self.inner.lock();
+                    let state = &mut *guard;
+                    if let (false, Some(acc)) = (state.topics.contains_key(&record.topic), state.acc.as_mut()) {
+                        let entry = TopicEntry::new(&record.topic, usize::try_from(partitions).unwrap_or(0), acc);
+                        state.topics.insert(record.topic.clone(), entry);
+                    }
+                    drop(guard);
+                    self.try_enqueue(&record, timestamp)
                 }
-                Attempt::BufferFull { record, limit } => {
+                Attempt::BufferFull { limit } => {
                     let now = Instant::now();
                     let until = *deadline.get_or_insert(now + self.inner.config.delivery_timeout);
                     if !wait || now >= until {
@@ -412,10 +421,10 @@ impl Producer {
                     }
                     // Made before trying again: room freed after the attempt wakes it.
                     let progressed = self.inner.progress.notified();
-                    match self.try_enqueue(record, timestamp) {
-                        Attempt::BufferFull { record, .. } => {
+                    match self.try_enqueue(&record, timestamp) {
+                        Attempt::BufferFull { .. } => {
                             let _ = tokio::time::timeout_at(until.into(), progressed).await;
-                            self.try_enqueue(record, timestamp)
+                            self.try_enqueue(&record, timestamp)
                         }
                         other => other,
                     }
@@ -517,10 +526,11 @@ fn sync_topics(state: &mut State, metadata: &Arc<Metadata>) {
     if state.metadata.as_ref().is_some_and(|m| Arc::ptr_eq(m, metadata)) {
         return;
     }
+    let Some(acc) = state.acc.as_mut() else { return };
     state.topics.retain(|name, entry| match metadata.topics.get(name) {
         Some(t) if t.error == ErrorCode::None => {
-            if t.partitions.len() != entry.partitions.len() {
-                *entry = TopicEntry::new(name, t.partitions.len());
+            if t.partitions.len() != entry.queues.len() {
+                *entry = TopicEntry::new(name, t.partitions.len(), acc);
             }
             true
         }
