@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use klife_protocol::Compression;
 use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, RecordBatchWriter, encoded_record_size};
 
@@ -253,6 +253,9 @@ pub struct QueueId(usize);
 /// Room preallocated for a partition's first batch.
 const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
 
+/// Most buffers of completed batches kept for reuse (see [`Accumulator::recycle`]).
+pub const SPARE_BUFFERS: usize = 8;
+
 /// Room past the batch size, so that a batch filled up to it does not regrow.
 const CAPACITY_MARGIN: usize = 64;
 
@@ -268,6 +271,9 @@ pub struct Accumulator<T, S = ()> {
     queues: Vec<(TopicPartition, PartitionQueue<T, S>)>,
     /// Where each partition's queue is.
     index: FastMap<TopicPartition, QueueId>,
+    /// Buffers of completed batches, for new batches to be written into (no fresh
+    /// allocation, page faults or zeroing).
+    spare: Vec<BytesMut>,
     buffered: usize,
     records: usize,
 }
@@ -292,7 +298,14 @@ impl<T> Accumulator<T> {
 impl<T, S: Default> Accumulator<T, S> {
     /// An empty accumulator whose batches each share an `S`.
     pub fn with_shared(config: AccumulatorConfig) -> Self {
-        Accumulator { config, queues: Vec::new(), index: FastMap::default(), buffered: 0, records: 0 }
+        Accumulator {
+            config,
+            queues: Vec::new(),
+            index: FastMap::default(),
+            spare: Vec::new(),
+            buffered: 0,
+            records: 0,
+        }
     }
 
     /// The configuration.
@@ -408,13 +421,17 @@ impl<T, S: Default> Accumulator<T, S> {
             let options = BatchOptions { compression: config.compression, ..BatchOptions::default() };
             let hint = if queue.last_size == 0 { FIRST_BATCH_CAPACITY } else { queue.last_size };
             let capacity = (BATCH_HEADER_SIZE + needed).max(hint.min(config.batch_size)) + CAPACITY_MARGIN;
-            queue.open = Some(Batch {
-                writer: RecordBatchWriter::with_capacity(options, capacity),
-                tokens: Vec::new(),
-                shared: S::default(),
-                created: now(),
-                reserved: 0,
-            });
+            // A partition that fills its batches reuses a spare buffer, when there is one.
+            let writer = match self.spare.pop() {
+                Some(buffer) if capacity >= config.batch_size / 2 && buffer.capacity() >= capacity => {
+                    RecordBatchWriter::with_buffer(options, buffer)
+                }
+                other => {
+                    self.spare.extend(other);
+                    RecordBatchWriter::with_capacity(options, capacity)
+                }
+            };
+            queue.open = Some(Batch { writer, tokens: Vec::new(), shared: S::default(), created: now(), reserved: 0 });
             new_batch = true;
         }
         let Some(open) = queue.open.as_mut() else {
@@ -495,6 +512,21 @@ impl<T, S: Default> Accumulator<T, S> {
     /// Gives back the memory of a batch that completed or failed for good.
     pub fn release(&mut self, reserved: usize) {
         self.buffered = self.buffered.saturating_sub(reserved);
+    }
+
+    /// Offers the bytes of a batch that is done with (sent and answered) for a later
+    /// batch to be written into. They are kept only when nothing else refers to them
+    /// and they can hold a full batch, and only a few of them at a time
+    /// ([`SPARE_BUFFERS`], outside `buffer_memory`).
+    pub fn recycle(&mut self, batch: Bytes) {
+        if self.spare.len() >= SPARE_BUFFERS {
+            return;
+        }
+        if let Ok(buffer) = batch.try_into_mut() {
+            if buffer.capacity() >= self.config.batch_size {
+                self.spare.push(buffer);
+            }
+        }
     }
 
     /// Removes every waiting record of a partition (for example, its topic was deleted),

@@ -676,11 +676,14 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
     }
     let flights = sendable;
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    // The frame: the batches, plus a few bytes per partition and topic.
+    let mut frame_size = 256;
     for f in &flights {
         let bytes = match &f.body {
             Body::Finished(bytes) => bytes.clone(),
             Body::Unfinished(_) => Bytes::new(),
         };
+        frame_size += bytes.len() + 32 + f.partition.topic.len();
         topics
             .entry(&f.partition.topic)
             .or_default()
@@ -703,7 +706,7 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
             conn.send_no_response(&request, version).await?;
             return Ok(None);
         }
-        Ok(Some(conn.send_version(&request, version).await?))
+        Ok(Some(conn.send_version_with_capacity(&request, version, frame_size).await?))
     }
     .await;
     drop(request);
@@ -795,6 +798,9 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
                 Settled::Written { base, append_time } => {
                     if let Some(acc) = state.acc.as_mut() {
                         acc.release(f.reserved);
+                        if let Body::Finished(bytes) = std::mem::replace(&mut f.body, Body::Finished(Bytes::new())) {
+                            acc.recycle(bytes);
+                        }
                     }
                     let written = Written { topic: tp.topic, partition: tp.partition, base, append_time };
                     done.push((f, Ok(written)));
