@@ -190,6 +190,13 @@ enum Attempt {
     BufferFull { limit: usize },
 }
 
+/// A record that could not be queued at once, and why.
+struct Slow {
+    record: ProducerRecord,
+    first: Attempt,
+    timestamp: i64,
+}
+
 /// Awaits each queued record's outcome, in order; records refused before queueing keep
 /// their error.
 pub(crate) async fn outcomes_in_order(queued: Vec<Result<DeliveryFuture, ProduceError>>) -> Vec<Outcome> {
@@ -260,7 +267,10 @@ impl Producer {
     /// Queues a record, waiting for buffer room if needed (up to the delivery timeout),
     /// and returns its outcome as a future to await or drop.
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.enqueue(record, true).await
+        match self.enqueue_now(record) {
+            Ok(result) => result,
+            Err(slow) => Box::pin(self.enqueue_slow(slow, true)).await,
+        }
     }
 
     /// Queues a record and calls `callback` with its outcome when it is known (on a
@@ -277,7 +287,10 @@ impl Producer {
     /// Like [`produce_async`](Self::produce_async), but a full buffer is an immediate
     /// [`ProduceError::BufferFull`].
     pub async fn try_produce(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.enqueue(record, false).await
+        match self.enqueue_now(record) {
+            Ok(result) => result,
+            Err(slow) => Box::pin(self.enqueue_slow(slow, false)).await,
+        }
     }
 
     /// Queues records; one outcome future (or immediate error) per record, in input
@@ -329,12 +342,14 @@ impl Producer {
         }
     }
 
-    async fn enqueue(&self, record: ProducerRecord, wait: bool) -> Result<DeliveryFuture, ProduceError> {
+    /// Queues the record now if nothing needs waiting for; otherwise hands it to
+    /// [`enqueue_slow`](Self::enqueue_slow), which the callers box so that their own
+    /// futures stay small (they are moved for every record).
+    fn enqueue_now(&self, record: ProducerRecord) -> Result<Result<DeliveryFuture, ProduceError>, Box<Slow>> {
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
         match self.try_enqueue(&record, timestamp) {
-            Attempt::Done(result) => result,
-            // Kept out of this future, so that the common case stays small to move.
-            attempt => Box::pin(self.enqueue_slow(record, attempt, timestamp, wait)).await,
+            Attempt::Done(result) => Ok(result),
+            first => Err(Box::new(Slow { record, first, timestamp })),
         }
     }
 
@@ -390,14 +405,8 @@ impl Producer {
 
     /// Learns unknown topics and waits for buffer room (up to the delivery timeout,
     /// and only with `wait`), trying again each time.
-    async fn enqueue_slow(
-        &self,
-        record: ProducerRecord,
-        first: Attempt,
-        timestamp: i64,
-        wait: bool,
-    ) -> Result<DeliveryFuture, ProduceError> {
-        let mut attempt = first;
+    async fn enqueue_slow(&self, slow: Box<Slow>, wait: bool) -> Result<DeliveryFuture, ProduceError> {
+        let Slow { record, first: mut attempt, timestamp } = *slow;
         let mut deadline: Option<Instant> = None;
         loop {
             attempt = match attempt {
