@@ -68,7 +68,7 @@ impl Default for AccumulatorConfig {
             batch_size: 512 * 1024,
             linger: Duration::from_millis(5),
             compression: Compression::None,
-            buffer_memory: 64 * 1024 * 1024,
+            buffer_memory: 16 * 1024 * 1024,
             max_record_batch_size: 1024 * 1024,
         }
     }

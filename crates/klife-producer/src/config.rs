@@ -39,7 +39,9 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Bytes of records (uncompressed) that make a batch full (default 512 KiB).
     pub batch_size: usize,
-    /// Most bytes of records buffered across partitions (default 64 MiB). When full,
+    /// Most bytes of records buffered across partitions (default 16 MiB, 32 full
+    /// batches: more only lengthens the queue in front of a busy broker, and records
+    /// that wait longer have left the CPU caches by the time they are sent). When full,
     /// `produce` waits for room (up to `delivery_timeout`) and `try_produce` fails.
     pub buffer_memory: usize,
     /// Largest batch one record may make (default 1 MiB, the broker's default
@@ -75,7 +77,7 @@ impl Default for ProducerConfig {
         ProducerConfig {
             linger: Duration::from_millis(5),
             batch_size: 512 * 1024,
-            buffer_memory: 64 * 1024 * 1024,
+            buffer_memory: 16 * 1024 * 1024,
             max_record_batch_size: 1024 * 1024,
             compression: Compression::None,
             acks: Acks::All,

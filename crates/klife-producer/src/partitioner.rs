@@ -141,8 +141,9 @@ pub fn check_partition(partition: i32, partitions: i32) -> Result<i32, InvalidPa
 /// [`on_new_batch`](Partitioner::on_new_batch) when the batch of a partition is sent or
 /// full, so that sticky partitioners move on (KIP-480).
 ///
-/// Implementations are shared between threads and called on the producer's hot path:
-/// they should be cheap and must not block. They should not panic either; a partition
+/// Implementations are shared between threads and called on the producer's hot path,
+/// while the producer holds its lock: they should be cheap, must not block, and must
+/// not call back into the producer. They should not panic either; a partition
 /// count of zero or less has no valid answer, and the built-in partitioners return
 /// [`UNKNOWN_PARTITION`] for it.
 pub trait Partitioner: Send + Sync + fmt::Debug {
