@@ -31,12 +31,24 @@ impl Hasher for FxHasher {
         for w in &mut words {
             self.add(u64::from_le_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]));
         }
-        let tail = words.remainder();
+        let mut tail = words.remainder();
         if !tail.is_empty() {
-            let mut last = [0u8; 8];
-            last[..tail.len()].copy_from_slice(tail);
+            // Fixed-size reads: a variable-length copy would call `memcpy`.
+            let len = tail.len() as u64;
+            let (mut last, mut shift) = (0u64, 0);
+            if let Some((four, rest)) = tail.split_first_chunk::<4>() {
+                last = u64::from(u32::from_le_bytes(*four));
+                (tail, shift) = (rest, 32);
+            }
+            if let Some((two, rest)) = tail.split_first_chunk::<2>() {
+                last |= u64::from(u16::from_le_bytes(*two)) << shift;
+                (tail, shift) = (rest, shift + 16);
+            }
+            if let Some(&one) = tail.first() {
+                last |= u64::from(one) << shift;
+            }
             // The length keeps "a" and "a\0" apart.
-            self.add(u64::from_le_bytes(last) ^ ((tail.len() as u64) << 59));
+            self.add(last ^ (len << 59));
         }
     }
 
@@ -83,6 +95,14 @@ mod tests {
         assert_eq!(b.hash_one(("orders", 3)), b.hash_one(("orders", 3)));
         assert_ne!(b.hash_one(("orders", 3)), b.hash_one(("orders", 4)));
         assert_ne!(b.hash_one("a"), b.hash_one("a\0"));
+        for len in 0..20 {
+            let s: String = "abcdefghijklmnopqrstuvwxyz"[..len].into();
+            let t = format!("{}z", &s[..len.saturating_sub(1)]);
+            assert_eq!(b.hash_one(s.as_str()), b.hash_one(s.clone().as_str()));
+            if len > 0 && s != t {
+                assert_ne!(b.hash_one(s.as_str()), b.hash_one(t.as_str()), "{s} {t}");
+            }
+        }
         let mut m: FastMap<String, i32> = FastMap::default();
         m.insert("t".into(), 1);
         assert_eq!(m.get("t"), Some(&1));

@@ -190,13 +190,6 @@ enum Attempt {
     BufferFull { limit: usize },
 }
 
-/// A record that could not be queued at once, and why.
-struct Slow {
-    record: ProducerRecord,
-    first: Attempt,
-    timestamp: i64,
-}
-
 /// Awaits each queued record's outcome, in order; records refused before queueing keep
 /// their error.
 pub(crate) async fn outcomes_in_order(queued: Vec<Result<DeliveryFuture, ProduceError>>) -> Vec<Outcome> {
@@ -217,7 +210,10 @@ pub fn verify_batch(results: Vec<Outcome>) -> Result<Vec<RecordMetadata>, Produc
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    // Seconds and milliseconds apart: no 128-bit arithmetic on the per-record path.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000 + i64::from(d.subsec_millis()))
 }
 
 impl Producer {
@@ -267,9 +263,12 @@ impl Producer {
     /// Queues a record, waiting for buffer room if needed (up to the delivery timeout),
     /// and returns its outcome as a future to await or drop.
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        match self.enqueue_now(record) {
-            Ok(result) => result,
-            Err(slow) => Box::pin(self.enqueue_slow(slow, true)).await,
+        // The record stays where this future keeps it: no copy on the common path.
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        match self.try_enqueue(&record, timestamp) {
+            Attempt::Done(result) => result,
+            // Boxed, so that this future stays small to move.
+            first => Box::pin(self.enqueue_slow(record, first, timestamp, true)).await,
         }
     }
 
@@ -287,9 +286,10 @@ impl Producer {
     /// Like [`produce_async`](Self::produce_async), but a full buffer is an immediate
     /// [`ProduceError::BufferFull`].
     pub async fn try_produce(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        match self.enqueue_now(record) {
-            Ok(result) => result,
-            Err(slow) => Box::pin(self.enqueue_slow(slow, false)).await,
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        match self.try_enqueue(&record, timestamp) {
+            Attempt::Done(result) => result,
+            first => Box::pin(self.enqueue_slow(record, first, timestamp, false)).await,
         }
     }
 
@@ -339,17 +339,6 @@ impl Producer {
                 Err(ProduceError::Broker { topic: topic.to_owned(), partition: -1, code: t.error, message: None })
             }
             _ => Err(ProduceError::UnknownTopic { topic: topic.to_owned() }),
-        }
-    }
-
-    /// Queues the record now if nothing needs waiting for; otherwise hands it to
-    /// [`enqueue_slow`](Self::enqueue_slow), which the callers box so that their own
-    /// futures stay small (they are moved for every record).
-    fn enqueue_now(&self, record: ProducerRecord) -> Result<Result<DeliveryFuture, ProduceError>, Box<Slow>> {
-        let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        match self.try_enqueue(&record, timestamp) {
-            Attempt::Done(result) => Ok(result),
-            first => Err(Box::new(Slow { record, first, timestamp })),
         }
     }
 
@@ -405,8 +394,14 @@ impl Producer {
 
     /// Learns unknown topics and waits for buffer room (up to the delivery timeout,
     /// and only with `wait`), trying again each time.
-    async fn enqueue_slow(&self, slow: Box<Slow>, wait: bool) -> Result<DeliveryFuture, ProduceError> {
-        let Slow { record, first: mut attempt, timestamp } = *slow;
+    async fn enqueue_slow(
+        &self,
+        record: ProducerRecord,
+        first: Attempt,
+        timestamp: i64,
+        wait: bool,
+    ) -> Result<DeliveryFuture, ProduceError> {
+        let mut attempt = first;
         let mut deadline: Option<Instant> = None;
         loop {
             attempt = match attempt {
