@@ -184,7 +184,9 @@ impl std::fmt::Debug for Producer {
 enum Attempt {
     /// Queued, or refused for good.
     Done(Result<DeliveryFuture, ProduceError>),
-    /// The topic's metadata is needed first.
+    /// The topic's metadata is needed first: the topic is not cached yet, or the
+    /// record's partition is beyond the cached partition count (the topic may have
+    /// grown since the cache was refreshed).
     UnknownTopic,
     /// The buffer is full.
     BufferFull { limit: usize },
@@ -265,7 +267,7 @@ impl Producer {
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         // The record stays where this future keeps it: no copy on the common path.
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        match self.try_enqueue(&record, timestamp) {
+        match self.try_enqueue(&record, timestamp, false) {
             Attempt::Done(result) => result,
             // Boxed, so that this future stays small to move.
             first => Box::pin(self.enqueue_slow(record, first, timestamp, true)).await,
@@ -287,7 +289,7 @@ impl Producer {
     /// [`ProduceError::BufferFull`].
     pub async fn try_produce(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        match self.try_enqueue(&record, timestamp) {
+        match self.try_enqueue(&record, timestamp, false) {
             Attempt::Done(result) => result,
             first => Box::pin(self.enqueue_slow(record, first, timestamp, false)).await,
         }
@@ -344,7 +346,10 @@ impl Producer {
 
     /// Queues the record if its topic is known and the buffer has room, without
     /// waiting: one lock, no allocation, one clock read only when a batch opens.
-    fn try_enqueue(&self, record: &ProducerRecord, timestamp: i64) -> Attempt {
+    ///
+    /// With `fresh`, the topic's cache entry was just brought up to date: a partition
+    /// out of range is the record's error rather than a reason to look again.
+    fn try_enqueue(&self, record: &ProducerRecord, timestamp: i64, fresh: bool) -> Attempt {
         let inner = &*self.inner;
         let mut guard = inner.lock();
         let state = &mut *guard;
@@ -363,6 +368,7 @@ impl Producer {
         };
         let partition = match check_partition(partition, partitions) {
             Ok(p) => p,
+            Err(_) if !fresh => return Attempt::UnknownTopic,
             Err(source) => {
                 return Attempt::Done(Err(ProduceError::InvalidPartition { topic: record.topic.clone(), source }));
             }
@@ -408,14 +414,16 @@ impl Producer {
                 Attempt::Done(result) => return result,
                 Attempt::UnknownTopic => {
                     let partitions = self.partition_count(&record.topic).await?;
+                    let partitions = usize::try_from(partitions).unwrap_or(0);
                     let mut guard = self.inner.lock();
                     let state = &mut *guard;
-                    if let (false, Some(acc)) = (state.topics.contains_key(&record.topic), state.acc.as_mut()) {
-                        let entry = TopicEntry::new(&record.topic, usize::try_from(partitions).unwrap_or(0), acc);
+                    let current = state.topics.get(&record.topic).map(|e| e.queues.len());
+                    if let (true, Some(acc)) = (current != Some(partitions), state.acc.as_mut()) {
+                        let entry = TopicEntry::new(&record.topic, partitions, acc);
                         state.topics.insert(record.topic.clone(), entry);
                     }
                     drop(guard);
-                    self.try_enqueue(&record, timestamp)
+                    self.try_enqueue(&record, timestamp, true)
                 }
                 Attempt::BufferFull { limit } => {
                     let now = Instant::now();
@@ -425,10 +433,10 @@ impl Producer {
                     }
                     // Made before trying again: room freed after the attempt wakes it.
                     let progressed = self.inner.progress.notified();
-                    match self.try_enqueue(&record, timestamp) {
+                    match self.try_enqueue(&record, timestamp, false) {
                         Attempt::BufferFull { .. } => {
                             let _ = tokio::time::timeout_at(until.into(), progressed).await;
-                            self.try_enqueue(&record, timestamp)
+                            self.try_enqueue(&record, timestamp, false)
                         }
                         other => other,
                     }
