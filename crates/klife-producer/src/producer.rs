@@ -12,94 +12,21 @@ use bytes::Bytes;
 use klife_connection::{Cluster, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
-use klife_protocol::records::{RecordBatchWriter, with_producer_state};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 use tokio::sync::Notify;
 
-use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TakenBatch, TopicPartition};
+use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::check_partition;
 use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
 
+mod flight;
+
+use flight::{Body, Flight};
+
 /// Highest Produce version used: v12+ names topics by id.
 const PRODUCE_MAX_VERSION: i16 = 11;
-
-/// A batch's records, finished into bytes once they are about to be sent (outside the
-/// producer's lock).
-enum Body {
-    Unfinished(RecordBatchWriter),
-    Finished(Bytes),
-}
-
-/// A batch between the accumulator and the broker's answer.
-struct Flight {
-    partition: TopicPartition,
-    body: Body,
-    /// Settles every record of the batch.
-    completion: BatchCompletion,
-    record_count: i32,
-    /// When its first record was appended.
-    created: Instant,
-    /// Bytes it holds against `buffer_memory`.
-    reserved: usize,
-    /// (producer id, epoch, base sequence) it is stamped with, when idempotent.
-    stamp: Option<ProducerStamp>,
-    retry_at: Option<Instant>,
-    last_error: Option<String>,
-    /// An earlier attempt's outcome is unknown (the connection broke or timed out):
-    /// the broker may have written it. Such a batch is only ever sent again with the
-    /// same producer id and sequence, so that the broker can recognize a duplicate.
-    maybe_written: bool,
-}
-
-impl Flight {
-    fn new(batch: TakenBatch<(), BatchCompletion>, stamp: Option<ProducerStamp>) -> Flight {
-        Flight {
-            record_count: batch.tokens.len() as i32,
-            partition: batch.partition,
-            body: Body::Unfinished(batch.writer),
-            completion: batch.shared,
-            created: batch.created,
-            reserved: batch.reserved,
-            stamp,
-            retry_at: None,
-            last_error: None,
-            maybe_written: false,
-        }
-    }
-
-    /// Stamps the batch with a new producer id, epoch and base sequence.
-    fn restamp(&mut self, id: i64, epoch: i16, base_sequence: i32) -> Result<(), String> {
-        match &mut self.body {
-            Body::Unfinished(w) => w.set_producer_state(id, epoch, base_sequence, false),
-            Body::Finished(bytes) => {
-                *bytes = with_producer_state(std::mem::take(bytes), id, epoch, base_sequence, false)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Finishes the batch bytes if they are not yet; `Err` when the codec fails.
-    fn finish(&mut self) -> Result<&Bytes, String> {
-        if let Body::Unfinished(_) = self.body {
-            let Body::Unfinished(writer) = std::mem::replace(&mut self.body, Body::Finished(Bytes::new())) else {
-                unreachable!("checked above")
-            };
-            self.body = Body::Finished(writer.finish().map_err(|e| e.to_string())?);
-        }
-        match &self.body {
-            Body::Finished(bytes) => Ok(bytes),
-            Body::Unfinished(_) => Err("the batch was not finished".into()),
-        }
-    }
-
-    /// Fails every record of the batch.
-    fn fail(self, error: ProduceError) {
-        self.completion.complete(Err(error));
-    }
-}
 
 /// What the producer knows of a topic it produces to: its partitions' queues in the
 /// accumulator, so that records neither look up the cluster metadata nor hash the
