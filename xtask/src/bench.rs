@@ -20,11 +20,12 @@ use crate::test::run_step;
 
 pub const USAGE: &str = "usage: cargo xtask bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
                                   [--clients klife,librdkafka,rskafka] [--rskafka-batch B]
-                                  [--rskafka-in-flight K] [--klife-workers W]
+                                  [--rskafka-in-flight K] [--klife-workers W] [--klife-batchers N]
 
   defaults: 2000000 records of 100 bytes, 6 partitions, 3 rounds, every client, rskafka
   batches of about 1 MB of values with 4 produce calls in flight per partition;
-  klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it);
+  klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it)
+  and its default producer settings (--klife-batchers sets batchers_per_broker);
   for 1 KB records: --value-size 1000 --records 500000
 ";
 
@@ -63,6 +64,8 @@ struct Options {
     rskafka_in_flight: usize,
     /// Worker threads of klife's tokio runtime; `None`: one per CPU (tokio's default).
     klife_workers: Option<usize>,
+    /// klife's `batchers_per_broker`; `None`: its default.
+    klife_batchers: Option<usize>,
 }
 
 impl Options {
@@ -76,6 +79,7 @@ impl Options {
             rskafka_batch: None,
             rskafka_in_flight: 4,
             klife_workers: None,
+            klife_batchers: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -91,6 +95,7 @@ impl Options {
                 "--rskafka-batch" => o.rskafka_batch = Some(num(a, value()?)?),
                 "--rskafka-in-flight" => o.rskafka_in_flight = num(a, value()?)?,
                 "--klife-workers" => o.klife_workers = Some(num(a, value()?)?),
+                "--klife-batchers" => o.klife_batchers = Some(num(a, value()?)?),
                 "--clients" => o.clients = value()?.split(',').map(Client::parse).collect::<Result<_, _>>()?,
                 other => return Err(format!("bench produce: unknown argument {other:?}\n\n{USAGE}")),
             }
@@ -258,6 +263,9 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
             cmd.arg("klife-produce").args(common).args(["--linger-ms", "5", "--acks", "all"]);
             if let Some(w) = o.klife_workers {
                 cmd.args(["--workers", &w.to_string()]);
+            }
+            if let Some(n) = o.klife_batchers {
+                cmd.args(["--batchers", &n.to_string()]);
             }
         }
         Client::Librdkafka => {

@@ -208,9 +208,32 @@ impl Connection {
         result
     }
 
+    /// [`send_version`](Self::send_version) for a large request whose encoded size the
+    /// caller can estimate (a Produce request: the sum of its batches): the frame is
+    /// encoded into a buffer of `capacity` bytes instead of growing to it by doubling
+    /// and copying.
+    pub async fn send_version_with_capacity<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        capacity: usize,
+    ) -> Result<R::Response, Error> {
+        let started = Instant::now();
+        let frame = self.send_frame(request, version, capacity).await?;
+        let result = frame::decode_response::<R::Response>(frame, version)
+            .map(|(_, r)| r)
+            .map_err(|source| Error::Decode { broker: self.shared.broker.clone(), api: R::API_KEY, version, source });
+        telemetry::record_request(R::API_KEY, started.elapsed(), result.is_ok());
+        result
+    }
+
     /// Sends a request and returns the raw response frame (header included), for
     /// callers that decode it themselves.
     pub async fn send_raw<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, Error> {
+        self.send_frame(request, version, 128).await
+    }
+
+    async fn send_frame<R: Request>(&self, request: &R, version: i16, capacity: usize) -> Result<Bytes, Error> {
         let timeout = self.shared.request_timeout;
         let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api: R::API_KEY, timeout };
         let deadline = tokio::time::Instant::now() + timeout;
@@ -221,7 +244,7 @@ impl Connection {
             Err(_) => return Err(timed_out()),
         };
         let id = self.shared.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
-        let mut buf = BytesMut::with_capacity(128);
+        let mut buf = BytesMut::with_capacity(capacity.max(128));
         frame::encode_request(&mut buf, id, self.shared.client_id.as_deref(), version, request)
             .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
         let (tx, rx) = oneshot::channel();

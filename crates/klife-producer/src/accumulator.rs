@@ -5,19 +5,23 @@
 //!
 //! Each record carries a token of the caller's type `T` (a completion handle, say);
 //! tokens come back, in record order, with the drained batch, so the caller can tell
-//! each record's sender what became of it.
+//! each record's sender what became of it. Each batch also carries one value of the
+//! caller's type `S`, shared by its records (the producer keeps there the batch's
+//! completion, which every record's future reads, instead of a channel per record).
 //!
 //! Memory is bounded: every record reserves its encoded size against
 //! `buffer_memory` until the caller releases its batch (after the broker answered for
 //! it, or it failed for good). A full buffer refuses the record, handing its token back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use klife_protocol::Compression;
 use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, RecordBatchWriter, encoded_record_size};
+
+use crate::hash::FastMap;
 
 /// A topic and partition. Cheap to clone: the topic is shared.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -64,7 +68,7 @@ impl Default for AccumulatorConfig {
             batch_size: 512 * 1024,
             linger: Duration::from_millis(5),
             compression: Compression::None,
-            buffer_memory: 64 * 1024 * 1024,
+            buffer_memory: 16 * 1024 * 1024,
             max_record_batch_size: 1024 * 1024,
         }
     }
@@ -124,6 +128,8 @@ pub struct Appended {
     pub new_batch: bool,
     /// The partition's batch is now full: it can be sent without waiting for the linger.
     pub batch_full: bool,
+    /// The record's position in its batch (0 for the first record).
+    pub index: usize,
 }
 
 /// Which partitions have batches to send.
@@ -135,15 +141,53 @@ pub struct Readiness {
     pub next_ready_at: Option<Instant>,
 }
 
+/// A batch taken out of the accumulator, stamped but not finished yet: finishing
+/// (compression and CRC) is left to the caller, so that it can happen outside whatever
+/// lock guards the accumulator.
+#[derive(Debug)]
+pub struct TakenBatch<T, S = ()> {
+    /// Where it goes.
+    pub partition: TopicPartition,
+    /// The records, to be finished into the batch bytes.
+    pub writer: RecordBatchWriter,
+    /// The records' tokens, in record order.
+    pub tokens: Vec<T>,
+    /// The value shared by the batch's records (see [`Accumulator::append_record`]).
+    pub shared: S,
+    /// When its first record was appended.
+    pub created: Instant,
+    /// Bytes it holds against `buffer_memory`: pass to [`Accumulator::release`] when done.
+    pub reserved: usize,
+}
+
+impl<T, S> TakenBatch<T, S> {
+    /// Finishes the batch bytes (compressed, with the CRC).
+    ///
+    /// A batch that cannot be finished (its codec fails) comes back as a
+    /// [`FinishError`] with its tokens, so that its records can be failed.
+    // The error hands the whole batch back on purpose (a codec failure, rare).
+    #[allow(clippy::result_large_err)]
+    pub fn finish(self) -> Result<DrainedBatch<T, S>, FinishError<T, S>> {
+        let TakenBatch { partition, writer, tokens, shared, created, reserved } = self;
+        let drained = |bytes| DrainedBatch { partition, bytes, tokens, shared, created, reserved };
+        match writer.finish() {
+            Ok(bytes) => Ok(drained(bytes)),
+            Err(e) => Err(FinishError { reason: e.to_string(), batch: drained(Bytes::new()) }),
+        }
+    }
+}
+
 /// A finished batch, taken out of the accumulator.
 #[derive(Debug)]
-pub struct DrainedBatch<T> {
+pub struct DrainedBatch<T, S = ()> {
     /// Where it goes.
     pub partition: TopicPartition,
     /// The complete batch bytes (compressed, with its CRC).
     pub bytes: Bytes,
     /// The records' tokens, in record order.
     pub tokens: Vec<T>,
+    /// The value shared by the batch's records (see [`Accumulator::append_record`]).
+    pub shared: S,
     /// When its first record was appended.
     pub created: Instant,
     /// Bytes it holds against `buffer_memory`: pass to [`Accumulator::release`] when done.
@@ -153,11 +197,11 @@ pub struct DrainedBatch<T> {
 /// A batch that could not be finished (its codec failed); its tokens are in `batch`,
 /// whose `bytes` are empty.
 #[derive(Debug)]
-pub struct FinishError<T> {
+pub struct FinishError<T, S = ()> {
     /// What the codec said.
     pub reason: String,
     /// The batch's records, to be failed.
-    pub batch: DrainedBatch<T>,
+    pub batch: DrainedBatch<T, S>,
 }
 
 /// The producer state a drained batch is stamped with.
@@ -173,33 +217,68 @@ pub struct ProducerStamp {
     pub transactional: bool,
 }
 
-struct Batch<T> {
+struct Batch<T, S> {
     writer: RecordBatchWriter,
     tokens: Vec<T>,
+    shared: S,
     created: Instant,
     reserved: usize,
 }
 
-struct PartitionQueue<T> {
-    open: Option<Batch<T>>,
-    sealed: VecDeque<Batch<T>>,
+struct PartitionQueue<T, S> {
+    open: Option<Batch<T, S>>,
+    sealed: VecDeque<Batch<T, S>>,
+    /// Size of the partition's last batch, to preallocate the next one: a busy
+    /// partition gets its batches at full size at once (no regrowth, no copies), a
+    /// quiet one small buffers.
+    last_size: usize,
 }
 
-impl<T> Default for PartitionQueue<T> {
-    fn default() -> Self {
-        PartitionQueue { open: None, sealed: VecDeque::new() }
+impl<T, S> PartitionQueue<T, S> {
+    fn is_empty(&self) -> bool {
+        self.open.is_none() && self.sealed.is_empty()
     }
 }
 
+impl<T, S> Default for PartitionQueue<T, S> {
+    fn default() -> Self {
+        PartitionQueue { open: None, sealed: VecDeque::new(), last_size: 0 }
+    }
+}
+
+/// A partition's queue in an [`Accumulator`] (see [`Accumulator::queue_id`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct QueueId(usize);
+
+/// Room preallocated for a partition's first batch.
+const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
+
+/// Most buffers of completed batches kept for reuse (see [`Accumulator::recycle`]).
+pub const SPARE_BUFFERS: usize = 8;
+
+/// Room past the batch size, so that a batch filled up to it does not regrow.
+const CAPACITY_MARGIN: usize = 64;
+
 /// Per-partition record accumulation. See the [module docs](self).
-pub struct Accumulator<T> {
+///
+/// `T` is a token per record; `S` a value shared by every record of a batch, made with
+/// `S::default()` when the batch opens (the producer keeps its batch's completion
+/// there, so that records do not each need a channel).
+pub struct Accumulator<T, S = ()> {
     config: AccumulatorConfig,
-    queues: HashMap<TopicPartition, PartitionQueue<T>>,
+    /// Queues of the partitions seen so far (kept when empty, with their size hint),
+    /// at their [`QueueId`].
+    queues: Vec<(TopicPartition, PartitionQueue<T, S>)>,
+    /// Where each partition's queue is.
+    index: FastMap<TopicPartition, QueueId>,
+    /// Buffers of completed batches, for new batches to be written into (no fresh
+    /// allocation, page faults or zeroing).
+    spare: Vec<BytesMut>,
     buffered: usize,
     records: usize,
 }
 
-impl<T> std::fmt::Debug for Accumulator<T> {
+impl<T, S> std::fmt::Debug for Accumulator<T, S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Accumulator")
             .field("partitions", &self.queues.len())
@@ -210,9 +289,23 @@ impl<T> std::fmt::Debug for Accumulator<T> {
 }
 
 impl<T> Accumulator<T> {
-    /// An empty accumulator.
+    /// An empty accumulator whose batches share no value.
     pub fn new(config: AccumulatorConfig) -> Self {
-        Accumulator { config, queues: HashMap::new(), buffered: 0, records: 0 }
+        Accumulator::with_shared(config)
+    }
+}
+
+impl<T, S: Default> Accumulator<T, S> {
+    /// An empty accumulator whose batches each share an `S`.
+    pub fn with_shared(config: AccumulatorConfig) -> Self {
+        Accumulator {
+            config,
+            queues: Vec::new(),
+            index: FastMap::default(),
+            spare: Vec::new(),
+            buffered: 0,
+            records: 0,
+        }
     }
 
     /// The configuration.
@@ -244,24 +337,73 @@ impl<T> Accumulator<T> {
         token: T,
         now: Instant,
     ) -> Result<Appended, AppendError<T>> {
-        let queue = self.queues.entry(partition.clone()).or_default();
-        let config = &self.config;
-        // What the record costs in an open batch, or alone in a new one.
-        let in_open = queue.open.as_ref().map(|b| b.writer.next_record_size(timestamp, key, value, headers));
-        // Alone in a new batch: offset delta 0, timestamp delta 0.
-        let alone = encoded_record_size(0, 0, key, value, headers);
-        if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
-            return Err(AppendError::RecordTooLarge {
-                size: BATCH_HEADER_SIZE + alone,
-                limit: config.max_record_batch_size,
-                token,
-            });
+        let queue = self.queue_id(partition);
+        self.append_record(queue, timestamp, key, value, headers, token, || now).map(|(appended, _)| appended)
+    }
+
+    /// The partition's queue, made if needed: pass it to
+    /// [`append_record`](Self::append_record) to append without looking the partition
+    /// up. A partition keeps its queue for the accumulator's life.
+    pub fn queue_id(&mut self, partition: &TopicPartition) -> QueueId {
+        if let Some(id) = self.index.get(partition) {
+            return *id;
         }
-        let fits_open = queue
-            .open
-            .as_ref()
-            .is_some_and(|b| b.writer.has_room_for(config.batch_size, timestamp, key, value, headers));
-        let needed = if fits_open { in_open.unwrap_or(alone) } else { alone };
+        let id = QueueId(self.queues.len());
+        self.queues.push((partition.clone(), PartitionQueue::default()));
+        self.index.insert(partition.clone(), id);
+        id
+    }
+
+    fn queue(&self, partition: &TopicPartition) -> Option<&PartitionQueue<T, S>> {
+        self.index.get(partition).map(|id| &self.queues[id.0].1)
+    }
+
+    fn queue_mut(&mut self, partition: &TopicPartition) -> Option<&mut PartitionQueue<T, S>> {
+        self.index.get(partition).map(|id| &mut self.queues[id.0].1)
+    }
+
+    /// Like [`append`](Self::append), to the partition of `queue` (from
+    /// [`queue_id`](Self::queue_id)), and also returns the value shared by the record's
+    /// batch; the record is number [`Appended::index`] of that batch. The clock is read
+    /// (`now` called) only when the record opens a new batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_record<H: HeaderRef>(
+        &mut self,
+        queue: QueueId,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[H],
+        token: T,
+        now: impl FnOnce() -> Instant,
+    ) -> Result<(Appended, &S), AppendError<T>> {
+        let config = &self.config;
+        let Some((_, queue)) = self.queues.get_mut(queue.0) else {
+            return Err(AppendError::Encode { reason: "no such queue in this accumulator".into(), token });
+        };
+        // What the record costs in the open batch, if it fits there.
+        let in_open = queue.open.as_ref().and_then(|b| {
+            let size = b.writer.next_record_size(timestamp, key, value, headers);
+            let fits = b.writer.is_empty() || b.writer.size_in_bytes().saturating_add(size) <= config.batch_size;
+            fits.then_some(size)
+        });
+        let needed = match in_open {
+            // Alone in a new batch (offset and timestamp deltas 0) a record takes no
+            // more room than in an open one: a record that fits an open batch fits
+            // the limit.
+            Some(size) if BATCH_HEADER_SIZE + size <= config.max_record_batch_size => size,
+            _ => {
+                let alone = encoded_record_size(0, 0, key, value, headers);
+                if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
+                    return Err(AppendError::RecordTooLarge {
+                        size: BATCH_HEADER_SIZE + alone,
+                        limit: config.max_record_batch_size,
+                        token,
+                    });
+                }
+                in_open.unwrap_or(alone)
+            }
+        };
         if self.buffered + needed > config.buffer_memory {
             return Err(AppendError::BufferFull {
                 buffered: self.buffered,
@@ -271,18 +413,25 @@ impl<T> Accumulator<T> {
             });
         }
         let mut new_batch = false;
-        if !fits_open {
+        if in_open.is_none() {
             if let Some(full) = queue.open.take() {
+                queue.last_size = full.writer.size_in_bytes();
                 queue.sealed.push_back(full);
             }
             let options = BatchOptions { compression: config.compression, ..BatchOptions::default() };
-            let capacity = (BATCH_HEADER_SIZE + alone).max(config.batch_size.min(64 * 1024));
-            queue.open = Some(Batch {
-                writer: RecordBatchWriter::with_capacity(options, capacity),
-                tokens: Vec::new(),
-                created: now,
-                reserved: 0,
-            });
+            let hint = if queue.last_size == 0 { FIRST_BATCH_CAPACITY } else { queue.last_size };
+            let capacity = (BATCH_HEADER_SIZE + needed).max(hint.min(config.batch_size)) + CAPACITY_MARGIN;
+            // A partition that fills its batches reuses a spare buffer, when there is one.
+            let writer = match self.spare.pop() {
+                Some(buffer) if capacity >= config.batch_size / 2 && buffer.capacity() >= capacity => {
+                    RecordBatchWriter::with_buffer(options, buffer)
+                }
+                other => {
+                    self.spare.extend(other);
+                    RecordBatchWriter::with_capacity(options, capacity)
+                }
+            };
+            queue.open = Some(Batch { writer, tokens: Vec::new(), shared: S::default(), created: now(), reserved: 0 });
             new_batch = true;
         }
         let Some(open) = queue.open.as_mut() else {
@@ -291,12 +440,13 @@ impl<T> Accumulator<T> {
         if let Err(e) = open.writer.append_with_headers(timestamp, key, value, headers) {
             return Err(AppendError::Encode { reason: e.to_string(), token });
         }
+        let index = open.tokens.len();
         open.tokens.push(token);
         open.reserved += needed;
         self.buffered += needed;
         self.records += 1;
         let batch_full = BATCH_HEADER_SIZE + open.writer.size_in_bytes() >= config.batch_size;
-        Ok(Appended { new_batch, batch_full })
+        Ok((Appended { new_batch, batch_full, index }, &open.shared))
     }
 
     /// Partitions with a batch ready at `now`: a sealed batch waits, or the open batch
@@ -304,6 +454,9 @@ impl<T> Accumulator<T> {
     pub fn ready(&self, now: Instant, flush: bool) -> Readiness {
         let mut r = Readiness::default();
         for (tp, q) in &self.queues {
+            if q.is_empty() {
+                continue;
+            }
             let due = q.open.as_ref().map(|b| b.created + self.config.linger);
             let full =
                 q.open.as_ref().is_some_and(|b| BATCH_HEADER_SIZE + b.writer.size_in_bytes() >= self.config.batch_size);
@@ -322,35 +475,37 @@ impl<T> Accumulator<T> {
     ///
     /// A batch that cannot be finished (its codec fails) comes back as a
     /// [`FinishError`] with its tokens, so that its records can be failed.
+    #[allow(clippy::type_complexity)]
     pub fn drain(
         &mut self,
         partition: &TopicPartition,
         stamp: Option<ProducerStamp>,
-    ) -> Option<Result<DrainedBatch<T>, FinishError<T>>> {
-        let queue = self.queues.get_mut(partition)?;
+    ) -> Option<Result<DrainedBatch<T, S>, FinishError<T, S>>> {
+        self.take(partition, stamp).map(TakenBatch::finish)
+    }
+
+    /// Takes the partition's oldest batch (a sealed one first, else the open one),
+    /// stamped with `stamp` when the producer is idempotent, for the caller to
+    /// [`finish`](TakenBatch::finish).
+    pub fn take(&mut self, partition: &TopicPartition, stamp: Option<ProducerStamp>) -> Option<TakenBatch<T, S>> {
+        let queue = self.queue_mut(partition)?;
         let mut batch = match queue.sealed.pop_front() {
             Some(b) => b,
             None => queue.open.take()?,
         };
-        if queue.open.is_none() && queue.sealed.is_empty() {
-            self.queues.remove(partition);
-        }
+        queue.last_size = batch.writer.size_in_bytes();
         self.records -= batch.tokens.len();
         if let Some(s) = stamp {
             batch.writer.set_producer_state(s.producer_id, s.producer_epoch, s.base_sequence, s.transactional);
         }
-        let Batch { writer, tokens, created, reserved } = batch;
-        let drained = |bytes| DrainedBatch { partition: partition.clone(), bytes, tokens, created, reserved };
-        Some(match writer.finish() {
-            Ok(bytes) => Ok(drained(bytes)),
-            Err(e) => Err(FinishError { reason: e.to_string(), batch: drained(Bytes::new()) }),
-        })
+        let Batch { writer, tokens, shared, created, reserved } = batch;
+        Some(TakenBatch { partition: partition.clone(), writer, tokens, shared, created, reserved })
     }
 
     /// The number of records in the partition's next batch to drain (what its base
     /// sequence must cover), if it has one.
     pub fn next_batch_len(&self, partition: &TopicPartition) -> Option<usize> {
-        let q = self.queues.get(partition)?;
+        let q = self.queue(partition)?;
         q.sealed.front().or(q.open.as_ref()).map(|b| b.tokens.len())
     }
 
@@ -359,10 +514,27 @@ impl<T> Accumulator<T> {
         self.buffered = self.buffered.saturating_sub(reserved);
     }
 
+    /// Offers the bytes of a batch that is done with (sent and answered) for a later
+    /// batch to be written into. They are kept only when nothing else refers to them
+    /// and they can hold a full batch, and only a few of them at a time
+    /// ([`SPARE_BUFFERS`], outside `buffer_memory`).
+    pub fn recycle(&mut self, batch: Bytes) {
+        if self.spare.len() >= SPARE_BUFFERS {
+            return;
+        }
+        if let Ok(buffer) = batch.try_into_mut() {
+            if buffer.capacity() >= self.config.batch_size {
+                self.spare.push(buffer);
+            }
+        }
+    }
+
     /// Removes every waiting record of a partition (for example, its topic was deleted),
-    /// returning their tokens in order and releasing their memory.
+    /// returning their tokens in order and releasing their memory. The batches' shared
+    /// values are dropped.
     pub fn abort_partition(&mut self, partition: &TopicPartition) -> Vec<T> {
-        let Some(q) = self.queues.remove(partition) else { return Vec::new() };
+        let Some(q) = self.queue_mut(partition) else { return Vec::new() };
+        let q = std::mem::take(q);
         let mut tokens = Vec::new();
         for b in q.sealed.into_iter().chain(q.open) {
             self.buffered = self.buffered.saturating_sub(b.reserved);
@@ -374,7 +546,7 @@ impl<T> Accumulator<T> {
 
     /// Partitions with waiting records.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
-        self.queues.keys()
+        self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(tp, _)| tp)
     }
 }
 

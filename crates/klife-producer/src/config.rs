@@ -39,7 +39,9 @@ pub struct ProducerConfig {
     pub linger: Duration,
     /// Bytes of records (uncompressed) that make a batch full (default 512 KiB).
     pub batch_size: usize,
-    /// Most bytes of records buffered across partitions (default 64 MiB). When full,
+    /// Most bytes of records buffered across partitions (default 16 MiB, 32 full
+    /// batches: more only lengthens the queue in front of a busy broker, and records
+    /// that wait longer have left the CPU caches by the time they are sent). When full,
     /// `produce` waits for room (up to `delivery_timeout`) and `try_produce` fails.
     pub buffer_memory: usize,
     /// Largest batch one record may make (default 1 MiB, the broker's default
@@ -56,6 +58,13 @@ pub struct ProducerConfig {
     /// Produce requests in flight per broker (default 5). Each partition has at most
     /// one batch in flight, so order is kept under retries.
     pub max_in_flight_per_broker: usize,
+    /// Batchers per broker (default 1), as in Klife: each broker's partitions are
+    /// spread over this many batchers (partition `p` goes to batcher
+    /// `p % batchers_per_broker`), and each batcher sends its own Produce requests
+    /// with its own window of `max_in_flight_per_broker` requests. More batchers mean
+    /// smaller requests, more of them in flight, and their encoding on more tasks at
+    /// once; one batcher puts every ready partition of a broker into one request.
+    pub batchers_per_broker: usize,
     /// Idempotent production (default on): the broker drops duplicates of retried
     /// batches. Requires `acks = all`.
     pub idempotence: bool,
@@ -68,13 +77,14 @@ impl Default for ProducerConfig {
         ProducerConfig {
             linger: Duration::from_millis(5),
             batch_size: 512 * 1024,
-            buffer_memory: 64 * 1024 * 1024,
+            buffer_memory: 16 * 1024 * 1024,
             max_record_batch_size: 1024 * 1024,
             compression: Compression::None,
             acks: Acks::All,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             max_in_flight_per_broker: 5,
+            batchers_per_broker: 1,
             idempotence: true,
             partitioner: Arc::new(DefaultPartitioner::new()),
         }
@@ -92,6 +102,9 @@ impl ProducerConfig {
         }
         if self.max_in_flight_per_broker == 0 {
             return Err("max_in_flight_per_broker must be at least 1".into());
+        }
+        if self.batchers_per_broker == 0 {
+            return Err("batchers_per_broker must be at least 1".into());
         }
         if !self.compression.is_enabled() {
             return Err(format!("compression {} is not enabled in this build", self.compression));

@@ -64,14 +64,17 @@
 
 pub mod accumulator;
 mod config;
+mod delivery;
 mod error;
+mod hash;
 pub mod partitioner;
 mod producer;
 mod record;
 pub mod transaction;
 
 pub use config::{Acks, ProducerConfig};
+pub use delivery::DeliveryFuture;
 pub use error::ProduceError;
-pub use producer::{DeliveryFuture, Producer, verify_batch};
+pub use producer::{Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};
 pub use transaction::{TransactionError, TransactionPool, TransactionalProducer};

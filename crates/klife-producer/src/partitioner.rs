@@ -6,10 +6,11 @@
 //! partition outside `0..partitions` is rejected with [`InvalidPartition`], never
 //! wrapped around or clamped.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 use std::sync::{PoisonError, RwLock};
+
+use crate::hash::FastMap;
 
 /// The answer of the built-in partitioners when the partition count is zero or less,
 /// so that no partition is valid (the value the Java client uses for an unknown
@@ -140,8 +141,9 @@ pub fn check_partition(partition: i32, partitions: i32) -> Result<i32, InvalidPa
 /// [`on_new_batch`](Partitioner::on_new_batch) when the batch of a partition is sent or
 /// full, so that sticky partitioners move on (KIP-480).
 ///
-/// Implementations are shared between threads and called on the producer's hot path:
-/// they should be cheap and must not block. They should not panic either; a partition
+/// Implementations are shared between threads and called on the producer's hot path,
+/// while the producer holds its lock: they should be cheap, must not block, and must
+/// not call back into the producer. They should not panic either; a partition
 /// count of zero or less has no valid answer, and the built-in partitioners return
 /// [`UNKNOWN_PARTITION`] for it.
 pub trait Partitioner: Send + Sync + fmt::Debug {
@@ -162,7 +164,7 @@ pub trait Partitioner: Send + Sync + fmt::Debug {
 /// allocate; only the first use of a topic takes the exclusive lock.
 #[derive(Debug, Default)]
 struct PerTopic<T> {
-    topics: RwLock<HashMap<String, T>>,
+    topics: RwLock<FastMap<String, T>>,
 }
 
 impl<T> PerTopic<T> {

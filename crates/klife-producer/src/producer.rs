@@ -5,59 +5,69 @@
 //! again before the partition's next one: order is kept, with or without idempotence.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use klife_connection::Cluster;
+use bytes::Bytes;
+use klife_connection::{Cluster, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
-use klife_protocol::records::with_producer_state;
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
-use crate::accumulator::{Accumulator, AppendError, DrainedBatch, ProducerStamp, TopicPartition};
+use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
+use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
+use crate::hash::FastMap;
 use crate::partitioner::check_partition;
 use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
+
+mod flight;
+
+use flight::{Body, Flight};
 
 /// Highest Produce version used: v12+ names topics by id.
 const PRODUCE_MAX_VERSION: i16 = 11;
 
-type Outcome = Result<RecordMetadata, ProduceError>;
-
-/// One record's sender, waiting for the outcome.
-#[derive(Debug)]
-struct Pending {
-    tx: oneshot::Sender<Outcome>,
-    timestamp: i64,
+/// What the producer knows of a topic it produces to: its partitions' queues in the
+/// accumulator, so that records neither look up the cluster metadata nor hash the
+/// topic a second time.
+struct TopicEntry {
+    queues: Vec<QueueId>,
 }
 
-/// A finished batch between the accumulator and the broker's answer.
-struct Flight {
-    batch: DrainedBatch<Pending>,
-    /// (producer id, epoch, base sequence) it is stamped with, when idempotent.
-    stamp: Option<ProducerStamp>,
-    record_count: i32,
-    retry_at: Option<Instant>,
-    last_error: Option<String>,
-    /// An earlier attempt's outcome is unknown (the connection broke or timed out):
-    /// the broker may have written it. Such a batch is only ever sent again with the
-    /// same producer id and sequence, so that the broker can recognize a duplicate.
-    maybe_written: bool,
+impl TopicEntry {
+    fn new<T, S: Default>(name: &str, partitions: usize, acc: &mut Accumulator<T, S>) -> TopicEntry {
+        let name: Arc<str> = name.into();
+        let queues = (0..partitions as i32)
+            .map(|p| acc.queue_id(&TopicPartition { topic: name.clone(), partition: p }))
+            .collect();
+        TopicEntry { queues }
+    }
+}
+
+/// A (broker, batcher) pair: the unit that sends Produce requests, with its own window
+/// of `max_in_flight_per_broker` requests.
+type BatcherId = (i32, usize);
+
+/// The batcher of a partition among `batchers` per broker.
+fn batcher_of(partition: i32, batchers: usize) -> usize {
+    usize::try_from(partition).unwrap_or(0) % batchers.max(1)
 }
 
 #[derive(Default)]
 struct State {
-    acc: Option<Accumulator<Pending>>,
+    acc: Option<Accumulator<(), BatchCompletion>>,
     /// Batches waiting to be sent again, one per partition at most.
     retries: HashMap<TopicPartition, Flight>,
     /// Partitions with a batch in flight.
     in_flight: HashSet<TopicPartition>,
-    /// Produce requests in flight per broker.
-    requests: HashMap<i32, usize>,
-    /// Shared topic names, so that records do not each allocate theirs.
-    topic_names: HashMap<String, Arc<str>>,
+    /// Produce requests in flight per batcher.
+    requests: HashMap<BatcherId, usize>,
+    /// Topics produced to, with their partition count as of `metadata` (kept up to
+    /// date by the sender).
+    topics: FastMap<String, TopicEntry>,
+    /// The metadata snapshot `topics` agrees with.
+    metadata: Option<Arc<Metadata>>,
     /// Next sequence per partition (idempotence).
     sequences: HashMap<TopicPartition, i32>,
     /// Producer id and epoch (idempotence).
@@ -97,24 +107,16 @@ impl std::fmt::Debug for Producer {
     }
 }
 
-/// The outcome of one record, to await or to drop (the record is produced either way).
-#[derive(Debug)]
-pub struct DeliveryFuture {
-    rx: oneshot::Receiver<Outcome>,
-}
-
-impl DeliveryFuture {
-    pub(crate) fn from_receiver(rx: oneshot::Receiver<Outcome>) -> Self {
-        DeliveryFuture { rx }
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Outcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(ProduceError::Closed)))
-    }
+/// What one attempt to queue a record came to.
+enum Attempt {
+    /// Queued, or refused for good.
+    Done(Result<DeliveryFuture, ProduceError>),
+    /// The topic's metadata is needed first: the topic is not cached yet, or the
+    /// record's partition is beyond the cached partition count (the topic may have
+    /// grown since the cache was refreshed).
+    UnknownTopic,
+    /// The buffer is full.
+    BufferFull { limit: usize },
 }
 
 /// Awaits each queued record's outcome, in order; records refused before queueing keep
@@ -137,7 +139,10 @@ pub fn verify_batch(results: Vec<Outcome>) -> Result<Vec<RecordMetadata>, Produc
 }
 
 fn now_millis() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    // Seconds and milliseconds apart: no 128-bit arithmetic on the per-record path.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 1000) * 1000 + i64::from(d.subsec_millis()))
 }
 
 impl Producer {
@@ -155,7 +160,8 @@ impl Producer {
         id: Option<(i64, i16)>,
         transactional: bool,
     ) -> Producer {
-        let state = State { acc: Some(Accumulator::new(config.accumulator())), producer: id, ..State::default() };
+        let state =
+            State { acc: Some(Accumulator::with_shared(config.accumulator())), producer: id, ..State::default() };
         let inner = Arc::new(Inner {
             cluster,
             config,
@@ -186,7 +192,13 @@ impl Producer {
     /// Queues a record, waiting for buffer room if needed (up to the delivery timeout),
     /// and returns its outcome as a future to await or drop.
     pub async fn produce_async(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.enqueue(record, true).await
+        // The record stays where this future keeps it: no copy on the common path.
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        match self.try_enqueue(&record, timestamp, false) {
+            Attempt::Done(result) => result,
+            // Boxed, so that this future stays small to move.
+            first => Box::pin(self.enqueue_slow(record, first, timestamp, true)).await,
+        }
     }
 
     /// Queues a record and calls `callback` with its outcome when it is known (on a
@@ -203,7 +215,11 @@ impl Producer {
     /// Like [`produce_async`](Self::produce_async), but a full buffer is an immediate
     /// [`ProduceError::BufferFull`].
     pub async fn try_produce(&self, record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
-        self.enqueue(record, false).await
+        let timestamp = record.timestamp.unwrap_or_else(now_millis);
+        match self.try_enqueue(&record, timestamp, false) {
+            Attempt::Done(result) => result,
+            first => Box::pin(self.enqueue_slow(record, first, timestamp, false)).await,
+        }
     }
 
     /// Queues records; one outcome future (or immediate error) per record, in input
@@ -225,17 +241,7 @@ impl Producer {
     /// The record's partition, and the topic's partition count.
     pub(crate) async fn partition_of(&self, record: &ProducerRecord) -> Result<(i32, i32), ProduceError> {
         let topic = &record.topic;
-        let mut m = self.inner.cluster.metadata();
-        if !m.topics.contains_key(topic) {
-            m = self.inner.cluster.add_topics(&[topic]).await?;
-        }
-        let partitions = match m.topics.get(topic) {
-            Some(t) if t.error == ErrorCode::None => t.partitions.len() as i32,
-            Some(t) if t.error != ErrorCode::UnknownTopicOrPartition => {
-                return Err(ProduceError::Broker { topic: topic.clone(), partition: -1, code: t.error, message: None });
-            }
-            _ => return Err(ProduceError::UnknownTopic { topic: topic.clone() }),
-        };
+        let partitions = self.partition_count(topic).await?;
         let p = match record.partition {
             Some(p) => p,
             None => self.inner.config.partitioner.partition(
@@ -250,61 +256,119 @@ impl Producer {
         Ok((p, partitions))
     }
 
-    async fn enqueue(&self, record: ProducerRecord, wait: bool) -> Result<DeliveryFuture, ProduceError> {
-        let (partition, partitions) = self.partition_of(&record).await?;
-        let timestamp = record.timestamp.unwrap_or_else(now_millis);
-        let (tx, rx) = oneshot::channel();
-        let mut pending = Pending { tx, timestamp };
+    /// The topic's partition count from the cluster metadata, fetched if needed.
+    async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+        let mut m = self.inner.cluster.metadata();
+        if !m.topics.contains_key(topic) {
+            m = self.inner.cluster.add_topics(&[topic]).await?;
+        }
+        match m.topics.get(topic) {
+            Some(t) if t.error == ErrorCode::None => Ok(t.partitions.len() as i32),
+            Some(t) if t.error != ErrorCode::UnknownTopicOrPartition => {
+                Err(ProduceError::Broker { topic: topic.to_owned(), partition: -1, code: t.error, message: None })
+            }
+            _ => Err(ProduceError::UnknownTopic { topic: topic.to_owned() }),
+        }
+    }
+
+    /// Queues the record if its topic is known and the buffer has room, without
+    /// waiting: one lock, no allocation, one clock read only when a batch opens.
+    ///
+    /// With `fresh`, the topic's cache entry was just brought up to date: a partition
+    /// out of range is the record's error rather than a reason to look again.
+    fn try_enqueue(&self, record: &ProducerRecord, timestamp: i64, fresh: bool) -> Attempt {
+        let inner = &*self.inner;
+        let mut guard = inner.lock();
+        let state = &mut *guard;
+        if state.closed {
+            return Attempt::Done(Err(ProduceError::Closed));
+        }
+        let Some(entry) = state.topics.get(record.topic.as_str()) else {
+            return Attempt::UnknownTopic;
+        };
+        let partitions = entry.queues.len() as i32;
+        let key = record.key.as_deref();
+        let value = record.value.as_deref();
+        let partition = match record.partition {
+            Some(p) => p,
+            None => inner.config.partitioner.partition(&record.topic, key, value, partitions),
+        };
+        let partition = match check_partition(partition, partitions) {
+            Ok(p) => p,
+            Err(_) if !fresh => return Attempt::UnknownTopic,
+            Err(source) => {
+                return Attempt::Done(Err(ProduceError::InvalidPartition { topic: record.topic.clone(), source }));
+            }
+        };
+        let queue = entry.queues[partition as usize];
+        let Some(acc) = state.acc.as_mut() else { return Attempt::Done(Err(ProduceError::Closed)) };
+        match acc.append_record(queue, timestamp, key, value, &record.headers, (), Instant::now) {
+            Ok((appended, completion)) => {
+                let delivery = completion.future(appended.index, timestamp);
+                drop(guard);
+                if appended.new_batch {
+                    inner.config.partitioner.on_new_batch(&record.topic, partitions, partition);
+                }
+                if appended.new_batch || appended.batch_full {
+                    inner.wake.notify_one();
+                }
+                Attempt::Done(Ok(delivery))
+            }
+            Err(AppendError::BufferFull { limit, .. }) => {
+                drop(guard);
+                Attempt::BufferFull { limit }
+            }
+            Err(AppendError::RecordTooLarge { size, limit, .. }) => {
+                Attempt::Done(Err(ProduceError::RecordTooLarge { size, limit }))
+            }
+            Err(AppendError::Encode { reason, .. }) => Attempt::Done(Err(ProduceError::Encode(reason))),
+        }
+    }
+
+    /// Learns unknown topics and waits for buffer room (up to the delivery timeout,
+    /// and only with `wait`), trying again each time.
+    async fn enqueue_slow(
+        &self,
+        record: ProducerRecord,
+        first: Attempt,
+        timestamp: i64,
+        wait: bool,
+    ) -> Result<DeliveryFuture, ProduceError> {
+        let mut attempt = first;
         let mut deadline: Option<Instant> = None;
         loop {
-            let progressed = self.inner.progress.notified();
-            {
-                let mut guard = self.inner.lock();
-                let state = &mut *guard;
-                if state.closed {
-                    return Err(ProduceError::Closed);
+            attempt = match attempt {
+                Attempt::Done(result) => return result,
+                Attempt::UnknownTopic => {
+                    let partitions = self.partition_count(&record.topic).await?;
+                    let partitions = usize::try_from(partitions).unwrap_or(0);
+                    let mut guard = self.inner.lock();
+                    let state = &mut *guard;
+                    let current = state.topics.get(&record.topic).map(|e| e.queues.len());
+                    if let (true, Some(acc)) = (current != Some(partitions), state.acc.as_mut()) {
+                        let entry = TopicEntry::new(&record.topic, partitions, acc);
+                        state.topics.insert(record.topic.clone(), entry);
+                    }
+                    drop(guard);
+                    self.try_enqueue(&record, timestamp, true)
                 }
-                // One shared name per topic: no allocation per record.
-                let topic = match state.topic_names.get(record.topic.as_str()) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t: Arc<str> = record.topic.as_str().into();
-                        state.topic_names.insert(record.topic.clone(), t.clone());
-                        t
+                Attempt::BufferFull { limit } => {
+                    let now = Instant::now();
+                    let until = *deadline.get_or_insert(now + self.inner.config.delivery_timeout);
+                    if !wait || now >= until {
+                        return Err(ProduceError::BufferFull { limit });
                     }
-                };
-                let tp = TopicPartition { topic, partition };
-                let acc = state.acc.as_mut().ok_or(ProduceError::Closed)?;
-                let key = record.key.as_deref();
-                let value = record.value.as_deref();
-                let now = Instant::now();
-                match acc.append(&tp, timestamp, key, value, &record.headers, pending, now) {
-                    Ok(appended) => {
-                        drop(guard);
-                        if appended.new_batch {
-                            self.inner.config.partitioner.on_new_batch(&record.topic, partitions, partition);
+                    // Made before trying again: room freed after the attempt wakes it.
+                    let progressed = self.inner.progress.notified();
+                    match self.try_enqueue(&record, timestamp, false) {
+                        Attempt::BufferFull { .. } => {
+                            let _ = tokio::time::timeout_at(until.into(), progressed).await;
+                            self.try_enqueue(&record, timestamp, false)
                         }
-                        if appended.new_batch || appended.batch_full {
-                            self.inner.wake.notify_one();
-                        }
-                        return Ok(DeliveryFuture { rx });
+                        other => other,
                     }
-                    Err(AppendError::BufferFull { token, limit, .. }) => {
-                        let until = *deadline.get_or_insert(now + self.inner.config.delivery_timeout);
-                        if !wait || now >= until {
-                            return Err(ProduceError::BufferFull { limit });
-                        }
-                        pending = token;
-                    }
-                    Err(AppendError::RecordTooLarge { size, limit, .. }) => {
-                        return Err(ProduceError::RecordTooLarge { size, limit });
-                    }
-                    Err(AppendError::Encode { reason, .. }) => return Err(ProduceError::Encode(reason)),
                 }
-            }
-            if let Some(until) = deadline {
-                let _ = tokio::time::timeout_at(until.into(), progressed).await;
-            }
+            };
         }
     }
 
@@ -351,19 +415,12 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
     }
 }
 
-/// Fails every record of a batch.
-fn fail(batch: DrainedBatch<Pending>, error: &ProduceError) {
-    for p in batch.tokens {
-        let _ = p.tx.send(Err(error.clone()));
-    }
-}
-
 async fn sender(inner: Arc<Inner>) {
     loop {
         let now = Instant::now();
         let Plan { requests, next_at, stop } = plan(&inner, now);
-        for (broker, batch) in requests {
-            tokio::spawn(send(inner.clone(), broker, batch));
+        for (batcher, batch) in requests {
+            tokio::spawn(send(inner.clone(), batcher, batch));
         }
         if stop {
             return;
@@ -377,8 +434,8 @@ async fn sender(inner: Arc<Inner>) {
 
 /// What the sender does next.
 struct Plan {
-    /// Produce requests to send: broker and its batches.
-    requests: Vec<(i32, Vec<Flight>)>,
+    /// Produce requests to send: batcher and its batches.
+    requests: Vec<(BatcherId, Vec<Flight>)>,
     /// When to look again at the latest, if something waits for its linger or backoff.
     next_at: Option<Instant>,
     /// The producer is closed and idle.
@@ -397,16 +454,40 @@ enum Settled {
     Written { base: i64, append_time: i64 },
     /// Refused or lost; `retriable` says whether to send it again.
     Failed { code: ErrorCode, message: Option<String>, retriable: bool },
+    /// Never sent: its bytes could not be finished.
+    Invalid(String),
 }
 
-/// Chooses what to send now: per broker with room, one batch of each ready partition
-/// it leads (a retried batch first). Returns the requests, when to look again, and
-/// whether the sender should stop.
+/// Brings the cached partition counts in line with a new metadata snapshot; a topic
+/// the metadata no longer has (or has with an error) is dropped, so that its next
+/// record looks it up again.
+fn sync_topics(state: &mut State, metadata: &Arc<Metadata>) {
+    if state.metadata.as_ref().is_some_and(|m| Arc::ptr_eq(m, metadata)) {
+        return;
+    }
+    let Some(acc) = state.acc.as_mut() else { return };
+    state.topics.retain(|name, entry| match metadata.topics.get(name) {
+        Some(t) if t.error == ErrorCode::None => {
+            if t.partitions.len() != entry.queues.len() {
+                *entry = TopicEntry::new(name, t.partitions.len(), acc);
+            }
+            true
+        }
+        _ => false,
+    });
+    state.metadata = Some(metadata.clone());
+}
+
+/// Chooses what to send now: per batcher with room, one batch of each ready partition
+/// it serves (a retried batch first). Returns the requests, when to look again, and
+/// whether the sender should stop. Batches are finished (compressed, CRC) later, by
+/// the task that sends them, outside the lock.
 fn plan(inner: &Inner, now: Instant) -> Plan {
     let metadata = inner.cluster.metadata();
     let config = &inner.config;
     let mut state = inner.lock();
     let state = &mut *state;
+    sync_topics(state, &metadata);
     let Some(acc) = state.acc.as_mut() else { return Plan::stop() };
     if state.closed && acc.waiting_records() == 0 && state.in_flight.is_empty() && state.retries.is_empty() {
         return Plan::stop();
@@ -422,17 +503,18 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
     }
     candidates.sort();
     candidates.dedup();
-    let mut per_broker: BTreeMap<i32, Vec<Flight>> = BTreeMap::new();
+    let mut per_batcher: BTreeMap<BatcherId, Vec<Flight>> = BTreeMap::new();
     let mut refresh = false;
     for tp in candidates {
         if state.in_flight.contains(&tp) {
             continue;
         }
         let leader = metadata.leader(&tp.topic, tp.partition).map(|(b, _)| b.node_id);
+        let batcher = batcher_of(tp.partition, config.batchers_per_broker);
         if let Some(l) = leader {
-            let busy = state.requests.get(&l).copied().unwrap_or(0) >= config.max_in_flight_per_broker;
-            if busy && !per_broker.contains_key(&l) {
-                // Every request to this broker is in flight: the batch stays where it
+            let busy = state.requests.get(&(l, batcher)).copied().unwrap_or(0) >= config.max_in_flight_per_broker;
+            if busy && !per_batcher.contains_key(&(l, batcher)) {
+                // Every request of this batcher is in flight: the batch stays where it
                 // is and keeps filling (dynamic batching); a finished request wakes us.
                 continue;
             }
@@ -455,38 +537,20 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                     }
                     _ => None,
                 };
-                match acc.drain(&tp, stamp) {
-                    None => None,
-                    Some(Err(e)) => {
-                        acc.release(e.batch.reserved);
-                        fail(e.batch, &ProduceError::Encode(e.reason));
-                        None
-                    }
-                    Some(Ok(batch)) => {
-                        let record_count = batch.tokens.len() as i32;
-                        Some(Flight {
-                            batch,
-                            stamp,
-                            record_count,
-                            retry_at: None,
-                            last_error: None,
-                            maybe_written: false,
-                        })
-                    }
-                }
+                acc.take(&tp, stamp).map(|batch| Flight::new(batch, stamp))
             }
         };
         let Some(mut flight) = flight else { continue };
         // Expired: fail it rather than send it.
-        if now.duration_since(flight.batch.created) >= config.delivery_timeout {
-            acc.release(flight.batch.reserved);
+        if now.duration_since(flight.created) >= config.delivery_timeout {
+            acc.release(flight.reserved);
             let e = ProduceError::DeliveryTimeout {
                 topic: tp.topic.to_string(),
                 partition: tp.partition,
                 timeout: config.delivery_timeout,
                 last_error: flight.last_error.take(),
             };
-            fail(flight.batch, &e);
+            flight.fail(e);
             continue;
         }
         let Some(leader) = leader else {
@@ -501,12 +565,11 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             let current = flight.stamp.is_some_and(|s| s.producer_id == id && s.producer_epoch == epoch);
             if !current && flight.stamp.is_some() && flight.maybe_written {
                 // Re-sequencing it under the new producer id could write it twice.
-                acc.release(flight.batch.reserved);
-                let e = ProduceError::Idempotence(format!(
+                acc.release(flight.reserved);
+                flight.fail(ProduceError::Idempotence(format!(
                     "{tp}: the producer id had to be reset while an earlier attempt of this batch had an unknown \
                      outcome; it may have been written, and is not sent again to avoid a duplicate"
-                ));
-                fail(flight.batch, &e);
+                )));
                 continue;
             }
             if !current {
@@ -514,22 +577,19 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 let stamp =
                     ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: *seq, transactional: false };
                 *seq = seq.wrapping_add(flight.record_count) & i32::MAX;
-                match with_producer_state(flight.batch.bytes.clone(), id, epoch, stamp.base_sequence, false) {
-                    Ok(bytes) => flight.batch.bytes = bytes,
-                    Err(e) => {
-                        acc.release(flight.batch.reserved);
-                        fail(flight.batch, &ProduceError::Encode(e.to_string()));
-                        continue;
-                    }
+                if let Err(e) = flight.restamp(id, epoch, stamp.base_sequence) {
+                    acc.release(flight.reserved);
+                    flight.fail(ProduceError::Encode(e));
+                    continue;
                 }
                 flight.stamp = Some(stamp);
             }
         }
         state.in_flight.insert(tp);
-        per_broker.entry(leader).or_default().push(flight);
+        per_batcher.entry((leader, batcher)).or_default().push(flight);
     }
-    for broker in per_broker.keys() {
-        *state.requests.entry(*broker).or_default() += 1;
+    for batcher in per_batcher.keys() {
+        *state.requests.entry(*batcher).or_default() += 1;
     }
     if refresh {
         let cluster = inner.cluster.clone();
@@ -537,19 +597,36 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             let _ = cluster.refresh_metadata().await;
         });
     }
-    Plan { requests: per_broker.into_iter().collect(), next_at, stop: false }
+    Plan { requests: per_batcher.into_iter().collect(), next_at, stop: false }
 }
 
-/// Sends one Produce request and settles each batch in it.
-async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
+/// Finishes the batches of one Produce request, sends it and settles each batch.
+async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
     let config = &inner.config;
+    let broker = batcher.0;
+    // Compression and CRC here, on this task: the producer's lock is not held.
+    let mut settled: Vec<(Flight, Settled)> = Vec::new();
+    let mut sendable = Vec::with_capacity(flights.len());
+    for mut f in flights.drain(..) {
+        match f.finish() {
+            Ok(_) => sendable.push(f),
+            Err(reason) => settled.push((f, Settled::Invalid(reason))),
+        }
+    }
+    let flights = sendable;
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    // The frame: the batches, plus a few bytes per partition and topic.
+    let mut frame_size = 256;
     for f in &flights {
-        topics.entry(&f.batch.partition.topic).or_default().push(
-            PartitionProduceData::default()
-                .with_index(f.batch.partition.partition)
-                .with_records(Some(f.batch.bytes.clone())),
-        );
+        let bytes = match &f.body {
+            Body::Finished(bytes) => bytes.clone(),
+            Body::Unfinished(_) => Bytes::new(),
+        };
+        frame_size += bytes.len() + 32 + f.partition.topic.len();
+        topics
+            .entry(&f.partition.topic)
+            .or_default()
+            .push(PartitionProduceData::default().with_index(f.partition.partition).with_records(Some(bytes)));
     }
     let timeout_ms = i32::try_from(inner.cluster.config().request_timeout.as_millis() * 3 / 4).unwrap_or(i32::MAX);
     let request = ProduceRequest::default().with_acks(config.acks.code()).with_timeout_ms(timeout_ms).with_topic_data(
@@ -559,18 +636,21 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
             .collect(),
     );
     let result: Result<Option<ProduceResponse>, klife_connection::Error> = async {
+        if flights.is_empty() {
+            return Ok(None);
+        }
         let conn = inner.cluster.broker(broker).await?;
         let version = conn.version_for(ApiKey::Produce, Some(PRODUCE_MAX_VERSION))?;
         if config.acks == crate::Acks::None {
             conn.send_no_response(&request, version).await?;
             return Ok(None);
         }
-        Ok(Some(conn.send_version(&request, version).await?))
+        Ok(Some(conn.send_version_with_capacity(&request, version, frame_size).await?))
     }
     .await;
+    drop(request);
     let mut reset_producer = false;
     let mut refresh = false;
-    let mut settled: Vec<(Flight, Settled)> = Vec::new();
     match result {
         Ok(None) => {
             for f in flights {
@@ -579,7 +659,7 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
         }
         Ok(Some(resp)) => {
             for f in flights {
-                let tp = &f.batch.partition;
+                let tp = &f.partition;
                 let answer = resp
                     .responses
                     .iter()
@@ -642,26 +722,31 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
         let _ = inner.cluster.refresh_metadata().await;
     }
     let now = Instant::now();
-    let mut written = Vec::new();
+    // Settled after the lock is released: producers need it meanwhile.
+    let mut done: Vec<(Flight, Result<Written, ProduceError>)> = Vec::new();
     {
         let mut state = inner.lock();
         let state = &mut *state;
-        if let Some(n) = state.requests.get_mut(&broker) {
+        if let Some(n) = state.requests.get_mut(&batcher) {
             *n = n.saturating_sub(1);
         }
         for (mut f, outcome) in settled {
-            let tp = f.batch.partition.clone();
+            let tp = f.partition.clone();
             state.in_flight.remove(&tp);
-            match outcome {
+            let failure = match outcome {
                 Settled::Written { base, append_time } => {
                     if let Some(acc) = state.acc.as_mut() {
-                        acc.release(f.batch.reserved);
+                        acc.release(f.reserved);
+                        if let Body::Finished(bytes) = std::mem::replace(&mut f.body, Body::Finished(Bytes::new())) {
+                            acc.recycle(bytes);
+                        }
                     }
-                    // Told after the lock is released: producers need it meanwhile.
-                    written.push((tp, f.batch.tokens, base, append_time));
+                    let written = Written { topic: tp.topic, partition: tp.partition, base, append_time };
+                    done.push((f, Ok(written)));
+                    continue;
                 }
                 Settled::Failed { code, message, retriable: true }
-                    if now.duration_since(f.batch.created) < config.delivery_timeout =>
+                    if now.duration_since(f.created) < config.delivery_timeout =>
                 {
                     tracing::debug!(partition = %tp, %code, "retrying batch");
                     f.retry_at = Some(now + config.retry_backoff);
@@ -670,34 +755,28 @@ async fn send(inner: Arc<Inner>, broker: i32, flights: Vec<Flight>) {
                         None => code.to_string(),
                     });
                     state.retries.insert(tp, f);
+                    continue;
                 }
-                Settled::Failed { code, message, retriable } => {
-                    if let Some(acc) = state.acc.as_mut() {
-                        acc.release(f.batch.reserved);
-                    }
-                    let error = if retriable {
-                        ProduceError::DeliveryTimeout {
-                            topic: tp.topic.to_string(),
-                            partition: tp.partition,
-                            timeout: config.delivery_timeout,
-                            last_error: Some(message.map_or_else(|| code.to_string(), |m| format!("{code}: {m}"))),
-                        }
-                    } else {
-                        ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
-                    };
-                    fail(f.batch, &error);
+                Settled::Failed { code, message, retriable: true } => ProduceError::DeliveryTimeout {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    timeout: config.delivery_timeout,
+                    last_error: Some(message.map_or_else(|| code.to_string(), |m| format!("{code}: {m}"))),
+                },
+                Settled::Failed { code, message, retriable: false } => {
+                    ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
                 }
+                Settled::Invalid(reason) => ProduceError::Encode(reason),
+            };
+            if let Some(acc) = state.acc.as_mut() {
+                acc.release(f.reserved);
             }
+            done.push((f, Err(failure)));
         }
     }
     inner.progress.notify_waiters();
     inner.wake.notify_one();
-    for (tp, tokens, base, append_time) in written {
-        for (i, p) in tokens.into_iter().enumerate() {
-            let offset = if base >= 0 { base + i as i64 } else { -1 };
-            let timestamp = if append_time >= 0 { append_time } else { p.timestamp };
-            let _ =
-                p.tx.send(Ok(RecordMetadata { topic: tp.topic.clone(), partition: tp.partition, offset, timestamp }));
-        }
+    for (f, result) in done {
+        f.completion.complete(result);
     }
 }

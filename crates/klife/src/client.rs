@@ -358,6 +358,24 @@ impl ClientBuilder {
 
     /// Adds a named producer, with its own settings and batches (for example, one with
     /// a long linger and compression for bulk topics).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), klife::Error> {
+    /// let mut bulk = klife::ProducerConfig::default();
+    /// bulk.linger = std::time::Duration::from_millis(50);
+    /// // Four batchers per broker: partition p of a broker goes to batcher p % 4, and
+    /// // each sends its own Produce requests, with its own in-flight window.
+    /// bulk.batchers_per_broker = 4;
+    /// let client = klife::Client::builder()
+    ///     .bootstrap_servers(["127.0.0.1:9092"])
+    ///     .producer("bulk", bulk)
+    ///     .topic_producer("events", "bulk")
+    ///     .build()
+    ///     .await?;
+    /// # drop(client);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[must_use]
     pub fn producer(mut self, name: impl Into<String>, config: ProducerConfig) -> Self {
         self.named.push((name.into(), config));

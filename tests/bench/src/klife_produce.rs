@@ -39,6 +39,9 @@ impl Settings {
         if let Some(b) = opts.opt_parse("batch-size")? {
             config.batch_size = b;
         }
+        if let Some(n) = opts.opt_parse("batchers")? {
+            config.batchers_per_broker = n;
+        }
         if let Some(mib) = opts.opt_parse::<usize>("buffer-mib")? {
             config.buffer_memory = mib << 20;
         }

@@ -256,6 +256,39 @@ async fn injected_errors_are_retried_or_reported() {
     client.close().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batchers_per_broker_send_their_own_requests() {
+    let mut mock = MockCluster::start(1, &[("b", 4)]);
+    let client = klife::Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap();
+    for batchers in [1usize, 2, 4] {
+        let mut c = config();
+        // Nothing is sent before the flush, which finds every partition ready at once.
+        c.linger = Duration::from_secs(60);
+        c.batchers_per_broker = batchers;
+        let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+        let mut futures = Vec::new();
+        for p in 0..4 {
+            let r = ProducerRecord::new("b", format!("{batchers}-{p}")).with_partition(p);
+            futures.push(producer.produce_async(r).await.unwrap());
+        }
+        mock.command("start-request-tracking");
+        producer.flush().await;
+        for (p, f) in futures.into_iter().enumerate() {
+            assert_eq!(f.await.unwrap().partition, p as i32);
+        }
+        let produce_requests =
+            mock.command("get-requests").split_whitespace().filter(|r| r.split(':').nth(1) == Some("0")).count();
+        // Stopping also forgets what was tracked (librdkafka clears the list).
+        mock.command("stop-request-tracking");
+        assert_eq!(
+            produce_requests, batchers,
+            "the broker's 4 partitions are spread over {batchers} batcher(s), each sending its own request"
+        );
+        producer.close().await;
+    }
+    client.close().await;
+}
+
 async fn the_client_produces_through_its_default_producer(broker: Broker) {
     let client = broker.client().await;
     let topic = unique_topic("client-produce");

@@ -57,14 +57,26 @@ struct XorShift(u64);
 
 impl XorShift {
     fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+        let mut chunks = buf.chunks_exact_mut(8);
+        for chunk in &mut chunks {
+            chunk.copy_from_slice(&self.next().to_le_bytes());
         }
+        let tail = chunks.into_remainder();
+        if !tail.is_empty() {
+            let x = self.next().to_le_bytes();
+            tail.copy_from_slice(&x[..tail.len()]);
+        }
+    }
+
+    /// The next 8 bytes (whole words are copied with a fixed length, which compiles
+    /// to one store rather than a call to `memcpy`).
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
     }
 }
 

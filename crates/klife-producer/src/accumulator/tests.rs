@@ -233,3 +233,27 @@ fn restamping_finished_bytes_sets_the_transactional_flag() {
     assert!(batch.header().attributes.is_transactional());
     assert_eq!(batch.producer_id(), 7);
 }
+
+#[test]
+fn buffers_of_completed_batches_are_reused_by_busy_partitions() {
+    let now = Instant::now();
+    let mut acc = Accumulator::new(config(1000));
+    let mut i = 0;
+    while !append(&mut acc, 0, i, now).batch_full {
+        i += 1;
+    }
+    let b = acc.drain(&tp(0), None).unwrap().unwrap();
+    let held = b.bytes.clone();
+    acc.recycle(b.bytes.clone());
+    assert!(acc.spare.is_empty(), "bytes still referred to elsewhere are not reused");
+    drop(held);
+    acc.recycle(b.bytes);
+    assert_eq!(acc.spare.len(), 1);
+    // The partition filled its last batch: its next one takes the spare buffer.
+    append(&mut acc, 0, 1_000, now);
+    assert!(acc.spare.is_empty());
+    let b = acc.drain(&tp(0), None).unwrap().unwrap();
+    let batch = decode(&b.bytes);
+    assert_eq!(batch.len(), 1, "nothing of the earlier batch shows through");
+    assert_eq!(batch.to_records()[0].value.as_deref(), Some(&b"value-1000"[..]));
+}
