@@ -79,9 +79,11 @@ struct State {
 struct Inner {
     cluster: Cluster,
     config: ProducerConfig,
-    /// Batches are stamped transactional, and sequence errors are not repaired by a new
-    /// producer id (the transaction must abort instead).
-    transactional: bool,
+    /// The transactional id, for a transactional producer: it goes into every Produce
+    /// request (brokers refuse transactional batches without it), batches are stamped
+    /// transactional, and sequence errors are not repaired by a new producer id (the
+    /// transaction must abort instead).
+    transactional_id: Option<Arc<str>>,
     state: Mutex<State>,
     /// Wakes the sender: a batch is full or new, a request finished, a flush started.
     wake: Notify,
@@ -150,7 +152,7 @@ impl Producer {
     pub async fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer, ProduceError> {
         config.validate().map_err(ProduceError::Config)?;
         let id = if config.idempotence { Some(init_producer_id(&cluster, None).await?) } else { None };
-        Ok(Self::start(cluster, config, id, false))
+        Ok(Self::start(cluster, config, id, None))
     }
 
     /// A producer with a producer id obtained elsewhere (a transactional one).
@@ -158,14 +160,14 @@ impl Producer {
         cluster: Cluster,
         config: ProducerConfig,
         id: Option<(i64, i16)>,
-        transactional: bool,
+        transactional_id: Option<Arc<str>>,
     ) -> Producer {
         let state =
             State { acc: Some(Accumulator::with_shared(config.accumulator())), producer: id, ..State::default() };
         let inner = Arc::new(Inner {
             cluster,
             config,
-            transactional,
+            transactional_id,
             state: Mutex::new(state),
             wake: Notify::new(),
             progress: Notify::new(),
@@ -530,7 +532,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                             producer_id: id,
                             producer_epoch: epoch,
                             base_sequence: *seq,
-                            transactional: inner.transactional,
+                            transactional: inner.transactional_id.is_some(),
                         };
                         *seq = seq.wrapping_add(len as i32) & i32::MAX;
                         Some(stamp)
@@ -629,12 +631,16 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
             .push(PartitionProduceData::default().with_index(f.partition.partition).with_records(Some(bytes)));
     }
     let timeout_ms = i32::try_from(inner.cluster.config().request_timeout.as_millis() * 3 / 4).unwrap_or(i32::MAX);
-    let request = ProduceRequest::default().with_acks(config.acks.code()).with_timeout_ms(timeout_ms).with_topic_data(
-        topics
-            .into_iter()
-            .map(|(t, p)| TopicProduceData::default().with_name(t.to_owned()).with_partition_data(p))
-            .collect(),
-    );
+    let request = ProduceRequest::default()
+        .with_transactional_id(inner.transactional_id.as_deref().map(str::to_owned))
+        .with_acks(config.acks.code())
+        .with_timeout_ms(timeout_ms)
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|(t, p)| TopicProduceData::default().with_name(t.to_owned()).with_partition_data(p))
+                .collect(),
+        );
     let result: Result<Option<ProduceResponse>, klife_connection::Error> = async {
         if flights.is_empty() {
             return Ok(None);
@@ -681,8 +687,12 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
                         | ErrorCode::InvalidProducerEpoch) => {
                             // An idempotent producer repairs this with a new producer id; a
                             // transactional one cannot: its transaction must abort.
-                            reset_producer = !inner.transactional;
-                            Settled::Failed { code, message: p.error_message.clone(), retriable: !inner.transactional }
+                            reset_producer = inner.transactional_id.is_none();
+                            Settled::Failed {
+                                code,
+                                message: p.error_message.clone(),
+                                retriable: inner.transactional_id.is_none(),
+                            }
                         }
                         code => {
                             let retry = code.is_retriable() || code.retry_action() == RetryAction::RefreshMetadata;

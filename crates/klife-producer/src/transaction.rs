@@ -101,7 +101,7 @@ impl TransactionalProducer {
                 .await?;
         let id = (resp.producer_id, resp.producer_epoch);
         Ok(TransactionalProducer {
-            producer: Producer::start(cluster, config, Some(id), true),
+            producer: Producer::start(cluster, config, Some(id), Some(transactional_id.clone())),
             transactional_id,
             id,
             state: Arc::new(Mutex::new(TxnState::default())),

@@ -419,3 +419,45 @@ async fn fetches_for_one_broker_share_a_request() {
     assert!((1..8).contains(&fetches), "8 partitions took {fetches} Fetch requests: {requests}");
     client.close().await;
 }
+
+/// Real transactions through klife's transactional producer, on the fake cluster
+/// (the only broker here that writes markers and lists aborted transactions): the
+/// fetcher's read_committed answer holds exactly the committed records, in order,
+/// whether or not the broker filtered them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_committed_hides_aborted_transactions_written_by_the_producer() {
+    let cluster = klife_testkit::FakeCluster::builder().brokers(3).topic("txn", 1).start().await.unwrap();
+    let client = Client::builder().bootstrap_servers(cluster.addresses()).build().await.unwrap();
+    let producer = client.transactional_producer("fetch-txn", Duration::from_secs(30)).await.unwrap();
+    let mut committed = Vec::new();
+    for round in 0..6 {
+        producer.begin().await.unwrap();
+        for i in 0..3 {
+            let v = format!("r{round}-{i}");
+            producer.produce(ProducerRecord::new("txn", v.clone()).with_partition(0)).await.unwrap();
+            if round % 2 == 0 {
+                committed.push(v);
+            }
+        }
+        if round % 2 == 0 {
+            producer.commit().await.unwrap();
+        } else {
+            producer.abort().await.unwrap();
+        }
+    }
+    let f = fetcher(&client, |_| {});
+    let end = f.fetch("txn", 0, 0).await.unwrap().high_watermark;
+    let got = read_to(&f, "txn", 0, 0, end).await;
+    assert_eq!(got.iter().map(value).collect::<Vec<_>>(), committed);
+    assert!(got.iter().all(|r| r.batch.is_transactional));
+
+    let all = Fetcher::new(client.cluster().clone(), {
+        let mut c = FetcherConfig::default();
+        c.isolation_level = IsolationLevel::ReadUncommitted;
+        c
+    })
+    .unwrap();
+    let everything = read_to(&all, "txn", 0, 0, end).await;
+    assert_eq!(everything.len(), 18, "18 data records, markers skipped");
+    client.close().await;
+}

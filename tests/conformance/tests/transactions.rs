@@ -17,20 +17,17 @@ use klife_producer::{ProduceError, ProducerConfig, ProducerRecord, TransactionEr
 use klife_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use klife_protocol::records::ControlRecord;
 
-/// Each case against Tansu: `case::tansu`.
-///
-/// klife-testkit passes every case too (markers included) once klife-producer names its
-/// transactional id in Produce requests; today it leaves the field null, and the fake
-/// cluster answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED as Kafka does (see README.md,
-/// "Client issues found"). With that fixed, add here:
-/// `#[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn testkit() {
-/// super::$case(klife_conformance::Broker::Testkit).await; }`.
+/// Each case against Tansu and klife-testkit: `case::tansu`, `case::testkit`.
 macro_rules! against_tansu_and_testkit {
     ($($case:ident),* $(,)?) => {$(
         mod $case {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn tansu() {
                 super::$case(klife_conformance::Broker::Tansu).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn testkit() {
+                super::$case(klife_conformance::Broker::Testkit).await;
             }
         }
     )*};
