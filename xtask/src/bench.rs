@@ -1,6 +1,10 @@
-//! `cargo xtask bench produce`: klife, librdkafka and rskafka producing to the same
-//! broker (Tansu, in-memory storage) in the same run, each as its own process, and a
-//! table of the medians over the rounds.
+//! `cargo xtask bench produce` and `cargo xtask bench consume`: klife, librdkafka and
+//! rskafka producing to (or reading from) the same broker (Tansu, in-memory storage) in
+//! the same run, each as its own process, and a table of the medians over the rounds.
+//!
+//! For `consume`, each round starts a Tansu, fills one topic with klife's producer
+//! (untimed), and every client reads all of it, in rotating order; the broker's CPU is
+//! measured over each client's run.
 //!
 //! Every run gets a freshly started Tansu (its memory storage never shrinks) and a new
 //! topic; the clients' order rotates from round to round. The client processes print one
@@ -18,7 +22,8 @@ use serde_json::Value;
 use crate::brokers;
 use crate::test::run_step;
 
-pub const USAGE: &str = "usage: cargo xtask bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
+pub const USAGE: &str =
+    "usage: cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
                                   [--clients klife,librdkafka,rskafka] [--rskafka-batch B]
                                   [--rskafka-in-flight K] [--klife-workers W] [--klife-batchers N]
 
@@ -26,8 +31,26 @@ pub const USAGE: &str = "usage: cargo xtask bench produce [--records N] [--value
   batches of about 1 MB of values with 4 produce calls in flight per partition;
   klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it)
   and its default producer settings (--klife-batchers sets batchers_per_broker);
-  for 1 KB records: --value-size 1000 --records 500000
+  for 1 KB records: --value-size 1000 --records 500000;
+  consume: klife's standalone Consumer, librdkafka's BaseConsumer (assign + poll) and an
+  rskafka fetch loop per partition, all from offset 0
 ";
+
+/// Which side is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Produce,
+    Consume,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Produce => "produce",
+            Mode::Consume => "consume",
+        }
+    }
+}
 
 /// The clients compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +77,7 @@ impl Client {
 }
 
 struct Options {
+    mode: Mode,
     records: u64,
     value_size: usize,
     partitions: i32,
@@ -69,8 +93,9 @@ struct Options {
 }
 
 impl Options {
-    fn parse(args: &[String]) -> Result<Options, String> {
+    fn parse(mode: Mode, args: &[String]) -> Result<Options, String> {
         let mut o = Options {
+            mode,
             records: 2_000_000,
             value_size: 100,
             partitions: 6,
@@ -97,7 +122,7 @@ impl Options {
                 "--klife-workers" => o.klife_workers = Some(num(a, value()?)?),
                 "--klife-batchers" => o.klife_batchers = Some(num(a, value()?)?),
                 "--clients" => o.clients = value()?.split(',').map(Client::parse).collect::<Result<_, _>>()?,
-                other => return Err(format!("bench produce: unknown argument {other:?}\n\n{USAGE}")),
+                other => return Err(format!("bench {}: unknown argument {other:?}\n\n{USAGE}", mode.name())),
             }
         }
         if o.records == 0 || o.value_size == 0 || o.partitions < 1 || o.rounds == 0 || o.clients.is_empty() {
@@ -116,7 +141,8 @@ impl Options {
 /// `cargo xtask bench ...`.
 pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
     match args.split_first() {
-        Some((what, rest)) if what == "produce" => produce(root, &Options::parse(rest)?),
+        Some((what, rest)) if what == "produce" => bench(root, &Options::parse(Mode::Produce, rest)?),
+        Some((what, rest)) if what == "consume" => bench(root, &Options::parse(Mode::Consume, rest)?),
         _ => Err(USAGE.to_owned()),
     }
 }
@@ -253,6 +279,9 @@ fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Result<String,
 }
 
 fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, topic: &str) -> Command {
+    if o.mode == Mode::Consume {
+        return consume_command(root, o, client, bootstrap, topic);
+    }
     let release = root.join("target/release");
     let (count, size, partitions) = (o.records.to_string(), o.value_size.to_string(), o.partitions.to_string());
     let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count, "--value-size", &size];
@@ -292,24 +321,63 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
     cmd
 }
 
-/// One client run on a fresh broker and topic.
-fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) -> Result<Run, String> {
-    let logs = root.join("target/bench");
-    let tansu = Tansu::start(root, &logs.join(format!("tansu-{}.log", client.name())))?;
-    let bootstrap = tansu.bootstrap();
-    let topic = format!("bench-{}-{round}", client.name());
+fn consume_command(root: &Path, o: &Options, client: Client, bootstrap: &str, topic: &str) -> Command {
+    let release = root.join("target/release");
+    let (count, partitions) = (o.records.to_string(), o.partitions.to_string());
+    let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count];
+    let mut cmd;
+    match client {
+        Client::Klife => {
+            cmd = Command::new(release.join("klife-bench"));
+            cmd.arg("klife-consume").args(common);
+            if let Some(w) = o.klife_workers {
+                cmd.args(["--workers", &w.to_string()]);
+            }
+        }
+        Client::Librdkafka => {
+            cmd = Command::new(release.join("klife-rdkafka-mock"));
+            cmd.arg("bench-consume").args(common);
+            for p in 0..o.partitions {
+                cmd.args(["--partition", &p.to_string()]);
+            }
+        }
+        Client::Rskafka => {
+            cmd = Command::new(release.join("klife-bench"));
+            cmd.arg("rskafka-consume").args(common).args(["--partitions", &partitions]);
+        }
+    }
+    cmd
+}
+
+/// Creates `topic` on the broker.
+fn create_topic(root: &Path, o: &Options, bootstrap: &str, topic: &str) -> Result<(), String> {
     let mut create = Command::new(root.join("target/release/klife-bench"));
     create.args([
         "create-topic",
         "--bootstrap",
-        &bootstrap,
+        bootstrap,
         "--topic",
-        &topic,
+        topic,
         "--partitions",
         &o.partitions.to_string(),
     ]);
-    run_limited(&mut create, Duration::from_secs(60), "create-topic")?;
-    let mut cmd = client_command(root, o, client, &bootstrap, &topic);
+    run_limited(&mut create, Duration::from_secs(60), "create-topic").map(|_| ())
+}
+
+/// Runs one client against `bootstrap` and checks its report; the broker's CPU over the
+/// run is taken from `tansu`.
+fn run_client(
+    root: &Path,
+    o: &Options,
+    client: Client,
+    round: usize,
+    ticks: f64,
+    tansu: &Tansu,
+    topic: &str,
+) -> Result<Run, String> {
+    let bootstrap = tansu.bootstrap();
+    let broker_before = tansu.cpu_seconds(ticks);
+    let mut cmd = client_command(root, o, client, &bootstrap, topic);
     let out = run_limited(&mut cmd, Duration::from_secs(600), client.name())?;
     let line = out
         .lines()
@@ -317,15 +385,16 @@ fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) 
         .find(|l| l.trim_start().starts_with('{'))
         .ok_or_else(|| format!("{}: printed no report (stdout: {out:?})", client.name()))?;
     let mut run = parse_report(client, line)?;
-    run.broker_cpu_s = tansu.cpu_seconds(ticks);
+    run.broker_cpu_s = tansu.cpu_seconds(ticks).zip(broker_before).map(|(after, before)| after - before);
     if run.records != o.records {
         return Err(format!("{}: {} records reported, {} asked for", client.name(), run.records, o.records));
     }
+    let path = root.join(format!("target/bench/{}.jsonl", o.mode.name()));
     let mut jsonl = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(logs.join("produce.jsonl"))
-        .map_err(|e| format!("target/bench/produce.jsonl: {e}"))?;
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let _ = writeln!(
         jsonl,
         r#"{{"client":"{}","round":{round},"partitions":{},"value_size":{},"report":{},"broker_cpu_s":{}}}"#,
@@ -336,6 +405,31 @@ fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) 
         run.broker_cpu_s.map_or("null".to_owned(), |c| format!("{c:.2}")),
     );
     Ok(run)
+}
+
+/// One client run on a fresh broker and topic.
+fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) -> Result<Run, String> {
+    let tansu = Tansu::start(root, &root.join(format!("target/bench/tansu-{}.log", client.name())))?;
+    let topic = format!("bench-{}-{round}", client.name());
+    create_topic(root, o, &tansu.bootstrap(), &topic)?;
+    run_client(root, o, client, round, ticks, &tansu, &topic)
+}
+
+/// A broker and a topic filled with `o.records` records by klife's producer, for the
+/// consume runs of one round.
+fn filled_broker(root: &Path, o: &Options, round: usize) -> Result<(Tansu, String), String> {
+    let tansu = Tansu::start(root, &root.join(format!("target/bench/tansu-consume-{round}.log")))?;
+    let topic = format!("bench-consume-{round}");
+    create_topic(root, o, &tansu.bootstrap(), &topic)?;
+    let mut fill = Command::new(root.join("target/release/klife-bench"));
+    fill.args(["klife-produce", "--bootstrap", &tansu.bootstrap(), "--topic", &topic]).args([
+        "--count",
+        &o.records.to_string(),
+        "--value-size",
+        &o.value_size.to_string(),
+    ]);
+    run_limited(&mut fill, Duration::from_secs(600), "filling the topic")?;
+    Ok((tansu, topic))
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -377,15 +471,22 @@ fn summarise(client: Client, runs: &[Run]) -> Option<Summary> {
 
 fn table(o: &Options, runs: &[Run]) -> String {
     let sums: Vec<Summary> = CLIENTS.into_iter().filter_map(|c| summarise(c, runs)).collect();
+    let clients = match o.mode {
+        Mode::Produce => format!(
+            "rskafka: {} records per produce call, {} calls in flight per partition",
+            o.rskafka_batch(),
+            o.rskafka_in_flight
+        ),
+        Mode::Consume => "every client reads every partition from offset 0".to_owned(),
+    };
     let mut t = format!(
-        "{} records x {} B, {} partitions, {} round(s), medians; Tansu (memory storage) on the same machine; \
-         rskafka: {} records per produce call, {} calls in flight per partition\n\n",
+        "bench {}: {} records x {} B, {} partitions, {} round(s), medians; Tansu (memory storage) on the same \
+         machine; {clients}\n\n",
+        o.mode.name(),
         o.records,
         o.value_size,
         o.partitions,
         o.rounds,
-        o.rskafka_batch(),
-        o.rskafka_in_flight
     );
     t.push_str("| client | records/s | MB/s | client CPU µs/record | peak RSS (MiB) | broker CPU µs/record |\n");
     t.push_str("|---|---:|---:|---:|---:|---:|\n");
@@ -416,7 +517,7 @@ fn table(o: &Options, runs: &[Run]) -> String {
     t
 }
 
-fn produce(root: &Path, o: &Options) -> Result<(), String> {
+fn bench(root: &Path, o: &Options) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.args(["build", "--release", "--locked", "-p", "klife-bench", "-p", "klife-rdkafka-mock"]);
@@ -427,7 +528,8 @@ fn produce(root: &Path, o: &Options) -> Result<(), String> {
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let ticks = ticks_per_second();
     eprintln!(
-        "\n==> bench produce: {} records x {} B, {} partitions, {} round(s) on {}",
+        "\n==> bench {}: {} records x {} B, {} partitions, {} round(s) on {}",
+        o.mode.name(),
         o.records,
         o.value_size,
         o.partitions,
@@ -438,8 +540,12 @@ fn produce(root: &Path, o: &Options) -> Result<(), String> {
     for round in 0..o.rounds {
         let k = round % o.clients.len();
         let order: Vec<Client> = o.clients[k..].iter().chain(&o.clients[..k]).copied().collect();
+        let filled = if o.mode == Mode::Consume { Some(filled_broker(root, o, round)?) } else { None };
         for client in order {
-            let run = run_once(root, o, client, round, ticks)?;
+            let run = match &filled {
+                Some((tansu, topic)) => run_client(root, o, client, round, ticks, tansu, topic)?,
+                None => run_once(root, o, client, round, ticks)?,
+            };
             eprintln!(
                 "    round {} {:>10}: {:>9.0} records/s {:>7.1} MB/s {:>6.3} µs CPU/record {:>5.0} MiB RSS, broker {} µs/record",
                 round + 1,
@@ -472,12 +578,12 @@ mod tests {
     fn options() {
         let args: Vec<String> =
             ["--records", "10", "--clients", "klife,rskafka"].iter().map(|s| s.to_string()).collect();
-        let o = Options::parse(&args).expect("parse");
+        let o = Options::parse(Mode::Produce, &args).expect("parse");
         assert_eq!(o.records, 10);
         assert_eq!(o.clients, vec![Client::Klife, Client::Rskafka]);
         assert_eq!(o.partitions, 6);
-        assert!(Options::parse(&["--rounds".to_owned(), "0".to_owned()]).is_err());
-        assert!(Options::parse(&["--bogus".to_owned()]).is_err());
+        assert!(Options::parse(Mode::Consume, &["--rounds".to_owned(), "0".to_owned()]).is_err());
+        assert!(Options::parse(Mode::Consume, &["--bogus".to_owned()]).is_err());
     }
 
     #[test]
