@@ -5,18 +5,17 @@
 
 use std::sync::{Arc, Mutex};
 
-use bytes::{Bytes, BytesMut};
-use klife_protocol::frame;
-use klife_protocol::messages::api_versions_response::ApiVersion;
+use bytes::Bytes;
 use klife_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use klife_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
 use klife_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use klife_protocol::messages::{ApiVersionsResponse, FetchResponse, ListOffsetsResponse, MetadataResponse};
+use klife_protocol::messages::{FetchResponse, ListOffsetsResponse, MetadataResponse};
 use klife_protocol::{AnyRequest, AnyResponse, ApiKey, ErrorCode};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::server::{api_versions, read_request, write_response};
 
 /// The topic the peer serves.
 pub const TOPIC: &str = "scripted";
@@ -92,30 +91,14 @@ impl ScriptedFetchBroker {
 
 async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>, seen: Arc<Mutex<Vec<SeenFetch>>>) {
     loop {
-        let Ok(size) = s.read_i32().await else { return };
-        let Ok(size) = usize::try_from(size) else { return };
-        let mut body = vec![0u8; size];
-        if s.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let Ok((header, request)) = frame::decode_request(body.into()) else { return };
-        let version = header.request_api_version;
+        let Some((header, request)) = read_request(&mut s).await else { return };
         let response: AnyResponse = match request {
-            AnyRequest::ApiVersions(_) => ApiVersionsResponse::default()
-                .with_api_keys(
-                    [
-                        (ApiKey::ApiVersions, 0, 3),
-                        (ApiKey::Metadata, 0, 12),
-                        (ApiKey::Fetch, 4, 12),
-                        (ApiKey::ListOffsets, 1, 7),
-                    ]
-                    .into_iter()
-                    .map(|(k, min, max)| {
-                        ApiVersion::default().with_api_key(k.code()).with_min_version(min).with_max_version(max)
-                    })
-                    .collect(),
-                )
-                .into(),
+            AnyRequest::ApiVersions(_) => api_versions(&[
+                (ApiKey::ApiVersions, 0, 3),
+                (ApiKey::Metadata, 0, 12),
+                (ApiKey::Fetch, 4, 12),
+                (ApiKey::ListOffsets, 1, 7),
+            ]),
             AnyRequest::Metadata(_) => MetadataResponse::default()
                 .with_cluster_id(Some("scripted".into()))
                 .with_controller_id(1)
@@ -197,9 +180,7 @@ async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>,
             }
             _ => return,
         };
-        let mut out = BytesMut::new();
-        frame::encode_any_response(&mut out, header.correlation_id, version, &response).unwrap();
-        if s.write_all(&out).await.is_err() || s.flush().await.is_err() {
+        if !write_response(&mut s, &header, &response).await {
             return;
         }
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use klife_protocol::frame;
+use klife_protocol::messages::RequestHeader;
 use klife_protocol::messages::api_versions_response::ApiVersion;
 use klife_protocol::messages::metadata_response::MetadataResponseBroker;
 use klife_protocol::messages::{
@@ -146,30 +147,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, port: u16, sasl: Opt
     let mut mechanism: Option<Box<dyn Mechanism + Send>> = None;
     let mut authenticated = sasl.is_none();
     loop {
-        let Ok(size) = s.read_i32().await else { return };
-        let Ok(size) = usize::try_from(size) else { return };
-        let mut body = vec![0u8; size];
-        if s.read_exact(&mut body).await.is_err() {
-            return;
-        }
-        let Ok((header, request)) = frame::decode_request(body.into()) else { return };
-        let version = header.request_api_version;
+        let Some((header, request)) = read_request(&mut s).await else { return };
         let response: AnyResponse = match request {
-            AnyRequest::ApiVersions(_) => ApiVersionsResponse::default()
-                .with_api_keys(
-                    [
-                        (ApiKey::ApiVersions, 0, 3),
-                        (ApiKey::SaslHandshake, 0, 1),
-                        (ApiKey::SaslAuthenticate, 0, 2),
-                        (ApiKey::Metadata, 0, 12),
-                    ]
-                    .into_iter()
-                    .map(|(k, min, max)| {
-                        ApiVersion::default().with_api_key(k.code()).with_min_version(min).with_max_version(max)
-                    })
-                    .collect(),
-                )
-                .into(),
+            AnyRequest::ApiVersions(_) => api_versions(&[
+                (ApiKey::ApiVersions, 0, 3),
+                (ApiKey::SaslHandshake, 0, 1),
+                (ApiKey::SaslAuthenticate, 0, 2),
+                (ApiKey::Metadata, 0, 12),
+            ]),
             AnyRequest::SaslHandshake(h) => {
                 let offered: Vec<String> =
                     sasl.iter().flat_map(|u| u.mechanisms.iter().map(|m| (*m).to_owned())).collect();
@@ -214,10 +199,41 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, port: u16, sasl: Opt
             // closes the connection, as Kafka does.
             _ => return,
         };
-        let mut out = BytesMut::new();
-        frame::encode_any_response(&mut out, header.correlation_id, version, &response).unwrap();
-        if s.write_all(&out).await.is_err() || s.flush().await.is_err() {
+        if !write_response(&mut s, &header, &response).await {
             return;
         }
     }
+}
+
+/// Reads and decodes one request frame; `None` when the peer closed the connection or
+/// sent something undecodable (the scripted peers then close it, as Kafka does).
+pub(crate) async fn read_request<S: AsyncRead + Unpin>(s: &mut S) -> Option<(RequestHeader, AnyRequest)> {
+    let size = usize::try_from(s.read_i32().await.ok()?).ok()?;
+    let mut body = vec![0u8; size];
+    s.read_exact(&mut body).await.ok()?;
+    frame::decode_request(body.into()).ok()
+}
+
+/// Writes the answer to `header`'s request; `false` when the connection broke.
+pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    header: &RequestHeader,
+    response: &AnyResponse,
+) -> bool {
+    let mut out = BytesMut::new();
+    frame::encode_any_response(&mut out, header.correlation_id, header.request_api_version, response).unwrap();
+    s.write_all(&out).await.is_ok() && s.flush().await.is_ok()
+}
+
+/// An ApiVersions answer listing `(api, min, max)`.
+pub(crate) fn api_versions(apis: &[(ApiKey, i16, i16)]) -> AnyResponse {
+    ApiVersionsResponse::default()
+        .with_api_keys(
+            apis.iter()
+                .map(|&(k, min, max)| {
+                    ApiVersion::default().with_api_key(k.code()).with_min_version(min).with_max_version(max)
+                })
+                .collect(),
+        )
+        .into()
 }
