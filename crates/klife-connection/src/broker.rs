@@ -25,9 +25,10 @@ pub(crate) struct BrokerPool {
     host: String,
     port: u16,
     slots: Vec<Mutex<Slot>>,
-    /// A connection of its own for Fetch requests: brokers answer a connection's
+    /// Connections of their own for Fetch requests, one for fetches answered at once
+    /// and one for fetches that may wait for records: brokers answer a connection's
     /// requests in order, so a long-polling fetch would hold up everything behind it.
-    fetch_slot: Mutex<Slot>,
+    fetch_slots: [Mutex<Slot>; 2],
     next: AtomicUsize,
     config: Arc<ConnectionConfig>,
     /// The owning cluster's closed flag: no connection outlives `Cluster::close`.
@@ -51,7 +52,16 @@ impl BrokerPool {
             })
         };
         let slots = (0..config.connection_count.max(1)).map(|_| slot()).collect();
-        BrokerPool { label, host, port, slots, fetch_slot: slot(), next: AtomicUsize::new(0), config, closed }
+        BrokerPool {
+            label,
+            host,
+            port,
+            slots,
+            fetch_slots: [slot(), slot()],
+            next: AtomicUsize::new(0),
+            config,
+            closed,
+        }
     }
 
     pub(crate) fn label(&self) -> &str {
@@ -70,9 +80,10 @@ impl BrokerPool {
         self.connect_slot(&self.slots[i]).await
     }
 
-    /// The connection kept for Fetch requests (same backoff rules).
-    pub(crate) async fn fetch_connection(&self) -> Result<Connection, Error> {
-        self.connect_slot(&self.fetch_slot).await
+    /// A connection kept for Fetch requests (same backoff rules): the one for fetches
+    /// that may wait for records (`long_poll`), or the one for the others.
+    pub(crate) async fn fetch_connection(&self, long_poll: bool) -> Result<Connection, Error> {
+        self.connect_slot(&self.fetch_slots[usize::from(long_poll)]).await
     }
 
     async fn connect_slot(&self, slot: &Mutex<Slot>) -> Result<Connection, Error> {
@@ -115,7 +126,7 @@ impl BrokerPool {
 
     /// Closes every open connection.
     pub(crate) async fn close(&self) {
-        for s in self.slots.iter().chain(std::iter::once(&self.fetch_slot)) {
+        for s in self.slots.iter().chain(&self.fetch_slots) {
             if let Some(c) = s.lock().await.conn.take() {
                 c.close();
             }

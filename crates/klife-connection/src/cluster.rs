@@ -272,11 +272,13 @@ impl Cluster {
         self.pool(node_id)?.connection().await
     }
 
-    /// The broker's connection kept for Fetch requests, apart from the others: a broker
-    /// answers one connection's requests in order, so a fetch waiting for records
-    /// (`max_wait`) would otherwise delay produce and admin requests behind it.
-    pub async fn fetch_connection(&self, node_id: i32) -> Result<Connection, Error> {
-        self.pool(node_id)?.fetch_connection().await
+    /// A connection to the broker kept for Fetch requests, apart from the others: a
+    /// broker answers one connection's requests in order, so a fetch waiting for
+    /// records (`max_wait`) would otherwise delay the requests behind it. Fetches that
+    /// may wait (`long_poll`) get one connection, fetches expected to be answered at
+    /// once another.
+    pub async fn fetch_connection(&self, node_id: i32, long_poll: bool) -> Result<Connection, Error> {
+        self.pool(node_id)?.fetch_connection(long_poll).await
     }
 
     fn pool(&self, node_id: i32) -> Result<Arc<BrokerPool>, Error> {

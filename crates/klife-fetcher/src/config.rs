@@ -46,10 +46,11 @@ pub struct FetcherConfig {
     pub max_wait: Duration,
     /// Bytes the broker waits for before answering, up to `max_wait` (default 1).
     pub min_bytes: usize,
-    /// Fetch requests in flight per batcher (default 1, as the Java consumer does).
-    /// While they are all in flight, new fetches wait in the batcher and go out
-    /// together. A broker answers one connection's requests in order, so with more
-    /// than one, a request waiting for records (`max_wait`) delays the ones behind it.
+    /// Fetch requests answered at once in flight per batcher (default 2). While they
+    /// are all in flight, new fetches wait in the batcher and go out together. Fetches
+    /// that may wait for records (`max_wait`: one-off fetches, and a consumer's fetches
+    /// of caught-up partitions) go one request at a time on a connection of their own,
+    /// since a broker answers a connection's requests in order.
     pub max_in_flight: usize,
     /// How long a batcher waits, after its first fetch arrives, for more to share a
     /// request (default 0: fetches go out at once, and batch up only while requests
@@ -80,7 +81,7 @@ impl Default for FetcherConfig {
             partition_max_bytes: 1024 * 1024,
             max_wait: Duration::from_millis(500),
             min_bytes: 1,
-            max_in_flight: 1,
+            max_in_flight: 2,
             linger: Duration::ZERO,
             batchers_per_broker: 1,
             fetch_timeout: Duration::from_secs(30),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::config::FetchOptions;
+use crate::config::{FetchOptions, IsolationLevel};
 use crate::error::FetchError;
 use crate::fetcher::Fetcher;
 use crate::offsets::OffsetSpec;
@@ -52,6 +52,9 @@ struct Partition {
     buffered: usize,
     /// Stopped by an error that retrying does not cure.
     stopped: bool,
+    /// The last answer reached the end of what may be read: the next fetch waits for
+    /// records instead of being answered at once.
+    caught_up: bool,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -172,10 +175,12 @@ impl Consumer {
             in_flight: None,
             buffered: 0,
             stopped: false,
+            caught_up: true,
         });
         st.position = offset;
         st.buffered = 0;
         st.stopped = false;
+        st.caught_up = true;
         // An answer for the old position still in flight is recognized by its offset
         // and dropped; fetch the new one now.
         st.in_flight = None;
@@ -213,6 +218,7 @@ impl Consumer {
 
     async fn on_answer(&mut self, target: TopicPartitionOffset, result: Result<Fetched, FetchError>) {
         let key = (target.topic.clone(), target.partition);
+        let read_committed = self.isolation() == IsolationLevel::ReadCommitted;
         let Some(st) = self.partitions.get_mut(&key) else { return };
         if st.in_flight != Some(target.offset) {
             return; // for a position left by `seek`
@@ -221,6 +227,15 @@ impl Consumer {
         match result {
             Ok(f) => {
                 st.position = f.next_offset;
+                // What may be read ends at the last stable offset for read_committed.
+                let end = if f.last_stable_offset >= 0 && read_committed {
+                    f.last_stable_offset.min(f.high_watermark)
+                } else {
+                    f.high_watermark
+                };
+                // An empty answer also counts as caught up, so a partition never spins
+                // on answers that come back at once with nothing.
+                st.caught_up = f.records.is_empty() || f.next_offset >= end;
                 if !f.records.is_empty() {
                     st.buffered += 1;
                     self.ready.push_back(Ok(f));
@@ -255,6 +270,10 @@ impl Consumer {
         self.ready.push_back(Err(e));
     }
 
+    fn isolation(&self) -> IsolationLevel {
+        self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level)
+    }
+
     async fn lookup(&self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64, FetchError> {
         let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
         let found = self.fetcher.list_offsets(&[(topic, partition, spec)], isolation).await;
@@ -274,6 +293,6 @@ impl Consumer {
         }
         st.in_flight = Some(st.position);
         let target = TopicPartitionOffset { topic: key.0.clone(), partition: key.1, offset: st.position };
-        self.fetcher.submit_to(target, &self.options, self.tx.clone());
+        self.fetcher.submit_to(target, &self.options, st.caught_up, self.tx.clone());
     }
 }

@@ -69,6 +69,9 @@ pub(crate) struct Job {
     attempts: u32,
     /// Whether the topic was looked up (fresh metadata) for this fetch already.
     looked_up: bool,
+    /// Whether the broker may hold the fetch up to `max_wait` for records to arrive. A
+    /// consumer's fetch of a partition it knows has records does not wait.
+    wait: bool,
     reply: Reply,
 }
 
@@ -211,14 +214,19 @@ impl Fetcher {
         FetchStream::new(rx, count)
     }
 
-    /// Starts a fetch whose result goes to `tx` (used by streams and consumers).
+    /// Starts a fetch whose result goes to `tx` (used by consumers); `wait` says the
+    /// broker may hold it for records (the partition was caught up), else it is
+    /// answered at once.
     pub(crate) fn submit_to(
         &self,
         target: TopicPartitionOffset,
         options: &FetchOptions,
+        wait: bool,
         tx: mpsc::UnboundedSender<(TopicPartitionOffset, Result<Fetched, FetchError>)>,
     ) {
-        self.inner.submit(self.inner.job(target, options, Reply::Stream(tx)));
+        let mut job = self.inner.job(target, options, Reply::Stream(tx));
+        job.wait = wait;
+        self.inner.submit(job);
     }
 
     /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.
@@ -272,6 +280,7 @@ impl Inner {
             deadline: now + self.config.fetch_timeout,
             attempts: 0,
             looked_up: false,
+            wait: true,
             reply,
         }
     }
@@ -425,19 +434,29 @@ fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
     (h % slots as u64) as usize
 }
 
-/// One batcher: takes fetches for one broker, and while fewer than `max_in_flight`
-/// requests are out, sends everything waiting in as few requests as the limits allow.
+/// One batcher: takes fetches for one broker and sends everything waiting in as few
+/// requests as the limits allow, in two lanes, each on a connection of its own:
+///
+/// - fetches that may wait for records (`max_wait`): one request at a time, which the
+///   broker answers as soon as any of its partitions has records;
+/// - fetches a consumer knows will find records: answered at once (`max_wait` 0),
+///   up to `max_in_flight` requests at a time, never queued behind a waiting one.
 async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
     let (max_in_flight, linger) = match inner.upgrade() {
         Some(i) => (i.config.max_in_flight, i.config.linger),
         None => return,
     };
-    let permits = Arc::new(Semaphore::new(max_in_flight));
-    let mut pending: VecDeque<Job> = VecDeque::new();
+    let now_permits = Arc::new(Semaphore::new(max_in_flight));
+    let wait_permits = Arc::new(Semaphore::new(1));
+    let mut now: VecDeque<Job> = VecDeque::new();
+    let mut waiting: VecDeque<Job> = VecDeque::new();
+    let push = |job: Job, now: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>| {
+        if job.wait { waiting.push_back(job) } else { now.push_back(job) }
+    };
     'run: loop {
-        if pending.is_empty() {
+        if now.is_empty() && waiting.is_empty() {
             match rx.recv().await {
-                Some(job) => pending.push_back(job),
+                Some(job) => push(job, &mut now, &mut waiting),
                 None => break 'run,
             }
             if !linger.is_zero() {
@@ -445,7 +464,7 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
                 loop {
                     tokio::select! {
                         job = rx.recv() => match job {
-                            Some(job) => pending.push_back(job),
+                            Some(job) => push(job, &mut now, &mut waiting),
                             None => break 'run,
                         },
                         _ = tokio::time::sleep_until(until) => break,
@@ -453,36 +472,41 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
                 }
             }
         }
-        let permit = tokio::select! {
+        let (permit, wait) = tokio::select! {
             biased;
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
+            permit = now_permits.clone().acquire_owned(), if !now.is_empty() => match permit {
+                Ok(p) => (p, false),
+                Err(_) => break 'run,
+            },
+            permit = wait_permits.clone().acquire_owned(), if !waiting.is_empty() => match permit {
+                Ok(p) => (p, true),
                 Err(_) => break 'run,
             },
             job = rx.recv() => match job {
-                Some(job) => { pending.push_back(job); continue 'run; }
+                Some(job) => { push(job, &mut now, &mut waiting); continue 'run; }
                 None => break 'run,
             },
         };
         while let Ok(job) = rx.try_recv() {
-            pending.push_back(job);
+            push(job, &mut now, &mut waiting);
         }
-        pending.retain(|j| !j.is_abandoned());
+        let lane = if wait { &mut waiting } else { &mut now };
+        lane.retain(|j| !j.is_abandoned());
         let Some(inner) = inner.upgrade() else { break 'run };
-        let jobs = take_request(&mut pending, inner.config.max_bytes_per_request);
+        let jobs = take_request(lane, inner.config.max_bytes_per_request);
         if jobs.is_empty() {
             continue;
         }
-        tokio::spawn(send_request(inner, broker, jobs, permit));
+        tokio::spawn(send_request(inner, broker, jobs, wait, permit));
     }
-    for job in pending {
+    for job in now.into_iter().chain(waiting) {
         job.complete(Err(FetchError::Closed));
     }
 }
 
 /// Sends one Fetch request for `jobs` and hands each its result (or retries it).
-async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, _permit: OwnedSemaphorePermit) {
-    let conn = match inner.cluster.fetch_connection(broker).await {
+async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool, _permit: OwnedSemaphorePermit) {
+    let conn = match inner.cluster.fetch_connection(broker, wait).await {
         Ok(c) => c,
         Err(e) => return fail_all(&inner, jobs, e),
     };
@@ -499,7 +523,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, _permit: O
         }
         Err(e) => return fail_all(&inner, jobs, e),
     };
-    let request = build_request(&inner.config, &jobs);
+    let request = build_request(&inner.config, &jobs, wait);
     let started = std::time::Instant::now();
     let response = match conn.send_version(&request, version).await {
         Ok(r) => r,
@@ -619,7 +643,7 @@ fn handle_code(inner: &Arc<Inner>, mut job: Job, code: ErrorCode, error: FetchEr
     }
 }
 
-fn build_request(config: &FetcherConfig, jobs: &[Job]) -> FetchRequest {
+fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool) -> FetchRequest {
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut total: usize = 0;
     for job in jobs {
@@ -637,7 +661,7 @@ fn build_request(config: &FetcherConfig, jobs: &[Job]) -> FetchRequest {
     let max_bytes = total.min(config.max_bytes_per_request.max(jobs.first().map_or(0, |j| j.max_bytes)));
     FetchRequest::default()
         .with_replica_id(-1)
-        .with_max_wait_ms(i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX))
+        .with_max_wait_ms(if wait { i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX) } else { 0 })
         .with_min_bytes(i32::try_from(config.min_bytes).unwrap_or(1))
         .with_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX))
         .with_isolation_level(jobs.first().map_or(0, |j| j.isolation.code()))
