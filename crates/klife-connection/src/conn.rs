@@ -346,8 +346,18 @@ async fn reader(shared: Arc<Shared>, mut read: BoxRead, max_frame_size: usize, m
                 Err(e) => break 'outer format!("invalid response frame: {e}"),
             }
         }
-        if buf.capacity() - buf.len() < 8 * 1024 {
-            buf.reserve(64 * 1024);
+        // Room for the whole frame being read, in one allocation (a multi-megabyte
+        // Fetch answer would otherwise be moved each time the buffer grows), else for
+        // the next header and then some.
+        let want = match buf.get(..4) {
+            Some(h) => {
+                let len = usize::try_from(i32::from_be_bytes([h[0], h[1], h[2], h[3]])).unwrap_or(0);
+                (4 + len.min(max_frame_size)).saturating_sub(buf.len()).max(8 * 1024)
+            }
+            None => 64 * 1024,
+        };
+        if buf.capacity() - buf.len() < want {
+            buf.reserve(want.max(64 * 1024));
         }
         tokio::select! {
             r = read.read_buf(&mut buf) => match r {

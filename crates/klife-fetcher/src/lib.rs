@@ -7,10 +7,15 @@
 //!
 //! - A [`Fetcher`] routes every fetch to its partition's leader. Per broker,
 //!   `batchers_per_broker` batcher tasks put the fetches waiting for that broker into
-//!   shared Fetch requests: while `max_in_flight` requests are out, new fetches wait
-//!   and leave together. A request never asks for more than `max_bytes_per_request`
-//!   in total, so every partition in it is answered in full; a partition appears once
-//!   per request (a second fetch of it goes into the next one).
+//!   shared Fetch requests: while requests are out, new fetches wait and leave
+//!   together. A request never asks for more than `max_bytes_per_request` in total, so
+//!   every partition in it is answered in full; a partition appears once per request
+//!   (a second fetch of it goes into the next one).
+//! - Fetches use connections of their own, apart from produce and admin requests:
+//!   fetches that may wait for records (`max_wait`) share one, a request at a time;
+//!   a [`Consumer`]'s fetches of partitions with records waiting are answered at once
+//!   and pipelined (`max_in_flight`) on another, so an idle partition's long poll
+//!   never delays a busy one.
 //! - Each fetch resolves to one `Result<`[`Fetched`]`, `[`FetchError`]`>`:
 //!   [`Fetcher::fetch`] and [`Fetcher::fetch_many`] await it, [`Fetcher::fetch_async`]
 //!   returns a handle, [`Fetcher::fetch_stream`] yields results as they arrive. The
