@@ -550,13 +550,21 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
     for mut job in jobs {
         let key = (&*job.target.topic, job.target.partition);
         let Some(p) = answers.get(&key) else {
-            let e = FetchError::Broker {
-                topic: job.topic(),
-                partition: job.target.partition,
-                code: ErrorCode::UnknownServerError,
-                message: Some("the broker's answer left this partition out".into()),
+            // Kafka lists every partition asked for; some brokers leave out those that
+            // did not fit the answer's byte limit. Nothing was read: an empty answer,
+            // watermarks unknown (-1), and the caller fetches again from the same offset.
+            let t = &job.target;
+            let empty = Fetched {
+                topic: t.topic.clone(),
+                partition: t.partition,
+                offset: t.offset,
+                records: Vec::new(),
+                next_offset: t.offset,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
             };
-            inner.retry(job, e, false);
+            job.complete(Ok(empty));
             continue;
         };
         let code = ErrorCode::from_code(p.error_code);

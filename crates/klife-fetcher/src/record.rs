@@ -108,7 +108,9 @@ pub struct Fetched {
     /// including batches that yielded no records (transaction markers, aborted
     /// transactions). Equal to `offset` when nothing was read.
     pub next_offset: i64,
-    /// The partition's high watermark: the offset the next record will get.
+    /// The partition's high watermark: the offset the next record will get (-1 when
+    /// the broker's answer left the partition out, which some brokers do when the
+    /// answer is full).
     pub high_watermark: i64,
     /// The last stable offset (-1 when the broker does not report it): with
     /// read_committed, nothing at or beyond it is returned yet.
