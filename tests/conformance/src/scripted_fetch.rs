@@ -33,6 +33,9 @@ pub struct ScriptedPartition {
     pub last_stable_offset: i64,
     /// Aborted transactions: (producer id, first offset).
     pub aborted: Vec<(i64, i64)>,
+    /// Leave the partition out of answers (as Tansu does with partitions that no longer
+    /// fit an answer's byte limit).
+    pub omitted: bool,
 }
 
 impl ScriptedPartition {
@@ -44,6 +47,7 @@ impl ScriptedPartition {
             high_watermark,
             last_stable_offset: high_watermark,
             aborted: Vec::new(),
+            omitted: false,
         }
     }
 }
@@ -151,6 +155,9 @@ async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>,
                     let mut parts = Vec::new();
                     for p in &t.partitions {
                         asked.push((p.partition, p.fetch_offset, p.partition_max_bytes));
+                        if script.get(p.partition as usize).is_some_and(|s| s.omitted) {
+                            continue;
+                        }
                         let data = match script.get(p.partition as usize) {
                             Some(s) if t.topic == TOPIC => PartitionData::default()
                                 .with_partition_index(p.partition)

@@ -71,6 +71,7 @@ fn transactional_partition() -> ScriptedPartition {
         high_watermark: 9,
         last_stable_offset: 8,
         aborted: vec![(7, 0)],
+        omitted: false,
     }
 }
 
@@ -201,5 +202,22 @@ async fn a_batch_larger_than_asked_for_is_fetched_whole_or_refused_past_the_requ
     let _ = fetcher.fetch(TOPIC, 0, 0).await;
     let asked: Vec<i32> = broker.fetches().iter().flat_map(|f| f.1.iter().map(|p| p.2)).collect();
     assert!(asked.contains(&(big.len() as i32)), "asked for {asked:?}, batch is {}", big.len());
+    client.close().await;
+}
+
+#[tokio::test]
+async fn a_partition_left_out_of_the_answer_is_an_empty_answer() {
+    let good = batch(0, &["a"], BatchOptions::default());
+    let mut left_out = ScriptedPartition::records(good.clone(), 1);
+    left_out.omitted = true;
+    let broker = ScriptedFetchBroker::start(vec![ScriptedPartition::records(good, 1), left_out]).await;
+    let client = client(&broker, Duration::from_secs(5)).await;
+    let results = client.fetch_many([(TOPIC, 0, 0i64), (TOPIC, 1, 0)], &FetchOptions::new()).await;
+    assert_eq!(values(&results[0].1.as_ref().unwrap().records), vec![(0, "a".into())]);
+    let f = results[1].1.as_ref().unwrap();
+    assert!(f.records.is_empty());
+    assert_eq!((f.next_offset, f.high_watermark), (0, -1));
+    // One request, not a retry loop.
+    assert_eq!(broker.fetches().len(), 1, "{:?}", broker.fetches());
     client.close().await;
 }
