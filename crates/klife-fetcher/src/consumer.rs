@@ -55,6 +55,8 @@ struct Partition {
     /// The last answer reached the end of what may be read: the next fetch waits for
     /// records instead of being answered at once.
     caught_up: bool,
+    /// Answers in a row that left the partition out.
+    left_out: u32,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -176,6 +178,7 @@ impl Consumer {
             buffered: 0,
             stopped: false,
             caught_up: true,
+            left_out: 0,
         });
         st.position = offset;
         st.buffered = 0;
@@ -233,9 +236,13 @@ impl Consumer {
                 } else {
                     f.high_watermark
                 };
-                // An empty answer also counts as caught up, so a partition never spins
-                // on answers that come back at once with nothing.
-                st.caught_up = f.records.is_empty() || f.next_offset >= end;
+                // A partition left out of an answer (the broker filled it with others)
+                // is fetched again at once, ahead of the others, unless that happened
+                // already; any other empty answer counts as caught up, so a partition
+                // never spins on answers that come back at once with nothing.
+                let left_out = f.records.is_empty() && f.high_watermark < 0;
+                st.left_out = if left_out { st.left_out + 1 } else { 0 };
+                st.caught_up = if left_out { st.left_out > 1 } else { f.records.is_empty() || f.next_offset >= end };
                 if !f.records.is_empty() {
                     st.buffered += 1;
                     self.ready.push_back(Ok(f));
@@ -293,6 +300,6 @@ impl Consumer {
         }
         st.in_flight = Some(st.position);
         let target = TopicPartitionOffset { topic: key.0.clone(), partition: key.1, offset: st.position };
-        self.fetcher.submit_to(target, &self.options, st.caught_up, self.tx.clone());
+        self.fetcher.submit_to(target, &self.options, st.caught_up, st.left_out > 0, self.tx.clone());
     }
 }

@@ -72,6 +72,8 @@ pub(crate) struct Job {
     /// Whether the broker may hold the fetch up to `max_wait` for records to arrive. A
     /// consumer's fetch of a partition it knows has records does not wait.
     wait: bool,
+    /// Goes to the front of its lane (the partition was left out of the last answer).
+    first: bool,
     reply: Reply,
 }
 
@@ -216,16 +218,19 @@ impl Fetcher {
 
     /// Starts a fetch whose result goes to `tx` (used by consumers); `wait` says the
     /// broker may hold it for records (the partition was caught up), else it is
-    /// answered at once.
+    /// answered at once; `first` puts it ahead of the fetches waiting in its batcher
+    /// (the partition was left out of the last answer, which brokers fill in order).
     pub(crate) fn submit_to(
         &self,
         target: TopicPartitionOffset,
         options: &FetchOptions,
         wait: bool,
+        first: bool,
         tx: mpsc::UnboundedSender<(TopicPartitionOffset, Result<Fetched, FetchError>)>,
     ) {
         let mut job = self.inner.job(target, options, Reply::Stream(tx));
         job.wait = wait;
+        job.first = first;
         self.inner.submit(job);
     }
 
@@ -281,6 +286,7 @@ impl Inner {
             attempts: 0,
             looked_up: false,
             wait: true,
+            first: false,
             reply,
         }
     }
@@ -451,7 +457,8 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
     let mut now: VecDeque<Job> = VecDeque::new();
     let mut waiting: VecDeque<Job> = VecDeque::new();
     let push = |job: Job, now: &mut VecDeque<Job>, waiting: &mut VecDeque<Job>| {
-        if job.wait { waiting.push_back(job) } else { now.push_back(job) }
+        let lane = if job.wait { waiting } else { now };
+        if job.first { lane.push_front(job) } else { lane.push_back(job) }
     };
     'run: loop {
         if now.is_empty() && waiting.is_empty() {
