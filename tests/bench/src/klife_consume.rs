@@ -1,5 +1,6 @@
 //! `klife-consume`: klife's standalone consumer (`Consumer` over a `Fetcher`), every
-//! partition of the topic assigned from offset 0, until `--count` records were read.
+//! partition of the topic assigned from offset 0, until `--count` records were read; a
+//! partition read to its end is unassigned, as the rskafka loop stops fetching it.
 
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,12 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
             bytes += r.value.as_ref().map_or(0, |v| v.len() as u64);
         }
         records += fetched.records.len() as u64;
+        // Like the rskafka loop, stop fetching a partition once it is read to its end:
+        // idle long polls are not what is measured (and Tansu answers other fetches
+        // late while one waits).
+        if fetched.high_watermark >= 0 && fetched.next_offset >= fetched.high_watermark {
+            consumer.unassign(&[(s.topic.as_str(), fetched.partition)]);
+        }
     }
     Ok(Report { client: "klife", records, bytes, elapsed: started.elapsed() })
 }
