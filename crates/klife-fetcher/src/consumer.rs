@@ -14,6 +14,11 @@ use crate::offsets::OffsetSpec;
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchResult;
 
+/// How many answers in a row may leave a partition out before its next fetch waits
+/// for records instead of being answered at once (brokers that fill an answer with the
+/// first partitions leave the others out; each is then fetched again, first).
+const LEFT_OUT_RETRIES: u32 = 32;
+
 /// Where a partition's consumption starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOffset {
@@ -237,12 +242,13 @@ impl Consumer {
                     f.high_watermark
                 };
                 // A partition left out of an answer (the broker filled it with others)
-                // is fetched again at once, ahead of the others, unless that happened
-                // already; any other empty answer counts as caught up, so a partition
-                // never spins on answers that come back at once with nothing.
+                // is fetched again at once, ahead of the others, up to
+                // `LEFT_OUT_RETRIES` times in a row; any other empty answer counts as
+                // caught up, so a partition never spins on answers that come back at
+                // once with nothing.
                 let left_out = f.records.is_empty() && f.high_watermark < 0;
                 st.left_out = if left_out { st.left_out + 1 } else { 0 };
-                st.caught_up = if left_out { st.left_out > 1 } else { f.records.is_empty() || f.next_offset >= end };
+                st.caught_up = if left_out { st.left_out > LEFT_OUT_RETRIES } else { f.records.is_empty() || f.next_offset >= end };
                 if !f.records.is_empty() {
                     st.buffered += 1;
                     self.ready.push_back(Ok(f));
