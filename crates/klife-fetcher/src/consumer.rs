@@ -17,7 +17,7 @@ use crate::stream::FetchResult;
 /// How many answers in a row may leave a partition out before its next fetch waits
 /// for records instead of being answered at once (brokers that fill an answer with the
 /// first partitions leave the others out; each is then fetched again, first).
-const LEFT_OUT_RETRIES: u32 = 32;
+const LEFT_OUT_RETRIES: u32 = 1;
 
 /// Where a partition's consumption starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
