@@ -248,7 +248,11 @@ impl Consumer {
                 // once with nothing.
                 let left_out = f.records.is_empty() && f.high_watermark < 0;
                 st.left_out = if left_out { st.left_out + 1 } else { 0 };
-                st.caught_up = if left_out { st.left_out > LEFT_OUT_RETRIES } else { f.records.is_empty() || f.next_offset >= end };
+                st.caught_up = if left_out {
+                    st.left_out > LEFT_OUT_RETRIES
+                } else {
+                    f.records.is_empty() || f.next_offset >= end
+                };
                 if !f.records.is_empty() {
                     st.buffered += 1;
                     self.ready.push_back(Ok(f));
