@@ -39,8 +39,10 @@ pub(crate) async fn serve(args: ServeArgs) -> Result<(), CliError> {
         builder = builder.auto_create_topics(true, p);
     }
     let cluster = builder.start().await?;
-    println!("BOOTSTRAP {}", cluster.bootstrap());
-    println!("klife serve: a fake cluster of {} brokers is running; Ctrl-C stops it", args.brokers);
+    // Standard output carries only the bootstrap line (for scripts); the rest goes to
+    // standard error.
+    out!("BOOTSTRAP {}", cluster.bootstrap());
+    eprintln!("klife serve: a fake cluster of {} brokers is running; Ctrl-C stops it", args.brokers);
     tokio::signal::ctrl_c().await.map_err(|e| CliError::Failed(format!("cannot wait for Ctrl-C: {e}")))?;
     cluster.shutdown().await;
     Ok(())
@@ -93,7 +95,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     };
     let mut failed = 0usize;
     let mut report = |result: Result<klife::RecordMetadata, klife::Error>| match result {
-        Ok(m) => println!("{}-{}@{}", m.topic, m.partition, m.offset),
+        Ok(m) => out!("{}-{}@{}", m.topic, m.partition, m.offset),
         Err(e) => {
             failed += 1;
             eprintln!("klife: a record failed: {e}");
@@ -185,7 +187,7 @@ fn print_record(r: &Record, format: Format) {
             let headers: Vec<String> =
                 r.headers.iter().map(|h| format!("{}={}", h.key, text(h.value.as_ref()))).collect();
             let headers = if headers.is_empty() { String::new() } else { format!(" headers=[{}]", headers.join(", ")) };
-            println!(
+            out!(
                 "{}-{}@{} key={} value={}{headers}",
                 r.topic,
                 r.partition,
@@ -209,9 +211,9 @@ fn print_record(r: &Record, format: Format) {
                 "value": r.value.as_ref().map(|v| String::from_utf8_lossy(v)),
                 "headers": headers,
             });
-            println!("{line}");
+            out!("{line}");
         }
-        Format::Value => println!("{}", text(r.value.as_ref())),
+        Format::Value => out!("{}", text(r.value.as_ref())),
     }
 }
 
@@ -318,7 +320,7 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
             let m = client.cluster().all_topics_metadata().await?;
             for (name, t) in &m.topics {
                 if t.error.is_ok() {
-                    println!("{name}\t{} partitions", t.partitions.len());
+                    out!("{name}\t{} partitions", t.partitions.len());
                 }
             }
             Ok(())
@@ -336,7 +338,7 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
             let mut results = client.create_topics(vec![topic]).await?;
             match results.pop() {
                 Some((_, Ok(()))) => {
-                    println!("created {name} with {partitions} partitions");
+                    out!("created {name} with {partitions} partitions");
                     Ok(())
                 }
                 Some((_, Err(e))) => Err(CliError::Failed(format!("cannot create {name}: {e}"))),
@@ -347,7 +349,7 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
             let mut failed = Vec::new();
             for (name, r) in client.delete_topics(&names).await? {
                 match r {
-                    Ok(()) => println!("deleted {name}"),
+                    Ok(()) => out!("deleted {name}"),
                     Err(e) => failed.push(format!("{name}: {e}")),
                 }
             }

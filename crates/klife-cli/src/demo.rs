@@ -309,19 +309,24 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     let t = target(&a).await?;
     let topic = a.topic.clone().unwrap_or_else(unique_topic);
     if !a.json {
-        println!(
+        out!(
             "klife demo: {} records of {} B, {} partitions, on the {}",
-            a.records, a.value_size, a.partitions, t.description
+            a.records,
+            a.value_size,
+            a.partitions,
+            t.description
         );
     }
     let report = round_trip(&t, &a, topic, true).await?;
     if a.json {
-        println!("{}", report.json(true));
+        out!("{}", report.json(true));
     } else {
-        println!("{}", report.text());
-        println!(
+        out!("{}", report.text());
+        out!(
             "  verified: all {} records read back once, in order, in each of the {} partitions of {}",
-            report.records, report.partitions, report.topic
+            report.records,
+            report.partitions,
+            report.topic
         );
     }
     t.client.close().await;
@@ -333,9 +338,12 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
     let a = args.run;
     let t = target(&a).await?;
     if !a.json {
-        println!(
+        out!(
             "klife bench: {} records of {} B, {} partitions, on the {}",
-            a.records, a.value_size, a.partitions, t.description
+            a.records,
+            a.value_size,
+            a.partitions,
+            t.description
         );
     }
     for round in 1..=args.rounds.max(1) {
@@ -345,9 +353,9 @@ pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
         };
         let report = round_trip(&t, &a, topic, false).await?;
         if a.json {
-            println!("{}", report.json(false));
+            out!("{}", report.json(false));
         } else {
-            println!("round {round}:\n{}", report.text());
+            out!("round {round}:\n{}", report.text());
         }
     }
     t.client.close().await;

@@ -13,6 +13,18 @@
 // A command-line tool prints its results.
 #![allow(clippy::print_stdout)]
 
+/// `println!` for results: a reader that went away (`klife consume | head`) ends the
+/// program quietly instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod commands;
 mod demo;
 

@@ -62,10 +62,14 @@ impl Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_klife"))
             .args(["serve", "--brokers", "2", "--topic", "events:3"])
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        // Keep reading what it prints, so that it never writes into a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
         let bootstrap =
             line.trim().strip_prefix("BOOTSTRAP ").unwrap_or_else(|| panic!("serve printed {line:?}")).to_owned();
         Serve(child, bootstrap)
