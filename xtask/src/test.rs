@@ -67,7 +67,7 @@ pub fn run(root: &Path) -> Result<(), String> {
         }
         run_step(
             root,
-            "tests (against Tansu and the librdkafka mock cluster), benchmarks built and run once",
+            "tests (against Tansu, the librdkafka mock cluster and klife-testkit), benchmarks built and run once",
             &mut tests,
         )?;
     }
