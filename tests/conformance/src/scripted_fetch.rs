@@ -8,14 +8,12 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use klife_protocol::messages::fetch_response::{AbortedTransaction, FetchableTopicResponse, PartitionData};
 use klife_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use klife_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
-};
-use klife_protocol::messages::{FetchResponse, ListOffsetsResponse, MetadataResponse};
+use klife_protocol::messages::metadata_response::{MetadataResponsePartition, MetadataResponseTopic};
+use klife_protocol::messages::{FetchResponse, ListOffsetsResponse};
 use klife_protocol::{AnyRequest, AnyResponse, ApiKey, ErrorCode};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::{api_versions, read_request, write_response};
+use crate::server::{api_versions, read_request, single_broker_metadata, write_response};
 
 /// The topic the peer serves.
 pub const TOPIC: &str = "scripted";
@@ -103,15 +101,7 @@ async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>,
                 (ApiKey::Fetch, 4, 12),
                 (ApiKey::ListOffsets, 1, 7),
             ]),
-            AnyRequest::Metadata(_) => MetadataResponse::default()
-                .with_cluster_id(Some("scripted".into()))
-                .with_controller_id(1)
-                .with_brokers(vec![
-                    MetadataResponseBroker::default()
-                        .with_node_id(1)
-                        .with_host("127.0.0.1".into())
-                        .with_port(i32::from(port)),
-                ])
+            AnyRequest::Metadata(_) => single_broker_metadata(port)
                 .with_topics(vec![
                     MetadataResponseTopic::default().with_name(Some(TOPIC.into())).with_partitions(
                         (0..script.len() as i32)

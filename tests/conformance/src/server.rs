@@ -185,16 +185,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, port: u16, sasl: Opt
                         .into(),
                 }
             }
-            AnyRequest::Metadata(_) if authenticated => MetadataResponse::default()
-                .with_cluster_id(Some("scripted".into()))
-                .with_controller_id(1)
-                .with_brokers(vec![
-                    MetadataResponseBroker::default()
-                        .with_node_id(1)
-                        .with_host("127.0.0.1".into())
-                        .with_port(i32::from(port)),
-                ])
-                .into(),
+            AnyRequest::Metadata(_) if authenticated => single_broker_metadata(port).into(),
             // Unauthenticated requests, or ones this peer does not script: the broker
             // closes the connection, as Kafka does.
             _ => return,
@@ -223,6 +214,14 @@ pub(crate) async fn write_response<S: AsyncWrite + Unpin>(
     let mut out = BytesMut::new();
     frame::encode_any_response(&mut out, header.correlation_id, header.request_api_version, response).unwrap();
     s.write_all(&out).await.is_ok() && s.flush().await.is_ok()
+}
+
+/// A Metadata answer naming the scripted peer as the only broker (node 1, also the
+/// controller), with no topics.
+pub(crate) fn single_broker_metadata(port: u16) -> MetadataResponse {
+    MetadataResponse::default().with_cluster_id(Some("scripted".into())).with_controller_id(1).with_brokers(vec![
+        MetadataResponseBroker::default().with_node_id(1).with_host("127.0.0.1".into()).with_port(i32::from(port)),
+    ])
 }
 
 /// An ApiVersions answer listing `(api, min, max)`.
