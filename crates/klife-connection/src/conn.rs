@@ -56,14 +56,73 @@ struct Pending {
 }
 
 /// Removes a request's entry from the pending map when dropped.
-struct PendingEntry<'a> {
-    shared: &'a Shared,
+struct PendingEntry {
+    shared: Arc<Shared>,
     id: i32,
 }
 
-impl Drop for PendingEntry<'_> {
+impl Drop for PendingEntry {
     fn drop(&mut self) {
         self.shared.lock().requests.remove(&self.id);
+    }
+}
+
+/// A request queued for writing on a [`Connection`], whose answer is awaited with
+/// [`response`](Self::response).
+///
+/// Requests queued one after the other from one task are written in that order, and
+/// brokers answer a connection's requests in order: this is how a caller pipelines
+/// requests whose order matters (a partition's Produce batches). Dropping it gives up
+/// on the answer and frees its slot; the request may still be written.
+#[must_use = "the answer is only read through `response`"]
+pub struct Queued<T> {
+    entry: PendingEntry,
+    rx: oneshot::Receiver<Result<Bytes, Error>>,
+    deadline: tokio::time::Instant,
+    started: Instant,
+    api: ApiKey,
+    version: i16,
+    _answer: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for Queued<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queued").field("api", &self.api).field("version", &self.version).finish()
+    }
+}
+
+impl<T: klife_protocol::Response> Queued<T> {
+    /// Waits for the answer (within the request timeout, counted from when the request
+    /// was queued) and decodes it.
+    pub async fn response(self) -> Result<T, Error> {
+        let (api, version, started) = (self.api, self.version, self.started);
+        let shared = self.entry.shared.clone();
+        let frame = self.frame().await?;
+        let result = frame::decode_response::<T>(frame, version).map(|(_, r)| r).map_err(|source| Error::Decode {
+            broker: shared.broker.clone(),
+            api,
+            version,
+            source,
+        });
+        telemetry::record_request(api, started.elapsed(), result.is_ok());
+        result
+    }
+}
+
+impl<T> Queued<T> {
+    /// Waits for the raw answer frame.
+    async fn frame(self) -> Result<Bytes, Error> {
+        let Queued { entry, rx, deadline, api, .. } = self;
+        let shared = &entry.shared;
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(result) => result.unwrap_or_else(|_| Err(shared.disconnected())),
+            Err(_) => {
+                // The Java client does the same: a broker that does not answer in time
+                // is suspect, and the requests queued behind this one would wait too.
+                shared.close("request timed out");
+                Err(Error::Timeout { broker: shared.broker.clone(), api, timeout: shared.request_timeout })
+            }
+        }
     }
 }
 
@@ -199,13 +258,7 @@ impl Connection {
     /// Sends a request at `version` (which the caller has negotiated) and waits for
     /// its answer.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response, Error> {
-        let started = Instant::now();
-        let frame = self.send_raw(request, version).await?;
-        let result = frame::decode_response::<R::Response>(frame, version)
-            .map(|(_, r)| r)
-            .map_err(|source| Error::Decode { broker: self.shared.broker.clone(), api: R::API_KEY, version, source });
-        telemetry::record_request(R::API_KEY, started.elapsed(), result.is_ok());
-        result
+        self.queue(request, version, 128).await?.response().await
     }
 
     /// [`send_version`](Self::send_version) for a large request whose encoded size the
@@ -218,22 +271,20 @@ impl Connection {
         version: i16,
         capacity: usize,
     ) -> Result<R::Response, Error> {
+        self.queue(request, version, capacity).await?.response().await
+    }
+
+    /// Queues a request at `version` for writing, encoded into a buffer of `capacity`
+    /// bytes, and returns once it is queued (after waiting for a free slot if all
+    /// `max_in_flight` are taken); the answer comes through the returned [`Queued`].
+    /// Requests queued in turn by one task are written in that order.
+    pub async fn queue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        capacity: usize,
+    ) -> Result<Queued<R::Response>, Error> {
         let started = Instant::now();
-        let frame = self.send_frame(request, version, capacity).await?;
-        let result = frame::decode_response::<R::Response>(frame, version)
-            .map(|(_, r)| r)
-            .map_err(|source| Error::Decode { broker: self.shared.broker.clone(), api: R::API_KEY, version, source });
-        telemetry::record_request(R::API_KEY, started.elapsed(), result.is_ok());
-        result
-    }
-
-    /// Sends a request and returns the raw response frame (header included), for
-    /// callers that decode it themselves.
-    pub async fn send_raw<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, Error> {
-        self.send_frame(request, version, 128).await
-    }
-
-    async fn send_frame<R: Request>(&self, request: &R, version: i16, capacity: usize) -> Result<Bytes, Error> {
         let timeout = self.shared.request_timeout;
         let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api: R::API_KEY, timeout };
         let deadline = tokio::time::Instant::now() + timeout;
@@ -256,24 +307,24 @@ impl Connection {
             }
             state.requests.insert(id, Pending { tx, _permit: permit });
         }
-        // From here the entry is removed whatever happens to this future (answered,
-        // failed, timed out, or dropped by the caller), so its slot is always freed.
-        let _entry = PendingEntry { shared: &self.shared, id };
-        let answer = async {
-            if self.writes.send(buf.freeze()).await.is_err() {
-                return Err(self.shared.disconnected());
-            }
-            rx.await.unwrap_or_else(|_| Err(self.shared.disconnected()))
-        };
-        match tokio::time::timeout_at(deadline, answer).await {
-            Ok(result) => result,
+        // From here the entry is removed whatever happens (answered, failed, timed
+        // out, or dropped by the caller), so its slot is always freed.
+        let entry = PendingEntry { shared: self.shared.clone(), id };
+        match tokio::time::timeout_at(deadline, self.writes.send(buf.freeze())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.shared.disconnected()),
             Err(_) => {
-                // The Java client does the same: a broker that does not answer in time
-                // is suspect, and the requests queued behind this one would wait too.
                 self.shared.close("request timed out");
-                Err(timed_out())
+                return Err(timed_out());
             }
         }
+        Ok(Queued { entry, rx, deadline, started, api: R::API_KEY, version, _answer: std::marker::PhantomData })
+    }
+
+    /// Sends a request and returns the raw response frame (header included), for
+    /// callers that decode it themselves.
+    pub async fn send_raw<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, Error> {
+        self.queue(request, version, 128).await?.frame().await
     }
 
     /// Sends a request the broker does not answer (a Produce with `acks = 0`): returns

@@ -58,7 +58,7 @@ mod versions;
 
 pub use cluster::{Cluster, CoordinatorType, parse_address};
 pub use config::ConnectionConfig;
-pub use conn::Connection;
+pub use conn::{Connection, Queued};
 pub use error::Error;
 pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 pub use versions::BrokerVersions;

@@ -454,20 +454,28 @@ impl<T, S: Default> Accumulator<T, S> {
     pub fn ready(&self, now: Instant, flush: bool) -> Readiness {
         let mut r = Readiness::default();
         for (tp, q) in &self.queues {
-            if q.is_empty() {
-                continue;
-            }
-            let due = q.open.as_ref().map(|b| b.created + self.config.linger);
-            let full =
-                q.open.as_ref().is_some_and(|b| BATCH_HEADER_SIZE + b.writer.size_in_bytes() >= self.config.batch_size);
-            if !q.sealed.is_empty() || full || (q.open.is_some() && (flush || due.is_some_and(|d| d <= now))) {
-                r.ready.push(tp.clone());
-            } else if let Some(d) = due {
-                r.next_ready_at = Some(r.next_ready_at.map_or(d, |n: Instant| n.min(d)));
+            match self.queue_readiness(q, now, flush) {
+                Ok(true) => r.ready.push(tp.clone()),
+                Ok(false) => {}
+                Err(d) => r.next_ready_at = Some(r.next_ready_at.map_or(d, |n: Instant| n.min(d))),
             }
         }
         r.ready.sort();
         r
+    }
+
+    /// Whether the partition has a batch ready at `now` (see [`ready`](Self::ready)).
+    pub fn is_ready(&self, partition: &TopicPartition, now: Instant, flush: bool) -> bool {
+        self.queue(partition).is_some_and(|q| self.queue_readiness(q, now, flush) == Ok(true))
+    }
+
+    /// `Ok(true)` when a batch of the queue is ready, `Ok(false)` when it has none, and
+    /// when its open batch becomes ready otherwise.
+    fn queue_readiness(&self, q: &PartitionQueue<T, S>, now: Instant, flush: bool) -> Result<bool, Instant> {
+        let Some(open) = q.open.as_ref() else { return Ok(!q.sealed.is_empty()) };
+        let due = open.created + self.config.linger;
+        let full = BATCH_HEADER_SIZE + open.writer.size_in_bytes() >= self.config.batch_size;
+        if !q.sealed.is_empty() || full || flush || due <= now { Ok(true) } else { Err(due) }
     }
 
     /// Takes the partition's oldest batch (a sealed one first, else the open one) and

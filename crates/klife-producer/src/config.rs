@@ -8,6 +8,10 @@ use klife_protocol::Compression;
 use crate::accumulator::AccumulatorConfig;
 use crate::partitioner::{DefaultPartitioner, Partitioner};
 
+/// Most batches of one partition in flight: brokers keep the last five batches of each
+/// producer and partition to recognize duplicates.
+pub const MAX_IN_FLIGHT_PER_PARTITION: usize = 5;
+
 /// Which acknowledgement a Produce request waits for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Acks {
@@ -55,9 +59,15 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Pause before a retriable failure is retried (default 100 ms).
     pub retry_backoff: Duration,
-    /// Produce requests in flight per broker (default 5). Each partition has at most
-    /// one batch in flight, so order is kept under retries.
+    /// Produce requests in flight per batcher (default 5; see `batchers_per_broker`).
     pub max_in_flight_per_broker: usize,
+    /// Batches of one partition in flight at once, each in its own request (default
+    /// 5, at most 5: brokers recognize a resent batch as a duplicate among a producer's
+    /// last five per partition). This needs idempotence, which keeps the batches in
+    /// order when one of them is retried; without idempotence a partition has one
+    /// batch in flight whatever this says, so that a retried batch cannot land after a
+    /// later one.
+    pub max_in_flight_per_partition: usize,
     /// Batchers per broker (default 1), as in Klife: each broker's partitions are
     /// spread over this many batchers (partition `p` goes to batcher
     /// `p % batchers_per_broker`), and each batcher sends its own Produce requests
@@ -84,6 +94,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             max_in_flight_per_broker: 5,
+            max_in_flight_per_partition: 5,
             batchers_per_broker: 1,
             idempotence: true,
             partitioner: Arc::new(DefaultPartitioner::new()),
@@ -103,6 +114,12 @@ impl ProducerConfig {
         if self.max_in_flight_per_broker == 0 {
             return Err("max_in_flight_per_broker must be at least 1".into());
         }
+        if !(1..=MAX_IN_FLIGHT_PER_PARTITION).contains(&self.max_in_flight_per_partition) {
+            return Err(format!(
+                "max_in_flight_per_partition must be between 1 and {MAX_IN_FLIGHT_PER_PARTITION}, not {}",
+                self.max_in_flight_per_partition
+            ));
+        }
         if self.batchers_per_broker == 0 {
             return Err("batchers_per_broker must be at least 1".into());
         }
@@ -110,6 +127,11 @@ impl ProducerConfig {
             return Err(format!("compression {} is not enabled in this build", self.compression));
         }
         Ok(())
+    }
+
+    /// Batches of a partition in flight at once: one without idempotence.
+    pub(crate) fn batches_in_flight_per_partition(&self) -> usize {
+        if self.idempotence { self.max_in_flight_per_partition } else { 1 }
     }
 
     pub(crate) fn accumulator(&self) -> AccumulatorConfig {

@@ -72,7 +72,7 @@ mod producer;
 mod record;
 pub mod transaction;
 
-pub use config::{Acks, ProducerConfig};
+pub use config::{Acks, MAX_IN_FLIGHT_PER_PARTITION, ProducerConfig};
 pub use delivery::DeliveryFuture;
 pub use error::ProduceError;
 pub use producer::{Producer, verify_batch};

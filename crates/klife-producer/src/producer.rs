@@ -1,10 +1,18 @@
 //! The producer: records go into the accumulator; one sender task groups the ready
-//! batches by leader and sends, per broker, one Produce request holding a batch of
-//! every ready partition it leads (up to `max_in_flight_per_broker` requests at once).
-//! Each partition has at most one batch in flight, so a retried batch is always sent
-//! again before the partition's next one: order is kept, with or without idempotence.
+//! batches by leader and batcher and hands, per batcher, one Produce request holding a
+//! batch of every ready partition it serves (up to `max_in_flight_per_broker` requests
+//! at once) to the batcher's lane, which queues its requests on the broker's
+//! connection in order.
+//!
+//! Order per partition: with idempotence a partition has up to
+//! `max_in_flight_per_partition` batches in flight, written in take order (one lane
+//! per batcher, one connection per broker, answered in order), and the broker refuses
+//! any batch whose sequence does not follow the log. A refused or lost batch goes back
+//! among the partition's retries; nothing newer of the partition is sent until the
+//! retries, sent one at a time once the partition has nothing else in flight, are
+//! written. Without idempotence a partition has one batch in flight.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +21,7 @@ use klife_connection::{Cluster, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
@@ -54,13 +62,52 @@ fn batcher_of(partition: i32, batchers: usize) -> usize {
     usize::try_from(partition).unwrap_or(0) % batchers.max(1)
 }
 
+/// A partition's batches between the accumulator and the broker's answer.
+#[derive(Default)]
+struct PartitionSend {
+    /// Batches in flight: their take order and the producer id and epoch they are
+    /// stamped with.
+    in_flight: Vec<(u64, Option<(i64, i16)>)>,
+    /// Batches waiting to be sent again, in take order. While there are any, nothing
+    /// newer of the partition is sent, and they go one at a time once the partition has
+    /// nothing else in flight: they are written in their order, and a batch whose
+    /// sequence no longer follows the log is re-stamped before it goes.
+    retries: VecDeque<Flight>,
+    /// Sequence of the partition's next batch (idempotence).
+    next_seq: i32,
+    /// The producer id and epoch the partition's leader has written a batch of. Until
+    /// it has one of the current id, the partition has one batch in flight: a broker
+    /// that knows nothing of a producer accepts any sequence from it, so a batch sent
+    /// behind a first one that fails would be written before it.
+    confirmed: Option<(i64, i16)>,
+}
+
+impl PartitionSend {
+    /// Puts a batch back among the retries, in take order.
+    fn push_retry(&mut self, flight: Flight) {
+        let at = self.retries.iter().position(|r| r.order > flight.order).unwrap_or(self.retries.len());
+        self.retries.insert(at, flight);
+    }
+
+    /// Whether a batch taken before `order` is still unsettled (in flight or waiting to
+    /// be sent again): a sequence error of batch `order` is then the echo of that one's
+    /// failure, not a fault of its own.
+    fn earlier_pending(&self, order: u64) -> bool {
+        self.in_flight.iter().any(|(o, _)| *o < order) || self.retries.front().is_some_and(|r| r.order < order)
+    }
+
+    fn idle(&self) -> bool {
+        self.in_flight.is_empty() && self.retries.is_empty()
+    }
+}
+
 #[derive(Default)]
 struct State {
     acc: Option<Accumulator<(), BatchCompletion>>,
-    /// Batches waiting to be sent again, one per partition at most.
-    retries: HashMap<TopicPartition, Flight>,
-    /// Partitions with a batch in flight.
-    in_flight: HashSet<TopicPartition>,
+    /// Per partition: batches in flight, batches to send again, next sequence.
+    partitions: HashMap<TopicPartition, PartitionSend>,
+    /// Take order of the next batch.
+    next_order: u64,
     /// Produce requests in flight per batcher.
     requests: HashMap<BatcherId, usize>,
     /// Topics produced to, with their partition count as of `metadata` (kept up to
@@ -68,12 +115,19 @@ struct State {
     topics: FastMap<String, TopicEntry>,
     /// The metadata snapshot `topics` agrees with.
     metadata: Option<Arc<Metadata>>,
-    /// Next sequence per partition (idempotence).
-    sequences: HashMap<TopicPartition, i32>,
     /// Producer id and epoch (idempotence).
     producer: Option<(i64, i16)>,
+    /// A new producer id is being obtained: nothing is sent meanwhile.
+    resetting: bool,
     flushing: usize,
     closed: bool,
+}
+
+impl State {
+    /// No batch in flight or waiting to be sent again.
+    fn sends_idle(&self) -> bool {
+        self.partitions.values().all(PartitionSend::idle)
+    }
 }
 
 struct Inner {
@@ -382,9 +436,7 @@ impl Producer {
             let progressed = self.inner.progress.notified();
             {
                 let s = self.inner.lock();
-                let idle = s.acc.as_ref().is_none_or(|a| a.waiting_records() == 0)
-                    && s.in_flight.is_empty()
-                    && s.retries.is_empty();
+                let idle = s.acc.as_ref().is_none_or(|a| a.waiting_records() == 0) && s.sends_idle();
                 if idle {
                     break;
                 }
@@ -417,15 +469,50 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
     }
 }
 
+/// Gets a new producer id (or bumps the epoch) after a sequence error; every
+/// partition's sequences start again at 0, and batches stamped with the old id are
+/// re-stamped as they are sent again.
+async fn reset_producer(inner: &Inner, current: Option<(i64, i16)>) {
+    let result = init_producer_id(&inner.cluster, current).await;
+    let mut state = inner.lock();
+    match result {
+        Ok(id) => {
+            tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error");
+            state.producer = Some(id);
+            for ps in state.partitions.values_mut() {
+                ps.next_seq = 0;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "producer id reset failed; the batches are retried"),
+    }
+    state.resetting = false;
+    drop(state);
+    inner.wake.notify_one();
+}
+
 async fn sender(inner: Arc<Inner>) {
+    let mut lanes: HashMap<BatcherId, mpsc::UnboundedSender<Vec<Flight>>> = HashMap::new();
     loop {
         let now = Instant::now();
-        let Plan { requests, next_at, stop } = plan(&inner, now);
+        let Plan { requests, next_at, stop, more } = plan(&inner, now);
         for (batcher, batch) in requests {
-            tokio::spawn(send(inner.clone(), batcher, batch));
+            let lane = lanes.entry(batcher).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(lane(inner.clone(), batcher, rx));
+                tx
+            });
+            if let Err(mpsc::error::SendError(batch)) = lane.send(batch) {
+                // Lanes end only with the sender; should one be gone, the request
+                // still goes, on a task of its own.
+                let inner = inner.clone();
+                tokio::spawn(async move { dispatch(&inner, batcher, batch).await });
+            }
         }
         if stop {
             return;
+        }
+        if more {
+            continue;
         }
         let sleep = next_at
             .map_or(Duration::from_millis(100), |t| t.saturating_duration_since(now))
@@ -442,11 +529,13 @@ struct Plan {
     next_at: Option<Instant>,
     /// The producer is closed and idle.
     stop: bool,
+    /// Some partition has more batches to send than this plan took: plan again at once.
+    more: bool,
 }
 
 impl Plan {
     fn stop() -> Plan {
-        Plan { requests: Vec::new(), next_at: None, stop: true }
+        Plan { requests: Vec::new(), next_at: None, stop: true, more: false }
     }
 }
 
@@ -456,6 +545,9 @@ enum Settled {
     Written { base: i64, append_time: i64 },
     /// Refused or lost; `retriable` says whether to send it again.
     Failed { code: ErrorCode, message: Option<String>, retriable: bool },
+    /// Refused for its producer id, epoch or sequence: what to do depends on the
+    /// partition's other batches (decided under the producer's lock).
+    Sequence { code: ErrorCode, message: Option<String> },
     /// Never sent: its bytes could not be finished.
     Invalid(String),
 }
@@ -484,31 +576,61 @@ fn sync_topics(state: &mut State, metadata: &Arc<Metadata>) {
 /// it serves (a retried batch first). Returns the requests, when to look again, and
 /// whether the sender should stop. Batches are finished (compressed, CRC) later, by
 /// the task that sends them, outside the lock.
+///
+/// A partition has up to `max_in_flight_per_partition` batches in flight (one without
+/// idempotence), one per request; a partition with more ready batches than this
+/// plan's requests carry makes [`Plan::more`] true.
 fn plan(inner: &Inner, now: Instant) -> Plan {
     let metadata = inner.cluster.metadata();
     let config = &inner.config;
+    let per_partition = config.batches_in_flight_per_partition();
+    let transactional = inner.transactional_id.is_some();
     let mut state = inner.lock();
     let state = &mut *state;
     sync_topics(state, &metadata);
     let Some(acc) = state.acc.as_mut() else { return Plan::stop() };
-    if state.closed && acc.waiting_records() == 0 && state.in_flight.is_empty() && state.retries.is_empty() {
+    if state.closed && acc.waiting_records() == 0 && state.partitions.values().all(PartitionSend::idle) {
         return Plan::stop();
     }
-    let readiness = acc.ready(now, state.flushing > 0 || state.closed);
+    if state.resetting {
+        // The reset wakes the sender when it ends; the backoff is a safety net.
+        return Plan { requests: Vec::new(), next_at: Some(now + config.retry_backoff), stop: false, more: false };
+    }
+    let flush = state.flushing > 0 || state.closed;
+    let readiness = acc.ready(now, flush);
     let mut next_at = readiness.next_ready_at;
     let mut candidates: Vec<TopicPartition> = readiness.ready;
-    for (tp, f) in &state.retries {
-        match f.retry_at {
-            Some(t) if t > now => next_at = Some(next_at.map_or(t, |n| n.min(t))),
-            _ => candidates.push(tp.clone()),
+    for (tp, ps) in &state.partitions {
+        // A partition with batches in flight sends its retries once they have answered
+        // (each answer wakes the sender).
+        match ps.retries.front() {
+            Some(_) if !ps.in_flight.is_empty() => {}
+            Some(f) => match f.retry_at {
+                Some(t) if t > now => next_at = Some(next_at.map_or(t, |n| n.min(t))),
+                _ => candidates.push(tp.clone()),
+            },
+            None => {}
         }
     }
     candidates.sort();
     candidates.dedup();
+    let current = state.producer;
     let mut per_batcher: BTreeMap<BatcherId, Vec<Flight>> = BTreeMap::new();
     let mut refresh = false;
+    let mut more = false;
     for tp in candidates {
-        if state.in_flight.contains(&tp) {
+        let ps = state.partitions.entry(tp.clone()).or_default();
+        let retry = !ps.retries.is_empty();
+        if retry {
+            let waiting = ps.retries.front().is_some_and(|f| f.retry_at.is_some_and(|t| t > now));
+            if !ps.in_flight.is_empty() || waiting {
+                continue;
+            }
+        } else if ps.in_flight.len() >= if ps.confirmed == current { per_partition } else { 1 }
+            || ps.in_flight.iter().any(|(_, stamp)| *stamp != current)
+        {
+            // At its limit; or, after a producer reset, batches stamped with the old id
+            // are still out: they are sent again (re-stamped) before anything newer.
             continue;
         }
         let leader = metadata.leader(&tp.topic, tp.partition).map(|(b, _)| b.node_id);
@@ -521,26 +643,26 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 continue;
             }
         }
-        let flight = match state.retries.remove(&tp) {
-            Some(f) => Some(f),
-            None => {
-                // A new batch is stamped as it is finished: one CRC pass, no copy.
-                let stamp = match (state.producer, acc.next_batch_len(&tp)) {
-                    (Some((id, epoch)), Some(len)) => {
-                        let seq = state.sequences.entry(tp.clone()).or_insert(0);
-                        let stamp = ProducerStamp {
-                            producer_id: id,
-                            producer_epoch: epoch,
-                            base_sequence: *seq,
-                            transactional: inner.transactional_id.is_some(),
-                        };
-                        *seq = seq.wrapping_add(len as i32) & i32::MAX;
-                        Some(stamp)
-                    }
-                    _ => None,
-                };
-                acc.take(&tp, stamp).map(|batch| Flight::new(batch, stamp))
-            }
+        let flight = if retry {
+            ps.retries.pop_front()
+        } else {
+            // A new batch is stamped as it is finished: one CRC pass, no copy.
+            let stamp = match (current, acc.next_batch_len(&tp)) {
+                (Some((id, epoch)), Some(len)) => {
+                    let stamp = ProducerStamp {
+                        producer_id: id,
+                        producer_epoch: epoch,
+                        base_sequence: ps.next_seq,
+                        transactional,
+                    };
+                    ps.next_seq = ps.next_seq.wrapping_add(len as i32) & i32::MAX;
+                    Some(stamp)
+                }
+                _ => None,
+            };
+            let order = state.next_order;
+            state.next_order += 1;
+            acc.take(&tp, stamp).map(|batch| Flight::new(batch, stamp, order))
         };
         let Some(mut flight) = flight else { continue };
         // Expired: fail it rather than send it.
@@ -559,13 +681,13 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             refresh = true;
             flight.retry_at = Some(now + config.retry_backoff);
             flight.last_error = Some(format!("{tp} has no live leader"));
-            state.retries.insert(tp, flight);
+            ps.push_retry(flight);
             continue;
         };
-        // Idempotence: stamp (or re-stamp, after a producer reset) the sequence.
-        if let Some((id, epoch)) = state.producer {
-            let current = flight.stamp.is_some_and(|s| s.producer_id == id && s.producer_epoch == epoch);
-            if !current && flight.stamp.is_some() && flight.maybe_written {
+        // Idempotence: re-stamp a batch taken under an earlier producer id.
+        if let Some((id, epoch)) = current {
+            let stale = flight.stamp.is_some_and(|s| s.producer_id != id || s.producer_epoch != epoch);
+            if stale && flight.maybe_written {
                 // Re-sequencing it under the new producer id could write it twice.
                 acc.release(flight.reserved);
                 flight.fail(ProduceError::Idempotence(format!(
@@ -574,12 +696,11 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 )));
                 continue;
             }
-            if !current {
-                let seq = state.sequences.entry(tp.clone()).or_insert(0);
+            if stale || flight.stamp.is_none() {
                 let stamp =
-                    ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: *seq, transactional: false };
-                *seq = seq.wrapping_add(flight.record_count) & i32::MAX;
-                if let Err(e) = flight.restamp(id, epoch, stamp.base_sequence) {
+                    ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: ps.next_seq, transactional };
+                ps.next_seq = ps.next_seq.wrapping_add(flight.record_count) & i32::MAX;
+                if let Err(e) = flight.restamp(stamp) {
                     acc.release(flight.reserved);
                     flight.fail(ProduceError::Encode(e));
                     continue;
@@ -587,7 +708,10 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 flight.stamp = Some(stamp);
             }
         }
-        state.in_flight.insert(tp);
+        ps.in_flight.push((flight.order, current));
+        // One batch of a partition per request: a further ready one goes in the next.
+        more |=
+            !retry && ps.confirmed == current && ps.in_flight.len() < per_partition && acc.is_ready(&tp, now, flush);
         per_batcher.entry((leader, batcher)).or_default().push(flight);
     }
     for batcher in per_batcher.keys() {
@@ -599,11 +723,32 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             let _ = cluster.refresh_metadata().await;
         });
     }
-    Plan { requests: per_batcher.into_iter().collect(), next_at, stop: false }
+    Plan { requests: per_batcher.into_iter().collect(), next_at, stop: false, more }
 }
 
-/// Finishes the batches of one Produce request, sends it and settles each batch.
-async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
+/// A batcher's lane: takes its Produce requests in plan order and queues them on the
+/// broker's connection in that order (a partition's batches in flight must reach the
+/// broker in sequence order); each answer is awaited on a task of its own.
+async fn lane(inner: Arc<Inner>, batcher: BatcherId, mut requests: mpsc::UnboundedReceiver<Vec<Flight>>) {
+    while let Some(flights) = requests.recv().await {
+        dispatch(&inner, batcher, flights).await;
+    }
+}
+
+/// How far a Produce request got.
+enum Queued {
+    /// Nothing to send (every batch failed to finish).
+    Nothing,
+    /// Written, and the broker does not answer (`acks = 0`).
+    NoAnswer,
+    /// Queued on the connection; the answer comes here.
+    Answer(klife_connection::Queued<ProduceResponse>),
+}
+
+/// Finishes the batches of one Produce request (compression and CRC, outside the
+/// producer's lock) and queues the request on the broker's connection; a task of its
+/// own then awaits the answer and settles each batch.
+async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
     let config = &inner.config;
     let broker = batcher.0;
     // Compression and CRC here, on this task: the producer's lock is not held.
@@ -641,21 +786,38 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
                 .map(|(t, p)| TopicProduceData::default().with_name(t.to_owned()).with_partition_data(p))
                 .collect(),
         );
-    let result: Result<Option<ProduceResponse>, klife_connection::Error> = async {
+    let queued: Result<Queued, klife_connection::Error> = async {
         if flights.is_empty() {
-            return Ok(None);
+            return Ok(Queued::Nothing);
         }
         let conn = inner.cluster.broker(broker).await?;
         let version = conn.version_for(ApiKey::Produce, Some(PRODUCE_MAX_VERSION))?;
         if config.acks == crate::Acks::None {
             conn.send_no_response(&request, version).await?;
-            return Ok(None);
+            return Ok(Queued::NoAnswer);
         }
-        Ok(Some(conn.send_version_with_capacity(&request, version, frame_size).await?))
+        Ok(Queued::Answer(conn.queue(&request, version, frame_size).await?))
     }
     .await;
     drop(request);
-    let mut reset_producer = false;
+    tokio::spawn(complete(inner.clone(), batcher, flights, settled, queued));
+}
+
+/// Awaits a Produce request's answer and settles each of its batches: written, sent
+/// again, or failed.
+async fn complete(
+    inner: Arc<Inner>,
+    batcher: BatcherId,
+    flights: Vec<Flight>,
+    mut settled: Vec<(Flight, Settled)>,
+    queued: Result<Queued, klife_connection::Error>,
+) {
+    let config = &inner.config;
+    let result: Result<Option<ProduceResponse>, klife_connection::Error> = match queued {
+        Ok(Queued::Answer(answer)) => answer.response().await.map(Some),
+        Ok(Queued::Nothing | Queued::NoAnswer) => Ok(None),
+        Err(e) => Err(e),
+    };
     let mut refresh = false;
     match result {
         Ok(None) => {
@@ -685,14 +847,7 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
                         code @ (ErrorCode::OutOfOrderSequenceNumber
                         | ErrorCode::UnknownProducerId
                         | ErrorCode::InvalidProducerEpoch) => {
-                            // An idempotent producer repairs this with a new producer id; a
-                            // transactional one cannot: its transaction must abort.
-                            reset_producer = inner.transactional_id.is_none();
-                            Settled::Failed {
-                                code,
-                                message: p.error_message.clone(),
-                                retriable: inner.transactional_id.is_none(),
-                            }
+                            Settled::Sequence { code, message: p.error_message.clone() }
                         }
                         code => {
                             let retry = code.is_retriable() || code.retry_action() == RetryAction::RefreshMetadata;
@@ -717,23 +872,13 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
             }
         }
     }
-    if reset_producer {
-        let current = inner.lock().producer;
-        match init_producer_id(&inner.cluster, current).await {
-            Ok(id) => {
-                let mut s = inner.lock();
-                s.producer = Some(id);
-                s.sequences.clear();
-            }
-            Err(e) => tracing::warn!(error = %e, "producer id reset failed"),
-        }
-    }
     if refresh {
         let _ = inner.cluster.refresh_metadata().await;
     }
     let now = Instant::now();
     // Settled after the lock is released: producers need it meanwhile.
     let mut done: Vec<(Flight, Result<Written, ProduceError>)> = Vec::new();
+    let mut reset_from = None;
     {
         let mut state = inner.lock();
         let state = &mut *state;
@@ -742,9 +887,39 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
         }
         for (mut f, outcome) in settled {
             let tp = f.partition.clone();
-            state.in_flight.remove(&tp);
+            let ps = state.partitions.entry(tp.clone()).or_default();
+            ps.in_flight.retain(|(order, _)| *order != f.order);
+            let outcome = match outcome {
+                Settled::Sequence { code, message } => {
+                    let current = state.producer;
+                    let stale = f.stamp.map(|s| (s.producer_id, s.producer_epoch)) != current;
+                    if stale || ps.earlier_pending(f.order) {
+                        // The echo of an earlier failure (a batch of the partition before
+                        // this one was not written) or of a producer reset: this batch
+                        // goes again after the earlier ones, re-stamped if need be.
+                        Settled::Failed { code, message, retriable: true }
+                    } else if inner.transactional_id.is_some() {
+                        // A transactional producer cannot repair its sequences: the
+                        // transaction must abort.
+                        Settled::Failed { code, message, retriable: false }
+                    } else {
+                        // The broker lost track of this producer's sequence (its state
+                        // expired, or a batch before this one failed for good): a new
+                        // producer id, and the batches are re-stamped.
+                        if !state.resetting {
+                            state.resetting = true;
+                            reset_from = Some(current);
+                        }
+                        Settled::Failed { code, message, retriable: true }
+                    }
+                }
+                other => other,
+            };
             let failure = match outcome {
                 Settled::Written { base, append_time } => {
+                    if let Some(s) = f.stamp {
+                        ps.confirmed = Some((s.producer_id, s.producer_epoch));
+                    }
                     if let Some(acc) = state.acc.as_mut() {
                         acc.release(f.reserved);
                         if let Body::Finished(bytes) = std::mem::replace(&mut f.body, Body::Finished(Bytes::new())) {
@@ -764,15 +939,17 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
                         Some(m) => format!("{code}: {m}"),
                         None => code.to_string(),
                     });
-                    state.retries.insert(tp, f);
+                    ps.push_retry(f);
                     continue;
                 }
-                Settled::Failed { code, message, retriable: true } => ProduceError::DeliveryTimeout {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    timeout: config.delivery_timeout,
-                    last_error: Some(message.map_or_else(|| code.to_string(), |m| format!("{code}: {m}"))),
-                },
+                Settled::Failed { code, message, retriable: true } | Settled::Sequence { code, message } => {
+                    ProduceError::DeliveryTimeout {
+                        topic: tp.topic.to_string(),
+                        partition: tp.partition,
+                        timeout: config.delivery_timeout,
+                        last_error: Some(message.map_or_else(|| code.to_string(), |m| format!("{code}: {m}"))),
+                    }
+                }
                 Settled::Failed { code, message, retriable: false } => {
                     ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
                 }
@@ -783,6 +960,9 @@ async fn send(inner: Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
             }
             done.push((f, Err(failure)));
         }
+    }
+    if let Some(current) = reset_from {
+        reset_producer(&inner, current).await;
     }
     inner.progress.notify_waiters();
     inner.wake.notify_one();

@@ -174,7 +174,14 @@ async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
             .build()
             .await
             .unwrap();
-        let producer = Producer::new(client.cluster().clone(), config()).await.unwrap();
+        // The mock cluster checks the sequences of transactional producers only: an
+        // idempotent producer's batch that is refused while the next one is in flight
+        // would land after it. With one batch in flight per partition, order does not
+        // depend on the broker's checks. (Pipelined batches under faults are checked
+        // against klife-testkit, which checks sequences as Kafka does, below.)
+        let mut config = config();
+        config.max_in_flight_per_partition = 1;
+        let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
         let mut futures = Vec::new();
         let mut sent = Vec::new();
         let mut down: Option<u32> = None;
@@ -229,6 +236,91 @@ async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
         producer.close().await;
         verify_log_allowing(client.cluster(), "f", &acked, &failed).await;
         client.close().await;
+    }
+}
+
+/// Faults while an idempotent producer has several batches of each partition in flight
+/// (the default), on klife-testkit, which checks producer sequences as Kafka does:
+/// every answer is delayed so that batches pile up in flight, and requests are refused
+/// with retriable errors, dropped before or after they are executed, and sent to
+/// brokers that no longer lead or are down. Every acknowledged record must be in the
+/// log exactly once, in order, in every seeded round. `KLIFE_FAULT_SEED` replays one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_with_pipelined_batches_lose_reorder_and_duplicate_nothing() {
+    use klife_protocol::{ApiKey, ErrorCode};
+    let seeds: Vec<u64> = match std::env::var("KLIFE_FAULT_SEED") {
+        Ok(s) => vec![s.parse().expect("KLIFE_FAULT_SEED is a number")],
+        Err(_) => (1..=12).collect(),
+    };
+    for seed in seeds {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let cluster = klife_testkit::FakeCluster::builder().brokers(3).topic("p", 3).start().await.unwrap();
+        for b in cluster.broker_ids() {
+            cluster.set_latency(b, Duration::from_millis(rng.u64(2..12))).unwrap();
+        }
+        let client = klife::Client::builder()
+            .bootstrap_servers(cluster.addresses())
+            .request_timeout(Duration::from_secs(3))
+            .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(100))
+            .build()
+            .await
+            .unwrap();
+        let mut config = config();
+        config.linger = Duration::from_millis(1);
+        config.batch_size = 512;
+        config.retry_backoff = Duration::from_millis(20);
+        assert_eq!(config.max_in_flight_per_partition, 5, "the default pipelines batches");
+        let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
+        let mut futures = Vec::new();
+        let mut sent = Vec::new();
+        let mut down: Option<i32> = None;
+        for i in 0..1500u64 {
+            if i % 60 == 30 {
+                let codes = [ErrorCode::NotLeaderOrFollower, ErrorCode::RequestTimedOut, ErrorCode::NotEnoughReplicas];
+                match rng.u32(0..6) {
+                    0 => cluster.inject_errors(ApiKey::Produce, &[codes[rng.usize(0..3)]], None),
+                    // Refused unexecuted, or executed and the answer lost.
+                    1 => cluster.inject_disconnect(ApiKey::Produce, None),
+                    2 => cluster.inject_lost_answer(ApiKey::Produce, None),
+                    3 => {
+                        cluster.move_leader("p", rng.i32(0..3)).unwrap();
+                    }
+                    4 if down.is_none() => {
+                        let b = cluster.broker_ids()[rng.usize(0..3)];
+                        cluster.broker_down(b).unwrap();
+                        down = Some(b);
+                    }
+                    _ => {
+                        if let Some(b) = down.take() {
+                            cluster.broker_up(b).await.unwrap();
+                        }
+                    }
+                }
+            }
+            let r = ProducerRecord::new("p", Bytes::from(format!("s{seed}-{i}")))
+                .with_key(Bytes::from(format!("k{}", i % 17)));
+            sent.push(r.clone());
+            futures.push(producer.produce_async(r).await.unwrap());
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        if let Some(b) = down.take() {
+            cluster.broker_up(b).await.unwrap();
+        }
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        for (f, r) in futures.into_iter().zip(sent) {
+            match f.await {
+                Ok(m) => acked.push((m, r)),
+                Err(ProduceError::Idempotence(_)) => failed.push(r),
+                Err(e) => panic!("seed {seed}: a record failed: {e}"),
+            }
+        }
+        producer.close().await;
+        verify_log_allowing(client.cluster(), "p", &acked, &failed).await;
+        client.close().await;
+        cluster.shutdown().await;
     }
 }
 

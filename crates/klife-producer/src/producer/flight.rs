@@ -20,6 +20,8 @@ pub(super) enum Body {
 /// A batch between the accumulator and the broker's answer.
 pub(super) struct Flight {
     pub(super) partition: TopicPartition,
+    /// Take order: batches of a partition are written in this order.
+    pub(super) order: u64,
     pub(super) body: Body,
     /// Settles every record of the batch.
     pub(super) completion: BatchCompletion,
@@ -39,8 +41,9 @@ pub(super) struct Flight {
 }
 
 impl Flight {
-    pub(super) fn new(batch: TakenBatch<(), BatchCompletion>, stamp: Option<ProducerStamp>) -> Flight {
+    pub(super) fn new(batch: TakenBatch<(), BatchCompletion>, stamp: Option<ProducerStamp>, order: u64) -> Flight {
         Flight {
+            order,
             record_count: batch.tokens.len() as i32,
             partition: batch.partition,
             body: Body::Unfinished(batch.writer),
@@ -55,12 +58,20 @@ impl Flight {
     }
 
     /// Stamps the batch with a new producer id, epoch and base sequence.
-    pub(super) fn restamp(&mut self, id: i64, epoch: i16, base_sequence: i32) -> Result<(), String> {
+    pub(super) fn restamp(&mut self, s: ProducerStamp) -> Result<(), String> {
         match &mut self.body {
-            Body::Unfinished(w) => w.set_producer_state(id, epoch, base_sequence, false),
+            Body::Unfinished(w) => {
+                w.set_producer_state(s.producer_id, s.producer_epoch, s.base_sequence, s.transactional)
+            }
             Body::Finished(bytes) => {
-                *bytes = with_producer_state(std::mem::take(bytes), id, epoch, base_sequence, false)
-                    .map_err(|e| e.to_string())?;
+                *bytes = with_producer_state(
+                    std::mem::take(bytes),
+                    s.producer_id,
+                    s.producer_epoch,
+                    s.base_sequence,
+                    s.transactional,
+                )
+                .map_err(|e| e.to_string())?;
             }
         }
         Ok(())
