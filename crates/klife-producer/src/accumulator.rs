@@ -99,6 +99,13 @@ pub enum AppendError<T> {
         /// The record's token.
         token: T,
     },
+    /// The partition has no open batch with room for the record (from
+    /// [`Accumulator::append_to_open_batch`] only): a sticky partitioner moves on.
+    #[error("the partition has no open batch with room for the record")]
+    NoOpenBatch {
+        /// The record's token.
+        token: T,
+    },
     /// The record could not be encoded (an offset delta or length beyond the format).
     #[error("the record cannot be encoded: {reason}")]
     Encode {
@@ -115,6 +122,7 @@ impl<T> AppendError<T> {
         match self {
             AppendError::BufferFull { token, .. }
             | AppendError::RecordTooLarge { token, .. }
+            | AppendError::NoOpenBatch { token }
             | AppendError::Encode { token, .. } => token,
         }
     }
@@ -377,6 +385,38 @@ impl<T, S: Default> Accumulator<T, S> {
         token: T,
         now: impl FnOnce() -> Instant,
     ) -> Result<(Appended, &S), AppendError<T>> {
+        self.append_inner(queue, timestamp, key, value, headers, token, Some(now))
+    }
+
+    /// Like [`append_record`](Self::append_record), but only into the partition's open
+    /// batch: when it has none, or no room for the record, the record is refused with
+    /// [`AppendError::NoOpenBatch`] and nothing changes. A sticky partitioner (KIP-480)
+    /// then moves on to another partition instead of starting a new batch here.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append_to_open_batch<H: HeaderRef>(
+        &mut self,
+        queue: QueueId,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[H],
+        token: T,
+    ) -> Result<(Appended, &S), AppendError<T>> {
+        self.append_inner(queue, timestamp, key, value, headers, token, None::<fn() -> Instant>)
+    }
+
+    /// Appends; `now` is `None` when the record may only go into the open batch.
+    #[allow(clippy::too_many_arguments)]
+    fn append_inner<H: HeaderRef>(
+        &mut self,
+        queue: QueueId,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[H],
+        token: T,
+        now: Option<impl FnOnce() -> Instant>,
+    ) -> Result<(Appended, &S), AppendError<T>> {
         let config = &self.config;
         let Some((_, queue)) = self.queues.get_mut(queue.0) else {
             return Err(AppendError::Encode { reason: "no such queue in this accumulator".into(), token });
@@ -387,11 +427,12 @@ impl<T, S: Default> Accumulator<T, S> {
             let fits = b.writer.is_empty() || b.writer.size_in_bytes().saturating_add(size) <= config.batch_size;
             fits.then_some(size)
         });
-        let needed = match in_open {
+        let needed = match (in_open, now.is_some()) {
+            (None, false) => return Err(AppendError::NoOpenBatch { token }),
             // Alone in a new batch (offset and timestamp deltas 0) a record takes no
             // more room than in an open one: a record that fits an open batch fits
             // the limit.
-            Some(size) if BATCH_HEADER_SIZE + size <= config.max_record_batch_size => size,
+            (Some(size), _) if BATCH_HEADER_SIZE + size <= config.max_record_batch_size => size,
             _ => {
                 let alone = encoded_record_size(0, 0, key, value, headers);
                 if BATCH_HEADER_SIZE + alone > config.max_record_batch_size {
@@ -413,7 +454,7 @@ impl<T, S: Default> Accumulator<T, S> {
             });
         }
         let mut new_batch = false;
-        if in_open.is_none() {
+        if let (None, Some(now)) = (in_open, now) {
             if let Some(full) = queue.open.take() {
                 queue.last_size = full.writer.size_in_bytes();
                 queue.sealed.push_back(full);

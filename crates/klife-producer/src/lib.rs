@@ -23,7 +23,11 @@
 //! - [`partitioner::DefaultPartitioner`] hashes keyed records with murmur2 and sends
 //!   keyless records to one *sticky* partition per topic (KIP-480) until
 //!   [`Partitioner::on_new_batch`](partitioner::Partitioner::on_new_batch) says that
-//!   partition's batch is done; then it moves to another partition, at random.
+//!   partition's batch is done; then it moves to another partition, at random. Inside a
+//!   [`Producer`], keyless records of the default partitioner are placed by the
+//!   producer itself ([`Partitioner::builtin_sticky`](partitioner::Partitioner::builtin_sticky)),
+//!   as the Java client's built-in partitioner does (KIP-794): the record that would
+//!   start a new batch on the sticky partition goes to the next one instead.
 //! - [`partitioner::RoundRobinPartitioner`] cycles through the partitions, ignoring keys;
 //!   [`partitioner::FnPartitioner`] wraps a closure for any other rule.
 //! - Partitioners never panic. A partition count of zero or less has no valid answer:

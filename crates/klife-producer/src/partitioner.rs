@@ -158,6 +158,20 @@ pub trait Partitioner: Send + Sync + fmt::Debug {
     fn on_new_batch(&self, topic: &str, partitions: i32, previous: i32) {
         let _ = (topic, partitions, previous);
     }
+
+    /// Whether the producer may place keyless records (without an explicit partition)
+    /// itself, on a sticky partition per topic (KIP-480), instead of calling
+    /// [`partition`](Self::partition) and [`on_new_batch`](Self::on_new_batch) for
+    /// them. The producer keeps that choice with its per-topic state, under the lock it
+    /// holds anyway, and moves on as soon as a record would start a new batch on the
+    /// sticky partition, so that the record goes to the next partition instead, as the
+    /// Java client's built-in partitioner does (KIP-794). Records with a key still go
+    /// through [`partition`](Self::partition); `on_new_batch` is then not called.
+    ///
+    /// [`DefaultPartitioner`] answers `true`; the default is `false`.
+    fn builtin_sticky(&self) -> bool {
+        false
+    }
 }
 
 /// One value per topic. Looking up a known topic takes a shared lock and does not
@@ -190,7 +204,7 @@ impl<T> PerTopic<T> {
 
 /// A partition in `0..partitions` (which must be at least 1) other than `previous`
 /// when there is one, uniformly at random.
-fn random_partition_except(partitions: i32, previous: i32) -> i32 {
+pub(crate) fn random_partition_except(partitions: i32, previous: i32) -> i32 {
     if partitions <= 1 {
         return 0;
     }
@@ -287,6 +301,10 @@ impl Partitioner for DefaultPartitioner {
 
     fn on_new_batch(&self, topic: &str, partitions: i32, previous: i32) {
         self.sticky.on_new_batch(topic, partitions, previous);
+    }
+
+    fn builtin_sticky(&self) -> bool {
+        true
     }
 }
 

@@ -1,13 +1,29 @@
 //! What a producer sends and what it learns back.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use klife_protocol::records::Header;
 
 /// A record to produce.
+///
+/// The topic is an `Arc<str>`: an application that produces many records to one topic
+/// keeps the name in an `Arc<str>` and clones it (a reference count, no copy of the
+/// name); a `&str` or `String` works too, at the cost of one allocation per record.
+///
+/// ```
+/// use std::sync::Arc;
+/// use klife_producer::ProducerRecord;
+///
+/// let topic: Arc<str> = Arc::from("events");
+/// let first = ProducerRecord::new(topic.clone(), "one").with_key("user-1");
+/// let second = ProducerRecord::new("events", "two");
+/// assert_eq!(first.topic, second.topic);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerRecord {
     /// Topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Partition; `None` lets the partitioner choose.
     pub partition: Option<i32>,
     /// Key.
@@ -22,7 +38,7 @@ pub struct ProducerRecord {
 
 impl ProducerRecord {
     /// A record with a value, for the partitioner to place.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+    pub fn new(topic: impl Into<Arc<str>>, value: impl Into<Bytes>) -> Self {
         ProducerRecord {
             topic: topic.into(),
             partition: None,
@@ -66,7 +82,7 @@ impl ProducerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
     /// Topic (shared by every record of the batch).
-    pub topic: std::sync::Arc<str>,
+    pub topic: Arc<str>,
     /// Partition.
     pub partition: i32,
     /// Offset; -1 with `acks = 0`, where the broker does not answer.

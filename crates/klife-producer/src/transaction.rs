@@ -28,7 +28,7 @@ const ADD_PARTITIONS_MAX_VERSION: i16 = 3;
 #[derive(Default)]
 struct TxnState {
     in_transaction: bool,
-    partitions: HashSet<(String, i32)>,
+    partitions: HashSet<(Arc<str>, i32)>,
     groups: HashSet<String>,
     /// Records produced in this transaction whose outcome is not known yet.
     outstanding: usize,

@@ -337,3 +337,54 @@ async fn offsets_by_timestamp_are_looked_up() {
     assert_eq!(earliest[0].as_ref().unwrap().offset, 4);
     client.close().await;
 }
+
+/// The default partitioner's keyless records (KIP-480, kept by the producer as in
+/// KIP-794): one partition takes the records until its batch is full, and the record
+/// that would start a new batch there goes to another partition. In send order, the
+/// records therefore come in runs of one full batch each, never two runs in a row on
+/// one partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_records_fill_one_batch_then_move_to_another_partition() {
+    let cluster = FakeCluster::builder().topic("s", 4).start().await.unwrap();
+    let client = client(&cluster).await;
+    let mut config = config();
+    // Batches leave only when full (or at the final flush).
+    config.linger = Duration::from_secs(30);
+    config.batch_size = 1000;
+    let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
+    let topic: std::sync::Arc<str> = "s".into();
+    let mut deliveries = Vec::new();
+    for i in 0..200u32 {
+        // Same timestamp and value size: every record takes the same room in a batch.
+        let value = format!("{i:090}");
+        let record = ProducerRecord::new(topic.clone(), value).with_timestamp(1_700_000_000_000);
+        deliveries.push(producer.produce_async(record).await.unwrap());
+    }
+    producer.flush().await;
+    let mut partition_of = Vec::new();
+    for d in deliveries {
+        partition_of.push(d.await.unwrap().partition);
+    }
+    let mut runs: Vec<(i32, usize)> = Vec::new();
+    for p in partition_of {
+        match runs.last_mut() {
+            Some((last, n)) if *last == p => *n += 1,
+            _ => runs.push((p, 1)),
+        }
+    }
+    let full = runs[0].1;
+    assert!(full > 1 && runs.len() > 4, "runs: {runs:?}");
+    // Every run but the last is one full batch.
+    assert!(runs[..runs.len() - 1].iter().all(|(_, n)| *n == full), "runs: {runs:?}");
+    // What the log holds agrees: each partition's batches are full but its last.
+    for p in 0..4 {
+        let mut batches: BTreeMap<i64, usize> = BTreeMap::new();
+        for r in cluster.partition_records("s", p) {
+            *batches.entry(r.batch_base_offset).or_default() += 1;
+        }
+        let sizes: Vec<usize> = batches.into_values().collect();
+        assert!(sizes.iter().rev().skip(1).all(|n| *n == full), "partition {p}: batches of {sizes:?}");
+    }
+    producer.close().await;
+    client.close().await;
+}
