@@ -37,7 +37,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
-    writes: mpsc::Sender<Bytes>,
+    writes: mpsc::Sender<Outgoing>,
+}
+
+/// A frame for the writer: whole, or in parts written one after the other.
+enum Outgoing {
+    Frame(Bytes),
+    Parts(Vec<Bytes>),
 }
 
 impl std::fmt::Debug for Connection {
@@ -284,9 +290,45 @@ impl Connection {
         version: i16,
         capacity: usize,
     ) -> Result<Queued<R::Response>, Error> {
+        let client_id = self.shared.client_id.as_deref();
+        self.queue_with(R::API_KEY, version, |id| {
+            let mut buf = BytesMut::with_capacity(capacity.max(128));
+            frame::encode_request(&mut buf, id, client_id, version, request)?;
+            Ok(Outgoing::Frame(buf.freeze()))
+        })
+        .await
+    }
+
+    /// Like [`queue`](Self::queue), for a request whose body the caller encoded as
+    /// parts (a Produce request's record batches, with
+    /// [`ProduceRequest::encode_parts`](klife_protocol::messages::ProduceRequest::encode_parts)):
+    /// the connection puts the frame head in front, and the parts are written as they
+    /// are, without being copied into one buffer.
+    pub async fn queue_parts<R: Request>(&self, version: i16, body: Vec<Bytes>) -> Result<Queued<R::Response>, Error> {
+        let client_id = self.shared.client_id.as_deref();
+        let body_len = body.iter().map(Bytes::len).sum();
+        self.queue_with(R::API_KEY, version, move |id| {
+            let mut head = BytesMut::with_capacity(64 + client_id.map_or(0, str::len));
+            frame::encode_request_head(&mut head, R::API_KEY, id, client_id, version, body_len)?;
+            let mut parts = Vec::with_capacity(body.len() + 1);
+            parts.push(head.freeze());
+            parts.extend(body);
+            Ok(Outgoing::Parts(parts))
+        })
+        .await
+    }
+
+    /// Takes a slot, encodes the frame with its correlation id, registers it and hands
+    /// it to the writer.
+    async fn queue_with<T>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        encode: impl FnOnce(i32) -> Result<Outgoing, klife_protocol::EncodeError>,
+    ) -> Result<Queued<T>, Error> {
         let started = Instant::now();
         let timeout = self.shared.request_timeout;
-        let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api: R::API_KEY, timeout };
+        let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api, timeout };
         let deadline = tokio::time::Instant::now() + timeout;
         // Waiting for a free slot counts against the request's timeout too.
         let permit = match tokio::time::timeout_at(deadline, self.shared.in_flight.clone().acquire_owned()).await {
@@ -295,9 +337,7 @@ impl Connection {
             Err(_) => return Err(timed_out()),
         };
         let id = self.shared.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
-        let mut buf = BytesMut::with_capacity(capacity.max(128));
-        frame::encode_request(&mut buf, id, self.shared.client_id.as_deref(), version, request)
-            .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
+        let frame = encode(id).map_err(|source| Error::Encode { api, version, source })?;
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
@@ -310,7 +350,7 @@ impl Connection {
         // From here the entry is removed whatever happens (answered, failed, timed
         // out, or dropped by the caller), so its slot is always freed.
         let entry = PendingEntry { shared: self.shared.clone(), id };
-        match tokio::time::timeout_at(deadline, self.writes.send(buf.freeze())).await {
+        match tokio::time::timeout_at(deadline, self.writes.send(frame)).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(self.shared.disconnected()),
             Err(_) => {
@@ -318,7 +358,7 @@ impl Connection {
                 return Err(timed_out());
             }
         }
-        Ok(Queued { entry, rx, deadline, started, api: R::API_KEY, version, _answer: std::marker::PhantomData })
+        Ok(Queued { entry, rx, deadline, started, api, version, _answer: std::marker::PhantomData })
     }
 
     /// Sends a request and returns the raw response frame (header included), for
@@ -338,14 +378,14 @@ impl Connection {
         if self.is_closed() {
             return Err(self.shared.disconnected());
         }
-        self.writes.send(buf.freeze()).await.map_err(|_| self.shared.disconnected())
+        self.writes.send(Outgoing::Frame(buf.freeze())).await.map_err(|_| self.shared.disconnected())
     }
 }
 
 async fn writer(
     shared: Arc<Shared>,
     write: BoxWrite,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Outgoing>,
     mut closed: watch::Receiver<bool>,
 ) {
     let mut out = BufWriter::with_capacity(WRITE_BUFFER, write);
@@ -361,8 +401,18 @@ async fn writer(
         }
         let write = async {
             for f in frames.drain(..) {
-                telemetry::record_bytes_sent(f.len());
-                out.write_all(&f).await?;
+                match f {
+                    Outgoing::Frame(f) => {
+                        telemetry::record_bytes_sent(f.len());
+                        out.write_all(&f).await?;
+                    }
+                    Outgoing::Parts(parts) => {
+                        telemetry::record_bytes_sent(parts.iter().map(Bytes::len).sum());
+                        for p in parts {
+                            out.write_all(&p).await?;
+                        }
+                    }
+                }
             }
             if rx.is_empty() {
                 out.flush().await?;

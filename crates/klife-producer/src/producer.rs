@@ -807,14 +807,11 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
     }
     let flights = sendable;
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
-    // The frame: the batches, plus a few bytes per partition and topic.
-    let mut frame_size = 256;
     for f in &flights {
         let bytes = match &f.body {
             Body::Finished(bytes) => bytes.clone(),
             Body::Unfinished(_) => Bytes::new(),
         };
-        frame_size += bytes.len() + 32 + f.partition.topic.len();
         topics
             .entry(&f.partition.topic)
             .or_default()
@@ -841,7 +838,13 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
             conn.send_no_response(&request, version).await?;
             return Ok(Queued::NoAnswer);
         }
-        Ok(Queued::Answer(conn.queue(&request, version, frame_size).await?))
+        // The batches go to the socket as they are, not copied into one frame.
+        let parts = request.encode_parts(version).map_err(|source| klife_connection::Error::Encode {
+            api: ApiKey::Produce,
+            version,
+            source,
+        })?;
+        Ok(Queued::Answer(conn.queue_parts::<ProduceRequest>(version, parts).await?))
     }
     .await;
     drop(request);

@@ -90,6 +90,33 @@ pub fn encode_request<R: Request>(
     })
 }
 
+/// Appends the head of a request frame whose body of `body_len` bytes the caller sends
+/// separately (as parts, say, from
+/// [`ProduceRequest::encode_parts`](crate::messages::ProduceRequest::encode_parts)):
+/// the frame size, which counts the body, and the request header. The head followed by
+/// the body is exactly what [`encode_request`] writes.
+pub fn encode_request_head(
+    buf: &mut BytesMut,
+    api_key: ApiKey,
+    correlation_id: i32,
+    client_id: Option<&str>,
+    version: i16,
+    body_len: usize,
+) -> Result<(), EncodeError> {
+    let header = request_header(api_key, version, correlation_id, client_id);
+    let start = buf.len();
+    buf.put_i32(0);
+    header.encode(buf, api_key.request_header_version(version))?;
+    let size = buf.len() - start - 4 + body_len;
+    let size = i32::try_from(size).map_err(|_| EncodeError::TooLong {
+        what: "frame",
+        length: size,
+        max: i32::MAX as usize,
+    })?;
+    buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    Ok(())
+}
+
 /// [`encode_request`] for a request chosen at run time.
 pub fn encode_any_request(
     buf: &mut BytesMut,

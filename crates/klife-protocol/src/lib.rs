@@ -70,6 +70,7 @@ mod message;
 #[cfg(test)]
 mod message_tests;
 pub mod messages;
+mod produce_parts;
 pub mod records;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod testing;

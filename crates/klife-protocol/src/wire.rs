@@ -388,6 +388,19 @@ fn put_len(
     Ok(())
 }
 
+/// Writes the length of a nullable bytes field (`None` for null), without the bytes:
+/// for an encoder that hands the bytes on separately (see
+/// [`ProduceRequest::encode_parts`](crate::messages::ProduceRequest::encode_parts)).
+#[inline]
+pub fn put_nullable_bytes_len(
+    buf: &mut BytesMut,
+    len: Option<usize>,
+    compact: bool,
+    what: &'static str,
+) -> Result<(), EncodeError> {
+    put_len(buf, len, compact, true, what)
+}
+
 /// Writes a nullable string.
 #[inline]
 pub fn put_nullable_string(
