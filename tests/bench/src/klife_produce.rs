@@ -17,6 +17,7 @@ pub(crate) struct Settings {
     count: u64,
     value_size: usize,
     config: ProducerConfig,
+    conn_in_flight: Option<usize>,
 }
 
 impl Settings {
@@ -39,15 +40,19 @@ impl Settings {
         if let Some(b) = opts.opt_parse("batch-size")? {
             config.batch_size = b;
         }
+        if let Some(n) = opts.opt_parse("max-in-flight")? {
+            config.max_in_flight_per_broker = n;
+        }
         if let Some(n) = opts.opt_parse("batchers")? {
             config.batchers_per_broker = n;
         }
         if let Some(mib) = opts.opt_parse::<usize>("buffer-mib")? {
             config.buffer_memory = mib << 20;
         }
+        let conn_in_flight = opts.opt_parse("connection-in-flight")?;
         opts.finish()?;
         config.validate()?;
-        Ok(Settings { bootstrap, topic, count, value_size, config })
+        Ok(Settings { bootstrap, topic, count, value_size, config, conn_in_flight })
     }
 }
 
@@ -69,7 +74,11 @@ async fn wait_all(mut chunks: tokio::sync::mpsc::Receiver<Vec<DeliveryFuture>>) 
 }
 
 pub(crate) async fn run(s: Settings) -> Result<Report, String> {
-    let cluster = Cluster::connect(&[s.bootstrap.as_str()], ConnectionConfig::default())
+    let mut conn_config = ConnectionConfig::default();
+    if let Some(n) = s.conn_in_flight {
+        conn_config.max_in_flight = n;
+    }
+    let cluster = Cluster::connect(&[s.bootstrap.as_str()], conn_config)
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", s.bootstrap))?;
     // Setup, outside the timing: the topic's metadata and the producer id.

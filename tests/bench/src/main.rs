@@ -28,6 +28,7 @@ usage:
   klife-bench create-topic --bootstrap HOST:PORT --topic T --partitions P
   klife-bench klife-produce --bootstrap HOST:PORT --topic T --count N --value-size S
         [--linger-ms 5] [--acks all|leader|none] [--idempotence true|false] [--batch-size BYTES] [--buffer-mib M] [--batchers N]
+        [--max-in-flight N (requests per batcher)] [--connection-in-flight N]
         [--workers W]
   klife-bench rskafka-produce --bootstrap HOST:PORT --topic T --partitions P --count N --value-size S
         [--batch RECORDS] [--in-flight K] [--workers W]
