@@ -54,7 +54,11 @@ fn sized(buf: &mut BytesMut, body: impl FnOnce(&mut BytesMut) -> Result<(), Enco
     let start = buf.len();
     buf.put_i32(0);
     body(buf)?;
-    let size = buf.len() - start - 4;
+    set_size(buf, start, buf.len() - start - 4)
+}
+
+/// Writes `size` into the 4-byte frame size at `start`.
+fn set_size(buf: &mut BytesMut, start: usize, size: usize) -> Result<(), EncodeError> {
     let size = i32::try_from(size).map_err(|_| EncodeError::TooLong {
         what: "frame",
         length: size,
@@ -107,14 +111,7 @@ pub fn encode_request_head(
     let start = buf.len();
     buf.put_i32(0);
     header.encode(buf, api_key.request_header_version(version))?;
-    let size = buf.len() - start - 4 + body_len;
-    let size = i32::try_from(size).map_err(|_| EncodeError::TooLong {
-        what: "frame",
-        length: size,
-        max: i32::MAX as usize,
-    })?;
-    buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
-    Ok(())
+    set_size(buf, start, buf.len() - start - 4 + body_len)
 }
 
 /// [`encode_request`] for a request chosen at run time.

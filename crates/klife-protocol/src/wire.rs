@@ -430,7 +430,7 @@ pub fn put_nullable_bytes(
     compact: bool,
     what: &'static str,
 ) -> Result<(), EncodeError> {
-    put_len(buf, v.map(<[u8]>::len), compact, true, what)?;
+    put_nullable_bytes_len(buf, v.map(<[u8]>::len), compact, what)?;
     if let Some(b) = v {
         buf.put_slice(b);
     }

@@ -154,6 +154,31 @@ async fn bad_records_are_refused_without_harming_others(broker: Broker) {
     client.close().await;
 }
 
+/// Awaits a fault round's records, closes the producer and checks the log: every
+/// acknowledged record once and in order, and no failure but the one an idempotent
+/// producer may report under faults (a batch whose earlier attempt's outcome is unknown
+/// when the producer id must change), whose records may be in the log at most once.
+async fn verify_fault_round(
+    seed: u64,
+    producer: &Producer,
+    cluster: &klife_connection::Cluster,
+    topic: &str,
+    futures: Vec<klife_producer::DeliveryFuture>,
+    sent: Vec<ProducerRecord>,
+) {
+    let mut acked = Vec::new();
+    let mut failed = Vec::new();
+    for (f, r) in futures.into_iter().zip(sent) {
+        match f.await {
+            Ok(m) => acked.push((m, r)),
+            Err(ProduceError::Idempotence(_)) => failed.push(r),
+            Err(e) => panic!("seed {seed}: a record failed: {e}"),
+        }
+    }
+    producer.close().await;
+    verify_log_allowing(cluster, topic, &acked, &failed).await;
+}
+
 /// Faults while producing, on a schedule drawn from each round's seed: injected
 /// retriable errors, dropped connections, leader moves, a broker down and up. Every
 /// acknowledged record must be in the log exactly once, in order, in every round. A
@@ -222,19 +247,7 @@ async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
         if let Some(b) = down.take() {
             mock.command(&format!("broker-up {b}"));
         }
-        let mut acked = Vec::new();
-        let mut failed = Vec::new();
-        for (f, r) in futures.into_iter().zip(sent) {
-            match f.await {
-                Ok(m) => acked.push((m, r)),
-                // The one failure an idempotent producer may report here: a batch whose
-                // earlier attempt's outcome is unknown when the producer id must change.
-                Err(ProduceError::Idempotence(_)) => failed.push(r),
-                Err(e) => panic!("seed {seed}: a record failed: {e}"),
-            }
-        }
-        producer.close().await;
-        verify_log_allowing(client.cluster(), "f", &acked, &failed).await;
+        verify_fault_round(seed, &producer, client.cluster(), "f", futures, sent).await;
         client.close().await;
     }
 }
@@ -308,17 +321,7 @@ async fn faults_with_pipelined_batches_lose_reorder_and_duplicate_nothing() {
         if let Some(b) = down.take() {
             cluster.broker_up(b).await.unwrap();
         }
-        let mut acked = Vec::new();
-        let mut failed = Vec::new();
-        for (f, r) in futures.into_iter().zip(sent) {
-            match f.await {
-                Ok(m) => acked.push((m, r)),
-                Err(ProduceError::Idempotence(_)) => failed.push(r),
-                Err(e) => panic!("seed {seed}: a record failed: {e}"),
-            }
-        }
-        producer.close().await;
-        verify_log_allowing(client.cluster(), "p", &acked, &failed).await;
+        verify_fault_round(seed, &producer, client.cluster(), "p", futures, sent).await;
         client.close().await;
         cluster.shutdown().await;
     }
