@@ -1,5 +1,6 @@
 //! The connections to one broker: `connection_count` slots used round-robin, each
-//! reconnecting on demand with exponential backoff and jitter.
+//! reconnecting on demand with exponential backoff and jitter; two slots kept for
+//! Fetch requests; and ordered lanes, one connection each, opened when first asked for.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -29,10 +30,25 @@ pub(crate) struct BrokerPool {
     /// and one for fetches that may wait for records: brokers answer a connection's
     /// requests in order, so a long-polling fetch would hold up everything behind it.
     fetch_slots: [Mutex<Slot>; 2],
+    /// Lanes: a connection each, for a stream of requests that must reach the broker in
+    /// the order they were queued (a broker serves a connection's requests one at a
+    /// time, in order, and different connections side by side).
+    lanes: std::sync::Mutex<Vec<Arc<Mutex<Slot>>>>,
     next: AtomicUsize,
     config: Arc<ConnectionConfig>,
     /// The owning cluster's closed flag: no connection outlives `Cluster::close`.
     closed: Arc<AtomicBool>,
+}
+
+impl Slot {
+    fn new(config: &ConnectionConfig) -> Slot {
+        Slot {
+            conn: None,
+            backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
+            retry_at: None,
+            last_error: None,
+        }
+    }
 }
 
 impl BrokerPool {
@@ -43,14 +59,7 @@ impl BrokerPool {
         config: Arc<ConnectionConfig>,
         closed: Arc<AtomicBool>,
     ) -> Self {
-        let slot = || {
-            Mutex::new(Slot {
-                conn: None,
-                backoff: Backoff::new(config.reconnect_backoff, config.reconnect_backoff_max),
-                retry_at: None,
-                last_error: None,
-            })
-        };
+        let slot = || Mutex::new(Slot::new(&config));
         let slots = (0..config.connection_count.max(1)).map(|_| slot()).collect();
         BrokerPool {
             label,
@@ -58,6 +67,7 @@ impl BrokerPool {
             port,
             slots,
             fetch_slots: [slot(), slot()],
+            lanes: std::sync::Mutex::new(Vec::new()),
             next: AtomicUsize::new(0),
             config,
             closed,
@@ -84,6 +94,18 @@ impl BrokerPool {
     /// that may wait for records (`long_poll`), or the one for the others.
     pub(crate) async fn fetch_connection(&self, long_poll: bool) -> Result<Connection, Error> {
         self.connect_slot(&self.fetch_slots[usize::from(long_poll)]).await
+    }
+
+    /// The connection of lane `lane` (same backoff rules), opened when first asked for.
+    pub(crate) async fn lane_connection(&self, lane: usize) -> Result<Connection, Error> {
+        let slot = {
+            let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while lanes.len() <= lane {
+                lanes.push(Arc::new(Mutex::new(Slot::new(&self.config))));
+            }
+            lanes[lane].clone()
+        };
+        self.connect_slot(&slot).await
     }
 
     async fn connect_slot(&self, slot: &Mutex<Slot>) -> Result<Connection, Error> {
@@ -126,7 +148,8 @@ impl BrokerPool {
 
     /// Closes every open connection.
     pub(crate) async fn close(&self) {
-        for s in self.slots.iter().chain(&self.fetch_slots) {
+        let lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for s in self.slots.iter().chain(&self.fetch_slots).chain(lanes.iter().map(|s| &**s)) {
             if let Some(c) = s.lock().await.conn.take() {
                 c.close();
             }

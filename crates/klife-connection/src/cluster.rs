@@ -281,6 +281,16 @@ impl Cluster {
         self.pool(node_id)?.fetch_connection(long_poll).await
     }
 
+    /// The connection of ordered lane `lane` to the broker: a connection of its own,
+    /// opened when first asked for, and the same one for every caller naming this lane.
+    /// Requests queued on one lane reach the broker in the order they were queued,
+    /// which a round-robin [`broker`](Self::broker) connection does not promise when
+    /// `connection_count` is above 1. A broker serves each connection's requests one at
+    /// a time, so streams on different lanes are served side by side.
+    pub async fn lane_connection(&self, node_id: i32, lane: usize) -> Result<Connection, Error> {
+        self.pool(node_id)?.lane_connection(lane).await
+    }
+
     fn pool(&self, node_id: i32) -> Result<Arc<BrokerPool>, Error> {
         self.ensure_open()?;
         // Read the metadata before taking the pools' lock: `install` takes them in the

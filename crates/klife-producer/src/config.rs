@@ -71,9 +71,11 @@ pub struct ProducerConfig {
     /// Batchers per broker (default 1), as in Klife: each broker's partitions are
     /// spread over this many batchers (partition `p` goes to batcher
     /// `p % batchers_per_broker`), and each batcher sends its own Produce requests
-    /// with its own window of `max_in_flight_per_broker` requests. More batchers mean
-    /// smaller requests, more of them in flight, and their encoding on more tasks at
-    /// once; one batcher puts every ready partition of a broker into one request.
+    /// on a connection of its own, with its own window of `max_in_flight_per_broker`
+    /// requests. A broker serves one connection's requests one at a time, so more
+    /// batchers let it work on several requests of the producer at once; they also
+    /// mean smaller requests and their encoding on more tasks at once. One batcher puts
+    /// every ready partition of a broker into one request.
     pub batchers_per_broker: usize,
     /// Idempotent production (default on): the broker drops duplicates of retried
     /// batches. Requires `acks = all`.

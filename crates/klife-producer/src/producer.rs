@@ -68,9 +68,22 @@ impl TopicEntry {
 /// of `max_in_flight_per_broker` requests.
 type BatcherId = (i32, usize);
 
-/// The batcher of a partition among `batchers` per broker.
-fn batcher_of(partition: i32, batchers: usize) -> usize {
-    usize::try_from(partition).unwrap_or(0) % batchers.max(1)
+/// The batcher of a partition among `batchers` per broker, in a cluster of `brokers`.
+///
+/// Leadership is usually spread round-robin (partition `p` led by broker
+/// `(p + k) % brokers`), so a broker's partitions are `brokers` apart: dividing by the
+/// broker count first spreads them over its batchers instead of giving them all the
+/// same one. A per-topic offset spreads topics of few partitions. The result depends
+/// only on the topic, the partition and the broker count, so a partition's batches stay
+/// on one batcher, in order.
+fn batcher_of(topic: &str, partition: i32, batchers: usize, brokers: usize) -> usize {
+    if batchers <= 1 {
+        return 0;
+    }
+    // FNV-1a: stable across runs and builds, unlike std's RandomState.
+    let offset = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let rank = usize::try_from(partition).unwrap_or(0) / brokers.max(1);
+    ((offset % batchers as u64) as usize + rank) % batchers
 }
 
 /// A partition's batches between the accumulator and the broker's answer.
@@ -679,7 +692,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             continue;
         }
         let leader = metadata.leader(&tp.topic, tp.partition).map(|(b, _)| b.node_id);
-        let batcher = batcher_of(tp.partition, config.batchers_per_broker);
+        let batcher = batcher_of(&tp.topic, tp.partition, config.batchers_per_broker, metadata.brokers.len());
         if let Some(l) = leader {
             let busy = state.requests.get(&(l, batcher)).copied().unwrap_or(0) >= config.max_in_flight_per_broker;
             if busy && !per_batcher.contains_key(&(l, batcher)) {
@@ -832,7 +845,9 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
         if flights.is_empty() {
             return Ok(Queued::Nothing);
         }
-        let conn = inner.cluster.broker(broker).await?;
+        // Each batcher has a connection of its own: its requests reach the broker in
+        // the order queued, and the broker serves different batchers side by side.
+        let conn = inner.cluster.lane_connection(broker, batcher.1).await?;
         let version = conn.version_for(ApiKey::Produce, Some(PRODUCE_MAX_VERSION))?;
         if config.acks == crate::Acks::None {
             conn.send_no_response(&request, version).await?;
@@ -1016,5 +1031,39 @@ async fn complete(
     inner.wake.notify_one();
     for (f, result) in done {
         f.completion.complete(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batcher_of;
+
+    #[test]
+    fn one_batcher_takes_every_partition() {
+        for p in 0..50 {
+            assert_eq!(batcher_of("orders", p, 1, 3), 0);
+        }
+    }
+
+    #[test]
+    fn a_brokers_partitions_spread_evenly_over_its_batchers() {
+        // Leaders round-robin over 3 brokers: broker b leads partitions b, b+3, b+6...
+        for batchers in [2, 3, 4] {
+            for broker in 0..3 {
+                let mut counts = vec![0; batchers];
+                for p in (broker..60).step_by(3) {
+                    counts[batcher_of("orders", p as i32, batchers, 3)] += 1;
+                }
+                let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+                assert!(max - min <= 1, "{batchers} batchers, broker {broker}: {counts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn single_partition_topics_do_not_all_share_a_batcher() {
+        let used: std::collections::BTreeSet<usize> =
+            (0..20).map(|t| batcher_of(&format!("topic-{t}"), 0, 4, 1)).collect();
+        assert!(used.len() > 1, "{used:?}");
     }
 }

@@ -26,6 +26,7 @@ klife_conformance::against_every_broker!(
     reports_unknown_partitions,
     finds_group_coordinators_in_one_lookup,
     spreads_concurrent_requests_over_several_connections,
+    keeps_a_connection_of_its_own_per_lane,
 );
 
 fn records(n: usize, base_ts: i64) -> Vec<Record> {
@@ -272,4 +273,32 @@ async fn spreads_concurrent_requests_over_several_connections(broker: Broker) {
     // spread round-robin over all three.
     assert_eq!(connections.len(), 3);
     client.close().await;
+}
+
+async fn keeps_a_connection_of_its_own_per_lane(broker: Broker) {
+    let client = klife::Client::builder().bootstrap_servers(broker.addresses()).build().await.unwrap();
+    let cluster = client.cluster().clone();
+    let id = *cluster.metadata().brokers.keys().next().unwrap();
+    let shared = cluster.broker(id).await.unwrap().id();
+    let lane = |n: usize| {
+        let cluster = cluster.clone();
+        async move { cluster.lane_connection(id, n).await.unwrap() }
+    };
+    let (a, b, a_again) = (lane(0).await, lane(1).await, lane(0).await);
+    assert_eq!(a.id(), a_again.id(), "a lane keeps its connection");
+    assert_ne!(a.id(), b.id(), "lanes do not share a connection");
+    assert!(![a.id(), b.id()].contains(&shared), "lanes are apart from the shared connections");
+    // Requests queued on one lane are answered, in order, over that connection.
+    let mut queued = Vec::new();
+    let version = a.version_for(ApiKey::Metadata, None).unwrap();
+    for _ in 0..8 {
+        queued.push(a.queue(&MetadataRequest::default().with_topics(Some(Vec::new())), version, 128).await);
+    }
+    for q in queued {
+        assert!(!q.unwrap().response().await.unwrap().brokers.is_empty());
+    }
+    client.close().await;
+    assert!(a.is_closed(), "closing the client closes its lanes");
+    let err = cluster.lane_connection(id, 2).await.unwrap_err();
+    assert!(matches!(err, klife_connection::Error::Closed), "{err}");
 }

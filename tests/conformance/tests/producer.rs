@@ -257,7 +257,8 @@ async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
 /// every answer is delayed so that batches pile up in flight, and requests are refused
 /// with retriable errors, dropped before or after they are executed, and sent to
 /// brokers that no longer lead or are down. Every acknowledged record must be in the
-/// log exactly once, in order, in every seeded round. `KLIFE_FAULT_SEED` replays one.
+/// log exactly once, in order, in every seeded round, with one to three batchers per
+/// broker. `KLIFE_FAULT_SEED` replays one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_with_pipelined_batches_lose_reorder_and_duplicate_nothing() {
     use klife_protocol::{ApiKey, ErrorCode};
@@ -283,6 +284,8 @@ async fn faults_with_pipelined_batches_lose_reorder_and_duplicate_nothing() {
         config.batch_size = 512;
         config.retry_backoff = Duration::from_millis(20);
         assert_eq!(config.max_in_flight_per_partition, 5, "the default pipelines batches");
+        // One, two or three batchers per broker, each with a connection of its own.
+        config.batchers_per_broker = 1 + (seed % 3) as usize;
         let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
         let mut futures = Vec::new();
         let mut sent = Vec::new();
