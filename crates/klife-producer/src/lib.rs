@@ -74,6 +74,7 @@ mod hash;
 pub mod partitioner;
 mod producer;
 mod record;
+pub mod telemetry;
 pub mod transaction;
 
 pub use config::{Acks, MAX_IN_FLIGHT_PER_PARTITION, ProducerConfig};

@@ -23,6 +23,7 @@ use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 use tokio::sync::{Notify, mpsc};
 
+use crate::telemetry;
 use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
@@ -468,9 +469,14 @@ impl Producer {
                 }
                 Attempt::BufferFull { limit } => {
                     let now = Instant::now();
+                    let first_wait = deadline.is_none();
                     let until = *deadline.get_or_insert(now + self.inner.config.delivery_timeout);
                     if !wait || now >= until {
+                        telemetry::record_buffer_full(false);
                         return Err(ProduceError::BufferFull { limit });
+                    }
+                    if first_wait {
+                        telemetry::record_buffer_full(true);
                     }
                     // Made before trying again: room freed after the attempt wakes it.
                     let progressed = self.inner.progress.notified();
@@ -535,6 +541,7 @@ async fn reset_producer(inner: &Inner, current: Option<(i64, i16)>) {
     let mut state = inner.lock();
     match result {
         Ok(id) => {
+            telemetry::record_producer_id_reset();
             tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error");
             state.producer = Some(id);
             for ps in state.partitions.values_mut() {
@@ -799,8 +806,8 @@ enum Queued {
     Nothing,
     /// Written, and the broker does not answer (`acks = 0`).
     NoAnswer,
-    /// Queued on the connection; the answer comes here.
-    Answer(klife_connection::Queued<ProduceResponse>),
+    /// Queued on the connection (at the instant given); the answer comes here.
+    Answer(klife_connection::Queued<ProduceResponse>, Instant),
 }
 
 /// Finishes the batches of one Produce request (compression and CRC, outside the
@@ -859,7 +866,9 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
             version,
             source,
         })?;
-        Ok(Queued::Answer(conn.queue_parts::<ProduceRequest>(version, parts).await?))
+        let queued = conn.queue_parts::<ProduceRequest>(version, parts).await?;
+        telemetry::record_request_sent(flights.iter().map(|f| (f.record_count, f.body.len())));
+        Ok(Queued::Answer(queued, Instant::now()))
     }
     .await;
     drop(request);
@@ -877,7 +886,11 @@ async fn complete(
 ) {
     let config = &inner.config;
     let result: Result<Option<ProduceResponse>, klife_connection::Error> = match queued {
-        Ok(Queued::Answer(answer)) => answer.response().await.map(Some),
+        Ok(Queued::Answer(answer, queued_at)) => {
+            let answer = answer.response().await;
+            telemetry::record_request_done(answer.as_ref().ok().map(|_| queued_at.elapsed()));
+            answer.map(Some)
+        }
         Ok(Queued::Nothing | Queued::NoAnswer) => Ok(None),
         Err(e) => Err(e),
     };
@@ -942,6 +955,7 @@ async fn complete(
     // Settled after the lock is released: producers need it meanwhile.
     let mut done: Vec<(Flight, Result<Written, ProduceError>)> = Vec::new();
     let mut reset_from = None;
+    let (mut written_records, mut failed_records) = (0u64, 0u64);
     {
         let mut state = inner.lock();
         let state = &mut *state;
@@ -989,6 +1003,7 @@ async fn complete(
                             acc.recycle(bytes);
                         }
                     }
+                    written_records += u64::from(f.record_count.unsigned_abs());
                     let written = Written { topic: tp.topic, partition: tp.partition, base, append_time };
                     done.push((f, Ok(written)));
                     continue;
@@ -997,6 +1012,7 @@ async fn complete(
                     if now.duration_since(f.created) < config.delivery_timeout =>
                 {
                     tracing::debug!(partition = %tp, %code, "retrying batch");
+                    telemetry::record_retry(code);
                     f.retry_at = Some(now + config.retry_backoff);
                     f.last_error = Some(match &message {
                         Some(m) => format!("{code}: {m}"),
@@ -1021,9 +1037,11 @@ async fn complete(
             if let Some(acc) = state.acc.as_mut() {
                 acc.release(f.reserved);
             }
+            failed_records += u64::from(f.record_count.unsigned_abs());
             done.push((f, Err(failure)));
         }
     }
+    telemetry::record_settled(written_records, failed_records);
     if let Some(current) = reset_from {
         reset_producer(&inner, current).await;
     }
@@ -1052,9 +1070,9 @@ mod tests {
             for broker in 0..3 {
                 let mut counts = vec![0; batchers];
                 for p in (broker..60).step_by(3) {
-                    counts[batcher_of("orders", p as i32, batchers, 3)] += 1;
+                    counts[batcher_of("orders", p, batchers, 3)] += 1;
                 }
-                let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+                let (min, max) = (counts.iter().min().expect("batchers"), counts.iter().max().expect("batchers"));
                 assert!(max - min <= 1, "{batchers} batchers, broker {broker}: {counts:?}");
             }
         }

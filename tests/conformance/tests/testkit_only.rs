@@ -2,7 +2,7 @@
 //! cluster has read_committed filtering, transaction markers, TLS or SASL; Tansu has a
 //! single broker): each starts a private fake cluster.
 //!
-//! read_committed is checked with raw Fetch requests: klife has no fetcher yet.
+//! read_committed is checked with raw Fetch requests.
 
 #![allow(clippy::unwrap_used)]
 
@@ -387,4 +387,54 @@ async fn keyless_records_fill_one_batch_then_move_to_another_partition() {
     }
     producer.close().await;
     client.close().await;
+}
+
+/// The producer's metrics (`klife_producer::telemetry`): recorded into a local recorder
+/// around a current-thread runtime, so that every task of the test records into it.
+#[test]
+fn the_producer_records_its_metrics() {
+    use klife_producer::telemetry::*;
+    let captured = klife_conformance::metrics::Captured::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&captured, || {
+        rt.block_on(async {
+            let fake = FakeCluster::builder().brokers(1).topic("m", 3).start().await.unwrap();
+            let client = client(&fake).await;
+            let mut c = config();
+            c.linger = Duration::from_millis(50);
+            let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+            // 30 records over 3 partitions in one request; the first attempt is refused.
+            fake.inject_errors(ApiKey::Produce, &[ErrorCode::NotEnoughReplicas], None);
+            let records: Vec<ProducerRecord> =
+                (0..30).map(|i| ProducerRecord::new("m", format!("v{i}")).with_partition(i % 3)).collect();
+            for r in producer.produce_batch(records).await {
+                r.unwrap();
+            }
+            // A record the broker refuses for good.
+            fake.inject_errors(ApiKey::Produce, &[ErrorCode::TopicAuthorizationFailed], None);
+            producer.produce(ProducerRecord::new("m", "refused").with_partition(0)).await.unwrap_err();
+            producer.close().await;
+            // A buffer too small for its record: refused by try_produce.
+            let mut small = config();
+            small.buffer_memory = 64;
+            let tiny = Producer::new(client.cluster().clone(), small).await.unwrap();
+            let big = ProducerRecord::new("m", vec![0u8; 256]).with_partition(0);
+            assert!(tiny.try_produce(big).await.is_err());
+            tiny.close().await;
+            client.close().await;
+        });
+    });
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=written}}")), 30);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=failed}}")), 1);
+    // The three batches of the refused request are each retried once.
+    assert_eq!(captured.counter(&format!("{PRODUCE_BATCH_RETRIES_TOTAL}{{error=NOT_ENOUGH_REPLICAS}}")), 3);
+    // Refused, retried, then the failing record's: three answered requests.
+    assert_eq!(captured.counter(&format!("{PRODUCE_REQUESTS_TOTAL}{{outcome=answered}}")), 3);
+    assert_eq!(captured.histogram(PRODUCE_BATCHES_PER_REQUEST), vec![3.0, 3.0, 1.0]);
+    assert_eq!(captured.histogram(PRODUCE_BATCH_RECORDS), vec![10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 1.0]);
+    assert_eq!(captured.histogram(PRODUCE_BATCH_BYTES).len(), 7);
+    assert!(captured.histogram(PRODUCE_BATCH_BYTES).iter().all(|b| *b > 61.0), "a batch is more than its header");
+    assert_eq!(captured.histogram(PRODUCE_REQUEST_DURATION_SECONDS).len(), 3);
+    assert_eq!(captured.counter(&format!("{PRODUCE_BUFFER_FULL_TOTAL}{{action=refused}}")), 1);
+    assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
 }

@@ -17,6 +17,16 @@ pub(super) enum Body {
     Finished(Bytes),
 }
 
+impl Body {
+    /// Its encoded size so far.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Body::Unfinished(w) => w.size_in_bytes(),
+            Body::Finished(bytes) => bytes.len(),
+        }
+    }
+}
+
 /// A batch between the accumulator and the broker's answer.
 pub(super) struct Flight {
     pub(super) partition: TopicPartition,
