@@ -1,7 +1,82 @@
 //! # klife-producer
 //!
-//! The producer side of klife. This crate is sans-io: nothing here opens a connection,
-//! spawns a task or reads a clock.
+//! The producer side of klife: [`Producer`] sends records to Kafka, batched per broker;
+//! [`TransactionPool`] adds transactions. Its building blocks are sans-io and usable
+//! alone: the [`accumulator`] (batches under a memory bound) and the [`partitioner`]s
+//! (which partition a record goes to). Most applications use it through the `klife`
+//! crate's `Client`.
+//!
+//! ## The producer's contract
+//!
+//! - **Per-broker batching.** Each broker's ready partitions go out together, one
+//!   batch each, in one Produce request per batcher (`batchers_per_broker`, default
+//!   1). Each batcher has a connection of its own and up to
+//!   `max_in_flight_per_broker` requests in flight; while they are all out, records
+//!   keep filling the waiting batches.
+//! - **Outcomes.** [`Producer::produce`] returns the written record's partition, offset
+//!   and timestamp, or a [`ProduceError`]; [`Producer::produce_async`] returns a
+//!   [`DeliveryFuture`] to await or drop (the record is sent either way). Batch calls
+//!   return one outcome per record, in input order. Records of one batch share their
+//!   outcome; a failure never affects other batches.
+//! - **Order.** Records of one partition are written in the order they were produced,
+//!   retries included.
+//! - **Idempotence** (default on). The producer gets a producer id and numbers its
+//!   batches. A resent batch the broker already has is not written again. Sequence
+//!   errors are repaired with a new producer id, except where that could write a batch
+//!   twice: then the batch fails with [`ProduceError::Idempotence`] rather than risk a
+//!   duplicate. Up to `max_in_flight_per_partition` batches of a partition are in
+//!   flight at once.
+//! - **Retries.** Retriable failures (leader moves, timeouts, broken connections, a
+//!   broker down) are retried after `retry_backoff`, until `delivery_timeout` has passed
+//!   since the record was produced: then [`ProduceError::DeliveryTimeout`], with the last
+//!   error seen. Other broker errors fail the batch at once
+//!   ([`ProduceError::Broker`], with the code).
+//! - **Memory bound.** Buffered records hold at most `buffer_memory` bytes. When it is
+//!   full, `produce` waits for room (up to the delivery timeout) and
+//!   [`Producer::try_produce`] fails at once with [`ProduceError::BufferFull`].
+//! - **Bad input** fails only the record concerned, before anything is sent:
+//!   [`ProduceError::UnknownTopic`], [`ProduceError::InvalidPartition`],
+//!   [`ProduceError::RecordTooLarge`]; after [`Producer::close`],
+//!   [`ProduceError::Closed`].
+//! - **Flush and close.** [`Producer::flush`] sends everything buffered and waits for
+//!   every outcome; [`Producer::close`] flushes, then refuses new records.
+//! - **Telemetry.** The `metrics` names and tracing events are listed in [`telemetry`].
+//!
+//! ## Example
+//!
+//! ```
+//! use klife_connection::{Cluster, ConnectionConfig};
+//! use klife_producer::{Producer, ProducerConfig, ProducerRecord, ProduceError};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An in-process cluster stands in for Kafka here.
+//! let kafka = klife_testkit::FakeCluster::builder().topic("orders", 3).start().await?;
+//! let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await?;
+//! let producer = Producer::new(cluster, ProducerConfig::default()).await?;
+//!
+//! // Records with the same key go to the same partition, in order.
+//! let first = producer.produce(ProducerRecord::new("orders", "created").with_key("order-7")).await?;
+//! let second = producer.produce(ProducerRecord::new("orders", "paid").with_key("order-7")).await?;
+//! assert_eq!(first.partition, second.partition);
+//! assert_eq!(second.offset, first.offset + 1);
+//!
+//! // One outcome per record, in input order; a bad record fails alone.
+//! let outcomes = producer
+//!     .produce_batch(vec![
+//!         ProducerRecord::new("orders", "shipped").with_key("order-7"),
+//!         ProducerRecord::new("orders", "lost").with_partition(9),
+//!     ])
+//!     .await;
+//! assert!(outcomes[0].is_ok());
+//! assert!(matches!(outcomes[1], Err(ProduceError::InvalidPartition { .. })));
+//!
+//! producer.close().await;
+//! assert!(matches!(producer.produce(ProducerRecord::new("orders", "late")).await, Err(ProduceError::Closed)));
+//! # kafka.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## Accumulation
 //!
@@ -40,7 +115,7 @@
 //!   `Arc<dyn Partitioner>`; once a topic has been seen, choosing a partition does not
 //!   allocate.
 //!
-//! ## Example
+//! ## Example: partitioners
 //!
 //! ```
 //! use klife_producer::partitioner::{DefaultPartitioner, Partitioner, check_partition, murmur2_partition};

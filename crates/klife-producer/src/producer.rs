@@ -5,8 +5,9 @@
 //! connection in order.
 //!
 //! Order per partition: with idempotence a partition has up to
-//! `max_in_flight_per_partition` batches in flight, written in take order (one lane
-//! per batcher, one connection per broker, answered in order), and the broker refuses
+//! `max_in_flight_per_partition` batches in flight, written in take order (a
+//! partition stays on one batcher, whose lane queues its requests on a connection of
+//! its own, answered in order), and the broker refuses
 //! any batch whose sequence does not follow the log. A refused or lost batch goes back
 //! among the partition's retries; nothing newer of the partition is sent until the
 //! retries, sent one at a time once the partition has nothing else in flight, are
