@@ -18,6 +18,7 @@ mod opts;
 mod report;
 mod rskafka_consume;
 mod rskafka_produce;
+mod stats;
 
 use std::process::ExitCode;
 
@@ -29,7 +30,7 @@ usage:
   klife-bench klife-produce --bootstrap HOST:PORT --topic T --count N --value-size S
         [--linger-ms 5] [--acks all|leader|none] [--idempotence true|false] [--batch-size BYTES] [--buffer-mib M] [--batchers N]
         [--max-in-flight N (requests per batcher)] [--connection-in-flight N]
-        [--workers W]
+        [--workers W] [--stats true (klife's metrics to stderr at the end)]
   klife-bench rskafka-produce --bootstrap HOST:PORT --topic T --partitions P --count N --value-size S
         [--batch RECORDS] [--in-flight K] [--workers W]
   klife-bench klife-consume --bootstrap HOST:PORT --topic T --count N
@@ -76,8 +77,12 @@ fn run(args: &[String]) -> Result<(), String> {
         "create-topic" => create_topic(opts),
         "klife-produce" => {
             let workers = workers(&mut opts)?;
+            let stats = if opts.opt_parse("stats")?.unwrap_or(false) { Some(stats::Stats::install()?) } else { None };
             let settings = klife_produce::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(klife_produce::run(settings))?;
+            if let Some(stats) = stats {
+                stats.print();
+            }
             report.print()
         }
         "rskafka-produce" => {
