@@ -30,11 +30,16 @@ pub const USAGE: &str =
   defaults: 2000000 records of 100 bytes, 6 partitions, 3 rounds, every client, rskafka
   batches of about 1 MB of values with 4 produce calls in flight per partition;
   klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it)
-  and its default producer settings (--klife-batchers sets batchers_per_broker);
+  and its default producer settings but 2 batchers per broker (Tansu, like Kafka, serves
+  a connection's requests one at a time; --klife-batchers sets batchers_per_broker);
   for 1 KB records: --value-size 1000 --records 500000;
   consume: klife's standalone Consumer, librdkafka's BaseConsumer (assign + poll) and an
   rskafka fetch loop per partition, all from offset 0
 ";
+
+/// klife's `batchers_per_broker` in the produce runs unless `--klife-batchers` says
+/// otherwise.
+const KLIFE_BATCHERS: usize = 2;
 
 /// Which side is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,8 +93,9 @@ struct Options {
     rskafka_in_flight: usize,
     /// Worker threads of klife's tokio runtime; `None`: one per CPU (tokio's default).
     klife_workers: Option<usize>,
-    /// klife's `batchers_per_broker`; `None`: its default.
-    klife_batchers: Option<usize>,
+    /// klife's `batchers_per_broker` (default 2: a broker serves one request per
+    /// connection at a time, and each batcher has a connection of its own).
+    klife_batchers: usize,
 }
 
 impl Options {
@@ -104,7 +110,7 @@ impl Options {
             rskafka_batch: None,
             rskafka_in_flight: 4,
             klife_workers: None,
-            klife_batchers: None,
+            klife_batchers: KLIFE_BATCHERS,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -120,13 +126,21 @@ impl Options {
                 "--rskafka-batch" => o.rskafka_batch = Some(num(a, value()?)?),
                 "--rskafka-in-flight" => o.rskafka_in_flight = num(a, value()?)?,
                 "--klife-workers" => o.klife_workers = Some(num(a, value()?)?),
-                "--klife-batchers" => o.klife_batchers = Some(num(a, value()?)?),
+                "--klife-batchers" => o.klife_batchers = num(a, value()?)?,
                 "--clients" => o.clients = value()?.split(',').map(Client::parse).collect::<Result<_, _>>()?,
                 other => return Err(format!("bench {}: unknown argument {other:?}\n\n{USAGE}", mode.name())),
             }
         }
-        if o.records == 0 || o.value_size == 0 || o.partitions < 1 || o.rounds == 0 || o.clients.is_empty() {
-            return Err(format!("records, value size, partitions, rounds and clients must not be zero\n\n{USAGE}"));
+        if o.records == 0
+            || o.value_size == 0
+            || o.partitions < 1
+            || o.rounds == 0
+            || o.clients.is_empty()
+            || o.klife_batchers == 0
+        {
+            return Err(format!(
+                "records, value size, partitions, rounds, clients and klife batchers must not be zero\n\n{USAGE}"
+            ));
         }
         Ok(o)
     }
@@ -293,9 +307,7 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
             if let Some(w) = o.klife_workers {
                 cmd.args(["--workers", &w.to_string()]);
             }
-            if let Some(n) = o.klife_batchers {
-                cmd.args(["--batchers", &n.to_string()]);
-            }
+            cmd.args(["--batchers", &o.klife_batchers.to_string()]);
         }
         Client::Librdkafka => {
             cmd = Command::new(release.join("klife-rdkafka-mock"));
@@ -473,7 +485,8 @@ fn table(o: &Options, runs: &[Run]) -> String {
     let sums: Vec<Summary> = CLIENTS.into_iter().filter_map(|c| summarise(c, runs)).collect();
     let clients = match o.mode {
         Mode::Produce => format!(
-            "rskafka: {} records per produce call, {} calls in flight per partition",
+            "klife: {} batcher(s) per broker; rskafka: {} records per produce call, {} calls in flight per partition",
+            o.klife_batchers,
             o.rskafka_batch(),
             o.rskafka_in_flight
         ),
@@ -582,7 +595,9 @@ mod tests {
         assert_eq!(o.records, 10);
         assert_eq!(o.clients, vec![Client::Klife, Client::Rskafka]);
         assert_eq!(o.partitions, 6);
+        assert_eq!(o.klife_batchers, KLIFE_BATCHERS);
         assert!(Options::parse(Mode::Consume, &["--rounds".to_owned(), "0".to_owned()]).is_err());
+        assert!(Options::parse(Mode::Produce, &["--klife-batchers".to_owned(), "0".to_owned()]).is_err());
         assert!(Options::parse(Mode::Consume, &["--bogus".to_owned()]).is_err());
     }
 

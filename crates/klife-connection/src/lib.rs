@@ -13,7 +13,10 @@
 //!   then uses the highest version both sides support, or fails with
 //!   [`Error::UnsupportedVersion`] naming both ranges.
 //! - Requests are pipelined: up to `max_in_flight` per connection, over
-//!   `connection_count` connections per broker. A request unanswered within
+//!   `connection_count` connections per broker. Requests that must reach a broker in
+//!   the order queued use an ordered lane ([`Cluster::lane_connection`]): a connection
+//!   of its own per lane number. Fetch requests have connections of their own
+//!   ([`Cluster::fetch_connection`]). A request unanswered within
 //!   `request_timeout` fails with [`Error::Timeout`] and closes its connection; a
 //!   broken connection fails its requests in flight with [`Error::Disconnected`]
 //!   (retriable), and the next request reconnects after an exponential backoff with

@@ -24,11 +24,11 @@ use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 use tokio::sync::{Notify, mpsc};
 
-use crate::telemetry;
 use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::{UNKNOWN_PARTITION, check_partition, random_partition_except};
+use crate::telemetry;
 use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
 
 mod flight;

@@ -40,7 +40,11 @@ impl Captured {
     /// Every counter whose key starts with `prefix`, with its value.
     pub fn counters(&self, prefix: &str) -> Vec<(String, u64)> {
         let counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        counters.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed))).collect()
+        counters
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.load(Ordering::Relaxed)))
+            .collect()
     }
 
     /// A histogram's values, in the order recorded.
