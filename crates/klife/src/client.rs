@@ -304,7 +304,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Connections per broker (default 1).
+    /// Connections per broker for ordinary requests, used round-robin (default 1).
+    /// Producer batchers and fetches have connections of their own besides these.
     #[must_use]
     pub fn connection_count(mut self, n: usize) -> Self {
         self.config.connection_count = n;
@@ -363,8 +364,9 @@ impl ClientBuilder {
     /// # async fn run() -> Result<(), klife::Error> {
     /// let mut bulk = klife::ProducerConfig::default();
     /// bulk.linger = std::time::Duration::from_millis(50);
-    /// // Four batchers per broker: partition p of a broker goes to batcher p % 4, and
-    /// // each sends its own Produce requests, with its own in-flight window.
+    /// // Four batchers per broker: a broker's partitions are spread over them, and each
+    /// // sends its own Produce requests on a connection of its own, with its own
+    /// // in-flight window (brokers serve a connection's requests one at a time).
     /// bulk.batchers_per_broker = 4;
     /// let client = klife::Client::builder()
     ///     .bootstrap_servers(["127.0.0.1:9092"])
