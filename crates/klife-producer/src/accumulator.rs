@@ -65,7 +65,7 @@ pub struct AccumulatorConfig {
 impl Default for AccumulatorConfig {
     fn default() -> Self {
         AccumulatorConfig {
-            batch_size: 512 * 1024,
+            batch_size: 1_000_000,
             linger: Duration::from_millis(5),
             compression: Compression::None,
             buffer_memory: 16 * 1024 * 1024,

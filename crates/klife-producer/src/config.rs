@@ -41,9 +41,12 @@ impl Acks {
 pub struct ProducerConfig {
     /// How long a batch waits for more records after its first (default 5 ms).
     pub linger: Duration,
-    /// Bytes of records (uncompressed) that make a batch full (default 512 KiB).
+    /// Bytes of records (uncompressed) that make a batch full (default 1,000,000, as in
+    /// librdkafka: under Kafka's default `message.max.bytes` of 1,048,588; a topic with
+    /// a lower `max.message.bytes` needs a lower value). Under load, batches fill up
+    /// before `linger` ends, and bigger batches cost the broker less per record.
     pub batch_size: usize,
-    /// Most bytes of records buffered across partitions (default 16 MiB, 32 full
+    /// Most bytes of records buffered across partitions (default 16 MiB, 16 full
     /// batches: more only lengthens the queue in front of a busy broker, and records
     /// that wait longer have left the CPU caches by the time they are sent). When full,
     /// `produce` waits for room (up to `delivery_timeout`) and `try_produce` fails.
@@ -84,11 +87,14 @@ pub struct ProducerConfig {
     pub partitioner: Arc<dyn Partitioner>,
 }
 
+/// The default `batch_size`.
+const DEFAULT_BATCH_SIZE: usize = 1_000_000;
+
 impl Default for ProducerConfig {
     fn default() -> Self {
         ProducerConfig {
             linger: Duration::from_millis(5),
-            batch_size: 512 * 1024,
+            batch_size: DEFAULT_BATCH_SIZE,
             buffer_memory: 16 * 1024 * 1024,
             max_record_batch_size: 1024 * 1024,
             compression: Compression::None,
