@@ -94,12 +94,19 @@
 //! Events go through `tracing` under the `klife_testkit` target: `info` when a cluster
 //! starts, `debug` for connections, refused produce batches, injected faults, leader
 //! moves and broker state, `error` only for a response the cluster could not encode (a
-//! bug here). There are no metrics.
+//! bug here). The cluster records no metrics.
+//!
+//! ## Checking metrics
+//!
+//! [`CapturedMetrics`](crate::metrics::CapturedMetrics) is a `metrics` recorder that keeps what it is given, so
+//! that a test can check what klife recorded (see the metric names in each crate's
+//! `telemetry` module).
 
 mod cluster;
 mod error;
 mod handlers;
 mod log;
+pub mod metrics;
 mod records;
 mod sasl;
 mod server;

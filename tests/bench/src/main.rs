@@ -77,11 +77,11 @@ fn run(args: &[String]) -> Result<(), String> {
         "create-topic" => create_topic(opts),
         "klife-produce" => {
             let workers = workers(&mut opts)?;
-            let stats = if opts.opt_parse("stats")?.unwrap_or(false) { Some(stats::Stats::install()?) } else { None };
+            let stats = if opts.opt_parse("stats")?.unwrap_or(false) { Some(stats::install()?) } else { None };
             let settings = klife_produce::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(klife_produce::run(settings))?;
-            if let Some(stats) = stats {
-                stats.print();
+            if let Some(captured) = &stats {
+                stats::print(captured);
             }
             report.print()
         }

@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
-pub mod metrics;
 pub mod peer;
 pub mod raw;
 pub mod scripted_fetch;

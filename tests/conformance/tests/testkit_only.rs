@@ -394,7 +394,7 @@ async fn keyless_records_fill_one_batch_then_move_to_another_partition() {
 #[test]
 fn the_producer_records_its_metrics() {
     use klife_producer::telemetry::*;
-    let captured = klife_conformance::metrics::Captured::default();
+    let captured = klife_testkit::metrics::CapturedMetrics::default();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     metrics::with_local_recorder(&captured, || {
         rt.block_on(async {
