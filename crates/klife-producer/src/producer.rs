@@ -106,6 +106,11 @@ struct PartitionSend {
     /// that knows nothing of a producer accepts any sequence from it, so a batch sent
     /// behind a first one that fails would be written before it.
     confirmed: Option<(i64, i16)>,
+    /// The batcher its last batch went out on. While it has batches in flight to that
+    /// broker, the partition stays on it, even if the broker count (and with it
+    /// [`batcher_of`]) changed: its next batch must not overtake them on another
+    /// connection.
+    batcher: Option<BatcherId>,
 }
 
 impl PartitionSend {
@@ -700,7 +705,10 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             continue;
         }
         let leader = metadata.leader(&tp.topic, tp.partition).map(|(b, _)| b.node_id);
-        let batcher = batcher_of(&tp.topic, tp.partition, config.batchers_per_broker, metadata.brokers.len());
+        let batcher = match ps.batcher {
+            Some((b, i)) if !ps.in_flight.is_empty() && leader == Some(b) => i,
+            _ => batcher_of(&tp.topic, tp.partition, config.batchers_per_broker, metadata.brokers.len()),
+        };
         if let Some(l) = leader {
             let busy = state.requests.get(&(l, batcher)).copied().unwrap_or(0) >= config.max_in_flight_per_broker;
             if busy && !per_batcher.contains_key(&(l, batcher)) {
@@ -775,6 +783,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             }
         }
         ps.in_flight.push((flight.order, current));
+        ps.batcher = Some((leader, batcher));
         // One batch of a partition per request: a further ready one goes in the next.
         more |=
             !retry && ps.confirmed == current && ps.in_flight.len() < per_partition && acc.is_ready(&tp, now, flush);
