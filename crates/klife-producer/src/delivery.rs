@@ -4,7 +4,12 @@
 //! ([`BatchCompletion::complete`]) and each record's [`DeliveryFuture`] reads its own
 //! outcome from the shared result (its offset is the batch's base offset plus its
 //! position). Waiting tasks are woken once per batch, and no record needs a channel.
+//!
+//! A batch the broker refuses as too large is split and its halves sent again
+//! ([`BatchCompletion::split`]): each half settles its own records, and the batch's
+//! futures wake once every piece is settled.
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
@@ -27,34 +32,29 @@ pub(crate) struct Written {
     pub(crate) append_time: i64,
 }
 
+/// How a batch's records were settled.
+#[derive(Debug)]
+enum Settlement {
+    /// All together.
+    Whole(Result<Written, ProduceError>),
+    /// In pieces (the batch was split): the record number each piece starts at, and its
+    /// result, in record order.
+    Pieces(Vec<(i64, Result<Written, ProduceError>)>),
+}
+
 /// The shared result of one batch.
 #[derive(Debug, Default)]
 struct BatchResult {
-    result: OnceLock<Result<Written, ProduceError>>,
+    result: OnceLock<Settlement>,
     /// Tasks waiting for the result; taken (and woken) when it is set.
     wakers: Mutex<Vec<Waker>>,
 }
 
-/// The producer's side of a batch's result: settles every record of the batch at once.
-/// Dropped without [`complete`](Self::complete) (the producer went away with the
-/// batch), it fails the records with [`ProduceError::Closed`].
-#[derive(Debug, Default)]
-pub(crate) struct BatchCompletion {
-    shared: Arc<BatchResult>,
-}
-
-impl BatchCompletion {
-    /// The future of the batch's record number `index`, with its create time.
-    pub(crate) fn future(&self, index: usize, timestamp: i64) -> DeliveryFuture {
-        DeliveryFuture {
-            kind: Kind::Batch { shared: self.shared.clone(), index: index as i64, timestamp, waker_slot: None },
-        }
-    }
-
+impl BatchResult {
     /// Settles the batch (a second call changes nothing) and wakes its waiters.
-    pub(crate) fn complete(&self, result: Result<Written, ProduceError>) {
-        if self.shared.result.set(result).is_ok() {
-            let wakers = std::mem::take(&mut *self.shared.wakers.lock().unwrap_or_else(PoisonError::into_inner));
+    fn settle(&self, settlement: Settlement) {
+        if self.result.set(settlement).is_ok() {
+            let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
             for w in wakers {
                 w.wake();
             }
@@ -62,9 +62,113 @@ impl BatchCompletion {
     }
 }
 
+/// The pieces of a split batch: their results so far, by the record number each
+/// starts at. The batch is settled once every piece is.
+#[derive(Debug)]
+struct Pieces {
+    batch: Arc<BatchResult>,
+    results: Mutex<BTreeMap<i64, Option<Result<Written, ProduceError>>>>,
+}
+
+impl Pieces {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Option<Result<Written, ProduceError>>>> {
+        self.results.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Settles the piece starting at record `start` (a second call changes nothing);
+    /// the last piece settles the batch.
+    fn complete(&self, start: i64, result: Result<Written, ProduceError>) {
+        let mut results = self.lock();
+        match results.get_mut(&start) {
+            Some(slot @ None) => *slot = Some(result),
+            _ => return,
+        }
+        if results.values().all(Option::is_some) {
+            let pieces = std::mem::take(&mut *results).into_iter().filter_map(|(s, r)| r.map(|r| (s, r))).collect();
+            drop(results);
+            self.batch.settle(Settlement::Pieces(pieces));
+        }
+    }
+}
+
+/// The producer's side of a batch's result: settles every record of the batch at once.
+/// Dropped without [`complete`](Self::complete) (the producer went away with the
+/// batch), it fails the records with [`ProduceError::Closed`].
+#[derive(Debug)]
+pub(crate) struct BatchCompletion {
+    kind: Completion,
+}
+
+#[derive(Debug)]
+enum Completion {
+    /// A whole batch.
+    Whole(Arc<BatchResult>),
+    /// The records of a split batch from record number `start` on, up to the next
+    /// piece's start.
+    Piece { pieces: Arc<Pieces>, start: i64 },
+    /// Split into pieces that settle its records.
+    Split,
+}
+
+impl Default for BatchCompletion {
+    fn default() -> Self {
+        BatchCompletion { kind: Completion::Whole(Arc::default()) }
+    }
+}
+
+impl BatchCompletion {
+    /// The future of the batch's record number `index`, with its create time.
+    pub(crate) fn future(&self, index: usize, timestamp: i64) -> DeliveryFuture {
+        let shared = match &self.kind {
+            Completion::Whole(batch) => batch.clone(),
+            Completion::Piece { pieces, .. } => pieces.batch.clone(),
+            Completion::Split => Arc::default(),
+        };
+        DeliveryFuture { kind: Kind::Batch { shared, index: index as i64, timestamp, waker_slot: None } }
+    }
+
+    /// Settles the batch, or this piece of it (a second call changes nothing), and
+    /// wakes the waiters once the whole batch is settled.
+    pub(crate) fn complete(&self, result: Result<Written, ProduceError>) {
+        match &self.kind {
+            Completion::Whole(batch) => batch.settle(Settlement::Whole(result)),
+            Completion::Piece { pieces, start } => pieces.complete(*start, result),
+            Completion::Split => {}
+        }
+    }
+
+    /// Splits the completion of `records` records after the first `at` of them: the
+    /// two halves settle their own records, offsets counted from each half's base. The
+    /// futures already handed out keep working.
+    pub(crate) fn split(mut self, at: usize) -> (BatchCompletion, BatchCompletion) {
+        let at = at as i64;
+        let (pieces, start) = match std::mem::replace(&mut self.kind, Completion::Split) {
+            Completion::Whole(batch) => {
+                let pieces = Arc::new(Pieces { batch, results: Mutex::new(BTreeMap::from([(0, None)])) });
+                (pieces, 0)
+            }
+            Completion::Piece { pieces, start } => (pieces, start),
+            // Not reachable (`self` is consumed), and harmless: nothing waits on it.
+            Completion::Split => (Arc::new(Pieces { batch: Arc::default(), results: Mutex::default() }), 0),
+        };
+        pieces.lock().insert(start + at, None);
+        let second = BatchCompletion { kind: Completion::Piece { pieces: pieces.clone(), start: start + at } };
+        (BatchCompletion { kind: Completion::Piece { pieces, start } }, second)
+    }
+
+    /// Whether the records it settles are settled already.
+    fn is_settled(&self) -> bool {
+        match &self.kind {
+            Completion::Whole(batch) => batch.result.get().is_some(),
+            Completion::Piece { pieces, start } => !matches!(pieces.lock().get(start), Some(None)),
+            Completion::Split => true,
+        }
+    }
+}
+
 impl Drop for BatchCompletion {
     fn drop(&mut self) {
-        if self.shared.result.get().is_none() {
+        if !self.is_settled() {
             self.complete(Err(ProduceError::Closed));
         }
     }
@@ -97,7 +201,18 @@ impl DeliveryFuture {
 }
 
 /// A record's outcome from its batch's.
-fn outcome(result: &Result<Written, ProduceError>, index: i64, timestamp: i64) -> Outcome {
+fn outcome(settlement: &Settlement, index: i64, timestamp: i64) -> Outcome {
+    let (result, index) = match settlement {
+        Settlement::Whole(result) => (result, index),
+        Settlement::Pieces(pieces) => {
+            // The last piece starting at or before the record holds it.
+            let at = pieces.partition_point(|(start, _)| *start <= index).saturating_sub(1);
+            match pieces.get(at) {
+                Some((start, result)) => (result, index - start),
+                None => return Err(ProduceError::Closed),
+            }
+        }
+    };
     match result {
         Ok(w) => Ok(RecordMetadata {
             topic: w.topic.clone(),
@@ -214,5 +329,42 @@ mod tests {
         tokio::task::yield_now().await;
         c.complete(Ok(written(0, -1)));
         assert_eq!(waiting.await.unwrap(), 50);
+    }
+
+    #[tokio::test]
+    async fn a_split_batch_settles_each_piece_from_its_own_base() {
+        let c = BatchCompletion::default();
+        let futures: Vec<_> = (0..6).map(|i| c.future(i, 100 + i as i64)).collect();
+        let (first, rest) = c.split(2);
+        // The second piece is split again: records 2-3 and 4-5.
+        let (second, third) = rest.split(2);
+        let waiting = tokio::spawn(async move {
+            let mut out = Vec::new();
+            for f in futures {
+                out.push(f.await);
+            }
+            out
+        });
+        tokio::task::yield_now().await;
+        third.complete(Ok(written(70, -1)));
+        first.complete(Ok(written(50, -1)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "records wait for every piece");
+        second.complete(Err(ProduceError::Encode("refused".into())));
+        let out = waiting.await.unwrap();
+        let offsets: Vec<_> = out.iter().map(|r| r.as_ref().map(|m| m.offset).map_err(|_| ())).collect();
+        assert_eq!(offsets, [Ok(50), Ok(51), Err(()), Err(()), Ok(70), Ok(71)]);
+        assert_eq!(out[5].as_ref().unwrap().timestamp, 105);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_piece_fails_only_its_records() {
+        let c = BatchCompletion::default();
+        let (a, b) = (c.future(0, 0), c.future(1, 0));
+        let (first, second) = c.split(1);
+        first.complete(Ok(written(9, -1)));
+        drop(second);
+        assert_eq!(a.await.unwrap().offset, 9);
+        assert!(matches!(b.await, Err(ProduceError::Closed)));
     }
 }

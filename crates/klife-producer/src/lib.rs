@@ -29,8 +29,11 @@
 //! - **Retries.** Retriable failures (leader moves, timeouts, broken connections, a
 //!   broker down) are retried after `retry_backoff`, until `delivery_timeout` has passed
 //!   since the record was produced: then [`ProduceError::DeliveryTimeout`], with the last
-//!   error seen. Other broker errors fail the batch at once
-//!   ([`ProduceError::Broker`], with the code).
+//!   error seen. A batch over the broker's size limit (the topic's `max.message.bytes`,
+//!   which the producer does not know) is split in halves that are sent again in its
+//!   place, down to single records: only a record too large by itself fails, with
+//!   [`ProduceError::Broker`] and code MESSAGE_TOO_LARGE. Other broker errors fail the
+//!   batch at once ([`ProduceError::Broker`], with the code).
 //! - **Memory bound.** Buffered records hold at most `buffer_memory` bytes. When it is
 //!   full, `produce` waits for room (up to the delivery timeout) and
 //!   [`Producer::try_produce`] fails at once with [`ProduceError::BufferFull`].

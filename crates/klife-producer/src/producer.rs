@@ -33,7 +33,7 @@ use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
 
 mod flight;
 
-use flight::{Body, Flight};
+use flight::{Body, Flight, Order};
 
 /// Highest Produce version used: v12+ names topics by id.
 const PRODUCE_MAX_VERSION: i16 = 11;
@@ -93,7 +93,7 @@ fn batcher_of(topic: &str, partition: i32, batchers: usize, brokers: usize) -> u
 struct PartitionSend {
     /// Batches in flight: their take order and the producer id and epoch they are
     /// stamped with.
-    in_flight: Vec<(u64, Option<(i64, i16)>)>,
+    in_flight: Vec<(Order, Option<(i64, i16)>)>,
     /// Batches waiting to be sent again, in take order. While there are any, nothing
     /// newer of the partition is sent, and they go one at a time once the partition has
     /// nothing else in flight: they are written in their order, and a batch whose
@@ -123,7 +123,7 @@ impl PartitionSend {
     /// Whether a batch taken before `order` is still unsettled (in flight or waiting to
     /// be sent again): a sequence error of batch `order` is then the echo of that one's
     /// failure, not a fault of its own.
-    fn earlier_pending(&self, order: u64) -> bool {
+    fn earlier_pending(&self, order: Order) -> bool {
         self.in_flight.iter().any(|(o, _)| *o < order) || self.retries.front().is_some_and(|r| r.order < order)
     }
 
@@ -621,6 +621,9 @@ enum Settled {
     Sequence { code: ErrorCode, message: Option<String> },
     /// Never sent: its bytes could not be finished.
     Invalid(String),
+    /// Half of a batch the broker refused as too large: sent again at once, in its
+    /// batch's place.
+    Resend { code: ErrorCode },
 }
 
 /// Brings the cached partition counts in line with a new metadata snapshot; a topic
@@ -927,6 +930,38 @@ async fn complete(
                         retriable: true,
                     },
                     Some(p) => match ErrorCode::from_code(p.error_code) {
+                        // Over the topic's max.message.bytes (or the broker's
+                        // message.max.bytes): the batch was not written; its halves go
+                        // again in its place, down to single records.
+                        code @ (ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge)
+                            if f.record_count > 1 && !f.maybe_written =>
+                        {
+                            match f.split() {
+                                Ok((first, second)) => {
+                                    tracing::debug!(partition = %first.partition, %code, "splitting a batch the broker refused as too large");
+                                    settled.push((first, Settled::Resend { code }));
+                                    settled.push((second, Settled::Resend { code }));
+                                    continue;
+                                }
+                                Err(unsplit) => {
+                                    let (back, reason) = *unsplit;
+                                    settled.push((
+                                        back,
+                                        Settled::Failed { code, message: Some(reason), retriable: false },
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        code @ ErrorCode::MessageTooLarge if p.error_message.is_none() => Settled::Failed {
+                            code,
+                            message: Some(format!(
+                                "the batch of {} record(s), {} bytes, is over the topic's max.message.bytes or the broker's message.max.bytes",
+                                f.record_count,
+                                f.body.len()
+                            )),
+                            retriable: false,
+                        },
                         ErrorCode::None => Settled::Written { base: p.base_offset, append_time: p.log_append_time_ms },
                         // A retried batch the broker already has: it was written.
                         ErrorCode::DuplicateSequenceNumber => Settled::Written { base: -1, append_time: -1 },
@@ -1042,6 +1077,18 @@ async fn complete(
                 Settled::Failed { code, message, retriable: false } => {
                     ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
                 }
+                Settled::Resend { code } if now.duration_since(f.created) < config.delivery_timeout => {
+                    telemetry::record_retry(code);
+                    f.retry_at = Some(now);
+                    ps.push_retry(f);
+                    continue;
+                }
+                Settled::Resend { code } => ProduceError::DeliveryTimeout {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    timeout: config.delivery_timeout,
+                    last_error: Some(code.to_string()),
+                },
                 Settled::Invalid(reason) => ProduceError::Encode(reason),
             };
             if let Some(acc) = state.acc.as_mut() {

@@ -124,6 +124,12 @@ impl Broker {
         } else {
             assert_eq!(partitions, 4, "the mock cluster auto-creates topics with 4 partitions");
         }
+        self.await_topic(client, name, partitions).await;
+    }
+
+    /// Waits until the client's metadata has the topic with `partitions` partitions,
+    /// each with a leader.
+    pub async fn await_topic(self, client: &klife::Client, name: &str, partitions: i32) {
         for _ in 0..50 {
             let m = client.cluster().add_topics(&[name]).await.unwrap();
             if m.topic(name).is_some_and(|t| {

@@ -15,6 +15,7 @@ use klife_protocol::Compression;
 
 klife_conformance::against_every_broker!(
     acknowledged_records_are_in_the_log_once_in_order,
+    a_record_over_the_topics_limit_fails_alone,
     bad_records_are_refused_without_harming_others,
     the_client_produces_through_its_default_producer,
 );
@@ -107,6 +108,72 @@ async fn acknowledged_records_are_in_the_log_once_in_order(broker: Broker) {
         let batch = raw::fetch_batches(client.cluster(), &topic, 0, 0).await;
         assert_eq!(batch.first().map(|b| b.compression()), Some(codec));
     }
+    client.close().await;
+}
+
+/// A batch over the topic's `max.message.bytes` is split and sent again in pieces: only
+/// the record too large by itself fails, the others are written once, in order. (The
+/// mock cluster has no topic configs: it is told to refuse a Produce request as too
+/// large instead, and then every record is written. Tansu 0.6 keeps the config but does
+/// not enforce it: every record is written there too.)
+async fn a_record_over_the_topics_limit_fails_alone(broker: Broker) {
+    let enforced = matches!(broker, Broker::Testkit | Broker::Kafka);
+    let mut private_mock = None;
+    let client = if broker == Broker::RdkafkaMock {
+        let mock = private_mock.insert(MockCluster::start(1, &[("limit", 1)]));
+        klife::Client::builder().bootstrap_servers(mock.addresses()).build().await.unwrap()
+    } else {
+        broker.client().await
+    };
+    let topic = if broker == Broker::RdkafkaMock { "limit".to_owned() } else { unique_topic("limit") };
+    if broker != Broker::RdkafkaMock {
+        let created = client
+            .create_topics(vec![klife::NewTopic::new(&topic, 1).config("max.message.bytes", "3000")])
+            .await
+            .unwrap();
+        assert!(created.iter().all(|(_, r)| r.is_ok()), "{created:?}");
+        broker.await_topic(&client, &topic, 1).await;
+    }
+    let producer = Producer::new(client.cluster().clone(), {
+        let mut c = config();
+        // Everything below goes into one batch.
+        c.linger = Duration::from_millis(200);
+        c.batch_size = 64 * 1024;
+        c
+    })
+    .await
+    .unwrap();
+    let value = |i: usize, size: usize| {
+        let mut v = format!("record-{i:03}-").into_bytes();
+        v.resize(size, b'.');
+        Bytes::from(v)
+    };
+    let big = 20;
+    let records: Vec<ProducerRecord> = (0..41)
+        .map(|i| ProducerRecord::new(topic.clone(), value(i, if i == big { 5_000 } else { 150 })).with_partition(0))
+        .collect();
+    if let Some(mock) = private_mock.as_mut() {
+        // MESSAGE_TOO_LARGE for the next Produce request.
+        mock.command("errors 0 10");
+    }
+    let results = producer.produce_batch(records.clone()).await;
+    let mut acked = Vec::new();
+    for (i, (result, sent)) in results.into_iter().zip(&records).enumerate() {
+        match result {
+            Ok(meta) => acked.push((meta, sent.clone())),
+            Err(e) if i == big && enforced => {
+                assert_eq!(e.error_code(), Some(klife_protocol::ErrorCode::MessageTooLarge), "{e}");
+                assert!(e.to_string().contains(&format!("{topic}-0")), "{e}");
+            }
+            Err(e) => panic!("record {i}: {e}"),
+        }
+    }
+    let expected = if enforced { 40 } else { 41 };
+    assert_eq!(acked.len(), expected, "every record but the one too large is written");
+    let offsets: Vec<i64> = acked.iter().map(|(m, _)| m.offset).collect();
+    assert_eq!(offsets, (0..expected as i64).collect::<Vec<_>>(), "in order, once each");
+    producer.close().await;
+    verify_log(client.cluster(), &topic, &acked).await;
     client.close().await;
 }
 
