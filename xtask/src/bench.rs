@@ -7,7 +7,8 @@
 //! measured over each client's run.
 //!
 //! Every run gets a freshly started Tansu (its memory storage never shrinks) and a new
-//! topic; the clients' order rotates from round to round. The client processes print one
+//! topic; the clients' order rotates from round to round, after one uncounted warm-up
+//! run of the first client (logged with round number `rounds`). The client processes print one
 //! JSON line each (records, bytes, elapsed_s, cpu_user_s, cpu_sys_s, max_rss_kb); the
 //! broker's CPU time is read from `/proc` before it is stopped. Every run's line is also
 //! appended to `target/bench/produce.jsonl`.
@@ -30,16 +31,16 @@ pub const USAGE: &str =
   defaults: 2000000 records of 100 bytes, 6 partitions, 3 rounds, every client, rskafka
   batches of about 1 MB of values with 4 produce calls in flight per partition;
   klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it)
-  and its default producer settings but 2 batchers per broker (Tansu, like Kafka, serves
+  and its default producer settings but 3 batchers per broker (Tansu, like Kafka, serves
   a connection's requests one at a time; --klife-batchers sets batchers_per_broker);
-  for 1 KB records: --value-size 1000 --records 500000;
+  for 1 KB records: --value-size 1024 --records 1000000;
   consume: klife's standalone Consumer, librdkafka's BaseConsumer (assign + poll) and an
   rskafka fetch loop per partition, all from offset 0
 ";
 
 /// klife's `batchers_per_broker` in the produce runs unless `--klife-batchers` says
 /// otherwise.
-const KLIFE_BATCHERS: usize = 2;
+const KLIFE_BATCHERS: usize = 3;
 
 /// Which side is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +94,7 @@ struct Options {
     rskafka_in_flight: usize,
     /// Worker threads of klife's tokio runtime; `None`: one per CPU (tokio's default).
     klife_workers: Option<usize>,
-    /// klife's `batchers_per_broker` (default 2: a broker serves one request per
+    /// klife's `batchers_per_broker` (default 3: a broker serves one request per
     /// connection at a time, and each batcher has a connection of its own).
     klife_batchers: usize,
 }
@@ -549,6 +550,18 @@ fn bench(root: &Path, o: &Options) -> Result<(), String> {
         o.rounds,
         cpu_model()
     );
+    // One run before the rounds, not counted: the first process on a cold machine
+    // (page cache, allocator, CPU caches) runs slower, and it would always be round 1's
+    // first client.
+    let warm_up = o.clients[0];
+    let run = match o.mode {
+        Mode::Consume => {
+            let (tansu, topic) = filled_broker(root, o, o.rounds)?;
+            run_client(root, o, warm_up, o.rounds, ticks, &tansu, &topic)?
+        }
+        Mode::Produce => run_once(root, o, warm_up, o.rounds, ticks)?,
+    };
+    eprintln!("    warm-up  {:>10}: {:>9.0} records/s (not counted)", warm_up.name(), run.records_per_s());
     let mut runs = Vec::new();
     for round in 0..o.rounds {
         let k = round % o.clients.len();
