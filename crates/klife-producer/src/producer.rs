@@ -939,6 +939,7 @@ async fn complete(
                             match f.split() {
                                 Ok((first, second)) => {
                                     tracing::debug!(partition = %first.partition, %code, "splitting a batch the broker refused as too large");
+                                    telemetry::record_split();
                                     settled.push((first, Settled::Resend { code }));
                                     settled.push((second, Settled::Resend { code }));
                                     continue;

@@ -9,11 +9,12 @@
 //! | `klife_produce_batch_records` | histogram | | records in each batch sent |
 //! | `klife_produce_batch_bytes` | histogram | | encoded size of each batch sent |
 //! | `klife_produce_records_total` | counter | `outcome`: `written`, `failed` | records settled, by outcome |
-//! | `klife_produce_batch_retries_total` | counter | `error`: the error code's name | batches to be sent again after a retriable failure |
+//! | `klife_produce_batch_retries_total` | counter | `error`: the error code's name | batches to be sent again after a retriable failure; the two halves of a split batch count here with `MESSAGE_TOO_LARGE` (or `RECORD_LIST_TOO_LARGE`) |
+//! | `klife_produce_batch_splits_total` | counter | | batches split in two because the broker refused them as too large |
 //! | `klife_produce_producer_id_resets_total` | counter | | producer ids replaced after a sequence error |
 //! | `klife_produce_buffer_full_total` | counter | `action`: `waited`, `refused` | records that found `buffer_memory` full: waited for room, or refused (`try_produce`, or the delivery timeout passed) |
 //!
-//! Tracing, under the `klife_producer` target: batch retries at `debug`, producer id
+//! Tracing, under the `klife_producer` target: batch retries and splits at `debug`, producer id
 //! resets at `info`, failed resets at `warn`.
 
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub const PRODUCE_BATCH_BYTES: &str = "klife_produce_batch_bytes";
 pub const PRODUCE_RECORDS_TOTAL: &str = "klife_produce_records_total";
 /// Counter: batches to be sent again, labelled `error` (the error code's name).
 pub const PRODUCE_BATCH_RETRIES_TOTAL: &str = "klife_produce_batch_retries_total";
+/// Counter: batches split in two because the broker refused them as too large.
+pub const PRODUCE_BATCH_SPLITS_TOTAL: &str = "klife_produce_batch_splits_total";
 /// Counter: producer ids replaced after a sequence error.
 pub const PRODUCE_PRODUCER_ID_RESETS_TOTAL: &str = "klife_produce_producer_id_resets_total";
 /// Counter: records that found the buffer full, labelled `action` (`waited`, `refused`).
@@ -73,6 +76,10 @@ pub(crate) fn record_settled(written: u64, failed: u64) {
 
 pub(crate) fn record_retry(code: ErrorCode) {
     metrics::counter!(PRODUCE_BATCH_RETRIES_TOTAL, "error" => code.name()).increment(1);
+}
+
+pub(crate) fn record_split() {
+    metrics::counter!(PRODUCE_BATCH_SPLITS_TOTAL).increment(1);
 }
 
 pub(crate) fn record_producer_id_reset() {

@@ -438,3 +438,39 @@ fn the_producer_records_its_metrics() {
     assert_eq!(captured.counter(&format!("{PRODUCE_BUFFER_FULL_TOTAL}{{action=refused}}")), 1);
     assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
 }
+
+/// A batch over the topic's `max.message.bytes` is split (and counted so) until its
+/// pieces fit; a record too large by itself fails alone.
+#[test]
+fn a_batch_too_large_for_the_broker_is_split() {
+    use klife_producer::telemetry::*;
+    let captured = klife_testkit::metrics::CapturedMetrics::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&captured, || {
+        rt.block_on(async {
+            let fake = FakeCluster::builder().brokers(1).max_message_bytes(600).topic("s", 1).start().await.unwrap();
+            let client = client(&fake).await;
+            let mut c = config();
+            c.linger = Duration::from_millis(50);
+            let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+            // Eight records of 100 B make a batch of about 950 bytes: two halves of four fit.
+            let records: Vec<ProducerRecord> =
+                (0..8).map(|i| ProducerRecord::new("s", format!("{i:0>100}")).with_partition(0)).collect();
+            let offsets: Vec<i64> =
+                producer.produce_batch(records).await.into_iter().map(|r| r.unwrap().offset).collect();
+            assert_eq!(offsets, (0..8).collect::<Vec<_>>());
+            let err =
+                producer.produce(ProducerRecord::new("s", vec![b'x'; 1_000]).with_partition(0)).await.unwrap_err();
+            assert_eq!(err.error_code(), Some(ErrorCode::MessageTooLarge), "{err}");
+            assert!(err.to_string().contains("max.message.bytes"), "{err}");
+            producer.close().await;
+            client.close().await;
+        });
+    });
+    assert_eq!(captured.counter(PRODUCE_BATCH_SPLITS_TOTAL), 1);
+    assert_eq!(captured.counter(&format!("{PRODUCE_BATCH_RETRIES_TOTAL}{{error=MESSAGE_TOO_LARGE}}")), 2);
+    assert_eq!(captured.histogram(PRODUCE_BATCH_RECORDS), vec![8.0, 4.0, 4.0, 1.0]);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=written}}")), 8);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=failed}}")), 1);
+    assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
+}
