@@ -389,40 +389,45 @@ async fn keyless_records_fill_one_batch_then_move_to_another_partition() {
     client.close().await;
 }
 
-/// The producer's metrics (`klife_producer::telemetry`): recorded into a local recorder
-/// around a current-thread runtime, so that every task of the test records into it.
+/// Runs `work` on a current-thread runtime with a recorder of its own (a local recorder
+/// around the runtime, so that every task of the test records into it), and returns
+/// what it recorded.
+fn metrics_of(work: impl Future<Output = ()>) -> klife_testkit::metrics::CapturedMetrics {
+    let captured = klife_testkit::metrics::CapturedMetrics::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&captured, || rt.block_on(work));
+    captured
+}
+
+/// The producer's metrics (`klife_producer::telemetry`).
 #[test]
 fn the_producer_records_its_metrics() {
     use klife_producer::telemetry::*;
-    let captured = klife_testkit::metrics::CapturedMetrics::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    metrics::with_local_recorder(&captured, || {
-        rt.block_on(async {
-            let fake = FakeCluster::builder().brokers(1).topic("m", 3).start().await.unwrap();
-            let client = client(&fake).await;
-            let mut c = config();
-            c.linger = Duration::from_millis(50);
-            let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
-            // 30 records over 3 partitions in one request; the first attempt is refused.
-            fake.inject_errors(ApiKey::Produce, &[ErrorCode::NotEnoughReplicas], None);
-            let records: Vec<ProducerRecord> =
-                (0..30).map(|i| ProducerRecord::new("m", format!("v{i}")).with_partition(i % 3)).collect();
-            for r in producer.produce_batch(records).await {
-                r.unwrap();
-            }
-            // A record the broker refuses for good.
-            fake.inject_errors(ApiKey::Produce, &[ErrorCode::TopicAuthorizationFailed], None);
-            producer.produce(ProducerRecord::new("m", "refused").with_partition(0)).await.unwrap_err();
-            producer.close().await;
-            // A buffer too small for its record: refused by try_produce.
-            let mut small = config();
-            small.buffer_memory = 64;
-            let tiny = Producer::new(client.cluster().clone(), small).await.unwrap();
-            let big = ProducerRecord::new("m", vec![0u8; 256]).with_partition(0);
-            assert!(tiny.try_produce(big).await.is_err());
-            tiny.close().await;
-            client.close().await;
-        });
+    let captured = metrics_of(async {
+        let fake = FakeCluster::builder().brokers(1).topic("m", 3).start().await.unwrap();
+        let client = client(&fake).await;
+        let mut c = config();
+        c.linger = Duration::from_millis(50);
+        let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+        // 30 records over 3 partitions in one request; the first attempt is refused.
+        fake.inject_errors(ApiKey::Produce, &[ErrorCode::NotEnoughReplicas], None);
+        let records: Vec<ProducerRecord> =
+            (0..30).map(|i| ProducerRecord::new("m", format!("v{i}")).with_partition(i % 3)).collect();
+        for r in producer.produce_batch(records).await {
+            r.unwrap();
+        }
+        // A record the broker refuses for good.
+        fake.inject_errors(ApiKey::Produce, &[ErrorCode::TopicAuthorizationFailed], None);
+        producer.produce(ProducerRecord::new("m", "refused").with_partition(0)).await.unwrap_err();
+        producer.close().await;
+        // A buffer too small for its record: refused by try_produce.
+        let mut small = config();
+        small.buffer_memory = 64;
+        let tiny = Producer::new(client.cluster().clone(), small).await.unwrap();
+        let big = ProducerRecord::new("m", vec![0u8; 256]).with_partition(0);
+        assert!(tiny.try_produce(big).await.is_err());
+        tiny.close().await;
+        client.close().await;
     });
     assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=written}}")), 30);
     assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=failed}}")), 1);
@@ -444,28 +449,22 @@ fn the_producer_records_its_metrics() {
 #[test]
 fn a_batch_too_large_for_the_broker_is_split() {
     use klife_producer::telemetry::*;
-    let captured = klife_testkit::metrics::CapturedMetrics::default();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    metrics::with_local_recorder(&captured, || {
-        rt.block_on(async {
-            let fake = FakeCluster::builder().brokers(1).max_message_bytes(600).topic("s", 1).start().await.unwrap();
-            let client = client(&fake).await;
-            let mut c = config();
-            c.linger = Duration::from_millis(50);
-            let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
-            // Eight records of 100 B make a batch of about 950 bytes: two halves of four fit.
-            let records: Vec<ProducerRecord> =
-                (0..8).map(|i| ProducerRecord::new("s", format!("{i:0>100}")).with_partition(0)).collect();
-            let offsets: Vec<i64> =
-                producer.produce_batch(records).await.into_iter().map(|r| r.unwrap().offset).collect();
-            assert_eq!(offsets, (0..8).collect::<Vec<_>>());
-            let err =
-                producer.produce(ProducerRecord::new("s", vec![b'x'; 1_000]).with_partition(0)).await.unwrap_err();
-            assert_eq!(err.error_code(), Some(ErrorCode::MessageTooLarge), "{err}");
-            assert!(err.to_string().contains("max.message.bytes"), "{err}");
-            producer.close().await;
-            client.close().await;
-        });
+    let captured = metrics_of(async {
+        let fake = FakeCluster::builder().brokers(1).max_message_bytes(600).topic("s", 1).start().await.unwrap();
+        let client = client(&fake).await;
+        let mut c = config();
+        c.linger = Duration::from_millis(50);
+        let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
+        // Eight records of 100 B make a batch of about 950 bytes: two halves of four fit.
+        let records: Vec<ProducerRecord> =
+            (0..8).map(|i| ProducerRecord::new("s", format!("{i:0>100}")).with_partition(0)).collect();
+        let offsets: Vec<i64> = producer.produce_batch(records).await.into_iter().map(|r| r.unwrap().offset).collect();
+        assert_eq!(offsets, (0..8).collect::<Vec<_>>());
+        let err = producer.produce(ProducerRecord::new("s", vec![b'x'; 1_000]).with_partition(0)).await.unwrap_err();
+        assert_eq!(err.error_code(), Some(ErrorCode::MessageTooLarge), "{err}");
+        assert!(err.to_string().contains("max.message.bytes"), "{err}");
+        producer.close().await;
+        client.close().await;
     });
     assert_eq!(captured.counter(PRODUCE_BATCH_SPLITS_TOTAL), 1);
     assert_eq!(captured.counter(&format!("{PRODUCE_BATCH_RETRIES_TOTAL}{{error=MESSAGE_TOO_LARGE}}")), 2);
