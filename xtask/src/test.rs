@@ -1,8 +1,102 @@
 //! `cargo xtask test`: every check CI runs, in order, stopping at the first failure.
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
+
+/// The suite that kills and restarts Kafka's nodes: it runs alone, after the others.
+const FAULTS_ON_KAFKA: &str = "kafka_faults";
+
+/// The brokers a test's name can name, as a path segment (`case::kafka`, `kafka::case`;
+/// and `kafka_faults::case`), and how the summary calls them.
+const BROKERS: [(&str, &str); 4] = [
+    ("kafka", "Apache Kafka"),
+    ("tansu", "Tansu"),
+    ("rdkafka_mock", "the librdkafka mock cluster"),
+    ("testkit", "klife-testkit (shared cluster)"),
+];
+
+/// How many tests passed, by the broker they ran against.
+#[derive(Debug, Default)]
+struct Counts {
+    by_broker: [usize; BROKERS.len()],
+    other: usize,
+    failed: usize,
+    ignored: usize,
+}
+
+impl Counts {
+    fn add(&mut self, other: Counts) {
+        for (a, b) in self.by_broker.iter_mut().zip(other.by_broker) {
+            *a += b;
+        }
+        self.other += other.other;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Counts one line of libtest's output (`test NAME ... ok`).
+    fn line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test ") else { return };
+        let Some((name, outcome)) = rest.rsplit_once(" ... ") else { return };
+        match outcome.trim() {
+            "ok" => {}
+            "FAILED" => {
+                self.failed += 1;
+                return;
+            }
+            o if o.starts_with("ignored") => {
+                self.ignored += 1;
+                return;
+            }
+            _ => return,
+        }
+        let name = name.split_whitespace().next().unwrap_or(name);
+        let broker = BROKERS.iter().position(|(word, _)| {
+            name.split("::").any(|segment| segment == *word || (*word == "kafka" && segment == FAULTS_ON_KAFKA))
+        });
+        match broker {
+            Some(i) => self.by_broker[i] += 1,
+            None => self.other += 1,
+        }
+    }
+
+    fn summary(&self) -> String {
+        let mut s = String::from("tests passed, by broker:\n");
+        for ((_, name), n) in BROKERS.iter().zip(self.by_broker) {
+            s.push_str(&format!("    {n:>5}  against {name}\n"));
+        }
+        s.push_str(&format!(
+            "    {:>5}  others (unit and property tests, private klife-testkit and mock clusters, scripted peers)\n",
+            self.other
+        ));
+        s.push_str(&format!("    {:>5}  ignored (each says why)", self.ignored));
+        s
+    }
+}
+
+/// Runs a `cargo test` step, passing its output through and counting the tests that
+/// passed against each broker.
+fn run_counted(root: &Path, title: &str, cmd: &mut Command) -> Result<Counts, String> {
+    eprintln!("\n==> {title}\n    $ {}", describe(cmd));
+    let started = Instant::now();
+    let mut child = cmd
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{title}: cannot start: {e}"))?;
+    let mut counts = Counts::default();
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            counts.line(&line);
+            println!("{line}");
+        }
+    }
+    let status = child.wait().map_err(|e| format!("{title}: {e}"))?;
+    eprintln!("    ({title}: {:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() { Ok(counts) } else { Err(format!("{title} failed ({status})")) }
+}
 
 /// Runs `cmd` in `root`, echoing it, and fails with its exit status.
 pub fn run_step(root: &Path, title: &str, cmd: &mut Command) -> Result<(), String> {
@@ -48,28 +142,35 @@ pub fn run(root: &Path) -> Result<(), String> {
     run_step(root, "docs", &mut doc)?;
 
     let schemas = crate::default_schemas_dir(root);
-    if schemas.is_dir() {
-        eprintln!("\n==> generated code is current");
-        crate::codegen::run(root, &schemas, true)?;
-    } else {
-        eprintln!(
-            "\n==> generated code: NOT CHECKED, {} does not exist (it holds Kafka's message schemas)",
+    if !schemas.is_dir() {
+        return Err(format!(
+            "the generated-code check needs Kafka's message schemas at {}, beside the repository",
             schemas.display()
-        );
+        ));
     }
+    eprintln!("\n==> generated code is current");
+    crate::codegen::run(root, &schemas, true)?;
 
     {
         // Stopped when `brokers` goes out of scope, whatever happens to the tests.
         let brokers = crate::brokers::start(root)?;
-        let mut tests = cargo(&["test", "--workspace", "--all-targets", "--locked"]);
+        let mut tests = cargo(&["test", "--workspace", "--all-targets", "--locked", "--", "--skip", FAULTS_ON_KAFKA]);
         for (k, v) in &brokers.env {
             tests.env(k, v);
         }
-        run_step(
+        let mut counts = run_counted(
             root,
-            "tests (against Tansu, the librdkafka mock cluster and klife-testkit), benchmarks built and run once",
+            "tests (against Apache Kafka, Tansu, the librdkafka mock cluster and klife-testkit), benchmarks built and run once",
             &mut tests,
         )?;
+        // Faults that stop and start Kafka's nodes run alone, after everything else.
+        let mut faults = cargo(&["test", "-p", "klife-conformance", "--test", FAULTS_ON_KAFKA, "--locked"]);
+        faults.args(["--", "--test-threads", "1"]);
+        for (k, v) in &brokers.env {
+            faults.env(k, v);
+        }
+        counts.add(run_counted(root, "faults on Apache Kafka (nodes killed and restarted)", &mut faults)?);
+        eprintln!("\n{}", counts.summary());
     }
     run_step(root, "doc tests", &mut cargo(&["test", "--workspace", "--doc", "--locked"]))?;
     crate::fuzz::smoke(root)?;

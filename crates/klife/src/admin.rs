@@ -1,14 +1,18 @@
-//! Admin basics: create and delete topics, add partitions, list offsets, describe
-//! the cluster.
+//! Admin basics: create and delete topics, add partitions, move replicas and elect
+//! leaders, list offsets, describe the cluster.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use klife_connection::backoff::Backoff;
 use klife_protocol::messages::DescribeClusterRequest;
+use klife_protocol::messages::alter_partition_reassignments_request::{
+    AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
+};
 use klife_protocol::messages::create_partitions_request::{CreatePartitionsRequest, CreatePartitionsTopic};
 use klife_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest};
 use klife_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
+use klife_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 
 use klife_fetcher::{IsolationLevel, ListedOffset, OffsetSpec};
@@ -49,6 +53,30 @@ impl NewTopic {
     pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.configs.insert(key.into(), value.into());
         self
+    }
+}
+
+/// New replicas for a partition, for [`Client::alter_partition_reassignments`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// The broker ids that will hold the partition; the first is its preferred leader.
+    /// `None` cancels a reassignment in progress.
+    pub replicas: Option<Vec<i32>>,
+}
+
+impl Reassignment {
+    /// Moves `topic`'s `partition` to `replicas` (the first one the preferred leader).
+    pub fn new(topic: impl Into<String>, partition: i32, replicas: Vec<i32>) -> Self {
+        Reassignment { topic: topic.into(), partition, replicas: Some(replicas) }
+    }
+
+    /// Cancels the reassignment in progress of `topic`'s `partition`.
+    pub fn cancel(topic: impl Into<String>, partition: i32) -> Self {
+        Reassignment { topic: topic.into(), partition, replicas: None }
     }
 }
 
@@ -252,6 +280,105 @@ impl Client {
         .await?;
         let _ = self.cluster.add_topics(&[topic]).await;
         Ok(())
+    }
+
+    /// Moves partitions to new replicas (AlterPartitionReassignments, sent to the
+    /// controller). Returns one result per reassignment, in the order given. Kafka
+    /// accepts a reassignment at once and copies data in the background; a new order of
+    /// the same replicas only changes the preferred leader, which
+    /// [`elect_preferred_leaders`](Self::elect_preferred_leaders) then makes leader.
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: &[Reassignment],
+    ) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for r in reassignments {
+            let partition =
+                ReassignablePartition::default().with_partition_index(r.partition).with_replicas(r.replicas.clone());
+            match topics.iter_mut().find(|t| t.name == r.topic) {
+                Some(t) => t.partitions.push(partition),
+                None => topics
+                    .push(ReassignableTopic::default().with_name(r.topic.clone()).with_partitions(vec![partition])),
+            }
+        }
+        let request =
+            AlterPartitionReassignmentsRequest::default().with_timeout_ms(self.broker_timeout_ms()).with_topics(topics);
+        let api = ApiKey::AlterPartitionReassignments;
+        let response = self
+            .with_retries(|| async {
+                let conn = self.cluster.controller().await?;
+                let resp = conn.send(&request).await?;
+                match ErrorCode::from_code(resp.error_code) {
+                    ErrorCode::None => Ok(resp),
+                    code => Err(Error::broker("moving replicas", api, code, resp.error_message.clone())),
+                }
+            })
+            .await?;
+        Ok(reassignments
+            .iter()
+            .map(|r| {
+                let what = format!("moving the replicas of {}-{}", r.topic, r.partition);
+                let answer = response
+                    .responses
+                    .iter()
+                    .filter(|t| t.name == r.topic)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == r.partition);
+                match answer.map(|p| (ErrorCode::from_code(p.error_code), p)) {
+                    None => Err(Error::invalid_argument(format!("{what}: the controller did not answer for it"))),
+                    Some((ErrorCode::None, _)) => Ok(()),
+                    Some((code, p)) => Err(Error::broker(what, api, code, p.error_message.clone())),
+                }
+            })
+            .collect())
+    }
+
+    /// Makes each partition's preferred replica (the first of its replicas) its leader
+    /// (ElectLeaders, preferred election). Returns one result per partition, in the order
+    /// given; a partition already led by its preferred replica is `Ok`.
+    pub async fn elect_preferred_leaders(&self, partitions: &[(&str, i32)]) -> Result<Vec<Result<(), Error>>, Error> {
+        let mut topics: Vec<TopicPartitions> = Vec::new();
+        for (topic, partition) in partitions {
+            match topics.iter_mut().find(|t| t.topic == *topic) {
+                Some(t) => t.partitions.push(*partition),
+                None => topics
+                    .push(TopicPartitions::default().with_topic((*topic).to_owned()).with_partitions(vec![*partition])),
+            }
+        }
+        let request = ElectLeadersRequest::default()
+            .with_election_type(0)
+            .with_topic_partitions(Some(topics))
+            .with_timeout_ms(self.broker_timeout_ms());
+        let api = ApiKey::ElectLeaders;
+        let response = self
+            .with_retries(|| async {
+                let conn = self.cluster.controller().await?;
+                let resp = conn.send(&request).await?;
+                match ErrorCode::from_code(resp.error_code) {
+                    ErrorCode::None => Ok(resp),
+                    code => Err(Error::broker("electing leaders", api, code, None)),
+                }
+            })
+            .await?;
+        let results = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let what = format!("electing the preferred leader of {topic}-{partition}");
+                let answer = response
+                    .replica_election_results
+                    .iter()
+                    .filter(|t| t.topic == *topic)
+                    .flat_map(|t| t.partition_result.iter())
+                    .find(|p| p.partition_id == *partition);
+                match answer.map(|p| (ErrorCode::from_code(p.error_code), p)) {
+                    None => Err(Error::invalid_argument(format!("{what}: the controller did not answer for it"))),
+                    Some((ErrorCode::None | ErrorCode::ElectionNotNeeded, _)) => Ok(()),
+                    Some((code, p)) => Err(Error::broker(what, api, code, p.error_message.clone())),
+                }
+            })
+            .collect();
+        let _ = self.cluster.refresh_metadata().await;
+        Ok(results)
     }
 
     /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.

@@ -47,7 +47,7 @@ mod admin;
 mod client;
 mod error;
 
-pub use admin::{BrokerDescription, ClusterDescription, NewTopic};
+pub use admin::{BrokerDescription, ClusterDescription, NewTopic, Reassignment};
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 

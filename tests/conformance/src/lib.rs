@@ -15,6 +15,7 @@ pub mod peer;
 pub mod raw;
 pub mod scripted_fetch;
 pub mod server;
+pub mod verify;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

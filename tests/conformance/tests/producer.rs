@@ -4,10 +4,10 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
+use klife_conformance::verify::verify_log_allowing;
 use klife_conformance::{Broker, MockCluster, raw, unique_topic};
 use klife_producer::partitioner::murmur2_partition;
 use klife_producer::{ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
@@ -30,49 +30,6 @@ fn config() -> ProducerConfig {
 /// Checks that the acknowledged records of each partition are exactly the log's.
 async fn verify_log(cluster: &klife_connection::Cluster, topic: &str, acked: &[(RecordMetadata, ProducerRecord)]) {
     verify_log_allowing(cluster, topic, acked, &[]).await;
-}
-
-/// Checks what an idempotent producer promises: every acknowledged record is in the log
-/// exactly once, at its reported offset, in the order it was sent within its partition;
-/// no record is in the log twice; unacknowledged records (`failed`) appear at most once.
-async fn verify_log_allowing(
-    cluster: &klife_connection::Cluster,
-    topic: &str,
-    acked: &[(RecordMetadata, ProducerRecord)],
-    failed: &[ProducerRecord],
-) {
-    let mut by_partition: BTreeMap<i32, Vec<&(RecordMetadata, ProducerRecord)>> = BTreeMap::new();
-    for a in acked {
-        by_partition.entry(a.0.partition).or_default().push(a);
-    }
-    let failed_values: std::collections::HashSet<_> = failed.iter().map(|r| r.value.clone()).collect();
-    for (partition, acks) in by_partition {
-        let log = raw::fetch_all(cluster, topic, partition, 0, i64::MAX).await;
-        let mut count: std::collections::HashMap<Option<Bytes>, usize> = std::collections::HashMap::new();
-        for r in &log {
-            *count.entry(r.value.clone()).or_default() += 1;
-        }
-        let twice: Vec<_> = count.iter().filter(|(_, n)| **n > 1).map(|(v, _)| v.clone()).collect();
-        assert!(twice.is_empty(), "{topic}-{partition}: records written twice: {twice:?}");
-        let position: std::collections::HashMap<Option<Bytes>, i64> =
-            log.iter().map(|r| (r.value.clone(), r.offset)).collect();
-        let mut last = -1;
-        for (meta, sent) in &acks {
-            let at = *position.get(&sent.value).unwrap_or_else(|| {
-                panic!("{topic}-{partition}: acknowledged record {:?} is not in the log", sent.value)
-            });
-            if meta.offset >= 0 {
-                assert_eq!(at, meta.offset, "{topic}-{partition}: {:?} is not at its acknowledged offset", sent.value);
-            }
-            assert!(at > last, "{topic}-{partition}: {:?} is out of send order", sent.value);
-            last = at;
-        }
-        let extra = log.len() - acks.len();
-        let unacked_in_log = log.iter().filter(|r| failed_values.contains(&r.value)).count();
-        assert_eq!(extra, unacked_in_log, "{topic}-{partition}: the log holds records nobody produced");
-        let keys_match = acks.iter().all(|(_, sent)| log.iter().any(|r| r.value == sent.value && r.key == sent.key));
-        assert!(keys_match, "{topic}-{partition}: a key changed on the way");
-    }
 }
 
 async fn acknowledged_records_are_in_the_log_once_in_order(broker: Broker) {

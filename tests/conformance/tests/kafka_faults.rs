@@ -1,0 +1,194 @@
+//! Faults on Apache Kafka itself: a node killed with SIGKILL and started again while an
+//! idempotent `acks = all` producer writes, and while a consumer reads; leadership moved
+//! with AlterPartitionReassignments and ElectLeaders. Nothing acknowledged is lost,
+//! nothing is written or read twice, order is kept.
+//!
+//! These cases stop and start the nodes every other Kafka case uses, so `cargo xtask
+//! test` runs them alone, one at a time, after all the others (`--test kafka_faults
+//! --test-threads 1`). Every step waits for an event (records acknowledged or read, a
+//! node started), never for a length of time.
+
+#![allow(clippy::unwrap_used)]
+
+/// Named `kafka_faults::…`, which the main test run skips.
+mod kafka_faults {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use klife::{FetchOptions, Reassignment, StartOffset};
+    use klife_conformance::verify::verify_log_allowing;
+    use klife_conformance::{Broker, kafka, unique_topic};
+    use klife_producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+
+    const PARTITIONS: i32 = 6;
+
+    async fn client() -> klife::Client {
+        klife::Client::builder()
+            .bootstrap_servers(Broker::Kafka.addresses())
+            .request_timeout(Duration::from_secs(15))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .build()
+            .await
+            .unwrap()
+    }
+
+    async fn leader_of(client: &klife::Client, topic: &str, partition: i32) -> i32 {
+        client.cluster().add_topics(&[topic]).await.unwrap();
+        client.cluster().leader(topic, partition).await.unwrap().0
+    }
+
+    /// Waits until the cluster's metadata names `node` as the partition's leader (the
+    /// controller has elected it; the brokers learn of it a little later).
+    async fn await_leader(client: &klife::Client, topic: &str, node: i32) {
+        for _ in 0..300 {
+            if leader_of(client, topic, 0).await == node {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{topic}-0: node {node} was elected but is not named leader");
+    }
+
+    /// Kills a node and starts it again when `restart_after` more records were
+    /// acknowledged (or read) than when it was killed (or all `total` were), counting
+    /// with `progress`.
+    async fn kill_and_restart(
+        node: i32,
+        progress: Arc<AtomicUsize>,
+        kill_at: usize,
+        restart_after: usize,
+        total: usize,
+    ) {
+        while progress.load(Ordering::SeqCst) < kill_at {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::task::spawn_blocking(move || kafka::control(&format!("kill {node}"))).await.unwrap();
+        let killed_at = progress.load(Ordering::SeqCst);
+        while progress.load(Ordering::SeqCst) < (killed_at + restart_after).min(total) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::task::spawn_blocking(move || kafka::control(&format!("start {node}"))).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idempotent_producer_loses_and_repeats_nothing_when_a_leader_is_killed() {
+        let client = client().await;
+        let topic = unique_topic("kill-producing");
+        Broker::Kafka.create_topic(&client, &topic, PARTITIONS).await;
+        let victim = leader_of(&client, &topic, 0).await;
+
+        let mut config = ProducerConfig::default();
+        config.acks = Acks::All;
+        config.linger = Duration::from_millis(2);
+        config.batch_size = 16 * 1024;
+        let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
+        let acked_count = Arc::new(AtomicUsize::new(0));
+        let fault = tokio::spawn(kill_and_restart(victim, acked_count.clone(), 2_000, 4_000, 12_000));
+
+        // Records go out in waves of 500 so that some are always in flight when the
+        // node dies; each wave's acknowledgements are counted before the next.
+        let mut acked = Vec::new();
+        let mut failed = Vec::new();
+        for wave in 0..24u64 {
+            let records: Vec<ProducerRecord> = (0..500)
+                .map(|i| {
+                    let n = wave * 500 + i;
+                    ProducerRecord::new(topic.clone(), Bytes::from(format!("r{n}")))
+                        .with_key(Bytes::from(format!("k{}", n % 97)))
+                })
+                .collect();
+            let results = producer.produce_batch(records.clone()).await;
+            for (r, sent) in results.into_iter().zip(records) {
+                match r {
+                    Ok(meta) => acked.push((meta, sent)),
+                    Err(e) => failed.push((sent, e.to_string())),
+                }
+            }
+            acked_count.store(acked.len(), Ordering::SeqCst);
+        }
+        fault.await.unwrap();
+        producer.close().await;
+        let errors: Vec<&String> = failed.iter().map(|(_, e)| e).take(3).collect();
+        assert!(failed.is_empty(), "{} records failed with two of three replicas up: {errors:?}", failed.len());
+        assert_eq!(acked.len(), 12_000);
+        verify_log_allowing(client.cluster(), &topic, &acked, &[]).await;
+        client.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_reads_everything_once_in_order_when_a_leader_is_killed() {
+        let client = client().await;
+        let topic = unique_topic("kill-consuming");
+        Broker::Kafka.create_topic(&client, &topic, PARTITIONS).await;
+        let per_partition = 3_000usize;
+        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
+        for p in 0..PARTITIONS {
+            let records = (0..per_partition)
+                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("p{p}-{i}"))).with_partition(p))
+                .collect();
+            assert!(producer.produce_batch(records).await.iter().all(Result::is_ok));
+        }
+        producer.close().await;
+        let victim = leader_of(&client, &topic, 0).await;
+
+        let read = Arc::new(AtomicUsize::new(0));
+        let total = per_partition * PARTITIONS as usize;
+        let fault = tokio::spawn(kill_and_restart(victim, read.clone(), total / 4, total / 4, total));
+        let mut consumer = client.consumer(FetchOptions::new().max_bytes(64 * 1024));
+        let assignment: Vec<(&str, i32, StartOffset)> =
+            (0..PARTITIONS).map(|p| (topic.as_str(), p, StartOffset::Earliest)).collect();
+        consumer.assign(&assignment).await.unwrap();
+        let mut seen: BTreeMap<i32, Vec<(i64, Bytes)>> = BTreeMap::new();
+        while read.load(Ordering::SeqCst) < total {
+            let answer = consumer.next().await.expect("the consumer stopped").unwrap_or_else(|e| {
+                assert!(e.is_retriable(), "a fetch failed for good: {e}");
+                panic!("the consumer surfaced a retriable error instead of retrying it: {e}")
+            });
+            for r in answer.records {
+                seen.entry(r.partition).or_default().push((r.offset, r.value.unwrap()));
+            }
+            read.store(seen.values().map(Vec::len).sum(), Ordering::SeqCst);
+        }
+        fault.await.unwrap();
+        for (p, records) in &seen {
+            let expected: Vec<(i64, Bytes)> =
+                (0..per_partition).map(|i| (i as i64, Bytes::from(format!("p{p}-{i}")))).collect();
+            assert_eq!(records.len(), per_partition, "partition {p}: read {} records", records.len());
+            assert!(records == &expected, "partition {p}: records lost, repeated or out of order");
+        }
+        client.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_written_across_leader_moves_are_all_there_once() {
+        let client = client().await;
+        let topic = unique_topic("moves");
+        Broker::Kafka.create_topic(&client, &topic, 1).await;
+        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
+        let mut acked = Vec::new();
+        for round in 0..4u64 {
+            // Make the next node the preferred leader, then elect it.
+            let leader = leader_of(&client, &topic, 0).await;
+            let next = leader % kafka::NODES as i32 + 1;
+            let replicas: Vec<i32> =
+                (0..kafka::NODES as i32).map(|i| (next - 1 + i) % kafka::NODES as i32 + 1).collect();
+            let moved = client.alter_partition_reassignments(&[Reassignment::new(&topic, 0, replicas)]).await.unwrap();
+            assert!(moved.iter().all(Result::is_ok), "{moved:?}");
+            let elected = client.elect_preferred_leaders(&[(topic.as_str(), 0)]).await.unwrap();
+            assert!(elected.iter().all(Result::is_ok), "{elected:?}");
+            await_leader(&client, &topic, next).await;
+            let records: Vec<ProducerRecord> = (0..500)
+                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("m{round}-{i}"))).with_partition(0))
+                .collect();
+            for (r, sent) in producer.produce_batch(records.clone()).await.into_iter().zip(records) {
+                acked.push((r.unwrap(), sent));
+            }
+        }
+        producer.close().await;
+        verify_log_allowing(client.cluster(), &topic, &acked, &[]).await;
+        client.close().await;
+    }
+}
