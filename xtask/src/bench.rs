@@ -1,14 +1,15 @@
 //! `cargo xtask bench produce` and `cargo xtask bench consume`: klife, librdkafka and
-//! rskafka producing to (or reading from) the same broker (Tansu, in-memory storage) in
-//! the same run, each as its own process, and a table of the medians over the rounds.
+//! rskafka producing to (or reading from) the same broker in the same run, each as its
+//! own process, and a table of the medians over the rounds. The broker is Apache Kafka
+//! (one node, started once for the whole run) unless `--broker tansu` asks for Tansu
+//! (in-memory storage, started afresh for every run since its memory never shrinks).
 //!
-//! For `consume`, each round starts a Tansu, fills one topic with klife's producer
-//! (untimed), and every client reads all of it, in rotating order; the broker's CPU is
-//! measured over each client's run.
+//! For `consume`, each round fills one topic with klife's producer (untimed), and every
+//! client reads all of it, in rotating order; the broker's CPU is measured over each
+//! client's run.
 //!
-//! Every run gets a freshly started Tansu (its memory storage never shrinks) and a new
-//! topic; the clients' order rotates from round to round, after one uncounted warm-up
-//! run of the first client (logged with round number `rounds`). The client processes print one
+//! Every run gets a new topic; the clients' order rotates from round to round, after one
+//! uncounted warm-up run of the first client (logged with round number `rounds`). The client processes print one
 //! JSON line each (records, bytes, elapsed_s, cpu_user_s, cpu_sys_s, max_rss_kb); the
 //! broker's CPU time is read from `/proc` before it is stopped. Every run's line is also
 //! appended to `target/bench/produce.jsonl`.
@@ -25,22 +26,28 @@ use crate::test::run_step;
 
 pub const USAGE: &str =
     "usage: cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
-                                  [--clients klife,librdkafka,rskafka] [--rskafka-batch B]
-                                  [--rskafka-in-flight K] [--klife-workers W] [--klife-batchers N]
+                                  [--broker kafka|tansu] [--clients klife,librdkafka,rskafka]
+                                  [--rskafka-batch B] [--rskafka-in-flight K] [--klife-workers W]
+                                  [--klife-batchers N]
 
-  defaults: 2000000 records of 100 bytes, 6 partitions, 3 rounds, every client, rskafka
-  batches of about 1 MB of values with 4 produce calls in flight per partition;
-  klife on a tokio runtime with one worker thread per CPU (--klife-workers to change it)
-  and its default producer settings but 3 batchers per broker (Tansu, like Kafka, serves
-  a connection's requests one at a time; --klife-batchers sets batchers_per_broker);
+  defaults: Apache Kafka (one node, on this machine), 2000000 records of 100 bytes,
+  6 partitions, 3 rounds, every client, rskafka batches of about 1 MB of values with
+  4 produce calls in flight per partition; klife on a tokio runtime with one worker thread
+  per CPU (--klife-workers to change it) and its default producer settings
+  (--klife-batchers sets batchers_per_broker);
   for 1 KB records: --value-size 1024 --records 1000000;
   consume: klife's standalone Consumer, librdkafka's BaseConsumer (assign + poll) and an
   rskafka fetch loop per partition, all from offset 0
 ";
 
-/// klife's `batchers_per_broker` in the produce runs unless `--klife-batchers` says
-/// otherwise.
-const KLIFE_BATCHERS: usize = 3;
+/// The broker the clients run against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BrokerKind {
+    /// Apache Kafka, one node.
+    Kafka,
+    /// Tansu, memory storage.
+    Tansu,
+}
 
 /// Which side is measured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,9 +101,9 @@ struct Options {
     rskafka_in_flight: usize,
     /// Worker threads of klife's tokio runtime; `None`: one per CPU (tokio's default).
     klife_workers: Option<usize>,
-    /// klife's `batchers_per_broker` (default 3: a broker serves one request per
-    /// connection at a time, and each batcher has a connection of its own).
-    klife_batchers: usize,
+    /// klife's `batchers_per_broker`; `None`: the producer's default.
+    klife_batchers: Option<usize>,
+    broker: BrokerKind,
 }
 
 impl Options {
@@ -111,7 +118,8 @@ impl Options {
             rskafka_batch: None,
             rskafka_in_flight: 4,
             klife_workers: None,
-            klife_batchers: KLIFE_BATCHERS,
+            klife_batchers: None,
+            broker: BrokerKind::Kafka,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -127,7 +135,14 @@ impl Options {
                 "--rskafka-batch" => o.rskafka_batch = Some(num(a, value()?)?),
                 "--rskafka-in-flight" => o.rskafka_in_flight = num(a, value()?)?,
                 "--klife-workers" => o.klife_workers = Some(num(a, value()?)?),
-                "--klife-batchers" => o.klife_batchers = num(a, value()?)?,
+                "--klife-batchers" => o.klife_batchers = Some(num(a, value()?)?),
+                "--broker" => {
+                    o.broker = match value()?.as_str() {
+                        "kafka" => BrokerKind::Kafka,
+                        "tansu" => BrokerKind::Tansu,
+                        other => return Err(format!("--broker {other:?}: kafka or tansu")),
+                    }
+                }
                 "--clients" => o.clients = value()?.split(',').map(Client::parse).collect::<Result<_, _>>()?,
                 other => return Err(format!("bench {}: unknown argument {other:?}\n\n{USAGE}", mode.name())),
             }
@@ -137,7 +152,7 @@ impl Options {
             || o.partitions < 1
             || o.rounds == 0
             || o.clients.is_empty()
-            || o.klife_batchers == 0
+            || o.klife_batchers == Some(0)
         {
             return Err(format!(
                 "records, value size, partitions, rounds, clients and klife batchers must not be zero\n\n{USAGE}"
@@ -162,38 +177,52 @@ pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
     }
 }
 
-/// A Tansu broker started for one run; dropping it stops it.
-struct Tansu {
-    child: Child,
-    port: u16,
+/// The broker of a run; dropping it stops it.
+enum Broker {
+    Tansu { child: Child, port: u16 },
+    Kafka(crate::kafka::KafkaCluster),
 }
 
-impl Tansu {
-    fn start(root: &Path, log: &Path) -> Result<Tansu, String> {
+impl Broker {
+    fn start_tansu(root: &Path, log: &Path) -> Result<Broker, String> {
         let (child, port) = brokers::start_tansu(root, log)?;
-        Ok(Tansu { child, port })
+        Ok(Broker::Tansu { child, port })
     }
 
     fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        match self {
+            Broker::Tansu { port, .. } => format!("127.0.0.1:{port}"),
+            Broker::Kafka(k) => k.bootstrap(),
+        }
     }
 
-    /// User plus system CPU seconds the broker has used, from `/proc/PID/stat`.
+    /// User plus system CPU seconds the broker's processes have used, from
+    /// `/proc/PID/stat`.
     fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        // Fields after the command name (which may contain spaces) start at field 3.
-        let rest = &stat[stat.rfind(')')? + 1..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let utime: f64 = fields.get(11)?.parse().ok()?;
-        let stime: f64 = fields.get(12)?.parse().ok()?;
-        Some((utime + stime) / ticks_per_second)
+        let pids = match self {
+            Broker::Tansu { child, .. } => vec![child.id()],
+            Broker::Kafka(k) => k.pids(),
+        };
+        pids.into_iter().map(|pid| process_cpu_seconds(pid, ticks_per_second)).sum()
     }
 }
 
-impl Drop for Tansu {
+fn process_cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at field 3.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / ticks_per_second)
+}
+
+impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Broker::Tansu { child, .. } = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -308,7 +337,9 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
             if let Some(w) = o.klife_workers {
                 cmd.args(["--workers", &w.to_string()]);
             }
-            cmd.args(["--batchers", &o.klife_batchers.to_string()]);
+            if let Some(b) = o.klife_batchers {
+                cmd.args(["--batchers", &b.to_string()]);
+            }
         }
         Client::Librdkafka => {
             cmd = Command::new(release.join("klife-rdkafka-mock"));
@@ -377,19 +408,19 @@ fn create_topic(root: &Path, o: &Options, bootstrap: &str, topic: &str) -> Resul
     run_limited(&mut create, Duration::from_secs(60), "create-topic").map(|_| ())
 }
 
-/// Runs one client against `bootstrap` and checks its report; the broker's CPU over the
-/// run is taken from `tansu`.
+/// Runs one client against `broker` and checks its report, with the broker's CPU over
+/// the run.
 fn run_client(
     root: &Path,
     o: &Options,
     client: Client,
     round: usize,
     ticks: f64,
-    tansu: &Tansu,
+    broker: &Broker,
     topic: &str,
 ) -> Result<Run, String> {
-    let bootstrap = tansu.bootstrap();
-    let broker_before = tansu.cpu_seconds(ticks);
+    let bootstrap = broker.bootstrap();
+    let broker_before = broker.cpu_seconds(ticks);
     let mut cmd = client_command(root, o, client, &bootstrap, topic);
     let out = run_limited(&mut cmd, Duration::from_secs(600), client.name())?;
     let line = out
@@ -398,7 +429,7 @@ fn run_client(
         .find(|l| l.trim_start().starts_with('{'))
         .ok_or_else(|| format!("{}: printed no report (stdout: {out:?})", client.name()))?;
     let mut run = parse_report(client, line)?;
-    run.broker_cpu_s = tansu.cpu_seconds(ticks).zip(broker_before).map(|(after, before)| after - before);
+    run.broker_cpu_s = broker.cpu_seconds(ticks).zip(broker_before).map(|(after, before)| after - before);
     if run.records != o.records {
         return Err(format!("{}: {} records reported, {} asked for", client.name(), run.records, o.records));
     }
@@ -420,29 +451,66 @@ fn run_client(
     Ok(run)
 }
 
-/// One client run on a fresh broker and topic.
-fn run_once(root: &Path, o: &Options, client: Client, round: usize, ticks: f64) -> Result<Run, String> {
-    let tansu = Tansu::start(root, &root.join(format!("target/bench/tansu-{}.log", client.name())))?;
+/// The broker for a run: Kafka's cluster, started once for the whole benchmark, or a
+/// fresh Tansu.
+fn broker_for<'a>(root: &Path, kafka: Option<&'a Broker>, log: &str) -> Result<BrokerRef<'a>, String> {
+    match kafka {
+        Some(k) => Ok(BrokerRef::Shared(k)),
+        None => Ok(BrokerRef::Own(Broker::start_tansu(root, &root.join(format!("target/bench/{log}.log")))?)),
+    }
+}
+
+/// A broker a run uses: its own, or the benchmark's shared one.
+enum BrokerRef<'a> {
+    Own(Broker),
+    Shared(&'a Broker),
+}
+
+impl std::ops::Deref for BrokerRef<'_> {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        match self {
+            BrokerRef::Own(b) => b,
+            BrokerRef::Shared(b) => b,
+        }
+    }
+}
+
+/// One client run on a new topic.
+fn run_once(
+    root: &Path,
+    o: &Options,
+    kafka: Option<&Broker>,
+    client: Client,
+    round: usize,
+    ticks: f64,
+) -> Result<Run, String> {
+    let broker = broker_for(root, kafka, &format!("tansu-{}", client.name()))?;
     let topic = format!("bench-{}-{round}", client.name());
-    create_topic(root, o, &tansu.bootstrap(), &topic)?;
-    run_client(root, o, client, round, ticks, &tansu, &topic)
+    create_topic(root, o, &broker.bootstrap(), &topic)?;
+    run_client(root, o, client, round, ticks, &broker, &topic)
 }
 
 /// A broker and a topic filled with `o.records` records by klife's producer, for the
 /// consume runs of one round.
-fn filled_broker(root: &Path, o: &Options, round: usize) -> Result<(Tansu, String), String> {
-    let tansu = Tansu::start(root, &root.join(format!("target/bench/tansu-consume-{round}.log")))?;
+fn filled_broker<'a>(
+    root: &Path,
+    o: &Options,
+    kafka: Option<&'a Broker>,
+    round: usize,
+) -> Result<(BrokerRef<'a>, String), String> {
+    let broker = broker_for(root, kafka, &format!("tansu-consume-{round}"))?;
     let topic = format!("bench-consume-{round}");
-    create_topic(root, o, &tansu.bootstrap(), &topic)?;
+    create_topic(root, o, &broker.bootstrap(), &topic)?;
     let mut fill = Command::new(root.join("target/release/klife-bench"));
-    fill.args(["klife-produce", "--bootstrap", &tansu.bootstrap(), "--topic", &topic]).args([
+    fill.args(["klife-produce", "--bootstrap", &broker.bootstrap(), "--topic", &topic]).args([
         "--count",
         &o.records.to_string(),
         "--value-size",
         &o.value_size.to_string(),
     ]);
     run_limited(&mut fill, Duration::from_secs(600), "filling the topic")?;
-    Ok((tansu, topic))
+    Ok((broker, topic))
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -486,21 +554,24 @@ fn table(o: &Options, runs: &[Run]) -> String {
     let sums: Vec<Summary> = CLIENTS.into_iter().filter_map(|c| summarise(c, runs)).collect();
     let clients = match o.mode {
         Mode::Produce => format!(
-            "klife: {} batcher(s) per broker; rskafka: {} records per produce call, {} calls in flight per partition",
-            o.klife_batchers,
+            "klife: {}; rskafka: {} records per produce call, {} calls in flight per partition",
+            o.klife_batchers.map_or("default settings".to_owned(), |b| format!("{b} batcher(s) per broker")),
             o.rskafka_batch(),
             o.rskafka_in_flight
         ),
         Mode::Consume => "every client reads every partition from offset 0".to_owned(),
     };
     let mut t = format!(
-        "bench {}: {} records x {} B, {} partitions, {} round(s), medians; Tansu (memory storage) on the same \
-         machine; {clients}\n\n",
+        "bench {}: {} records x {} B, {} partitions, {} round(s), medians; {} on the same machine; {clients}\n\n",
         o.mode.name(),
         o.records,
         o.value_size,
         o.partitions,
         o.rounds,
+        match o.broker {
+            BrokerKind::Kafka => format!("Apache Kafka {} (one node)", crate::kafka::KAFKA_VERSION),
+            BrokerKind::Tansu => "Tansu (memory storage)".to_owned(),
+        },
     );
     t.push_str("| client | records/s | MB/s | client CPU µs/record | peak RSS (MiB) | broker CPU µs/record |\n");
     t.push_str("|---|---:|---:|---:|---:|---:|\n");
@@ -536,10 +607,20 @@ fn bench(root: &Path, o: &Options) -> Result<(), String> {
     let mut build = Command::new(&cargo);
     build.args(["build", "--release", "--locked", "-p", "klife-bench", "-p", "klife-rdkafka-mock"]);
     run_step(root, "build klife-bench and klife-rdkafka-mock (release)", &mut build)?;
-    eprintln!("\n==> install Tansu");
-    brokers::install_tansu(root)?;
     let logs: PathBuf = root.join("target/bench");
     std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    let kafka = match o.broker {
+        BrokerKind::Kafka => {
+            eprintln!("\n==> start Apache Kafka (one node)");
+            Some(Broker::Kafka(crate::kafka::start_cluster(root, 1, "kafka-bench")?))
+        }
+        BrokerKind::Tansu => {
+            eprintln!("\n==> install Tansu");
+            brokers::install_tansu(root)?;
+            None
+        }
+    };
+    let kafka = kafka.as_ref();
     let ticks = ticks_per_second();
     eprintln!(
         "\n==> bench {}: {} records x {} B, {} partitions, {} round(s) on {}",
@@ -556,21 +637,21 @@ fn bench(root: &Path, o: &Options) -> Result<(), String> {
     let warm_up = o.clients[0];
     let run = match o.mode {
         Mode::Consume => {
-            let (tansu, topic) = filled_broker(root, o, o.rounds)?;
-            run_client(root, o, warm_up, o.rounds, ticks, &tansu, &topic)?
+            let (broker, topic) = filled_broker(root, o, kafka, o.rounds)?;
+            run_client(root, o, warm_up, o.rounds, ticks, &broker, &topic)?
         }
-        Mode::Produce => run_once(root, o, warm_up, o.rounds, ticks)?,
+        Mode::Produce => run_once(root, o, kafka, warm_up, o.rounds, ticks)?,
     };
     eprintln!("    warm-up  {:>10}: {:>9.0} records/s (not counted)", warm_up.name(), run.records_per_s());
     let mut runs = Vec::new();
     for round in 0..o.rounds {
         let k = round % o.clients.len();
         let order: Vec<Client> = o.clients[k..].iter().chain(&o.clients[..k]).copied().collect();
-        let filled = if o.mode == Mode::Consume { Some(filled_broker(root, o, round)?) } else { None };
+        let filled = if o.mode == Mode::Consume { Some(filled_broker(root, o, kafka, round)?) } else { None };
         for client in order {
             let run = match &filled {
-                Some((tansu, topic)) => run_client(root, o, client, round, ticks, tansu, topic)?,
-                None => run_once(root, o, client, round, ticks)?,
+                Some((broker, topic)) => run_client(root, o, client, round, ticks, broker, topic)?,
+                None => run_once(root, o, kafka, client, round, ticks)?,
             };
             eprintln!(
                 "    round {} {:>10}: {:>9.0} records/s {:>7.1} MB/s {:>6.3} µs CPU/record {:>5.0} MiB RSS, broker {} µs/record",
@@ -608,7 +689,11 @@ mod tests {
         assert_eq!(o.records, 10);
         assert_eq!(o.clients, vec![Client::Klife, Client::Rskafka]);
         assert_eq!(o.partitions, 6);
-        assert_eq!(o.klife_batchers, KLIFE_BATCHERS);
+        assert_eq!(o.klife_batchers, None);
+        assert_eq!(o.broker, BrokerKind::Kafka);
+        let tansu = ["--broker".to_owned(), "tansu".to_owned()];
+        assert_eq!(Options::parse(Mode::Produce, &tansu).expect("parse").broker, BrokerKind::Tansu);
+        assert!(Options::parse(Mode::Produce, &["--broker".to_owned(), "x".to_owned()]).is_err());
         assert!(Options::parse(Mode::Consume, &["--rounds".to_owned(), "0".to_owned()]).is_err());
         assert!(Options::parse(Mode::Produce, &["--klife-batchers".to_owned(), "0".to_owned()]).is_err());
         assert!(Options::parse(Mode::Consume, &["--bogus".to_owned()]).is_err());

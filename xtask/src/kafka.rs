@@ -169,6 +169,8 @@ fn free_ports(count: usize) -> Result<Vec<u16>, String> {
 
 fn node_properties(id: usize, ports: &[Ports], data: &Path) -> String {
     let me = ports[id - 1];
+    let replicas = ports.len().min(3);
+    let min_isr = replicas.min(2);
     let voters: Vec<String> =
         ports.iter().enumerate().map(|(i, p)| format!("{}@127.0.0.1:{}", i + 1, p.of("CONTROLLER"))).collect();
     let listeners: Vec<String> = Ports::LISTENERS.iter().map(|l| format!("{l}://127.0.0.1:{}", me.of(l))).collect();
@@ -206,13 +208,13 @@ group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 group.consumer.min.session.timeout.ms=1000
 group.consumer.min.heartbeat.interval.ms=100
-offsets.topic.replication.factor=3
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=6
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
 transaction.state.log.num.partitions=6
-default.replication.factor=3
-min.insync.replicas=2
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
 num.partitions=4
 auto.create.topics.enable=true
 unclean.leader.election.enable=false
@@ -379,8 +381,7 @@ fn kill(node: &mut Node, graceful: bool) {
     }
 }
 
-/// A running 3-node Apache Kafka cluster; dropping it stops the nodes and deletes their
-/// data.
+/// A running Apache Kafka cluster; dropping it stops the nodes and deletes their data.
 pub struct KafkaCluster {
     nodes: Arc<Mutex<Vec<Node>>>,
     data: PathBuf,
@@ -394,6 +395,11 @@ impl KafkaCluster {
     /// The PLAINTEXT bootstrap list.
     pub fn bootstrap(&self) -> String {
         self.env.iter().find(|(k, _)| k == "KLIFE_TEST_KAFKA").map(|(_, v)| v.clone()).unwrap_or_default()
+    }
+
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<u32> {
+        lock(&self.nodes).iter().filter_map(|n| n.child.as_ref().map(Child::id)).collect()
     }
 }
 
@@ -410,16 +416,19 @@ impl Drop for KafkaCluster {
     }
 }
 
-/// Starts a 3-node cluster (installing Kafka first if needed) and waits until every node
-/// serves clients. Fails, never skips, when a node cannot start.
+/// Starts the tests' 3-node cluster (installing Kafka first if needed) and waits until
+/// every node serves clients. Fails, never skips, when a node cannot start.
 pub fn start(root: &Path) -> Result<KafkaCluster, String> {
+    start_cluster(root, NODES, "kafka")
+}
+
+/// Starts a cluster of `nodes` nodes (replication factor and minimum in-sync replicas
+/// as far as 3 and 2 allow), its data in `target/NAME-data` and its logs in
+/// `target/broker-logs/NAME-N.log`.
+pub fn start_cluster(root: &Path, nodes: usize, name: &str) -> Result<KafkaCluster, String> {
     install(root)?;
-    let launcher = Arc::new(Launcher {
-        java: java()?,
-        classpath: classpath(root)?,
-        log4j: root.join("target/kafka-data/log4j2.yaml"),
-    });
-    let data = root.join("target/kafka-data");
+    let data = root.join(format!("target/{name}-data"));
+    let launcher = Arc::new(Launcher { java: java()?, classpath: classpath(root)?, log4j: data.join("log4j2.yaml") });
     let _ = std::fs::remove_dir_all(&data);
     let certs_dir = data.join("certs");
     std::fs::create_dir_all(&certs_dir).map_err(|e| format!("{}: {e}", certs_dir.display()))?;
@@ -434,17 +443,18 @@ pub fn start(root: &Path) -> Result<KafkaCluster, String> {
     std::fs::write(certs_dir.join("keystore.pem"), format!("{}{}", certs.key_pem(), certs.cert_pem()))
         .map_err(|e| e.to_string())?;
 
-    let all_ports = free_ports(NODES * Ports::LISTENERS.len())?;
+    let all_ports = free_ports(nodes * Ports::LISTENERS.len())?;
     let ports: Vec<Ports> =
         all_ports.chunks(Ports::LISTENERS.len()).map(|c| Ports([c[0], c[1], c[2], c[3], c[4]])).collect();
-    let mut nodes = Vec::new();
-    for id in 1..=NODES {
+    let mut members = Vec::new();
+    for id in 1..=nodes {
         let config = data.join(format!("node-{id}.properties"));
         std::fs::write(&config, node_properties(id, &ports, &data)).map_err(|e| e.to_string())?;
-        let log = logs.join(format!("kafka-{id}.log"));
+        let log = logs.join(format!("{name}-{id}.log"));
         let _ = std::fs::remove_file(&log);
-        nodes.push(Node { id, config, log, child: None });
+        members.push(Node { id, config, log, child: None });
     }
+    let nodes = members;
 
     let started = Instant::now();
     let formats = nodes.iter().map(|n| launcher.format(n)).collect::<Result<Vec<_>, _>>()?;
@@ -483,10 +493,12 @@ pub fn start(root: &Path) -> Result<KafkaCluster, String> {
             launcher.start(node)?;
         }
         let mut refs: Vec<&mut Node> = guard.iter_mut().collect();
-        await_started(&mut refs, &[0; NODES])?;
+        let before = vec![0; refs.len()];
+        await_started(&mut refs, &before)?;
     }
     eprintln!(
-        "    apache kafka {KAFKA_VERSION}: {NODES} nodes started in {:.1}s at {}",
+        "    apache kafka {KAFKA_VERSION}: {} node(s) started in {:.1}s at {}",
+        lock(&nodes).len(),
         started.elapsed().as_secs_f64(),
         cluster.bootstrap()
     );

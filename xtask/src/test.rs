@@ -81,11 +81,8 @@ impl Counts {
 fn run_counted(root: &Path, title: &str, cmd: &mut Command) -> Result<Counts, String> {
     eprintln!("\n==> {title}\n    $ {}", describe(cmd));
     let started = Instant::now();
-    let mut child = cmd
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("{title}: cannot start: {e}"))?;
+    let mut child =
+        cmd.current_dir(root).stdout(Stdio::piped()).spawn().map_err(|e| format!("{title}: cannot start: {e}"))?;
     let mut counts = Counts::default();
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -154,7 +151,16 @@ pub fn run(root: &Path) -> Result<(), String> {
     {
         // Stopped when `brokers` goes out of scope, whatever happens to the tests.
         let brokers = crate::brokers::start(root)?;
-        let mut tests = cargo(&["test", "--workspace", "--all-targets", "--locked", "--", "--skip", FAULTS_ON_KAFKA]);
+        let mut tests = cargo(&[
+            "test",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--no-fail-fast",
+            "--",
+            "--skip",
+            FAULTS_ON_KAFKA,
+        ]);
         for (k, v) in &brokers.env {
             tests.env(k, v);
         }

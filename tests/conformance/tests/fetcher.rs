@@ -428,7 +428,10 @@ async fn fetches_for_one_broker_share_a_request() {
     f.fetch(topic, 0, 0).await.unwrap();
     mock.command("start-request-tracking");
     let results = f.fetch_many((0..8).map(|p| (topic, p, 0i64)), &FetchOptions::new()).await;
-    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|f| f.records.len() == 2)));
+    // Each answer starts at offset 0. (On a busy machine the producer may write a
+    // partition's two records in two batches, and the mock answers a fetch with one
+    // batch: the number of records is not what this case checks.)
+    assert!(results.iter().all(|(_, r)| r.as_ref().is_ok_and(|f| f.records.first().map(|r| r.offset) == Some(0))));
     let requests = mock.command("get-requests");
     let fetches = requests.split_whitespace().filter(|r| r.split(':').nth(1) == Some("1")).count();
     assert!((1..8).contains(&fetches), "8 partitions took {fetches} Fetch requests: {requests}");
