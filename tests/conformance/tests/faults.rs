@@ -140,17 +140,25 @@ async fn a_slow_broker_times_out_and_the_connection_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_all_fail_retriably_when_the_connection_drops() {
     let mut mock = MockCluster::start(1, &[("t", 1)]);
-    let client = client(&mock, Duration::from_secs(5)).await;
+    let client = client(&mock, Duration::from_secs(20)).await;
     let conn = client.cluster().broker(1).await.unwrap();
-    // Slow answers so that several requests are in flight, then the broker drops.
-    mock.command("rtt 1 500");
+    // Answers slower than the case, so that all four requests are in flight when the
+    // broker drops (once it has received them all).
+    mock.command("rtt 1 15000");
+    mock.command("start-request-tracking");
     let sends: Vec<_> = (0..4)
         .map(|_| {
             let conn = conn.clone();
             tokio::spawn(async move { conn.send(&klife_protocol::messages::MetadataRequest::default()).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    guarded(async {
+        // Metadata is api key 3.
+        while mock.command("get-requests").split_whitespace().filter(|r| r.split(':').nth(1) == Some("3")).count() < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
     mock.command("broker-down 1");
     for s in sends {
         let err = guarded(s).await.unwrap().unwrap_err();

@@ -1,10 +1,12 @@
-//! Faults on Apache Kafka itself: a node killed with SIGKILL and started again while an
-//! idempotent `acks = all` producer writes, and while a consumer reads; leadership moved
-//! with AlterPartitionReassignments and ElectLeaders. Nothing acknowledged is lost,
-//! nothing is written or read twice, order is kept.
+//! Faults and cluster-wide changes on Apache Kafka itself: a node killed with SIGKILL
+//! and started again while an idempotent `acks = all` producer writes, and while a
+//! consumer reads; leadership moved with AlterPartitionReassignments and ElectLeaders;
+//! the cluster's transaction version switched between 1 and 2 (KIP-890). Nothing
+//! acknowledged is lost, nothing is written or read twice, order is kept, committed
+//! transactions are read and aborted ones are not.
 //!
-//! These cases stop and start the nodes every other Kafka case uses, so `cargo xtask
-//! test` runs them alone, one at a time, after all the others (`--test kafka_faults
+//! These cases change what every other Kafka case uses, so `cargo xtask test` runs
+//! them alone, one at a time, after all the others (`--test kafka_faults
 //! --test-threads 1`). Every step waits for an event (records acknowledged or read, a
 //! node started), never for a length of time.
 
@@ -190,5 +192,109 @@ mod kafka_faults {
         producer.close().await;
         verify_log_allowing(client.cluster(), &topic, &acked, &[]).await;
         client.close().await;
+    }
+
+    /// Sets the cluster's finalized `transaction.version` feature (UpdateFeatures, sent
+    /// to the controller through any broker).
+    async fn set_transaction_version(client: &klife::Client, level: i16) {
+        use klife_protocol::messages::UpdateFeaturesRequest;
+        use klife_protocol::messages::update_features_request::FeatureUpdateKey;
+        // Upgrade type 1 is an upgrade, 2 a safe downgrade.
+        let update = FeatureUpdateKey::default()
+            .with_feature("transaction.version".to_owned())
+            .with_max_version_level(level)
+            .with_upgrade_type(if level < 2 { 2 } else { 1 });
+        let request = UpdateFeaturesRequest::default().with_timeout_ms(30_000).with_feature_updates(vec![update]);
+        let conn = client.cluster().any_broker().await.unwrap();
+        let response = conn.send(&request).await.unwrap();
+        assert_eq!(response.error_code, 0, "UpdateFeatures: {:?}", response.error_message);
+        for r in &response.results {
+            assert_eq!(r.error_code, 0, "UpdateFeatures {}: {:?}", r.feature, r.error_message);
+        }
+    }
+
+    /// Reads a partition with read_committed from offset 0 until its last stable offset
+    /// reaches its high watermark at `end` (every transaction decided and its marker
+    /// written) and returns the values read.
+    async fn read_committed(client: &klife::Client, topic: &str, end: i64) -> Vec<String> {
+        let mut values = Vec::new();
+        let mut offset = 0;
+        for _ in 0..1000 {
+            let f = client.fetch(topic, 0, offset).await.unwrap();
+            values.extend(f.records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()));
+            offset = f.next_offset;
+            if f.last_stable_offset >= end && offset >= end {
+                return values;
+            }
+            if f.records.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        panic!("{topic}: read_committed did not reach offset {end}; read {values:?}");
+    }
+
+    /// The log's end once every write so far is in it.
+    async fn log_end(client: &klife::Client, topic: &str) -> i64 {
+        let latest = client.list_offsets(&[(topic, 0, klife::OffsetSpec::Latest)]).await.unwrap();
+        latest[0].as_ref().unwrap().offset
+    }
+
+    async fn transaction(producer: &klife::TransactionalProducer, topic: &str, values: &[&str], commit: bool) {
+        producer.begin().await.unwrap();
+        for v in values {
+            producer.produce(ProducerRecord::new(topic.to_owned(), v.to_string()).with_partition(0)).await.unwrap();
+        }
+        if commit {
+            producer.commit().await.unwrap();
+        } else {
+            producer.abort().await.unwrap();
+        }
+    }
+
+    /// One transactional producer runs transactions back to back (with transaction
+    /// version 2 each EndTxn bumps its epoch, which it must adopt), and then, with a new
+    /// producer of the same transactional id for every transaction: commit c1..c3,
+    /// abort a1 a2, commit c4, then a plain record p1. read_committed returns exactly
+    /// the committed records and the plain one, in order.
+    async fn transactions_read_back(level: i16) {
+        let admin = client().await;
+        set_transaction_version(&admin, level).await;
+        admin.close().await;
+        // A new client negotiates its versions with the brokers' new feature level.
+        let client = client().await;
+
+        let topic = unique_topic(&format!("tv{level}-one-producer"));
+        Broker::Kafka.create_topic(&client, &topic, 1).await;
+        let id = unique_topic("tv-txn");
+        let producer = client.transactional_producer(&id, Duration::from_secs(60)).await.unwrap();
+        transaction(&producer, &topic, &["t1", "t2"], true).await;
+        transaction(&producer, &topic, &["x1"], false).await;
+        transaction(&producer, &topic, &["t3"], true).await;
+        transaction(&producer, &topic, &["t4"], true).await;
+        producer.close().await;
+        let end = log_end(&client, &topic).await;
+        assert_eq!(read_committed(&client, &topic, end).await, ["t1", "t2", "t3", "t4"], "transaction version {level}");
+
+        let topic = unique_topic(&format!("tv{level}-producer-per-transaction"));
+        Broker::Kafka.create_topic(&client, &topic, 1).await;
+        let id = unique_topic("tv-txn");
+        let plan: [(&[&str], bool); 3] = [(&["c1", "c2", "c3"], true), (&["a1", "a2"], false), (&["c4"], true)];
+        for (values, commit) in plan {
+            let producer = client.transactional_producer(&id, Duration::from_secs(60)).await.unwrap();
+            transaction(&producer, &topic, values, commit).await;
+            producer.close().await;
+        }
+        client.produce(ProducerRecord::new(topic.clone(), "p1").with_partition(0)).await.unwrap();
+        let end = log_end(&client, &topic).await;
+        let read = read_committed(&client, &topic, end).await;
+        assert_eq!(read, ["c1", "c2", "c3", "c4", "p1"], "transaction version {level}");
+        client.close().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transactions_on_transaction_version_1_then_2() {
+        transactions_read_back(1).await;
+        // Version 2 last: the cluster stays as it was formatted.
+        transactions_read_back(2).await;
     }
 }
