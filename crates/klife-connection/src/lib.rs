@@ -64,4 +64,4 @@ pub use config::ConnectionConfig;
 pub use conn::{Connection, Queued};
 pub use error::Error;
 pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
-pub use versions::BrokerVersions;
+pub use versions::{BrokerVersions, TRANSACTION_VERSION_FEATURE};
