@@ -7,8 +7,9 @@
 //!   checksums). Java 17+ and Maven are the prerequisites.
 //! - Run: every node is broker and controller, with a PLAINTEXT, an SSL, a SASL_SSL
 //!   (SCRAM-SHA-256 and -512) and a SASL_PLAINTEXT (PLAIN) listener on free loopback
-//!   ports. Certificates are generated at start; data lives under `target/kafka-data`
-//!   and is deleted when the cluster stops; logs stay in `target/broker-logs`.
+//!   ports. Certificates are generated at start; data lives under
+//!   `target/kafka-data/PID` and is deleted when the cluster stops; logs stay in
+//!   `target/broker-logs`.
 //! - Faults: a line protocol on a loopback port (`KLIFE_TEST_KAFKA_CONTROL`) lets the
 //!   tests `kill N` (SIGKILL), `stop N` (SIGTERM, waited for) and `start N` a node; each
 //!   command is answered `OK` once done, or `ERR reason`.
@@ -321,6 +322,22 @@ impl Launcher {
     }
 }
 
+/// Removes the data directories under `parent` whose run (named by its process id) is
+/// no longer alive.
+fn remove_stale_runs(parent: &Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    for entry in entries.filter_map(Result::ok) {
+        let alive = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn count_started(log: &Path) -> usize {
     std::fs::read_to_string(log).map_or(0, |s| s.matches(STARTED).count())
 }
@@ -423,11 +440,15 @@ pub fn start(root: &Path) -> Result<KafkaCluster, String> {
 }
 
 /// Starts a cluster of `nodes` nodes (replication factor and minimum in-sync replicas
-/// as far as 3 and 2 allow), its data in `target/NAME-data` and its logs in
+/// as far as 3 and 2 allow), its data in `target/NAME-data/PID` and its logs in
 /// `target/broker-logs/NAME-N.log`.
 pub fn start_cluster(root: &Path, nodes: usize, name: &str) -> Result<KafkaCluster, String> {
     install(root)?;
-    let data = root.join(format!("target/{name}-data"));
+    // A directory per run (by process id), so that two runs on one checkout do not
+    // delete each other's data; those of runs no longer alive are removed.
+    let parent = root.join(format!("target/{name}-data"));
+    remove_stale_runs(&parent);
+    let data = parent.join(std::process::id().to_string());
     let launcher = Arc::new(Launcher { java: java()?, classpath: classpath(root)?, log4j: data.join("log4j2.yaml") });
     let _ = std::fs::remove_dir_all(&data);
     let certs_dir = data.join("certs");
