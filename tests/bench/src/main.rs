@@ -7,7 +7,8 @@
 //! - `klife-produce`: klife's ordinary per-record API (`Producer::produce_async`).
 //! - `rskafka-produce`: rskafka's leanest API (`PartitionClient::produce` with
 //!   application-built batches, several requests in flight per partition).
-//! - `klife-consume`: klife's standalone `Consumer`, every partition from offset 0.
+//! - `klife-consume`: klife's standalone `Consumer`, every partition from offset 0;
+//!   `--live true` reads as an application does (facade defaults, partitions kept).
 //! - `rskafka-consume`: a `PartitionClient::fetch_records` loop per partition.
 //!
 //! See `README.md` beside this crate.
@@ -35,6 +36,7 @@ usage:
         [--batch RECORDS] [--in-flight K] [--workers W]
   klife-bench klife-consume --bootstrap HOST:PORT --topic T --count N
         [--partition-max-kib K] [--request-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
+        [--live true (the facade's consumer at its defaults, partitions kept to the end)] [--gap-log true]
         [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
         [--workers W]

@@ -1,4 +1,4 @@
-//! The one JSON line each produce subcommand prints, and the value generator.
+//! The one JSON line each subcommand prints, and the value generator.
 
 #![allow(unsafe_code)]
 
@@ -11,6 +11,19 @@ pub(crate) struct Report {
     pub(crate) records: u64,
     pub(crate) bytes: u64,
     pub(crate) elapsed: Duration,
+    /// Consumers: the gaps between answers with records.
+    pub(crate) gaps: Option<Gaps>,
+}
+
+/// The gaps between a consumer's answers with records.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Gaps {
+    /// The longest, the wait for the first answer included.
+    pub(crate) longest: Duration,
+    /// How many lasted longer than 100 ms.
+    pub(crate) over_100ms: u32,
+    /// Records read so far.
+    pub(crate) records: u64,
 }
 
 /// CPU time and peak memory of this process so far.
@@ -36,11 +49,17 @@ fn usage() -> Result<Usage, String> {
 impl Report {
     /// Prints the line, with the CPU time and peak RSS of the whole process.
     pub(crate) fn print(&self) -> Result<(), String> {
-        let u = usage()?;
+        let line = self.line(&usage()?);
         let mut out = std::io::stdout().lock();
-        writeln!(
-            out,
-            r#"{{"client":"{}","records":{},"bytes":{},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}}}"#,
+        writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
+    }
+
+    fn line(&self, u: &Usage) -> String {
+        let gaps = self.gaps.as_ref().map_or(String::new(), |g| {
+            format!(r#","longest_gap_ms":{:.3},"gaps_over_100ms":{}"#, g.longest.as_secs_f64() * 1e3, g.over_100ms)
+        });
+        format!(
+            r#"{{"client":"{}","records":{},"bytes":{},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}{gaps}}}"#,
             self.client,
             self.records,
             self.bytes,
@@ -49,8 +68,6 @@ impl Report {
             u.sys_s,
             u.max_rss_kb
         )
-        .and_then(|()| out.flush())
-        .map_err(|e| format!("stdout: {e}"))
     }
 }
 
@@ -100,6 +117,19 @@ mod tests {
         let b = rng.value(13);
         assert_eq!(a.len(), 13);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn consumers_report_their_gaps() {
+        let u = Usage { user_s: 1.0, sys_s: 0.5, max_rss_kb: 10 };
+        let mut r = Report { client: "klife", records: 3, bytes: 300, elapsed: Duration::from_secs(1), gaps: None };
+        assert!(r.line(&u).ends_with(r#""max_rss_kb":10}"#), "{}", r.line(&u));
+        r.gaps = Some(Gaps { longest: Duration::from_millis(512), over_100ms: 2, records: 3 });
+        assert!(
+            r.line(&u).ends_with(r#""max_rss_kb":10,"longest_gap_ms":512.000,"gaps_over_100ms":2}"#),
+            "{}",
+            r.line(&u)
+        );
     }
 
     #[test]

@@ -122,5 +122,11 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
     if acknowledged != s.count {
         return Err(format!("{acknowledged} of {} records acknowledged", s.count));
     }
-    Ok(Report { client: "rskafka", records: acknowledged, bytes: acknowledged * s.value_size as u64, elapsed })
+    Ok(Report {
+        client: "rskafka",
+        records: acknowledged,
+        bytes: acknowledged * s.value_size as u64,
+        elapsed,
+        gaps: None,
+    })
 }
