@@ -42,15 +42,18 @@ pub struct FetcherConfig {
     /// Bytes asked for per partition when the call does not say (default 1 MiB). The
     /// broker still returns a whole first batch when it is larger (KIP-74).
     pub partition_max_bytes: usize,
-    /// How long the broker may wait for `min_bytes` to arrive (default 500 ms).
+    /// How long the broker may wait for `min_bytes` to arrive (default 500 ms). Only
+    /// fetches of partitions the broker last said were caught up wait; the others are
+    /// answered at once.
     pub max_wait: Duration,
     /// Bytes the broker waits for before answering, up to `max_wait` (default 1).
     pub min_bytes: usize,
     /// Fetch requests answered at once in flight per batcher (default 2). While they
-    /// are all in flight, new fetches wait in the batcher and go out together. Fetches
-    /// that may wait for records (`max_wait`: one-off fetches, and a consumer's fetches
-    /// of caught-up partitions) go one request at a time on a connection of their own,
-    /// since a broker answers a connection's requests in order.
+    /// are all in flight, new fetches wait in the batcher and go out together. Every
+    /// fetch is first answered at once; one whose partition the broker then says is
+    /// caught up (nothing read), and a consumer's fetches of caught-up partitions, may
+    /// wait for records (`max_wait`): those go one request at a time on a connection of
+    /// their own, since a broker answers a connection's requests in order.
     pub max_in_flight: usize,
     /// How long a batcher waits, after its first fetch arrives, for more to share a
     /// request (default 0: fetches go out at once, and batch up only while requests

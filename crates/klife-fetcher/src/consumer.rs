@@ -11,13 +11,9 @@ use crate::config::{FetchOptions, IsolationLevel};
 use crate::error::FetchError;
 use crate::fetcher::Fetcher;
 use crate::offsets::OffsetSpec;
+use crate::plan::{Pace, Progress, caught_up, next_pace};
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchResult;
-
-/// How many answers in a row may leave a partition out before its next fetch waits
-/// for records instead of being answered at once (brokers that fill an answer with the
-/// first partitions leave the others out; each is then fetched again, first).
-const LEFT_OUT_RETRIES: u32 = 1;
 
 /// Where a partition's consumption starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +53,11 @@ struct Partition {
     buffered: usize,
     /// Stopped by an error that retrying does not cure.
     stopped: bool,
-    /// The last answer reached the end of what may be read: the next fetch waits for
-    /// records instead of being answered at once.
-    caught_up: bool,
-    /// Answers in a row that left the partition out.
-    left_out: u32,
+    /// How the next fetch goes: it waits for records only when the last answer
+    /// reached the end of what may be read ([`plan::next_pace`](crate::plan::next_pace)).
+    pace: Pace,
+    /// Answers in a row that moved the partition nowhere.
+    misses: u32,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -182,13 +178,14 @@ impl Consumer {
             in_flight: None,
             buffered: 0,
             stopped: false,
-            caught_up: true,
-            left_out: 0,
+            pace: Pace::UNKNOWN,
+            misses: 0,
         });
         st.position = offset;
         st.buffered = 0;
         st.stopped = false;
-        st.caught_up = true;
+        // Whether the new position has records is not known: ask at once.
+        (st.pace, st.misses) = (Pace::UNKNOWN, 0);
         // An answer for the old position still in flight is recognized by its offset
         // and dropped; fetch the new one now.
         st.in_flight = None;
@@ -226,7 +223,7 @@ impl Consumer {
 
     async fn on_answer(&mut self, target: TopicPartitionOffset, result: Result<Fetched, FetchError>) {
         let key = (target.topic.clone(), target.partition);
-        let read_committed = self.isolation() == IsolationLevel::ReadCommitted;
+        let isolation = self.isolation();
         let Some(st) = self.partitions.get_mut(&key) else { return };
         if st.in_flight != Some(target.offset) {
             return; // for a position left by `seek`
@@ -235,24 +232,15 @@ impl Consumer {
         match result {
             Ok(f) => {
                 st.position = f.next_offset;
-                // What may be read ends at the last stable offset for read_committed.
-                let end = if f.last_stable_offset >= 0 && read_committed {
-                    f.last_stable_offset.min(f.high_watermark)
-                } else {
-                    f.high_watermark
+                // The next fetch waits for records only if this answer reached the end
+                // of what may be read (for read_committed, the last stable offset).
+                let progress = Progress {
+                    offset: target.offset,
+                    next_offset: f.next_offset,
+                    records: f.records.len(),
+                    caught_up: caught_up(isolation, f.next_offset, f.high_watermark, f.last_stable_offset),
                 };
-                // A partition left out of an answer (the broker filled it with others)
-                // is fetched again at once, ahead of the others, up to
-                // `LEFT_OUT_RETRIES` times in a row; any other empty answer counts as
-                // caught up, so a partition never spins on answers that come back at
-                // once with nothing.
-                let left_out = f.records.is_empty() && f.high_watermark < 0;
-                st.left_out = if left_out { st.left_out + 1 } else { 0 };
-                st.caught_up = if left_out {
-                    st.left_out > LEFT_OUT_RETRIES
-                } else {
-                    f.records.is_empty() || f.next_offset >= end
-                };
+                (st.pace, st.misses) = next_pace(&progress, st.misses);
                 if !f.records.is_empty() {
                     st.buffered += 1;
                     self.ready.push_back(Ok(f));
@@ -266,6 +254,7 @@ impl Consumer {
                         tracing::info!(target: "klife_fetcher", topic = %key.0, partition = key.1, from = target.offset, to = offset, "offset out of range; reset");
                         if let Some(st) = self.partitions.get_mut(&key) {
                             st.position = offset;
+                            (st.pace, st.misses) = (Pace::UNKNOWN, 0);
                         }
                         self.maybe_fetch(&key);
                     }
@@ -310,6 +299,6 @@ impl Consumer {
         }
         st.in_flight = Some(st.position);
         let target = TopicPartitionOffset { topic: key.0.clone(), partition: key.1, offset: st.position };
-        self.fetcher.submit_to(target, &self.options, st.caught_up, st.left_out > 0, self.tx.clone());
+        self.fetcher.submit_to(target, &self.options, st.pace, self.tx.clone());
     }
 }

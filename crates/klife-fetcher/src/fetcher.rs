@@ -19,7 +19,7 @@ use crate::config::{FetchOptions, FetcherConfig, IsolationLevel};
 use crate::decode::{AbortedTransaction, Decoded, PartitionAnswer, decode_partition};
 use crate::error::FetchError;
 use crate::offsets::OffsetSpec;
-use crate::plan::{Planned, take_request};
+use crate::plan::{Pace, Planned, Progress, Served, caught_up, starved, take_request, waits_next};
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchStream;
 use crate::telemetry;
@@ -28,6 +28,11 @@ use crate::telemetry;
 pub(crate) const FETCH_MAX_VERSION: i16 = 12;
 /// Lowest Fetch version used: v4 brings isolation levels and the last stable offset.
 const FETCH_MIN_VERSION: i16 = 4;
+/// `max_wait` of fetches answered at once (unless the configured `max_wait` is
+/// shorter). Not 0: Tansu reads nothing for a Fetch whose `max_wait` is 0 and leaves
+/// every partition out of its answer. A broker answers at once whenever it has
+/// records, so the wait only applies to partitions that turn out to have none.
+const NOW_MAX_WAIT_MS: i32 = 1;
 
 /// Fetches records, batching the fetches for each broker into shared requests.
 ///
@@ -69,10 +74,12 @@ pub(crate) struct Job {
     attempts: u32,
     /// Whether the topic was looked up (fresh metadata) for this fetch already.
     looked_up: bool,
-    /// Whether the broker may hold the fetch up to `max_wait` for records to arrive. A
-    /// consumer's fetch of a partition it knows has records does not wait.
+    /// Whether the broker may hold the fetch up to `max_wait` for records to arrive.
+    /// Only fetches of partitions the broker last said were caught up wait; the others
+    /// are answered at once, and one that finds its partition caught up with nothing
+    /// to read then waits.
     wait: bool,
-    /// Goes to the front of its lane (the partition was left out of the last answer).
+    /// Goes to the front of its lane (the last answer gave the partition nothing).
     first: bool,
     reply: Reply,
 }
@@ -216,21 +223,23 @@ impl Fetcher {
         FetchStream::new(rx, count)
     }
 
-    /// Starts a fetch whose result goes to `tx` (used by consumers); `wait` says the
-    /// broker may hold it for records (the partition was caught up), else it is
-    /// answered at once; `first` puts it ahead of the fetches waiting in its batcher
-    /// (the partition was left out of the last answer, which brokers fill in order).
+    /// Starts a fetch whose result goes to `tx` (used by consumers), at `pace`:
+    /// [`Pace::Wait`] lets the broker hold it for records (the partition was caught up);
+    /// [`Pace::Now`] is answered at once, ahead of the fetches waiting in its batcher
+    /// when `first` (the last answer gave the partition nothing, and brokers fill
+    /// answers in order).
     pub(crate) fn submit_to(
         &self,
         target: TopicPartitionOffset,
         options: &FetchOptions,
-        wait: bool,
-        first: bool,
+        pace: Pace,
         tx: mpsc::UnboundedSender<(TopicPartitionOffset, Result<Fetched, FetchError>)>,
     ) {
         let mut job = self.inner.job(target, options, Reply::Stream(tx));
-        job.wait = wait;
-        job.first = first;
+        (job.wait, job.first) = match pace {
+            Pace::Wait => (true, false),
+            Pace::Now { first } => (false, first),
+        };
         self.inner.submit(job);
     }
 
@@ -285,7 +294,7 @@ impl Inner {
             deadline: now + self.config.fetch_timeout,
             attempts: 0,
             looked_up: false,
-            wait: true,
+            wait: false,
             first: false,
             reply,
         }
@@ -443,10 +452,11 @@ fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
 /// One batcher: takes fetches for one broker and sends everything waiting in as few
 /// requests as the limits allow, in two lanes, each on a connection of its own:
 ///
-/// - fetches that may wait for records (`max_wait`): one request at a time, which the
-///   broker answers as soon as any of its partitions has records;
-/// - fetches a consumer knows will find records: answered at once (`max_wait` 0),
-///   up to `max_in_flight` requests at a time, never queued behind a waiting one.
+/// - fetches answered at once (`max_wait` of 1 ms): every fetch starts here, up to
+///   `max_in_flight` requests at a time, never queued behind a waiting one;
+/// - fetches that may wait for records (`max_wait`), of partitions the broker last said
+///   were caught up: one request at a time, which the broker answers as soon as any
+///   of its partitions has records.
 async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
     let (max_in_flight, linger) = match inner.upgrade() {
         Some(i) => (i.config.max_in_flight, i.config.linger),
@@ -530,6 +540,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         }
         Err(e) => return fail_all(&inner, jobs, e),
     };
+    let jobs = in_request_order(jobs);
     let request = build_request(&inner.config, &jobs, wait);
     let started = std::time::Instant::now();
     let response = match conn.send_version(&request, version).await {
@@ -553,8 +564,27 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
             answers.insert((t.topic.as_str(), p.partition_index), p);
         }
     }
+    let served: Vec<Served> = jobs
+        .iter()
+        .map(|job| match answers.get(&(&*job.target.topic, job.target.partition)) {
+            Some(p) if p.error_code == 0 => Served {
+                bytes: p.records.as_ref().map_or(0, bytes::Bytes::len),
+                behind: caught_up(job.isolation, job.target.offset, p.high_watermark, p.last_stable_offset)
+                    == Some(false),
+            },
+            _ => Served { bytes: 0, behind: false },
+        })
+        .collect();
+    let starved = starved(&served);
+    let mut again: Vec<Job> = Vec::new();
     let mut records = 0usize;
-    for mut job in jobs {
+    for (mut job, starved) in jobs.into_iter().zip(starved) {
+        if starved {
+            // The partitions before it took the answer: it has records, ask at once.
+            (job.wait, job.first) = (false, true);
+            again.push(job);
+            continue;
+        }
         let key = (&*job.target.topic, job.target.partition);
         let Some(p) = answers.get(&key) else {
             // Kafka lists every partition asked for; some brokers leave out those that
@@ -594,6 +624,21 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         };
         let t = &job.target;
         match decode_partition(&t.topic, t.partition, t.offset, job.isolation, answer, &inner.decode) {
+            Decoded::Done(Ok(f))
+                if waits_next(
+                    wait,
+                    &Progress {
+                        offset: t.offset,
+                        next_offset: f.next_offset,
+                        records: f.records.len(),
+                        caught_up: caught_up(job.isolation, f.next_offset, f.high_watermark, f.last_stable_offset),
+                    },
+                ) =>
+            {
+                // Nothing to read, nothing passed over: wait for records.
+                (job.wait, job.first) = (true, false);
+                again.push(job);
+            }
             Decoded::Done(result) => {
                 if let Ok(f) = &result {
                     records += f.records.len();
@@ -612,14 +657,36 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
                     };
                     job.complete(Err(e));
                 } else {
-                    // Ask again, for the whole batch.
+                    // Ask again, for the whole batch: it is there, so at once.
                     job.max_bytes = size;
+                    (job.wait, job.first) = (false, true);
                     inner.submit(job);
                 }
             }
         }
     }
     telemetry::record_records(records);
+    // In reverse: each goes to the front of its lane, so they leave in request order.
+    for job in again.into_iter().rev() {
+        inner.submit(job);
+    }
+}
+
+/// The fetches in the order their partitions appear in the request: grouped by topic,
+/// topics in the order they first come, as [`build_request`] writes them.
+fn in_request_order(jobs: Vec<Job>) -> Vec<Job> {
+    let mut topics: Vec<Arc<str>> = Vec::new();
+    for job in &jobs {
+        if !topics.contains(&job.target.topic) {
+            topics.push(job.target.topic.clone());
+        }
+    }
+    if topics.len() < 2 {
+        return jobs;
+    }
+    let mut jobs = jobs;
+    jobs.sort_by_key(|j| topics.iter().position(|t| *t == j.target.topic));
+    jobs
 }
 
 /// A failure of the whole request: retried when it may pass, else reported to every
@@ -674,9 +741,10 @@ fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool) -> FetchReque
         }
     }
     let max_bytes = total.min(config.max_bytes_per_request.max(jobs.first().map_or(0, |j| j.max_bytes)));
+    let max_wait = i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX);
     FetchRequest::default()
         .with_replica_id(-1)
-        .with_max_wait_ms(if wait { i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX) } else { 0 })
+        .with_max_wait_ms(if wait { max_wait } else { NOW_MAX_WAIT_MS.min(max_wait) })
         .with_min_bytes(i32::try_from(config.min_bytes).unwrap_or(1))
         .with_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX))
         .with_isolation_level(jobs.first().map_or(0, |j| j.isolation.code()))
