@@ -36,8 +36,9 @@ pub const USAGE: &str =
   per CPU (--klife-workers to change it) and its default producer settings
   (--klife-batchers sets batchers_per_broker);
   for 1 KB records: --value-size 1024 --records 1000000;
-  consume: klife's standalone Consumer, librdkafka's BaseConsumer (assign + poll) and an
-  rskafka fetch loop per partition, all from offset 0
+  consume: klife's standalone Consumer at its defaults (read_committed, partitions kept
+  assigned), librdkafka's BaseConsumer (assign + poll) and an rskafka fetch loop per
+  partition, all from offset 0
 ";
 
 /// The broker the clients run against.
@@ -379,7 +380,9 @@ fn consume_command(root: &Path, o: &Options, client: Client, bootstrap: &str, to
     match client {
         Client::Klife => {
             cmd = Command::new(release.join("klife-bench"));
-            cmd.arg("klife-consume").args(common);
+            // As an application reads: the facade's consumer at its defaults
+            // (read_committed), every partition kept assigned to the end.
+            cmd.arg("klife-consume").args(common).args(["--live", "true"]);
             if let Some(w) = o.klife_workers {
                 cmd.args(["--workers", &w.to_string()]);
             }

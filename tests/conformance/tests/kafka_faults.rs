@@ -179,7 +179,20 @@ mod kafka_faults {
                 (0..kafka::NODES as i32).map(|i| (next - 1 + i) % kafka::NODES as i32 + 1).collect();
             let moved = client.alter_partition_reassignments(&[Reassignment::new(&topic, 0, replicas)]).await.unwrap();
             assert!(moved.iter().all(Result::is_ok), "{moved:?}");
-            let elected = client.elect_preferred_leaders(&[(topic.as_str(), 0)]).await.unwrap();
+            // The new preferred leader may still be catching up after the reassignment:
+            // Kafka answers PREFERRED_LEADER_NOT_AVAILABLE (retriable) until it is in sync.
+            let mut elected = Vec::new();
+            for _ in 0..100 {
+                elected = client.elect_preferred_leaders(&[(topic.as_str(), 0)]).await.unwrap();
+                if elected.iter().all(Result::is_ok) {
+                    break;
+                }
+                assert!(
+                    elected.iter().all(|r| r.as_ref().is_ok() || r.as_ref().is_err_and(klife::Error::is_retriable)),
+                    "{elected:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             assert!(elected.iter().all(Result::is_ok), "{elected:?}");
             await_leader(&client, &topic, next).await;
             let records: Vec<ProducerRecord> = (0..500)
