@@ -155,6 +155,15 @@ struct State {
 }
 
 impl State {
+    /// Stamps everything from now on with `id`: every partition's sequences start again
+    /// at 0, and batches stamped with an older id are stamped again as they are sent.
+    fn use_producer_id(&mut self, id: (i64, i16)) {
+        self.producer = Some(id);
+        for ps in self.partitions.values_mut() {
+            ps.next_seq = 0;
+        }
+    }
+
     /// No batch in flight or waiting to be sent again.
     fn sends_idle(&self) -> bool {
         self.partitions.values().all(PartitionSend::idle)
@@ -278,6 +287,16 @@ impl Producer {
     /// The producer's id and epoch, when idempotent.
     pub fn producer_id(&self) -> Option<(i64, i16)> {
         self.inner.lock().producer
+    }
+
+    /// Takes the producer id and epoch a transaction coordinator returned when it ended
+    /// a transaction (EndTxn v5+, KIP-890: the epoch goes up at every transaction end).
+    /// Called between transactions, with nothing in flight.
+    pub(crate) fn adopt_producer_id(&self, id: (i64, i16)) {
+        let mut state = self.inner.lock();
+        if state.producer != Some(id) {
+            state.use_producer_id(id);
+        }
     }
 
     /// The cluster the producer writes to.
@@ -573,10 +592,7 @@ async fn reset_producer(inner: &Inner, current: Option<(i64, i16)>) {
         Ok(id) => {
             telemetry::record_producer_id_reset();
             tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error");
-            state.producer = Some(id);
-            for ps in state.partitions.values_mut() {
-                ps.next_seq = 0;
-            }
+            state.use_producer_id(id);
         }
         Err(e) => tracing::warn!(error = %e, "producer id reset failed; the batches are retried"),
     }

@@ -24,6 +24,9 @@ use crate::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerReco
 const ATTEMPTS: u32 = 10;
 /// Highest AddPartitionsToTxn version a client sends (v4+ are broker-to-broker).
 const ADD_PARTITIONS_MAX_VERSION: i16 = 3;
+/// The last EndTxn version of transaction version 1: v5 ends a transaction with a new
+/// epoch (KIP-890), which a cluster at transaction version 1 does not run.
+const END_TXN_MAX_VERSION_BEFORE_TV2: i16 = 4;
 
 #[derive(Default)]
 struct TxnState {
@@ -45,7 +48,8 @@ struct TxnState {
 pub struct TransactionalProducer {
     producer: Producer,
     transactional_id: Arc<str>,
-    id: (i64, i16),
+    /// The producer id and epoch; EndTxn v5+ replaces them (KIP-890).
+    id: Arc<Mutex<(i64, i16)>>,
     state: Arc<Mutex<TxnState>>,
     settled: Arc<Notify>,
     /// Serializes begin / commit / abort / send_offsets.
@@ -56,7 +60,7 @@ impl std::fmt::Debug for TransactionalProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransactionalProducer")
             .field("transactional_id", &self.transactional_id)
-            .field("id", &self.id)
+            .field("id", &self.producer_id())
             .finish()
     }
 }
@@ -103,7 +107,7 @@ impl TransactionalProducer {
         Ok(TransactionalProducer {
             producer: Producer::start(cluster, config, Some(id), Some(transactional_id.clone())),
             transactional_id,
-            id,
+            id: Arc::new(Mutex::new(id)),
             state: Arc::new(Mutex::new(TxnState::default())),
             settled: Arc::new(Notify::new()),
             control: Arc::new(tokio::sync::Mutex::new(())),
@@ -119,9 +123,10 @@ impl TransactionalProducer {
         &self.transactional_id
     }
 
-    /// The producer id and epoch the coordinator gave.
+    /// The producer id and epoch the coordinator gave (with transaction version 2, the
+    /// epoch goes up at the end of every transaction).
     pub fn producer_id(&self) -> (i64, i16) {
-        self.id
+        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn check_usable(&self) -> Result<(), ProduceError> {
@@ -200,8 +205,8 @@ impl TransactionalProducer {
     async fn add_partition(&self, topic: &str, partition: i32) -> Result<(), ProduceError> {
         let req = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(self.transactional_id.to_string())
-            .with_v3_and_below_producer_id(self.id.0)
-            .with_v3_and_below_producer_epoch(self.id.1)
+            .with_v3_and_below_producer_id(self.producer_id().0)
+            .with_v3_and_below_producer_epoch(self.producer_id().1)
             .with_v3_and_below_topics(vec![
                 AddPartitionsToTxnTopic::default().with_name(topic.to_owned()).with_partitions(vec![partition]),
             ]);
@@ -224,7 +229,7 @@ impl TransactionalProducer {
         self.note_fencing(resp.map(|_| ()))
     }
 
-    fn note_fencing(&self, r: Result<(), ProduceError>) -> Result<(), ProduceError> {
+    fn note_fencing<T>(&self, r: Result<T, ProduceError>) -> Result<T, ProduceError> {
         if let Err(e) = &r {
             if e.error_code().is_some_and(fenced) {
                 self.lock().fenced = Some(e.to_string());
@@ -250,8 +255,8 @@ impl TransactionalProducer {
         if !self.lock().groups.contains(group_id) {
             let req = AddOffsetsToTxnRequest::default()
                 .with_transactional_id(self.transactional_id.to_string())
-                .with_producer_id(self.id.0)
-                .with_producer_epoch(self.id.1)
+                .with_producer_id(self.producer_id().0)
+                .with_producer_epoch(self.producer_id().1)
                 .with_group_id(group_id.to_owned());
             let r = coordinator_call(cluster, CoordinatorType::Transaction, &self.transactional_id, &req, None, |r| {
                 r.error_code
@@ -275,8 +280,8 @@ impl TransactionalProducer {
         let req = TxnOffsetCommitRequest::default()
             .with_transactional_id(self.transactional_id.to_string())
             .with_group_id(group_id.to_owned())
-            .with_producer_id(self.id.0)
-            .with_producer_epoch(self.id.1)
+            .with_producer_id(self.producer_id().0)
+            .with_producer_epoch(self.producer_id().1)
             .with_topics(topics);
         let r = coordinator_call(cluster, CoordinatorType::Group, group_id, &req, None, |r| {
             r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0)
@@ -333,21 +338,37 @@ impl TransactionalProducer {
         // A transaction that touched nothing is unknown to the coordinator: ending it
         // there would be an error, and there is nothing to end.
         if touched {
+            let (producer_id, epoch) = self.producer_id();
             let req = EndTxnRequest::default()
                 .with_transactional_id(self.transactional_id.to_string())
-                .with_producer_id(self.id.0)
-                .with_producer_epoch(self.id.1)
+                .with_producer_id(producer_id)
+                .with_producer_epoch(epoch)
                 .with_committed(commit);
+            // Transaction version 2 (KIP-890) comes with EndTxn v5; on a cluster still
+            // at version 1, ask for the protocol it runs, as the Java client does.
+            let cluster = self.producer.cluster();
+            let max_version = match cluster.any_broker().await {
+                Ok(conn) if conn.versions().transaction_version() >= 2 => None,
+                _ => Some(END_TXN_MAX_VERSION_BEFORE_TV2),
+            };
             let r = coordinator_call(
-                self.producer.cluster(),
+                cluster,
                 CoordinatorType::Transaction,
                 &self.transactional_id,
                 &req,
-                None,
+                max_version,
                 |r| r.error_code,
             )
             .await;
-            self.note_fencing(r.map(|_| ()))?;
+            let resp = self.note_fencing(r)?;
+            // With transaction version 2 the coordinator ends every transaction with a
+            // new epoch (or, when the epoch runs out, a new producer id), and fences the
+            // old one: the next transaction must use it.
+            if resp.producer_id >= 0 && resp.producer_epoch >= 0 {
+                let new = (resp.producer_id, resp.producer_epoch);
+                *self.id.lock().unwrap_or_else(PoisonError::into_inner) = new;
+                self.producer.adopt_producer_id(new);
+            }
         }
         *self.lock() = TxnState::default();
         Ok(())
