@@ -13,7 +13,7 @@ use klife_protocol::messages::create_partitions_request::{CreatePartitionsReques
 use klife_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest};
 use klife_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use klife_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
-use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+use klife_protocol::{ApiKey, ErrorCode, Request, RetryAction};
 
 use klife_fetcher::{IsolationLevel, ListedOffset, OffsetSpec};
 
@@ -140,6 +140,26 @@ impl Client {
                 other => return other,
             }
         }
+    }
+
+    /// Sends `request` to the controller with [`with_retries`](Self::with_retries); a
+    /// top-level error code (and message) from `error_of` other than NONE is an error
+    /// naming `what`.
+    async fn controller_call<R: Request>(
+        &self,
+        request: &R,
+        what: &str,
+        error_of: impl Fn(&R::Response) -> (i16, Option<String>),
+    ) -> Result<R::Response, Error> {
+        self.with_retries(|| async {
+            let conn = self.cluster.controller().await?;
+            let resp = conn.send(request).await?;
+            match error_of(&resp) {
+                (0, _) => Ok(resp),
+                (code, message) => Err(Error::broker(what, R::API_KEY, ErrorCode::from_code(code), message)),
+            }
+        })
+        .await
     }
 
     /// Creates topics. Returns one result per topic, in the order given; a topic that
@@ -304,16 +324,8 @@ impl Client {
         let request =
             AlterPartitionReassignmentsRequest::default().with_timeout_ms(self.broker_timeout_ms()).with_topics(topics);
         let api = ApiKey::AlterPartitionReassignments;
-        let response = self
-            .with_retries(|| async {
-                let conn = self.cluster.controller().await?;
-                let resp = conn.send(&request).await?;
-                match ErrorCode::from_code(resp.error_code) {
-                    ErrorCode::None => Ok(resp),
-                    code => Err(Error::broker("moving replicas", api, code, resp.error_message.clone())),
-                }
-            })
-            .await?;
+        let response =
+            self.controller_call(&request, "moving replicas", |r| (r.error_code, r.error_message.clone())).await?;
         Ok(reassignments
             .iter()
             .map(|r| {
@@ -350,16 +362,7 @@ impl Client {
             .with_topic_partitions(Some(topics))
             .with_timeout_ms(self.broker_timeout_ms());
         let api = ApiKey::ElectLeaders;
-        let response = self
-            .with_retries(|| async {
-                let conn = self.cluster.controller().await?;
-                let resp = conn.send(&request).await?;
-                match ErrorCode::from_code(resp.error_code) {
-                    ErrorCode::None => Ok(resp),
-                    code => Err(Error::broker("electing leaders", api, code, None)),
-                }
-            })
-            .await?;
+        let response = self.controller_call(&request, "electing leaders", |r| (r.error_code, None)).await?;
         let results = partitions
             .iter()
             .map(|(topic, partition)| {
