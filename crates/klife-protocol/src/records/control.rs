@@ -6,6 +6,10 @@
 //! A control record's key is `version: int16` (0) and `type: int16`. For transaction
 //! markers (type 0 ABORT, 1 COMMIT) the value is `version: int16` (0) and
 //! `coordinatorEpoch: int32`.
+//!
+//! What a control record is comes from its key alone, as the Java client and librdkafka
+//! read it: a marker's value is informational, and some brokers write it null. Only an
+//! unreadable key is an error.
 
 use bytes::Bytes;
 
@@ -103,6 +107,11 @@ impl ControlRecordKey {
         Ok(ControlRecordKey { version, record_type: ControlRecordType::from_id(i16::from_be_bytes(*record_type)) })
     }
 
+    /// Parses a record's key as a control record key: a null key is an error too.
+    pub fn parse_record_key(key: Option<&[u8]>) -> Result<Self, DecodeError> {
+        Self::parse(key.ok_or(DecodeError::UnexpectedNull { what: "control record key" })?)
+    }
+
     /// The key's four wire bytes.
     pub fn to_bytes(&self) -> [u8; 4] {
         let mut b = [0u8; 4];
@@ -158,10 +167,12 @@ impl EndTransactionMarker {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ControlRecord {
-    /// The producer's transaction committed.
-    Commit(EndTransactionMarker),
-    /// The producer's transaction aborted.
-    Abort(EndTransactionMarker),
+    /// The producer's transaction committed. The marker's value, when it is present
+    /// and readable.
+    Commit(Option<EndTransactionMarker>),
+    /// The producer's transaction aborted. The marker's value, when it is present and
+    /// readable.
+    Abort(Option<EndTransactionMarker>),
     /// Another control record (KRaft internals, or a type added later); its value is
     /// left to the caller.
     Other {
@@ -173,21 +184,17 @@ pub enum ControlRecord {
 }
 
 impl ControlRecord {
-    /// Parses a control record from its key and value.
+    /// Parses a control record from its key and value. The type comes from the key,
+    /// which must be readable; a transaction marker's value may be null, short or
+    /// unreadable (it is then `None`).
     pub fn parse(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Self, DecodeError> {
-        let key = ControlRecordKey::parse(key.ok_or(DecodeError::UnexpectedNull { what: "control record key" })?)?;
-        match key.record_type {
-            ControlRecordType::Abort | ControlRecordType::Commit => {
-                let value = value.ok_or(DecodeError::UnexpectedNull { what: "transaction marker" })?;
-                let marker = EndTransactionMarker::parse(value)?;
-                Ok(if key.record_type == ControlRecordType::Commit {
-                    ControlRecord::Commit(marker)
-                } else {
-                    ControlRecord::Abort(marker)
-                })
-            }
-            _ => Ok(ControlRecord::Other { key, value: value.map(Bytes::copy_from_slice) }),
-        }
+        let key = ControlRecordKey::parse_record_key(key)?;
+        let marker = || value.and_then(|v| EndTransactionMarker::parse(v).ok());
+        Ok(match key.record_type {
+            ControlRecordType::Commit => ControlRecord::Commit(marker()),
+            ControlRecordType::Abort => ControlRecord::Abort(marker()),
+            _ => ControlRecord::Other { key, value: value.map(Bytes::copy_from_slice) },
+        })
     }
 
     /// The record type.

@@ -181,12 +181,23 @@ impl RecordBatch {
     }
 
     /// The control record of a control batch, typed: its key, and for transaction
-    /// markers its value. `None` for a batch that is not a control batch or is empty.
+    /// markers its value when readable. `None` for a batch that is not a control batch
+    /// or is empty.
     pub fn control_record(&self) -> Option<Result<control::ControlRecord, DecodeError>> {
         if !self.is_control() {
             return None;
         }
         self.get(0).map(|r| control::ControlRecord::parse(r.key(), r.value()))
+    }
+
+    /// The type of a control batch's control record, read from its key alone (the
+    /// value is not looked at). `None` for a batch that is not a control batch or is
+    /// empty; an error when the key is null or unreadable.
+    pub fn control_record_type(&self) -> Option<Result<control::ControlRecordType, DecodeError>> {
+        if !self.is_control() {
+            return None;
+        }
+        self.get(0).map(|r| control::ControlRecordKey::parse_record_key(r.key()).map(|k| k.record_type))
     }
 
     #[inline]

@@ -123,6 +123,42 @@ proptest! {
         prop_assert_eq!(w.finish().unwrap(), bytes);
     }
 
+    /// A control record's type comes from its key alone: whatever the value (null,
+    /// short, garbage or a marker), a readable key gives its type, and an unreadable
+    /// key is an error, never a wrong type.
+    #[test]
+    fn control_records_are_typed_by_their_key_alone(
+        key in prop::option::of(prop::collection::vec(any::<u8>(), 0..8)),
+        value in nullable_bytes(10),
+        compression in codec(),
+    ) {
+        let mut w = RecordBatchWriter::new(BatchOptions { control: true, compression, ..BatchOptions::default() });
+        w.append(0, key.as_deref(), value.as_deref()).unwrap();
+        let batch = RecordBatch::decode(&mut w.finish().unwrap()).unwrap();
+        let expected = key
+            .as_deref()
+            .filter(|k| k.len() >= 4 && i16::from_be_bytes([k[0], k[1]]) >= 0)
+            .map(|k| ControlRecordType::from_id(i16::from_be_bytes([k[2], k[3]])));
+        let typed = batch.control_record_type().unwrap();
+        let record = batch.control_record().unwrap();
+        match expected {
+            Some(t) => {
+                prop_assert_eq!(typed, Ok(t));
+                let record = record.unwrap();
+                prop_assert_eq!(record.record_type(), t);
+                let marker = value.as_deref().and_then(|v| EndTransactionMarker::parse(v).ok());
+                match record {
+                    ControlRecord::Commit(m) | ControlRecord::Abort(m) => prop_assert_eq!(m, marker),
+                    ControlRecord::Other { value: v, .. } => prop_assert_eq!(v, value),
+                }
+            }
+            None => {
+                prop_assert!(typed.is_err());
+                prop_assert!(record.is_err());
+            }
+        }
+    }
+
 }
 
 proptest! {

@@ -457,7 +457,11 @@ fn end_transaction_batch_is_what_the_broker_writes() {
         assert_eq!(batch.header().partition_leader_epoch, 4);
         let expected = EndTransactionMarker::new(12);
         let control = batch.control_record().unwrap().unwrap();
-        assert_eq!(control, if commit { ControlRecord::Commit(expected) } else { ControlRecord::Abort(expected) });
+        assert_eq!(
+            control,
+            if commit { ControlRecord::Commit(Some(expected)) } else { ControlRecord::Abort(Some(expected)) }
+        );
+        assert_eq!(batch.control_record_type(), Some(Ok(result)));
         assert_eq!(control.record_type(), result);
         assert_eq!(batch.encode().unwrap(), bytes);
     }
@@ -487,6 +491,66 @@ fn control_batch_builder_writes_other_types() {
         batch.control_record().unwrap().unwrap_err(),
         DecodeError::UnexpectedNull { what: "control record key" }
     );
+    assert_eq!(
+        batch.control_record_type().unwrap().unwrap_err(),
+        DecodeError::UnexpectedNull { what: "control record key" }
+    );
+}
+
+/// A control batch of one record with this key and value.
+fn control_batch(key: Option<&[u8]>, value: Option<&[u8]>) -> RecordBatch {
+    let mut w = RecordBatchWriter::new(BatchOptions { control: true, transactional: true, ..BatchOptions::default() });
+    w.append(TS, key, value).unwrap();
+    RecordBatch::decode(&mut w.finish().unwrap()).unwrap()
+}
+
+#[test]
+fn a_transaction_marker_with_a_null_value_is_read_from_its_key() {
+    for (result, id) in [(ControlRecordType::Commit, 1u8), (ControlRecordType::Abort, 0)] {
+        let batch = control_batch(Some(&[0, 0, 0, id]), None);
+        let expected = if id == 1 { ControlRecord::Commit(None) } else { ControlRecord::Abort(None) };
+        assert_eq!(batch.control_record(), Some(Ok(expected)));
+        assert_eq!(batch.control_record_type(), Some(Ok(result)));
+        assert_eq!(ControlRecord::parse(Some(&[0, 0, 0, id]), None).unwrap().record_type(), result);
+    }
+}
+
+#[test]
+fn a_transaction_marker_value_is_kept_when_readable_and_ignored_otherwise() {
+    let value = EndTransactionMarker::new(7).to_bytes();
+    let batch = control_batch(Some(&[0, 0, 0, 1]), Some(&value));
+    assert_eq!(batch.control_record(), Some(Ok(ControlRecord::Commit(Some(EndTransactionMarker::new(7))))));
+    // A later value version with more fields.
+    let longer = [0, 1, 0, 0, 0, 9, 0xaa, 0xbb];
+    assert_eq!(
+        ControlRecord::parse(Some(&[0, 0, 0, 0]), Some(&longer)),
+        Ok(ControlRecord::Abort(Some(EndTransactionMarker { version: 1, coordinator_epoch: 9 })))
+    );
+    // Empty, short and negative-version values: the type still comes from the key.
+    for bad in [&[][..], &[0, 0, 1][..], &[0xff, 0xff, 0, 0, 0, 1][..]] {
+        assert_eq!(ControlRecord::parse(Some(&[0, 0, 0, 0]), Some(bad)), Ok(ControlRecord::Abort(None)));
+        let batch = control_batch(Some(&[0, 0, 0, 1]), Some(bad));
+        assert_eq!(batch.control_record(), Some(Ok(ControlRecord::Commit(None))));
+        assert_eq!(batch.control_record_type(), Some(Ok(ControlRecordType::Commit)));
+    }
+}
+
+#[test]
+fn a_control_record_with_an_unreadable_key_is_an_error() {
+    for (key, error) in [
+        (None, DecodeError::UnexpectedNull { what: "control record key" }),
+        (Some(&[0, 0, 1][..]), DecodeError::Truncated { what: "control record key", needed: 4, remaining: 3 }),
+        (Some(&[][..]), DecodeError::Truncated { what: "control record key", needed: 4, remaining: 0 }),
+        (Some(&[0x80, 0, 0, 1][..]), DecodeError::Invalid { what: "control record key", reason: "negative version" }),
+    ] {
+        let value = EndTransactionMarker::new(0).to_bytes();
+        assert_eq!(ControlRecord::parse(key, Some(&value)), Err(error.clone()));
+        let batch = control_batch(key, Some(&value));
+        assert_eq!(batch.control_record(), Some(Err(error.clone())));
+        assert_eq!(batch.control_record_type(), Some(Err(error)));
+    }
+    let plain = RecordBatch::decode(&mut batch_of(BatchOptions::default(), 1)).unwrap();
+    assert_eq!(plain.control_record_type(), None);
 }
 
 #[test]
