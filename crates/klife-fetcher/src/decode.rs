@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use klife_protocol::records::{ControlRecord, DecodeOptions, RecordBatches};
+use klife_protocol::records::{ControlRecordType, DecodeOptions, RecordBatches};
 
 use crate::config::IsolationLevel;
 use crate::error::FetchError;
@@ -55,9 +55,10 @@ pub enum Decoded {
 /// - With read_committed, batches of the listed aborted transactions are dropped
 ///   (tracking each producer from its transaction's first offset to its ABORT marker,
 ///   as the Java client does), and nothing at or beyond the last stable offset is
-///   returned.
+///   returned. A marker's type is read from its key alone: its value may be null.
 /// - A corrupt batch ends the answer: the records before it are returned, and if it
-///   is the first batch, the error is.
+///   is the first batch, the error is. With read_committed, a control batch whose key
+///   cannot be read is a corrupt batch.
 pub fn decode_partition(
     topic: &Arc<str>,
     partition: i32,
@@ -100,11 +101,11 @@ pub fn decode_partition(
         any_batch = true;
         let header = raw.header();
         let next = header.base_offset + i64::from(header.last_offset_delta) + 1;
-        if next <= fetched.next_offset {
-            // Entirely before the fetch offset (a compressed batch's earlier part, or
-            // a broker that answered from an earlier position).
-            continue;
-        }
+        // Entirely before the fetch offset (a compressed batch's earlier part, or a
+        // broker that answered from an earlier position): its records are not
+        // returned, but with read_committed it still opens and ends aborted
+        // transactions, as in the Java client.
+        let before = next <= fetched.next_offset;
         if header.base_offset >= stable_limit {
             break;
         }
@@ -118,17 +119,28 @@ pub fn decode_partition(
             }
         }
         if attributes.is_control() {
-            if committed && aborted_producers.contains(&header.producer_id) {
-                match raw.decode_with(options) {
-                    Ok(batch) => {
-                        if let Some(Ok(ControlRecord::Abort(_))) = batch.control_record() {
-                            aborted_producers.remove(&header.producer_id);
-                        }
-                    }
+            if committed && header.producer_id >= 0 {
+                // The marker's type is read from its key alone; a key that cannot be
+                // read stops the answer here, as a corrupt batch does: taking it for
+                // anything would drop or expose the producer's later records.
+                let record_type = match raw.decode_with(options) {
+                    Ok(batch) => batch.control_record_type(),
                     Err(e) => return finish(fetched, Some(corrupt(header.base_offset, e))),
+                };
+                match record_type {
+                    Some(Ok(ControlRecordType::Abort)) => {
+                        aborted_producers.remove(&header.producer_id);
+                    }
+                    Some(Err(e)) => return finish(fetched, Some(corrupt(header.base_offset, e))),
+                    Some(Ok(_)) | None => {}
                 }
             }
-            fetched.next_offset = next;
+            if !before {
+                fetched.next_offset = next;
+            }
+            continue;
+        }
+        if before {
             continue;
         }
         if committed && attributes.is_transactional() && aborted_producers.contains(&header.producer_id) {

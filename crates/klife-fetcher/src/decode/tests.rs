@@ -5,7 +5,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use klife_protocol::Compression;
 use klife_protocol::records::{
-    BatchOptions, ControlRecordType, DecodeOptions, RecordBatchWriter, end_transaction_batch,
+    BatchOptions, ControlRecordKey, ControlRecordType, DecodeOptions, RecordBatchWriter, end_transaction_batch,
 };
 use proptest::prelude::*;
 
@@ -41,6 +41,39 @@ fn txn(base: i64, pid: i64, values: &[&str]) -> Bytes {
 fn marker(base: i64, pid: i64, result: ControlRecordType) -> Bytes {
     let opts = BatchOptions { base_offset: base, producer_id: pid, producer_epoch: 0, ..BatchOptions::default() };
     end_transaction_batch(&opts, 2_000, result, 0).expect("marker")
+}
+
+/// A marker as some brokers write it: the key only, a null value.
+fn null_marker(base: i64, pid: i64, epoch: i16, result: ControlRecordType) -> Bytes {
+    marker_with_key(base, pid, epoch, &ControlRecordKey::new(result).to_bytes())
+}
+
+/// A transactional control batch of one record with this key and a null value.
+fn marker_with_key(base: i64, pid: i64, epoch: i16, key: &[u8]) -> Bytes {
+    let mut w = RecordBatchWriter::new(BatchOptions {
+        base_offset: base,
+        producer_id: pid,
+        producer_epoch: epoch,
+        transactional: true,
+        control: true,
+        ..BatchOptions::default()
+    });
+    w.append(2_000, Some(key), None).expect("append");
+    w.finish().expect("finish")
+}
+
+fn txn_at_epoch(base: i64, pid: i64, epoch: i16, values: &[&str]) -> Bytes {
+    batch(
+        base,
+        values,
+        BatchOptions {
+            transactional: true,
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: 0,
+            ..BatchOptions::default()
+        },
+    )
 }
 
 fn answer(parts: &[Bytes], aborted: &[(i64, i64)], lso: i64) -> PartitionAnswer {
@@ -144,6 +177,79 @@ fn a_producer_aborting_twice_is_tracked_per_transaction() {
 }
 
 #[test]
+fn markers_with_a_null_value_end_transactions_and_keep_later_commits() {
+    // One transactional id, a new producer (epoch) per transaction: commit c1..c3,
+    // abort a1 a2, commit c4, then a plain record.
+    let parts = [
+        txn_at_epoch(0, 7, 0, &["c1", "c2", "c3"]),
+        null_marker(3, 7, 0, ControlRecordType::Commit),
+        txn_at_epoch(4, 7, 1, &["a1", "a2"]),
+        null_marker(6, 7, 1, ControlRecordType::Abort),
+        txn_at_epoch(7, 7, 2, &["c4"]),
+        null_marker(8, 7, 2, ControlRecordType::Commit),
+        plain(9, &["p1"]),
+    ];
+    let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[(7, 4)], 10)));
+    assert_eq!(
+        values(&f),
+        vec![(0, "c1".into()), (1, "c2".into()), (2, "c3".into()), (7, "c4".into()), (9, "p1".into())]
+    );
+    assert_eq!(f.next_offset, 10);
+    // From inside the aborted transaction, and from its marker.
+    for from in [5, 6] {
+        let f = ok(run(from, IsolationLevel::ReadCommitted, answer(&parts[2..], &[(7, 4)], 10)));
+        assert_eq!(values(&f), vec![(7, "c4".into()), (9, "p1".into())]);
+    }
+}
+
+#[test]
+fn an_abort_marker_before_the_fetch_offset_still_ends_the_aborted_transaction() {
+    // The answer starts before the fetch offset and lists the aborted transaction
+    // that the ABORT marker at 1 ended: pid 7's committed transaction after it stays.
+    let parts = [
+        txn(0, 7, &["a1"]),
+        marker(1, 7, ControlRecordType::Abort),
+        plain(2, &["p1"]),
+        txn(3, 7, &["c1"]),
+        marker(4, 7, ControlRecordType::Commit),
+    ];
+    let f = ok(run(2, IsolationLevel::ReadCommitted, answer(&parts, &[(7, 0)], 5)));
+    assert_eq!(values(&f), vec![(2, "p1".into()), (3, "c1".into())]);
+    assert_eq!(f.next_offset, 5);
+}
+
+#[test]
+fn a_marker_whose_key_cannot_be_read_is_a_corrupt_batch_with_read_committed() {
+    for key in [&[0u8, 0, 0][..], &[0x80, 0, 0, 0][..], &[][..]] {
+        let parts = [
+            txn(0, 7, &["c1"]),
+            marker(1, 7, ControlRecordType::Commit),
+            txn(2, 7, &["a1"]),
+            marker_with_key(3, 7, 0, key),
+            txn(4, 7, &["c2"]),
+            marker(5, 7, ControlRecordType::Commit),
+        ];
+        // The records before it are returned and the answer stops at it ...
+        let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[(7, 2)], 6)));
+        assert_eq!(values(&f), vec![(0, "c1".into())]);
+        assert_eq!(f.next_offset, 3);
+        // ... where the next fetch gets the error, not records dropped or exposed.
+        match run(3, IsolationLevel::ReadCommitted, answer(&parts[3..], &[(7, 2)], 6)) {
+            Decoded::Done(Err(FetchError::Corrupt { offset: 3, partition: 3, .. })) => {}
+            other => panic!("expected a corrupt batch error, got {other:?}"),
+        }
+        // A producer with no aborted transaction: the same.
+        match run(3, IsolationLevel::ReadCommitted, answer(&parts[3..], &[], 6)) {
+            Decoded::Done(Err(FetchError::Corrupt { offset: 3, .. })) => {}
+            other => panic!("expected a corrupt batch error, got {other:?}"),
+        }
+        // read_uncommitted does not read markers.
+        let f = ok(run(0, IsolationLevel::ReadUncommitted, answer(&parts, &[(7, 2)], 6)));
+        assert_eq!(values(&f), vec![(0, "c1".into()), (2, "a1".into()), (4, "c2".into())]);
+    }
+}
+
+#[test]
 fn nothing_at_or_past_the_last_stable_offset_is_returned_with_read_committed() {
     let parts = [plain(0, &["a", "b"]), txn(2, 9, &["open"]), plain(3, &["after"])];
     let f = ok(run(0, IsolationLevel::ReadCommitted, answer(&parts, &[], 2)));
@@ -223,12 +329,13 @@ fn an_empty_answer_keeps_the_offset() {
 }
 
 proptest! {
-    /// Whatever mix of transactions, markers and plain batches: read_committed
+    /// Whatever mix of transactions, markers (with or without a value) and plain
+    /// batches, producers running one transaction after another: read_committed
     /// returns exactly the records of plain batches and committed transactions, in
     /// order, and next_offset is the end of the last batch.
     #[test]
     fn read_committed_returns_exactly_the_committed_records(
-        plan in proptest::collection::vec((0u8..3, 1usize..4, any::<bool>()), 1..12),
+        plan in proptest::collection::vec((0u8..3, 1usize..4, any::<bool>(), any::<bool>()), 1..12),
         start_skip in 0usize..3,
     ) {
         let mut parts = Vec::new();
@@ -236,8 +343,9 @@ proptest! {
         let mut expected = Vec::new();
         let mut all = Vec::new();
         let mut offset = 0i64;
-        for (i, (kind, n, commit)) in plan.into_iter().enumerate() {
-            let pid = 100 + i as i64;
+        for (i, (kind, n, commit, null_value)) in plan.into_iter().enumerate() {
+            // Few producer ids, so that one producer runs several transactions.
+            let pid = 100 + (i % 3) as i64;
             let vals: Vec<String> = (0..n).map(|j| format!("{i}-{j}")).collect();
             let refs: Vec<&str> = vals.iter().map(String::as_str).collect();
             match kind {
@@ -258,7 +366,7 @@ proptest! {
             offset += n as i64;
             if kind != 0 {
                 let result = if commit { ControlRecordType::Commit } else { ControlRecordType::Abort };
-                parts.push(marker(offset, pid, result));
+                parts.push(if null_value { null_marker(offset, pid, 0, result) } else { marker(offset, pid, result) });
                 offset += 1;
             }
         }
