@@ -21,6 +21,13 @@ use crate::{Error, handlers};
 /// Kafka's default `max.message.bytes` (1 MiB and 12 bytes of log overhead).
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
+/// The finalized `transaction.version` of a cluster by default: 2, as Apache Kafka 4.x
+/// clusters start (KIP-890: the producer epoch goes up at every transaction end).
+pub const DEFAULT_TRANSACTION_VERSION: i16 = 2;
+
+/// The highest `transaction.version` the brokers support.
+pub(crate) const MAX_TRANSACTION_VERSION: i16 = 2;
+
 /// A topic to create at start: name, partitions, configs.
 type TopicSpec = (String, i32, Vec<(String, String)>);
 
@@ -39,6 +46,7 @@ pub struct ClusterBuilder {
     users: Vec<(String, String)>,
     mechanisms: Vec<SaslMechanism>,
     sasl: bool,
+    transaction_version: i16,
 }
 
 impl Default for ClusterBuilder {
@@ -56,6 +64,7 @@ impl Default for ClusterBuilder {
             users: Vec::new(),
             mechanisms: SaslMechanism::ALL.to_vec(),
             sasl: false,
+            transaction_version: DEFAULT_TRANSACTION_VERSION,
         }
     }
 }
@@ -137,11 +146,27 @@ impl ClusterBuilder {
         self
     }
 
+    /// The cluster's finalized `transaction.version` (KIP-890), which ApiVersions v3+
+    /// reports for clients to choose their transaction protocol: 0, 1 or 2 (default
+    /// [`DEFAULT_TRANSACTION_VERSION`], as Apache Kafka 4.x clusters start). As in
+    /// Kafka, the coordinator follows each request's version: EndTxn v5+ ends the
+    /// transaction with a new producer epoch whatever the level.
+    pub fn transaction_version(mut self, level: i16) -> Self {
+        self.transaction_version = level;
+        self
+    }
+
     /// Binds one loopback port per broker and starts serving. Must be called inside a
     /// tokio runtime, which then runs the cluster's tasks.
     pub async fn start(self) -> Result<FakeCluster, Error> {
         if self.brokers == 0 {
             return Err(Error::InvalidArgument("a cluster needs at least one broker".into()));
+        }
+        if !(0..=MAX_TRANSACTION_VERSION).contains(&self.transaction_version) {
+            return Err(Error::InvalidArgument(format!(
+                "transaction version {} is not 0, 1 or 2",
+                self.transaction_version
+            )));
         }
         if self.sasl && self.mechanisms.is_empty() {
             return Err(Error::InvalidArgument("SASL is enabled but no mechanism is".into()));
@@ -170,6 +195,7 @@ impl ClusterBuilder {
             auto_create_topics: self.auto_create_topics,
             default_partitions: self.default_partitions,
             max_frame_size: self.max_frame_size,
+            transaction_version: self.transaction_version,
         };
         let mut state = State::new(config, brokers);
         for (name, partitions, configs) in self.topics {

@@ -41,7 +41,7 @@
 //!
 //! | API | versions | notes |
 //! |---|---|---|
-//! | ApiVersions | 0-4 | an unknown version is answered at v0 with UNSUPPORTED_VERSION and the ApiVersions range, as Kafka does |
+//! | ApiVersions | 0-4 | an unknown version is answered at v0 with UNSUPPORTED_VERSION and the ApiVersions range, as Kafka does; v3+ reports the finalized `transaction.version` ([`ClusterBuilder::transaction_version`], default 2) |
 //! | Metadata | 0-13 | topic ids, auto-creation (on by default, `num.partitions` 1), down brokers left out, leader epochs |
 //! | DescribeCluster | 0-1 | |
 //! | CreateTopics | 2-7 | `validate_only`, TOPIC_ALREADY_EXISTS, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_TOPIC_EXCEPTION, replica assignments, `max.message.bytes` |
@@ -54,7 +54,7 @@
 //! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT |
 //! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
 //! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
-//! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort |
+//! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce) |
 //! | SaslHandshake / SaslAuthenticate | 1 / 0-2 | PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (the `sasl` crate's server mechanisms); failure → SASL_AUTHENTICATION_FAILED, then the connection closes |
 //!
 //! Listeners: `PLAINTEXT` (default), `SSL` ([`ClusterBuilder::tls`], rustls; see
@@ -114,7 +114,7 @@ mod state;
 mod tls;
 mod txn;
 
-pub use cluster::{ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, FakeCluster};
+pub use cluster::{ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TRANSACTION_VERSION, FakeCluster};
 pub use error::Error;
 pub use records::{Marker, StoredRecord, TxnStatus};
 pub use sasl::SaslMechanism;

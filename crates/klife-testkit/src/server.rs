@@ -231,7 +231,7 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
     if api_key == ApiKey::ApiVersions && !handlers::supported(api_key).is_some_and(|r| r.contains(version)) {
-        let (v, resp) = handlers::api_versions(version, "");
+        let (v, resp) = handlers::api_versions(version, "", 0);
         return encode(correlation_id, v, &resp.into(), false);
     }
     if !handlers::supported(api_key).is_some_and(|r| r.contains(version)) {
@@ -272,7 +272,8 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         }
         None | Some(FaultAction::DisconnectAfter) => match request {
             AnyRequest::ApiVersions(r) => {
-                let (v, resp) = handlers::api_versions(version, &r.client_software_name);
+                let transaction_version = shared.lock().config.transaction_version;
+                let (v, resp) = handlers::api_versions(version, &r.client_software_name, transaction_version);
                 return encode(correlation_id, v, &resp.into(), false);
             }
             AnyRequest::SaslHandshake(r) => {

@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub(crate) auto_create_topics: bool,
     pub(crate) default_partitions: i32,
     pub(crate) max_frame_size: usize,
+    /// The finalized `transaction.version` ApiVersions reports (KIP-890).
+    pub(crate) transaction_version: i16,
 }
 
 #[derive(Debug, Clone)]
@@ -294,6 +296,7 @@ mod tests {
             auto_create_topics: false,
             default_partitions: 1,
             max_frame_size: 1 << 20,
+            transaction_version: 2,
         };
         let brokers =
             (0..n).map(|id| (id, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })).collect();

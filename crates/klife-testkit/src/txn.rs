@@ -32,6 +32,9 @@ pub(crate) enum TxnState {
 struct TxnMeta {
     producer_id: i64,
     epoch: i16,
+    /// The producer id and epoch the last EndTxn v5+ replaced: a retry of that EndTxn
+    /// still carries them.
+    previous: Option<(i64, i16)>,
     state: TxnState,
     partitions: BTreeSet<(String, i32)>,
     groups: BTreeSet<String>,
@@ -92,6 +95,7 @@ impl Transactions {
                 TxnMeta {
                     producer_id,
                     epoch: 0,
+                    previous: None,
                     state: TxnState::Empty,
                     partitions: BTreeSet::new(),
                     groups: BTreeSet::new(),
@@ -121,6 +125,7 @@ impl Transactions {
             meta.epoch = 0;
         }
         meta.state = TxnState::Empty;
+        meta.previous = None;
         Ok((meta.producer_id, meta.epoch, aborted))
     }
 
@@ -184,19 +189,58 @@ impl Transactions {
 
     /// EndTxn. A retried EndTxn of a transaction that already ended the same way is
     /// answered with success and nothing to do.
+    ///
+    /// With `bump_epoch` (EndTxn v5+, transaction version 2, KIP-890: Kafka takes the
+    /// client's transaction version from the request version alone) every end bumps
+    /// the producer epoch, and the markers carry the new one; when the epoch runs out,
+    /// the transactional id gets a new producer id at epoch 0 after the markers. A retry
+    /// carries the id and epoch the end replaced; an abort with no open transaction is
+    /// allowed (it bumps the epoch and writes no marker).
     pub(crate) fn end(
         &mut self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
+        bump_epoch: bool,
+        allocate: &mut dyn FnMut() -> i64,
     ) -> Result<Option<Ended>, ErrorCode> {
-        let meta = self.checked(transactional_id, producer_id, epoch)?;
-        match (meta.state, commit) {
-            (TxnState::Ongoing, _) => Ok(Some(meta.finish(commit))),
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
-            _ => Err(ErrorCode::InvalidTxnState),
+        if !bump_epoch {
+            let meta = self.checked(transactional_id, producer_id, epoch)?;
+            return match (meta.state, commit) {
+                (TxnState::Ongoing, _) => {
+                    meta.previous = None;
+                    Ok(Some(meta.finish(commit)))
+                }
+                (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(None),
+                _ => Err(ErrorCode::InvalidTxnState),
+            };
         }
+        let meta = self.by_id.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        let completed = matches!(meta.state, TxnState::CompleteCommit | TxnState::CompleteAbort);
+        let retry = completed && meta.previous == Some((producer_id, epoch));
+        if meta.producer_id != producer_id && !retry {
+            return Err(ErrorCode::InvalidProducerIdMapping);
+        }
+        if !retry && epoch != meta.epoch {
+            return Err(ErrorCode::ProducerFenced);
+        }
+        match (meta.state, commit, retry) {
+            (TxnState::CompleteCommit, true, true) | (TxnState::CompleteAbort, false, true) => return Ok(None),
+            (TxnState::Ongoing, _, _)
+            | (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false, false) => {}
+            _ => return Err(ErrorCode::InvalidTxnState),
+        }
+        let before = (meta.producer_id, meta.epoch);
+        let exhausted = meta.epoch >= i16::MAX - 1;
+        meta.epoch = meta.epoch.saturating_add(1);
+        let ended = meta.finish(commit);
+        if exhausted {
+            meta.producer_id = allocate();
+            meta.epoch = 0;
+        }
+        meta.previous = Some(before);
+        Ok(Some(ended))
     }
 
     /// Whether a transactional batch of `producer_id` at `epoch` may be written to
@@ -287,13 +331,13 @@ mod tests {
         txns.add_offsets("app", pid, 0, "g").unwrap();
         txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
         assert!(txns.has_pending_offset("g", "t", 0));
-        let ended = txns.end("app", pid, 0, true).unwrap().unwrap();
+        let ended = txns.end("app", pid, 0, true, false, &mut alloc).unwrap().unwrap();
         assert_eq!(ended.partitions, vec![("t".into(), 0), ("t".into(), 1)]);
         assert_eq!(ended.offsets, vec![offset("g", 5)]);
         assert_eq!(txns.state("app"), Some(TxnState::CompleteCommit));
         // A retried commit is fine; an abort now is not.
-        assert_eq!(txns.end("app", pid, 0, true), Ok(None));
-        assert_eq!(txns.end("app", pid, 0, false), Err(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.end("app", pid, 0, true, false, &mut alloc), Ok(None));
+        assert_eq!(txns.end("app", pid, 0, false, false, &mut alloc), Err(ErrorCode::InvalidTxnState));
     }
 
     #[test]
@@ -303,7 +347,7 @@ mod tests {
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         txns.add_offsets("app", pid, 0, "g").unwrap();
         txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
-        let ended = txns.end("app", pid, 0, false).unwrap().unwrap();
+        let ended = txns.end("app", pid, 0, false, false, &mut alloc).unwrap().unwrap();
         assert!(ended.offsets.is_empty() && !ended.commit);
     }
 
@@ -318,15 +362,64 @@ mod tests {
         let aborted = aborted.unwrap();
         assert!(!aborted.commit);
         assert_eq!(aborted.epoch, 1, "markers carry the new epoch");
-        assert_eq!(txns.end("app", pid, 0, true), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.end("app", pid, 0, true, false, &mut alloc), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.add_partitions("app", pid, 0, []), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
-        assert_eq!(txns.end("app", 999, 1, true), Err(ErrorCode::InvalidProducerIdMapping));
-        assert_eq!(txns.end("other", pid, 1, true), Err(ErrorCode::InvalidProducerIdMapping));
+        assert_eq!(txns.end("app", 999, 1, true, false, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
+        assert_eq!(txns.end("other", pid, 1, true, false, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
         // KIP-360: the expected producer id and epoch must be the current ones.
         assert_eq!(txns.init("app", 60_000, (pid, 0), &mut alloc), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.init("app", 60_000, (pid, 1), &mut alloc).unwrap().1, 2);
         assert_eq!(txns.init("app", 0, (-1, -1), &mut alloc), Err(ErrorCode::InvalidTransactionTimeout));
+    }
+
+    #[test]
+    fn with_transaction_version_2_every_end_bumps_the_epoch_and_fences_the_old_one() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)]).unwrap();
+        let ended = txns.end("app", pid, 0, true, true, &mut alloc).unwrap().unwrap();
+        assert_eq!((ended.producer_id, ended.epoch, ended.commit), (pid, 1, true), "markers carry the new epoch");
+        assert_eq!(txns.producers()["app"], (pid, 1));
+        assert_eq!(txns.state("app"), Some(TxnState::CompleteCommit));
+        // The retry of that EndTxn, with the epoch it replaced: success, nothing to do.
+        assert_eq!(txns.end("app", pid, 0, true, true, &mut alloc), Ok(None));
+        assert_eq!(txns.end("app", pid, 0, false, true, &mut alloc), Err(ErrorCode::InvalidTxnState));
+        // The old epoch is fenced everywhere else.
+        assert_eq!(txns.add_partitions("app", pid, 0, [("t".into(), 0)]), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_offsets("app", pid, 0, "g"), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(txns.end("app", pid, 2, true, true, &mut alloc), Err(ErrorCode::ProducerFenced));
+        // The new epoch runs the next transaction, and an abort bumps it again.
+        txns.add_partitions("app", pid, 1, [("t".into(), 0)]).unwrap();
+        txns.check_produce(pid, 1, "t", 0).unwrap();
+        let ended = txns.end("app", pid, 1, false, true, &mut alloc).unwrap().unwrap();
+        assert_eq!((ended.epoch, ended.commit, ended.partitions.len()), (2, false, 1));
+        assert_eq!(txns.end("app", pid, 1, false, true, &mut alloc), Ok(None));
+        // Committing with nothing open is refused; aborting is allowed and bumps.
+        assert_eq!(txns.end("app", pid, 2, true, true, &mut alloc), Err(ErrorCode::InvalidTxnState));
+        let ended = txns.end("app", pid, 2, false, true, &mut alloc).unwrap().unwrap();
+        assert!(ended.partitions.is_empty() && !ended.commit);
+        assert_eq!(txns.producers()["app"], (pid, 3));
+        assert_eq!(txns.end("app", 999, 3, true, true, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
+        assert_eq!(txns.end("other", pid, 3, true, true, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
+    }
+
+    #[test]
+    fn with_transaction_version_2_an_exhausted_epoch_ends_with_a_new_producer_id() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        let last = i16::MAX - 1;
+        txns.by_id.get_mut("app").unwrap().epoch = last;
+        txns.add_partitions("app", pid, last, [("t".into(), 0)]).unwrap();
+        let ended = txns.end("app", pid, last, true, true, &mut alloc).unwrap().unwrap();
+        assert_eq!((ended.producer_id, ended.epoch), (pid, i16::MAX));
+        assert_eq!(txns.producers()["app"], (1002, 0));
+        // A retry with the old id is recognised.
+        assert_eq!(txns.end("app", pid, last, true, true, &mut alloc), Ok(None));
+        txns.add_partitions("app", 1002, 0, [("t".into(), 0)]).unwrap();
     }
 
     #[test]

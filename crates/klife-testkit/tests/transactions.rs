@@ -274,3 +274,62 @@ async fn coordinator_requests_at_the_wrong_broker_are_refused() {
     let bad = c.send(&FindCoordinatorRequest::default().with_key("x".into()).with_key_type(7), 3).await;
     assert_eq!(bad.error_code, ErrorCode::InvalidRequest.code());
 }
+
+#[tokio::test]
+async fn end_txn_v5_ends_with_a_new_epoch_and_fences_the_old_one() {
+    let cluster = FakeCluster::builder().topic("t", 1).start().await.unwrap();
+    let mut txn = Txn::start(&cluster).await;
+    let first = txn.epoch;
+    txn.add(&[0]).await;
+    assert_eq!(txn.produce(&cluster, 0, &["c1"]).await, 0);
+    let pid = txn.pid;
+    let end = |epoch: i16, commit: bool| {
+        EndTxnRequest::default()
+            .with_transactional_id(TID.into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(commit)
+    };
+    let resp = txn.coordinator.send(&end(first, true), 5).await;
+    assert_eq!((resp.error_code, resp.producer_id, resp.producer_epoch), (0, txn.pid, first + 1));
+    // A retry with the old epoch is answered with the new one; a stale end is fenced
+    // and the answer carries no producer.
+    let retry = txn.coordinator.send(&end(first, true), 5).await;
+    assert_eq!((retry.error_code, retry.producer_id, retry.producer_epoch), (0, txn.pid, first + 1));
+    let stale = txn.coordinator.send(&end(first + 5, true), 5).await;
+    assert_eq!((stale.error_code, stale.producer_id, stale.producer_epoch), (ErrorCode::ProducerFenced.code(), -1, -1));
+    let markers = cluster.markers("t", 0);
+    assert_eq!(markers.iter().map(|m| (m.commit, m.producer_epoch)).collect::<Vec<_>>(), [(true, first + 1)]);
+    // The old epoch: Produce gets INVALID_PRODUCER_EPOCH (from the marker's epoch on),
+    // AddPartitionsToTxn PRODUCER_FENCED.
+    assert_eq!(txn.produce(&cluster, 0, &["late"]).await, ErrorCode::InvalidProducerEpoch.code());
+    let add = AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TID.into())
+        .with_v3_and_below_producer_id(txn.pid)
+        .with_v3_and_below_producer_epoch(first)
+        .with_v3_and_below_topics(vec![
+            AddPartitionsToTxnTopic::default().with_name("t".into()).with_partitions(vec![0]),
+        ]);
+    let resp = txn.coordinator.send(&add, 3).await;
+    assert_eq!(
+        resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code,
+        ErrorCode::ProducerFenced.code()
+    );
+    // The new epoch aborts the next transaction, its sequences from 0.
+    txn.epoch = first + 1;
+    txn.seq = 0;
+    txn.add(&[0]).await;
+    assert_eq!(txn.produce(&cluster, 0, &["a1"]).await, 0);
+    let resp = txn.coordinator.send(&end(first + 1, false), 5).await;
+    assert_eq!((resp.error_code, resp.producer_epoch), (0, first + 2));
+    // read_committed: the committed record, the aborted one listed.
+    let mut c = Raw::connect(&cluster.broker_address(cluster.leader("t", 0).unwrap().0).unwrap()).await;
+    let resp = c.send(&fetch_request("t", 0, 0, 1), 12).await;
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!((p.high_watermark, p.last_stable_offset), (4, 4));
+    let aborted = p.aborted_transactions.clone().unwrap();
+    assert_eq!(aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect::<Vec<_>>(), [(txn.pid, 2)]);
+    let statuses: Vec<_> = cluster.partition_records("t", 0).iter().map(|r| (r.value_str(), r.status)).collect();
+    assert_eq!(statuses, [("c1".into(), TxnStatus::Committed), ("a1".into(), TxnStatus::Aborted)]);
+    assert_eq!(cluster.transactional_producers().get(TID), Some(&(txn.pid, first + 2)));
+}

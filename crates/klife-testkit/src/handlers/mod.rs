@@ -10,7 +10,7 @@ mod produce;
 mod txn;
 
 use klife_protocol::messages::ApiVersionsResponse;
-use klife_protocol::messages::api_versions_response::ApiVersion;
+use klife_protocol::messages::api_versions_response::{ApiVersion, FinalizedFeatureKey, SupportedFeatureKey};
 use klife_protocol::{AnyRequest, AnyResponse, ApiKey, ErrorCode, VersionRange};
 
 pub(crate) use admin::validate_topic_name;
@@ -71,10 +71,15 @@ impl<T: Into<AnyResponse>> From<T> for Reply {
     }
 }
 
-/// The ApiVersions answer: every implemented API, or, for a version this broker does not
-/// have, UNSUPPORTED_VERSION with the ApiVersions range only (answered at v0, as Kafka
-/// does, so that any client can read it).
-pub(crate) fn api_versions(version: i16, software_name: &str) -> (i16, ApiVersionsResponse) {
+/// The feature that says which transaction protocol the cluster runs (KIP-890).
+const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
+
+/// The ApiVersions answer: every implemented API and (v3+) the supported and finalized
+/// `transaction.version` (a level of 0 is not listed as finalized, as Kafka leaves out
+/// features at 0), or, for a version this broker does not have, UNSUPPORTED_VERSION with
+/// the ApiVersions range only (answered at v0, as Kafka does, so that any client can
+/// read it).
+pub(crate) fn api_versions(version: i16, software_name: &str, transaction_version: i16) -> (i16, ApiVersionsResponse) {
     let entry = |(k, min, max): &(ApiKey, i16, i16)| {
         ApiVersion::default().with_api_key(k.code()).with_min_version(*min).with_max_version(*max)
     };
@@ -88,7 +93,25 @@ pub(crate) fn api_versions(version: i16, software_name: &str) -> (i16, ApiVersio
     if version >= 3 && !valid_software_name(software_name) {
         return (version, ApiVersionsResponse::default().with_error_code(ErrorCode::InvalidRequest.code()));
     }
-    (version, ApiVersionsResponse::default().with_api_keys(SUPPORTED.iter().map(entry).collect()))
+    let mut resp = ApiVersionsResponse::default().with_api_keys(SUPPORTED.iter().map(entry).collect());
+    if version >= 3 {
+        resp = resp.with_supported_features(vec![
+            SupportedFeatureKey::default()
+                .with_name(TRANSACTION_VERSION_FEATURE.to_owned())
+                .with_min_version(0)
+                .with_max_version(crate::cluster::MAX_TRANSACTION_VERSION),
+        ]);
+        resp = resp.with_finalized_features_epoch(0);
+        if transaction_version > 0 {
+            resp = resp.with_finalized_features(vec![
+                FinalizedFeatureKey::default()
+                    .with_name(TRANSACTION_VERSION_FEATURE.to_owned())
+                    .with_min_version_level(transaction_version)
+                    .with_max_version_level(transaction_version),
+            ]);
+        }
+    }
+    (version, resp)
 }
 
 /// KIP-511: `[a-zA-Z0-9](?:[a-zA-Z0-9\-.]*[a-zA-Z0-9])?`.
@@ -148,15 +171,32 @@ mod tests {
 
     #[test]
     fn api_versions_answers_unknown_versions_at_v0_with_its_own_range() {
-        let (v, r) = api_versions(9, "");
+        let (v, r) = api_versions(9, "", 2);
         assert_eq!(v, 0);
         assert_eq!(r.error_code, ErrorCode::UnsupportedVersion.code());
         assert_eq!(r.api_keys.len(), 1);
         assert_eq!(r.api_keys[0].api_key, ApiKey::ApiVersions.code());
-        let (v, r) = api_versions(3, "klife");
+        let (v, r) = api_versions(3, "klife", 2);
         assert_eq!((v, r.error_code), (3, 0));
         assert_eq!(r.api_keys.len(), SUPPORTED.len());
-        assert_eq!(api_versions(3, "bad name!").1.error_code, ErrorCode::InvalidRequest.code());
+        assert_eq!(api_versions(3, "bad name!", 2).1.error_code, ErrorCode::InvalidRequest.code());
         assert!(valid_software_name("librdkafka") && valid_software_name("a.b-c1") && !valid_software_name("-x"));
+    }
+
+    #[test]
+    fn api_versions_reports_the_finalized_transaction_version_from_v3() {
+        for level in [1, 2] {
+            let (_, r) = api_versions(3, "klife", level);
+            assert_eq!(r.finalized_features.len(), 1);
+            let f = &r.finalized_features[0];
+            assert_eq!(
+                (f.name.as_str(), f.min_version_level, f.max_version_level),
+                ("transaction.version", level, level)
+            );
+            assert_eq!(r.supported_features[0].max_version, 2);
+            assert!(r.finalized_features_epoch >= 0);
+        }
+        assert!(api_versions(3, "klife", 0).1.finalized_features.is_empty());
+        assert!(api_versions(2, "", 2).1.finalized_features.is_empty());
     }
 }

@@ -191,10 +191,21 @@ pub(crate) fn add_offsets_to_txn(state: &mut State, ctx: &Ctx, r: AddOffsetsToTx
     AddOffsetsToTxnResponse::default().with_error_code(code.code())
 }
 
+/// EndTxn. v5+ is transaction version 2 (KIP-890), whatever the cluster's finalized
+/// level, as in Kafka: the transaction ends with a new producer epoch, which the answer
+/// carries (-1 on an error).
 pub(crate) fn end_txn(state: &mut State, ctx: &Ctx, r: EndTxnRequest) -> EndTxnResponse {
     let mut code = coordinator_error(state, &r.transactional_id, ctx.broker);
     if code == ErrorCode::None {
-        code = match state.txns.end(&r.transactional_id, r.producer_id, r.producer_epoch, r.committed) {
+        let bump_epoch = ctx.version >= 5;
+        let mut next = state.next_producer_id;
+        let result =
+            state.txns.end(&r.transactional_id, r.producer_id, r.producer_epoch, r.committed, bump_epoch, &mut || {
+                next += 1;
+                next - 1
+            });
+        state.next_producer_id = next;
+        code = match result {
             Ok(ended) => {
                 if let Some(ended) = ended {
                     apply_ended(state, &ended, ctx.now_ms);
@@ -205,7 +216,7 @@ pub(crate) fn end_txn(state: &mut State, ctx: &Ctx, r: EndTxnRequest) -> EndTxnR
         };
     }
     let mut resp = EndTxnResponse::default().with_error_code(code.code());
-    if ctx.version >= 5 {
+    if ctx.version >= 5 && code == ErrorCode::None {
         let (id, epoch) = state.txns.producers().get(&r.transactional_id).copied().unwrap_or((-1, -1));
         resp = resp.with_producer_id(id).with_producer_epoch(epoch);
     }
