@@ -1,5 +1,6 @@
 //! Decodes arbitrary bytes as a response of any api key and version: never a panic,
-//! and whatever decodes re-encodes to bytes that decode to the same value.
+//! and whatever decodes re-encodes to bytes that decode to a value that re-encodes to
+//! the same bytes.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};
@@ -15,7 +16,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(response) = AnyResponse::decode(api_key, &mut input, version) {
         let mut buf = BytesMut::new();
         response.encode(&mut buf, version).expect("a decoded response re-encodes at its version");
-        let again = AnyResponse::decode(api_key, &mut buf.freeze(), version).expect("re-encoded bytes decode");
-        assert_eq!(again, response);
+        let first = buf.freeze();
+        let again = AnyResponse::decode(api_key, &mut first.clone(), version).expect("re-encoded bytes decode");
+        // Compared as bytes, not values: a float64 field may hold NaN, which is not
+        // equal to itself.
+        let mut buf = BytesMut::new();
+        again.encode(&mut buf, version).expect("it re-encodes again");
+        assert_eq!(buf.freeze(), first);
     }
 });
