@@ -219,6 +219,7 @@ min.insync.replicas={min_isr}
 num.partitions=4
 auto.create.topics.enable=true
 unclean.leader.election.enable=false
+log.retention.ms=-1
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=3000
 replica.lag.time.max.ms=10000
