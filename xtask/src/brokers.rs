@@ -118,12 +118,12 @@ static CLEANUP: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Notes a broker process, to be killed if the run is interrupted.
 pub fn register_child(pid: u32) {
-    CHILDREN.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(pid);
+    crate::kafka::lock(&CHILDREN).push(pid);
 }
 
 /// Notes a directory to delete if the run is interrupted.
 pub fn register_cleanup(dir: PathBuf) {
-    CLEANUP.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(dir);
+    crate::kafka::lock(&CLEANUP).push(dir);
 }
 
 /// On Ctrl-C, SIGTERM or SIGHUP: kills every broker process started, deletes their data,
@@ -131,11 +131,11 @@ pub fn register_cleanup(dir: PathBuf) {
 pub fn stop_on_interrupt() {
     let installed = ctrlc::set_handler(|| {
         eprintln!("\nxtask: interrupted: stopping the brokers");
-        let pids = CHILDREN.lock().map(|p| p.clone()).unwrap_or_default();
+        let pids = crate::kafka::lock(&CHILDREN).clone();
         for pid in pids {
             let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
-        for dir in CLEANUP.lock().map(|d| d.clone()).unwrap_or_default() {
+        for dir in crate::kafka::lock(&CLEANUP).clone() {
             let _ = std::fs::remove_dir_all(dir);
         }
         std::process::exit(130);

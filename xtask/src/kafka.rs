@@ -54,7 +54,8 @@ fn libs_dir(root: &Path) -> PathBuf {
     kafka_dir(root).join("libs")
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `m`, taking the data of a poisoned lock as it is.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 

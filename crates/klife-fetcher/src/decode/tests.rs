@@ -25,17 +25,7 @@ fn plain(base: i64, values: &[&str]) -> Bytes {
 }
 
 fn txn(base: i64, pid: i64, values: &[&str]) -> Bytes {
-    batch(
-        base,
-        values,
-        BatchOptions {
-            transactional: true,
-            producer_id: pid,
-            producer_epoch: 0,
-            base_sequence: 0,
-            ..BatchOptions::default()
-        },
-    )
+    txn_at_epoch(base, pid, 0, values)
 }
 
 fn marker(base: i64, pid: i64, result: ControlRecordType) -> Bytes {
