@@ -125,6 +125,59 @@ fn cargo(args: &[&str]) -> Command {
     c
 }
 
+/// The facade's cargo features, each checked alone on top of `--no-default-features`.
+const KLIFE_FEATURES: [&str; 5] = ["tls", "gzip", "snappy", "lz4", "zstd"];
+
+/// Crates that only a feature may bring into `klife`'s build, with that feature
+/// (`None`: no feature may): the TLS stack and the C zstd library.
+const FEATURE_ONLY_CRATES: [(&str, Option<&str>); 4] =
+    [("ring", Some("tls")), ("rustls", Some("tls")), ("aws-lc-sys", None), ("zstd-sys", Some("zstd"))];
+
+/// The crates of `cargo tree --prefix none -f {p}` output that `feature` (or no
+/// feature, for `None`) must not bring in.
+fn unexpected_crates(tree: &str, feature: Option<&str>) -> Vec<String> {
+    let mut found: Vec<String> = tree
+        .lines()
+        .filter_map(|line| line.split_whitespace().next())
+        .filter(|name| {
+            FEATURE_ONLY_CRATES.iter().any(|(krate, owner)| name == krate && (owner.is_none() || *owner != feature))
+        })
+        .map(str::to_owned)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// `klife` without default features, and with each feature alone: the dependency
+/// tree holds nothing another feature brings (no rustls or ring without `tls`, no C
+/// zstd without `zstd`), and the crate checks.
+fn feature_sets(root: &Path) -> Result<(), String> {
+    let sets: Vec<Option<&str>> = std::iter::once(None).chain(KLIFE_FEATURES.map(Some)).collect();
+    for feature in &sets {
+        let mut args = vec!["-p", "klife", "--no-default-features", "--locked"];
+        if let Some(f) = feature {
+            args.extend(["--features", f]);
+        }
+        let label = feature.map_or_else(|| "no default features".to_owned(), |f| format!("only `{f}`"));
+        let mut tree = cargo(&["tree", "-e", "normal", "--prefix", "none", "-f", "{p}"]);
+        tree.args(&args);
+        eprintln!("\n==> klife's dependencies with {label}\n    $ {}", describe(&tree));
+        let out = tree.current_dir(root).output().map_err(|e| format!("cargo tree: cannot start: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cargo tree failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr)));
+        }
+        let unexpected = unexpected_crates(&String::from_utf8_lossy(&out.stdout), *feature);
+        if !unexpected.is_empty() {
+            return Err(format!("klife with {label} builds {}", unexpected.join(", ")));
+        }
+        let mut check = cargo(&["check"]);
+        check.args(&args);
+        run_step(root, &format!("klife checks with {label}"), &mut check)?;
+    }
+    Ok(())
+}
+
 /// Runs every check.
 pub fn run(root: &Path) -> Result<(), String> {
     let started = Instant::now();
@@ -137,6 +190,7 @@ pub fn run(root: &Path) -> Result<(), String> {
     let mut doc = cargo(&["doc", "--workspace", "--no-deps", "--locked"]);
     doc.env("RUSTDOCFLAGS", "-Dwarnings");
     run_step(root, "docs", &mut doc)?;
+    feature_sets(root)?;
 
     let schemas = crate::default_schemas_dir(root);
     if !schemas.is_dir() {
@@ -189,4 +243,21 @@ pub fn run(root: &Path) -> Result<(), String> {
     crate::fuzz::smoke(root)?;
     eprintln!("\nall checks passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unexpected_crates;
+
+    const TREE: &str = "klife v0.1.0 (/k/crates/klife)\nring v0.17.14\nrustls v0.23.46\nrustls-pki-types v1.15.1\n\
+                        zstd-sys v2.1.2+zstd.1.5.7\nring v0.17.14 (*)\n";
+
+    #[test]
+    fn a_crate_is_unexpected_unless_its_feature_is_on() {
+        assert_eq!(unexpected_crates(TREE, None), ["ring", "rustls", "zstd-sys"]);
+        assert_eq!(unexpected_crates(TREE, Some("tls")), ["zstd-sys"]);
+        assert_eq!(unexpected_crates(TREE, Some("zstd")), ["ring", "rustls"]);
+        assert_eq!(unexpected_crates("aws-lc-sys v0.30.0\n", Some("tls")), ["aws-lc-sys"]);
+        assert!(unexpected_crates("klife v0.1.0\nbytes v1.10.0\n", None).is_empty());
+    }
 }

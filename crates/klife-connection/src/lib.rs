@@ -28,6 +28,16 @@
 //!
 //! Metric and tracing names are listed in [`telemetry`].
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it switches on |
+//! | --- | --- | --- |
+//! | `tls` | yes | TLS through rustls with the ring provider: the `tls` module and `ConnectionConfig::tls` |
+//!
+//! Without `tls`, neither rustls nor ring is built, and brokers are reached over plain
+//! TCP (SASL still works). This crate depends on `klife-protocol` without its codecs:
+//! it never compresses or decompresses record batches.
+//!
 //! ## Example
 //!
 //! ```no_run

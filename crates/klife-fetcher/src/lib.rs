@@ -41,6 +41,22 @@
 //! are refused with a clear error. Fetch sessions (KIP-227) are not used: every
 //! request is a full fetch.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it switches on |
+//! | --- | --- | --- |
+//! | `gzip` | yes | gzip record batches (pure Rust) |
+//! | `snappy` | yes | snappy record batches (pure Rust) |
+//! | `lz4` | yes | lz4 record batches (pure Rust) |
+//! | `zstd` | yes | zstd record batches (builds the vendored C zstd library) |
+//!
+//! Each turns on the codec of the same name in `klife-protocol`. A batch compressed
+//! with a codec this build lacks fails its partition's fetch with
+//! [`FetchError::Corrupt`], whose source is
+//! [`DecodeError::CompressionDisabled`](klife_protocol::DecodeError::CompressionDisabled)
+//! naming the feature; the records before it are still delivered. TLS is
+//! `klife-connection`'s `tls` feature.
+//!
 //! ## Example
 //!
 //! ```no_run

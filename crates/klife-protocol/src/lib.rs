@@ -27,6 +27,21 @@
 //! - [`error_code`]: every broker error code, with what a client should do about it.
 //! - [`compression`]: the record batch codecs.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it switches on |
+//! | --- | --- | --- |
+//! | `gzip` | yes | gzip record batches (pure Rust, `flate2` on `miniz_oxide`) |
+//! | `snappy` | yes | snappy record batches, raw and xerial-framed (pure Rust, `snap`) |
+//! | `lz4` | yes | lz4 frame record batches (pure Rust, `lz4_flex`) |
+//! | `zstd` | yes | zstd record batches (builds the vendored C zstd library) |
+//! | `arbitrary` | no | the `testing` module: generators for every message, for fuzzing |
+//!
+//! A codec left out is not built. Its batches still have a name
+//! ([`Compression`]) and [`Compression::is_enabled`] says `false`; encoding one fails
+//! with [`EncodeError::CompressionDisabled`] and decoding one with
+//! [`DecodeError::CompressionDisabled`], naming the feature to turn on.
+//!
 //! ## Example
 //!
 //! Encode a request as a client would send it, read it as a broker would, and answer:
