@@ -105,7 +105,11 @@ impl Cluster {
     pub async fn connect<S: AsRef<str>>(bootstrap: &[S], config: ConnectionConfig) -> Result<Cluster, Error> {
         config.validate()?;
         if bootstrap.is_empty() {
-            return Err(Error::Config("no bootstrap servers given".into()));
+            return Err(Error::Config(crate::ConfigError::new(
+                "Cluster::connect",
+                "bootstrap",
+                crate::ConfigProblem::Empty,
+            )));
         }
         let config = Arc::new(config);
         let closed = Arc::new(AtomicBool::new(false));

@@ -63,23 +63,113 @@ impl Default for ConnectionConfig {
 
 impl ConnectionConfig {
     /// Checks the values make sense, naming the first one that does not.
-    pub fn validate(&self) -> Result<(), crate::Error> {
-        let bad = |what: &str| Err(crate::Error::Config(what.to_owned()));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem| Err(ConfigError::new("ConnectionConfig", field, problem));
         if self.max_in_flight == 0 {
-            return bad("max_in_flight must be at least 1");
+            return bad("max_in_flight", ConfigProblem::Zero);
         }
         if self.connection_count == 0 {
-            return bad("connection_count must be at least 1");
+            return bad("connection_count", ConfigProblem::Zero);
         }
         if self.request_timeout.is_zero() {
-            return bad("request_timeout must be above zero");
+            return bad("request_timeout", ConfigProblem::Zero);
         }
         if self.connect_timeout.is_zero() {
-            return bad("connect_timeout must be above zero");
+            return bad("connect_timeout", ConfigProblem::Zero);
         }
-        if self.max_frame_size < 1024 {
-            return bad("max_frame_size must be at least 1024 bytes");
+        if self.max_frame_size < MIN_FRAME_SIZE {
+            return bad(
+                "max_frame_size",
+                ConfigProblem::BelowMinimum { min: MIN_FRAME_SIZE as u64, value: self.max_frame_size as u64 },
+            );
         }
         Ok(())
+    }
+}
+
+/// The smallest `max_frame_size` accepted.
+const MIN_FRAME_SIZE: usize = 1024;
+
+/// An invalid setting: which settings struct, which of its fields, and what is wrong
+/// with the value. Every klife settings struct's `validate` reports this type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid setting {config}.{field}: {problem}")]
+#[non_exhaustive]
+pub struct ConfigError {
+    /// The settings struct (`ConnectionConfig`, `ProducerConfig`, ...), or the call
+    /// whose argument it is.
+    pub config: &'static str,
+    /// The field (or argument), as the struct spells it.
+    pub field: &'static str,
+    /// What is wrong with its value.
+    pub problem: ConfigProblem,
+}
+
+impl ConfigError {
+    /// `field` of `config` is invalid because of `problem`.
+    pub fn new(config: &'static str, field: &'static str, problem: ConfigProblem) -> ConfigError {
+        ConfigError { config, field, problem }
+    }
+}
+
+/// What is wrong with a setting's value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigProblem {
+    /// It must be above zero (a count, a size or a duration).
+    #[error("must be above zero")]
+    Zero,
+    /// It is below the smallest value that works.
+    #[error("must be at least {min}, not {value}")]
+    BelowMinimum {
+        /// The smallest value accepted.
+        min: u64,
+        /// The value given.
+        value: u64,
+    },
+    /// It is outside the range that works.
+    #[error("must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        /// The smallest value accepted.
+        min: u64,
+        /// The largest value accepted.
+        max: u64,
+        /// The value given.
+        value: u64,
+    },
+    /// It works only with another field set to a given value.
+    #[error("requires {field} = {value}")]
+    Requires {
+        /// The other field.
+        field: &'static str,
+        /// The value that field needs.
+        value: &'static str,
+    },
+    /// It names a compression codec this build was compiled without.
+    #[error("{codec} is not in this build: turn on the `{feature}` cargo feature", feature = .codec.feature_name())]
+    CodecDisabled {
+        /// The codec.
+        codec: klife_protocol::Compression,
+    },
+    /// It must not be empty.
+    #[error("must not be empty")]
+    Empty,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validate_names_the_field_and_the_problem() {
+        assert_eq!(ConnectionConfig::default().validate(), Ok(()));
+        let config = ConnectionConfig { max_in_flight: 0, ..ConnectionConfig::default() };
+        let e = config.validate().expect_err("an invalid setting");
+        assert_eq!((e.config, e.field, &e.problem), ("ConnectionConfig", "max_in_flight", &ConfigProblem::Zero));
+        assert_eq!(e.to_string(), "invalid setting ConnectionConfig.max_in_flight: must be above zero");
+        let config = ConnectionConfig { max_frame_size: 10, ..ConnectionConfig::default() };
+        let e = config.validate().expect_err("an invalid setting");
+        assert_eq!(e.field, "max_frame_size");
+        assert_eq!(e.problem, ConfigProblem::BelowMinimum { min: 1024, value: 10 });
     }
 }

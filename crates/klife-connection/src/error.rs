@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use klife_protocol::{ApiKey, DecodeError, EncodeError, ErrorCode, VersionRange};
 
+use crate::config::ConfigError;
+
 /// An error from the connection layer.
 ///
 /// Every variant that concerns a broker names it (`broker` is `host:port`, with the
@@ -139,9 +141,9 @@ pub enum Error {
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
-    /// A configuration value is invalid.
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     /// An I/O error outside a broker conversation.
     #[error("I/O error: {0}")]
     Io(Arc<std::io::Error>),

@@ -70,7 +70,7 @@ pub mod tls;
 mod versions;
 
 pub use cluster::{Cluster, CoordinatorType, parse_address};
-pub use config::ConnectionConfig;
+pub use config::{ConfigError, ConfigProblem, ConnectionConfig};
 pub use conn::{Connection, Queued};
 pub use error::Error;
 pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use klife_connection::{ConfigError, ConfigProblem};
 use klife_protocol::Compression;
 
 use crate::accumulator::AccumulatorConfig;
@@ -87,6 +88,9 @@ pub struct ProducerConfig {
     pub partitioner: Arc<dyn Partitioner>,
 }
 
+/// The smallest `max_record_batch_size`: a batch header and a small record.
+const MIN_RECORD_BATCH_SIZE: usize = 128;
+
 /// The default `batch_size`.
 const DEFAULT_BATCH_SIZE: usize = 1_000_000;
 
@@ -112,27 +116,44 @@ impl Default for ProducerConfig {
 
 impl ProducerConfig {
     /// Checks the settings, naming the first that cannot work.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem| Err(ConfigError::new("ProducerConfig", field, problem));
         if self.idempotence && self.acks != Acks::All {
-            return Err("idempotence requires acks = all (or turn idempotence off)".into());
+            return bad("idempotence", ConfigProblem::Requires { field: "acks", value: "Acks::All" });
         }
-        if self.batch_size == 0 || self.buffer_memory == 0 || self.max_record_batch_size < 128 {
-            return Err("batch_size and buffer_memory must be above zero, max_record_batch_size at least 128".into());
+        if self.batch_size == 0 {
+            return bad("batch_size", ConfigProblem::Zero);
+        }
+        if self.buffer_memory == 0 {
+            return bad("buffer_memory", ConfigProblem::Zero);
+        }
+        if self.max_record_batch_size < MIN_RECORD_BATCH_SIZE {
+            return bad(
+                "max_record_batch_size",
+                ConfigProblem::BelowMinimum {
+                    min: MIN_RECORD_BATCH_SIZE as u64,
+                    value: self.max_record_batch_size as u64,
+                },
+            );
         }
         if self.max_in_flight_per_broker == 0 {
-            return Err("max_in_flight_per_broker must be at least 1".into());
+            return bad("max_in_flight_per_broker", ConfigProblem::Zero);
         }
         if !(1..=MAX_IN_FLIGHT_PER_PARTITION).contains(&self.max_in_flight_per_partition) {
-            return Err(format!(
-                "max_in_flight_per_partition must be between 1 and {MAX_IN_FLIGHT_PER_PARTITION}, not {}",
-                self.max_in_flight_per_partition
-            ));
+            return bad(
+                "max_in_flight_per_partition",
+                ConfigProblem::OutOfRange {
+                    min: 1,
+                    max: MAX_IN_FLIGHT_PER_PARTITION as u64,
+                    value: self.max_in_flight_per_partition as u64,
+                },
+            );
         }
         if self.batchers_per_broker == 0 {
-            return Err("batchers_per_broker must be at least 1".into());
+            return bad("batchers_per_broker", ConfigProblem::Zero);
         }
         if !self.compression.is_enabled() {
-            return Err(format!("compression {} is not enabled in this build", self.compression));
+            return bad("compression", ConfigProblem::CodecDisabled { codec: self.compression });
         }
         Ok(())
     }
@@ -149,6 +170,48 @@ impl ProducerConfig {
             compression: self.compression,
             buffer_memory: self.buffer_memory,
             max_record_batch_size: self.max_record_batch_size,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn invalid(config: ProducerConfig) -> ConfigError {
+        config.validate().expect_err("an invalid setting")
+    }
+
+    #[test]
+    fn validate_names_the_field_and_the_problem() {
+        assert_eq!(ProducerConfig::default().validate(), Ok(()));
+        let e = invalid(ProducerConfig { acks: Acks::Leader, ..ProducerConfig::default() });
+        assert_eq!((e.config, e.field), ("ProducerConfig", "idempotence"));
+        assert_eq!(e.problem, ConfigProblem::Requires { field: "acks", value: "Acks::All" });
+        let e = invalid(ProducerConfig { max_in_flight_per_partition: 6, ..ProducerConfig::default() });
+        assert_eq!(e.field, "max_in_flight_per_partition");
+        assert_eq!(e.problem, ConfigProblem::OutOfRange { min: 1, max: 5, value: 6 });
+        assert_eq!(
+            e.to_string(),
+            "invalid setting ProducerConfig.max_in_flight_per_partition: must be between 1 and 5, not 6"
+        );
+        let e = invalid(ProducerConfig { batchers_per_broker: 0, ..ProducerConfig::default() });
+        assert_eq!((e.field, &e.problem), ("batchers_per_broker", &ConfigProblem::Zero));
+        let e = invalid(ProducerConfig { max_record_batch_size: 100, ..ProducerConfig::default() });
+        assert_eq!(e.problem, ConfigProblem::BelowMinimum { min: 128, value: 100 });
+    }
+
+    #[test]
+    fn a_codec_left_out_of_the_build_is_refused() {
+        for codec in Compression::ALL {
+            let result = ProducerConfig { compression: codec, ..ProducerConfig::default() }.validate();
+            if codec.is_enabled() {
+                assert_eq!(result, Ok(()), "{codec}");
+            } else {
+                let e = result.expect_err("a disabled codec");
+                assert_eq!((e.field, &e.problem), ("compression", &ConfigProblem::CodecDisabled { codec }));
+                assert!(e.to_string().contains(codec.feature_name()), "{e}");
+            }
         }
     }
 }

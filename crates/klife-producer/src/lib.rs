@@ -23,8 +23,8 @@
 //! - **Idempotence** (default on). The producer gets a producer id and numbers its
 //!   batches. A resent batch the broker already has is not written again. Sequence
 //!   errors are repaired with a new producer id, except where that could write a batch
-//!   twice: then the batch fails with [`ProduceError::Idempotence`] rather than risk a
-//!   duplicate. Up to `max_in_flight_per_partition` batches of a partition are in
+//!   twice: then the batch fails with [`ProduceError::OutcomeUnknown`] rather than risk
+//!   a duplicate. Up to `max_in_flight_per_partition` batches of a partition are in
 //!   flight at once.
 //! - **Retries.** Retriable failures (leader moves, timeouts, broken connections, a
 //!   broker down) are retried after `retry_backoff`, until `delivery_timeout` has passed
@@ -44,6 +44,20 @@
 //! - **Flush and close.** [`Producer::flush`] sends everything buffered and waits for
 //!   every outcome; [`Producer::close`] flushes, then refuses new records.
 //! - **Telemetry.** The `metrics` names and tracing events are listed in [`telemetry`].
+//!
+//! ## Cargo features
+//!
+//! | feature | default | what it switches on |
+//! | --- | --- | --- |
+//! | `gzip` | yes | gzip record batches (pure Rust) |
+//! | `snappy` | yes | snappy record batches (pure Rust) |
+//! | `lz4` | yes | lz4 record batches (pure Rust) |
+//! | `zstd` | yes | zstd record batches (builds the vendored C zstd library) |
+//!
+//! Each turns on the codec of the same name in `klife-protocol`. A producer configured
+//! with a codec this build lacks is refused when it is made: [`ProduceError::Config`]
+//! with [`ConfigProblem::CodecDisabled`]
+//! for the `compression` field. TLS is `klife-connection`'s `tls` feature.
 //!
 //! ## Example
 //!
@@ -157,7 +171,8 @@ pub mod transaction;
 
 pub use config::{Acks, MAX_IN_FLIGHT_PER_PARTITION, ProducerConfig};
 pub use delivery::DeliveryFuture;
-pub use error::ProduceError;
+pub use error::{AttemptError, ProduceError, TransactionOperation, TransactionState};
+pub use klife_connection::{ConfigError, ConfigProblem};
 pub use producer::{Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};
 pub use transaction::{TransactionError, TransactionPool, TransactionalProducer};

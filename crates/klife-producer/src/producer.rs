@@ -29,7 +29,7 @@ use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::{UNKNOWN_PARTITION, check_partition, random_partition_except};
 use crate::telemetry;
-use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
+use crate::{AttemptError, ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
 
 mod flight;
 
@@ -257,7 +257,7 @@ fn now_millis() -> i64 {
 impl Producer {
     /// A producer on `cluster`; with idempotence, it first gets a producer id.
     pub async fn new(cluster: Cluster, config: ProducerConfig) -> Result<Producer, ProduceError> {
-        config.validate().map_err(ProduceError::Config)?;
+        config.validate()?;
         let id = if config.idempotence { Some(init_producer_id(&cluster, None).await?) } else { None };
         Ok(Self::start(cluster, config, id, None))
     }
@@ -566,7 +566,7 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
             Ok(resp) => match ErrorCode::from_code(resp.error_code) {
                 ErrorCode::None => return Ok((resp.producer_id, resp.producer_epoch)),
                 code if code.is_retriable() && attempt < INIT_PRODUCER_ID_ATTEMPTS => true,
-                code => return Err(ProduceError::Idempotence(format!("InitProducerId answered {code}"))),
+                code => return Err(ProduceError::ProducerId { code }),
             },
             Err(ProduceError::Connection(e)) => e.is_retriable() && attempt < INIT_PRODUCER_ID_ATTEMPTS,
             Err(_) => false,
@@ -655,7 +655,9 @@ enum Settled {
     /// Written at `base` (-1 when unknown), with the broker's append time (-1 for create time).
     Written { base: i64, append_time: i64 },
     /// Refused or lost; `retriable` says whether to send it again.
-    Failed { code: ErrorCode, message: Option<String>, retriable: bool },
+    Failed { cause: AttemptError, retriable: bool },
+    /// Refused because the transactional producer is fenced: its epoch is stale.
+    Fenced { code: ErrorCode },
     /// Refused for its producer id, epoch or sequence: what to do depends on the
     /// partition's other batches (decided under the producer's lock).
     Sequence { code: ErrorCode, message: Option<String> },
@@ -797,7 +799,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
         let Some(leader) = leader else {
             refresh = true;
             flight.retry_at = Some(now + config.retry_backoff);
-            flight.last_error = Some(format!("{tp} has no live leader"));
+            flight.last_error = Some(AttemptError::NoLeader);
             ps.push_retry(flight);
             continue;
         };
@@ -807,10 +809,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             if stale && flight.maybe_written {
                 // Re-sequencing it under the new producer id could write it twice.
                 acc.release(flight.reserved);
-                flight.fail(ProduceError::Idempotence(format!(
-                    "{tp}: the producer id had to be reset while an earlier attempt of this batch had an unknown \
-                     outcome; it may have been written, and is not sent again to avoid a duplicate"
-                )));
+                flight.fail(ProduceError::OutcomeUnknown { topic: tp.topic.to_string(), partition: tp.partition });
                 continue;
             }
             if stale || flight.stamp.is_none() {
@@ -964,11 +963,7 @@ async fn complete(
                     .flat_map(|t| t.partition_responses.iter())
                     .find(|p| p.index == tp.partition);
                 let outcome = match answer {
-                    None => Settled::Failed {
-                        code: ErrorCode::UnknownServerError,
-                        message: Some("the broker did not answer for the partition".into()),
-                        retriable: true,
-                    },
+                    None => Settled::Failed { cause: AttemptError::NotAnswered, retriable: true },
                     Some(p) => match ErrorCode::from_code(p.error_code) {
                         // Over the topic's max.message.bytes (or the broker's
                         // message.max.bytes): the batch was not written; its halves go
@@ -986,21 +981,21 @@ async fn complete(
                                 }
                                 Err(unsplit) => {
                                     let (back, reason) = *unsplit;
-                                    settled.push((
-                                        back,
-                                        Settled::Failed { code, message: Some(reason), retriable: false },
-                                    ));
+                                    let cause = AttemptError::Broker { code, message: Some(reason) };
+                                    settled.push((back, Settled::Failed { cause, retriable: false }));
                                     continue;
                                 }
                             }
                         }
                         code @ ErrorCode::MessageTooLarge if p.error_message.is_none() => Settled::Failed {
-                            code,
-                            message: Some(format!(
-                                "the batch of {} record(s), {} bytes, is over the topic's max.message.bytes or the broker's message.max.bytes",
-                                f.record_count,
-                                f.body.len()
-                            )),
+                            cause: AttemptError::Broker {
+                                code,
+                                message: Some(format!(
+                                    "the batch of {} record(s), {} bytes, is over the topic's max.message.bytes or the broker's message.max.bytes",
+                                    f.record_count,
+                                    f.body.len()
+                                )),
+                            },
                             retriable: false,
                         },
                         ErrorCode::None => Settled::Written { base: p.base_offset, append_time: p.log_append_time_ms },
@@ -1014,7 +1009,8 @@ async fn complete(
                         code => {
                             let retry = code.is_retriable() || code.retry_action() == RetryAction::RefreshMetadata;
                             refresh |= code.retry_action() == RetryAction::RefreshMetadata;
-                            Settled::Failed { code, message: p.error_message.clone(), retriable: retry }
+                            let cause = AttemptError::Broker { code, message: p.error_message.clone() };
+                            Settled::Failed { cause, retriable: retry }
                         }
                     },
                 };
@@ -1029,8 +1025,7 @@ async fn complete(
                 matches!(e, klife_connection::Error::Disconnected { .. } | klife_connection::Error::Timeout { .. });
             for mut f in flights {
                 f.maybe_written |= unknown;
-                let code = e.error_code().unwrap_or(ErrorCode::NetworkException);
-                settled.push((f, Settled::Failed { code, message: Some(e.to_string()), retriable: retry }));
+                settled.push((f, Settled::Failed { cause: AttemptError::Connection(e.clone()), retriable: retry }));
             }
         }
     }
@@ -1056,15 +1051,20 @@ async fn complete(
                 Settled::Sequence { code, message } => {
                     let current = state.producer;
                     let stale = f.stamp.map(|s| (s.producer_id, s.producer_epoch)) != current;
+                    let cause = AttemptError::Broker { code, message };
                     if stale || ps.earlier_pending(f.order) {
                         // The echo of an earlier failure (a batch of the partition before
                         // this one was not written) or of a producer reset: this batch
                         // goes again after the earlier ones, re-stamped if need be.
-                        Settled::Failed { code, message, retriable: true }
+                        Settled::Failed { cause, retriable: true }
+                    } else if inner.transactional_id.is_some() && crate::transaction::fenced(code) {
+                        // The epoch of a transactional producer is stale: another
+                        // producer with its transactional id took over.
+                        Settled::Fenced { code }
                     } else if inner.transactional_id.is_some() {
                         // A transactional producer cannot repair its sequences: the
                         // transaction must abort.
-                        Settled::Failed { code, message, retriable: false }
+                        Settled::Failed { cause, retriable: false }
                     } else {
                         // The broker lost track of this producer's sequence (its state
                         // expired, or a batch before this one failed for good): a new
@@ -1073,7 +1073,7 @@ async fn complete(
                             state.resetting = true;
                             reset_from = Some(current);
                         }
-                        Settled::Failed { code, message, retriable: true }
+                        Settled::Failed { cause, retriable: true }
                     }
                 }
                 other => other,
@@ -1094,29 +1094,49 @@ async fn complete(
                     done.push((f, Ok(written)));
                     continue;
                 }
-                Settled::Failed { code, message, retriable: true }
+                Settled::Failed { cause, retriable: true }
                     if now.duration_since(f.created) < config.delivery_timeout =>
                 {
+                    let code = cause.code();
                     tracing::debug!(partition = %tp, %code, "retrying batch");
                     telemetry::record_retry(code);
                     f.retry_at = Some(now + config.retry_backoff);
-                    f.last_error = Some(match &message {
-                        Some(m) => format!("{code}: {m}"),
-                        None => code.to_string(),
-                    });
+                    f.last_error = Some(cause);
                     ps.push_retry(f);
                     continue;
                 }
-                Settled::Failed { code, message, retriable: true } | Settled::Sequence { code, message } => {
-                    ProduceError::DeliveryTimeout {
+                Settled::Failed { cause, retriable: true } => ProduceError::DeliveryTimeout {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    timeout: config.delivery_timeout,
+                    last_error: Some(cause),
+                },
+                Settled::Sequence { code, message } => ProduceError::DeliveryTimeout {
+                    topic: tp.topic.to_string(),
+                    partition: tp.partition,
+                    timeout: config.delivery_timeout,
+                    last_error: Some(AttemptError::Broker { code, message }),
+                },
+                Settled::Failed { cause, retriable: false } => match cause {
+                    AttemptError::Connection(e) => ProduceError::Connection(e),
+                    AttemptError::Broker { code, message } => {
+                        ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
+                    }
+                    other => ProduceError::Broker {
                         topic: tp.topic.to_string(),
                         partition: tp.partition,
-                        timeout: config.delivery_timeout,
-                        last_error: Some(message.map_or_else(|| code.to_string(), |m| format!("{code}: {m}"))),
+                        code: other.code(),
+                        message: Some(other.to_string()),
+                    },
+                },
+                Settled::Fenced { code } => {
+                    let (producer_id, epoch) = f.stamp.map_or((-1, -1), |s| (s.producer_id, s.producer_epoch));
+                    ProduceError::Fenced {
+                        transactional_id: inner.transactional_id.as_deref().unwrap_or_default().to_owned(),
+                        producer_id,
+                        epoch,
+                        code,
                     }
-                }
-                Settled::Failed { code, message, retriable: false } => {
-                    ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
                 }
                 Settled::Resend { code } if now.duration_since(f.created) < config.delivery_timeout => {
                     telemetry::record_retry(code);
@@ -1128,7 +1148,7 @@ async fn complete(
                     topic: tp.topic.to_string(),
                     partition: tp.partition,
                     timeout: config.delivery_timeout,
-                    last_error: Some(code.to_string()),
+                    last_error: Some(AttemptError::Broker { code, message: None }),
                 },
                 Settled::Invalid(reason) => ProduceError::Encode(reason),
             };

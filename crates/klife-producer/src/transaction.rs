@@ -18,7 +18,12 @@ use klife_protocol::messages::{AddOffsetsToTxnRequest, EndTxnRequest, InitProduc
 use klife_protocol::{ErrorCode, Request};
 use tokio::sync::{Notify, oneshot};
 
-use crate::{DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata};
+use klife_connection::{ConfigError, ConfigProblem};
+
+use crate::{
+    DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionOperation,
+    TransactionState,
+};
 
 /// Attempts for a coordinator request that meets a retriable error.
 const ATTEMPTS: u32 = 10;
@@ -29,16 +34,26 @@ const ADD_PARTITIONS_MAX_VERSION: i16 = 3;
 const END_TXN_MAX_VERSION_BEFORE_TV2: i16 = 4;
 
 #[derive(Default)]
-struct TxnState {
+struct Txn {
     in_transaction: bool,
     partitions: HashSet<(Arc<str>, i32)>,
     groups: HashSet<String>,
     /// Records produced in this transaction whose outcome is not known yet.
     outstanding: usize,
     /// The first record that failed in this transaction: commit must abort instead.
-    failed: Option<String>,
-    /// The producer was fenced: nothing more can be done with it.
-    fenced: Option<String>,
+    failed: Option<ProduceError>,
+    /// The producer was fenced, or refused for good: every later call fails with this.
+    fatal: Option<ProduceError>,
+}
+
+impl Txn {
+    /// Notes a record's failure; a fenced producer can do nothing more.
+    fn record_failed(&mut self, e: &ProduceError) {
+        self.failed.get_or_insert_with(|| e.clone());
+        if e.is_fenced() {
+            self.fatal.get_or_insert_with(|| e.clone());
+        }
+    }
 }
 
 /// A producer whose records are written in transactions: all of a transaction's
@@ -50,7 +65,7 @@ pub struct TransactionalProducer {
     transactional_id: Arc<str>,
     /// The producer id and epoch; EndTxn v5+ replaces them (KIP-890).
     id: Arc<Mutex<(i64, i16)>>,
-    state: Arc<Mutex<TxnState>>,
+    state: Arc<Mutex<Txn>>,
     settled: Arc<Notify>,
     /// Serializes begin / commit / abort / send_offsets.
     control: Arc<tokio::sync::Mutex<()>>,
@@ -75,11 +90,15 @@ fn retriable_coordinator_error(code: ErrorCode) -> bool {
     ) || (code.is_retriable() && code != ErrorCode::UnknownTopicOrPartition)
 }
 
-fn fenced(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch | ErrorCode::TransactionalIdAuthorizationFailed
-    )
+/// Codes that mean the producer was fenced: another producer took its transactional
+/// id over, or its epoch is stale.
+pub(crate) fn fenced(code: ErrorCode) -> bool {
+    matches!(code, ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch)
+}
+
+/// Codes after which the transactional producer can do nothing more.
+fn fatal(code: ErrorCode) -> bool {
+    fenced(code) || code == ErrorCode::TransactionalIdAuthorizationFailed
 }
 
 impl TransactionalProducer {
@@ -94,7 +113,7 @@ impl TransactionalProducer {
     ) -> Result<TransactionalProducer, ProduceError> {
         config.idempotence = true;
         config.acks = crate::Acks::All;
-        config.validate().map_err(ProduceError::Config)?;
+        config.validate()?;
         let transactional_id: Arc<str> = transactional_id.into().into();
         let timeout_ms = i32::try_from(transaction_timeout.as_millis()).unwrap_or(i32::MAX);
         let req = InitProducerIdRequest::default()
@@ -108,13 +127,13 @@ impl TransactionalProducer {
             producer: Producer::start(cluster, config, Some(id), Some(transactional_id.clone())),
             transactional_id,
             id: Arc::new(Mutex::new(id)),
-            state: Arc::new(Mutex::new(TxnState::default())),
+            state: Arc::new(Mutex::new(Txn::default())),
             settled: Arc::new(Notify::new()),
             control: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TxnState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Txn> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -130,9 +149,18 @@ impl TransactionalProducer {
     }
 
     fn check_usable(&self) -> Result<(), ProduceError> {
-        match &self.lock().fenced {
-            Some(why) => Err(ProduceError::Idempotence(format!("the transactional producer is fenced: {why}"))),
+        match &self.lock().fatal {
+            Some(e) => Err(e.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// Fails `operation` unless a transaction is open.
+    fn check_open(&self, operation: TransactionOperation) -> Result<(), ProduceError> {
+        if self.lock().in_transaction {
+            Ok(())
+        } else {
+            Err(ProduceError::TransactionState { operation, state: TransactionState::Idle })
         }
     }
 
@@ -142,24 +170,35 @@ impl TransactionalProducer {
         self.check_usable()?;
         let mut s = self.lock();
         if s.in_transaction {
-            return Err(ProduceError::Config("a transaction is already open: commit or abort it first".into()));
+            return Err(ProduceError::TransactionState {
+                operation: TransactionOperation::Begin,
+                state: TransactionState::InTransaction,
+            });
         }
-        *s = TxnState { in_transaction: true, ..TxnState::default() };
+        *s = Txn { in_transaction: true, fatal: s.fatal.take(), ..Txn::default() };
         Ok(())
     }
 
-    /// Produces a record in the open transaction; the future gives its outcome.
+    /// Produces a record in the open transaction; the future gives its outcome. A
+    /// record that fails, here or in its future, makes the transaction's
+    /// [`commit`](Self::commit) abort it instead.
     pub async fn produce_async(&self, mut record: ProducerRecord) -> Result<DeliveryFuture, ProduceError> {
         self.check_usable()?;
-        if !self.lock().in_transaction {
-            return Err(ProduceError::Config("no open transaction: call begin first".into()));
+        self.check_open(TransactionOperation::Produce)?;
+        let added: Result<(), ProduceError> = async {
+            let (partition, _) = self.producer.partition_of(&record).await?;
+            record.partition = Some(partition);
+            let key = (record.topic.clone(), partition);
+            if !self.lock().partitions.contains(&key) {
+                self.add_partition(&record.topic, partition).await?;
+                self.lock().partitions.insert(key);
+            }
+            Ok(())
         }
-        let (partition, _) = self.producer.partition_of(&record).await?;
-        record.partition = Some(partition);
-        let key = (record.topic.clone(), partition);
-        if !self.lock().partitions.contains(&key) {
-            self.add_partition(&record.topic, partition).await?;
-            self.lock().partitions.insert(key);
+        .await;
+        if let Err(e) = added {
+            self.lock().record_failed(&e);
+            return Err(e);
         }
         let (tx, rx) = oneshot::channel();
         self.lock().outstanding += 1;
@@ -172,7 +211,7 @@ impl TransactionalProducer {
                     let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
                     s.outstanding -= 1;
                     if let Err(e) = &outcome {
-                        s.failed.get_or_insert_with(|| e.to_string());
+                        s.record_failed(e);
                     }
                 }
                 settled.notify_waiters();
@@ -182,7 +221,7 @@ impl TransactionalProducer {
         if let Err(e) = result {
             let mut s = self.lock();
             s.outstanding -= 1;
-            s.failed.get_or_insert_with(|| e.to_string());
+            s.record_failed(&e);
             return Err(e);
         }
         Ok(DeliveryFuture::from_receiver(rx))
@@ -229,13 +268,23 @@ impl TransactionalProducer {
         self.note_fencing(resp.map(|_| ()))
     }
 
+    /// A coordinator's answer: one that fences the producer becomes
+    /// [`ProduceError::Fenced`], and that (or an authorization failure) is what every
+    /// later call returns.
     fn note_fencing<T>(&self, r: Result<T, ProduceError>) -> Result<T, ProduceError> {
-        if let Err(e) = &r {
-            if e.error_code().is_some_and(fenced) {
-                self.lock().fenced = Some(e.to_string());
+        let e = match r {
+            Err(e) if e.error_code().is_some_and(fatal) => e,
+            other => return other,
+        };
+        let e = match e.error_code() {
+            Some(code) if fenced(code) => {
+                let (producer_id, epoch) = self.producer_id();
+                ProduceError::Fenced { transactional_id: self.transactional_id.to_string(), producer_id, epoch, code }
             }
-        }
-        r
+            _ => e,
+        };
+        self.lock().fatal.get_or_insert_with(|| e.clone());
+        Err(e)
     }
 
     /// Adds consumer offsets to the open transaction (exactly-once
@@ -248,9 +297,7 @@ impl TransactionalProducer {
     ) -> Result<(), ProduceError> {
         let _control = self.control.lock().await;
         self.check_usable()?;
-        if !self.lock().in_transaction {
-            return Err(ProduceError::Config("no open transaction: call begin first".into()));
-        }
+        self.check_open(TransactionOperation::SendOffsets)?;
         let cluster = self.producer.cluster();
         if !self.lock().groups.contains(group_id) {
             let req = AddOffsetsToTxnRequest::default()
@@ -303,17 +350,17 @@ impl TransactionalProducer {
     }
 
     /// Commits the open transaction. If any of its records failed, the transaction is
-    /// aborted instead and the error names the first failure.
+    /// aborted instead: [`ProduceError::TransactionAborted`], with the first failure as
+    /// its source.
     pub async fn commit(&self) -> Result<(), ProduceError> {
         let _control = self.control.lock().await;
         self.check_usable()?;
+        self.check_open(TransactionOperation::Commit)?;
         self.settle().await;
         let failed = self.lock().failed.clone();
-        if let Some(why) = failed {
+        if let Some(first) = failed {
             self.end(false).await?;
-            return Err(ProduceError::Idempotence(format!(
-                "the transaction was aborted because a record failed: {why}"
-            )));
+            return Err(ProduceError::TransactionAborted { source: Box::new(first) });
         }
         self.end(true).await
     }
@@ -323,16 +370,15 @@ impl TransactionalProducer {
     pub async fn abort(&self) -> Result<(), ProduceError> {
         let _control = self.control.lock().await;
         self.check_usable()?;
+        self.check_open(TransactionOperation::Abort)?;
         self.settle().await;
         self.end(false).await
     }
 
+    /// Ends the open transaction (checked by the caller, under the control lock).
     async fn end(&self, commit: bool) -> Result<(), ProduceError> {
         let touched = {
             let s = self.lock();
-            if !s.in_transaction {
-                return Err(ProduceError::Config("no open transaction".into()));
-            }
             !s.partitions.is_empty() || !s.groups.is_empty()
         };
         // A transaction that touched nothing is unknown to the coordinator: ending it
@@ -370,7 +416,8 @@ impl TransactionalProducer {
                 self.producer.adopt_producer_id(new);
             }
         }
-        *self.lock() = TxnState::default();
+        let mut s = self.lock();
+        *s = Txn { fatal: s.fatal.take(), ..Txn::default() };
         Ok(())
     }
 
@@ -424,7 +471,7 @@ impl TransactionPool {
         transaction_timeout: Duration,
     ) -> Result<TransactionPool, ProduceError> {
         if size == 0 {
-            return Err(ProduceError::Config("a transaction pool needs at least one producer".into()));
+            return Err(ConfigError::new("TransactionPool::new", "size", ConfigProblem::Zero).into());
         }
         let mut all = Vec::with_capacity(size);
         for i in 0..size {

@@ -419,10 +419,10 @@ impl ClientBuilder {
         if self.bootstrap.is_empty() {
             return Err(Error::invalid_argument("no bootstrap servers: call bootstrap_servers([\"host:port\"])"));
         }
-        self.producer.validate().map_err(Error::invalid_argument)?;
+        self.producer.validate().map_err(|e| Error::config("the default producer", e))?;
         let mut named = HashMap::new();
         for (name, config) in self.named {
-            config.validate().map_err(|e| Error::invalid_argument(format!("producer {name:?}: {e}")))?;
+            config.validate().map_err(|e| Error::config(format!("producer {name:?}"), e))?;
             if named.insert(name.clone(), (config, OnceCell::new())).is_some() {
                 return Err(Error::invalid_argument(format!("two producers are named {name:?}")));
             }

@@ -1,14 +1,16 @@
 //! klife's one error type: opaque, with predicates for what callers branch on, and the
 //! layer's own error behind `source()`.
 
-use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+use klife_connection::{ConfigError, ConfigProblem};
+use klife_producer::ProduceError;
+use klife_protocol::{ApiKey, DecodeError, ErrorCode, RetryAction};
 
 /// An error from klife.
 ///
 /// Ask it what kind of failure it is ([`is_retriable`](Error::is_retriable),
 /// [`is_timeout`](Error::is_timeout), [`is_connection`](Error::is_connection),
-/// [`is_authentication`](Error::is_authentication), [`error_code`](Error::error_code),
-/// ...) rather than matching on its structure, which may grow. `Display` gives the
+/// [`is_authentication`](Error::is_authentication), [`is_fenced`](Error::is_fenced),
+/// [`error_code`](Error::error_code), ...) rather than matching on its structure, which may grow. `Display` gives the
 /// whole story in one line.
 pub struct Error {
     inner: Box<Inner>,
@@ -17,10 +19,21 @@ pub struct Error {
 #[derive(Debug)]
 enum Inner {
     Connection(klife_connection::Error),
-    Produce(klife_producer::ProduceError),
+    Produce(ProduceError),
     Fetch(klife_fetcher::FetchError),
-    Broker { context: String, api: ApiKey, code: ErrorCode, message: Option<String> },
+    Broker {
+        context: String,
+        api: ApiKey,
+        code: ErrorCode,
+        message: Option<String>,
+    },
     InvalidArgument(String),
+    /// A setting given to the client builder (`context` names which producer or
+    /// fetcher it belongs to).
+    Config {
+        context: String,
+        source: ConfigError,
+    },
 }
 
 impl Error {
@@ -32,16 +45,21 @@ impl Error {
         Error { inner: Box::new(Inner::InvalidArgument(message.into())) }
     }
 
+    /// An invalid setting of what `context` names (`default producer`, `producer "x"`).
+    pub(crate) fn config(context: impl Into<String>, source: ConfigError) -> Self {
+        Error { inner: Box::new(Inner::Config { context: context.into(), source }) }
+    }
+
     /// The connection-layer error that explains this one, if it came from there (for a
     /// failed bootstrap: the most telling attempt).
     fn connection(&self) -> Option<&klife_connection::Error> {
         match &*self.inner {
-            Inner::Connection(e) | Inner::Produce(klife_producer::ProduceError::Connection(e)) => Some(e.primary()),
+            Inner::Connection(e) | Inner::Produce(ProduceError::Connection(e)) => Some(e.primary()),
             _ => None,
         }
     }
 
-    fn produce(&self) -> Option<&klife_producer::ProduceError> {
+    fn produce(&self) -> Option<&ProduceError> {
         match &*self.inner {
             Inner::Produce(e) => Some(e),
             _ => None,
@@ -50,12 +68,12 @@ impl Error {
 
     /// Whether the producer's buffer was full.
     pub fn is_buffer_full(&self) -> bool {
-        matches!(self.produce(), Some(klife_producer::ProduceError::BufferFull { .. }))
+        matches!(self.produce(), Some(ProduceError::BufferFull { .. }))
     }
 
     /// Whether a record was not delivered within the delivery timeout.
     pub fn is_delivery_timeout(&self) -> bool {
-        matches!(self.produce(), Some(klife_producer::ProduceError::DeliveryTimeout { .. }))
+        matches!(self.produce(), Some(ProduceError::DeliveryTimeout { .. }))
     }
 
     /// The broker error code, when a broker answered with one.
@@ -65,7 +83,7 @@ impl Error {
             Inner::Connection(e) => e.error_code(),
             Inner::Produce(e) => e.error_code(),
             Inner::Fetch(e) => e.error_code(),
-            Inner::InvalidArgument(_) => None,
+            Inner::InvalidArgument(_) | Inner::Config { .. } => None,
         }
     }
 
@@ -74,19 +92,75 @@ impl Error {
         self.error_code().map(ErrorCode::retry_action)
     }
 
-    /// Whether trying the same operation again may succeed.
+    /// Whether trying the same operation again may succeed. False for what a resend
+    /// cannot fix: invalid arguments and settings, a fenced producer, a transaction
+    /// already aborted or called in the wrong state, a batch that may have been
+    /// written, a closed client.
     pub fn is_retriable(&self) -> bool {
         match &*self.inner {
             Inner::Connection(e) => e.is_retriable(),
             Inner::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
             Inner::Produce(e) => match e {
-                klife_producer::ProduceError::Connection(c) => c.is_retriable(),
-                klife_producer::ProduceError::BufferFull { .. }
-                | klife_producer::ProduceError::DeliveryTimeout { .. } => true,
-                other => other.error_code().is_some_and(|c| c.is_retriable()),
+                ProduceError::Connection(c) => c.is_retriable(),
+                ProduceError::BufferFull { .. } | ProduceError::DeliveryTimeout { .. } => true,
+                ProduceError::Broker { code, .. }
+                | ProduceError::Coordinator { code, .. }
+                | ProduceError::ProducerId { code } => code.is_retriable(),
+                _ => false,
             },
             Inner::Fetch(e) => e.is_retriable(),
-            Inner::InvalidArgument(_) => false,
+            Inner::InvalidArgument(_) | Inner::Config { .. } => false,
+        }
+    }
+
+    /// Whether the transactional producer is fenced: a newer producer with the same
+    /// transactional id took over, or its epoch is stale. Nothing retries this; the
+    /// producer can only be closed.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self.produce(), Some(ProduceError::Fenced { .. }))
+            || matches!(self.error_code(), Some(ErrorCode::ProducerFenced | ErrorCode::InvalidProducerEpoch))
+    }
+
+    /// Whether a commit aborted the transaction instead, because one of its records
+    /// had failed (that failure is the error's source).
+    pub fn is_transaction_aborted(&self) -> bool {
+        matches!(self.produce(), Some(ProduceError::TransactionAborted { .. }))
+    }
+
+    /// Whether a transaction operation was called in a state that does not allow it
+    /// (`begin` with a transaction open, `produce`, `commit` or `abort` without one).
+    pub fn is_invalid_transaction_state(&self) -> bool {
+        matches!(self.produce(), Some(ProduceError::TransactionState { .. }))
+    }
+
+    /// Whether a producer could not tell if a batch was written: an earlier attempt
+    /// had no answer when its producer id had to change, and it was not sent again so
+    /// as not to write it twice. Its records are in the log once or not at all.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self.produce(), Some(ProduceError::OutcomeUnknown { .. }))
+    }
+
+    /// Whether a compression codec this build was compiled without was needed: a
+    /// producer configured with it, or a fetched batch compressed with it. The error
+    /// names the cargo feature to turn on.
+    pub fn is_compression_disabled(&self) -> bool {
+        matches!(self.config_error(), Some(ConfigError { problem: ConfigProblem::CodecDisabled { .. }, .. }))
+            || matches!(
+                self.fetch(),
+                Some(klife_fetcher::FetchError::Corrupt { source: DecodeError::CompressionDisabled(_), .. })
+            )
+    }
+
+    /// The invalid setting, when a setting was invalid: which settings struct, which
+    /// field, and what is wrong with its value.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match &*self.inner {
+            Inner::Config { source, .. } => Some(source),
+            Inner::Produce(ProduceError::Config(e)) => Some(e),
+            _ => match self.connection() {
+                Some(klife_connection::Error::Config(e)) => Some(e),
+                _ => None,
+            },
         }
     }
 
@@ -115,9 +189,12 @@ impl Error {
     }
 
     /// Whether fetched data could not be read (bad CRC, bad lengths, a codec failure).
+    /// A batch compressed with a codec this build lacks is not corrupt:
+    /// [`is_compression_disabled`](Self::is_compression_disabled).
     pub fn is_corrupt(&self) -> bool {
-        matches!(self.fetch(), Some(klife_fetcher::FetchError::Corrupt { .. }))
-            || self.error_code() == Some(ErrorCode::CorruptMessage)
+        (matches!(self.fetch(), Some(klife_fetcher::FetchError::Corrupt { .. }))
+            || self.error_code() == Some(ErrorCode::CorruptMessage))
+            && !self.is_compression_disabled()
     }
 
     /// Whether a request timed out, or retries ran out of time.
@@ -164,36 +241,25 @@ impl Error {
     /// Whether a topic or partition does not exist.
     pub fn is_unknown_topic_or_partition(&self) -> bool {
         matches!(self.error_code(), Some(ErrorCode::UnknownTopicOrPartition | ErrorCode::UnknownTopicId))
-            || matches!(
-                self.produce(),
-                Some(
-                    klife_producer::ProduceError::UnknownTopic { .. }
-                        | klife_producer::ProduceError::InvalidPartition { .. }
-                )
-            )
+            || matches!(self.produce(), Some(ProduceError::UnknownTopic { .. } | ProduceError::InvalidPartition { .. }))
     }
 
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
         matches!(&*self.inner, Inner::InvalidArgument(_))
+            || self.config_error().is_some()
             || matches!(
                 self.fetch(),
                 Some(klife_fetcher::FetchError::InvalidOffset { .. } | klife_fetcher::FetchError::InvalidArgument(_))
             )
-            || matches!(
-                self.produce(),
-                Some(klife_producer::ProduceError::RecordTooLarge { .. } | klife_producer::ProduceError::Config(_))
-            )
-            || matches!(
-                self.connection(),
-                Some(klife_connection::Error::Config(_) | klife_connection::Error::InvalidAddress { .. })
-            )
+            || matches!(self.produce(), Some(ProduceError::RecordTooLarge { .. }))
+            || matches!(self.connection(), Some(klife_connection::Error::InvalidAddress { .. }))
     }
 
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
-            || matches!(self.produce(), Some(klife_producer::ProduceError::Closed))
+            || matches!(self.produce(), Some(ProduceError::Closed))
             || matches!(self.fetch(), Some(klife_fetcher::FetchError::Closed))
     }
 }
@@ -212,6 +278,7 @@ impl std::fmt::Display for Error {
                 Ok(())
             }
             Inner::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
+            Inner::Config { context, source } => write!(f, "{context}: {source}"),
         }
     }
 }
@@ -230,12 +297,13 @@ impl std::error::Error for Error {
             Inner::Fetch(e) => Some(e),
             Inner::Broker { code, .. } => Some(code),
             Inner::InvalidArgument(_) => None,
+            Inner::Config { source, .. } => Some(source),
         }
     }
 }
 
-impl From<klife_producer::ProduceError> for Error {
-    fn from(e: klife_producer::ProduceError) -> Self {
+impl From<ProduceError> for Error {
+    fn from(e: ProduceError) -> Self {
         Error { inner: Box::new(Inner::Produce(e)) }
     }
 }
@@ -257,6 +325,8 @@ impl From<klife_connection::Error> for Error {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -277,5 +347,88 @@ mod tests {
         assert!(e.is_retriable());
         assert_eq!(e.retry_action(), Some(RetryAction::RefreshMetadata));
         assert!(Error::invalid_argument("x").is_invalid_argument());
+    }
+
+    #[test]
+    fn a_fenced_producer_is_fenced_and_not_retriable() {
+        let e: Error = ProduceError::Fenced {
+            transactional_id: "app".into(),
+            producer_id: 7,
+            epoch: 3,
+            code: ErrorCode::ProducerFenced,
+        }
+        .into();
+        assert!(e.is_fenced() && !e.is_retriable(), "{e}");
+        assert_eq!(e.error_code(), Some(ErrorCode::ProducerFenced));
+        assert!(e.to_string().contains("producer id 7, epoch 3"), "{e}");
+        // A stale epoch reported by a broker is fencing too.
+        let e = Error::broker("t-0", ApiKey::Produce, ErrorCode::InvalidProducerEpoch, None);
+        assert!(e.is_fenced());
+        assert!(!Error::from(ProduceError::Closed).is_fenced());
+    }
+
+    #[test]
+    fn transaction_errors_are_told_apart_and_not_retriable() {
+        let first =
+            ProduceError::Broker { topic: "t".into(), partition: 0, code: ErrorCode::InvalidRecord, message: None };
+        let e: Error = ProduceError::TransactionAborted { source: Box::new(first) }.into();
+        assert!(e.is_transaction_aborted() && !e.is_retriable() && !e.is_fenced(), "{e}");
+        // The chain leads to the record's own failure.
+        let produce = std::error::Error::source(&e).expect("the producer's error");
+        let cause = produce.source().and_then(|c| c.downcast_ref::<ProduceError>());
+        assert!(matches!(cause, Some(ProduceError::Broker { code: ErrorCode::InvalidRecord, .. })), "{e}");
+
+        let e: Error = ProduceError::TransactionState {
+            operation: klife_producer::TransactionOperation::Commit,
+            state: klife_producer::TransactionState::Idle,
+        }
+        .into();
+        assert!(e.is_invalid_transaction_state() && !e.is_retriable() && !e.is_transaction_aborted(), "{e}");
+
+        let e: Error = ProduceError::OutcomeUnknown { topic: "t".into(), partition: 0 }.into();
+        assert!(e.is_outcome_unknown() && !e.is_retriable(), "{e}");
+        let e: Error = ProduceError::DeliveryTimeout {
+            topic: "t".into(),
+            partition: 0,
+            timeout: Duration::from_secs(1),
+            last_error: None,
+        }
+        .into();
+        assert!(e.is_delivery_timeout() && e.is_retriable(), "{e}");
+    }
+
+    #[test]
+    fn an_invalid_setting_names_its_field_wherever_it_comes_from() {
+        let bad = ConfigError::new("ProducerConfig", "batch_size", ConfigProblem::Zero);
+        for e in [
+            Error::config("the default producer", bad.clone()),
+            Error::from(ProduceError::Config(bad.clone())),
+            Error::from(klife_connection::Error::Config(bad.clone())),
+        ] {
+            assert!(e.is_invalid_argument() && !e.is_retriable(), "{e}");
+            assert_eq!(e.config_error().map(|c| c.field), Some("batch_size"), "{e}");
+            assert!(!e.is_compression_disabled());
+        }
+        assert_eq!(
+            Error::config("the default producer", bad).to_string(),
+            "the default producer: invalid setting ProducerConfig.batch_size: must be above zero"
+        );
+    }
+
+    #[test]
+    fn a_codec_left_out_of_the_build_is_compression_disabled_not_corrupt() {
+        let codec = klife_protocol::Compression::Zstd;
+        let e = Error::config(
+            "the default producer",
+            ConfigError::new("ProducerConfig", "compression", ConfigProblem::CodecDisabled { codec }),
+        );
+        assert!(e.is_compression_disabled() && e.is_invalid_argument(), "{e}");
+        let fetched = |source| {
+            Error::from(klife_fetcher::FetchError::Corrupt { topic: "t".into(), partition: 0, offset: 5, source })
+        };
+        let e = fetched(DecodeError::CompressionDisabled(codec));
+        assert!(e.is_compression_disabled() && !e.is_corrupt() && !e.is_retriable(), "{e}");
+        let e = fetched(DecodeError::CrcMismatch { expected: 1, actual: 2 });
+        assert!(e.is_corrupt() && !e.is_compression_disabled(), "{e}");
     }
 }

@@ -21,6 +21,23 @@
 //! - Admin basics retry retriable broker errors (refreshing metadata when the error
 //!   says leadership or the controller moved) a bounded number of times.
 //!
+//! ## Cargo features
+//!
+//! | feature | default | what it switches on |
+//! | --- | --- | --- |
+//! | `tls` | yes | TLS through rustls with the ring provider: `TlsConfig`, `ClientBuilder::tls` |
+//! | `gzip` | yes | gzip record batches (pure Rust) |
+//! | `snappy` | yes | snappy record batches (pure Rust) |
+//! | `lz4` | yes | lz4 record batches (pure Rust) |
+//! | `zstd` | yes | zstd record batches (builds the vendored C zstd library) |
+//!
+//! Features compose: `default-features = false` builds neither rustls, ring nor the C
+//! zstd library, and each feature brings only its own code. What needs a codec the
+//! build lacks fails when it is asked for, with an error that names the feature: a
+//! producer configured with it is refused ([`Error::is_invalid_argument`]), and a
+//! fetched batch compressed with it is an error for its partition
+//! ([`Error::is_compression_disabled`]); the other partitions are delivered.
+//!
 //! ## Example
 //!
 //! ```no_run

@@ -195,7 +195,7 @@ async fn verify_fault_round(
     for (f, r) in futures.into_iter().zip(sent) {
         match f.await {
             Ok(m) => acked.push((m, r)),
-            Err(ProduceError::Idempotence(_)) => failed.push(r),
+            Err(ProduceError::OutcomeUnknown { .. }) => failed.push(r),
             Err(e) => panic!("seed {seed}: a record failed: {e}"),
         }
     }

@@ -1,7 +1,8 @@
 //! Transactions against Apache Kafka, Tansu and klife-testkit (the brokers here with
 //! working transaction coordinators; the mock cluster's are partial, see README.md):
 //! begin, produce, commit and abort end to end, offsets sent to a transaction, and
-//! `transaction(closure)`.
+//! `transaction(closure)`, typed misuse errors; and, against Kafka and klife-testkit,
+//! a producer fenced by a newer one with the same transactional id.
 //!
 //! Tansu does not keep the transactional attribute of batches nor write commit/abort
 //! control batches into the log (see README.md), so what the markers say is checked
@@ -14,7 +15,10 @@
 use std::time::Duration;
 
 use klife_conformance::{Broker, raw, unique_topic};
-use klife_producer::{ProduceError, ProducerConfig, ProducerRecord, TransactionError, TransactionalProducer};
+use klife_producer::{
+    ProduceError, ProducerConfig, ProducerRecord, TransactionError, TransactionOperation, TransactionState,
+    TransactionalProducer,
+};
 use klife_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use klife_protocol::records::ControlRecord;
 
@@ -45,6 +49,26 @@ against_brokers_with_transactions!(
     a_transaction_closure_commits_on_ok_and_aborts_on_err,
     a_pool_runs_transactions_concurrently_and_all_or_nothing,
 );
+
+/// Each case against Kafka and klife-testkit: Tansu closes the connection on an EndTxn
+/// from a producer another one took over, where Kafka answers PRODUCER_FENCED (see
+/// README.md).
+macro_rules! against_brokers_that_fence {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kafka() {
+                super::$case(klife_conformance::Broker::Kafka).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn testkit() {
+                super::$case(klife_conformance::Broker::Testkit).await;
+            }
+        }
+    )*};
+}
+
+against_brokers_that_fence!(a_newer_producer_with_the_same_transactional_id_fences_the_older);
 
 async fn txn_producer(client: &klife::Client, id: &str) -> TransactionalProducer {
     let mut c = ProducerConfig::default();
@@ -180,11 +204,42 @@ async fn a_transaction_closure_commits_on_ok_and_aborts_on_err(broker: Broker) {
     assert!(matches!(err, TransactionError::Aborted(ref m) if m == "the body changed its mind"), "{err}");
     let records: usize = log(&client, &topic, 0).await.into_iter().filter(|b| b.3.is_none()).map(|b| b.2).sum();
     assert_eq!(records, 2, "both transactions wrote their record");
-    // Misuse is a typed error, not a broken producer.
-    assert!(producer.produce(ProducerRecord::new(topic.clone(), "outside").with_partition(0)).await.is_err());
+    // Misuse is a typed error, naming the call and the state, not a broken producer.
+    let outside = producer.produce(ProducerRecord::new(topic.clone(), "outside").with_partition(0)).await;
+    assert!(
+        matches!(
+            outside,
+            Err(ProduceError::TransactionState {
+                operation: TransactionOperation::Produce,
+                state: TransactionState::Idle
+            })
+        ),
+        "{outside:?}"
+    );
     producer.begin().await.unwrap();
-    assert!(producer.begin().await.is_err(), "a second begin is refused");
+    let second = producer.begin().await;
+    assert!(
+        matches!(
+            second,
+            Err(ProduceError::TransactionState {
+                operation: TransactionOperation::Begin,
+                state: TransactionState::InTransaction
+            })
+        ),
+        "a second begin is refused: {second:?}"
+    );
     producer.abort().await.unwrap();
+    let again = producer.abort().await;
+    assert!(
+        matches!(
+            again,
+            Err(ProduceError::TransactionState {
+                operation: TransactionOperation::Abort,
+                state: TransactionState::Idle
+            })
+        ),
+        "{again:?}"
+    );
     producer.close().await;
     client.close().await;
 }
@@ -209,6 +264,58 @@ async fn a_pool_runs_transactions_concurrently_and_all_or_nothing(broker: Broker
     let err = pool.produce_batch_txn(bad).await.unwrap_err();
     assert!(err.to_string().contains("no partition 9") || err.to_string().contains("partition"), "{err}");
     pool.close().await;
+    client.close().await;
+}
+
+/// A second producer with the same transactional id takes it over (its InitProducerId
+/// bumps the epoch and aborts the open transaction): the first one's next call is
+/// [`ProduceError::Fenced`], naming its producer id and epoch, and so is every call
+/// after; the records of its transaction are never committed.
+async fn a_newer_producer_with_the_same_transactional_id_fences_the_older(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("txn-fenced");
+    broker.create_topic(&client, &topic, 1).await;
+    let id = unique_topic("txn-id");
+    let old = txn_producer(&client, &id).await;
+    let (pid, epoch) = old.producer_id();
+    old.begin().await.unwrap();
+    old.produce(ProducerRecord::new(topic.clone(), "old").with_partition(0)).await.unwrap();
+
+    let new = txn_producer(&client, &id).await;
+    let err = old.commit().await.unwrap_err();
+    match &err {
+        ProduceError::Fenced { transactional_id, producer_id, epoch: fenced_epoch, code } => {
+            assert_eq!((transactional_id, *producer_id, *fenced_epoch), (&id, pid, epoch), "{err}");
+            assert!(
+                matches!(
+                    code,
+                    klife_protocol::ErrorCode::ProducerFenced | klife_protocol::ErrorCode::InvalidProducerEpoch
+                ),
+                "{err}"
+            );
+        }
+        other => panic!("expected the old producer to be fenced, got {other:?}"),
+    }
+    let facade = klife::Error::from(err);
+    assert!(facade.is_fenced() && !facade.is_retriable(), "{facade}");
+    assert!(old.begin().await.unwrap_err().is_fenced(), "a fenced producer stays fenced");
+    old.close().await;
+
+    new.begin().await.unwrap();
+    new.produce(ProducerRecord::new(topic.clone(), "new").with_partition(0)).await.unwrap();
+    new.commit().await.unwrap();
+    new.close().await;
+    // Kafka writes the takeover's abort marker after it answers InitProducerId.
+    let mut batches = log(&client, &topic, 0).await;
+    for _ in 0..200 {
+        if batches.iter().filter(|b| b.3.is_some()).count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        batches = log(&client, &topic, 0).await;
+    }
+    let markers: Vec<_> = batches.iter().filter_map(|b| b.3).collect();
+    assert_eq!(markers, ["abort", "commit"], "the old transaction aborted, the new one committed: {batches:?}");
     client.close().await;
 }
 

@@ -47,7 +47,8 @@ pub(super) struct Flight {
     /// (producer id, epoch, base sequence) it is stamped with, when idempotent.
     pub(super) stamp: Option<ProducerStamp>,
     pub(super) retry_at: Option<Instant>,
-    pub(super) last_error: Option<String>,
+    /// Why its last attempt failed, kept for a delivery timeout.
+    pub(super) last_error: Option<crate::AttemptError>,
     /// An earlier attempt's outcome is unknown (the connection broke or timed out):
     /// the broker may have written it. Such a batch is only ever sent again with the
     /// same producer id and sequence, so that the broker can recognize a duplicate.
