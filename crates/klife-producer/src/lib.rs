@@ -28,8 +28,8 @@
 //!   flight at once.
 //! - **Retries.** Retriable failures (leader moves, timeouts, broken connections, a
 //!   broker down) are retried after `retry_backoff`, until `delivery_timeout` has passed
-//!   since the record was produced: then [`ProduceError::DeliveryTimeout`], with the last
-//!   error seen. A batch over the broker's size limit (the topic's `max.message.bytes`,
+//!   since the record was produced: then [`ProduceError::DeliveryTimeout`], whose
+//!   source is the last attempt's failure ([`AttemptError`]). A batch over the broker's size limit (the topic's `max.message.bytes`,
 //!   which the producer does not know) is split in halves that are sent again in its
 //!   place, down to single records: only a record too large by itself fails, with
 //!   [`ProduceError::Broker`] and code MESSAGE_TOO_LARGE. Other broker errors fail the
@@ -43,6 +43,18 @@
 //!   [`ProduceError::Closed`].
 //! - **Flush and close.** [`Producer::flush`] sends everything buffered and waits for
 //!   every outcome; [`Producer::close`] flushes, then refuses new records.
+//! - **Settings** are checked when a producer is made: an invalid one is
+//!   [`ProduceError::Config`], a [`ConfigError`] naming the settings struct, the field
+//!   and the problem ([`ConfigProblem`]).
+//! - **Transactions** ([`TransactionalProducer`]). A call the transaction's state does
+//!   not allow (`begin` twice, `produce`, `commit` or `abort` with no transaction open)
+//!   is [`ProduceError::TransactionState`], naming the [`TransactionOperation`] and the
+//!   [`TransactionState`]; the producer still works. A commit after a record of the
+//!   transaction failed aborts instead: [`ProduceError::TransactionAborted`], with that
+//!   failure as its source. When a newer producer with the same transactional id took
+//!   over, or the epoch is stale, the producer is [`ProduceError::Fenced`] (with its
+//!   producer id and epoch): that call and every later one fail so, and nothing
+//!   retries it.
 //! - **Telemetry.** The `metrics` names and tracing events are listed in [`telemetry`].
 //!
 //! ## Cargo features
@@ -56,8 +68,8 @@
 //!
 //! Each turns on the codec of the same name in `klife-protocol`. A producer configured
 //! with a codec this build lacks is refused when it is made: [`ProduceError::Config`]
-//! with [`ConfigProblem::CodecDisabled`]
-//! for the `compression` field. TLS is `klife-connection`'s `tls` feature.
+//! with [`ConfigProblem::CodecDisabled`] for the `compression` field. TLS is
+//! `klife-connection`'s `tls` feature.
 //!
 //! ## Example
 //!

@@ -999,6 +999,10 @@ async fn complete(
                             retriable: false,
                         },
                         ErrorCode::None => Settled::Written { base: p.base_offset, append_time: p.log_append_time_ms },
+                        // Another producer took the transactional id over.
+                        code @ ErrorCode::ProducerFenced if inner.transactional_id.is_some() => {
+                            Settled::Fenced { code }
+                        }
                         // A retried batch the broker already has: it was written.
                         ErrorCode::DuplicateSequenceNumber => Settled::Written { base: -1, append_time: -1 },
                         code @ (ErrorCode::OutOfOrderSequenceNumber

@@ -339,7 +339,7 @@ mod tests {
         let e: Error = klife_connection::Error::Timeout {
             broker: "b".into(),
             api: ApiKey::Produce,
-            timeout: std::time::Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
         }
         .into();
         assert!(e.is_timeout() && e.is_retriable());

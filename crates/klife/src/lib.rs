@@ -9,7 +9,8 @@
 //!   broker, keeps the cluster metadata fresh, and reconnects with backoff.
 //! - Every fallible call returns [`Error`]: one opaque type whose predicates say what
 //!   happened (retriable, timeout, connection, TLS, authentication, unknown topic,
-//!   unsupported version, ...), whose `Display` tells what to fix, and whose
+//!   unsupported version, a fenced producer, an aborted transaction, an invalid
+//!   setting, ...), whose `Display` tells what to fix, and whose
 //!   `source()` leads to the layer's own error and the broker's error code.
 //! - `produce`, `produce_async` and `produce_batch` go through a default producer
 //!   (idempotent, per-broker batching; see [`ProducerConfig`]); [`Client::producer`]

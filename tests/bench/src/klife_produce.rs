@@ -51,7 +51,7 @@ impl Settings {
         }
         let conn_in_flight = opts.opt_parse("connection-in-flight")?;
         opts.finish()?;
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         Ok(Settings { bootstrap, topic, count, value_size, config, conn_in_flight })
     }
 }
