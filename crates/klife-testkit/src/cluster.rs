@@ -1,5 +1,6 @@
 //! [`FakeCluster`] and its builder: starting brokers, and every control a test has over
-//! them (leaders, brokers down and up, latency, injected errors, truncation) and every
+//! them (leaders, brokers down and up, latency, injected errors, truncation, unclean
+//! elections) and every
 //! view into them (records, committed offsets, requests).
 
 use std::collections::BTreeMap;
@@ -516,6 +517,36 @@ impl FakeCluster {
             .partition_mut(topic, partition)
             .ok_or_else(|| Error::UnknownPartition { topic: topic.to_owned(), partition })?;
         Ok(p.log.truncate_before(offset))
+    }
+
+    /// Makes a partition lose its records from `offset` on through an unclean leader
+    /// election, as when the only in-sync replica dies and a follower that had not
+    /// replicated them takes over: the next live replica becomes leader under a new
+    /// leader epoch, with a log that ends at the start of the batch holding `offset`
+    /// (logs are cut between batches). Records written afterwards get the new epoch and
+    /// the offsets of the ones lost. Consumers that had read past the cut are told by
+    /// Fetch (v12+, with their last fetched epoch) where their log and the leader's
+    /// part, as Kafka tells them. Returns the new leader, its epoch and the log end
+    /// offset.
+    pub fn truncate_unclean(&self, topic: &str, partition: i32, offset: i64) -> Result<(i32, i32, i64), Error> {
+        let elected = self
+            .shared
+            .lock()
+            .truncate_unclean(topic, partition, offset)
+            .ok_or_else(|| Error::UnknownPartition { topic: topic.to_owned(), partition })?;
+        tracing::debug!(topic, partition, leader = elected.0, epoch = elected.1, end = elected.2, "unclean election");
+        self.shared.notify_changed();
+        Ok(elected)
+    }
+
+    /// The leader epoch cache of a partition's log: (epoch, its first offset), oldest
+    /// first, as Kafka keeps it.
+    pub fn leader_epochs(&self, topic: &str, partition: i32) -> Result<Vec<(i32, i64)>, Error> {
+        let state = self.shared.lock();
+        let p = state
+            .partition(topic, partition)
+            .ok_or_else(|| Error::UnknownPartition { topic: topic.to_owned(), partition })?;
+        Ok(p.log.epochs().to_vec())
     }
 
     /// (log start offset, last stable offset, high watermark) of a partition.

@@ -108,6 +108,10 @@ pub(crate) struct PartitionLog {
     /// Open transactions: producer id → offset of its first record in this partition.
     ongoing: BTreeMap<i64, i64>,
     aborted: Vec<AbortedTxn>,
+    /// Kafka's leader epoch cache: (epoch, its first offset), epochs increasing. A
+    /// leader adds its epoch at the log end when it takes over, and batches written
+    /// under a newer epoch add theirs.
+    epochs: Vec<(i32, i64)>,
 }
 
 fn in_sequence(last: i32, next: i32) -> bool {
@@ -134,6 +138,39 @@ impl PartitionLog {
     /// The stored batches, oldest first.
     pub(crate) fn batches(&self) -> &[StoredBatch] {
         &self.batches
+    }
+
+    /// The leader epoch cache: (epoch, first offset), oldest first.
+    pub(crate) fn epochs(&self) -> &[(i32, i64)] {
+        &self.epochs
+    }
+
+    /// Starts `epoch` at the log end, as a new leader does, unless the cache already
+    /// has it or a newer one.
+    pub(crate) fn start_epoch(&mut self, epoch: i32) {
+        if epoch >= 0 && self.epochs.last().is_none_or(|(e, _)| *e < epoch) {
+            self.epochs.push((epoch, self.next_offset));
+        }
+    }
+
+    /// Where `epoch` ends in this log, as Kafka's leader epoch cache answers
+    /// (OffsetsForLeaderEpoch, and Fetch's `last_fetched_epoch` check): the current
+    /// epoch ends at the log end; an older one at the first offset of the next epoch
+    /// the cache has, paired with the largest epoch not above it (or `epoch` itself
+    /// when the cache has none, its records being gone). `None` (undefined) for a
+    /// negative epoch or one newer than any the cache has.
+    pub(crate) fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        if epoch < 0 {
+            return None;
+        }
+        if self.epochs.last().is_some_and(|(e, _)| *e == epoch) {
+            return Some((epoch, self.next_offset));
+        }
+        let higher = self.epochs.iter().find(|(e, _)| *e > epoch)?;
+        match self.epochs.iter().rev().find(|(e, _)| *e <= epoch) {
+            Some((floor, _)) => Some((*floor, higher.1)),
+            None => Some((epoch, higher.1)),
+        }
     }
 
     /// Aborted transactions still (partly) in the log.
@@ -166,6 +203,7 @@ impl PartitionLog {
             ));
         }
         let base = self.next_offset;
+        self.start_epoch(leader_epoch);
         let stored = stamp(batch.as_bytes(), base, leader_epoch);
         let header = BatchHeader { base_offset: base, partition_leader_epoch: leader_epoch, ..h };
         self.next_offset = header.next_offset();
@@ -244,6 +282,7 @@ impl PartitionLog {
         now_ms: i64,
     ) -> i64 {
         let offset = self.next_offset;
+        self.start_epoch(leader_epoch);
         let options = BatchOptions {
             base_offset: offset,
             partition_leader_epoch: leader_epoch,
@@ -311,13 +350,57 @@ impl PartitionLog {
     }
 
     /// Drops every batch that ends before `offset` and moves the log start offset there
-    /// (at most to the high watermark), as DeleteRecords and retention do.
+    /// (at most to the high watermark), as DeleteRecords and retention do. The epoch
+    /// cache keeps the epoch of the new log start, from there.
     pub(crate) fn truncate_before(&mut self, offset: i64) -> i64 {
         let offset = offset.clamp(self.log_start_offset, self.next_offset);
         self.log_start_offset = offset;
         self.batches.retain(|b| b.last_offset() >= offset);
         self.aborted.retain(|a| a.last_offset >= offset);
+        let gone = self.epochs.iter().take_while(|(_, start)| *start <= offset).count();
+        if gone > 0 {
+            let (epoch, _) = self.epochs[gone - 1];
+            self.epochs.drain(..gone);
+            self.epochs.insert(0, (epoch, offset));
+        }
         offset
+    }
+
+    /// Drops every batch from the one holding `offset` on, as a replica does that
+    /// becomes leader without them (an unclean election) or that truncates to its new
+    /// leader's log: a log is cut between batches, so the end is the base offset of
+    /// the batch holding `offset` (never below the log start). Producer state, open
+    /// and aborted transactions and the epoch cache forget what went. Returns the new
+    /// log end offset.
+    pub(crate) fn truncate_from(&mut self, offset: i64) -> i64 {
+        let offset = offset.clamp(self.log_start_offset, self.next_offset);
+        let end = self
+            .batches
+            .iter()
+            .find(|b| b.last_offset() >= offset)
+            .map_or(self.next_offset, |b| b.base_offset().max(self.log_start_offset));
+        self.batches.retain(|b| b.base_offset() < end);
+        self.next_offset = end;
+        self.epochs.retain(|(_, start)| *start < end);
+        for entry in self.producers.values_mut() {
+            entry.batches.retain(|b| b.first_offset < end);
+        }
+        self.producers.retain(|_, entry| !entry.batches.is_empty());
+        self.ongoing.retain(|_, first| *first < end);
+        let mut reopened = Vec::new();
+        self.aborted.retain(|a| {
+            if a.last_offset < end {
+                return true;
+            }
+            // Its ABORT marker went: the transaction is open again, as far as this log
+            // can tell.
+            if a.first_offset < end {
+                reopened.push((a.producer_id, a.first_offset));
+            }
+            false
+        });
+        self.ongoing.extend(reopened);
+        end
     }
 
     /// The first offset whose record has a timestamp at or after `timestamp`, with that
@@ -488,6 +571,61 @@ mod tests {
         assert_eq!(log.truncate_before(100), 30, "not past the high watermark");
         assert!(log.batches().is_empty());
         assert_eq!(log.truncate_before(3), 30, "never backwards");
+    }
+
+    #[test]
+    fn the_epoch_cache_answers_as_kafkas() {
+        let mut log = PartitionLog::default();
+        log.append(&batch(3, -1, -1, -1, false), 0).unwrap(); // 0..=2 at epoch 0
+        log.start_epoch(2); // a new leader, nothing written yet
+        log.append(&batch(2, -1, -1, -1, false), 2).unwrap(); // 3..=4 at epoch 2
+        log.append(&batch(2, -1, -1, -1, false), 4).unwrap(); // 5..=6 at epoch 4
+        assert_eq!(log.epochs(), &[(0, 0), (2, 3), (4, 5)]);
+        // (requested epoch) → (epoch, end offset)
+        let cases = [
+            (0, Some((0, 3))),
+            (1, Some((0, 3))), // not in the cache: the largest one below, ending where the next starts
+            (2, Some((2, 5))),
+            (3, Some((2, 5))),
+            (4, Some((4, 7))), // the current epoch ends at the log end
+            (5, None),
+            (-1, None),
+        ];
+        for (epoch, want) in cases {
+            assert_eq!(log.end_offset_for_epoch(epoch), want, "epoch {epoch}");
+        }
+        // Epochs older than the log start: the requested one, to the next's start.
+        log.truncate_before(5);
+        assert_eq!(log.epochs(), &[(4, 5)]);
+        assert_eq!(log.end_offset_for_epoch(1), Some((1, 5)));
+        // Starting an epoch already there (or older) changes nothing.
+        log.start_epoch(4);
+        log.start_epoch(3);
+        assert_eq!(log.epochs(), &[(4, 5)]);
+    }
+
+    #[test]
+    fn truncating_the_tail_cuts_between_batches_and_forgets_what_went() {
+        let mut log = PartitionLog::default();
+        log.append(&batch(3, 7, 0, 0, false), 0).unwrap(); // 0..=2
+        log.append(&batch(3, 7, 0, 3, false), 0).unwrap(); // 3..=5
+        log.append(&batch(2, 8, 0, 0, true), 1).unwrap(); // 6..=7, open transaction, epoch 1
+        assert_eq!(log.truncate_from(4), 3, "the batch holding 4 goes whole");
+        assert_eq!((log.high_watermark(), log.last_stable_offset()), (3, 3));
+        assert_eq!(log.epochs(), &[(0, 0)]);
+        assert!(log.ongoing().is_empty());
+        // The producer's state is what the log holds: its next batch follows the first.
+        assert_eq!(log.append(&batch(1, 7, 0, 3, false), 2).unwrap(), 3);
+        assert_eq!(log.epochs(), &[(0, 0), (2, 3)]);
+        // An abort whose marker went reopens the transaction.
+        let mut log = PartitionLog::default();
+        log.append(&batch(2, 5, 0, 0, true), 0).unwrap(); // 0..=1
+        log.append_marker(5, 0, false, 0, 0); // 2
+        assert_eq!(log.truncate_from(2), 2);
+        assert!(log.aborted().is_empty());
+        assert_eq!(log.ongoing().get(&5), Some(&0));
+        // Past the end, nothing goes.
+        assert_eq!(log.truncate_from(10), 2);
     }
 
     #[test]

@@ -209,7 +209,27 @@ impl State {
         }
         p.leader = broker;
         p.leader_epoch += 1;
+        p.log.start_epoch(p.leader_epoch);
         true
+    }
+
+    /// An unclean leader election that loses the partition's records from `offset` on:
+    /// the next live replica after the leader (by replica order; the leader itself when
+    /// it is the only one) takes over under a new leader epoch with a log that ends
+    /// before them, as a follower that had not replicated them would. Returns the new
+    /// leader, its epoch and the log end offset (the start of the batch holding
+    /// `offset`).
+    pub(crate) fn truncate_unclean(&mut self, topic: &str, partition: i32, offset: i64) -> Option<(i32, i32, i64)> {
+        let live = self.live_brokers();
+        let p = self.partition_mut(topic, partition)?;
+        let at = p.replicas.iter().position(|r| *r == p.leader).unwrap_or(0);
+        let n = p.replicas.len();
+        let next = (1..=n).map(|k| p.replicas[(at + k) % n]).find(|r| live.contains(r)).unwrap_or(p.leader);
+        let end = p.log.truncate_from(offset);
+        p.leader = next;
+        p.leader_epoch += 1;
+        p.log.start_epoch(p.leader_epoch);
+        Some((next, p.leader_epoch, end))
     }
 
     /// Moves leadership of every partition led by `broker` to another live replica (or
@@ -229,6 +249,9 @@ impl State {
                     .or_else(|| (!live.is_empty()).then(|| live[i % live.len()]));
                 p.leader = next.unwrap_or(-1);
                 p.leader_epoch += 1;
+                if p.leader >= 0 {
+                    p.log.start_epoch(p.leader_epoch);
+                }
             }
         }
     }
@@ -244,6 +267,7 @@ impl State {
                 if let Some(r) = p.replicas.iter().copied().find(|r| live.contains(r)).or(live.first().copied()) {
                     p.leader = r;
                     p.leader_epoch += 1;
+                    p.log.start_epoch(p.leader_epoch);
                 }
             }
         }
@@ -287,6 +311,8 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     fn state(n: i32) -> State {
@@ -340,5 +366,32 @@ mod tests {
         }
         assert_eq!(s.coordinator("g"), None);
         assert_eq!(s.controller(), -1);
+    }
+
+    #[test]
+    fn an_unclean_election_cuts_the_log_under_a_new_leader_and_epoch() {
+        let mut s = state(3);
+        s.create_topic("t", vec![vec![0, 1, 2]], 3, BTreeMap::new());
+        let mut w = klife_protocol::records::RecordBatchWriter::new(klife_protocol::records::BatchOptions::default());
+        for i in 0..4 {
+            w.append(i, None, Some(b"v")).unwrap();
+        }
+        let batch = klife_protocol::records::RawBatch::new(w.finish().unwrap()).unwrap();
+        let p = s.partition_mut("t", 0).unwrap();
+        for _ in 0..3 {
+            p.log.append(&batch, 0).unwrap();
+        }
+        assert_eq!(p.log.high_watermark(), 12);
+        assert_eq!(s.truncate_unclean("t", 0, 6), Some((1, 1, 4)), "cut at the batch holding 6");
+        let p = s.partition("t", 0).unwrap();
+        assert_eq!((p.leader, p.leader_epoch, p.log.high_watermark()), (1, 1, 4));
+        assert_eq!(p.log.epochs(), &[(0, 0), (1, 4)]);
+        assert_eq!(p.log.end_offset_for_epoch(0), Some((0, 4)));
+        // The next live replica, skipping one that is down.
+        if let Some(b) = s.brokers.get_mut(&2) {
+            b.up = false;
+        }
+        assert_eq!(s.truncate_unclean("t", 0, 0).map(|(leader, epoch, _)| (leader, epoch)), Some((0, 2)));
+        assert_eq!(s.truncate_unclean("nope", 0, 0), None);
     }
 }

@@ -3,6 +3,15 @@
 //! [`fetch`] again whenever records are appended, until enough bytes are there or the
 //! wait is over.
 //!
+//! Leader epochs are checked as Kafka checks them: a replica of the partition answers
+//! a `current_leader_epoch` older than its own FENCED_LEADER_EPOCH and a newer one
+//! UNKNOWN_LEADER_EPOCH (before saying whether it leads); the leader looks up where a
+//! `last_fetched_epoch` (v12+) ends in its epoch cache and answers a log that ends it
+//! before the fetch offset with a diverging epoch and no records, and an epoch it
+//! cannot place with OFFSET_OUT_OF_RANGE. From v13 topics are named by id (an unknown
+//! one gets UNKNOWN_TOPIC_ID); from v16 a NOT_LEADER_OR_FOLLOWER or
+//! FENCED_LEADER_EPOCH answer names the current leader and its endpoint.
+//!
 //! Fetch sessions (KIP-227) are not kept: every answer is a full, sessionless one with
 //! session id 0, which Kafka also sends when its session cache is full. A request for an
 //! existing session id gets FETCH_SESSION_ID_NOT_FOUND, and clients fall back to full
@@ -13,7 +22,7 @@ use klife_protocol::ErrorCode;
 use klife_protocol::messages::FetchRequest;
 use klife_protocol::messages::FetchResponse;
 use klife_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 
 use super::{Ctx, check_leader_epoch};
@@ -76,17 +85,29 @@ pub(crate) fn fetch(state: &State, ctx: &Ctx, r: &FetchRequest) -> (FetchRespons
                         status.error = true;
                         return error_partition(fp.partition, ErrorCode::UnknownTopicOrPartition);
                     };
-                    if part.leader != ctx.broker {
+                    // A replica knows the partition's epoch and checks the client's
+                    // first; a broker that holds no replica only says it does not lead.
+                    let replica = part.replicas.contains(&ctx.broker) || part.leader == ctx.broker;
+                    let epoch_error = if replica {
+                        check_leader_epoch(fp.current_leader_epoch, part.leader_epoch)
+                    } else {
+                        ErrorCode::None
+                    };
+                    let error = match epoch_error {
+                        ErrorCode::None if part.leader != ctx.broker => ErrorCode::NotLeaderOrFollower,
+                        code => code,
+                    };
+                    if error != ErrorCode::None {
                         status.error = true;
-                        let mut out = error_partition(fp.partition, ErrorCode::NotLeaderOrFollower);
-                        if ctx.version >= 12 {
+                        let mut out = error_partition(fp.partition, error);
+                        if ctx.version >= 16
+                            && matches!(error, ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch)
+                        {
                             out = out.with_current_leader(
                                 LeaderIdAndEpoch::default()
                                     .with_leader_id(part.leader)
                                     .with_leader_epoch(part.leader_epoch),
                             );
-                        }
-                        if ctx.version >= 16 {
                             if let Some(b) = state.brokers.get(&part.leader).filter(|b| b.up) {
                                 if !endpoints.iter().any(|e| e.node_id == part.leader) {
                                     endpoints.push(
@@ -100,22 +121,39 @@ pub(crate) fn fetch(state: &State, ctx: &Ctx, r: &FetchRequest) -> (FetchRespons
                         }
                         return out;
                     }
-                    let epoch_error = check_leader_epoch(fp.current_leader_epoch, part.leader_epoch);
-                    if epoch_error != ErrorCode::None {
-                        status.error = true;
-                        return error_partition(fp.partition, epoch_error);
-                    }
                     let log = &part.log;
                     let out = PartitionData::default()
                         .with_partition_index(fp.partition)
                         .with_high_watermark(log.high_watermark())
                         .with_last_stable_offset(log.last_stable_offset())
                         .with_log_start_offset(log.log_start_offset());
+                    let out_of_range = |out: PartitionData| {
+                        out.with_error_code(ErrorCode::OffsetOutOfRange.code()).with_records(Some(Bytes::new()))
+                    };
+                    if ctx.version >= 12 && fp.last_fetched_epoch >= 0 {
+                        // Kafka's check of the client's log against its own: where does
+                        // the epoch of the client's last batch end here?
+                        let Some((epoch, end_offset)) = log.end_offset_for_epoch(fp.last_fetched_epoch) else {
+                            status.error = true;
+                            return out_of_range(out);
+                        };
+                        if fp.fetch_offset < log.log_start_offset() {
+                            status.error = true;
+                            return out_of_range(out);
+                        }
+                        if epoch < fp.last_fetched_epoch || end_offset < fp.fetch_offset {
+                            // Answered at once, as Kafka answers a divergence.
+                            status.error = true;
+                            return out
+                                .with_diverging_epoch(
+                                    EpochEndOffset::default().with_epoch(epoch).with_end_offset(end_offset),
+                                )
+                                .with_records(Some(Bytes::new()));
+                        }
+                    }
                     if fp.fetch_offset < log.log_start_offset() || fp.fetch_offset > log.high_watermark() {
                         status.error = true;
-                        return out
-                            .with_error_code(ErrorCode::OffsetOutOfRange.code())
-                            .with_records(Some(Bytes::new()));
+                        return out_of_range(out);
                     }
                     let limit = usize::try_from(fp.partition_max_bytes.max(0)).unwrap_or(0).min(remaining);
                     let read = log.read(fp.fetch_offset, limit, isolation, min_one);
