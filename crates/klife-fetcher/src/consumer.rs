@@ -5,6 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use klife_protocol::Uuid;
 use tokio::sync::mpsc;
 
 use crate::config::{FetchOptions, IsolationLevel};
@@ -12,6 +13,7 @@ use crate::error::FetchError;
 use crate::fetcher::Fetcher;
 use crate::offsets::OffsetSpec;
 use crate::plan::{Pace, Progress, caught_up, next_pace};
+use crate::position::{Truncation, on_truncation};
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchResult;
 
@@ -30,16 +32,27 @@ pub enum StartOffset {
 }
 
 /// What to do when a partition's position is out of range (its records were deleted
-/// by retention, or the log was truncated).
+/// by retention), or the log was truncated under it (an unclean leader election
+/// dropped records it had read: [`FetchError::LogTruncated`]).
+///
+/// As in Kafka's Java consumer, a truncation is not an out-of-range position: with a
+/// reset policy the partition goes on from the offset where its log and the one read
+/// part (the records written there since are read; those read past it are gone), not
+/// from the log's start or end. Each truncation is logged at `warn` and counted
+/// ([`telemetry::FETCH_LOG_TRUNCATIONS_TOTAL`](crate::telemetry::FETCH_LOG_TRUNCATIONS_TOTAL)),
+/// whatever the policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum OffsetReset {
-    /// Go on from the first offset still in the log (the default).
+    /// Out of range: go on from the first offset still in the log (the default).
+    /// Truncated: go on from where the logs part.
     #[default]
     Earliest,
-    /// Go on from the end of the log.
+    /// Out of range: go on from the end of the log. Truncated: go on from where the
+    /// logs part.
     Latest,
-    /// Stop the partition and report [`FetchError::OffsetOutOfRange`];
-    /// [`Consumer::seek`] resumes it.
+    /// Stop the partition and report [`FetchError::OffsetOutOfRange`] or
+    /// [`FetchError::LogTruncated`] from [`Consumer::next`]; [`Consumer::seek`]
+    /// resumes it.
     Error,
 }
 
@@ -47,6 +60,10 @@ pub enum OffsetReset {
 struct Partition {
     /// The offset the next fetch starts at.
     position: i64,
+    /// The leader epoch of the last batch read before `position`, if known.
+    last_epoch: Option<i32>,
+    /// The id of the topic `position` belongs to, once an answer said.
+    topic_id: Option<Uuid>,
     /// The offset of the fetch in flight.
     in_flight: Option<i64>,
     /// Answers handed over to `ready` and not yet taken by the caller.
@@ -68,10 +85,16 @@ struct Partition {
 /// `partitions × (prefetch + 2) × partition_max_bytes`. Answers of one partition come
 /// in offset order, without gaps or repeats.
 ///
+/// Each fetch carries the partition's position whole: the epoch of the last batch read
+/// and the topic's id, so that a log truncated under the position or a topic deleted
+/// and created again is noticed rather than read at the old offset.
+///
 /// Errors: a retriable one (a timeout after the fetcher's own retries) is returned
 /// and the partition is fetched again; any other stops the partition until
-/// [`seek`](Self::seek), except an out-of-range position, which is handled by the
-/// [`OffsetReset`] policy.
+/// [`seek`](Self::seek), except an out-of-range position and a truncated log, which
+/// the [`OffsetReset`] policy handles. A re-created topic
+/// ([`FetchError::TopicRecreated`]) always stops the partition: its old position means
+/// nothing in the new topic; `seek` reads the new one from the offset given.
 #[derive(Debug)]
 pub struct Consumer {
     fetcher: Fetcher,
@@ -175,6 +198,8 @@ impl Consumer {
         self.ready.retain(|r| !matches!(r, Ok(f) if f.topic == topic && f.partition == partition));
         let st = self.partitions.entry(key.clone()).or_insert(Partition {
             position: offset,
+            last_epoch: None,
+            topic_id: None,
             in_flight: None,
             buffered: 0,
             stopped: false,
@@ -182,6 +207,9 @@ impl Consumer {
             misses: 0,
         });
         st.position = offset;
+        // Nothing is known of the log before the new position, nor of the topic it is
+        // in: the next answer says.
+        (st.last_epoch, st.topic_id) = (None, None);
         st.buffered = 0;
         st.stopped = false;
         // Whether the new position has records is not known: ask at once.
@@ -232,6 +260,8 @@ impl Consumer {
         match result {
             Ok(f) => {
                 st.position = f.next_offset;
+                st.last_epoch = f.last_epoch;
+                st.topic_id = f.topic_id.or(st.topic_id);
                 // The next fetch waits for records only if this answer reached the end
                 // of what may be read (for read_committed, the last stable offset).
                 let progress = Progress {
@@ -254,12 +284,38 @@ impl Consumer {
                         tracing::info!(target: "klife_fetcher", topic = %key.0, partition = key.1, from = target.offset, to = offset, "offset out of range; reset");
                         if let Some(st) = self.partitions.get_mut(&key) {
                             st.position = offset;
+                            st.last_epoch = None;
                             (st.pace, st.misses) = (Pace::UNKNOWN, 0);
                         }
                         self.maybe_fetch(&key);
                     }
                     Err(e) => self.stop(&key, e),
                 }
+            }
+            Err(FetchError::LogTruncated { offset, end_offset, epoch, .. }) if self.reset != OffsetReset::Error => {
+                if let Truncation::Resume { offset: to, last_epoch } = on_truncation(self.reset, epoch, end_offset) {
+                    tracing::warn!(
+                        target: "klife_fetcher",
+                        topic = %key.0,
+                        partition = key.1,
+                        from = offset,
+                        to,
+                        epoch,
+                        "the log was truncated under the position (an unclean leader election): records read from {to} to {offset} are gone; going on from {to}"
+                    );
+                    st.position = to;
+                    st.last_epoch = Some(last_epoch);
+                    (st.pace, st.misses) = (Pace::UNKNOWN, 0);
+                    self.maybe_fetch(&key);
+                }
+            }
+            Err(e @ FetchError::LogTruncated { .. }) => {
+                tracing::warn!(target: "klife_fetcher", topic = %key.0, partition = key.1, error = %e, "the log was truncated under the position; the partition stops");
+                self.stop(&key, e);
+            }
+            Err(e @ FetchError::TopicRecreated { .. }) => {
+                tracing::warn!(target: "klife_fetcher", topic = %key.0, partition = key.1, error = %e, "the topic was created again; the partition stops");
+                self.stop(&key, e);
             }
             Err(e) if e.is_retriable() => {
                 self.ready.push_back(Err(e));
@@ -298,7 +354,13 @@ impl Consumer {
             return;
         }
         st.in_flight = Some(st.position);
-        let target = TopicPartitionOffset { topic: key.0.clone(), partition: key.1, offset: st.position };
+        let target = TopicPartitionOffset {
+            topic: key.0.clone(),
+            partition: key.1,
+            offset: st.position,
+            last_epoch: st.last_epoch,
+            topic_id: st.topic_id,
+        };
         self.fetcher.submit_to(target, &self.options, st.pace, self.tx.clone());
     }
 }

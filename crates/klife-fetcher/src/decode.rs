@@ -59,10 +59,14 @@ pub enum Decoded {
 /// - A corrupt batch ends the answer: the records before it are returned, and if it
 ///   is the first batch, the error is. With read_committed, a control batch whose key
 ///   cannot be read is a corrupt batch.
+/// - [`Fetched::last_epoch`] is the partition leader epoch of the batch that ends at
+///   `next_offset` (control and aborted batches included), or `last_epoch` (the
+///   fetch's) when the answer moved the offset nowhere.
 pub fn decode_partition(
     topic: &Arc<str>,
     partition: i32,
     offset: i64,
+    last_epoch: Option<i32>,
     isolation: IsolationLevel,
     answer: PartitionAnswer,
     options: &DecodeOptions,
@@ -76,6 +80,8 @@ pub fn decode_partition(
         high_watermark: answer.high_watermark,
         last_stable_offset: answer.last_stable_offset,
         log_start_offset: answer.log_start_offset,
+        last_epoch,
+        topic_id: None,
     };
     let Some(bytes) = answer.records else {
         return Decoded::Done(Ok(fetched));
@@ -137,6 +143,7 @@ pub fn decode_partition(
             }
             if !before {
                 fetched.next_offset = next;
+                fetched.last_epoch = epoch_of(header).or(fetched.last_epoch);
             }
             continue;
         }
@@ -145,6 +152,7 @@ pub fn decode_partition(
         }
         if committed && attributes.is_transactional() && aborted_producers.contains(&header.producer_id) {
             fetched.next_offset = next;
+            fetched.last_epoch = epoch_of(header).or(fetched.last_epoch);
             continue;
         }
         let batch = match raw.decode_with(options) {
@@ -159,7 +167,7 @@ pub fn decode_partition(
             producer_epoch: header.producer_epoch,
             base_sequence: header.base_sequence,
         };
-        let leader_epoch = (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch);
+        let leader_epoch = epoch_of(header);
         let timestamp_type = batch.timestamp_type();
         fetched.records.reserve(batch.len());
         let mut stopped = false;
@@ -170,7 +178,10 @@ pub fn decode_partition(
             }
             if o >= stable_limit {
                 stopped = true;
-                fetched.next_offset = stable_limit;
+                if stable_limit > fetched.next_offset {
+                    fetched.next_offset = stable_limit;
+                    fetched.last_epoch = leader_epoch.or(fetched.last_epoch);
+                }
                 break;
             }
             fetched.records.push(Record {
@@ -190,6 +201,7 @@ pub fn decode_partition(
             break;
         }
         fetched.next_offset = next;
+        fetched.last_epoch = leader_epoch.or(fetched.last_epoch);
     }
     if !any_batch {
         if let Some(tail) = batches.partial_tail() {
@@ -200,6 +212,11 @@ pub fn decode_partition(
         }
     }
     finish(fetched, None)
+}
+
+/// A batch's partition leader epoch, when the broker set one.
+fn epoch_of(header: &klife_protocol::records::BatchHeader) -> Option<i32> {
+    (header.partition_leader_epoch >= 0).then_some(header.partition_leader_epoch)
 }
 
 /// Records read before an error are returned; an error before any record is.

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use klife_protocol::ErrorCode;
 use klife_protocol::error::DecodeError;
+use klife_protocol::{ErrorCode, Uuid};
 
 /// Why a fetch or an offset lookup failed.
 ///
@@ -61,6 +61,54 @@ pub enum FetchError {
         log_start_offset: i64,
         /// The offset the next record will get.
         high_watermark: i64,
+    },
+    /// The partition's log was truncated under the position: an unclean leader election
+    /// made leader a replica that lacked records read before `offset`, and records
+    /// written since may sit at their offsets. The leader's log and the one read agree
+    /// up to `end_offset` (below `offset`), the end of leader epoch `epoch` in both; the
+    /// records read from `end_offset` up to `offset` are no longer in the log.
+    ///
+    /// Nothing was read at `offset`. To go on with the log as it is now, fetch from
+    /// `end_offset` with `epoch` as the last epoch
+    /// ([`TopicPartitionOffset::with_last_epoch`](crate::TopicPartitionOffset::with_last_epoch)).
+    /// Detected from Fetch v12 on, for positions that carry their last epoch.
+    #[error(
+        "{topic}-{partition}: the log was truncated under offset {offset} (read up to it at leader epoch {last_epoch}): the leader's log parts from it at offset {end_offset}, in leader epoch {epoch}"
+    )]
+    LogTruncated {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The position fetched from.
+        offset: i64,
+        /// The last epoch the fetch sent: that of the last batch read before `offset`.
+        last_epoch: i32,
+        /// The first offset at which the leader's log may differ from the one read.
+        end_offset: i64,
+        /// The last leader epoch the two logs share.
+        epoch: i32,
+    },
+    /// The topic was deleted and created again under the same name: the position
+    /// belongs to the topic with id `old_id`, and the name stands for `new_id` now.
+    /// Nothing of the new topic was read at the old position; fetch the new topic from
+    /// a position of its own (one without a topic id, such as
+    /// [`TopicPartitionOffset::new`](crate::TopicPartitionOffset::new), reads whatever
+    /// the name stands for).
+    #[error(
+        "{topic}-{partition}: the topic was deleted and created again (id {old_id}, now {new_id}); offset {offset} belongs to the old one"
+    )]
+    TopicRecreated {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The position fetched from.
+        offset: i64,
+        /// The id the position was read from.
+        old_id: Uuid,
+        /// The id the name stands for now.
+        new_id: Uuid,
     },
     /// A batch could not be read: bad CRC, bad lengths, a codec failure. Records
     /// before it in the same answer were delivered; fetching from `offset` again

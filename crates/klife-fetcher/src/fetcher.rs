@@ -11,7 +11,7 @@ use klife_protocol::messages::FetchRequest;
 use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use klife_protocol::messages::fetch_response::PartitionData;
 use klife_protocol::records::DecodeOptions;
-use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+use klife_protocol::{ApiKey, ErrorCode, Uuid};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -20,14 +20,11 @@ use crate::decode::{AbortedTransaction, Decoded, PartitionAnswer, decode_partiti
 use crate::error::FetchError;
 use crate::offsets::OffsetSpec;
 use crate::plan::{Pace, Planned, Progress, Served, caught_up, starved, take_request, waits_next};
+use crate::position::{self, Divergence, TopicIdCheck, Verdict};
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchStream;
 use crate::telemetry;
 
-/// Highest Fetch version used: v13 and later name topics by id.
-pub(crate) const FETCH_MAX_VERSION: i16 = 12;
-/// Lowest Fetch version used: v4 brings isolation levels and the last stable offset.
-const FETCH_MIN_VERSION: i16 = 4;
 /// `max_wait` of fetches answered at once (unless the configured `max_wait` is
 /// shorter). Not 0: Tansu reads nothing for a Fetch whose `max_wait` is 0 and leaves
 /// every partition out of its answer. A broker answers at once whenever it has
@@ -74,6 +71,18 @@ pub(crate) struct Job {
     attempts: u32,
     /// Whether the topic was looked up (fresh metadata) for this fetch already.
     looked_up: bool,
+    /// The id of the topic the fetch reads: the position's, else the one the metadata
+    /// gave when the fetch was first routed. A later routing that finds another id
+    /// under the name fails the fetch (the topic was created again).
+    topic_id: Option<Uuid>,
+    /// Whether the last routing found the topic's id in the metadata: the request may
+    /// name the topic by id (Fetch v13+).
+    by_id: bool,
+    /// The partition's leader epoch the metadata gave at the last routing (-1: none).
+    leader_epoch: i32,
+    /// The epoch of the last batch read before the offset (the position's, or one the
+    /// broker's log realigned it to).
+    last_epoch: Option<i32>,
     /// Whether the broker may hold the fetch up to `max_wait` for records to arrive.
     /// Only fetches of partitions the broker last said were caught up wait; the others
     /// are answered at once, and one that finds its partition caught up with nothing
@@ -122,11 +131,19 @@ impl Planned for Job {
 
 /// What the metadata says about where a fetch goes.
 enum Route {
-    Broker(i32),
+    Broker(Routed),
     /// The topic or partition is not known: look it up first.
     Lookup,
     Fail(FetchError),
     Retry(FetchError),
+}
+
+/// Where a fetch goes and what it carries.
+struct Routed {
+    broker: i32,
+    leader_epoch: i32,
+    /// The topic's id in the metadata (`None`: none; by name).
+    topic_id: Option<Uuid>,
 }
 
 impl Fetcher {
@@ -287,6 +304,8 @@ impl Inner {
     fn job(&self, target: TopicPartitionOffset, options: &FetchOptions, reply: Reply) -> Job {
         let now = Instant::now();
         Job {
+            topic_id: target.topic_id.filter(|id| !id.is_nil()),
+            last_epoch: target.last_epoch.filter(|e| *e >= 0),
             target,
             isolation: options.isolation_level.unwrap_or(self.config.isolation_level),
             max_bytes: options.max_bytes.unwrap_or(self.config.partition_max_bytes),
@@ -294,6 +313,8 @@ impl Inner {
             deadline: now + self.config.fetch_timeout,
             attempts: 0,
             looked_up: false,
+            by_id: false,
+            leader_epoch: -1,
             wait: false,
             first: false,
             reply,
@@ -319,7 +340,13 @@ impl Inner {
             return job.complete(Err(e));
         }
         match self.route(&job) {
-            Route::Broker(id) => self.enqueue(id, job),
+            Route::Broker(routed) => {
+                let mut job = job;
+                job.leader_epoch = routed.leader_epoch;
+                job.by_id = routed.topic_id.is_some();
+                job.topic_id = routed.topic_id.or(job.topic_id);
+                self.enqueue(routed.broker, job)
+            }
             Route::Fail(e) => job.complete(Err(e)),
             Route::Retry(e) => self.retry(job, e, true),
             Route::Lookup => {
@@ -357,6 +384,19 @@ impl Inner {
                 return if code.retry_action().is_retry() { Route::Retry(e) } else { Route::Fail(e) };
             }
         }
+        let topic_id = match position::check_topic_id(job.topic_id, t.id, job.looked_up) {
+            TopicIdCheck::Fetch(id) => id,
+            TopicIdCheck::LookUp => return Route::Lookup,
+            TopicIdCheck::Recreated { old, new } => {
+                return Route::Fail(FetchError::TopicRecreated {
+                    topic: topic.to_owned(),
+                    partition,
+                    offset: job.target.offset,
+                    old_id: old,
+                    new_id: new,
+                });
+            }
+        };
         let Some(p) = t.partition(partition) else {
             return if job.looked_up {
                 Route::Fail(FetchError::UnknownPartition {
@@ -380,7 +420,7 @@ impl Inner {
                 }),
             });
         }
-        Route::Broker(p.leader)
+        Route::Broker(Routed { broker: p.leader, leader_epoch: p.leader_epoch, topic_id })
     }
 
     fn enqueue(self: &Arc<Self>, broker: i32, job: Job) {
@@ -527,21 +567,24 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         Ok(c) => c,
         Err(e) => return fail_all(&inner, jobs, e),
     };
-    let version = match conn.version_for(ApiKey::Fetch, Some(FETCH_MAX_VERSION)) {
-        Ok(v) if v >= FETCH_MIN_VERSION => v,
-        Ok(v) => {
-            let e = klife_connection::Error::UnsupportedVersion {
-                broker: conn.broker().to_owned(),
-                api: ApiKey::Fetch,
-                broker_versions: format!("up to {v}"),
-                client_versions: klife_protocol::VersionRange { min: FETCH_MIN_VERSION, max: FETCH_MAX_VERSION },
-            };
-            return fail_all(&inner, jobs, e);
-        }
-        Err(e) => return fail_all(&inner, jobs, e),
+    // Topics go by id (v13+) only when every topic of the request has one.
+    let ids_known = jobs.iter().all(|j| j.by_id);
+    let range = conn.versions().range(ApiKey::Fetch);
+    let Some(version) = range.and_then(|r| position::fetch_version(r, ids_known)) else {
+        let e = klife_connection::Error::UnsupportedVersion {
+            broker: conn.broker().to_owned(),
+            api: ApiKey::Fetch,
+            broker_versions: range.map_or_else(|| "none".to_owned(), |r| r.to_string()),
+            client_versions: klife_protocol::VersionRange {
+                min: position::FETCH_MIN_VERSION,
+                max: position::FETCH_MAX_VERSION,
+            },
+        };
+        return fail_all(&inner, jobs, e);
     };
-    let jobs = in_request_order(jobs);
-    let request = build_request(&inner.config, &jobs, wait);
+    let by_id = version > position::FETCH_MAX_VERSION_BY_NAME;
+    let jobs = in_request_order(jobs, by_id);
+    let request = build_request(&inner.config, &jobs, wait, version);
     let started = std::time::Instant::now();
     let response = match conn.send_version(&request, version).await {
         Ok(r) => r,
@@ -553,21 +596,25 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         for job in jobs {
             let e =
                 FetchError::Broker { topic: job.topic(), partition: job.target.partition, code: top, message: None };
-            handle_code(&inner, job, top, e);
+            let verdict = position::verdict(top, Divergence::NONE, job.target.offset, -1, job.attempts);
+            act(&inner, job, verdict, e);
         }
         return;
     }
-    // Index the answer by (topic, partition); every partition appears once.
-    let mut answers: HashMap<(&str, i32), &PartitionData> = HashMap::with_capacity(jobs.len());
+    // Index the answer by topic (its id from v13, its name before) and partition; a
+    // partition or topic the request did not ask for is never looked at.
+    let mut answers: HashMap<(AnswerTopic<'_>, i32), &PartitionData> = HashMap::with_capacity(jobs.len());
     for t in &response.responses {
+        let topic = if by_id { AnswerTopic::Id(t.topic_id) } else { AnswerTopic::Name(t.topic.as_str()) };
         for p in &t.partitions {
-            answers.insert((t.topic.as_str(), p.partition_index), p);
+            answers.entry((topic, p.partition_index)).or_insert(p);
         }
     }
+    let answer_of = |job: &Job| answers.get(&(AnswerTopic::of(job, by_id), job.target.partition)).copied();
     let served: Vec<Served> = jobs
         .iter()
-        .map(|job| match answers.get(&(&*job.target.topic, job.target.partition)) {
-            Some(p) if p.error_code == 0 => Served {
+        .map(|job| match answer_of(job) {
+            Some(p) if p.error_code == 0 && p.diverging_epoch.epoch < 0 => Served {
                 bytes: p.records.as_ref().map_or(0, bytes::Bytes::len),
                 behind: caught_up(job.isolation, job.target.offset, p.high_watermark, p.last_stable_offset)
                     == Some(false),
@@ -585,8 +632,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
             again.push(job);
             continue;
         }
-        let key = (&*job.target.topic, job.target.partition);
-        let Some(p) = answers.get(&key) else {
+        let Some(p) = answer_of(&job) else {
             // Kafka lists every partition asked for; some brokers leave out those that
             // did not fit the answer's byte limit. Nothing was read: an empty answer,
             // watermarks unknown (-1), and the caller fetches again from the same offset.
@@ -600,15 +646,45 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
+                last_epoch: job.last_epoch,
+                topic_id: job.topic_id,
             };
             job.complete(Ok(empty));
             continue;
         };
         let code = ErrorCode::from_code(p.error_code);
-        if code != ErrorCode::None {
-            let e = FetchError::Broker { topic: job.topic(), partition: job.target.partition, code, message: None };
-            handle_code(&inner, job, code, e);
-            continue;
+        let sent = position::epochs(version, job.leader_epoch, job.last_epoch).last_fetched_epoch;
+        let divergence = Divergence { epoch: p.diverging_epoch.epoch, end_offset: p.diverging_epoch.end_offset };
+        match position::verdict(code, divergence, job.target.offset, sent, job.attempts) {
+            Verdict::Records => {}
+            Verdict::Realign { epoch } => {
+                // The broker's log holds what was read; ask again, at once, with the
+                // epoch it knows.
+                job.last_epoch = Some(epoch);
+                (job.wait, job.first) = (false, true);
+                again.push(job);
+                continue;
+            }
+            Verdict::Truncated { epoch, end_offset } => {
+                telemetry::record_truncation();
+                let t = &job.target;
+                tracing::debug!(target: "klife_fetcher", fetch = %t, last_epoch = sent, end_offset, epoch, "log truncated under the fetch position");
+                let e = FetchError::LogTruncated {
+                    topic: job.topic(),
+                    partition: t.partition,
+                    offset: t.offset,
+                    last_epoch: sent,
+                    end_offset,
+                    epoch,
+                };
+                job.complete(Err(e));
+                continue;
+            }
+            verdict => {
+                let e = FetchError::Broker { topic: job.topic(), partition: job.target.partition, code, message: None };
+                act(&inner, job, verdict, e);
+                continue;
+            }
         }
         let answer = PartitionAnswer {
             records: p.records.clone(),
@@ -623,7 +699,9 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
                 .collect(),
         };
         let t = &job.target;
-        match decode_partition(&t.topic, t.partition, t.offset, job.isolation, answer, &inner.decode) {
+        let decoded =
+            decode_partition(&t.topic, t.partition, t.offset, job.last_epoch, job.isolation, answer, &inner.decode);
+        match decoded {
             Decoded::Done(Ok(f))
                 if waits_next(
                     wait,
@@ -640,9 +718,11 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
                 again.push(job);
             }
             Decoded::Done(result) => {
-                if let Ok(f) = &result {
+                let result = result.map(|mut f| {
+                    f.topic_id = job.topic_id;
                     records += f.records.len();
-                }
+                    f
+                });
                 job.complete(result);
             }
             Decoded::NeedBytes { size } => {
@@ -672,21 +752,46 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
     }
 }
 
+/// How an answer names a topic: by id from Fetch v13, by name before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum AnswerTopic<'a> {
+    Name(&'a str),
+    Id(Uuid),
+}
+
+impl<'a> AnswerTopic<'a> {
+    fn of(job: &'a Job, by_id: bool) -> Self {
+        match job.topic_id {
+            Some(id) if by_id => AnswerTopic::Id(id),
+            _ => AnswerTopic::Name(&job.target.topic),
+        }
+    }
+}
+
+/// How a request groups a fetch's partition: under its topic's id from Fetch v13,
+/// under its name before.
+fn topic_key(job: &Job, by_id: bool) -> (&str, Option<Uuid>) {
+    (&job.target.topic, if by_id { job.topic_id } else { None })
+}
+
 /// The fetches in the order their partitions appear in the request: grouped by topic,
 /// topics in the order they first come, as [`build_request`] writes them.
-fn in_request_order(jobs: Vec<Job>) -> Vec<Job> {
-    let mut topics: Vec<Arc<str>> = Vec::new();
+fn in_request_order(jobs: Vec<Job>, by_id: bool) -> Vec<Job> {
+    let mut topics: Vec<(&str, Option<Uuid>)> = Vec::new();
     for job in &jobs {
-        if !topics.contains(&job.target.topic) {
-            topics.push(job.target.topic.clone());
+        let key = topic_key(job, by_id);
+        if !topics.contains(&key) {
+            topics.push(key);
         }
     }
     if topics.len() < 2 {
         return jobs;
     }
-    let mut jobs = jobs;
-    jobs.sort_by_key(|j| topics.iter().position(|t| *t == j.target.topic));
-    jobs
+    let order: Vec<usize> =
+        jobs.iter().map(|j| topics.iter().position(|t| *t == topic_key(j, by_id)).unwrap_or(0)).collect();
+    let mut indexed: Vec<(usize, Job)> = order.into_iter().zip(jobs).collect();
+    indexed.sort_by_key(|(i, _)| *i);
+    indexed.into_iter().map(|(_, j)| j).collect()
 }
 
 /// A failure of the whole request: retried when it may pass, else reported to every
@@ -702,42 +807,57 @@ fn fail_all(inner: &Arc<Inner>, jobs: Vec<Job>, e: klife_connection::Error) {
     }
 }
 
-/// A partition's error code: what to do about it.
-fn handle_code(inner: &Arc<Inner>, mut job: Job, code: ErrorCode, error: FetchError) {
-    match code {
-        ErrorCode::OffsetOutOfRange => {
+/// Does what a partition's failed answer calls for (see [`position::verdict`]).
+fn act(inner: &Arc<Inner>, mut job: Job, verdict: Verdict, error: FetchError) {
+    match verdict {
+        Verdict::OutOfRange => {
             let inner = inner.clone();
             tokio::spawn(async move {
                 let e = crate::offsets::out_of_range(&inner, &job.target, job.isolation).await;
                 job.complete(Err(e));
             });
         }
-        ErrorCode::UnknownTopicOrPartition => {
-            // Deleted, or not yet known to this broker: a fresh lookup tells which.
+        Verdict::LookUp => {
+            // Deleted, created again, or not yet known to this broker: a fresh lookup
+            // tells which.
             job.looked_up = false;
             inner.retry(job, error, true);
         }
-        _ => match code.retry_action() {
-            RetryAction::RefreshMetadata | RetryAction::FindCoordinator => inner.retry(job, error, true),
-            RetryAction::Backoff | RetryAction::Rejoin => inner.retry(job, error, false),
-            _ => job.complete(Err(error)),
-        },
+        Verdict::Retry { refresh } => inner.retry(job, error, refresh),
+        // Answers with records or a divergence are read by the caller; neither comes
+        // with an error code.
+        Verdict::Records | Verdict::Realign { .. } | Verdict::Truncated { .. } | Verdict::Fail => {
+            job.complete(Err(error));
+        }
     }
 }
 
-fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool) -> FetchRequest {
+fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool, version: i16) -> FetchRequest {
+    let by_id = version > position::FETCH_MAX_VERSION_BY_NAME;
     let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut keys: Vec<(&str, Option<Uuid>)> = Vec::new();
     let mut total: usize = 0;
     for job in jobs {
+        let epochs = position::epochs(version, job.leader_epoch, job.last_epoch);
         let partition = FetchPartition::default()
             .with_partition(job.target.partition)
+            .with_current_leader_epoch(epochs.current_leader_epoch)
             .with_fetch_offset(job.target.offset)
+            .with_last_fetched_epoch(epochs.last_fetched_epoch)
             .with_partition_max_bytes(i32::try_from(job.max_bytes).unwrap_or(i32::MAX));
         total = total.saturating_add(job.max_bytes);
-        match topics.iter_mut().find(|t| t.topic == *job.target.topic) {
-            Some(t) => t.partitions.push(partition),
-            None => topics
-                .push(FetchTopic::default().with_topic(job.target.topic.to_string()).with_partitions(vec![partition])),
+        let key = topic_key(job, by_id);
+        match keys.iter().position(|k| *k == key) {
+            Some(i) => topics[i].partitions.push(partition),
+            None => {
+                keys.push(key);
+                let mut topic =
+                    FetchTopic::default().with_topic(job.target.topic.to_string()).with_partitions(vec![partition]);
+                if let Some(id) = key.1 {
+                    topic = topic.with_topic_id(id);
+                }
+                topics.push(topic);
+            }
         }
     }
     let max_bytes = total.min(config.max_bytes_per_request.max(jobs.first().map_or(0, |j| j.max_bytes)));

@@ -102,6 +102,7 @@ mod error;
 mod fetcher;
 mod offsets;
 pub mod plan;
+pub mod position;
 mod record;
 mod stream;
 pub mod telemetry;
@@ -116,3 +117,5 @@ pub use stream::{FetchResult, FetchStream};
 
 /// Header of a record (re-exported from the codec).
 pub use klife_protocol::records::{Header, TimestampType};
+/// A topic id (re-exported from the codec).
+pub use klife_protocol::Uuid;

@@ -3,10 +3,21 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use klife_protocol::Compression;
 use klife_protocol::records::{Header, TimestampType};
+use klife_protocol::{Compression, Uuid};
 
-/// A topic, a partition and an offset: where a fetch starts.
+/// Where a fetch starts: a topic, a partition and an offset, and what is known of the
+/// log up to that offset.
+///
+/// A position that continues an earlier fetch should carry that fetch's
+/// [`last_epoch`](Self::last_epoch) and [`topic_id`](Self::topic_id) (take it from
+/// [`Fetched::next_position`]): the fetch then fails with
+/// [`FetchError::LogTruncated`](crate::FetchError::LogTruncated) when an unclean leader
+/// election cut the log under the offset, and with
+/// [`FetchError::TopicRecreated`](crate::FetchError::TopicRecreated) when the topic was
+/// deleted and created again, instead of reading records that are not the ones that
+/// followed. Without them (`None`, as [`new`](Self::new) makes it) the fetch reads
+/// whatever the log holds at the offset now.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartitionOffset {
     /// The topic.
@@ -15,12 +26,33 @@ pub struct TopicPartitionOffset {
     pub partition: i32,
     /// The offset.
     pub offset: i64,
+    /// The leader epoch of the last record batch read before `offset`, if known: sent
+    /// as the Fetch request's `last_fetched_epoch` (v12+), for the leader to check that
+    /// its log still holds what was read up to `offset`.
+    pub last_epoch: Option<i32>,
+    /// The id of the topic the offset belongs to, if known: the fetch fails rather
+    /// than read another topic that has since taken the name.
+    pub topic_id: Option<Uuid>,
 }
 
 impl TopicPartitionOffset {
-    /// `(topic, partition, offset)`.
+    /// `(topic, partition, offset)`, with nothing known of the log before it.
     pub fn new(topic: impl Into<Arc<str>>, partition: i32, offset: i64) -> Self {
-        TopicPartitionOffset { topic: topic.into(), partition, offset }
+        TopicPartitionOffset { topic: topic.into(), partition, offset, last_epoch: None, topic_id: None }
+    }
+
+    /// Sets the leader epoch of the last batch read before the offset.
+    #[must_use]
+    pub fn with_last_epoch(mut self, epoch: i32) -> Self {
+        self.last_epoch = (epoch >= 0).then_some(epoch);
+        self
+    }
+
+    /// Sets the id of the topic the offset belongs to.
+    #[must_use]
+    pub fn with_topic_id(mut self, id: Uuid) -> Self {
+        self.topic_id = (!id.is_nil()).then_some(id);
+        self
     }
 }
 
@@ -117,9 +149,29 @@ pub struct Fetched {
     pub last_stable_offset: i64,
     /// The first offset still in the log (-1 when the broker does not report it).
     pub log_start_offset: i64,
+    /// The leader epoch of the last batch before `next_offset`: that of the last batch
+    /// this answer covered, or, when it covered none, the one the fetch was given.
+    /// `None` when neither is known (or the broker keeps no epochs).
+    pub last_epoch: Option<i32>,
+    /// The id of the topic the records came from (`None` when the metadata gives no
+    /// topic ids).
+    pub topic_id: Option<Uuid>,
 }
 
 impl Fetched {
+    /// Where the next fetch of the partition starts: `next_offset`, with this answer's
+    /// [`last_epoch`](Self::last_epoch) and [`topic_id`](Self::topic_id), so that it
+    /// notices a truncated log or a re-created topic.
+    pub fn next_position(&self) -> TopicPartitionOffset {
+        TopicPartitionOffset {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: self.next_offset,
+            last_epoch: self.last_epoch,
+            topic_id: self.topic_id,
+        }
+    }
+
     /// Records between `next_offset` and the end of the log (the consumer's lag), or
     /// 0 when caught up.
     pub fn lag(&self) -> i64 {

@@ -7,8 +7,11 @@
 //! | `klife_fetch_request_duration_seconds` | histogram | | time from sending a Fetch to its decoded answer |
 //! | `klife_fetch_records_total` | counter | | records returned to callers |
 //! | `klife_fetch_retries_total` | counter | | fetches retried after a retriable failure |
+//! | `klife_fetch_log_truncations_total` | counter | | fetches that found the log truncated under their position ([`FetchError::LogTruncated`](crate::FetchError::LogTruncated)), whatever the caller then did |
 //!
-//! Tracing: retries are logged at `debug` under the `klife_fetcher` target.
+//! Tracing, under the `klife_fetcher` target: retries and truncations found are logged
+//! at `debug`; a [`Consumer`](crate::Consumer)'s reaction to a truncation (going on from
+//! where the logs part, or stopping the partition) and to a re-created topic at `warn`.
 
 use std::time::Duration;
 
@@ -22,6 +25,8 @@ pub const FETCH_REQUEST_DURATION_SECONDS: &str = "klife_fetch_request_duration_s
 pub const FETCH_RECORDS_TOTAL: &str = "klife_fetch_records_total";
 /// Counter: fetches retried.
 pub const FETCH_RETRIES_TOTAL: &str = "klife_fetch_retries_total";
+/// Counter: fetches that found the log truncated under their position.
+pub const FETCH_LOG_TRUNCATIONS_TOTAL: &str = "klife_fetch_log_truncations_total";
 
 pub(crate) fn record_request(partitions: usize, elapsed: Duration) {
     metrics::counter!(FETCH_REQUESTS_TOTAL).increment(1);
@@ -35,4 +40,8 @@ pub(crate) fn record_records(n: usize) {
 
 pub(crate) fn record_retry() {
     metrics::counter!(FETCH_RETRIES_TOTAL).increment(1);
+}
+
+pub(crate) fn record_truncation() {
+    metrics::counter!(FETCH_LOG_TRUNCATIONS_TOTAL).increment(1);
 }

@@ -80,7 +80,7 @@ fn answer(parts: &[Bytes], aborted: &[(i64, i64)], lso: i64) -> PartitionAnswer 
 }
 
 fn run(offset: i64, isolation: IsolationLevel, a: PartitionAnswer) -> Decoded {
-    decode_partition(&Arc::from("t"), 3, offset, isolation, a, &DecodeOptions::default())
+    decode_partition(&Arc::from("t"), 3, offset, Some(1), isolation, a, &DecodeOptions::default())
 }
 
 fn ok(d: Decoded) -> Fetched {
@@ -108,6 +108,50 @@ fn records_before_the_fetch_offset_are_skipped_also_inside_compressed_batches() 
     assert_eq!(f.records[2].batch.base_offset, 3);
 }
 
+/// `batch` at a partition leader epoch.
+fn at_epoch(base: i64, values: &[&str], epoch: i32, opts: BatchOptions) -> Bytes {
+    batch(base, values, BatchOptions { partition_leader_epoch: epoch, ..opts })
+}
+
+#[test]
+fn the_last_epoch_is_that_of_the_batch_ending_at_the_next_offset() {
+    let ru = IsolationLevel::ReadUncommitted;
+    let rc = IsolationLevel::ReadCommitted;
+    let plain_at = |base, values: &[&str], epoch| at_epoch(base, values, epoch, BatchOptions::default());
+    // Records of two epochs: the last batch's.
+    let f = ok(run(0, ru, answer(&[plain_at(0, &["a", "b"], 2), plain_at(2, &["c"], 5)], &[], -1)));
+    assert_eq!((f.next_offset, f.last_epoch), (3, Some(5)));
+    assert_eq!(f.records.iter().map(|r| r.leader_epoch).collect::<Vec<_>>(), vec![Some(2), Some(2), Some(5)]);
+    // Nothing read: the fetch's own (1 in `run`).
+    let f = ok(run(3, ru, answer(&[], &[], -1)));
+    assert_eq!((f.next_offset, f.last_epoch), (3, Some(1)));
+    // A marker and an aborted batch move the offset, and the epoch with it.
+    let abort = BatchOptions {
+        partition_leader_epoch: 7,
+        transactional: true,
+        producer_id: 9,
+        producer_epoch: 0,
+        base_sequence: 0,
+        ..BatchOptions::default()
+    };
+    let aborted = at_epoch(0, &["x"], 7, abort);
+    let marker_at_8 = {
+        let opts =
+            BatchOptions { base_offset: 1, producer_id: 9, partition_leader_epoch: 8, ..BatchOptions::default() };
+        end_transaction_batch(&opts, 2_000, ControlRecordType::Abort, 0).expect("marker")
+    };
+    let f = ok(run(0, rc, answer(std::slice::from_ref(&aborted), &[(9, 0)], 1)));
+    assert_eq!((f.records.len(), f.next_offset, f.last_epoch), (0, 1, Some(7)));
+    let f = ok(run(0, rc, answer(&[aborted, marker_at_8], &[(9, 0)], 2)));
+    assert_eq!((f.records.len(), f.next_offset, f.last_epoch), (0, 2, Some(8)));
+    // Stopped at the last stable offset inside a batch: that batch's epoch.
+    let f = ok(run(0, rc, answer(&[plain_at(0, &["a"], 2), plain_at(1, &["b", "c", "d"], 3)], &[], 2)));
+    assert_eq!((f.next_offset, f.last_epoch), (2, Some(3)));
+    // A broker that keeps no epochs (-1) leaves the one known.
+    let f = ok(run(0, ru, answer(&[plain_at(0, &["a"], -1)], &[], -1)));
+    assert_eq!((f.next_offset, f.last_epoch), (1, Some(1)));
+}
+
 #[test]
 fn uncommitted_values_are_slices_of_the_answer() {
     let bytes = Bytes::from(plain(0, &["zero-copy"]).to_vec());
@@ -118,6 +162,7 @@ fn uncommitted_values_are_slices_of_the_answer() {
         &Arc::from("t"),
         0,
         0,
+        None,
         IsolationLevel::ReadUncommitted,
         PartitionAnswer { records: Some(bytes.clone()), ..answer(&[], &[], -1) },
         &DecodeOptions::default(),
