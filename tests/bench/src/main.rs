@@ -10,6 +10,8 @@
 //! - `klife-consume`: klife's standalone `Consumer`, every partition from offset 0;
 //!   `--live true` reads as an application does (facade defaults, partitions kept).
 //! - `rskafka-consume`: a `PartitionClient::fetch_records` loop per partition.
+//! - `fetch-sessions`: full Fetch requests against KIP-227 incremental fetch sessions,
+//!   raw, on one Kafka node (see `sessions.rs`).
 //!
 //! See `README.md` beside this crate.
 
@@ -19,6 +21,7 @@ mod opts;
 mod report;
 mod rskafka_consume;
 mod rskafka_produce;
+mod sessions;
 mod stats;
 
 use std::process::ExitCode;
@@ -40,6 +43,9 @@ usage:
         [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
         [--workers W]
+  klife-bench fetch-sessions --bootstrap HOST:PORT (--control HOST:PORT | --broker-pid PID) [--node 1]
+        [--partitions 10,100,1000,4000] [--busy 4] [--variants busy,idle] [--repeats 5] [--block-ms 1500]
+        [--min-rounds 50] [--batches 64] [--value-size 100] [--fetch-version 17]
 ";
 
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
@@ -104,6 +110,14 @@ fn run(args: &[String]) -> Result<(), String> {
             let settings = rskafka_consume::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(rskafka_consume::run(settings))?;
             report.print()
+        }
+        "fetch-sessions" => {
+            let settings = sessions::Settings::from_opts(opts)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the tokio runtime: {e}"))?;
+            rt.block_on(sessions::run(settings))
         }
         "help" | "--help" | "-h" => {
             eprint!("{USAGE}");
