@@ -590,7 +590,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         Ok(r) => r,
         Err(e) => return fail_all(&inner, jobs, e),
     };
-    telemetry::record_request(jobs.len(), started.elapsed());
+    telemetry::record_request(version, jobs.len(), started.elapsed());
     let top = ErrorCode::from_code(response.error_code);
     if top != ErrorCode::None {
         for job in jobs {

@@ -2,7 +2,7 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `klife_fetch_requests_total` | counter | | Fetch requests answered |
+//! | `klife_fetch_requests_total` | counter | `version` | Fetch requests answered, by the version they went at (17 at most; 12 at most when a topic of the request has no id) |
 //! | `klife_fetch_partitions_per_request` | histogram | | partitions in each Fetch request |
 //! | `klife_fetch_request_duration_seconds` | histogram | | time from sending a Fetch to its decoded answer |
 //! | `klife_fetch_records_total` | counter | | records returned to callers |
@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-/// Counter: Fetch requests answered.
+/// Counter: Fetch requests answered, by `version`.
 pub const FETCH_REQUESTS_TOTAL: &str = "klife_fetch_requests_total";
 /// Histogram: partitions in each Fetch request.
 pub const FETCH_PARTITIONS_PER_REQUEST: &str = "klife_fetch_partitions_per_request";
@@ -28,8 +28,8 @@ pub const FETCH_RETRIES_TOTAL: &str = "klife_fetch_retries_total";
 /// Counter: fetches that found the log truncated under their position.
 pub const FETCH_LOG_TRUNCATIONS_TOTAL: &str = "klife_fetch_log_truncations_total";
 
-pub(crate) fn record_request(partitions: usize, elapsed: Duration) {
-    metrics::counter!(FETCH_REQUESTS_TOTAL).increment(1);
+pub(crate) fn record_request(version: i16, partitions: usize, elapsed: Duration) {
+    metrics::counter!(FETCH_REQUESTS_TOTAL, "version" => version_label(version)).increment(1);
     metrics::histogram!(FETCH_PARTITIONS_PER_REQUEST).record(partitions as f64);
     metrics::histogram!(FETCH_REQUEST_DURATION_SECONDS).record(elapsed.as_secs_f64());
 }
@@ -44,4 +44,11 @@ pub(crate) fn record_retry() {
 
 pub(crate) fn record_truncation() {
     metrics::counter!(FETCH_LOG_TRUNCATIONS_TOTAL).increment(1);
+}
+
+/// The `version` label: a static string for every version klife sends.
+fn version_label(version: i16) -> &'static str {
+    const LABELS: [&str; 18] =
+        ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16", "17"];
+    usize::try_from(version).ok().and_then(|v| LABELS.get(v)).copied().unwrap_or("other")
 }

@@ -334,6 +334,27 @@ impl FakeCluster {
         Ok(())
     }
 
+    /// Deletes a topic and creates it again under the same name, with `partitions`
+    /// empty partitions and a new topic id, in one step: no client sees the name
+    /// unknown in between. Returns the new id.
+    pub fn recreate_topic(&self, name: &str, partitions: i32) -> Result<klife_protocol::Uuid, Error> {
+        if partitions <= 0 {
+            return Err(Error::InvalidArgument(format!("topic {name}: {partitions} partitions")));
+        }
+        let id = {
+            let mut state = self.shared.lock();
+            let Some(old) = state.topics.remove(name) else {
+                return Err(Error::InvalidArgument(format!("topic {name} does not exist")));
+            };
+            let rf = old.replication_factor;
+            let assignment = state.assign(partitions, rf);
+            state.create_topic(name, assignment, rf, old.configs)
+        };
+        tracing::debug!(topic = name, "topic created again");
+        self.shared.notify_changed();
+        Ok(id)
+    }
+
     /// The topic names.
     pub fn topics(&self) -> Vec<String> {
         self.shared.lock().topics.keys().cloned().collect()

@@ -2,6 +2,8 @@
 //! serve: aborted-transaction lists and transaction markers for read_committed, corrupt
 //! batches, injected partition errors. Each partition of topic [`TOPIC`] answers with
 //! what the test scripted for it; the peer records every Fetch request it received.
+//! It advertises Fetch up to v17 but gives its topic no id (as a broker answering an
+//! old Metadata version does), so clients must name the topic: at v12 at most.
 
 use std::sync::{Arc, Mutex};
 
@@ -58,6 +60,7 @@ pub struct ScriptedFetchBroker {
     /// `127.0.0.1:port`.
     pub address: String,
     seen: Arc<Mutex<Vec<SeenFetch>>>,
+    versions: Arc<Mutex<Vec<i16>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,31 +77,43 @@ impl ScriptedFetchBroker {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let versions = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(partitions);
-        let seen2 = seen.clone();
+        let (seen2, versions2) = (seen.clone(), versions.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else { return };
-                tokio::spawn(serve(tcp, port, script.clone(), seen2.clone()));
+                tokio::spawn(serve(tcp, port, script.clone(), seen2.clone(), versions2.clone()));
             }
         });
-        ScriptedFetchBroker { address: format!("127.0.0.1:{port}"), seen, task }
+        ScriptedFetchBroker { address: format!("127.0.0.1:{port}"), seen, versions, task }
     }
 
     /// The Fetch requests received so far.
     pub fn fetches(&self) -> Vec<SeenFetch> {
         self.seen.lock().unwrap().clone()
     }
+
+    /// The versions of the Fetch requests received so far.
+    pub fn fetch_versions(&self) -> Vec<i16> {
+        self.versions.lock().unwrap().clone()
+    }
 }
 
-async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>, seen: Arc<Mutex<Vec<SeenFetch>>>) {
+async fn serve(
+    mut s: TcpStream,
+    port: u16,
+    script: Arc<Vec<ScriptedPartition>>,
+    seen: Arc<Mutex<Vec<SeenFetch>>>,
+    versions: Arc<Mutex<Vec<i16>>>,
+) {
     loop {
         let Some((header, request)) = read_request(&mut s).await else { return };
         let response: AnyResponse = match request {
             AnyRequest::ApiVersions(_) => api_versions(&[
                 (ApiKey::ApiVersions, 0, 3),
                 (ApiKey::Metadata, 0, 12),
-                (ApiKey::Fetch, 4, 12),
+                (ApiKey::Fetch, 4, 17),
                 (ApiKey::ListOffsets, 1, 7),
             ]),
             AnyRequest::Metadata(_) => single_broker_metadata(port)
@@ -173,6 +188,7 @@ async fn serve(mut s: TcpStream, port: u16, script: Arc<Vec<ScriptedPartition>>,
                     topics.push(FetchableTopicResponse::default().with_topic(t.topic.clone()).with_partitions(parts));
                 }
                 seen.lock().unwrap().push((req.isolation_level, asked));
+                versions.lock().unwrap().push(header.request_api_version);
                 FetchResponse::default().with_responses(topics).into()
             }
             _ => return,

@@ -1,6 +1,9 @@
 //! The fetcher against third-party brokers: what was produced (by klife or by
 //! librdkafka, with every codec) is read back whole and in order, across byte limits;
-//! offsets are looked up; bad input is a typed error that spares the other partitions.
+//! offsets are looked up; bad input is a typed error that spares the other partitions;
+//! each broker is read at the newest Fetch version it shares with klife, topics by id;
+//! positions carry their last epoch and topic id, so that a stale leader epoch, a log
+//! truncated by an unclean election and a topic created again are noticed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -9,13 +12,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use klife::{
-    Client, Consumer, FetchOptions, FetcherConfig, IsolationLevel, OffsetSpec, ProducerRecord, StartOffset,
-    TopicPartitionOffset,
+    Client, Consumer, FetchOptions, FetcherConfig, IsolationLevel, OffsetReset, OffsetSpec, ProducerRecord,
+    StartOffset, TopicPartitionOffset,
 };
 use klife_conformance::{Broker, MockCluster, peer, unique_topic};
 use klife_fetcher::{FetchError, Fetcher, Record};
 use klife_producer::{Producer, ProducerConfig};
+use klife_protocol::ApiKey;
 use klife_protocol::Compression;
+use klife_testkit::FakeCluster;
+use klife_testkit::metrics::CapturedMetrics;
 
 klife_conformance::against_every_broker!(
     fetch_returns_every_field_the_producer_wrote,
@@ -26,6 +32,7 @@ klife_conformance::against_every_broker!(
     offsets_are_looked_up,
     bad_targets_fail_alone_with_typed_errors,
     the_consumer_reads_every_partition_to_the_end,
+    fetches_go_at_the_newest_version_the_broker_has,
 );
 
 fn producer_config(compression: Compression) -> ProducerConfig {
@@ -444,7 +451,7 @@ async fn fetches_for_one_broker_share_a_request() {
 /// whether or not the broker filtered them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_committed_hides_aborted_transactions_written_by_the_producer() {
-    let cluster = klife_testkit::FakeCluster::builder().brokers(3).topic("txn", 1).start().await.unwrap();
+    let cluster = FakeCluster::builder().brokers(3).topic("txn", 1).start().await.unwrap();
     let client = Client::builder().bootstrap_servers(cluster.addresses()).build().await.unwrap();
     let producer = client.transactional_producer("fetch-txn", Duration::from_secs(30)).await.unwrap();
     let mut committed = Vec::new();
@@ -477,5 +484,270 @@ async fn read_committed_hides_aborted_transactions_written_by_the_producer() {
     .unwrap();
     let everything = read_to(&all, "txn", 0, 0, end).await;
     assert_eq!(everything.len(), 18, "18 data records, markers skipped");
+    client.close().await;
+}
+
+/// Runs `work` on a current-thread runtime with a recorder of its own (a local recorder
+/// around the runtime, so that every task of the test records into it), and returns
+/// what it recorded.
+fn metrics_of(work: impl Future<Output = ()>) -> CapturedMetrics {
+    let captured = CapturedMetrics::default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    metrics::with_local_recorder(&captured, || rt.block_on(work));
+    captured
+}
+
+/// The Fetch version klife and the broker share: the newest the schemas define (17)
+/// where the broker has it (Apache Kafka 4.1 advertises 18), lower where the broker
+/// stops lower. Every broker here gives topic ids, so none is read by name.
+fn shared_fetch_version(broker: Broker) -> i16 {
+    match broker {
+        Broker::Kafka | Broker::Tansu | Broker::Testkit => 17,
+        Broker::RdkafkaMock => 16,
+    }
+}
+
+async fn fetches_go_at_the_newest_version_the_broker_has(broker: Broker) {
+    let captured = tokio::task::spawn_blocking(move || {
+        metrics_of(async move {
+            let client = broker.client().await;
+            let conn = client.cluster().any_broker().await.unwrap();
+            let advertised = conn.versions().range(ApiKey::Fetch).unwrap();
+            assert_eq!(
+                klife_fetcher::position::fetch_version(advertised, true),
+                Some(shared_fetch_version(broker)),
+                "{broker:?} advertises Fetch {advertised}"
+            );
+            let topic = unique_topic("fetch-version");
+            broker.create_topic(&client, &topic, 4).await;
+            produce(&client, &topic, 1, 3, Compression::None).await;
+            let id = client.cluster().metadata().topic(&topic).unwrap().id;
+            assert!(!id.is_nil(), "{broker:?} gives no topic id");
+            let f = client.fetcher().fetch(&topic, 0, 0).await.unwrap();
+            assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), ["p0-0", "p0-1", "p0-2"]);
+            assert_eq!(f.topic_id, Some(id));
+            // The next fetch carries the position whole (its last epoch, when the broker
+            // stamps batches with one, and the topic's id): nothing new, and no error.
+            let next = f.next_position();
+            assert_eq!((next.offset, next.topic_id), (3, Some(id)));
+            assert_eq!(next.last_epoch, f.records.last().unwrap().leader_epoch);
+            let more = client.fetcher().fetch_with(next, &FetchOptions::new()).await.unwrap();
+            assert_eq!((more.records.len(), more.next_offset), (0, 3));
+            client.close().await;
+        })
+    })
+    .await
+    .unwrap();
+    let version = shared_fetch_version(broker);
+    let by_version = captured.counters(klife_fetcher::telemetry::FETCH_REQUESTS_TOTAL);
+    assert!(
+        !by_version.is_empty() && by_version.iter().all(|(key, _)| key.ends_with(&format!("{{version={version}}}"))),
+        "{broker:?}: {by_version:?}"
+    );
+}
+
+/// A client on a private fake cluster.
+async fn testkit_client(cluster: &FakeCluster) -> Client {
+    let mut fetcher = FetcherConfig::default();
+    fetcher.max_wait = Duration::from_millis(100);
+    fetcher.retry_backoff = Duration::from_millis(20);
+    Client::builder().bootstrap_servers(cluster.addresses()).fetcher_config(fetcher).build().await.unwrap()
+}
+
+/// Produces each value in a request (a batch) of its own, to partition 0.
+async fn produce_one_by_one(client: &Client, topic: &str, values: &[String]) {
+    for v in values {
+        client.produce(ProducerRecord::new(topic, v.clone()).with_partition(0)).await.unwrap();
+    }
+}
+
+/// Reads from `consumer` until `n` records came, and returns their (offset, value).
+async fn consume(consumer: &mut Consumer, n: usize) -> Vec<(i64, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let f = tokio::time::timeout(Duration::from_secs(30), consumer.next()).await.unwrap().unwrap().unwrap();
+        got.extend(f.records.iter().map(|r| (r.offset, value(r))));
+    }
+    got
+}
+
+/// An unclean election cuts a partition under two consumers that read it to the end
+/// (klife-testkit's `truncate_unclean`; the same case runs against Apache Kafka in
+/// `kafka_faults.rs`). With `OffsetReset::Error` the consumer reports the truncation
+/// and stops the partition; with `Earliest` it goes on where the logs part and reads
+/// exactly the records written since, neither skipping them nor reading again what it
+/// had. A one-shot fetch from the old position fails the same way; without the
+/// position's last epoch it would read the new records at the old offset, silently.
+#[test]
+fn a_truncated_log_is_reported_or_resumed_where_the_logs_part() {
+    let captured = metrics_of(async {
+        let cluster = FakeCluster::builder().brokers(3).topic("cut", 1).start().await.unwrap();
+        let client = testkit_client(&cluster).await;
+        let old: Vec<String> = (0..10).map(|i| format!("old-{i}")).collect();
+        produce_one_by_one(&client, "cut", &old).await;
+        let mut strict = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Error);
+        let mut lenient = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+        for c in [&mut strict, &mut lenient] {
+            c.assign(&[("cut", 0, StartOffset::Earliest)]).await.unwrap();
+            let got = consume(c, 10).await;
+            assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), old);
+        }
+        let (_, epoch) = cluster.leader("cut", 0).unwrap();
+        let (_, new_epoch, end) = cluster.truncate_unclean("cut", 0, 6).unwrap();
+        assert_eq!((end, new_epoch), (6, epoch + 1));
+        let new: Vec<String> = (0..8).map(|i| format!("new-{i}")).collect();
+        produce_one_by_one(&client, "cut", &new).await;
+
+        match strict.next().await {
+            Some(Err(FetchError::LogTruncated { topic, partition, offset, last_epoch, end_offset, epoch: shared })) => {
+                assert_eq!((topic.as_str(), partition, offset, end_offset), ("cut", 0, 10, 6));
+                assert_eq!((last_epoch, shared), (epoch, epoch));
+            }
+            other => panic!("expected the truncation, got {other:?}"),
+        }
+        assert!(strict.next().await.is_none(), "the partition stopped");
+        assert_eq!(strict.positions()[0].2, 10);
+
+        let resumed = consume(&mut lenient, 8).await;
+        let want: Vec<(i64, String)> = new.iter().enumerate().map(|(i, v)| (6 + i as i64, v.clone())).collect();
+        assert_eq!(resumed, want);
+
+        let fetcher = client.fetcher();
+        let at_old = TopicPartitionOffset::new("cut", 0, 10).with_last_epoch(epoch);
+        let e = fetcher.fetch_with(at_old, &FetchOptions::new()).await.unwrap_err();
+        assert!(matches!(e, FetchError::LogTruncated { end_offset: 6, .. }), "{e}");
+        let blind = fetcher.fetch("cut", 0, 10).await.unwrap();
+        assert_eq!(blind.records.first().map(value).as_deref(), Some("new-4"), "no check without the epoch");
+        client.close().await;
+    });
+    assert_eq!(captured.counter(klife_fetcher::telemetry::FETCH_LOG_TRUNCATIONS_TOTAL), 3);
+}
+
+/// A client whose metadata is stale after a leadership move names the old leader
+/// epoch: the old leader (a follower now) answers FENCED_LEADER_EPOCH, the fetcher
+/// refreshes its metadata and the new leader answers; the caller sees records. A
+/// broker that answers UNKNOWN_LEADER_EPOCH (it is behind) is asked again after a
+/// pause, without a metadata refresh for the first retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_leader_epoch_is_fenced_then_refreshed() {
+    let cluster = FakeCluster::builder().brokers(3).topic("moved", 1).start().await.unwrap();
+    let client = testkit_client(&cluster).await;
+    produce_one_by_one(&client, "moved", &["a".into(), "b".into()]).await;
+    assert_eq!(client.fetch("moved", 0, 0).await.unwrap().records.len(), 2);
+    let (old, epoch) = cluster.leader("moved", 0).unwrap();
+    let new = cluster.move_leader("moved", 0).unwrap();
+    assert_eq!(client.cluster().metadata().leader("moved", 0).map(|(b, e)| (b.node_id, e)), Some((old, epoch)));
+    cluster.clear_requests();
+    let f = client.fetch("moved", 0, 0).await.unwrap();
+    assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), ["a", "b"]);
+    let seen: Vec<(ApiKey, i32)> = cluster
+        .requests()
+        .iter()
+        .filter(|r| matches!(r.api_key, ApiKey::Fetch | ApiKey::Metadata))
+        .map(|r| (r.api_key, r.broker))
+        .collect();
+    assert_eq!(seen.first(), Some(&(ApiKey::Fetch, old)), "{seen:?}");
+    assert_eq!(seen.get(1).map(|r| r.0), Some(ApiKey::Metadata), "{seen:?}");
+    assert_eq!(seen.last(), Some(&(ApiKey::Fetch, new)), "{seen:?}");
+    assert_eq!(client.cluster().metadata().leader("moved", 0).map(|(b, e)| (b.node_id, e)), Some((new, epoch + 1)));
+
+    cluster.clear_requests();
+    cluster.inject_errors(ApiKey::Fetch, &[klife_protocol::ErrorCode::UnknownLeaderEpoch; 2], None);
+    let f = client.fetch("moved", 0, 1).await.unwrap();
+    assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), ["b"]);
+    let apis: Vec<ApiKey> = cluster.requests().iter().map(|r| r.api_key).collect();
+    assert_eq!(apis, [ApiKey::Fetch; 3], "retried twice, without asking for metadata");
+    client.close().await;
+}
+
+/// A topic deleted and created again under its name is never read at a position of
+/// the old one: a fetch from such a position fails with TopicRecreated (naming both
+/// ids) once fresh metadata shows the new id, while a position without an id reads
+/// the new topic.
+async fn a_recreated_topic_is_not_read_at_an_old_position(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-recreated");
+    broker.create_topic(&client, &topic, 1).await;
+    let old: Vec<String> = (0..5).map(|i| format!("old-{i}")).collect();
+    produce_one_by_one(&client, &topic, &old).await;
+    let fetcher = client.fetcher();
+    let f = fetcher.fetch(&topic, 0, 0).await.unwrap();
+    assert_eq!(f.records.len(), 5);
+    let old_id = f.topic_id.unwrap();
+
+    let deleted = client.delete_topics(&[&topic]).await.unwrap();
+    assert!(deleted.iter().all(|(_, r)| r.is_ok()), "{deleted:?}");
+    // The name is free again once the deletion went through.
+    let mut created = Err(None);
+    for _ in 0..300 {
+        match client.create_topic(&topic, 1).await {
+            Ok(()) => {
+                created = Ok(());
+                break;
+            }
+            Err(e) => created = Err(Some(e)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    created.unwrap_or_else(|e| panic!("{topic} was not created again: {e:?}"));
+    broker.await_topic(&client, &topic, 1).await;
+    let new: Vec<String> = (0..8).map(|i| format!("new-{i}")).collect();
+    produce_one_by_one(&client, &topic, &new).await;
+
+    match fetcher.fetch_with(f.next_position(), &FetchOptions::new()).await {
+        Err(FetchError::TopicRecreated { topic: t, partition: 0, offset: 5, old_id: o, new_id }) => {
+            assert_eq!((t.as_str(), o), (topic.as_str(), old_id));
+            assert_eq!(Some(new_id), client.cluster().metadata().topic(&topic).map(|t| t.id));
+            assert_ne!(new_id, old_id);
+        }
+        other => panic!("{broker:?}: expected the topic to be found created again, got {other:?}"),
+    }
+    let fresh = fetcher.fetch(&topic, 0, 5).await.unwrap();
+    assert_eq!(fresh.records.iter().map(value).collect::<Vec<_>>(), ["new-5", "new-6", "new-7"]);
+    client.close().await;
+}
+
+/// `a_recreated_topic_is_not_read_at_an_old_position` where the broker deletes and
+/// creates topics (the mock cluster does neither).
+mod a_recreated_topic_is_not_read_at_an_old_position {
+    use klife_conformance::Broker;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() {
+        super::a_recreated_topic_is_not_read_at_an_old_position(Broker::Kafka).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tansu() {
+        super::a_recreated_topic_is_not_read_at_an_old_position(Broker::Tansu).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn testkit() {
+        super::a_recreated_topic_is_not_read_at_an_old_position(Broker::Testkit).await;
+    }
+}
+
+/// A consumer whose topic is deleted and created again while it reads stops the
+/// partition with TopicRecreated, whatever its reset policy, and reads nothing of the
+/// new topic until told where to start (klife-testkit: the topic is re-created in one
+/// step, so the consumer never sees it missing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_stops_a_partition_whose_topic_was_created_again() {
+    let cluster = FakeCluster::builder().brokers(3).topic("again", 1).start().await.unwrap();
+    let client = testkit_client(&cluster).await;
+    produce_one_by_one(&client, "again", &["old-0".into(), "old-1".into()]).await;
+    let mut consumer = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+    consumer.assign(&[("again", 0, StartOffset::Earliest)]).await.unwrap();
+    assert_eq!(consume(&mut consumer, 2).await, [(0, "old-0".into()), (1, "old-1".into())]);
+    let new_id = cluster.recreate_topic("again", 1).unwrap();
+    let new: Vec<String> = (0..4).map(|i| format!("new-{i}")).collect();
+    produce_one_by_one(&client, "again", &new).await;
+    match consumer.next().await {
+        Some(Err(FetchError::TopicRecreated { offset: 2, new_id: id, .. })) => assert_eq!(id, new_id),
+        other => panic!("expected the topic to be found created again, got {other:?}"),
+    }
+    assert!(consumer.next().await.is_none(), "the partition stopped");
+    consumer.seek("again", 0, 0);
+    let got = consume(&mut consumer, 4).await;
+    assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), new);
     client.close().await;
 }

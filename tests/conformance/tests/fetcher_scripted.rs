@@ -221,3 +221,23 @@ async fn a_partition_left_out_of_the_answer_is_an_empty_answer() {
     assert_eq!(broker.fetches().len(), 1, "{:?}", broker.fetches());
     client.close().await;
 }
+
+/// A broker whose metadata gives the topic no id is fetched by name, so at v12 at
+/// most though it has v17; positions then carry no topic id, but still their last
+/// epoch.
+#[tokio::test]
+async fn a_topic_without_an_id_is_fetched_by_name_at_v12() {
+    let log = [batch(0, &["a", "b"], BatchOptions { partition_leader_epoch: 3, ..BatchOptions::default() })].concat();
+    let broker = ScriptedFetchBroker::start(vec![ScriptedPartition::records(Bytes::from(log), 2)]).await;
+    let client = client(&broker, Duration::from_secs(5)).await;
+    let f = client.fetch(TOPIC, 0, 0).await.unwrap();
+    assert_eq!(values(&f.records), vec![(0, "a".into()), (1, "b".into())]);
+    assert_eq!((f.last_epoch, f.topic_id), (Some(3), None));
+    let next = f.next_position();
+    assert_eq!((next.offset, next.last_epoch, next.topic_id), (2, Some(3), None));
+    // The peer serves the same batches at any offset; what matters is what went out.
+    client.fetch_with(next, &FetchOptions::new()).await.unwrap();
+    let versions = broker.fetch_versions();
+    assert!(versions.len() >= 2 && versions.iter().all(|v| *v == 12), "{versions:?}");
+    client.close().await;
+}
