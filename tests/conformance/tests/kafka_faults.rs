@@ -3,7 +3,10 @@
 //! consumer reads; leadership moved with AlterPartitionReassignments and ElectLeaders;
 //! the cluster's transaction version switched between 1 and 2 (KIP-890). Nothing
 //! acknowledged is lost, nothing is written or read twice, order is kept, committed
-//! transactions are read and aborted ones are not.
+//! transactions are read and aborted ones are not. Then what only a leadership change
+//! shows a reader: a fetch naming a leader epoch the cluster has moved past is fenced
+//! and goes on at the new leader, and a log truncated under readers by an unclean
+//! election is reported (`OffsetReset::Error`) or read on from where the logs part.
 //!
 //! These cases change what every other Kafka case uses, so `cargo xtask test` runs
 //! them alone, one at a time, after all the others (`--test kafka_faults
@@ -20,10 +23,12 @@ mod kafka_faults {
     use std::time::Duration;
 
     use bytes::Bytes;
-    use klife::{FetchOptions, Reassignment, StartOffset};
+    use klife::{FetchOptions, FetcherConfig, NewTopic, OffsetReset, Reassignment, StartOffset};
     use klife_conformance::verify::verify_log_allowing;
     use klife_conformance::{Broker, kafka, unique_topic};
+    use klife_fetcher::{Consumer, FetchError};
     use klife_producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+    use klife_protocol::ErrorCode;
 
     const PARTITIONS: i32 = 6;
 
@@ -309,5 +314,276 @@ mod kafka_faults {
         transactions_read_back(1).await;
         // Version 2 last: the cluster stays as it was formatted.
         transactions_read_back(2).await;
+    }
+
+    /// Moves a partition's leadership to the next node: makes it the preferred replica
+    /// and elects it (retrying while it catches up). Returns the new leader.
+    async fn move_leadership(client: &klife::Client, topic: &str) -> i32 {
+        let leader = leader_of(client, topic, 0).await;
+        let next = leader % kafka::NODES as i32 + 1;
+        let replicas: Vec<i32> = (0..kafka::NODES as i32).map(|i| (next - 1 + i) % kafka::NODES as i32 + 1).collect();
+        let moved = client.alter_partition_reassignments(&[Reassignment::new(topic, 0, replicas)]).await.unwrap();
+        assert!(moved.iter().all(Result::is_ok), "{moved:?}");
+        let mut elected = Vec::new();
+        for _ in 0..100 {
+            elected = client.elect_preferred_leaders(&[(topic, 0)]).await.unwrap();
+            if elected.iter().all(Result::is_ok) {
+                break;
+            }
+            assert!(
+                elected.iter().all(|r| r.as_ref().is_ok() || r.as_ref().is_err_and(klife::Error::is_retriable)),
+                "{elected:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(elected.iter().all(Result::is_ok), "{elected:?}");
+        await_leader(client, topic, next).await;
+        next
+    }
+
+    /// A Fetch (v17, by topic id) of partition 0 sent straight to `node`, naming
+    /// `current_leader_epoch`: the partition's error code.
+    async fn raw_fetch_error(client: &klife::Client, topic: &str, node: i32, current_leader_epoch: i32) -> ErrorCode {
+        use klife_protocol::messages::FetchRequest;
+        use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        let id = client.cluster().metadata().topic(topic).unwrap().id;
+        let request = FetchRequest::default().with_max_wait_ms(0).with_min_bytes(1).with_topics(vec![
+            FetchTopic::default().with_topic_id(id).with_partitions(vec![
+                FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(current_leader_epoch)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 16),
+            ]),
+        ]);
+        let conn = client.cluster().broker(node).await.unwrap();
+        let response = conn.send_version(&request, 17).await.unwrap();
+        ErrorCode::from_code(response.responses[0].partitions[0].error_code)
+    }
+
+    /// A client whose metadata predates a leadership move fetches with the old leader
+    /// epoch from the old leader, which answers FENCED_LEADER_EPOCH (checked first with
+    /// a raw Fetch): the fetcher refreshes its metadata and reads the records from the
+    /// new leader; the caller never sees the fencing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_fetch_with_a_stale_leader_epoch_is_fenced_and_goes_on_at_the_new_leader() {
+        let admin = client().await;
+        let topic = unique_topic("stale-epoch");
+        Broker::Kafka.create_topic(&admin, &topic, 1).await;
+        let values: Vec<String> = (0..5).map(|i| format!("s{i}")).collect();
+        for v in &values {
+            admin.produce(ProducerRecord::new(topic.clone(), v.clone()).with_partition(0)).await.unwrap();
+        }
+        // The reader learns the leader and its epoch, then leadership moves behind its back.
+        let reader = client().await;
+        assert_eq!(reader.fetch(&topic, 0, 0).await.unwrap().records.len(), 5);
+        let (old, epoch) = reader.cluster().metadata().leader(&topic, 0).map(|(b, e)| (b.node_id, e)).unwrap();
+        let new = move_leadership(&admin, &topic).await;
+        assert_ne!(new, old);
+        // The old leader, a follower now, fences the old epoch once it has learned the
+        // new one.
+        let mut fenced = false;
+        for _ in 0..300 {
+            let code = raw_fetch_error(&admin, &topic, old, epoch).await;
+            if code == ErrorCode::FencedLeaderEpoch {
+                fenced = true;
+                break;
+            }
+            assert_eq!(code, ErrorCode::None, "before it learns, the old leader serves the fetch");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(fenced, "{topic}-0: node {old} never fenced epoch {epoch}");
+        assert_eq!(
+            reader.cluster().metadata().leader(&topic, 0).map(|(b, e)| (b.node_id, e)),
+            Some((old, epoch)),
+            "the reader's metadata is still the old one"
+        );
+        let f = reader.fetch(&topic, 0, 0).await.unwrap();
+        let got: Vec<String> =
+            f.records.iter().map(|r| String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned()).collect();
+        assert_eq!(got, values);
+        let (now, new_epoch) = reader.cluster().metadata().leader(&topic, 0).map(|(b, e)| (b.node_id, e)).unwrap();
+        assert_eq!(now, new);
+        assert!(new_epoch > epoch, "{new_epoch} after {epoch}");
+        reader.close().await;
+        admin.close().await;
+    }
+
+    /// Waits until the cluster's metadata says `check` of the partition's (leader, ISR).
+    async fn await_partition(client: &klife::Client, topic: &str, what: &str, check: impl Fn(i32, &[i32]) -> bool) {
+        for _ in 0..600 {
+            if let Ok(m) = client.cluster().add_topics(&[topic]).await {
+                if let Some(p) = m.topic(topic).and_then(|t| t.partition(0)) {
+                    if check(p.leader, &p.isr) {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{topic}-0: {what} did not happen");
+    }
+
+    /// Elects `node` leader of partition 0 with an unclean election (ElectLeaders,
+    /// election type 1), asking again until the metadata names it.
+    async fn elect_uncleanly(client: &klife::Client, topic: &str, node: i32) {
+        use klife_protocol::messages::ElectLeadersRequest;
+        use klife_protocol::messages::elect_leaders_request::TopicPartitions;
+        let request = ElectLeadersRequest::default()
+            .with_election_type(1)
+            .with_topic_partitions(Some(vec![
+                TopicPartitions::default().with_topic(topic.to_owned()).with_partitions(vec![0]),
+            ]))
+            .with_timeout_ms(30_000);
+        let mut answers = Vec::new();
+        for _ in 0..600 {
+            let conn = client.cluster().any_broker().await.unwrap();
+            if let Ok(response) = conn.send(&request).await {
+                let codes: Vec<ErrorCode> = response
+                    .replica_election_results
+                    .iter()
+                    .flat_map(|t| t.partition_result.iter())
+                    .map(|p| ErrorCode::from_code(p.error_code))
+                    .collect();
+                answers.push(codes);
+            }
+            if leader_of(client, topic, 0).await == node {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{topic}-0: node {node} was not elected; ElectLeaders answered {answers:?}");
+    }
+
+    /// The next answer with records or the next error that is not a retriable one (a
+    /// fetch that timed out while the partition had no leader), skipping those.
+    async fn next_answer(consumer: &mut Consumer) -> Result<klife::Fetched, FetchError> {
+        loop {
+            match consumer.next().await.expect("the consumer stopped") {
+                Err(e) if e.is_retriable() => continue,
+                other => return other,
+            }
+        }
+    }
+
+    fn values_of(records: &[klife::Record]) -> Vec<(i64, String)> {
+        records.iter().map(|r| (r.offset, String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned())).collect()
+    }
+
+    /// An unclean election truncates a partition under two consumers that read it to
+    /// its end, and new records are written at the offsets lost.
+    ///
+    /// How it is provoked, without sleeps: a topic with replicas {L, F} and
+    /// `min.insync.replicas=1` (Kafka 4.1 enables eligible leader replicas, KIP-966, on
+    /// new clusters: the high watermark does not move while the ISR is smaller than
+    /// `min.insync.replicas`, so the records written with F away must not need it).
+    /// Five records go to both; F stops (a controlled shutdown takes it out of the ISR
+    /// at once); four more go to L alone and are read by both consumers. L is killed;
+    /// F starts again, bringing the controller quorum back (every node is a controller,
+    /// and two were down); once L is fenced, its partition has no ISR and L as its only
+    /// eligible leader, so no clean election can pick F: ElectLeaders with the unclean
+    /// election type does. F leads under a new epoch with five records; seven more are
+    /// written, at offsets 5 to 11.
+    ///
+    /// The consumer with `OffsetReset::Error` reports the truncation: at offset 9,
+    /// where the logs part (5) and in which epoch. The one with `Earliest` reads the
+    /// seven new records from offset 5, neither skipping the four written where the
+    /// lost ones were nor reading anything twice. L then starts again, truncates its log
+    /// to F's and catches up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_log_truncated_by_an_unclean_election_is_reported_or_read_on_where_the_logs_part() {
+        let client = klife::Client::builder()
+            .bootstrap_servers(Broker::Kafka.addresses())
+            .request_timeout(Duration::from_secs(15))
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .fetcher_config({
+                // Long enough to outlast the partition's time without a leader, so that
+                // the consumers need not resubmit; short waits keep the case quick.
+                let mut c = FetcherConfig::default();
+                c.fetch_timeout = Duration::from_secs(300);
+                c.max_wait = Duration::from_millis(100);
+                c
+            })
+            .build()
+            .await
+            .unwrap();
+        let topic = unique_topic("unclean");
+        let created = client
+            .create_topics(vec![NewTopic::new(&topic, 1).replication_factor(2).config("min.insync.replicas", "1")])
+            .await
+            .unwrap();
+        assert!(created.iter().all(|(_, r)| r.is_ok()), "{created:?}");
+        Broker::Kafka.await_topic(&client, &topic, 1).await;
+        let m = client.cluster().add_topics(&[&topic]).await.unwrap();
+        let p = m.topic(&topic).unwrap().partition(0).unwrap().clone();
+        let (l, f) = (p.leader, *p.replicas.iter().find(|r| **r != p.leader).unwrap());
+        await_partition(&client, &topic, "both replicas in sync", |_, isr| isr.len() == 2).await;
+
+        let produce = |client: &klife::Client, values: Vec<String>| {
+            let (client, topic) = (client.clone(), topic.clone());
+            async move {
+                for v in values {
+                    client.produce(ProducerRecord::new(topic.clone(), v).with_partition(0)).await.unwrap();
+                }
+            }
+        };
+        produce(&client, (0..5).map(|i| format!("a{i}")).collect()).await;
+        tokio::task::spawn_blocking(move || kafka::control(&format!("stop {f}"))).await.unwrap();
+        await_partition(&client, &topic, "F leaving the ISR", |leader, isr| leader == l && isr == [l]).await;
+        produce(&client, (0..4).map(|i| format!("b{i}")).collect()).await;
+
+        let mut strict = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Error);
+        let mut lenient = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+        let mut epoch_read = -1;
+        for c in [&mut strict, &mut lenient] {
+            c.assign(&[(topic.as_str(), 0, StartOffset::Earliest)]).await.unwrap();
+            let mut got = Vec::new();
+            while got.len() < 9 {
+                let answer = next_answer(c).await.unwrap();
+                epoch_read = answer.last_epoch.unwrap();
+                got.extend(values_of(&answer.records));
+            }
+            let want: Vec<(i64, String)> = (0..5)
+                .map(|i| format!("a{i}"))
+                .chain((0..4).map(|i| format!("b{i}")))
+                .enumerate()
+                .map(|(i, v)| (i as i64, v))
+                .collect();
+            assert_eq!(got, want);
+        }
+
+        tokio::task::spawn_blocking(move || kafka::control(&format!("kill {l}"))).await.unwrap();
+        tokio::task::spawn_blocking(move || kafka::control(&format!("start {f}"))).await.unwrap();
+        await_partition(&client, &topic, "L being fenced", |leader, _| leader < 0).await;
+        elect_uncleanly(&client, &topic, f).await;
+        // A new producer: the old one's sequence numbers went on past the lost records,
+        // which the new leader would take for a gap.
+        let writer = self::client().await;
+        let new: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
+        produce(&writer, new.clone()).await;
+        writer.close().await;
+
+        match next_answer(&mut strict).await {
+            Err(FetchError::LogTruncated { partition, offset, last_epoch, end_offset, epoch, .. }) => {
+                assert_eq!((partition, offset, end_offset), (0, 9, 5));
+                assert_eq!((last_epoch, epoch), (epoch_read, epoch_read), "the logs share the epoch read in");
+            }
+            other => panic!("expected the truncation to be reported, got {other:?}"),
+        }
+        assert!(strict.next().await.is_none(), "the partition stopped");
+
+        let mut resumed = Vec::new();
+        while resumed.len() < new.len() {
+            resumed.extend(values_of(&next_answer(&mut lenient).await.unwrap().records));
+        }
+        let want: Vec<(i64, String)> = new.iter().enumerate().map(|(i, v)| (5 + i as i64, v.clone())).collect();
+        assert_eq!(resumed, want, "read on from where the logs part");
+
+        tokio::task::spawn_blocking(move || kafka::control(&format!("start {l}"))).await.unwrap();
+        await_partition(&client, &topic, "L back in the ISR", |_, isr| isr.len() == 2).await;
+        let log = client.fetch(&topic, 0, 0).await.unwrap();
+        let expected: Vec<String> = (0..5).map(|i| format!("a{i}")).chain(new).collect();
+        assert_eq!(values_of(&log.records).into_iter().map(|(_, v)| v).collect::<Vec<_>>(), expected);
+        client.close().await;
     }
 }
