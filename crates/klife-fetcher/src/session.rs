@@ -28,8 +28,8 @@
 //! Not wired into the fetcher yet: see `docs/benchmarks.md` (fetch sessions) for what
 //! they save and how the waiting lane is to use them.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use klife_protocol::ErrorCode;
 
@@ -156,7 +156,62 @@ enum Next {
 struct Cached {
     fetch: PartitionFetch,
     seen: Watermarks,
+    /// The last request that wanted it (see [`FetchSession::request`]).
+    mark: u64,
 }
+
+/// A multiply-rotate hasher (as rustc's `FxHasher`): every request looks each of its
+/// partitions up, thousands of them, and the keys are topic ids or names from the
+/// cluster's metadata, not input an attacker chooses, so SipHash's cost buys nothing.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl KeyHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(c);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Map<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
 
 /// The client's side of one fetch session with one broker: one per connection lane
 /// whose requests go one at a time.
@@ -174,8 +229,10 @@ pub(crate) struct FetchSession<T> {
     closed: bool,
     next: Next,
     /// The session's partitions, as of the last answered request.
-    partitions: HashMap<Key<T>, Cached>,
+    partitions: Map<Key<T>, Cached>,
     in_flight: Option<SessionRequest<T>>,
+    /// Counts requests, to mark the partitions each wants.
+    requests: u64,
 }
 
 impl<T: Clone + Eq + Hash> Default for FetchSession<T> {
@@ -191,8 +248,9 @@ impl<T: Clone + Eq + Hash> FetchSession<T> {
             sessions: true,
             closed: false,
             next: Next::Full { close: NO_SESSION },
-            partitions: HashMap::new(),
+            partitions: Map::default(),
             in_flight: None,
+            requests: 0,
         }
     }
 
@@ -251,25 +309,29 @@ impl<T: Clone + Eq + Hash> FetchSession<T> {
                 SessionRequest { session_id: close, epoch: INITIAL_EPOCH, send: wanted.collect(), forget: Vec::new() }
             }
             Next::Incremental { id, epoch } => {
+                // One lookup per wanted partition, marking those of the session; the
+                // unmarked ones are forgotten (none, usually: then no second pass).
+                self.requests += 1;
+                let mark = self.requests;
                 let mut send = Vec::new();
-                let mut kept = Vec::new();
+                let mut kept = 0usize;
                 for (key, fetch) in wanted {
-                    match self.partitions.get(&key) {
-                        Some(c) if c.fetch == fetch => kept.push(key),
-                        Some(_) => {
-                            kept.push(key.clone());
-                            send.push((key, fetch));
+                    match self.partitions.get_mut(&key) {
+                        Some(c) if c.mark == mark => {} // wanted twice: the first counts
+                        Some(c) => {
+                            c.mark = mark;
+                            kept += 1;
+                            if c.fetch != fetch {
+                                send.push((key, fetch));
+                            }
                         }
                         None => send.push((key, fetch)),
                     }
                 }
-                // Every partition of the session wanted again: nothing to forget (the
-                // usual case, checked without building a set).
-                let forget = if kept.len() == self.partitions.len() {
+                let forget = if kept == self.partitions.len() {
                     Vec::new()
                 } else {
-                    let kept: HashSet<&Key<T>> = kept.iter().collect();
-                    self.partitions.keys().filter(|k| !kept.contains(k)).cloned().collect()
+                    self.partitions.iter().filter(|(_, c)| c.mark != mark).map(|(k, _)| k.clone()).collect()
                 };
                 SessionRequest { session_id: id, epoch, send, forget }
             }
@@ -353,10 +415,11 @@ impl<T: Clone + Eq + Hash> FetchSession<T> {
             self.partitions.remove(key);
         }
         for (key, fetch) in request.send {
-            self.partitions
-                .entry(key)
-                .and_modify(|c| c.fetch = fetch)
-                .or_insert(Cached { fetch, seen: Watermarks::UNKNOWN });
+            self.partitions.entry(key).and_modify(|c| c.fetch = fetch).or_insert(Cached {
+                fetch,
+                seen: Watermarks::UNKNOWN,
+                mark: 0,
+            });
         }
         for (key, seen) in partitions {
             match self.partitions.get_mut(&key) {
@@ -374,12 +437,12 @@ impl<T: Clone + Eq + Hash> FetchSession<T> {
         I: IntoIterator<Item = (Key<T>, Option<Watermarks>)>,
     {
         self.partitions.clear();
-        let asked: HashMap<Key<T>, PartitionFetch> = request.send.into_iter().collect();
+        let asked: Map<Key<T>, PartitionFetch> = request.send.into_iter().collect();
         for (key, seen) in partitions {
             let Some(&fetch) = asked.get(&key) else {
                 return self.out_of_step(session_id);
             };
-            self.partitions.insert(key, Cached { fetch, seen: seen.unwrap_or(Watermarks::UNKNOWN) });
+            self.partitions.insert(key, Cached { fetch, seen: seen.unwrap_or(Watermarks::UNKNOWN), mark: 0 });
         }
         if session_id == NO_SESSION {
             // Not granted (no room in the broker's cache, or no sessions at all).
