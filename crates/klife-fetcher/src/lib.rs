@@ -33,13 +33,30 @@
 //!   (records before it are still delivered) and broker errors that retrying cannot
 //!   cure are typed [`FetchError`]s. Decoding never panics and caps every length
 //!   before allocating.
+//! - A position ([`TopicPartitionOffset`]) may carry the leader epoch of the last batch
+//!   read before it and the topic's id; [`Fetched::next_position`] carries both on. A
+//!   fetch from such a position fails with [`FetchError::LogTruncated`] when an unclean
+//!   leader election cut the log under it (saying where the logs part), and with
+//!   [`FetchError::TopicRecreated`] when the topic was deleted and created again,
+//!   rather than read records that do not follow the ones read.
 //! - [`Consumer`] keeps fetching assigned partitions from where each answer ended,
-//!   with bounded prefetch, and resets out-of-range positions by policy.
+//!   with bounded prefetch; it resets out-of-range positions by policy, goes on from
+//!   where the logs part after a truncation (or stops the partition, with
+//!   [`OffsetReset::Error`]), and stops a partition whose topic was created again.
 //! - Metrics and tracing names are listed in [`telemetry`].
 //!
-//! Fetch versions 4 to 12 are used (topics by name); brokers older than Kafka 0.11
-//! are refused with a clear error. Fetch sessions (KIP-227) are not used: every
-//! request is a full fetch.
+//! ## Versions and leader epochs
+//!
+//! Fetch versions 4 to 17 are used, the highest the broker has: from v13 topics are
+//! named by their id from the metadata, and a request in which some topic has no id (a
+//! broker or Metadata version without ids) goes at v12 at most, by name. From v9 each
+//! partition names the leader epoch the metadata knows (KIP-320): a broker with a newer
+//! one answers FENCED_LEADER_EPOCH (the metadata is refreshed and the fetch retried),
+//! one with an older one UNKNOWN_LEADER_EPOCH (the fetch is retried after a pause). From
+//! v12 it also names the epoch of the last batch read (`last_fetched_epoch`), which lets
+//! the leader find truncations; below v12 they go unnoticed. The rules are sans-io, in
+//! [`position`]. Brokers older than Kafka 0.11 are refused with a clear error. Fetch
+//! sessions (KIP-227) are not used: every request is a full fetch.
 //!
 //! ## Cargo features
 //!

@@ -11,8 +11,11 @@
 //! [`drop_connections`](FakeCluster::drop_connections),
 //! [`set_latency`](FakeCluster::set_latency), [`inject_errors`](FakeCluster::inject_errors),
 //! [`inject_disconnect`](FakeCluster::inject_disconnect) (closed before executing),
-//! [`inject_lost_answer`](FakeCluster::inject_lost_answer) (executed, answer lost) and
-//! [`truncate_before`](FakeCluster::truncate_before).
+//! [`inject_lost_answer`](FakeCluster::inject_lost_answer) (executed, answer lost),
+//! [`truncate_before`](FakeCluster::truncate_before),
+//! [`truncate_unclean`](FakeCluster::truncate_unclean) (an unclean election that loses
+//! a partition's tail under a new leader epoch) and
+//! [`recreate_topic`](FakeCluster::recreate_topic) (a new topic id under the same name).
 //!
 //! ```
 //! use klife_testkit::FakeCluster;
@@ -48,7 +51,7 @@
 //! | DeleteTopics | 1-6 | by name or id |
 //! | CreatePartitions | 0-3 | |
 //! | Produce | 3-11 | acks 0/1/-1 (no answer for 0; an error closes the connection as in Kafka); CRC → CORRUPT_MESSAGE; one batch per partition, base offset 0 → INVALID_RECORD; MESSAGE_TOO_LARGE; idempotence (duplicates of the last 5 batches answered with their original offset, OUT_OF_ORDER_SEQUENCE_NUMBER, INVALID_PRODUCER_EPOCH, UNKNOWN_PRODUCER_ID for ids this cluster never issued); transactional batches need a transactional id in the request (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED for the whole request, as Kafka answers) and AddPartitionsToTxn (INVALID_TXN_STATE); NOT_LEADER_OR_FOLLOWER with the new leader (v10+) |
-//! | Fetch | 4-17 | high watermark, last stable offset, log start offset, aborted transactions for read_committed, size limits (the last batch cut at the limit, the first one whole), long polling on `min_bytes` / `max_wait_ms`, OFFSET_OUT_OF_RANGE, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH, topic ids (v13+) |
+//! | Fetch | 4-17 | high watermark, last stable offset, log start offset, aborted transactions for read_committed, size limits (the last batch cut at the limit, the first one whole), long polling on `min_bytes` / `max_wait_ms`, OFFSET_OUT_OF_RANGE, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH checked by every replica before leadership, `last_fetched_epoch` (v12+) against a leader epoch cache: a diverging epoch when the log ends that epoch before the fetch offset, OFFSET_OUT_OF_RANGE when it cannot place it; topic ids (v13+, UNKNOWN_TOPIC_ID); the current leader in NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH answers (v16+) |
 //! | ListOffsets | 1-10 | earliest (-2), latest (-1, the LSO for read_committed), max timestamp (-3), by timestamp |
 //! | FindCoordinator | 0-6 | group and transaction keys; one key (v0-3) or batched (v4+) |
 //! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT |

@@ -557,7 +557,8 @@ mod kafka_faults {
         await_partition(&client, &topic, "L being fenced", |leader, _| leader < 0).await;
         elect_uncleanly(&client, &topic, f).await;
         // A new producer: the old one's sequence numbers went on past the lost records,
-        // which the new leader would take for a gap.
+        // and the new leader's producer state ends with its log; what it makes of such
+        // a gap is not what this case is about.
         let writer = self::client().await;
         let new: Vec<String> = (0..7).map(|i| format!("c{i}")).collect();
         produce(&writer, new.clone()).await;
