@@ -258,7 +258,10 @@ impl Client {
     }
 
     /// A standalone consumer over the default fetcher: assign partitions, then call
-    /// `next()`.
+    /// `next()`. It resets out-of-range positions and goes on after a log truncated by
+    /// an unclean leader election by its [`OffsetReset`](crate::OffsetReset) policy
+    /// (`offset_reset(OffsetReset::Error)` to be told instead), and stops a partition
+    /// whose topic was deleted and created again.
     pub fn consumer(&self, options: FetchOptions) -> Consumer {
         Consumer::new(self.fetcher.clone(), options)
     }
