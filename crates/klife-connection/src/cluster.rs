@@ -9,18 +9,16 @@ use std::time::Duration;
 
 use klife_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
 use klife_protocol::messages::metadata_request::{MetadataRequest, MetadataRequestTopic};
-use klife_protocol::{ApiKey, ErrorCode};
+use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 
-use crate::backoff::Backoff;
 use crate::broker::BrokerPool;
 use crate::conn::Connection;
 use crate::metadata::Metadata;
+use crate::retry::{GiveUp, Outcome, RetryState, Step};
 use crate::{ConnectionConfig, Error, telemetry};
 
 /// Highest Metadata version klife asks for.
 const METADATA_MAX_VERSION: i16 = 12;
-/// Attempts at finding a coordinator that is still loading or moving.
-const COORDINATOR_ATTEMPTS: u32 = 8;
 
 /// Which coordinator to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +27,15 @@ pub enum CoordinatorType {
     Group,
     /// A transactional producer's coordinator (key: the transactional id).
     Transaction,
+}
+
+impl std::fmt::Display for CoordinatorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CoordinatorType::Group => "group",
+            CoordinatorType::Transaction => "transaction",
+        })
+    }
 }
 
 impl CoordinatorType {
@@ -305,10 +312,7 @@ impl Cluster {
             match pools.get(&node_id) {
                 Some(p) => p.clone(),
                 None => {
-                    let b = metadata
-                        .brokers
-                        .get(&node_id)
-                        .ok_or_else(|| Error::Metadata(format!("broker {node_id} is not in the cluster metadata")))?;
+                    let b = metadata.brokers.get(&node_id).ok_or(Error::UnknownBroker { node_id })?;
                     let p = Arc::new(BrokerPool::new(
                         b.label(),
                         b.host.clone(),
@@ -342,7 +346,7 @@ impl Cluster {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Metadata("the cluster has no brokers".into())))
+        Err(last.unwrap_or(Error::NoBrokers))
     }
 
     /// A connection to the controller (or to any broker when the metadata names no
@@ -363,7 +367,7 @@ impl Cluster {
             m = self.add_topics(&[topic]).await?;
         }
         let Some(t) = m.topics.get(topic) else {
-            return Err(Error::Metadata(format!("topic {topic:?} is not in the cluster metadata")));
+            return Err(Error::UnknownTopic { topic: topic.to_owned() });
         };
         if t.error != ErrorCode::None {
             return Err(Error::Broker {
@@ -374,10 +378,7 @@ impl Cluster {
             });
         }
         let Some(p) = t.partition(partition) else {
-            return Err(Error::Metadata(format!(
-                "topic {topic:?} has no partition {partition} (it has {})",
-                t.partitions.len()
-            )));
+            return Err(Error::UnknownPartition { topic: topic.to_owned(), partition, partitions: t.partitions.len() });
         };
         if p.leader < 0 || !m.brokers.contains_key(&p.leader) {
             // No leader, or one missing from the broker list (it is down).
@@ -385,30 +386,54 @@ impl Cluster {
                 topic: topic.to_owned(),
                 partition,
                 code: ErrorCode::LeaderNotAvailable,
-                reason: if p.leader < 0 {
-                    "it has no leader".into()
-                } else {
-                    format!("its leader, broker {}, is not among the live brokers", p.leader)
-                },
+                leader: (p.leader >= 0).then_some(p.leader),
             });
         }
         let (leader, epoch) = (p.leader, p.leader_epoch);
         Ok((leader, epoch, self.broker(leader).await?))
     }
 
-    /// The node id of the coordinator for `key`, from the cache or FindCoordinator.
+    /// The coordinator for `key`, from the cache or FindCoordinator (retried under the
+    /// cluster's [`retry_policy`](Self::retry_policy)): its node id and a connection to it.
     pub async fn coordinator(&self, kind: CoordinatorType, key: &str) -> Result<(i32, Connection), Error> {
+        self.ensure_open()?;
+        let cached = lock(&self.inner.coordinators).get(&(kind, key.to_owned())).copied();
+        let id =
+            match cached {
+                Some(id) => id,
+                None => {
+                    self.find_coordinators(kind, &[key]).await?.into_iter().next().map(|(_, r)| r).unwrap_or_else(
+                        || Err(Error::CoordinatorNotFound { kind, key: key.to_owned(), source: None }),
+                    )?
+                }
+            };
+        Ok((id, self.broker(id).await?))
+    }
+
+    /// The coordinator for `key` from the cache, or from one FindCoordinator request
+    /// (no retry: the caller's retry rule decides).
+    pub(crate) async fn coordinator_once(&self, kind: CoordinatorType, key: &str) -> Result<(i32, Connection), Error> {
         self.ensure_open()?;
         let cached = lock(&self.inner.coordinators).get(&(kind, key.to_owned())).copied();
         let id = match cached {
             Some(id) => id,
             None => {
-                let found = self.find_coordinators(kind, &[key]).await?;
-                found
-                    .into_iter()
-                    .next()
-                    .map(|(_, r)| r)
-                    .unwrap_or_else(|| Err(Error::Metadata("no coordinator answer".into())))?
+                let (broker, answers) = self.find_coordinators_once(kind, &[key.to_owned()]).await?;
+                match answers.into_iter().find(|a| a.0 == key) {
+                    Some((_, ErrorCode::None, node, _)) => {
+                        lock(&self.inner.coordinators).insert((kind, key.to_owned()), node);
+                        node
+                    }
+                    Some((_, code, _, message)) => {
+                        let source = Error::Broker { broker, api: ApiKey::FindCoordinator, code, message };
+                        return Err(Error::CoordinatorNotFound {
+                            kind,
+                            key: key.to_owned(),
+                            source: Some(Box::new(source)),
+                        });
+                    }
+                    None => return Err(Error::CoordinatorNotFound { kind, key: key.to_owned(), source: None }),
+                }
             }
         };
         Ok((id, self.broker(id).await?))
@@ -421,62 +446,94 @@ impl Cluster {
 
     /// Looks up the coordinators of several keys, in one request where the broker
     /// supports batching (FindCoordinator v4+), one request per key otherwise.
-    /// Keys whose coordinator is loading or unavailable are retried with backoff.
+    /// Keys whose coordinator is loading or unavailable are asked for again under the
+    /// retry rule ([`retry`](crate::retry), the cluster's
+    /// [`retry_policy`](Self::retry_policy)); a key that never gets one is
+    /// [`Error::CoordinatorNotFound`] (inside [`Error::RetriesExhausted`] when time ran
+    /// out), with the last answer's code as the source.
     pub async fn find_coordinators<S: AsRef<str>>(
         &self,
         kind: CoordinatorType,
         keys: &[S],
     ) -> Result<Vec<(String, Result<i32, Error>)>, Error> {
         self.ensure_open()?;
-        let mut pending: Vec<String> = keys.iter().map(|k| k.as_ref().to_owned()).collect();
+        let mut pending: Vec<(String, Option<Error>)> = keys.iter().map(|k| (k.as_ref().to_owned(), None)).collect();
         let mut done: Vec<(String, Result<i32, Error>)> = Vec::new();
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let mut last_error: Option<Error> = None;
-        for attempt in 1..=COORDINATOR_ATTEMPTS {
-            let final_attempt = attempt == COORDINATOR_ATTEMPTS;
-            match self.find_coordinators_once(kind, &pending).await {
+        let mut state = RetryState::new(&self.retry_policy(), tokio::time::Instant::now().into_std());
+        let not_found =
+            |key: String, source: Option<Error>| Error::CoordinatorNotFound { kind, key, source: source.map(Box::new) };
+        while !pending.is_empty() {
+            let names: Vec<String> = pending.iter().map(|(k, _)| k.clone()).collect();
+            let round = self.find_coordinators_once(kind, &names).await;
+            let now = tokio::time::Instant::now().into_std();
+            let step = match round {
                 Ok((broker, answers)) => {
+                    let mut codes = Vec::new();
                     let mut retry = Vec::new();
-                    for key in pending.drain(..) {
+                    for (key, last) in pending.drain(..) {
                         match answers.iter().find(|a| a.0 == key) {
                             Some((_, ErrorCode::None, node, _)) => {
                                 lock(&self.inner.coordinators).insert((kind, key.clone()), *node);
                                 done.push((key, Ok(*node)));
                             }
-                            Some((_, code, _, message)) if !code.is_retriable() || final_attempt => {
-                                let (code, message) = (*code, message.clone());
-                                done.push((
-                                    key,
-                                    Err(Error::Broker {
-                                        broker: broker.clone(),
-                                        api: ApiKey::FindCoordinator,
-                                        code,
-                                        message,
-                                    }),
-                                ));
+                            Some((_, code, _, message)) => {
+                                let e = Error::Broker {
+                                    broker: broker.clone(),
+                                    api: ApiKey::FindCoordinator,
+                                    code: *code,
+                                    message: message.clone(),
+                                };
+                                if code.retry_action().is_retry() && code.retry_action() != RetryAction::Rejoin {
+                                    codes.push(*code);
+                                    retry.push((key, Some(e)));
+                                } else {
+                                    done.push((key.clone(), Err(not_found(key, Some(e)))));
+                                }
                             }
-                            // Retriable, or a key the answer left out: ask again.
-                            _ => retry.push(key),
+                            // A key the answer left out: ask again.
+                            None => {
+                                codes.push(ErrorCode::CoordinatorNotAvailable);
+                                retry.push((key, last));
+                            }
                         }
                     }
                     pending = retry;
+                    if pending.is_empty() {
+                        break;
+                    }
+                    state.decide(Outcome::Answered(&codes), now, fastrand::f64())
                 }
-                Err(e) if e.is_retriable() && !final_attempt => last_error = Some(e),
-                Err(e) => return Err(e),
+                Err(e) => match state.decide(Outcome::Failed(&e), now, fastrand::f64()) {
+                    Step::GiveUp(GiveUp::Final) => return Err(e),
+                    Step::GiveUp(GiveUp::Exhausted) => {
+                        return Err(Error::RetriesExhausted {
+                            api: ApiKey::FindCoordinator,
+                            attempts: state.attempts(),
+                            elapsed: state.elapsed(now),
+                            source: Box::new(e),
+                        });
+                    }
+                    step => step,
+                },
+            };
+            match step {
+                Step::Retry { refresh_metadata, at, .. } => {
+                    if refresh_metadata {
+                        let _ = self.refresh_metadata().await;
+                    }
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                }
+                Step::Done | Step::GiveUp(_) => {
+                    let (attempts, elapsed) = (state.attempts(), state.elapsed(now));
+                    for (key, last) in pending.drain(..) {
+                        let source = Box::new(not_found(key.clone(), last));
+                        done.push((
+                            key,
+                            Err(Error::RetriesExhausted { api: ApiKey::FindCoordinator, attempts, elapsed, source }),
+                        ));
+                    }
+                }
             }
-            if pending.is_empty() {
-                break;
-            }
-            tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-            if attempt % 3 == 0 {
-                let _ = self.refresh_metadata().await;
-            }
-        }
-        for key in pending {
-            let e = last_error.clone().unwrap_or_else(|| {
-                Error::Metadata(format!("no coordinator for {key:?} after {COORDINATOR_ATTEMPTS} attempts"))
-            });
-            done.push((key, Err(e)));
         }
         Ok(done)
     }

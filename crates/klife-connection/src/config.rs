@@ -27,6 +27,14 @@ pub struct ConnectionConfig {
     pub reconnect_backoff: Duration,
     /// Longest delay before reconnecting (default 1 s).
     pub reconnect_backoff_max: Duration,
+    /// How long a call retried by the retry rule ([`Cluster::call`](crate::Cluster::call))
+    /// may go on: no attempt starts later than this after the first (default 30 s).
+    pub retry_timeout: Duration,
+    /// First delay before a retried call is sent again (default 100 ms); doubles per
+    /// attempt, with jitter.
+    pub retry_backoff: Duration,
+    /// Longest delay before a retried call is sent again (default 1 s).
+    pub retry_backoff_max: Duration,
     /// Largest response frame accepted (default 100 MiB).
     pub max_frame_size: usize,
     /// Metadata is refreshed at least this often (default 5 min).
@@ -51,6 +59,9 @@ impl Default for ConnectionConfig {
             connection_count: 1,
             reconnect_backoff: Duration::from_millis(50),
             reconnect_backoff_max: Duration::from_secs(1),
+            retry_timeout: Duration::from_secs(30),
+            retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
             max_frame_size: klife_protocol::frame::DEFAULT_MAX_FRAME_SIZE,
             metadata_max_age: Duration::from_secs(300),
             allow_auto_topic_creation: false,
@@ -76,6 +87,9 @@ impl ConnectionConfig {
         }
         if self.connect_timeout.is_zero() {
             return bad("connect_timeout", ConfigProblem::Zero);
+        }
+        if self.retry_timeout.is_zero() {
+            return bad("retry_timeout", ConfigProblem::Zero);
         }
         if self.max_frame_size < MIN_FRAME_SIZE {
             return bad(

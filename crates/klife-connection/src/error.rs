@@ -6,7 +6,15 @@ use std::time::Duration;
 
 use klife_protocol::{ApiKey, DecodeError, EncodeError, ErrorCode, VersionRange};
 
+use crate::cluster::CoordinatorType;
 use crate::config::ConfigError;
+
+fn leader_text(leader: Option<i32>) -> String {
+    match leader {
+        None => "it has no leader".to_owned(),
+        Some(id) => format!("its leader, broker {id}, is not among the live brokers"),
+    }
+}
 
 /// An error from the connection layer.
 ///
@@ -122,9 +130,9 @@ pub enum Error {
         /// The address as given.
         address: String,
     },
-    /// The metadata says a partition cannot be used now (no leader, its leader is
-    /// down, or the topic has an error).
-    #[error("partition {topic}-{partition} is unavailable: {reason} ({code})")]
+    /// The metadata says a partition cannot be used now: it has no leader, or its
+    /// leader is not among the live brokers.
+    #[error("partition {topic}-{partition} is unavailable: {} ({code})", leader_text(*.leader))]
     PartitionUnavailable {
         /// Topic.
         topic: String,
@@ -132,12 +140,59 @@ pub enum Error {
         partition: i32,
         /// The error code that describes the situation.
         code: ErrorCode,
-        /// What the metadata says.
-        reason: String,
+        /// The leader the metadata names, when it names one that is not live (`None`:
+        /// no leader).
+        leader: Option<i32>,
     },
-    /// The cluster metadata does not know a broker, topic or partition.
-    #[error("{0}")]
-    Metadata(String),
+    /// The cluster metadata does not know this broker.
+    #[error("broker {node_id} is not in the cluster metadata")]
+    UnknownBroker {
+        /// The node id asked for.
+        node_id: i32,
+    },
+    /// The cluster metadata lists no broker, and no bootstrap address answers.
+    #[error("the cluster has no brokers")]
+    NoBrokers,
+    /// The cluster metadata does not know this topic (it does not exist, or not yet).
+    #[error("topic {topic:?} is not in the cluster metadata")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
+    /// The topic has fewer partitions than the one asked for.
+    #[error("topic {topic:?} has no partition {partition} (it has {partitions})")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// How many partitions the topic has.
+        partitions: usize,
+    },
+    /// FindCoordinator found no coordinator for a key: the answer's error (with the
+    /// code) is the source, or none when the answer left the key out.
+    #[error("no {kind} coordinator found for {key:?}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    CoordinatorNotFound {
+        /// Group or transaction coordinator.
+        kind: CoordinatorType,
+        /// The group or transactional id.
+        key: String,
+        /// The last error, with its code.
+        source: Option<Box<Error>>,
+    },
+    /// A call retried by the retry rule ran out of time or attempts while its error
+    /// could still have healed; the last error is the source.
+    #[error("{api} gave up after {attempts} attempts in {elapsed:?}: {source}")]
+    RetriesExhausted {
+        /// The request's API.
+        api: ApiKey,
+        /// Attempts made.
+        attempts: u32,
+        /// Time from the first attempt to giving up.
+        elapsed: Duration,
+        /// The last attempt's error.
+        source: Box<Error>,
+    },
     /// The client was closed.
     #[error("the client is closed")]
     Closed,
@@ -174,17 +229,39 @@ impl Error {
             Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => {
                 code.is_retriable() || code.retry_action().is_retry()
             }
-            Error::Metadata(_) => true,
+            Error::UnknownBroker { .. }
+            | Error::NoBrokers
+            | Error::UnknownTopic { .. }
+            | Error::UnknownPartition { .. }
+            | Error::RetriesExhausted { .. } => true,
+            Error::CoordinatorNotFound { source, .. } => source.as_ref().is_none_or(|s| s.is_retriable()),
             _ => false,
         }
     }
 
     /// The broker error code, if the broker answered with one.
+    /// For an unknown topic or partition, UNKNOWN_TOPIC_OR_PARTITION; for a coordinator
+    /// not found or retries run out, the code of the error behind it.
     pub fn error_code(&self) -> Option<ErrorCode> {
         match self.primary() {
             Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => Some(*code),
+            Error::UnknownTopic { .. } | Error::UnknownPartition { .. } => Some(ErrorCode::UnknownTopicOrPartition),
+            Error::CoordinatorNotFound { source, .. } => source.as_ref().and_then(|s| s.error_code()),
+            Error::RetriesExhausted { source, .. } => source.error_code(),
             _ => None,
         }
+    }
+
+    /// What the retry rule makes of this error's code, if it has one (see
+    /// [`retry`](crate::retry)).
+    pub fn retry_action(&self) -> Option<klife_protocol::RetryAction> {
+        self.error_code().map(ErrorCode::retry_action)
+    }
+
+    /// Whether the retry rule gave up on a call that might still have healed: its
+    /// time or its attempts ran out ([`Error::RetriesExhausted`]).
+    pub fn is_retries_exhausted(&self) -> bool {
+        matches!(self, Error::RetriesExhausted { .. })
     }
 }
 

@@ -25,8 +25,20 @@
 //!   tokens never appear in `Debug` output or logs.
 //! - Errors are typed and name the broker; [`Error::is_retriable`] says whether
 //!   trying again can help.
+//! - Calls that klife retries follow one rule ([`retry`]): [`Cluster::call`] sends a
+//!   request to a broker, any broker, the controller or a group/transaction
+//!   coordinator ([`Target`]) and sends it again as the [`RetryAction`] of the answer's
+//!   error codes (or of the failure) says: refresh the metadata, find the coordinator
+//!   again, or back off (jittered); it gives up at once on a fatal code, and on a code
+//!   that asks the group to rejoin, returning it as [`Error::Broker`]. A
+//!   [`RetryPolicy`] (by default the cluster's `retry_timeout`, `retry_backoff` and
+//!   `retry_backoff_max`) bounds the call by a deadline, after which
+//!   [`Error::RetriesExhausted`] carries the last error and the number of attempts.
+//!   The decision itself is a plain state machine, [`retry::RetryState`].
 //!
 //! Metric and tracing names are listed in [`telemetry`].
+//!
+//! [`RetryAction`]: klife_protocol::RetryAction
 //!
 //! ## Cargo features
 //!
@@ -54,6 +66,27 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A call to a transaction coordinator, retried while the coordinator moves, loads its
+//! log or finishes an earlier transaction, for at most ten seconds:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use klife_connection::{Cluster, CoordinatorType, Target};
+//! use klife_protocol::messages::InitProducerIdRequest;
+//!
+//! # async fn run(cluster: Cluster) -> Result<(), klife_connection::Error> {
+//! let request = InitProducerIdRequest::default()
+//!     .with_transactional_id(Some("payments".into()))
+//!     .with_transaction_timeout_ms(60_000);
+//! let policy = cluster.retry_policy().with_timeout(Duration::from_secs(10));
+//! let target = Target::Coordinator(CoordinatorType::Transaction, "payments");
+//! // The closure names the error codes of the answer that concern the whole call.
+//! let answer = cluster.call(target, &request, &policy, |r| [r.error_code]).await?;
+//! println!("producer id {} epoch {}", answer.producer_id, answer.producer_epoch);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod backoff;
 mod broker;
@@ -63,6 +96,7 @@ mod conn;
 mod error;
 mod handshake;
 pub mod metadata;
+pub mod retry;
 pub mod sasl;
 pub mod telemetry;
 #[cfg(feature = "tls")]
@@ -74,4 +108,5 @@ pub use config::{ConfigError, ConfigProblem, ConnectionConfig};
 pub use conn::{Connection, Queued};
 pub use error::Error;
 pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
+pub use retry::{AnswerError, RetryPolicy, Target};
 pub use versions::{BrokerVersions, TRANSACTION_VERSION_FEATURE};

@@ -12,9 +12,10 @@
 //! | `klife_connections_opened_total` | counter | | connections established (after handshakes) |
 //! | `klife_connection_errors_total` | counter | `stage` (`connect`/`tls`/`api_versions`/`sasl`) | failed connection attempts |
 //! | `klife_metadata_refreshes_total` | counter | `outcome` | metadata refreshes |
+//! | `klife_retries_total` | counter | `api`, `action` (`refresh_metadata`/`find_coordinator`/`backoff`), `outcome` (`retry`/`exhausted`) | calls sent again by the retry rule, and calls it gave up on when time or attempts ran out |
 //!
 //! Tracing: connection events are emitted at `debug` (opened, closed, reconnect
-//! backoff) and `warn` (authentication failures, disabled hostname verification)
+//! backoff, a call retried) and `warn` (authentication failures, disabled hostname verification)
 //! under the `klife_connection` target.
 
 use std::time::Duration;
@@ -35,6 +36,9 @@ pub const CONNECTIONS_OPENED_TOTAL: &str = "klife_connections_opened_total";
 pub const CONNECTION_ERRORS_TOTAL: &str = "klife_connection_errors_total";
 /// Counter: metadata refreshes, by `outcome`.
 pub const METADATA_REFRESHES_TOTAL: &str = "klife_metadata_refreshes_total";
+/// Counter: calls the retry rule sent again or gave up on, by `api`, `action` and
+/// `outcome`.
+pub const RETRIES_TOTAL: &str = "klife_retries_total";
 
 pub(crate) fn record_request(api: ApiKey, elapsed: Duration, ok: bool) {
     let outcome = if ok { "ok" } else { "error" };
@@ -60,4 +64,9 @@ pub(crate) fn record_connection_error(stage: &'static str) {
 
 pub(crate) fn record_metadata_refresh(ok: bool) {
     metrics::counter!(METADATA_REFRESHES_TOTAL, "outcome" => if ok { "ok" } else { "error" }).increment(1);
+}
+
+pub(crate) fn record_retry(api: ApiKey, action: &'static str, exhausted: bool) {
+    let outcome = if exhausted { "exhausted" } else { "retry" };
+    metrics::counter!(RETRIES_TOTAL, "api" => api.name(), "action" => action, "outcome" => outcome).increment(1);
 }
