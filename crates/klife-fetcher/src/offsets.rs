@@ -2,9 +2,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
-use klife_connection::backoff::Backoff;
+use klife_connection::retry::{Outcome, RetryState, Step};
 use klife_protocol::messages::ListOffsetsRequest;
 use klife_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use klife_protocol::{ApiKey, ErrorCode};
@@ -13,9 +12,6 @@ use crate::config::IsolationLevel;
 use crate::error::FetchError;
 use crate::fetcher::Inner;
 use crate::record::TopicPartitionOffset;
-
-/// How many rounds a lookup makes before reporting retriable failures.
-const ATTEMPTS: u32 = 5;
 
 /// Which offset to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,8 +73,12 @@ pub(crate) async fn list_offsets(
         }
     }
     let retriable = |r: &Slot| r.as_ref().is_none_or(|r| r.as_ref().is_err_and(FetchError::is_retriable));
-    let mut backoff = Backoff::new(inner.config.retry_backoff, Duration::from_secs(1));
-    for attempt in 1..=ATTEMPTS {
+    // Rounds go on under the connection layer's retry rule: the codes of the
+    // partitions still to retry decide between refreshing the metadata and backing
+    // off, within the cluster's retry timeout.
+    let policy = cluster.retry_policy().with_backoff(inner.config.retry_backoff, cluster.config().retry_backoff_max);
+    let mut state = RetryState::new(&policy, tokio::time::Instant::now().into_std());
+    loop {
         // A partition appears at most once per request (the broker answers it once),
         // so repeated queries of one partition go out in further rounds.
         let mut tried = vec![false; queries.len()];
@@ -111,11 +111,28 @@ pub(crate) async fn list_offsets(
                 break;
             }
         }
-        if !results.iter().any(retriable) || attempt == ATTEMPTS {
+        // A failure without a code (a broken connection) asks for fresh metadata, as
+        // NETWORK_EXCEPTION does.
+        let codes: Vec<ErrorCode> = results
+            .iter()
+            .filter(|r| retriable(r))
+            .map(|r| match r {
+                Some(Err(e)) => e.error_code().unwrap_or(ErrorCode::NetworkException),
+                _ => ErrorCode::NetworkException,
+            })
+            .collect();
+        if codes.is_empty() {
             break;
         }
-        let _ = cluster.refresh_metadata().await;
-        tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
+        match state.decide(Outcome::Answered(&codes), tokio::time::Instant::now().into_std(), fastrand::f64()) {
+            Step::Retry { refresh_metadata, at, .. } => {
+                if refresh_metadata {
+                    let _ = cluster.refresh_metadata().await;
+                }
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+            }
+            Step::Done | Step::GiveUp(_) => break,
+        }
     }
     results
         .into_iter()

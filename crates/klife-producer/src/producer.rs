@@ -544,43 +544,37 @@ impl Producer {
 }
 
 /// Gets a producer id; with `current`, bumps its epoch (KIP-360) where the broker can.
-/// Retriable answers (the transaction coordinator still loading its log after a
-/// broker starts, a coordinator not available yet, a dropped connection) are retried
-/// with backoff, up to [`INIT_PRODUCER_ID_ATTEMPTS`] attempts.
+/// Sent to any broker under the connection layer's retry rule ([`Cluster::call_with`]):
+/// retriable answers (a transaction coordinator still loading its log after a broker
+/// starts, a coordinator not available yet, a dropped connection) are tried again until
+/// the cluster's `retry_timeout`. A refusal is [`ProduceError::ProducerId`].
 async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Result<(i64, i16), ProduceError> {
-    let mut backoff = klife_connection::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let outcome = async {
-            let conn = cluster.any_broker().await?;
-            let version = conn.version_for(ApiKey::InitProducerId, None)?;
-            let mut req = InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1);
-            if let (Some((id, epoch)), true) = (current, version >= 3) {
-                req = req.with_producer_id(id).with_producer_epoch(epoch);
-            }
-            Ok::<_, ProduceError>(conn.send_version(&req, version).await?)
-        }
-        .await;
-        let retriable = match &outcome {
-            Ok(resp) => match ErrorCode::from_code(resp.error_code) {
-                ErrorCode::None => return Ok((resp.producer_id, resp.producer_epoch)),
-                code if code.is_retriable() && attempt < INIT_PRODUCER_ID_ATTEMPTS => true,
-                code => return Err(ProduceError::ProducerId { code }),
+    let policy = cluster.retry_policy();
+    let resp = cluster
+        .call_with(
+            klife_connection::Target::AnyBroker,
+            ApiKey::InitProducerId,
+            &policy,
+            |conn| async move {
+                let version = conn.version_for(ApiKey::InitProducerId, None)?;
+                let mut req =
+                    InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1);
+                if let (Some((id, epoch)), true) = (current, version >= 3) {
+                    req = req.with_producer_id(id).with_producer_epoch(epoch);
+                }
+                conn.send_version(&req, version).await
             },
-            Err(ProduceError::Connection(e)) => e.is_retriable() && attempt < INIT_PRODUCER_ID_ATTEMPTS,
-            Err(_) => false,
-        };
-        if !retriable {
-            return outcome.map(|resp| (resp.producer_id, resp.producer_epoch));
-        }
-        tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-    }
+            |r| [r.error_code],
+        )
+        .await
+        .map_err(|e| match e {
+            klife_connection::Error::Broker { api: ApiKey::InitProducerId, code, .. } => {
+                ProduceError::ProducerId { code }
+            }
+            e => ProduceError::Connection(e),
+        })?;
+    Ok((resp.producer_id, resp.producer_epoch))
 }
-
-/// Attempts at InitProducerId before its error is reported: with backoff from 50 ms to
-/// 1 s, about 15 s, longer than a coordinator takes to load its log after a start.
-const INIT_PRODUCER_ID_ATTEMPTS: u32 = 20;
 
 /// Gets a new producer id (or bumps the epoch) after a sequence error; every
 /// partition's sequences start again at 0, and batches stamped with the old id are

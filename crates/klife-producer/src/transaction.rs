@@ -8,8 +8,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use klife_connection::backoff::Backoff;
-use klife_connection::{Cluster, CoordinatorType};
+use klife_connection::{Cluster, CoordinatorType, Target};
 use klife_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnRequest, AddPartitionsToTxnTopic};
 use klife_protocol::messages::txn_offset_commit_request::{
     TxnOffsetCommitRequest, TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
@@ -25,8 +24,6 @@ use crate::{
     TransactionState,
 };
 
-/// Attempts for a coordinator request that meets a retriable error.
-const ATTEMPTS: u32 = 10;
 /// Highest AddPartitionsToTxn version a client sends (v4+ are broker-to-broker).
 const ADD_PARTITIONS_MAX_VERSION: i16 = 3;
 /// The last EndTxn version of transaction version 1: v5 ends a transaction with a new
@@ -78,16 +75,6 @@ impl std::fmt::Debug for TransactionalProducer {
             .field("id", &self.producer_id())
             .finish()
     }
-}
-
-fn retriable_coordinator_error(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::CoordinatorNotAvailable
-            | ErrorCode::NotCoordinator
-            | ErrorCode::CoordinatorLoadInProgress
-            | ErrorCode::ConcurrentTransactions
-    ) || (code.is_retriable() && code != ErrorCode::UnknownTopicOrPartition)
 }
 
 /// Codes that mean the producer was fenced: another producer took its transactional
@@ -528,8 +515,11 @@ pub enum TransactionError<E> {
     Producer(ProduceError),
 }
 
-/// Sends a request to the coordinator of `key`, retrying retriable errors (finding the
-/// coordinator again when it moved).
+/// Sends a request to the coordinator of `key` under the connection layer's retry rule
+/// ([`Cluster::call_with`]: NOT_COORDINATOR finds the coordinator again,
+/// COORDINATOR_LOAD_IN_PROGRESS and CONCURRENT_TRANSACTIONS back off, a broken
+/// connection is tried again). A code the rule does not retry is
+/// [`ProduceError::Coordinator`]; retries that ran out keep the last error.
 async fn coordinator_call<R, F>(
     cluster: &Cluster,
     kind: CoordinatorType,
@@ -542,34 +532,23 @@ where
     R: Request,
     F: Fn(&R::Response) -> i16,
 {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let outcome: Result<R::Response, ProduceError> = async {
-            let (_, conn) = cluster.coordinator(kind, key).await?;
-            let version = conn.version_for(R::API_KEY, max_version)?;
-            Ok(conn.send_version(request, version).await?)
-        }
-        .await;
-        let (code, retriable) = match &outcome {
-            Ok(resp) => match ErrorCode::from_code(error_of(resp)) {
-                ErrorCode::None => return outcome,
-                code => (Some(code), retriable_coordinator_error(code)),
+    let policy = cluster.retry_policy();
+    let result = cluster
+        .call_with(
+            Target::Coordinator(kind, key),
+            R::API_KEY,
+            &policy,
+            |conn| async move {
+                let version = conn.version_for(R::API_KEY, max_version)?;
+                conn.send_version(request, version).await
             },
-            Err(ProduceError::Connection(e)) => (e.error_code(), e.is_retriable()),
-            Err(_) => (None, false),
-        };
-        if matches!(code, Some(ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable)) || outcome.is_err() {
-            cluster.invalidate_coordinator(kind, key);
+            |r| [error_of(r)],
+        )
+        .await;
+    result.map_err(|e| match e {
+        klife_connection::Error::Broker { api, code, .. } if api == R::API_KEY => {
+            ProduceError::Coordinator { api, key: key.to_owned(), code }
         }
-        if !retriable || attempt >= ATTEMPTS {
-            return match (outcome, code) {
-                (Err(e), _) => Err(e),
-                (Ok(_), Some(code)) => Err(ProduceError::Coordinator { api: R::API_KEY, key: key.to_owned(), code }),
-                (Ok(resp), None) => Ok(resp),
-            };
-        }
-        tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-    }
+        e => ProduceError::Connection(e),
+    })
 }

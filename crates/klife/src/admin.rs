@@ -2,9 +2,8 @@
 //! leaders, list offsets, describe the cluster.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use klife_connection::backoff::Backoff;
+use klife_connection::Target;
 use klife_protocol::messages::DescribeClusterRequest;
 use klife_protocol::messages::alter_partition_reassignments_request::{
     AlterPartitionReassignmentsRequest, ReassignablePartition, ReassignableTopic,
@@ -13,14 +12,11 @@ use klife_protocol::messages::create_partitions_request::{CreatePartitionsReques
 use klife_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig, CreateTopicsRequest};
 use klife_protocol::messages::delete_topics_request::{DeleteTopicState, DeleteTopicsRequest};
 use klife_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
-use klife_protocol::{ApiKey, ErrorCode, Request, RetryAction};
+use klife_protocol::{ApiKey, ErrorCode, Request};
 
 use klife_fetcher::{IsolationLevel, ListedOffset, OffsetSpec};
 
 use crate::{Client, Error};
-
-/// Attempts for admin operations that hit retriable errors.
-const ADMIN_ATTEMPTS: u32 = 6;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,11 +100,22 @@ pub struct ClusterDescription {
     pub brokers: Vec<BrokerDescription>,
 }
 
-/// Whether an error code means "look again where the thing lives now".
-fn refresh_needed(code: ErrorCode) -> bool {
-    code == ErrorCode::NotController || code.retry_action() == RetryAction::RefreshMetadata
+/// NOT_CONTROLLER among per-topic answers: the request went to a broker that is not
+/// the controller (any more), which concerns the whole call, unlike the other
+/// per-topic codes, which are each topic's result.
+fn not_controller(codes: impl IntoIterator<Item = i16>) -> Option<ErrorCode> {
+    codes.into_iter().map(ErrorCode::from_code).find(|c| *c == ErrorCode::NotController)
 }
 
+/// The facade's error for a failed admin call: a code in the answer names `what` was
+/// being done; anything else (a connection failure, retries run out) is the
+/// connection layer's error.
+fn call_error(what: impl Into<String>, e: klife_connection::Error) -> Error {
+    match e {
+        klife_connection::Error::Broker { api, code, message, .. } => Error::broker(what, api, code, message),
+        e => Error::from(e),
+    }
+}
 impl Client {
     /// The time admin requests give the controller: three quarters of the request
     /// timeout, so that the controller's own answer (including its timeout error) comes
@@ -118,48 +125,21 @@ impl Client {
         i32::try_from(ms).unwrap_or(i32::MAX).max(1)
     }
 
-    /// Runs `op` until it succeeds, fails with a non-retriable error, or runs out of
-    /// attempts; refreshes metadata between attempts when the error calls for it.
-    async fn with_retries<T, F, Fut>(&self, mut op: F) -> Result<T, Error>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, Error>>,
-    {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let mut attempt = 1;
-        loop {
-            match op().await {
-                Err(e) if e.is_retriable() && attempt < ADMIN_ATTEMPTS && !e.is_closed() => {
-                    tracing::debug!(error = %e, attempt, "retrying admin request");
-                    if e.error_code().is_none_or(refresh_needed) {
-                        let _ = self.cluster.refresh_metadata().await;
-                    }
-                    tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    /// Sends `request` to the controller with [`with_retries`](Self::with_retries); a
-    /// top-level error code (and message) from `error_of` other than NONE is an error
-    /// naming `what`.
+    /// Sends `request` to the controller under the connection layer's retry rule
+    /// ([`Cluster::call`](klife_connection::Cluster::call): NOT_CONTROLLER refreshes the
+    /// metadata and tries the new controller); the top-level error code (and message)
+    /// from `error_of`, when not NONE, is an error naming `what`.
     async fn controller_call<R: Request>(
         &self,
         request: &R,
         what: &str,
         error_of: impl Fn(&R::Response) -> (i16, Option<String>),
     ) -> Result<R::Response, Error> {
-        self.with_retries(|| async {
-            let conn = self.cluster.controller().await?;
-            let resp = conn.send(request).await?;
-            match error_of(&resp) {
-                (0, _) => Ok(resp),
-                (code, message) => Err(Error::broker(what, R::API_KEY, ErrorCode::from_code(code), message)),
-            }
-        })
-        .await
+        let policy = self.cluster.retry_policy();
+        self.cluster
+            .call(Target::Controller, request, &policy, |r| [error_of(r)])
+            .await
+            .map_err(|e| call_error(what, e))
     }
 
     /// Creates topics. Returns one result per topic, in the order given; a topic that
@@ -185,23 +165,12 @@ impl Client {
                 })
                 .collect(),
         );
+        let policy = self.cluster.retry_policy();
         let response = self
-            .with_retries(|| async {
-                let conn = self.cluster.controller().await?;
-                let resp = conn.send(&request).await?;
-                if let Some(t) =
-                    resp.topics.iter().find(|t| ErrorCode::from_code(t.error_code) == ErrorCode::NotController)
-                {
-                    return Err(Error::broker(
-                        format!("topic {:?}", t.name),
-                        ApiKey::CreateTopics,
-                        ErrorCode::NotController,
-                        None,
-                    ));
-                }
-                Ok(resp)
-            })
-            .await?;
+            .cluster
+            .call(Target::Controller, &request, &policy, |r| not_controller(r.topics.iter().map(|t| t.error_code)))
+            .await
+            .map_err(|e| call_error("creating topics", e))?;
         let _ = self.cluster.refresh_metadata().await;
         Ok(topics
             .into_iter()
@@ -233,25 +202,30 @@ impl Client {
     pub async fn delete_topics<S: AsRef<str>>(&self, topics: &[S]) -> Result<Vec<(String, Result<(), Error>)>, Error> {
         let names: Vec<String> = topics.iter().map(|t| t.as_ref().to_owned()).collect();
         let timeout_ms = self.broker_timeout_ms();
+        let policy = self.cluster.retry_policy();
+        let names_ref = &names;
         let response = self
-            .with_retries(|| async {
-                let conn = self.cluster.controller().await?;
-                let version = conn.version_for(ApiKey::DeleteTopics, None)?;
-                let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
-                if version >= 6 {
-                    req = req.with_topics(
-                        names.iter().map(|n| DeleteTopicState::default().with_name(Some(n.clone()))).collect(),
-                    );
-                } else {
-                    req = req.with_topic_names(names.clone());
-                }
-                let resp = conn.send_version(&req, version).await?;
-                if resp.responses.iter().any(|r| ErrorCode::from_code(r.error_code) == ErrorCode::NotController) {
-                    return Err(Error::broker("deleting topics", ApiKey::DeleteTopics, ErrorCode::NotController, None));
-                }
-                Ok(resp)
-            })
-            .await?;
+            .cluster
+            .call_with(
+                Target::Controller,
+                ApiKey::DeleteTopics,
+                &policy,
+                |conn| async move {
+                    let version = conn.version_for(ApiKey::DeleteTopics, None)?;
+                    let mut req = DeleteTopicsRequest::default().with_timeout_ms(timeout_ms);
+                    if version >= 6 {
+                        req = req.with_topics(
+                            names_ref.iter().map(|n| DeleteTopicState::default().with_name(Some(n.clone()))).collect(),
+                        );
+                    } else {
+                        req = req.with_topic_names(names_ref.clone());
+                    }
+                    conn.send_version(&req, version).await
+                },
+                |r| not_controller(r.responses.iter().map(|t| t.error_code)),
+            )
+            .await
+            .map_err(|e| call_error("deleting topics", e))?;
         let _ = self.cluster.refresh_metadata().await;
         Ok(names
             .into_iter()
@@ -279,25 +253,28 @@ impl Client {
         let request = CreatePartitionsRequest::default()
             .with_timeout_ms(timeout_ms)
             .with_topics(vec![CreatePartitionsTopic::default().with_name(topic.to_owned()).with_count(total)]);
-        self.with_retries(|| async {
-            let conn = self.cluster.controller().await?;
-            let resp = conn.send(&request).await?;
-            let r = resp
-                .results
-                .iter()
-                .find(|r| r.name == topic)
-                .ok_or_else(|| Error::invalid_argument(format!("the broker did not answer for topic {topic:?}")))?;
-            match ErrorCode::from_code(r.error_code) {
-                ErrorCode::None => Ok(()),
-                code => Err(Error::broker(
+        let policy = self.cluster.retry_policy();
+        let resp = self
+            .cluster
+            .call(Target::Controller, &request, &policy, |r| not_controller(r.results.iter().map(|t| t.error_code)))
+            .await
+            .map_err(|e| call_error(format!("adding partitions to {topic:?}"), e))?;
+        let r = resp
+            .results
+            .iter()
+            .find(|r| r.name == topic)
+            .ok_or_else(|| Error::invalid_argument(format!("the broker did not answer for topic {topic:?}")))?;
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::None => {}
+            code => {
+                return Err(Error::broker(
                     format!("adding partitions to {topic:?}"),
                     ApiKey::CreatePartitions,
                     code,
                     r.error_message.clone(),
-                )),
+                ));
             }
-        })
-        .await?;
+        }
         let _ = self.cluster.add_topics(&[topic]).await;
         Ok(())
     }
@@ -404,48 +381,50 @@ impl Client {
     /// Describes the cluster: its id, controller and brokers (DescribeCluster where the
     /// broker has it, Metadata otherwise).
     pub async fn describe_cluster(&self) -> Result<ClusterDescription, Error> {
-        self.with_retries(|| async {
-            let conn = self.cluster.any_broker().await?;
-            if conn.versions().supports(ApiKey::DescribeCluster) {
-                let resp = conn.send(&DescribeClusterRequest::default()).await?;
-                match ErrorCode::from_code(resp.error_code) {
-                    ErrorCode::None => {}
-                    code => {
-                        return Err(Error::broker(
-                            "describing the cluster",
-                            ApiKey::DescribeCluster,
-                            code,
-                            resp.error_message,
-                        ));
+        let policy = self.cluster.retry_policy();
+        let answer = self
+            .cluster
+            .call_with(
+                Target::AnyBroker,
+                ApiKey::DescribeCluster,
+                &policy,
+                |conn| async move {
+                    if conn.versions().supports(ApiKey::DescribeCluster) {
+                        conn.send(&DescribeClusterRequest::default()).await.map(Some)
+                    } else {
+                        Ok(None)
                     }
-                }
-                return Ok(ClusterDescription {
-                    cluster_id: resp.cluster_id,
-                    controller_id: resp.controller_id,
-                    brokers: resp
-                        .brokers
-                        .into_iter()
-                        .map(|b| BrokerDescription { node_id: b.broker_id, host: b.host, port: b.port, rack: b.rack })
-                        .collect(),
-                });
-            }
-            let m = self.cluster.refresh_metadata().await?;
-            Ok(ClusterDescription {
-                cluster_id: m.cluster_id.clone().unwrap_or_default(),
-                controller_id: m.controller_id,
-                brokers: m
+                },
+                |r| r.as_ref().map(|r| (r.error_code, r.error_message.clone())),
+            )
+            .await
+            .map_err(|e| call_error("describing the cluster", e))?;
+        if let Some(resp) = answer {
+            return Ok(ClusterDescription {
+                cluster_id: resp.cluster_id,
+                controller_id: resp.controller_id,
+                brokers: resp
                     .brokers
-                    .values()
-                    .map(|b| BrokerDescription {
-                        node_id: b.node_id,
-                        host: b.host.clone(),
-                        port: i32::from(b.port),
-                        rack: b.rack.clone(),
-                    })
+                    .into_iter()
+                    .map(|b| BrokerDescription { node_id: b.broker_id, host: b.host, port: b.port, rack: b.rack })
                     .collect(),
-            })
+            });
+        }
+        let m = self.cluster.refresh_metadata().await?;
+        Ok(ClusterDescription {
+            cluster_id: m.cluster_id.clone().unwrap_or_default(),
+            controller_id: m.controller_id,
+            brokers: m
+                .brokers
+                .values()
+                .map(|b| BrokerDescription {
+                    node_id: b.node_id,
+                    host: b.host.clone(),
+                    port: i32::from(b.port),
+                    rack: b.rack.clone(),
+                })
+                .collect(),
         })
-        .await
     }
 
     /// Names of every topic in the cluster (internal topics excluded), sorted.

@@ -197,10 +197,15 @@ impl Error {
             && !self.is_compression_disabled()
     }
 
-    /// Whether a request timed out, or retries ran out of time.
+    /// Whether a request timed out, or retries ran out of time (or of attempts) with an
+    /// error that might still have healed: [`error_code`](Self::error_code) is then the
+    /// last attempt's code.
     pub fn is_timeout(&self) -> bool {
         matches!(self.fetch(), Some(klife_fetcher::FetchError::Timeout { .. }))
-            || matches!(self.connection(), Some(klife_connection::Error::Timeout { .. }))
+            || matches!(
+                self.connection(),
+                Some(klife_connection::Error::Timeout { .. } | klife_connection::Error::RetriesExhausted { .. })
+            )
             || self.error_code() == Some(ErrorCode::RequestTimedOut)
     }
 
@@ -347,6 +352,36 @@ mod tests {
         assert!(e.is_retriable());
         assert_eq!(e.retry_action(), Some(RetryAction::RefreshMetadata));
         assert!(Error::invalid_argument("x").is_invalid_argument());
+    }
+
+    #[test]
+    fn retries_run_out_keep_the_last_code() {
+        let last = klife_connection::Error::Broker {
+            broker: "b:9092".into(),
+            api: ApiKey::FindCoordinator,
+            code: ErrorCode::CoordinatorNotAvailable,
+            message: None,
+        };
+        let not_found = klife_connection::Error::CoordinatorNotFound {
+            kind: klife_connection::CoordinatorType::Transaction,
+            key: "app".into(),
+            source: Some(Box::new(last)),
+        };
+        let e: Error = klife_connection::Error::RetriesExhausted {
+            api: ApiKey::EndTxn,
+            attempts: 7,
+            elapsed: Duration::from_secs(30),
+            source: Box::new(not_found),
+        }
+        .into();
+        assert!(e.is_timeout() && e.is_retriable(), "{e}");
+        assert_eq!(e.error_code(), Some(ErrorCode::CoordinatorNotAvailable));
+        assert_eq!(e.retry_action(), Some(RetryAction::FindCoordinator));
+        let text = e.to_string();
+        assert!(text.contains("after 7 attempts") && text.contains("\"app\""), "{text}");
+        // Through the producer too.
+        let e: Error = ProduceError::Connection(klife_connection::Error::UnknownTopic { topic: "t".into() }).into();
+        assert!(e.is_unknown_topic_or_partition() && e.is_retriable() && !e.is_timeout(), "{e}");
     }
 
     #[test]
