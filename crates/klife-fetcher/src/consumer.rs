@@ -292,26 +292,28 @@ impl Consumer {
                     Err(e) => self.stop(&key, e),
                 }
             }
-            Err(FetchError::LogTruncated { offset, end_offset, epoch, .. }) if self.reset != OffsetReset::Error => {
-                if let Truncation::Resume { offset: to, last_epoch } = on_truncation(self.reset, epoch, end_offset) {
-                    tracing::warn!(
-                        target: "klife_fetcher",
-                        topic = %key.0,
-                        partition = key.1,
-                        from = offset,
-                        to,
-                        epoch,
-                        "the log was truncated under the position (an unclean leader election): records read from {to} to {offset} are gone; going on from {to}"
-                    );
-                    st.position = to;
-                    st.last_epoch = Some(last_epoch);
-                    (st.pace, st.misses) = (Pace::UNKNOWN, 0);
-                    self.maybe_fetch(&key);
+            Err(e @ FetchError::LogTruncated { offset, end_offset, epoch, .. }) => {
+                match on_truncation(self.reset, epoch, end_offset) {
+                    Truncation::Resume { offset: to, last_epoch } => {
+                        tracing::warn!(
+                            target: "klife_fetcher",
+                            topic = %key.0,
+                            partition = key.1,
+                            from = offset,
+                            to,
+                            epoch,
+                            "the log was truncated under the position (an unclean leader election): records read from {to} to {offset} are gone; going on from {to}"
+                        );
+                        st.position = to;
+                        st.last_epoch = Some(last_epoch);
+                        (st.pace, st.misses) = (Pace::UNKNOWN, 0);
+                        self.maybe_fetch(&key);
+                    }
+                    Truncation::Stop => {
+                        tracing::warn!(target: "klife_fetcher", topic = %key.0, partition = key.1, error = %e, "the log was truncated under the position; the partition stops");
+                        self.stop(&key, e);
+                    }
                 }
-            }
-            Err(e @ FetchError::LogTruncated { .. }) => {
-                tracing::warn!(target: "klife_fetcher", topic = %key.0, partition = key.1, error = %e, "the log was truncated under the position; the partition stops");
-                self.stop(&key, e);
             }
             Err(e @ FetchError::TopicRecreated { .. }) => {
                 tracing::warn!(target: "klife_fetcher", topic = %key.0, partition = key.1, error = %e, "the topic was created again; the partition stops");
