@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use klife_connection::Cluster;
-use klife_protocol::messages::FetchRequest;
 use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use klife_protocol::messages::fetch_response::PartitionData;
+use klife_protocol::messages::{FetchRequest, FetchResponse};
 use klife_protocol::records::DecodeOptions;
 use klife_protocol::{ApiKey, ErrorCode, Uuid};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
@@ -601,15 +601,7 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         }
         return;
     }
-    // Index the answer by topic (its id from v13, its name before) and partition; a
-    // partition or topic the request did not ask for is never looked at.
-    let mut answers: HashMap<(AnswerTopic<'_>, i32), &PartitionData> = HashMap::with_capacity(jobs.len());
-    for t in &response.responses {
-        let topic = if by_id { AnswerTopic::Id(t.topic_id) } else { AnswerTopic::Name(t.topic.as_str()) };
-        for p in &t.partitions {
-            answers.entry((topic, p.partition_index)).or_insert(p);
-        }
-    }
+    let answers = index_answers(&response, by_id);
     let answer_of = |job: &Job| answers.get(&(AnswerTopic::of(job, by_id), job.target.partition)).copied();
     let served: Vec<Served> = jobs
         .iter()
@@ -752,6 +744,20 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
     }
 }
 
+/// The partitions of an answer by topic (its id from v13, its name before) and index;
+/// the first wins when a broker repeats one. Each fetch looks up its own partition, so a
+/// topic or partition the request did not ask for is never looked at.
+fn index_answers(response: &FetchResponse, by_id: bool) -> HashMap<(AnswerTopic<'_>, i32), &PartitionData> {
+    let mut answers = HashMap::new();
+    for t in &response.responses {
+        let topic = if by_id { AnswerTopic::Id(t.topic_id) } else { AnswerTopic::Name(t.topic.as_str()) };
+        for p in &t.partitions {
+            answers.entry((topic, p.partition_index)).or_insert(p);
+        }
+    }
+    answers
+}
+
 /// How an answer names a topic: by id from Fetch v13, by name before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum AnswerTopic<'a> {
@@ -875,7 +881,83 @@ fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool, version: i16)
 
 #[cfg(test)]
 mod tests {
-    use super::slot_of;
+    #![allow(clippy::unwrap_used)]
+
+    use klife_protocol::messages::fetch_response::FetchableTopicResponse;
+
+    use super::*;
+
+    fn job(topic: &str, partition: i32, topic_id: Option<Uuid>) -> Job {
+        let now = Instant::now();
+        let (tx, _) = oneshot::channel();
+        Job {
+            target: TopicPartitionOffset::new(topic, partition, 10),
+            isolation: IsolationLevel::ReadCommitted,
+            max_bytes: 100,
+            started: now,
+            deadline: now,
+            attempts: 0,
+            looked_up: false,
+            topic_id,
+            by_id: topic_id.is_some(),
+            leader_epoch: 4,
+            last_epoch: Some(3),
+            wait: false,
+            first: false,
+            reply: Reply::Once(tx),
+        }
+    }
+
+    #[test]
+    fn requests_carry_ids_and_epochs_where_the_version_has_them() {
+        use klife_protocol::Message;
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let jobs = in_request_order(vec![job("a", 0, Some(a)), job("b", 0, Some(b)), job("a", 1, Some(a))], true);
+        let config = FetcherConfig::default();
+        // (version) → (ids written, current leader epoch, last fetched epoch)
+        for (version, ids, current, last) in
+            [(17, true, 4, 3), (13, true, 4, 3), (12, false, 4, 3), (11, false, 4, -1), (8, false, -1, -1)]
+        {
+            let by_id = version > position::FETCH_MAX_VERSION_BY_NAME;
+            let jobs = in_request_order(
+                jobs.iter().map(|j| job(&j.target.topic, j.target.partition, j.topic_id)).collect(),
+                by_id,
+            );
+            let request = build_request(&config, &jobs, false, version);
+            let topics: Vec<(&str, Uuid, usize)> =
+                request.topics.iter().map(|t| (t.topic.as_str(), t.topic_id, t.partitions.len())).collect();
+            let want_ids = if ids { (a, b) } else { (Uuid::NIL, Uuid::NIL) };
+            assert_eq!(topics, [("a", want_ids.0, 2), ("b", want_ids.1, 1)], "v{version}");
+            for p in request.topics.iter().flat_map(|t| &t.partitions) {
+                assert_eq!((p.current_leader_epoch, p.last_fetched_epoch), (current, last), "v{version}");
+            }
+            let mut buf = bytes::BytesMut::new();
+            request.encode(&mut buf, version).unwrap_or_else(|e| panic!("v{version}: {e}"));
+        }
+    }
+
+    #[test]
+    fn answers_are_found_by_the_topic_the_request_named() {
+        let (asked, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let part = |index: i32, hw: i64| PartitionData::default().with_partition_index(index).with_high_watermark(hw);
+        // From v13 topics come back by id with empty names: a topic nobody asked for,
+        // and a partition repeated, are there but never taken for another.
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_topic_id(other).with_partitions(vec![part(0, 99)]),
+            FetchableTopicResponse::default().with_topic_id(asked).with_partitions(vec![part(0, 7), part(0, 8)]),
+        ]);
+        let answers = index_answers(&response, true);
+        assert_eq!(answers.get(&(AnswerTopic::Id(asked), 0)).map(|p| p.high_watermark), Some(7));
+        assert_eq!(answers.get(&(AnswerTopic::Id(asked), 1)).map(|p| p.high_watermark), None);
+        assert_eq!(answers.get(&(AnswerTopic::Name(""), 0)).map(|p| p.high_watermark), None);
+        // Before v13, by name.
+        let response = FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_topic("t".into()).with_partitions(vec![part(3, 5)]),
+        ]);
+        let answers = index_answers(&response, false);
+        assert_eq!(answers.get(&(AnswerTopic::Name("t"), 3)).map(|p| p.high_watermark), Some(5));
+        assert_eq!(answers.get(&(AnswerTopic::Id(Uuid::NIL), 3)).map(|p| p.high_watermark), None);
+    }
 
     #[test]
     fn partitions_spread_over_batchers_and_stay_put() {
