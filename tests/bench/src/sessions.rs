@@ -26,9 +26,9 @@
 //! client's CPU time (thread CPU time) to build and encode the request and to decode the
 //! answer and read each partition's next offset; the round trip. Per block: the node's
 //! CPU time (utime + stime of its process, from `/proc/PID/stat`) per request, less its
-//! idle rate measured before the blocks. The table gives medians, and full / session
-//! ratios taken within each repeat (median and range over the repeats), since the
-//! machine's load moves between repeats.
+//! idle rate measured just before (1 s without requests). The table gives medians, and
+//! full / session ratios taken within each repeat (median and range over the repeats),
+//! since the machine's load moves between repeats.
 
 #![allow(unsafe_code)]
 
@@ -385,6 +385,30 @@ impl Bench<'_> {
         Ok(Block { samples, broker_cpu_us })
     }
 
+    /// Waits until the node answers every partition without error: it may learn that
+    /// it leads the new partitions after the metadata said so.
+    async fn ready(&mut self) -> Result<(), String> {
+        let n = self.topic.offsets.len();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let request = self.request((0..n).map(|p| self.partition(p)).collect(), 0, -1);
+            let response = self.conn.send_version(&request, self.s.version).await.map_err(|e| format!("fetch: {e}"))?;
+            let failed = response
+                .responses
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| (p.partition_index, ErrorCode::from_code(p.error_code)))
+                .find(|(_, code)| *code != ErrorCode::None);
+            match failed {
+                None => return Ok(()),
+                Some((p, code)) if Instant::now() > deadline => {
+                    return Err(format!("partition {p} still answers {code:?} after 120 s"));
+                }
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
     /// Opens a session with a full request at epoch 0 (not measured).
     async fn open(&mut self) -> Result<Session, String> {
         let n = self.topic.offsets.len();
@@ -614,7 +638,7 @@ impl Case {
     }
 }
 
-async fn run_partitions(s: &Settings, client: &Client, n: i32, ticks: f64) -> Result<Vec<Case>, String> {
+async fn run_partitions(s: &Settings, client: &Client, n: i32, ticks: f64) -> Result<(String, Vec<Case>), String> {
     let conn = client.cluster().broker(s.node).await.map_err(|e| format!("node {}: {e}", s.node))?;
     let name = format!("fetch-sessions-{n}-{}-{}", std::process::id(), chrono::Utc::now().timestamp_millis());
     eprintln!("==> {n} partitions: topic {name} on node {}", s.node);
@@ -628,13 +652,9 @@ async fn run_partitions(s: &Settings, client: &Client, n: i32, ticks: f64) -> Re
     if broker_max != s.version {
         return Err(format!("node {} speaks Fetch up to v{broker_max}, not v{}", s.node, s.version));
     }
-    // The node's idle CPU rate, taken off every block.
-    let before = process_cpu(s.pid, ticks)?;
-    let quiet = Instant::now();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let idle_rate = (process_cpu(s.pid, ticks)? - before) / quiet.elapsed().as_secs_f64();
-    eprintln!("    node {} idle: {:.1} ms CPU per second; batches of {} B", s.node, idle_rate * 1e3, topic.batch_bytes);
-    let mut bench = Bench { s, conn: fetch_conn, topic, ticks, idle_rate };
+    eprintln!("    batches of {} B", topic.batch_bytes);
+    let mut bench = Bench { s, conn: fetch_conn, topic, ticks, idle_rate: 0.0 };
+    bench.ready().await?;
     // Warm-up, not counted: the node's JIT and caches, for both modes.
     for mode in [Mode::Full, Mode::Session, Mode::Full, Mode::Session] {
         bench.block(mode).await?;
@@ -643,6 +663,9 @@ async fn run_partitions(s: &Settings, client: &Client, n: i32, ticks: f64) -> Re
     for &variant in &s.variants {
         let mut repeats = Vec::new();
         for r in 0..s.repeats {
+            // The node's idle CPU rate now, taken off this repeat's blocks.
+            bench.idle_rate = idle_rate(s.pid, ticks).await?;
+            eprintln!("    node {} idle: {:.1} ms CPU per second", s.node, bench.idle_rate * 1e3);
             // Idle: every partition caught up. Busy: the filled ones read from the start.
             for (p, offset) in bench.topic.offsets.iter_mut().enumerate() {
                 *offset = if variant == Variant::Idle { bench.topic.ends[p] } else { 0 };
@@ -673,10 +696,15 @@ async fn run_partitions(s: &Settings, client: &Client, n: i32, ticks: f64) -> Re
         }
         cases.push(Case { partitions: n, variant, repeats });
     }
-    if let Err(e) = client.delete_topics(&[name.as_str()]).await {
-        eprintln!("    could not delete {name}: {e}");
-    }
-    Ok(cases)
+    Ok((name, cases))
+}
+
+/// The node's CPU seconds per second over one second without requests.
+async fn idle_rate(pid: u32, ticks: f64) -> Result<f64, String> {
+    let before = process_cpu(pid, ticks)?;
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok((process_cpu(pid, ticks)? - before) / started.elapsed().as_secs_f64())
 }
 
 pub(crate) async fn run(s: Settings) -> Result<(), String> {
@@ -687,9 +715,26 @@ pub(crate) async fn run(s: Settings) -> Result<(), String> {
         .map_err(|e| format!("cannot connect to {}: {e}", s.bootstrap))?;
     let ticks = ticks_per_second();
     let mut cases = Vec::new();
+    let mut topics = Vec::new();
+    // The topics are deleted at the end: Kafka deletes a topic's files a minute after
+    // it was deleted, which would load the node during the next partition count.
+    let mut result = Ok(());
     for &n in &s.partitions {
-        cases.extend(run_partitions(&s, &client, n, ticks).await?);
+        match run_partitions(&s, &client, n, ticks).await {
+            Ok((topic, more)) => {
+                topics.push(topic);
+                cases.extend(more);
+            }
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
     }
+    if let Err(e) = client.delete_topics(&topics).await {
+        eprintln!("could not delete the topics {topics:?}: {e}");
+    }
+    result?;
     let mut out = format!(
         "fetch-sessions: Fetch v{}, node {} (pid {}), {} busy partition(s) of one {}-byte record per batch, blocks of at least {} ms and {} requests, {} repeat(s), medians; ratios within each repeat, median (range)\n\n",
         s.version,
