@@ -290,13 +290,17 @@ async fn one_produce_request_per_broker_carries_all_its_partitions() {
     let fake = FakeCluster::builder().brokers(3).topic("batching", 6).start().await.unwrap();
     let client = client(&fake).await;
     let mut c = config();
-    c.linger = Duration::from_millis(300);
+    // Nothing is sent before `flush`, however slowly the records are queued: batches
+    // are sent when they are full (they are not) or flushed.
+    c.linger = Duration::from_secs(3600);
     let producer = Producer::new(client.cluster().clone(), c).await.unwrap();
     fake.clear_requests();
     let records: Vec<ProducerRecord> =
         (0..60).map(|i| ProducerRecord::new("batching", format!("v{i}")).with_partition(i % 6)).collect();
-    for r in producer.produce_batch(records).await {
-        r.unwrap();
+    let deliveries: Vec<_> = producer.produce_batch_async(records).await.into_iter().map(Result::unwrap).collect();
+    producer.flush().await;
+    for d in deliveries {
+        d.await.unwrap();
     }
     let produces: Vec<_> = fake.requests().into_iter().filter(|r| r.api_key == ApiKey::Produce).collect();
     let mut leaders: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
