@@ -93,8 +93,9 @@ async fn a_record_over_the_topics_limit_fails_alone(broker: Broker) {
     }
     let producer = Producer::new(client.cluster().clone(), {
         let mut c = config();
-        // Everything below goes into one batch.
-        c.linger = Duration::from_millis(200);
+        // Everything below goes into one batch, sent by `flush` however slowly it is
+        // queued.
+        c.linger = Duration::from_secs(3600);
         c.batch_size = 64 * 1024;
         c
     })
@@ -113,9 +114,14 @@ async fn a_record_over_the_topics_limit_fails_alone(broker: Broker) {
         // MESSAGE_TOO_LARGE for the next Produce request.
         mock.command("errors 0 10");
     }
-    let results = producer.produce_batch(records.clone()).await;
+    let deliveries = producer.produce_batch_async(records.clone()).await;
+    producer.flush().await;
     let mut acked = Vec::new();
-    for (i, (result, sent)) in results.into_iter().zip(&records).enumerate() {
+    for (i, (delivery, sent)) in deliveries.into_iter().zip(&records).enumerate() {
+        let result = match delivery {
+            Ok(d) => d.await,
+            Err(e) => Err(e),
+        };
         match result {
             Ok(meta) => acked.push((meta, sent.clone())),
             Err(e) if i == big && enforced => {
