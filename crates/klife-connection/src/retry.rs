@@ -34,6 +34,7 @@ use crate::{Cluster, Connection, ConnectionConfig, CoordinatorType, Error, telem
 /// How one call is retried: for how long, how many times at most, and with what
 /// backoff. [`RetryPolicy::from_config`] takes the cluster's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// No attempt starts later than this after the first one.
     pub timeout: Duration,
