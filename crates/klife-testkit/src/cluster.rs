@@ -529,6 +529,17 @@ impl FakeCluster {
 
     // ----- logs -----
 
+    /// Fetch sessions (KIP-227) the brokers hold.
+    pub fn fetch_sessions(&self) -> usize {
+        self.shared.lock().fetch_sessions.len()
+    }
+
+    /// Drops every fetch session, as brokers evicting them from their caches would:
+    /// the next incremental request of each gets FETCH_SESSION_ID_NOT_FOUND.
+    pub fn evict_fetch_sessions(&self) {
+        self.shared.lock().fetch_sessions.clear();
+    }
+
     /// Deletes records before `offset` (as DeleteRecords or retention would): the log
     /// start offset moves there (at most to the high watermark). Returns the new log
     /// start offset.

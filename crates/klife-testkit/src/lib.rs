@@ -75,9 +75,8 @@
 //!   ConsumerGroupHeartbeat (KIP-848). Commits are accepted without a generation check.
 //! - replication: each partition has replicas for Metadata, but only the leader's log
 //!   exists; the high watermark is the log end offset, and `acks` -1 and 1 are the same.
-//! - fetch sessions (KIP-227): answers are always full and sessionless (session id 0,
-//!   as Kafka answers when its session cache is full); an incremental request gets
-//!   FETCH_SESSION_ID_NOT_FOUND.
+//! - a limit on fetch sessions (KIP-227): sessions are kept as Kafka keeps them, but
+//!   never evicted unless [`FakeCluster::evict_fetch_sessions`] is called.
 //! - transaction timeouts: an open transaction stays open until EndTxn or a new
 //!   InitProducerId for its transactional id.
 //! - SaslHandshake v0 (raw SASL tokens after the handshake), OAUTHBEARER, ACLs, quotas,

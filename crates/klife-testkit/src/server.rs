@@ -312,12 +312,19 @@ async fn long_poll(shared: &Shared, ctx: &Ctx, r: &FetchRequest) -> klife_protoc
         tokio::time::Instant::now() + Duration::from_millis(u64::try_from(r.max_wait_ms.max(0)).unwrap_or(0));
     let mut changed = shared.changed.subscribe();
     loop {
-        let (resp, status) = fetch::fetch(&shared.lock(), ctx, r);
-        if status.ready(r) || tokio::time::Instant::now() >= deadline {
-            return resp;
+        {
+            let mut state = shared.lock();
+            let (resp, status) = fetch::fetch(&state, ctx, r);
+            if status.ready(r) || tokio::time::Instant::now() >= deadline {
+                return fetch::answered(&mut state, ctx, r, resp);
+            }
         }
         tokio::select! {
-            c = changed.changed() => if c.is_err() { return resp },
+            c = changed.changed() => if c.is_err() {
+                let mut state = shared.lock();
+                let (resp, _) = fetch::fetch(&state, ctx, r);
+                return fetch::answered(&mut state, ctx, r, resp);
+            },
             _ = tokio::time::sleep_until(deadline) => {}
         }
     }

@@ -99,6 +99,8 @@ pub(crate) struct State {
     pub(crate) next_producer_id: i64,
     pub(crate) faults: VecDeque<Fault>,
     pub(crate) requests: Vec<RequestRecord>,
+    /// Fetch sessions (KIP-227) of every broker.
+    pub(crate) fetch_sessions: crate::handlers::fetch::FetchSessions,
     next_assignment: usize,
 }
 
@@ -130,6 +132,7 @@ impl State {
             next_producer_id: 1000,
             faults: VecDeque::new(),
             requests: Vec::new(),
+            fetch_sessions: Default::default(),
             next_assignment: 0,
         }
     }

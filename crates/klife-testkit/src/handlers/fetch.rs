@@ -12,18 +12,30 @@
 //! one gets UNKNOWN_TOPIC_ID); from v16 a NOT_LEADER_OR_FOLLOWER or
 //! FENCED_LEADER_EPOCH answer names the current leader and its endpoint.
 //!
-//! Fetch sessions (KIP-227) are not kept: every answer is a full, sessionless one with
-//! session id 0, which Kafka also sends when its session cache is full. A request for an
-//! existing session id gets FETCH_SESSION_ID_NOT_FOUND, and clients fall back to full
-//! fetches.
+//! Fetch sessions (KIP-227) are kept as Kafka keeps them, per broker: a full request
+//! at epoch 0 (v7+) with partitions opens one (closing the session it names), holding
+//! each partition with what was asked and the high watermark and log start offset
+//! answered; an incremental request (epoch above 0) must name a session of that broker
+//! (else FETCH_SESSION_ID_NOT_FOUND) at the epoch it expects (else
+//! INVALID_FETCH_SESSION_EPOCH) and name topics as the session did (by id from v13,
+//! else FETCH_SESSION_TOPIC_ID_ERROR); it adds or updates the partitions it lists,
+//! drops those it forgets, reads every partition of the session, and answers only those
+//! with records, a new high watermark or log start offset, or an error. One that
+//! forgets every partition ends the session and is answered without one. Epoch -1
+//! closes the named session and is answered without one. The session is updated only by
+//! the answer that is sent (a long poll reads the logs several times). There is no
+//! cache limit; [`FetchSessions::clear`] drops every session, as an eviction would.
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use klife_protocol::ErrorCode;
 use klife_protocol::messages::FetchRequest;
 use klife_protocol::messages::FetchResponse;
+use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use klife_protocol::messages::fetch_response::{
     AbortedTransaction, EpochEndOffset, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
+use klife_protocol::{ErrorCode, Uuid};
 
 use super::{Ctx, check_leader_epoch};
 use crate::log::Isolation;
@@ -53,22 +65,196 @@ fn error_partition(partition: i32, code: ErrorCode) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
-/// Builds the answer to `r` from the logs as they are now.
+/// A partition of a session: the topic as the requests name it (name before v13, id
+/// from v13) and the partition index.
+type SessionKey = (String, Uuid, i32);
+
+/// A partition of a session as the broker holds it.
+#[derive(Debug, Clone)]
+struct Cached {
+    fetch: FetchPartition,
+    high_watermark: i64,
+    log_start_offset: i64,
+}
+
+/// One fetch session.
+#[derive(Debug, Clone)]
+struct Session {
+    epoch: i32,
+    by_id: bool,
+    partitions: BTreeMap<SessionKey, Cached>,
+}
+
+/// The fetch sessions of every broker of the cluster.
+#[derive(Debug, Default)]
+pub(crate) struct FetchSessions {
+    next_id: i32,
+    sessions: BTreeMap<(i32, i32), Session>,
+}
+
+impl FetchSessions {
+    /// Drops every session, as a broker evicting them from its cache: their next
+    /// incremental request gets FETCH_SESSION_ID_NOT_FOUND.
+    pub(crate) fn clear(&mut self) {
+        self.sessions.clear();
+    }
+
+    /// Sessions held, on every broker.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+fn key_of(topic: &str, id: Uuid, partition: i32, by_id: bool) -> SessionKey {
+    if by_id { (String::new(), id, partition) } else { (topic.to_owned(), Uuid::NIL, partition) }
+}
+
+/// The session an incremental request continues, with its listed and forgotten
+/// partitions applied; or the top-level error that answers the request.
+fn continued(sessions: &FetchSessions, ctx: &Ctx, r: &FetchRequest) -> Result<Session, ErrorCode> {
+    let Some(session) = sessions.sessions.get(&(ctx.broker, r.session_id)) else {
+        return Err(ErrorCode::FetchSessionIdNotFound);
+    };
+    if session.epoch != r.session_epoch {
+        return Err(ErrorCode::InvalidFetchSessionEpoch);
+    }
+    let by_id = ctx.version >= 13;
+    if session.by_id != by_id {
+        return Err(ErrorCode::FetchSessionTopicIdError);
+    }
+    let mut session = session.clone();
+    for t in &r.topics {
+        for p in &t.partitions {
+            let key = key_of(&t.topic, t.topic_id, p.partition, by_id);
+            session.partitions.entry(key).and_modify(|c| c.fetch = p.clone()).or_insert(Cached {
+                fetch: p.clone(),
+                high_watermark: -1,
+                log_start_offset: -1,
+            });
+        }
+    }
+    for t in &r.forgotten_topics_data {
+        for p in &t.partitions {
+            session.partitions.remove(&key_of(&t.topic, t.topic_id, *p, by_id));
+        }
+    }
+    Ok(session)
+}
+
+/// The partitions of a session, as a request would list them.
+fn session_topics(session: &Session) -> Vec<FetchTopic> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    for ((name, id, _), c) in &session.partitions {
+        match topics.last_mut() {
+            Some(t) if t.topic == *name && t.topic_id == *id => t.partitions.push(c.fetch.clone()),
+            _ => topics.push(
+                FetchTopic::default()
+                    .with_topic(name.clone())
+                    .with_topic_id(*id)
+                    .with_partitions(vec![c.fetch.clone()]),
+            ),
+        }
+    }
+    topics
+}
+
+/// Whether a request is an incremental one of a session.
+fn is_incremental(ctx: &Ctx, r: &FetchRequest) -> bool {
+    ctx.version >= 7 && r.session_epoch > 0
+}
+
+/// Updates the fetch sessions for the answer `resp` to `r` that is about to be sent
+/// (built by [`fetch`] from the same sessions): opens, continues or closes the session,
+/// and leaves out of an incremental answer the partitions with no news.
+pub(crate) fn answered(state: &mut State, ctx: &Ctx, r: &FetchRequest, mut resp: FetchResponse) -> FetchResponse {
+    if ctx.version < 7 || resp.error_code != 0 {
+        return resp;
+    }
+    let sessions = &mut state.fetch_sessions;
+    let by_id = ctx.version >= 13;
+    if !is_incremental(ctx, r) {
+        if r.session_id != 0 {
+            sessions.sessions.remove(&(ctx.broker, r.session_id));
+        }
+        let wanted = r.topics.iter().any(|t| !t.partitions.is_empty());
+        if r.session_epoch != 0 || !wanted {
+            return resp;
+        }
+        let mut partitions = BTreeMap::new();
+        for (t, answer) in r.topics.iter().zip(&resp.responses) {
+            for (p, a) in t.partitions.iter().zip(&answer.partitions) {
+                let (high_watermark, log_start_offset) =
+                    if a.error_code == 0 { (a.high_watermark, a.log_start_offset) } else { (-1, -1) };
+                partitions.insert(
+                    key_of(&t.topic, t.topic_id, p.partition, by_id),
+                    Cached { fetch: p.clone(), high_watermark, log_start_offset },
+                );
+            }
+        }
+        sessions.next_id = sessions.next_id.checked_add(1).unwrap_or(1).max(1);
+        let id = sessions.next_id;
+        sessions.sessions.insert((ctx.broker, id), Session { epoch: 1, by_id, partitions });
+        resp.session_id = id;
+        return resp;
+    }
+    let mut session = match continued(sessions, ctx, r) {
+        Ok(session) => session,
+        // Dropped while the request waited (Kafka would have found it at the start).
+        Err(code) => return FetchResponse::default().with_error_code(code.code()),
+    };
+    if session.partitions.is_empty() {
+        sessions.sessions.remove(&(ctx.broker, r.session_id));
+        resp.session_id = 0;
+        return resp;
+    }
+    // `fetch` answered every partition of the session, in the session's order.
+    let keys: Vec<SessionKey> = session.partitions.keys().cloned().collect();
+    let mut keys = keys.into_iter();
+    for topic in &mut resp.responses {
+        topic.partitions.retain(|a| {
+            let Some(key) = keys.next() else { return true };
+            let Some(c) = session.partitions.get_mut(&key) else { return true };
+            let records = a.records.as_ref().is_some_and(|b| !b.is_empty());
+            let error = a.error_code != 0 || a.diverging_epoch.epoch >= 0;
+            let (high_watermark, log_start_offset) =
+                if a.error_code == 0 { (a.high_watermark, a.log_start_offset) } else { (-1, -1) };
+            let news = records || error || c.high_watermark != high_watermark || c.log_start_offset != log_start_offset;
+            (c.high_watermark, c.log_start_offset) = (high_watermark, log_start_offset);
+            news
+        });
+    }
+    resp.responses.retain(|t| !t.partitions.is_empty());
+    session.epoch = if session.epoch == i32::MAX { 1 } else { session.epoch + 1 };
+    sessions.sessions.insert((ctx.broker, r.session_id), session);
+    resp.session_id = r.session_id;
+    resp
+}
+
+/// Builds the answer to `r` from the logs as they are now: for an incremental request,
+/// of every partition of its session (see [`answered`], which trims it).
 pub(crate) fn fetch(state: &State, ctx: &Ctx, r: &FetchRequest) -> (FetchResponse, FetchStatus) {
     let mut status = FetchStatus::default();
-    if ctx.version >= 7 && (r.session_id != 0 || r.session_epoch > 0) {
-        let code =
-            if r.session_id != 0 { ErrorCode::FetchSessionIdNotFound } else { ErrorCode::InvalidFetchSessionEpoch };
-        status.error = true;
-        return (FetchResponse::default().with_error_code(code.code()), status);
-    }
+    let session_topics_owned;
+    let topics: &[FetchTopic] = if is_incremental(ctx, r) {
+        match continued(&state.fetch_sessions, ctx, r) {
+            Ok(session) => {
+                session_topics_owned = session_topics(&session);
+                &session_topics_owned
+            }
+            Err(code) => {
+                status.error = true;
+                return (FetchResponse::default().with_error_code(code.code()), status);
+            }
+        }
+    } else {
+        &r.topics
+    };
     let isolation = Isolation::from_wire(r.isolation_level);
     let mut remaining = usize::try_from(r.max_bytes.max(0)).unwrap_or(0);
     let mut min_one = true;
     let mut endpoints: Vec<NodeEndpoint> = Vec::new();
     let by_id = ctx.version >= 13;
-    let responses = r
-        .topics
+    let responses = topics
         .iter()
         .map(|t| {
             let name =
