@@ -75,6 +75,15 @@ pub struct FetcherConfig {
     /// Most bytes one compressed batch may inflate to (default 128 MiB); a larger one
     /// fails as corrupt instead of exhausting memory.
     pub max_decompressed_size: usize,
+    /// Whether the requests that wait for records use incremental fetch sessions
+    /// (KIP-227, Fetch v7 and later; default on). With a session, each batcher's waiting
+    /// requests list only the partitions whose fetch changed since the last one and
+    /// forget those no longer waiting, and the broker answers only the partitions with
+    /// news: with many caught-up partitions, requests and answers stay small. Requests
+    /// answered at once never use sessions. A broker that grants none (session id 0)
+    /// gets full requests; switch this off for one that grants sessions but mishandles
+    /// them.
+    pub fetch_sessions: bool,
 }
 
 impl Default for FetcherConfig {
@@ -92,6 +101,7 @@ impl Default for FetcherConfig {
             isolation_level: IsolationLevel::ReadCommitted,
             check_crcs: true,
             max_decompressed_size: klife_protocol::records::DEFAULT_MAX_DECOMPRESSED_SIZE,
+            fetch_sessions: true,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use klife_connection::Cluster;
-use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use klife_protocol::messages::fetch_response::PartitionData;
 use klife_protocol::messages::{FetchRequest, FetchResponse};
 use klife_protocol::records::DecodeOptions;
@@ -22,6 +22,7 @@ use crate::offsets::OffsetSpec;
 use crate::plan::{Pace, Planned, Progress, Served, caught_up, starved, take_request, waits_next};
 use crate::position::{self, Divergence, TopicIdCheck, Verdict};
 use crate::record::{Fetched, TopicPartitionOffset};
+use crate::session::{self, FetchSession, PartitionFetch, Scope, SessionRequest, Watermarks};
 use crate::stream::FetchStream;
 use crate::telemetry;
 
@@ -498,10 +499,12 @@ fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
 ///   were caught up: one request at a time, which the broker answers as soon as any
 ///   of its partitions has records.
 async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
-    let (max_in_flight, linger) = match inner.upgrade() {
-        Some(i) => (i.config.max_in_flight, i.config.linger),
+    let (max_in_flight, linger, cluster) = match inner.upgrade() {
+        Some(i) => (i.config.max_in_flight, i.config.linger, i.config.fetch_sessions.then(|| i.cluster.clone())),
         None => return,
     };
+    // The waiting lane's fetch session: its requests go one at a time (one permit).
+    let lane_session = cluster.as_ref().map(|_| Arc::new(Mutex::new(LaneSession::default())));
     let now_permits = Arc::new(Semaphore::new(max_in_flight));
     let wait_permits = Arc::new(Semaphore::new(1));
     let mut now: VecDeque<Job> = VecDeque::new();
@@ -554,15 +557,102 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
         if jobs.is_empty() {
             continue;
         }
-        tokio::spawn(send_request(inner, broker, jobs, wait, permit));
+        let session = if wait { lane_session.clone() } else { None };
+        tokio::spawn(send_request(inner, broker, jobs, wait, session, permit));
     }
     for job in now.into_iter().chain(waiting) {
         job.complete(Err(FetchError::Closed));
     }
+    if let (Some(cluster), Some(lane_session)) = (cluster, lane_session) {
+        // Once the waiting request in flight, if any, is done.
+        let _permit = wait_permits.acquire().await;
+        close_session(&cluster, broker, &lane_session).await;
+    }
+}
+
+/// How a fetch session names a topic: by id from Fetch v13, by name before.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum SessionTopic {
+    Id(Uuid),
+    Name(Arc<str>),
+}
+
+/// A partition of a fetch session.
+type SessionKey = session::Key<SessionTopic>;
+
+/// The fetch session of a batcher's waiting lane, and whether its requests name topics
+/// by id (`None`: none sent yet). A request that names them otherwise than the session
+/// did starts a new session.
+#[derive(Debug, Default)]
+struct LaneSession {
+    session: FetchSession<SessionTopic>,
+    by_id: Option<bool>,
+}
+
+fn session_key(job: &Job, by_id: bool) -> SessionKey {
+    let topic = match job.topic_id {
+        Some(id) if by_id => SessionTopic::Id(id),
+        _ => SessionTopic::Name(job.target.topic.clone()),
+    };
+    (topic, job.target.partition)
+}
+
+/// What a request asks of a fetch's partition.
+fn partition_fetch(job: &Job, version: i16) -> PartitionFetch {
+    let epochs = position::epochs(version, job.leader_epoch, job.last_epoch);
+    PartitionFetch {
+        fetch_offset: job.target.offset,
+        log_start_offset: -1,
+        max_bytes: i32::try_from(job.max_bytes).unwrap_or(i32::MAX),
+        current_leader_epoch: epochs.current_leader_epoch,
+        last_fetched_epoch: epochs.last_fetched_epoch,
+    }
+}
+
+/// Whether a top-level error is about the fetch session rather than its partitions.
+fn is_session_error(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::FetchSessionIdNotFound | ErrorCode::InvalidFetchSessionEpoch | ErrorCode::FetchSessionTopicIdError
+    )
+}
+
+/// Ends the lane's fetch session on the broker, best effort: the broker would drop it
+/// once idle anyway.
+async fn close_session(cluster: &Cluster, broker: i32, lane_session: &Mutex<LaneSession>) {
+    let close = lane_session.lock().unwrap_or_else(PoisonError::into_inner).session.close();
+    let Ok(Some(close)) = close else { return };
+    let Ok(conn) = cluster.fetch_connection(broker, true).await else { return };
+    let Some(version) = conn.versions().range(ApiKey::Fetch).and_then(|r| position::fetch_version(r, false)) else {
+        return;
+    };
+    if version < session::MIN_VERSION {
+        return;
+    }
+    let request = FetchRequest::default()
+        .with_replica_id(-1)
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1)
+        .with_session_id(close.session_id)
+        .with_session_epoch(close.epoch);
+    let result = conn.send_version(&request, version).await;
+    tracing::debug!(target: "klife_fetcher", broker, session = close.session_id, ok = result.is_ok(), "closed fetch session");
 }
 
 /// Sends one Fetch request for `jobs` and hands each its result (or retries it).
-async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool, _permit: OwnedSemaphorePermit) {
+///
+/// With `lane_session` (the waiting lane, sessions on) and a version that has sessions,
+/// the request goes in the lane's fetch session: incremental once the broker granted
+/// one, and the answer is read as [`FetchSession::answered`] says.
+async fn send_request(
+    inner: Arc<Inner>,
+    broker: i32,
+    jobs: Vec<Job>,
+    wait: bool,
+    lane_session: Option<Arc<Mutex<LaneSession>>>,
+    _permit: OwnedSemaphorePermit,
+) {
     let conn = match inner.cluster.fetch_connection(broker, wait).await {
         Ok(c) => c,
         Err(e) => return fail_all(&inner, jobs, e),
@@ -584,14 +674,65 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
     };
     let by_id = version > position::FETCH_MAX_VERSION_BY_NAME;
     let jobs = in_request_order(jobs, by_id);
-    let request = build_request(&inner.config, &jobs, wait, version);
+    let lane_session = lane_session.filter(|_| version >= session::MIN_VERSION);
+    let session_request = lane_session.as_ref().and_then(|lane| {
+        let mut lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+        if lane.by_id != Some(by_id) {
+            // Topics named otherwise: the broker's session (if any) would not match.
+            *lane = LaneSession { session: FetchSession::new(), by_id: Some(by_id) };
+        }
+        lane.session.request(jobs.iter().map(|j| (session_key(j, by_id), partition_fetch(j, version)))).ok()
+    });
+    let request = build_request(&inner.config, &jobs, wait, version, session_request.as_ref());
     let started = std::time::Instant::now();
     let response = match conn.send_version(&request, version).await {
         Ok(r) => r,
-        Err(e) => return fail_all(&inner, jobs, e),
+        Err(e) => {
+            if let (Some(lane), Some(_)) = (&lane_session, &session_request) {
+                lane.lock().unwrap_or_else(PoisonError::into_inner).session.failed();
+            }
+            return fail_all(&inner, jobs, e);
+        }
     };
     telemetry::record_request(version, jobs.len(), started.elapsed());
     let top = ErrorCode::from_code(response.error_code);
+    let mut scope = Scope::Full;
+    if let (Some(lane), Some(sent)) = (&lane_session, &session_request) {
+        let answered = response.responses.iter().flat_map(|t| {
+            let topic = if by_id { SessionTopic::Id(t.topic_id) } else { SessionTopic::Name(t.topic.as_str().into()) };
+            t.partitions.iter().map(move |p| {
+                let seen = (p.error_code == 0).then_some(Watermarks {
+                    high_watermark: p.high_watermark,
+                    last_stable_offset: p.last_stable_offset,
+                    log_start_offset: p.log_start_offset,
+                });
+                ((topic.clone(), p.partition_index), seen)
+            })
+        });
+        let mut lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+        scope = lane.session.answered(top, response.session_id, answered).unwrap_or(Scope::Nothing);
+        if scope == Scope::Incremental {
+            telemetry::record_incremental_request();
+        }
+        if scope == Scope::Nothing && (top == ErrorCode::None || is_session_error(top)) {
+            drop(lane);
+            telemetry::record_session_reset();
+            tracing::debug!(target: "klife_fetcher", broker, session = sent.session_id, epoch = sent.epoch, error = %top, "fetch session lost; the next request is full");
+            // Nothing of the answer is read. After an incremental request, the next
+            // one is full and goes at once; a full one answered so waits.
+            for job in jobs {
+                if sent.is_full() {
+                    let code = if top == ErrorCode::None { ErrorCode::UnknownServerError } else { top };
+                    let e =
+                        FetchError::Broker { topic: job.topic(), partition: job.target.partition, code, message: None };
+                    inner.retry(job, e, false);
+                } else {
+                    inner.submit(job);
+                }
+            }
+            return;
+        }
+    }
     if top != ErrorCode::None {
         for job in jobs {
             let e =
@@ -601,7 +742,35 @@ async fn send_request(inner: Arc<Inner>, broker: i32, jobs: Vec<Job>, wait: bool
         }
         return;
     }
-    let answers = index_answers(&response, by_id);
+    let mut answers = index_answers(&response, by_id);
+    // An incremental answer leaves out the partitions of the session with no news:
+    // nothing read, and the watermarks the broker last gave.
+    let quiet: Vec<(Arc<str>, Option<Uuid>, PartitionData)> = match (&lane_session, scope) {
+        (Some(lane), Scope::Incremental) => {
+            let lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+            jobs.iter()
+                .filter(|j| !answers.contains_key(&(AnswerTopic::of(j, by_id), j.target.partition)))
+                .filter_map(|j| {
+                    let w = lane.session.watermarks(&session_key(j, by_id))?;
+                    let p = PartitionData::default()
+                        .with_partition_index(j.target.partition)
+                        .with_high_watermark(w.high_watermark)
+                        .with_last_stable_offset(w.last_stable_offset)
+                        .with_log_start_offset(w.log_start_offset)
+                        .with_records(Some(bytes::Bytes::new()));
+                    (w.high_watermark >= 0).then(|| (j.target.topic.clone(), j.topic_id, p))
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    for (name, id, p) in &quiet {
+        let topic = match id {
+            Some(id) if by_id => AnswerTopic::Id(*id),
+            _ => AnswerTopic::Name(name),
+        };
+        answers.entry((topic, p.partition_index)).or_insert(p);
+    }
     let answer_of = |job: &Job| answers.get(&(AnswerTopic::of(job, by_id), job.target.partition)).copied();
     let served: Vec<Served> = jobs
         .iter()
@@ -838,20 +1007,37 @@ fn act(inner: &Arc<Inner>, mut job: Job, verdict: Verdict, error: FetchError) {
     }
 }
 
-fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool, version: i16) -> FetchRequest {
+/// The Fetch request for `jobs`: every partition, or, in a fetch session, those
+/// `session` lists (its id and epoch, and the partitions it forgets). Its byte limit
+/// covers every fetch either way: an incremental answer may hold any of them.
+fn build_request(
+    config: &FetcherConfig,
+    jobs: &[Job],
+    wait: bool,
+    version: i16,
+    session: Option<&SessionRequest<SessionTopic>>,
+) -> FetchRequest {
     let by_id = version > position::FETCH_MAX_VERSION_BY_NAME;
     let mut topics: Vec<FetchTopic> = Vec::new();
     let mut keys: Vec<(&str, Option<Uuid>)> = Vec::new();
     let mut total: usize = 0;
+    let listed: Option<HashMap<&SessionKey, &PartitionFetch>> =
+        session.filter(|s| !s.is_full()).map(|s| s.send.iter().map(|(k, f)| (k, f)).collect());
     for job in jobs {
-        let epochs = position::epochs(version, job.leader_epoch, job.last_epoch);
+        total = total.saturating_add(job.max_bytes);
+        let fetch = match &listed {
+            None => partition_fetch(job, version),
+            Some(listed) => match listed.get(&session_key(job, by_id)) {
+                Some(f) => **f,
+                None => continue,
+            },
+        };
         let partition = FetchPartition::default()
             .with_partition(job.target.partition)
-            .with_current_leader_epoch(epochs.current_leader_epoch)
-            .with_fetch_offset(job.target.offset)
-            .with_last_fetched_epoch(epochs.last_fetched_epoch)
-            .with_partition_max_bytes(i32::try_from(job.max_bytes).unwrap_or(i32::MAX));
-        total = total.saturating_add(job.max_bytes);
+            .with_current_leader_epoch(fetch.current_leader_epoch)
+            .with_fetch_offset(fetch.fetch_offset)
+            .with_last_fetched_epoch(fetch.last_fetched_epoch)
+            .with_partition_max_bytes(fetch.max_bytes);
         let key = topic_key(job, by_id);
         match keys.iter().position(|k| *k == key) {
             Some(i) => topics[i].partitions.push(partition),
@@ -868,15 +1054,40 @@ fn build_request(config: &FetcherConfig, jobs: &[Job], wait: bool, version: i16)
     }
     let max_bytes = total.min(config.max_bytes_per_request.max(jobs.first().map_or(0, |j| j.max_bytes)));
     let max_wait = i32::try_from(config.max_wait.as_millis()).unwrap_or(i32::MAX);
+    let (session_id, epoch, forgotten) = match session {
+        None => (session::NO_SESSION, session::FINAL_EPOCH, Vec::new()),
+        Some(s) => (s.session_id, s.epoch, forgotten_topics(&s.forget)),
+    };
     FetchRequest::default()
         .with_replica_id(-1)
         .with_max_wait_ms(if wait { max_wait } else { NOW_MAX_WAIT_MS.min(max_wait) })
         .with_min_bytes(i32::try_from(config.min_bytes).unwrap_or(1))
         .with_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX))
         .with_isolation_level(jobs.first().map_or(0, |j| j.isolation.code()))
-        .with_session_id(0)
-        .with_session_epoch(-1)
+        .with_session_id(session_id)
+        .with_session_epoch(epoch)
         .with_topics(topics)
+        .with_forgotten_topics_data(forgotten)
+}
+
+/// The partitions a session request forgets, by topic.
+fn forgotten_topics(forget: &[SessionKey]) -> Vec<ForgottenTopic> {
+    let mut topics: Vec<ForgottenTopic> = Vec::new();
+    let mut keys: Vec<&SessionTopic> = Vec::new();
+    for (topic, partition) in forget {
+        match keys.iter().position(|k| *k == topic) {
+            Some(i) => topics[i].partitions.push(*partition),
+            None => {
+                keys.push(topic);
+                let t = match topic {
+                    SessionTopic::Id(id) => ForgottenTopic::default().with_topic_id(*id),
+                    SessionTopic::Name(name) => ForgottenTopic::default().with_topic(name.to_string()),
+                };
+                topics.push(t.with_partitions(vec![*partition]));
+            }
+        }
+    }
+    topics
 }
 
 #[cfg(test)]
@@ -923,7 +1134,7 @@ mod tests {
                 jobs.iter().map(|j| job(&j.target.topic, j.target.partition, j.topic_id)).collect(),
                 by_id,
             );
-            let request = build_request(&config, &jobs, false, version);
+            let request = build_request(&config, &jobs, false, version, None);
             let topics: Vec<(&str, Uuid, usize)> =
                 request.topics.iter().map(|t| (t.topic.as_str(), t.topic_id, t.partitions.len())).collect();
             let want_ids = if ids { (a, b) } else { (Uuid::NIL, Uuid::NIL) };
@@ -934,6 +1145,55 @@ mod tests {
             let mut buf = bytes::BytesMut::new();
             request.encode(&mut buf, version).unwrap_or_else(|e| panic!("v{version}: {e}"));
         }
+    }
+
+    #[test]
+    fn a_session_request_lists_only_what_it_sends_and_forgets_by_topic() {
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let jobs = vec![job("a", 0, Some(a)), job("a", 1, Some(a)), job("b", 0, Some(b))];
+        let config = FetcherConfig::default();
+        let version = 17;
+        // Incremental: only a-1 changed; b-3 and b-4 are forgotten.
+        let mut changed = partition_fetch(&jobs[1], version);
+        changed.fetch_offset = 12;
+        let incremental = SessionRequest {
+            session_id: 9,
+            epoch: 4,
+            send: vec![((SessionTopic::Id(a), 1), changed)],
+            forget: vec![(SessionTopic::Id(b), 3), (SessionTopic::Id(b), 4)],
+        };
+        let request = build_request(&config, &jobs, true, version, Some(&incremental));
+        assert_eq!((request.session_id, request.session_epoch), (9, 4));
+        let listed: Vec<(Uuid, i32, i64)> = request
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, p.partition, p.fetch_offset)))
+            .collect();
+        assert_eq!(listed, [(a, 1, 12)]);
+        let forgotten: Vec<(Uuid, Vec<i32>)> =
+            request.forgotten_topics_data.iter().map(|t| (t.topic_id, t.partitions.clone())).collect();
+        assert_eq!(forgotten, [(b, vec![3, 4])]);
+        // The byte limit covers every fetch of the session the answer may hold.
+        assert_eq!(request.max_bytes, 300);
+        // Full, opening a session: every partition, nothing forgotten.
+        let full = SessionRequest { session_id: 9, epoch: 0, send: Vec::new(), forget: Vec::new() };
+        let request = build_request(&config, &jobs, true, version, Some(&full));
+        assert_eq!((request.session_id, request.session_epoch), (9, 0));
+        assert_eq!(request.topics.iter().map(|t| t.partitions.len()).sum::<usize>(), 3);
+        assert!(request.forgotten_topics_data.is_empty());
+        // Before v13, by name.
+        let by_name = SessionRequest {
+            session_id: 9,
+            epoch: 2,
+            send: Vec::new(),
+            forget: vec![(SessionTopic::Name("b".into()), 0)],
+        };
+        let request = build_request(&config, &jobs, true, 12, Some(&by_name));
+        assert!(request.topics.is_empty());
+        assert_eq!(request.forgotten_topics_data[0].topic, "b");
+        // Without a session: sessionless.
+        let request = build_request(&config, &jobs, false, version, None);
+        assert_eq!((request.session_id, request.session_epoch), (0, -1));
     }
 
     #[test]

@@ -55,8 +55,10 @@
 //! one with an older one UNKNOWN_LEADER_EPOCH (the fetch is retried after a pause). From
 //! v12 it also names the epoch of the last batch read (`last_fetched_epoch`), which lets
 //! the leader find truncations; below v12 they go unnoticed. The rules are sans-io, in
-//! [`position`]. Brokers older than Kafka 0.11 are refused with a clear error. Fetch
-//! sessions (KIP-227) are not used: every request is a full fetch.
+//! [`position`]. Brokers older than Kafka 0.11 are refused with a clear error. The
+//! requests that wait for records use incremental fetch sessions (KIP-227, v7+) where
+//! the broker grants them, so that many caught-up partitions cost little per request
+//! ([`FetcherConfig::fetch_sessions`]); the requests answered at once are full.
 //!
 //! ## Cargo features
 //!
@@ -134,7 +136,7 @@ pub use offsets::{ListedOffset, OffsetSpec};
 pub use record::{BatchInfo, Fetched, Record, TopicPartitionOffset};
 pub use stream::{FetchResult, FetchStream};
 
-/// Header of a record (re-exported from the codec).
-pub use klife_protocol::records::{Header, TimestampType};
 /// A topic id (re-exported from the codec).
 pub use klife_protocol::Uuid;
+/// Header of a record (re-exported from the codec).
+pub use klife_protocol::records::{Header, TimestampType};

@@ -25,14 +25,16 @@
 //! broker and opens a new one. The client's view of the session is the broker's as
 //! long as requests are incremental; see the model test below.
 //!
-//! Not wired into the fetcher yet: see `docs/benchmarks.md` (fetch sessions) for what
-//! they save and how the waiting lane is to use them.
+//! The fetcher's waiting lane keeps one per batcher (see `docs/architecture.md`); see
+//! `docs/benchmarks.md` (fetch sessions) for what they save.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use klife_protocol::ErrorCode;
 
+/// The first Fetch version with sessions.
+pub(crate) const MIN_VERSION: i16 = 7;
 /// No session (the request's `session_id`, or an answer's when none was opened).
 pub(crate) const NO_SESSION: i32 = 0;
 /// The epoch of a full request that asks for a new session.

@@ -8,6 +8,8 @@
 //! | `klife_fetch_records_total` | counter | | records returned to callers |
 //! | `klife_fetch_retries_total` | counter | | fetches retried after a retriable failure |
 //! | `klife_fetch_log_truncations_total` | counter | | fetches that found the log truncated under their position ([`FetchError::LogTruncated`](crate::FetchError::LogTruncated)), whatever the caller then did |
+//! | `klife_fetch_incremental_requests_total` | counter | | incremental Fetch requests of a fetch session answered (a waiting lane's, on brokers that grant sessions) |
+//! | `klife_fetch_session_resets_total` | counter | | answers of a waiting lane's fetch session that were not read (a session error, or an answer out of step with the session): its fetches are asked again in a full request |
 //!
 //! Tracing, under the `klife_fetcher` target: retries and truncations found are logged
 //! at `debug`; a [`Consumer`](crate::Consumer)'s reaction to a truncation (going on from
@@ -27,6 +29,10 @@ pub const FETCH_RECORDS_TOTAL: &str = "klife_fetch_records_total";
 pub const FETCH_RETRIES_TOTAL: &str = "klife_fetch_retries_total";
 /// Counter: fetches that found the log truncated under their position.
 pub const FETCH_LOG_TRUNCATIONS_TOTAL: &str = "klife_fetch_log_truncations_total";
+/// Counter: incremental Fetch requests answered.
+pub const FETCH_INCREMENTAL_REQUESTS_TOTAL: &str = "klife_fetch_incremental_requests_total";
+/// Counter: fetch session answers not read, whose fetches go again in a full request.
+pub const FETCH_SESSION_RESETS_TOTAL: &str = "klife_fetch_session_resets_total";
 
 pub(crate) fn record_request(version: i16, partitions: usize, elapsed: Duration) {
     metrics::counter!(FETCH_REQUESTS_TOTAL, "version" => version_label(version)).increment(1);
@@ -44,6 +50,14 @@ pub(crate) fn record_retry() {
 
 pub(crate) fn record_truncation() {
     metrics::counter!(FETCH_LOG_TRUNCATIONS_TOTAL).increment(1);
+}
+
+pub(crate) fn record_incremental_request() {
+    metrics::counter!(FETCH_INCREMENTAL_REQUESTS_TOTAL).increment(1);
+}
+
+pub(crate) fn record_session_reset() {
+    metrics::counter!(FETCH_SESSION_RESETS_TOTAL).increment(1);
 }
 
 /// The `version` label: a static string for every version klife sends.

@@ -33,6 +33,7 @@ klife_conformance::against_every_broker!(
     bad_targets_fail_alone_with_typed_errors,
     the_consumer_reads_every_partition_to_the_end,
     fetches_go_at_the_newest_version_the_broker_has,
+    many_idle_partitions_are_read_through_a_fetch_session,
 );
 
 fn producer_config(compression: Compression) -> ProducerConfig {
@@ -750,4 +751,126 @@ async fn a_consumer_stops_a_partition_whose_topic_was_created_again() {
     let got = consume(&mut consumer, 4).await;
     assert_eq!(got.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(), new);
     client.close().await;
+}
+
+/// Whether the broker grants fetch sessions (KIP-227): Apache Kafka and klife-testkit
+/// do; Tansu and the mock cluster answer every request with session id 0.
+fn grants_fetch_sessions(broker: Broker) -> bool {
+    matches!(broker, Broker::Kafka | Broker::Testkit)
+}
+
+/// A consumer of every partition of `topic` from the start, while a few of them get
+/// records in `rounds` rounds (`between(round)` runs before each round is written):
+/// every record is read once, in order. Returns nothing; panics on a mismatch.
+async fn read_busy_among_idle(
+    client: &Client,
+    topic: &str,
+    partitions: i32,
+    busy: &[i32],
+    rounds: usize,
+    mut between: impl FnMut(usize),
+) {
+    let mut consumer = client.consumer(FetchOptions::new());
+    let assignment: Vec<(&str, i32, StartOffset)> =
+        (0..partitions).map(|p| (topic, p, StartOffset::Earliest)).collect();
+    consumer.assign(&assignment).await.unwrap();
+    let producer = Producer::new(client.cluster().clone(), producer_config(Compression::None)).await.unwrap();
+    let mut sent: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut got: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    for round in 0..rounds {
+        between(round);
+        let mut records = Vec::new();
+        for (i, p) in busy.iter().enumerate() {
+            // Not every busy partition gets records every round.
+            if (round + i) % 3 == 2 {
+                continue;
+            }
+            for n in 0..=round {
+                let v = format!("p{p}-r{round}-{n}");
+                sent.entry(*p).or_default().push(v.clone());
+                records.push(ProducerRecord::new(topic, v).with_partition(*p));
+            }
+        }
+        for r in producer.produce_batch(records).await {
+            r.unwrap();
+        }
+        let want: usize = sent.values().map(Vec::len).sum();
+        while got.values().map(Vec::len).sum::<usize>() < want {
+            let f = tokio::time::timeout(Duration::from_secs(30), consumer.next())
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: no records within 30 s; got {got:?}"))
+                .unwrap()
+                .unwrap();
+            got.entry(f.partition).or_default().extend(f.records.iter().map(|r| (r.offset, value(r))));
+        }
+    }
+    producer.close().await;
+    let sent_by: BTreeMap<i32, Vec<(i64, String)>> = sent
+        .into_iter()
+        .map(|(p, values)| (p, values.into_iter().enumerate().map(|(i, v)| (i as i64, v)).collect()))
+        .collect();
+    assert_eq!(got, sent_by, "every record once, in order, at consecutive offsets");
+}
+
+/// Many partitions, a few of them with records written in rounds while a consumer
+/// reads them all: the fetches of the caught-up partitions wait in a fetch session where
+/// the broker grants one (only changed partitions listed, answers holding only those
+/// with news), and every record still arrives once and in order. Brokers that grant no
+/// session are read with full requests.
+async fn many_idle_partitions_are_read_through_a_fetch_session(broker: Broker) {
+    let captured = tokio::task::spawn_blocking(move || {
+        metrics_of(async move {
+            let client = broker.client().await;
+            let topic = unique_topic("fetch-sessions");
+            let partitions = if broker.has_create_topics() { 120 } else { 4 };
+            broker.create_topic(&client, &topic, partitions).await;
+            let busy: Vec<i32> = if partitions > 4 { vec![0, 17, 64, 119] } else { vec![1, 2] };
+            read_busy_among_idle(&client, &topic, partitions, &busy, 6, |_| {}).await;
+            client.close().await;
+        })
+    })
+    .await
+    .unwrap();
+    let incremental = captured.counter(klife_fetcher::telemetry::FETCH_INCREMENTAL_REQUESTS_TOTAL);
+    let resets = captured.counter(klife_fetcher::telemetry::FETCH_SESSION_RESETS_TOTAL);
+    if grants_fetch_sessions(broker) {
+        assert!(incremental > 0, "{broker:?}: no incremental request answered");
+    } else {
+        assert_eq!(incremental, 0, "{broker:?} grants fetch sessions");
+    }
+    assert_eq!(resets, 0, "{broker:?}: a fetch session was lost");
+}
+
+/// The fake cluster drops every fetch session (as a broker evicts them from a full
+/// cache) between rounds of records: the incremental request that follows gets
+/// FETCH_SESSION_ID_NOT_FOUND, its fetches go again in a full request that opens a new
+/// session, and every record still arrives once and in order. Closing the fetcher closes
+/// its sessions on the brokers.
+#[test]
+fn evicted_fetch_sessions_are_opened_again_without_loss() {
+    let captured = metrics_of(async {
+        let cluster = FakeCluster::builder().brokers(3).topic("evicted", 30).start().await.unwrap();
+        let client = testkit_client(&cluster).await;
+        read_busy_among_idle(&client, "evicted", 30, &[2, 11, 29], 6, |round| {
+            if round > 0 {
+                cluster.evict_fetch_sessions();
+            }
+        })
+        .await;
+        assert!(cluster.fetch_sessions() > 0, "no fetch session open");
+        // The batchers close their sessions as they stop, after their last request:
+        // wait for that, not for a time. (`Client::close` closes the connections right
+        // after the fetcher, so there the close requests are best effort.)
+        client.fetcher().close();
+        for _ in 0..100 {
+            if cluster.fetch_sessions() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(cluster.fetch_sessions(), 0, "sessions left open after the fetcher closed");
+        client.close().await;
+    });
+    assert!(captured.counter(klife_fetcher::telemetry::FETCH_INCREMENTAL_REQUESTS_TOTAL) > 0);
+    assert!(captured.counter(klife_fetcher::telemetry::FETCH_SESSION_RESETS_TOTAL) > 0, "no session was lost");
 }
