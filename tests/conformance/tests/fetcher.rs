@@ -34,6 +34,7 @@ klife_conformance::against_every_broker!(
     the_consumer_reads_every_partition_to_the_end,
     fetches_go_at_the_newest_version_the_broker_has,
     many_idle_partitions_are_read_through_a_fetch_session,
+    a_raw_fetch_session_opens_answers_news_only_and_closes,
 );
 
 fn producer_config(compression: Compression) -> ProducerConfig {
@@ -873,4 +874,98 @@ fn evicted_fetch_sessions_are_opened_again_without_loss() {
     });
     assert!(captured.counter(klife_fetcher::telemetry::FETCH_INCREMENTAL_REQUESTS_TOTAL) > 0);
     assert!(captured.counter(klife_fetcher::telemetry::FETCH_SESSION_RESETS_TOTAL) > 0, "no session was lost");
+}
+
+/// Fetch sessions with raw requests, where the broker grants them (Apache Kafka is the
+/// reference, klife-testkit must answer the same): a full request at epoch 0 opens one;
+/// an incremental one is answered only with partitions that have news; a stale epoch
+/// gets INVALID_FETCH_SESSION_EPOCH and leaves the session as it was; an unknown id
+/// gets FETCH_SESSION_ID_NOT_FOUND; epoch -1 closes the session. The others answer the
+/// full request with session id 0.
+async fn a_raw_fetch_session_opens_answers_news_only_and_closes(broker: Broker) {
+    use klife_protocol::ErrorCode;
+    use klife_protocol::messages::FetchRequest;
+    use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-session-raw");
+    let partitions = if broker.has_create_topics() { 6 } else { 4 };
+    broker.create_topic(&client, &topic, partitions).await;
+    let m = client.cluster().metadata();
+    let t = m.topic(&topic).unwrap();
+    let id = t.id;
+    // Two partitions with the same leader: a session lives on one broker.
+    let mut by_leader: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+    for p in 0..partitions {
+        by_leader.entry(t.partition(p).unwrap().leader).or_default().push(p);
+    }
+    let (leader, pair) = by_leader.into_iter().find(|(_, ps)| ps.len() >= 2).expect("two partitions on one leader");
+    let (a, b) = (pair[0], pair[1]);
+    let version = shared_fetch_version(broker);
+    let conn = client.cluster().fetch_connection(leader, false).await.unwrap();
+    let part = |p: i32, offset: i64| {
+        FetchPartition::default()
+            .with_partition(p)
+            .with_fetch_offset(offset)
+            .with_current_leader_epoch(-1)
+            .with_last_fetched_epoch(-1)
+            .with_partition_max_bytes(1 << 20)
+    };
+    let request = |session_id: i32, epoch: i32, listed: Vec<FetchPartition>| {
+        let topics = if listed.is_empty() {
+            Vec::new()
+        } else {
+            vec![FetchTopic::default().with_topic(topic.clone()).with_topic_id(id).with_partitions(listed)]
+        };
+        FetchRequest::default()
+            .with_replica_id(-1)
+            .with_max_wait_ms(50)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_isolation_level(1)
+            .with_session_id(session_id)
+            .with_session_epoch(epoch)
+            .with_topics(topics)
+    };
+    // (partition, high watermark, records held)
+    let answered = |r: &klife_protocol::messages::FetchResponse| -> Vec<(i32, i64, bool)> {
+        r.responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .map(|p| (p.partition_index, p.high_watermark, p.records.as_ref().is_some_and(|b| !b.is_empty())))
+            .collect()
+    };
+    let full = conn.send_version(&request(0, 0, vec![part(a, 0), part(b, 0)]), version).await.unwrap();
+    assert_eq!(full.error_code, 0);
+    let mut got = answered(&full);
+    got.sort();
+    assert_eq!(got, [(a, 0, false), (b, 0, false)], "{broker:?}");
+    let session = full.session_id;
+    if !grants_fetch_sessions(broker) {
+        assert_eq!(session, 0, "{broker:?} grants fetch sessions");
+        client.close().await;
+        return;
+    }
+    assert_ne!(session, 0, "{broker:?} grants no fetch session");
+    client.produce(ProducerRecord::new(topic.as_str(), "news").with_partition(b)).await.unwrap();
+    // Nothing listed: the session's partitions are read, only b has news.
+    let news = conn.send_version(&request(session, 1, Vec::new()), version).await.unwrap();
+    assert_eq!((news.error_code, news.session_id), (0, session));
+    assert_eq!(answered(&news), [(b, 1, true)]);
+    // The same epoch again: refused, the session unchanged.
+    let stale = conn.send_version(&request(session, 1, Vec::new()), version).await.unwrap();
+    assert_eq!(ErrorCode::from_code(stale.error_code), ErrorCode::InvalidFetchSessionEpoch);
+    // b moves past its record: nothing new anywhere, an empty answer.
+    let quiet = conn.send_version(&request(session, 2, vec![part(b, 1)]), version).await.unwrap();
+    assert_eq!((quiet.error_code, quiet.session_id), (0, session));
+    assert_eq!(answered(&quiet), []);
+    let unknown = session.checked_add(1_000_003).unwrap_or(1);
+    let lost = conn.send_version(&request(unknown, 1, Vec::new()), version).await.unwrap();
+    assert_eq!(ErrorCode::from_code(lost.error_code), ErrorCode::FetchSessionIdNotFound);
+    // Closed: answered without a session, and gone.
+    let close = conn.send_version(&request(session, -1, Vec::new()), version).await.unwrap();
+    assert_eq!((close.error_code, close.session_id), (0, 0));
+    let gone = conn.send_version(&request(session, 3, Vec::new()), version).await.unwrap();
+    assert_eq!(ErrorCode::from_code(gone.error_code), ErrorCode::FetchSessionIdNotFound);
+    client.close().await;
 }
