@@ -727,25 +727,19 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 continue;
             }
         }
-        let (dispatch, new) = match next {
-            Next::Retry => (state.seq.send_retry(now, &tp, leader), None),
+        let dispatch = match next {
+            Next::Retry => state.seq.send_retry(now, &tp, leader),
             Next::New => {
                 // A new batch is stamped as it is finished: one CRC pass, no copy.
                 let stamped = state.seq.stamp_new(&tp, records);
                 let Some(batch) = acc.take(&tp, stamped.1) else { continue };
                 let (created, count) = (batch.created, batch.tokens.len() as i32);
-                let flight = Flight::new(batch, stamped.0);
-                (state.seq.send_new(now, &tp, stamped, count, created, leader), Some(flight))
+                state.waiting.insert((tp.clone(), stamped.0), Flight::new(batch, stamped.0));
+                state.seq.send_new(now, &tp, stamped, count, created, leader)
             }
         };
-        let Dispatch::Send { order, broker, stamp, restamped } = dispatch else {
-            // Held back (no leader) or failed: the sequencer's actions say which.
-            if let Some(flight) = new {
-                state.waiting.insert((tp, flight.order), flight);
-            }
-            continue;
-        };
-        let Some(mut flight) = new.or_else(|| state.waiting.remove(&(tp.clone(), order))) else { continue };
+        let Dispatch::Send { order, broker, stamp, restamped } = dispatch else { continue };
+        let Some(mut flight) = state.waiting.remove(&(tp.clone(), order)) else { continue };
         if let (true, Some(stamp)) = (restamped, stamp)
             && let Err(e) = flight.restamp(stamp)
         {
