@@ -49,8 +49,7 @@
 //!   passed since the batch's first record was appended; a batch found expired when it
 //!   is due to go is failed instead of sent.
 //!
-//! The producer's tasks drive it under the producer's lock: the sender plans with
-//! [`Sequencer::next`] and the sends, the tasks awaiting answers report them.
+//! Not wired into the producer yet: `producer.rs` still applies these rules itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
