@@ -12,8 +12,12 @@
 //! among the partition's retries; nothing newer of the partition is sent until the
 //! retries, sent one at a time once the partition has nothing else in flight, are
 //! written. Without idempotence a partition has one batch in flight.
+//!
+//! Those decisions (sequences, producer id resets, retries, splits, delivery timeouts)
+//! are the sans-io [`Sequencer`]'s; the tasks here move the batches' bytes and wait
+//! for answers and timers.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -21,21 +25,21 @@ use bytes::Bytes;
 use klife_connection::{Cluster, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
-use klife_protocol::{ApiKey, ErrorCode, RetryAction};
+use klife_protocol::{ApiKey, ErrorCode};
 use tokio::sync::{Notify, mpsc};
 
-use crate::accumulator::{Accumulator, AppendError, ProducerStamp, QueueId, TopicPartition};
+use crate::accumulator::{Accumulator, AppendError, QueueId, TopicPartition};
 use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::{UNKNOWN_PARTITION, check_partition, random_partition_except};
 use crate::telemetry;
-use crate::{AttemptError, ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
+use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
 
 mod flight;
-#[allow(dead_code)] // not wired into the producer yet: see the module's documentation
 mod sequencing;
 
 use flight::{Body, Flight, Order};
+use sequencing::{Action, Answer, Dispatch, Next, ProducerId, Sequencer, SequencerConfig};
 
 /// Highest Produce version used: v12+ names topics by id.
 const PRODUCE_MAX_VERSION: i16 = 11;
@@ -90,57 +94,19 @@ fn batcher_of(topic: &str, partition: i32, batchers: usize, brokers: usize) -> u
     ((offset % batchers as u64) as usize + rank) % batchers
 }
 
-/// A partition's batches between the accumulator and the broker's answer.
-#[derive(Default)]
-struct PartitionSend {
-    /// Batches in flight: their take order and the producer id and epoch they are
-    /// stamped with.
-    in_flight: Vec<(Order, Option<(i64, i16)>)>,
-    /// Batches waiting to be sent again, in take order. While there are any, nothing
-    /// newer of the partition is sent, and they go one at a time once the partition has
-    /// nothing else in flight: they are written in their order, and a batch whose
-    /// sequence no longer follows the log is re-stamped before it goes.
-    retries: VecDeque<Flight>,
-    /// Sequence of the partition's next batch (idempotence).
-    next_seq: i32,
-    /// The producer id and epoch the partition's leader has written a batch of. Until
-    /// it has one of the current id, the partition has one batch in flight: a broker
-    /// that knows nothing of a producer accepts any sequence from it, so a batch sent
-    /// behind a first one that fails would be written before it.
-    confirmed: Option<(i64, i16)>,
-    /// The batcher its last batch went out on. While it has batches in flight to that
-    /// broker, the partition stays on it, even if the broker count (and with it
-    /// [`batcher_of`]) changed: its next batch must not overtake them on another
-    /// connection.
-    batcher: Option<BatcherId>,
-}
-
-impl PartitionSend {
-    /// Puts a batch back among the retries, in take order.
-    fn push_retry(&mut self, flight: Flight) {
-        let at = self.retries.iter().position(|r| r.order > flight.order).unwrap_or(self.retries.len());
-        self.retries.insert(at, flight);
-    }
-
-    /// Whether a batch taken before `order` is still unsettled (in flight or waiting to
-    /// be sent again): a sequence error of batch `order` is then the echo of that one's
-    /// failure, not a fault of its own.
-    fn earlier_pending(&self, order: Order) -> bool {
-        self.in_flight.iter().any(|(o, _)| *o < order) || self.retries.front().is_some_and(|r| r.order < order)
-    }
-
-    fn idle(&self) -> bool {
-        self.in_flight.is_empty() && self.retries.is_empty()
-    }
-}
-
-#[derive(Default)]
 struct State {
     acc: Option<Accumulator<(), BatchCompletion>>,
-    /// Per partition: batches in flight, batches to send again, next sequence.
-    partitions: HashMap<TopicPartition, PartitionSend>,
-    /// Take order of the next batch.
-    next_order: u64,
+    /// The ordering and idempotence rules: which batch goes next, with which stamp,
+    /// and what its answer means.
+    seq: Sequencer,
+    /// Batches the sequencer holds back (waiting to be sent again, or to be split),
+    /// by partition and take order.
+    waiting: HashMap<(TopicPartition, Order), Flight>,
+    /// The batcher each partition's last batch went out on. While it has batches in
+    /// flight to that broker, the partition stays on it, even if the broker count (and
+    /// with it [`batcher_of`]) changed: its next batch must not overtake them on
+    /// another connection.
+    batchers: HashMap<TopicPartition, BatcherId>,
     /// Produce requests in flight per batcher.
     requests: HashMap<BatcherId, usize>,
     /// Topics produced to, with their partition count as of `metadata` (kept up to
@@ -148,27 +114,55 @@ struct State {
     topics: FastMap<Arc<str>, TopicEntry>,
     /// The metadata snapshot `topics` agrees with.
     metadata: Option<Arc<Metadata>>,
-    /// Producer id and epoch (idempotence).
-    producer: Option<(i64, i16)>,
-    /// A new producer id is being obtained: nothing is sent meanwhile.
-    resetting: bool,
     flushing: usize,
     closed: bool,
 }
 
-impl State {
-    /// Stamps everything from now on with `id`: every partition's sequences start again
-    /// at 0, and batches stamped with an older id are stamped again as they are sent.
-    fn use_producer_id(&mut self, id: (i64, i16)) {
-        self.producer = Some(id);
-        for ps in self.partitions.values_mut() {
-            ps.next_seq = 0;
-        }
-    }
+/// What settling batches asked for, done once the producer's lock is released.
+#[derive(Default)]
+struct Settlements {
+    /// Batches with their outcome.
+    done: Vec<(Flight, Result<Written, ProduceError>)>,
+    /// Batches refused as too large, to split.
+    split: Vec<Flight>,
+    refresh: bool,
+    /// A new producer id is needed; the current one.
+    reset: Option<Option<ProducerId>>,
+}
 
-    /// No batch in flight or waiting to be sent again.
-    fn sends_idle(&self) -> bool {
-        self.partitions.values().all(PartitionSend::idle)
+impl State {
+    /// Carries out the sequencer's actions; `held` are batches the caller holds (the
+    /// ones it just settled), the others are among the waiting ones. A batch of
+    /// `held` that no action names is waiting to be sent again.
+    fn apply_actions(&mut self, held: Vec<Flight>, out: &mut Settlements) {
+        let mut held: HashMap<(TopicPartition, Order), Flight> =
+            held.into_iter().map(|f| ((f.partition.clone(), f.order), f)).collect();
+        while let Some(action) = self.seq.poll_action() {
+            match action {
+                Action::Complete { partition, order, result } => {
+                    let key = (partition, order);
+                    let Some(mut f) = held.remove(&key).or_else(|| self.waiting.remove(&key)) else { continue };
+                    if let Some(acc) = self.acc.as_mut() {
+                        acc.release(f.reserved);
+                        if result.is_ok()
+                            && let Body::Finished(bytes) = std::mem::replace(&mut f.body, Body::Finished(Bytes::new()))
+                        {
+                            acc.recycle(bytes);
+                        }
+                    }
+                    out.done.push((f, result));
+                }
+                Action::Split { partition, order } => {
+                    let key = (partition, order);
+                    if let Some(f) = held.remove(&key).or_else(|| self.waiting.remove(&key)) {
+                        out.split.push(f);
+                    }
+                }
+                Action::RefreshMetadata => out.refresh = true,
+                Action::ResetProducerId { current } => out.reset = Some(current),
+            }
+        }
+        self.waiting.extend(held);
     }
 }
 
@@ -271,8 +265,23 @@ impl Producer {
         id: Option<(i64, i16)>,
         transactional_id: Option<Arc<str>>,
     ) -> Producer {
-        let state =
-            State { acc: Some(Accumulator::with_shared(config.accumulator())), producer: id, ..State::default() };
+        let rules = SequencerConfig {
+            max_in_flight: config.batches_in_flight_per_partition(),
+            delivery_timeout: config.delivery_timeout,
+            retry_backoff: config.retry_backoff,
+            transactional_id: transactional_id.clone(),
+        };
+        let state = State {
+            acc: Some(Accumulator::with_shared(config.accumulator())),
+            seq: Sequencer::new(rules, id),
+            waiting: HashMap::new(),
+            batchers: HashMap::new(),
+            requests: HashMap::new(),
+            topics: FastMap::default(),
+            metadata: None,
+            flushing: 0,
+            closed: false,
+        };
         let inner = Arc::new(Inner {
             cluster,
             builtin_sticky: config.partitioner.builtin_sticky(),
@@ -288,17 +297,14 @@ impl Producer {
 
     /// The producer's id and epoch, when idempotent.
     pub fn producer_id(&self) -> Option<(i64, i16)> {
-        self.inner.lock().producer
+        self.inner.lock().seq.producer_id()
     }
 
     /// Takes the producer id and epoch a transaction coordinator returned when it ended
     /// a transaction (EndTxn v5+, KIP-890: the epoch goes up at every transaction end).
     /// Called between transactions, with nothing in flight.
     pub(crate) fn adopt_producer_id(&self, id: (i64, i16)) {
-        let mut state = self.inner.lock();
-        if state.producer != Some(id) {
-            state.use_producer_id(id);
-        }
+        self.inner.lock().seq.adopt_producer_id(id);
     }
 
     /// The cluster the producer writes to.
@@ -527,7 +533,7 @@ impl Producer {
             let progressed = self.inner.progress.notified();
             {
                 let s = self.inner.lock();
-                let idle = s.acc.as_ref().is_none_or(|a| a.waiting_records() == 0) && s.sends_idle();
+                let idle = s.acc.as_ref().is_none_or(|a| a.waiting_records() == 0) && s.seq.idle();
                 if idle {
                     break;
                 }
@@ -581,18 +587,14 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
 /// Gets a new producer id (or bumps the epoch) after a sequence error; every
 /// partition's sequences start again at 0, and batches stamped with the old id are
 /// re-stamped as they are sent again.
-async fn reset_producer(inner: &Inner, current: Option<(i64, i16)>) {
+async fn reset_producer(inner: &Inner, current: Option<ProducerId>) {
     let result = init_producer_id(&inner.cluster, current).await;
     let mut state = inner.lock();
-    match result {
-        Ok(id) => {
-            telemetry::record_producer_id_reset();
-            tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error");
-            state.use_producer_id(id);
-        }
+    match &result {
+        Ok(id) => tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error"),
         Err(e) => tracing::warn!(error = %e, "producer id reset failed; the batches are retried"),
     }
-    state.resetting = false;
+    state.seq.on_producer_id(result.ok());
     drop(state);
     inner.wake.notify_one();
 }
@@ -646,24 +648,6 @@ impl Plan {
     }
 }
 
-/// How a batch's request ended.
-enum Settled {
-    /// Written at `base` (-1 when unknown), with the broker's append time (-1 for create time).
-    Written { base: i64, append_time: i64 },
-    /// Refused or lost; `retriable` says whether to send it again.
-    Failed { cause: AttemptError, retriable: bool },
-    /// Refused because the transactional producer is fenced: its epoch is stale.
-    Fenced { code: ErrorCode },
-    /// Refused for its producer id, epoch or sequence: what to do depends on the
-    /// partition's other batches (decided under the producer's lock).
-    Sequence { code: ErrorCode, message: Option<String> },
-    /// Never sent: its bytes could not be finished.
-    Invalid(String),
-    /// Half of a batch the broker refused as too large: sent again at once, in its
-    /// batch's place.
-    Resend { code: ErrorCode },
-}
-
 /// Brings the cached partition counts in line with a new metadata snapshot; a topic
 /// the metadata no longer has (or has with an error) is dropped, so that its next
 /// record looks it up again.
@@ -695,59 +679,44 @@ fn sync_topics(state: &mut State, metadata: &Arc<Metadata>) {
 fn plan(inner: &Inner, now: Instant) -> Plan {
     let metadata = inner.cluster.metadata();
     let config = &inner.config;
-    let per_partition = config.batches_in_flight_per_partition();
-    let transactional = inner.transactional_id.is_some();
     let mut state = inner.lock();
     let state = &mut *state;
     sync_topics(state, &metadata);
     let Some(acc) = state.acc.as_mut() else { return Plan::stop() };
-    if state.closed && acc.waiting_records() == 0 && state.partitions.values().all(PartitionSend::idle) {
+    if state.closed && acc.waiting_records() == 0 && state.seq.idle() {
         return Plan::stop();
     }
-    if state.resetting {
+    if state.seq.resetting() {
         // The reset wakes the sender when it ends; the backoff is a safety net.
         return Plan { requests: Vec::new(), next_at: Some(now + config.retry_backoff), stop: false, more: false };
     }
     let flush = state.flushing > 0 || state.closed;
     let readiness = acc.ready(now, flush);
-    let mut next_at = readiness.next_ready_at;
+    // A partition with batches in flight sends its retries once they have answered
+    // (each answer wakes the sender).
+    let next_at = match (readiness.next_ready_at, state.seq.poll_timeout().filter(|t| *t > now)) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     let mut candidates: Vec<TopicPartition> = readiness.ready;
-    for (tp, ps) in &state.partitions {
-        // A partition with batches in flight sends its retries once they have answered
-        // (each answer wakes the sender).
-        match ps.retries.front() {
-            Some(_) if !ps.in_flight.is_empty() => {}
-            Some(f) => match f.retry_at {
-                Some(t) if t > now => next_at = Some(next_at.map_or(t, |n| n.min(t))),
-                _ => candidates.push(tp.clone()),
-            },
-            None => {}
-        }
-    }
+    candidates.extend(state.seq.due_retries(now).cloned());
     candidates.sort();
     candidates.dedup();
-    let current = state.producer;
     let mut per_batcher: BTreeMap<BatcherId, Vec<Flight>> = BTreeMap::new();
-    let mut refresh = false;
     let mut more = false;
     for tp in candidates {
-        let ps = state.partitions.entry(tp.clone()).or_default();
-        let retry = !ps.retries.is_empty();
-        if retry {
-            let waiting = ps.retries.front().is_some_and(|f| f.retry_at.is_some_and(|t| t > now));
-            if !ps.in_flight.is_empty() || waiting {
-                continue;
-            }
-        } else if ps.in_flight.len() >= if ps.confirmed == current { per_partition } else { 1 }
-            || ps.in_flight.iter().any(|(_, stamp)| *stamp != current)
-        {
-            // At its limit; or, after a producer reset, batches stamped with the old id
-            // are still out: they are sent again (re-stamped) before anything newer.
-            continue;
-        }
+        let Some(next) = state.seq.next(now, &tp) else { continue };
+        // A new batch's record count, for its sequence.
+        let records = match next {
+            Next::Retry => 0,
+            Next::New => match acc.next_batch_len(&tp) {
+                Some(len) => len as i32,
+                None => continue,
+            },
+        };
         let leader = metadata.leader(&tp.topic, tp.partition).map(|(b, _)| b.node_id);
-        let batcher = match ps.batcher {
-            Some((b, i)) if !ps.in_flight.is_empty() && leader == Some(b) => i,
+        let batcher = match state.batchers.get(&tp) {
+            Some(&(b, i)) if state.seq.in_flight_to(&tp) == Some(b) && leader == Some(b) => i,
             _ => batcher_of(&tp.topic, tp.partition, config.batchers_per_broker, metadata.brokers.len()),
         };
         if let Some(l) = leader {
@@ -758,79 +727,48 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
                 continue;
             }
         }
-        let flight = if retry {
-            ps.retries.pop_front()
-        } else {
-            // A new batch is stamped as it is finished: one CRC pass, no copy.
-            let stamp = match (current, acc.next_batch_len(&tp)) {
-                (Some((id, epoch)), Some(len)) => {
-                    let stamp = ProducerStamp {
-                        producer_id: id,
-                        producer_epoch: epoch,
-                        base_sequence: ps.next_seq,
-                        transactional,
-                    };
-                    ps.next_seq = ps.next_seq.wrapping_add(len as i32) & i32::MAX;
-                    Some(stamp)
-                }
-                _ => None,
-            };
-            let order = state.next_order;
-            state.next_order += 1;
-            acc.take(&tp, stamp).map(|batch| Flight::new(batch, stamp, order))
+        let (dispatch, new) = match next {
+            Next::Retry => (state.seq.send_retry(now, &tp, leader), None),
+            Next::New => {
+                // A new batch is stamped as it is finished: one CRC pass, no copy.
+                let stamped = state.seq.stamp_new(&tp, records);
+                let Some(batch) = acc.take(&tp, stamped.1) else { continue };
+                let (created, count) = (batch.created, batch.tokens.len() as i32);
+                let flight = Flight::new(batch, stamped.0);
+                (state.seq.send_new(now, &tp, stamped, count, created, leader), Some(flight))
+            }
         };
-        let Some(mut flight) = flight else { continue };
-        // Expired: fail it rather than send it.
-        if now.duration_since(flight.created) >= config.delivery_timeout {
-            acc.release(flight.reserved);
-            let e = ProduceError::DeliveryTimeout {
-                topic: tp.topic.to_string(),
-                partition: tp.partition,
-                timeout: config.delivery_timeout,
-                last_error: flight.last_error.take(),
-            };
-            flight.fail(e);
-            continue;
-        }
-        let Some(leader) = leader else {
-            refresh = true;
-            flight.retry_at = Some(now + config.retry_backoff);
-            flight.last_error = Some(AttemptError::NoLeader);
-            ps.push_retry(flight);
+        let Dispatch::Send { order, broker, stamp, restamped } = dispatch else {
+            // Held back (no leader) or failed: the sequencer's actions say which.
+            if let Some(flight) = new {
+                state.waiting.insert((tp, flight.order), flight);
+            }
             continue;
         };
-        // Idempotence: re-stamp a batch taken under an earlier producer id.
-        if let Some((id, epoch)) = current {
-            let stale = flight.stamp.is_some_and(|s| s.producer_id != id || s.producer_epoch != epoch);
-            if stale && flight.maybe_written {
-                // Re-sequencing it under the new producer id could write it twice.
-                acc.release(flight.reserved);
-                flight.fail(ProduceError::OutcomeUnknown { topic: tp.topic.to_string(), partition: tp.partition });
-                continue;
-            }
-            if stale || flight.stamp.is_none() {
-                let stamp =
-                    ProducerStamp { producer_id: id, producer_epoch: epoch, base_sequence: ps.next_seq, transactional };
-                ps.next_seq = ps.next_seq.wrapping_add(flight.record_count) & i32::MAX;
-                if let Err(e) = flight.restamp(stamp) {
-                    acc.release(flight.reserved);
-                    flight.fail(ProduceError::Encode(e));
-                    continue;
-                }
-                flight.stamp = Some(stamp);
-            }
+        let Some(mut flight) = new.or_else(|| state.waiting.remove(&(tp.clone(), order))) else { continue };
+        if let (true, Some(stamp)) = (restamped, stamp)
+            && let Err(e) = flight.restamp(stamp)
+        {
+            // Settled with the actions below.
+            state.seq.on_answer(now, &tp, order, Answer::Invalid(e));
+            state.waiting.insert((tp, order), flight);
+            continue;
         }
-        ps.in_flight.push((flight.order, current));
-        ps.batcher = Some((leader, batcher));
+        state.batchers.insert(tp.clone(), (broker, batcher));
         // One batch of a partition per request: a further ready one goes in the next.
-        more |=
-            !retry && ps.confirmed == current && ps.in_flight.len() < per_partition && acc.is_ready(&tp, now, flush);
-        per_batcher.entry((leader, batcher)).or_default().push(flight);
+        more |= next == Next::New && state.seq.room_for_more(&tp) && acc.is_ready(&tp, now, flush);
+        per_batcher.entry((broker, batcher)).or_default().push(flight);
     }
     for batcher in per_batcher.keys() {
         *state.requests.entry(*batcher).or_default() += 1;
     }
-    if refresh {
+    // Batches expired or refused before they went, and leaderless partitions.
+    let mut settled = Settlements::default();
+    state.apply_actions(Vec::new(), &mut settled);
+    for (f, result) in settled.done {
+        f.completion.complete(result);
+    }
+    if settled.refresh {
         let cluster = inner.cluster.clone();
         tokio::spawn(async move {
             let _ = cluster.refresh_metadata().await;
@@ -865,12 +803,12 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
     let config = &inner.config;
     let broker = batcher.0;
     // Compression and CRC here, on this task: the producer's lock is not held.
-    let mut settled: Vec<(Flight, Settled)> = Vec::new();
+    let mut invalid: Vec<(Flight, String)> = Vec::new();
     let mut sendable = Vec::with_capacity(flights.len());
     for mut f in flights.drain(..) {
         match f.finish() {
             Ok(_) => sendable.push(f),
-            Err(reason) => settled.push((f, Settled::Invalid(reason))),
+            Err(reason) => invalid.push((f, reason)),
         }
     }
     let flights = sendable;
@@ -920,19 +858,18 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
     }
     .await;
     drop(request);
-    tokio::spawn(complete(inner.clone(), batcher, flights, settled, queued));
+    tokio::spawn(complete(inner.clone(), batcher, flights, invalid, queued));
 }
 
-/// Awaits a Produce request's answer and settles each of its batches: written, sent
-/// again, or failed.
+/// Awaits a Produce request's answer and hands each batch's answer to the sequencer,
+/// which settles it: written, sent again (split first if too large), or failed.
 async fn complete(
     inner: Arc<Inner>,
     batcher: BatcherId,
     flights: Vec<Flight>,
-    mut settled: Vec<(Flight, Settled)>,
+    invalid: Vec<(Flight, String)>,
     queued: Result<Queued, klife_connection::Error>,
 ) {
-    let config = &inner.config;
     let result: Result<Option<ProduceResponse>, klife_connection::Error> = match queued {
         Ok(Queued::Answer(answer, queued_at)) => {
             let answer = answer.response().await;
@@ -942,15 +879,12 @@ async fn complete(
         Ok(Queued::Nothing | Queued::NoAnswer) => Ok(None),
         Err(e) => Err(e),
     };
-    let mut refresh = false;
-    match result {
-        Ok(None) => {
-            for f in flights {
-                settled.push((f, Settled::Written { base: -1, append_time: -1 }));
-            }
-        }
-        Ok(Some(resp)) => {
-            for f in flights {
+    let mut answers: Vec<(Flight, Answer)> =
+        invalid.into_iter().map(|(f, reason)| (f, Answer::Invalid(reason))).collect();
+    for f in flights {
+        let answer = match &result {
+            Ok(None) => Answer::Written { base: -1, append_time: -1 },
+            Ok(Some(resp)) => {
                 let tp = &f.partition;
                 let answer = resp
                     .responses
@@ -958,214 +892,69 @@ async fn complete(
                     .filter(|t| *t.name == *tp.topic)
                     .flat_map(|t| t.partition_responses.iter())
                     .find(|p| p.index == tp.partition);
-                let outcome = match answer {
-                    None => Settled::Failed { cause: AttemptError::NotAnswered, retriable: true },
+                match answer {
+                    None => Answer::NotAnswered,
                     Some(p) => match ErrorCode::from_code(p.error_code) {
-                        // Over the topic's max.message.bytes (or the broker's
-                        // message.max.bytes): the batch was not written; its halves go
-                        // again in its place, down to single records.
-                        code @ (ErrorCode::MessageTooLarge | ErrorCode::RecordListTooLarge)
-                            if f.record_count > 1 && !f.maybe_written =>
-                        {
-                            match f.split() {
-                                Ok((first, second)) => {
-                                    tracing::debug!(partition = %first.partition, %code, "splitting a batch the broker refused as too large");
-                                    telemetry::record_split();
-                                    settled.push((first, Settled::Resend { code }));
-                                    settled.push((second, Settled::Resend { code }));
-                                    continue;
-                                }
-                                Err(unsplit) => {
-                                    let (back, reason) = *unsplit;
-                                    let cause = AttemptError::Broker { code, message: Some(reason) };
-                                    settled.push((back, Settled::Failed { cause, retriable: false }));
-                                    continue;
-                                }
-                            }
-                        }
-                        code @ ErrorCode::MessageTooLarge if p.error_message.is_none() => Settled::Failed {
-                            cause: AttemptError::Broker {
-                                code,
-                                message: Some(format!(
-                                    "the batch of {} record(s), {} bytes, is over the topic's max.message.bytes or the broker's message.max.bytes",
-                                    f.record_count,
-                                    f.body.len()
-                                )),
-                            },
-                            retriable: false,
-                        },
-                        ErrorCode::None => Settled::Written { base: p.base_offset, append_time: p.log_append_time_ms },
-                        // Another producer took the transactional id over.
-                        code @ ErrorCode::ProducerFenced if inner.transactional_id.is_some() => {
-                            Settled::Fenced { code }
-                        }
-                        // A retried batch the broker already has: it was written.
-                        ErrorCode::DuplicateSequenceNumber => Settled::Written { base: -1, append_time: -1 },
-                        code @ (ErrorCode::OutOfOrderSequenceNumber
-                        | ErrorCode::UnknownProducerId
-                        | ErrorCode::InvalidProducerEpoch) => {
-                            Settled::Sequence { code, message: p.error_message.clone() }
-                        }
-                        code => {
-                            let retry = code.is_retriable() || code.retry_action() == RetryAction::RefreshMetadata;
-                            refresh |= code.retry_action() == RetryAction::RefreshMetadata;
-                            let cause = AttemptError::Broker { code, message: p.error_message.clone() };
-                            Settled::Failed { cause, retriable: retry }
-                        }
+                        ErrorCode::None => Answer::Written { base: p.base_offset, append_time: p.log_append_time_ms },
+                        code => Answer::Refused { code, message: p.error_message.clone(), bytes: f.body.len() },
                     },
-                };
-                settled.push((f, outcome));
+                }
             }
-        }
-        Err(e) => {
-            refresh = true;
-            let retry = e.is_retriable();
-            // Sent, or maybe sent: the broker may have written these batches.
-            let unknown =
-                matches!(e, klife_connection::Error::Disconnected { .. } | klife_connection::Error::Timeout { .. });
-            for mut f in flights {
-                f.maybe_written |= unknown;
-                settled.push((f, Settled::Failed { cause: AttemptError::Connection(e.clone()), retriable: retry }));
-            }
-        }
+            Err(e) => Answer::Lost(e.clone()),
+        };
+        answers.push((f, answer));
     }
-    if refresh {
-        let _ = inner.cluster.refresh_metadata().await;
-    }
-    let now = Instant::now();
-    // Settled after the lock is released: producers need it meanwhile.
-    let mut done: Vec<(Flight, Result<Written, ProduceError>)> = Vec::new();
-    let mut reset_from = None;
-    let (mut written_records, mut failed_records) = (0u64, 0u64);
+    let mut settled = Settlements::default();
     {
         let mut state = inner.lock();
         let state = &mut *state;
         if let Some(n) = state.requests.get_mut(&batcher) {
             *n = n.saturating_sub(1);
         }
-        for (mut f, outcome) in settled {
-            let tp = f.partition.clone();
-            let ps = state.partitions.entry(tp.clone()).or_default();
-            ps.in_flight.retain(|(order, _)| *order != f.order);
-            let outcome = match outcome {
-                Settled::Sequence { code, message } => {
-                    let current = state.producer;
-                    let stale = f.stamp.map(|s| (s.producer_id, s.producer_epoch)) != current;
-                    let cause = AttemptError::Broker { code, message };
-                    if stale || ps.earlier_pending(f.order) {
-                        // The echo of an earlier failure (a batch of the partition before
-                        // this one was not written) or of a producer reset: this batch
-                        // goes again after the earlier ones, re-stamped if need be.
-                        Settled::Failed { cause, retriable: true }
-                    } else if inner.transactional_id.is_some() && crate::transaction::fenced(code) {
-                        // The epoch of a transactional producer is stale: another
-                        // producer with its transactional id took over.
-                        Settled::Fenced { code }
-                    } else if inner.transactional_id.is_some() {
-                        // A transactional producer cannot repair its sequences: the
-                        // transaction must abort.
-                        Settled::Failed { cause, retriable: false }
-                    } else {
-                        // The broker lost track of this producer's sequence (its state
-                        // expired, or a batch before this one failed for good): a new
-                        // producer id, and the batches are re-stamped.
-                        if !state.resetting {
-                            state.resetting = true;
-                            reset_from = Some(current);
-                        }
-                        Settled::Failed { cause, retriable: true }
-                    }
-                }
-                other => other,
-            };
-            let failure = match outcome {
-                Settled::Written { base, append_time } => {
-                    if let Some(s) = f.stamp {
-                        ps.confirmed = Some((s.producer_id, s.producer_epoch));
-                    }
-                    if let Some(acc) = state.acc.as_mut() {
-                        acc.release(f.reserved);
-                        if let Body::Finished(bytes) = std::mem::replace(&mut f.body, Body::Finished(Bytes::new())) {
-                            acc.recycle(bytes);
-                        }
-                    }
-                    written_records += u64::from(f.record_count.unsigned_abs());
-                    let written = Written { topic: tp.topic, partition: tp.partition, base, append_time };
-                    done.push((f, Ok(written)));
-                    continue;
-                }
-                Settled::Failed { cause, retriable: true }
-                    if now.duration_since(f.created) < config.delivery_timeout =>
-                {
-                    let code = cause.code();
-                    tracing::debug!(partition = %tp, %code, "retrying batch");
-                    telemetry::record_retry(code);
-                    f.retry_at = Some(now + config.retry_backoff);
-                    f.last_error = Some(cause);
-                    ps.push_retry(f);
-                    continue;
-                }
-                Settled::Failed { cause, retriable: true } => ProduceError::DeliveryTimeout {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    timeout: config.delivery_timeout,
-                    last_error: Some(cause),
-                },
-                Settled::Sequence { code, message } => ProduceError::DeliveryTimeout {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    timeout: config.delivery_timeout,
-                    last_error: Some(AttemptError::Broker { code, message }),
-                },
-                Settled::Failed { cause, retriable: false } => match cause {
-                    AttemptError::Connection(e) => ProduceError::Connection(e),
-                    AttemptError::Broker { code, message } => {
-                        ProduceError::Broker { topic: tp.topic.to_string(), partition: tp.partition, code, message }
-                    }
-                    other => ProduceError::Broker {
-                        topic: tp.topic.to_string(),
-                        partition: tp.partition,
-                        code: other.code(),
-                        message: Some(other.to_string()),
-                    },
-                },
-                Settled::Fenced { code } => {
-                    let (producer_id, epoch) = f.stamp.map_or((-1, -1), |s| (s.producer_id, s.producer_epoch));
-                    ProduceError::Fenced {
-                        transactional_id: inner.transactional_id.as_deref().unwrap_or_default().to_owned(),
-                        producer_id,
-                        epoch,
-                        code,
-                    }
-                }
-                Settled::Resend { code } if now.duration_since(f.created) < config.delivery_timeout => {
-                    telemetry::record_retry(code);
-                    f.retry_at = Some(now);
-                    ps.push_retry(f);
-                    continue;
-                }
-                Settled::Resend { code } => ProduceError::DeliveryTimeout {
-                    topic: tp.topic.to_string(),
-                    partition: tp.partition,
-                    timeout: config.delivery_timeout,
-                    last_error: Some(AttemptError::Broker { code, message: None }),
-                },
-                Settled::Invalid(reason) => ProduceError::Encode(reason),
-            };
-            if let Some(acc) = state.acc.as_mut() {
-                acc.release(f.reserved);
-            }
-            failed_records += u64::from(f.record_count.unsigned_abs());
-            done.push((f, Err(failure)));
+        let now = Instant::now();
+        let mut held = Vec::with_capacity(answers.len());
+        for (f, answer) in answers {
+            state.seq.on_answer(now, &f.partition, f.order, answer);
+            held.push(f);
         }
+        state.apply_actions(held, &mut settled);
     }
-    telemetry::record_settled(written_records, failed_records);
-    if let Some(current) = reset_from {
+    // Batches refused as too large: their halves go again in their place (split
+    // outside the lock: they are decoded and encoded again).
+    for f in std::mem::take(&mut settled.split) {
+        let (partition, order) = (f.partition.clone(), f.order);
+        let (halves, at) = match f.split() {
+            Ok((first, second)) => {
+                let at = first.record_count;
+                (vec![first, second], Ok(at))
+            }
+            Err(unsplit) => {
+                let (back, reason) = *unsplit;
+                (vec![back], Err(reason))
+            }
+        };
+        let mut state = inner.lock();
+        state.seq.on_split(Instant::now(), &partition, order, at);
+        state.apply_actions(halves, &mut settled);
+    }
+    let count = |ok: bool| -> u64 {
+        settled
+            .done
+            .iter()
+            .filter(|(_, r)| r.is_ok() == ok)
+            .map(|(f, _)| u64::from(f.record_count.unsigned_abs()))
+            .sum()
+    };
+    telemetry::record_settled(count(true), count(false));
+    if settled.refresh {
+        let _ = inner.cluster.refresh_metadata().await;
+    }
+    if let Some(current) = settled.reset {
         reset_producer(&inner, current).await;
     }
     inner.progress.notify_waiters();
     inner.wake.notify_one();
-    for (f, result) in done {
+    for (f, result) in settled.done {
         f.completion.complete(result);
     }
 }

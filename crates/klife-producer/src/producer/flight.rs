@@ -1,12 +1,10 @@
 //! A batch between the accumulator and the broker's answer: its records (finished into
-//! bytes by the task that sends them), its completion, and its retry state.
-
-use std::time::Instant;
+//! bytes by the task that sends them) and its completion. When and with which stamp it
+//! goes is the [`Sequencer`](super::sequencing::Sequencer)'s decision.
 
 use bytes::Bytes;
 use klife_protocol::records::{BatchOptions, RecordBatch, RecordBatchWriter, with_producer_state};
 
-use crate::ProduceError;
 use crate::accumulator::{ProducerStamp, TakenBatch, TopicPartition};
 use crate::delivery::BatchCompletion;
 
@@ -40,35 +38,19 @@ pub(super) struct Flight {
     /// Settles every record of the batch.
     pub(super) completion: BatchCompletion,
     pub(super) record_count: i32,
-    /// When its first record was appended.
-    pub(super) created: Instant,
     /// Bytes it holds against `buffer_memory`.
     pub(super) reserved: usize,
-    /// (producer id, epoch, base sequence) it is stamped with, when idempotent.
-    pub(super) stamp: Option<ProducerStamp>,
-    pub(super) retry_at: Option<Instant>,
-    /// Why its last attempt failed, kept for a delivery timeout.
-    pub(super) last_error: Option<crate::AttemptError>,
-    /// An earlier attempt's outcome is unknown (the connection broke or timed out):
-    /// the broker may have written it. Such a batch is only ever sent again with the
-    /// same producer id and sequence, so that the broker can recognize a duplicate.
-    pub(super) maybe_written: bool,
 }
 
 impl Flight {
-    pub(super) fn new(batch: TakenBatch<(), BatchCompletion>, stamp: Option<ProducerStamp>, order: u64) -> Flight {
+    pub(super) fn new(batch: TakenBatch<(), BatchCompletion>, order: Order) -> Flight {
         Flight {
-            order: (order, 0),
+            order,
             record_count: batch.tokens.len() as i32,
             partition: batch.partition,
             body: Body::Unfinished(batch.writer),
             completion: batch.shared,
-            created: batch.created,
             reserved: batch.reserved,
-            stamp,
-            retry_at: None,
-            last_error: None,
-            maybe_written: false,
         }
     }
 
@@ -108,7 +90,7 @@ impl Flight {
 
     /// Splits the batch in two halves of about the same record count, for a broker
     /// that refused it as too large. The halves keep its place (the first half first),
-    /// its records' sequence numbers and the futures of its records. `Err` gives the
+    /// the sequence numbers of its records and their futures. `Err` gives the
     /// batch back when it cannot be split: a single record, or bytes that do not
     /// decode.
     pub(super) fn split(mut self) -> Result<(Flight, Flight), Box<(Flight, String)>> {
@@ -124,41 +106,20 @@ impl Flight {
             Err(e) => return Err(Box::new((self, e))),
         };
         let reserved = self.reserved * at / self.record_count as usize;
-        let stamp = |shift: i32| {
-            self.stamp.map(|s| ProducerStamp { base_sequence: s.base_sequence.wrapping_add(shift) & i32::MAX, ..s })
-        };
-        let (stamp_first, stamp_second) = (stamp(0), stamp(at as i32));
-        let Flight { partition, order, completion, record_count, created, reserved: total, last_error, .. } = self;
+        let Flight { partition, order, completion, record_count, reserved: total, .. } = self;
         let (done_first, done_second) = completion.split(at);
-        let half = |order, body, completion, record_count, reserved, stamp| Flight {
+        let half = |order, body, completion, record_count, reserved| Flight {
             partition: partition.clone(),
             order,
             body: Body::Finished(body),
             completion,
             record_count,
-            created,
             reserved,
-            stamp,
-            retry_at: None,
-            last_error: last_error.clone(),
-            maybe_written: false,
         };
         Ok((
-            half(order, first, done_first, at as i32, reserved, stamp_first),
-            half(
-                (order.0, order.1 + at as i32),
-                second,
-                done_second,
-                record_count - at as i32,
-                total - reserved,
-                stamp_second,
-            ),
+            half(order, first, done_first, at as i32, reserved),
+            half((order.0, order.1 + at as i32), second, done_second, record_count - at as i32, total - reserved),
         ))
-    }
-
-    /// Fails every record of the batch.
-    pub(super) fn fail(self, error: ProduceError) {
-        self.completion.complete(Err(error));
     }
 }
 

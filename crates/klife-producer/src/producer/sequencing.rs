@@ -49,7 +49,8 @@
 //!   passed since the batch's first record was appended; a batch found expired when it
 //!   is due to go is failed instead of sent.
 //!
-//! Not wired into the producer yet: `producer.rs` still applies these rules itself.
+//! The producer's tasks drive it under the producer's lock: the sender plans with
+//! [`Sequencer::next`] and the sends, the tasks awaiting answers report them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -1212,6 +1213,12 @@ mod tests {
     struct World {
         r: Rig,
         strict: bool,
+        /// Answers come back as on one connection: in the order sent, and when one
+        /// is lost (the connection broke or timed out) every answer still due is
+        /// lost with it.
+        connection: bool,
+        /// Per partition, the records acknowledged, in the order acknowledged.
+        acked: Vec<Vec<u64>>,
         logs: Vec<Log>,
         /// Per partition, appended batches not yet taken: their record ids.
         queued: Vec<VecDeque<Vec<u64>>>,
@@ -1231,10 +1238,12 @@ mod tests {
     }
 
     impl World {
-        fn new(max_in_flight: usize, strict: bool) -> World {
+        fn new(max_in_flight: usize, strict: bool, connection: bool) -> World {
             World {
                 r: Rig::new(max_in_flight, Some(PID)),
                 strict,
+                connection,
+                acked: vec![Vec::new(); PARTITIONS],
                 logs: (0..PARTITIONS).map(|_| Log::default()).collect(),
                 queued: vec![VecDeque::new(); PARTITIONS],
                 bodies: BTreeMap::new(),
@@ -1259,7 +1268,13 @@ mod tests {
                 }
                 Op::Send(p, fate) => self.send(p, fate),
                 Op::Answer(i) if !self.answers.is_empty() => {
-                    let (p, order, answer) = self.answers.remove(i % self.answers.len());
+                    let at = if self.connection { 0 } else { i % self.answers.len() };
+                    let (p, order, answer) = self.answers.remove(at);
+                    if self.connection && matches!(answer, Answer::Lost(_)) {
+                        for (_, _, later) in &mut self.answers {
+                            *later = lost();
+                        }
+                    }
                     self.r.s.on_answer(self.r.now, &tp(p as i32), order, answer);
                 }
                 Op::Answer(_) => {}
@@ -1341,6 +1356,9 @@ mod tests {
                     Action::Complete { partition, order, result } => {
                         let p = partition.partition as usize;
                         let ids = self.bodies.remove(&(p, order)).expect("a batch completed once, and known");
+                        if result.is_ok() {
+                            self.acked[p].extend(ids.iter().copied());
+                        }
                         for (i, id) in ids.iter().enumerate() {
                             let outcome = result.as_ref().ok().map(|w| if w.base < 0 { -1 } else { w.base + i as i64 });
                             assert!(self.outcomes.insert(*id, outcome).is_none(), "record {id} completed twice");
@@ -1397,6 +1415,12 @@ mod tests {
                     }
                 }
             }
+            if self.connection {
+                // Answers in the order sent: records are acknowledged in append order.
+                for (p, acked) in self.acked.iter().enumerate() {
+                    assert!(acked.windows(2).all(|w| w[0] < w[1]), "partition {p} acknowledged {acked:?}");
+                }
+            }
             for (id, outcome) in &self.outcomes {
                 if outcome.is_some() {
                     assert!(self.logs.iter().any(|l| l.records.contains(id)), "record {id} acknowledged, not written");
@@ -1412,14 +1436,17 @@ mod tests {
         /// completed exactly once, a sequence is never reused for another record
         /// under one producer id and epoch, each partition's log holds its records
         /// once each and in append order (so acknowledged offsets grow in append
-        /// order), and every record acknowledged is in the log at its offset.
+        /// order), and every record acknowledged is in the log at its offset. With
+        /// answers in the order sent (as on one connection), records are also
+        /// acknowledged in the order appended.
         #[test]
         fn batches_settle_once_in_order_without_duplicates(
             max_in_flight in 1..6usize,
             strict in any::<bool>(),
+            connection in any::<bool>(),
             ops in proptest::collection::vec(op(), 1..120),
         ) {
-            let mut world = World::new(max_in_flight, strict);
+            let mut world = World::new(max_in_flight, strict, connection);
             for op in ops {
                 world.apply(op);
             }
