@@ -582,7 +582,7 @@ type SessionKey = session::Key<SessionTopic>;
 
 /// The fetch session of a batcher's waiting lane, and whether its requests name topics
 /// by id (`None`: none sent yet). A request that names them otherwise than the session
-/// did starts a new session.
+/// did is full and replaces the session.
 #[derive(Debug, Default)]
 struct LaneSession {
     session: FetchSession<SessionTopic>,
@@ -678,8 +678,10 @@ async fn send_request(
     let session_request = lane_session.as_ref().and_then(|lane| {
         let mut lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
         if lane.by_id != Some(by_id) {
-            // Topics named otherwise: the broker's session (if any) would not match.
-            *lane = LaneSession { session: FetchSession::new(), by_id: Some(by_id) };
+            // Topics named otherwise: the session's keys would not match the answer's;
+            // a full request replaces the session.
+            lane.session.restart();
+            lane.by_id = Some(by_id);
         }
         lane.session.request(jobs.iter().map(|j| (session_key(j, by_id), partition_fetch(j, version)))).ok()
     });

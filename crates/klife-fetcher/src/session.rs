@@ -463,6 +463,18 @@ impl<T: Clone + Eq + Hash> FetchSession<T> {
         Scope::Nothing
     }
 
+    /// Starts over: the next request is full and closes the session the broker holds
+    /// (for topics named otherwise from then on, which the session's keys would not
+    /// match). Does nothing while a request is in flight (its answer or failure
+    /// decides) or once closed.
+    pub(crate) fn restart(&mut self) {
+        if self.in_flight.is_none() && !self.closed {
+            let close = self.session_id();
+            self.partitions.clear();
+            self.next = Next::Full { close };
+        }
+    }
+
     /// The request in flight failed without an answer (timeout, connection lost,
     /// dropped): whether the broker saw it is unknown, so the next request is full and
     /// closes the session. Nothing to do when no request is in flight.
@@ -665,6 +677,19 @@ mod tests {
         s.request(wanted).expect("request");
         s.failed();
         assert_eq!(s.close().expect("close").map(|r| (r.session_id, r.epoch)), Some((7, FINAL_EPOCH)));
+    }
+
+    #[test]
+    fn a_restart_closes_the_session_with_the_next_full_request() {
+        let mut s = opened();
+        s.restart();
+        assert!(!s.is_incremental());
+        let r = s.request([(("a", 0), fetch(5))]).expect("request");
+        assert_eq!((r.session_id, r.epoch, r.send.len()), (7, INITIAL_EPOCH, 1));
+        s.restart(); // in flight: the answer decides
+        assert_eq!(s.answered(ErrorCode::None, 8, [(("a", 0), marks(5))]), Ok(Scope::Full));
+        assert!(s.is_incremental());
+        assert_eq!(s.session_id(), 8);
     }
 
     #[test]
