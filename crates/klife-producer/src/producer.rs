@@ -603,7 +603,11 @@ async fn sender(inner: Arc<Inner>) {
     let mut lanes: HashMap<BatcherId, mpsc::UnboundedSender<Vec<Flight>>> = HashMap::new();
     loop {
         let now = Instant::now();
-        let Plan { requests, next_at, stop, more } = plan(&inner, now);
+        let Plan { requests, next_at, stop, more, reset } = plan(&inner, now);
+        if let Some(current) = reset {
+            let inner = inner.clone();
+            tokio::spawn(async move { reset_producer(&inner, current).await });
+        }
         for (batcher, batch) in requests {
             let lane = lanes.entry(batcher).or_insert_with(|| {
                 let (tx, rx) = mpsc::unbounded_channel();
@@ -640,11 +644,13 @@ struct Plan {
     stop: bool,
     /// Some partition has more batches to send than this plan took: plan again at once.
     more: bool,
+    /// A batch that failed before it went asked for a new producer id; the current one.
+    reset: Option<Option<ProducerId>>,
 }
 
 impl Plan {
     fn stop() -> Plan {
-        Plan { requests: Vec::new(), next_at: None, stop: true, more: false }
+        Plan { requests: Vec::new(), next_at: None, stop: true, more: false, reset: None }
     }
 }
 
@@ -688,7 +694,13 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
     }
     if state.seq.resetting() {
         // The reset wakes the sender when it ends; the backoff is a safety net.
-        return Plan { requests: Vec::new(), next_at: Some(now + config.retry_backoff), stop: false, more: false };
+        return Plan {
+            requests: Vec::new(),
+            next_at: Some(now + config.retry_backoff),
+            stop: false,
+            more: false,
+            reset: None,
+        };
     }
     let flush = state.flushing > 0 || state.closed;
     let readiness = acc.ready(now, flush);
@@ -774,7 +786,7 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
             let _ = cluster.refresh_metadata().await;
         });
     }
-    Plan { requests: per_batcher.into_iter().collect(), next_at, stop: false, more }
+    Plan { requests: per_batcher.into_iter().collect(), next_at, stop: false, more, reset: settled.reset }
 }
 
 /// A batcher's lane: takes its Produce requests in plan order and queues them on the
@@ -870,14 +882,16 @@ async fn complete(
     invalid: Vec<(Flight, String)>,
     queued: Result<Queued, klife_connection::Error>,
 ) {
-    let result: Result<Option<ProduceResponse>, klife_connection::Error> = match queued {
+    // An error before the request was queued means the broker never saw it; one
+    // after may come after the broker wrote it.
+    let result: Result<Option<ProduceResponse>, (klife_connection::Error, bool)> = match queued {
         Ok(Queued::Answer(answer, queued_at)) => {
             let answer = answer.response().await;
             telemetry::record_request_done(answer.as_ref().ok().map(|_| queued_at.elapsed()));
-            answer.map(Some)
+            answer.map(Some).map_err(|e| (e, true))
         }
         Ok(Queued::Nothing | Queued::NoAnswer) => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => Err((e, false)),
     };
     let mut answers: Vec<(Flight, Answer)> =
         invalid.into_iter().map(|(f, reason)| (f, Answer::Invalid(reason))).collect();
@@ -900,7 +914,8 @@ async fn complete(
                     },
                 }
             }
-            Err(e) => Answer::Lost(e.clone()),
+            Err((e, true)) => Answer::Lost(e.clone()),
+            Err((e, false)) => Answer::NotSent(e.clone()),
         };
         answers.push((f, answer));
     }
@@ -946,6 +961,13 @@ async fn complete(
             .sum()
     };
     telemetry::record_settled(count(true), count(false));
+    // The futures first: once the batches are settled, flush and close may return, and
+    // the refresh and the reset below can take a while.
+    for (f, result) in settled.done {
+        f.completion.complete(result);
+    }
+    inner.progress.notify_waiters();
+    inner.wake.notify_one();
     if settled.refresh {
         let _ = inner.cluster.refresh_metadata().await;
     }
@@ -954,9 +976,6 @@ async fn complete(
     }
     inner.progress.notify_waiters();
     inner.wake.notify_one();
-    for (f, result) in settled.done {
-        f.completion.complete(result);
-    }
 }
 
 #[cfg(test)]

@@ -132,6 +132,9 @@ pub(crate) enum Answer {
     /// The request failed; after a broken connection or a timeout the broker may have
     /// written the batch (its outcome is unknown).
     Lost(klife_connection::Error),
+    /// The request failed before it reached the connection's socket (no free slot in
+    /// time, or the connection was already closed): the broker has not seen it.
+    NotSent(klife_connection::Error),
     /// Its bytes could not be finished or re-stamped: it was never sent.
     Invalid(String),
 }
@@ -148,6 +151,9 @@ struct Batch {
     sent_under: Option<ProducerId>,
     /// An earlier attempt's outcome is unknown: the broker may have written it.
     maybe_written: bool,
+    /// Its sequence moved down to close the gap of an earlier batch that failed for
+    /// good: its bytes must be stamped again before it goes.
+    shifted: bool,
     retry_at: Option<Instant>,
     last_error: Option<AttemptError>,
 }
@@ -164,6 +170,8 @@ struct Partition {
     next_seq: i32,
     /// The producer id the partition's leader last wrote a batch under.
     confirmed: Option<ProducerId>,
+    /// The latest batch (in take order) written under the current producer id.
+    last_written: Option<Order>,
     /// The broker its batches in flight went to.
     broker: Option<i32>,
 }
@@ -335,6 +343,7 @@ impl Sequencer {
             stamp,
             sent_under: None,
             maybe_written: false,
+            shifted: false,
             retry_at: None,
             last_error: None,
         };
@@ -353,7 +362,6 @@ impl Sequencer {
         let timeout = self.config.delivery_timeout;
         let current = self.producer;
         let transactional = self.config.transactional_id.is_some();
-        let p = self.partitions.entry(tp.clone()).or_default();
         if now.duration_since(batch.created) >= timeout {
             let error = ProduceError::DeliveryTimeout {
                 topic: tp.topic.to_string(),
@@ -362,8 +370,10 @@ impl Sequencer {
                 last_error: batch.last_error.take(),
             };
             self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+            self.close_gap(tp, &batch);
             return Dispatch::Failed;
         }
+        let p = self.partitions.entry(tp.clone()).or_default();
         let Some(broker) = leader else {
             self.actions.push_back(Action::RefreshMetadata);
             batch.retry_at = Some(now + self.config.retry_backoff);
@@ -371,7 +381,7 @@ impl Sequencer {
             p.push_retry(batch);
             return Dispatch::Parked;
         };
-        let mut restamped = false;
+        let mut restamped = std::mem::take(&mut batch.shifted);
         if let Some((producer_id, producer_epoch)) = current {
             let stale = batch.stamp.is_some_and(|s| s.producer_id != producer_id || s.producer_epoch != producer_epoch);
             if stale && batch.maybe_written {
@@ -414,6 +424,12 @@ impl Sequencer {
                     error,
                     klife_connection::Error::Disconnected { .. } | klife_connection::Error::Timeout { .. }
                 );
+                let retriable = error.is_retriable();
+                Settled::Failed { cause: AttemptError::Connection(error), retriable }
+            }
+            Answer::NotSent(error) => {
+                // The broker may be down: its partitions may have another leader.
+                self.actions.push_back(Action::RefreshMetadata);
                 let retriable = error.is_retriable();
                 Settled::Failed { cause: AttemptError::Connection(error), retriable }
             }
@@ -483,6 +499,7 @@ impl Sequencer {
                 .map(|s| ProducerStamp { base_sequence: s.base_sequence.wrapping_add(shift) & i32::MAX, ..s }),
             retry_at: None,
             maybe_written: false,
+            shifted: false,
             ..batch.clone()
         };
         let first = half(batch.order, at, 0);
@@ -515,6 +532,7 @@ impl Sequencer {
         self.producer = Some(id);
         for p in self.partitions.values_mut() {
             p.next_seq = 0;
+            p.last_written = None;
         }
     }
 
@@ -551,6 +569,9 @@ impl Sequencer {
             Settled::Written { base, append_time } => {
                 if let Some(s) = batch.stamp {
                     p.confirmed = Some((s.producer_id, s.producer_epoch));
+                    if p.confirmed == current {
+                        p.last_written = p.last_written.max(Some(batch.order));
+                    }
                 }
                 let written = Written { topic: tp.topic.clone(), partition: tp.partition, base, append_time };
                 self.actions.push_back(Action::Complete {
@@ -586,6 +607,7 @@ impl Sequencer {
                     order: batch.order,
                     result: Err(error),
                 });
+                self.close_gap(tp, &batch);
             }
         }
     }
@@ -612,6 +634,7 @@ impl Sequencer {
                 last_error,
             };
             self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+            self.close_gap(tp, &batch);
             return;
         }
         let code = cause.code();
@@ -639,6 +662,43 @@ impl Sequencer {
             },
         };
         self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+        self.close_gap(tp, &batch);
+    }
+
+    /// A batch of `tp` failed for good: the sequences it took must not stay a gap the
+    /// broker refuses the partition's later batches for. When the broker has not
+    /// written it and none of the later batches stamped under the current producer id
+    /// has gone out yet (nor was written), they move down in its place and the
+    /// partition's next sequence with them (none of them was written: a broker that
+    /// checks sequences refuses what follows a gap). Otherwise an idempotent producer gets a new
+    /// producer id, which starts every sequence again.
+    fn close_gap(&mut self, tp: &TopicPartition, batch: &Batch) {
+        let Some(stamp) = batch.stamp else { return };
+        let current = self.producer;
+        let under_current = |s: &ProducerStamp| Some((s.producer_id, s.producer_epoch)) == current;
+        if !under_current(&stamp) {
+            // Its sequence belongs to an older producer id: the current one has no gap.
+            return;
+        }
+        let Some(p) = self.partitions.get_mut(tp) else { return };
+        let later = |b: &Batch| b.order > batch.order && b.stamp.as_ref().is_some_and(under_current);
+        let shiftable = !batch.maybe_written
+            && p.last_written.is_none_or(|o| o < batch.order)
+            && !p.in_flight.iter().any(later)
+            && !p.splitting.iter().any(|(b, _)| later(b))
+            && !p.retries.iter().any(|b| later(b) && (b.maybe_written || b.sent_under.is_some()));
+        if shiftable {
+            for b in p.retries.iter_mut().filter(|b| later(b)) {
+                if let Some(s) = b.stamp.as_mut() {
+                    s.base_sequence = s.base_sequence.wrapping_sub(batch.records) & i32::MAX;
+                    b.shifted = true;
+                }
+            }
+            p.next_seq = p.next_seq.wrapping_sub(batch.records) & i32::MAX;
+        } else if self.config.transactional_id.is_none() && !self.resetting {
+            self.resetting = true;
+            self.actions.push_back(Action::ResetProducerId { current });
+        }
     }
 }
 
@@ -1102,6 +1162,109 @@ mod tests {
         assert_eq!(seq(s), (7, 1, 0));
     }
 
+    // A new batch found expired at dispatch has already taken its sequence (stamp_new
+    // runs first): it gives it back, or the next batch would leave a gap the broker
+    // refuses.
+    #[test]
+    fn an_expired_new_batch_does_not_leave_a_sequence_gap() {
+        let mut r = Rig::new(5, Some(PID));
+        let mut log = Log::default();
+        let (a, s) = r.send_new(0, 1);
+        assert_eq!(log.append(s.unwrap(), &[1], true), Ok(0));
+        r.ok(0, a, 0);
+        r.actions();
+        // B sat in the accumulator past the delivery timeout.
+        let created = r.now;
+        r.advance(TIMEOUT);
+        let stamped = r.s.stamp_new(&tp(0), 1);
+        assert!(matches!(r.s.send_new(r.now, &tp(0), stamped, 1, created, Some(1)), Dispatch::Failed));
+        r.actions();
+        // C was appended just now.
+        let (_, s) = r.send_new(0, 1);
+        assert_eq!(log.append(s.unwrap(), &[3], true), Ok(1), "C refused: sequence {:?}", seq(s));
+    }
+
+    // A transactional producer whose batch fails for good (INVALID_RECORD, a delivery
+    // timeout) must not keep stamping after the hole: under transaction version 1
+    // nothing re-bases the partition's sequences, and every later transaction that
+    // writes to it would fail with OUT_OF_ORDER_SEQUENCE_NUMBER.
+    #[test]
+    fn a_transactional_batch_failed_for_good_does_not_break_later_transactions() {
+        let mut r = Rig::with(config(5, true), Some(PID));
+        let mut log = Log::default();
+        let (a, s) = r.send_new(0, 1);
+        assert_eq!(log.append(s.unwrap(), &[1], true), Ok(0));
+        r.ok(0, a, 0);
+        r.actions();
+        // B: the broker refuses it (a record without key on a compacted topic).
+        let (b, _) = r.send_new(0, 1);
+        r.refuse(0, b, ErrorCode::InvalidRecord);
+        let (done, rest) = r.completions();
+        assert!(done.len() == 1 && rest.is_empty(), "{done:?} {rest:?}");
+        // The transaction aborts (EndTxn v4: no new epoch). The next one writes C.
+        let (c, s) = r.send_new(0, 1);
+        let answer = log.append(s.unwrap(), &[3], true);
+        if let Err(code) = answer {
+            r.refuse(0, c, code);
+        }
+        assert_eq!(answer, Ok(1), "the next transaction's batch is refused; {:?}", r.completions());
+    }
+
+    #[test]
+    fn a_batch_refused_for_good_gives_its_sequences_to_the_later_ones_not_yet_sent() {
+        let mut r = Rig::new(5, Some(PID));
+        let mut log = Log::default();
+        let (a, s) = r.send_new(0, 1);
+        assert_eq!(log.append(s.unwrap(), &[1], true), Ok(0));
+        r.ok(0, a, 0);
+        r.actions();
+        let (b, _) = r.send_new(0, 2);
+        // C is taken while the partition has no leader: it waits, stamped after B.
+        let stamped = r.s.stamp_new(&tp(0), 1);
+        assert!(matches!(r.s.send_new(r.now, &tp(0), stamped, 1, r.now, None), Dispatch::Parked));
+        r.actions();
+        r.refuse(0, b, ErrorCode::InvalidRecord);
+        let (done, rest) = r.completions();
+        assert!(done.len() == 1 && done[0].1.is_err() && rest.is_empty(), "{done:?} {rest:?}");
+        r.advance(BACKOFF);
+        let (_, s, restamped) = r.send_retry(0, 1);
+        assert!(restamped, "C's bytes carry its old sequence");
+        assert_eq!(log.append(s.unwrap(), &[3], true), Ok(1), "C refused: sequence {:?}", seq(s));
+        let (_, s) = r.send_new(0, 1);
+        assert_eq!(seq(s), (7, 0, 2));
+    }
+
+    #[test]
+    fn a_batch_that_may_have_been_written_and_fails_for_good_gets_a_new_producer_id() {
+        let mut r = Rig::new(5, Some(PID));
+        let (a, _) = r.send_new(0, 1);
+        r.answer(0, a, lost());
+        r.actions();
+        r.advance(TIMEOUT);
+        assert!(matches!(r.s.send_retry(r.now, &tp(0), Some(1)), Dispatch::Failed));
+        let (done, rest) = r.completions();
+        assert_eq!(done.len(), 1);
+        assert!(matches!(rest[..], [Action::ResetProducerId { current: Some(PID) }]), "{rest:?}");
+        assert!(r.s.resetting());
+    }
+
+    #[test]
+    fn a_request_that_never_reached_the_socket_is_stamped_again_under_a_new_producer_id() {
+        let mut r = Rig::new(5, Some(PID));
+        let (a, _) = r.send_new(0, 1);
+        let timeout = klife_connection::Error::Timeout {
+            broker: "1".into(),
+            api: klife_protocol::ApiKey::Produce,
+            timeout: Duration::from_secs(30),
+        };
+        r.answer(0, a, Answer::NotSent(timeout));
+        assert!(matches!(r.actions()[..], [Action::RefreshMetadata]));
+        r.s.on_producer_id(Some((7, 1)));
+        r.advance(BACKOFF);
+        let (order, s, restamped) = r.send_retry(0, 1);
+        assert_eq!((order, seq(s), restamped), (a, (7, 1, 0), true));
+    }
+
     /// The model of a partition's log on a Kafka broker, with its idempotence checks:
     /// per producer id, its epoch and its last five batches.
     #[derive(Default)]
@@ -1326,8 +1489,14 @@ mod tests {
             for (i, id) in ids.iter().enumerate() {
                 let sequence = stamp.base_sequence.wrapping_add(i as i32) & i32::MAX;
                 let key = (stamp.producer_id, stamp.producer_epoch, p, sequence);
+                // A sequence goes to another record only when the batch that had it
+                // failed without being written (its gap closed).
                 let earlier = *self.sequences.entry(key).or_insert(*id);
-                assert_eq!(earlier, *id, "sequence {key:?} reused for another record");
+                if earlier != *id {
+                    let written = self.logs[p].records.contains(&earlier);
+                    assert!(!written, "sequence {key:?} reused for another record while {earlier} is in the log");
+                    self.sequences.insert(key, *id);
+                }
             }
             let answer = match fate {
                 Fate::Lost => lost(),
