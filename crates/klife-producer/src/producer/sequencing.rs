@@ -48,6 +48,15 @@
 //! - A retriable failure is retried after `retry_backoff` until `delivery_timeout` has
 //!   passed since the batch's first record was appended; a batch found expired when it
 //!   is due to go is failed instead of sent.
+//! - A batch that fails for good (refused, expired, unsplittable, bad bytes) must not
+//!   leave a gap in its partition's sequences. When the broker has not written it and
+//!   no later batch of the partition under the current producer id has gone out, the
+//!   later ones move down in its place (re-stamped as they go) and so does the next
+//!   sequence. Otherwise an idempotent producer gets a new producer id; a
+//!   transactional one keeps the gap (its transaction aborts).
+//! - A request that failed before it reached the connection's socket
+//!   ([`Answer::NotSent`]) was not seen by the broker: its batches are retried as
+//!   never written.
 //!
 //! The producer's tasks drive it under the producer's lock: the sender plans with
 //! [`Sequencer::next`] and the sends, the tasks awaiting answers report them.
