@@ -234,8 +234,13 @@ async fn faults_during_idempotent_production_lose_and_duplicate_nothing() {
         // would land after it. With one batch in flight per partition, order does not
         // depend on the broker's checks. (Pipelined batches under faults are checked
         // against klife-testkit, which checks sequences as Kafka does, below.)
+        // One request in flight per connection too: when the mock drops a connection
+        // for an injected error, it still writes a request queued behind the dropped
+        // one, and the producer's resend of that batch (with its first stamp, which
+        // Kafka would answer DUPLICATE_SEQUENCE_NUMBER) is written a second time.
         let mut config = config();
         config.max_in_flight_per_partition = 1;
+        config.max_in_flight_per_broker = 1;
         let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
         let mut futures = Vec::new();
         let mut sent = Vec::new();
