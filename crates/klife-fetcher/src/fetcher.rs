@@ -553,7 +553,13 @@ async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceive
         let lane = if wait { &mut waiting } else { &mut now };
         lane.retain(|j| !j.is_abandoned());
         let Some(inner) = inner.upgrade() else { break 'run };
-        let jobs = take_request(lane, inner.config.max_bytes_per_request);
+        // Every caught-up partition of the broker waits in one request: split into
+        // requests of `max_bytes_per_request`, each waits `max_wait` in turn, and a
+        // record for a partition of the last one arrived seconds late with a thousand
+        // partitions. The broker bounds the answer by the request's byte limit; a
+        // partition it leaves out for that is starved and asked again at once.
+        let limit = if wait { usize::MAX } else { inner.config.max_bytes_per_request };
+        let jobs = take_request(lane, limit);
         if jobs.is_empty() {
             continue;
         }

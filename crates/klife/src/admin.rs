@@ -250,9 +250,9 @@ impl Client {
     /// Raises a topic's partition count to `total`.
     pub async fn create_partitions(&self, topic: &str, total: i32) -> Result<(), Error> {
         let timeout_ms = self.broker_timeout_ms();
-        let request = CreatePartitionsRequest::default()
-            .with_timeout_ms(timeout_ms)
-            .with_topics(vec![CreatePartitionsTopic::default().with_name(topic.to_owned()).with_count(total)]);
+        let request = CreatePartitionsRequest::default().with_timeout_ms(timeout_ms).with_topics(vec![
+            CreatePartitionsTopic::default().with_name(topic.to_owned()).with_count(total).with_assignments(None),
+        ]);
         let policy = self.cluster.retry_policy();
         let resp = self
             .cluster

@@ -116,6 +116,14 @@ async fn creates_topics_where_the_broker_can(broker: Broker) {
     client.create_topic(&topic, 3).await.unwrap();
     let m = client.cluster().add_topics(&[&topic]).await.unwrap();
     assert_eq!(m.topic(&topic).unwrap().partitions.len(), 3);
+    if matches!(broker, Broker::Kafka | Broker::Testkit) {
+        // CreatePartitions with no replica assignment (null, not an empty list, which
+        // Kafka refuses with INVALID_REPLICA_ASSIGNMENT).
+        client.create_partitions(&topic, 5).await.unwrap();
+        broker.await_topic(&client, &topic, 5).await;
+        let m = client.cluster().add_topics(&[&topic]).await.unwrap();
+        assert_eq!(m.topic(&topic).unwrap().partitions.len(), 5);
+    }
     let again = client.create_topic(&topic, 3).await.unwrap_err();
     assert_eq!(again.error_code(), Some(ErrorCode::TopicAlreadyExists), "{again}");
     let listed = client.list_topics().await.unwrap();
