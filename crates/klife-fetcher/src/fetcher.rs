@@ -385,7 +385,10 @@ impl Inner {
                 return if code.retry_action().is_retry() { Route::Retry(e) } else { Route::Fail(e) };
             }
         }
-        let topic_id = match position::check_topic_id(job.topic_id, t.id, job.looked_up) {
+        // Only the id the position came with (from an answer the caller read) makes a
+        // changed id a re-created topic; the id a fetch took from the metadata when it
+        // was routed may be stale, and nothing was read under it.
+        let topic_id = match position::check_topic_id(job.target.topic_id, t.id, job.looked_up) {
             TopicIdCheck::Fetch(id) => id,
             TopicIdCheck::LookUp => return Route::Lookup,
             TopicIdCheck::Recreated { old, new } => {

@@ -969,3 +969,30 @@ async fn a_raw_fetch_session_opens_answers_news_only_and_closes(broker: Broker) 
     assert_eq!(ErrorCode::from_code(gone.error_code), ErrorCode::FetchSessionIdNotFound);
     client.close().await;
 }
+
+/// A position that carries no topic id reads whatever the topic holds at its offset:
+/// when the topic was deleted and created again while this client's metadata still
+/// named the old id, the fetch finds the new id and reads the new topic, rather than
+/// failing as re-created (only a position that read the old topic is bound to it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_without_a_topic_id_reads_a_topic_created_again() {
+    let cluster = FakeCluster::builder().brokers(3).topic("again", 1).start().await.unwrap();
+    let client = testkit_client(&cluster).await;
+    produce_one_by_one(&client, "again", &["old-0".into()]).await;
+    cluster.recreate_topic("again", 1).unwrap();
+    // Written by another client: this one's metadata still names the old id.
+    let other = testkit_client(&cluster).await;
+    produce_one_by_one(&other, "again", &["new-0".into(), "new-1".into()]).await;
+    let mut consumer = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+    consumer.assign(&[("again", 0, StartOffset::Offset(0))]).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), consumer.next()).await.expect("an answer");
+    match got {
+        Some(Ok(f)) => {
+            let first = f.records.first().map(|r| (r.offset, value(r)));
+            assert_eq!(first, Some((0, "new-0".to_owned())), "{f:?}");
+        }
+        other => panic!("a position without a topic id read nothing: {other:?}"),
+    }
+    other.close().await;
+    client.close().await;
+}
