@@ -178,28 +178,7 @@ mod kafka_faults {
         let mut acked = Vec::new();
         for round in 0..4u64 {
             // Make the next node the preferred leader, then elect it.
-            let leader = leader_of(&client, &topic, 0).await;
-            let next = leader % kafka::NODES as i32 + 1;
-            let replicas: Vec<i32> =
-                (0..kafka::NODES as i32).map(|i| (next - 1 + i) % kafka::NODES as i32 + 1).collect();
-            let moved = client.alter_partition_reassignments(&[Reassignment::new(&topic, 0, replicas)]).await.unwrap();
-            assert!(moved.iter().all(Result::is_ok), "{moved:?}");
-            // The new preferred leader may still be catching up after the reassignment:
-            // Kafka answers PREFERRED_LEADER_NOT_AVAILABLE (retriable) until it is in sync.
-            let mut elected = Vec::new();
-            for _ in 0..100 {
-                elected = client.elect_preferred_leaders(&[(topic.as_str(), 0)]).await.unwrap();
-                if elected.iter().all(Result::is_ok) {
-                    break;
-                }
-                assert!(
-                    elected.iter().all(|r| r.as_ref().is_ok() || r.as_ref().is_err_and(klife::Error::is_retriable)),
-                    "{elected:?}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            assert!(elected.iter().all(Result::is_ok), "{elected:?}");
-            await_leader(&client, &topic, next).await;
+            move_leadership(&client, &topic).await;
             let records: Vec<ProducerRecord> = (0..500)
                 .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("m{round}-{i}"))).with_partition(0))
                 .collect();
