@@ -450,7 +450,8 @@ impl Cluster {
     /// retry rule ([`retry`](crate::retry), the cluster's
     /// [`retry_policy`](Self::retry_policy)); a key that never gets one is
     /// [`Error::CoordinatorNotFound`] (inside [`Error::RetriesExhausted`] when time ran
-    /// out), with the last answer's code as the source.
+    /// out), with the last answer's code as the source. The answers come in the order
+    /// of `keys`, whichever was found first.
     pub async fn find_coordinators<S: AsRef<str>>(
         &self,
         kind: CoordinatorType,
@@ -535,6 +536,9 @@ impl Cluster {
                 }
             }
         }
+        // Keys found in a later round were pushed after the others: back to the caller's order.
+        let order: HashMap<&str, usize> = keys.iter().enumerate().rev().map(|(i, k)| (k.as_ref(), i)).collect();
+        done.sort_by_key(|(key, _)| order.get(key.as_str()).copied());
         Ok(done)
     }
 

@@ -64,6 +64,13 @@ async fn injected_retriable_errors_are_retried() {
     mock.command("errors 10 15 15 14");
     let found = guarded(client.cluster().find_coordinators(CoordinatorType::Group, &["g"])).await.unwrap();
     assert!(found[0].1.is_ok(), "{:?}", found[0].1);
+    // The mock answers FindCoordinator v3, one key per request: the first key is refused
+    // once and found in the second round, after the others, yet answered first.
+    mock.command("errors 10 15");
+    let keys = ["g-a", "g-b", "g-c"];
+    let found = guarded(client.cluster().find_coordinators(CoordinatorType::Group, &keys)).await.unwrap();
+    let answered: Vec<(&str, bool)> = found.iter().map(|(key, node)| (key.as_str(), node.is_ok())).collect();
+    assert_eq!(answered, [("g-a", true), ("g-b", true), ("g-c", true)], "{found:?}");
     // Metadata (3): the broker drops the connection instead of answering.
     mock.command("errors 3 -195");
     guarded(client.cluster().refresh_metadata()).await.unwrap();
