@@ -6,67 +6,7 @@ use bytes::Bytes;
 use klife_protocol::records::{Header, TimestampType};
 use klife_protocol::{Compression, Uuid};
 
-/// Where a fetch starts: a topic, a partition and an offset, and what is known of the
-/// log up to that offset.
-///
-/// A position that continues an earlier fetch should carry that fetch's
-/// [`last_epoch`](Self::last_epoch) and [`topic_id`](Self::topic_id) (take it from
-/// [`Fetched::next_position`]): the fetch then fails with
-/// [`FetchError::LogTruncated`](crate::FetchError::LogTruncated) when an unclean leader
-/// election cut the log under the offset, and with
-/// [`FetchError::TopicRecreated`](crate::FetchError::TopicRecreated) when the topic was
-/// deleted and created again, instead of reading records that are not the ones that
-/// followed. Without them (`None`, as [`new`](Self::new) makes it) the fetch reads
-/// whatever the log holds at the offset now.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartitionOffset {
-    /// The topic.
-    pub topic: Arc<str>,
-    /// The partition.
-    pub partition: i32,
-    /// The offset.
-    pub offset: i64,
-    /// The leader epoch of the last record batch read before `offset`, if known: sent
-    /// as the Fetch request's `last_fetched_epoch` (v12+), for the leader to check that
-    /// its log still holds what was read up to `offset`.
-    pub last_epoch: Option<i32>,
-    /// The id of the topic the offset belongs to, if known: the fetch fails rather
-    /// than read another topic that has since taken the name.
-    pub topic_id: Option<Uuid>,
-}
-
-impl TopicPartitionOffset {
-    /// `(topic, partition, offset)`, with nothing known of the log before it.
-    pub fn new(topic: impl Into<Arc<str>>, partition: i32, offset: i64) -> Self {
-        TopicPartitionOffset { topic: topic.into(), partition, offset, last_epoch: None, topic_id: None }
-    }
-
-    /// Sets the leader epoch of the last batch read before the offset.
-    #[must_use]
-    pub fn with_last_epoch(mut self, epoch: i32) -> Self {
-        self.last_epoch = (epoch >= 0).then_some(epoch);
-        self
-    }
-
-    /// Sets the id of the topic the offset belongs to.
-    #[must_use]
-    pub fn with_topic_id(mut self, id: Uuid) -> Self {
-        self.topic_id = (!id.is_nil()).then_some(id);
-        self
-    }
-}
-
-impl<T: Into<Arc<str>>> From<(T, i32, i64)> for TopicPartitionOffset {
-    fn from((topic, partition, offset): (T, i32, i64)) -> Self {
-        TopicPartitionOffset::new(topic, partition, offset)
-    }
-}
-
-impl std::fmt::Display for TopicPartitionOffset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}@{}", self.topic, self.partition, self.offset)
-    }
-}
+pub use klife_protocol::TopicPartitionOffset;
 
 /// What the batch a record came in says about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,6 @@
 //! it, or it failed for good). A full buffer refuses the record, handing its token back.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -23,27 +22,7 @@ use klife_protocol::records::{BATCH_HEADER_SIZE, BatchOptions, HeaderRef, Record
 
 use crate::hash::FastMap;
 
-/// A topic and partition. Cheap to clone: the topic is shared.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic name.
-    pub topic: Arc<str>,
-    /// Partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// A topic and partition.
-    pub fn new(topic: impl Into<Arc<str>>, partition: i32) -> Self {
-        TopicPartition { topic: topic.into(), partition }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
+pub use klife_protocol::TopicPartition;
 
 /// How batches are built.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,6 +26,8 @@
 //! - [`wire`]: the primitive encodings (varints, compact strings, tagged fields).
 //! - [`error_code`]: every broker error code, with what a client should do about it.
 //! - [`compression`]: the record batch codecs.
+//! - [`types`]: the topic-partitions, positions, producer ids and group members every
+//!   crate shares.
 //!
 //! ## Cargo features
 //!
@@ -89,6 +91,7 @@ mod produce_parts;
 pub mod records;
 #[cfg(any(test, feature = "arbitrary"))]
 pub mod testing;
+pub mod types;
 pub mod wire;
 
 pub use compression::Compression;
@@ -97,4 +100,5 @@ pub use error_code::{ErrorCode, RetryAction};
 pub use message::{Message, Request, Response, VersionRange};
 pub use messages::{AnyRequest, AnyResponse, ApiKey};
 pub use records::{BatchOptions, Header, RawBatch, Record, RecordBatch, RecordBatchWriter, RecordBatches, RecordView};
+pub use types::{GroupMetadata, ProducerIdAndEpoch, TopicPartition, TopicPartitionOffset};
 pub use wire::Uuid;
