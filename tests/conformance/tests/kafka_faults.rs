@@ -63,6 +63,7 @@ mod kafka_faults {
     /// acknowledged (or read) than when it was killed (or all `total` were), counting
     /// with `progress`.
     async fn kill_and_restart(
+        outages: Arc<kafka::Outages>,
         node: i32,
         progress: Arc<AtomicUsize>,
         kill_at: usize,
@@ -72,12 +73,12 @@ mod kafka_faults {
         while progress.load(Ordering::SeqCst) < kill_at {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::task::spawn_blocking(move || kafka::control(&format!("kill {node}"))).await.unwrap();
+        outages.kill(node).await;
         let killed_at = progress.load(Ordering::SeqCst);
         while progress.load(Ordering::SeqCst) < (killed_at + restart_after).min(total) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::task::spawn_blocking(move || kafka::control(&format!("start {node}"))).await.unwrap();
+        outages.start(node).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +94,14 @@ mod kafka_faults {
         config.batch_size = 16 * 1024;
         let producer = Producer::new(client.cluster().clone(), config).await.unwrap();
         let acked_count = Arc::new(AtomicUsize::new(0));
-        let fault = tokio::spawn(kill_and_restart(victim, acked_count.clone(), 2_000, 4_000, 12_000));
+        let fault = tokio::spawn(kill_and_restart(
+            Arc::new(kafka::Outages::new()),
+            victim,
+            acked_count.clone(),
+            2_000,
+            4_000,
+            12_000,
+        ));
 
         // Records go out in waves of 500 so that some are always in flight when the
         // node dies; each wave's acknowledgements are counted before the next.
@@ -143,7 +151,14 @@ mod kafka_faults {
 
         let read = Arc::new(AtomicUsize::new(0));
         let total = per_partition * PARTITIONS as usize;
-        let fault = tokio::spawn(kill_and_restart(victim, read.clone(), total / 4, total / 4, total));
+        let fault = tokio::spawn(kill_and_restart(
+            Arc::new(kafka::Outages::new()),
+            victim,
+            read.clone(),
+            total / 4,
+            total / 4,
+            total,
+        ));
         let mut consumer = client.consumer(FetchOptions::new().max_bytes(64 * 1024));
         let assignment: Vec<(&str, i32, StartOffset)> =
             (0..PARTITIONS).map(|p| (topic.as_str(), p, StartOffset::Earliest)).collect();
@@ -510,6 +525,7 @@ mod kafka_faults {
         let p = m.topic(&topic).unwrap().partition(0).unwrap().clone();
         let (l, f) = (p.leader, *p.replicas.iter().find(|r| **r != p.leader).unwrap());
         await_partition(&client, &topic, "both replicas in sync", |_, isr| isr.len() == 2).await;
+        let outages = kafka::Outages::new();
 
         let produce = |client: &klife::Client, values: Vec<String>| {
             let (client, topic) = (client.clone(), topic.clone());
@@ -520,7 +536,7 @@ mod kafka_faults {
             }
         };
         produce(&client, (0..5).map(|i| format!("a{i}")).collect()).await;
-        tokio::task::spawn_blocking(move || kafka::control(&format!("stop {f}"))).await.unwrap();
+        outages.stop(f).await;
         await_partition(&client, &topic, "F leaving the ISR", |leader, isr| leader == l && isr == [l]).await;
         produce(&client, (0..4).map(|i| format!("b{i}")).collect()).await;
 
@@ -544,8 +560,8 @@ mod kafka_faults {
             assert_eq!(got, want);
         }
 
-        tokio::task::spawn_blocking(move || kafka::control(&format!("kill {l}"))).await.unwrap();
-        tokio::task::spawn_blocking(move || kafka::control(&format!("start {f}"))).await.unwrap();
+        outages.kill(l).await;
+        outages.start(f).await;
         await_partition(&client, &topic, "L being fenced", |leader, _| leader < 0).await;
         elect_uncleanly(&client, &topic, f).await;
         // A new producer: the old one's sequence numbers went on past the lost records,
@@ -572,7 +588,7 @@ mod kafka_faults {
         let want: Vec<(i64, String)> = new.iter().enumerate().map(|(i, v)| (5 + i as i64, v.clone())).collect();
         assert_eq!(resumed, want, "read on from where the logs part");
 
-        tokio::task::spawn_blocking(move || kafka::control(&format!("start {l}"))).await.unwrap();
+        outages.start(l).await;
         await_partition(&client, &topic, "L back in the ISR", |_, isr| isr.len() == 2).await;
         // The log as it is now, read with a fresh consumer: the lost records are gone.
         let expected: Vec<(i64, String)> =
