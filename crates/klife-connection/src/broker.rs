@@ -10,6 +10,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::conn::Connection;
+use crate::sync::lock;
 use crate::{ConnectionConfig, Error, handshake};
 
 struct Slot {
@@ -99,7 +100,7 @@ impl BrokerPool {
     /// The connection of lane `lane` (same backoff rules), opened when first asked for.
     pub(crate) async fn lane_connection(&self, lane: usize) -> Result<Connection, Error> {
         let slot = {
-            let mut lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut lanes = lock(&self.lanes);
             while lanes.len() <= lane {
                 lanes.push(Arc::new(Mutex::new(Slot::new(&self.config))));
             }
@@ -148,7 +149,7 @@ impl BrokerPool {
 
     /// Closes every open connection.
     pub(crate) async fn close(&self) {
-        let lanes = self.lanes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let lanes = lock(&self.lanes).clone();
         for s in self.slots.iter().chain(&self.fetch_slots).chain(lanes.iter().map(|s| &**s)) {
             if let Some(c) = s.lock().await.conn.take() {
                 c.close();

@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use klife_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
@@ -15,6 +15,7 @@ use crate::broker::BrokerPool;
 use crate::conn::Connection;
 use crate::metadata::Metadata;
 use crate::retry::{GiveUp, Outcome, RetryState, Step};
+use crate::sync::{self, lock};
 use crate::{ConnectionConfig, Error, telemetry};
 
 /// Highest Metadata version klife asks for.
@@ -99,10 +100,6 @@ pub fn parse_address(address: &str) -> Result<(String, u16), Error> {
     Ok((host.to_owned(), port))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Cluster {
     /// Connects to the cluster through the first bootstrap address that answers a
     /// Metadata request, and starts the periodic metadata refresh.
@@ -160,7 +157,7 @@ impl Cluster {
 
     /// The current metadata snapshot.
     pub fn metadata(&self) -> Arc<Metadata> {
-        self.inner.metadata.read().unwrap_or_else(PoisonError::into_inner).clone()
+        sync::read(&self.inner.metadata).clone()
     }
 
     fn ensure_open(&self) -> Result<(), Error> {
@@ -169,7 +166,7 @@ impl Cluster {
 
     fn install(&self, newer: Metadata) {
         let merged = {
-            let mut guard = self.inner.metadata.write().unwrap_or_else(PoisonError::into_inner);
+            let mut guard = sync::write(&self.inner.metadata);
             let merged = Arc::new(guard.merge(newer));
             *guard = merged.clone();
             merged

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -153,7 +153,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::sync::lock(&self.pending)
     }
 
     /// Closes the connection: fails every request in flight and stops both tasks.
@@ -265,19 +265,6 @@ impl Connection {
     /// its answer.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response, Error> {
         self.queue(request, version, 128).await?.response().await
-    }
-
-    /// [`send_version`](Self::send_version) for a large request whose encoded size the
-    /// caller can estimate (a Produce request: the sum of its batches): the frame is
-    /// encoded into a buffer of `capacity` bytes instead of growing to it by doubling
-    /// and copying.
-    pub async fn send_version_with_capacity<R: Request>(
-        &self,
-        request: &R,
-        version: i16,
-        capacity: usize,
-    ) -> Result<R::Response, Error> {
-        self.queue(request, version, capacity).await?.response().await
     }
 
     /// Queues a request at `version` for writing, encoded into a buffer of `capacity`

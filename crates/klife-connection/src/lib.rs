@@ -95,9 +95,11 @@ mod config;
 mod conn;
 mod error;
 mod handshake;
+pub mod hash;
 pub mod metadata;
 pub mod retry;
 pub mod sasl;
+pub mod sync;
 pub mod telemetry;
 #[cfg(feature = "tls")]
 pub mod tls;
