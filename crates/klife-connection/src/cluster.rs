@@ -48,6 +48,29 @@ impl CoordinatorType {
     }
 }
 
+/// A partition's leader, as [`Cluster::leader`] finds it in the metadata.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Leader {
+    /// The leader's node id.
+    pub node_id: i32,
+    /// The partition's leader epoch the metadata gave with it (-1 when the broker
+    /// does not say).
+    pub leader_epoch: i32,
+    /// A connection to the leader (a shared one, round-robin).
+    pub connection: Connection,
+}
+
+/// A group or transaction coordinator, as [`Cluster::coordinator`] finds it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Coordinator {
+    /// The coordinator's node id.
+    pub node_id: i32,
+    /// A connection to it (a shared one, round-robin).
+    pub connection: Connection,
+}
+
 /// A handle to a cluster, cheap to clone.
 ///
 /// `Cluster::connect` bootstraps from the given addresses; from then on connections
@@ -355,9 +378,9 @@ impl Cluster {
         if m.brokers.contains_key(&id) { self.broker(id).await } else { self.any_broker().await }
     }
 
-    /// The leader of a partition: node id, leader epoch and a connection to it.
-    /// Unknown topics are looked up once before failing.
-    pub async fn leader(&self, topic: &str, partition: i32) -> Result<(i32, i32, Connection), Error> {
+    /// The leader of a partition: its node id, the leader epoch and a connection to
+    /// it. Unknown topics are looked up once before failing.
+    pub async fn leader(&self, topic: &str, partition: i32) -> Result<Leader, Error> {
         self.ensure_open()?;
         let mut m = self.metadata();
         if !m.topics.contains_key(topic) {
@@ -386,13 +409,13 @@ impl Cluster {
                 leader: (p.leader >= 0).then_some(p.leader),
             });
         }
-        let (leader, epoch) = (p.leader, p.leader_epoch);
-        Ok((leader, epoch, self.broker(leader).await?))
+        let (node_id, leader_epoch) = (p.leader, p.leader_epoch);
+        Ok(Leader { node_id, leader_epoch, connection: self.broker(node_id).await? })
     }
 
     /// The coordinator for `key`, from the cache or FindCoordinator (retried under the
     /// cluster's [`retry_policy`](Self::retry_policy)): its node id and a connection to it.
-    pub async fn coordinator(&self, kind: CoordinatorType, key: &str) -> Result<(i32, Connection), Error> {
+    pub async fn coordinator(&self, kind: CoordinatorType, key: &str) -> Result<Coordinator, Error> {
         self.ensure_open()?;
         let cached = lock(&self.inner.coordinators).get(&(kind, key.to_owned())).copied();
         let id =
@@ -404,12 +427,12 @@ impl Cluster {
                     )?
                 }
             };
-        Ok((id, self.broker(id).await?))
+        Ok(Coordinator { node_id: id, connection: self.broker(id).await? })
     }
 
     /// The coordinator for `key` from the cache, or from one FindCoordinator request
     /// (no retry: the caller's retry rule decides).
-    pub(crate) async fn coordinator_once(&self, kind: CoordinatorType, key: &str) -> Result<(i32, Connection), Error> {
+    pub(crate) async fn coordinator_once(&self, kind: CoordinatorType, key: &str) -> Result<Coordinator, Error> {
         self.ensure_open()?;
         let cached = lock(&self.inner.coordinators).get(&(kind, key.to_owned())).copied();
         let id = match cached {
@@ -433,7 +456,7 @@ impl Cluster {
                 }
             }
         };
-        Ok((id, self.broker(id).await?))
+        Ok(Coordinator { node_id: id, connection: self.broker(id).await? })
     }
 
     /// Forgets a cached coordinator (after NOT_COORDINATOR or a broken connection).

@@ -58,9 +58,14 @@
 //!
 //! # async fn run() -> Result<(), klife_connection::Error> {
 //! let cluster = Cluster::connect(&["127.0.0.1:9092"], ConnectionConfig::default()).await?;
-//! let (leader, epoch, conn) = cluster.leader("orders", 0).await?;
-//! println!("orders-0 is led by broker {leader} (epoch {epoch}) at {}", conn.broker());
-//! let answer = conn.send(&DescribeClusterRequest::default()).await?;
+//! let leader = cluster.leader("orders", 0).await?;
+//! println!(
+//!     "orders-0 is led by broker {} (epoch {}) at {}",
+//!     leader.node_id,
+//!     leader.leader_epoch,
+//!     leader.connection.broker()
+//! );
+//! let answer = leader.connection.send(&DescribeClusterRequest::default()).await?;
 //! println!("cluster id {}", answer.cluster_id);
 //! cluster.close().await;
 //! # Ok(())
@@ -105,7 +110,7 @@ pub mod telemetry;
 pub mod tls;
 mod versions;
 
-pub use cluster::{Cluster, CoordinatorType, parse_address};
+pub use cluster::{Cluster, Coordinator, CoordinatorType, Leader, parse_address};
 pub use config::{ConfigError, ConfigProblem, ConnectionConfig};
 pub use conn::{Connection, Queued};
 pub use error::Error;

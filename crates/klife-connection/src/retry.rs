@@ -400,7 +400,7 @@ impl Cluster {
             Target::Broker(id) => self.broker(id).await,
             Target::AnyBroker => self.any_broker().await,
             Target::Controller => self.controller().await,
-            Target::Coordinator(kind, key) => self.coordinator_once(kind, key).await.map(|(_, conn)| conn),
+            Target::Coordinator(kind, key) => self.coordinator_once(kind, key).await.map(|c| c.connection),
         }
     }
 }

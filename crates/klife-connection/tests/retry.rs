@@ -53,7 +53,7 @@ async fn a_coordinator_lookup_waits_while_the_coordinator_is_not_ready() {
         &[ErrorCode::CoordinatorLoadInProgress, ErrorCode::CoordinatorNotAvailable],
         None,
     );
-    let (node, _) = cluster.coordinator(CoordinatorType::Group, "g").await.unwrap();
+    let node = cluster.coordinator(CoordinatorType::Group, "g").await.unwrap().node_id;
     assert_eq!(Some(node), kafka.coordinator("g"));
     assert_eq!(kafka.request_count(ApiKey::FindCoordinator), 3);
     cluster.close().await;

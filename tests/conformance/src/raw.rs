@@ -20,7 +20,7 @@ pub async fn produce(cluster: &Cluster, topic: &str, partition: i32, codec: Comp
         w.append_with_headers(r.timestamp, r.key.as_deref(), r.value.as_deref(), &headers).unwrap();
     }
     let batch = w.finish().unwrap();
-    let (_, _, conn) = cluster.leader(topic, partition).await.unwrap();
+    let conn = cluster.leader(topic, partition).await.unwrap().connection;
     let req = ProduceRequest::default().with_acks(-1).with_timeout_ms(10_000).with_topic_data(vec![
         TopicProduceData::default()
             .with_name(topic.to_owned())
@@ -53,7 +53,7 @@ pub struct Fetched {
 /// The complete batches of one Fetch of one partition from `offset` (control batches
 /// included), for tests that look at batch attributes and transaction markers.
 pub async fn fetch_batches(cluster: &Cluster, topic: &str, partition: i32, offset: i64) -> Vec<RecordBatch> {
-    let (_, _, conn) = cluster.leader(topic, partition).await.unwrap();
+    let conn = cluster.leader(topic, partition).await.unwrap().connection;
     let version = conn.version_for(ApiKey::Fetch, Some(FETCH_BY_NAME_MAX)).unwrap();
     let mut req = FetchRequest::default().with_max_wait_ms(200).with_min_bytes(1).with_topics(vec![
         FetchTopic::default().with_topic(topic.to_owned()).with_partitions(vec![
@@ -73,7 +73,8 @@ pub async fn fetch_batches(cluster: &Cluster, topic: &str, partition: i32, offse
 
 /// One Fetch of one partition from `offset`, up to `max_bytes`.
 pub async fn fetch(cluster: &Cluster, topic: &str, partition: i32, offset: i64, max_bytes: i32) -> Fetched {
-    let (_, epoch, conn) = cluster.leader(topic, partition).await.unwrap();
+    let klife_connection::Leader { leader_epoch: epoch, connection: conn, .. } =
+        cluster.leader(topic, partition).await.unwrap();
     let version = conn.version_for(ApiKey::Fetch, Some(FETCH_BY_NAME_MAX)).unwrap();
     let mut req = FetchRequest::default().with_max_wait_ms(50).with_min_bytes(1).with_topics(vec![
         FetchTopic::default().with_topic(topic.to_owned()).with_partitions(vec![

@@ -258,7 +258,7 @@ async fn finds_group_coordinators_in_one_lookup(broker: Broker) {
         assert!(brokers.brokers.contains_key(node), "{key}: coordinator {node} is not a broker");
     }
     // Cached now: the connection comes without another lookup.
-    let (node, _) = client.cluster().coordinator(CoordinatorType::Group, &keys[0]).await.unwrap();
+    let node = client.cluster().coordinator(CoordinatorType::Group, &keys[0]).await.unwrap().node_id;
     assert_eq!(Some(&node), found[0].1.as_ref().ok());
     client.close().await;
 }

@@ -39,13 +39,13 @@ async fn leader_moves_are_followed_after_a_metadata_refresh() {
     let mut mock = MockCluster::start(3, &[("t", 2)]);
     mock.command("leader t 0 1");
     let client = client(&mock, Duration::from_secs(5)).await;
-    assert_eq!(client.cluster().leader("t", 0).await.unwrap().0, 1);
+    assert_eq!(client.cluster().leader("t", 0).await.unwrap().node_id, 1);
     mock.command("leader t 0 2");
     // The client still believes broker 1 leads: its ListOffsets is answered
     // NOT_LEADER_OR_FOLLOWER, the metadata is refreshed, and broker 2 answers.
     mock.command("start-request-tracking");
     assert_eq!(guarded(latest(&client, "t", 0)).await.unwrap(), 0);
-    assert_eq!(client.cluster().leader("t", 0).await.unwrap().0, 2);
+    assert_eq!(client.cluster().leader("t", 0).await.unwrap().node_id, 2);
     let requests = mock.command("get-requests");
     let list_offsets_to: Vec<&str> =
         requests.split_whitespace().filter(|r| r.split(':').nth(1) == Some("2")).map(|r| &r[..1]).collect();

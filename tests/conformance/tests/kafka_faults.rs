@@ -44,7 +44,7 @@ mod kafka_faults {
 
     async fn leader_of(client: &klife::Client, topic: &str, partition: i32) -> i32 {
         client.cluster().add_topics(&[topic]).await.unwrap();
-        client.cluster().leader(topic, partition).await.unwrap().0
+        client.cluster().leader(topic, partition).await.unwrap().node_id
     }
 
     /// Waits until the cluster's metadata names `node` as the partition's leader (the

@@ -43,7 +43,7 @@ fn config() -> ProducerConfig {
 /// one transactional batch per value list, EndTxn.
 async fn raw_transaction(client: &Client, tid: &str, topic: &str, values: &[&str], commit: bool) -> i64 {
     let cluster = client.cluster();
-    let (_, coordinator) = cluster.coordinator(CoordinatorType::Transaction, tid).await.unwrap();
+    let coordinator = cluster.coordinator(CoordinatorType::Transaction, tid).await.unwrap().connection;
     let init = coordinator
         .send(
             &InitProducerIdRequest::default()
@@ -73,7 +73,7 @@ async fn raw_transaction(client: &Client, tid: &str, topic: &str, values: &[&str
     for v in values {
         w.append(1_700_000_000_000, None, Some(v.as_bytes())).unwrap();
     }
-    let (_, _, leader) = cluster.leader(topic, 0).await.unwrap();
+    let leader = cluster.leader(topic, 0).await.unwrap().connection;
     let produce = ProduceRequest::default()
         .with_transactional_id(Some(tid.into()))
         .with_acks(-1)
@@ -101,7 +101,7 @@ async fn read_committed_fetches_list_aborted_transactions_and_stop_at_the_lso() 
     let aborted = raw_transaction(&client, "rc-b", "rc", &["a-0", "a-1", "a-2"], false).await;
     client.produce(ProducerRecord::new("rc", "plain-1").with_partition(0)).await.unwrap();
 
-    let (_, _, leader) = client.cluster().leader("rc", 0).await.unwrap();
+    let leader = client.cluster().leader("rc", 0).await.unwrap().connection;
     let version = leader.version_for(ApiKey::Fetch, Some(12)).unwrap();
     let fetch = |isolation: i8| {
         FetchRequest::default()

@@ -157,7 +157,7 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it(broker: Broker) {
 
     // Kafka answers EndTxn before the markers are written; until they are, a stable
     // OffsetFetch (v7+) answers UNSTABLE_OFFSET_COMMIT for the partition.
-    let (_, conn) = client.cluster().coordinator(klife_connection::CoordinatorType::Group, &group).await.unwrap();
+    let conn = client.cluster().coordinator(klife_connection::CoordinatorType::Group, &group).await.unwrap().connection;
     let version = conn.version_for(klife_protocol::ApiKey::OffsetFetch, Some(7)).unwrap();
     let req =
         OffsetFetchRequest::default().with_group_id(group.clone()).with_require_stable(true).with_topics(Some(vec![
