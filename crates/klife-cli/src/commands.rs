@@ -234,8 +234,10 @@ pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let isolation = if args.read_uncommitted { IsolationLevel::ReadUncommitted } else { IsolationLevel::ReadCommitted };
     // Where "the end" is, for stopping there.
     let ends: BTreeMap<i32, i64> = {
-        let queries: Vec<(&str, i32, OffsetSpec)> =
-            partitions.iter().map(|p| (args.topic.as_str(), *p, OffsetSpec::Latest)).collect();
+        let queries: Vec<(klife::protocol::TopicPartition, OffsetSpec)> = partitions
+            .iter()
+            .map(|p| (klife::protocol::TopicPartition::new(args.topic.as_str(), *p), OffsetSpec::Latest))
+            .collect();
         let found = client.fetcher().list_offsets(&queries, isolation).await;
         let mut ends = BTreeMap::new();
         for (p, r) in partitions.iter().zip(found) {

@@ -5,7 +5,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use klife_protocol::Uuid;
+use klife_protocol::{TopicPartition, Uuid};
 use tokio::sync::mpsc;
 
 use crate::config::{FetchOptions, IsolationLevel};
@@ -140,12 +140,12 @@ impl Consumer {
     /// Adds partitions, each starting where `start` says (looked up now), and starts
     /// fetching them. A partition already assigned moves to the new position.
     pub async fn assign<S: AsRef<str>>(&mut self, partitions: &[(S, i32, StartOffset)]) -> Result<(), FetchError> {
-        let mut lookups: Vec<(&str, i32, OffsetSpec)> = Vec::new();
+        let mut lookups: Vec<(TopicPartition, OffsetSpec)> = Vec::new();
         for (t, p, start) in partitions {
             match start {
-                StartOffset::Earliest => lookups.push((t.as_ref(), *p, OffsetSpec::Earliest)),
-                StartOffset::Latest => lookups.push((t.as_ref(), *p, OffsetSpec::Latest)),
-                StartOffset::Timestamp(ts) => lookups.push((t.as_ref(), *p, OffsetSpec::Timestamp(*ts))),
+                StartOffset::Earliest => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Earliest)),
+                StartOffset::Latest => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Latest)),
+                StartOffset::Timestamp(ts) => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Timestamp(*ts))),
                 StartOffset::Offset(_) => {}
             }
         }
@@ -340,7 +340,7 @@ impl Consumer {
 
     async fn lookup(&self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64, FetchError> {
         let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
-        let found = self.fetcher.list_offsets(&[(topic, partition, spec)], isolation).await;
+        let found = self.fetcher.list_offsets(&[(TopicPartition::new(topic, partition), spec)], isolation).await;
         found
             .into_iter()
             .next()

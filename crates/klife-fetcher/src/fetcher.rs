@@ -3,15 +3,17 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use klife_connection::Cluster;
+use klife_connection::hash::Fnv1a;
+use klife_connection::sync::lock;
 use klife_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use klife_protocol::messages::fetch_response::PartitionData;
 use klife_protocol::messages::{FetchRequest, FetchResponse};
 use klife_protocol::records::DecodeOptions;
-use klife_protocol::{ApiKey, ErrorCode, Uuid};
+use klife_protocol::{ApiKey, ErrorCode, TopicPartition, Uuid};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -261,12 +263,12 @@ impl Fetcher {
         self.inner.submit(job);
     }
 
-    /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.
+    /// Looks up offsets: one result per partition and [`OffsetSpec`], in the order given.
     /// Lookups for the same leader share a request; `latest` is the last stable
     /// offset with [`IsolationLevel::ReadCommitted`] and the high watermark otherwise.
     pub async fn list_offsets(
         &self,
-        queries: &[(&str, i32, OffsetSpec)],
+        queries: &[(TopicPartition, OffsetSpec)],
         isolation: IsolationLevel,
     ) -> Vec<Result<crate::offsets::ListedOffset, FetchError>> {
         crate::offsets::list_offsets(&self.inner, queries, isolation).await
@@ -276,7 +278,7 @@ impl Fetcher {
     /// and so do later ones. Requests in flight finish.
     pub fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
-        self.inner.batchers.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        lock(&self.inner.batchers).clear();
     }
 
     /// Whether [`close`](Self::close) was called.
@@ -430,7 +432,7 @@ impl Inner {
     fn enqueue(self: &Arc<Self>, broker: i32, job: Job) {
         let slots = self.config.batchers_per_broker;
         let slot = if slots == 1 { 0 } else { slot_of(&job.target.topic, job.target.partition, slots) };
-        let mut batchers = self.batchers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut batchers = lock(&self.batchers);
         if self.closed.load(Ordering::Acquire) {
             drop(batchers);
             return job.complete(Err(FetchError::Closed));
@@ -485,12 +487,10 @@ impl Inner {
 /// The batcher a partition's fetches go to, among `slots` per broker.
 fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
     // FNV-1a: stable and cheap; only the spread matters.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in topic.as_bytes().iter().chain(&partition.to_be_bytes()) {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % slots as u64) as usize
+    let mut h = Fnv1a::new();
+    h.write(topic.as_bytes());
+    h.write(&partition.to_be_bytes());
+    (h.finish() % slots as u64) as usize
 }
 
 /// One batcher: takes fetches for one broker and sends everything waiting in as few
@@ -629,7 +629,7 @@ fn is_session_error(code: ErrorCode) -> bool {
 /// Ends the lane's fetch session on the broker, best effort: the broker would drop it
 /// once idle anyway.
 async fn close_session(cluster: &Cluster, broker: i32, lane_session: &Mutex<LaneSession>) {
-    let close = lane_session.lock().unwrap_or_else(PoisonError::into_inner).session.close();
+    let close = lock(&lane_session).session.close();
     let Ok(Some(close)) = close else { return };
     let Ok(conn) = cluster.fetch_connection(broker, true).await else { return };
     let Some(version) = conn.versions().range(ApiKey::Fetch).and_then(|r| position::fetch_version(r, false)) else {
@@ -685,7 +685,7 @@ async fn send_request(
     let jobs = in_request_order(jobs, by_id);
     let lane_session = lane_session.filter(|_| version >= session::MIN_VERSION);
     let session_request = lane_session.as_ref().and_then(|lane| {
-        let mut lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lane = lock(&lane);
         if lane.by_id != Some(by_id) {
             // Topics named otherwise: the session's keys would not match the answer's;
             // a full request replaces the session.
@@ -700,7 +700,7 @@ async fn send_request(
         Ok(r) => r,
         Err(e) => {
             if let (Some(lane), Some(_)) = (&lane_session, &session_request) {
-                lane.lock().unwrap_or_else(PoisonError::into_inner).session.failed();
+                lock(&lane).session.failed();
             }
             return fail_all(&inner, jobs, e);
         }
@@ -720,7 +720,7 @@ async fn send_request(
                 ((topic.clone(), p.partition_index), seen)
             })
         });
-        let mut lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut lane = lock(&lane);
         scope = lane.session.answered(top, response.session_id, answered).unwrap_or(Scope::Nothing);
         if scope == Scope::Incremental {
             telemetry::record_incremental_request();
@@ -758,7 +758,7 @@ async fn send_request(
     // nothing read, and the watermarks the broker last gave.
     let quiet: Vec<(Arc<str>, Option<Uuid>, PartitionData)> = match (&lane_session, scope) {
         (Some(lane), Scope::Incremental) => {
-            let lane = lane.lock().unwrap_or_else(PoisonError::into_inner);
+            let lane = lock(&lane);
             jobs.iter()
                 .filter(|j| !answers.contains_key(&(AnswerTopic::of(j, by_id), j.target.partition)))
                 .filter_map(|j| {

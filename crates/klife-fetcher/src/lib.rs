@@ -80,7 +80,7 @@
 //!
 //! ```no_run
 //! use klife_connection::{Cluster, ConnectionConfig};
-//! use klife_fetcher::{Consumer, FetchOptions, Fetcher, FetcherConfig, OffsetSpec, IsolationLevel, StartOffset};
+//! use klife_fetcher::{Consumer, FetchOptions, Fetcher, FetcherConfig, OffsetSpec, IsolationLevel, StartOffset, TopicPartition};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cluster = Cluster::connect(&["127.0.0.1:9092"], ConnectionConfig::default()).await?;
@@ -100,7 +100,8 @@
 //! }
 //!
 //! // Offsets.
-//! let end = fetcher.list_offsets(&[("orders", 0, OffsetSpec::Latest)], IsolationLevel::ReadCommitted).await;
+//! let latest = [(TopicPartition::new("orders", 0), OffsetSpec::Latest)];
+//! let end = fetcher.list_offsets(&latest, IsolationLevel::ReadCommitted).await;
 //! println!("orders-0 ends at {}", end[0].as_ref().map(|o| o.offset).unwrap_or(-1));
 //!
 //! // Keep consuming two partitions from their start.
@@ -134,6 +135,7 @@ pub use error::FetchError;
 pub use fetcher::{FetchHandle, Fetcher};
 pub use offsets::{ListedOffset, OffsetSpec};
 pub use record::{BatchInfo, Fetched, Record, TopicPartitionOffset};
+pub use klife_protocol::TopicPartition;
 pub use stream::{FetchResult, FetchStream};
 
 /// A topic id (re-exported from the codec).

@@ -12,6 +12,7 @@ use crate::config::IsolationLevel;
 use crate::error::FetchError;
 use crate::fetcher::Inner;
 use crate::record::TopicPartitionOffset;
+use klife_protocol::TopicPartition;
 
 /// Which offset to look up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +57,7 @@ type Slot = Option<Result<ListedOffset, FetchError>>;
 
 pub(crate) async fn list_offsets(
     inner: &Arc<Inner>,
-    queries: &[(&str, i32, OffsetSpec)],
+    queries: &[(TopicPartition, OffsetSpec)],
     isolation: IsolationLevel,
 ) -> Vec<Result<ListedOffset, FetchError>> {
     let cluster = &inner.cluster;
@@ -64,7 +65,8 @@ pub(crate) async fn list_offsets(
     // Look up only topics the metadata does not know yet; known ones are refreshed
     // when an answer says the metadata is stale.
     let known = cluster.metadata();
-    let mut missing: Vec<&str> = queries.iter().map(|q| q.0).filter(|t| !known.topics.contains_key(*t)).collect();
+    let mut missing: Vec<&str> =
+        queries.iter().map(|q| &*q.0.topic).filter(|t| !known.topics.contains_key(*t)).collect();
     missing.sort_unstable();
     missing.dedup();
     if !missing.is_empty() {
@@ -86,7 +88,8 @@ pub(crate) async fn list_offsets(
             let mut by_leader: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
             let mut in_round: HashSet<(&str, i32)> = HashSet::new();
             let mut deferred = false;
-            for (i, &(topic, partition, _)) in queries.iter().enumerate() {
+            for (i, (tp, _)) in queries.iter().enumerate() {
+                let (topic, partition) = (&*tp.topic, tp.partition);
                 if tried[i] || !retriable(&results[i]) {
                     continue;
                 }
@@ -169,7 +172,7 @@ fn route(inner: &Inner, topic: &str, partition: i32) -> Result<i32, FetchError> 
 async fn list_on(
     inner: &Inner,
     leader: i32,
-    queries: &[(&str, i32, OffsetSpec)],
+    queries: &[(TopicPartition, OffsetSpec)],
     indexes: &[usize],
     isolation: IsolationLevel,
     results: &mut [Slot],
@@ -178,7 +181,8 @@ async fn list_on(
     let version = conn.version_for(ApiKey::ListOffsets, None)?;
     let mut topics: BTreeMap<&str, Vec<ListOffsetsPartition>> = BTreeMap::new();
     for &i in indexes {
-        let (topic, partition, spec) = queries[i];
+        let (tp, spec) = &queries[i];
+        let (topic, partition) = (&*tp.topic, tp.partition);
         topics
             .entry(topic)
             .or_default()
@@ -194,7 +198,7 @@ async fn list_on(
     );
     let resp = conn.send_version(&req, version).await?;
     for &i in indexes {
-        let (topic, partition, _) = queries[i];
+        let (topic, partition) = (&*queries[i].0.topic, queries[i].0.partition);
         let answer = resp
             .topics
             .iter()
@@ -231,12 +235,8 @@ pub(crate) async fn out_of_range(
     isolation: IsolationLevel,
 ) -> FetchError {
     let (topic, partition) = (&*target.topic, target.partition);
-    let found = list_offsets(
-        inner,
-        &[(topic, partition, OffsetSpec::Earliest), (topic, partition, OffsetSpec::Latest)],
-        isolation,
-    )
-    .await;
+    let tp = target.topic_partition();
+    let found = list_offsets(inner, &[(tp.clone(), OffsetSpec::Earliest), (tp, OffsetSpec::Latest)], isolation).await;
     let offset_of =
         |r: Option<&Result<ListedOffset, FetchError>>| r.and_then(|r| r.as_ref().ok()).map_or(-1, |l| l.offset);
     FetchError::OffsetOutOfRange {

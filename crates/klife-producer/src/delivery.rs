@@ -11,9 +11,10 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 
+use klife_connection::sync::lock;
 use tokio::sync::oneshot;
 
 use crate::{ProduceError, RecordMetadata};
@@ -54,7 +55,7 @@ impl BatchResult {
     /// Settles the batch (a second call changes nothing) and wakes its waiters.
     fn settle(&self, settlement: Settlement) {
         if self.result.set(settlement).is_ok() {
-            let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(PoisonError::into_inner));
+            let wakers = std::mem::take(&mut *lock(&self.wakers));
             for w in wakers {
                 w.wake();
             }
@@ -72,7 +73,7 @@ struct Pieces {
 
 impl Pieces {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i64, Option<Result<Written, ProduceError>>>> {
-        self.results.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.results)
     }
 
     /// Settles the piece starting at record `start` (a second call changes nothing);
@@ -234,7 +235,7 @@ impl Future for DeliveryFuture {
                 if let Some(r) = shared.result.get() {
                     return Poll::Ready(outcome(r, *index, *timestamp));
                 }
-                let mut wakers = shared.wakers.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut wakers = lock(&shared.wakers);
                 // Set before the list was taken: the list is no longer looked at.
                 if let Some(r) = shared.result.get() {
                     drop(wakers);

@@ -55,6 +55,8 @@ pub enum ProduceError {
         key: String,
         /// The error code.
         code: ErrorCode,
+        /// The coordinator's message, if it sent one.
+        message: Option<String>,
     },
     /// No outcome within the delivery timeout; the last error seen is attached.
     DeliveryTimeout {
@@ -73,6 +75,8 @@ pub enum ProduceError {
     ProducerId {
         /// The error code of the InitProducerId answer.
         code: ErrorCode,
+        /// The broker's message, if it sent one.
+        message: Option<String>,
     },
     /// An earlier attempt of the batch had an unknown outcome (the connection broke or
     /// timed out) when the producer id had to be reset: the batch may have been
@@ -111,7 +115,19 @@ pub enum ProduceError {
         /// The first record failure of the transaction.
         source: Box<ProduceError>,
     },
-    /// The producer was closed.
+    /// EndTxn (commit or abort) got no answer before its retries ran out, or its
+    /// connection failed after the request may have reached the coordinator: the
+    /// transaction may or may not have ended. It is still open on this side: the same
+    /// call again sends EndTxn again, which the coordinator answers as it would have
+    /// the first time (the same decision is idempotent there).
+    TransactionOutcomeUnknown {
+        /// Whether a commit (rather than an abort) was asked for.
+        commit: bool,
+        /// The last failure.
+        source: klife_connection::Error,
+    },
+    /// The producer was closed, or dropped (every handle gone without
+    /// [`Producer::close`](crate::Producer::close)) with the record still buffered.
     Closed,
     /// An invalid setting.
     Config(ConfigError),
@@ -133,12 +149,12 @@ impl std::fmt::Display for ProduceError {
             ProduceError::InvalidPartition { topic, source } => write!(f, "topic {topic:?}: {source}"),
             ProduceError::Broker { topic, partition, code, message } => {
                 write!(f, "{topic}-{partition}: the broker refused the batch: {code}")?;
-                match message {
-                    Some(m) => write!(f, ": {m}"),
-                    None => Ok(()),
-                }
+                write_message(f, message.as_deref())
             }
-            ProduceError::Coordinator { api, key, code } => write!(f, "{api} for {key:?} failed: {code}"),
+            ProduceError::Coordinator { api, key, code, message } => {
+                write!(f, "{api} for {key:?} failed: {code}")?;
+                write_message(f, message.as_deref())
+            }
             ProduceError::DeliveryTimeout { topic, partition, timeout, last_error } => {
                 write!(f, "{topic}-{partition}: not delivered within the delivery timeout of {timeout:?}")?;
                 match last_error {
@@ -147,7 +163,10 @@ impl std::fmt::Display for ProduceError {
                 }
             }
             ProduceError::Connection(e) => e.fmt(f),
-            ProduceError::ProducerId { code } => write!(f, "the cluster refused a producer id: {code}"),
+            ProduceError::ProducerId { code, message } => {
+                write!(f, "the cluster refused a producer id: {code}")?;
+                write_message(f, message.as_deref())
+            }
             ProduceError::OutcomeUnknown { topic, partition } => write!(
                 f,
                 "{topic}-{partition}: the batch may have been written (an earlier attempt had no answer) and is not \
@@ -162,10 +181,25 @@ impl std::fmt::Display for ProduceError {
             ProduceError::TransactionAborted { source } => {
                 write!(f, "the transaction was aborted because a record of it failed: {source}")
             }
+            ProduceError::TransactionOutcomeUnknown { commit, source } => write!(
+                f,
+                "the transaction's {} may or may not have happened (EndTxn had no answer: {source}); call {} again \
+                 to find out",
+                if *commit { "commit" } else { "abort" },
+                if *commit { "commit" } else { "abort" },
+            ),
             ProduceError::Closed => f.write_str("the producer is closed"),
             ProduceError::Config(e) => e.fmt(f),
             ProduceError::Encode(reason) => write!(f, "the batch could not be encoded: {reason}"),
         }
+    }
+}
+
+/// Appends a broker's message, when it sent one.
+fn write_message(f: &mut std::fmt::Formatter<'_>, message: Option<&str>) -> std::fmt::Result {
+    match message {
+        Some(m) if !m.is_empty() => write!(f, ": {m}"),
+        _ => Ok(()),
     }
 }
 
@@ -181,6 +215,7 @@ impl std::error::Error for ProduceError {
             ProduceError::Config(e) => e.source(),
             // The failure itself, not its box: it downcasts to `ProduceError`.
             ProduceError::TransactionAborted { source } => Some(&**source),
+            ProduceError::TransactionOutcomeUnknown { source, .. } => Some(source),
             _ => None,
         }
     }
@@ -290,7 +325,7 @@ impl ProduceError {
         match self {
             ProduceError::Broker { code, .. }
             | ProduceError::Coordinator { code, .. }
-            | ProduceError::ProducerId { code }
+            | ProduceError::ProducerId { code, .. }
             | ProduceError::Fenced { code, .. } => Some(*code),
             ProduceError::Connection(e) => e.error_code(),
             _ => None,
@@ -300,6 +335,13 @@ impl ProduceError {
     /// Whether the producer is fenced ([`ProduceError::Fenced`]): nothing retries this.
     pub fn is_fenced(&self) -> bool {
         matches!(self, ProduceError::Fenced { .. })
+    }
+
+    /// Whether the outcome is unknown: a batch that may have been written and was not
+    /// sent again ([`ProduceError::OutcomeUnknown`]), or a commit or abort that had no
+    /// answer ([`ProduceError::TransactionOutcomeUnknown`]).
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, ProduceError::OutcomeUnknown { .. } | ProduceError::TransactionOutcomeUnknown { .. })
     }
 
     /// Whether a commit aborted the transaction instead, because a record of it

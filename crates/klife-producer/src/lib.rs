@@ -185,6 +185,7 @@ pub use config::{Acks, MAX_IN_FLIGHT_PER_PARTITION, ProducerConfig};
 pub use delivery::DeliveryFuture;
 pub use error::{AttemptError, ProduceError, TransactionOperation, TransactionState};
 pub use klife_connection::{ConfigError, ConfigProblem};
+pub use klife_protocol::{GroupMetadata, ProducerIdAndEpoch, TopicPartition, TopicPartitionOffset};
 pub use producer::{Producer, verify_batch};
 pub use record::{ProducerRecord, RecordMetadata};
 pub use transaction::{TransactionError, TransactionPool, TransactionalProducer};

@@ -7,8 +7,10 @@
 //! wrapped around or clamped.
 
 use std::fmt;
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
-use std::sync::{PoisonError, RwLock};
+
+use klife_connection::sync::{read, write};
 
 use crate::hash::FastMap;
 
@@ -185,19 +187,19 @@ impl<T> PerTopic<T> {
     /// Runs `f` on the topic's value, creating it with `init` on first use.
     fn with<R>(&self, topic: &str, init: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
         {
-            let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+            let topics = read(&self.topics);
             if let Some(value) = topics.get(topic) {
                 return f(value);
             }
         }
-        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        let mut topics = write(&self.topics);
         let value = topics.entry(topic.to_owned()).or_insert_with(init);
         f(value)
     }
 
     /// Runs `f` on the topic's value if the topic has one.
     fn get<R>(&self, topic: &str, f: impl FnOnce(&T) -> R) -> Option<R> {
-        let topics = self.topics.read().unwrap_or_else(PoisonError::into_inner);
+        let topics = read(&self.topics);
         topics.get(topic).map(f)
     }
 }

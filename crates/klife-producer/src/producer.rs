@@ -18,14 +18,15 @@
 //! for answers and timers.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use klife_connection::sync::lock;
 use klife_connection::{Cluster, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
-use klife_protocol::{ApiKey, ErrorCode};
+use klife_protocol::{ApiKey, ErrorCode, ProducerIdAndEpoch};
 use tokio::sync::{Notify, mpsc};
 
 use crate::accumulator::{Accumulator, AppendError, QueueId, TopicPartition};
@@ -89,7 +90,7 @@ fn batcher_of(topic: &str, partition: i32, batchers: usize, brokers: usize) -> u
         return 0;
     }
     // FNV-1a: stable across runs and builds, unlike std's RandomState.
-    let offset = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let offset = klife_connection::hash::fnv1a(topic.as_bytes());
     let rank = usize::try_from(partition).unwrap_or(0) / brokers.max(1);
     ((offset % batchers as u64) as usize + rank) % batchers
 }
@@ -186,7 +187,7 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 }
 
@@ -262,7 +263,7 @@ impl Producer {
     pub(crate) fn start(
         cluster: Cluster,
         config: ProducerConfig,
-        id: Option<(i64, i16)>,
+        id: Option<ProducerIdAndEpoch>,
         transactional_id: Option<Arc<str>>,
     ) -> Producer {
         let rules = SequencerConfig {
@@ -296,14 +297,14 @@ impl Producer {
     }
 
     /// The producer's id and epoch, when idempotent.
-    pub fn producer_id(&self) -> Option<(i64, i16)> {
+    pub fn producer_id(&self) -> Option<ProducerIdAndEpoch> {
         self.inner.lock().seq.producer_id()
     }
 
     /// Takes the producer id and epoch a transaction coordinator returned when it ended
     /// a transaction (EndTxn v5+, KIP-890: the epoch goes up at every transaction end).
     /// Called between transactions, with nothing in flight.
-    pub(crate) fn adopt_producer_id(&self, id: (i64, i16)) {
+    pub(crate) fn adopt_producer_id(&self, id: ProducerIdAndEpoch) {
         self.inner.lock().seq.adopt_producer_id(id);
     }
 
@@ -556,7 +557,10 @@ impl Producer {
 /// retriable answers (a transaction coordinator still loading its log after a broker
 /// starts, a coordinator not available yet, a dropped connection) are tried again until
 /// the cluster's `retry_timeout`. A refusal is [`ProduceError::ProducerId`].
-async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Result<(i64, i16), ProduceError> {
+async fn init_producer_id(
+    cluster: &Cluster,
+    current: Option<ProducerIdAndEpoch>,
+) -> Result<ProducerIdAndEpoch, ProduceError> {
     let policy = cluster.retry_policy();
     let resp = cluster
         .call_with(
@@ -567,8 +571,8 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
                 let version = conn.version_for(ApiKey::InitProducerId, None)?;
                 let mut req =
                     InitProducerIdRequest::default().with_transactional_id(None).with_transaction_timeout_ms(-1);
-                if let (Some((id, epoch)), true) = (current, version >= 3) {
-                    req = req.with_producer_id(id).with_producer_epoch(epoch);
+                if let (Some(current), true) = (current, version >= 3) {
+                    req = req.with_producer_id(current.id).with_producer_epoch(current.epoch);
                 }
                 conn.send_version(&req, version).await
             },
@@ -576,12 +580,12 @@ async fn init_producer_id(cluster: &Cluster, current: Option<(i64, i16)>) -> Res
         )
         .await
         .map_err(|e| match e {
-            klife_connection::Error::Broker { api: ApiKey::InitProducerId, code, .. } => {
-                ProduceError::ProducerId { code }
+            klife_connection::Error::Broker { api: ApiKey::InitProducerId, code, message, .. } => {
+                ProduceError::ProducerId { code, message }
             }
             e => ProduceError::Connection(e),
         })?;
-    Ok((resp.producer_id, resp.producer_epoch))
+    Ok(ProducerIdAndEpoch::new(resp.producer_id, resp.producer_epoch))
 }
 
 /// Gets a new producer id (or bumps the epoch) after a sequence error; every
@@ -591,7 +595,7 @@ async fn reset_producer(inner: &Inner, current: Option<ProducerId>) {
     let result = init_producer_id(&inner.cluster, current).await;
     let mut state = inner.lock();
     match &result {
-        Ok(id) => tracing::info!(producer_id = id.0, epoch = id.1, "new producer id after a sequence error"),
+        Ok(id) => tracing::info!(producer_id = id.id, epoch = id.epoch, "new producer id after a sequence error"),
         Err(e) => tracing::warn!(error = %e, "producer id reset failed; the batches are retried"),
     }
     state.seq.on_producer_id(result.ok());

@@ -5,9 +5,10 @@
 //! `transaction(closure)`.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use klife_connection::sync::lock;
 use klife_connection::{Cluster, CoordinatorType, Target};
 use klife_protocol::messages::add_partitions_to_txn_request::{AddPartitionsToTxnRequest, AddPartitionsToTxnTopic};
 use klife_protocol::messages::txn_offset_commit_request::{
@@ -15,6 +16,7 @@ use klife_protocol::messages::txn_offset_commit_request::{
 };
 use klife_protocol::messages::{AddOffsetsToTxnRequest, EndTxnRequest, InitProducerIdRequest};
 use klife_protocol::{ErrorCode, Request};
+use klife_protocol::{GroupMetadata, ProducerIdAndEpoch, TopicPartition, TopicPartitionOffset};
 use tokio::sync::{Notify, oneshot};
 
 use klife_connection::{ConfigError, ConfigProblem};
@@ -33,18 +35,20 @@ const END_TXN_MAX_VERSION_BEFORE_TV2: i16 = 4;
 #[derive(Default)]
 struct Txn {
     in_transaction: bool,
-    partitions: HashSet<(Arc<str>, i32)>,
-    groups: HashSet<String>,
+    partitions: HashSet<TopicPartition>,
+    groups: HashSet<Arc<str>>,
     /// Records produced in this transaction whose outcome is not known yet.
     outstanding: usize,
-    /// The first record that failed in this transaction: commit must abort instead.
+    /// The first failure in this transaction (a record, a partition that could not be
+    /// added, offsets that could not be sent): commit must abort instead.
     failed: Option<ProduceError>,
     /// The producer was fenced, or refused for good: every later call fails with this.
     fatal: Option<ProduceError>,
 }
 
 impl Txn {
-    /// Notes a record's failure; a fenced producer can do nothing more.
+    /// Notes a failure in the transaction, which can then only abort; a fenced
+    /// producer can do nothing more.
     fn record_failed(&mut self, e: &ProduceError) {
         self.failed.get_or_insert_with(|| e.clone());
         if e.is_fenced() {
@@ -61,7 +65,7 @@ pub struct TransactionalProducer {
     producer: Producer,
     transactional_id: Arc<str>,
     /// The producer id and epoch; EndTxn v5+ replaces them (KIP-890).
-    id: Arc<Mutex<(i64, i16)>>,
+    id: Arc<Mutex<ProducerIdAndEpoch>>,
     state: Arc<Mutex<Txn>>,
     settled: Arc<Notify>,
     /// Serializes begin / commit / abort / send_offsets.
@@ -106,10 +110,16 @@ impl TransactionalProducer {
         let req = InitProducerIdRequest::default()
             .with_transactional_id(Some(transactional_id.to_string()))
             .with_transaction_timeout_ms(timeout_ms);
-        let resp =
-            coordinator_call(&cluster, CoordinatorType::Transaction, &transactional_id, &req, None, |r| r.error_code)
-                .await?;
-        let id = (resp.producer_id, resp.producer_epoch);
+        let resp = coordinator_call(
+            &cluster,
+            CoordinatorType::Transaction,
+            &transactional_id,
+            None,
+            |_| req.clone(),
+            |r| [(r.error_code, None)],
+        )
+        .await?;
+        let id = ProducerIdAndEpoch::new(resp.producer_id, resp.producer_epoch);
         Ok(TransactionalProducer {
             producer: Producer::start(cluster, config, Some(id), Some(transactional_id.clone())),
             transactional_id,
@@ -121,7 +131,7 @@ impl TransactionalProducer {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Txn> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        lock(&self.state)
     }
 
     /// The transactional id.
@@ -131,8 +141,8 @@ impl TransactionalProducer {
 
     /// The producer id and epoch the coordinator gave (with transaction version 2, the
     /// epoch goes up at the end of every transaction).
-    pub fn producer_id(&self) -> (i64, i16) {
-        *self.id.lock().unwrap_or_else(PoisonError::into_inner)
+    pub fn producer_id(&self) -> ProducerIdAndEpoch {
+        *lock(&self.id)
     }
 
     fn check_usable(&self) -> Result<(), ProduceError> {
@@ -175,9 +185,9 @@ impl TransactionalProducer {
         let added: Result<(), ProduceError> = async {
             let (partition, _) = self.producer.partition_of(&record).await?;
             record.partition = Some(partition);
-            let key = (record.topic.clone(), partition);
+            let key = TopicPartition::new(record.topic.clone(), partition);
             if !self.lock().partitions.contains(&key) {
-                self.add_partition(&record.topic, partition).await?;
+                self.add_partition(&key).await?;
                 self.lock().partitions.insert(key);
             }
             Ok(())
@@ -195,7 +205,7 @@ impl TransactionalProducer {
             .producer
             .produce_with_callback(record, move |outcome| {
                 {
-                    let mut s = state.lock().unwrap_or_else(PoisonError::into_inner);
+                    let mut s = lock(&state);
                     s.outstanding -= 1;
                     if let Err(e) = &outcome {
                         s.record_failed(e);
@@ -228,31 +238,46 @@ impl TransactionalProducer {
         crate::producer::outcomes_in_order(queued).await
     }
 
-    async fn add_partition(&self, topic: &str, partition: i32) -> Result<(), ProduceError> {
+    /// Adds a partition to the transaction (AddPartitionsToTxn). UNKNOWN_TOPIC_OR_PARTITION
+    /// is retried, as the Java client does, while the cluster metadata still has the
+    /// partition (the coordinator may not know a topic just created yet); once the
+    /// refreshed metadata says it is gone, the call fails with
+    /// [`ProduceError::UnknownTopic`] rather than retrying until the retry timeout.
+    async fn add_partition(&self, tp: &TopicPartition) -> Result<(), ProduceError> {
+        let id = self.producer_id();
         let req = AddPartitionsToTxnRequest::default()
             .with_v3_and_below_transactional_id(self.transactional_id.to_string())
-            .with_v3_and_below_producer_id(self.producer_id().0)
-            .with_v3_and_below_producer_epoch(self.producer_id().1)
+            .with_v3_and_below_producer_id(id.id)
+            .with_v3_and_below_producer_epoch(id.epoch)
             .with_v3_and_below_topics(vec![
-                AddPartitionsToTxnTopic::default().with_name(topic.to_owned()).with_partitions(vec![partition]),
+                AddPartitionsToTxnTopic::default().with_name(tp.topic.to_string()).with_partitions(vec![tp.partition]),
             ]);
+        let cluster = self.producer.cluster();
         let resp = coordinator_call(
-            self.producer.cluster(),
+            cluster,
             CoordinatorType::Transaction,
             &self.transactional_id,
-            &req,
             Some(ADD_PARTITIONS_MAX_VERSION),
+            |_| req.clone(),
             |r| {
-                r.results_by_topic_v3_and_below
+                let codes = r
+                    .results_by_topic_v3_and_below
                     .iter()
-                    .flat_map(|t| t.results_by_partition.iter())
-                    .map(|p| p.partition_error_code)
-                    .find(|c| *c != 0)
-                    .unwrap_or(0)
+                    .flat_map(|t| t.results_by_partition.iter().map(move |p| (&*t.name, p)))
+                    .map(|(topic, p)| (topic, p.partition_index, ErrorCode::from_code(p.partition_error_code)));
+                still_retriable(cluster, codes)
             },
         )
-        .await;
-        self.note_fencing(resp.map(|_| ()))
+        .await
+        .and_then(|r| {
+            let gone = r
+                .results_by_topic_v3_and_below
+                .iter()
+                .flat_map(|t| t.results_by_partition.iter())
+                .any(|p| ErrorCode::from_code(p.partition_error_code) == ErrorCode::UnknownTopicOrPartition);
+            if gone { Err(ProduceError::UnknownTopic { topic: tp.topic.to_string() }) } else { Ok(()) }
+        });
+        self.note_fencing(resp)
     }
 
     /// A coordinator's answer: one that fences the producer becomes
@@ -265,8 +290,13 @@ impl TransactionalProducer {
         };
         let e = match e.error_code() {
             Some(code) if fenced(code) => {
-                let (producer_id, epoch) = self.producer_id();
-                ProduceError::Fenced { transactional_id: self.transactional_id.to_string(), producer_id, epoch, code }
+                let id = self.producer_id();
+                ProduceError::Fenced {
+                    transactional_id: self.transactional_id.to_string(),
+                    producer_id: id.id,
+                    epoch: id.epoch,
+                    code,
+                }
             }
             _ => e,
         };
@@ -275,53 +305,119 @@ impl TransactionalProducer {
     }
 
     /// Adds consumer offsets to the open transaction (exactly-once
-    /// consume-transform-produce): they are committed for `group_id` if, and only if,
-    /// the transaction commits. `offsets` are (topic, partition, next offset to read).
+    /// consume-transform-produce): they are committed for the group if, and only if,
+    /// the transaction commits. Each offset is the next one to read, with the leader
+    /// epoch of the last record read ([`TopicPartitionOffset::last_epoch`]) when known
+    /// (sent as the committed leader epoch from TxnOffsetCommit v2).
+    ///
+    /// `group` names the group; a member of it passes its member id, generation (or
+    /// member epoch) and instance id ([`GroupMetadata::with_member`]), which brokers
+    /// with TxnOffsetCommit v3+ (Kafka 2.5+) check so that a member fenced out of the
+    /// group cannot commit for it (older brokers are sent the group id alone).
+    /// [`GroupMetadata::new`] without a member is a producer outside the group.
+    ///
+    /// If it fails (other than for the transaction's state), the transaction can only
+    /// abort: [`commit`](Self::commit) aborts it and returns
+    /// [`ProduceError::TransactionAborted`] with this failure as its source, so that the
+    /// records are never committed without the offsets.
     pub async fn send_offsets_to_transaction(
         &self,
-        group_id: &str,
-        offsets: &[(&str, i32, i64)],
+        group: &GroupMetadata,
+        offsets: &[TopicPartitionOffset],
     ) -> Result<(), ProduceError> {
         let _control = self.control.lock().await;
         self.check_usable()?;
         self.check_open(TransactionOperation::SendOffsets)?;
+        let result = self.send_offsets(group, offsets).await;
+        if let Err(e) = &result {
+            self.lock().record_failed(e);
+        }
+        result
+    }
+
+    async fn send_offsets(&self, group: &GroupMetadata, offsets: &[TopicPartitionOffset]) -> Result<(), ProduceError> {
         let cluster = self.producer.cluster();
+        let group_id = &*group.group_id;
         if !self.lock().groups.contains(group_id) {
+            let id = self.producer_id();
             let req = AddOffsetsToTxnRequest::default()
                 .with_transactional_id(self.transactional_id.to_string())
-                .with_producer_id(self.producer_id().0)
-                .with_producer_epoch(self.producer_id().1)
+                .with_producer_id(id.id)
+                .with_producer_epoch(id.epoch)
                 .with_group_id(group_id.to_owned());
-            let r = coordinator_call(cluster, CoordinatorType::Transaction, &self.transactional_id, &req, None, |r| {
-                r.error_code
-            })
+            let r = coordinator_call(
+                cluster,
+                CoordinatorType::Transaction,
+                &self.transactional_id,
+                None,
+                |_| req.clone(),
+                |r| [(r.error_code, None)],
+            )
             .await;
             self.note_fencing(r.map(|_| ()))?;
-            self.lock().groups.insert(group_id.to_owned());
+            self.lock().groups.insert(group.group_id.clone());
         }
-        let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
-        for &(topic, partition, offset) in offsets {
-            let p = TxnOffsetCommitRequestPartition::default()
-                .with_partition_index(partition)
-                .with_committed_offset(offset)
-                .with_committed_metadata(Some(String::new()));
-            match topics.iter_mut().find(|t| t.name == topic) {
-                Some(t) => t.partitions.push(p),
-                None => topics
-                    .push(TxnOffsetCommitRequestTopic::default().with_name(topic.to_owned()).with_partitions(vec![p])),
+        // The metadata must know the topics for UNKNOWN_TOPIC_OR_PARTITION to be told
+        // apart: a partition the coordinator does not know yet, or one that is gone.
+        let known = cluster.metadata();
+        let mut missing: Vec<&str> =
+            offsets.iter().map(|o| &*o.topic).filter(|t| !known.topics.contains_key(*t)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        if !missing.is_empty() {
+            cluster.add_topics(&missing).await?;
+        }
+        let id = self.producer_id();
+        let build = |version: i16| {
+            let mut topics: Vec<TxnOffsetCommitRequestTopic> = Vec::new();
+            for o in offsets {
+                let mut p = TxnOffsetCommitRequestPartition::default()
+                    .with_partition_index(o.partition)
+                    .with_committed_offset(o.offset)
+                    .with_committed_metadata(Some(String::new()));
+                if let (Some(epoch), true) = (o.last_epoch, version >= 2) {
+                    p = p.with_committed_leader_epoch(epoch);
+                }
+                match topics.iter_mut().find(|t| *t.name == *o.topic) {
+                    Some(t) => t.partitions.push(p),
+                    None => topics.push(
+                        TxnOffsetCommitRequestTopic::default().with_name(o.topic.to_string()).with_partitions(vec![p]),
+                    ),
+                }
             }
-        }
-        let req = TxnOffsetCommitRequest::default()
-            .with_transactional_id(self.transactional_id.to_string())
-            .with_group_id(group_id.to_owned())
-            .with_producer_id(self.producer_id().0)
-            .with_producer_epoch(self.producer_id().1)
-            .with_topics(topics);
-        let r = coordinator_call(cluster, CoordinatorType::Group, group_id, &req, None, |r| {
-            r.topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.error_code).find(|c| *c != 0).unwrap_or(0)
+            let mut req = TxnOffsetCommitRequest::default()
+                .with_transactional_id(self.transactional_id.to_string())
+                .with_group_id(group_id.to_owned())
+                .with_producer_id(id.id)
+                .with_producer_epoch(id.epoch)
+                .with_topics(topics);
+            if version >= 3 {
+                req = req
+                    .with_member_id(group.member_id.to_string())
+                    .with_generation_id(group.generation_id)
+                    .with_group_instance_id(group.group_instance_id.as_deref().map(str::to_owned));
+            }
+            req
+        };
+        let r = coordinator_call(cluster, CoordinatorType::Group, group_id, None, build, |r| {
+            let codes = r
+                .topics
+                .iter()
+                .flat_map(|t| t.partitions.iter().map(move |p| (&*t.name, p)))
+                .map(|(topic, p)| (topic, p.partition_index, ErrorCode::from_code(p.error_code)));
+            still_retriable(cluster, codes)
         })
-        .await;
-        self.note_fencing(r.map(|_| ()))
+        .await
+        .and_then(|r| {
+            let gone = r.topics.iter().find(|t| {
+                t.partitions.iter().any(|p| ErrorCode::from_code(p.error_code) == ErrorCode::UnknownTopicOrPartition)
+            });
+            match gone {
+                Some(t) => Err(ProduceError::UnknownTopic { topic: t.name.to_string() }),
+                None => Ok(()),
+            }
+        });
+        self.note_fencing(r)
     }
 
     /// Waits until every record of the transaction has its outcome.
@@ -371,11 +467,11 @@ impl TransactionalProducer {
         // A transaction that touched nothing is unknown to the coordinator: ending it
         // there would be an error, and there is nothing to end.
         if touched {
-            let (producer_id, epoch) = self.producer_id();
+            let id = self.producer_id();
             let req = EndTxnRequest::default()
                 .with_transactional_id(self.transactional_id.to_string())
-                .with_producer_id(producer_id)
-                .with_producer_epoch(epoch)
+                .with_producer_id(id.id)
+                .with_producer_epoch(id.epoch)
                 .with_committed(commit);
             // Transaction version 2 (KIP-890) comes with EndTxn v5; on a cluster still
             // at version 1, ask for the protocol it runs, as the Java client does.
@@ -388,18 +484,24 @@ impl TransactionalProducer {
                 cluster,
                 CoordinatorType::Transaction,
                 &self.transactional_id,
-                &req,
                 max_version,
-                |r| r.error_code,
+                |_| req.clone(),
+                |r| [(r.error_code, None)],
             )
             .await;
+            // No answer, or none before the retries ran out: the coordinator may have
+            // ended the transaction. It stays open here, for the caller to ask again.
+            let r = r.map_err(|e| match e {
+                ProduceError::Connection(source) => ProduceError::TransactionOutcomeUnknown { commit, source },
+                e => e,
+            });
             let resp = self.note_fencing(r)?;
             // With transaction version 2 the coordinator ends every transaction with a
             // new epoch (or, when the epoch runs out, a new producer id), and fences the
             // old one: the next transaction must use it.
             if resp.producer_id >= 0 && resp.producer_epoch >= 0 {
-                let new = (resp.producer_id, resp.producer_epoch);
-                *self.id.lock().unwrap_or_else(PoisonError::into_inner) = new;
+                let new = ProducerIdAndEpoch::new(resp.producer_id, resp.producer_epoch);
+                *lock(&self.id) = new;
                 self.producer.adopt_producer_id(new);
             }
         }
@@ -518,21 +620,27 @@ pub enum TransactionError<E> {
 /// Sends a request to the coordinator of `key` under the connection layer's retry rule
 /// ([`Cluster::call_with`]: NOT_COORDINATOR finds the coordinator again,
 /// COORDINATOR_LOAD_IN_PROGRESS and CONCURRENT_TRANSACTIONS back off, a broken
-/// connection is tried again). A code the rule does not retry is
-/// [`ProduceError::Coordinator`]; retries that ran out keep the last error.
-async fn coordinator_call<R, F>(
+/// connection is tried again). `build` makes the request for the version sent (at
+/// most `max_version`); `errors` reads the codes (with the coordinator's message) the
+/// rule decides on. A code the rule does not retry is [`ProduceError::Coordinator`],
+/// with the coordinator's message; retries that ran out keep the last error.
+async fn coordinator_call<R, B, F, I>(
     cluster: &Cluster,
     kind: CoordinatorType,
     key: &str,
-    request: &R,
     max_version: Option<i16>,
-    error_of: F,
+    build: B,
+    errors: F,
 ) -> Result<R::Response, ProduceError>
 where
     R: Request,
-    F: Fn(&R::Response) -> i16,
+    B: Fn(i16) -> R,
+    F: Fn(&R::Response) -> I,
+    I: IntoIterator,
+    I::Item: Into<klife_connection::retry::AnswerError>,
 {
     let policy = cluster.retry_policy();
+    let build = &build;
     let result = cluster
         .call_with(
             Target::Coordinator(kind, key),
@@ -540,15 +648,36 @@ where
             &policy,
             |conn| async move {
                 let version = conn.version_for(R::API_KEY, max_version)?;
-                conn.send_version(request, version).await
+                conn.send_version(&build(version), version).await
             },
-            |r| [error_of(r)],
+            errors,
         )
         .await;
     result.map_err(|e| match e {
-        klife_connection::Error::Broker { api, code, .. } if api == R::API_KEY => {
-            ProduceError::Coordinator { api, key: key.to_owned(), code }
+        klife_connection::Error::Broker { api, code, message, .. } if api == R::API_KEY => {
+            ProduceError::Coordinator { api, key: key.to_owned(), code, message }
         }
         e => ProduceError::Connection(e),
     })
+}
+
+/// The codes of per-partition answers the retry rule decides on: all of them but
+/// UNKNOWN_TOPIC_OR_PARTITION for a partition the cluster metadata no longer has
+/// (refreshed by the rule after such an answer), which no retry can fix and the
+/// caller reports.
+fn still_retriable<'a>(
+    cluster: &Cluster,
+    codes: impl Iterator<Item = (&'a str, i32, ErrorCode)>,
+) -> Vec<(ErrorCode, Option<String>)> {
+    let metadata = cluster.metadata();
+    codes
+        .filter(|&(topic, partition, code)| {
+            code != ErrorCode::UnknownTopicOrPartition
+                || metadata
+                    .topics
+                    .get(topic)
+                    .is_some_and(|t| t.error != ErrorCode::UnknownTopicOrPartition && t.partition(partition).is_some())
+        })
+        .map(|(_, _, code)| (code, None))
+        .collect()
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use klife_connection::{Cluster, ConnectionConfig};
 use klife_producer::{
-    AttemptError, ConfigProblem, ProduceError, Producer, ProducerConfig, ProducerRecord, TransactionOperation,
-    TransactionPool, TransactionState, TransactionalProducer,
+    AttemptError, ConfigProblem, GroupMetadata, ProduceError, Producer, ProducerConfig, ProducerIdAndEpoch,
+    ProducerRecord, TopicPartitionOffset, TransactionOperation, TransactionPool, TransactionState,
+    TransactionalProducer,
 };
 use klife_protocol::{ApiKey, ErrorCode};
 use klife_testkit::FakeCluster;
@@ -44,7 +45,12 @@ async fn a_transaction_call_in_the_wrong_state_names_the_state_and_the_operation
     use TransactionOperation as Op;
     use TransactionState::{Idle, InTransaction};
     assert_eq!(state_error(txn.produce(record("outside")).await), (Op::Produce, Idle));
-    assert_eq!(state_error(txn.send_offsets_to_transaction("g", &[("t", 0, 1)]).await), (Op::SendOffsets, Idle));
+    assert_eq!(
+        state_error(
+            txn.send_offsets_to_transaction(&GroupMetadata::new("g"), &[TopicPartitionOffset::new("t", 0, 1)]).await
+        ),
+        (Op::SendOffsets, Idle)
+    );
     assert_eq!(state_error(txn.commit().await), (Op::Commit, Idle));
     assert_eq!(state_error(txn.abort().await), (Op::Abort, Idle));
     txn.begin().await.unwrap();
@@ -66,13 +72,13 @@ async fn a_newer_producer_with_the_same_transactional_id_fences_the_older_at_its
     let kafka = FakeCluster::builder().topic("t", 1).start().await.unwrap();
     let cluster = cluster(&kafka).await;
     let old = txn_producer(&cluster, "app").await;
-    let (pid, epoch) = old.producer_id();
+    let ProducerIdAndEpoch { id: pid, epoch } = old.producer_id();
     old.begin().await.unwrap();
     old.produce(record("before")).await.unwrap();
 
     // The newer producer bumps the epoch and aborts the older one's transaction.
     let new = txn_producer(&cluster, "app").await;
-    assert!(new.producer_id().1 > epoch);
+    assert!(new.producer_id().epoch > epoch);
 
     // The old epoch's next batch is refused by the partition leader.
     let err = old.produce(record("after")).await.unwrap_err();
@@ -101,7 +107,7 @@ async fn a_coordinator_that_fences_the_producer_at_commit_is_fenced_with_its_id_
     let kafka = FakeCluster::builder().topic("t", 1).start().await.unwrap();
     let cluster = cluster(&kafka).await;
     let old = txn_producer(&cluster, "app").await;
-    let (pid, epoch) = old.producer_id();
+    let ProducerIdAndEpoch { id: pid, epoch } = old.producer_id();
     old.begin().await.unwrap();
     old.produce(record("before")).await.unwrap();
     let new = txn_producer(&cluster, "app").await;
@@ -203,7 +209,7 @@ async fn a_refused_producer_id_is_a_typed_error() {
     let cluster = cluster(&kafka).await;
     kafka.inject_errors(ApiKey::InitProducerId, &[ErrorCode::ClusterAuthorizationFailed], None);
     let err = Producer::new(cluster, ProducerConfig::default()).await.unwrap_err();
-    assert!(matches!(err, ProduceError::ProducerId { code: ErrorCode::ClusterAuthorizationFailed }), "{err}");
+    assert!(matches!(err, ProduceError::ProducerId { code: ErrorCode::ClusterAuthorizationFailed, .. }), "{err}");
     assert_eq!(err.error_code(), Some(ErrorCode::ClusterAuthorizationFailed));
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use klife_connection::{Cluster, ConnectionConfig};
 use klife_fetcher::{Fetcher, FetcherConfig};
-use klife_producer::{ProducerConfig, ProducerRecord, TransactionalProducer};
+use klife_producer::{ProducerConfig, ProducerIdAndEpoch, ProducerRecord, TransactionalProducer};
 use klife_protocol::ApiKey;
 use klife_testkit::FakeCluster;
 
@@ -19,7 +19,7 @@ async fn commit_abort_commit(kafka: &FakeCluster) -> (i16, Vec<i16>) {
     let txn = TransactionalProducer::new(cluster.clone(), ProducerConfig::default(), "app", Duration::from_secs(60))
         .await
         .unwrap();
-    let (pid, first_epoch) = txn.producer_id();
+    let ProducerIdAndEpoch { id: pid, epoch: first_epoch } = txn.producer_id();
     let mut epochs = Vec::new();
     for (values, commit) in [(["c1", "c2"], true), (["a1", "a2"], false), (["c3", "c4"], true)] {
         txn.begin().await.unwrap();
@@ -31,8 +31,8 @@ async fn commit_abort_commit(kafka: &FakeCluster) -> (i16, Vec<i16>) {
         } else {
             txn.abort().await.unwrap();
         }
-        assert_eq!(txn.producer_id().0, pid);
-        epochs.push(txn.producer_id().1);
+        assert_eq!(txn.producer_id().id, pid);
+        epochs.push(txn.producer_id().epoch);
     }
     txn.close().await;
 

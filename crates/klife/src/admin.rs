@@ -15,6 +15,7 @@ use klife_protocol::messages::elect_leaders_request::{ElectLeadersRequest, Topic
 use klife_protocol::{ApiKey, ErrorCode, Request};
 
 use klife_fetcher::{IsolationLevel, ListedOffset, OffsetSpec};
+use klife_protocol::TopicPartition;
 
 use crate::{Client, Error};
 
@@ -374,7 +375,9 @@ impl Client {
         if self.cluster.is_closed() {
             return Err(klife_connection::Error::Closed.into());
         }
-        let found = self.fetcher().list_offsets(queries, IsolationLevel::ReadUncommitted).await;
+        let lookups: Vec<(TopicPartition, OffsetSpec)> =
+            queries.iter().map(|&(topic, partition, spec)| (TopicPartition::new(topic, partition), spec)).collect();
+        let found = self.fetcher().list_offsets(&lookups, IsolationLevel::ReadUncommitted).await;
         Ok(found.into_iter().map(|r| r.map_err(Error::from)).collect())
     }
 

@@ -105,7 +105,7 @@ impl Error {
                 ProduceError::BufferFull { .. } | ProduceError::DeliveryTimeout { .. } => true,
                 ProduceError::Broker { code, .. }
                 | ProduceError::Coordinator { code, .. }
-                | ProduceError::ProducerId { code } => code.is_retriable(),
+                | ProduceError::ProducerId { code, .. } => code.is_retriable(),
                 _ => false,
             },
             Inner::Fetch(e) => e.is_retriable(),
@@ -135,9 +135,10 @@ impl Error {
 
     /// Whether a producer could not tell if a batch was written: an earlier attempt
     /// had no answer when its producer id had to change, and it was not sent again so
-    /// as not to write it twice. Its records are in the log once or not at all.
+    /// as not to write it twice. Its records are in the log once or not at all. Also a
+    /// transaction's commit or abort that had no answer: calling it again finds out.
     pub fn is_outcome_unknown(&self) -> bool {
-        matches!(self.produce(), Some(ProduceError::OutcomeUnknown { .. }))
+        self.produce().is_some_and(ProduceError::is_outcome_unknown)
     }
 
     /// Whether a compression codec this build was compiled without was needed: a

@@ -16,7 +16,7 @@ use klife::{
     StartOffset, TopicPartitionOffset,
 };
 use klife_conformance::{Broker, MockCluster, peer, unique_topic};
-use klife_fetcher::{FetchError, Fetcher, Record};
+use klife_fetcher::{FetchError, Fetcher, Record, TopicPartition};
 use klife_producer::{Producer, ProducerConfig};
 use klife_protocol::ApiKey;
 use klife_protocol::Compression;
@@ -271,7 +271,11 @@ async fn offsets_are_looked_up(broker: Broker) {
     let f = fetcher(&client, |_| {});
     let found = f
         .list_offsets(
-            &[(&topic, 0, OffsetSpec::Earliest), (&topic, 0, OffsetSpec::Latest), (&topic, 1, OffsetSpec::Latest)],
+            &[
+                (TopicPartition::new(topic.as_str(), 0), OffsetSpec::Earliest),
+                (TopicPartition::new(topic.as_str(), 0), OffsetSpec::Latest),
+                (TopicPartition::new(topic.as_str(), 1), OffsetSpec::Latest),
+            ],
             IsolationLevel::ReadUncommitted,
         )
         .await;
@@ -293,8 +297,8 @@ async fn offsets_are_looked_up(broker: Broker) {
         let found = f
             .list_offsets(
                 &[
-                    (&topic, 0, OffsetSpec::Timestamp(1_700_000_000_003)),
-                    (&topic, 0, OffsetSpec::Timestamp(1_800_000_000_000)),
+                    (TopicPartition::new(topic.as_str(), 0), OffsetSpec::Timestamp(1_700_000_000_003)),
+                    (TopicPartition::new(topic.as_str(), 0), OffsetSpec::Timestamp(1_800_000_000_000)),
                 ],
                 IsolationLevel::ReadCommitted,
             )
@@ -302,8 +306,8 @@ async fn offsets_are_looked_up(broker: Broker) {
         let found: Vec<(i64, i64)> = found.into_iter().map(|r| r.map(|l| (l.offset, l.timestamp)).unwrap()).collect();
         assert_eq!(found, vec![(3, 1_700_000_000_003), (-1, -1)]);
     }
-    let unknown =
-        f.list_offsets(&[(&unique_topic("nope"), 0, OffsetSpec::Earliest)], IsolationLevel::ReadCommitted).await;
+    let nope = TopicPartition::new(unique_topic("nope"), 0);
+    let unknown = f.list_offsets(&[(nope, OffsetSpec::Earliest)], IsolationLevel::ReadCommitted).await;
     if broker != Broker::RdkafkaMock {
         assert!(matches!(unknown[0], Err(FetchError::UnknownTopic { .. })), "{unknown:?}");
     }

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use klife_conformance::{Broker, raw, unique_topic};
 use klife_producer::{
-    ProduceError, ProducerConfig, ProducerRecord, TransactionError, TransactionOperation, TransactionState,
-    TransactionalProducer,
+    GroupMetadata, ProduceError, ProducerConfig, ProducerIdAndEpoch, ProducerRecord, TopicPartitionOffset,
+    TransactionError, TransactionOperation, TransactionState, TransactionalProducer,
 };
 use klife_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use klife_protocol::records::ControlRecord;
@@ -98,7 +98,7 @@ async fn commit_and_abort_leave_their_markers(broker: Broker) {
     let topic = unique_topic("txn");
     broker.create_topic(&client, &topic, 2).await;
     let producer = txn_producer(&client, &unique_topic("txn-id")).await;
-    let (pid, _) = producer.producer_id();
+    let pid = producer.producer_id().id;
 
     producer.begin().await.unwrap();
     let results = producer
@@ -152,7 +152,13 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it(broker: Broker) {
     let producer = txn_producer(&client, &unique_topic("txn-id")).await;
     producer.begin().await.unwrap();
     producer.produce(ProducerRecord::new(topic.clone(), "out").with_partition(0)).await.unwrap();
-    producer.send_offsets_to_transaction(&group, &[(topic.as_str(), 0, 42)]).await.unwrap();
+    producer
+        .send_offsets_to_transaction(
+            &GroupMetadata::new(group.as_str()),
+            &[TopicPartitionOffset::new(topic.as_str(), 0, 42)],
+        )
+        .await
+        .unwrap();
     producer.commit().await.unwrap();
 
     // Kafka answers EndTxn before the markers are written; until they are, a stable
@@ -277,7 +283,7 @@ async fn a_newer_producer_with_the_same_transactional_id_fences_the_older(broker
     broker.create_topic(&client, &topic, 1).await;
     let id = unique_topic("txn-id");
     let old = txn_producer(&client, &id).await;
-    let (pid, epoch) = old.producer_id();
+    let ProducerIdAndEpoch { id: pid, epoch } = old.producer_id();
     old.begin().await.unwrap();
     old.produce(ProducerRecord::new(topic.clone(), "old").with_partition(0)).await.unwrap();
 

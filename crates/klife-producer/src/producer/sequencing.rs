@@ -65,7 +65,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use klife_protocol::{ErrorCode, RetryAction};
+use klife_protocol::{ErrorCode, ProducerIdAndEpoch, RetryAction};
 
 use super::flight::Order;
 use crate::accumulator::{ProducerStamp, TopicPartition};
@@ -73,7 +73,12 @@ use crate::delivery::Written;
 use crate::{AttemptError, ProduceError, telemetry};
 
 /// A producer id and its epoch.
-pub(crate) type ProducerId = (i64, i16);
+pub(crate) type ProducerId = ProducerIdAndEpoch;
+
+/// The producer id and epoch a batch was stamped with.
+fn stamped_with(s: &ProducerStamp) -> ProducerId {
+    ProducerIdAndEpoch::new(s.producer_id, s.producer_epoch)
+}
 
 /// The settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -326,8 +331,13 @@ impl Sequencer {
         self.next_order += 1;
         let transactional = self.config.transactional_id.is_some();
         let p = self.partitions.entry(partition.clone()).or_default();
-        let stamp = self.producer.map(|(producer_id, producer_epoch)| {
-            let stamp = ProducerStamp { producer_id, producer_epoch, base_sequence: p.next_seq, transactional };
+        let stamp = self.producer.map(|id| {
+            let stamp = ProducerStamp {
+                producer_id: id.id,
+                producer_epoch: id.epoch,
+                base_sequence: p.next_seq,
+                transactional,
+            };
             p.next_seq = p.next_seq.wrapping_add(records) & i32::MAX;
             stamp
         });
@@ -391,8 +401,8 @@ impl Sequencer {
             return Dispatch::Parked;
         };
         let mut restamped = std::mem::take(&mut batch.shifted);
-        if let Some((producer_id, producer_epoch)) = current {
-            let stale = batch.stamp.is_some_and(|s| s.producer_id != producer_id || s.producer_epoch != producer_epoch);
+        if let Some(id) = current {
+            let stale = batch.stamp.is_some_and(|s| stamped_with(&s) != id);
             if stale && batch.maybe_written {
                 // Sequenced again under the new producer id, it could be written twice.
                 let error = ProduceError::OutcomeUnknown { topic: tp.topic.to_string(), partition: tp.partition };
@@ -404,8 +414,12 @@ impl Sequencer {
                 return Dispatch::Failed;
             }
             if stale || batch.stamp.is_none() {
-                batch.stamp =
-                    Some(ProducerStamp { producer_id, producer_epoch, base_sequence: p.next_seq, transactional });
+                batch.stamp = Some(ProducerStamp {
+                    producer_id: id.id,
+                    producer_epoch: id.epoch,
+                    base_sequence: p.next_seq,
+                    transactional,
+                });
                 p.next_seq = p.next_seq.wrapping_add(batch.records) & i32::MAX;
                 restamped = true;
             }
@@ -551,7 +565,7 @@ impl Sequencer {
         let p = self.partitions.entry(tp.clone()).or_default();
         let settled = match settled {
             Settled::Sequence { code, message } => {
-                let stale = batch.stamp.map(|s| (s.producer_id, s.producer_epoch)) != current;
+                let stale = batch.stamp.map(|s| stamped_with(&s)) != current;
                 let cause = AttemptError::Broker { code, message };
                 if stale || p.earlier_pending(batch.order) {
                     // The echo of an earlier failure or of a producer reset: it goes
@@ -577,7 +591,7 @@ impl Sequencer {
         match settled {
             Settled::Written { base, append_time } => {
                 if let Some(s) = batch.stamp {
-                    p.confirmed = Some((s.producer_id, s.producer_epoch));
+                    p.confirmed = Some(stamped_with(&s));
                     if p.confirmed == current {
                         p.last_written = p.last_written.max(Some(batch.order));
                     }
@@ -684,7 +698,7 @@ impl Sequencer {
     fn close_gap(&mut self, tp: &TopicPartition, batch: &Batch) {
         let Some(stamp) = batch.stamp else { return };
         let current = self.producer;
-        let under_current = |s: &ProducerStamp| Some((s.producer_id, s.producer_epoch)) == current;
+        let under_current = |s: &ProducerStamp| Some(stamped_with(s)) == current;
         if !under_current(&stamp) {
             // Its sequence belongs to an older producer id: the current one has no gap.
             return;
@@ -723,7 +737,7 @@ mod tests {
 
     const BACKOFF: Duration = Duration::from_millis(100);
     const TIMEOUT: Duration = Duration::from_secs(10);
-    const PID: ProducerId = (7, 0);
+    const PID: ProducerId = ProducerIdAndEpoch::new(7, 0);
 
     fn tp(partition: i32) -> TopicPartition {
         TopicPartition { topic: "orders".into(), partition }
@@ -892,8 +906,8 @@ mod tests {
         assert_eq!(r.s.next(r.now, &tp(1)), None);
         r.refuse(1, d, ErrorCode::UnknownProducerId);
         assert!(r.completions().1.is_empty());
-        r.s.on_producer_id(Some((8, 0)));
-        assert_eq!(r.s.producer_id(), Some((8, 0)));
+        r.s.on_producer_id(Some(ProducerIdAndEpoch::new(8, 0)));
+        assert_eq!(r.s.producer_id(), Some(ProducerIdAndEpoch::new(8, 0)));
         // Re-stamped in their order, from 0, under the new id.
         let (o1, s1, re1) = r.send_retry(0, 1);
         assert_eq!((o1, seq(s1), re1), (b, (8, 0, 0), true));
@@ -967,7 +981,7 @@ mod tests {
         // b is refused: the broker lost track of the producer; a new id.
         r.refuse(0, b, ErrorCode::UnknownProducerId);
         assert!(r.s.resetting());
-        r.s.on_producer_id(Some((7, 1)));
+        r.s.on_producer_id(Some(ProducerIdAndEpoch::new(7, 1)));
         r.advance(BACKOFF);
         assert_eq!(r.s.send_retry(r.now, &tp(0), Some(1)).order(), None, "b fails");
         let (done, _) = r.completions();
@@ -1166,7 +1180,7 @@ mod tests {
         let mut r = Rig::with(config(5, true), Some(PID));
         let (a, _) = r.send_new(0, 3);
         r.ok(0, a, 0);
-        r.s.adopt_producer_id((7, 1));
+        r.s.adopt_producer_id(ProducerIdAndEpoch::new(7, 1));
         let (_, s) = r.send_new(0, 1);
         assert_eq!(seq(s), (7, 1, 0));
     }
@@ -1268,7 +1282,7 @@ mod tests {
         };
         r.answer(0, a, Answer::NotSent(timeout));
         assert!(matches!(r.actions()[..], [Action::RefreshMetadata]));
-        r.s.on_producer_id(Some((7, 1)));
+        r.s.on_producer_id(Some(ProducerIdAndEpoch::new(7, 1)));
         r.advance(BACKOFF);
         let (order, s, restamped) = r.send_retry(0, 1);
         assert_eq!((order, seq(s), restamped), (a, (7, 1, 0), true));
@@ -1425,7 +1439,7 @@ mod tests {
                 outcomes: HashMap::new(),
                 sequences: HashMap::new(),
                 reset_asked: false,
-                next_producer: PID.0 + 1,
+                next_producer: PID.id + 1,
                 leaderless: [false; PARTITIONS],
             }
         }
@@ -1469,7 +1483,7 @@ mod tests {
                     self.reset_asked = false;
                     let id = ok.then(|| {
                         self.next_producer += 1;
-                        (self.next_producer, 0)
+                        ProducerIdAndEpoch::new(self.next_producer, 0)
                     });
                     self.r.s.on_producer_id(id);
                 }
