@@ -12,7 +12,7 @@ use klife_protocol::{ApiKey, Request};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 
-use crate::Error;
+use crate::error::{Error, TimeoutKind};
 use crate::telemetry;
 use crate::versions::BrokerVersions;
 
@@ -85,6 +85,8 @@ pub struct Queued<T> {
     entry: PendingEntry,
     rx: oneshot::Receiver<Result<Bytes, Error>>,
     deadline: tokio::time::Instant,
+    /// The timeout that sets `deadline`, and which one it is.
+    timeout: (Duration, TimeoutKind),
     started: Instant,
     api: ApiKey,
     version: i16,
@@ -98,8 +100,8 @@ impl<T> std::fmt::Debug for Queued<T> {
 }
 
 impl<T: klife_protocol::Response> Queued<T> {
-    /// Waits for the answer (within the request timeout, counted from when the request
-    /// was queued) and decodes it.
+    /// Waits for the answer (within the request's timeout, counted from when the
+    /// request was queued) and decodes it.
     pub async fn response(self) -> Result<T, Error> {
         let (api, version, started) = (self.api, self.version, self.started);
         let shared = self.entry.shared.clone();
@@ -118,7 +120,7 @@ impl<T: klife_protocol::Response> Queued<T> {
 impl<T> Queued<T> {
     /// Waits for the raw answer frame.
     async fn frame(self) -> Result<Bytes, Error> {
-        let Queued { entry, rx, deadline, api, .. } = self;
+        let Queued { entry, rx, deadline, timeout: (timeout, kind), api, .. } = self;
         let shared = &entry.shared;
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(result) => result.unwrap_or_else(|_| Err(shared.disconnected())),
@@ -126,7 +128,7 @@ impl<T> Queued<T> {
                 // The Java client does the same: a broker that does not answer in time
                 // is suspect, and the requests queued behind this one would wait too.
                 shared.close("request timed out");
-                Err(Error::Timeout { broker: shared.broker.clone(), api, timeout: shared.request_timeout })
+                Err(Error::Timeout { broker: shared.broker.clone(), api, timeout, kind })
             }
         }
     }
@@ -267,6 +269,35 @@ impl Connection {
         self.queue(request, version, 128).await?.response().await
     }
 
+    /// [`send`](Self::send) with a timeout of the request's own instead of the
+    /// connection's `request_timeout`: for a request the broker may rightly hold for
+    /// long (a classic JoinGroup waits for the whole rebalance; the Java client gives
+    /// it the rebalance timeout plus 5 s). Running out fails with [`Error::Timeout`]
+    /// of kind [`TimeoutKind::Request`] and closes the connection, as the connection's
+    /// timeout does.
+    ///
+    /// Brokers answer a connection's requests in order, so requests queued behind a
+    /// long one wait for it: send it on a connection of its own (an ordered lane).
+    pub async fn send_with_timeout<R: Request>(&self, request: &R, timeout: Duration) -> Result<R::Response, Error> {
+        let version = self.version_for(R::API_KEY, None)?;
+        self.send_version_with_timeout(request, version, timeout).await
+    }
+
+    /// [`send_version`](Self::send_version) with a timeout of the request's own (see
+    /// [`send_with_timeout`](Self::send_with_timeout)).
+    pub async fn send_version_with_timeout<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        timeout: Duration,
+    ) -> Result<R::Response, Error> {
+        let client_id = self.shared.client_id.as_deref();
+        self.queue_with(R::API_KEY, version, Some(timeout), |id| encode_frame(id, client_id, version, request, 128))
+            .await?
+            .response()
+            .await
+    }
+
     /// Queues a request at `version` for writing, encoded into a buffer of `capacity`
     /// bytes, and returns once it is queued (after waiting for a free slot if all
     /// `max_in_flight` are taken); the answer comes through the returned [`Queued`].
@@ -278,12 +309,7 @@ impl Connection {
         capacity: usize,
     ) -> Result<Queued<R::Response>, Error> {
         let client_id = self.shared.client_id.as_deref();
-        self.queue_with(R::API_KEY, version, |id| {
-            let mut buf = BytesMut::with_capacity(capacity.max(128));
-            frame::encode_request(&mut buf, id, client_id, version, request)?;
-            Ok(Outgoing::Frame(buf.freeze()))
-        })
-        .await
+        self.queue_with(R::API_KEY, version, None, |id| encode_frame(id, client_id, version, request, capacity)).await
     }
 
     /// Like [`queue`](Self::queue), for a request whose body the caller encoded as
@@ -294,7 +320,7 @@ impl Connection {
     pub async fn queue_parts<R: Request>(&self, version: i16, body: Vec<Bytes>) -> Result<Queued<R::Response>, Error> {
         let client_id = self.shared.client_id.as_deref();
         let body_len = body.iter().map(Bytes::len).sum();
-        self.queue_with(R::API_KEY, version, move |id| {
+        self.queue_with(R::API_KEY, version, None, move |id| {
             let mut head = BytesMut::with_capacity(64 + client_id.map_or(0, str::len));
             frame::encode_request_head(&mut head, R::API_KEY, id, client_id, version, body_len)?;
             let mut parts = Vec::with_capacity(body.len() + 1);
@@ -306,16 +332,20 @@ impl Connection {
     }
 
     /// Takes a slot, encodes the frame with its correlation id, registers it and hands
-    /// it to the writer.
+    /// it to the writer. `timeout` is the request's own (`None`: the connection's).
     async fn queue_with<T>(
         &self,
         api: ApiKey,
         version: i16,
+        timeout: Option<Duration>,
         encode: impl FnOnce(i32) -> Result<Outgoing, klife_protocol::EncodeError>,
     ) -> Result<Queued<T>, Error> {
         let started = Instant::now();
-        let timeout = self.shared.request_timeout;
-        let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api, timeout };
+        let (timeout, kind) = match timeout {
+            Some(t) => (t, TimeoutKind::Request),
+            None => (self.shared.request_timeout, TimeoutKind::Connection),
+        };
+        let timed_out = || Error::Timeout { broker: self.shared.broker.clone(), api, timeout, kind };
         let deadline = tokio::time::Instant::now() + timeout;
         // Waiting for a free slot counts against the request's timeout too.
         let permit = match tokio::time::timeout_at(deadline, self.shared.in_flight.clone().acquire_owned()).await {
@@ -345,7 +375,16 @@ impl Connection {
                 return Err(timed_out());
             }
         }
-        Ok(Queued { entry, rx, deadline, started, api, version, _answer: std::marker::PhantomData })
+        Ok(Queued {
+            entry,
+            rx,
+            deadline,
+            timeout: (timeout, kind),
+            started,
+            api,
+            version,
+            _answer: std::marker::PhantomData,
+        })
     }
 
     /// Sends a request and returns the raw response frame (header included), for
@@ -367,6 +406,19 @@ impl Connection {
         }
         self.writes.send(Outgoing::Frame(buf.freeze())).await.map_err(|_| self.shared.disconnected())
     }
+}
+
+/// A request's whole frame, encoded into a buffer of `capacity` bytes (at least 128).
+fn encode_frame<R: Request>(
+    id: i32,
+    client_id: Option<&str>,
+    version: i16,
+    request: &R,
+    capacity: usize,
+) -> Result<Outgoing, klife_protocol::EncodeError> {
+    let mut buf = BytesMut::with_capacity(capacity.max(128));
+    frame::encode_request(&mut buf, id, client_id, version, request)?;
+    Ok(Outgoing::Frame(buf.freeze()))
 }
 
 async fn writer(
@@ -562,6 +614,59 @@ mod tests {
         got.sort_unstable();
         ids.sort_unstable();
         assert_eq!(got, ids);
+    }
+
+    // Virtual time: the clock moves only when every task waits, so the timeouts below
+    // expire exactly, whatever the machine's load.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_may_wait_longer_than_the_connections_timeout_when_it_says_so() {
+        let (conn, mut broker) = connection(4);
+        let long = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_version_with_timeout(&MetadataRequest::default(), 12, Duration::from_secs(90)).await }
+        });
+        let id = read_request(&mut broker).await;
+        // Answered after twice the connection's 30 s: within the request's own 90 s.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        answer(&mut broker, id).await;
+        assert_eq!(long.await.unwrap().unwrap(), MetadataResponse::default());
+        assert!(!conn.is_closed());
+
+        // The same wait fails a request without a timeout of its own, naming the
+        // connection's timeout.
+        let plain = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_version(&MetadataRequest::default(), 12).await }
+        });
+        read_request(&mut broker).await;
+        let err = plain.await.unwrap().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                Error::Timeout { timeout, kind: TimeoutKind::Connection, api: ApiKey::Metadata, .. }
+                    if timeout == Duration::from_secs(30)
+            ),
+            "{err}"
+        );
+        assert!(conn.is_closed(), "a timed-out request closes its connection");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_timeout_shorter_than_the_connections_fails_the_request_and_says_so() {
+        let (conn, mut broker) = connection(4);
+        let short = tokio::spawn({
+            let conn = conn.clone();
+            async move { conn.send_with_timeout(&MetadataRequest::default(), Duration::from_secs(2)).await }
+        });
+        read_request(&mut broker).await;
+        let err = short.await.unwrap().unwrap_err();
+        assert!(
+            matches!(err, Error::Timeout { timeout, kind: TimeoutKind::Request, .. } if timeout == Duration::from_secs(2)),
+            "{err}"
+        );
+        assert!(err.is_retriable());
+        assert!(err.to_string().contains("the timeout given with the request"), "{err}");
+        assert!(conn.is_closed());
     }
 
     #[tokio::test]

@@ -16,6 +16,29 @@ fn leader_text(leader: Option<i32>) -> String {
     }
 }
 
+/// Which timeout a request ran out of ([`Error::Timeout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutKind {
+    /// The connection's [`request_timeout`](crate::ConnectionConfig::request_timeout),
+    /// which every request has unless it brings its own.
+    Connection,
+    /// A timeout given with this request
+    /// ([`Connection::send_with_timeout`](crate::Connection::send_with_timeout),
+    /// [`RetryPolicy::with_request_timeout`](crate::RetryPolicy::with_request_timeout)),
+    /// such as a JoinGroup's, which waits for the whole rebalance.
+    Request,
+}
+
+impl std::fmt::Display for TimeoutKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TimeoutKind::Connection => "the connection's request timeout",
+            TimeoutKind::Request => "the timeout given with the request",
+        })
+    }
+}
+
 /// An error from the connection layer.
 ///
 /// Every variant that concerns a broker names it (`broker` is `host:port`, with the
@@ -59,8 +82,9 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// No answer within the request timeout; the connection is closed.
-    #[error("{api} request to broker {broker} timed out after {timeout:?}")]
+    /// No answer within the request's timeout; the connection is closed (the
+    /// requests queued behind it on that connection would wait too).
+    #[error("{api} request to broker {broker} timed out after {timeout:?} ({kind})")]
     Timeout {
         /// The broker.
         broker: String,
@@ -68,6 +92,8 @@ pub enum Error {
         api: ApiKey,
         /// The timeout that expired.
         timeout: Duration,
+        /// Which timeout it was: the connection's, or one given with the request.
+        kind: TimeoutKind,
     },
     /// The broker and klife have no version of an API in common.
     #[error(

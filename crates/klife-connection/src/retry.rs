@@ -44,6 +44,9 @@ pub struct RetryPolicy {
     pub backoff: Duration,
     /// Longest delay between two attempts.
     pub backoff_max: Duration,
+    /// Each attempt's own timeout, instead of the connection's `request_timeout`
+    /// (`None`: the connection's), for requests the broker may hold for long.
+    pub request_timeout: Option<Duration>,
 }
 
 impl RetryPolicy {
@@ -55,6 +58,7 @@ impl RetryPolicy {
             max_attempts: None,
             backoff: config.retry_backoff,
             backoff_max: config.retry_backoff_max,
+            request_timeout: None,
         }
     }
 
@@ -69,6 +73,18 @@ impl RetryPolicy {
     #[must_use]
     pub fn with_max_attempts(mut self, attempts: u32) -> RetryPolicy {
         self.max_attempts = Some(attempts.max(1));
+        self
+    }
+
+    /// Gives each attempt of [`Cluster::call`](crate::Cluster::call) a timeout of its
+    /// own instead of the connection's `request_timeout` (see
+    /// [`Connection::send_with_timeout`]): a classic JoinGroup's is the rebalance
+    /// timeout plus a margin. An attempt that runs out of it fails with
+    /// [`Error::Timeout`] of kind [`TimeoutKind::Request`](crate::TimeoutKind::Request),
+    /// which is retried as any timeout is, within [`timeout`](Self::timeout).
+    #[must_use]
+    pub fn with_request_timeout(mut self, timeout: Duration) -> RetryPolicy {
+        self.request_timeout = Some(timeout);
         self
     }
 
@@ -296,8 +312,9 @@ impl Cluster {
         RetryPolicy::from_config(self.config())
     }
 
-    /// Sends `request` to `target` (at the highest version both sides support), and
-    /// again under the retry rule while the answer or the failure calls for it.
+    /// Sends `request` to `target` (at the highest version both sides support, within
+    /// the policy's [`request_timeout`](RetryPolicy::request_timeout) if it has one),
+    /// and again under the retry rule while the answer or the failure calls for it.
     /// `errors` reads the error codes of an answer that concern the whole call (a
     /// per-item error that is a result, such as TOPIC_ALREADY_EXISTS for one topic of
     /// several, is the caller's to report and should be left out).
@@ -318,12 +335,21 @@ impl Cluster {
         I: IntoIterator,
         I::Item: Into<AnswerError>,
     {
-        self.call_with(target, R::API_KEY, policy, |conn| async move { conn.send(request).await }, errors).await
+        let timeout = policy.request_timeout;
+        let attempt = |conn: Connection| async move {
+            match timeout {
+                Some(t) => conn.send_with_timeout(request, t).await,
+                None => conn.send(request).await,
+            }
+        };
+        self.call_with(target, R::API_KEY, policy, attempt, errors).await
     }
 
     /// [`call`](Self::call) for callers that build the request from the connection
     /// (a version cap, fields that depend on the version): `attempt` sends on the
-    /// connection to `target` it is given; `api` names the call in errors and metrics.
+    /// connection to `target` it is given (with
+    /// [`send_version_with_timeout`](Connection::send_version_with_timeout) for the
+    /// policy's `request_timeout`); `api` names the call in errors and metrics.
     pub async fn call_with<T, F, Fut, C, I>(
         &self,
         target: Target<'_>,
@@ -474,7 +500,12 @@ mod tests {
             (Error::Disconnected { broker: broker(), reason: "reset".into() }, Some(retry(true, true))),
             (Error::Connect { broker: broker(), reason: "refused".into() }, Some(retry(true, true))),
             (
-                Error::Timeout { broker: broker(), api: ApiKey::Produce, timeout: Duration::from_secs(1) },
+                Error::Timeout {
+                    broker: broker(),
+                    api: ApiKey::Produce,
+                    timeout: Duration::from_secs(1),
+                    kind: crate::TimeoutKind::Connection,
+                },
                 Some(retry(true, true)),
             ),
             (Error::UnknownBroker { node_id: 3 }, Some(retry(true, true))),

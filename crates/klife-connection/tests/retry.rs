@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use klife_connection::{Cluster, ConnectionConfig, CoordinatorType, Error, RetryPolicy, Target};
+use klife_connection::{Cluster, ConnectionConfig, CoordinatorType, Error, RetryPolicy, Target, TimeoutKind};
 use klife_protocol::messages::{DescribeClusterRequest, InitProducerIdRequest};
 use klife_protocol::{ApiKey, ErrorCode, RetryAction};
 use klife_testkit::FakeCluster;
@@ -138,5 +138,34 @@ async fn retries_that_run_out_keep_the_last_error_and_count_the_attempts() {
     let err = cluster.call(target, &init("app"), &policy, |r| [r.error_code]).await.unwrap_err();
     assert!(err.is_retries_exhausted(), "{err}");
     kafka.clear_faults();
+    cluster.close().await;
+}
+
+#[tokio::test]
+async fn each_attempt_of_a_call_may_have_a_timeout_of_its_own() {
+    let kafka = FakeCluster::builder().start().await.unwrap();
+    let cluster = connect(&kafka).await;
+    let id = kafka.broker_ids()[0];
+    // Connected first (one connection per broker by default): the handshake is not
+    // delayed.
+    cluster.broker(id).await.unwrap();
+    // The broker holds every answer for an hour: only the request's own timeout ends
+    // the attempt (the connection's is the default 30 s).
+    kafka.set_latency(id, Duration::from_secs(3600)).unwrap();
+    let policy = patient().with_max_attempts(1).with_request_timeout(Duration::from_millis(100));
+    let err = cluster
+        .call(Target::Broker(id), &DescribeClusterRequest::default(), &policy, |r| [r.error_code])
+        .await
+        .unwrap_err();
+    let Error::RetriesExhausted { attempts: 1, source, .. } = &err else { panic!("{err}") };
+    assert!(
+        matches!(
+            **source,
+            Error::Timeout { api: ApiKey::DescribeCluster, kind: TimeoutKind::Request, timeout, .. }
+                if timeout == Duration::from_millis(100)
+        ),
+        "{err}"
+    );
+    assert_eq!(kafka.request_count_on(ApiKey::DescribeCluster, id), 1);
     cluster.close().await;
 }

@@ -346,6 +346,7 @@ mod tests {
             broker: "b".into(),
             api: ApiKey::Produce,
             timeout: Duration::from_secs(1),
+            kind: klife_connection::TimeoutKind::Connection,
         }
         .into();
         assert!(e.is_timeout() && e.is_retriable());

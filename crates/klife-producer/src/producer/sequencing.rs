@@ -1279,6 +1279,7 @@ mod tests {
             broker: "1".into(),
             api: klife_protocol::ApiKey::Produce,
             timeout: Duration::from_secs(30),
+            kind: klife_connection::TimeoutKind::Connection,
         };
         r.answer(0, a, Answer::NotSent(timeout));
         assert!(matches!(r.actions()[..], [Action::RefreshMetadata]));
@@ -1533,6 +1534,7 @@ mod tests {
                             broker: "1".into(),
                             api: klife_protocol::ApiKey::Produce,
                             timeout: TIMEOUT,
+                            kind: klife_connection::TimeoutKind::Connection,
                         }),
                         (_, Ok(base)) => Answer::Written { base, append_time: -1 },
                         (_, Err(code)) => Answer::Refused { code, message: None, bytes: ids.len() },
