@@ -1,7 +1,9 @@
 //! The connections to one broker: `connection_count` slots used round-robin, each
 //! reconnecting on demand with exponential backoff and jitter; two slots kept for
-//! Fetch requests; and ordered lanes, one connection each, opened when first asked for.
+//! Fetch requests; and ordered lanes, one connection each, opened when first asked for
+//! and let go when their owner drops the lane.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -9,6 +11,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::cluster::LaneId;
 use crate::conn::Connection;
 use crate::sync::lock;
 use crate::{ConnectionConfig, Error, handshake};
@@ -33,8 +36,8 @@ pub(crate) struct BrokerPool {
     fetch_slots: [Mutex<Slot>; 2],
     /// Lanes: a connection each, for a stream of requests that must reach the broker in
     /// the order they were queued (a broker serves a connection's requests one at a
-    /// time, in order, and different connections side by side).
-    lanes: std::sync::Mutex<Vec<Arc<Mutex<Slot>>>>,
+    /// time, in order, and different connections side by side), by the lane's id.
+    lanes: std::sync::Mutex<HashMap<LaneId, Arc<Mutex<Slot>>>>,
     next: AtomicUsize,
     config: Arc<ConnectionConfig>,
     /// The owning cluster's closed flag: no connection outlives `Cluster::close`.
@@ -68,7 +71,7 @@ impl BrokerPool {
             port,
             slots,
             fetch_slots: [slot(), slot()],
-            lanes: std::sync::Mutex::new(Vec::new()),
+            lanes: std::sync::Mutex::new(HashMap::new()),
             next: AtomicUsize::new(0),
             config,
             closed,
@@ -98,15 +101,18 @@ impl BrokerPool {
     }
 
     /// The connection of lane `lane` (same backoff rules), opened when first asked for.
-    pub(crate) async fn lane_connection(&self, lane: usize) -> Result<Connection, Error> {
-        let slot = {
-            let mut lanes = lock(&self.lanes);
-            while lanes.len() <= lane {
-                lanes.push(Arc::new(Mutex::new(Slot::new(&self.config))));
-            }
-            lanes[lane].clone()
-        };
+    pub(crate) async fn lane_connection(&self, lane: LaneId) -> Result<Connection, Error> {
+        let slot =
+            lock(&self.lanes).entry(lane).or_insert_with(|| Arc::new(Mutex::new(Slot::new(&self.config)))).clone();
         self.connect_slot(&slot).await
+    }
+
+    /// Forgets lane `lane`: its connection closes once no handle to it is left and no
+    /// answer is awaited on it.
+    pub(crate) fn remove_lane(&self, lane: LaneId) {
+        // Dropped outside the lock.
+        let slot = lock(&self.lanes).remove(&lane);
+        drop(slot);
     }
 
     async fn connect_slot(&self, slot: &Mutex<Slot>) -> Result<Connection, Error> {
@@ -149,7 +155,7 @@ impl BrokerPool {
 
     /// Closes every open connection.
     pub(crate) async fn close(&self) {
-        let lanes = lock(&self.lanes).clone();
+        let lanes: Vec<Arc<Mutex<Slot>>> = lock(&self.lanes).values().cloned().collect();
         for s in self.slots.iter().chain(&self.fetch_slots).chain(lanes.iter().map(|s| &**s)) {
             if let Some(c) = s.lock().await.conn.take() {
                 c.close();

@@ -71,6 +71,72 @@ pub struct Coordinator {
     pub connection: Connection,
 }
 
+/// The identity of an ordered [`Lane`]: unique among the lanes of a cluster handle
+/// (and its clones), never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LaneId(u64);
+
+impl std::fmt::Display for LaneId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "lane {}", self.0)
+    }
+}
+
+/// An ordered lane to one broker, owned by whoever opened it with
+/// [`Cluster::open_lane`] (a producer's batcher, a group's link to its coordinator).
+///
+/// The lane has a connection of its own, opened when first asked for, reopened (with
+/// the reconnect backoff) after it breaks, and never shared with another lane or with
+/// the round-robin connections of [`Cluster::broker`]: requests queued on it in turn
+/// reach the broker in that order, and a broker serves different lanes side by side.
+/// Dropping the lane lets its connection go: it closes once no clone of it is left and
+/// no answer is awaited on it. [`Cluster::close`] closes it at once.
+///
+/// The lane does not keep the cluster alive: once every [`Cluster`] handle is gone,
+/// [`connection`](Self::connection) fails with [`Error::Closed`].
+pub struct Lane {
+    cluster: Weak<Inner>,
+    node_id: i32,
+    id: LaneId,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane").field("node_id", &self.node_id).field("id", &self.id).finish()
+    }
+}
+
+impl Lane {
+    /// The broker the lane goes to.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The lane's identity.
+    pub fn id(&self) -> LaneId {
+        self.id
+    }
+
+    /// The lane's connection: the same one while it lives, a new one after it broke
+    /// (or after the broker moved to another address).
+    pub async fn connection(&self) -> Result<Connection, Error> {
+        let inner = self.cluster.upgrade().ok_or(Error::Closed)?;
+        let pool = Cluster { inner }.pool(self.node_id)?;
+        pool.lane_connection(self.id).await
+    }
+}
+
+impl Drop for Lane {
+    fn drop(&mut self) {
+        if let Some(inner) = self.cluster.upgrade() {
+            let pool = lock(&inner.brokers).get(&self.node_id).cloned();
+            if let Some(pool) = pool {
+                pool.remove_lane(self.id);
+            }
+        }
+    }
+}
+
 /// A handle to a cluster, cheap to clone.
 ///
 /// `Cluster::connect` bootstraps from the given addresses; from then on connections
@@ -103,6 +169,8 @@ struct Inner {
     /// Full refreshes started so far.
     refreshes_started: AtomicU64,
     coordinators: Mutex<HashMap<(CoordinatorType, String), i32>>,
+    /// The id of the next lane opened.
+    next_lane: AtomicU64,
     closed: Arc<AtomicBool>,
 }
 
@@ -156,6 +224,7 @@ impl Cluster {
             refresh_lock: tokio::sync::Mutex::new(None),
             refreshes_started: AtomicU64::new(0),
             coordinators: Mutex::new(HashMap::new()),
+            next_lane: AtomicU64::new(0),
             closed,
         });
         let cluster = Cluster { inner };
@@ -312,14 +381,17 @@ impl Cluster {
         self.pool(node_id)?.fetch_connection(long_poll).await
     }
 
-    /// The connection of ordered lane `lane` to the broker: a connection of its own,
-    /// opened when first asked for, and the same one for every caller naming this lane.
-    /// Requests queued on one lane reach the broker in the order they were queued,
-    /// which a round-robin [`broker`](Self::broker) connection does not promise when
-    /// `connection_count` is above 1. A broker serves each connection's requests one at
-    /// a time, so streams on different lanes are served side by side.
-    pub async fn lane_connection(&self, node_id: i32, lane: usize) -> Result<Connection, Error> {
-        self.pool(node_id)?.lane_connection(lane).await
+    /// Opens an ordered [`Lane`] to broker `node_id`, owned by the caller: a
+    /// connection of its own (opened on first use), on which requests queued in turn
+    /// reach the broker in that order, which a round-robin [`broker`](Self::broker)
+    /// connection does not promise when `connection_count` is above 1. A broker serves
+    /// each connection's requests one at a time, so different lanes are served side by
+    /// side, and no two owners share a lane. Dropping the lane lets its connection go.
+    ///
+    /// An unknown broker is reported by [`Lane::connection`], not here.
+    pub fn open_lane(&self, node_id: i32) -> Lane {
+        let id = LaneId(self.inner.next_lane.fetch_add(1, Ordering::Relaxed));
+        Lane { cluster: Arc::downgrade(&self.inner), node_id, id }
     }
 
     fn pool(&self, node_id: i32) -> Result<Arc<BrokerPool>, Error> {

@@ -33,7 +33,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Requests are written in the order they are sent and answered in that order by the
 /// broker; up to `max_in_flight` wait for answers at once, further senders wait for
 /// a slot. When the connection breaks, every request in flight fails with
-/// [`Error::Disconnected`] and later sends fail at once; the owner reconnects.
+/// [`Error::Disconnected`] and later sends fail at once; the owner reconnects. When
+/// the last clone is dropped, the connection closes once the answers still awaited
+/// (through a [`Queued`]) have come.
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
@@ -79,10 +81,14 @@ impl Drop for PendingEntry {
 /// Requests queued one after the other from one task are written in that order, and
 /// brokers answer a connection's requests in order: this is how a caller pipelines
 /// requests whose order matters (a partition's Produce batches). Dropping it gives up
-/// on the answer and frees its slot; the request may still be written.
+/// on the answer and frees its slot; the request may still be written. While it is
+/// held, the connection stays open for its answer, even if every [`Connection`] handle
+/// is gone.
 #[must_use = "the answer is only read through `response`"]
 pub struct Queued<T> {
     entry: PendingEntry,
+    /// Keeps the writer, and so the connection, running until the answer came.
+    _connection: mpsc::Sender<Outgoing>,
     rx: oneshot::Receiver<Result<Bytes, Error>>,
     deadline: tokio::time::Instant,
     /// The timeout that sets `deadline`, and which one it is.
@@ -120,7 +126,7 @@ impl<T: klife_protocol::Response> Queued<T> {
 impl<T> Queued<T> {
     /// Waits for the raw answer frame.
     async fn frame(self) -> Result<Bytes, Error> {
-        let Queued { entry, rx, deadline, timeout: (timeout, kind), api, .. } = self;
+        let Queued { entry, rx, deadline, timeout: (timeout, kind), api, _connection, .. } = self;
         let shared = &entry.shared;
         match tokio::time::timeout_at(deadline, rx).await {
             Ok(result) => result.unwrap_or_else(|_| Err(shared.disconnected())),
@@ -277,7 +283,7 @@ impl Connection {
     /// timeout does.
     ///
     /// Brokers answer a connection's requests in order, so requests queued behind a
-    /// long one wait for it: send it on a connection of its own (an ordered lane).
+    /// long one wait for it: send it on a connection of its own (a [`Lane`](crate::Lane)).
     pub async fn send_with_timeout<R: Request>(&self, request: &R, timeout: Duration) -> Result<R::Response, Error> {
         let version = self.version_for(R::API_KEY, None)?;
         self.send_version_with_timeout(request, version, timeout).await
@@ -377,6 +383,7 @@ impl Connection {
         }
         Ok(Queued {
             entry,
+            _connection: self.writes.clone(),
             rx,
             deadline,
             timeout: (timeout, kind),
@@ -614,6 +621,19 @@ mod tests {
         got.sort_unstable();
         ids.sort_unstable();
         assert_eq!(got, ids);
+    }
+
+    #[tokio::test]
+    async fn a_connection_without_handles_closes_once_its_awaited_answers_came() {
+        let (conn, mut broker) = connection(4);
+        let queued = conn.queue(&MetadataRequest::default(), 12, 128).await.unwrap();
+        drop(conn);
+        let id = read_request(&mut broker).await;
+        answer(&mut broker, id).await;
+        assert_eq!(queued.response().await.unwrap(), MetadataResponse::default());
+        // Nothing is awaited and nobody holds the connection: the broker sees it close.
+        let mut rest = Vec::new();
+        assert_eq!(broker.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
     // Virtual time: the clock moves only when every task waits, so the timeouts below

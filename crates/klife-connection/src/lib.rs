@@ -110,7 +110,7 @@ pub mod telemetry;
 pub mod tls;
 mod versions;
 
-pub use cluster::{Cluster, Coordinator, CoordinatorType, Leader, parse_address};
+pub use cluster::{Cluster, Coordinator, CoordinatorType, Lane, LaneId, Leader, parse_address};
 pub use config::{ConfigError, ConfigProblem, ConnectionConfig};
 pub use conn::{Connection, Queued};
 pub use error::{Error, TimeoutKind};

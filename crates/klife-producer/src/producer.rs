@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use klife_connection::sync::lock;
-use klife_connection::{Cluster, Metadata};
+use klife_connection::{Cluster, Lane, Metadata};
 use klife_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use klife_protocol::messages::{InitProducerIdRequest, ProduceResponse};
 use klife_protocol::{ApiKey, ErrorCode, ProducerIdAndEpoch};
@@ -622,7 +622,10 @@ async fn sender(inner: Arc<Inner>) {
                 // Lanes end only with the sender; should one be gone, the request
                 // still goes, on a task of its own.
                 let inner = inner.clone();
-                tokio::spawn(async move { dispatch(&inner, batcher, batch).await });
+                tokio::spawn(async move {
+                    let lane = inner.cluster.open_lane(batcher.0);
+                    dispatch(&inner, &lane, batcher, batch).await;
+                });
             }
         }
         if stop {
@@ -797,8 +800,12 @@ fn plan(inner: &Inner, now: Instant) -> Plan {
 /// broker's connection in that order (a partition's batches in flight must reach the
 /// broker in sequence order); each answer is awaited on a task of its own.
 async fn lane(inner: Arc<Inner>, batcher: BatcherId, mut requests: mpsc::UnboundedReceiver<Vec<Flight>>) {
+    // A connection of this batcher's own: its requests reach the broker in the order
+    // queued, and the broker serves different batchers (of this producer or another
+    // on the same cluster) side by side.
+    let lane = inner.cluster.open_lane(batcher.0);
     while let Some(flights) = requests.recv().await {
-        dispatch(&inner, batcher, flights).await;
+        dispatch(&inner, &lane, batcher, flights).await;
     }
 }
 
@@ -815,9 +822,8 @@ enum Queued {
 /// Finishes the batches of one Produce request (compression and CRC, outside the
 /// producer's lock) and queues the request on the broker's connection; a task of its
 /// own then awaits the answer and settles each batch.
-async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Flight>) {
+async fn dispatch(inner: &Arc<Inner>, lane: &Lane, batcher: BatcherId, mut flights: Vec<Flight>) {
     let config = &inner.config;
-    let broker = batcher.0;
     // Compression and CRC here, on this task: the producer's lock is not held.
     let mut invalid: Vec<(Flight, String)> = Vec::new();
     let mut sendable = Vec::with_capacity(flights.len());
@@ -854,9 +860,7 @@ async fn dispatch(inner: &Arc<Inner>, batcher: BatcherId, mut flights: Vec<Fligh
         if flights.is_empty() {
             return Ok(Queued::Nothing);
         }
-        // Each batcher has a connection of its own: its requests reach the broker in
-        // the order queued, and the broker serves different batchers side by side.
-        let conn = inner.cluster.lane_connection(broker, batcher.1).await?;
+        let conn = lane.connection().await?;
         let version = conn.version_for(ApiKey::Produce, Some(PRODUCE_MAX_VERSION))?;
         if config.acks == crate::Acks::None {
             conn.send_no_response(&request, version).await?;

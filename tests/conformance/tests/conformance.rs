@@ -297,11 +297,9 @@ async fn keeps_a_connection_of_its_own_per_lane(broker: Broker) {
     let cluster = client.cluster().clone();
     let id = *cluster.metadata().brokers.keys().next().unwrap();
     let shared = cluster.broker(id).await.unwrap().id();
-    let lane = |n: usize| {
-        let cluster = cluster.clone();
-        async move { cluster.lane_connection(id, n).await.unwrap() }
-    };
-    let (a, b, a_again) = (lane(0).await, lane(1).await, lane(0).await);
+    let (first, second) = (cluster.open_lane(id), cluster.open_lane(id));
+    let (a, b, a_again) =
+        (first.connection().await.unwrap(), second.connection().await.unwrap(), first.connection().await.unwrap());
     assert_eq!(a.id(), a_again.id(), "a lane keeps its connection");
     assert_ne!(a.id(), b.id(), "lanes do not share a connection");
     assert!(![a.id(), b.id()].contains(&shared), "lanes are apart from the shared connections");
@@ -316,6 +314,6 @@ async fn keeps_a_connection_of_its_own_per_lane(broker: Broker) {
     }
     client.close().await;
     assert!(a.is_closed(), "closing the client closes its lanes");
-    let err = cluster.lane_connection(id, 2).await.unwrap_err();
+    let err = cluster.open_lane(id).connection().await.unwrap_err();
     assert!(matches!(err, klife_connection::Error::Closed), "{err}");
 }
