@@ -221,12 +221,13 @@ fn print_record(r: &Record, format: Format) {
 pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let start = start_offset(&args.from)?;
     let client = args.connect.client().await?;
-    let m = client.cluster().add_topics(&[args.topic.as_str()]).await?;
-    let count = m
-        .topic(&args.topic)
-        .filter(|t| t.error.is_ok())
-        .map(|t| t.partitions.len() as i32)
-        .ok_or_else(|| CliError::Failed(format!("topic {:?} does not exist", args.topic)))?;
+    let count = match client.partitions(&args.topic).await {
+        Ok(p) => p.len() as i32,
+        Err(e) if e.is_unknown_topic_or_partition() => {
+            return Err(CliError::Failed(format!("topic {:?} does not exist", args.topic)));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let partitions: Vec<i32> = if args.partitions.is_empty() { (0..count).collect() } else { args.partitions.clone() };
     if let Some(bad) = partitions.iter().find(|p| !(0..count).contains(*p)) {
         return Err(CliError::Failed(format!("topic {:?} has no partition {bad} (it has {count})", args.topic)));
@@ -234,18 +235,18 @@ pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
     let isolation = if args.read_uncommitted { IsolationLevel::ReadUncommitted } else { IsolationLevel::ReadCommitted };
     // Where "the end" is, for stopping there.
     let ends: BTreeMap<i32, i64> = {
-        let queries: Vec<(klife::protocol::TopicPartition, OffsetSpec)> = partitions
+        let queries: Vec<(klife::TopicPartition, OffsetSpec)> = partitions
             .iter()
-            .map(|p| (klife::protocol::TopicPartition::new(args.topic.as_str(), *p), OffsetSpec::Latest))
+            .map(|p| (klife::TopicPartition::new(args.topic.as_str(), *p), OffsetSpec::Latest))
             .collect();
-        let found = client.fetcher().list_offsets(&queries, isolation).await;
+        let found = client.default_fetcher().list_offsets(&queries, isolation).await;
         let mut ends = BTreeMap::new();
         for (p, r) in partitions.iter().zip(found) {
             ends.insert(*p, r.map_err(klife::Error::from)?.offset);
         }
         ends
     };
-    let mut consumer = client.consumer(FetchOptions::new().isolation_level(isolation));
+    let mut consumer = client.consumer(FetchOptions::new().with_isolation_level(isolation));
     let assignment: Vec<(&str, i32, StartOffset)> =
         partitions.iter().map(|p| (args.topic.as_str(), *p, start)).collect();
     consumer.assign(&assignment).await?;
@@ -319,7 +320,7 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
     let client: Client = args.connect.client().await?;
     let result = match args.action {
         TopicsAction::List => {
-            let m = client.cluster().all_topics_metadata().await?;
+            let m = client.cluster().all_topics_metadata().await.map_err(klife::Error::from)?;
             for (name, t) in &m.topics {
                 if t.error.is_ok() {
                     out!("{name}\t{} partitions", t.partitions.len());
@@ -330,12 +331,12 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
         TopicsAction::Create { name, partitions, replication_factor, configs } => {
             let mut topic = klife::NewTopic::new(name.clone(), partitions);
             if let Some(r) = replication_factor {
-                topic = topic.replication_factor(r);
+                topic = topic.with_replication_factor(r);
             }
             for c in &configs {
                 let (k, v) =
                     c.split_once('=').ok_or_else(|| CliError::Failed(format!("--config {c:?}: expected KEY=VALUE")))?;
-                topic = topic.config(k, v);
+                topic = topic.with_config(k, v);
             }
             let mut results = client.create_topics(vec![topic]).await?;
             match results.pop() {

@@ -171,16 +171,20 @@ fn value(seq: u64, size: usize, rng: &mut u64) -> Bytes {
 
 /// Creates the topic (unless it exists) and waits until every partition has a leader.
 async fn prepare_topic(client: &Client, topic: &str, partitions: i32) -> Result<(), CliError> {
-    if let Err(e) = client.create_topic(topic, partitions).await {
-        if e.error_code() != Some(klife::protocol::ErrorCode::TopicAlreadyExists) {
-            return Err(CliError::Failed(format!("cannot create topic {topic}: {e}")));
-        }
+    let exists = match client.partitions(topic).await {
+        Ok(_) => true,
+        Err(e) if e.is_unknown_topic_or_partition() => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !exists {
+        client
+            .create_topic(topic, partitions)
+            .await
+            .map_err(|e| CliError::Failed(format!("cannot create topic {topic}: {e}")))?;
     }
     for _ in 0..100 {
-        let m = client.cluster().add_topics(&[topic]).await?;
-        if m.topic(topic)
-            .is_some_and(|t| t.partitions.len() == partitions as usize && t.partitions.iter().all(|p| p.leader >= 0))
-        {
+        let found = client.partitions(topic).await;
+        if found.is_ok_and(|p| p.len() == partitions as usize && p.iter().all(|p| p.leader.is_some())) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -191,7 +195,7 @@ async fn prepare_topic(client: &Client, topic: &str, partitions: i32) -> Result<
 /// Produces `records` records, record `i` to partition `i % partitions`; returns the
 /// time taken.
 async fn produce_all(client: &Client, topic: &str, a: &RunArgs, progress: &ProgressBar) -> Result<Duration, CliError> {
-    let producer = client.producer(klife::ProducerConfig::default()).await?;
+    let producer = client.new_producer(klife::ProducerConfig::default()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<klife::DeliveryFuture>>(64);
     let started = Instant::now();
     let waiter = {
@@ -238,7 +242,7 @@ async fn consume_all(
     progress: &ProgressBar,
 ) -> Result<Duration, CliError> {
     let started = Instant::now();
-    let mut consumer = client.consumer(FetchOptions::new().isolation_level(IsolationLevel::ReadCommitted));
+    let mut consumer = client.consumer(FetchOptions::new().with_isolation_level(IsolationLevel::ReadCommitted));
     let assignment: Vec<(&str, i32, StartOffset)> =
         (0..a.partitions).map(|p| (topic, p, StartOffset::Earliest)).collect();
     consumer.assign(&assignment).await?;

@@ -110,14 +110,8 @@ impl From<klife::Error> for CliError {
     }
 }
 
-impl From<klife::connection::Error> for CliError {
-    fn from(e: klife::connection::Error) -> Self {
-        CliError::from(klife::Error::from(e))
-    }
-}
-
-impl From<klife::fetcher::FetchError> for CliError {
-    fn from(e: klife::fetcher::FetchError) -> Self {
+impl From<klife::FetchError> for CliError {
+    fn from(e: klife::FetchError) -> Self {
         CliError::from(klife::Error::from(e))
     }
 }

@@ -72,6 +72,115 @@ impl Default for ConnectionConfig {
     }
 }
 
+/// Chained setters: `ConnectionConfig::default().with_x(..).with_y(..)`, one per field.
+impl ConnectionConfig {
+    /// Sets [`client_id`](Self::client_id).
+    #[must_use]
+    pub fn with_client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// Sets [`connect_timeout`](Self::connect_timeout).
+    #[must_use]
+    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Sets [`request_timeout`](Self::request_timeout).
+    #[must_use]
+    pub fn with_request_timeout(mut self, request_timeout: Duration) -> Self {
+        self.request_timeout = request_timeout;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets [`connection_count`](Self::connection_count).
+    #[must_use]
+    pub fn with_connection_count(mut self, connection_count: usize) -> Self {
+        self.connection_count = connection_count;
+        self
+    }
+
+    /// Sets [`reconnect_backoff`](Self::reconnect_backoff).
+    #[must_use]
+    pub fn with_reconnect_backoff(mut self, reconnect_backoff: Duration) -> Self {
+        self.reconnect_backoff = reconnect_backoff;
+        self
+    }
+
+    /// Sets [`reconnect_backoff_max`](Self::reconnect_backoff_max).
+    #[must_use]
+    pub fn with_reconnect_backoff_max(mut self, reconnect_backoff_max: Duration) -> Self {
+        self.reconnect_backoff_max = reconnect_backoff_max;
+        self
+    }
+
+    /// Sets [`retry_timeout`](Self::retry_timeout).
+    #[must_use]
+    pub fn with_retry_timeout(mut self, retry_timeout: Duration) -> Self {
+        self.retry_timeout = retry_timeout;
+        self
+    }
+
+    /// Sets [`retry_backoff`](Self::retry_backoff).
+    #[must_use]
+    pub fn with_retry_backoff(mut self, retry_backoff: Duration) -> Self {
+        self.retry_backoff = retry_backoff;
+        self
+    }
+
+    /// Sets [`retry_backoff_max`](Self::retry_backoff_max).
+    #[must_use]
+    pub fn with_retry_backoff_max(mut self, retry_backoff_max: Duration) -> Self {
+        self.retry_backoff_max = retry_backoff_max;
+        self
+    }
+
+    /// Sets [`max_frame_size`](Self::max_frame_size).
+    #[must_use]
+    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
+        self.max_frame_size = max_frame_size;
+        self
+    }
+
+    /// Sets [`metadata_max_age`](Self::metadata_max_age).
+    #[must_use]
+    pub fn with_metadata_max_age(mut self, metadata_max_age: Duration) -> Self {
+        self.metadata_max_age = metadata_max_age;
+        self
+    }
+
+    /// Sets [`allow_auto_topic_creation`](Self::allow_auto_topic_creation).
+    #[must_use]
+    pub fn with_allow_auto_topic_creation(mut self, allow_auto_topic_creation: bool) -> Self {
+        self.allow_auto_topic_creation = allow_auto_topic_creation;
+        self
+    }
+
+    #[cfg(feature = "tls")]
+    /// Sets [`tls`](Self::tls).
+    #[must_use]
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Sets [`sasl`](Self::sasl).
+    #[must_use]
+    pub fn with_sasl(mut self, sasl: SaslConfig) -> Self {
+        self.sasl = Some(sasl);
+        self
+    }
+}
+
 impl ConnectionConfig {
     /// Checks the values make sense, naming the first one that does not.
     pub fn validate(&self) -> Result<(), ConfigError> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use klife_connection::{ConfigError, ConfigProblem};
+
 /// Which records a fetch may return from transactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub enum IsolationLevel {
@@ -109,31 +111,129 @@ impl Default for FetcherConfig {
     }
 }
 
+/// Chained setters: `FetcherConfig::default().with_x(..).with_y(..)`, one per field.
 impl FetcherConfig {
-    /// Checks the settings: sizes and counts must be positive and fit the wire's
-    /// `int32` fields.
-    pub fn validate(&self) -> Result<(), String> {
-        let positive_i32 = |what: &str, v: usize| {
-            if v == 0 || i32::try_from(v).is_err() {
-                Err(format!("{what} must be between 1 and {}, not {v}", i32::MAX))
-            } else {
-                Ok(())
+    /// Sets [`max_bytes_per_request`](Self::max_bytes_per_request).
+    #[must_use]
+    pub fn with_max_bytes_per_request(mut self, max_bytes_per_request: usize) -> Self {
+        self.max_bytes_per_request = max_bytes_per_request;
+        self
+    }
+
+    /// Sets [`partition_max_bytes`](Self::partition_max_bytes).
+    #[must_use]
+    pub fn with_partition_max_bytes(mut self, partition_max_bytes: usize) -> Self {
+        self.partition_max_bytes = partition_max_bytes;
+        self
+    }
+
+    /// Sets [`max_wait`](Self::max_wait).
+    #[must_use]
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// Sets [`min_bytes`](Self::min_bytes).
+    #[must_use]
+    pub fn with_min_bytes(mut self, min_bytes: usize) -> Self {
+        self.min_bytes = min_bytes;
+        self
+    }
+
+    /// Sets [`max_in_flight`](Self::max_in_flight).
+    #[must_use]
+    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
+        self.max_in_flight = max_in_flight;
+        self
+    }
+
+    /// Sets [`linger`](Self::linger).
+    #[must_use]
+    pub fn with_linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Sets [`batchers_per_broker`](Self::batchers_per_broker).
+    #[must_use]
+    pub fn with_batchers_per_broker(mut self, batchers_per_broker: usize) -> Self {
+        self.batchers_per_broker = batchers_per_broker;
+        self
+    }
+
+    /// Sets [`fetch_timeout`](Self::fetch_timeout).
+    #[must_use]
+    pub fn with_fetch_timeout(mut self, fetch_timeout: Duration) -> Self {
+        self.fetch_timeout = fetch_timeout;
+        self
+    }
+
+    /// Sets [`retry_backoff`](Self::retry_backoff).
+    #[must_use]
+    pub fn with_retry_backoff(mut self, retry_backoff: Duration) -> Self {
+        self.retry_backoff = retry_backoff;
+        self
+    }
+
+    /// Sets [`isolation_level`](Self::isolation_level).
+    #[must_use]
+    pub fn with_isolation_level(mut self, isolation_level: IsolationLevel) -> Self {
+        self.isolation_level = isolation_level;
+        self
+    }
+
+    /// Sets [`check_crcs`](Self::check_crcs).
+    #[must_use]
+    pub fn with_check_crcs(mut self, check_crcs: bool) -> Self {
+        self.check_crcs = check_crcs;
+        self
+    }
+
+    /// Sets [`max_decompressed_size`](Self::max_decompressed_size).
+    #[must_use]
+    pub fn with_max_decompressed_size(mut self, max_decompressed_size: usize) -> Self {
+        self.max_decompressed_size = max_decompressed_size;
+        self
+    }
+
+    /// Sets [`fetch_sessions`](Self::fetch_sessions).
+    #[must_use]
+    pub fn with_fetch_sessions(mut self, fetch_sessions: bool) -> Self {
+        self.fetch_sessions = fetch_sessions;
+        self
+    }
+}
+
+impl FetcherConfig {
+    /// Checks the settings, naming the first that cannot work: sizes and counts must be
+    /// positive and fit the wire's `int32` fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, problem| Err(ConfigError::new("FetcherConfig", field, problem));
+        // Sizes go on the wire as an i32.
+        let sizes = [
+            ("max_bytes_per_request", self.max_bytes_per_request),
+            ("partition_max_bytes", self.partition_max_bytes),
+            ("min_bytes", self.min_bytes),
+        ];
+        for (field, value) in sizes {
+            if value == 0 || i32::try_from(value).is_err() {
+                return bad(field, ConfigProblem::OutOfRange { min: 1, max: i32::MAX as u64, value: value as u64 });
             }
-        };
-        positive_i32("max_bytes_per_request", self.max_bytes_per_request)?;
-        positive_i32("partition_max_bytes", self.partition_max_bytes)?;
-        positive_i32("min_bytes", self.min_bytes)?;
+        }
         if self.max_in_flight == 0 {
-            return Err("max_in_flight must be at least 1".into());
+            return bad("max_in_flight", ConfigProblem::Zero);
         }
         if self.batchers_per_broker == 0 {
-            return Err("batchers_per_broker must be at least 1".into());
+            return bad("batchers_per_broker", ConfigProblem::Zero);
         }
-        if i32::try_from(self.max_wait.as_millis()).is_err() {
-            return Err(format!("max_wait is too long: {:?}", self.max_wait));
+        // In milliseconds, as an i32 on the wire.
+        let max_wait_ms = u64::try_from(self.max_wait.as_millis()).unwrap_or(u64::MAX);
+        if max_wait_ms > i32::MAX as u64 {
+            return bad("max_wait", ConfigProblem::OutOfRange { min: 0, max: i32::MAX as u64, value: max_wait_ms });
         }
         if self.fetch_timeout.is_zero() {
-            return Err("fetch_timeout must be positive".into());
+            return bad("fetch_timeout", ConfigProblem::Zero);
         }
         Ok(())
     }
@@ -156,13 +256,15 @@ impl FetchOptions {
     }
 
     /// Sets the isolation level.
-    pub fn isolation_level(mut self, level: IsolationLevel) -> Self {
+    #[must_use]
+    pub fn with_isolation_level(mut self, level: IsolationLevel) -> Self {
         self.isolation_level = Some(level);
         self
     }
 
     /// Sets the bytes to ask for from the partition.
-    pub fn max_bytes(mut self, bytes: usize) -> Self {
+    #[must_use]
+    pub fn with_max_bytes(mut self, bytes: usize) -> Self {
         self.max_bytes = Some(bytes);
         self
     }
@@ -177,13 +279,19 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_values_are_named() {
         assert_eq!(FetcherConfig::default().validate(), Ok(()));
-        let bad = FetcherConfig { partition_max_bytes: 0, ..FetcherConfig::default() };
-        assert!(bad.validate().unwrap_err().contains("partition_max_bytes"));
-        let bad = FetcherConfig { max_bytes_per_request: usize::MAX, ..FetcherConfig::default() };
-        assert!(bad.validate().unwrap_err().contains("max_bytes_per_request"));
-        let bad = FetcherConfig { batchers_per_broker: 0, ..FetcherConfig::default() };
-        assert!(bad.validate().unwrap_err().contains("batchers_per_broker"));
-        let bad = FetcherConfig { max_in_flight: 0, ..FetcherConfig::default() };
-        assert!(bad.validate().unwrap_err().contains("max_in_flight"));
+        let invalid = |config: FetcherConfig| config.validate().expect_err("an invalid setting");
+        let e = invalid(FetcherConfig { partition_max_bytes: 0, ..FetcherConfig::default() });
+        assert_eq!((e.config, e.field), ("FetcherConfig", "partition_max_bytes"));
+        assert_eq!(e.problem, ConfigProblem::OutOfRange { min: 1, max: i32::MAX as u64, value: 0 });
+        let e = invalid(FetcherConfig { max_bytes_per_request: usize::MAX, ..FetcherConfig::default() });
+        assert_eq!(e.field, "max_bytes_per_request");
+        let e = invalid(FetcherConfig { batchers_per_broker: 0, ..FetcherConfig::default() });
+        assert_eq!((e.field, &e.problem), ("batchers_per_broker", &ConfigProblem::Zero));
+        let e = invalid(FetcherConfig { max_in_flight: 0, ..FetcherConfig::default() });
+        assert_eq!(e.to_string(), "invalid setting FetcherConfig.max_in_flight: must be above zero");
+        let e = invalid(FetcherConfig { max_wait: Duration::from_secs(1 << 40), ..FetcherConfig::default() });
+        assert_eq!(e.field, "max_wait");
+        let e = invalid(FetcherConfig { fetch_timeout: Duration::ZERO, ..FetcherConfig::default() });
+        assert_eq!((e.field, &e.problem), ("fetch_timeout", &ConfigProblem::Zero));
     }
 }

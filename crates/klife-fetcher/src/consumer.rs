@@ -4,11 +4,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
-use klife_protocol::{TopicPartition, Uuid};
+use klife_protocol::Uuid;
 use tokio::sync::mpsc;
 
-use crate::config::{FetchOptions, IsolationLevel};
+use crate::config::{FetchOptions, FetcherConfig, IsolationLevel};
 use crate::error::FetchError;
 use crate::fetcher::Fetcher;
 use crate::offsets::OffsetSpec;
@@ -17,7 +18,13 @@ use crate::position::{Truncation, on_truncation};
 use crate::record::{Fetched, TopicPartitionOffset};
 use crate::stream::FetchResult;
 
-/// Where a partition's consumption starts.
+/// Where a partition's consumption starts: an [`OffsetSpec`] to look up, or an
+/// offset known already.
+///
+/// [`OffsetSpec`] is what a ListOffsets lookup can answer (earliest, latest, by
+/// timestamp); `StartOffset` adds [`Offset`](Self::Offset), a position the caller
+/// knows and which needs no lookup. Every `OffsetSpec` converts into the
+/// `StartOffset` of the same name ([`From`]), and [`lookup`](Self::lookup) goes back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StartOffset {
     /// The first offset still in the log.
@@ -29,6 +36,51 @@ pub enum StartOffset {
     /// The first record at or after this timestamp (milliseconds since the epoch);
     /// the end of the log when there is none.
     Timestamp(i64),
+}
+
+impl StartOffset {
+    /// The lookup this start needs, or `None` for [`Offset`](Self::Offset).
+    pub fn lookup(self) -> Option<OffsetSpec> {
+        match self {
+            StartOffset::Earliest => Some(OffsetSpec::Earliest),
+            StartOffset::Latest => Some(OffsetSpec::Latest),
+            StartOffset::Timestamp(ts) => Some(OffsetSpec::Timestamp(ts)),
+            StartOffset::Offset(_) => None,
+        }
+    }
+}
+
+impl From<OffsetSpec> for StartOffset {
+    fn from(spec: OffsetSpec) -> Self {
+        match spec {
+            OffsetSpec::Earliest => StartOffset::Earliest,
+            OffsetSpec::Latest => StartOffset::Latest,
+            OffsetSpec::Timestamp(ts) => StartOffset::Timestamp(ts),
+        }
+    }
+}
+
+/// What [`Consumer::next_event`] yields.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ConsumerEvent {
+    /// An answer with records of one partition.
+    Records(Fetched),
+    /// A partition reached the end of what may be read (the high watermark, or for
+    /// read_committed the last stable offset): every record written before the answer
+    /// was read. Yielded only with [`Consumer::with_partition_eof`], once each time the
+    /// partition catches up (again after records arrive and are read). `offset` is the
+    /// partition's position, where the next record will be.
+    PartitionEof {
+        /// The topic.
+        topic: Arc<str>,
+        /// The partition.
+        partition: i32,
+        /// The position: the offset of the next record written.
+        offset: i64,
+    },
+    /// An error of one partition (see [`Consumer`] for which stop it).
+    Error(FetchError),
 }
 
 /// What to do when a partition's position is out of range (its records were deleted
@@ -75,6 +127,9 @@ struct Partition {
     pace: Pace,
     /// Answers in a row that moved the partition nowhere.
     misses: u32,
+    /// The last answer reached the end of what may be read (for the end-of-partition
+    /// event: it is yielded when this turns true).
+    at_end: bool,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -104,7 +159,8 @@ pub struct Consumer {
     tx: mpsc::UnboundedSender<FetchResult>,
     rx: mpsc::UnboundedReceiver<FetchResult>,
     partitions: HashMap<(Arc<str>, i32), Partition>,
-    ready: VecDeque<Result<Fetched, FetchError>>,
+    ready: VecDeque<ConsumerEvent>,
+    partition_eof: bool,
 }
 
 impl Consumer {
@@ -120,11 +176,13 @@ impl Consumer {
             rx,
             partitions: HashMap::new(),
             ready: VecDeque::new(),
+            partition_eof: false,
         }
     }
 
     /// Sets what to do with an out-of-range position (default: earliest).
-    pub fn offset_reset(mut self, reset: OffsetReset) -> Self {
+    #[must_use]
+    pub fn with_offset_reset(mut self, reset: OffsetReset) -> Self {
         self.reset = reset;
         self
     }
@@ -132,23 +190,62 @@ impl Consumer {
     /// Sets how many answers per partition may wait for the caller beyond the one
     /// being handed over (default 1; 0 fetches only when the caller has taken the
     /// previous answer).
-    pub fn prefetch(mut self, answers: usize) -> Self {
+    #[must_use]
+    pub fn with_prefetch(mut self, answers: usize) -> Self {
         self.prefetch = answers;
         self
+    }
+
+    /// Whether [`next_event`](Self::next_event) yields
+    /// [`ConsumerEvent::PartitionEof`] when a partition catches up (default off, as
+    /// librdkafka's `enable.partition.eof`). [`next`](Self::next) never yields it.
+    #[must_use]
+    pub fn with_partition_eof(mut self, on: bool) -> Self {
+        self.partition_eof = on;
+        self
+    }
+
+    /// How long the broker may hold this consumer's fetches of caught-up partitions
+    /// waiting for records, instead of the fetcher's
+    /// [`max_wait`](FetcherConfig::max_wait). The consumer then fetches through a
+    /// fetcher of its own (the same settings otherwise, on the same cluster), with its
+    /// own batcher tasks and fetch connections, which end when the consumer is dropped.
+    /// Call it before assigning partitions: those assigned before are dropped.
+    pub fn with_max_wait(mut self, max_wait: Duration) -> Result<Self, FetchError> {
+        let config = FetcherConfig { max_wait, ..self.fetcher.config().clone() };
+        config.validate()?;
+        self.fetcher = Fetcher::new(self.fetcher.cluster().clone(), config)?;
+        self.partitions.clear();
+        self.ready.clear();
+        Ok(self)
+    }
+
+    /// The fetcher this consumer fetches through.
+    pub fn fetcher(&self) -> &Fetcher {
+        &self.fetcher
+    }
+
+    /// Assigns every partition of `topic` (as the cluster metadata knows it now), each
+    /// starting where `start` says, like [`assign`](Self::assign). Fails with
+    /// [`FetchError::Connection`] when the topic does not exist.
+    pub async fn assign_topic(&mut self, topic: &str, start: StartOffset) -> Result<(), FetchError> {
+        let metadata = self.fetcher.cluster().add_topics(&[topic]).await?;
+        let partitions = match metadata.topics.get(topic) {
+            Some(info) if info.error == klife_protocol::ErrorCode::None => {
+                info.partitions.iter().map(|p| (topic, p.partition, start)).collect::<Vec<_>>()
+            }
+            _ => return Err(klife_connection::Error::UnknownTopic { topic: topic.to_owned() }.into()),
+        };
+        self.assign(&partitions).await
     }
 
     /// Adds partitions, each starting where `start` says (looked up now), and starts
     /// fetching them. A partition already assigned moves to the new position.
     pub async fn assign<S: AsRef<str>>(&mut self, partitions: &[(S, i32, StartOffset)]) -> Result<(), FetchError> {
-        let mut lookups: Vec<(TopicPartition, OffsetSpec)> = Vec::new();
-        for (t, p, start) in partitions {
-            match start {
-                StartOffset::Earliest => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Earliest)),
-                StartOffset::Latest => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Latest)),
-                StartOffset::Timestamp(ts) => lookups.push((TopicPartition::new(t.as_ref(), *p), OffsetSpec::Timestamp(*ts))),
-                StartOffset::Offset(_) => {}
-            }
-        }
+        let lookups: Vec<(klife_protocol::TopicPartition, OffsetSpec)> = partitions
+            .iter()
+            .filter_map(|(t, p, start)| Some((klife_protocol::TopicPartition::new(t.as_ref(), *p), start.lookup()?)))
+            .collect();
         let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
         let mut found = self.fetcher.list_offsets(&lookups, isolation).await.into_iter();
         let mut positions = Vec::with_capacity(partitions.len());
@@ -182,8 +279,11 @@ impl Consumer {
         }
         let assigned = &self.partitions;
         self.ready.retain(|r| match r {
-            Ok(f) => assigned.contains_key(&(f.topic.clone(), f.partition)),
-            Err(_) => true,
+            ConsumerEvent::Records(Fetched { topic, partition, .. })
+            | ConsumerEvent::PartitionEof { topic, partition, .. } => {
+                assigned.contains_key(&(topic.clone(), *partition))
+            }
+            ConsumerEvent::Error(_) => true,
         });
     }
 
@@ -195,7 +295,11 @@ impl Consumer {
 
     fn seek_arc(&mut self, topic: Arc<str>, partition: i32, offset: i64) {
         let key = (topic.clone(), partition);
-        self.ready.retain(|r| !matches!(r, Ok(f) if f.topic == topic && f.partition == partition));
+        self.ready.retain(|r| match r {
+            ConsumerEvent::Records(Fetched { topic: t, partition: p, .. })
+            | ConsumerEvent::PartitionEof { topic: t, partition: p, .. } => *t != topic || *p != partition,
+            ConsumerEvent::Error(_) => true,
+        });
         let st = self.partitions.entry(key.clone()).or_insert(Partition {
             position: offset,
             last_epoch: None,
@@ -205,6 +309,7 @@ impl Consumer {
             stopped: false,
             pace: Pace::UNKNOWN,
             misses: 0,
+            at_end: false,
         });
         st.position = offset;
         // Nothing is known of the log before the new position, nor of the topic it is
@@ -213,7 +318,7 @@ impl Consumer {
         st.buffered = 0;
         st.stopped = false;
         // Whether the new position has records is not known: ask at once.
-        (st.pace, st.misses) = (Pace::UNKNOWN, 0);
+        (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
         // An answer for the old position still in flight is recognized by its offset
         // and dropped; fetch the new one now.
         st.in_flight = None;
@@ -231,8 +336,20 @@ impl Consumer {
     /// no partition is being fetched (none assigned, or all stopped).
     pub async fn next(&mut self) -> Option<Result<Fetched, FetchError>> {
         loop {
+            match self.next_event().await? {
+                ConsumerEvent::Records(f) => return Some(Ok(f)),
+                ConsumerEvent::Error(e) => return Some(Err(e)),
+                ConsumerEvent::PartitionEof { .. } => {}
+            }
+        }
+    }
+
+    /// Like [`next`](Self::next), and also yields [`ConsumerEvent::PartitionEof`] when
+    /// it is switched on ([`with_partition_eof`](Self::with_partition_eof)).
+    pub async fn next_event(&mut self) -> Option<ConsumerEvent> {
+        loop {
             if let Some(item) = self.ready.pop_front() {
-                if let Ok(f) = &item {
+                if let ConsumerEvent::Records(f) = &item {
                     let key = (f.topic.clone(), f.partition);
                     if let Some(st) = self.partitions.get_mut(&key) {
                         st.buffered = st.buffered.saturating_sub(1);
@@ -271,9 +388,22 @@ impl Consumer {
                     caught_up: caught_up(isolation, f.next_offset, f.high_watermark, f.last_stable_offset),
                 };
                 (st.pace, st.misses) = next_pace(&progress, st.misses);
+                // An answer that does not say (watermarks left out) changes nothing.
+                // It reaches the end anew when it was not there, or read records on the way.
+                let at_end = progress.caught_up.unwrap_or(st.at_end);
+                let reached_end = at_end && (!st.at_end || !f.records.is_empty());
+                st.at_end = at_end;
+                let position = st.position;
                 if !f.records.is_empty() {
                     st.buffered += 1;
-                    self.ready.push_back(Ok(f));
+                    self.ready.push_back(ConsumerEvent::Records(f));
+                }
+                if reached_end && self.partition_eof {
+                    self.ready.push_back(ConsumerEvent::PartitionEof {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        offset: position,
+                    });
                 }
                 self.maybe_fetch(&key);
             }
@@ -285,7 +415,7 @@ impl Consumer {
                         if let Some(st) = self.partitions.get_mut(&key) {
                             st.position = offset;
                             st.last_epoch = None;
-                            (st.pace, st.misses) = (Pace::UNKNOWN, 0);
+                            (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
                         }
                         self.maybe_fetch(&key);
                     }
@@ -306,7 +436,7 @@ impl Consumer {
                         );
                         st.position = to;
                         st.last_epoch = Some(last_epoch);
-                        (st.pace, st.misses) = (Pace::UNKNOWN, 0);
+                        (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
                         self.maybe_fetch(&key);
                     }
                     Truncation::Stop => {
@@ -320,7 +450,7 @@ impl Consumer {
                 self.stop(&key, e);
             }
             Err(e) if e.is_retriable() => {
-                self.ready.push_back(Err(e));
+                self.ready.push_back(ConsumerEvent::Error(e));
                 self.maybe_fetch(&key);
             }
             Err(e) => self.stop(&key, e),
@@ -331,7 +461,7 @@ impl Consumer {
         if let Some(st) = self.partitions.get_mut(key) {
             st.stopped = true;
         }
-        self.ready.push_back(Err(e));
+        self.ready.push_back(ConsumerEvent::Error(e));
     }
 
     fn isolation(&self) -> IsolationLevel {
@@ -340,7 +470,10 @@ impl Consumer {
 
     async fn lookup(&self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64, FetchError> {
         let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
-        let found = self.fetcher.list_offsets(&[(TopicPartition::new(topic, partition), spec)], isolation).await;
+        let found = self
+            .fetcher
+            .list_offsets(&[(klife_protocol::TopicPartition::new(topic, partition), spec)], isolation)
+            .await;
         found
             .into_iter()
             .next()
@@ -364,5 +497,18 @@ impl Consumer {
             topic_id: st.topic_id,
         };
         self.fetcher.submit_to(target, &self.options, st.pace, self.tx.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_start_is_a_lookup_or_a_known_offset() {
+        for spec in [OffsetSpec::Earliest, OffsetSpec::Latest, OffsetSpec::Timestamp(1_700_000_000_000)] {
+            assert_eq!(StartOffset::from(spec).lookup(), Some(spec));
+        }
+        assert_eq!(StartOffset::Offset(42).lookup(), None);
     }
 }

@@ -174,7 +174,10 @@ pub enum FetchError {
     /// The fetcher (or the client under it) is closed.
     #[error("the fetcher is closed")]
     Closed,
-    /// A setting or argument is invalid.
+    /// An invalid setting ([`FetcherConfig::validate`](crate::FetcherConfig::validate)).
+    #[error(transparent)]
+    Config(#[from] klife_connection::ConfigError),
+    /// An argument is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 }

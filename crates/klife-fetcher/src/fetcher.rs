@@ -39,6 +39,12 @@ const NOW_MAX_WAIT_MS: i32 = 1;
 /// Cheap to clone: clones share the batchers. Each fetch resolves to one
 /// `Result<Fetched, FetchError>`; retriable failures (a leader move, a broker
 /// restart, stale metadata) are retried until the fetch timeout.
+///
+/// When the last clone is dropped (without [`close`](Self::close)), the fetcher
+/// stops as `close` stops it: fetches waiting in its batchers fail with
+/// [`FetchError::Closed`] (their handles and streams get that result), requests in
+/// flight finish and deliver theirs, and the batcher tasks close their fetch sessions
+/// and end, letting go of the [`Cluster`].
 #[derive(Clone)]
 pub struct Fetcher {
     inner: Arc<Inner>,
@@ -56,6 +62,9 @@ pub(crate) struct Inner {
     decode: DecodeOptions,
     batchers: Mutex<HashMap<(i32, usize), mpsc::UnboundedSender<Job>>>,
     closed: AtomicBool,
+    /// Held by every batcher task as long as it runs (the tasks hold the fetcher
+    /// itself only weakly): when it has no other holder, every batcher has ended.
+    tasks: Arc<()>,
 }
 
 /// Where a fetch's result goes.
@@ -152,7 +161,7 @@ struct Routed {
 impl Fetcher {
     /// A fetcher over `cluster`'s connections. Fails only for invalid settings.
     pub fn new(cluster: Cluster, config: FetcherConfig) -> Result<Fetcher, FetchError> {
-        config.validate().map_err(FetchError::InvalidArgument)?;
+        config.validate()?;
         let decode =
             DecodeOptions { max_decompressed_size: config.max_decompressed_size, verify_crc: config.check_crcs };
         Ok(Fetcher {
@@ -162,6 +171,7 @@ impl Fetcher {
                 decode,
                 batchers: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                tasks: Arc::new(()),
             }),
         })
     }
@@ -439,7 +449,7 @@ impl Inner {
         }
         let tx = batchers.entry((broker, slot)).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(batcher(Arc::downgrade(self), broker, rx));
+            tokio::spawn(batcher(Arc::downgrade(self), self.tasks.clone(), broker, rx));
             tx
         });
         if let Err(mpsc::error::SendError(job)) = tx.send(job) {
@@ -501,7 +511,7 @@ fn slot_of(topic: &str, partition: i32, slots: usize) -> usize {
 /// - fetches that may wait for records (`max_wait`), of partitions the broker last said
 ///   were caught up: one request at a time, which the broker answers as soon as any
 ///   of its partitions has records.
-async fn batcher(inner: Weak<Inner>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
+async fn batcher(inner: Weak<Inner>, _task: Arc<()>, broker: i32, mut rx: mpsc::UnboundedReceiver<Job>) {
     let (max_in_flight, linger, cluster) = match inner.upgrade() {
         Some(i) => (i.config.max_in_flight, i.config.linger, i.config.fetch_sessions.then(|| i.cluster.clone())),
         None => return,
@@ -1105,9 +1115,45 @@ fn forgotten_topics(forget: &[SessionKey]) -> Vec<ForgottenTopic> {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
+    use klife_connection::ConnectionConfig;
     use klife_protocol::messages::fetch_response::FetchableTopicResponse;
+    use klife_testkit::FakeCluster;
 
     use super::*;
+
+    /// Lets the runtime run every other task until nothing holds `what` any more: a
+    /// bounded number of turns, each one a pass of the scheduler, no clock involved.
+    async fn until_gone<T>(what: &Weak<T>) -> bool {
+        for _ in 0..100_000 {
+            if what.strong_count() == 0 {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_last_handle_dropped_ends_the_batchers() {
+        let kafka = FakeCluster::builder().topic("t", 2).start().await.unwrap();
+        let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        let fetcher = Fetcher::new(cluster, FetcherConfig::default()).unwrap();
+        // Two batchers run (one per leader lane used), each with a fetch behind it.
+        let fetched = fetcher.fetch("t", 0, 0).await.unwrap();
+        assert!(fetched.records.is_empty());
+        fetcher.fetch("t", 1, 0).await.unwrap();
+        assert!(Arc::strong_count(&fetcher.inner.tasks) > 1, "no batcher started");
+        let tasks = Arc::downgrade(&fetcher.inner.tasks);
+        let inner = Arc::downgrade(&fetcher.inner);
+        let clone = fetcher.clone();
+        drop(fetcher);
+        // A clone is still a handle: it fetches.
+        clone.fetch("t", 0, 0).await.unwrap();
+        drop(clone);
+        assert!(until_gone(&tasks).await, "the batchers still run");
+        assert_eq!(inner.strong_count(), 0);
+        kafka.shutdown().await;
+    }
 
     fn job(topic: &str, partition: i32, topic_id: Option<Uuid>) -> Job {
         let now = Instant::now();

@@ -130,12 +130,12 @@ mod stream;
 pub mod telemetry;
 
 pub use config::{FetchOptions, FetcherConfig, IsolationLevel};
-pub use consumer::{Consumer, OffsetReset, StartOffset};
+pub use consumer::{Consumer, ConsumerEvent, OffsetReset, StartOffset};
 pub use error::FetchError;
 pub use fetcher::{FetchHandle, Fetcher};
+pub use klife_protocol::TopicPartition;
 pub use offsets::{ListedOffset, OffsetSpec};
 pub use record::{BatchInfo, Fetched, Record, TopicPartitionOffset};
-pub use klife_protocol::TopicPartition;
 pub use stream::{FetchResult, FetchStream};
 
 /// A topic id (re-exported from the codec).

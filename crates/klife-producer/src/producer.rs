@@ -191,10 +191,54 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// The last handle is gone without [`Producer::close`]: records still buffered
+    /// fail with [`ProduceError::Closed`] (their completions are dropped unsettled),
+    /// and the sender stops at its next look (it finds no accumulator). Requests in
+    /// flight are still answered and settle their batches; a batch waiting to be sent
+    /// again fails with [`ProduceError::Closed`] too.
+    fn handles_gone(&self) {
+        let (acc, waiting) = {
+            let mut state = self.lock();
+            state.closed = true;
+            (state.acc.take(), std::mem::take(&mut state.waiting))
+        };
+        // Dropped outside the lock: their futures wake.
+        drop(acc);
+        drop(waiting);
+        self.wake.notify_one();
+        self.progress.notify_waiters();
+    }
+}
+
+/// What every clone of a [`Producer`] shares: the last one to go stops the producer's
+/// tasks ([`Inner::handles_gone`]), which alone hold the [`Inner`] after that.
+struct Handle(Arc<Inner>);
+
+impl std::ops::Deref for Handle {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.handles_gone();
+    }
+}
+
 /// A producer over a [`Cluster`]. Cheap to clone; clones share batches and the sender.
+///
+/// Call [`close`](Self::close) to send what is buffered before letting it go. When
+/// the last clone is dropped without it, the producer stops: records still buffered
+/// fail with [`ProduceError::Closed`] (their [`DeliveryFuture`]s resolve so; nothing
+/// is lost silently), requests already sent are answered and settle their records,
+/// and then the producer's tasks end and let go of the [`Cluster`].
 #[derive(Clone)]
 pub struct Producer {
-    inner: Arc<Inner>,
+    inner: Arc<Handle>,
 }
 
 impl std::fmt::Debug for Producer {
@@ -293,7 +337,7 @@ impl Producer {
             progress: Notify::new(),
         });
         tokio::spawn(sender(inner.clone()));
-        Producer { inner }
+        Producer { inner: Arc::new(Handle(inner)) }
     }
 
     /// The producer's id and epoch, when idempotent.
@@ -862,7 +906,7 @@ async fn dispatch(inner: &Arc<Inner>, lane: &Lane, batcher: BatcherId, mut fligh
         }
         let conn = lane.connection().await?;
         let version = conn.version_for(ApiKey::Produce, Some(PRODUCE_MAX_VERSION))?;
-        if config.acks == crate::Acks::None {
+        if config.acks == crate::Acks::NoWait {
             conn.send_no_response(&request, version).await?;
             return Ok(Queued::NoAnswer);
         }
@@ -988,7 +1032,77 @@ async fn complete(
 
 #[cfg(test)]
 mod tests {
-    use super::batcher_of;
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::{Arc, Weak};
+    use std::time::Duration;
+
+    use klife_connection::{Cluster, ConnectionConfig};
+    use klife_testkit::FakeCluster;
+
+    use super::{Inner, Producer, batcher_of};
+    use crate::{ProduceError, ProducerConfig, ProducerRecord};
+
+    /// Lets the runtime run every other task until `inner` is gone: a bounded number
+    /// of turns, each one a pass of the scheduler, no clock involved.
+    async fn until_gone(inner: &Weak<Inner>) -> bool {
+        for _ in 0..100_000 {
+            if inner.strong_count() == 0 {
+                return true;
+            }
+            tokio::task::yield_now().await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn the_last_handle_dropped_fails_buffered_records_and_ends_the_tasks() {
+        let kafka = FakeCluster::builder().topic("t", 2).start().await.unwrap();
+        let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        // Records wait in the buffer until a flush: nothing leaves on its own.
+        let config = ProducerConfig { linger: Duration::from_secs(3600), ..ProducerConfig::default() };
+        let producer = Producer::new(cluster.clone(), config).await.unwrap();
+        let written = producer.produce_async(ProducerRecord::new("t", "sent").with_partition(0)).await.unwrap();
+        producer.flush().await;
+        assert_eq!(written.await.unwrap().offset, 0);
+
+        let buffered = producer.produce_async(ProducerRecord::new("t", "buffered").with_partition(1)).await.unwrap();
+        let inner = Arc::downgrade(&producer.inner.0);
+        let clone = producer.clone();
+        drop(producer);
+        // A clone is still a handle: the producer goes on.
+        let still = clone.produce_async(ProducerRecord::new("t", "buffered too").with_partition(1)).await.unwrap();
+        drop(clone);
+
+        // The sender and the lanes end, and with them the last references to the
+        // producer's state (and its cluster handle).
+        assert!(until_gone(&inner).await, "the producer's tasks still run");
+        // The buffered records failed, typed; none was written.
+        assert!(matches!(buffered.await, Err(ProduceError::Closed)));
+        assert!(matches!(still.await, Err(ProduceError::Closed)));
+        assert_eq!(kafka.high_watermark("t", 1).unwrap(), 0);
+        assert_eq!(kafka.high_watermark("t", 0).unwrap(), 1);
+        kafka.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_producer_dropped_with_a_request_in_flight_settles_it_then_ends() {
+        let kafka = FakeCluster::builder().topic("t", 1).start().await.unwrap();
+        let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        let producer = Producer::new(cluster, ProducerConfig::default()).await.unwrap();
+        let inner = Arc::downgrade(&producer.inner.0);
+        // Queued, and sent once its linger ends: the answer comes after the handle is
+        // gone, and still settles the record.
+        let future = producer.produce_async(ProducerRecord::new("t", "v").with_partition(0)).await.unwrap();
+        drop(producer);
+        match future.await {
+            // Sent before the drop was seen, or failed as buffered: never lost.
+            Ok(written) => assert_eq!((written.offset, kafka.high_watermark("t", 0).unwrap()), (0, 1)),
+            Err(e) => assert!(matches!(e, ProduceError::Closed), "{e}"),
+        }
+        assert!(until_gone(&inner).await, "the producer's tasks still run");
+        kafka.shutdown().await;
+    }
 
     #[test]
     fn one_batcher_takes_every_partition() {

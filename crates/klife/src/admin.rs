@@ -2,6 +2,7 @@
 //! leaders, list offsets, describe the cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use klife_connection::Target;
 use klife_protocol::messages::DescribeClusterRequest;
@@ -40,14 +41,14 @@ impl NewTopic {
 
     /// Sets the replication factor.
     #[must_use]
-    pub fn replication_factor(mut self, factor: i16) -> Self {
+    pub fn with_replication_factor(mut self, factor: i16) -> Self {
         self.replication_factor = factor;
         self
     }
 
     /// Adds a topic configuration entry.
     #[must_use]
-    pub fn config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.configs.insert(key.into(), value.into());
         self
     }
@@ -74,6 +75,108 @@ impl Reassignment {
     /// Cancels the reassignment in progress of `topic`'s `partition`.
     pub fn cancel(topic: impl Into<String>, partition: i32) -> Self {
         Reassignment { topic: topic.into(), partition, replicas: None }
+    }
+}
+
+/// One partition of a topic, as the cluster metadata describes it
+/// ([`Client::partitions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartitionDescription {
+    /// The topic and partition.
+    pub topic_partition: TopicPartition,
+    /// The broker id of the leader, `None` while the partition has none (its leader
+    /// is offline or being elected).
+    pub leader: Option<i32>,
+    /// The leader epoch the metadata names (-1 when unknown).
+    pub leader_epoch: i32,
+    /// The broker ids holding a replica, the preferred leader first.
+    pub replicas: Vec<i32>,
+    /// The replicas in sync with the leader.
+    pub in_sync_replicas: Vec<i32>,
+    /// The replicas whose broker is offline.
+    pub offline_replicas: Vec<i32>,
+}
+
+impl PartitionDescription {
+    /// The partition number.
+    pub fn partition(&self) -> i32 {
+        self.topic_partition.partition
+    }
+}
+
+/// The answer for one partition of [`Client::list_offsets`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct PartitionOffset {
+    /// The topic and partition asked for.
+    pub topic_partition: TopicPartition,
+    /// What was asked.
+    pub spec: OffsetSpec,
+    /// What was found, or why not (this partition only: a missing partition, a broker
+    /// error that retries did not cure).
+    pub result: Result<ListedOffset, Error>,
+}
+
+impl PartitionOffset {
+    /// The offset found (-1 when a timestamp lookup matched no record), or the
+    /// partition's error.
+    pub fn offset(&self) -> Result<i64, &Error> {
+        self.result.as_ref().map(|l| l.offset).map_err(|e| e)
+    }
+}
+
+/// The answers of [`Client::list_offsets`], one per query in the order asked.
+#[derive(Debug)]
+pub struct ListedOffsets {
+    answers: Vec<PartitionOffset>,
+}
+
+impl ListedOffsets {
+    /// The answers, in the order asked.
+    pub fn iter(&self) -> std::slice::Iter<'_, PartitionOffset> {
+        self.answers.iter()
+    }
+
+    /// How many answers (as many as queries).
+    pub fn len(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// Whether there are none (no queries).
+    pub fn is_empty(&self) -> bool {
+        self.answers.is_empty()
+    }
+
+    /// The first answer for `topic`-`partition`, if it was asked.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<&PartitionOffset> {
+        self.answers.iter().find(|a| &*a.topic_partition.topic == topic && a.topic_partition.partition == partition)
+    }
+}
+
+impl std::ops::Index<usize> for ListedOffsets {
+    type Output = PartitionOffset;
+
+    fn index(&self, i: usize) -> &PartitionOffset {
+        &self.answers[i]
+    }
+}
+
+impl IntoIterator for ListedOffsets {
+    type Item = PartitionOffset;
+    type IntoIter = std::vec::IntoIter<PartitionOffset>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.answers.into_iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a ListedOffsets {
+    type Item = &'a PartitionOffset;
+    type IntoIter = std::slice::Iter<'a, PartitionOffset>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.answers.iter()
     }
 }
 
@@ -362,23 +465,76 @@ impl Client {
         Ok(results)
     }
 
-    /// Looks up offsets: one result per `(topic, partition, spec)`, in the order given.
-    /// Requests to the same leader share one ListOffsets request; partitions whose
-    /// leader moved are retried after a metadata refresh. `Latest` is the high
-    /// watermark (read_uncommitted); the fetcher's
-    /// [`list_offsets`](klife_fetcher::Fetcher::list_offsets) also answers with the
-    /// last stable offset.
-    pub async fn list_offsets(
-        &self,
-        queries: &[(&str, i32, OffsetSpec)],
-    ) -> Result<Vec<Result<ListedOffset, Error>>, Error> {
+    /// Looks up offsets: one answer per `(partition, spec)`, in the order given
+    /// ([`ListedOffsets`]). Requests to the same leader share one ListOffsets request;
+    /// partitions whose leader moved are retried after a metadata refresh. `Latest` is
+    /// the high watermark (read_uncommitted); the fetcher's
+    /// [`list_offsets`](crate::Fetcher::list_offsets) also answers with the last
+    /// stable offset.
+    ///
+    /// The call fails as a whole only when the client is closed; everything else
+    /// (a missing topic, a broker error) is the answer of the partitions it concerns.
+    ///
+    /// ```no_run
+    /// # async fn run(client: klife::Client) -> Result<(), klife::Error> {
+    /// use klife::{OffsetSpec, TopicPartition};
+    /// let found = client.list_offsets([(TopicPartition::new("orders", 0), OffsetSpec::Latest)]).await?;
+    /// match found[0].offset() {
+    ///     Ok(end) => println!("orders-0 ends at {end}"),
+    ///     Err(e) => println!("orders-0: {e}"),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn list_offsets<I>(&self, queries: I) -> Result<ListedOffsets, Error>
+    where
+        I: IntoIterator<Item = (TopicPartition, OffsetSpec)>,
+    {
         if self.cluster.is_closed() {
             return Err(klife_connection::Error::Closed.into());
         }
-        let lookups: Vec<(TopicPartition, OffsetSpec)> =
-            queries.iter().map(|&(topic, partition, spec)| (TopicPartition::new(topic, partition), spec)).collect();
-        let found = self.fetcher().list_offsets(&lookups, IsolationLevel::ReadUncommitted).await;
-        Ok(found.into_iter().map(|r| r.map_err(Error::from)).collect())
+        let queries: Vec<(TopicPartition, OffsetSpec)> = queries.into_iter().collect();
+        let found = self.default_fetcher().list_offsets(&queries, IsolationLevel::ReadUncommitted).await;
+        let answers = queries
+            .iter()
+            .zip(found)
+            .map(|((topic_partition, spec), r)| PartitionOffset {
+                topic_partition: topic_partition.clone(),
+                spec: *spec,
+                result: r.map_err(Error::from),
+            })
+            .collect();
+        Ok(ListedOffsets { answers })
+    }
+
+    /// The partitions of `topic`, in partition order, as the cluster metadata
+    /// describes them now (fetched for the topic at the call). Fails with an error for
+    /// which [`Error::is_unknown_topic_or_partition`] is true when the topic does not
+    /// exist.
+    pub async fn partitions(&self, topic: &str) -> Result<Vec<PartitionDescription>, Error> {
+        let m = self.cluster.add_topics(&[topic]).await?;
+        let info = match m.topics.get(topic) {
+            Some(info) if info.error == ErrorCode::None => info,
+            Some(info) if info.error != ErrorCode::UnknownTopicOrPartition => {
+                return Err(Error::broker(format!("topic {topic:?}"), ApiKey::Metadata, info.error, None));
+            }
+            _ => return Err(klife_connection::Error::UnknownTopic { topic: topic.to_owned() }.into()),
+        };
+        let name: Arc<str> = Arc::from(topic);
+        let mut out: Vec<PartitionDescription> = info
+            .partitions
+            .iter()
+            .map(|p| PartitionDescription {
+                topic_partition: TopicPartition::new(name.clone(), p.partition),
+                leader: (p.leader >= 0).then_some(p.leader),
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                in_sync_replicas: p.isr.clone(),
+                offline_replicas: p.offline_replicas.clone(),
+            })
+            .collect();
+        out.sort_by_key(PartitionDescription::partition);
+        Ok(out)
     }
 
     /// Describes the cluster: its id, controller and brokers (DescribeCluster where the

@@ -17,9 +17,37 @@ use crate::Error;
 /// A connection to a Kafka cluster, cheap to clone (clones share connections).
 ///
 /// Build one with [`Client::builder`]. Admin operations and producing are methods on
-/// the client: `produce*` use a default producer (configured with
-/// [`ClientBuilder::producer_config`]), and [`Client::producer`] makes more, each with
-/// its own settings and batches.
+/// the client: `produce*` use the default producer (configured with
+/// [`ClientBuilder::default_producer`]) or a topic's named producer
+/// ([`ClientBuilder::named_producer`]); [`Client::new_producer`] makes more, each with
+/// its own settings and batches. `fetch*` use the default fetcher
+/// ([`ClientBuilder::default_fetcher`]); [`Client::named_fetcher`] reaches the others.
+///
+/// The names: the *default* producer and fetcher are the ones behind the client's own
+/// `produce*` and `fetch*` calls; *named* ones are configured on the builder under a
+/// name and kept by the client; [`new_producer`](Client::new_producer) makes a
+/// producer the client does not keep.
+///
+/// ## Warming up
+///
+/// The default and named producers are created on first use, and creating an
+/// idempotent producer asks the cluster for a producer id (InitProducerId): the first
+/// record of each pays for it. [`warm_up`](Client::warm_up) creates them all now and
+/// returns the error, if any (for example a cluster that refuses idempotence).
+///
+/// ## Closing and dropping
+///
+/// [`close`](Client::close) flushes the producers the client keeps, stops its fetchers
+/// and closes every connection. A client dropped (with all its clones) without
+/// `close()` does not flush: records still buffered in its producers fail with an error
+/// for which [`Error::is_closed`] is true (their delivery futures say so; requests
+/// already sent are still answered and settle their records), and the background tasks
+/// (the producers' senders and lanes, the fetchers' batchers, the periodic metadata
+/// refresh, the connections' readers and writers) end once the last handle to what they
+/// serve is gone. A [`Producer`], [`Fetcher`] or [`Consumer`] taken from the client is
+/// such a handle: it keeps the cluster and its connections alive until it is dropped
+/// too. Call `close()` (or at least [`flush`](Client::flush)) before dropping a client
+/// whose records matter.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) cluster: Cluster,
@@ -41,11 +69,11 @@ pub struct Client {
 pub struct ClientBuilder {
     bootstrap: Vec<String>,
     config: ConnectionConfig,
-    producer: ProducerConfig,
-    named: Vec<(String, ProducerConfig)>,
+    default_producer: ProducerConfig,
+    named_producers: Vec<(String, ProducerConfig)>,
     topic_producers: HashMap<String, String>,
-    fetcher: FetcherConfig,
-    fetchers: Vec<(String, FetcherConfig)>,
+    default_fetcher: FetcherConfig,
+    named_fetchers: Vec<(String, FetcherConfig)>,
 }
 
 impl Client {
@@ -54,9 +82,23 @@ impl Client {
         ClientBuilder::default()
     }
 
-    /// The cluster view underneath: metadata, connections by broker, coordinators.
+    /// The cluster view underneath: metadata, connections by broker, coordinators
+    /// (for sending requests klife does not wrap; see [`protocol`](crate::protocol)).
     pub fn cluster(&self) -> &Cluster {
         &self.cluster
+    }
+
+    /// Creates the default producer and every named one now (each asks the cluster
+    /// for a producer id when idempotent), so that the first records do not pay for
+    /// it; returns the first error, naming the producer.
+    pub async fn warm_up(&self) -> Result<(), Error> {
+        self.default_producer().await?;
+        let mut names: Vec<&String> = self.named.keys().collect();
+        names.sort();
+        for name in names {
+            self.named_producer(name).await?;
+        }
+        Ok(())
     }
 
     /// Flushes the default producer, then closes every connection; later calls fail
@@ -78,8 +120,9 @@ impl Client {
     }
 
     /// A new producer with its own settings, batches and sender, sharing this client's
-    /// connections.
-    pub async fn producer(&self, config: ProducerConfig) -> Result<Producer, Error> {
+    /// connections. The client does not keep it: [`Client::close`] and
+    /// [`Client::flush`] do not reach it (close it yourself).
+    pub async fn new_producer(&self, config: ProducerConfig) -> Result<Producer, Error> {
         Ok(Producer::new(self.cluster.clone(), config).await?)
     }
 
@@ -117,15 +160,18 @@ impl Client {
         .await?)
     }
 
-    async fn default_producer(&self) -> Result<&Producer, Error> {
+    /// The default producer (behind [`produce`](Self::produce) for topics without a
+    /// named producer; configured with [`ClientBuilder::default_producer`]), created
+    /// on first use.
+    pub async fn default_producer(&self) -> Result<&Producer, Error> {
         self.default_producer
             .get_or_try_init(|| async { Producer::new(self.cluster.clone(), self.producer_config.clone()).await })
             .await
             .map_err(Error::from)
     }
 
-    /// The named producer (configured with [`ClientBuilder::producer`]), created on
-    /// first use.
+    /// The named producer (configured with [`ClientBuilder::named_producer`]), created
+    /// on first use.
     pub async fn named_producer(&self, name: &str) -> Result<&Producer, Error> {
         let (config, cell) = self
             .named
@@ -197,13 +243,14 @@ impl Client {
         }
     }
 
-    /// The fetcher behind [`fetch`](Self::fetch) (configured with
-    /// [`ClientBuilder::fetcher_config`]).
-    pub fn fetcher(&self) -> &Fetcher {
+    /// The default fetcher, behind [`fetch`](Self::fetch) and
+    /// [`consumer`](Self::consumer) (configured with
+    /// [`ClientBuilder::default_fetcher`]).
+    pub fn default_fetcher(&self) -> &Fetcher {
         &self.fetcher
     }
 
-    /// The named fetcher (configured with [`ClientBuilder::fetcher`]).
+    /// The named fetcher (configured with [`ClientBuilder::named_fetcher`]).
     pub fn named_fetcher(&self, name: &str) -> Result<&Fetcher, Error> {
         self.fetchers
             .get(name)
@@ -257,13 +304,21 @@ impl Client {
         self.fetcher.fetch_stream(targets, options)
     }
 
-    /// A standalone consumer over the default fetcher: assign partitions, then call
+    /// A standalone consumer over the default fetcher: assign partitions
+    /// ([`Consumer::assign`]) or whole topics ([`Consumer::assign_topic`]), then call
     /// `next()`. It resets out-of-range positions and goes on after a log truncated by
     /// an unclean leader election by its [`OffsetReset`](crate::OffsetReset) policy
-    /// (`offset_reset(OffsetReset::Error)` to be told instead), and stops a partition
-    /// whose topic was deleted and created again.
+    /// (`with_offset_reset(OffsetReset::Error)` to be told instead), and stops a
+    /// partition whose topic was deleted and created again.
+    /// [`Consumer::with_max_wait`] gives it a `max_wait` of its own, and
+    /// [`Consumer::with_partition_eof`] reports partitions that caught up.
     pub fn consumer(&self, options: FetchOptions) -> Consumer {
         Consumer::new(self.fetcher.clone(), options)
+    }
+
+    /// A standalone consumer over the named fetcher (see [`consumer`](Self::consumer)).
+    pub fn named_consumer(&self, fetcher: &str, options: FetchOptions) -> Result<Consumer, Error> {
+        Ok(Consumer::new(self.named_fetcher(fetcher)?.clone(), options))
     }
 }
 
@@ -353,10 +408,11 @@ impl ClientBuilder {
         self
     }
 
-    /// Settings of the default producer behind [`Client::produce`].
+    /// Settings of the default producer, behind [`Client::produce`] for topics without
+    /// a named producer.
     #[must_use]
-    pub fn producer_config(mut self, config: ProducerConfig) -> Self {
-        self.producer = config;
+    pub fn default_producer(mut self, config: ProducerConfig) -> Self {
+        self.default_producer = config;
         self
     }
 
@@ -365,15 +421,15 @@ impl ClientBuilder {
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), klife::Error> {
-    /// let mut bulk = klife::ProducerConfig::default();
-    /// bulk.linger = std::time::Duration::from_millis(50);
     /// // Four batchers per broker: a broker's partitions are spread over them, and each
     /// // sends its own Produce requests on a connection of its own, with its own
     /// // in-flight window (brokers serve a connection's requests one at a time).
-    /// bulk.batchers_per_broker = 4;
+    /// let bulk = klife::ProducerConfig::default()
+    ///     .with_linger(std::time::Duration::from_millis(50))
+    ///     .with_batchers_per_broker(4);
     /// let client = klife::Client::builder()
     ///     .bootstrap_servers(["127.0.0.1:9092"])
-    ///     .producer("bulk", bulk)
+    ///     .named_producer("bulk", bulk)
     ///     .topic_producer("events", "bulk")
     ///     .build()
     ///     .await?;
@@ -382,8 +438,8 @@ impl ClientBuilder {
     /// # }
     /// ```
     #[must_use]
-    pub fn producer(mut self, name: impl Into<String>, config: ProducerConfig) -> Self {
-        self.named.push((name.into(), config));
+    pub fn named_producer(mut self, name: impl Into<String>, config: ProducerConfig) -> Self {
+        self.named_producers.push((name.into(), config));
         self
     }
 
@@ -394,18 +450,19 @@ impl ClientBuilder {
         self
     }
 
-    /// Settings of the default fetcher behind [`Client::fetch`].
+    /// Settings of the default fetcher, behind [`Client::fetch`] and
+    /// [`Client::consumer`].
     #[must_use]
-    pub fn fetcher_config(mut self, config: FetcherConfig) -> Self {
-        self.fetcher = config;
+    pub fn default_fetcher(mut self, config: FetcherConfig) -> Self {
+        self.default_fetcher = config;
         self
     }
 
     /// Adds a named fetcher, with its own settings and batchers (for example, one
     /// with large requests for backfills), reached with [`Client::named_fetcher`].
     #[must_use]
-    pub fn fetcher(mut self, name: impl Into<String>, config: FetcherConfig) -> Self {
-        self.fetchers.push((name.into(), config));
+    pub fn named_fetcher(mut self, name: impl Into<String>, config: FetcherConfig) -> Self {
+        self.named_fetchers.push((name.into(), config));
         self
     }
 
@@ -422,9 +479,9 @@ impl ClientBuilder {
         if self.bootstrap.is_empty() {
             return Err(Error::invalid_argument("no bootstrap servers: call bootstrap_servers([\"host:port\"])"));
         }
-        self.producer.validate().map_err(|e| Error::config("the default producer", e))?;
+        self.default_producer.validate().map_err(|e| Error::config("the default producer", e))?;
         let mut named = HashMap::new();
-        for (name, config) in self.named {
+        for (name, config) in self.named_producers {
             config.validate().map_err(|e| Error::config(format!("producer {name:?}"), e))?;
             if named.insert(name.clone(), (config, OnceCell::new())).is_some() {
                 return Err(Error::invalid_argument(format!("two producers are named {name:?}")));
@@ -437,24 +494,24 @@ impl ClientBuilder {
                 )));
             }
         }
-        self.fetcher.validate().map_err(|e| Error::invalid_argument(format!("fetcher: {e}")))?;
-        for (name, config) in &self.fetchers {
-            config.validate().map_err(|e| Error::invalid_argument(format!("fetcher {name:?}: {e}")))?;
+        self.default_fetcher.validate().map_err(|e| Error::config("the default fetcher", e))?;
+        for (name, config) in &self.named_fetchers {
+            config.validate().map_err(|e| Error::config(format!("fetcher {name:?}"), e))?;
         }
         let cluster = Cluster::connect(&self.bootstrap, self.config).await?;
         let mut fetchers = HashMap::new();
-        for (name, config) in self.fetchers {
+        for (name, config) in self.named_fetchers {
             let f = Fetcher::new(cluster.clone(), config)?;
             if fetchers.insert(name.clone(), f).is_some() {
                 return Err(Error::invalid_argument(format!("two fetchers are named {name:?}")));
             }
         }
         Ok(Client {
-            fetcher: Fetcher::new(cluster.clone(), self.fetcher)?,
+            fetcher: Fetcher::new(cluster.clone(), self.default_fetcher)?,
             fetchers: Arc::new(fetchers),
             cluster,
             default_producer: Arc::new(OnceCell::new()),
-            producer_config: self.producer,
+            producer_config: self.default_producer,
             named: Arc::new(named),
             topic_producers: Arc::new(self.topic_producers),
         })

@@ -158,6 +158,7 @@ impl Error {
         match &*self.inner {
             Inner::Config { source, .. } => Some(source),
             Inner::Produce(ProduceError::Config(e)) => Some(e),
+            Inner::Fetch(klife_fetcher::FetchError::Config(e)) => Some(e),
             _ => match self.connection() {
                 Some(klife_connection::Error::Config(e)) => Some(e),
                 _ => None,

@@ -12,15 +12,44 @@
 //!   unsupported version, a fenced producer, an aborted transaction, an invalid
 //!   setting, ...), whose `Display` tells what to fix, and whose
 //!   `source()` leads to the layer's own error and the broker's error code.
-//! - `produce`, `produce_async` and `produce_batch` go through a default producer
-//!   (idempotent, per-broker batching; see [`ProducerConfig`]); [`Client::producer`]
-//!   makes producers with other settings.
-//! - `fetch`, `fetch_many`, `fetch_async` and `fetch_stream` go through a default
+//! - `produce`, `produce_async` and `produce_batch` go through the default producer
+//!   (idempotent, per-broker batching; see [`ProducerConfig`]) or the named producer
+//!   configured for the record's topic ([`ClientBuilder::named_producer`],
+//!   [`ClientBuilder::topic_producer`]); [`Client::new_producer`] makes producers with
+//!   other settings. [`Client::warm_up`] creates the client's producers ahead of the
+//!   first record.
+//! - `fetch`, `fetch_many`, `fetch_async` and `fetch_stream` go through the default
 //!   fetcher (per-broker batched Fetch requests, read_committed by default; see
-//!   [`FetcherConfig`]); [`ClientBuilder::fetcher`] adds named ones, and
-//!   [`Client::consumer`] keeps consuming assigned partitions.
-//! - Admin basics retry retriable broker errors (refreshing metadata when the error
-//!   says leadership or the controller moved) a bounded number of times.
+//!   [`FetcherConfig`]); [`ClientBuilder::named_fetcher`] adds named ones, and
+//!   [`Client::consumer`] keeps consuming assigned partitions or whole topics.
+//! - Admin basics ([`Client::create_topics`], [`Client::partitions`],
+//!   [`Client::list_offsets`], ...) retry retriable broker errors (refreshing metadata
+//!   when the error says leadership or the controller moved) within the client's retry
+//!   policy.
+//! - [`Client::close`] flushes and closes; what dropping a client without it does is
+//!   written at [`Client`].
+//!
+//! ## Configuration
+//!
+//! Settings are values configured with chained `with_*` methods from their defaults,
+//! each returning the value (the fields stay public for reading):
+//!
+//! ```
+//! use std::time::Duration;
+//! use klife::{Acks, FetchOptions, FetcherConfig, IsolationLevel, NewTopic, ProducerConfig};
+//!
+//! let bulk = ProducerConfig::default().with_linger(Duration::from_millis(20)).with_acks(Acks::Leader);
+//! let backfill = FetcherConfig::default().with_max_bytes_per_request(100 << 20);
+//! let options = FetchOptions::new().with_isolation_level(IsolationLevel::ReadUncommitted);
+//! let topic = NewTopic::new("orders", 6).with_replication_factor(3).with_config("retention.ms", "3600000");
+//! # drop((bulk, backfill, options, topic));
+//! ```
+//!
+//! The same holds for [`ConnectionConfig`], [`TlsConfig`](crate::TlsConfig),
+//! [`Consumer`] (`with_offset_reset`, `with_prefetch`, `with_max_wait`,
+//! `with_partition_eof`) and the request types of [`protocol`]. The one builder is
+//! [`ClientBuilder`], since building a client connects: its methods are named after
+//! what they set (`bootstrap_servers`, `request_timeout`, `default_producer`, ...).
 //!
 //! ## Cargo features
 //!
@@ -42,13 +71,17 @@
 //! ## Example
 //!
 //! ```no_run
-//! use klife::{Client, OffsetSpec, ProducerRecord};
+//! use klife::{Client, OffsetSpec, ProducerRecord, StartOffset};
 //!
 //! # async fn run() -> Result<(), klife::Error> {
 //! let client = Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
 //! client.create_topic("orders", 6).await?;
-//! let offsets = client.list_offsets(&[("orders", 0, OffsetSpec::Latest)]).await?;
-//! println!("orders-0 ends at {}", offsets[0].as_ref().map(|o| o.offset).unwrap_or(-1));
+//! client.warm_up().await?;
+//! for p in client.partitions("orders").await? {
+//!     println!("orders-{} led by {:?}, replicas {:?}", p.partition(), p.leader, p.replicas);
+//! }
+//! let offsets = client.list_offsets([(("orders", 0).into(), OffsetSpec::Latest)]).await?;
+//! println!("orders-0 ends at {:?}", offsets[0].offset());
 //! let cluster = client.describe_cluster().await?;
 //! println!("{} brokers, controller {}", cluster.brokers.len(), cluster.controller_id);
 //!
@@ -57,6 +90,17 @@
 //!
 //! let fetched = client.fetch("orders", written.partition, written.offset).await?;
 //! assert_eq!(fetched.records[0].value.as_deref(), Some(&b"v"[..]));
+//!
+//! let mut consumer = client.consumer(klife::FetchOptions::new()).with_partition_eof(true);
+//! consumer.assign_topic("orders", StartOffset::Earliest).await?;
+//! while let Some(event) = consumer.next_event().await {
+//!     match event {
+//!         klife::ConsumerEvent::Records(f) => println!("{} records of {}-{}", f.records.len(), f.topic, f.partition),
+//!         klife::ConsumerEvent::PartitionEof { partition, .. } => println!("caught up on {partition}"),
+//!         klife::ConsumerEvent::Error(e) => return Err(e.into()),
+//!         _ => {}
+//!     }
+//! }
 //! # Ok(())
 //! # }
 //! ```
@@ -65,35 +109,52 @@ mod admin;
 mod client;
 mod error;
 
-pub use admin::{BrokerDescription, ClusterDescription, NewTopic, Reassignment};
+pub use admin::{
+    BrokerDescription, ClusterDescription, ListedOffsets, NewTopic, PartitionDescription, PartitionOffset, Reassignment,
+};
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 
+// Shared types.
+/// The compression codec of record batches.
 #[doc(inline)]
-pub use klife_connection::ConnectionConfig;
+pub use klife_protocol::Compression;
+/// A topic id.
 #[doc(inline)]
-pub use klife_fetcher::{
-    BatchInfo, Consumer, FetchOptions, FetchStream, Fetched, Fetcher, FetcherConfig, IsolationLevel, ListedOffset,
-    OffsetReset, OffsetSpec, Record, StartOffset, TopicPartitionOffset,
-};
+pub use klife_protocol::Uuid;
+/// A record header, and how a record's timestamp was set.
 #[doc(inline)]
-pub use klife_producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionError, TransactionPool,
-    TransactionalProducer,
-};
+pub use klife_protocol::records::{Header, TimestampType};
+#[doc(inline)]
+pub use klife_protocol::{GroupMetadata, ProducerIdAndEpoch, TopicPartition, TopicPartitionOffset};
 
+// Connecting.
 #[doc(inline)]
-pub use klife_connection::sasl::SaslConfig;
+pub use klife_connection::sasl::{OAuthToken, SaslConfig, TokenFuture, TokenProvider};
 #[cfg(feature = "tls")]
 #[doc(inline)]
 pub use klife_connection::tls::TlsConfig;
-/// Producer internals: partitioners, the accumulator.
-pub use klife_producer as producer;
+#[doc(inline)]
+pub use klife_connection::{
+    BrokerInfo, Cluster, ConfigError, ConfigProblem, ConnectionConfig, Metadata, PartitionInfo, TopicInfo,
+};
 
-/// Fetcher internals: the request planner, partition decoding, metric names.
-pub use klife_fetcher as fetcher;
+// Producing.
+#[doc(inline)]
+pub use klife_producer::partitioner::{DefaultPartitioner, FnPartitioner, Partitioner, RoundRobinPartitioner};
+#[doc(inline)]
+pub use klife_producer::{
+    Acks, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionError,
+    TransactionPool, TransactionalProducer,
+};
 
-/// The connection layer, for users who send requests themselves.
-pub use klife_connection as connection;
-/// The wire codec, for users who need messages klife does not wrap.
+// Fetching and consuming.
+#[doc(inline)]
+pub use klife_fetcher::{
+    BatchInfo, Consumer, ConsumerEvent, FetchError, FetchHandle, FetchOptions, FetchResult, FetchStream, Fetched,
+    Fetcher, FetcherConfig, IsolationLevel, ListedOffset, OffsetReset, OffsetSpec, Record, StartOffset,
+};
+
+/// The wire codec, for users who need messages klife does not wrap (send them with
+/// the cluster view of [`Client::cluster`]).
 pub use klife_protocol as protocol;

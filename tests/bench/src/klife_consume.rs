@@ -63,7 +63,7 @@ impl Settings {
             Some(other) => return Err(format!("--isolation {other:?}: read_committed or read_uncommitted")),
         };
         opts.finish()?;
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         Ok(Settings { bootstrap, topic, count, config, live, gap_log })
     }
 }
@@ -134,7 +134,7 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
 async fn live_consumer(s: &Settings) -> Result<(Consumer, i32), String> {
     let client = Client::builder()
         .bootstrap_servers([s.bootstrap.as_str()])
-        .fetcher_config(s.config.clone())
+        .default_fetcher(s.config.clone())
         .build()
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", s.bootstrap))?;

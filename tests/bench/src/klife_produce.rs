@@ -31,7 +31,7 @@ impl Settings {
         config.acks = match opts.opt("acks").as_deref() {
             None | Some("all" | "-1") => Acks::All,
             Some("leader" | "1") => Acks::Leader,
-            Some("none" | "0") => Acks::None,
+            Some("none" | "0") => Acks::NoWait,
             Some(other) => return Err(format!("--acks {other:?}: expected all, leader or none")),
         };
         if let Some(on) = opts.opt_parse("idempotence")? {

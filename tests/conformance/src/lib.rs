@@ -135,9 +135,8 @@ impl Broker {
                 t.partitions.len() == partitions as usize && t.partitions.iter().all(|p| p.leader >= 0)
             });
             if led {
-                let queries: Vec<(&str, i32, klife::OffsetSpec)> =
-                    (0..partitions).map(|p| (name, p, klife::OffsetSpec::Latest)).collect();
-                let answered = client.list_offsets(&queries).await.is_ok_and(|a| a.iter().all(Result::is_ok));
+                let queries = (0..partitions).map(|p| (klife::TopicPartition::new(name, p), klife::OffsetSpec::Latest));
+                let answered = client.list_offsets(queries).await.is_ok_and(|a| a.iter().all(|a| a.result.is_ok()));
                 if answered {
                     return;
                 }

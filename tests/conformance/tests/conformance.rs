@@ -195,20 +195,23 @@ async fn lists_earliest_latest_and_by_timestamp(broker: Broker) {
         raw::produce(cluster, &topic, 2, Compression::None, &rec).await;
     }
     let answers = client
-        .list_offsets(&[
-            (&topic, 2, OffsetSpec::Earliest),
-            (&topic, 2, OffsetSpec::Latest),
-            (&topic, 3, OffsetSpec::Latest),
+        .list_offsets([
+            ((topic.as_str(), 2).into(), OffsetSpec::Earliest),
+            ((topic.as_str(), 2).into(), OffsetSpec::Latest),
+            ((topic.as_str(), 3).into(), OffsetSpec::Latest),
         ])
         .await
         .unwrap();
-    let offsets: Vec<i64> = answers.iter().map(|a| a.as_ref().unwrap().offset).collect();
+    let offsets: Vec<i64> = answers.iter().map(|a| a.offset().unwrap()).collect();
     assert_eq!(offsets, vec![0, 10, 0]);
     // Neither broker implements the lookup by timestamp (Tansu answers offset 0, the
     // mock cluster -1: see README.md); klife's side is checked against klife-testkit
     // and the scripted peer. Here: the request is accepted and answered.
-    let by_time = client.list_offsets(&[(&topic, 2, OffsetSpec::Timestamp(1_700_000_000_000 + 45))]).await.unwrap();
-    let found = by_time[0].as_ref().unwrap();
+    let by_time = client
+        .list_offsets([((topic.as_str(), 2).into(), OffsetSpec::Timestamp(1_700_000_000_000 + 45))])
+        .await
+        .unwrap();
+    let found = by_time[0].result.as_ref().unwrap();
     assert_eq!((found.topic.as_str(), found.partition), (topic.as_str(), 2));
     client.close().await;
 }
@@ -237,11 +240,16 @@ async fn reports_unknown_partitions(broker: Broker) {
     broker.create_topic(&client, &topic, 4).await;
     let err = client.cluster().leader(&topic, 99).await.unwrap_err();
     assert!(err.to_string().contains("no partition 99"), "{err}");
-    let answers =
-        client.list_offsets(&[(&topic, 99, OffsetSpec::Latest), (&topic, 0, OffsetSpec::Latest)]).await.unwrap();
-    let err = answers[0].as_ref().unwrap_err();
+    let answers = client
+        .list_offsets([
+            ((topic.as_str(), 99).into(), OffsetSpec::Latest),
+            ((topic.as_str(), 0).into(), OffsetSpec::Latest),
+        ])
+        .await
+        .unwrap();
+    let err = answers[0].offset().unwrap_err();
     assert!(err.is_unknown_topic_or_partition(), "{err}");
-    assert_eq!(answers[1].as_ref().unwrap().offset, 0, "the other partition of the same request is still answered");
+    assert_eq!(answers[1].offset().unwrap(), 0, "the other partition of the same request is still answered");
     client.close().await;
 }
 

@@ -26,8 +26,8 @@ async fn client(mock: &MockCluster, request_timeout: Duration) -> Client {
 }
 
 async fn latest(client: &Client, topic: &str, partition: i32) -> Result<i64, klife::Error> {
-    let mut r = client.list_offsets(&[(topic, partition, OffsetSpec::Latest)]).await?;
-    r.pop().unwrap().map(|o| o.offset)
+    let r = client.list_offsets([((topic, partition).into(), OffsetSpec::Latest)]).await?;
+    r.into_iter().next().unwrap().result.map(|o| o.offset)
 }
 
 async fn guarded<F: Future>(f: F) -> F::Output {
@@ -221,17 +221,17 @@ async fn repeated_queries_of_a_leaderless_partition_end() {
     client.cluster().add_topics(&["t"]).await.unwrap();
     mock.command("leader t 0 -1");
     client.cluster().refresh_metadata().await.unwrap();
-    let answers = guarded(client.list_offsets(&[
-        ("t", 0, OffsetSpec::Earliest),
-        ("t", 0, OffsetSpec::Latest),
-        ("t", 1, OffsetSpec::Latest),
+    let answers = guarded(client.list_offsets([
+        (("t", 0).into(), OffsetSpec::Earliest),
+        (("t", 0).into(), OffsetSpec::Latest),
+        (("t", 1).into(), OffsetSpec::Latest),
     ]))
     .await
     .unwrap();
-    for a in &answers[..2] {
-        let err = a.as_ref().unwrap_err();
+    for a in answers.iter().take(2) {
+        let err = a.offset().unwrap_err();
         assert_eq!(err.error_code(), Some(klife_protocol::ErrorCode::LeaderNotAvailable), "{err}");
     }
-    assert_eq!(answers[2].as_ref().unwrap().offset, 0);
+    assert_eq!(answers[2].offset().unwrap(), 0);
     client.close().await;
 }

@@ -367,7 +367,7 @@ async fn the_consumer_reads_every_partition_to_the_end(broker: Broker) {
     let topic = unique_topic("fetch-consumer");
     broker.create_topic(&client, &topic, 4).await;
     let sent = produce(&client, &topic, 4, 150, Compression::Lz4).await;
-    let mut consumer = client.consumer(FetchOptions::new().max_bytes(4096));
+    let mut consumer = client.consumer(FetchOptions::new().with_max_bytes(4096));
     let assignment: Vec<(&str, i32, StartOffset)> =
         (0..4).map(|p| (topic.as_str(), p, StartOffset::Earliest)).collect();
     consumer.assign(&assignment).await.unwrap();
@@ -391,7 +391,7 @@ async fn the_consumer_reads_every_partition_to_the_end(broker: Broker) {
     };
     assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), vec!["p2-148", "p2-149"]);
     // From the end: nothing old.
-    let mut latest = Consumer::new(client.fetcher().clone(), FetchOptions::new());
+    let mut latest = Consumer::new(client.default_fetcher().clone(), FetchOptions::new());
     latest.assign(&[(topic.as_str(), 0, StartOffset::Latest)]).await.unwrap();
     assert!(latest.positions()[0].2 >= 1, "{:?}", latest.positions());
     client.close().await;
@@ -409,7 +409,7 @@ async fn leader_moves_during_consumption_lose_and_repeat_nothing() {
         .await
         .unwrap();
     let sent = produce(&client, topic, 4, 400, Compression::None).await;
-    let mut consumer = client.consumer(FetchOptions::new().max_bytes(2048));
+    let mut consumer = client.consumer(FetchOptions::new().with_max_bytes(2048));
     let assignment: Vec<(&str, i32, StartOffset)> = (0..4).map(|p| (topic, p, StartOffset::Earliest)).collect();
     consumer.assign(&assignment).await.unwrap();
     let mut got: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
@@ -529,7 +529,7 @@ async fn fetches_go_at_the_newest_version_the_broker_has(broker: Broker) {
             produce(&client, &topic, 1, 3, Compression::None).await;
             let id = client.cluster().metadata().topic(&topic).unwrap().id;
             assert!(!id.is_nil(), "{broker:?} gives no topic id");
-            let f = client.fetcher().fetch(&topic, 0, 0).await.unwrap();
+            let f = client.default_fetcher().fetch(&topic, 0, 0).await.unwrap();
             assert_eq!(f.records.iter().map(value).collect::<Vec<_>>(), ["p0-0", "p0-1", "p0-2"]);
             assert_eq!(f.topic_id, Some(id));
             // The next fetch carries the position whole (its last epoch, when the broker
@@ -537,7 +537,7 @@ async fn fetches_go_at_the_newest_version_the_broker_has(broker: Broker) {
             let next = f.next_position();
             assert_eq!((next.offset, next.topic_id), (3, Some(id)));
             assert_eq!(next.last_epoch, f.records.last().unwrap().leader_epoch);
-            let more = client.fetcher().fetch_with(next, &FetchOptions::new()).await.unwrap();
+            let more = client.default_fetcher().fetch_with(next, &FetchOptions::new()).await.unwrap();
             assert_eq!((more.records.len(), more.next_offset), (0, 3));
             client.close().await;
         })
@@ -557,7 +557,7 @@ async fn testkit_client(cluster: &FakeCluster) -> Client {
     let mut fetcher = FetcherConfig::default();
     fetcher.max_wait = Duration::from_millis(100);
     fetcher.retry_backoff = Duration::from_millis(20);
-    Client::builder().bootstrap_servers(cluster.addresses()).fetcher_config(fetcher).build().await.unwrap()
+    Client::builder().bootstrap_servers(cluster.addresses()).default_fetcher(fetcher).build().await.unwrap()
 }
 
 /// Produces each value in a request (a batch) of its own, to partition 0.
@@ -591,8 +591,8 @@ fn a_truncated_log_is_reported_or_resumed_where_the_logs_part() {
         let client = testkit_client(&cluster).await;
         let old: Vec<String> = (0..10).map(|i| format!("old-{i}")).collect();
         produce_one_by_one(&client, "cut", &old).await;
-        let mut strict = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Error);
-        let mut lenient = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+        let mut strict = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Error);
+        let mut lenient = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Earliest);
         for c in [&mut strict, &mut lenient] {
             c.assign(&[("cut", 0, StartOffset::Earliest)]).await.unwrap();
             let got = consume(c, 10).await;
@@ -618,7 +618,7 @@ fn a_truncated_log_is_reported_or_resumed_where_the_logs_part() {
         let want: Vec<(i64, String)> = new.iter().enumerate().map(|(i, v)| (6 + i as i64, v.clone())).collect();
         assert_eq!(resumed, want);
 
-        let fetcher = client.fetcher();
+        let fetcher = client.default_fetcher();
         let at_old = TopicPartitionOffset::new("cut", 0, 10).with_last_epoch(epoch);
         let e = fetcher.fetch_with(at_old, &FetchOptions::new()).await.unwrap_err();
         assert!(matches!(e, FetchError::LogTruncated { end_offset: 6, .. }), "{e}");
@@ -676,7 +676,7 @@ async fn a_recreated_topic_is_not_read_at_an_old_position(broker: Broker) {
     broker.create_topic(&client, &topic, 1).await;
     let old: Vec<String> = (0..5).map(|i| format!("old-{i}")).collect();
     produce_one_by_one(&client, &topic, &old).await;
-    let fetcher = client.fetcher();
+    let fetcher = client.default_fetcher();
     let f = fetcher.fetch(&topic, 0, 0).await.unwrap();
     assert_eq!(f.records.len(), 5);
     let old_id = f.topic_id.unwrap();
@@ -741,7 +741,7 @@ async fn a_consumer_stops_a_partition_whose_topic_was_created_again() {
     let cluster = FakeCluster::builder().brokers(3).topic("again", 1).start().await.unwrap();
     let client = testkit_client(&cluster).await;
     produce_one_by_one(&client, "again", &["old-0".into(), "old-1".into()]).await;
-    let mut consumer = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+    let mut consumer = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Earliest);
     consumer.assign(&[("again", 0, StartOffset::Earliest)]).await.unwrap();
     assert_eq!(consume(&mut consumer, 2).await, [(0, "old-0".into()), (1, "old-1".into())]);
     let new_id = cluster.recreate_topic("again", 1).unwrap();
@@ -866,7 +866,7 @@ fn evicted_fetch_sessions_are_opened_again_without_loss() {
         // The batchers close their sessions as they stop, after their last request:
         // wait for that, not for a time. (`Client::close` closes the connections right
         // after the fetcher, so there the close requests are best effort.)
-        client.fetcher().close();
+        client.default_fetcher().close();
         for _ in 0..100 {
             if cluster.fetch_sessions() == 0 {
                 break;
@@ -987,7 +987,7 @@ async fn a_position_without_a_topic_id_reads_a_topic_created_again() {
     // Written by another client: this one's metadata still names the old id.
     let other = testkit_client(&cluster).await;
     produce_one_by_one(&other, "again", &["new-0".into(), "new-1".into()]).await;
-    let mut consumer = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+    let mut consumer = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Earliest);
     consumer.assign(&[("again", 0, StartOffset::Offset(0))]).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), consumer.next()).await.expect("an answer");
     match got {

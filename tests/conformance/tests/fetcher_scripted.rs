@@ -79,7 +79,7 @@ async fn client(broker: &ScriptedFetchBroker, fetch_timeout: Duration) -> Client
     let mut fetcher = FetcherConfig::default();
     fetcher.fetch_timeout = fetch_timeout;
     fetcher.retry_backoff = Duration::from_millis(20);
-    Client::builder().bootstrap_servers([broker.address.clone()]).fetcher_config(fetcher).build().await.unwrap()
+    Client::builder().bootstrap_servers([broker.address.clone()]).default_fetcher(fetcher).build().await.unwrap()
 }
 
 #[tokio::test]
@@ -99,7 +99,7 @@ async fn read_committed_hides_aborted_records_markers_and_the_unstable_tail() {
     assert_eq!(committed.records[0].batch.compression, Compression::Lz4);
 
     let everything = client
-        .fetch_with((TOPIC, 0, 0).into(), &FetchOptions::new().isolation_level(IsolationLevel::ReadUncommitted))
+        .fetch_with((TOPIC, 0, 0).into(), &FetchOptions::new().with_isolation_level(IsolationLevel::ReadUncommitted))
         .await
         .unwrap();
     assert_eq!(

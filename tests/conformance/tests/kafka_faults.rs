@@ -159,7 +159,7 @@ mod kafka_faults {
             total / 4,
             total,
         ));
-        let mut consumer = client.consumer(FetchOptions::new().max_bytes(64 * 1024));
+        let mut consumer = client.consumer(FetchOptions::new().with_max_bytes(64 * 1024));
         let assignment: Vec<(&str, i32, StartOffset)> =
             (0..PARTITIONS).map(|p| (topic.as_str(), p, StartOffset::Earliest)).collect();
         consumer.assign(&assignment).await.unwrap();
@@ -247,8 +247,8 @@ mod kafka_faults {
 
     /// The log's end once every write so far is in it.
     async fn log_end(client: &klife::Client, topic: &str) -> i64 {
-        let latest = client.list_offsets(&[(topic, 0, klife::OffsetSpec::Latest)]).await.unwrap();
-        latest[0].as_ref().unwrap().offset
+        let latest = client.list_offsets([((topic, 0).into(), klife::OffsetSpec::Latest)]).await.unwrap();
+        latest[0].offset().unwrap()
     }
 
     async fn transaction(producer: &klife::TransactionalProducer, topic: &str, values: &[&str], commit: bool) {
@@ -503,7 +503,7 @@ mod kafka_faults {
             .bootstrap_servers(Broker::Kafka.addresses())
             .request_timeout(Duration::from_secs(15))
             .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
-            .fetcher_config({
+            .default_fetcher({
                 // Long enough to outlast the partition's time without a leader, so that
                 // the consumers need not resubmit; short waits keep the case quick.
                 let mut c = FetcherConfig::default();
@@ -516,7 +516,9 @@ mod kafka_faults {
             .unwrap();
         let topic = unique_topic("unclean");
         let created = client
-            .create_topics(vec![NewTopic::new(&topic, 1).replication_factor(2).config("min.insync.replicas", "1")])
+            .create_topics(vec![
+                NewTopic::new(&topic, 1).with_replication_factor(2).with_config("min.insync.replicas", "1"),
+            ])
             .await
             .unwrap();
         assert!(created.iter().all(|(_, r)| r.is_ok()), "{created:?}");
@@ -540,8 +542,8 @@ mod kafka_faults {
         await_partition(&client, &topic, "F leaving the ISR", |leader, isr| leader == l && isr == [l]).await;
         produce(&client, (0..4).map(|i| format!("b{i}")).collect()).await;
 
-        let mut strict = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Error);
-        let mut lenient = client.consumer(FetchOptions::new()).offset_reset(OffsetReset::Earliest);
+        let mut strict = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Error);
+        let mut lenient = client.consumer(FetchOptions::new()).with_offset_reset(OffsetReset::Earliest);
         let mut epoch_read = -1;
         for c in [&mut strict, &mut lenient] {
             c.assign(&[(topic.as_str(), 0, StartOffset::Earliest)]).await.unwrap();

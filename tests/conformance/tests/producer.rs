@@ -85,7 +85,7 @@ async fn a_record_over_the_topics_limit_fails_alone(broker: Broker) {
     let topic = if broker == Broker::RdkafkaMock { "limit".to_owned() } else { unique_topic("limit") };
     if broker != Broker::RdkafkaMock {
         let created = client
-            .create_topics(vec![klife::NewTopic::new(&topic, 1).config("max.message.bytes", "3000")])
+            .create_topics(vec![klife::NewTopic::new(&topic, 1).with_config("max.message.bytes", "3000")])
             .await
             .unwrap();
         assert!(created.iter().all(|(_, r)| r.is_ok()), "{created:?}");
@@ -530,7 +530,7 @@ async fn named_producers_and_per_topic_defaults() {
     bulk.compression = Compression::Zstd;
     let client = klife::Client::builder()
         .bootstrap_servers(mock.addresses())
-        .producer("bulk", bulk)
+        .named_producer("bulk", bulk)
         .topic_producer("bulk", "bulk")
         .build()
         .await

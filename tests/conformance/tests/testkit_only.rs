@@ -143,8 +143,8 @@ async fn read_committed_fetches_list_aborted_transactions_and_stop_at_the_lso() 
         vec![(committed, true), (aborted, false)]
     );
     // ListOffsets "latest" for read_committed is the LSO; with no open transaction, the HW.
-    let latest = client.list_offsets(&[("rc", 0, OffsetSpec::Latest)]).await.unwrap();
-    assert_eq!(latest[0].as_ref().unwrap().offset, 9);
+    let latest = client.list_offsets([(("rc", 0).into(), OffsetSpec::Latest)]).await.unwrap();
+    assert_eq!(latest[0].offset().unwrap(), 9);
     client.close().await;
 }
 
@@ -327,18 +327,18 @@ async fn offsets_by_timestamp_are_looked_up() {
         client.produce(r).await.unwrap();
     }
     let found = client
-        .list_offsets(&[
-            ("times", 0, OffsetSpec::Timestamp(1_700_000_000_045)),
-            ("times", 0, OffsetSpec::Timestamp(1_700_000_000_000)),
-            ("times", 0, OffsetSpec::Timestamp(1_800_000_000_000)),
+        .list_offsets([
+            (("times", 0).into(), OffsetSpec::Timestamp(1_700_000_000_045)),
+            (("times", 0).into(), OffsetSpec::Timestamp(1_700_000_000_000)),
+            (("times", 0).into(), OffsetSpec::Timestamp(1_800_000_000_000)),
         ])
         .await
         .unwrap();
-    let offsets: Vec<i64> = found.iter().map(|f| f.as_ref().unwrap().offset).collect();
+    let offsets: Vec<i64> = found.iter().map(|f| f.offset().unwrap()).collect();
     assert_eq!(offsets, vec![5, 0, -1]);
     fake.truncate_before("times", 0, 4).unwrap();
-    let earliest = client.list_offsets(&[("times", 0, OffsetSpec::Earliest)]).await.unwrap();
-    assert_eq!(earliest[0].as_ref().unwrap().offset, 4);
+    let earliest = client.list_offsets([(("times", 0).into(), OffsetSpec::Earliest)]).await.unwrap();
+    assert_eq!(earliest[0].offset().unwrap(), 4);
     client.close().await;
 }
 
