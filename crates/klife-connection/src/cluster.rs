@@ -172,6 +172,8 @@ struct Inner {
     /// The id of the next lane opened.
     next_lane: AtomicU64,
     closed: Arc<AtomicBool>,
+    /// Stops the background tasks: set by `close`, and dropped with the last handle.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Splits `host:port` (or `[v6]:port`).
@@ -198,6 +200,14 @@ impl Cluster {
     /// Fails with [`Error::Bootstrap`], listing each address and its error, when none
     /// answers.
     pub async fn connect<S: AsRef<str>>(bootstrap: &[S], config: ConnectionConfig) -> Result<Cluster, Error> {
+        Cluster::connect_with_tasks(bootstrap, config).await.map(|(cluster, _refresh)| cluster)
+    }
+
+    /// [`connect`](Self::connect), with the metadata refresh task's handle.
+    async fn connect_with_tasks<S: AsRef<str>>(
+        bootstrap: &[S],
+        config: ConnectionConfig,
+    ) -> Result<(Cluster, tokio::task::JoinHandle<()>), Error> {
         config.validate()?;
         if bootstrap.is_empty() {
             return Err(Error::Config(crate::ConfigError::new(
@@ -226,6 +236,7 @@ impl Cluster {
             coordinators: Mutex::new(HashMap::new()),
             next_lane: AtomicU64::new(0),
             closed,
+            stop: tokio::sync::watch::channel(false).0,
         });
         let cluster = Cluster { inner };
         let mut attempts = Vec::new();
@@ -233,8 +244,12 @@ impl Cluster {
             match cluster.fetch_metadata_from(pool).await {
                 Ok(m) => {
                     cluster.install(m);
-                    tokio::spawn(refresh_loop(Arc::downgrade(&cluster.inner), cluster.inner.config.metadata_max_age));
-                    return Ok(cluster);
+                    let refresh = tokio::spawn(refresh_loop(
+                        Arc::downgrade(&cluster.inner),
+                        cluster.inner.stop.subscribe(),
+                        cluster.inner.config.metadata_max_age,
+                    ));
+                    return Ok((cluster, refresh));
                 }
                 Err(e) => attempts.push((pool.label().to_owned(), e)),
             }
@@ -675,6 +690,7 @@ impl Cluster {
     /// [`Error::Closed`].
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop.send_replace(true);
         let pools: Vec<Arc<BrokerPool>> = lock(&self.inner.brokers).drain().map(|(_, p)| p).collect();
         for p in pools.iter().chain(self.inner.bootstrap.iter()) {
             p.close().await;
@@ -687,11 +703,17 @@ impl Cluster {
     }
 }
 
-async fn refresh_loop(inner: Weak<Inner>, every: Duration) {
+/// Refreshes the metadata every `every`, holding the cluster only while it does: it
+/// ends when the cluster is closed or its last handle dropped (`stop` changes or is
+/// gone), without waiting for the next tick.
+async fn refresh_loop(inner: Weak<Inner>, mut stop: tokio::sync::watch::Receiver<bool>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
         let Some(inner) = inner.upgrade() else { return };
         if inner.closed.load(Ordering::Acquire) {
             return;
@@ -708,6 +730,51 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    /// The cluster's connections to the fake broker (each check follows a reschedule;
+    /// the bound is only a safety net for a failing test).
+    async fn await_connections(kafka: &klife_testkit::FakeCluster, broker: i32, n: usize) {
+        let reached = tokio::time::timeout(Duration::from_secs(60), async {
+            while kafka.connection_count(broker) != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        assert!(reached.is_ok(), "broker {broker} has {} connections, not {n}", kafka.connection_count(broker));
+    }
+
+    #[tokio::test]
+    async fn dropping_the_last_handle_ends_the_refresh_and_lets_the_cluster_go() {
+        let kafka = klife_testkit::FakeCluster::builder().start().await.unwrap();
+        let id = kafka.broker_ids()[0];
+        // The refresh would next tick in five minutes.
+        let config = ConnectionConfig { metadata_max_age: Duration::from_secs(300), ..ConnectionConfig::default() };
+        let (cluster, refresh) = Cluster::connect_with_tasks(&kafka.addresses(), config).await.unwrap();
+        let weak = Arc::downgrade(&cluster.inner);
+        let lane = cluster.open_lane(id);
+        lane.connection().await.unwrap();
+        cluster.broker(id).await.unwrap();
+        let clone = cluster.clone();
+        drop(cluster);
+        assert!(weak.upgrade().is_some(), "a clone still holds the cluster");
+        drop(clone);
+        // The task ends now, not at its next tick (the bound only stops a failing test).
+        tokio::time::timeout(Duration::from_secs(60), refresh).await.unwrap().unwrap();
+        assert!(weak.upgrade().is_none(), "nothing keeps the cluster alive");
+        // Its connections close with it (the lane's too, though its owner still holds it).
+        await_connections(&kafka, id, 0).await;
+        assert!(matches!(lane.connection().await, Err(Error::Closed)));
+    }
+
+    #[tokio::test]
+    async fn close_ends_the_refresh() {
+        let kafka = klife_testkit::FakeCluster::builder().start().await.unwrap();
+        let (cluster, refresh) =
+            Cluster::connect_with_tasks(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        cluster.close().await;
+        tokio::time::timeout(Duration::from_secs(60), refresh).await.unwrap().unwrap();
+        assert!(cluster.is_closed());
+    }
 
     #[test]
     fn addresses_parse() {

@@ -13,14 +13,25 @@
 //!   then uses the highest version both sides support, or fails with
 //!   [`Error::UnsupportedVersion`] naming both ranges.
 //! - Requests are pipelined: up to `max_in_flight` per connection, over
-//!   `connection_count` connections per broker. Requests that must reach a broker in
-//!   the order queued use an ordered lane ([`Cluster::lane_connection`]): a connection
-//!   of its own per lane number. Fetch requests have connections of their own
-//!   ([`Cluster::fetch_connection`]). A request unanswered within
-//!   `request_timeout` fails with [`Error::Timeout`] and closes its connection; a
-//!   broken connection fails its requests in flight with [`Error::Disconnected`]
-//!   (retriable), and the next request reconnects after an exponential backoff with
-//!   jitter.
+//!   `connection_count` connections per broker, used round-robin
+//!   ([`Cluster::broker`]). Fetch requests have connections of their own
+//!   ([`Cluster::fetch_connection`]). A stream of requests that must reach a broker in
+//!   the order queued goes on an ordered [`Lane`] ([`Cluster::open_lane`]), owned by
+//!   whoever opened it (a producer's batcher, a group's link to its coordinator): a
+//!   connection of its own, shared with no other owner, let go when the owner drops
+//!   the lane.
+//! - A request unanswered within the connection's `request_timeout`, or within a
+//!   timeout of its own ([`Connection::send_with_timeout`], or
+//!   [`RetryPolicy::with_request_timeout`] for [`Cluster::call`]: a classic JoinGroup
+//!   waits for the whole rebalance), fails with [`Error::Timeout`], whose
+//!   [`TimeoutKind`] says which it was, and closes its connection; a broken connection
+//!   fails its requests in flight with [`Error::Disconnected`] (retriable), and the next
+//!   request reconnects after an exponential backoff with jitter.
+//! - [`Cluster::close`] closes every connection and stops the background metadata
+//!   refresh. Dropping the last [`Cluster`] handle without it does the same, without
+//!   waiting: the refresh task holds the cluster only while it refreshes and ends at
+//!   once, a [`Lane`] does not hold it, and each connection closes once no handle to
+//!   it is left and no answer is awaited on it (a [`Queued`] request).
 //! - TLS is rustls; SASL is PLAIN, SCRAM-SHA-256/512 and OAUTHBEARER. Credentials and
 //!   tokens never appear in `Debug` output or logs.
 //! - Errors are typed and name the broker; [`Error::is_retriable`] says whether
@@ -36,7 +47,9 @@
 //!   [`Error::RetriesExhausted`] carries the last error and the number of attempts.
 //!   The decision itself is a plain state machine, [`retry::RetryState`].
 //!
-//! Metric and tracing names are listed in [`telemetry`].
+//! Metric and tracing names are listed in [`telemetry`]. Two small helpers serve every
+//! crate of klife: [`sync::lock`] (a lock poisoned by a panic is taken over) and
+//! [`hash::fnv1a`] (a hash that is the same in every run and build).
 //!
 //! [`RetryAction`]: klife_protocol::RetryAction
 //!
@@ -89,6 +102,38 @@
 //! // The closure names the error codes of the answer that concern the whole call.
 //! let answer = cluster.call(target, &request, &policy, |r| [r.error_code]).await?;
 //! println!("producer id {} epoch {}", answer.producer_id, answer.producer_epoch);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A group's link to its coordinator: a lane of its own, so that a JoinGroup the
+//! coordinator holds for the whole rebalance holds up no other request, sent with the
+//! rebalance timeout plus a margin instead of the connection's request timeout:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use klife_connection::{Cluster, CoordinatorType, Error, TimeoutKind};
+//! use klife_protocol::messages::JoinGroupRequest;
+//!
+//! # async fn run(cluster: Cluster) -> Result<(), klife_connection::Error> {
+//! let coordinator = cluster.coordinator(CoordinatorType::Group, "billing").await?;
+//! let lane = cluster.open_lane(coordinator.node_id);
+//! let rebalance_timeout = Duration::from_secs(300);
+//! let join = JoinGroupRequest::default()
+//!     .with_group_id("billing".into())
+//!     .with_session_timeout_ms(45_000)
+//!     .with_rebalance_timeout_ms(300_000)
+//!     .with_protocol_type("consumer".into());
+//! let conn = lane.connection().await?;
+//! match conn.send_with_timeout(&join, rebalance_timeout + Duration::from_secs(5)).await {
+//!     Ok(answer) => println!("member {} of generation {}", answer.member_id, answer.generation_id),
+//!     Err(Error::Timeout { kind: TimeoutKind::Request, timeout, .. }) => {
+//!         println!("no answer within {timeout:?}: the connection is closed, join again");
+//!     }
+//!     Err(e) => return Err(e),
+//! }
+//! // Dropping the lane lets its connection go.
+//! drop(lane);
 //! # Ok(())
 //! # }
 //! ```
