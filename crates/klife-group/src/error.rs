@@ -1,0 +1,220 @@
+//! The typed errors of group membership: what stops a member for good, and what is
+//! wrong with a member's configuration.
+
+use klife_protocol::ErrorCode;
+
+/// Why a group member stopped for good.
+///
+/// Every variant is final for the member that reports it: it sends no more
+/// heartbeats and has given up its partitions (as lost: nothing was committed for
+/// them). Each variant says what the user should change before starting a member
+/// again. The broker's own explanation, when it sent one, is kept in `message`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GroupError {
+    /// GROUP_AUTHORIZATION_FAILED: the principal may not use the group.
+    ///
+    /// Grant the client's principal `READ` on the group resource (and `DESCRIBE` on
+    /// the topics), or use a group it is allowed to join.
+    #[error("group {group}: not authorized to join (GROUP_AUTHORIZATION_FAILED){}", suffix(message))]
+    GroupAuthorizationFailed {
+        /// The group.
+        group: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// UNSUPPORTED_VERSION on a member that had joined before, or with the classic
+    /// fallback turned off: the coordinator does not run the consumer group protocol
+    /// (KIP-848) with ConsumerGroupHeartbeat v1.
+    ///
+    /// Use a Kafka 4.0+ cluster with the consumer group protocol enabled, or choose the
+    /// classic protocol for this group. (On a member's first join, a member that may
+    /// fall back reports [`Outcome::FallBackToClassic`](crate::membership::consumer::Outcome::FallBackToClassic)
+    /// instead.)
+    #[error(
+        "group {group}: the coordinator does not support the consumer group protocol (UNSUPPORTED_VERSION){}",
+        suffix(message)
+    )]
+    UnsupportedVersion {
+        /// The group.
+        group: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// INVALID_REQUEST: the coordinator refused a heartbeat as malformed. This is a
+    /// bug in klife (or a broker that reads the protocol otherwise); the broker's
+    /// message says which field it refused.
+    ///
+    /// Report it with the message; meanwhile the classic protocol avoids the path.
+    #[error("group {group}: the coordinator refused a heartbeat as invalid (INVALID_REQUEST){}", suffix(message))]
+    InvalidRequest {
+        /// The group.
+        group: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// UNSUPPORTED_ASSIGNOR: the server assignor asked for is not one the
+    /// coordinator has.
+    ///
+    /// Use one the broker offers (Kafka ships `uniform` and `range`; see the broker
+    /// setting `group.consumer.assignors`), or none to take the broker's default.
+    #[error("group {group}: the coordinator has no assignor {assignor:?} (UNSUPPORTED_ASSIGNOR){}", suffix(message))]
+    UnsupportedAssignor {
+        /// The group.
+        group: String,
+        /// The assignor asked for.
+        assignor: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// GROUP_MAX_SIZE_REACHED: the group has as many members as the broker allows.
+    ///
+    /// Stop other members, raise `group.consumer.max.size` on the brokers, or use
+    /// another group.
+    #[error("group {group}: the group is full (GROUP_MAX_SIZE_REACHED){}", suffix(message))]
+    GroupMaxSizeReached {
+        /// The group.
+        group: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// INVALID_REGULAR_EXPRESSION: the broker could not compile the subscription's
+    /// regular expression.
+    ///
+    /// The broker reads it as RE2/J and matches whole topic names (`orders` does not
+    /// match `orders-1`; `orders.*` does). Fix the expression.
+    #[error(
+        "group {group}: the broker refused the subscription regex {regex:?} (INVALID_REGULAR_EXPRESSION){}",
+        suffix(message)
+    )]
+    InvalidRegularExpression {
+        /// The group.
+        group: String,
+        /// The expression sent.
+        regex: Option<String>,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// UNRELEASED_INSTANCE_ID, still after the retries: another member with the same
+    /// static instance id is in the group and has not left.
+    ///
+    /// Make sure only one process uses the instance id. A member that died without
+    /// leaving is released when its session times out on the broker
+    /// (`group.consumer.session.timeout.ms`, 45 s by default); start again after that.
+    #[error(
+        "group {group}: instance id {instance_id:?} is still held by another member after {attempts} attempts (UNRELEASED_INSTANCE_ID){}",
+        suffix(message)
+    )]
+    UnreleasedInstanceId {
+        /// The group.
+        group: String,
+        /// The static instance id.
+        instance_id: String,
+        /// Joins refused with the code.
+        attempts: u32,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// FENCED_INSTANCE_ID: another member joined with this member's static instance
+    /// id and replaced it.
+    ///
+    /// Give each process its own instance id.
+    #[error(
+        "group {group}: instance id {instance_id:?} was taken over by another member (FENCED_INSTANCE_ID){}",
+        suffix(message)
+    )]
+    FencedInstanceId {
+        /// The group.
+        group: String,
+        /// The static instance id.
+        instance_id: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// GROUP_ID_NOT_FOUND: the coordinator has no such group while the member was in
+    /// it (it was deleted, or converted to another type).
+    ///
+    /// Check that no administrator deleted the group or made it a share or streams
+    /// group; start the member again to create it anew.
+    #[error("group {group}: the coordinator does not know the group (GROUP_ID_NOT_FOUND){}", suffix(message))]
+    GroupIdNotFound {
+        /// The group.
+        group: String,
+        /// The broker's message.
+        message: Option<String>,
+    },
+
+    /// Any other error code the coordinator answered a heartbeat with, that no retry
+    /// or rejoin cures (its [`RetryAction`](klife_protocol::RetryAction) is `Fatal`).
+    ///
+    /// The code's documentation ([`ErrorCode`]) says what it means.
+    #[error("group {group}: the coordinator answered {} ({}){}", code.name(), code.code(), suffix(message))]
+    Broker {
+        /// The group.
+        group: String,
+        /// The code.
+        code: ErrorCode,
+        /// The broker's message.
+        message: Option<String>,
+    },
+}
+
+impl GroupError {
+    /// The broker error code behind the error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            GroupError::GroupAuthorizationFailed { .. } => ErrorCode::GroupAuthorizationFailed,
+            GroupError::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+            GroupError::InvalidRequest { .. } => ErrorCode::InvalidRequest,
+            GroupError::UnsupportedAssignor { .. } => ErrorCode::UnsupportedAssignor,
+            GroupError::GroupMaxSizeReached { .. } => ErrorCode::GroupMaxSizeReached,
+            GroupError::InvalidRegularExpression { .. } => ErrorCode::InvalidRegularExpression,
+            GroupError::UnreleasedInstanceId { .. } => ErrorCode::UnreleasedInstanceId,
+            GroupError::FencedInstanceId { .. } => ErrorCode::FencedInstanceId,
+            GroupError::GroupIdNotFound { .. } => ErrorCode::GroupIdNotFound,
+            GroupError::Broker { code, .. } => *code,
+        }
+    }
+}
+
+/// `": message"`, or nothing.
+fn suffix(message: &Option<String>) -> String {
+    match message {
+        Some(m) if !m.is_empty() => format!(": {m}"),
+        _ => String::new(),
+    }
+}
+
+/// What is wrong with a member's configuration; found before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The group id is empty: the broker refuses it.
+    #[error("the group id is empty")]
+    EmptyGroupId,
+    /// The member id is empty: ConsumerGroupHeartbeat v1 needs one generated by the
+    /// client (see [`member_id_from_random`](crate::membership::consumer::member_id_from_random)).
+    #[error("the member id is empty")]
+    EmptyMemberId,
+    /// The static instance id is `""`: the broker refuses it (leave it unset instead).
+    #[error("the instance id is empty (leave it unset for a dynamic member)")]
+    EmptyInstanceId,
+    /// The rack id is `""`: the broker refuses it (leave it unset instead).
+    #[error("the rack id is empty (leave it unset)")]
+    EmptyRackId,
+    /// The rebalance timeout is zero or does not fit the protocol's milliseconds
+    /// (1 ms to `i32::MAX` ms).
+    #[error("the rebalance timeout must be between 1 ms and {} ms", i32::MAX)]
+    RebalanceTimeoutOutOfRange,
+    /// The server assignor's name is `""`.
+    #[error("the server assignor's name is empty")]
+    EmptyServerAssignor,
+}

@@ -1,0 +1,89 @@
+//! # klife-group
+//!
+//! Kafka consumer groups for klife. This first layer is the membership of a consumer
+//! in a group under the consumer group protocol of KIP-848 (ConsumerGroupHeartbeat
+//! v1, Kafka 4.0+), as a sans-io state machine:
+//! [`membership::consumer::ConsumerMember`].
+//!
+//! ## Contract
+//!
+//! - No sockets, no async runtime, no clock reads: the caller passes `now` with every
+//!   event and the member id it generated (the member is deterministic for a given
+//!   sequence of events).
+//! - Out come the heartbeat to send ([`poll_heartbeat`](membership::consumer::ConsumerMember::poll_heartbeat),
+//!   at most one in flight), the [`Action`](membership::consumer::Action)s to carry out
+//!   in order (find the coordinator, refresh metadata for topic ids, stop fetching,
+//!   commit and stop revoked partitions, drop lost ones, start assigned ones, the end
+//!   of the member), and the next time to wake up
+//!   ([`poll_timeout`](membership::consumer::ConsumerMember::poll_timeout)).
+//! - The partitions the member owns change only when a reconciliation completes (after
+//!   the caller reports that revoked partitions were committed and stopped) or when they
+//!   are lost; lost partitions are never to be committed.
+//! - The member epoch is never negative; the heartbeat after any error or failure is a
+//!   full one.
+//! - Errors that end the member are typed ([`GroupError`]), each with what to do about
+//!   it; a coordinator without KIP-848 on the first join ends it with
+//!   [`Outcome::FallBackToClassic`](membership::consumer::Outcome::FallBackToClassic).
+//!
+//! The task that drives a member (sending requests, looking up the coordinator and
+//! metadata, running the partition consumers and committers) is not part of this crate
+//! yet, nor is the classic protocol.
+//!
+//! ## Example
+//!
+//! A member joins, is assigned a partition, and acknowledges it:
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//!
+//! use klife_group::membership::consumer::{
+//!     Action, ConsumerConfig, ConsumerMember, MemberState, Subscription, member_id_from_random,
+//! };
+//! use klife_protocol::Uuid;
+//! use klife_protocol::messages::ConsumerGroupHeartbeatResponse;
+//! use klife_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = Instant::now();
+//! let config = ConsumerConfig::new("orders-svc", member_id_from_random(7), Subscription::names(["orders"]));
+//! let mut member = ConsumerMember::new(config, now)?;
+//! assert_eq!(member.poll_action(), Some(Action::FindCoordinator));
+//! member.coordinator_found(now);
+//!
+//! // The join: epoch 0, every field, an empty owned list.
+//! let join = member.poll_heartbeat(now).expect("a join is due at once");
+//! assert_eq!(join.request.member_epoch, 0);
+//! assert_eq!(join.request.topic_partitions, Some(vec![]));
+//! assert!(member.poll_heartbeat(now).is_none(), "one heartbeat in flight");
+//!
+//! // The coordinator answers with epoch 1 and partition 0 of a topic.
+//! let orders = Uuid::from_u128(42);
+//! let answer = ConsumerGroupHeartbeatResponse::default()
+//!     .with_member_epoch(1)
+//!     .with_heartbeat_interval_ms(3000)
+//!     .with_assignment(Some(Assignment::default().with_topic_partitions(vec![
+//!         TopicPartitions::default().with_topic_id(orders).with_partitions(vec![0]),
+//!     ])));
+//! member.on_heartbeat_response(now, join.id, &answer);
+//! assert_eq!(member.poll_action(), Some(Action::EpochChanged { epoch: 1 }));
+//! // The topic id is not known yet: the metadata names it.
+//! assert_eq!(member.poll_action(), Some(Action::RefreshMetadata { topic_ids: vec![orders] }));
+//! member.on_topic_names(now, [(orders, "orders")]);
+//! let Some(Action::StartPartitions { partitions }) = member.poll_action() else { panic!() };
+//! assert_eq!(partitions[0].to_string(), "orders-0");
+//!
+//! // The acknowledgement goes at once and carries the owned list.
+//! assert_eq!(member.state(), MemberState::Acknowledging);
+//! let ack = member.poll_heartbeat(now).expect("the acknowledgement is due at once");
+//! assert_eq!(ack.request.topic_partitions.as_ref().map(Vec::len), Some(1));
+//! member.on_heartbeat_response(now, ack.id, &ConsumerGroupHeartbeatResponse::default().with_member_epoch(1));
+//! assert_eq!(member.state(), MemberState::Stable);
+//! assert_eq!(member.poll_timeout(), Some(now + Duration::from_secs(3)));
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod error;
+pub mod membership;
+
+pub use error::{ConfigError, GroupError};

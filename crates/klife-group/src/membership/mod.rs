@@ -1,0 +1,8 @@
+//! Group membership as sans-io state machines: events and `now` in; requests, timers
+//! and changes of the assignment out.
+
+mod assignment;
+mod config;
+pub mod consumer;
+#[cfg(test)]
+mod tests;
