@@ -11,8 +11,8 @@
 //! | `klife_bytes_received_total` | counter | | bytes read from brokers |
 //! | `klife_connections_opened_total` | counter | | connections established (after handshakes) |
 //! | `klife_connection_errors_total` | counter | `stage` (`connect`/`tls`/`api_versions`/`sasl`) | failed connection attempts |
-//! | `klife_metadata_refreshes_total` | counter | `outcome` | metadata refreshes |
-//! | `klife_retries_total` | counter | `api`, `action` (`refresh_metadata`/`find_coordinator`/`backoff`), `outcome` (`retry`/`exhausted`) | calls sent again by the retry rule, and calls it gave up on when time or attempts ran out |
+//! | `klife_metadata_refreshes_total` | counter | `outcome` (`ok`/`error`) | metadata refreshes |
+//! | `klife_retries_total` | counter | `api`, `action` (`refresh_metadata`/`find_coordinator`/`backoff`), `decision` (`retry`/`give_up`) | calls sent again by the retry rule, and calls it gave up on when time or attempts ran out |
 //!
 //! Tracing: connection events are emitted at `debug` (opened, closed, reconnect
 //! backoff, a call retried) and `warn` (authentication failures, disabled hostname verification)
@@ -37,7 +37,7 @@ pub const CONNECTION_ERRORS_TOTAL: &str = "klife_connection_errors_total";
 /// Counter: metadata refreshes, by `outcome`.
 pub const METADATA_REFRESHES_TOTAL: &str = "klife_metadata_refreshes_total";
 /// Counter: calls the retry rule sent again or gave up on, by `api`, `action` and
-/// `outcome`.
+/// `decision`.
 pub const RETRIES_TOTAL: &str = "klife_retries_total";
 
 pub(crate) fn record_request(api: ApiKey, elapsed: Duration, ok: bool) {
@@ -67,6 +67,6 @@ pub(crate) fn record_metadata_refresh(ok: bool) {
 }
 
 pub(crate) fn record_retry(api: ApiKey, action: &'static str, exhausted: bool) {
-    let outcome = if exhausted { "exhausted" } else { "retry" };
-    metrics::counter!(RETRIES_TOTAL, "api" => api.name(), "action" => action, "outcome" => outcome).increment(1);
+    let decision = if exhausted { "give_up" } else { "retry" };
+    metrics::counter!(RETRIES_TOTAL, "api" => api.name(), "action" => action, "decision" => decision).increment(1);
 }

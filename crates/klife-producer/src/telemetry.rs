@@ -3,12 +3,12 @@
 //!
 //! | name | kind | labels | meaning |
 //! |---|---|---|---|
-//! | `klife_produce_requests_total` | counter | `outcome`: `answered`, `failed` | Produce requests sent, by how they ended (`failed`: no answer, e.g. a broken connection) |
+//! | `klife_produce_requests_total` | counter | `outcome`: `ok`, `error` | Produce requests sent, by how they ended (`ok`: answered, whatever the answer says; `error`: no answer, e.g. a broken connection) |
 //! | `klife_produce_request_duration_seconds` | histogram | | time from queueing a Produce request to its answer |
 //! | `klife_produce_batches_per_request` | histogram | | record batches (one per partition) in each Produce request |
 //! | `klife_produce_batch_records` | histogram | | records in each batch sent |
 //! | `klife_produce_batch_bytes` | histogram | | encoded size of each batch sent |
-//! | `klife_produce_records_total` | counter | `outcome`: `written`, `failed` | records settled, by outcome |
+//! | `klife_produce_records_total` | counter | `outcome`: `ok`, `error` | records settled, by outcome (`ok`: written) |
 //! | `klife_produce_batch_retries_total` | counter | `error`: the error code's name | batches to be sent again after a retriable failure; the two halves of a split batch count here with `MESSAGE_TOO_LARGE` (or `RECORD_LIST_TOO_LARGE`) |
 //! | `klife_produce_batch_splits_total` | counter | | batches split in two because the broker refused them as too large |
 //! | `klife_produce_producer_id_resets_total` | counter | | producer ids replaced after a sequence error |
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use klife_protocol::ErrorCode;
 
-/// Counter: Produce requests sent, labelled `outcome` (`answered`, `failed`).
+/// Counter: Produce requests sent, labelled `outcome` (`ok`: answered, `error`: not).
 pub const PRODUCE_REQUESTS_TOTAL: &str = "klife_produce_requests_total";
 /// Histogram: seconds from queueing a Produce request to its answer.
 pub const PRODUCE_REQUEST_DURATION_SECONDS: &str = "klife_produce_request_duration_seconds";
@@ -31,7 +31,7 @@ pub const PRODUCE_BATCHES_PER_REQUEST: &str = "klife_produce_batches_per_request
 pub const PRODUCE_BATCH_RECORDS: &str = "klife_produce_batch_records";
 /// Histogram: encoded bytes of each batch sent.
 pub const PRODUCE_BATCH_BYTES: &str = "klife_produce_batch_bytes";
-/// Counter: records settled, labelled `outcome` (`written`, `failed`).
+/// Counter: records settled, labelled `outcome` (`ok`: written, `error`: failed).
 pub const PRODUCE_RECORDS_TOTAL: &str = "klife_produce_records_total";
 /// Counter: batches to be sent again, labelled `error` (the error code's name).
 pub const PRODUCE_BATCH_RETRIES_TOTAL: &str = "klife_produce_batch_retries_total";
@@ -57,20 +57,20 @@ pub(crate) fn record_request_sent(batches: impl Iterator<Item = (i32, usize)>) {
 pub(crate) fn record_request_done(elapsed: Option<Duration>) {
     match elapsed {
         Some(e) => {
-            metrics::counter!(PRODUCE_REQUESTS_TOTAL, "outcome" => "answered").increment(1);
+            metrics::counter!(PRODUCE_REQUESTS_TOTAL, "outcome" => "ok").increment(1);
             metrics::histogram!(PRODUCE_REQUEST_DURATION_SECONDS).record(e.as_secs_f64());
         }
-        None => metrics::counter!(PRODUCE_REQUESTS_TOTAL, "outcome" => "failed").increment(1),
+        None => metrics::counter!(PRODUCE_REQUESTS_TOTAL, "outcome" => "error").increment(1),
     }
 }
 
 /// Records settled: `written` of them written, `failed` failed for good.
 pub(crate) fn record_settled(written: u64, failed: u64) {
     if written > 0 {
-        metrics::counter!(PRODUCE_RECORDS_TOTAL, "outcome" => "written").increment(written);
+        metrics::counter!(PRODUCE_RECORDS_TOTAL, "outcome" => "ok").increment(written);
     }
     if failed > 0 {
-        metrics::counter!(PRODUCE_RECORDS_TOTAL, "outcome" => "failed").increment(failed);
+        metrics::counter!(PRODUCE_RECORDS_TOTAL, "outcome" => "error").increment(failed);
     }
 }
 

@@ -2,7 +2,7 @@
 //! klife (or anything else using the `metrics` facade) recorded.
 //!
 //! Keys are the metric's name, followed by its labels in braces when it has any:
-//! `klife_produce_records_total{outcome=written}`. Gauges are not kept.
+//! `klife_produce_records_total{outcome=ok}`. Gauges are not kept.
 //!
 //! ```
 //! use klife_testkit::metrics::CapturedMetrics;

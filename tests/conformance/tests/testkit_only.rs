@@ -433,12 +433,12 @@ fn the_producer_records_its_metrics() {
         tiny.close().await;
         client.close().await;
     });
-    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=written}}")), 30);
-    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=failed}}")), 1);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=ok}}")), 30);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=error}}")), 1);
     // The three batches of the refused request are each retried once.
     assert_eq!(captured.counter(&format!("{PRODUCE_BATCH_RETRIES_TOTAL}{{error=NOT_ENOUGH_REPLICAS}}")), 3);
     // Refused, retried, then the failing record's: three answered requests.
-    assert_eq!(captured.counter(&format!("{PRODUCE_REQUESTS_TOTAL}{{outcome=answered}}")), 3);
+    assert_eq!(captured.counter(&format!("{PRODUCE_REQUESTS_TOTAL}{{outcome=ok}}")), 3);
     assert_eq!(captured.histogram(PRODUCE_BATCHES_PER_REQUEST), vec![3.0, 3.0, 1.0]);
     assert_eq!(captured.histogram(PRODUCE_BATCH_RECORDS), vec![10.0, 10.0, 10.0, 10.0, 10.0, 10.0, 1.0]);
     assert_eq!(captured.histogram(PRODUCE_BATCH_BYTES).len(), 7);
@@ -473,7 +473,7 @@ fn a_batch_too_large_for_the_broker_is_split() {
     assert_eq!(captured.counter(PRODUCE_BATCH_SPLITS_TOTAL), 1);
     assert_eq!(captured.counter(&format!("{PRODUCE_BATCH_RETRIES_TOTAL}{{error=MESSAGE_TOO_LARGE}}")), 2);
     assert_eq!(captured.histogram(PRODUCE_BATCH_RECORDS), vec![8.0, 4.0, 4.0, 1.0]);
-    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=written}}")), 8);
-    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=failed}}")), 1);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=ok}}")), 8);
+    assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=error}}")), 1);
     assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
 }
