@@ -38,7 +38,9 @@
 //!   then the new ones start ([`Action::StartPartitions`]) and the owned list changes,
 //!   which the next heartbeat, sent at once, carries: the acknowledgement. Heartbeats go
 //!   on during the revocation, with the owned list unchanged.
-//! - A success answer with a negative epoch is ignored (and the next heartbeat is full).
+//! - A success answer with an epoch below 1 is ignored, after the backoff the next
+//!   heartbeat is full (Kafka's members start at epoch 1; KAFKA-19335 came from taking
+//!   a negative one).
 //! - FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID (and other codes whose action is
 //!   [`RetryAction::Rejoin`]), or no heartbeat answered within the session timeout: the
 //!   partitions are lost ([`Action::PartitionsLost`], nothing committed), the epoch is 0,
@@ -183,8 +185,9 @@ pub enum Action {
         /// Why.
         reason: RevokeReason,
     },
-    /// These partitions are lost: stop fetching and handling them and commit nothing,
-    /// then call [`ConsumerMember::released`] with `release` (the member rejoins only
+    /// These partitions are lost: stop fetching and handling them and commit nothing
+    /// (this includes partitions of a revocation under way: its commit must not go,
+    /// and its release is no longer awaited), then call [`ConsumerMember::released`] with `release` (the member rejoins only
     /// then, so that no partition runs twice in this process).
     PartitionsLost {
         /// The loss.
@@ -511,6 +514,9 @@ impl ConsumerMember {
             return;
         };
         self.in_flight = None;
+        if self.phase == Phase::Stopped {
+            return;
+        }
         if flight.leave {
             self.finish(Outcome::Left);
             return;
@@ -535,6 +541,9 @@ impl ConsumerMember {
     pub fn on_heartbeat_failed(&mut self, now: Instant, id: HeartbeatId) {
         let Some(flight) = self.in_flight.filter(|f| f.id == id) else { return };
         self.in_flight = None;
+        if self.phase == Phase::Stopped {
+            return;
+        }
         if flight.leave {
             self.finish(Outcome::Left);
             return;
@@ -545,8 +554,8 @@ impl ConsumerMember {
     }
 
     fn on_success(&mut self, now: Instant, flight: InFlight, response: &ConsumerGroupHeartbeatResponse) {
-        if response.member_epoch < 0 {
-            tracing::warn!(group = %self.config.group_id, epoch = response.member_epoch, "success answer with a negative epoch ignored");
+        if response.member_epoch < 1 {
+            tracing::warn!(group = %self.config.group_id, epoch = response.member_epoch, "success answer without a member epoch ignored");
             self.sent = None;
             self.back_off(now);
             return;
@@ -625,6 +634,7 @@ impl ConsumerMember {
                 instance_id: self.config.instance_id.clone().unwrap_or_default(),
                 message,
             },
+            ErrorCode::GroupIdNotFound if self.leaving() => return self.lose(now, LostReason::UnknownMember),
             ErrorCode::GroupIdNotFound => GroupError::GroupIdNotFound { group, message },
             other => match other.retry_action() {
                 RetryAction::FindCoordinator => {
@@ -647,7 +657,8 @@ impl ConsumerMember {
     /// Gives up the partitions as lost, and the membership: epoch 0, then a rejoin (or
     /// the end, for a member leaving).
     fn lose(&mut self, now: Instant, reason: LostReason) {
-        let leaving = self.leave_requested || matches!(self.phase, Phase::Releasing(_));
+        let leaving = self.leaving();
+        let joining = self.phase == Phase::Joining;
         self.drop_membership();
         let release = self.give_up_lost(now, reason);
         if leaving {
@@ -659,6 +670,11 @@ impl ConsumerMember {
             None => {
                 self.phase = Phase::Joining;
                 self.due = now;
+                if joining {
+                    // Refused while joining: no partitions to wait for, so wait a
+                    // backoff rather than join again in a tight loop.
+                    self.back_off(now);
+                }
             }
         }
     }
@@ -773,6 +789,11 @@ impl ConsumerMember {
         self.failures = self.failures.saturating_add(1);
         self.not_before = Some(now + delay);
         self.due = now;
+    }
+
+    /// Whether the member is on its way out of the group.
+    fn leaving(&self) -> bool {
+        self.leave_requested || matches!(self.phase, Phase::Releasing(_) | Phase::Leaving)
     }
 
     /// Whether a heartbeat could go if it were due.
