@@ -53,6 +53,8 @@
 //!   backoff, then final. UNSUPPORTED_VERSION before the member ever joined ends it with
 //!   [`Outcome::FallBackToClassic`] (if `classic_fallback`). Every other code ends the
 //!   member with a [`GroupError`]: its partitions are lost and nothing more is sent.
+//!   A member on its way out takes GROUP_ID_NOT_FOUND, as it takes being fenced, for
+//!   the end of its membership ([`Outcome::Left`]).
 //! - A leave first gives up the partitions as a revocation does (with
 //!   [`RevokeReason::Shutdown`]), then sends epoch -1 (-2 for a static member); any
 //!   answer, or none, ends it ([`Outcome::Left`]).

@@ -383,6 +383,72 @@ fn the_coordinator_moving_mid_reconciliation_changes_nothing_but_where_heartbeat
 }
 
 #[test]
+fn a_handler_slower_than_the_rebalance_timeout_is_fenced_and_its_late_commit_ignored() {
+    let mut clock = Clock::new();
+    let mut m = stable(&clock, config());
+    let mut c = Coordinator::new(&[(T1, &[0, 1])]);
+    c.epoch = 5;
+    c.delivered = Some(c.target.clone());
+    c.reassign(&[(T1, &[1])]);
+    let revoke_started = clock.now();
+    let mut revocation = None;
+    // Heartbeats go on while the handler of t1-0 does not finish; the coordinator
+    // fences the member once the rebalance timeout has passed without the revocation.
+    loop {
+        let t = m.poll_timeout().expect("a timer");
+        let now = clock.advance(t - clock.now());
+        m.handle_timeout(now);
+        let Some(hb) = m.poll_heartbeat(now) else { continue };
+        assert_eq!(hb.request.topic_partitions, None, "t1-0 is still owned, unchanged");
+        if now - revoke_started > DEFAULT_REBALANCE_TIMEOUT {
+            c.script.push_back(Scripted::Error(ErrorCode::FencedMemberEpoch));
+        }
+        let answer = c.answer(&hb.request).expect("answered");
+        m.on_heartbeat_response(now, hb.id, &answer);
+        let actions = drain(&mut m);
+        if let Some(Action::CommitRevoked { release, .. }) = actions.last() {
+            revocation = Some(*release);
+        }
+        if let [Action::EpochChanged { epoch: 0 }, Action::PartitionsLost { release, reason: LostReason::Fenced, .. }] =
+            &actions[..]
+        {
+            let revocation = revocation.expect("the revocation had started");
+            m.released(now, revocation);
+            assert!(drain(&mut m).is_empty(), "the late commit completes nothing");
+            assert_eq!(m.state(), MemberState::Fenced);
+            m.released(now, *release);
+            assert_full_join(&m.poll_heartbeat(now).expect("rejoin").request);
+            return;
+        }
+        assert!(now - revoke_started < DEFAULT_REBALANCE_TIMEOUT * 2, "fenced in time");
+    }
+}
+
+#[test]
+fn group_id_not_found_while_leaving_ends_the_leave() {
+    let mut clock = Clock::new();
+    let mut m = stable(&clock, config());
+    m.leave(clock.now());
+    let Some(Action::CommitRevoked { .. }) = drain(&mut m).pop() else { panic!() };
+    let now = clock.advance(INTERVAL);
+    let hb = m.poll_heartbeat(now).expect("heartbeats go on while the partitions are committed");
+    assert_eq!(hb.request.member_epoch, 5);
+    m.on_heartbeat_response(now, hb.id, &error(ErrorCode::GroupIdNotFound));
+    let actions = drain(&mut m);
+    assert!(
+        matches!(
+            &actions[..],
+            [
+                Action::EpochChanged { epoch: 0 },
+                Action::PartitionsLost { reason: LostReason::UnknownMember, .. },
+                Action::Finished(Outcome::Left),
+            ]
+        ),
+        "{actions:?}"
+    );
+}
+
+#[test]
 fn no_answer_within_the_session_timeout_loses_the_partitions() {
     let mut clock = Clock::new();
     let mut m = stable(&clock, config());
