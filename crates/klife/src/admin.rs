@@ -122,7 +122,7 @@ impl PartitionOffset {
     /// The offset found (-1 when a timestamp lookup matched no record), or the
     /// partition's error.
     pub fn offset(&self) -> Result<i64, &Error> {
-        self.result.as_ref().map(|l| l.offset).map_err(|e| e)
+        self.result.as_ref().map(|l| l.offset)
     }
 }
 

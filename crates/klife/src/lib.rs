@@ -45,7 +45,7 @@
 //! # drop((bulk, backfill, options, topic));
 //! ```
 //!
-//! The same holds for [`ConnectionConfig`], [`TlsConfig`](crate::TlsConfig),
+//! The same holds for [`ConnectionConfig`], `TlsConfig`,
 //! [`Consumer`] (`with_offset_reset`, `with_prefetch`, `with_max_wait`,
 //! `with_partition_eof`) and the request types of [`protocol`]. The one builder is
 //! [`ClientBuilder`], since building a client connects: its methods are named after
