@@ -46,8 +46,9 @@
 //!   partitions are lost ([`Action::PartitionsLost`], nothing committed), the epoch is 0,
 //!   and once the caller has released them the member joins again with the same id.
 //! - NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and a heartbeat without answer:
-//!   [`Action::FindCoordinator`], and the heartbeat goes again once it is found (after
-//!   the backoff, for a heartbeat without answer). COORDINATOR_LOAD_IN_PROGRESS and
+//!   [`Action::FindCoordinator`], and the heartbeat goes again once it is found: at once
+//!   after a first coordinator error, after the backoff for a heartbeat without answer
+//!   or a coordinator error that follows another failure. COORDINATOR_LOAD_IN_PROGRESS and
 //!   other [`RetryAction::Backoff`] codes: again after the backoff.
 //! - UNRELEASED_INSTANCE_ID is retried `unreleased_instance_id_retries` times after the
 //!   backoff, then final. UNSUPPORTED_VERSION before the member ever joined ends it with
@@ -595,7 +596,7 @@ impl ConsumerMember {
         let error = match code {
             ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
                 self.find_coordinator();
-                self.due = now;
+                self.retry_soon(now);
                 return;
             }
             ErrorCode::FencedMemberEpoch => return self.lose(now, LostReason::Fenced),
@@ -641,7 +642,7 @@ impl ConsumerMember {
             other => match other.retry_action() {
                 RetryAction::FindCoordinator => {
                     self.find_coordinator();
-                    self.due = now;
+                    self.retry_soon(now);
                     return;
                 }
                 RetryAction::Backoff | RetryAction::RefreshMetadata => {
@@ -782,6 +783,18 @@ impl ConsumerMember {
         if self.coordinator_known {
             self.coordinator_known = false;
             self.actions.push_back(Action::FindCoordinator);
+        }
+    }
+
+    /// After a coordinator error: at once the first time (the coordinator moved), after
+    /// the backoff when the failures go on (the lookup keeps finding a broker that is
+    /// not, or not yet, the coordinator).
+    fn retry_soon(&mut self, now: Instant) {
+        if self.failures == 0 {
+            self.failures = 1;
+            self.due = now;
+        } else {
+            self.back_off(now);
         }
     }
 

@@ -697,6 +697,26 @@ fn every_error_code_of_the_matrix_on_the_join() {
 }
 
 #[test]
+fn coordinator_errors_in_a_row_back_off() {
+    let mut clock = Clock::new();
+    let mut m = stable(&clock, config());
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let t = m.poll_timeout().expect("timer");
+        let now = clock.advance(t.saturating_duration_since(clock.now()));
+        let hb = m.poll_heartbeat(now).expect("due");
+        m.on_heartbeat_response(now, hb.id, &error(ErrorCode::NotCoordinator));
+        assert_eq!(drain(&mut m), vec![Action::FindCoordinator]);
+        m.coordinator_found(now);
+        waits.push((m.poll_timeout().expect("timer") - now).as_millis());
+    }
+    assert_eq!(waits, vec![0, 200, 400, 800], "at once the first time, then backing off");
+    let hb = m.poll_heartbeat(clock.advance(Duration::from_millis(800))).expect("due");
+    m.on_heartbeat_response(clock.now(), hb.id, &ok(5, None));
+    assert_eq!(m.poll_timeout(), Some(clock.now() + INTERVAL), "a success ends the backoff");
+}
+
+#[test]
 fn a_heartbeat_without_answer_rediscovers_and_backs_off() {
     let mut clock = Clock::new();
     let mut m = stable(&clock, config());
@@ -914,6 +934,7 @@ mod property {
         revoking: HashMap<ReleaseId, Vec<TopicPartition>>,
         pending: VecDeque<ReleaseId>,
         finished: bool,
+        leave_called: bool,
     }
 
     impl Harness {
@@ -965,6 +986,7 @@ mod property {
                             prop_assert_eq!(&r.topic_partitions, &Some(vec![]));
                         }
                         prop_assert!(r.member_epoch >= LEAVE_EPOCH, "epoch {}", r.member_epoch);
+                        prop_assert!(r.member_epoch >= 0 || self.leave_called, "a leave nobody asked for");
                         self.expect_full = false;
                         self.outstanding = Some(hb.id);
                     }
@@ -992,7 +1014,7 @@ mod property {
             let m = ConsumerMember::new(config(), clock.now()).expect("config");
             let mut h = Harness {
                 clock, m, outstanding: None, last_answered: None, expect_full: false,
-                model: BTreeSet::new(), revoking: HashMap::new(), pending: VecDeque::new(), finished: false,
+                model: BTreeSet::new(), revoking: HashMap::new(), pending: VecDeque::new(), finished: false, leave_called: false,
             };
             h.settle()?;
             for op in ops {
@@ -1045,6 +1067,7 @@ mod property {
                         h.m.on_topic_names(now, names);
                     }
                     Op::Leave => {
+                        h.leave_called = true;
                         let now = h.clock.now();
                         h.m.leave(now);
                     }
