@@ -639,7 +639,7 @@ fn is_session_error(code: ErrorCode) -> bool {
 /// Ends the lane's fetch session on the broker, best effort: the broker would drop it
 /// once idle anyway.
 async fn close_session(cluster: &Cluster, broker: i32, lane_session: &Mutex<LaneSession>) {
-    let close = lock(&lane_session).session.close();
+    let close = lock(lane_session).session.close();
     let Ok(Some(close)) = close else { return };
     let Ok(conn) = cluster.fetch_connection(broker, true).await else { return };
     let Some(version) = conn.versions().range(ApiKey::Fetch).and_then(|r| position::fetch_version(r, false)) else {
@@ -695,7 +695,7 @@ async fn send_request(
     let jobs = in_request_order(jobs, by_id);
     let lane_session = lane_session.filter(|_| version >= session::MIN_VERSION);
     let session_request = lane_session.as_ref().and_then(|lane| {
-        let mut lane = lock(&lane);
+        let mut lane = lock(lane);
         if lane.by_id != Some(by_id) {
             // Topics named otherwise: the session's keys would not match the answer's;
             // a full request replaces the session.
@@ -710,7 +710,7 @@ async fn send_request(
         Ok(r) => r,
         Err(e) => {
             if let (Some(lane), Some(_)) = (&lane_session, &session_request) {
-                lock(&lane).session.failed();
+                lock(lane).session.failed();
             }
             return fail_all(&inner, jobs, e);
         }
@@ -730,7 +730,7 @@ async fn send_request(
                 ((topic.clone(), p.partition_index), seen)
             })
         });
-        let mut lane = lock(&lane);
+        let mut lane = lock(lane);
         scope = lane.session.answered(top, response.session_id, answered).unwrap_or(Scope::Nothing);
         if scope == Scope::Incremental {
             telemetry::record_incremental_request();
@@ -768,7 +768,7 @@ async fn send_request(
     // nothing read, and the watermarks the broker last gave.
     let quiet: Vec<(Arc<str>, Option<Uuid>, PartitionData)> = match (&lane_session, scope) {
         (Some(lane), Scope::Incremental) => {
-            let lane = lock(&lane);
+            let lane = lock(lane);
             jobs.iter()
                 .filter(|j| !answers.contains_key(&(AnswerTopic::of(j, by_id), j.target.partition)))
                 .filter_map(|j| {

@@ -41,15 +41,10 @@ pub struct AccumulatorConfig {
     pub max_record_batch_size: usize,
 }
 
+/// The producer's defaults ([`ProducerConfig::default`](crate::ProducerConfig)).
 impl Default for AccumulatorConfig {
     fn default() -> Self {
-        AccumulatorConfig {
-            batch_size: 1_000_000,
-            linger: Duration::from_millis(5),
-            compression: Compression::None,
-            buffer_memory: 16 * 1024 * 1024,
-            max_record_batch_size: 1024 * 1024,
-        }
+        crate::ProducerConfig::default().accumulator()
     }
 }
 

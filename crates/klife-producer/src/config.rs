@@ -73,14 +73,18 @@ pub struct ProducerConfig {
     /// batch in flight whatever this says, so that a retried batch cannot land after a
     /// later one.
     pub max_in_flight_per_partition: usize,
-    /// Batchers per broker (default 1), as in Klife: each broker's partitions are
-    /// spread over this many batchers (partition `p` goes to batcher
-    /// `p % batchers_per_broker`), and each batcher sends its own Produce requests
-    /// on a connection of its own, with its own window of `max_in_flight_per_broker`
-    /// requests. A broker serves one connection's requests one at a time, so more
-    /// batchers let it work on several requests of the producer at once; they also
-    /// mean smaller requests and their encoding on more tasks at once. One batcher puts
-    /// every ready partition of a broker into one request.
+    /// Batchers per broker (default 1): each broker's partitions are spread over this
+    /// many batchers, and each batcher sends its own Produce requests on a connection
+    /// (lane) of its own, with its own window of `max_in_flight_per_broker` requests.
+    /// A partition's batcher is fixed by its topic and number (an offset hashed from
+    /// the topic name, plus the partition number divided by the broker count, modulo
+    /// the batchers: with leaders spread round-robin, a broker's partitions spread
+    /// evenly over its batchers); while a partition has batches in flight it stays on
+    /// the batcher that sent them, so its batches stay in order. A broker serves one
+    /// connection's requests one at a time, so more batchers let it work on several
+    /// requests of the producer at once; they also mean smaller requests and their
+    /// encoding on more tasks at once. One batcher puts every ready partition of a
+    /// broker into one request.
     pub batchers_per_broker: usize,
     /// Idempotent production (default on): the broker drops duplicates of retried
     /// batches. Requires `acks = all`.

@@ -186,6 +186,6 @@ pub use delivery::DeliveryFuture;
 pub use error::{AttemptError, ProduceError, TransactionOperation, TransactionState};
 pub use klife_connection::{ConfigError, ConfigProblem};
 pub use klife_protocol::{GroupMetadata, ProducerIdAndEpoch, TopicPartition, TopicPartitionOffset};
-pub use producer::{Producer, verify_batch};
+pub use producer::Producer;
 pub use record::{ProducerRecord, RecordMetadata};
 pub use transaction::{TransactionError, TransactionPool, TransactionalProducer};

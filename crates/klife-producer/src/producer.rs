@@ -34,7 +34,7 @@ use crate::delivery::{BatchCompletion, DeliveryFuture, Outcome, Written};
 use crate::hash::FastMap;
 use crate::partitioner::{UNKNOWN_PARTITION, check_partition, random_partition_except};
 use crate::telemetry;
-use crate::{ProduceError, ProducerConfig, ProducerRecord, RecordMetadata};
+use crate::{ProduceError, ProducerConfig, ProducerRecord};
 
 mod flight;
 mod sequencing;
@@ -270,12 +270,6 @@ pub(crate) async fn outcomes_in_order(queued: Vec<Result<DeliveryFuture, Produce
         });
     }
     out
-}
-
-/// Turns the per-record results of a batch into one result: every record's metadata,
-/// or the first error (Klife's `verify_batch`).
-pub fn verify_batch(results: Vec<Outcome>) -> Result<Vec<RecordMetadata>, ProduceError> {
-    results.into_iter().collect()
 }
 
 /// The wall clock in milliseconds since the epoch: a record's default timestamp.

@@ -594,7 +594,7 @@ impl TransactionPool {
         &self,
         records: Vec<ProducerRecord>,
     ) -> Result<Vec<RecordMetadata>, TransactionError<ProduceError>> {
-        self.transaction(|txn| async move { crate::verify_batch(txn.produce_batch(records).await) }).await
+        self.transaction(|txn| async move { txn.produce_batch(records).await.into_iter().collect() }).await
     }
 
     /// Flushes and stops every producer of the pool.

@@ -20,7 +20,9 @@ async fn cluster_with(kafka: &FakeCluster, config: ConnectionConfig) -> Cluster 
 }
 
 async fn txn_producer(cluster: &Cluster) -> TransactionalProducer {
-    TransactionalProducer::new(cluster.clone(), ProducerConfig::default(), "app", Duration::from_secs(60)).await.unwrap()
+    TransactionalProducer::new(cluster.clone(), ProducerConfig::default(), "app", Duration::from_secs(60))
+        .await
+        .unwrap()
 }
 
 fn record(value: &str) -> ProducerRecord {
@@ -45,7 +47,10 @@ async fn offsets_that_could_not_be_sent_make_the_commit_abort() {
     let offsets = [TopicPartitionOffset::new("in", 0, 42)];
     let err = txn.send_offsets_to_transaction(&GroupMetadata::new("g"), &offsets).await.unwrap_err();
     assert!(
-        matches!(err, ProduceError::Coordinator { api: ApiKey::TxnOffsetCommit, code: ErrorCode::GroupAuthorizationFailed, .. }),
+        matches!(
+            err,
+            ProduceError::Coordinator { api: ApiKey::TxnOffsetCommit, code: ErrorCode::GroupAuthorizationFailed, .. }
+        ),
         "{err}"
     );
 

@@ -185,6 +185,50 @@ async fn offsets_sent_to_a_transaction_are_committed_with_it(broker: Broker) {
     client.close().await;
 }
 
+/// TxnOffsetCommit v3+ carries the member (KIP-447): a member and generation the group
+/// does not have are refused (a member-less GroupMetadata commits, as in the case
+/// above), and the transaction can then only abort.
+async fn offsets_from_a_member_the_group_does_not_have_are_refused_and_abort_the_transaction(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("txn-member");
+    broker.create_topic(&client, &topic, 1).await;
+    let group = GroupMetadata::new(unique_topic("group")).with_member("ghost", 3).with_instance_id("ghost-instance");
+    let producer = txn_producer(&client, &unique_topic("txn-id")).await;
+    producer.begin().await.unwrap();
+    producer.produce(ProducerRecord::new(topic.clone(), "out").with_partition(0)).await.unwrap();
+    let err = producer
+        .send_offsets_to_transaction(&group, &[TopicPartitionOffset::new(topic.as_str(), 0, 42).with_last_epoch(0)])
+        .await
+        .unwrap_err();
+    match &err {
+        ProduceError::Coordinator { code, .. } => assert!(
+            matches!(
+                code,
+                klife_protocol::ErrorCode::IllegalGeneration
+                    | klife_protocol::ErrorCode::UnknownMemberId
+                    | klife_protocol::ErrorCode::GroupIdNotFound
+                    | klife_protocol::ErrorCode::FencedInstanceId
+            ),
+            "{err}"
+        ),
+        other => panic!("expected the coordinator to refuse the member, got {other:?}"),
+    }
+    let aborted = producer.commit().await.unwrap_err();
+    assert!(aborted.is_transaction_aborted(), "{aborted}");
+    producer.close().await;
+    client.close().await;
+}
+
+mod offsets_from_a_member_the_group_does_not_have_are_refused_and_abort_the_transaction {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn kafka() {
+        super::offsets_from_a_member_the_group_does_not_have_are_refused_and_abort_the_transaction(
+            klife_conformance::Broker::Kafka,
+        )
+        .await;
+    }
+}
+
 async fn a_transaction_closure_commits_on_ok_and_aborts_on_err(broker: Broker) {
     let client = broker.client().await;
     let topic = unique_topic("txn-closure");
