@@ -20,6 +20,8 @@ pub const DEFAULT_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two heartbeats after transient failures, and between two
 /// metadata lookups for topic ids not known yet.
 pub const DEFAULT_RETRY_BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// The jitter of the backoff: each wait within ±20% of its exponential value.
+pub const DEFAULT_RETRY_JITTER: f64 = 0.2;
 /// How many times a join refused with UNRELEASED_INSTANCE_ID is retried before the
 /// error is final: the previous holder of a static instance id may take a moment to
 /// leave.
@@ -124,7 +126,7 @@ impl Subscription {
 }
 
 /// The configuration of a KIP-848 member ([`ConsumerMember`](super::consumer::ConsumerMember)).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct ConsumerConfig {
     /// The group id.
@@ -150,6 +152,13 @@ pub struct ConsumerConfig {
     pub retry_backoff: Duration,
     /// The longest such wait, and the wait between metadata lookups for unknown topic ids.
     pub retry_backoff_max: Duration,
+    /// Each wait is drawn uniformly within ± this fraction of its exponential value
+    /// (0 to 1; 0.2 by default), so that the members of a group that lost their
+    /// coordinator together do not come back together.
+    pub retry_jitter: f64,
+    /// The seed of the member's random draws (the jitter): give each member its own
+    /// random value. The member is deterministic for a given seed.
+    pub random_seed: u64,
     /// Joins refused with UNRELEASED_INSTANCE_ID that are retried before the error is final.
     pub unreleased_instance_id_retries: u32,
     /// Whether UNSUPPORTED_VERSION on the first join ends the member with
@@ -173,6 +182,8 @@ impl ConsumerConfig {
             session_timeout: DEFAULT_SESSION_TIMEOUT,
             retry_backoff: DEFAULT_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_RETRY_BACKOFF_MAX,
+            retry_jitter: DEFAULT_RETRY_JITTER,
+            random_seed: 0,
             unreleased_instance_id_retries: DEFAULT_UNRELEASED_INSTANCE_ID_RETRIES,
             classic_fallback: true,
         }
@@ -218,6 +229,20 @@ impl ConsumerConfig {
     pub fn with_retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.retry_backoff = initial;
         self.retry_backoff_max = max.max(initial);
+        self
+    }
+
+    /// Sets the jitter of the backoff (clamped to 0..=1).
+    #[must_use]
+    pub fn with_retry_jitter(mut self, jitter: f64) -> Self {
+        self.retry_jitter = if jitter.is_nan() { 0.0 } else { jitter.clamp(0.0, 1.0) };
+        self
+    }
+
+    /// Sets the seed of the member's random draws.
+    #[must_use]
+    pub fn with_random_seed(mut self, seed: u64) -> Self {
+        self.random_seed = seed;
         self
     }
 

@@ -76,8 +76,8 @@ use klife_protocol::{ErrorCode, RetryAction, Uuid};
 use super::assignment::Partitions;
 pub use super::config::{
     ConsumerConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REBALANCE_TIMEOUT, DEFAULT_RETRY_BACKOFF,
-    DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_SESSION_TIMEOUT, DEFAULT_UNRELEASED_INSTANCE_ID_RETRIES, ServerAssignor,
-    Subscription, member_id_from_random,
+    DEFAULT_RETRY_BACKOFF_MAX, DEFAULT_RETRY_JITTER, DEFAULT_SESSION_TIMEOUT, DEFAULT_UNRELEASED_INSTANCE_ID_RETRIES,
+    ServerAssignor, Subscription, member_id_from_random,
 };
 use crate::error::{ConfigError, GroupError};
 
@@ -302,6 +302,7 @@ pub struct ConsumerMember {
     regex_clear_pending: bool,
     incarnation: u64,
     next_id: u64,
+    rng: u64,
     actions: VecDeque<Action>,
 }
 
@@ -309,6 +310,7 @@ impl ConsumerMember {
     /// A member about to join; its first action is [`Action::FindCoordinator`].
     pub fn new(config: ConsumerConfig, now: Instant) -> Result<ConsumerMember, ConfigError> {
         config.validate()?;
+        let rng = config.random_seed;
         Ok(ConsumerMember {
             config,
             phase: Phase::Joining,
@@ -336,6 +338,7 @@ impl ConsumerMember {
             regex_clear_pending: false,
             incarnation: 0,
             next_id: 0,
+            rng,
             actions: VecDeque::from([Action::FindCoordinator]),
         })
     }
@@ -800,10 +803,28 @@ impl ConsumerMember {
 
     fn back_off(&mut self, now: Instant) {
         let factor = 1u32.checked_shl(self.failures.min(16)).unwrap_or(u32::MAX);
-        let delay = self.config.retry_backoff.saturating_mul(factor).min(self.config.retry_backoff_max);
+        let max = self.config.retry_backoff_max;
+        let base = self.config.retry_backoff.saturating_mul(factor).min(max);
+        let jitter = self.config.retry_jitter.clamp(0.0, 1.0);
+        let delay = if jitter > 0.0 {
+            let scale = 1.0 + jitter * (2.0 * self.random() - 1.0);
+            base.mul_f64(scale).min(max)
+        } else {
+            base
+        };
         self.failures = self.failures.saturating_add(1);
         self.not_before = Some(now + delay);
         self.due = now;
+    }
+
+    /// A uniform draw in `[0, 1)` (splitmix64 over the configured seed).
+    fn random(&mut self) -> f64 {
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Whether the member is on its way out of the group.

@@ -49,8 +49,9 @@ impl Clock {
     }
 }
 
+/// The tests' configuration: without jitter, so that waits are exact.
 fn config() -> ConsumerConfig {
-    ConsumerConfig::new("g", MEMBER, Subscription::names(["t1", "t2"]))
+    ConsumerConfig::new("g", MEMBER, Subscription::names(["t1", "t2"])).with_retry_jitter(0.0)
 }
 
 fn assignment(parts: &[(Uuid, &[i32])]) -> Option<Assignment> {
@@ -714,6 +715,30 @@ fn coordinator_errors_in_a_row_back_off() {
     let hb = m.poll_heartbeat(clock.advance(Duration::from_millis(800))).expect("due");
     m.on_heartbeat_response(clock.now(), hb.id, &ok(5, None));
     assert_eq!(m.poll_timeout(), Some(clock.now() + INTERVAL), "a success ends the backoff");
+}
+
+#[test]
+fn backoff_jitter_stays_in_bounds_and_follows_the_seed() {
+    let waits = |seed: u64| {
+        let mut clock = Clock::new();
+        let mut m = started(&clock, config().with_retry_jitter(DEFAULT_RETRY_JITTER).with_random_seed(seed));
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let t = m.poll_timeout().expect("timer");
+            let now = clock.advance(t.saturating_duration_since(clock.now()));
+            let join = m.poll_heartbeat(now).expect("due");
+            m.on_heartbeat_response(now, join.id, &error(ErrorCode::CoordinatorLoadInProgress));
+            waits.push(m.poll_timeout().expect("timer") - now);
+        }
+        waits
+    };
+    let a = waits(1);
+    assert_eq!(a, waits(1), "deterministic for a seed");
+    assert_ne!(a, waits(2), "another seed, other draws");
+    for (i, w) in a.iter().enumerate() {
+        let base = (DEFAULT_RETRY_BACKOFF * (1 << i)).min(DEFAULT_RETRY_BACKOFF_MAX);
+        assert!(*w >= base.mul_f64(0.8) && *w <= base.mul_f64(1.2).min(DEFAULT_RETRY_BACKOFF_MAX), "{i}: {w:?}");
+    }
 }
 
 #[test]
