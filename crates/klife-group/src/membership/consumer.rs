@@ -60,10 +60,12 @@
 //!   [`RevokeReason::Shutdown`]), then sends epoch -1 (-2 for a static member); any
 //!   answer, or none, ends it ([`Outcome::Left`]).
 //!
-//! A thin task drives it: it carries out the actions in order, sends what
-//! `poll_heartbeat` gives (at [`HEARTBEAT_VERSION`]) and reports the answer with the
-//! heartbeat's id, sleeps until `poll_timeout`, and bounds the time a revocation may
-//! take by the rebalance timeout.
+//! A thin task drives it: it carries out the actions in order, then sends what
+//! `poll_heartbeat` gives (at [`HEARTBEAT_VERSION`]) and reports every heartbeat
+//! exactly once, with its answer or its failure, under the heartbeat's id (the member
+//! does not time requests out itself: the connection's request timeout does); it
+//! sleeps until `poll_timeout` or the next event, and bounds the time a revocation may
+//! take by the rebalance timeout (past it the coordinator fences the member anyway).
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;

@@ -931,6 +931,8 @@ mod property {
         ErrorCode::StaleMemberEpoch,
         ErrorCode::RequestTimedOut,
         ErrorCode::GroupMaxSizeReached,
+        ErrorCode::UnreleasedInstanceId,
+        ErrorCode::NotCoordinator,
     ];
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1010,7 +1012,9 @@ mod property {
                             prop_assert!(is_full(r));
                             prop_assert_eq!(&r.topic_partitions, &Some(vec![]));
                         }
-                        prop_assert!(r.member_epoch >= LEAVE_EPOCH, "epoch {}", r.member_epoch);
+                        let leave_epoch =
+                            if self.m.config().instance_id.is_some() { STATIC_LEAVE_EPOCH } else { LEAVE_EPOCH };
+                        prop_assert!(r.member_epoch >= 0 || r.member_epoch == leave_epoch, "epoch {}", r.member_epoch);
                         prop_assert!(r.member_epoch >= 0 || self.leave_called, "a leave nobody asked for");
                         self.expect_full = false;
                         self.outstanding = Some(hb.id);
@@ -1034,9 +1038,13 @@ mod property {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
         #[test]
-        fn invariants_hold(ops in proptest::collection::vec(op(), 1..80)) {
+        fn invariants_hold(ops in proptest::collection::vec(op(), 1..80), static_member: bool, seed: u64) {
             let clock = Clock::new();
-            let m = ConsumerMember::new(config(), clock.now()).expect("config");
+            let mut config = config().with_retry_jitter(DEFAULT_RETRY_JITTER).with_random_seed(seed);
+            if static_member {
+                config = config.with_instance_id("i-1");
+            }
+            let m = ConsumerMember::new(config, clock.now()).expect("config");
             let mut h = Harness {
                 clock, m, outstanding: None, last_answered: None, expect_full: false,
                 model: BTreeSet::new(), revoking: HashMap::new(), pending: VecDeque::new(), finished: false, leave_called: false,
