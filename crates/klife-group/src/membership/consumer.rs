@@ -42,14 +42,14 @@
 //!   heartbeat is full (Kafka's members start at epoch 1; KAFKA-19335 came from taking
 //!   a negative one).
 //! - FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID (and other codes whose action is
-//!   [`RetryAction::Rejoin`]), or no heartbeat answered within the session timeout: the
+//!   [`RetryAction::Rejoin`](klife_protocol::RetryAction::Rejoin)), or no heartbeat answered within the session timeout: the
 //!   partitions are lost ([`Action::PartitionsLost`], nothing committed), the epoch is 0,
 //!   and once the caller has released them the member joins again with the same id.
 //! - NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and a heartbeat without answer:
 //!   [`Action::FindCoordinator`], and the heartbeat goes again once it is found: at once
 //!   after a first coordinator error, after the backoff for a heartbeat without answer
 //!   or a coordinator error that follows another failure. COORDINATOR_LOAD_IN_PROGRESS and
-//!   other [`RetryAction::Backoff`] codes: again after the backoff.
+//!   other [`RetryAction::Backoff`](klife_protocol::RetryAction::Backoff) codes: again after the backoff.
 //! - UNRELEASED_INSTANCE_ID is retried `unreleased_instance_id_retries` times after the
 //!   backoff, then final. UNSUPPORTED_VERSION before the member ever joined ends it with
 //!   [`Outcome::FallBackToClassic`] (if `classic_fallback`). Every other code ends the
@@ -73,8 +73,9 @@ use std::time::{Duration, Instant};
 
 use klife_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
 use klife_protocol::types::{GroupMetadata, TopicPartition};
-use klife_protocol::{ErrorCode, RetryAction, Uuid};
+use klife_protocol::{ErrorCode, Uuid};
 
+pub use self::request::is_full;
 use super::assignment::Partitions;
 pub use super::config::{
     ConsumerConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REBALANCE_TIMEOUT, DEFAULT_RETRY_BACKOFF,
@@ -82,6 +83,9 @@ pub use super::config::{
     ServerAssignor, Subscription, member_id_from_random,
 };
 use crate::error::{ConfigError, GroupError};
+
+mod answers;
+mod request;
 
 /// The ConsumerGroupHeartbeat version the member speaks: v1 (Kafka 4.0+), where the
 /// client makes the member id and a subscription may be a regex. A coordinator
@@ -594,74 +598,6 @@ impl ConsumerMember {
         self.reconcile(now);
     }
 
-    fn on_error(&mut self, now: Instant, code: ErrorCode, message: Option<String>) {
-        tracing::debug!(group = %self.config.group_id, code = code.name(), ?message, "heartbeat refused");
-        self.sent = None;
-        let group = self.config.group_id.clone();
-        let error = match code {
-            ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
-                self.find_coordinator();
-                self.retry_soon(now);
-                return;
-            }
-            ErrorCode::FencedMemberEpoch => return self.lose(now, LostReason::Fenced),
-            ErrorCode::UnknownMemberId => return self.lose(now, LostReason::UnknownMember),
-            ErrorCode::UnreleasedInstanceId => {
-                self.unreleased_attempts += 1;
-                if self.unreleased_attempts <= self.config.unreleased_instance_id_retries {
-                    self.back_off(now);
-                    return;
-                }
-                GroupError::UnreleasedInstanceId {
-                    group,
-                    instance_id: self.config.instance_id.clone().unwrap_or_default(),
-                    attempts: self.unreleased_attempts,
-                    message,
-                }
-            }
-            ErrorCode::UnsupportedVersion if !self.joined_once && self.config.classic_fallback => {
-                self.fail(now, Outcome::FallBackToClassic { message });
-                return;
-            }
-            ErrorCode::UnsupportedVersion => GroupError::UnsupportedVersion { group, message },
-            ErrorCode::GroupAuthorizationFailed => GroupError::GroupAuthorizationFailed { group, message },
-            ErrorCode::InvalidRequest => GroupError::InvalidRequest { group, message },
-            ErrorCode::UnsupportedAssignor => GroupError::UnsupportedAssignor {
-                group,
-                assignor: self.config.server_assignor.as_ref().map(|a| a.name().to_owned()).unwrap_or_default(),
-                message,
-            },
-            ErrorCode::GroupMaxSizeReached => GroupError::GroupMaxSizeReached { group, message },
-            ErrorCode::InvalidRegularExpression => GroupError::InvalidRegularExpression {
-                group,
-                regex: self.config.subscription.topic_regex().map(str::to_owned),
-                message,
-            },
-            ErrorCode::FencedInstanceId => GroupError::FencedInstanceId {
-                group,
-                instance_id: self.config.instance_id.clone().unwrap_or_default(),
-                message,
-            },
-            ErrorCode::GroupIdNotFound if self.leaving() => return self.lose(now, LostReason::UnknownMember),
-            ErrorCode::GroupIdNotFound => GroupError::GroupIdNotFound { group, message },
-            other => match other.retry_action() {
-                RetryAction::FindCoordinator => {
-                    self.find_coordinator();
-                    self.retry_soon(now);
-                    return;
-                }
-                RetryAction::Backoff | RetryAction::RefreshMetadata => {
-                    self.back_off(now);
-                    return;
-                }
-                RetryAction::Rejoin => return self.lose(now, LostReason::UnknownMember),
-                _ => GroupError::Broker { group, code: other, message },
-            },
-        };
-        tracing::warn!(group = %self.config.group_id, %error, "member stops");
-        self.fail(now, Outcome::Failed(error));
-    }
-
     /// Gives up the partitions as lost, and the membership: epoch 0, then a rejoin (or
     /// the end, for a member leaving).
     fn lose(&mut self, now: Instant, reason: LostReason) {
@@ -862,58 +798,4 @@ impl ConsumerMember {
             })
             .collect()
     }
-
-    fn leave_request(&self) -> ConsumerGroupHeartbeatRequest {
-        let epoch = if self.config.instance_id.is_some() { STATIC_LEAVE_EPOCH } else { LEAVE_EPOCH };
-        ConsumerGroupHeartbeatRequest::default()
-            .with_group_id(self.config.group_id.clone())
-            .with_member_id(self.config.member_id.clone())
-            .with_member_epoch(epoch)
-            .with_instance_id(self.config.instance_id.clone())
-    }
-
-    /// The next regular heartbeat, full or with only what changed; records what it carries.
-    fn request(&mut self) -> ConsumerGroupHeartbeatRequest {
-        let c = &self.config;
-        let names = c.subscription.topic_names().to_vec();
-        let regex = c.subscription.topic_regex().map(str::to_owned);
-        let mut r = ConsumerGroupHeartbeatRequest::default()
-            .with_group_id(c.group_id.clone())
-            .with_member_id(c.member_id.clone())
-            .with_member_epoch(self.epoch)
-            .with_instance_id(c.instance_id.clone());
-        let full = self.epoch == 0 || self.sent.is_none();
-        if full {
-            r = r
-                .with_rack_id(c.rack_id.clone())
-                .with_rebalance_timeout_ms(c.rebalance_timeout_ms())
-                .with_subscribed_topic_names(Some(names.clone()))
-                .with_subscribed_topic_regex(regex.clone())
-                .with_server_assignor(c.server_assignor.as_ref().map(|a| a.name().to_owned()))
-                .with_topic_partitions(Some(if self.epoch == 0 { Vec::new() } else { self.owned.to_request() }));
-        } else if let Some(sent) = &self.sent {
-            if sent.names != names {
-                r = r.with_subscribed_topic_names(Some(names.clone()));
-            }
-            if sent.regex != regex {
-                r = r.with_subscribed_topic_regex(regex.clone());
-            }
-            if sent.owned_version != self.owned_version {
-                r = r.with_topic_partitions(Some(self.owned.to_request()));
-            }
-        }
-        if regex.is_none() && self.regex_clear_pending && self.epoch > 0 {
-            r = r.with_subscribed_topic_regex(Some(String::new()));
-        }
-        self.sent = Some(Sent { names, regex, owned_version: self.owned_version });
-        r
-    }
-}
-
-/// Whether `r` is a full heartbeat as the coordinator counts it: a join, or one with
-/// the rebalance timeout, the subscribed names and the owned list. The coordinator
-/// answers a full heartbeat with the whole assignment.
-pub fn is_full(r: &ConsumerGroupHeartbeatRequest) -> bool {
-    r.member_epoch == 0
-        || (r.rebalance_timeout_ms != -1 && r.subscribed_topic_names.is_some() && r.topic_partitions.is_some())
 }
