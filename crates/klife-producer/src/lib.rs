@@ -49,12 +49,20 @@
 //! - **Transactions** ([`TransactionalProducer`]). A call the transaction's state does
 //!   not allow (`begin` twice, `produce`, `commit` or `abort` with no transaction open)
 //!   is [`ProduceError::TransactionState`], naming the [`TransactionOperation`] and the
-//!   [`TransactionState`]; the producer still works. A commit after a record of the
-//!   transaction failed aborts instead: [`ProduceError::TransactionAborted`], with that
-//!   failure as its source. When a newer producer with the same transactional id took
-//!   over, or the epoch is stale, the producer is [`ProduceError::Fenced`] (with its
-//!   producer id and epoch): that call and every later one fail so, and nothing
-//!   retries it.
+//!   [`TransactionState`]; the producer still works. A commit after a failure in the
+//!   transaction (a record, a partition that could not be added, offsets that could
+//!   not be sent) aborts instead: [`ProduceError::TransactionAborted`], with that
+//!   failure as its source, so records never commit without their offsets. A commit
+//!   or abort that got no answer is [`ProduceError::TransactionOutcomeUnknown`]: the
+//!   transaction is still open on this side, and the same call again finds out. When
+//!   a newer producer with the same transactional id took over, or the epoch is
+//!   stale, the producer is [`ProduceError::Fenced`] (with its producer id and
+//!   epoch): that call and every later one fail so, and nothing retries it.
+//! - **Dropped without close.** When the last clone of a [`Producer`] (or of a
+//!   [`TransactionalProducer`]) goes without [`Producer::close`], records still
+//!   buffered fail with [`ProduceError::Closed`] (their futures resolve), requests in
+//!   flight settle their records, and the producer's tasks end and let go of the
+//!   cluster. Call `close` (or `flush`) first to send what is buffered.
 //! - **Telemetry.** The `metrics` names and tracing events are listed in [`telemetry`].
 //!
 //! ## Cargo features
