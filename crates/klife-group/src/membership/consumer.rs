@@ -44,7 +44,9 @@
 //! - FENCED_MEMBER_EPOCH, UNKNOWN_MEMBER_ID (and other codes whose action is
 //!   [`RetryAction::Rejoin`](klife_protocol::RetryAction::Rejoin)), or no heartbeat answered within the session timeout: the
 //!   partitions are lost ([`Action::PartitionsLost`], nothing committed), the epoch is 0,
-//!   and once the caller has released them the member joins again with the same id.
+//!   and once the caller has released them the member joins again with the same id
+//!   (also after UNKNOWN_MEMBER_ID, as Java's consumer does: the id is the process's,
+//!   and Kafka lets a fenced member rejoin with it, KAFKA-19233).
 //! - NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and a heartbeat without answer:
 //!   [`Action::FindCoordinator`], and the heartbeat goes again once it is found: at once
 //!   after a first coordinator error, after the backoff for a heartbeat without answer
