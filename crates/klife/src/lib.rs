@@ -136,7 +136,8 @@ pub use klife_connection::sasl::{OAuthToken, SaslConfig, TokenFuture, TokenProvi
 pub use klife_connection::tls::TlsConfig;
 #[doc(inline)]
 pub use klife_connection::{
-    BrokerInfo, Cluster, ConfigError, ConfigProblem, ConnectionConfig, Metadata, PartitionInfo, TopicInfo,
+    BrokerInfo, Cluster, ConfigError, ConfigProblem, Connection, ConnectionConfig, CoordinatorType, Metadata,
+    PartitionInfo, RetryPolicy, Target, TopicInfo,
 };
 
 // Producing.
@@ -144,8 +145,8 @@ pub use klife_connection::{
 pub use klife_producer::partitioner::{DefaultPartitioner, FnPartitioner, Partitioner, RoundRobinPartitioner};
 #[doc(inline)]
 pub use klife_producer::{
-    Acks, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata, TransactionError,
-    TransactionPool, TransactionalProducer,
+    Acks, AttemptError, DeliveryFuture, ProduceError, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    TransactionError, TransactionOperation, TransactionPool, TransactionState, TransactionalProducer,
 };
 
 // Fetching and consuming.
