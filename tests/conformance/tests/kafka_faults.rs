@@ -32,6 +32,12 @@ mod kafka_faults {
 
     const PARTITIONS: i32 = 6;
 
+    /// How many times a step that waits for the cluster looks again, 100 ms apart, before
+    /// the case fails: five minutes. A node killed with SIGKILL recovers every log it
+    /// holds when it starts again, and with the hundreds of partitions the other suites
+    /// leave behind that took over two minutes on a loaded 2-core machine.
+    const PATIENCE: usize = 3000;
+
     async fn client() -> klife::Client {
         klife::Client::builder()
             .bootstrap_servers(Broker::Kafka.addresses())
@@ -47,11 +53,19 @@ mod kafka_faults {
         client.cluster().leader(topic, partition).await.unwrap().node_id
     }
 
+    /// The leader the cluster's metadata names for partition 0 now, if any (none while
+    /// an election is pending, or when the metadata could not be read).
+    async fn named_leader(client: &klife::Client, topic: &str) -> Option<i32> {
+        let m = client.cluster().add_topics(&[topic]).await.ok()?;
+        let leader = m.topic(topic)?.partition(0)?.leader;
+        (leader >= 0).then_some(leader)
+    }
+
     /// Waits until the cluster's metadata names `node` as the partition's leader (the
     /// controller has elected it; the brokers learn of it a little later).
     async fn await_leader(client: &klife::Client, topic: &str, node: i32) {
-        for _ in 0..300 {
-            if leader_of(client, topic, 0).await == node {
+        for _ in 0..PATIENCE {
+            if named_leader(client, topic).await == Some(node) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -377,7 +391,7 @@ mod kafka_faults {
         // The old leader, a follower now, fences the old epoch once it has learned the
         // new one.
         let mut fenced = false;
-        for _ in 0..300 {
+        for _ in 0..PATIENCE {
             let code = raw_fetch_error(&admin, &topic, old, epoch).await;
             if code == ErrorCode::FencedLeaderEpoch {
                 fenced = true;
@@ -416,7 +430,7 @@ mod kafka_faults {
 
     /// Waits until the cluster's metadata says `check` of the partition's (leader, ISR).
     async fn await_partition(client: &klife::Client, topic: &str, what: &str, check: impl Fn(i32, &[i32]) -> bool) {
-        for _ in 0..600 {
+        for _ in 0..PATIENCE {
             if let Ok(m) = client.cluster().add_topics(&[topic]).await {
                 if let Some(p) = m.topic(topic).and_then(|t| t.partition(0)) {
                     if check(p.leader, &p.isr) {
@@ -441,9 +455,13 @@ mod kafka_faults {
             ]))
             .with_timeout_ms(30_000);
         let mut answers = Vec::new();
-        for _ in 0..600 {
-            let conn = client.cluster().any_broker().await.unwrap();
-            if let Ok(response) = conn.send(&request).await {
+        for _ in 0..PATIENCE {
+            // Any broker will do; one that is down or refuses is asked again next round.
+            let answer = match client.cluster().any_broker().await {
+                Ok(conn) => conn.send(&request).await.ok(),
+                Err(_) => None,
+            };
+            if let Some(response) = answer {
                 let codes: Vec<ErrorCode> = response
                     .replica_election_results
                     .iter()
@@ -452,7 +470,9 @@ mod kafka_faults {
                     .collect();
                 answers.push(codes);
             }
-            if leader_of(client, topic, 0).await == node {
+            // The partition has no leader until the election is done: read the metadata,
+            // not `leader()`, which fails for a partition without one.
+            if named_leader(client, topic).await == Some(node) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
