@@ -1,10 +1,9 @@
 //! `klife serve`, `klife produce`, `klife consume` and `klife topics`.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use bytes::Bytes;
-use klife::{Client, FetchOptions, IsolationLevel, OffsetSpec, ProducerRecord, Record, StartOffset};
+use klife::{Client, ConsumerEvent, FetchOptions, IsolationLevel, ProducerRecord, Record, StartOffset};
 use klife_testkit::FakeCluster;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -233,51 +232,37 @@ pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
         return Err(CliError::Failed(format!("topic {:?} has no partition {bad} (it has {count})", args.topic)));
     }
     let isolation = if args.read_uncommitted { IsolationLevel::ReadUncommitted } else { IsolationLevel::ReadCommitted };
-    // Where "the end" is, for stopping there.
-    let ends: BTreeMap<i32, i64> = {
-        let queries: Vec<(klife::TopicPartition, OffsetSpec)> = partitions
-            .iter()
-            .map(|p| (klife::TopicPartition::new(args.topic.as_str(), *p), OffsetSpec::Latest))
-            .collect();
-        let found = client.default_fetcher().list_offsets(&queries, isolation).await;
-        let mut ends = BTreeMap::new();
-        for (p, r) in partitions.iter().zip(found) {
-            ends.insert(*p, r.map_err(klife::Error::from)?.offset);
-        }
-        ends
-    };
-    let mut consumer = client.consumer(FetchOptions::new().with_isolation_level(isolation));
+    // Without --follow, each partition is read until it has caught up (the end of what
+    // the isolation level may read), which the consumer says with an event.
+    let mut consumer =
+        client.consumer(FetchOptions::new().with_isolation_level(isolation)).with_partition_eof(!args.follow);
     let assignment: Vec<(&str, i32, StartOffset)> =
         partitions.iter().map(|p| (args.topic.as_str(), *p, start)).collect();
     consumer.assign(&assignment).await?;
+    let mut not_at_end: BTreeSet<i32> = partitions.iter().copied().collect();
     let mut printed = 0u64;
     let limit = args.count.unwrap_or(u64::MAX);
-    'read: while printed < limit {
-        if !args.follow && at_end(&consumer, &ends) {
-            break;
-        }
-        let fetched = match tokio::time::timeout(Duration::from_millis(500), consumer.next()).await {
-            Err(_) => continue, // nothing new: check whether the end was reached
-            Ok(None) => break,
-            Ok(Some(r)) => r?,
-        };
-        for r in &fetched.records {
-            if !args.follow && ends.get(&r.partition).is_some_and(|end| r.offset >= *end) {
-                continue;
+    'read: while printed < limit && (args.follow || !not_at_end.is_empty()) {
+        match consumer.next_event().await {
+            None => break,
+            Some(ConsumerEvent::Records(fetched)) => {
+                for r in &fetched.records {
+                    print_record(r, args.format);
+                    printed += 1;
+                    if printed >= limit {
+                        break 'read;
+                    }
+                }
             }
-            print_record(r, args.format);
-            printed += 1;
-            if printed >= limit {
-                break 'read;
+            Some(ConsumerEvent::PartitionEof { partition, .. }) => {
+                not_at_end.remove(&partition);
             }
+            Some(ConsumerEvent::Error(e)) => return Err(e.into()),
+            Some(_) => {}
         }
     }
     client.close().await;
     Ok(())
-}
-
-fn at_end(consumer: &klife::Consumer, ends: &BTreeMap<i32, i64>) -> bool {
-    consumer.positions().iter().all(|(_, p, position)| ends.get(p).is_none_or(|end| position >= end))
 }
 
 /// Options of `klife topics`.
