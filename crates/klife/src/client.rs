@@ -51,17 +51,19 @@ use crate::Error;
 #[derive(Clone, Debug)]
 pub struct Client {
     pub(crate) cluster: Cluster,
-    /// The producer behind `produce*`, created on first use with `producer_config`.
+    /// The default producer, behind `produce*`, created on first use with
+    /// `default_producer_config`.
     default_producer: Arc<OnceCell<Producer>>,
-    producer_config: ProducerConfig,
+    /// The default producer's settings (transactional producers take them too).
+    default_producer_config: ProducerConfig,
     /// Named producers, created on first use.
-    named: Arc<HashMap<String, (ProducerConfig, OnceCell<Producer>)>>,
+    named_producers: Arc<HashMap<String, (ProducerConfig, OnceCell<Producer>)>>,
     /// Topic -> producer name, for topics that do not use the default producer.
     topic_producers: Arc<HashMap<String, String>>,
-    /// The fetcher behind `fetch*`.
-    fetcher: Fetcher,
+    /// The default fetcher, behind `fetch*` and `consumer`.
+    default_fetcher: Fetcher,
     /// Named fetchers.
-    fetchers: Arc<HashMap<String, Fetcher>>,
+    named_fetchers: Arc<HashMap<String, Fetcher>>,
 }
 
 /// Builds a [`Client`].
@@ -93,7 +95,7 @@ impl Client {
     /// it; returns the first error, naming the producer.
     pub async fn warm_up(&self) -> Result<(), Error> {
         self.default_producer().await?;
-        let mut names: Vec<&String> = self.named.keys().collect();
+        let mut names: Vec<&String> = self.named_producers.keys().collect();
         names.sort();
         for name in names {
             self.named_producer(name).await?;
@@ -104,14 +106,14 @@ impl Client {
     /// Flushes the default producer, then closes every connection; later calls fail
     /// with an error for which [`Error::is_closed`] is true.
     pub async fn close(&self) {
-        self.fetcher.close();
-        for f in self.fetchers.values() {
+        self.default_fetcher.close();
+        for f in self.named_fetchers.values() {
             f.close();
         }
         if let Some(p) = self.default_producer.get() {
             p.close().await;
         }
-        for (_, cell) in self.named.values() {
+        for (_, cell) in self.named_producers.values() {
             if let Some(p) = cell.get() {
                 p.close().await;
             }
@@ -127,7 +129,7 @@ impl Client {
     }
 
     /// A transactional producer for `transactional_id` (fencing any older producer with
-    /// that id).
+    /// that id), with the default producer's settings. The client does not keep it.
     pub async fn transactional_producer(
         &self,
         transactional_id: &str,
@@ -135,7 +137,7 @@ impl Client {
     ) -> Result<TransactionalProducer, Error> {
         Ok(TransactionalProducer::new(
             self.cluster.clone(),
-            self.producer_config.clone(),
+            self.default_producer_config.clone(),
             transactional_id,
             transaction_timeout,
         )
@@ -143,7 +145,8 @@ impl Client {
     }
 
     /// A pool of `size` transactional producers with ids `{base_transactional_id}-{i}`,
-    /// for `pool.transaction(|txn| ...)` and `pool.produce_batch_txn(records)`.
+    /// for `pool.transaction(|txn| ...)` and `pool.produce_batch_txn(records)`, with the
+    /// default producer's settings. The client does not keep it.
     pub async fn transaction_pool(
         &self,
         base_transactional_id: &str,
@@ -152,7 +155,7 @@ impl Client {
     ) -> Result<TransactionPool, Error> {
         Ok(TransactionPool::new(
             self.cluster.clone(),
-            self.producer_config.clone(),
+            self.default_producer_config.clone(),
             base_transactional_id,
             size,
             transaction_timeout,
@@ -165,7 +168,9 @@ impl Client {
     /// on first use.
     pub async fn default_producer(&self) -> Result<&Producer, Error> {
         self.default_producer
-            .get_or_try_init(|| async { Producer::new(self.cluster.clone(), self.producer_config.clone()).await })
+            .get_or_try_init(|| async {
+                Producer::new(self.cluster.clone(), self.default_producer_config.clone()).await
+            })
             .await
             .map_err(Error::from)
     }
@@ -174,7 +179,7 @@ impl Client {
     /// on first use.
     pub async fn named_producer(&self, name: &str) -> Result<&Producer, Error> {
         let (config, cell) = self
-            .named
+            .named_producers
             .get(name)
             .ok_or_else(|| Error::invalid_argument(format!("no producer named {name:?} is configured")))?;
         cell.get_or_try_init(|| async { Producer::new(self.cluster.clone(), config.clone()).await })
@@ -236,7 +241,7 @@ impl Client {
         if let Some(p) = self.default_producer.get() {
             p.flush().await;
         }
-        for (_, cell) in self.named.values() {
+        for (_, cell) in self.named_producers.values() {
             if let Some(p) = cell.get() {
                 p.flush().await;
             }
@@ -247,12 +252,12 @@ impl Client {
     /// [`consumer`](Self::consumer) (configured with
     /// [`ClientBuilder::default_fetcher`]).
     pub fn default_fetcher(&self) -> &Fetcher {
-        &self.fetcher
+        &self.default_fetcher
     }
 
     /// The named fetcher (configured with [`ClientBuilder::named_fetcher`]).
     pub fn named_fetcher(&self, name: &str) -> Result<&Fetcher, Error> {
-        self.fetchers
+        self.named_fetchers
             .get(name)
             .ok_or_else(|| Error::invalid_argument(format!("no fetcher named {name:?} is configured")))
     }
@@ -260,12 +265,12 @@ impl Client {
     /// Fetches records of `topic`-`partition` from `offset` on (whatever the broker
     /// has, up to the fetcher's per-partition byte limit).
     pub async fn fetch(&self, topic: &str, partition: i32, offset: i64) -> Result<Fetched, Error> {
-        Ok(self.fetcher.fetch(topic, partition, offset).await?)
+        Ok(self.default_fetcher.fetch(topic, partition, offset).await?)
     }
 
     /// [`fetch`](Self::fetch) with per-call options (isolation level, bytes).
     pub async fn fetch_with(&self, target: TopicPartitionOffset, options: &FetchOptions) -> Result<Fetched, Error> {
-        Ok(self.fetcher.fetch_with(target, options).await?)
+        Ok(self.default_fetcher.fetch_with(target, options).await?)
     }
 
     /// Fetches several `(topic, partition, offset)` at once, one request per broker;
@@ -279,7 +284,7 @@ impl Client {
         I: IntoIterator<Item = T>,
         T: Into<TopicPartitionOffset>,
     {
-        let results = self.fetcher.fetch_many(targets, options).await;
+        let results = self.default_fetcher.fetch_many(targets, options).await;
         results.into_iter().map(|(t, r)| (t, r.map_err(Error::from))).collect()
     }
 
@@ -290,7 +295,7 @@ impl Client {
         target: TopicPartitionOffset,
         options: &FetchOptions,
     ) -> impl Future<Output = Result<Fetched, Error>> + Send + 'static {
-        let handle = self.fetcher.fetch_async(target, options);
+        let handle = self.default_fetcher.fetch_async(target, options);
         async move { Ok(handle.await?) }
     }
 
@@ -301,7 +306,7 @@ impl Client {
         I: IntoIterator<Item = T>,
         T: Into<TopicPartitionOffset>,
     {
-        self.fetcher.fetch_stream(targets, options)
+        self.default_fetcher.fetch_stream(targets, options)
     }
 
     /// A standalone consumer over the default fetcher: assign partitions
@@ -313,7 +318,7 @@ impl Client {
     /// [`Consumer::with_max_wait`] gives it a `max_wait` of its own, and
     /// [`Consumer::with_partition_eof`] reports partitions that caught up.
     pub fn consumer(&self, options: FetchOptions) -> Consumer {
-        Consumer::new(self.fetcher.clone(), options)
+        Consumer::new(self.default_fetcher.clone(), options)
     }
 
     /// A standalone consumer over the named fetcher (see [`consumer`](Self::consumer)).
@@ -507,12 +512,12 @@ impl ClientBuilder {
             }
         }
         Ok(Client {
-            fetcher: Fetcher::new(cluster.clone(), self.default_fetcher)?,
-            fetchers: Arc::new(fetchers),
+            default_fetcher: Fetcher::new(cluster.clone(), self.default_fetcher)?,
+            named_fetchers: Arc::new(fetchers),
             cluster,
             default_producer: Arc::new(OnceCell::new()),
-            producer_config: self.default_producer,
-            named: Arc::new(named),
+            default_producer_config: self.default_producer,
+            named_producers: Arc::new(named),
             topic_producers: Arc::new(self.topic_producers),
         })
     }
