@@ -138,7 +138,12 @@ async fn live_consumer(s: &Settings) -> Result<(Consumer, i32), String> {
         .build()
         .await
         .map_err(|e| format!("cannot connect to {}: {e}", s.bootstrap))?;
-    let partitions = partitions(client.cluster(), &s.topic).await?;
+    let found = client.partitions(&s.topic).await.map_err(|e| format!("partitions of {}: {e}", s.topic))?;
+    let partitions =
+        i32::try_from(found.len()).map_err(|_| format!("topic {} has {} partitions", s.topic, found.len()))?;
+    if partitions == 0 {
+        return Err(format!("topic {} has no partitions", s.topic));
+    }
     Ok((client.consumer(FetchOptions::new()), partitions))
 }
 
