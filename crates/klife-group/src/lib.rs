@@ -83,7 +83,9 @@
 //! # }
 //! ```
 
+pub mod assignor;
 pub mod error;
 pub mod membership;
+pub mod protocol;
 
 pub use error::{ConfigError, GroupError};
