@@ -333,7 +333,8 @@ mod kafka_faults {
         let moved = client.alter_partition_reassignments(&[Reassignment::new(topic, 0, replicas)]).await.unwrap();
         assert!(moved.iter().all(Result::is_ok), "{moved:?}");
         let mut elected = Vec::new();
-        for _ in 0..100 {
+        // PREFERRED_LEADER_NOT_AVAILABLE until the new preferred leader is in sync.
+        for _ in 0..PATIENCE {
             elected = client.elect_preferred_leaders(&[(topic, 0)]).await.unwrap();
             if elected.iter().all(Result::is_ok) {
                 break;
@@ -428,13 +429,20 @@ mod kafka_faults {
         admin.close().await;
     }
 
-    /// Waits until the cluster's metadata says `check` of the partition's (leader, ISR).
-    async fn await_partition(client: &klife::Client, topic: &str, what: &str, check: impl Fn(i32, &[i32]) -> bool) {
+    /// Waits until the cluster's metadata says `check` of the partition's (leader, ISR),
+    /// and returns that partition's metadata (a broker that has not heard of the
+    /// topic yet is asked again).
+    async fn await_partition(
+        client: &klife::Client,
+        topic: &str,
+        what: &str,
+        check: impl Fn(i32, &[i32]) -> bool,
+    ) -> klife::PartitionInfo {
         for _ in 0..PATIENCE {
             if let Ok(m) = client.cluster().add_topics(&[topic]).await {
                 if let Some(p) = m.topic(topic).and_then(|t| t.partition(0)) {
                     if check(p.leader, &p.isr) {
-                        return;
+                        return p.clone();
                     }
                 }
             }
@@ -543,10 +551,9 @@ mod kafka_faults {
             .unwrap();
         assert!(created.iter().all(|(_, r)| r.is_ok()), "{created:?}");
         Broker::Kafka.await_topic(&client, &topic, 1).await;
-        let m = client.cluster().add_topics(&[&topic]).await.unwrap();
-        let p = m.topic(&topic).unwrap().partition(0).unwrap().clone();
+        let p = await_partition(&client, &topic, "both replicas in sync", |leader, isr| leader >= 0 && isr.len() == 2)
+            .await;
         let (l, f) = (p.leader, *p.replicas.iter().find(|r| **r != p.leader).unwrap());
-        await_partition(&client, &topic, "both replicas in sync", |_, isr| isr.len() == 2).await;
         let outages = kafka::Outages::new();
 
         let produce = |client: &klife::Client, values: Vec<String>| {
