@@ -26,11 +26,11 @@
 //! let sub = Subscription::new(["orders"])
 //!     .with_owned_partitions([TopicPartition::new("orders", 1)])
 //!     .with_generation_id(Some(4));
-//! let bytes = sub.encode(SUBSCRIPTION_VERSION).unwrap();
-//! assert_eq!(Subscription::decode(bytes).unwrap(), sub);
+//! let bytes = sub.encode(SUBSCRIPTION_VERSION).expect("it encodes");
+//! assert_eq!(Subscription::decode(bytes).expect("it decodes"), sub);
 //!
 //! let a = Assignment::new([TopicPartition::new("orders", 0)]);
-//! assert_eq!(Assignment::decode(a.encode(3).unwrap()).unwrap(), a);
+//! assert_eq!(Assignment::decode(a.encode(3).expect("it encodes")).expect("it decodes"), a);
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -238,7 +238,7 @@ mod tests {
             .with_owned_partitions([tp("a", 1)])
             .with_generation_id(Some(7))
             .with_rack_id(Some("r".into()));
-        let bytes = sub.encode(3).unwrap();
+        let bytes = sub.encode(3).expect("it encodes");
         let expected: &[u8] = &[
             0, 3, // version
             0, 0, 0, 1, 0, 1, b'a', // topics
@@ -256,21 +256,21 @@ mod tests {
             .with_owned_partitions([tp("a", 1)])
             .with_generation_id(Some(7))
             .with_rack_id(Some("r".into()));
-        let v0 = Subscription::decode(sub.encode(0).unwrap()).unwrap();
+        let v0 = Subscription::decode(sub.encode(0).expect("it encodes")).expect("it decodes");
         assert_eq!(v0, Subscription::new(["a"]));
-        let v1 = Subscription::decode(sub.encode(1).unwrap()).unwrap();
+        let v1 = Subscription::decode(sub.encode(1).expect("it encodes")).expect("it decodes");
         assert_eq!(v1, Subscription::new(["a"]).with_owned_partitions([tp("a", 1)]));
-        let v2 = Subscription::decode(sub.encode(2).unwrap()).unwrap();
+        let v2 = Subscription::decode(sub.encode(2).expect("it encodes")).expect("it decodes");
         assert_eq!(v2, Subscription::new(["a"]).with_owned_partitions([tp("a", 1)]).with_generation_id(Some(7)));
     }
 
     #[test]
     fn a_newer_version_is_read_with_the_newest_layout() {
         let sub = Subscription::new(["a"]).with_rack_id(Some("r".into()));
-        let mut bytes = BytesMut::from(&sub.encode(3).unwrap()[..]);
+        let mut bytes = BytesMut::from(&sub.encode(3).expect("it encodes")[..]);
         bytes[1] = 9; // version 9
         bytes.put_slice(b"fields of a later version");
-        assert_eq!(Subscription::decode(bytes.freeze()).unwrap(), sub);
+        assert_eq!(Subscription::decode(bytes.freeze()).expect("it decodes"), sub);
     }
 
     #[test]
@@ -281,7 +281,7 @@ mod tests {
         let huge: &[u8] = &[0, 0, 0x7f, 0xff, 0xff, 0xff, 0, 0, 0, 0];
         assert!(Subscription::decode(Bytes::from_static(huge)).is_err());
         assert!(Assignment::decode(Bytes::from_static(&[0, 0, 0, 0])).is_err());
-        assert_eq!(Assignment::decode(Bytes::new()).unwrap(), Assignment::default());
+        assert_eq!(Assignment::decode(Bytes::new()).expect("it decodes"), Assignment::default());
     }
 
     fn arb_tp() -> impl Strategy<Value = TopicPartition> {
@@ -308,7 +308,7 @@ mod tests {
     proptest! {
         #[test]
         fn subscriptions_round_trip(sub in arb_subscription(), version in 0..=3i16) {
-            let back = Subscription::decode(sub.encode(version).unwrap()).unwrap();
+            let back = Subscription::decode(sub.encode(version).expect("it encodes")).expect("it decodes");
             let mut expected = sub.clone();
             if version < 1 { expected.owned_partitions.clear(); }
             if version < 2 { expected.generation_id = None; }
@@ -323,7 +323,7 @@ mod tests {
             version in 0..=3i16,
         ) {
             let a = Assignment { partitions: normalize(parts), user_data: user_data.map(Bytes::from) };
-            prop_assert_eq!(Assignment::decode(a.encode(version).unwrap()).unwrap(), a);
+            prop_assert_eq!(Assignment::decode(a.encode(version).expect("it encodes")).expect("it decodes"), a);
         }
 
         #[test]
