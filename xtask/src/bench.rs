@@ -333,7 +333,7 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
     if o.mode == Mode::Consume {
         return consume_command(root, o, client, bootstrap, topic);
     }
-    let release = root.join("target/release");
+    let release = brokers::target_dir(root).join("release");
     let (count, size, partitions) = (o.records.to_string(), o.value_size.to_string(), o.partitions.to_string());
     let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count, "--value-size", &size];
     let mut cmd;
@@ -373,7 +373,7 @@ fn client_command(root: &Path, o: &Options, client: Client, bootstrap: &str, top
 }
 
 fn consume_command(root: &Path, o: &Options, client: Client, bootstrap: &str, topic: &str) -> Command {
-    let release = root.join("target/release");
+    let release = brokers::target_dir(root).join("release");
     let (count, partitions) = (o.records.to_string(), o.partitions.to_string());
     let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count];
     let mut cmd;
@@ -404,7 +404,7 @@ fn consume_command(root: &Path, o: &Options, client: Client, bootstrap: &str, to
 
 /// Creates `topic` on the broker.
 fn create_topic(root: &Path, o: &Options, bootstrap: &str, topic: &str) -> Result<(), String> {
-    let mut create = Command::new(root.join("target/release/klife-bench"));
+    let mut create = Command::new(brokers::target_dir(root).join("release/klife-bench"));
     create.args([
         "create-topic",
         "--bootstrap",
@@ -511,7 +511,7 @@ fn filled_broker<'a>(
     let broker = broker_for(root, kafka, &format!("tansu-consume-{round}"))?;
     let topic = format!("bench-consume-{round}");
     create_topic(root, o, &broker.bootstrap(), &topic)?;
-    let mut fill = Command::new(root.join("target/release/klife-bench"));
+    let mut fill = Command::new(brokers::target_dir(root).join("release/klife-bench"));
     fill.args(["klife-produce", "--bootstrap", &broker.bootstrap(), "--topic", &topic]).args([
         "--count",
         &o.records.to_string(),

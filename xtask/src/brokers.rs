@@ -33,7 +33,16 @@ pub fn tansu_path(root: &Path) -> PathBuf {
 
 /// The built mock-cluster program.
 pub fn mock_path(root: &Path) -> PathBuf {
-    root.join("target/debug/klife-rdkafka-mock")
+    target_dir(root).join("debug/klife-rdkafka-mock")
+}
+
+/// Where cargo puts what it builds: `CARGO_TARGET_DIR` when set (relative to the
+/// workspace root), `target/` otherwise. Broker data and logs stay under `target/`.
+pub fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => root.join(dir),
+        _ => root.join("target"),
+    }
 }
 
 fn sha256_file(path: &Path) -> Result<String, String> {
