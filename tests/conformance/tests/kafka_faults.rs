@@ -524,8 +524,6 @@ mod kafka_faults {
     /// lost ones were nor reading anything twice. L then starts again, truncates its log
     /// to F's and catches up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "failed once in a full `cargo xtask test` run, cause not found yet (passed alone and in every other run); \
-                run it with `cargo test -p klife-conformance --test kafka_faults -- --ignored --test-threads 1`"]
     async fn a_log_truncated_by_an_unclean_election_is_reported_or_read_on_where_the_logs_part() {
         let client = klife::Client::builder()
             .bootstrap_servers(Broker::Kafka.addresses())
