@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use klife_protocol::{ApiKey, DecodeError, EncodeError, ErrorCode, VersionRange};
+use klife_protocol::{ApiKey, DecodeError, EncodeError, ErrorCode, RetryAction, VersionRange};
 
 use crate::cluster::CoordinatorType;
 use crate::config::ConfigError;
@@ -252,13 +252,12 @@ impl Error {
         match self {
             Error::Bootstrap { attempts } if !attempts.is_empty() => self.primary().is_retriable(),
             Error::Connect { .. } | Error::Disconnected { .. } | Error::Timeout { .. } => true,
-            Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => {
-                code.is_retriable() || code.retry_action().is_retry()
-            }
+            Error::Broker { code, .. } | Error::PartitionUnavailable { code, .. } => code_is_retriable(*code),
+            // A topic may not have reached every broker yet; a partition index past the
+            // topic's partitions stays wrong until partitions are added.
             Error::UnknownBroker { .. }
             | Error::NoBrokers
             | Error::UnknownTopic { .. }
-            | Error::UnknownPartition { .. }
             | Error::RetriesExhausted { .. } => true,
             Error::CoordinatorNotFound { source, .. } => source.as_ref().is_none_or(|s| s.is_retriable()),
             _ => false,
@@ -295,4 +294,12 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         Error::Io(Arc::new(e))
     }
+}
+
+/// Whether sending the same request again may succeed after a broker answered `code`:
+/// Kafka's retriable codes and those the retry rule resends, except the ones that ask a
+/// group member to rejoin first (a resend as the same member is refused again).
+pub fn code_is_retriable(code: ErrorCode) -> bool {
+    let action = code.retry_action();
+    (code.is_retriable() || action.is_retry()) && action != RetryAction::Rejoin
 }

@@ -158,7 +158,7 @@ mod versions;
 pub use cluster::{Cluster, Coordinator, CoordinatorType, Lane, LaneId, Leader, parse_address};
 pub use config::{ConfigError, ConfigProblem, ConnectionConfig};
 pub use conn::{Connection, Queued};
-pub use error::{Error, TimeoutKind};
+pub use error::{Error, TimeoutKind, code_is_retriable};
 pub use metadata::{BrokerInfo, Metadata, PartitionInfo, TopicInfo};
 pub use retry::{AnswerError, RetryPolicy, Target};
 pub use versions::{BrokerVersions, TRANSACTION_VERSION_FEATURE};

@@ -99,7 +99,7 @@ impl Error {
     pub fn is_retriable(&self) -> bool {
         match &*self.inner {
             Inner::Connection(e) => e.is_retriable(),
-            Inner::Broker { code, .. } => code.is_retriable() || code.retry_action().is_retry(),
+            Inner::Broker { code, .. } => klife_connection::code_is_retriable(*code),
             Inner::Produce(e) => match e {
                 ProduceError::Connection(c) => c.is_retriable(),
                 ProduceError::BufferFull { .. } | ProduceError::DeliveryTimeout { .. } => true,
@@ -111,6 +111,16 @@ impl Error {
             Inner::Fetch(e) => e.is_retriable(),
             Inner::InvalidArgument(_) | Inner::Config { .. } => false,
         }
+    }
+
+    /// Whether a group member must join its group again before this can succeed: the
+    /// coordinator does not know the member (UNKNOWN_MEMBER_ID), its generation or
+    /// member epoch is stale (ILLEGAL_GENERATION, FENCED_MEMBER_EPOCH), a rebalance is
+    /// under way (REBALANCE_IN_PROGRESS), or a first join needs the member id it was
+    /// given (MEMBER_ID_REQUIRED). Not [`is_retriable`](Self::is_retriable): resending
+    /// as the same member is refused again.
+    pub fn is_rebalance(&self) -> bool {
+        self.retry_action() == Some(RetryAction::Rejoin)
     }
 
     /// Whether the transactional producer is fenced: a newer producer with the same
@@ -355,6 +365,29 @@ mod tests {
         assert!(e.is_retriable());
         assert_eq!(e.retry_action(), Some(RetryAction::RefreshMetadata));
         assert!(Error::invalid_argument("x").is_invalid_argument());
+    }
+
+    #[test]
+    fn rejoin_codes_are_rebalances_not_retries() {
+        for code in [
+            ErrorCode::UnknownMemberId,
+            ErrorCode::IllegalGeneration,
+            ErrorCode::RebalanceInProgress,
+            ErrorCode::FencedMemberEpoch,
+            ErrorCode::MemberIdRequired,
+        ] {
+            let e = Error::broker("group g", ApiKey::OffsetCommit, code, None);
+            assert!(e.is_rebalance() && !e.is_retriable(), "{e}");
+        }
+        let e = Error::broker("group g", ApiKey::OffsetCommit, ErrorCode::CoordinatorLoadInProgress, None);
+        assert!(!e.is_rebalance() && e.is_retriable(), "{e}");
+        // A partition index the topic does not have stays wrong; a topic not yet known
+        // everywhere may appear.
+        let e: Error =
+            klife_connection::Error::UnknownPartition { topic: "t".into(), partition: 99, partitions: 4 }.into();
+        assert!(e.is_unknown_topic_or_partition() && !e.is_retriable(), "{e}");
+        let e: Error = klife_connection::Error::UnknownTopic { topic: "t".into() }.into();
+        assert!(e.is_unknown_topic_or_partition() && e.is_retriable(), "{e}");
     }
 
     #[test]
