@@ -279,7 +279,7 @@ impl Error {
 
     /// What the retry rule makes of this error's code, if it has one (see
     /// [`retry`](crate::retry)).
-    pub fn retry_action(&self) -> Option<klife_protocol::RetryAction> {
+    pub fn retry_action(&self) -> Option<RetryAction> {
         self.error_code().map(ErrorCode::retry_action)
     }
 
