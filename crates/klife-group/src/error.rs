@@ -217,4 +217,15 @@ pub enum ConfigError {
     /// The server assignor's name is `""`.
     #[error("the server assignor's name is empty")]
     EmptyServerAssignor,
+    /// The session timeout is zero or does not fit the protocol's milliseconds
+    /// (classic protocol).
+    #[error("the session timeout must be between 1 ms and {} ms", i32::MAX)]
+    SessionTimeoutOutOfRange,
+    /// The heartbeat interval is zero or not below the session timeout (classic
+    /// protocol): the coordinator would remove the member between two heartbeats.
+    #[error("the heartbeat interval must be above zero and below the session timeout")]
+    HeartbeatIntervalOutOfRange,
+    /// No assignor is configured (classic protocol): a JoinGroup needs at least one.
+    #[error("no assignor is configured")]
+    NoAssignor,
 }

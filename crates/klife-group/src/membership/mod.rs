@@ -2,6 +2,7 @@
 //! and changes of the assignment out.
 
 mod assignment;
+pub mod classic;
 mod config;
 pub mod consumer;
 #[cfg(test)]
