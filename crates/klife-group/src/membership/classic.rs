@@ -32,7 +32,9 @@
 //!   every member's topics ([`Action::DescribeTopics`]), runs the assignor the
 //!   coordinator chose and sends every member's assignment in its SyncGroup; a
 //!   follower sends an empty one (so does a static leader the coordinator tells to
-//!   skip the assignment, KIP-814).
+//!   skip the assignment, KIP-814). The output of a cooperative assignor, the user's
+//!   included, is checked: a partition given to a new owner while another member still
+//!   claims it is left for the next rebalance.
 //! - The rebalance protocol is cooperative when every assignor is
 //!   ([`RebalanceProtocol`]), eager otherwise. Eager: before any rejoin the member
 //!   gives up all its partitions ([`Action::StopFetching`], [`Action::CommitRevoked`],
@@ -66,7 +68,7 @@
 //! LeaveGroup v3+ (the versions with the static instance id); the driver sends each at
 //! the highest version both it and the coordinator speak.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,7 +83,9 @@ use klife_protocol::types::{GroupMetadata, TopicPartition};
 use klife_protocol::{ErrorCode, RetryAction};
 
 pub use super::consumer::{LostReason, Outcome, RevokeReason};
-use crate::assignor::{Assignor, AssignorInput, CooperativeStickyAssignor, MemberSubscription, RebalanceProtocol};
+use crate::assignor::{
+    Assignor, AssignorInput, CooperativeStickyAssignor, GroupAssignment, MemberSubscription, RebalanceProtocol,
+};
 use crate::error::{ConfigError, GroupError};
 use crate::protocol::{ASSIGNMENT_VERSION, Assignment, PROTOCOL_TYPE, SUBSCRIPTION_VERSION, Subscription};
 
@@ -592,7 +596,10 @@ impl ClassicMember {
             members: std::mem::take(&mut self.leader_members),
             partition_counts: counts.into_iter().map(|(t, n)| (t.into(), n)).collect(),
         };
-        let assignment = assignor.assign(&input);
+        let mut assignment = assignor.assign(&input);
+        if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
+            withhold_claimed(&input, &mut assignment);
+        }
         self.sync_assignments = input
             .members
             .iter()
@@ -684,6 +691,9 @@ impl ClassicMember {
     pub fn on_request_failed(&mut self, now: Instant, id: RequestId) {
         if self.heartbeat_flight.is_some_and(|f| f.id == id) {
             self.heartbeat_flight = None;
+            if !self.heartbeating() {
+                return;
+            }
             self.find_coordinator();
             self.heartbeat_due = now + self.backoff();
             return;
@@ -798,8 +808,11 @@ impl ClassicMember {
                 }
             }
             Reaction::Coordinator => {
+                // At once the first time (the coordinator moved), after the backoff
+                // when it goes on.
                 self.find_coordinator();
-                self.heartbeat_due = now;
+                self.heartbeat_due = now + if self.failures == 0 { Duration::ZERO } else { self.backoff() };
+                self.failures = self.failures.max(1);
             }
             Reaction::Backoff => self.heartbeat_due = now + self.backoff(),
             Reaction::Lost(reason) => self.lost_on(now, reason),
@@ -1027,6 +1040,28 @@ impl ClassicMember {
     fn new_release(&mut self) -> ReleaseId {
         self.next_id += 1;
         ReleaseId(self.next_id)
+    }
+}
+
+/// Keeps a cooperative assignor's output cooperative, whoever wrote the assignor: a
+/// partition given to a member that does not claim it, while another member does, is
+/// left out (its owner gives it up, and the next rebalance hands it over), so that no
+/// partition is ever owned by two members at once.
+fn withhold_claimed(input: &AssignorInput, assignment: &mut GroupAssignment) {
+    let mut claims: BTreeMap<&TopicPartition, BTreeSet<&str>> = BTreeMap::new();
+    for m in &input.members {
+        for tp in &m.subscription.owned_partitions {
+            claims.entry(tp).or_default().insert(m.member_id.as_str());
+        }
+    }
+    for (member, parts) in assignment.iter_mut() {
+        parts.retain(|tp| {
+            let keep = claims.get(tp).is_none_or(|c| c.contains(member.as_str()));
+            if !keep {
+                tracing::warn!(partition = %tp, member = %member, "the assignor gave a partition another member still owns: left for the next rebalance");
+            }
+            keep
+        });
     }
 }
 

@@ -178,6 +178,47 @@ fn the_leader_assigns_with_the_chosen_assignor() {
     assert_eq!(h.m.state(), ClassicState::Stable);
 }
 
+/// A user's cooperative assignor that hands every partition to the first member,
+/// whoever owns it.
+#[derive(Debug)]
+struct Greedy;
+
+impl Assignor for Greedy {
+    fn name(&self) -> &str {
+        "greedy"
+    }
+    fn rebalance_protocol(&self) -> RebalanceProtocol {
+        RebalanceProtocol::Cooperative
+    }
+    fn assign(&self, input: &AssignorInput) -> GroupAssignment {
+        let mut out = input.empty_assignment();
+        let first = input.sorted_members()[0].member_id.clone();
+        out.insert(first, input.partitions("t").collect());
+        out
+    }
+}
+
+#[test]
+fn a_user_assignor_cannot_move_a_partition_in_one_rebalance() {
+    let mut h = H::new(ClassicConfig::new("g", ["t"]).with_assignors(vec![Arc::new(Greedy)]));
+    let (id, _) = h.join();
+    let owning = |parts: &[TopicPartition]| {
+        Subscription::new(["t"]).with_owned_partitions(parts.iter().cloned()).encode(3).expect("it encodes")
+    };
+    let members = vec![
+        JoinGroupResponseMember::default().with_member_id("m1".into()).with_metadata(owning(&[])),
+        JoinGroupResponseMember::default().with_member_id("m2".into()).with_metadata(owning(&[tp("t", 1)])),
+    ];
+    let answer = join_ok(3, "m1", "m1").with_protocol_name(Some("greedy".into())).with_members(members);
+    h.answer(id, Response::JoinGroup(answer));
+    h.actions();
+    h.m.on_partition_counts(h.now, [("t", 2)]);
+    let (_, sync) = h.sync();
+    let given = |i: usize| Assignment::decode(sync.assignments[i].assignment.clone()).expect("it decodes").partitions;
+    assert_eq!(given(0), vec![tp("t", 0)], "t-1 stays with m2 until it gives it up");
+    assert!(given(1).is_empty());
+}
+
 #[test]
 fn a_static_leader_told_to_skip_the_assignment_syncs_as_a_follower() {
     let mut h = H::new(cooperative().with_instance_id("i1"));
