@@ -25,9 +25,15 @@
 //!   it; a coordinator without KIP-848 on the first join ends it with
 //!   [`Outcome::FallBackToClassic`](membership::consumer::Outcome::FallBackToClassic).
 //!
+//! The classic protocol (JoinGroup / SyncGroup / Heartbeat / LeaveGroup) has its own
+//! member, [`membership::classic::ClassicMember`], under the same contract and with the
+//! same actions where they mean the same; its byte formats are in [`protocol`] and the
+//! leader's assignors (range, round-robin, cooperative-sticky, or the user's) in
+//! [`assignor`].
+//!
 //! The task that drives a member (sending requests, looking up the coordinator and
 //! metadata, running the partition consumers and committers) is not part of this crate
-//! yet, nor is the classic protocol.
+//! yet.
 //!
 //! ## Example
 //!
