@@ -1070,4 +1070,6 @@ fn millis(d: Duration) -> i32 {
 }
 
 #[cfg(test)]
+mod group_tests;
+#[cfg(test)]
 mod tests;
