@@ -383,6 +383,25 @@ impl ClientBuilder {
         self
     }
 
+    /// How long a call to the cluster (admin, offsets, coordinators, transactions)
+    /// keeps retrying what may heal — a moved leader, a coordinator still loading, a
+    /// broken connection — before it fails with the last error (default 30 s). See
+    /// [`RetryPolicy`](crate::RetryPolicy).
+    #[must_use]
+    pub fn retry_timeout(mut self, timeout: Duration) -> Self {
+        self.config.retry_timeout = timeout;
+        self
+    }
+
+    /// The wait before such a call's first retry, and its cap as it doubles (defaults
+    /// 100 ms and 1 s).
+    #[must_use]
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.retry_backoff = initial;
+        self.config.retry_backoff_max = max;
+        self
+    }
+
     /// How often metadata is refreshed at the latest (default 5 min).
     #[must_use]
     pub fn metadata_max_age(mut self, age: Duration) -> Self {

@@ -275,3 +275,27 @@ async fn acks_no_wait_writes_without_an_answer(broker: Broker) {
     assert_eq!(fetched.records[0].value.as_deref(), Some(&b"fire"[..]));
     client.close().await;
 }
+
+/// The client's retry settings reach the retry rule the cluster's calls use, and at
+/// their defaults a call answered with retriable errors asks again past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_settings_of_the_builder_are_the_clusters() {
+    let fake = FakeCluster::builder().brokers(1).start().await.unwrap();
+    let tuned = Client::builder()
+        .bootstrap_servers(fake.addresses())
+        .retry_timeout(Duration::from_secs(7))
+        .retry_backoff(Duration::from_millis(7), Duration::from_millis(70))
+        .build()
+        .await
+        .unwrap();
+    let policy = tuned.cluster().retry_policy();
+    let settings = (policy.timeout, policy.backoff, policy.backoff_max);
+    assert_eq!(settings, (Duration::from_secs(7), Duration::from_millis(7), Duration::from_millis(70)));
+    tuned.close().await;
+
+    let client = Client::builder().bootstrap_servers(fake.addresses()).build().await.unwrap();
+    fake.inject_errors(ApiKey::DescribeCluster, &[ErrorCode::RequestTimedOut, ErrorCode::RequestTimedOut], None);
+    guarded(client.describe_cluster()).await.unwrap();
+    assert_eq!(fake.pending_faults(), 0, "both errors were answered, then the call went through");
+    client.close().await;
+}
