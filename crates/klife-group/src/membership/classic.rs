@@ -50,7 +50,9 @@
 //!   answered within the session timeout: the partitions are lost
 //!   ([`Action::PartitionsLost`], nothing committed), the generation is gone, and the
 //!   member joins again once the caller has released them, with its member id after
-//!   ILLEGAL_GENERATION, with an empty one after UNKNOWN_MEMBER_ID.
+//!   ILLEGAL_GENERATION ([`LostReason::Fenced`]), with an empty one after
+//!   UNKNOWN_MEMBER_ID ([`LostReason::UnknownMember`]); [`LostReason::SessionExpired`]
+//!   when no heartbeat got through.
 //! - REBALANCE_IN_PROGRESS on a SyncGroup: join again (cooperative members keep their
 //!   partitions; eager ones have none by then). On a JoinGroup: again after the backoff.
 //! - NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE and requests without answer:
@@ -63,6 +65,12 @@
 //! - A leave gives up the partitions as a revocation does ([`RevokeReason::Shutdown`]),
 //!   then sends a LeaveGroup — except for a static member, which sends none (it comes
 //!   back under its instance id without a rebalance) — and ends with [`Outcome::Left`].
+//!
+//! The driver carries out the actions in order, sends what `poll_request` gives and
+//! reports every request exactly once, with its answer or its failure; it bounds the
+//! time a revocation may take by the rebalance timeout (past it the coordinator drops
+//! the member from the rebalance anyway), and answers [`Action::DescribeTopics`]
+//! promptly (the other members wait for the leader's SyncGroup).
 //!
 //! The requests are filled for JoinGroup v5+, SyncGroup v3+, Heartbeat v3+ and
 //! LeaveGroup v3+ (the versions with the static instance id); the driver sends each at
@@ -749,14 +757,14 @@ impl ClassicMember {
                 self.member_id.clone_from(&r.member_id);
                 self.group_due = now;
             }
-            _ => self.on_error(now, code, r.error_code, None),
+            _ => self.on_error(now, code, r.error_code),
         }
     }
 
     fn on_sync(&mut self, now: Instant, r: &SyncGroupResponse) {
         let code = ErrorCode::from_code(r.error_code);
         if code != ErrorCode::None {
-            self.on_error(now, code, r.error_code, None);
+            self.on_error(now, code, r.error_code);
             return;
         }
         self.failures = 0;
@@ -821,8 +829,7 @@ impl ClassicMember {
     }
 
     /// An error answer to a JoinGroup or SyncGroup.
-    fn on_error(&mut self, now: Instant, code: ErrorCode, raw: i16, message: Option<String>) {
-        let _ = message;
+    fn on_error(&mut self, now: Instant, code: ErrorCode, raw: i16) {
         match reaction(code) {
             Reaction::Rejoin => {
                 let delay = if self.phase == Phase::Joining { self.backoff() } else { Duration::ZERO };
