@@ -441,6 +441,64 @@ fn join_and_sync_errors() {
     ));
 }
 
+/// What a SyncGroup answer's code (or no answer) leads to, for a cooperative member
+/// owning t-0 that joins again.
+#[test]
+fn sync_errors() {
+    for code in [
+        Some(ErrorCode::UnknownMemberId),
+        Some(ErrorCode::NotCoordinator),
+        Some(ErrorCode::FencedInstanceId),
+        Some(ErrorCode::CoordinatorLoadInProgress),
+        None,
+    ] {
+        let mut h = H::new(cooperative().with_instance_id("i1"));
+        h.joined(1, &[tp("t", 0)]);
+        h.m.set_topics(h.now, ["t"]);
+        let (id, _) = h.join();
+        h.answer(id, Response::JoinGroup(join_ok(2, "m1", "leader")));
+        let (id, _) = h.sync();
+        match code {
+            Some(code) => h.answer(id, Response::SyncGroup(SyncGroupResponse::default().with_error_code(code.code()))),
+            None => h.m.on_request_failed(h.now, id),
+        }
+        let actions = h.actions();
+        match code {
+            Some(ErrorCode::UnknownMemberId) => {
+                let Some(Action::PartitionsLost { release, reason: LostReason::UnknownMember, .. }) =
+                    actions.get(1).cloned()
+                else {
+                    panic!("{actions:?}")
+                };
+                h.m.released(h.now, release);
+                assert_eq!(h.join().1.member_id, "");
+            }
+            Some(ErrorCode::FencedInstanceId) => {
+                assert!(matches!(
+                    actions.last(),
+                    Some(Action::Finished(Outcome::Failed(GroupError::FencedInstanceId { .. })))
+                ));
+                h.no_request();
+            }
+            Some(ErrorCode::CoordinatorLoadInProgress) => {
+                assert!(actions.is_empty());
+                h.no_request();
+                h.advance(DEFAULT_RETRY_BACKOFF);
+                assert_eq!(subscription_of(&h.join().1).owned_partitions, vec![tp("t", 0)], "the join starts over");
+            }
+            _ => {
+                // The coordinator moved, or did not answer: find it, and the join starts
+                // over, keeping the partitions.
+                assert_eq!(actions, vec![Action::FindCoordinator], "{code:?}");
+                h.no_request();
+                h.m.coordinator_found(h.now);
+                h.advance(DEFAULT_RETRY_BACKOFF_MAX);
+                assert_eq!(subscription_of(&h.join().1).owned_partitions, vec![tp("t", 0)], "{code:?}");
+            }
+        }
+    }
+}
+
 #[test]
 fn no_heartbeat_answered_within_the_session_timeout_loses_the_partitions() {
     let mut h = H::new(cooperative());
