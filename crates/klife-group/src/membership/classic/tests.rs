@@ -594,18 +594,21 @@ enum Step {
 
 fn arb_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        1 => (0..5000u64).prop_map(Step::Advance),
-        4 => (any::<u8>(), any::<u8>()).prop_map(|(c, p)| Step::Answer(c, p)),
-        1 => Just(Step::Fail),
-        2 => Just(Step::Release),
-        1 => Just(Step::FoundCoordinator),
-        1 => Just(Step::Counts),
+        4 => (0..5000u64).prop_map(Step::Advance),
+        32 => (any::<u8>(), any::<u8>()).prop_map(|(c, p)| Step::Answer(c, p)),
+        4 => Just(Step::Fail),
+        8 => Just(Step::Release),
+        4 => Just(Step::FoundCoordinator),
+        4 => Just(Step::Counts),
         1 => Just(Step::Leave),
-        1 => Just(Step::Resubscribe),
+        2 => Just(Step::Resubscribe),
     ]
 }
 
-const CODES: [ErrorCode; 9] = [
+const CODES: [ErrorCode; 12] = [
+    ErrorCode::None,
+    ErrorCode::None,
+    ErrorCode::None,
     ErrorCode::None,
     ErrorCode::None,
     ErrorCode::None,
