@@ -6,6 +6,27 @@ use crate::sasl::SaslConfig;
 #[cfg(feature = "tls")]
 use crate::tls::TlsConfig;
 
+/// Writes the chained setters of a configuration struct, one per field:
+/// `with_field(value)` sets `field` and returns the struct, documented as
+/// "Sets [`field`](Self::field).". The configuration types of every klife crate use it,
+/// so that their setters read and behave alike.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! with_setters {
+    ($config:ty { $($setter:ident => $field:ident: $value:ty),* $(,)? }) => {
+        impl $config {
+            $(
+                #[doc = concat!("Sets [`", stringify!($field), "`](Self::", stringify!($field), ").")]
+                #[must_use]
+                pub fn $setter(mut self, $field: $value) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 /// Settings for connections to brokers.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -81,90 +102,6 @@ impl ConnectionConfig {
         self
     }
 
-    /// Sets [`connect_timeout`](Self::connect_timeout).
-    #[must_use]
-    pub fn with_connect_timeout(mut self, connect_timeout: Duration) -> Self {
-        self.connect_timeout = connect_timeout;
-        self
-    }
-
-    /// Sets [`request_timeout`](Self::request_timeout).
-    #[must_use]
-    pub fn with_request_timeout(mut self, request_timeout: Duration) -> Self {
-        self.request_timeout = request_timeout;
-        self
-    }
-
-    /// Sets [`max_in_flight`](Self::max_in_flight).
-    #[must_use]
-    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight;
-        self
-    }
-
-    /// Sets [`connection_count`](Self::connection_count).
-    #[must_use]
-    pub fn with_connection_count(mut self, connection_count: usize) -> Self {
-        self.connection_count = connection_count;
-        self
-    }
-
-    /// Sets [`reconnect_backoff`](Self::reconnect_backoff).
-    #[must_use]
-    pub fn with_reconnect_backoff(mut self, reconnect_backoff: Duration) -> Self {
-        self.reconnect_backoff = reconnect_backoff;
-        self
-    }
-
-    /// Sets [`reconnect_backoff_max`](Self::reconnect_backoff_max).
-    #[must_use]
-    pub fn with_reconnect_backoff_max(mut self, reconnect_backoff_max: Duration) -> Self {
-        self.reconnect_backoff_max = reconnect_backoff_max;
-        self
-    }
-
-    /// Sets [`retry_timeout`](Self::retry_timeout).
-    #[must_use]
-    pub fn with_retry_timeout(mut self, retry_timeout: Duration) -> Self {
-        self.retry_timeout = retry_timeout;
-        self
-    }
-
-    /// Sets [`retry_backoff`](Self::retry_backoff).
-    #[must_use]
-    pub fn with_retry_backoff(mut self, retry_backoff: Duration) -> Self {
-        self.retry_backoff = retry_backoff;
-        self
-    }
-
-    /// Sets [`retry_backoff_max`](Self::retry_backoff_max).
-    #[must_use]
-    pub fn with_retry_backoff_max(mut self, retry_backoff_max: Duration) -> Self {
-        self.retry_backoff_max = retry_backoff_max;
-        self
-    }
-
-    /// Sets [`max_frame_size`](Self::max_frame_size).
-    #[must_use]
-    pub fn with_max_frame_size(mut self, max_frame_size: usize) -> Self {
-        self.max_frame_size = max_frame_size;
-        self
-    }
-
-    /// Sets [`metadata_max_age`](Self::metadata_max_age).
-    #[must_use]
-    pub fn with_metadata_max_age(mut self, metadata_max_age: Duration) -> Self {
-        self.metadata_max_age = metadata_max_age;
-        self
-    }
-
-    /// Sets [`allow_auto_topic_creation`](Self::allow_auto_topic_creation).
-    #[must_use]
-    pub fn with_allow_auto_topic_creation(mut self, allow_auto_topic_creation: bool) -> Self {
-        self.allow_auto_topic_creation = allow_auto_topic_creation;
-        self
-    }
-
     #[cfg(feature = "tls")]
     /// Sets [`tls`](Self::tls).
     #[must_use]
@@ -178,6 +115,23 @@ impl ConnectionConfig {
     pub fn with_sasl(mut self, sasl: SaslConfig) -> Self {
         self.sasl = Some(sasl);
         self
+    }
+}
+
+crate::with_setters! {
+    ConnectionConfig {
+        with_connect_timeout => connect_timeout: Duration,
+        with_request_timeout => request_timeout: Duration,
+        with_max_in_flight => max_in_flight: usize,
+        with_connection_count => connection_count: usize,
+        with_reconnect_backoff => reconnect_backoff: Duration,
+        with_reconnect_backoff_max => reconnect_backoff_max: Duration,
+        with_retry_timeout => retry_timeout: Duration,
+        with_retry_backoff => retry_backoff: Duration,
+        with_retry_backoff_max => retry_backoff_max: Duration,
+        with_max_frame_size => max_frame_size: usize,
+        with_metadata_max_age => metadata_max_age: Duration,
+        with_allow_auto_topic_creation => allow_auto_topic_creation: bool,
     }
 }
 

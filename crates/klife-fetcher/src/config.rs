@@ -111,97 +111,22 @@ impl Default for FetcherConfig {
     }
 }
 
-/// Chained setters: `FetcherConfig::default().with_x(..).with_y(..)`, one per field.
-impl FetcherConfig {
-    /// Sets [`max_bytes_per_request`](Self::max_bytes_per_request).
-    #[must_use]
-    pub fn with_max_bytes_per_request(mut self, max_bytes_per_request: usize) -> Self {
-        self.max_bytes_per_request = max_bytes_per_request;
-        self
-    }
-
-    /// Sets [`partition_max_bytes`](Self::partition_max_bytes).
-    #[must_use]
-    pub fn with_partition_max_bytes(mut self, partition_max_bytes: usize) -> Self {
-        self.partition_max_bytes = partition_max_bytes;
-        self
-    }
-
-    /// Sets [`max_wait`](Self::max_wait).
-    #[must_use]
-    pub fn with_max_wait(mut self, max_wait: Duration) -> Self {
-        self.max_wait = max_wait;
-        self
-    }
-
-    /// Sets [`min_bytes`](Self::min_bytes).
-    #[must_use]
-    pub fn with_min_bytes(mut self, min_bytes: usize) -> Self {
-        self.min_bytes = min_bytes;
-        self
-    }
-
-    /// Sets [`max_in_flight`](Self::max_in_flight).
-    #[must_use]
-    pub fn with_max_in_flight(mut self, max_in_flight: usize) -> Self {
-        self.max_in_flight = max_in_flight;
-        self
-    }
-
-    /// Sets [`linger`](Self::linger).
-    #[must_use]
-    pub fn with_linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
-        self
-    }
-
-    /// Sets [`batchers_per_broker`](Self::batchers_per_broker).
-    #[must_use]
-    pub fn with_batchers_per_broker(mut self, batchers_per_broker: usize) -> Self {
-        self.batchers_per_broker = batchers_per_broker;
-        self
-    }
-
-    /// Sets [`fetch_timeout`](Self::fetch_timeout).
-    #[must_use]
-    pub fn with_fetch_timeout(mut self, fetch_timeout: Duration) -> Self {
-        self.fetch_timeout = fetch_timeout;
-        self
-    }
-
-    /// Sets [`retry_backoff`](Self::retry_backoff).
-    #[must_use]
-    pub fn with_retry_backoff(mut self, retry_backoff: Duration) -> Self {
-        self.retry_backoff = retry_backoff;
-        self
-    }
-
-    /// Sets [`isolation_level`](Self::isolation_level).
-    #[must_use]
-    pub fn with_isolation_level(mut self, isolation_level: IsolationLevel) -> Self {
-        self.isolation_level = isolation_level;
-        self
-    }
-
-    /// Sets [`check_crcs`](Self::check_crcs).
-    #[must_use]
-    pub fn with_check_crcs(mut self, check_crcs: bool) -> Self {
-        self.check_crcs = check_crcs;
-        self
-    }
-
-    /// Sets [`max_decompressed_size`](Self::max_decompressed_size).
-    #[must_use]
-    pub fn with_max_decompressed_size(mut self, max_decompressed_size: usize) -> Self {
-        self.max_decompressed_size = max_decompressed_size;
-        self
-    }
-
-    /// Sets [`fetch_sessions`](Self::fetch_sessions).
-    #[must_use]
-    pub fn with_fetch_sessions(mut self, fetch_sessions: bool) -> Self {
-        self.fetch_sessions = fetch_sessions;
-        self
+// Chained setters: `FetcherConfig::default().with_x(..).with_y(..)`, one per field.
+klife_connection::with_setters! {
+    FetcherConfig {
+        with_max_bytes_per_request => max_bytes_per_request: usize,
+        with_partition_max_bytes => partition_max_bytes: usize,
+        with_max_wait => max_wait: Duration,
+        with_min_bytes => min_bytes: usize,
+        with_max_in_flight => max_in_flight: usize,
+        with_linger => linger: Duration,
+        with_batchers_per_broker => batchers_per_broker: usize,
+        with_fetch_timeout => fetch_timeout: Duration,
+        with_retry_backoff => retry_backoff: Duration,
+        with_isolation_level => isolation_level: IsolationLevel,
+        with_check_crcs => check_crcs: bool,
+        with_max_decompressed_size => max_decompressed_size: usize,
+        with_fetch_sessions => fetch_sessions: bool,
     }
 }
 

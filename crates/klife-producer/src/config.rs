@@ -119,97 +119,22 @@ impl Default for ProducerConfig {
     }
 }
 
-/// Chained setters: `ProducerConfig::default().with_x(..).with_y(..)`, one per field.
-impl ProducerConfig {
-    /// Sets [`linger`](Self::linger).
-    #[must_use]
-    pub fn with_linger(mut self, linger: Duration) -> Self {
-        self.linger = linger;
-        self
-    }
-
-    /// Sets [`batch_size`](Self::batch_size).
-    #[must_use]
-    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
-        self.batch_size = batch_size;
-        self
-    }
-
-    /// Sets [`buffer_memory`](Self::buffer_memory).
-    #[must_use]
-    pub fn with_buffer_memory(mut self, buffer_memory: usize) -> Self {
-        self.buffer_memory = buffer_memory;
-        self
-    }
-
-    /// Sets [`max_record_batch_size`](Self::max_record_batch_size).
-    #[must_use]
-    pub fn with_max_record_batch_size(mut self, max_record_batch_size: usize) -> Self {
-        self.max_record_batch_size = max_record_batch_size;
-        self
-    }
-
-    /// Sets [`compression`](Self::compression).
-    #[must_use]
-    pub fn with_compression(mut self, compression: Compression) -> Self {
-        self.compression = compression;
-        self
-    }
-
-    /// Sets [`acks`](Self::acks).
-    #[must_use]
-    pub fn with_acks(mut self, acks: Acks) -> Self {
-        self.acks = acks;
-        self
-    }
-
-    /// Sets [`delivery_timeout`](Self::delivery_timeout).
-    #[must_use]
-    pub fn with_delivery_timeout(mut self, delivery_timeout: Duration) -> Self {
-        self.delivery_timeout = delivery_timeout;
-        self
-    }
-
-    /// Sets [`retry_backoff`](Self::retry_backoff).
-    #[must_use]
-    pub fn with_retry_backoff(mut self, retry_backoff: Duration) -> Self {
-        self.retry_backoff = retry_backoff;
-        self
-    }
-
-    /// Sets [`max_in_flight_per_broker`](Self::max_in_flight_per_broker).
-    #[must_use]
-    pub fn with_max_in_flight_per_broker(mut self, max_in_flight_per_broker: usize) -> Self {
-        self.max_in_flight_per_broker = max_in_flight_per_broker;
-        self
-    }
-
-    /// Sets [`max_in_flight_per_partition`](Self::max_in_flight_per_partition).
-    #[must_use]
-    pub fn with_max_in_flight_per_partition(mut self, max_in_flight_per_partition: usize) -> Self {
-        self.max_in_flight_per_partition = max_in_flight_per_partition;
-        self
-    }
-
-    /// Sets [`batchers_per_broker`](Self::batchers_per_broker).
-    #[must_use]
-    pub fn with_batchers_per_broker(mut self, batchers_per_broker: usize) -> Self {
-        self.batchers_per_broker = batchers_per_broker;
-        self
-    }
-
-    /// Sets [`idempotence`](Self::idempotence).
-    #[must_use]
-    pub fn with_idempotence(mut self, idempotence: bool) -> Self {
-        self.idempotence = idempotence;
-        self
-    }
-
-    /// Sets [`partitioner`](Self::partitioner).
-    #[must_use]
-    pub fn with_partitioner(mut self, partitioner: Arc<dyn Partitioner>) -> Self {
-        self.partitioner = partitioner;
-        self
+// Chained setters: `ProducerConfig::default().with_x(..).with_y(..)`, one per field.
+klife_connection::with_setters! {
+    ProducerConfig {
+        with_linger => linger: Duration,
+        with_batch_size => batch_size: usize,
+        with_buffer_memory => buffer_memory: usize,
+        with_max_record_batch_size => max_record_batch_size: usize,
+        with_compression => compression: Compression,
+        with_acks => acks: Acks,
+        with_delivery_timeout => delivery_timeout: Duration,
+        with_retry_backoff => retry_backoff: Duration,
+        with_max_in_flight_per_broker => max_in_flight_per_broker: usize,
+        with_max_in_flight_per_partition => max_in_flight_per_partition: usize,
+        with_batchers_per_broker => batchers_per_broker: usize,
+        with_idempotence => idempotence: bool,
+        with_partitioner => partitioner: Arc<dyn Partitioner>,
     }
 }
 
