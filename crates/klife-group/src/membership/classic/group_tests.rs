@@ -1,7 +1,8 @@
 //! Members together in one group, against a scripted classic coordinator (join and
 //! sync barriers, generations, rebalances started by joins and leaves): members join,
 //! the assignment is complete and disjoint, a member joining or leaving moves
-//! partitions, and no partition is ever owned by two members at once.
+//! partitions, a static member restarted comes back without a rebalance, and no
+//! partition is ever owned by two members at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,11 +34,46 @@ struct Coordinator {
     assignments: Option<BTreeMap<String, Bytes>>,
     leader: String,
     rebalances: u32,
+    /// Static members: instance id to member id.
+    instances: BTreeMap<String, String>,
 }
 
 impl Coordinator {
     fn handle(&mut self, from: usize, id: RequestId, request: Request) -> Vec<Reply> {
         match request {
+            Request::JoinGroup(mut j) if j.member_id.is_empty() && j.group_instance_id.is_some() => {
+                let instance = j.group_instance_id.clone().unwrap_or_default();
+                self.next_member += 1;
+                let member_id = format!("m{}", self.next_member);
+                let known = self.instances.insert(instance, member_id.clone());
+                if let Some(old) = known
+                    && !self.rebalancing
+                {
+                    // A static member back under a new member id: no rebalance
+                    // (KIP-345); a leader is told to skip the assignment (KIP-814).
+                    let metadata = self.members.remove(&old).unwrap_or_default();
+                    self.members.insert(member_id.clone(), metadata);
+                    if let Some(a) = &mut self.assignments
+                        && let Some(bytes) = a.remove(&old)
+                    {
+                        a.insert(member_id.clone(), bytes);
+                    }
+                    let leader = self.leader == old;
+                    if leader {
+                        self.leader.clone_from(&member_id);
+                    }
+                    let r = JoinGroupResponse::default()
+                        .with_generation_id(self.generation)
+                        .with_member_id(member_id)
+                        .with_leader(self.leader.clone())
+                        .with_protocol_name(Some(j.protocols[0].name.clone()))
+                        .with_skip_assignment(leader);
+                    return vec![(from, id, Response::JoinGroup(r))];
+                }
+                // A new static member joins at once, with an id of the coordinator's.
+                j.member_id = member_id;
+                self.handle(from, id, Request::JoinGroup(j))
+            }
             Request::JoinGroup(j) if j.member_id.is_empty() => {
                 self.next_member += 1;
                 let member_id = format!("m{}", self.next_member);
@@ -58,7 +94,7 @@ impl Coordinator {
                     let r = SyncGroupResponse::default().with_error_code(ErrorCode::IllegalGeneration.code());
                     return vec![(from, id, Response::SyncGroup(r))];
                 }
-                if s.member_id == self.leader {
+                if s.member_id == self.leader && self.assignments.is_none() {
                     self.assignments = Some(s.assignments.into_iter().map(|a| (a.member_id, a.assignment)).collect());
                 }
                 self.syncs.push((from, id, s.member_id));
@@ -284,5 +320,25 @@ fn an_eager_group_revokes_everything_on_each_rebalance() {
     for assignor in [Arc::new(RangeAssignor) as Arc<dyn Assignor>, Arc::new(RoundRobinAssignor)] {
         let (first, joined) = scenario(vec![assignor]);
         assert_eq!((first, joined), (2, 1), "one rebalance per join");
+    }
+}
+
+#[test]
+fn a_static_member_restarted_comes_back_without_a_rebalance() {
+    let config = |instance: &str| ClassicConfig::new("g", ["t"]).with_instance_id(instance);
+    // The leader (the first member), then a follower.
+    for restarted in [0, 1] {
+        let mut g = Group::new();
+        g.add(config("a"));
+        g.add(config("b"));
+        g.run_until(Group::settled);
+        let before = g.coordinator.rebalances;
+        let owned = g.running[restarted].clone();
+        // The process dies (nothing released, no LeaveGroup) and starts again.
+        g.members[restarted] = ClassicMember::new(config(["a", "b"][restarted]), g.now).expect("valid config");
+        g.running[restarted].clear();
+        g.run_until(Group::settled);
+        assert_eq!(g.coordinator.rebalances, before, "member {restarted}: no rebalance");
+        assert_eq!(g.running[restarted], owned, "member {restarted}: its partitions back");
     }
 }
