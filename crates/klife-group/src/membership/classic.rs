@@ -17,6 +17,7 @@
 //! | the leader's metadata came (after [`Action::DescribeTopics`]) | [`on_partition_counts`](ClassicMember::on_partition_counts) |
 //! | partitions were given up ([`Action::CommitRevoked`], [`Action::PartitionsLost`]) | [`released`](ClassicMember::released) |
 //! | the subscription changed | [`set_topics`](ClassicMember::set_topics) |
+//! | a rebalance is needed (the partitions of a subscribed topic changed) | [`request_rejoin`](ClassicMember::request_rejoin) |
 //! | the application shuts the member down | [`leave`](ClassicMember::leave) |
 //! | the time of [`poll_timeout`](ClassicMember::poll_timeout) came | [`handle_timeout`](ClassicMember::handle_timeout) |
 //!
@@ -630,6 +631,15 @@ impl ClassicMember {
         S: Into<String>,
     {
         self.config.topics = topics.into_iter().map(Into::into).collect();
+        if self.phase == Phase::Stable {
+            self.rejoin(now);
+        }
+    }
+
+    /// Asks for a rebalance: a stable member joins again (after revoking everything,
+    /// eager). For instance when the leader sees the partition count of a subscribed
+    /// topic change, which the coordinator does not watch under the classic protocol.
+    pub fn request_rejoin(&mut self, now: Instant) {
         if self.phase == Phase::Stable {
             self.rejoin(now);
         }

@@ -524,6 +524,20 @@ fn no_heartbeat_answered_within_the_session_timeout_loses_the_partitions() {
 }
 
 #[test]
+fn a_rejoin_is_asked_for_only_when_stable() {
+    let mut h = H::new(eager());
+    h.m.request_rejoin(h.now);
+    h.join();
+    h.no_request();
+    let mut h = H::new(eager());
+    h.joined(1, &[tp("t", 0)]);
+    h.m.request_rejoin(h.now);
+    let actions = h.actions();
+    assert!(matches!(actions.as_slice(), [Action::StopFetching { .. }, Action::CommitRevoked { .. }]));
+    assert_eq!(h.m.state(), ClassicState::Revoking);
+}
+
+#[test]
 fn a_stale_heartbeat_answer_is_ignored() {
     let mut h = H::new(cooperative());
     h.joined(1, &[tp("t", 0)]);
