@@ -147,30 +147,34 @@ impl Broker {
     }
 }
 
+/// Instantiates each listed `async fn case(broker: Broker)` as one test per broker
+/// named in the brackets, `test_name: BrokerVariant`:
+/// `against_brokers!([kafka: Kafka, testkit: Testkit] case_a, case_b)` makes
+/// `case_a::kafka`, `case_a::testkit`, `case_b::kafka` and `case_b::testkit`.
+#[macro_export]
+macro_rules! against_brokers {
+    ($brokers:tt $($case:ident),* $(,)?) => {
+        $($crate::against_brokers!(@case $case $brokers);)*
+    };
+    (@case $case:ident [$($test:ident: $broker:ident),+ $(,)?]) => {
+        mod $case {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$case($crate::Broker::$broker).await;
+                }
+            )+
+        }
+    };
+}
+
 /// Instantiates each listed `async fn case(broker: Broker)` as one test per broker:
 /// `case::kafka`, `case::tansu`, `case::rdkafka_mock` and `case::testkit`.
 #[macro_export]
 macro_rules! against_every_broker {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tansu() {
-                super::$case($crate::Broker::Tansu).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn rdkafka_mock() {
-                super::$case($crate::Broker::RdkafkaMock).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn testkit() {
-                super::$case($crate::Broker::Testkit).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn kafka() {
-                super::$case($crate::Broker::Kafka).await;
-            }
-        }
-    )*};
+    ($($case:ident),* $(,)?) => {
+        $crate::against_brokers!([tansu: Tansu, rdkafka_mock: RdkafkaMock, testkit: Testkit, kafka: Kafka] $($case),*);
+    };
 }
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);

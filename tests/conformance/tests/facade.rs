@@ -21,23 +21,9 @@ use klife_testkit::FakeCluster;
 /// A guard against a hang (a bug), not a measure of speed.
 const HANG_GUARD: Duration = Duration::from_secs(60);
 
-/// Instantiates each listed `async fn case(broker: Broker)` on Kafka and klife-testkit.
-macro_rules! on_kafka_and_testkit {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn kafka() {
-                super::$case(klife_conformance::Broker::Kafka).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn testkit() {
-                super::$case(klife_conformance::Broker::Testkit).await;
-            }
-        }
-    )*};
-}
-
-on_kafka_and_testkit!(
+// Each case on Kafka and klife-testkit.
+klife_conformance::against_brokers!(
+    [kafka: Kafka, testkit: Testkit]
     partitions_describe_a_topic,
     list_offsets_answers_each_partition_and_fails_whole_only_when_closed,
     a_consumer_assigns_a_whole_topic_and_sees_each_partition_end,

@@ -22,53 +22,19 @@ use klife_producer::{
 use klife_protocol::messages::offset_fetch_request::{OffsetFetchRequest, OffsetFetchRequestTopic};
 use klife_protocol::records::ControlRecord;
 
-/// Each case against Kafka, Tansu and klife-testkit: `case::kafka`, `case::tansu`,
-/// `case::testkit`.
-macro_rules! against_brokers_with_transactions {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn kafka() {
-                super::$case(klife_conformance::Broker::Kafka).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn tansu() {
-                super::$case(klife_conformance::Broker::Tansu).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn testkit() {
-                super::$case(klife_conformance::Broker::Testkit).await;
-            }
-        }
-    )*};
-}
-
-against_brokers_with_transactions!(
+// Each case against Kafka, Tansu and klife-testkit.
+klife_conformance::against_brokers!(
+    [kafka: Kafka, tansu: Tansu, testkit: Testkit]
     commit_and_abort_leave_their_markers,
     offsets_sent_to_a_transaction_are_committed_with_it,
     a_transaction_closure_commits_on_ok_and_aborts_on_err,
     a_pool_runs_transactions_concurrently_and_all_or_nothing,
 );
 
-/// Each case against Kafka and klife-testkit: Tansu closes the connection on an EndTxn
-/// from a producer another one took over, where Kafka answers PRODUCER_FENCED (see
-/// README.md).
-macro_rules! against_brokers_that_fence {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn kafka() {
-                super::$case(klife_conformance::Broker::Kafka).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn testkit() {
-                super::$case(klife_conformance::Broker::Testkit).await;
-            }
-        }
-    )*};
-}
-
-against_brokers_that_fence!(a_newer_producer_with_the_same_transactional_id_fences_the_older);
+// Each case against Kafka and klife-testkit: Tansu closes the connection on an EndTxn
+// from a producer another one took over, where Kafka answers PRODUCER_FENCED (see
+// README.md).
+klife_conformance::against_brokers!([kafka: Kafka, testkit: Testkit] a_newer_producer_with_the_same_transactional_id_fences_the_older);
 
 async fn txn_producer(client: &klife::Client, id: &str) -> TransactionalProducer {
     let mut c = ProducerConfig::default();
