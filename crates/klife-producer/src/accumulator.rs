@@ -552,21 +552,6 @@ impl<T, S: Default> Accumulator<T, S> {
         }
     }
 
-    /// Removes every waiting record of a partition (for example, its topic was deleted),
-    /// returning their tokens in order and releasing their memory. The batches' shared
-    /// values are dropped.
-    pub fn abort_partition(&mut self, partition: &TopicPartition) -> Vec<T> {
-        let Some(q) = self.queue_mut(partition) else { return Vec::new() };
-        let q = std::mem::take(q);
-        let mut tokens = Vec::new();
-        for b in q.sealed.into_iter().chain(q.open) {
-            self.buffered = self.buffered.saturating_sub(b.reserved);
-            self.records -= b.tokens.len();
-            tokens.extend(b.tokens);
-        }
-        tokens
-    }
-
     /// Partitions with waiting records.
     pub fn partitions(&self) -> impl Iterator<Item = &TopicPartition> {
         self.queues.iter().filter(|(_, q)| !q.is_empty()).map(|(tp, _)| tp)

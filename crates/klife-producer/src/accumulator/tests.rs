@@ -153,22 +153,6 @@ fn drained_batches_carry_the_producer_stamp_and_codec() {
     assert_eq!(batch.len(), 5);
 }
 
-#[test]
-fn aborting_a_partition_returns_its_tokens_and_memory() {
-    let now = Instant::now();
-    let mut acc = Accumulator::new(config(150));
-    for i in 0..20 {
-        append(&mut acc, 0, i, now);
-    }
-    append(&mut acc, 1, 100, now);
-    let tokens = acc.abort_partition(&tp(0));
-    assert_eq!(tokens, (0..20).collect::<Vec<_>>());
-    assert_eq!(acc.waiting_records(), 1);
-    let left = acc.drain(&tp(1), None).unwrap().unwrap();
-    acc.release(left.reserved);
-    assert_eq!(acc.buffered(), 0);
-}
-
 proptest! {
     /// Whatever the interleaving of appends, drains and releases: every token comes
     /// out exactly once, in order per partition, and all memory comes back.
