@@ -31,6 +31,17 @@
 //! leader's assignors (range, round-robin, cooperative-sticky, or the user's) in
 //! [`assignor`].
 //!
+//! Committed offsets have their own state machines in [`offsets`], under the same
+//! contract: [`offsets::CommitTracker`] keeps, per owned partition, the offset after
+//! the last record the handler finished (never the fetch position) and the last one
+//! committed, which never goes backwards; its committers (`committers_count`) batch
+//! the partitions' pending offsets into OffsetCommit requests, one in flight per
+//! committer and so per partition, with the member epoch (v9+) or the generation;
+//! STALE_MEMBER_EPOCH waits for the next epoch; a revocation flushes its partitions
+//! before they are released; `handler_max_unacked_commits` holds a handler back.
+//! [`offsets::OffsetFetcher`] turns OffsetFetch answers into start positions: the
+//! committed offset with its leader epoch, or the reset policy's choice.
+//!
 //! The task that drives a member (sending requests, looking up the coordinator and
 //! metadata, running the partition consumers and committers) is not part of this crate
 //! yet.
@@ -92,6 +103,7 @@
 pub mod assignor;
 pub mod error;
 pub mod membership;
+pub mod offsets;
 pub mod protocol;
 
 pub use error::{ConfigError, GroupError};

@@ -1,0 +1,1048 @@
+//! Tests of the offsets core: the requests at each version, a table test per error
+//! code for commits and fetches, the scenarios of the issue (a commit racing an epoch
+//! bump, a revocation's flush, committers, unacknowledged commits), on a virtual
+//! clock, and property tests of the invariants.
+
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use klife_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+use klife_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
+    OffsetFetchResponseTopics,
+};
+use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
+use klife_protocol::types::TopicPartition;
+use klife_protocol::{ErrorCode, Message};
+
+use super::*;
+
+const MEMBER: &str = "member-1";
+const BACKOFF: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_millis(800);
+
+/// Virtual time: an origin and an offset that tests move forward.
+struct Clock {
+    origin: Instant,
+    elapsed: Duration,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock { origin: Instant::now(), elapsed: Duration::ZERO }
+    }
+    fn now(&self) -> Instant {
+        self.origin + self.elapsed
+    }
+    fn advance(&mut self, d: Duration) -> Instant {
+        self.elapsed += d;
+        self.now()
+    }
+}
+
+fn tp(topic: &str, partition: i32) -> TopicPartition {
+    TopicPartition::new(topic, partition)
+}
+
+fn config(protocol: GroupProtocol) -> OffsetsConfig {
+    OffsetsConfig::new("g", protocol).with_retry_backoff(BACKOFF, BACKOFF_MAX)
+}
+
+/// A KIP-848 tracker at epoch 5 owning `parts`, none committed.
+fn tracker(now: Instant, parts: &[TopicPartition]) -> CommitTracker {
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer));
+    t.set_member(now, MEMBER, 5);
+    for p in parts {
+        t.assign(now, p.clone(), None);
+    }
+    t
+}
+
+/// The partitions of a commit request with their offsets, sorted.
+fn sent(commit: &Commit) -> Vec<(TopicPartition, i64)> {
+    let mut out: Vec<(TopicPartition, i64)> = commit
+        .request
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (tp(&t.name, p.partition_index), p.committed_offset)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// An answer to `commit` with `code` for every partition.
+fn answer(commit: &Commit, code: ErrorCode) -> OffsetCommitResponse {
+    answer_with(commit, |_| code)
+}
+
+fn answer_with(commit: &Commit, code: impl Fn(&TopicPartition) -> ErrorCode) -> OffsetCommitResponse {
+    OffsetCommitResponse::default().with_topics(
+        commit
+            .request
+            .topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code(&tp(&t.name, p.partition_index)).code())
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
+
+fn events(t: &mut CommitTracker) -> Vec<CommitEvent> {
+    std::iter::from_fn(|| t.poll_event()).collect()
+}
+
+fn encodes<M: Message>(m: &M, version: i16) {
+    let mut buf = BytesMut::new();
+    m.encode(&mut buf, version).unwrap_or_else(|e| panic!("v{version}: {e}"));
+}
+
+#[test]
+fn commit_requests_carry_the_member_epoch_or_the_generation() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("orders", 0);
+    let b = tp("orders", 3);
+    let c = tp("audit", 1);
+
+    // KIP-848, v9: the member epoch, the member id, the instance id, the leader epoch
+    // of the last record finished, the reason as metadata.
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer).with_instance_id("i-1"));
+    t.set_member(now, MEMBER, 7);
+    for p in [&a, &b, &c] {
+        t.assign(now, p.clone(), Some(10));
+    }
+    assert!(t.done(now, &a.at(15).with_last_epoch(4), Some("skipped: bad payload".into())));
+    assert!(t.done(now, &b.at(11), None));
+    assert!(t.done(now, &c.at(20).with_last_epoch(2), None));
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    let r = &commit.request;
+    assert_eq!((r.group_id.as_str(), r.member_id.as_str(), r.generation_id_or_member_epoch), ("g", MEMBER, 7));
+    assert_eq!(r.group_instance_id.as_deref(), Some("i-1"));
+    assert_eq!(sent(&commit), vec![(c.clone(), 20), (a.clone(), 15), (b.clone(), 11)]);
+    let orders = r.topics.iter().find(|t| t.name == "orders").expect("orders committed");
+    assert_eq!(orders.partitions[0].committed_leader_epoch, 4);
+    assert_eq!(orders.partitions[0].committed_metadata.as_deref(), Some("skipped: bad payload"));
+    assert_eq!(orders.partitions[1].committed_leader_epoch, -1);
+    assert_eq!(orders.partitions[1].committed_metadata.as_deref(), Some(""));
+    encodes(r, 9);
+    assert!(t.poll_commit(now, 9).is_none(), "one commit in flight per committer and partition");
+
+    // Classic: the generation; below v7 no instance id, below v6 no leader epoch.
+    for (version, instance, leader_epoch) in [(8, Some("i-1"), 4), (6, None, 4), (5, None, -1), (2, None, -1)] {
+        let mut t = CommitTracker::new(config(GroupProtocol::Classic).with_instance_id("i-1"));
+        t.set_member(now, "classic-member", 3);
+        t.assign(now, a.clone(), None);
+        t.done(now, &a.at(15).with_last_epoch(4), None);
+        let commit = t.poll_commit(now, version).expect("a commit is due");
+        let r = &commit.request;
+        assert_eq!((r.member_id.as_str(), r.generation_id_or_member_epoch), ("classic-member", 3));
+        assert_eq!(r.group_instance_id.as_deref(), instance, "v{version}");
+        assert_eq!(r.topics[0].partitions[0].committed_leader_epoch, leader_epoch, "v{version}");
+        encodes(r, version);
+    }
+}
+
+#[test]
+fn a_kip848_member_needs_offset_commit_v9() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = tracker(now, std::slice::from_ref(&a));
+    t.done(now, &a.at(3), None);
+    assert!(t.poll_commit(now, 8).is_none());
+    assert_eq!(
+        events(&mut t),
+        vec![CommitEvent::Failed {
+            error: OffsetError::UnsupportedVersion { partition: a.clone(), version: 8 },
+            uncommitted: Some(Uncommitted { partition: a, from: None, to: 3 }),
+        }]
+    );
+}
+
+#[test]
+fn nothing_is_committed_outside_the_group() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = tracker(now, std::slice::from_ref(&a));
+    t.done(now, &a.at(3), None);
+    t.set_member(now, MEMBER, 0);
+    assert!(t.poll_commit(now, 9).is_none(), "epoch 0: not a member");
+    t.set_member(now, MEMBER, 1);
+    assert_eq!(t.poll_commit(now, 9).map(|c| c.request.generation_id_or_member_epoch), Some(1));
+
+    let mut c = CommitTracker::new(config(GroupProtocol::Classic));
+    c.assign(now, a.clone(), None);
+    c.done(now, &a.at(3), None);
+    assert!(c.poll_commit(now, 8).is_none(), "no generation yet");
+    c.set_member(now, "m", 0);
+    assert!(c.poll_commit(now, 8).is_some(), "generation 0 is a classic generation");
+}
+
+/// What a code in a commit answer leads to.
+#[derive(Debug, Clone, Copy)]
+enum Then {
+    Committed,
+    /// Sent again once the backoff passed, not before.
+    Backoff,
+    /// The coordinator is looked up; sent again once found.
+    Coordinator,
+    /// Sent again once the epoch changes.
+    NextEpoch,
+    /// Failed, with this error, and the work reported.
+    Fails(fn(TopicPartition) -> OffsetError),
+}
+
+#[test]
+fn commit_answers_by_code() {
+    let table: &[(ErrorCode, Then)] = &[
+        (ErrorCode::None, Then::Committed),
+        (ErrorCode::CoordinatorLoadInProgress, Then::Backoff),
+        (ErrorCode::RequestTimedOut, Then::Backoff),
+        (ErrorCode::NotEnoughReplicas, Then::Backoff),
+        (ErrorCode::UnstableOffsetCommit, Then::Backoff),
+        (ErrorCode::NotCoordinator, Then::Coordinator),
+        (ErrorCode::CoordinatorNotAvailable, Then::Coordinator),
+        (ErrorCode::StaleMemberEpoch, Then::NextEpoch),
+        (ErrorCode::UnknownMemberId, Then::Fails(|partition| OffsetError::UnknownMember { partition })),
+        (ErrorCode::FencedMemberEpoch, Then::Fails(|partition| OffsetError::FencedMemberEpoch { partition })),
+        (ErrorCode::IllegalGeneration, Then::Fails(|partition| OffsetError::IllegalGeneration { partition })),
+        (ErrorCode::RebalanceInProgress, Then::Fails(|partition| OffsetError::RebalanceInProgress { partition })),
+        (
+            ErrorCode::GroupAuthorizationFailed,
+            Then::Fails(|partition| OffsetError::GroupAuthorizationFailed { partition }),
+        ),
+        (
+            ErrorCode::TopicAuthorizationFailed,
+            Then::Fails(|partition| OffsetError::TopicAuthorizationFailed { partition }),
+        ),
+        (ErrorCode::OffsetMetadataTooLarge, Then::Fails(|partition| OffsetError::OffsetMetadataTooLarge { partition })),
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            Then::Fails(|partition| OffsetError::UnknownTopicOrPartition { partition }),
+        ),
+        (ErrorCode::GroupIdNotFound, Then::Fails(|partition| OffsetError::GroupIdNotFound { partition })),
+        (
+            ErrorCode::InvalidCommitOffsetSize,
+            Then::Fails(|partition| OffsetError::Broker { partition, code: ErrorCode::InvalidCommitOffsetSize }),
+        ),
+    ];
+    for &(code, then) in table {
+        let mut clock = Clock::new();
+        let now = clock.now();
+        let a = tp("t", 0);
+        let mut t = tracker(now, std::slice::from_ref(&a));
+        t.done(now, &a.at(8).with_last_epoch(2), None);
+        assert!(!t.may_handle(&a), "{code:?}: a finished batch waits for its commit");
+        let commit = t.poll_commit(now, 9).expect("a commit is due");
+        t.on_commit_response(now, commit.id, &answer(&commit, code));
+        let evs = events(&mut t);
+        match then {
+            Then::Committed => {
+                assert_eq!(evs, vec![CommitEvent::Committed { offset: a.at(8).with_last_epoch(2) }], "{code:?}");
+                assert_eq!(t.committed(&a), Some(8));
+                assert!(t.may_handle(&a));
+                assert!(t.poll_commit(now, 9).is_none(), "nothing left to commit");
+            }
+            Then::Backoff => {
+                assert!(evs.is_empty(), "{code:?}: {evs:?}");
+                assert_eq!(t.poll_timeout(), Some(now + BACKOFF), "{code:?}");
+                assert!(t.poll_commit(now, 9).is_none(), "{code:?}: not before the backoff");
+                let later = clock.advance(BACKOFF);
+                let again = t.poll_commit(later, 9).expect("again after the backoff");
+                assert_eq!(sent(&again), vec![(a.clone(), 8)]);
+                // A second failure doubles the wait.
+                t.on_commit_response(later, again.id, &answer(&again, code));
+                assert_eq!(t.poll_timeout(), Some(later + 2 * BACKOFF), "{code:?}");
+            }
+            Then::Coordinator => {
+                assert_eq!(evs, vec![CommitEvent::FindCoordinator], "{code:?}");
+                assert!(t.poll_commit(now, 9).is_none(), "{code:?}: not before the coordinator is found");
+                t.coordinator_found(now);
+                let again = t.poll_commit(now, 9).expect("again at once once found");
+                assert_eq!(sent(&again), vec![(a.clone(), 8)]);
+            }
+            Then::NextEpoch => {
+                assert!(evs.is_empty(), "{code:?}: {evs:?}");
+                let later = clock.advance(BACKOFF_MAX * 4);
+                assert!(t.poll_commit(later, 9).is_none(), "{code:?}: the same epoch is refused again");
+                assert_eq!(t.poll_timeout(), None);
+                t.set_member(later, MEMBER, 6);
+                let again = t.poll_commit(later, 9).expect("again with the new epoch");
+                assert_eq!(again.request.generation_id_or_member_epoch, 6);
+                assert_eq!(sent(&again), vec![(a.clone(), 8)]);
+            }
+            Then::Fails(error) => {
+                assert_eq!(
+                    evs,
+                    vec![CommitEvent::Failed {
+                        error: error(a.clone()),
+                        uncommitted: Some(Uncommitted { partition: a.clone(), from: None, to: 8 }),
+                    }],
+                    "{code:?}"
+                );
+                assert!(t.partitions().is_empty(), "{code:?}: no longer tracked");
+                let ev_error = error(a.clone());
+                assert_eq!(ev_error.partition(), &a);
+                assert_eq!(
+                    ev_error.is_membership_lost(),
+                    matches!(
+                        code,
+                        ErrorCode::UnknownMemberId
+                            | ErrorCode::FencedMemberEpoch
+                            | ErrorCode::IllegalGeneration
+                            | ErrorCode::RebalanceInProgress
+                    )
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_commit_without_answer_backs_off_and_finds_the_coordinator() {
+    let mut clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = tracker(now, std::slice::from_ref(&a));
+    t.done(now, &a.at(1), None);
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    t.on_commit_failed(now, commit.id);
+    assert_eq!(events(&mut t), vec![CommitEvent::FindCoordinator]);
+    t.coordinator_found(now);
+    assert!(t.poll_commit(now, 9).is_none());
+    let later = clock.advance(BACKOFF);
+    assert!(t.poll_commit(later, 9).is_some());
+    // A late or repeated report of the same commit changes nothing.
+    t.on_commit_failed(later, commit.id);
+    t.on_commit_response(later, commit.id, &answer(&commit, ErrorCode::None));
+    assert!(events(&mut t).is_empty());
+}
+
+#[test]
+fn a_partition_left_out_of_the_answer_goes_again() {
+    let mut clock = Clock::new();
+    let now = clock.now();
+    let (a, b) = (tp("t", 0), tp("t", 1));
+    let mut t = tracker(now, &[a.clone(), b.clone()]);
+    t.done(now, &a.at(1), None);
+    t.done(now, &b.at(1), None);
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    let mut reply = answer(&commit, ErrorCode::None);
+    reply.topics[0].partitions.retain(|p| p.partition_index == 0);
+    t.on_commit_response(now, commit.id, &reply);
+    assert_eq!(events(&mut t), vec![CommitEvent::Committed { offset: a.at(1) }]);
+    let later = clock.advance(BACKOFF);
+    assert_eq!(sent(&t.poll_commit(later, 9).expect("a commit is due")), vec![(b, 1)]);
+}
+
+/// Scenario: a heartbeat bumps the epoch while a commit with the old one is on the
+/// wire; the coordinator refuses it as stale, and it goes again at once with the new
+/// epoch, without the partition the new assignment took away.
+#[test]
+fn a_commit_racing_an_epoch_bump() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let (a, b) = (tp("t", 0), tp("t", 1));
+    let mut t = tracker(now, &[a.clone(), b.clone()]);
+    t.done(now, &a.at(4), None);
+    t.done(now, &b.at(9), None);
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    assert_eq!(commit.request.generation_id_or_member_epoch, 5);
+
+    // The new epoch comes while the commit is in flight; b was lost meanwhile.
+    t.set_member(now, MEMBER, 6);
+    let lost = t.lose(now, [b.clone()]);
+    assert_eq!(lost, vec![Uncommitted { partition: b.clone(), from: None, to: 9 }]);
+    t.on_commit_response(now, commit.id, &answer(&commit, ErrorCode::StaleMemberEpoch));
+    assert!(events(&mut t).is_empty());
+
+    let again = t.poll_commit(now, 9).expect("the epoch already moved: again at once");
+    assert_eq!(again.request.generation_id_or_member_epoch, 6);
+    assert_eq!(sent(&again), vec![(a.clone(), 4)]);
+    t.on_commit_response(now, again.id, &answer(&again, ErrorCode::None));
+    assert_eq!(events(&mut t), vec![CommitEvent::Committed { offset: a.at(4) }]);
+}
+
+#[test]
+fn committed_offsets_never_go_backwards_and_handlers_wait_for_unacked_commits() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer).with_max_unacked_commits(2));
+    t.set_member(now, MEMBER, 1);
+    t.assign(now, a.clone(), Some(10));
+    assert!(!t.done(now, &a.at(10), None), "not above the committed offset");
+    assert!(!t.done(now, &a.at(3), None));
+    assert!(t.done(now, &a.at(12), None));
+    assert!(t.may_handle(&a), "1 unacknowledged of 2");
+    let first = t.poll_commit(now, 9).expect("a commit is due");
+    assert!(t.done(now, &a.at(15), None));
+    assert!(t.may_handle(&a), "2 of 2");
+    assert!(!t.done(now, &a.at(14), None), "never below what was finished");
+    assert!(t.done(now, &a.at(18), None));
+    assert!(!t.may_handle(&a), "3 of 2: the handler waits");
+    assert!(t.poll_commit(now, 9).is_none(), "one commit in flight per partition");
+    t.on_commit_response(now, first.id, &answer(&first, ErrorCode::None));
+    assert_eq!(t.committed(&a), Some(12));
+    assert!(t.may_handle(&a));
+    let second = t.poll_commit(now, 9).expect("a commit is due");
+    assert_eq!(sent(&second), vec![(a.clone(), 18)], "the highest finished offset");
+    t.on_commit_response(now, second.id, &answer(&second, ErrorCode::None));
+    assert_eq!(t.committed(&a), Some(18));
+    assert_eq!(t.pending(&a), None);
+    assert!(!t.may_handle(&tp("t", 9)), "not tracked");
+}
+
+#[test]
+fn committers_batch_their_own_partitions_one_request_at_a_time() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer).with_committers_count(3));
+    t.set_member(now, MEMBER, 2);
+    let parts: Vec<TopicPartition> = (0..12).map(|p| tp(if p % 2 == 0 { "a" } else { "b" }, p)).collect();
+    for p in &parts {
+        t.assign(now, p.clone(), None);
+        t.done(now, &p.at(5), None);
+    }
+    let mut commits = Vec::new();
+    while let Some(c) = t.poll_commit(now, 9) {
+        commits.push(c);
+    }
+    let mut committers: Vec<usize> = commits.iter().map(|c| c.committer).collect();
+    committers.sort();
+    committers.dedup();
+    assert_eq!(committers.len(), commits.len(), "one request per committer");
+    assert!(commits.len() <= 3);
+    let mut all: Vec<TopicPartition> = commits.iter().flat_map(|c| sent(c).into_iter().map(|(p, _)| p)).collect();
+    all.sort();
+    for c in &commits {
+        for (p, _) in sent(c) {
+            assert_eq!(t.committer_of(&p), c.committer, "{p} on its own committer");
+        }
+    }
+    let mut expected = parts.clone();
+    expected.sort();
+    assert_eq!(all, expected, "every partition, once");
+    assert_eq!(t.committer_of(&tp("a", 0)), t.committer_of(&tp("a", 0)));
+}
+
+#[test]
+fn a_flush_commits_then_releases() {
+    let mut clock = Clock::new();
+    let now = clock.now();
+    let (a, b, c) = (tp("t", 0), tp("t", 1), tp("t", 2));
+    let mut t = tracker(now, &[a.clone(), b.clone(), c.clone()]);
+    t.done(now, &a.at(7), None);
+    t.done(now, &b.at(3), None);
+    // A commit of a is in flight and failing; b waits in a backoff.
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    t.on_commit_response(
+        now,
+        commit.id,
+        &answer_with(&commit, |p| if *p == b { ErrorCode::RequestTimedOut } else { ErrorCode::None }),
+    );
+    let _ = events(&mut t);
+    t.done(now, &a.at(9), None);
+
+    let flush = t.flush(now, [a.clone(), b.clone(), c.clone(), tp("t", 7)]);
+    assert!(events(&mut t).is_empty(), "not committed yet");
+    // The flush does not wait out b's backoff.
+    let commit = t.poll_commit(now, 9).expect("the flush commits at once");
+    assert_eq!(sent(&commit), vec![(a.clone(), 9), (b.clone(), 3)]);
+    let now = clock.advance(Duration::from_millis(5));
+    t.on_commit_response(now, commit.id, &answer(&commit, ErrorCode::None));
+    let evs = events(&mut t);
+    assert_eq!(evs.len(), 3, "{evs:?}");
+    let CommitEvent::Flushed { flush: id, mut committed, uncommitted } = evs[2].clone() else { panic!("{evs:?}") };
+    committed.sort();
+    assert_eq!(id, flush);
+    assert_eq!(committed, vec![(a.clone(), Some(9)), (b.clone(), Some(3)), (c.clone(), None), (tp("t", 7), None)]);
+    assert!(uncommitted.is_empty());
+    assert!(t.partitions().is_empty(), "released");
+}
+
+#[test]
+fn a_flush_reports_what_could_not_be_committed() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let (a, b) = (tp("t", 0), tp("t", 1));
+    let mut t = tracker(now, &[a.clone(), b.clone()]);
+    t.assign(now, b.clone(), Some(2));
+    t.done(now, &a.at(7), None);
+    t.done(now, &b.at(4), None);
+    let flush = t.flush(now, [a.clone(), b.clone()]);
+    let commit = t.poll_commit(now, 9).expect("a commit is due");
+    t.on_commit_response(now, commit.id, &answer(&commit, ErrorCode::FencedMemberEpoch));
+    let evs = events(&mut t);
+    assert_eq!(
+        evs.last(),
+        Some(&CommitEvent::Flushed {
+            flush,
+            committed: vec![],
+            uncommitted: vec![
+                Uncommitted { partition: a.clone(), from: None, to: 7 },
+                Uncommitted { partition: b.clone(), from: None, to: 4 },
+            ],
+        })
+    );
+    assert!(matches!(&evs[0], CommitEvent::Failed { error: OffsetError::FencedMemberEpoch { .. }, uncommitted: None }));
+
+    // A flush with nothing to commit ends at once; a loss during a flush ends it too.
+    let mut t = tracker(now, &[a.clone(), b.clone()]);
+    let f1 = t.flush(now, [a.clone()]);
+    assert_eq!(
+        events(&mut t),
+        vec![CommitEvent::Flushed { flush: f1, committed: vec![(a.clone(), None)], uncommitted: vec![] }]
+    );
+    t.done(now, &b.at(2), None);
+    let f2 = t.flush(now, [b.clone()]);
+    assert!(t.lose(now, [b.clone()]).is_empty(), "the flush reports it");
+    assert_eq!(
+        events(&mut t),
+        vec![CommitEvent::Flushed {
+            flush: f2,
+            committed: vec![],
+            uncommitted: vec![Uncommitted { partition: b.clone(), from: None, to: 2 }],
+        }]
+    );
+}
+
+#[test]
+fn a_partition_lost_and_assigned_again_waits_for_its_old_commit() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = tracker(now, std::slice::from_ref(&a));
+    t.done(now, &a.at(5), None);
+    let old = t.poll_commit(now, 9).expect("a commit is due");
+    assert_eq!(t.lose(now, [a.clone()]), vec![Uncommitted { partition: a.clone(), from: None, to: 5 }]);
+    t.set_member(now, MEMBER, 6);
+    t.assign(now, a.clone(), Some(3));
+    t.done(now, &a.at(4), None);
+    assert!(t.poll_commit(now, 9).is_none(), "the old commit is still on the wire");
+    t.on_commit_response(now, old.id, &answer(&old, ErrorCode::None));
+    assert!(events(&mut t).is_empty(), "an answer about a partition given up");
+    assert_eq!(t.committed(&a), Some(3));
+    let new = t.poll_commit(now, 9).expect("a commit is due");
+    assert_eq!(sent(&new), vec![(a, 4)]);
+}
+
+// ---- OffsetFetch ----
+
+fn fetcher(now: Instant, protocol: GroupProtocol, parts: &[(TopicPartition, ResetPolicy)]) -> OffsetFetcher {
+    let mut f = OffsetFetcher::new(config(protocol));
+    f.set_member(now, MEMBER, 4);
+    f.add(now, parts.iter().cloned());
+    f
+}
+
+/// A v8+ answer: for each partition, (offset, leader epoch, code); and the group's code.
+fn fetch_answer(group_code: ErrorCode, parts: &[(TopicPartition, i64, i32, ErrorCode)]) -> OffsetFetchResponse {
+    let mut topics: Vec<OffsetFetchResponseTopics> = Vec::new();
+    for (p, offset, epoch, code) in parts {
+        let part = OffsetFetchResponsePartitions::default()
+            .with_partition_index(p.partition)
+            .with_committed_offset(*offset)
+            .with_committed_leader_epoch(*epoch)
+            .with_metadata(Some("m".into()))
+            .with_error_code(code.code());
+        match topics.iter_mut().find(|t| *t.name == *p.topic) {
+            Some(t) => t.partitions.push(part),
+            None => topics
+                .push(OffsetFetchResponseTopics::default().with_name(p.topic.to_string()).with_partitions(vec![part])),
+        }
+    }
+    OffsetFetchResponse::default().with_groups(vec![
+        OffsetFetchResponseGroup::default()
+            .with_group_id("g".into())
+            .with_topics(topics)
+            .with_error_code(group_code.code()),
+    ])
+}
+
+fn fetch_events(f: &mut OffsetFetcher) -> Vec<FetchEvent> {
+    std::iter::from_fn(|| f.poll_event()).collect()
+}
+
+#[test]
+fn fetch_requests_by_version() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let parts =
+        [(tp("a", 0), ResetPolicy::Latest), (tp("a", 2), ResetPolicy::Latest), (tp("b", 1), ResetPolicy::Earliest)];
+
+    let mut f = fetcher(now, GroupProtocol::Consumer, &parts);
+    let fetch = f.poll_fetch(now, 9).expect("a fetch is due");
+    let g = &fetch.request.groups[0];
+    assert_eq!((g.group_id.as_str(), g.member_id.as_deref(), g.member_epoch), ("g", Some(MEMBER), 4));
+    let topics = g.topics.as_ref().expect("topics named");
+    assert_eq!(
+        topics.iter().map(|t| (t.name.as_str(), t.partition_indexes.clone())).collect::<Vec<_>>(),
+        vec![("a", vec![0, 2]), ("b", vec![1])]
+    );
+    assert!(fetch.request.require_stable);
+    encodes(&fetch.request, 9);
+    assert!(f.poll_fetch(now, 9).is_none(), "one fetch in flight");
+
+    // v8: batched groups, no member; a classic member never sends one.
+    let mut f = fetcher(now, GroupProtocol::Consumer, &parts);
+    let fetch = f.poll_fetch(now, 8).expect("a fetch is due");
+    assert_eq!((fetch.request.groups[0].member_id.as_deref(), fetch.request.groups[0].member_epoch), (None, -1));
+    encodes(&fetch.request, 8);
+    let mut f = fetcher(now, GroupProtocol::Classic, &parts);
+    let fetch = f.poll_fetch(now, 9).expect("a fetch is due");
+    assert_eq!(fetch.request.groups[0].member_id, None);
+    encodes(&fetch.request, 9);
+
+    // v7 and v6: the group and topics at the top; require_stable from v7.
+    for (version, stable) in [(7, true), (6, false), (2, false)] {
+        let mut f = fetcher(now, GroupProtocol::Classic, &parts);
+        let fetch = f.poll_fetch(now, version).expect("a fetch is due");
+        assert_eq!(fetch.request.group_id, "g");
+        assert_eq!(fetch.request.topics.as_ref().map(Vec::len), Some(2));
+        assert!(fetch.request.groups.is_empty());
+        assert_eq!(fetch.request.require_stable, stable);
+        encodes(&fetch.request, version);
+    }
+}
+
+#[test]
+fn fetched_offsets_become_start_positions() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let (a, b, c, d) = (tp("t", 0), tp("t", 1), tp("t", 2), tp("t", 3));
+    let mut f = fetcher(
+        now,
+        GroupProtocol::Consumer,
+        &[
+            (a.clone(), ResetPolicy::Latest),
+            (b.clone(), ResetPolicy::Earliest),
+            (c.clone(), ResetPolicy::Latest),
+            (d.clone(), ResetPolicy::Error),
+        ],
+    );
+    let fetch = f.poll_fetch(now, 9).expect("a fetch is due");
+    let reply = fetch_answer(
+        ErrorCode::None,
+        &[
+            (a.clone(), 42, 7, ErrorCode::None),
+            (b.clone(), -1, -1, ErrorCode::None),
+            (c.clone(), -1, -1, ErrorCode::None),
+            (d.clone(), -1, -1, ErrorCode::None),
+        ],
+    );
+    f.on_fetch_response(now, fetch.id, &reply);
+    assert_eq!(
+        fetch_events(&mut f),
+        vec![
+            FetchEvent::Start {
+                partition: a.clone(),
+                start: StartPosition::Committed { offset: a.at(42).with_last_epoch(7), metadata: Some("m".into()) },
+            },
+            FetchEvent::Start { partition: b, start: StartPosition::Earliest },
+            FetchEvent::Start { partition: c, start: StartPosition::Latest },
+            FetchEvent::Failed(OffsetError::NoCommittedOffset { partition: d.clone() }),
+        ]
+    );
+    assert_eq!(
+        OffsetError::NoCommittedOffset { partition: d }.to_string(),
+        "t-3: no committed offset and reset policy error"
+    );
+    assert!(f.waiting().is_empty());
+    assert!(f.poll_fetch(now, 9).is_none());
+
+    // A v7 answer: the topics at the top.
+    let mut f = fetcher(now, GroupProtocol::Classic, &[(a.clone(), ResetPolicy::Latest)]);
+    let fetch = f.poll_fetch(now, 7).expect("a fetch is due");
+    let reply = OffsetFetchResponse::default().with_topics(vec![
+        OffsetFetchResponseTopic::default().with_name("t".into()).with_partitions(vec![
+            OffsetFetchResponsePartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(5)
+                .with_committed_leader_epoch(-1),
+        ]),
+    ]);
+    f.on_fetch_response(now, fetch.id, &reply);
+    assert_eq!(
+        fetch_events(&mut f),
+        vec![FetchEvent::Start {
+            partition: a.clone(),
+            start: StartPosition::Committed { offset: a.at(5), metadata: None }
+        }]
+    );
+}
+
+#[test]
+fn fetch_answers_by_code() {
+    // (code, at the group level?, what follows)
+    let table: &[(ErrorCode, bool, Then)] = &[
+        (ErrorCode::UnstableOffsetCommit, false, Then::Backoff),
+        (ErrorCode::CoordinatorLoadInProgress, true, Then::Backoff),
+        (ErrorCode::CoordinatorLoadInProgress, false, Then::Backoff),
+        (ErrorCode::NotCoordinator, true, Then::Coordinator),
+        (ErrorCode::CoordinatorNotAvailable, true, Then::Coordinator),
+        (ErrorCode::StaleMemberEpoch, true, Then::NextEpoch),
+        (ErrorCode::UnknownMemberId, true, Then::Fails(|partition| OffsetError::UnknownMember { partition })),
+        (ErrorCode::FencedMemberEpoch, true, Then::Fails(|partition| OffsetError::FencedMemberEpoch { partition })),
+        (
+            ErrorCode::GroupAuthorizationFailed,
+            true,
+            Then::Fails(|partition| OffsetError::GroupAuthorizationFailed { partition }),
+        ),
+        (
+            ErrorCode::TopicAuthorizationFailed,
+            false,
+            Then::Fails(|partition| OffsetError::TopicAuthorizationFailed { partition }),
+        ),
+        (
+            ErrorCode::UnknownTopicOrPartition,
+            false,
+            Then::Fails(|partition| OffsetError::UnknownTopicOrPartition { partition }),
+        ),
+        (ErrorCode::GroupIdNotFound, true, Then::Fails(|partition| OffsetError::GroupIdNotFound { partition })),
+    ];
+    for &(code, group_level, then) in table {
+        let mut clock = Clock::new();
+        let now = clock.now();
+        let a = tp("t", 0);
+        let mut f = fetcher(now, GroupProtocol::Consumer, &[(a.clone(), ResetPolicy::Latest)]);
+        let fetch = f.poll_fetch(now, 9).expect("a fetch is due");
+        let reply = if group_level {
+            fetch_answer(code, &[])
+        } else {
+            fetch_answer(ErrorCode::None, &[(a.clone(), -1, -1, code)])
+        };
+        f.on_fetch_response(now, fetch.id, &reply);
+        let evs = fetch_events(&mut f);
+        match then {
+            Then::Committed => unreachable!(),
+            Then::Backoff => {
+                assert!(evs.is_empty(), "{code:?}: {evs:?}");
+                assert_eq!(f.poll_timeout(), Some(now + BACKOFF));
+                assert!(f.poll_fetch(now, 9).is_none(), "{code:?}: not before the backoff");
+                let later = clock.advance(BACKOFF);
+                assert!(f.poll_fetch(later, 9).is_some(), "{code:?}: again after it");
+            }
+            Then::Coordinator => {
+                assert_eq!(evs, vec![FetchEvent::FindCoordinator], "{code:?}");
+                assert!(f.poll_fetch(now, 9).is_none());
+                f.coordinator_found(now);
+                assert!(f.poll_fetch(now, 9).is_some(), "{code:?}: again once found");
+            }
+            Then::NextEpoch => {
+                assert!(evs.is_empty(), "{code:?}: {evs:?}");
+                assert!(f.poll_fetch(clock.advance(BACKOFF_MAX), 9).is_none());
+                f.set_member(clock.now(), MEMBER, 5);
+                let again = f.poll_fetch(clock.now(), 9).expect("again with the new epoch");
+                assert_eq!(again.request.groups[0].member_epoch, 5);
+            }
+            Then::Fails(error) => {
+                assert_eq!(evs, vec![FetchEvent::Failed(error(a.clone()))], "{code:?}");
+                assert!(f.waiting().is_empty());
+            }
+        }
+    }
+}
+
+#[test]
+fn a_fetch_without_answer_and_partitions_removed_meanwhile() {
+    let mut clock = Clock::new();
+    let now = clock.now();
+    let (a, b) = (tp("t", 0), tp("t", 1));
+    let mut f =
+        fetcher(now, GroupProtocol::Consumer, &[(a.clone(), ResetPolicy::Latest), (b.clone(), ResetPolicy::Latest)]);
+    let fetch = f.poll_fetch(now, 9).expect("a fetch is due");
+    f.on_fetch_failed(now, fetch.id);
+    assert_eq!(fetch_events(&mut f), vec![FetchEvent::FindCoordinator]);
+    f.coordinator_found(now);
+    assert!(f.poll_fetch(now, 9).is_none(), "after the backoff");
+    let later = clock.advance(BACKOFF);
+    let fetch = f.poll_fetch(later, 9).expect("a fetch is due");
+    f.remove([&b]);
+    f.add(later, [(tp("t", 2), ResetPolicy::Latest)]);
+    let reply =
+        fetch_answer(ErrorCode::None, &[(a.clone(), 1, -1, ErrorCode::None), (b.clone(), 1, -1, ErrorCode::None)]);
+    f.on_fetch_response(later, fetch.id, &reply);
+    let evs = fetch_events(&mut f);
+    assert_eq!(evs.len(), 1, "b was removed: {evs:?}");
+    assert_eq!(f.waiting(), vec![tp("t", 2)], "added during the fetch: asked next");
+    assert!(f.poll_fetch(later, 9).is_some());
+    // The old fetch's answer again: ignored.
+    f.on_fetch_response(later, fetch.id, &reply);
+    assert!(fetch_events(&mut f).is_empty());
+}
+
+// ---- Properties ----
+
+mod properties {
+    use std::collections::{BTreeMap, HashMap};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// The handler of partition `p` finished `n` more records.
+        Done(usize, i64),
+        /// Send what is due.
+        Poll,
+        /// Answer the `i`th commit in flight with the `c`th code.
+        Answer(usize, usize),
+        /// The `i`th commit in flight got no answer.
+        NoAnswer(usize),
+        /// The epoch moves on.
+        Epoch,
+        /// Partition `p` is lost.
+        Lose(usize),
+        /// Partition `p` is assigned (again), from its committed offset.
+        Assign(usize),
+        /// Partition `p` is flushed.
+        Flush(usize),
+        /// Time passes.
+        Advance(u64),
+        /// The coordinator is found.
+        Found,
+    }
+
+    const CODES: [ErrorCode; 8] = [
+        ErrorCode::None,
+        ErrorCode::None,
+        ErrorCode::None,
+        ErrorCode::StaleMemberEpoch,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::NotCoordinator,
+        ErrorCode::FencedMemberEpoch,
+        ErrorCode::GroupAuthorizationFailed,
+    ];
+    const PARTS: usize = 4;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..PARTS, 1i64..5).prop_map(|(p, n)| Op::Done(p, n)),
+            6 => Just(Op::Poll),
+            6 => (0usize..4, 0..CODES.len()).prop_map(|(i, c)| Op::Answer(i, c)),
+            1 => (0usize..4).prop_map(Op::NoAnswer),
+            2 => Just(Op::Epoch),
+            3 => (0..PARTS).prop_map(Op::Lose),
+            4 => (0..PARTS).prop_map(Op::Assign),
+            1 => (0..PARTS).prop_map(Op::Flush),
+            2 => (0u64..1000).prop_map(Op::Advance),
+            2 => Just(Op::Found),
+        ]
+    }
+
+    /// What the test knows of each partition: the broker's committed offset, the
+    /// highest offset finished in this process, and what was reported not committed.
+    #[derive(Default)]
+    struct Model {
+        /// The committed offset as the tracker reported it, per partition (for "never
+        /// backwards").
+        committed: BTreeMap<usize, i64>,
+        /// The highest offset finished per partition, in the partition's current
+        /// tracking, not yet committed nor reported.
+        owed: BTreeMap<usize, i64>,
+    }
+
+    fn part(p: usize) -> TopicPartition {
+        tp(if p % 2 == 0 { "x" } else { "y" }, p as i32)
+    }
+
+    fn index(tp: &TopicPartition) -> usize {
+        tp.partition as usize
+    }
+
+    struct Run {
+        clock: Clock,
+        t: CommitTracker,
+        epoch: i32,
+        /// The commits in flight, in the order sent.
+        flights: Vec<Commit>,
+        model: Model,
+    }
+
+    impl Run {
+        fn new(committers: usize, unacked: usize) -> Run {
+            let clock = Clock::new();
+            let now = clock.now();
+            let mut t = CommitTracker::new(
+                config(GroupProtocol::Consumer).with_committers_count(committers).with_max_unacked_commits(unacked),
+            );
+            t.set_member(now, MEMBER, 1);
+            for p in 0..PARTS {
+                t.assign(now, part(p), None);
+            }
+            Run { clock, t, epoch: 1, flights: Vec::new(), model: Model::default() }
+        }
+
+        fn settle_owed(&mut self, tp: &TopicPartition, to: i64) {
+            let p = index(tp);
+            if self.model.owed.get(&p).is_some_and(|o| *o <= to) {
+                self.model.owed.remove(&p);
+            }
+        }
+
+        fn drain(&mut self) -> Result<(), TestCaseError> {
+            while let Some(e) = self.t.poll_event() {
+                match e {
+                    CommitEvent::Committed { offset } => {
+                        let p = index(&offset.topic_partition());
+                        let before = self.model.committed.insert(p, offset.offset);
+                        prop_assert!(before.is_none_or(|b| b <= offset.offset), "{p}: {before:?} -> {}", offset.offset);
+                        self.settle_owed(&offset.topic_partition(), offset.offset);
+                    }
+                    CommitEvent::Failed { uncommitted, .. } => {
+                        if let Some(u) = uncommitted {
+                            self.settle_owed(&u.partition, u.to);
+                        }
+                    }
+                    CommitEvent::Flushed { committed, uncommitted, .. } => {
+                        for (tp, _) in committed {
+                            prop_assert!(
+                                !self.model.owed.contains_key(&index(&tp)),
+                                "{tp} flushed as committed with work owed"
+                            );
+                        }
+                        for u in uncommitted {
+                            self.settle_owed(&u.partition, u.to);
+                        }
+                    }
+                    CommitEvent::FindCoordinator => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn check(&self) -> Result<(), TestCaseError> {
+            // Never two commits in flight for one partition (a commit given up with
+            // its partition is still on the wire until answered).
+            let mut seen = HashMap::new();
+            for c in &self.flights {
+                for (tp, _) in sent(c) {
+                    prop_assert!(seen.insert(tp.clone(), c.id).is_none(), "{tp} in two commits in flight");
+                }
+            }
+            for p in 0..PARTS {
+                let tp = part(p);
+                if let (Some(c), Some(m)) = (self.t.committed(&tp), self.model.committed.get(&p)) {
+                    prop_assert!(c >= *m, "{tp}: committed went back from {m} to {c}");
+                }
+            }
+            Ok(())
+        }
+
+        fn apply(&mut self, op: &Op) -> Result<(), TestCaseError> {
+            let now = self.clock.now();
+            match *op {
+                Op::Done(p, n) => {
+                    let tp = part(p);
+                    if self.t.partitions().contains(&tp) {
+                        let from = self.t.pending(&tp).or(self.t.committed(&tp)).unwrap_or(0);
+                        let to = from + n;
+                        prop_assert!(self.t.done(now, &tp.at(to), None));
+                        self.model.owed.insert(p, to);
+                    }
+                }
+                Op::Poll => {
+                    while let Some(c) = self.t.poll_commit(now, 9) {
+                        prop_assert_eq!(c.request.generation_id_or_member_epoch, self.t.generation());
+                        self.flights.push(c);
+                    }
+                }
+                Op::Answer(i, c) => {
+                    if !self.flights.is_empty() {
+                        let commit = self.flights.remove(i % self.flights.len());
+                        self.t.on_commit_response(now, commit.id, &answer(&commit, CODES[c]));
+                    }
+                }
+                Op::NoAnswer(i) => {
+                    if !self.flights.is_empty() {
+                        let commit = self.flights.remove(i % self.flights.len());
+                        self.t.on_commit_failed(now, commit.id);
+                    }
+                }
+                Op::Epoch => {
+                    self.epoch += 1;
+                    self.t.set_member(now, MEMBER, self.epoch);
+                }
+                Op::Lose(p) => {
+                    for u in self.t.lose(now, [part(p)]) {
+                        self.settle_owed(&u.partition, u.to);
+                    }
+                }
+                Op::Assign(p) => {
+                    let tp = part(p);
+                    if !self.t.partitions().contains(&tp) {
+                        self.t.assign(now, tp, self.model.committed.get(&p).copied());
+                    }
+                }
+                Op::Flush(p) => {
+                    let _ = self.t.flush(now, [part(p)]);
+                }
+                Op::Advance(ms) => {
+                    self.clock.advance(Duration::from_millis(ms));
+                }
+                Op::Found => self.t.coordinator_found(now),
+            }
+            self.drain()?;
+            self.check()
+        }
+
+        /// Lets the run settle: every commit answered with success, the coordinator
+        /// found, the backoffs passed, a new epoch for stale ones.
+        fn quiesce(&mut self) -> Result<(), TestCaseError> {
+            for _ in 0..50 {
+                self.apply(&Op::Found)?;
+                self.apply(&Op::Epoch)?;
+                self.apply(&Op::Advance(BACKOFF_MAX.as_millis() as u64))?;
+                self.apply(&Op::Poll)?;
+                while !self.flights.is_empty() {
+                    self.apply(&Op::Answer(0, 0))?;
+                }
+                if (0..PARTS).all(|p| self.t.pending(&part(p)).is_none()) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// For any interleaving of finished work, answers, epochs, losses and flushes:
+        /// committed offsets never go backwards, no partition is in two commits in
+        /// flight, and every finished offset is in the end committed or reported as
+        /// not committed.
+        #[test]
+        fn commits_keep_their_invariants(
+            committers in 1usize..4,
+            unacked in 0usize..3,
+            ops in proptest::collection::vec(op(), 0..120),
+        ) {
+            let mut run = Run::new(committers, unacked);
+            for op in &ops {
+                run.apply(op)?;
+            }
+            run.quiesce()?;
+            prop_assert!(run.model.owed.is_empty(), "finished work neither committed nor reported: {:?}", run.model.owed);
+            for p in 0..PARTS {
+                let tp = part(p);
+                if run.t.partitions().contains(&tp) {
+                    prop_assert!(run.t.may_handle(&tp), "{tp}: a handler still waits with everything committed");
+                }
+            }
+        }
+    }
+}
