@@ -137,7 +137,8 @@ impl Part {
 struct InFlight {
     committer: usize,
     generation: i32,
-    partitions: Vec<(TopicPartition, i64)>,
+    /// Each partition with the offset and leader epoch sent.
+    partitions: Vec<(TopicPartition, i64, Option<i32>)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -295,7 +296,11 @@ impl CommitTracker {
     /// Commits what the handler finished on these partitions, then stops tracking
     /// them: [`CommitEvent::Flushed`] says when (at once if nothing is left to commit).
     /// The caller finishes the records in flight first, so that nothing handled is
-    /// left out. Partitions not tracked count as committed.
+    /// left out. Partitions not tracked count as committed. A flush waits as long as
+    /// commits fail in ways that pass (backoffs, the coordinator moving, a stale
+    /// epoch): the caller bounds it by the rebalance timeout, and past it gives what
+    /// remains up with [`lose`](Self::lose) (the flush then ends, reporting that work
+    /// as not committed).
     pub fn flush<I>(&mut self, now: Instant, partitions: I) -> FlushId
     where
         I: IntoIterator<Item = TopicPartition>,
@@ -404,7 +409,7 @@ impl CommitTracker {
             );
             part.in_flight = Some((id, done.offset));
             part.wait = Wait::Ready;
-            sent.push((tp.clone(), done.offset));
+            sent.push((tp.clone(), done.offset, done.leader_epoch));
         }
         let topics = topics
             .into_iter()
@@ -434,19 +439,14 @@ impl CommitTracker {
                 codes.insert((t.name.as_str(), p.partition_index), ErrorCode::from_code(p.error_code));
             }
         }
-        let settled: Vec<(TopicPartition, i64, Option<ErrorCode>)> = flight
-            .partitions
-            .iter()
-            .map(|(tp, offset)| (tp.clone(), *offset, codes.get(&(&*tp.topic, tp.partition)).copied()))
-            .collect();
-        for (tp, offset, code) in settled {
-            if !self.owns_flight(&tp, id) {
+        for (tp, offset, leader_epoch) in &flight.partitions {
+            if !self.owns_flight(tp, id) {
                 continue;
             }
-            match code {
+            match codes.get(&(&*tp.topic, tp.partition)).copied() {
                 // Left out of the answer: as if it had not been sent.
-                None => self.back_off(now, &tp),
-                Some(code) => self.settle(now, &tp, offset, flight.generation, code),
+                None => self.back_off(now, tp),
+                Some(code) => self.settle(now, tp, tp.at(*offset), *leader_epoch, flight.generation, code),
             }
         }
         self.settle_flushes(now);
@@ -457,7 +457,7 @@ impl CommitTracker {
     /// found anew.
     pub fn on_commit_failed(&mut self, now: Instant, id: CommitId) {
         let Some(flight) = self.take_flight(id) else { return };
-        for (tp, _) in &flight.partitions {
+        for (tp, _, _) in &flight.partitions {
             if self.owns_flight(tp, id) {
                 self.back_off(now, tp);
             }
@@ -500,22 +500,29 @@ impl CommitTracker {
         }
     }
 
-    fn settle(&mut self, now: Instant, tp: &TopicPartition, offset: i64, generation: i32, code: ErrorCode) {
+    fn settle(
+        &mut self,
+        now: Instant,
+        tp: &TopicPartition,
+        mut position: TopicPartitionOffset,
+        leader_epoch: Option<i32>,
+        generation: i32,
+        code: ErrorCode,
+    ) {
         match verdict(code) {
             Verdict::Ok => {
                 let Some(part) = self.parts.get_mut(tp) else { return };
-                let leader_epoch = part.done.as_ref().and_then(|d| d.leader_epoch);
+                let offset = position.offset;
                 if part.committed.is_none_or(|c| c < offset) {
                     part.committed = Some(offset);
                 }
                 while part.unacked.front().is_some_and(|o| *o <= offset) {
                     part.unacked.pop_front();
                 }
-                let mut position = tp.at(offset);
                 if part.done.as_ref().is_some_and(|d| d.offset <= offset) {
                     part.done = None;
-                    position.last_epoch = leader_epoch;
                 }
+                position.last_epoch = leader_epoch;
                 part.failures = 0;
                 part.wait = Wait::Ready;
                 self.events.push_back(CommitEvent::Committed { offset: position });

@@ -384,7 +384,7 @@ fn committed_offsets_never_go_backwards_and_handlers_wait_for_unacked_commits() 
     t.assign(now, a.clone(), Some(10));
     assert!(!t.done(now, &a.at(10), None), "not above the committed offset");
     assert!(!t.done(now, &a.at(3), None));
-    assert!(t.done(now, &a.at(12), None));
+    assert!(t.done(now, &a.at(12).with_last_epoch(1), None));
     assert!(t.may_handle(&a), "1 unacknowledged of 2");
     let first = t.poll_commit(now, 9).expect("a commit is due");
     assert!(t.done(now, &a.at(15), None));
@@ -394,6 +394,11 @@ fn committed_offsets_never_go_backwards_and_handlers_wait_for_unacked_commits() 
     assert!(!t.may_handle(&a), "3 of 2: the handler waits");
     assert!(t.poll_commit(now, 9).is_none(), "one commit in flight per partition");
     t.on_commit_response(now, first.id, &answer(&first, ErrorCode::None));
+    assert_eq!(
+        events(&mut t),
+        vec![CommitEvent::Committed { offset: a.at(12).with_last_epoch(1) }],
+        "the leader epoch sent with the offset, not the one finished since"
+    );
     assert_eq!(t.committed(&a), Some(12));
     assert!(t.may_handle(&a));
     let second = t.poll_commit(now, 9).expect("a commit is due");
@@ -1043,6 +1048,156 @@ mod properties {
                     prop_assert!(run.t.may_handle(&tp), "{tp}: a handler still waits with everything committed");
                 }
             }
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum FetchOp {
+        Add(usize, usize),
+        Remove(usize),
+        Poll,
+        /// Answer the fetch in flight: the group's code, then each partition's code
+        /// and whether it has a committed offset.
+        Answer(usize, Vec<(usize, bool)>),
+        NoAnswer,
+        Epoch,
+        Advance(u64),
+        Found,
+    }
+
+    const FETCH_CODES: [ErrorCode; 8] = [
+        ErrorCode::None,
+        ErrorCode::None,
+        ErrorCode::None,
+        ErrorCode::UnstableOffsetCommit,
+        ErrorCode::StaleMemberEpoch,
+        ErrorCode::NotCoordinator,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::TopicAuthorizationFailed,
+    ];
+    const RESETS: [ResetPolicy; 3] = [ResetPolicy::Earliest, ResetPolicy::Latest, ResetPolicy::Error];
+
+    fn fetch_op() -> impl Strategy<Value = FetchOp> {
+        prop_oneof![
+            3 => (0..PARTS, 0..RESETS.len()).prop_map(|(p, r)| FetchOp::Add(p, r)),
+            1 => (0..PARTS).prop_map(FetchOp::Remove),
+            4 => Just(FetchOp::Poll),
+            4 => (0..FETCH_CODES.len(), proptest::collection::vec((0..FETCH_CODES.len(), any::<bool>()), PARTS))
+                .prop_map(|(g, ps)| FetchOp::Answer(g, ps)),
+            1 => Just(FetchOp::NoAnswer),
+            1 => Just(FetchOp::Epoch),
+            1 => (0u64..1000).prop_map(FetchOp::Advance),
+            1 => Just(FetchOp::Found),
+        ]
+    }
+
+    struct FetchRun {
+        clock: Clock,
+        f: OffsetFetcher,
+        epoch: i32,
+        flight: Option<OffsetFetch>,
+        /// Partitions added, not removed, and not settled yet.
+        waiting: BTreeMap<usize, ResetPolicy>,
+    }
+
+    impl FetchRun {
+        fn apply(&mut self, op: &FetchOp) -> Result<(), TestCaseError> {
+            let now = self.clock.now();
+            match op {
+                FetchOp::Add(p, r) => {
+                    self.f.add(now, [(part(*p), RESETS[*r])]);
+                    self.waiting.entry(*p).or_insert(RESETS[*r]);
+                }
+                FetchOp::Remove(p) => {
+                    self.f.remove([&part(*p)]);
+                    self.waiting.remove(p);
+                }
+                FetchOp::Poll => {
+                    if let Some(fetch) = self.f.poll_fetch(now, 9) {
+                        prop_assert!(self.flight.is_none(), "two fetches in flight");
+                        prop_assert_eq!(fetch.request.groups[0].member_epoch, self.epoch);
+                        self.flight = Some(fetch);
+                    }
+                }
+                FetchOp::Answer(g, ps) => {
+                    if let Some(fetch) = self.flight.take() {
+                        let asked: Vec<TopicPartition> = fetch.request.groups[0]
+                            .topics
+                            .iter()
+                            .flatten()
+                            .flat_map(|t| t.partition_indexes.iter().map(|i| tp(&t.name, *i)))
+                            .collect();
+                        let parts: Vec<(TopicPartition, i64, i32, ErrorCode)> = asked
+                            .into_iter()
+                            .map(|t| {
+                                let (c, committed) = ps[index(&t)];
+                                (t, if committed { 7 } else { -1 }, 2, FETCH_CODES[c])
+                            })
+                            .collect();
+                        let code = if *g < 5 { ErrorCode::None } else { FETCH_CODES[*g] };
+                        self.f.on_fetch_response(now, fetch.id, &fetch_answer(code, &parts));
+                    }
+                }
+                FetchOp::NoAnswer => {
+                    if let Some(fetch) = self.flight.take() {
+                        self.f.on_fetch_failed(now, fetch.id);
+                    }
+                }
+                FetchOp::Epoch => {
+                    self.epoch += 1;
+                    self.f.set_member(now, MEMBER, self.epoch);
+                }
+                FetchOp::Advance(ms) => {
+                    self.clock.advance(Duration::from_millis(*ms));
+                }
+                FetchOp::Found => self.f.coordinator_found(now),
+            }
+            while let Some(e) = self.f.poll_event() {
+                let (p, ok) = match &e {
+                    FetchEvent::Start { partition, start } => {
+                        let p = index(partition);
+                        let reset = self.waiting.get(&p).copied();
+                        prop_assert!(reset.is_some(), "{partition} started without being asked for");
+                        if let StartPosition::Committed { offset, .. } = start {
+                            prop_assert_eq!((offset.offset, offset.last_epoch), (7, Some(2)));
+                        } else {
+                            prop_assert!(reset != Some(ResetPolicy::Error), "{partition}: reset policy error ignored");
+                        }
+                        (p, true)
+                    }
+                    FetchEvent::Failed(error) => (index(error.partition()), false),
+                    FetchEvent::FindCoordinator => continue,
+                };
+                prop_assert!(self.waiting.remove(&p).is_some(), "{p} settled twice or unasked ({ok})");
+            }
+            Ok(())
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// For any interleaving, one fetch is in flight at most, each partition asked
+        /// for is settled once (a start or an error), and in the end none is left
+        /// waiting.
+        #[test]
+        fn fetches_settle_each_partition_once(ops in proptest::collection::vec(fetch_op(), 0..80)) {
+            let clock = Clock::new();
+            let mut f = OffsetFetcher::new(config(GroupProtocol::Consumer));
+            f.set_member(clock.now(), MEMBER, 1);
+            let mut run = FetchRun { clock, f, epoch: 1, flight: None, waiting: BTreeMap::new() };
+            for op in &ops {
+                run.apply(op)?;
+            }
+            for _ in 0..20 {
+                run.apply(&FetchOp::Found)?;
+                run.apply(&FetchOp::Epoch)?;
+                run.apply(&FetchOp::Advance(BACKOFF_MAX.as_millis() as u64))?;
+                run.apply(&FetchOp::Poll)?;
+                run.apply(&FetchOp::Answer(0, vec![(0, true); PARTS]))?;
+            }
+            prop_assert!(run.waiting.is_empty(), "never settled: {:?}", run.waiting);
+            prop_assert!(run.f.waiting().is_empty());
         }
     }
 }
