@@ -42,9 +42,11 @@
 //! [`offsets::OffsetFetcher`] turns OffsetFetch answers into start positions: the
 //! committed offset with its leader epoch, or the reset policy's choice.
 //!
-//! The task that drives a member (sending requests, looking up the coordinator and
-//! metadata, running the partition consumers and committers) is not part of this crate
-//! yet.
+//! [`driver::GroupMember`] drives a KIP-848 member in a tokio task of its own against a
+//! [`klife_connection::Cluster`]: it finds the coordinator, sends the heartbeats,
+//! resolves topic ids and reports the changes of assignment as events. Running the
+//! partition consumers and committers, and driving the classic member, are not part
+//! of this crate yet.
 //!
 //! ## Example
 //!
@@ -101,6 +103,7 @@
 //! ```
 
 pub mod assignor;
+pub mod driver;
 pub mod error;
 pub mod membership;
 pub mod offsets;

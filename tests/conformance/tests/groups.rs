@@ -1,0 +1,205 @@
+//! Consumer groups under KIP-848 (ConsumerGroupHeartbeat v1), each member driven by
+//! klife-group's task (`klife_group::driver::GroupMember`), against Apache Kafka (the
+//! test cluster runs `group.coordinator.rebalance.protocols=classic,consumer`): a
+//! member alone gets every partition; a second one splits them 3/3 with the first, and
+//! no partition is owned by both at any moment (checked on every event: a partition is
+//! taken from its owner when the owner releases it or loses it, and given on
+//! `Assigned`); a graceful leave gives everything back; a member that ends without
+//! leaving has its partitions moved once the coordinator's session timeout
+//! (`group.consumer.session.timeout.ms`, Kafka's default 45 s in the test cluster)
+//! passes.
+//!
+//! Brokers without KIP-848 (Tansu, klife-testkit: neither advertises
+//! ConsumerGroupHeartbeat) end the member with the typed
+//! `Outcome::FallBackToClassic` on its first join.
+//!
+//! No case asserts on time: each waits for the events, under a generous hang guard.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::task::Poll;
+use std::time::Duration;
+
+use klife_conformance::{Broker, unique_topic};
+use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
+use klife_group::membership::consumer::{ConsumerConfig, Outcome, Subscription, member_id_from_random};
+use klife_protocol::types::TopicPartition;
+
+klife_conformance::against_brokers!(
+    [kafka: Kafka]
+    a_second_member_splits_the_partitions_and_a_leave_gives_them_back,
+    a_member_gone_without_leaving_loses_its_partitions_to_the_other,
+);
+
+klife_conformance::against_brokers!(
+    [tansu: Tansu, testkit: Testkit]
+    a_broker_without_kip848_ends_the_member_with_a_fall_back_to_classic,
+);
+
+/// The longest any wait for an event may take before the case fails as hung (the
+/// session timeout case waits for Kafka's 45 s).
+const HANG_GUARD: Duration = Duration::from_secs(180);
+
+fn member(client: &klife::Client, group: &str, topic: &str) -> GroupMember {
+    let config = ConsumerConfig::new(group, member_id_from_random(fastrand::u128(..)), Subscription::names([topic]));
+    GroupMember::start(client.cluster().clone(), config, DriverConfig::default()).unwrap()
+}
+
+/// Who owns what, as the members' events say; fails on a partition owned twice.
+#[derive(Default)]
+struct Owners {
+    owner: HashMap<TopicPartition, usize>,
+    ended: Vec<Option<Ended>>,
+}
+
+impl Owners {
+    fn of(&self, member: usize) -> BTreeSet<TopicPartition> {
+        self.owner.iter().filter(|(_, m)| **m == member).map(|(p, _)| p.clone()).collect()
+    }
+
+    fn apply(&mut self, member: usize, event: MemberEvent) {
+        match event {
+            MemberEvent::Assigned { partitions } => {
+                for p in partitions {
+                    if let Some(other) = self.owner.insert(p.clone(), member) {
+                        panic!("{p} assigned to member {member} while member {other} owns it");
+                    }
+                }
+            }
+            MemberEvent::Revoked { revocation } => {
+                for p in revocation.partitions() {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} revoked from member {member}, not its owner");
+                }
+                // Given back only now that no member owns them here.
+                revocation.release();
+            }
+            MemberEvent::Lost { partitions, .. } => {
+                for p in &partitions {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
+                }
+            }
+            MemberEvent::Ended(e) => {
+                if self.ended.len() <= member {
+                    self.ended.resize(member + 1, None);
+                }
+                self.ended[member] = Some(e);
+            }
+        }
+    }
+
+    /// Takes the members' events until `done` holds, and the members' own views agree
+    /// with the events.
+    async fn until(&mut self, members: &mut [&mut GroupMember], done: impl Fn(&Owners) -> bool) {
+        let work = async {
+            loop {
+                let settled = done(self)
+                    && members
+                        .iter()
+                        .enumerate()
+                        .all(|(i, m)| m.assignment().into_iter().collect::<BTreeSet<_>>() == self.of(i));
+                if settled {
+                    return;
+                }
+                let next = std::future::poll_fn(|cx| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
+                            return Poll::Ready((i, e));
+                        }
+                    }
+                    Poll::Pending
+                });
+                // A member's view follows a release a moment after the event: when no
+                // event comes, look at the views again.
+                if let Ok((i, e)) = tokio::time::timeout(Duration::from_millis(50), next).await {
+                    self.apply(i, e);
+                }
+            }
+        };
+        if tokio::time::timeout(HANG_GUARD, work).await.is_err() {
+            panic!(
+                "hung: owners {:?}, views {:?}",
+                self.owner,
+                members.iter().map(|m| m.assignment()).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+fn all(topic: &str, n: i32) -> BTreeSet<TopicPartition> {
+    (0..n).map(|p| TopicPartition::new(topic, p)).collect()
+}
+
+async fn a_second_member_splits_the_partitions_and_a_leave_gives_them_back(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("group-split");
+    broker.create_topic(&client, &topic, 6).await;
+    let group = unique_topic("group-split-g");
+    let mut owners = Owners::default();
+
+    let mut a = member(&client, &group, &topic);
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+
+    let mut b = member(&client, &group, &topic);
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == 3 && o.of(1).len() == 3).await;
+    let union: BTreeSet<_> = owners.of(0).union(&owners.of(1)).cloned().collect();
+    assert_eq!(union, all(&topic, 6), "the two members together own every partition");
+    assert!(a.epoch() > 0 && b.epoch() > 0);
+
+    // b leaves gracefully; a gets everything back. A leave releases b's revocation in
+    // the driver, without an event to the test: b's ownership ends here, before its
+    // leave starts, and a can be given the partitions only after b's leave heartbeat.
+    let b_owned = owners.of(1);
+    for p in &b_owned {
+        owners.owner.remove(p);
+    }
+    let ended = b.leave().await;
+    assert_eq!(ended, Ended::Member(Outcome::Left));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+    let ended = a.leave().await;
+    assert_eq!(ended, Ended::Member(Outcome::Left));
+}
+
+async fn a_member_gone_without_leaving_loses_its_partitions_to_the_other(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("group-gone");
+    broker.create_topic(&client, &topic, 6).await;
+    let group = unique_topic("group-gone-g");
+    let mut owners = Owners::default();
+
+    let mut a = member(&client, &group, &topic);
+    let mut b = member(&client, &group, &topic);
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == 3 && o.of(1).len() == 3).await;
+
+    // b's task ends without a leave: the coordinator only notices after its session
+    // timeout, then gives b's partitions to a.
+    let b_owned = owners.of(1);
+    for p in &b_owned {
+        owners.owner.remove(p);
+    }
+    b.abort();
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
+async fn a_broker_without_kip848_ends_the_member_with_a_fall_back_to_classic(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("group-classic");
+    broker.create_topic(&client, &topic, 2).await;
+    let group = unique_topic("group-classic-g");
+    let mut m = member(&client, &group, &topic);
+    let ended = tokio::time::timeout(HANG_GUARD, async {
+        match m.next_event().await {
+            Some(MemberEvent::Ended(e)) => e,
+            Some(other) => panic!("no partition can be assigned without KIP-848: {other:?}"),
+            None => panic!("the events ended without Ended"),
+        }
+    })
+    .await
+    .expect("the member ends");
+    assert!(
+        matches!(ended, Ended::Member(Outcome::FallBackToClassic { .. })),
+        "a coordinator without ConsumerGroupHeartbeat v1 means the classic protocol: {ended:?}"
+    );
+    assert!(m.assignment().is_empty());
+}
