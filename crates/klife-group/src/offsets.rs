@@ -38,6 +38,52 @@
 //!   member id and epoch): the committed offset with its leader epoch, or, with none,
 //!   the reset policy's choice ([`ResetPolicy`]). UNSTABLE_OFFSET_COMMIT (transactional
 //!   offsets not settled yet) is asked again after a backoff.
+//!
+//! How a driver wires them to a member's actions
+//! ([`membership::consumer::Action`](crate::membership::consumer::Action), and the
+//! classic member's):
+//!
+//! | member action | offsets |
+//! | --- | --- |
+//! | `EpochChanged { epoch }` (classic: `GenerationChanged { generation }`, with the member id) | [`CommitTracker::set_member`](commit::CommitTracker::set_member) and [`OffsetFetcher::set_member`](fetch::OffsetFetcher::set_member) |
+//! | `StartPartitions` | [`OffsetFetcher::add`](fetch::OffsetFetcher::add); on [`FetchEvent::Start`], [`CommitTracker::assign`](commit::CommitTracker::assign) with the committed offset, then the partition's consumer starts |
+//! | `CommitRevoked` | finish the records in flight, [`CommitTracker::flush`](commit::CommitTracker::flush); on [`CommitEvent::Flushed`], stop the consumers and report the release |
+//! | `PartitionsLost` | [`CommitTracker::lose`](commit::CommitTracker::lose) and [`OffsetFetcher::remove`](fetch::OffsetFetcher::remove), nothing committed |
+//! | `FindCoordinator` | the coordinator found serves both: `coordinator_found` on each |
+//!
+//! ## Example
+//!
+//! A partition's handler finishes records 10 to 14; the committer commits offset 15:
+//!
+//! ```
+//! use std::time::Instant;
+//!
+//! use klife_group::offsets::{CommitEvent, CommitTracker, GroupProtocol, OffsetsConfig};
+//! use klife_protocol::messages::OffsetCommitResponse;
+//! use klife_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+//! use klife_protocol::types::TopicPartition;
+//!
+//! let now = Instant::now();
+//! let mut tracker = CommitTracker::new(OffsetsConfig::new("orders-svc", GroupProtocol::Consumer));
+//! tracker.set_member(now, "member-1", 3);
+//! let orders0 = TopicPartition::new("orders", 0);
+//! tracker.assign(now, orders0.clone(), Some(10));
+//!
+//! assert!(tracker.done(now, &orders0.at(15).with_last_epoch(2), None));
+//! assert!(!tracker.may_handle(&orders0), "handler_max_unacked_commits 0: wait for the commit");
+//! let commit = tracker.poll_commit(now, 9).expect("a commit is due");
+//! assert_eq!(commit.request.generation_id_or_member_epoch, 3);
+//! assert_eq!(commit.request.topics[0].partitions[0].committed_offset, 15);
+//!
+//! let answer = OffsetCommitResponse::default().with_topics(vec![
+//!     OffsetCommitResponseTopic::default()
+//!         .with_name("orders".into())
+//!         .with_partitions(vec![OffsetCommitResponsePartition::default().with_partition_index(0)]),
+//! ]);
+//! tracker.on_commit_response(now, commit.id, &answer);
+//! assert_eq!(tracker.poll_event(), Some(CommitEvent::Committed { offset: orders0.at(15).with_last_epoch(2) }));
+//! assert!(tracker.may_handle(&orders0));
+//! ```
 
 use std::time::{Duration, Instant};
 
