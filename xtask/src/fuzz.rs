@@ -41,7 +41,12 @@ fn build(root: &Path) -> Result<PathBuf, String> {
     c.args(["build", "--release", "--manifest-path", "fuzz/Cargo.toml", "--bins", "--target", &triple])
         .env("RUSTFLAGS", RUSTFLAGS);
     run_step(root, "build fuzz targets", &mut c)?;
-    Ok(root.join("fuzz/target").join(triple).join("release"))
+    // Cargo builds into CARGO_TARGET_DIR when it is set, else beside the fuzz manifest.
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) if !dir.is_empty() => crate::brokers::target_dir(root),
+        _ => root.join("fuzz/target"),
+    };
+    Ok(target.join(triple).join("release"))
 }
 
 fn run_target(root: &Path, bin_dir: &Path, name: &str, seconds: u64) -> Result<(), String> {
