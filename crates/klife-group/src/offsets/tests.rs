@@ -543,6 +543,95 @@ fn a_partition_lost_and_assigned_again_waits_for_its_old_commit() {
     assert_eq!(sent(&new), vec![(a, 4)]);
 }
 
+/// Scenario, with the KIP-848 member: a heartbeat bumps the epoch and revokes t-1
+/// while a commit of both partitions with the old epoch is on the wire. The
+/// coordinator refuses it as stale; it goes again with the new epoch, the revocation's
+/// flush ends with t-1 committed, and only then is t-1 released and acknowledged.
+#[test]
+fn a_revocation_racing_a_stale_commit_with_the_member() {
+    use klife_protocol::Uuid;
+    use klife_protocol::messages::ConsumerGroupHeartbeatResponse;
+    use klife_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
+
+    use crate::membership::consumer::{Action, ConsumerConfig, ConsumerMember, Subscription};
+
+    let topic = Uuid::from_u128(0x77);
+    let answer_hb = |epoch: i32, parts: &[i32]| {
+        ConsumerGroupHeartbeatResponse::default()
+            .with_member_epoch(epoch)
+            .with_heartbeat_interval_ms(3000)
+            .with_assignment(Some(Assignment::default().with_topic_partitions(vec![
+                TopicPartitions::default().with_topic_id(topic).with_partitions(parts.to_vec()),
+            ])))
+    };
+    let clock = Clock::new();
+    let now = clock.now();
+    let member_config = ConsumerConfig::new("g", MEMBER, Subscription::names(["t"])).with_retry_jitter(0.0);
+    let mut m = ConsumerMember::new(member_config, now).expect("valid config");
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer));
+    let _ = m.poll_action();
+    m.coordinator_found(now);
+    m.on_topic_names(now, [(topic, "t")]);
+
+    // The join: epoch 1, t-0 and t-1 start from their committed offsets.
+    let join = m.poll_heartbeat(now).expect("join");
+    m.on_heartbeat_response(now, join.id, &answer_hb(1, &[0, 1]));
+    let (a, b) = (tp("t", 0), tp("t", 1));
+    for action in std::iter::from_fn(|| m.poll_action()) {
+        match action {
+            Action::EpochChanged { epoch } => t.set_member(now, MEMBER, epoch),
+            Action::StartPartitions { partitions } => {
+                for p in partitions {
+                    t.assign(now, p, Some(0));
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let ack = m.poll_heartbeat(now).expect("ack");
+    m.on_heartbeat_response(now, ack.id, &answer_hb(1, &[0, 1]));
+    t.done(now, &a.at(5), None);
+    t.done(now, &b.at(7), None);
+    let stale = t.poll_commit(now, 9).expect("a commit is due");
+    assert_eq!(stale.request.generation_id_or_member_epoch, 1);
+
+    // The next heartbeat: epoch 2, t-1 revoked.
+    let hb = m.poll_heartbeat(now + Duration::from_secs(3)).expect("heartbeat");
+    let now = now + Duration::from_secs(3);
+    m.on_heartbeat_response(now, hb.id, &answer_hb(2, &[0]));
+    let mut flush = None;
+    let mut release = None;
+    for action in std::iter::from_fn(|| m.poll_action()) {
+        match action {
+            Action::EpochChanged { epoch } => t.set_member(now, MEMBER, epoch),
+            Action::StopFetching { .. } => {}
+            Action::CommitRevoked { release: r, partitions, .. } => {
+                assert_eq!(partitions, vec![b.clone()]);
+                flush = Some(t.flush(now, partitions));
+                release = Some(r);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let (flush, release) = (flush.expect("a revocation"), release.expect("a revocation"));
+    assert!(events(&mut t).is_empty(), "t-1's commit is in flight");
+
+    t.on_commit_response(now, stale.id, &answer(&stale, ErrorCode::StaleMemberEpoch));
+    let again = t.poll_commit(now, 9).expect("again with the new epoch, at once");
+    assert_eq!(again.request.generation_id_or_member_epoch, 2);
+    assert_eq!(sent(&again), vec![(a.clone(), 5), (b.clone(), 7)]);
+    t.on_commit_response(now, again.id, &answer(&again, ErrorCode::None));
+    let evs = events(&mut t);
+    assert!(evs.contains(&CommitEvent::Flushed { flush, committed: vec![(b.clone(), Some(7))], uncommitted: vec![] }));
+    assert_eq!(t.partitions(), vec![a.clone()]);
+
+    // Released: the member acknowledges owning t-0 alone.
+    m.released(now, release);
+    let ack = m.poll_heartbeat(now).expect("the acknowledgement goes at once");
+    assert_eq!(ack.request.topic_partitions.as_ref().map(|ts| ts[0].partitions.clone()), Some(vec![0]));
+    assert_eq!(m.owned(), vec![a]);
+}
+
 // ---- OffsetFetch ----
 
 fn fetcher(now: Instant, protocol: GroupProtocol, parts: &[(TopicPartition, ResetPolicy)]) -> OffsetFetcher {
