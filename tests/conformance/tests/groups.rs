@@ -26,6 +26,8 @@ use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
 use klife_group::membership::consumer::{ConsumerConfig, Outcome, Subscription, member_id_from_random};
 use klife_protocol::types::TopicPartition;
 
+// Kafka only: librdkafka's mock cluster aborts on a join with topic names and no regex
+// (see README.md), and Tansu and klife-testkit have no KIP-848.
 klife_conformance::against_brokers!(
     [kafka: Kafka]
     a_second_member_splits_the_partitions_and_a_leave_gives_them_back,
@@ -126,6 +128,9 @@ impl Owners {
     }
 }
 
+/// The partitions of the topic the members share.
+const PARTITIONS: i32 = 6;
+
 fn all(topic: &str, n: i32) -> BTreeSet<TopicPartition> {
     (0..n).map(|p| TopicPartition::new(topic, p)).collect()
 }
@@ -133,17 +138,18 @@ fn all(topic: &str, n: i32) -> BTreeSet<TopicPartition> {
 async fn a_second_member_splits_the_partitions_and_a_leave_gives_them_back(broker: Broker) {
     let client = broker.client().await;
     let topic = unique_topic("group-split");
-    broker.create_topic(&client, &topic, 6).await;
+    let n = PARTITIONS;
+    broker.create_topic(&client, &topic, n).await;
     let group = unique_topic("group-split-g");
     let mut owners = Owners::default();
 
     let mut a = member(&client, &group, &topic);
-    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, n)).await;
 
     let mut b = member(&client, &group, &topic);
-    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == 3 && o.of(1).len() == 3).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == n as usize / 2 && o.of(1).len() == n as usize / 2).await;
     let union: BTreeSet<_> = owners.of(0).union(&owners.of(1)).cloned().collect();
-    assert_eq!(union, all(&topic, 6), "the two members together own every partition");
+    assert_eq!(union, all(&topic, n), "the two members together own every partition");
     assert!(a.epoch() > 0 && b.epoch() > 0);
 
     // b leaves gracefully; a gets everything back. A leave releases b's revocation in
@@ -155,7 +161,7 @@ async fn a_second_member_splits_the_partitions_and_a_leave_gives_them_back(broke
     }
     let ended = b.leave().await;
     assert_eq!(ended, Ended::Member(Outcome::Left));
-    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, n)).await;
     let ended = a.leave().await;
     assert_eq!(ended, Ended::Member(Outcome::Left));
 }
@@ -163,13 +169,14 @@ async fn a_second_member_splits_the_partitions_and_a_leave_gives_them_back(broke
 async fn a_member_gone_without_leaving_loses_its_partitions_to_the_other(broker: Broker) {
     let client = broker.client().await;
     let topic = unique_topic("group-gone");
-    broker.create_topic(&client, &topic, 6).await;
+    let n = PARTITIONS;
+    broker.create_topic(&client, &topic, n).await;
     let group = unique_topic("group-gone-g");
     let mut owners = Owners::default();
 
     let mut a = member(&client, &group, &topic);
     let mut b = member(&client, &group, &topic);
-    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == 3 && o.of(1).len() == 3).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == n as usize / 2 && o.of(1).len() == n as usize / 2).await;
 
     // b's task ends without a leave: the coordinator only notices after its session
     // timeout, then gives b's partitions to a.
@@ -178,7 +185,7 @@ async fn a_member_gone_without_leaving_loses_its_partitions_to_the_other(broker:
         owners.owner.remove(p);
     }
     b.abort();
-    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, 6)).await;
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic, n)).await;
     assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
 }
 
