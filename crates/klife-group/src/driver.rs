@@ -263,14 +263,17 @@ impl GroupMember {
 
     /// Leaves the group gracefully: the partitions are revoked (released at once) and
     /// the leave heartbeat sent (epoch -1, or -2 for a static member). Returns how the
-    /// member ended; events not taken yet are dropped.
+    /// member ended; events not taken yet are dropped (a revocation among them is
+    /// released), and a [`Revocation`] the caller still holds is awaited.
     pub async fn leave(mut self) -> Ended {
         if let Some(tx) = self.commands.take() {
             let _ = tx.send(Command::Leave);
         }
         let task = self.task.take();
-        // Keep the revocations flowing while the task ends.
+        // Keep the revocations flowing while the task ends: no event is taken any
+        // more, and those not taken yet are dropped, which releases their revocations.
         self.events.close();
+        while self.events.try_recv().is_ok() {}
         match task {
             Some(task) => join(task).await,
             None => Ended::Member(Outcome::Left),
