@@ -212,6 +212,7 @@ group.initial.rebalance.delay.ms=0
 group.min.session.timeout.ms=1000
 group.consumer.min.session.timeout.ms=1000
 group.consumer.min.heartbeat.interval.ms=100
+group.consumer.heartbeat.interval.ms=1000
 offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=6
 transaction.state.log.replication.factor={replicas}
