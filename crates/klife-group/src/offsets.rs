@@ -45,7 +45,7 @@
 //!
 //! | member action | offsets |
 //! | --- | --- |
-//! | `EpochChanged { epoch }` (classic: `GenerationChanged { generation }`, with the member id) | [`CommitTracker::set_member`](commit::CommitTracker::set_member) and [`OffsetFetcher::set_member`](fetch::OffsetFetcher::set_member) |
+//! | `EpochChanged { epoch }` (the member epoch, or the classic generation with the member id) | [`CommitTracker::set_member`](commit::CommitTracker::set_member) and [`OffsetFetcher::set_member`](fetch::OffsetFetcher::set_member) |
 //! | `StartPartitions` | [`OffsetFetcher::add`](fetch::OffsetFetcher::add); on [`FetchEvent::Start`], [`CommitTracker::assign`](commit::CommitTracker::assign) with the committed offset, then the partition's consumer starts |
 //! | `CommitRevoked` | finish the records in flight, [`CommitTracker::flush`](commit::CommitTracker::flush); on [`CommitEvent::Flushed`], stop the consumers and report the release |
 //! | `PartitionsLost` | [`CommitTracker::lose`](commit::CommitTracker::lose) and [`OffsetFetcher::remove`](fetch::OffsetFetcher::remove), nothing committed |

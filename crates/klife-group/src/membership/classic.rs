@@ -91,6 +91,7 @@ use klife_protocol::messages::{
 use klife_protocol::types::{GroupMetadata, TopicPartition};
 use klife_protocol::{ErrorCode, RetryAction};
 
+pub use super::action::{Action, ReleaseId};
 pub use super::consumer::{LostReason, Outcome, RevokeReason};
 use crate::assignor::{
     Assignor, AssignorInput, CooperativeStickyAssignor, GroupAssignment, MemberSubscription, RebalanceProtocol,
@@ -242,10 +243,6 @@ impl ClassicConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(u64);
 
-/// Names one giving-up of partitions, for [`ClassicMember::released`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReleaseId(u64);
-
 /// A request of the classic protocol.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
@@ -282,62 +279,6 @@ pub struct OutgoingRequest {
     /// The request timeout it needs, when the connection's own is not enough: a
     /// JoinGroup's is the rebalance timeout plus [`JOIN_TIMEOUT_MARGIN`].
     pub timeout: Option<Duration>,
-}
-
-/// What the member asks of the code that drives it, in order. The variants shared
-/// with the KIP-848 member's [`Action`](super::consumer::Action) mean the same.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Look the group coordinator up (again), then call
-    /// [`ClassicMember::coordinator_found`]. No request goes until then.
-    FindCoordinator,
-    /// The member leads this rebalance: look up the partition counts of these topics
-    /// and report them with [`ClassicMember::on_partition_counts`].
-    DescribeTopics {
-        /// Every topic a member subscribes to.
-        topics: Vec<String>,
-    },
-    /// The generation changed: commits from now on carry it, with the member id (-1:
-    /// not a member; no commit can succeed until it joins again).
-    GenerationChanged {
-        /// The new generation.
-        generation: i32,
-    },
-    /// Stop fetching these partitions; records already fetched may still be handled.
-    StopFetching {
-        /// The revocation.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-    },
-    /// Finish the records of these partitions in flight, commit them, stop their
-    /// consumers (`on_consumer_stop` with the reason), then call
-    /// [`ClassicMember::released`] with `release`.
-    CommitRevoked {
-        /// The revocation.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-        /// Why.
-        reason: RevokeReason,
-    },
-    /// These partitions are lost: stop fetching and handling them and commit nothing
-    /// (a revocation under way included), then call [`ClassicMember::released`].
-    PartitionsLost {
-        /// The loss.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-        /// Why.
-        reason: LostReason,
-    },
-    /// The member owns these partitions from now on: start them.
-    StartPartitions {
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-    },
-    /// The member ended; nothing more comes from it.
-    Finished(Outcome),
 }
 
 /// Where a classic member is.
@@ -785,7 +726,7 @@ impl ClassicMember {
         let assigned: BTreeSet<TopicPartition> = assignment.partitions.into_iter().collect();
         if self.generation != self.joined_generation {
             self.generation = self.joined_generation;
-            self.actions.push_back(Action::GenerationChanged { generation: self.generation });
+            self.actions.push_back(Action::EpochChanged { epoch: self.generation });
         }
         self.heartbeat_due = now + self.config.heartbeat_interval;
         self.session_deadline = Some(now + self.config.session_timeout);
@@ -935,7 +876,7 @@ impl ClassicMember {
         self.revoking.clear();
         if self.generation != -1 {
             self.generation = -1;
-            self.actions.push_back(Action::GenerationChanged { generation: -1 });
+            self.actions.push_back(Action::EpochChanged { epoch: -1 });
         }
         let was_joining = self.phase == Phase::Joining;
         if !self.owned.is_empty() {
@@ -1056,7 +997,7 @@ impl ClassicMember {
 
     fn new_release(&mut self) -> ReleaseId {
         self.next_id += 1;
-        ReleaseId(self.next_id)
+        ReleaseId::new(self.next_id)
     }
 }
 

@@ -78,6 +78,7 @@ use klife_protocol::types::{GroupMetadata, TopicPartition};
 use klife_protocol::{ErrorCode, Uuid};
 
 pub use self::request::is_full;
+pub use super::action::{Action, ReleaseId};
 use super::assignment::Partitions;
 pub use super::config::{
     ConsumerConfig, DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REBALANCE_TIMEOUT, DEFAULT_RETRY_BACKOFF,
@@ -107,10 +108,6 @@ pub fn coordinator_supports(versions: Option<klife_protocol::VersionRange>) -> b
 /// Names one heartbeat, to report its answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HeartbeatId(u64);
-
-/// Names one giving-up of partitions, for [`ConsumerMember::released`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ReleaseId(u64);
 
 /// A heartbeat to send to the coordinator, at [`HEARTBEAT_VERSION`].
 #[derive(Debug, Clone, PartialEq)]
@@ -158,64 +155,6 @@ pub enum Outcome {
     },
     /// It stopped on an error.
     Failed(GroupError),
-}
-
-/// What the member asks of the code that drives it, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Look the group coordinator up (again), then call
-    /// [`ConsumerMember::coordinator_found`]. No heartbeat goes until then.
-    FindCoordinator,
-    /// Refresh the metadata for these topic ids and report their names with
-    /// [`ConsumerMember::on_topic_names`].
-    RefreshMetadata {
-        /// The ids assigned whose names are not known.
-        topic_ids: Vec<Uuid>,
-    },
-    /// The member epoch changed: commits from now on carry it (0: not a member; no
-    /// commit can succeed until it joins again).
-    EpochChanged {
-        /// The new epoch.
-        epoch: i32,
-    },
-    /// Stop fetching these partitions; records already fetched may still be handled.
-    StopFetching {
-        /// The revocation.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-    },
-    /// Finish the records of these partitions in flight, commit them, stop their
-    /// consumers (`on_consumer_stop` with the reason), then call
-    /// [`ConsumerMember::released`] with `release`.
-    CommitRevoked {
-        /// The revocation.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-        /// Why.
-        reason: RevokeReason,
-    },
-    /// These partitions are lost: stop fetching and handling them and commit nothing
-    /// (this includes partitions of a revocation under way: its commit must not go,
-    /// and its release is no longer awaited), then call [`ConsumerMember::released`] with `release` (the member rejoins only
-    /// then, so that no partition runs twice in this process).
-    PartitionsLost {
-        /// The loss.
-        release: ReleaseId,
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-        /// Why.
-        reason: LostReason,
-    },
-    /// The member owns these partitions from now on: start them (committed offsets,
-    /// then `on_consumer_start`).
-    StartPartitions {
-        /// The partitions.
-        partitions: Vec<TopicPartition>,
-    },
-    /// The member ended; nothing more comes from it.
-    Finished(Outcome),
 }
 
 /// Where a member is, as Java's consumer names it.
@@ -717,7 +656,7 @@ impl ConsumerMember {
     }
 
     fn new_release(&mut self) -> ReleaseId {
-        let id = ReleaseId(self.next_id);
+        let id = ReleaseId::new(self.next_id);
         self.next_id += 1;
         id
     }

@@ -844,6 +844,7 @@ fn run(m: &mut ConsumerMember, c: &mut Coordinator, clock: &mut Clock, until: Du
                 Action::StartPartitions { partitions } => log.push(format!("start {partitions:?}")),
                 Action::Finished(o) => log.push(format!("finished {o:?}")),
                 Action::EpochChanged { .. } | Action::StopFetching { .. } => {}
+                Action::DescribeTopics { .. } => panic!("a KIP-848 member asked for partition counts"),
             }
         }
         if let Some(hb) = m.poll_heartbeat(now) {
@@ -995,6 +996,9 @@ mod property {
                         Action::EpochChanged { epoch } => prop_assert!(epoch >= 0),
                         Action::Finished(_) => self.finished = true,
                         Action::RefreshMetadata { .. } | Action::StopFetching { .. } => {}
+                        Action::DescribeTopics { .. } => {
+                            prop_assert!(false, "a KIP-848 member asked for partition counts")
+                        }
                     }
                 }
                 let owned: BTreeSet<_> = self.m.owned().into_iter().collect();

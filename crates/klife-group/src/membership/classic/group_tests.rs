@@ -235,7 +235,8 @@ impl Group {
                         assert_eq!(outcome, Outcome::Left);
                         self.finished[i] = true;
                     }
-                    Action::StopFetching { .. } | Action::GenerationChanged { .. } => {}
+                    Action::StopFetching { .. } | Action::EpochChanged { .. } => {}
+                    Action::RefreshMetadata { .. } => panic!("a classic member asked for topic ids"),
                 }
             }
             while let Some(r) = self.members[i].poll_request(self.now) {

@@ -171,10 +171,7 @@ fn the_leader_assigns_with_the_chosen_assignor() {
     assert_eq!(given.len(), 5, "every partition assigned, none to the member whose metadata is unreadable");
     let mine = Assignment::decode(sync.assignments[0].assignment.clone()).expect("it decodes").partitions;
     h.answer(id, Response::SyncGroup(sync_ok(&mine)));
-    assert_eq!(
-        h.actions(),
-        vec![Action::GenerationChanged { generation: 1 }, Action::StartPartitions { partitions: mine }]
-    );
+    assert_eq!(h.actions(), vec![Action::EpochChanged { epoch: 1 }, Action::StartPartitions { partitions: mine }]);
     assert_eq!(h.m.state(), ClassicState::Stable);
 }
 
@@ -262,7 +259,7 @@ fn heartbeats_go_at_the_interval_and_during_a_revocation() {
     assert_eq!(
         &actions[..3],
         &[
-            Action::GenerationChanged { generation: 2 },
+            Action::EpochChanged { epoch: 2 },
             Action::StartPartitions { partitions: vec![tp("t", 2)] },
             Action::StopFetching { release, partitions: vec![tp("t", 1)] },
         ]
@@ -334,7 +331,7 @@ fn heartbeat_errors() {
                 let Some(Action::PartitionsLost { release, partitions, reason: r }) = actions.get(1).cloned() else {
                     panic!("{code:?}: {actions:?}")
                 };
-                assert_eq!(actions[0], Action::GenerationChanged { generation: -1 });
+                assert_eq!(actions[0], Action::EpochChanged { epoch: -1 });
                 assert_eq!((partitions, r), (vec![tp("t", 0)], reason), "{code:?}");
                 h.no_request();
                 h.m.released(h.now, release);
@@ -437,7 +434,7 @@ fn join_and_sync_errors() {
     let actions = h.actions();
     assert!(matches!(
         actions.as_slice(),
-        [Action::GenerationChanged { generation: -1 }, Action::PartitionsLost { reason: LostReason::Fenced, .. }]
+        [Action::EpochChanged { epoch: -1 }, Action::PartitionsLost { reason: LostReason::Fenced, .. }]
     ));
 }
 
