@@ -108,5 +108,7 @@ pub mod error;
 pub mod membership;
 pub mod offsets;
 pub mod protocol;
+#[cfg(test)]
+mod test_clock;
 
 pub use error::{ConfigError, GroupError};

@@ -2,7 +2,7 @@
 //! per error code, the scenarios of the issue, and a property test of the invariants.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use klife_protocol::messages::consumer_group_heartbeat_response::{Assignment, TopicPartitions};
 use klife_protocol::messages::{ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse};
@@ -11,6 +11,7 @@ use klife_protocol::{ErrorCode, Uuid};
 
 use super::consumer::*;
 use crate::GroupError;
+use crate::test_clock::Clock;
 
 const T1: Uuid = Uuid::from_u128(0x11);
 const T2: Uuid = Uuid::from_u128(0x22);
@@ -24,28 +25,6 @@ fn topic_name(id: Uuid) -> &'static str {
         T2 => "t2",
         T3 => "t3",
         _ => "other",
-    }
-}
-
-/// Virtual time: an origin and an offset that tests move forward.
-struct Clock {
-    origin: Instant,
-    elapsed: Duration,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock { origin: Instant::now(), elapsed: Duration::ZERO }
-    }
-    fn now(&self) -> Instant {
-        self.origin + self.elapsed
-    }
-    fn advance(&mut self, d: Duration) -> Instant {
-        self.elapsed += d;
-        self.now()
-    }
-    fn at(&self, t: Instant) -> Duration {
-        t - self.origin
     }
 }
 

@@ -16,29 +16,11 @@ use klife_protocol::types::TopicPartition;
 use klife_protocol::{ErrorCode, Message};
 
 use super::*;
+use crate::test_clock::Clock;
 
 const MEMBER: &str = "member-1";
 const BACKOFF: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_millis(800);
-
-/// Virtual time: an origin and an offset that tests move forward.
-struct Clock {
-    origin: Instant,
-    elapsed: Duration,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        Clock { origin: Instant::now(), elapsed: Duration::ZERO }
-    }
-    fn now(&self) -> Instant {
-        self.origin + self.elapsed
-    }
-    fn advance(&mut self, d: Duration) -> Instant {
-        self.elapsed += d;
-        self.now()
-    }
-}
 
 fn tp(topic: &str, partition: i32) -> TopicPartition {
     TopicPartition::new(topic, partition)
