@@ -98,6 +98,17 @@ mod tests;
 pub use commit::{Commit, CommitEvent, CommitId, CommitTracker, FlushId, Uncommitted};
 pub use fetch::{FetchEvent, FetchId, OffsetFetch, OffsetFetcher, StartPosition};
 
+/// What a partition waits for before its next commit or fetch is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Nothing.
+    Ready,
+    /// The end of a backoff.
+    Until(Instant),
+    /// A member epoch other than the one the refused request carried.
+    Epoch(i32),
+}
+
 /// The first OffsetCommit and OffsetFetch version with which a KIP-848 member is
 /// checked by its member epoch (v9).
 pub const CONSUMER_PROTOCOL_MIN_VERSION: i16 = 9;

@@ -27,7 +27,7 @@ use klife_protocol::messages::OffsetCommitResponse;
 use klife_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
 use klife_protocol::types::{TopicPartition, TopicPartitionOffset};
 
-use super::{GroupProtocol, OffsetError, OffsetsConfig, Verdict, verdict};
+use super::{GroupProtocol, OffsetError, OffsetsConfig, Verdict, Wait, verdict};
 
 /// Names one OffsetCommit request, to report its answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,17 +101,6 @@ struct Done {
     offset: i64,
     leader_epoch: Option<i32>,
     metadata: Option<String>,
-}
-
-/// What a partition with something to commit waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    /// Nothing.
-    Ready,
-    /// The end of a backoff.
-    Until(Instant),
-    /// A member epoch other than the one the refused commit carried.
-    Epoch(i32),
 }
 
 #[derive(Debug, Clone)]

@@ -25,7 +25,7 @@ use klife_protocol::types::{TopicPartition, TopicPartitionOffset};
 
 use super::{
     CONSUMER_PROTOCOL_MIN_VERSION, FETCH_GROUPS_MIN_VERSION, GroupProtocol, OffsetError, OffsetsConfig, ResetPolicy,
-    Verdict, verdict,
+    Verdict, Wait, verdict,
 };
 
 /// Names one OffsetFetch request, to report its answer with.
@@ -79,13 +79,6 @@ pub enum FetchEvent {
 
 /// A partition's answer: committed offset, leader epoch, metadata, code.
 type Answer<'a> = (i64, i32, Option<&'a str>, ErrorCode);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wait {
-    Ready,
-    Until(Instant),
-    Epoch(i32),
-}
 
 #[derive(Debug, Clone)]
 struct Pending {
