@@ -9,16 +9,11 @@ use klife_connection::{Cluster, ConnectionConfig, Error};
 use klife_protocol::messages::MetadataRequest;
 use klife_testkit::FakeCluster;
 
-/// Waits until the fake broker counts `n` open connections (each check follows a
-/// reschedule; the bound is only a safety net for a failing test).
+/// The cluster's connections to the fake broker: `n` of them, within a bound that is
+/// only a safety net for a failing test.
 async fn await_connections(kafka: &FakeCluster, broker: i32, n: usize) {
-    let reached = tokio::time::timeout(Duration::from_secs(60), async {
-        while kafka.connection_count(broker) != n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    })
-    .await;
-    assert!(reached.is_ok(), "broker {broker} has {} connections, not {n}", kafka.connection_count(broker));
+    let reached = kafka.await_connection_count(broker, n, Duration::from_secs(60)).await;
+    assert!(reached, "broker {broker} has {} connections, not {n}", kafka.connection_count(broker));
 }
 
 #[tokio::test]

@@ -481,6 +481,19 @@ impl FakeCluster {
         self.shared.lock().brokers.get(&broker).map_or(0, |b| b.connections)
     }
 
+    /// Waits until `broker` counts `n` open connections, looking again after each
+    /// reschedule, and says whether it did before `give_up` passed (a bound for a
+    /// failing test, not a measure: clients close connections in tasks of their own).
+    pub async fn await_connection_count(&self, broker: i32, n: usize, give_up: Duration) -> bool {
+        tokio::time::timeout(give_up, async {
+            while self.connection_count(broker) != n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
     /// Delays every answer of `broker` by `latency` (zero to stop).
     pub fn set_latency(&self, broker: i32, latency: Duration) -> Result<(), Error> {
         let mut state = self.shared.lock();
