@@ -462,18 +462,7 @@ impl ConsumerMember {
     /// The coordinator answered heartbeat `id`. An answer to anything but the
     /// heartbeat in flight (a duplicate, a late one) is ignored.
     pub fn on_heartbeat_response(&mut self, now: Instant, id: HeartbeatId, response: &ConsumerGroupHeartbeatResponse) {
-        let Some(flight) = self.in_flight.filter(|f| f.id == id) else {
-            tracing::debug!(group = %self.config.group_id, ?id, "answer to no heartbeat in flight ignored");
-            return;
-        };
-        self.in_flight = None;
-        if self.phase == Phase::Stopped {
-            return;
-        }
-        if flight.leave {
-            self.finish(Outcome::Left);
-            return;
-        }
+        let Some(flight) = self.settle_flight(id) else { return };
         if flight.incarnation != self.incarnation {
             // Sent before the partitions were lost: what it says is about a membership
             // the member gave up. The next heartbeat is a full one.
@@ -488,17 +477,30 @@ impl ConsumerMember {
         }
     }
 
+    /// Ends heartbeat `id` if it is the one in flight, and returns it when its outcome
+    /// still matters: not after the member stopped, and not for a leave, which any
+    /// outcome completes.
+    fn settle_flight(&mut self, id: HeartbeatId) -> Option<InFlight> {
+        let Some(flight) = self.in_flight.filter(|f| f.id == id) else {
+            tracing::debug!(group = %self.config.group_id, ?id, "outcome of no heartbeat in flight ignored");
+            return None;
+        };
+        self.in_flight = None;
+        if self.phase == Phase::Stopped {
+            return None;
+        }
+        if flight.leave {
+            self.finish(Outcome::Left);
+            return None;
+        }
+        Some(flight)
+    }
+
     /// Heartbeat `id` got no answer (the connection failed, the request timed out or
     /// was not sent). The next heartbeat is full, after the backoff, to the
     /// coordinator found anew.
     pub fn on_heartbeat_failed(&mut self, now: Instant, id: HeartbeatId) {
-        let Some(flight) = self.in_flight.filter(|f| f.id == id) else { return };
-        self.in_flight = None;
-        if self.phase == Phase::Stopped {
-            return;
-        }
-        if flight.leave {
-            self.finish(Outcome::Left);
+        if self.settle_flight(id).is_none() {
             return;
         }
         self.sent = None;
