@@ -54,6 +54,9 @@
 //!   later ones move down in its place (re-stamped as they go) and so does the next
 //!   sequence. Otherwise an idempotent producer gets a new producer id; a
 //!   transactional one keeps the gap (its transaction aborts).
+//! - A partition's batches complete in take order: a batch settled while an earlier one
+//!   is still in flight, waiting for a retry or being split waits for it (the answer
+//!   for a batch sent again after a lost answer can come after its successors').
 //! - A request that failed before it reached the connection's socket
 //!   ([`Answer::NotSent`]) was not seen by the broker: its batches are retried as
 //!   never written.
@@ -127,7 +130,8 @@ pub(crate) enum Dispatch {
     Send { order: Order, broker: i32, stamp: Option<ProducerStamp>, restamped: bool },
     /// Kept among the retries (the partition has no leader): nothing to send.
     Parked,
-    /// Not sent: an [`Action::Complete`] with its error is queued.
+    /// Not sent: it is settled with its error (its [`Action::Complete`] comes in take
+    /// order).
     Failed,
     /// Nothing of the partition to send.
     Nothing,
@@ -188,6 +192,9 @@ struct Partition {
     last_written: Option<Order>,
     /// The broker its batches in flight went to.
     broker: Option<i32>,
+    /// Settled batches waiting for an earlier batch of the partition to settle, in
+    /// take order: a partition's batches complete in the order they were taken.
+    held: Vec<(Order, Result<Written, ProduceError>)>,
 }
 
 impl Partition {
@@ -205,7 +212,14 @@ impl Partition {
     }
 
     fn idle(&self) -> bool {
-        self.in_flight.is_empty() && self.retries.is_empty() && self.splitting.is_empty()
+        self.in_flight.is_empty() && self.retries.is_empty() && self.splitting.is_empty() && self.held.is_empty()
+    }
+
+    /// The take order of its earliest batch still unsettled.
+    fn first_pending(&self) -> Option<Order> {
+        let in_flight = self.in_flight.iter().map(|b| b.order);
+        let splitting = self.splitting.iter().map(|(b, _)| b.order);
+        in_flight.chain(splitting).chain(self.retries.front().map(|b| b.order)).min()
     }
 }
 
@@ -388,7 +402,7 @@ impl Sequencer {
                 timeout,
                 last_error: batch.last_error.take(),
             };
-            self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+            self.complete(tp, batch.order, Err(error));
             self.close_gap(tp, &batch);
             return Dispatch::Failed;
         }
@@ -406,11 +420,7 @@ impl Sequencer {
             if stale && batch.maybe_written {
                 // Sequenced again under the new producer id, it could be written twice.
                 let error = ProduceError::OutcomeUnknown { topic: tp.topic.to_string(), partition: tp.partition };
-                self.actions.push_back(Action::Complete {
-                    partition: tp.clone(),
-                    order: batch.order,
-                    result: Err(error),
-                });
+                self.complete(tp, batch.order, Err(error));
                 return Dispatch::Failed;
             }
             if stale || batch.stamp.is_none() {
@@ -597,11 +607,7 @@ impl Sequencer {
                     }
                 }
                 let written = Written { topic: tp.topic.clone(), partition: tp.partition, base, append_time };
-                self.actions.push_back(Action::Complete {
-                    partition: tp.clone(),
-                    order: batch.order,
-                    result: Ok(written),
-                });
+                self.complete(tp, batch.order, Ok(written));
             }
             Settled::Failed { cause, retriable: true } => {
                 let at = Some(now + self.config.retry_backoff);
@@ -617,19 +623,11 @@ impl Sequencer {
                     epoch,
                     code,
                 };
-                self.actions.push_back(Action::Complete {
-                    partition: tp.clone(),
-                    order: batch.order,
-                    result: Err(error),
-                });
+                self.complete(tp, batch.order, Err(error));
             }
             Settled::Invalid(reason) => {
                 let error = ProduceError::Encode(reason);
-                self.actions.push_back(Action::Complete {
-                    partition: tp.clone(),
-                    order: batch.order,
-                    result: Err(error),
-                });
+                self.complete(tp, batch.order, Err(error));
                 self.close_gap(tp, &batch);
             }
         }
@@ -656,7 +654,7 @@ impl Sequencer {
                 timeout,
                 last_error,
             };
-            self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+            self.complete(tp, batch.order, Err(error));
             self.close_gap(tp, &batch);
             return;
         }
@@ -668,6 +666,20 @@ impl Sequencer {
             batch.last_error = Some(cause);
         }
         self.partitions.entry(tp.clone()).or_default().push_retry(batch);
+    }
+
+    /// Settles the batch `order` of `tp` with `result`. Its [`Action::Complete`] is
+    /// queued once every earlier batch of the partition has settled, and with it the
+    /// later ones that waited for it.
+    fn complete(&mut self, tp: &TopicPartition, order: Order, result: Result<Written, ProduceError>) {
+        let p = self.partitions.entry(tp.clone()).or_default();
+        let at = p.held.partition_point(|(o, _)| *o < order);
+        p.held.insert(at, (order, result));
+        let first_pending = p.first_pending();
+        let ready = p.held.partition_point(|(o, _)| first_pending.is_none_or(|f| *o < f));
+        for (order, result) in p.held.drain(..ready) {
+            self.actions.push_back(Action::Complete { partition: tp.clone(), order, result });
+        }
     }
 
     /// Fails a batch for good with `cause`.
@@ -684,7 +696,7 @@ impl Sequencer {
                 message: Some(other.to_string()),
             },
         };
-        self.actions.push_back(Action::Complete { partition: tp.clone(), order: batch.order, result: Err(error) });
+        self.complete(tp, batch.order, Err(error));
         self.close_gap(tp, &batch);
     }
 
@@ -995,20 +1007,44 @@ mod tests {
     }
 
     #[test]
-    fn answers_for_a_partitions_batches_in_flight_settle_in_any_order() {
+    fn answers_for_a_partitions_batches_in_flight_settle_in_any_order_and_complete_in_take_order() {
         let mut r = Rig::new(5, Some(PID));
         let (a, _) = r.send_new(0, 1);
         r.ok(0, a, 0);
         let sent: Vec<Order> = (0..4).map(|_| r.send_new(0, 1).0).collect();
         r.completions();
-        for (i, &o) in sent.iter().enumerate().rev() {
+        for (i, &o) in sent.iter().enumerate().skip(1).rev() {
             r.ok(0, o, 1 + i as i64);
         }
+        assert!(r.completions().0.is_empty(), "the later batches wait for the first");
+        assert!(!r.s.idle());
+        r.ok(0, sent[0], 1);
         // An answer for a batch not in flight (already settled) is ignored.
         r.ok(0, sent[0], 99);
         let done = offsets(r.completions().0);
-        assert_eq!(done.len(), 4);
-        assert!(sent.iter().enumerate().all(|(i, o)| done.contains(&(*o, Some(1 + i as i64)))));
+        let expected: Vec<_> = sent.iter().enumerate().map(|(i, o)| (*o, Some(1 + i as i64))).collect();
+        assert_eq!(done, expected);
+        assert!(r.s.idle());
+    }
+
+    #[test]
+    fn a_batch_resent_after_a_lost_answer_completes_before_the_later_ones_already_written() {
+        let mut r = Rig::new(2, Some(PID));
+        let (a, _) = r.send_new(0, 1);
+        r.ok(0, a, 0);
+        r.completions();
+        let (b, _) = r.send_new(0, 1);
+        let (c, _) = r.send_new(0, 1);
+        // b was written but its answer lost; c's answer comes.
+        r.answer(0, b, lost());
+        r.ok(0, c, 2);
+        let (done, _) = r.completions();
+        assert!(done.is_empty(), "c waits for b: {done:?}");
+        r.advance(BACKOFF);
+        let (b_again, _, restamped) = r.send_retry(0, 1);
+        assert_eq!((b_again, restamped), (b, false));
+        r.refuse(0, b, ErrorCode::DuplicateSequenceNumber);
+        assert_eq!(offsets(r.completions().0), [(b, Some(-1)), (c, Some(2))]);
         assert!(r.s.idle());
     }
 
