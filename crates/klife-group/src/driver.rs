@@ -130,6 +130,15 @@ pub enum MemberEvent {
         /// Why.
         reason: LostReason,
     },
+    /// The member epoch (KIP-848) or the generation (classic) changed, with the member
+    /// id: commits from now on carry them. An epoch of 0 (KIP-848) or -1 (classic)
+    /// means out of the group: no commit can succeed until it joins again.
+    Generation {
+        /// The member id.
+        member_id: String,
+        /// The member epoch or the generation.
+        epoch: i32,
+    },
     /// The member ended; no event follows.
     Ended(Ended),
 }
@@ -144,6 +153,16 @@ pub struct Revocation {
 }
 
 impl Revocation {
+    /// Revoked partitions that `release` gives back through `tx` (`None`: released
+    /// already).
+    pub(crate) fn new(
+        partitions: Vec<TopicPartition>,
+        reason: RevokeReason,
+        release: Option<(ReleaseId, mpsc::UnboundedSender<ReleaseId>)>,
+    ) -> Revocation {
+        Revocation { partitions, reason, release }
+    }
+
     /// The partitions revoked.
     pub fn partitions(&self) -> &[TopicPartition] {
         &self.partitions
@@ -485,6 +504,8 @@ impl Task {
                     } else {
                         tracing::debug!(epoch, "member epoch changed");
                     }
+                    let member_id = self.member.config().member_id.clone();
+                    let _ = self.events.send(MemberEvent::Generation { member_id, epoch });
                 }
                 Action::StopFetching { partitions, .. } => {
                     tracing::debug!(partitions = %list(&partitions), "reconcile: stop fetching");
@@ -492,13 +513,12 @@ impl Task {
                 Action::CommitRevoked { release, partitions, reason } => {
                     tracing::info!(partitions = %list(&partitions), ?reason, "reconcile: revoked");
                     if self.auto_release || self.driver.auto_release {
-                        let _ = self.events.send(MemberEvent::Revoked {
-                            revocation: Revocation { partitions, reason, release: None },
-                        });
+                        let _ = self
+                            .events
+                            .send(MemberEvent::Revoked { revocation: Revocation::new(partitions, reason, None) });
                         self.member.released(clock(), release);
                     } else {
-                        let revocation =
-                            Revocation { partitions, reason, release: Some((release, self.releases_tx.clone())) };
+                        let revocation = Revocation::new(partitions, reason, Some((release, self.releases_tx.clone())));
                         if let Err(mpsc::error::SendError(MemberEvent::Revoked { mut revocation })) =
                             self.events.send(MemberEvent::Revoked { revocation })
                         {
