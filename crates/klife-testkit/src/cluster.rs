@@ -12,10 +12,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::coordinator::{Coordinator, GroupConfig, GroupDescription};
 use crate::records::{self, Marker, StoredRecord};
 use crate::sasl::{SaslMechanism, Users};
 use crate::server::{self, Shared};
-use crate::state::{Broker, Config, Fault, FaultAction, RequestRecord, State};
+use crate::state::{Broker, Clock, Config, Fault, FaultAction, RequestRecord, State};
 use crate::tls::TlsIdentity;
 use crate::{Error, handlers};
 
@@ -48,6 +49,8 @@ pub struct ClusterBuilder {
     mechanisms: Vec<SaslMechanism>,
     sasl: bool,
     transaction_version: i16,
+    groups: GroupConfig,
+    manual_clock: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -66,6 +69,8 @@ impl Default for ClusterBuilder {
             mechanisms: SaslMechanism::ALL.to_vec(),
             sasl: false,
             transaction_version: DEFAULT_TRANSACTION_VERSION,
+            groups: GroupConfig::default(),
+            manual_clock: false,
         }
     }
 }
@@ -157,6 +162,51 @@ impl ClusterBuilder {
         self
     }
 
+    /// The heartbeat interval KIP-848 members are told (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, default 5 s). Tests want it small.
+    pub fn consumer_heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.groups.heartbeat_interval_ms = i32::try_from(interval.as_millis()).unwrap_or(i32::MAX);
+        self
+    }
+
+    /// The session timeout of KIP-848 members (Kafka's `group.consumer.session.timeout.ms`,
+    /// default 45 s), on the cluster clock.
+    pub fn consumer_session_timeout(mut self, timeout: Duration) -> Self {
+        self.groups.session_timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// How long a new classic group waits for more members before its first rebalance
+    /// completes (Kafka's `group.initial.rebalance.delay.ms`: 3 s in Kafka, 0 here by
+    /// default so that tests need not wait).
+    pub fn group_initial_rebalance_delay(mut self, delay: Duration) -> Self {
+        self.groups.initial_rebalance_delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
+    /// The most members a group takes (Kafka's `group.max.size` and
+    /// `group.consumer.max.size`, unbounded by default); more get GROUP_MAX_SIZE_REACHED.
+    pub fn group_max_size(mut self, members: usize) -> Self {
+        self.groups.max_size = members;
+        self
+    }
+
+    /// Whether ApiVersions advertises ConsumerGroupHeartbeat (KIP-848; default true).
+    /// Without it the cluster is a broker without the new protocol, and answers the
+    /// API with UNSUPPORTED_VERSION.
+    pub fn consumer_group_protocol(mut self, enabled: bool) -> Self {
+        self.groups.advertise_consumer_protocol = enabled;
+        self
+    }
+
+    /// Runs the cluster clock (group sessions, rebalance timeouts, barriers) by hand:
+    /// it stands still until [`FakeCluster::advance_clock`] moves it. By default it
+    /// follows real time, and `advance_clock` adds to it.
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+
     /// Binds one loopback port per broker and starts serving. Must be called inside a
     /// tokio runtime, which then runs the cluster's tasks.
     pub async fn start(self) -> Result<FakeCluster, Error> {
@@ -199,6 +249,8 @@ impl ClusterBuilder {
             transaction_version: self.transaction_version,
         };
         let mut state = State::new(config, brokers);
+        state.coordinator = Coordinator::new(self.groups);
+        state.clock = Clock::new(self.manual_clock);
         for (name, partitions, configs) in self.topics {
             handlers::validate_topic_name(&name).map_err(Error::InvalidArgument)?;
             if partitions <= 0 {
@@ -211,6 +263,7 @@ impl ClusterBuilder {
         let shared = Arc::new(Shared {
             state: Mutex::new(state),
             changed: watch::channel(0).0,
+            groups_changed: watch::channel(0).0,
             kills,
             shutdown: watch::channel(false).0,
             tls,
@@ -220,7 +273,8 @@ impl ClusterBuilder {
             .into_iter()
             .map(|(id, listener)| (id, server::spawn_listener(shared.clone(), id, listener)))
             .collect();
-        let cluster = FakeCluster { shared, listeners: Mutex::new(tasks) };
+        let ticker = server::spawn_ticker(shared.clone());
+        let cluster = FakeCluster { shared, listeners: Mutex::new(tasks), ticker };
         tracing::info!(bootstrap = cluster.bootstrap(), "fake cluster started");
         Ok(cluster)
     }
@@ -233,6 +287,7 @@ impl ClusterBuilder {
 pub struct FakeCluster {
     shared: Arc<Shared>,
     listeners: Mutex<BTreeMap<i32, JoinHandle<()>>>,
+    ticker: JoinHandle<()>,
 }
 
 impl Drop for FakeCluster {
@@ -249,6 +304,7 @@ impl FakeCluster {
 
     fn stop(&self) {
         self.shared.shutdown.send_replace(true);
+        self.ticker.abort();
         for (_, task) in self.listeners.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             task.abort();
         }
@@ -679,6 +735,92 @@ impl FakeCluster {
     /// The coordinator node of a group or transactional id.
     pub fn coordinator(&self, key: &str) -> Option<i32> {
         self.shared.lock().coordinator(key)
+    }
+
+    /// Makes `broker` the coordinator of `group` (FindCoordinator says so, and the old
+    /// coordinator answers NOT_COORDINATOR). The group's members and offsets move with
+    /// it, as a coordinator loading the group from the offsets topic would have them.
+    pub fn move_group_coordinator(&self, group: &str, broker: i32) -> Result<(), Error> {
+        let mut state = self.shared.lock();
+        if !state.brokers.contains_key(&broker) {
+            return Err(Error::UnknownBroker(broker));
+        }
+        state.coordinator_overrides.insert(group.to_owned(), broker);
+        tracing::debug!(group, broker, "group coordinator moved");
+        Ok(())
+    }
+
+    /// A group's membership as the coordinator has it: protocol, state, epoch or
+    /// generation, members with their epochs and assignments. `None` for a group
+    /// without membership (offsets only, or unknown).
+    pub fn describe_group(&self, group: &str) -> Option<GroupDescription> {
+        let state = self.shared.lock();
+        state.coordinator.describe(group, &state.topic_view())
+    }
+
+    /// Starts a rebalance of `group`: a classic group goes to PreparingRebalance (its
+    /// members learn it from REBALANCE_IN_PROGRESS); a KIP-848 group's epoch goes up
+    /// and every member reconciles to it on its next heartbeat. False if the group has
+    /// no members.
+    pub fn force_rebalance(&self, group: &str) -> bool {
+        let done = {
+            let mut state = self.shared.lock();
+            let now = state.clock.now_ms();
+            state.coordinator.force_rebalance(group, now)
+        };
+        self.shared.notify_groups();
+        done
+    }
+
+    /// Removes a member from its group as the expiry of its session would (its
+    /// partitions or place go to the others). False if there is no such member.
+    pub fn expire_member(&self, group: &str, member_id: &str) -> bool {
+        let done = {
+            let mut state = self.shared.lock();
+            let now = state.clock.now_ms();
+            state.coordinator.expire_member(group, member_id, now)
+        };
+        self.shared.notify_groups();
+        done
+    }
+
+    /// Answers every ConsumerGroupHeartbeat with UNSUPPORTED_VERSION while still
+    /// advertising the API (true), as a Kafka broker whose coordinator does not run the
+    /// consumer protocol does: for testing a client's fall back to the classic protocol.
+    pub fn refuse_consumer_group_heartbeat(&self, refuse: bool) {
+        self.shared.lock().coordinator.config.refuse_consumer_protocol = refuse;
+    }
+
+    /// Sets the heartbeat interval KIP-848 members are told from now on (see
+    /// [`ClusterBuilder::consumer_heartbeat_interval`]).
+    pub fn set_consumer_heartbeat_interval(&self, interval: Duration) {
+        self.shared.lock().coordinator.config.heartbeat_interval_ms =
+            i32::try_from(interval.as_millis()).unwrap_or(i32::MAX);
+    }
+
+    /// Sets the KIP-848 session timeout, for sessions refreshed from now on (see
+    /// [`ClusterBuilder::consumer_session_timeout`]).
+    pub fn set_consumer_session_timeout(&self, timeout: Duration) {
+        self.shared.lock().coordinator.config.session_timeout_ms =
+            i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// Moves the cluster clock forward by `by`, then runs the group timers that fell
+    /// due (sessions expire, barriers complete) before returning.
+    pub fn advance_clock(&self, by: Duration) {
+        {
+            let mut state = self.shared.lock();
+            state.clock.advance(by);
+            let now = state.clock.now_ms();
+            state.coordinator.tick(now);
+        }
+        self.shared.notify_groups();
+    }
+
+    /// The cluster clock: milliseconds since the Unix epoch, plus what
+    /// [`advance_clock`](Self::advance_clock) added.
+    pub fn clock_ms(&self) -> i64 {
+        self.shared.lock().clock.now_ms()
     }
 
     /// The producer id and epoch of every transactional id.

@@ -105,6 +105,7 @@
 //! `telemetry` module).
 
 mod cluster;
+mod coordinator;
 mod error;
 mod handlers;
 mod log;
@@ -117,6 +118,8 @@ mod tls;
 mod txn;
 
 pub use cluster::{ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TRANSACTION_VERSION, FakeCluster};
+pub use coordinator::consumer::ReconciliationState;
+pub use coordinator::{GroupDescription, GroupProtocol, MemberDescription};
 pub use error::Error;
 pub use records::{Marker, StoredRecord, TxnStatus};
 pub use sasl::SaslMechanism;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use klife_protocol::frame::{self, FrameError};
@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) changed: watch::Sender<u64>,
     /// Bumped to drop every connection of a broker.
     pub(crate) kills: BTreeMap<i32, watch::Sender<u64>>,
+    /// Bumped whenever a group's membership moved on: wakes parked joins and syncs.
+    pub(crate) groups_changed: watch::Sender<u64>,
     /// Set once, to stop every task.
     pub(crate) shutdown: watch::Sender<bool>,
     pub(crate) tls: Option<TlsAcceptor>,
@@ -54,6 +56,10 @@ impl Shared {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
+    pub(crate) fn notify_groups(&self) {
+        self.groups_changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
     pub(crate) fn kill_connections(&self, broker: i32) {
         if let Some(k) = self.kills.get(&broker) {
             k.send_modify(|v| *v = v.wrapping_add(1));
@@ -61,8 +67,61 @@ impl Shared {
     }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+/// How often the cluster runs its group timers (sessions, barriers) on its own; tests
+/// with a manual clock run them through `FakeCluster::advance_clock`.
+const TICK: Duration = Duration::from_millis(10);
+
+/// Runs the group coordinator's timers until shutdown.
+pub(crate) fn spawn_ticker(shared: Arc<Shared>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut shutdown = shared.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(TICK) => {}
+                _ = shutdown.changed() => return,
+            }
+            let changed = {
+                let mut state = shared.lock();
+                let now = state.clock.now_ms();
+                state.coordinator.tick(now)
+            };
+            if changed {
+                shared.notify_groups();
+            }
+        }
+    })
+}
+
+/// A parked request's ticket: dropped before its answer came (the connection closed),
+/// it tells the coordinator to drop the answer.
+struct ParkedTicket<'a> {
+    shared: &'a Shared,
+    ticket: u64,
+    answered: bool,
+}
+
+impl Drop for ParkedTicket<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.lock().coordinator.abandon(self.ticket);
+        }
+    }
+}
+
+/// Waits for the answer of a parked join or sync.
+async fn await_parked(shared: &Shared, ticket: u64) -> AnyResponse {
+    let mut guard = ParkedTicket { shared, ticket, answered: false };
+    let mut changed = shared.groups_changed.subscribe();
+    loop {
+        if let Some(answer) = shared.lock().coordinator.take_answer(ticket) {
+            guard.answered = true;
+            return answer;
+        }
+        // A closed channel means shutdown: the connection ends through its own select.
+        if changed.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// Accepts connections for `broker` until shutdown or until the task is aborted (which
@@ -231,7 +290,7 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
     let version = header.request_api_version;
     let correlation_id = header.correlation_id;
     if api_key == ApiKey::ApiVersions && !handlers::supported(api_key).is_some_and(|r| r.contains(version)) {
-        let (v, resp) = handlers::api_versions(version, "", 0);
+        let (v, resp) = handlers::api_versions(version, "", 0, &[]);
         return encode(correlation_id, v, &resp.into(), false);
     }
     if !handlers::supported(api_key).is_some_and(|r| r.contains(version)) {
@@ -262,7 +321,8 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    let ctx = Ctx { broker, version, now_ms: now_ms() };
+    let now_ms = shared.lock().clock.now_ms();
+    let ctx = Ctx { broker, version, now_ms };
     let lose_answer = fault == Some(FaultAction::DisconnectAfter);
     let reply = match fault {
         Some(FaultAction::Disconnect) => return Outcome::Close("an injected disconnect"),
@@ -272,8 +332,16 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         }
         None | Some(FaultAction::DisconnectAfter) => match request {
             AnyRequest::ApiVersions(r) => {
-                let transaction_version = shared.lock().config.transaction_version;
-                let (v, resp) = handlers::api_versions(version, &r.client_software_name, transaction_version);
+                let (transaction_version, hidden) = {
+                    let state = shared.lock();
+                    let hidden = if state.coordinator.config.advertise_consumer_protocol {
+                        vec![]
+                    } else {
+                        vec![ApiKey::ConsumerGroupHeartbeat]
+                    };
+                    (state.config.transaction_version, hidden)
+                };
+                let (v, resp) = handlers::api_versions(version, &r.client_software_name, transaction_version, &hidden);
                 return encode(correlation_id, v, &resp.into(), false);
             }
             AnyRequest::SaslHandshake(r) => {
@@ -288,11 +356,25 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
             other => {
                 let changes =
                     matches!(other, AnyRequest::Produce(_) | AnyRequest::EndTxn(_) | AnyRequest::InitProducerId(_));
+                let membership = matches!(
+                    other,
+                    AnyRequest::JoinGroup(_)
+                        | AnyRequest::SyncGroup(_)
+                        | AnyRequest::Heartbeat(_)
+                        | AnyRequest::LeaveGroup(_)
+                        | AnyRequest::ConsumerGroupHeartbeat(_)
+                );
                 let reply = handlers::handle(&mut shared.lock(), &ctx, other);
                 if changes {
                     shared.notify_changed();
                 }
-                reply
+                if membership {
+                    shared.notify_groups();
+                }
+                match reply {
+                    Reply::Park(ticket) => Reply::Respond(await_parked(shared, ticket).await),
+                    other => other,
+                }
             }
         },
     };
@@ -303,6 +385,7 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         Reply::Respond(resp) => encode(correlation_id, version, &resp, false),
         Reply::Nothing => Outcome::Nothing,
         Reply::Close(reason) => Outcome::Close(reason),
+        Reply::Park(_) => Outcome::Close("a parked answer outside the connection task (a bug here)"),
     }
 }
 

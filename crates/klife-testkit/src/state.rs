@@ -7,8 +7,41 @@ use std::time::Duration;
 
 use klife_protocol::{ApiKey, ErrorCode, Uuid};
 
+use crate::coordinator::{Coordinator, Topics};
 use crate::log::PartitionLog;
 use crate::txn::Transactions;
+
+/// The cluster's clock, in milliseconds since the Unix epoch: real time plus whatever
+/// tests advanced it by, or (manual) the start time plus that only.
+#[derive(Debug, Clone)]
+pub(crate) struct Clock {
+    manual: bool,
+    start_ms: i64,
+    offset_ms: i64,
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+impl Clock {
+    pub(crate) fn new(manual: bool) -> Clock {
+        Clock { manual, start_ms: wall_ms(), offset_ms: 0 }
+    }
+
+    /// The cluster's time now.
+    pub(crate) fn now_ms(&self) -> i64 {
+        let base = if self.manual { self.start_ms } else { wall_ms() };
+        base.saturating_add(self.offset_ms)
+    }
+
+    /// Moves the clock forward.
+    pub(crate) fn advance(&mut self, by: Duration) {
+        self.offset_ms = self.offset_ms.saturating_add(i64::try_from(by.as_millis()).unwrap_or(i64::MAX));
+    }
+}
 
 /// Settings fixed when the cluster starts.
 #[derive(Debug, Clone)]
@@ -101,6 +134,12 @@ pub(crate) struct State {
     pub(crate) requests: Vec<RequestRecord>,
     /// Fetch sessions (KIP-227) of every broker.
     pub(crate) fetch_sessions: crate::handlers::fetch::FetchSessions,
+    /// Group membership (classic and KIP-848).
+    pub(crate) coordinator: Coordinator,
+    /// Groups whose coordinator a test moved: group → broker.
+    pub(crate) coordinator_overrides: BTreeMap<String, i32>,
+    /// The clock sessions and barriers run on.
+    pub(crate) clock: Clock,
     next_assignment: usize,
 }
 
@@ -133,6 +172,9 @@ impl State {
             faults: VecDeque::new(),
             requests: Vec::new(),
             fetch_sessions: Default::default(),
+            coordinator: Coordinator::default(),
+            coordinator_overrides: BTreeMap::new(),
+            clock: Clock::new(false),
             next_assignment: 0,
         }
     }
@@ -280,12 +322,23 @@ impl State {
     /// partition of the (virtual) internal topic; when that broker is down, the next
     /// live one.
     pub(crate) fn coordinator(&self, key: &str) -> Option<i32> {
+        if let Some(b) = self.coordinator_overrides.get(key) {
+            return self.is_up(*b).then_some(*b);
+        }
         let ids: Vec<i32> = self.brokers.keys().copied().collect();
         if ids.is_empty() {
             return None;
         }
         let partition = usize::try_from((java_hash(key) & i32::MAX) % COORDINATOR_PARTITIONS).unwrap_or(0);
         (0..ids.len()).map(|k| ids[(partition + k) % ids.len()]).find(|id| self.is_up(*id))
+    }
+
+    /// The topics as the group coordinator sees them.
+    pub(crate) fn topic_view(&self) -> Topics {
+        self.topics
+            .iter()
+            .map(|(name, t)| (name.clone(), (t.id, i32::try_from(t.partitions.len()).unwrap_or(i32::MAX))))
+            .collect()
     }
 
     /// A fresh producer id.

@@ -1,7 +1,8 @@
 //! Answers carrying an injected error code, built from the request alone: the code goes
 //! where each API carries errors (every partition of Produce, Fetch, ListOffsets,
 //! OffsetCommit, TxnOffsetCommit and AddPartitionsToTxn; every topic of Metadata and the
-//! topic admin APIs; every key of a batched FindCoordinator; the top level elsewhere).
+//! topic admin APIs; every key of a batched FindCoordinator; the top level elsewhere,
+//! group membership APIs included).
 
 use bytes::Bytes;
 use klife_protocol::messages::add_partitions_to_txn_response::{
@@ -237,6 +238,13 @@ pub(crate) fn error_response(state: &State, ctx: &Ctx, request: &AnyRequest, cod
                 })
                 .collect();
             TxnOffsetCommitResponse::default().with_topics(topics).into()
+        }
+        AnyRequest::JoinGroup(r) => crate::coordinator::classic::join_error_at(code, &r.member_id, v).into(),
+        AnyRequest::SyncGroup(_) => SyncGroupResponse::default().with_error_code(c).into(),
+        AnyRequest::Heartbeat(_) => HeartbeatResponse::default().with_error_code(c).into(),
+        AnyRequest::LeaveGroup(_) => LeaveGroupResponse::default().with_error_code(c).into(),
+        AnyRequest::ConsumerGroupHeartbeat(_) => {
+            ConsumerGroupHeartbeatResponse::default().with_error_code(c).with_member_epoch(-1).into()
         }
         AnyRequest::ApiVersions(_) => ApiVersionsResponse::default().with_error_code(c).into(),
         AnyRequest::SaslHandshake(_) => SaslHandshakeResponse::default().with_error_code(c).into(),

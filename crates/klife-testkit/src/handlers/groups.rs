@@ -1,6 +1,7 @@
-//! Coordinator lookup and committed offsets. Group membership (JoinGroup, KIP-848
-//! heartbeats) is not implemented yet: commits are accepted whatever the generation or
-//! member id, as for a group without members.
+//! Coordinator lookup and committed offsets. Commits and (v9+) fetches of a group with
+//! members are checked against the member and its epoch (KIP-848) or the generation
+//! (classic), as Kafka checks them; a group without members takes commits with
+//! generation -1 (simple consumers, admin clients).
 
 use std::collections::BTreeMap;
 
@@ -17,6 +18,7 @@ use klife_protocol::messages::{
 };
 
 use super::Ctx;
+use crate::coordinator::Group;
 use crate::state::{Committed, State};
 
 /// Kafka's default `offset.metadata.max.bytes`.
@@ -69,11 +71,56 @@ pub(crate) fn coordinator_error(state: &State, group: &str, broker: i32) -> Erro
     }
 }
 
+/// Kafka's check of a commit's generation (or member epoch) and member id against the
+/// group (`OffsetMetadataManager.validateOffsetCommit` and the groups' own checks).
+fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCode {
+    let generation = r.generation_id_or_member_epoch;
+    let instance = if version >= 7 { r.group_instance_id.as_deref() } else { None };
+    match state.coordinator.groups.get(&r.group_id) {
+        Some(Group::Consumer(g)) => {
+            if generation < 0 && g.members.is_empty() {
+                return ErrorCode::None;
+            }
+            if !g.members.contains_key(&r.member_id) {
+                return ErrorCode::UnknownMemberId;
+            }
+            if version < 9 {
+                // Members of the consumer protocol commit with v9+.
+                return ErrorCode::UnsupportedVersion;
+            }
+            g.check_member_epoch(&r.member_id, generation)
+        }
+        Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance),
+        None if state.groups.contains_key(&r.group_id) || generation < 0 => {
+            // A group with offsets only is an empty classic group to Kafka.
+            crate::coordinator::classic::ClassicGroup::new().check_commit(generation, &r.member_id, instance)
+        }
+        None if version >= 9 => ErrorCode::GroupIdNotFound,
+        None => ErrorCode::IllegalGeneration,
+    }
+}
+
+/// Kafka's check of an OffsetFetch (v9+) member id and epoch: only consumer groups check.
+fn check_fetch(state: &State, group: &str, member_id: Option<&str>, epoch: i32) -> ErrorCode {
+    match state.coordinator.groups.get(group) {
+        Some(Group::Consumer(g)) if member_id.is_some() || epoch >= 0 => {
+            g.check_member_epoch(member_id.unwrap_or_default(), epoch)
+        }
+        _ => ErrorCode::None,
+    }
+}
+
 pub(crate) fn offset_commit(state: &mut State, ctx: &Ctx, r: OffsetCommitRequest) -> OffsetCommitResponse {
     let group_error = if r.group_id.is_empty() {
         ErrorCode::InvalidGroupId
     } else {
-        coordinator_error(state, &r.group_id, ctx.broker)
+        match coordinator_error(state, &r.group_id, ctx.broker) {
+            ErrorCode::None => {
+                state.coordinator.tick(ctx.now_ms);
+                check_commit(state, ctx.version, &r)
+            }
+            code => code,
+        }
     };
     let topics = r
         .topics
@@ -158,7 +205,10 @@ pub(crate) fn offset_fetch(state: &mut State, ctx: &Ctx, r: OffsetFetchRequest) 
             .into_iter()
             .map(|g| {
                 let out = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-                let code = coordinator_error(state, &g.group_id, ctx.broker);
+                let mut code = coordinator_error(state, &g.group_id, ctx.broker);
+                if code == ErrorCode::None && ctx.version >= 9 {
+                    code = check_fetch(state, &g.group_id, g.member_id.as_deref(), g.member_epoch);
+                }
                 if code != ErrorCode::None {
                     return out.with_error_code(code.code());
                 }

@@ -5,7 +5,8 @@
 mod admin;
 mod errors;
 pub(crate) mod fetch;
-mod groups;
+pub(crate) mod groups;
+mod membership;
 mod produce;
 mod txn;
 
@@ -26,6 +27,10 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Metadata, 0, 13),
     (ApiKey::OffsetCommit, 2, 9),
     (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::JoinGroup, 2, 9),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 5),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::ApiVersions, 0, 4),
@@ -39,6 +44,7 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
 ];
 
 /// The advertised range of an API, if the fake cluster implements it.
@@ -63,6 +69,9 @@ pub(crate) enum Reply {
     Nothing,
     /// Close the connection, as Kafka does for requests it cannot serve.
     Close(&'static str),
+    /// The answer comes later (a classic join or sync waiting for its group): take it
+    /// from the coordinator under this ticket.
+    Park(u64),
 }
 
 impl<T: Into<AnyResponse>> From<T> for Reply {
@@ -79,7 +88,12 @@ const TRANSACTION_VERSION_FEATURE: &str = "transaction.version";
 /// features at 0), or, for a version this broker does not have, UNSUPPORTED_VERSION with
 /// the ApiVersions range only (answered at v0, as Kafka does, so that any client can
 /// read it).
-pub(crate) fn api_versions(version: i16, software_name: &str, transaction_version: i16) -> (i16, ApiVersionsResponse) {
+pub(crate) fn api_versions(
+    version: i16,
+    software_name: &str,
+    transaction_version: i16,
+    hidden: &[ApiKey],
+) -> (i16, ApiVersionsResponse) {
     let entry = |(k, min, max): &(ApiKey, i16, i16)| {
         ApiVersion::default().with_api_key(k.code()).with_min_version(*min).with_max_version(*max)
     };
@@ -93,7 +107,8 @@ pub(crate) fn api_versions(version: i16, software_name: &str, transaction_versio
     if version >= 3 && !valid_software_name(software_name) {
         return (version, ApiVersionsResponse::default().with_error_code(ErrorCode::InvalidRequest.code()));
     }
-    let mut resp = ApiVersionsResponse::default().with_api_keys(SUPPORTED.iter().map(entry).collect());
+    let mut resp = ApiVersionsResponse::default()
+        .with_api_keys(SUPPORTED.iter().filter(|(k, _, _)| !hidden.contains(k)).map(entry).collect());
     if version >= 3 {
         resp = resp.with_supported_features(vec![
             SupportedFeatureKey::default()
@@ -137,6 +152,11 @@ pub(crate) fn handle(state: &mut State, ctx: &Ctx, request: AnyRequest) -> Reply
         AnyRequest::FindCoordinator(r) => groups::find_coordinator(state, ctx, r).into(),
         AnyRequest::OffsetCommit(r) => groups::offset_commit(state, ctx, r).into(),
         AnyRequest::OffsetFetch(r) => groups::offset_fetch(state, ctx, r).into(),
+        AnyRequest::ConsumerGroupHeartbeat(r) => membership::consumer_group_heartbeat(state, ctx, r),
+        AnyRequest::JoinGroup(r) => membership::join_group(state, ctx, r),
+        AnyRequest::SyncGroup(r) => membership::sync_group(state, ctx, r),
+        AnyRequest::Heartbeat(r) => membership::heartbeat(state, ctx, r),
+        AnyRequest::LeaveGroup(r) => membership::leave_group(state, ctx, r),
         AnyRequest::InitProducerId(r) => txn::init_producer_id(state, ctx, r).into(),
         AnyRequest::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(state, ctx, r).into(),
         AnyRequest::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(state, ctx, r).into(),
@@ -171,22 +191,22 @@ mod tests {
 
     #[test]
     fn api_versions_answers_unknown_versions_at_v0_with_its_own_range() {
-        let (v, r) = api_versions(9, "", 2);
+        let (v, r) = api_versions(9, "", 2, &[]);
         assert_eq!(v, 0);
         assert_eq!(r.error_code, ErrorCode::UnsupportedVersion.code());
         assert_eq!(r.api_keys.len(), 1);
         assert_eq!(r.api_keys[0].api_key, ApiKey::ApiVersions.code());
-        let (v, r) = api_versions(3, "klife", 2);
+        let (v, r) = api_versions(3, "klife", 2, &[]);
         assert_eq!((v, r.error_code), (3, 0));
         assert_eq!(r.api_keys.len(), SUPPORTED.len());
-        assert_eq!(api_versions(3, "bad name!", 2).1.error_code, ErrorCode::InvalidRequest.code());
+        assert_eq!(api_versions(3, "bad name!", 2, &[]).1.error_code, ErrorCode::InvalidRequest.code());
         assert!(valid_software_name("librdkafka") && valid_software_name("a.b-c1") && !valid_software_name("-x"));
     }
 
     #[test]
     fn api_versions_reports_the_finalized_transaction_version_from_v3() {
         for level in [1, 2] {
-            let (_, r) = api_versions(3, "klife", level);
+            let (_, r) = api_versions(3, "klife", level, &[]);
             assert_eq!(r.finalized_features.len(), 1);
             let f = &r.finalized_features[0];
             assert_eq!(
@@ -196,7 +216,7 @@ mod tests {
             assert_eq!(r.supported_features[0].max_version, 2);
             assert!(r.finalized_features_epoch >= 0);
         }
-        assert!(api_versions(3, "klife", 0).1.finalized_features.is_empty());
-        assert!(api_versions(2, "", 2).1.finalized_features.is_empty());
+        assert!(api_versions(3, "klife", 0, &[]).1.finalized_features.is_empty());
+        assert!(api_versions(2, "", 2, &[]).1.finalized_features.is_empty());
     }
 }
