@@ -161,6 +161,9 @@ pub struct Consumer {
     partitions: HashMap<(Arc<str>, i32), Partition>,
     ready: VecDeque<ConsumerEvent>,
     partition_eof: bool,
+    /// The pause after an answer that brought nothing, and how many such answers in a
+    /// row lengthen it.
+    idle_backoff: (Duration, u32),
 }
 
 impl Consumer {
@@ -177,7 +180,19 @@ impl Consumer {
             partitions: HashMap::new(),
             ready: VecDeque::new(),
             partition_eof: false,
+            idle_backoff: (Duration::ZERO, 0),
         }
+    }
+
+    /// Pauses a partition's next fetch after answers that brought nothing: `interval`
+    /// after one, `n × interval` after `n` in a row, up to `max_steps × interval`
+    /// (default: no pause). A caught-up partition's fetch already waits at the broker
+    /// for records (the fetcher's `max_wait`); the pause comes on top, and spares the
+    /// brokers the fetches of idle partitions at the cost of latency.
+    #[must_use]
+    pub fn with_idle_backoff(mut self, interval: Duration, max_steps: u32) -> Self {
+        self.idle_backoff = (interval, max_steps);
+        self
     }
 
     /// Sets what to do with an out-of-range position (default: earliest).
@@ -496,7 +511,20 @@ impl Consumer {
             last_epoch: st.last_epoch,
             topic_id: st.topic_id,
         };
-        self.fetcher.submit_to(target, &self.options, st.pace, self.tx.clone());
+        let (interval, max_steps) = self.idle_backoff;
+        let pause = interval.saturating_mul(st.misses.min(max_steps));
+        if pause.is_zero() {
+            self.fetcher.submit_to(target, &self.options, st.pace, self.tx.clone());
+            return;
+        }
+        let (fetcher, options, pace, tx) = (self.fetcher.clone(), self.options.clone(), st.pace, self.tx.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(pause).await;
+            // A consumer dropped meanwhile no longer reads the answer.
+            if !tx.is_closed() {
+                fetcher.submit_to(target, &options, pace, tx);
+            }
+        });
     }
 }
 

@@ -194,7 +194,7 @@ fn suffix(message: &Option<String>) -> String {
 }
 
 /// What is wrong with a member's configuration; found before anything is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
     /// The group id is empty: the broker refuses it.
@@ -228,4 +228,41 @@ pub enum ConfigError {
     /// No assignor is configured (classic protocol): a JoinGroup needs at least one.
     #[error("no assignor is configured")]
     NoAssignor,
+    /// A consumer group lists no topic.
+    #[error("the group lists no topic")]
+    NoTopics,
+    /// A topic config has no name.
+    #[error("a topic config has no name")]
+    EmptyTopicName,
+    /// A topic is listed twice.
+    #[error("topic {0} is listed twice")]
+    DuplicateTopic(String),
+    /// The group's `default_topic_config` names a topic: it applies to every topic.
+    #[error("the default topic config names topic {0}: leave its name empty")]
+    NamedDefaultTopicConfig(String),
+    /// `committers_count` is 0.
+    #[error("committers_count is 0: a group needs at least one committer")]
+    NoCommitters,
+    /// `handler_max_batch_size` is 0.
+    #[error("topic {0}: handler_max_batch_size is 0 (a batch has at least one record)")]
+    ZeroBatchSize(String),
+    /// `max_queue_size` is 0.
+    #[error("topic {0}: max_queue_size is 0 (the queue holds at least one batch)")]
+    ZeroQueueSize(String),
+    /// `fetch_max_bytes` is 0, or not below the fetcher's `max_bytes_per_request`.
+    #[error("topic {topic}: fetch_max_bytes {bytes} is not between 1 and the fetcher's max_bytes_per_request ({max})")]
+    FetchMaxBytesOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The value set.
+        bytes: usize,
+        /// The fetcher's `max_bytes_per_request`, which it must stay below.
+        max: usize,
+    },
+    /// A shared fetch strategy names a fetcher the client does not have.
+    #[error("no fetcher named {0}: name one the client was built with, or use an exclusive fetcher")]
+    UnknownFetcher(String),
+    /// An exclusive fetcher's settings are invalid.
+    #[error("the exclusive fetcher's settings: {0}")]
+    Fetcher(#[from] klife_connection::ConfigError),
 }

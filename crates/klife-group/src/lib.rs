@@ -42,11 +42,11 @@
 //! [`offsets::OffsetFetcher`] turns OffsetFetch answers into start positions: the
 //! committed offset with its leader epoch, or the reset policy's choice.
 //!
-//! [`driver::GroupMember`] drives a KIP-848 member in a tokio task of its own against a
-//! [`klife_connection::Cluster`]: it finds the coordinator, sends the heartbeats,
-//! resolves topic ids and reports the changes of assignment as events. Running the
-//! partition consumers and committers, and driving the classic member, are not part
-//! of this crate yet.
+//! [`driver::GroupMember`] drives a member in a tokio task of its own against a
+//! [`klife_connection::Cluster`], under KIP-848, the classic protocol, or KIP-848 with
+//! a fall back to the classic protocol when the coordinator has no KIP-848: it finds
+//! the coordinator, sends the member's requests, answers its metadata questions and
+//! reports the changes of assignment as events, the same under both protocols.
 //!
 //! ## Example
 //!
@@ -108,6 +108,8 @@ pub mod error;
 pub mod membership;
 pub mod offsets;
 pub mod protocol;
+pub mod runtime;
+pub mod telemetry;
 #[cfg(test)]
 mod test_clock;
 

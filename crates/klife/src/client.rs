@@ -321,6 +321,11 @@ impl Client {
         Consumer::new(self.default_fetcher.clone(), options)
     }
 
+    /// The named fetchers, for consumer groups.
+    pub(crate) fn named_fetchers_map(&self) -> HashMap<String, Fetcher> {
+        self.named_fetchers.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+
     /// A standalone consumer over the named fetcher (see [`consumer`](Self::consumer)).
     pub fn named_consumer(&self, fetcher: &str, options: FetchOptions) -> Result<Consumer, Error> {
         Ok(Consumer::new(self.named_fetcher(fetcher)?.clone(), options))

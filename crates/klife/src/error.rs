@@ -34,6 +34,10 @@ enum Inner {
         context: String,
         source: ConfigError,
     },
+    /// A consumer group's settings.
+    GroupConfig(klife_group::ConfigError),
+    /// A consumer group's member stopped.
+    Group(klife_group::runtime::GroupStopped),
 }
 
 impl Error {
@@ -48,6 +52,10 @@ impl Error {
     /// An invalid setting of what `context` names (`default producer`, `producer "x"`).
     pub(crate) fn config(context: impl Into<String>, source: ConfigError) -> Self {
         Error { inner: Box::new(Inner::Config { context: context.into(), source }) }
+    }
+
+    pub(crate) fn group_config(source: klife_group::ConfigError) -> Self {
+        Error { inner: Box::new(Inner::GroupConfig(source)) }
     }
 
     /// The connection-layer error that explains this one, if it came from there (for a
@@ -83,7 +91,8 @@ impl Error {
             Inner::Connection(e) => e.error_code(),
             Inner::Produce(e) => e.error_code(),
             Inner::Fetch(e) => e.error_code(),
-            Inner::InvalidArgument(_) | Inner::Config { .. } => None,
+            Inner::Group(klife_group::runtime::GroupStopped::Member(e)) => Some(e.code()),
+            Inner::InvalidArgument(_) | Inner::Config { .. } | Inner::GroupConfig(_) | Inner::Group(_) => None,
         }
     }
 
@@ -109,7 +118,7 @@ impl Error {
                 _ => false,
             },
             Inner::Fetch(e) => e.is_retriable(),
-            Inner::InvalidArgument(_) | Inner::Config { .. } => false,
+            Inner::InvalidArgument(_) | Inner::Config { .. } | Inner::GroupConfig(_) | Inner::Group(_) => false,
         }
     }
 
@@ -263,7 +272,7 @@ impl Error {
 
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(&*self.inner, Inner::InvalidArgument(_))
+        matches!(&*self.inner, Inner::InvalidArgument(_) | Inner::GroupConfig(_))
             || self.config_error().is_some()
             || matches!(
                 self.fetch(),
@@ -278,6 +287,7 @@ impl Error {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
             || matches!(self.produce(), Some(ProduceError::Closed))
             || matches!(self.fetch(), Some(klife_fetcher::FetchError::Closed))
+            || matches!(&*self.inner, Inner::Group(klife_group::runtime::GroupStopped::ClusterClosed))
     }
 }
 
@@ -296,6 +306,8 @@ impl std::fmt::Display for Error {
             }
             Inner::InvalidArgument(m) => write!(f, "invalid argument: {m}"),
             Inner::Config { context, source } => write!(f, "{context}: {source}"),
+            Inner::GroupConfig(e) => write!(f, "consumer group settings: {e}"),
+            Inner::Group(e) => write!(f, "consumer group: {e}"),
         }
     }
 }
@@ -315,6 +327,8 @@ impl std::error::Error for Error {
             Inner::Broker { code, .. } => Some(code),
             Inner::InvalidArgument(_) => None,
             Inner::Config { source, .. } => Some(source),
+            Inner::GroupConfig(e) => Some(e),
+            Inner::Group(e) => Some(e),
         }
     }
 }
@@ -331,6 +345,12 @@ impl From<klife_fetcher::FetchError> for Error {
             klife_fetcher::FetchError::Connection(c) => Error::from(c),
             e => Error { inner: Box::new(Inner::Fetch(e)) },
         }
+    }
+}
+
+impl From<klife_group::runtime::GroupStopped> for Error {
+    fn from(e: klife_group::runtime::GroupStopped) -> Self {
+        Error { inner: Box::new(Inner::Group(e)) }
     }
 }
 

@@ -108,6 +108,7 @@
 mod admin;
 mod client;
 mod error;
+pub mod group;
 
 pub use admin::{
     BrokerDescription, ClusterDescription, ListedOffsets, NewTopic, PartitionDescription, PartitionOffset, Reassignment,

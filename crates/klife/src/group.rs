@@ -1,0 +1,163 @@
+//! Consumer groups with handlers: [`Client::consumer_group`].
+//!
+//! Everything a group needs is re-exported here from `klife-group`: the [`Handler`]
+//! trait, its [`Action`]s, the group's and topics' settings, and the running group's
+//! handle, [`ConsumerGroup`]. See [`klife_group::runtime`] for the delivery guarantees.
+//!
+//! ```no_run
+//! use klife::group::{Action, BatchContext, Handler, ResetPolicy, TopicConfig};
+//! use klife::Record;
+//!
+//! struct Orders;
+//!
+//! impl Handler for Orders {
+//!     async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
+//!         for r in &records {
+//!             println!("{}: {:?}", r.offset, r.value);
+//!         }
+//!         Action::Commit
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), klife::Error> {
+//! let client = klife::Client::builder().bootstrap_servers(["127.0.0.1:9092"]).build().await?;
+//! let group = client
+//!     .consumer_group("orders-svc")
+//!     .topic(TopicConfig::new("orders").offset_reset(ResetPolicy::Earliest))
+//!     .handler(Orders)
+//!     .start()
+//!     .await?;
+//! // ...
+//! group.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+use std::time::Duration;
+
+pub use klife_group::membership::consumer::ServerAssignor;
+pub use klife_group::offsets::{GroupProtocol, ResetPolicy};
+pub use klife_group::runtime::{
+    Action, BatchContext, BatchSize, ConsumerGroup, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
+    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, FetchStrategy, GroupConfig, GroupStopped, Handler, MisuseError,
+    PartitionContext, PartitionError, PartitionFailure, RecordAction, StopReason, TopicConfig,
+};
+pub use klife_group::{ConfigError, GroupError};
+
+use crate::{Client, Error};
+
+/// No handler chosen yet ([`ConsumerGroupBuilder::handler`]).
+#[derive(Debug, Clone, Copy)]
+pub struct NoHandler;
+
+/// Builds a consumer group on a [`Client`]: [`Client::consumer_group`].
+#[derive(Debug)]
+pub struct ConsumerGroupBuilder<'a, H = NoHandler> {
+    client: &'a Client,
+    config: GroupConfig,
+    handler: H,
+}
+
+impl Client {
+    /// A consumer group named `group` on this client: add topics, a handler, then
+    /// [`start`](ConsumerGroupBuilder::start). One handler type may run under many
+    /// group names, each an independent member.
+    pub fn consumer_group(&self, group: impl Into<String>) -> ConsumerGroupBuilder<'_, NoHandler> {
+        ConsumerGroupBuilder { client: self, config: GroupConfig::new(group), handler: NoHandler }
+    }
+}
+
+impl<'a, H> ConsumerGroupBuilder<'a, H> {
+    /// Adds a topic.
+    #[must_use]
+    pub fn topic(mut self, topic: TopicConfig) -> Self {
+        self.config.topics.push(topic);
+        self
+    }
+
+    /// Sets the settings every topic that does not set its own takes.
+    #[must_use]
+    pub fn default_topic_config(mut self, defaults: TopicConfig) -> Self {
+        self.config.default_topic_config = defaults;
+        self
+    }
+
+    /// Makes the member static (KIP-345) with this instance id.
+    #[must_use]
+    pub fn instance_id(mut self, id: impl Into<String>) -> Self {
+        self.config.instance_id = Some(id.into());
+        self
+    }
+
+    /// Sets the rebalance timeout (30 s by default).
+    #[must_use]
+    pub fn rebalance_timeout(mut self, timeout: Duration) -> Self {
+        self.config.rebalance_timeout = timeout;
+        self
+    }
+
+    /// Sets which fetcher serves the group's topics (the client's default fetcher by
+    /// default).
+    #[must_use]
+    pub fn fetch_strategy(mut self, strategy: FetchStrategy) -> Self {
+        self.config.fetch_strategy = strategy;
+        self
+    }
+
+    /// Sets how many committers share the group's partitions (1 by default).
+    #[must_use]
+    pub fn committers_count(mut self, n: usize) -> Self {
+        self.config.committers_count = n;
+        self
+    }
+
+    /// Sets the group protocol.
+    #[must_use]
+    pub fn protocol(mut self, protocol: GroupProtocol) -> Self {
+        self.config.protocol = protocol;
+        self
+    }
+
+    /// Sets the member's rack.
+    #[must_use]
+    pub fn rack_id(mut self, rack: impl Into<String>) -> Self {
+        self.config.rack_id = Some(rack.into());
+        self
+    }
+
+    /// Sets the server-side assignor of a KIP-848 group.
+    #[must_use]
+    pub fn server_assignor(mut self, assignor: ServerAssignor) -> Self {
+        self.config.server_assignor = Some(assignor);
+        self
+    }
+
+    /// Replaces every setting at once.
+    #[must_use]
+    pub fn config(mut self, config: GroupConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the handler.
+    pub fn handler<H2: Handler>(self, handler: H2) -> ConsumerGroupBuilder<'a, H2> {
+        ConsumerGroupBuilder { client: self.client, config: self.config, handler }
+    }
+}
+
+impl<H: Handler> ConsumerGroupBuilder<'_, H> {
+    /// Starts the member. Fails for invalid settings (named with
+    /// [`Error::is_invalid_argument`]); joining and consuming go on in the background.
+    /// Dead letters go through the client's default producer.
+    pub async fn start(self) -> Result<ConsumerGroup, Error> {
+        let client = self.client;
+        let producer = client.default_producer().await?.clone();
+        let resources = klife_group::runtime::Resources {
+            cluster: client.cluster.clone(),
+            default_fetcher: client.default_fetcher().clone(),
+            named_fetchers: client.named_fetchers_map(),
+            producer: Some(producer),
+        };
+        ConsumerGroup::start(resources, self.config, self.handler).map_err(Error::group_config)
+    }
+}
