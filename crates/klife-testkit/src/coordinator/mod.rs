@@ -503,3 +503,6 @@ pub struct MemberDescription {
     /// The assignment bytes the leader gave it (classic).
     pub classic_assignment: Option<Vec<u8>>,
 }
+
+#[cfg(test)]
+mod tests;
