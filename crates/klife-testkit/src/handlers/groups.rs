@@ -284,3 +284,124 @@ pub(crate) fn offset_fetch(state: &mut State, ctx: &Ctx, r: OffsetFetchRequest) 
         .collect();
     OffsetFetchResponse::default().with_topics(topics)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use klife_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
+    use klife_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use klife_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+    use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+    use klife_protocol::messages::{ConsumerGroupHeartbeatRequest, JoinGroupRequest};
+
+    use super::*;
+    use crate::state::{Broker, Config};
+
+    fn state() -> State {
+        let config = Config {
+            cluster_id: "c".into(),
+            max_message_bytes: 1 << 20,
+            auto_create_topics: false,
+            default_partitions: 1,
+            max_frame_size: 1 << 20,
+            transaction_version: 2,
+        };
+        let brokers = [(0, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })].into();
+        let mut s = State::new(config, brokers);
+        s.create_topic("t", vec![vec![0]; 2], 1, BTreeMap::new());
+        s
+    }
+
+    fn ctx(version: i16) -> Ctx {
+        Ctx { broker: 0, version, now_ms: 0 }
+    }
+
+    fn commit(generation: i32, member: &str) -> OffsetCommitRequest {
+        OffsetCommitRequest::default()
+            .with_group_id("g".into())
+            .with_generation_id_or_member_epoch(generation)
+            .with_member_id(member.into())
+            .with_topics(vec![OffsetCommitRequestTopic::default().with_name("t".into()).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(5),
+            ])])
+    }
+
+    fn commit_code(s: &mut State, version: i16, r: OffsetCommitRequest) -> ErrorCode {
+        ErrorCode::from_code(offset_commit(s, &ctx(version), r).topics[0].partitions[0].error_code)
+    }
+
+    #[test]
+    fn commits_without_members_need_generation_minus_one() {
+        let mut s = state();
+        assert_eq!(commit_code(&mut s, 9, commit(3, "m")), ErrorCode::GroupIdNotFound);
+        assert_eq!(commit_code(&mut s, 8, commit(3, "m")), ErrorCode::IllegalGeneration);
+        assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::None);
+        // Now the group exists (offsets only): a member id it does not have is unknown.
+        assert_eq!(commit_code(&mut s, 9, commit(3, "m")), ErrorCode::UnknownMemberId);
+        assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::None);
+    }
+
+    #[test]
+    fn commits_and_fetches_of_a_consumer_group_check_the_member_epoch() {
+        let mut s = state();
+        let topics = s.topic_view();
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id("g".into())
+            .with_member_id("a".into())
+            .with_rebalance_timeout_ms(1000)
+            .with_subscribed_topic_names(Some(vec!["t".into()]))
+            .with_topic_partitions(Some(Vec::<TopicPartitions>::new()));
+        let epoch = s.coordinator.consumer_heartbeat(&join, 1, &topics, 0).member_epoch;
+        assert_eq!(commit_code(&mut s, 9, commit(epoch, "a")), ErrorCode::None);
+        assert_eq!(commit_code(&mut s, 9, commit(epoch - 1, "a")), ErrorCode::StaleMemberEpoch);
+        assert_eq!(commit_code(&mut s, 9, commit(epoch + 1, "a")), ErrorCode::FencedMemberEpoch);
+        assert_eq!(commit_code(&mut s, 9, commit(epoch, "b")), ErrorCode::UnknownMemberId);
+        assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::UnknownMemberId, "the group has members");
+        assert_eq!(commit_code(&mut s, 8, commit(epoch, "a")), ErrorCode::UnsupportedVersion);
+        let fetch = |member: Option<&str>, epoch: i32| {
+            OffsetFetchRequest::default().with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id("g".into())
+                    .with_member_id(member.map(str::to_owned))
+                    .with_member_epoch(epoch),
+            ])
+        };
+        let code = |s: &mut State, r| ErrorCode::from_code(offset_fetch(s, &ctx(9), r).groups[0].error_code);
+        assert_eq!(code(&mut s, fetch(Some("a"), epoch)), ErrorCode::None);
+        assert_eq!(code(&mut s, fetch(Some("a"), epoch - 1)), ErrorCode::StaleMemberEpoch);
+        assert_eq!(code(&mut s, fetch(Some("b"), epoch)), ErrorCode::UnknownMemberId);
+        assert_eq!(code(&mut s, fetch(None, -1)), ErrorCode::None, "an admin fetch");
+    }
+
+    #[test]
+    fn commits_of_a_classic_group_check_the_generation() {
+        let mut s = state();
+        let join = JoinGroupRequest::default()
+            .with_group_id("g".into())
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_group_instance_id(Some("i".into()))
+            .with_protocol_type("consumer".into())
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name("range".into())]);
+        let r = s.coordinator.join(&join, 9, "c", 0).unwrap();
+        let (id, generation) = (r.member_id, r.generation_id);
+        // CompletingRebalance: the leader has not synced.
+        assert_eq!(commit_code(&mut s, 9, commit(generation, &id)), ErrorCode::RebalanceInProgress);
+        let sync = klife_protocol::messages::SyncGroupRequest::default()
+            .with_group_id("g".into())
+            .with_member_id(id.clone())
+            .with_generation_id(generation);
+        s.coordinator.sync(&sync, 5).unwrap();
+        assert_eq!(commit_code(&mut s, 9, commit(generation, &id)), ErrorCode::None);
+        assert_eq!(commit_code(&mut s, 9, commit(generation + 1, &id)), ErrorCode::IllegalGeneration);
+        assert_eq!(commit_code(&mut s, 9, commit(generation, "other")), ErrorCode::UnknownMemberId);
+        assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::IllegalGeneration, "the group has members");
+        let mut fenced = commit(generation, "other");
+        fenced.group_instance_id = Some("i".into());
+        assert_eq!(commit_code(&mut s, 9, fenced), ErrorCode::FencedInstanceId);
+        assert_eq!(s.groups["g"][&("t".to_owned(), 0)].offset, 5);
+    }
+}
