@@ -16,6 +16,7 @@
 //! [`truncate_unclean`](FakeCluster::truncate_unclean) (an unclean election that loses
 //! a partition's tail under a new leader epoch) and
 //! [`recreate_topic`](FakeCluster::recreate_topic) (a new topic id under the same name).
+//! Groups: see [Group coordinator](#group-coordinator).
 //!
 //! ```
 //! use klife_testkit::FakeCluster;
@@ -54,7 +55,9 @@
 //! | Fetch | 4-17 | high watermark, last stable offset, log start offset, aborted transactions for read_committed, size limits (the last batch cut at the limit, the first one whole), long polling on `min_bytes` / `max_wait_ms`, OFFSET_OUT_OF_RANGE, FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH checked by every replica before leadership, `last_fetched_epoch` (v12+) against a leader epoch cache: a diverging epoch when the log ends that epoch before the fetch offset, OFFSET_OUT_OF_RANGE when it cannot place it; topic ids (v13+, UNKNOWN_TOPIC_ID); the current leader in NOT_LEADER_OR_FOLLOWER and FENCED_LEADER_EPOCH answers (v16+) |
 //! | ListOffsets | 1-10 | earliest (-2), latest (-1, the LSO for read_committed), max timestamp (-3), by timestamp |
 //! | FindCoordinator | 0-6 | group and transaction keys; one key (v0-3) or batched (v4+) |
-//! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT |
+//! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT; checked against the group's members (see below) |
+//! | ConsumerGroupHeartbeat | 0-1 | KIP-848 groups (see below) |
+//! | JoinGroup / SyncGroup / Heartbeat / LeaveGroup | 2-9 / 0-5 / 0-4 / 0-5 | classic groups (see below) |
 //! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
 //! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
 //! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce) |
@@ -71,8 +74,9 @@
 //! before authentication on a SASL listener.
 //!
 //! Not implemented, by design or not yet:
-//! - consumer group membership: JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//!   ConsumerGroupHeartbeat (KIP-848). Commits are accepted without a generation check.
+//! - the group APIs beyond membership and offsets: DescribeGroups, ListGroups,
+//!   DeleteGroups, ConsumerGroupDescribe, OffsetDelete, share groups; and the group
+//!   differences listed under [Group coordinator](#group-coordinator).
 //! - replication: each partition has replicas for Metadata, but only the leader's log
 //!   exists; the high watermark is the log end offset, and `acks` -1 and 1 are the same.
 //! - a limit on fetch sessions (KIP-227): sessions are kept as Kafka keeps them, but
@@ -84,6 +88,109 @@
 //!   [`FakeCluster::truncate_before`]), legacy (magic 0/1) record batches.
 //! - InitProducerId for a transactional id with an open transaction aborts it at once
 //!   (Kafka answers CONCURRENT_TRANSACTIONS until its abort is written).
+//!
+//! ## Group coordinator
+//!
+//! Each group lives on the broker [`FakeCluster::coordinator`] names (Kafka's placement
+//! by the group id's hash over 50 offsets partitions); other brokers answer
+//! NOT_COORDINATOR, and COORDINATOR_NOT_AVAILABLE when none is up. A group runs one
+//! protocol at a time; once it has no members either protocol may take it over.
+//!
+//! **KIP-848 (ConsumerGroupHeartbeat v0-1).** Member ids come from the client (v1; v0
+//! joins without one get one). A join (epoch 0) is checked as Kafka checks it
+//! (INVALID_REQUEST without a rebalance timeout, with a null or non-empty
+//! TopicPartitions, without names or regex; a bad epoch; an empty member id at v1).
+//! The group epoch goes up when a member joins, leaves, changes its subscription or
+//! assignor, or when the subscribed topics change (a new topic matching a regex, more
+//! partitions); the target assignment is then computed by the server assignor the
+//! members ask for (`uniform`, the default, balanced and sticky; or `range`, contiguous
+//! ranges per topic by member id; another name is UNSUPPORTED_ASSIGNOR). Members
+//! reconcile to it as in Kafka's `CurrentAssignmentBuilder`: partitions to revoke are
+//! taken away first and the member stays at its epoch (UNREVOKED_PARTITIONS) until a
+//! heartbeat's owned partitions no longer list them; a partition goes to its new owner
+//! only once released (UNRELEASED_PARTITIONS until then), so no partition is ever owned
+//! by two members. The assignment is in the answer to full heartbeats and whenever it
+//! changed. Epochs: ahead is FENCED_MEMBER_EPOCH; behind is FENCED_MEMBER_EPOCH unless it
+//! is the member's previous epoch with owned partitions within its assignment (a lost
+//! answer). Unknown members get UNKNOWN_MEMBER_ID, heartbeats to unknown groups
+//! GROUP_ID_NOT_FOUND. Leaves: epoch -1; a static member's -2 keeps its assignment (and
+//! its partitions) for a rejoin under the same instance id with a new member id; another
+//! instance joining with a held instance id gets UNRELEASED_INSTANCE_ID, a request
+//! under a replaced member id FENCED_INSTANCE_ID. Sessions
+//! (`group.consumer.session.timeout.ms`, 45 s by default,
+//! [`ClusterBuilder::consumer_session_timeout`]) and revocations (the member's rebalance
+//! timeout) expire on the cluster clock; the heartbeat interval
+//! (`group.consumer.heartbeat.interval.ms`, 5 s by default,
+//! [`ClusterBuilder::consumer_heartbeat_interval`]) is in every answer. Regex
+//! subscriptions are matched against whole topic names, as Kafka's RE2/J `matches()`
+//! does, by a small engine of this crate (the workspace has no regex crate): literals,
+//! `.`, classes, `\d \w \s`, groups, `|`, `* + ? {n,m}`; anything else is
+//! INVALID_REGULAR_EXPRESSION.
+//!
+//! **Classic (JoinGroup v2-9, SyncGroup, Heartbeat, LeaveGroup).** A first join without
+//! a member id gets MEMBER_ID_REQUIRED and an id (v4+); then the join barrier: the group
+//! waits until every known member rejoined, or its rebalance timeout (the members'
+//! largest), dropping dynamic members that did not; a new group first waits
+//! `group.initial.rebalance.delay.ms` ([`ClusterBuilder::group_initial_rebalance_delay`],
+//! 0 by default where Kafka waits 3 s). The protocol most members prefer among those
+//! all support is chosen; the leader (the first to join, kept while it rejoins) gets
+//! every member's metadata; followers' SyncGroup waits for the leader's, whose
+//! assignment bytes are handed out as given. Heartbeats get REBALANCE_IN_PROGRESS during
+//! a rebalance, ILLEGAL_GENERATION for another generation, UNKNOWN_MEMBER_ID,
+//! FENCED_INSTANCE_ID for a static member replaced by a newer instance; INCONSISTENT_GROUP_PROTOCOL
+//! for a protocol type or name the group does not share, INVALID_SESSION_TIMEOUT outside
+//! Kafka's 6 s - 30 min. A static member (group.instance.id) joining again with
+//! unchanged metadata in a stable group gets its place back without a rebalance (the
+//! leader with `skip_assignment`, v9), and SyncGroup returns its old assignment.
+//! Sessions expire on the cluster clock, as does the sync barrier (the rebalance
+//! timeout), except while a member waits in a join or a sync, as in Kafka.
+//!
+//! **Commits.** OffsetCommit to a group with KIP-848 members needs a member and its
+//! current epoch (v9+; UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for an older epoch,
+//! FENCED_MEMBER_EPOCH for a newer one, UNSUPPORTED_VERSION below v9); to a classic group
+//! a member and its generation (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID,
+//! ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the group waits for its leader's
+//! sync). Generation -1 and no member commit to a group without members (simple
+//! consumers); a positive generation to a group that does not exist is GROUP_ID_NOT_FOUND
+//! (v9+) or ILLEGAL_GENERATION. OffsetFetch v9+ with a member id or epoch is checked
+//! against a KIP-848 group the same way.
+//!
+//! **Time.** Sessions, revocation timeouts and barriers run on the cluster clock: real
+//! time by default, and [`FakeCluster::advance_clock`] moves it forward (running the
+//! timers due before it returns); with [`ClusterBuilder::manual_clock`] it moves only
+//! then, for tests that must not depend on timing. A background task runs the timers
+//! every 10 ms, and every group request runs those due first.
+//!
+//! **Hooks.** [`FakeCluster::describe_group`] (protocol, state, epoch or generation,
+//! members with epochs, assignments, pending revocations and targets),
+//! [`force_rebalance`](FakeCluster::force_rebalance),
+//! [`expire_member`](FakeCluster::expire_member),
+//! [`move_group_coordinator`](FakeCluster::move_group_coordinator),
+//! [`refuse_consumer_group_heartbeat`](FakeCluster::refuse_consumer_group_heartbeat)
+//! (advertised, answered UNSUPPORTED_VERSION: a client's fall back to classic),
+//! [`ClusterBuilder::consumer_group_protocol`] (not advertised at all),
+//! [`set_consumer_heartbeat_interval`](FakeCluster::set_consumer_heartbeat_interval),
+//! [`set_consumer_session_timeout`](FakeCluster::set_consumer_session_timeout),
+//! [`ClusterBuilder::group_max_size`] (GROUP_MAX_SIZE_REACHED), and
+//! [`inject_errors`](FakeCluster::inject_errors) for the group APIs too (the code in
+//! the top-level error).
+//!
+//! **Where it differs from Kafka 4.1.**
+//! - No online migration between protocols (Kafka's default
+//!   `group.consumer.migration.policy` is BIDIRECTIONAL): a ConsumerGroupHeartbeat join
+//!   to a classic group with members gets GROUP_ID_NOT_FOUND ("Group g is not a consumer
+//!   group", what Kafka answers when it cannot convert the group), and a JoinGroup to a
+//!   KIP-848 group with members gets INCONSISTENT_GROUP_PROTOCOL (Kafka takes a classic
+//!   member of protocol type `consumer` into the group).
+//! - The assignors place partitions their own way: balanced and sticky (`uniform`),
+//!   contiguous by member id (`range`), but not Kafka's exact placement, and without
+//!   racks.
+//! - A member fenced with FENCED_MEMBER_EPOCH that joins again with epoch 0 and the same
+//!   member id is fenced again unless 0 was its previous epoch, as in Kafka 4.1 (later
+//!   Kafka lets it rejoin, KAFKA-19233).
+//! - TxnOffsetCommit is not checked against the group's members.
+//! - Classic: the initial delay is not extended as members keep arriving (Kafka extends
+//!   it, up to the rebalance timeout).
 //!
 //! ## Storage
 //!
