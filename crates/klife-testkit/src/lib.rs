@@ -146,11 +146,12 @@
 //! timeout), except while a member waits in a join or a sync, as in Kafka.
 //!
 //! **Commits.** OffsetCommit to a group with KIP-848 members needs a member and its
-//! current epoch (v9+; UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for an older epoch,
-//! FENCED_MEMBER_EPOCH for a newer one, UNSUPPORTED_VERSION below v9); to a classic group
-//! a member and its generation (UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID,
-//! ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the group waits for its leader's
-//! sync). Generation -1 and no member commit to a group without members (simple
+//! current epoch (v9+; UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for any other epoch, a
+//! newer one included, as Kafka 4.1 answers (not FENCED_MEMBER_EPOCH);
+//! UNSUPPORTED_VERSION below v9); to a classic group a member and its generation
+//! (UNKNOWN_MEMBER_ID, also for a commit without member and generation while the group
+//! has members; FENCED_INSTANCE_ID; ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the
+//! group waits for its leader's sync). Generation -1 and no member commit to a group without members (simple
 //! consumers); a positive generation to a group that does not exist is GROUP_ID_NOT_FOUND
 //! (v9+) or ILLEGAL_GENERATION. OffsetFetch v9+ with a member id or epoch is checked
 //! against a KIP-848 group the same way.

@@ -679,7 +679,8 @@ impl ClassicGroup {
                 return ErrorCode::IllegalGeneration;
             }
         } else if self.state != ClassicState::Empty {
-            return ErrorCode::IllegalGeneration;
+            // No member id and no generation: only an empty group takes it.
+            return ErrorCode::UnknownMemberId;
         }
         if self.state == ClassicState::CompletingRebalance { ErrorCode::RebalanceInProgress } else { ErrorCode::None }
     }

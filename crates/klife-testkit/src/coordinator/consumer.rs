@@ -530,13 +530,14 @@ impl ConsumerGroup {
         gone
     }
 
-    /// Checks a commit's or fetch's member and epoch (OffsetCommit v9+, OffsetFetch v9+).
+    /// Checks a commit's or fetch's member and epoch (OffsetCommit v9+, OffsetFetch v9+)
+    /// as Kafka 4.1 does: any epoch but the member's is STALE_MEMBER_EPOCH, newer ones
+    /// included (`ConsumerGroup.validateMemberEpoch`).
     pub(crate) fn check_member_epoch(&self, member_id: &str, epoch: i32) -> ErrorCode {
-        let Some(m) = self.members.get(member_id) else { return ErrorCode::UnknownMemberId };
-        match epoch.cmp(&m.epoch) {
-            std::cmp::Ordering::Greater => ErrorCode::FencedMemberEpoch,
-            std::cmp::Ordering::Less => ErrorCode::StaleMemberEpoch,
-            std::cmp::Ordering::Equal => ErrorCode::None,
+        match self.members.get(member_id) {
+            None => ErrorCode::UnknownMemberId,
+            Some(m) if m.epoch != epoch => ErrorCode::StaleMemberEpoch,
+            Some(_) => ErrorCode::None,
         }
     }
 
