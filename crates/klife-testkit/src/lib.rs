@@ -153,7 +153,9 @@
 //! has members; FENCED_INSTANCE_ID; ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the
 //! group waits for its leader's sync). Generation -1 and no member commit to a group without members (simple
 //! consumers); a positive generation to a group that does not exist is GROUP_ID_NOT_FOUND
-//! (v9+) or ILLEGAL_GENERATION. OffsetFetch v9+ with a member id or epoch is checked
+//! (v9+) or ILLEGAL_GENERATION. TxnOffsetCommit v3+ is checked alike, without the group
+//! state checks and with ILLEGAL_GENERATION for a KIP-848 member's other epoch, as in
+//! Kafka. OffsetFetch v9+ with a member id or epoch is checked
 //! against a KIP-848 group the same way.
 //!
 //! **Time.** Sessions, revocation timeouts and barriers run on the cluster clock: real
@@ -189,7 +191,6 @@
 //! - A member fenced with FENCED_MEMBER_EPOCH that joins again with epoch 0 and the same
 //!   member id is fenced again unless 0 was its previous epoch, as in Kafka 4.1 (later
 //!   Kafka lets it rejoin, KAFKA-19233).
-//! - TxnOffsetCommit is not checked against the group's members.
 //! - Classic: the initial delay is not extended as members keep arriving (Kafka extends
 //!   it, up to the rebalance timeout).
 //!

@@ -665,8 +665,15 @@ impl ClassicGroup {
         gone
     }
 
-    /// Checks a commit's generation and member, as Kafka's `ClassicGroup.validateOffsetCommit`.
-    pub(crate) fn check_commit(&self, generation: i32, member_id: &str, instance_id: Option<&str>) -> ErrorCode {
+    /// Checks a commit's generation and member, as Kafka's `ClassicGroup.validateOffsetCommit`
+    /// (a transactional commit is not refused for the group's state).
+    pub(crate) fn check_commit(
+        &self,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        transactional: bool,
+    ) -> ErrorCode {
         if generation < 0 && self.state == ClassicState::Empty {
             return ErrorCode::None;
         }
@@ -678,10 +685,14 @@ impl ClassicGroup {
             if generation != self.generation {
                 return ErrorCode::IllegalGeneration;
             }
-        } else if self.state != ClassicState::Empty {
+        } else if !transactional && self.state != ClassicState::Empty {
             // No member id and no generation: only an empty group takes it.
             return ErrorCode::UnknownMemberId;
         }
-        if self.state == ClassicState::CompletingRebalance { ErrorCode::RebalanceInProgress } else { ErrorCode::None }
+        if !transactional && self.state == ClassicState::CompletingRebalance {
+            ErrorCode::RebalanceInProgress
+        } else {
+            ErrorCode::None
+        }
     }
 }

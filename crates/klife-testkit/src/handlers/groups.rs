@@ -90,12 +90,41 @@ fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCo
             }
             g.check_member_epoch(&r.member_id, generation)
         }
-        Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance),
+        Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance, false),
         None if state.groups.contains_key(&r.group_id) || generation < 0 => {
             // A group with offsets only is an empty classic group to Kafka.
-            crate::coordinator::classic::ClassicGroup::new().check_commit(generation, &r.member_id, instance)
+            crate::coordinator::classic::ClassicGroup::new().check_commit(generation, &r.member_id, instance, false)
         }
         None if version >= 9 => ErrorCode::GroupIdNotFound,
+        None => ErrorCode::IllegalGeneration,
+    }
+}
+
+/// Kafka's check of a TxnOffsetCommit's member (KIP-447, v3+; older versions carry
+/// none and pass): as a commit's, but without the group state checks, and an epoch
+/// mismatch of a KIP-848 member is ILLEGAL_GENERATION
+/// (`OffsetMetadataManager.validateTransactionalOffsetCommit`).
+pub(crate) fn check_txn_commit(
+    state: &State,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    instance_id: Option<&str>,
+) -> ErrorCode {
+    match state.coordinator.groups.get(group) {
+        Some(Group::Consumer(g)) => {
+            if generation < 0 && g.members.is_empty() {
+                return ErrorCode::None;
+            }
+            match g.check_member_epoch(member_id, generation) {
+                ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
+                code => code,
+            }
+        }
+        Some(Group::Classic(g)) => g.check_commit(generation, member_id, instance_id, true),
+        None if state.groups.contains_key(group) || generation < 0 => {
+            crate::coordinator::classic::ClassicGroup::new().check_commit(generation, member_id, instance_id, true)
+        }
         None => ErrorCode::IllegalGeneration,
     }
 }
@@ -375,6 +404,8 @@ mod tests {
         assert_eq!(code(&mut s, fetch(Some("a"), epoch - 1)), ErrorCode::StaleMemberEpoch);
         assert_eq!(code(&mut s, fetch(Some("b"), epoch)), ErrorCode::UnknownMemberId);
         assert_eq!(code(&mut s, fetch(None, -1)), ErrorCode::None, "an admin fetch");
+        assert_eq!(check_txn_commit(&s, "g", epoch - 1, "a", None), ErrorCode::IllegalGeneration);
+        assert_eq!(check_txn_commit(&s, "g", epoch, "a", None), ErrorCode::None);
     }
 
     #[test]
@@ -404,5 +435,11 @@ mod tests {
         fenced.group_instance_id = Some("i".into());
         assert_eq!(commit_code(&mut s, 9, fenced), ErrorCode::FencedInstanceId);
         assert_eq!(s.groups["g"][&("t".to_owned(), 0)].offset, 5);
+        // Transactional commits: the same member checks, no state checks.
+        assert_eq!(check_txn_commit(&s, "g", generation, &id, Some("i")), ErrorCode::None);
+        assert_eq!(check_txn_commit(&s, "g", generation + 1, &id, Some("i")), ErrorCode::IllegalGeneration);
+        assert_eq!(check_txn_commit(&s, "g", -1, "", None), ErrorCode::None, "a member-less transactional commit");
+        assert_eq!(check_txn_commit(&s, "nope", 3, "ghost", None), ErrorCode::IllegalGeneration);
+        assert_eq!(check_txn_commit(&s, "nope", -1, "", None), ErrorCode::None);
     }
 }

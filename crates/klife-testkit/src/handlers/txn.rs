@@ -225,6 +225,16 @@ pub(crate) fn end_txn(state: &mut State, ctx: &Ctx, r: EndTxnRequest) -> EndTxnR
 
 pub(crate) fn txn_offset_commit(state: &mut State, ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
     let mut code = coordinator_error(state, &r.group_id, ctx.broker);
+    if code == ErrorCode::None && ctx.version >= 3 {
+        state.coordinator.tick(ctx.now_ms);
+        code = super::groups::check_txn_commit(
+            state,
+            &r.group_id,
+            r.generation_id,
+            &r.member_id,
+            r.group_instance_id.as_deref(),
+        );
+    }
     let unknown = r
         .topics
         .iter()
