@@ -122,8 +122,11 @@
 //! timeout) expire on the cluster clock; the heartbeat interval
 //! (`group.consumer.heartbeat.interval.ms`, 5 s by default,
 //! [`ClusterBuilder::consumer_heartbeat_interval`]) is in every answer. Regex
-//! subscriptions are matched against whole topic names, as Kafka's RE2/J `matches()`
-//! does, by a small engine of this crate (the workspace has no regex crate): literals,
+//! subscriptions are resolved after the heartbeat that brings them, as Kafka resolves
+//! them in the background: the joining member gets nothing for the regex, and the
+//! group's next heartbeat resolves every regex again (new topics included), bumping the
+//! group epoch when the result changed. They are matched against whole topic names, as
+//! Kafka's RE2/J `matches()` does, by a small engine of this crate (the workspace has no regex crate): literals,
 //! `.`, classes, `\d \w \s`, groups, `|`, `* + ? {n,m}`; anything else is
 //! INVALID_REGULAR_EXPRESSION.
 //!

@@ -17,6 +17,7 @@ use klife_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use klife_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use klife_protocol::messages::leave_group_request::MemberIdentity;
 use klife_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
 use klife_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use klife_protocol::messages::*;
 
@@ -165,10 +166,106 @@ async fn consumer_scenario(broker: Broker) -> Vec<Step> {
     let r = send(s2).await;
     steps.push(("a second instance with the same id", code(&r), String::new()));
 
+    let fetch = |member: Option<&str>, epoch: i32| {
+        OffsetFetchRequest::default().with_groups(vec![
+            OffsetFetchRequestGroup::default()
+                .with_group_id(group.clone())
+                .with_member_id(member.map(str::to_owned))
+                .with_member_epoch(epoch),
+        ])
+    };
+    let fcode = |r: OffsetFetchResponse| ErrorCode::from_code(r.groups[0].error_code);
+    steps.push((
+        "fetch at the member epoch",
+        fcode(conn.send_version(&fetch(Some("a"), a_epoch), 9).await.unwrap()),
+        String::new(),
+    ));
+    steps.push((
+        "fetch at an older epoch",
+        fcode(conn.send_version(&fetch(Some("a"), a_epoch - 1), 9).await.unwrap()),
+        String::new(),
+    ));
+    steps.push((
+        "fetch of an unknown member",
+        fcode(conn.send_version(&fetch(Some("zz"), a_epoch), 9).await.unwrap()),
+        String::new(),
+    ));
+    steps.push(("fetch without a member", fcode(conn.send_version(&fetch(None, -1), 9).await.unwrap()), String::new()));
+    steps.push((
+        "commit v8 by a KIP-848 member",
+        commit_code(&conn, 8, commit(&group, "a", a_epoch, &topic)).await,
+        String::new(),
+    ));
+    let hb =
+        HeartbeatRequest::default().with_group_id(group.clone()).with_member_id("a".into()).with_generation_id(a_epoch);
+    let r = conn.send_version(&hb, 4).await.unwrap();
+    steps.push(("classic heartbeat to a KIP-848 group", ErrorCode::from_code(r.error_code), String::new()));
+
+    // A static member leaves for a while (-2) and comes back under a new member id.
+    let mut leave = cghb(&group, "s1", -2);
+    leave.instance_id = Some("instance".into());
+    let r = send(leave).await;
+    steps.push(("static member leaves for a while", code(&r), format!("epoch {}", r.member_epoch)));
+    let mut s3 = cghb_join(&group, "s3", &topic);
+    s3.instance_id = Some("instance".into());
+    let r = send(s3).await;
+    steps.push(("static member back under a new id", code(&r), String::new()));
+    let mut old = cghb(&group, "s1", 1);
+    old.instance_id = Some("instance".into());
+    let r = send(old).await;
+    steps.push(("the replaced member id", code(&r), String::new()));
+    let mut unknown = cghb(&group, "s9", -2);
+    unknown.instance_id = Some("no-such-instance".into());
+    let r = send(unknown).await;
+    steps.push(("static leave of an unknown instance", code(&r), String::new()));
+
     let r = send(cghb(&group, "b", -1)).await;
     steps.push(("leave", code(&r), format!("epoch {}", r.member_epoch)));
     let r = send(cghb(&group, "b", -1)).await;
     steps.push(("leave again", code(&r), String::new()));
+    client.close().await;
+    steps
+}
+
+async fn subscription_scenario(broker: Broker) -> Vec<Step> {
+    let client = broker.client().await;
+    let prefix = unique_topic("tk-re");
+    let topic = format!("{prefix}-x");
+    broker.create_topic(&client, &topic, 3).await;
+    let group = unique_topic("tk-sub");
+    let conn = coordinator(&client, &group).await;
+    let mut steps: Vec<Step> = Vec::new();
+    let code = |r: &ConsumerGroupHeartbeatResponse| ErrorCode::from_code(r.error_code);
+    let join = cghb_join(&group, "a", "none")
+        .with_subscribed_topic_names(Some(Vec::new()))
+        .with_subscribed_topic_regex(Some(format!("{prefix}-.*")))
+        .with_server_assignor(Some("range".into()));
+    let r = conn.send_version(&join, 1).await.unwrap();
+    steps.push(("regex join", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
+    // Kafka resolves the regex in the background: the next heartbeat may come before
+    // it is done, so wait for the epoch it brings (a bounded wait on an event).
+    let mut epoch = r.member_epoch;
+    for _ in 0..100 {
+        let r = conn.send_version(&cghb(&group, "a", epoch).with_topic_partitions(Some(owned(&r))), 1).await.unwrap();
+        if r.member_epoch != epoch || code(&r) != ErrorCode::None {
+            steps.push(("regex resolved", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
+            epoch = r.member_epoch;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = epoch;
+    let r =
+        conn.send_version(&cghb_join(&group, "b", &topic).with_server_assignor(Some("range".into())), 1).await.unwrap();
+    steps.push(("range join", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
+    let r = conn.send_version(&cghb_join(&group, "", &topic), 0).await.unwrap();
+    steps.push((
+        "v0 join without a member id",
+        code(&r),
+        format!("member id given {}", r.member_id.is_some_and(|m| !m.is_empty())),
+    ));
+    let r = conn.send_version(&cghb_join(&group, "", &topic), 1).await.unwrap();
+    steps.push(("v1 join without a member id", code(&r), String::new()));
     client.close().await;
     steps
 }
@@ -311,6 +408,130 @@ async fn classic_scenario(broker: Broker) -> Vec<Step> {
     steps
 }
 
+/// Two classic members on connections of their own: the second's join waits until the
+/// first rejoins; the follower's sync waits for the leader's; a static member restarts.
+async fn barrier_scenario(broker: Broker) -> Vec<Step> {
+    let (ca, cb) = (broker.client().await, broker.client().await);
+    let group = unique_topic("tk-barrier");
+    let (a, b) = (coordinator(&ca, &group).await, coordinator(&cb, &group).await);
+    let mut steps: Vec<Step> = Vec::new();
+    let jcode = |r: &JoinGroupResponse| ErrorCode::from_code(r.error_code);
+    let mut static_join = classic_join(&group, "", "test");
+    static_join.group_instance_id = Some("static-a".into());
+    let r = a.send_version(&static_join, 9).await.unwrap();
+    steps.push((
+        "static first join",
+        jcode(&r),
+        format!("generation {} leads {}", r.generation_id, r.leader == r.member_id),
+    ));
+    let (a_id, generation) = (r.member_id.clone(), r.generation_id);
+    let sync = |member: &str, generation: i32, instance: Option<&str>, assignments: &[(&str, &'static [u8])]| {
+        SyncGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_member_id(member.into())
+            .with_generation_id(generation)
+            .with_group_instance_id(instance.map(str::to_owned))
+            .with_protocol_type(Some("test".into()))
+            .with_protocol_name(Some("mine".into()))
+            .with_assignments(
+                assignments
+                    .iter()
+                    .map(|(m, x)| {
+                        SyncGroupRequestAssignment::default()
+                            .with_member_id((*m).into())
+                            .with_assignment(Bytes::from_static(x))
+                    })
+                    .collect(),
+            )
+    };
+    let r = a.send_version(&sync(&a_id, generation, Some("static-a"), &[(&a_id, b"a1")]), 5).await.unwrap();
+    steps.push(("static leader's sync", ErrorCode::from_code(r.error_code), format!("{:?}", r.assignment)));
+    // b joins; its join waits for a.
+    let r = b.send_version(&classic_join(&group, "", "test"), 9).await.unwrap();
+    let b_id = r.member_id.clone();
+    steps.push(("second member's first join", jcode(&r), String::new()));
+    let b2 = b.clone();
+    let join_b = classic_join(&group, &b_id, "test");
+    let parked = tokio::spawn(async move { b2.send_version(&join_b, 9).await.unwrap() });
+    let hb = HeartbeatRequest::default()
+        .with_group_id(group.clone())
+        .with_member_id(a_id.clone())
+        .with_group_instance_id(Some("static-a".into()))
+        .with_generation_id(generation);
+    let mut code = ErrorCode::None;
+    for _ in 0..200 {
+        code = ErrorCode::from_code(a.send_version(&hb, 4).await.unwrap().error_code);
+        if code != ErrorCode::None {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    steps.push(("leader's heartbeat once the second joins", code, String::new()));
+    let mut rejoin = classic_join(&group, &a_id, "test");
+    rejoin.group_instance_id = Some("static-a".into());
+    let ra = a.send_version(&rejoin, 9).await.unwrap();
+    let rb = parked.await.unwrap();
+    steps.push((
+        "leader rejoins",
+        jcode(&ra),
+        format!(
+            "generation {} leads {} members {}",
+            ra.generation_id - generation,
+            ra.leader == a_id,
+            ra.members.len()
+        ),
+    ));
+    steps.push((
+        "the parked join",
+        jcode(&rb),
+        format!(
+            "generation {} leader is a {} members {}",
+            rb.generation_id - generation,
+            rb.leader == a_id,
+            rb.members.len()
+        ),
+    ));
+    let generation = ra.generation_id;
+    let b2 = b.clone();
+    let sync_b = sync(&b_id, generation, None, &[]);
+    let parked = tokio::spawn(async move { b2.send_version(&sync_b, 5).await.unwrap() });
+    // Give the follower's sync time to arrive first (either order must give the same answers).
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r =
+        a.send_version(&sync(&a_id, generation, Some("static-a"), &[(&a_id, b"A"), (&b_id, b"B")]), 5).await.unwrap();
+    steps.push(("leader's sync", ErrorCode::from_code(r.error_code), format!("{:?}", r.assignment)));
+    let r = parked.await.unwrap();
+    steps.push(("the parked sync", ErrorCode::from_code(r.error_code), format!("{:?}", r.assignment)));
+    // The static leader restarts: no rebalance, its old assignment.
+    let r = a.send_version(&static_join, 9).await.unwrap();
+    let new_id = r.member_id.clone();
+    steps.push((
+        "static leader restarts",
+        jcode(&r),
+        format!(
+            "generation {} new id {} leads {} skip {} members {}",
+            r.generation_id - generation,
+            new_id != a_id,
+            r.leader == new_id,
+            r.skip_assignment,
+            r.members.len()
+        ),
+    ));
+    let r = a.send_version(&sync(&new_id, generation, Some("static-a"), &[]), 5).await.unwrap();
+    steps.push(("its sync", ErrorCode::from_code(r.error_code), format!("{:?}", r.assignment)));
+    let r = a.send_version(&hb, 4).await.unwrap();
+    steps.push(("the old incarnation's heartbeat", ErrorCode::from_code(r.error_code), String::new()));
+    let hb_b = HeartbeatRequest::default()
+        .with_group_id(group.clone())
+        .with_member_id(b_id.clone())
+        .with_generation_id(generation);
+    let r = b.send_version(&hb_b, 4).await.unwrap();
+    steps.push(("the follower's heartbeat", ErrorCode::from_code(r.error_code), String::new()));
+    ca.close().await;
+    cb.close().await;
+    steps
+}
+
 fn compare(kafka: &[Step], testkit: &[Step]) {
     assert_eq!(kafka.len(), testkit.len());
     let mut differences = Vec::new();
@@ -326,6 +547,20 @@ fn compare(kafka: &[Step], testkit: &[Step]) {
 async fn kip848_answers_match_kafka() {
     let kafka = consumer_scenario(Broker::Kafka).await;
     let testkit = consumer_scenario(Broker::Testkit).await;
+    compare(&kafka, &testkit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_match_kafka() {
+    let kafka = subscription_scenario(Broker::Kafka).await;
+    let testkit = subscription_scenario(Broker::Testkit).await;
+    compare(&kafka, &testkit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_barriers_match_kafka() {
+    let kafka = barrier_scenario(Broker::Kafka).await;
+    let testkit = barrier_scenario(Broker::Testkit).await;
     compare(&kafka, &testkit);
 }
 

@@ -64,14 +64,13 @@ impl ConsumerMember {
         }
     }
 
-    /// The topics this member subscribes to that exist, names and regex matches.
-    fn subscribed_topics(&self, topics: &Topics) -> BTreeMap<Uuid, i32> {
-        let regex = self.regex.as_deref().filter(|r| !r.is_empty()).and_then(|r| Regex::new(r).ok());
+    /// The topics this member subscribes to that exist: its names, and the topics its
+    /// regex was resolved to (none before the group resolved it).
+    fn subscribed_topics(&self, topics: &Topics, resolved: &BTreeMap<String, BTreeSet<String>>) -> BTreeMap<Uuid, i32> {
+        let matched = self.regex.as_ref().and_then(|r| resolved.get(r));
         topics
             .iter()
-            .filter(|(name, _)| {
-                self.subscribed_names.contains(*name) || regex.as_ref().is_some_and(|r| r.full_match(name))
-            })
+            .filter(|(name, _)| self.subscribed_names.contains(*name) || matched.is_some_and(|m| m.contains(*name)))
             .map(|(_, (id, n))| (*id, *n))
             .collect()
     }
@@ -92,6 +91,11 @@ pub(crate) struct ConsumerGroup {
     /// The subscribed topics as last seen: a change (a new topic matching a regex, more
     /// partitions) bumps the group epoch.
     subscription_metadata: BTreeMap<Uuid, i32>,
+    /// The members' regexes and the topics they matched when last resolved. As in
+    /// Kafka, where resolution runs in the background after the heartbeat that brought
+    /// a new regex, a regex counts from the group's next heartbeat on, which resolves
+    /// it (and every other) again and bumps the group epoch when the result changed.
+    resolved_regexes: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Settings the heartbeat answers and timers use.
@@ -228,8 +232,31 @@ impl ConsumerGroup {
             .map_or("uniform".to_owned(), |(n, _)| n.to_owned())
     }
 
+    /// Resolves the members' regexes against the topics; bumps the group epoch if any
+    /// result changed.
+    fn resolve_regexes(&mut self, topics: &Topics) {
+        let resolved: BTreeMap<String, BTreeSet<String>> = self
+            .members
+            .values()
+            .filter_map(|m| m.regex.clone())
+            .map(|r| {
+                let matched = Regex::new(&r)
+                    .map(|re| topics.keys().filter(|t| re.full_match(t)).cloned().collect())
+                    .unwrap_or_default();
+                (r, matched)
+            })
+            .collect();
+        if resolved != self.resolved_regexes {
+            self.resolved_regexes = resolved;
+            if self.refresh_metadata(topics) {
+                self.epoch += 1;
+            }
+        }
+    }
+
     fn refresh_metadata(&mut self, topics: &Topics) -> bool {
-        let metadata: BTreeMap<Uuid, i32> = self.members.values().flat_map(|m| m.subscribed_topics(topics)).collect();
+        let metadata: BTreeMap<Uuid, i32> =
+            self.members.values().flat_map(|m| m.subscribed_topics(topics, &self.resolved_regexes)).collect();
         let changed = metadata != self.subscription_metadata;
         self.subscription_metadata = metadata;
         changed
@@ -241,7 +268,10 @@ impl ConsumerGroup {
             .values()
             .map(|m| {
                 let previous = self.target.get(&m.member_id).cloned().unwrap_or_default();
-                (m.member_id.clone(), MemberSpec { topics: m.subscribed_topics(topics), previous })
+                (
+                    m.member_id.clone(),
+                    MemberSpec { topics: m.subscribed_topics(topics, &self.resolved_regexes), previous },
+                )
             })
             .collect();
         self.target = assignor::assign(&self.assignor_name(), &specs);
@@ -330,6 +360,7 @@ impl ConsumerGroup {
     ) -> Result<HeartbeatAnswer, GroupError> {
         let joining = r.member_epoch == 0;
         let owned = r.topic_partitions.as_deref();
+        self.resolve_regexes(topics);
         let member_id = if r.member_id.is_empty() { super::random_id() } else { r.member_id.clone() };
         let known = self.members.contains_key(&member_id)
             || r.instance_id.as_deref().is_some_and(|i| self.static_member(i).is_some());

@@ -300,13 +300,18 @@ fn regex_subscriptions_and_the_range_assignor() {
     let mut r = join("a", &[]);
     r.subscribed_topic_regex = Some("orders|pay.*".into());
     r.server_assignor = Some("range".into());
-    let owned = assigned(&c.consumer_heartbeat(&r, 1, &t, 0)).unwrap();
-    assert_eq!(count(&owned), 8);
+    // As in Kafka, the regex is resolved after the join: nothing yet.
+    let r = c.consumer_heartbeat(&r, 1, &t, 0);
+    assert_eq!((r.member_epoch, assigned(&r).map(|a| count(&a))), (1, Some(0)));
+    // The next heartbeat resolves it: a new group epoch, and the matching topics.
+    let r = c.consumer_heartbeat(&beat("a", 1, &BTreeMap::new()), 1, &t, 0);
+    let owned = assigned(&r).unwrap();
+    assert_eq!((r.member_epoch, count(&owned)), (2, 8));
     // A new topic matching the regex bumps the group epoch and is assigned.
     let v = Uuid([3; 16]);
     t.insert("payments-eu".into(), (v, 1));
-    let r = c.consumer_heartbeat(&beat("a", 1, &owned), 1, &t, 1);
-    assert_eq!(r.member_epoch, 2);
+    let r = c.consumer_heartbeat(&beat("a", 2, &owned), 1, &t, 1);
+    assert_eq!(r.member_epoch, 3);
     assert_eq!(count(&assigned(&r).unwrap()), 9);
     // range: contiguous, b after a.
     let mut rb = join("b", &["orders"]);
