@@ -117,9 +117,15 @@ async fn consumer_scenario(broker: Broker) -> Vec<Step> {
     let kept = owned(&r);
     let r = send(cghb(&group, "b", b.member_epoch).with_topic_partitions(Some(Vec::new()))).await;
     steps.push(("second member before the release", code(&r), format!("partitions {:?}", count(&r).unwrap_or(0))));
-    let r = send(cghb(&group, "a", a_epoch).with_topic_partitions(Some(kept))).await;
+    let r = send(cghb(&group, "a", a_epoch).with_topic_partitions(Some(kept.clone()))).await;
     steps.push(("first member acknowledges", code(&r), format!("epoch {}", r.member_epoch)));
+    let previous = a_epoch;
     let a_epoch = r.member_epoch;
+    // The acknowledgement's answer lost: the previous epoch again, with what it owns.
+    let r = send(cghb(&group, "a", previous).with_topic_partitions(Some(kept.clone()))).await;
+    steps.push(("the previous epoch again (a lost answer)", code(&r), format!("epoch {}", r.member_epoch)));
+    let r = send(cghb(&group, "a", -2)).await;
+    steps.push(("a leave for a while without an instance id", code(&r), String::new()));
     let r = send(cghb(&group, "b", b.member_epoch).with_topic_partitions(Some(Vec::new()))).await;
     steps.push((
         "second member after the release",
@@ -219,6 +225,9 @@ async fn consumer_scenario(broker: Broker) -> Vec<Step> {
     let r = send(unknown).await;
     steps.push(("static leave of an unknown instance", code(&r), String::new()));
 
+    // A member at a later epoch joins again with epoch 0 under the same id.
+    let r = send(cghb_join(&group, "a", &topic)).await;
+    steps.push(("a rejoin with epoch 0 and the same id", code(&r), String::new()));
     let r = send(cghb(&group, "b", -1)).await;
     steps.push(("leave", code(&r), format!("epoch {}", r.member_epoch)));
     let r = send(cghb(&group, "b", -1)).await;
@@ -244,17 +253,17 @@ async fn subscription_scenario(broker: Broker) -> Vec<Step> {
     steps.push(("regex join", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
     // Kafka resolves the regex in the background: the next heartbeat may come before
     // it is done, so wait for the epoch it brings (a bounded wait on an event).
-    let mut epoch = r.member_epoch;
-    for _ in 0..100 {
+    let epoch = r.member_epoch;
+    let mut resolved: Step = ("regex resolved", ErrorCode::None, "never".into());
+    for _ in 0..1_000 {
         let r = conn.send_version(&cghb(&group, "a", epoch).with_topic_partitions(Some(owned(&r))), 1).await.unwrap();
         if r.member_epoch != epoch || code(&r) != ErrorCode::None {
-            steps.push(("regex resolved", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
-            epoch = r.member_epoch;
+            resolved = ("regex resolved", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r)));
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let _ = epoch;
+    steps.push(resolved);
     let r =
         conn.send_version(&cghb_join(&group, "b", &topic).with_server_assignor(Some("range".into())), 1).await.unwrap();
     steps.push(("range join", code(&r), format!("epoch {} partitions {:?}", r.member_epoch, count(&r))));
@@ -404,6 +413,18 @@ async fn classic_scenario(broker: Broker) -> Vec<Step> {
         hcode(conn.send_version(&hb(&id, generation), 4).await.unwrap()),
         String::new(),
     ));
+    // JoinGroup v3: no MEMBER_ID_REQUIRED; LeaveGroup v1 with a member id.
+    let r = conn.send_version(&classic_join(&group, "", "test"), 3).await.unwrap();
+    steps.push((
+        "join v3 without a member id",
+        jcode(&r),
+        format!("generation {} alone {}", r.generation_id - generation, r.members.len()),
+    ));
+    let leave = LeaveGroupRequest::default().with_group_id(group.clone()).with_member_id(r.member_id.clone());
+    let r = conn.send_version(&leave, 1).await.unwrap();
+    steps.push(("leave v1", ErrorCode::from_code(r.error_code), String::new()));
+    let r = conn.send_version(&leave, 1).await.unwrap();
+    steps.push(("leave v1 again", ErrorCode::from_code(r.error_code), String::new()));
     client.close().await;
     steps
 }
