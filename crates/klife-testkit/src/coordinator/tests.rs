@@ -658,24 +658,21 @@ proptest! {
                 }
             }
         }
-        // Every live member heartbeats until the group is stable: then every partition
-        // a member subscribes to is owned once.
+        // Then every client (re)joins and heartbeats until the group is stable: every
+        // partition is owned, once, and the clients agree with the coordinator.
         for _ in 0..8 {
             for (i, c) in clients.iter_mut().enumerate() {
-                if c.joined {
-                    client_beat(&mut co, i, c, now);
-                }
+                client_beat(&mut co, i, c, now);
             }
         }
-        if let Some(d) = co.describe("g", &topics()) {
-            let live = d.members.iter().filter(|m| m.epoch >= 0).count();
-            if live > 0 && d.members.iter().all(|m| m.epoch >= 0) {
-                prop_assert_eq!(d.state, "Stable", "{:?}", d);
-                let owned: usize = d.members.iter().map(|m| m.assigned.len()).sum();
-                let subscribed_payments = d.members.iter().any(|m| m.target.iter().any(|(t, _)| t == "payments"))
-                    || clients.iter().enumerate().any(|(i, c)| c.joined && i % 2 == 0);
-                prop_assert_eq!(owned, 6 + if subscribed_payments { 2 } else { 0 }, "{:?}", d);
-            }
-        }
+        let d = co.describe("g", &topics()).unwrap();
+        prop_assert_eq!(d.members.len(), 4, "{:?}", d);
+        prop_assert!(d.members.iter().all(|m| m.epoch == d.epoch), "{:?}", d);
+        prop_assert_eq!(d.state, "Stable", "{:?}", d);
+        let owned: BTreeSet<(String, i32)> = d.members.iter().flat_map(|m| m.assigned.iter().cloned()).collect();
+        prop_assert_eq!(owned.len(), 8, "{:?}", d);
+        prop_assert_eq!(d.members.iter().map(|m| m.assigned.len()).sum::<usize>(), 8);
+        let client_owned: usize = clients.iter().map(|c| count(&c.owned)).sum();
+        prop_assert_eq!(client_owned, 8);
     }
 }
