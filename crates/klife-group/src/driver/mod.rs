@@ -1,68 +1,104 @@
-//! The task that drives a KIP-848 member ([`ConsumerMember`]) against a cluster: it
-//! only moves bytes and timers, every decision stays in the member.
+//! The task that drives a group member against a cluster, under either protocol: it
+//! only moves bytes and timers, every decision stays in the member
+//! ([`ConsumerMember`] for KIP-848, [`ClassicMember`] for the classic protocol).
 //!
-//! [`GroupMember::start`] spawns one tokio task per member. The task
+//! One tokio task per member, started with
+//!
+//! - [`GroupMember::start`]: KIP-848 (ConsumerGroupHeartbeat); a coordinator without
+//!   it ends the member with [`Outcome::FallBackToClassic`];
+//! - [`GroupMember::start_classic`]: the classic protocol (JoinGroup, SyncGroup,
+//!   Heartbeat, LeaveGroup);
+//! - [`GroupMember::start_auto`]: KIP-848 first and, when the coordinator refuses the
+//!   first join as unsupported ([`Outcome::FallBackToClassic`]), the classic protocol
+//!   in the same task, without an [`Ended`](MemberEvent::Ended) event in between.
+//!   [`GroupMember::protocol`] tells which one runs now.
+//!
+//! The handle and the events are the same under both. The task
 //!
 //! - looks the group coordinator up through the [`Cluster`] (again after the member
 //!   asks for it, forgetting the cached one) and opens an ordered [`Lane`] to it, so
-//!   that the member's heartbeats reach the coordinator in the order sent;
-//! - sends each heartbeat the member gives at ConsumerGroupHeartbeat v1
-//!   ([`HEARTBEAT_VERSION`]) with a timeout of its own
-//!   ([`DriverConfig::heartbeat_timeout`]), and reports its answer or failure with the
-//!   time. A coordinator that does not offer v1 (a broker without KIP-848, or one
-//!   with v0 only, whose member ids come from the coordinator) is reported to the
-//!   member as UNSUPPORTED_VERSION, which it turns into
-//!   [`Outcome::FallBackToClassic`] on a first join;
-//! - resolves assigned topic ids to names through the cluster's metadata (the cached
-//!   snapshot, then a refresh, then the metadata of every topic);
-//! - sleeps until the member's [`poll_timeout`](ConsumerMember::poll_timeout);
-//! - and turns the member's changes of assignment into [`MemberEvent`]s:
+//!   that the member's requests reach the coordinator in the order sent;
+//! - KIP-848: sends each heartbeat the member gives at ConsumerGroupHeartbeat v1
+//!   ([`HEARTBEAT_VERSION`](crate::membership::consumer::HEARTBEAT_VERSION)) with a timeout of its own
+//!   ([`DriverConfig::heartbeat_timeout`]). A coordinator that does not offer v1 (a
+//!   broker without KIP-848, or one with v0 only, whose member ids come from the
+//!   coordinator) is reported to the member as UNSUPPORTED_VERSION, which it turns
+//!   into [`Outcome::FallBackToClassic`] on a first join;
+//! - KIP-848: resolves assigned topic ids to names through the cluster's metadata (the
+//!   cached snapshot, then a refresh, then the metadata of every topic);
+//! - classic: sends what [`ClassicMember::poll_request`] gives (at most one JoinGroup,
+//!   SyncGroup or LeaveGroup and one Heartbeat in flight), each at the highest version
+//!   both klife and the coordinator speak, no lower than the versions with the static
+//!   instance id (JoinGroup v5, SyncGroup v3, Heartbeat v3, LeaveGroup v3: a
+//!   coordinator offering less is reported to the member as UNSUPPORTED_VERSION, which
+//!   ends it with a [`GroupError`](crate::GroupError)). A JoinGroup waits for the whole
+//!   rebalance: its timeout is the rebalance timeout plus
+//!   [`JOIN_TIMEOUT_MARGIN`](crate::membership::classic::JOIN_TIMEOUT_MARGIN); the
+//!   others take [`DriverConfig::heartbeat_timeout`]. Heartbeats go on the member's own
+//!   timer, also while a revocation waits for the user;
+//! - classic: answers the leader's [`Action::DescribeTopics`] with the partition
+//!   counts of the cluster's metadata (retried until the metadata comes);
+//! - sleeps until the member's `poll_timeout`;
+//! - and turns the member's changes into [`MemberEvent`]s:
+//!   [`Generation`](MemberEvent::Generation) (member id and epoch or generation),
 //!   [`Assigned`](MemberEvent::Assigned), [`Revoked`](MemberEvent::Revoked) (with a
 //!   [`Revocation`] the user releases when done with the partitions),
 //!   [`Lost`](MemberEvent::Lost) and, last, [`Ended`](MemberEvent::Ended).
 //!
-//! Fetching and committing are not driven yet: a revocation is released as soon as
-//! the user releases its [`Revocation`] (or drops it), or at once with
+//! The task never waits for the user except for a [`Revocation`], and heartbeats go on
+//! meanwhile. Fetching and committing are not driven here: a revocation is released as
+//! soon as the user releases its [`Revocation`] (or drops it), or at once with
 //! [`DriverConfig::auto_release`]; lost partitions are released at once (nothing may
 //! be committed for them).
 //!
-//! The member leaves with [`GroupMember::leave`] (its partitions revoked, then the
-//! leave heartbeat). Dropping the [`GroupMember`] leaves as well as it can, in the
-//! background: revocations are released at once and the task ends after the leave
-//! heartbeat, or after the rebalance timeout plus the heartbeat timeout at the latest.
-//! [`GroupMember::abort`] ends the task at once without leaving, as a crash would: the
-//! coordinator gives the partitions to other members after its session timeout.
+//! Ending, under both protocols:
+//!
+//! - [`GroupMember::leave`]: the partitions are revoked (released at once), then the
+//!   member leaves — KIP-848: the leave heartbeat (epoch -1, or -2 for a static
+//!   member); classic: a LeaveGroup for a dynamic member, nothing for a static one,
+//!   which the coordinator keeps (with its partitions) until its session timeout, so
+//!   that it comes back under its instance id without a rebalance.
+//! - Dropping the [`GroupMember`] leaves the same way, in the background: revocations
+//!   are released at once and the task ends after the leave, or after the rebalance
+//!   timeout plus the heartbeat timeout at the latest (classic: plus
+//!   [`JOIN_TIMEOUT_MARGIN`](crate::membership::classic::JOIN_TIMEOUT_MARGIN), for a
+//!   JoinGroup still in flight).
+//! - [`GroupMember::abort`] ends the task at once without leaving, as a crash would:
+//!   the coordinator gives the partitions to other members after its session timeout.
 //!
 //! Tracing: the task runs in a span `klife.group.member` with the group and member
-//! id; the join, each heartbeat sent and answered (debug), and each step of a
-//! reconciliation (assigned, revoked, released, lost) are events in it.
+//! id (a classic member's once the coordinator gave it); the join, each request sent
+//! and answered (debug), and each step of a reconciliation (assigned, revoked,
+//! released, lost) are events in it.
 
-use std::collections::BTreeSet;
+mod classic;
+mod consumer;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane, Metadata};
+use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
+use klife_protocol::Uuid;
 use klife_protocol::messages::ConsumerGroupHeartbeatResponse;
 use klife_protocol::types::TopicPartition;
-use klife_protocol::{ApiKey, ErrorCode, Uuid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::error::ConfigError;
+use crate::membership::classic::{ClassicConfig, ClassicMember, JOIN_TIMEOUT_MARGIN, RequestId, Response};
 use crate::membership::consumer::{
-    Action, ConsumerConfig, ConsumerMember, HEARTBEAT_VERSION, Heartbeat, HeartbeatId, LostReason, Outcome, ReleaseId,
-    RevokeReason, coordinator_supports,
+    Action, ConsumerConfig, ConsumerMember, HeartbeatId, LostReason, Outcome, ReleaseId, RevokeReason,
 };
-
+use crate::offsets::GroupProtocol;
 /// How long a heartbeat waits for its answer when nothing else is set.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The settings of the task that drives a member (the member's own are in
-/// [`ConsumerConfig`]).
+/// [`ConsumerConfig`] and [`ClassicConfig`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DriverConfig {
@@ -70,7 +106,10 @@ pub struct DriverConfig {
     /// [`Revocation::release`] (`false` by default).
     pub auto_release: bool,
     /// How long a heartbeat waits for its answer before it counts as failed (10 s by
-    /// default). The connection it went on is closed then, as for any request timeout.
+    /// default); under the classic protocol also a SyncGroup and a LeaveGroup (a
+    /// JoinGroup waits for the rebalance: the rebalance timeout plus
+    /// [`JOIN_TIMEOUT_MARGIN`]). The connection it went on is closed then, as for any
+    /// request timeout.
     pub heartbeat_timeout: Duration,
 }
 
@@ -198,18 +237,38 @@ enum Command {
 }
 
 /// What the handle and the task share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     owned: Mutex<Vec<TopicPartition>>,
     epoch: Mutex<i32>,
+    member_id: Mutex<String>,
+    protocol: Mutex<GroupProtocol>,
 }
 
-/// A KIP-848 member of a group driven by a task of its own. See the [module
-/// documentation](self).
+impl Shared {
+    fn new(member: &Member) -> Shared {
+        Shared {
+            owned: Mutex::new(Vec::new()),
+            epoch: Mutex::new(member.epoch()),
+            member_id: Mutex::new(member.member_id().to_owned()),
+            protocol: Mutex::new(member.protocol()),
+        }
+    }
+}
+
+fn set<T>(slot: &Mutex<T>, value: T) -> T {
+    std::mem::replace(&mut *slot.lock().unwrap_or_else(PoisonError::into_inner), value)
+}
+
+fn get<T: Clone>(slot: &Mutex<T>) -> T {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// A member of a group driven by a task of its own, under KIP-848 or the classic
+/// protocol. See the [module documentation](self).
 #[derive(Debug)]
 pub struct GroupMember {
     group_id: String,
-    member_id: String,
     shared: Arc<Shared>,
     commands: Option<mpsc::UnboundedSender<Command>>,
     events: mpsc::UnboundedReceiver<MemberEvent>,
@@ -217,36 +276,46 @@ pub struct GroupMember {
 }
 
 impl GroupMember {
-    /// Starts a member of `config.group_id` on `cluster`, in a task of its own (on the
-    /// current tokio runtime: call it from within one).
+    /// Starts a KIP-848 member of `config.group_id` on `cluster`, in a task of its own
+    /// (on the current tokio runtime: call it from within one). A coordinator without
+    /// KIP-848 ends it with [`Outcome::FallBackToClassic`] (see
+    /// [`start_auto`](Self::start_auto) to go on under the classic protocol instead).
     pub fn start(cluster: Cluster, config: ConsumerConfig, driver: DriverConfig) -> Result<GroupMember, ConfigError> {
         let member = ConsumerMember::new(config, clock())?;
-        let group_id = member.config().group_id.clone();
-        let member_id = member.config().member_id.clone();
-        let shared = Arc::new(Shared::default());
-        let (commands_tx, commands) = mpsc::unbounded_channel();
-        let (events_tx, events) = mpsc::unbounded_channel();
-        let (releases_tx, releases) = mpsc::unbounded_channel();
-        let span = tracing::info_span!("klife.group.member", group = %group_id, member_id = %member_id);
-        let task = Task {
-            cluster,
-            member,
-            driver,
-            shared: shared.clone(),
-            commands,
-            commands_open: true,
-            events: events_tx,
-            releases,
-            releases_tx,
-            lane: None,
-            lookup: None,
-            heartbeat: None,
-            metadata: None,
-            auto_release: false,
-            deadline: None,
-        };
-        let task = tokio::spawn(task.run().instrument(span));
-        Ok(GroupMember { group_id, member_id, shared, commands: Some(commands_tx), events, task: Some(task) })
+        Ok(spawn(cluster, Member::Consumer(member), None, driver))
+    }
+
+    /// Starts a member of `config.group_id` under the classic protocol on `cluster`,
+    /// in a task of its own (on the current tokio runtime: call it from within one).
+    /// Its member id is the coordinator's, empty until the first join is answered.
+    pub fn start_classic(
+        cluster: Cluster,
+        config: ClassicConfig,
+        driver: DriverConfig,
+    ) -> Result<GroupMember, ConfigError> {
+        let member = ClassicMember::new(config, clock())?;
+        Ok(spawn(cluster, Member::Classic(member), None, driver))
+    }
+
+    /// Starts a member that chooses its protocol: KIP-848 with `config` and, when the
+    /// coordinator refuses its first join as unsupported (a broker without KIP-848,
+    /// or one where the group coordinator does not enable it), the classic protocol
+    /// with `classic`, in the same task and with the same events (no
+    /// [`Ended`](MemberEvent::Ended) in between). `classic` joins the group of
+    /// `config` (its own `group_id` is replaced), and `config`'s
+    /// [`classic_fallback`](ConsumerConfig::classic_fallback) is set. Both
+    /// configurations are checked here.
+    pub fn start_auto(
+        cluster: Cluster,
+        config: ConsumerConfig,
+        mut classic: ClassicConfig,
+        driver: DriverConfig,
+    ) -> Result<GroupMember, ConfigError> {
+        let config = config.with_classic_fallback(true);
+        classic.group_id.clone_from(&config.group_id);
+        classic.validate()?;
+        let member = ConsumerMember::new(config, clock())?;
+        Ok(spawn(cluster, Member::Consumer(member), Some(classic), driver))
     }
 
     /// The group.
@@ -254,19 +323,28 @@ impl GroupMember {
         &self.group_id
     }
 
-    /// The member id.
-    pub fn member_id(&self) -> &str {
-        &self.member_id
+    /// The member id: the client's under KIP-848; the coordinator's under the classic
+    /// protocol (empty until the first join is answered, and again after the
+    /// coordinator forgot the member).
+    pub fn member_id(&self) -> String {
+        get(&self.shared.member_id)
+    }
+
+    /// The protocol the member runs now ([`GroupProtocol::Classic`] after a fall back
+    /// of [`start_auto`](Self::start_auto)).
+    pub fn protocol(&self) -> GroupProtocol {
+        get(&self.shared.protocol)
     }
 
     /// The partitions the member owns now, sorted (revoked ones until released).
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.shared.owned.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        get(&self.shared.owned)
     }
 
-    /// The member epoch (0 while joining or out of the group).
+    /// The member epoch (KIP-848: 0 while joining or out of the group) or the
+    /// generation (classic: -1 while joining or out of the group).
     pub fn epoch(&self) -> i32 {
-        *self.shared.epoch.lock().unwrap_or_else(PoisonError::into_inner)
+        get(&self.shared.epoch)
     }
 
     /// The next change of assignment (`None` once the task ended and every event was
@@ -280,10 +358,12 @@ impl GroupMember {
         self.events.poll_recv(cx)
     }
 
-    /// Leaves the group gracefully: the partitions are revoked (released at once) and
-    /// the leave heartbeat sent (epoch -1, or -2 for a static member). Returns how the
-    /// member ended; events not taken yet are dropped (a revocation among them is
-    /// released), and a [`Revocation`] the caller still holds is awaited.
+    /// Leaves the group gracefully: the partitions are revoked (released at once), then
+    /// KIP-848 sends the leave heartbeat (epoch -1, or -2 for a static member) and the
+    /// classic protocol a LeaveGroup (none for a static member: the coordinator keeps
+    /// its partitions for it until its session timeout). Returns how the member ended;
+    /// events not taken yet are dropped (a revocation among them is released), and a
+    /// [`Revocation`] the caller still holds is awaited.
     pub async fn leave(mut self) -> Ended {
         if let Some(tx) = self.commands.take() {
             let _ = tx.send(Command::Leave);
@@ -316,6 +396,38 @@ impl Drop for GroupMember {
     }
 }
 
+fn spawn(cluster: Cluster, member: Member, fallback: Option<ClassicConfig>, driver: DriverConfig) -> GroupMember {
+    let group_id = member.group_id().to_owned();
+    let shared = Arc::new(Shared::new(&member));
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (events_tx, events) = mpsc::unbounded_channel();
+    let (releases_tx, releases) = mpsc::unbounded_channel();
+    let member_id = member.member_id().to_owned();
+    let span = tracing::info_span!("klife.group.member", group = %group_id, member_id = %member_id);
+    let task = Task {
+        cluster,
+        member,
+        fallback,
+        driver,
+        shared: shared.clone(),
+        commands,
+        commands_open: true,
+        events: events_tx,
+        releases,
+        releases_tx,
+        lane: None,
+        pending: Vec::new(),
+        lookup_pending: false,
+        heartbeat_pending: false,
+        names_pending: false,
+        counts_asked: 0,
+        auto_release: false,
+        deadline: None,
+    };
+    let task = tokio::spawn(task.run().instrument(span));
+    GroupMember { group_id, shared, commands: Some(commands_tx), events, task: Some(task) }
+}
+
 async fn join(task: JoinHandle<Ended>) -> Ended {
     match task.await {
         Ok(ended) => ended,
@@ -331,10 +443,116 @@ fn clock() -> Instant {
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// The member the task drives.
+#[derive(Debug)]
+// One per task, never moved once the task runs.
+#[allow(clippy::large_enum_variant)]
+enum Member {
+    Consumer(ConsumerMember),
+    Classic(ClassicMember),
+}
+
+impl Member {
+    fn group_id(&self) -> &str {
+        match self {
+            Member::Consumer(m) => &m.config().group_id,
+            Member::Classic(m) => &m.config().group_id,
+        }
+    }
+
+    fn member_id(&self) -> &str {
+        match self {
+            Member::Consumer(m) => &m.config().member_id,
+            Member::Classic(m) => m.member_id(),
+        }
+    }
+
+    fn epoch(&self) -> i32 {
+        match self {
+            Member::Consumer(m) => m.epoch(),
+            Member::Classic(m) => m.generation(),
+        }
+    }
+
+    fn protocol(&self) -> GroupProtocol {
+        match self {
+            Member::Consumer(_) => GroupProtocol::Consumer,
+            Member::Classic(_) => GroupProtocol::Classic,
+        }
+    }
+
+    fn retry_backoff(&self) -> (Duration, Duration) {
+        match self {
+            Member::Consumer(m) => (m.config().retry_backoff, m.config().retry_backoff_max),
+            Member::Classic(m) => (m.config().retry_backoff, m.config().retry_backoff_max),
+        }
+    }
+
+    /// The longest a leave in the background may take.
+    fn leave_bound(&self, driver: &DriverConfig) -> Duration {
+        match self {
+            Member::Consumer(m) => m.config().rebalance_timeout + driver.heartbeat_timeout,
+            // A JoinGroup in flight is answered first.
+            Member::Classic(m) => m.config().rebalance_timeout + JOIN_TIMEOUT_MARGIN + driver.heartbeat_timeout,
+        }
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        match self {
+            Member::Consumer(m) => m.poll_action(),
+            Member::Classic(m) => m.poll_action(),
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Member::Consumer(m) => m.poll_timeout(),
+            Member::Classic(m) => m.poll_timeout(),
+        }
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Member::Consumer(m) => m.handle_timeout(now),
+            Member::Classic(m) => m.handle_timeout(now),
+        }
+    }
+
+    fn coordinator_found(&mut self, now: Instant) {
+        match self {
+            Member::Consumer(m) => m.coordinator_found(now),
+            Member::Classic(m) => m.coordinator_found(now),
+        }
+    }
+
+    fn released(&mut self, now: Instant, release: ReleaseId) {
+        match self {
+            Member::Consumer(m) => m.released(now, release),
+            Member::Classic(m) => m.released(now, release),
+        }
+    }
+
+    fn leave(&mut self, now: Instant) {
+        match self {
+            Member::Consumer(m) => m.leave(now),
+            Member::Classic(m) => m.leave(now),
+        }
+    }
+
+    fn owned(&self) -> Vec<TopicPartition> {
+        match self {
+            Member::Consumer(m) => m.owned(),
+            Member::Classic(m) => m.owned(),
+        }
+    }
+}
+
 /// The task's state.
 struct Task {
     cluster: Cluster,
-    member: ConsumerMember,
+    member: Member,
+    /// The classic member's configuration, for a KIP-848 one that may fall back.
+    fallback: Option<ClassicConfig>,
     driver: DriverConfig,
     shared: Arc<Shared>,
     commands: mpsc::UnboundedReceiver<Command>,
@@ -343,9 +561,17 @@ struct Task {
     releases: mpsc::UnboundedReceiver<ReleaseId>,
     releases_tx: mpsc::UnboundedSender<ReleaseId>,
     lane: Option<Arc<Lane>>,
-    lookup: Option<BoxFuture<Result<i32, ConnectionError>>>,
-    heartbeat: Option<BoxFuture<(HeartbeatId, Result<ConsumerGroupHeartbeatResponse, ConnectionError>)>>,
-    metadata: Option<BoxFuture<Vec<(Uuid, String)>>>,
+    /// What the task waits for besides the handle and the timer: the coordinator
+    /// lookup, requests in flight, metadata.
+    pending: Vec<BoxFuture<Wake>>,
+    lookup_pending: bool,
+    /// KIP-848: a heartbeat in flight (the classic member keeps its own count).
+    heartbeat_pending: bool,
+    /// KIP-848: a lookup of topic names under way.
+    names_pending: bool,
+    /// Classic: how many times the leader asked for partition counts; only the answer
+    /// to the last one is reported.
+    counts_asked: u64,
     /// Set once the user no longer takes revocations (leave, or the handle dropped).
     auto_release: bool,
     /// When a member left in the background gives up.
@@ -357,33 +583,40 @@ enum Wake {
     Command(Option<Command>),
     Released(ReleaseId),
     Coordinator(Result<i32, ConnectionError>),
-    Answer(HeartbeatId, Result<ConsumerGroupHeartbeatResponse, ConnectionError>),
+    /// KIP-848: a heartbeat's answer.
+    Heartbeat(HeartbeatId, Result<ConsumerGroupHeartbeatResponse, ConnectionError>),
+    /// KIP-848: topic names.
     Names(Vec<(Uuid, String)>),
+    /// Classic: a request's answer.
+    Answer(RequestId, Result<Response, ConnectionError>),
+    /// Classic: partition counts, for the request of this number.
+    Counts(u64, Vec<(String, i32)>),
     Timer,
 }
 
 impl Task {
     async fn run(mut self) -> Ended {
-        tracing::info!(topics = ?self.member.config().subscription.topic_names(), "member starts");
+        match &self.member {
+            Member::Consumer(m) => {
+                tracing::info!(topics = ?m.config().subscription.topic_names(), fallback = self.fallback.is_some(), "member starts (KIP-848)");
+            }
+            Member::Classic(m) => {
+                tracing::info!(topics = ?m.config().topics, protocol = ?m.rebalance_protocol(), "member starts (classic)");
+            }
+        }
         loop {
             if let Some(ended) = self.carry_out_actions() {
-                tracing::info!(?ended, "member ended");
-                self.publish();
-                let _ = self.events.send(MemberEvent::Ended(ended.clone()));
-                return ended;
+                return self.end(ended);
             }
             self.publish();
             let now = clock();
             if self.deadline.is_some_and(|d| d <= now) {
                 tracing::warn!("the leave did not complete in time: the member ends without it");
-                let ended = Ended::Member(Outcome::Left);
-                let _ = self.events.send(MemberEvent::Ended(ended.clone()));
-                return ended;
+                return self.end(Ended::Member(Outcome::Left));
             }
-            if self.heartbeat.is_none() {
-                if let Some(hb) = self.member.poll_heartbeat(now) {
-                    self.send(hb);
-                }
+            if self.send_due(now) {
+                // Something could not be sent: the member's reaction first.
+                continue;
             }
             let wake_at = [self.member.poll_timeout(), self.deadline].into_iter().flatten().min();
             let wake = self.wait(wake_at).await;
@@ -398,8 +631,7 @@ impl Task {
                     self.commands_open = false;
                     tracing::info!("handle dropped: leaving the group");
                     self.auto_release = true;
-                    let c = self.member.config();
-                    self.deadline = Some(now + c.rebalance_timeout + self.driver.heartbeat_timeout);
+                    self.deadline = Some(now + self.member.leave_bound(&self.driver));
                     self.member.leave(now);
                 }
                 Wake::Released(id) => {
@@ -407,42 +639,84 @@ impl Task {
                     self.member.released(now, id);
                 }
                 Wake::Coordinator(Ok(node_id)) => {
-                    self.lookup = None;
+                    self.lookup_pending = false;
                     tracing::debug!(node_id, "coordinator found");
                     self.lane = Some(Arc::new(self.cluster.open_lane(node_id)));
                     self.member.coordinator_found(now);
                 }
                 Wake::Coordinator(Err(e)) => {
-                    self.lookup = None;
                     tracing::warn!(error = %e, "the cluster is closed: the member ends without leaving");
                     let ended = Ended::ClusterClosed;
                     let _ = self.events.send(MemberEvent::Ended(ended.clone()));
                     return ended;
                 }
-                Wake::Answer(id, result) => {
-                    self.heartbeat = None;
-                    match result {
-                        Ok(response) => {
-                            tracing::debug!(
-                                code = ErrorCode::from_code(response.error_code).name(),
-                                epoch = response.member_epoch,
-                                assignment = response.assignment.is_some(),
-                                "heartbeat answered"
-                            );
-                            self.member.on_heartbeat_response(now, id, &response);
-                        }
-                        Err(e) => {
-                            tracing::debug!(error = %e, "heartbeat failed");
-                            self.member.on_heartbeat_failed(now, id);
-                        }
+                Wake::Heartbeat(id, result) => {
+                    self.heartbeat_pending = false;
+                    if let Member::Consumer(m) = &mut self.member {
+                        consumer::on_answer(m, now, id, result);
                     }
                 }
                 Wake::Names(names) => {
-                    self.metadata = None;
-                    tracing::debug!(resolved = names.len(), "topic ids resolved");
-                    self.member.on_topic_names(now, names);
+                    self.names_pending = false;
+                    if let Member::Consumer(m) = &mut self.member {
+                        tracing::debug!(resolved = names.len(), "topic ids resolved");
+                        m.on_topic_names(now, names);
+                    }
+                }
+                Wake::Answer(id, result) => {
+                    if let Member::Classic(m) = &mut self.member {
+                        classic::on_answer(m, now, id, result);
+                    }
+                }
+                Wake::Counts(asked, counts) => {
+                    if let Member::Classic(m) = &mut self.member {
+                        if asked == self.counts_asked {
+                            tracing::debug!(topics = counts.len(), "partition counts found");
+                            m.on_partition_counts(now, counts);
+                        }
+                    }
                 }
                 Wake::Timer => self.member.handle_timeout(now),
+            }
+        }
+    }
+
+    fn end(&mut self, ended: Ended) -> Ended {
+        tracing::info!(?ended, "member ended");
+        self.publish();
+        let _ = self.events.send(MemberEvent::Ended(ended.clone()));
+        ended
+    }
+
+    /// Sends what the member has due; `true` when something could not be sent (the
+    /// member was told).
+    fn send_due(&mut self, now: Instant) -> bool {
+        match &mut self.member {
+            Member::Consumer(m) => {
+                if self.heartbeat_pending {
+                    return false;
+                }
+                let Some(hb) = m.poll_heartbeat(now) else { return false };
+                let Some(lane) = self.lane.clone() else {
+                    // No lane without a coordinator, and the member sends only with one.
+                    m.on_heartbeat_failed(now, hb.id);
+                    return true;
+                };
+                self.heartbeat_pending = true;
+                self.pending.push(consumer::send(lane, hb, self.driver.heartbeat_timeout));
+                false
+            }
+            Member::Classic(m) => {
+                let mut failed = false;
+                while let Some(request) = m.poll_request(now) {
+                    let Some(lane) = self.lane.clone() else {
+                        m.on_request_failed(now, request.id);
+                        failed = true;
+                        continue;
+                    };
+                    self.pending.push(classic::send(lane, request, self.driver.heartbeat_timeout));
+                }
+                failed
             }
         }
     }
@@ -465,19 +739,10 @@ impl Task {
             if let Poll::Ready(Some(id)) = self.releases.poll_recv(cx) {
                 return Poll::Ready(Wake::Released(id));
             }
-            if let Some(f) = self.lookup.as_mut() {
-                if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Coordinator(r));
-                }
-            }
-            if let Some(f) = self.heartbeat.as_mut() {
-                if let Poll::Ready((id, r)) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Answer(id, r));
-                }
-            }
-            if let Some(f) = self.metadata.as_mut() {
-                if let Poll::Ready(names) = f.as_mut().poll(cx) {
-                    return Poll::Ready(Wake::Names(names));
+            for i in 0..self.pending.len() {
+                if let Poll::Ready(wake) = self.pending[i].as_mut().poll(cx) {
+                    drop(self.pending.swap_remove(i));
+                    return Poll::Ready(wake);
                 }
             }
             if sleep.as_mut().poll(cx).is_ready() {
@@ -493,18 +758,33 @@ impl Task {
         while let Some(action) = self.member.poll_action() {
             match action {
                 Action::FindCoordinator => self.find_coordinator(),
-                Action::RefreshMetadata { topic_ids } => self.resolve(topic_ids),
+                Action::RefreshMetadata { topic_ids } => {
+                    if let Member::Consumer(m) = &self.member {
+                        if !self.names_pending {
+                            // The member asks again after its backoff for ids still unknown.
+                            self.names_pending = true;
+                            let names = m.config().subscription.topic_names().to_vec();
+                            self.pending.push(consumer::resolve(self.cluster.clone(), topic_ids, names));
+                        }
+                    }
+                }
+                Action::DescribeTopics { topics } => {
+                    self.counts_asked += 1;
+                    let backoff = self.member.retry_backoff();
+                    self.pending.push(classic::describe(self.cluster.clone(), topics, self.counts_asked, backoff));
+                }
                 Action::EpochChanged { epoch } => {
-                    let old = std::mem::replace(
-                        &mut *self.shared.epoch.lock().unwrap_or_else(PoisonError::into_inner),
-                        epoch,
-                    );
-                    if old == 0 && epoch > 0 {
+                    let old = set(&self.shared.epoch, epoch);
+                    let member_id = self.member.member_id().to_owned();
+                    let old_id = set(&self.shared.member_id, member_id.clone());
+                    if old_id != member_id {
+                        tracing::Span::current().record("member_id", member_id.as_str());
+                    }
+                    if old <= 0 && epoch > 0 || old < 0 && epoch == 0 {
                         tracing::info!(epoch, "joined the group");
                     } else {
-                        tracing::debug!(epoch, "member epoch changed");
+                        tracing::debug!(epoch, "epoch changed");
                     }
-                    let member_id = self.member.config().member_id.clone();
                     let _ = self.events.send(MemberEvent::Generation { member_id, epoch });
                 }
                 Action::StopFetching { partitions, .. } => {
@@ -539,36 +819,63 @@ impl Task {
                     self.publish();
                     let _ = self.events.send(MemberEvent::Assigned { partitions });
                 }
+                Action::Finished(Outcome::FallBackToClassic { message }) if self.fallback.is_some() => {
+                    if self.auto_release {
+                        // Leaving before it ever joined: nothing to fall back for.
+                        return Some(Ended::Member(Outcome::Left));
+                    }
+                    self.fall_back(message);
+                }
                 Action::Finished(outcome) => return Some(Ended::Member(outcome)),
-                // Only a classic member asks for partition counts; this driver runs a KIP-848 one.
-                Action::DescribeTopics { .. } => {}
             }
         }
         None
     }
 
+    /// Goes on under the classic protocol, after the coordinator refused KIP-848.
+    fn fall_back(&mut self, message: Option<String>) {
+        let Some(config) = self.fallback.take() else { return };
+        tracing::info!(
+            message = message.as_deref().unwrap_or(""),
+            "the coordinator has no KIP-848: the classic protocol takes over"
+        );
+        // Validated at the start.
+        let member = match ClassicMember::new(config, clock()) {
+            Ok(m) => m,
+            Err(e) => unreachable!("a classic configuration checked at the start fails: {e}"),
+        };
+        self.member = Member::Classic(member);
+        // Same coordinator: the lookup of the classic member finds it in the cache.
+        self.lane = None;
+        set(&self.shared.protocol, GroupProtocol::Classic);
+        set(&self.shared.epoch, self.member.epoch());
+        set(&self.shared.member_id, String::new());
+        tracing::Span::current().record("member_id", "");
+    }
+
     /// Publishes what the member owns to the handle.
     fn publish(&self) {
-        *self.shared.owned.lock().unwrap_or_else(PoisonError::into_inner) = self.member.owned();
+        set(&self.shared.owned, self.member.owned());
     }
 
     fn find_coordinator(&mut self) {
-        let group = self.member.config().group_id.clone();
+        let group = self.member.group_id().to_owned();
         if self.lane.take().is_some() {
             // The member lost the one it had: forget it, look it up anew.
             self.cluster.invalidate_coordinator(CoordinatorType::Group, &group);
         }
-        if self.lookup.is_some() {
+        if self.lookup_pending {
             return;
         }
+        self.lookup_pending = true;
         let cluster = self.cluster.clone();
-        let (backoff, backoff_max) = (self.member.config().retry_backoff, self.member.config().retry_backoff_max);
-        self.lookup = Some(Box::pin(async move {
+        let (backoff, backoff_max) = self.member.retry_backoff();
+        self.pending.push(Box::pin(async move {
             let mut wait = backoff;
             loop {
                 match cluster.coordinator(CoordinatorType::Group, &group).await {
-                    Ok(c) => return Ok(c.node_id),
-                    Err(e) if cluster.is_closed() => return Err(e),
+                    Ok(c) => return Wake::Coordinator(Ok(c.node_id)),
+                    Err(e) if cluster.is_closed() => return Wake::Coordinator(Err(e)),
                     Err(e) => {
                         tracing::warn!(error = %e, "coordinator lookup failed; trying again");
                         tokio::time::sleep(wait).await;
@@ -578,78 +885,6 @@ impl Task {
             }
         }));
     }
-
-    fn send(&mut self, hb: Heartbeat) {
-        let Some(lane) = self.lane.clone() else {
-            // No lane without a coordinator, and the member sends only with one.
-            self.member.on_heartbeat_failed(clock(), hb.id);
-            return;
-        };
-        tracing::debug!(
-            epoch = hb.request.member_epoch,
-            full = crate::membership::consumer::is_full(&hb.request),
-            "heartbeat sent"
-        );
-        let timeout = self.driver.heartbeat_timeout;
-        self.heartbeat = Some(Box::pin(async move {
-            let result = async {
-                let conn = lane.connection().await?;
-                let versions = conn.versions().range(ApiKey::ConsumerGroupHeartbeat);
-                if !coordinator_supports(versions) {
-                    // What a broker answers a version it does not speak.
-                    let message = format!(
-                        "coordinator {} offers ConsumerGroupHeartbeat {}, not v{HEARTBEAT_VERSION}",
-                        conn.broker(),
-                        versions.map_or_else(|| "not at all".to_owned(), |v| format!("v{}-v{}", v.min, v.max)),
-                    );
-                    return Ok(ConsumerGroupHeartbeatResponse::default()
-                        .with_error_code(ErrorCode::UnsupportedVersion.code())
-                        .with_error_message(Some(message)));
-                }
-                conn.send_version_with_timeout(&hb.request, HEARTBEAT_VERSION, timeout).await
-            }
-            .await;
-            (hb.id, result)
-        }));
-    }
-
-    /// Looks names up for topic ids: the metadata cached, then refreshed, then that of
-    /// every topic (a topic assigned through a regex is not among those kept).
-    fn resolve(&mut self, topic_ids: Vec<Uuid>) {
-        if self.metadata.is_some() {
-            // The member asks again after its backoff for ids still unknown.
-            return;
-        }
-        let cluster = self.cluster.clone();
-        let names: Vec<String> = self.member.config().subscription.topic_names().to_vec();
-        self.metadata = Some(Box::pin(async move {
-            let wanted: BTreeSet<Uuid> = topic_ids.into_iter().collect();
-            let mut found = lookup(&cluster.metadata(), &wanted);
-            if found.len() < wanted.len() && !names.is_empty() {
-                if let Ok(m) = cluster.add_topics(&names).await {
-                    found = lookup(&m, &wanted);
-                }
-            }
-            if found.len() < wanted.len() {
-                if let Ok(m) = cluster.refresh_metadata().await {
-                    found = lookup(&m, &wanted);
-                }
-            }
-            if found.len() < wanted.len() {
-                if let Ok(m) = cluster.all_topics_metadata().await {
-                    found = lookup(&m, &wanted);
-                    let extra: Vec<&str> = found.iter().map(|(_, n)| n.as_str()).collect();
-                    // Keep them in the cluster's view from now on.
-                    let _ = cluster.add_topics(&extra).await;
-                }
-            }
-            found
-        }));
-    }
-}
-
-fn lookup(metadata: &Metadata, ids: &BTreeSet<Uuid>) -> Vec<(Uuid, String)> {
-    metadata.topics.values().filter(|t| ids.contains(&t.id)).map(|t| (t.id, t.name.clone())).collect()
 }
 
 fn list(partitions: &[TopicPartition]) -> String {

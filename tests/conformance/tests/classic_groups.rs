@@ -1,0 +1,332 @@
+//! Consumer groups under the classic protocol (JoinGroup, SyncGroup, Heartbeat,
+//! LeaveGroup), each member driven by klife-group's task
+//! (`klife_group::driver::GroupMember::start_classic`), against Apache Kafka (the
+//! protocol forced: the test cluster also has KIP-848), Tansu and librdkafka's mock
+//! cluster; and the automatic choice of protocol (`GroupMember::start_auto`).
+//!
+//! Every case checks ownership on the members' events: a partition is taken from its
+//! owner when the owner releases it or loses it, given on `Assigned`, and is never
+//! owned by two members at once. The cases:
+//!
+//! - cooperative-sticky: a member alone gets every partition; a second one takes
+//!   half, and the first gives up only those (never all); a graceful leave gives them
+//!   back;
+//! - eager (range): the first member gives up all its partitions when the second
+//!   joins, then both get half;
+//! - a member aborted without leaving: its partitions move to the other once its
+//!   session timeout passes (6 s here; Kafka's `group.min.session.timeout.ms` is 1 s in
+//!   the test cluster);
+//! - a static member (instance id) that leaves (no LeaveGroup) and comes back under
+//!   the same instance id within its session timeout gets its partitions back in the
+//!   same generation: no rebalance;
+//! - automatic choice: on Kafka the member runs KIP-848; on Tansu (no
+//!   ConsumerGroupHeartbeat) it falls back to the classic protocol without an `Ended`
+//!   event and is assigned. The shared mock cluster has KIP-848 but aborts on a join
+//!   with topic names and no regex (see README.md): the automatic choice runs against
+//!   a private mock cluster with ConsumerGroupHeartbeat switched off, where it falls
+//!   back.
+//!
+//! No case asserts on time: each waits for the events, under a generous hang guard.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use klife_conformance::{Broker, MockCluster, unique_topic};
+use klife_group::assignor::RangeAssignor;
+use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
+use klife_group::membership::classic::ClassicConfig;
+use klife_group::membership::consumer::{ConsumerConfig, Outcome, Subscription, member_id_from_random};
+use klife_group::offsets::GroupProtocol;
+use klife_protocol::types::TopicPartition;
+
+klife_conformance::against_brokers!(
+    [kafka: Kafka, tansu: Tansu, rdkafka_mock: RdkafkaMock]
+    cooperative_a_second_member_takes_only_what_moves_and_a_leave_gives_it_back,
+    eager_a_second_member_makes_the_first_give_up_everything,
+    a_member_gone_without_leaving_loses_its_partitions_after_the_session_timeout,
+    a_static_member_back_within_its_session_timeout_keeps_its_partitions_without_a_rebalance,
+);
+
+klife_conformance::against_brokers!(
+    [kafka: Kafka, tansu: Tansu]
+    the_automatic_choice_runs_kip848_where_the_coordinator_has_it_and_classic_elsewhere,
+);
+
+/// The longest any wait for an event may take before the case fails as hung.
+const HANG_GUARD: Duration = Duration::from_secs(120);
+
+/// The partitions of the topic the members share (the mock cluster auto-creates 4).
+const PARTITIONS: i32 = 4;
+
+/// The session timeout of the members: short, for the case of a member gone.
+const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
+
+fn config(group: &str, topic: &str) -> ClassicConfig {
+    ClassicConfig::new(group, [topic])
+        .with_session_timeout(SESSION_TIMEOUT)
+        .with_heartbeat_interval(Duration::from_secs(1))
+        .with_rebalance_timeout(Duration::from_secs(20))
+}
+
+fn start(client: &klife::Client, config: ClassicConfig) -> GroupMember {
+    let m = GroupMember::start_classic(client.cluster().clone(), config, DriverConfig::default()).unwrap();
+    assert_eq!(m.protocol(), GroupProtocol::Classic);
+    m
+}
+
+/// What the members' events say: who owns what (fails on a partition owned twice),
+/// what each gave up, its generations, how it ended.
+#[derive(Default)]
+struct Owners {
+    owner: HashMap<TopicPartition, usize>,
+    revoked: HashMap<usize, Vec<BTreeSet<TopicPartition>>>,
+    generations: HashMap<usize, Vec<i32>>,
+    ended: HashMap<usize, Ended>,
+}
+
+impl Owners {
+    fn of(&self, member: usize) -> BTreeSet<TopicPartition> {
+        self.owner.iter().filter(|(_, m)| **m == member).map(|(p, _)| p.clone()).collect()
+    }
+
+    fn revoked(&self, member: usize) -> &[BTreeSet<TopicPartition>] {
+        self.revoked.get(&member).map_or(&[], Vec::as_slice)
+    }
+
+    fn apply(&mut self, member: usize, event: MemberEvent) {
+        match event {
+            MemberEvent::Assigned { partitions } => {
+                for p in partitions {
+                    if let Some(other) = self.owner.insert(p.clone(), member) {
+                        panic!("{p} assigned to member {member} while member {other} owns it");
+                    }
+                }
+            }
+            MemberEvent::Revoked { revocation } => {
+                for p in revocation.partitions() {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} revoked from member {member}, not its owner");
+                }
+                self.revoked.entry(member).or_default().push(revocation.partitions().iter().cloned().collect());
+                // Given back only now that no member owns them here.
+                revocation.release();
+            }
+            MemberEvent::Lost { partitions, .. } => {
+                for p in &partitions {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
+                }
+            }
+            MemberEvent::Generation { member_id, epoch } => {
+                assert!(epoch >= -1, "member {member}: generation {epoch}");
+                assert!(epoch < 0 || !member_id.is_empty(), "member {member}: generation {epoch} without a member id");
+                self.generations.entry(member).or_default().push(epoch);
+            }
+            MemberEvent::Ended(e) => {
+                assert!(self.ended.insert(member, e).is_none(), "member {member} ended twice");
+            }
+        }
+    }
+
+    /// Takes the members' events until `done` holds and the members' own views agree
+    /// with the events.
+    async fn until(&mut self, members: &mut [&mut GroupMember], done: impl Fn(&Owners) -> bool) {
+        let work = async {
+            loop {
+                let settled = done(self)
+                    && members
+                        .iter()
+                        .enumerate()
+                        .all(|(i, m)| m.assignment().into_iter().collect::<BTreeSet<_>>() == self.of(i));
+                if settled {
+                    return;
+                }
+                let next = std::future::poll_fn(|cx| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
+                            return Poll::Ready((i, e));
+                        }
+                    }
+                    Poll::Pending
+                });
+                // A member's view follows a release a moment after the event: when no
+                // event comes, look at the views again.
+                if let Ok((i, e)) = tokio::time::timeout(Duration::from_millis(50), next).await {
+                    self.apply(i, e);
+                }
+            }
+        };
+        if tokio::time::timeout(HANG_GUARD, work).await.is_err() {
+            panic!(
+                "hung: owners {:?}, views {:?}, ended {:?}",
+                self.owner,
+                members.iter().map(|m| m.assignment()).collect::<Vec<_>>(),
+                self.ended
+            );
+        }
+    }
+
+    /// Forgets what `member` owns: its leave releases its revocation without an event
+    /// to the test, so its ownership ends before the leave starts.
+    fn forget(&mut self, member: usize) -> BTreeSet<TopicPartition> {
+        let owned = self.of(member);
+        for p in &owned {
+            self.owner.remove(p);
+        }
+        owned
+    }
+}
+
+fn all(topic: &str) -> BTreeSet<TopicPartition> {
+    (0..PARTITIONS).map(|p| TopicPartition::new(topic, p)).collect()
+}
+
+const HALF: usize = PARTITIONS as usize / 2;
+
+async fn topic_and_group(broker: Broker, client: &klife::Client, prefix: &str) -> (String, String) {
+    let topic = unique_topic(prefix);
+    broker.create_topic(client, &topic, PARTITIONS).await;
+    (topic, unique_topic(&format!("{prefix}-g")))
+}
+
+async fn cooperative_a_second_member_takes_only_what_moves_and_a_leave_gives_it_back(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-coop").await;
+    let mut owners = Owners::default();
+
+    let mut a = start(&client, config(&group, &topic));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    assert!(a.epoch() >= 0 && !a.member_id().is_empty());
+
+    let mut b = start(&client, config(&group, &topic));
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == HALF && o.of(1).len() == HALF).await;
+    // Cooperative: a gave up only what b took, never everything.
+    let given: BTreeSet<_> = owners.revoked(0).iter().flatten().cloned().collect();
+    assert_eq!(given, owners.of(1), "a gave up exactly what b was given");
+    assert!(
+        owners.revoked(0).iter().all(|r| r.len() < PARTITIONS as usize),
+        "a never gave up all: {:?}",
+        owners.revoked(0)
+    );
+    assert!(owners.revoked(1).is_empty());
+    assert_ne!(a.member_id(), b.member_id());
+    assert_eq!(a.epoch(), b.epoch(), "both in the same generation");
+
+    // b leaves gracefully (a LeaveGroup): a gets everything back.
+    owners.forget(1);
+    assert_eq!(b.leave().await, Ended::Member(Outcome::Left));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
+async fn eager_a_second_member_makes_the_first_give_up_everything(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-eager").await;
+    let eager = |g: &str| config(g, &topic).with_assignors(vec![Arc::new(RangeAssignor)]);
+    let mut owners = Owners::default();
+
+    let mut a = start(&client, eager(&group));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+
+    let mut b = start(&client, eager(&group));
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == HALF && o.of(1).len() == HALF).await;
+    assert_eq!(owners.revoked(0).first(), Some(&all(&topic)), "eager: a gave up everything before the new assignment");
+    let union: BTreeSet<_> = owners.of(0).union(&owners.of(1)).cloned().collect();
+    assert_eq!(union, all(&topic));
+
+    owners.forget(1);
+    assert_eq!(b.leave().await, Ended::Member(Outcome::Left));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
+async fn a_member_gone_without_leaving_loses_its_partitions_after_the_session_timeout(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-gone").await;
+    let mut owners = Owners::default();
+
+    let mut a = start(&client, config(&group, &topic));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    let mut b = start(&client, config(&group, &topic));
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == HALF && o.of(1).len() == HALF).await;
+
+    // b's task ends without a LeaveGroup: the coordinator notices after b's session
+    // timeout, and the rebalance gives b's partitions to a.
+    owners.forget(1);
+    b.abort();
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
+async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_without_a_rebalance(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-static").await;
+    let instance = unique_topic("instance");
+    // Long enough for the way back on a loaded machine; no case waits it out.
+    let static_config =
+        || config(&group, &topic).with_session_timeout(Duration::from_secs(60)).with_instance_id(&instance);
+    let mut owners = Owners::default();
+
+    let mut a = start(&client, config(&group, &topic));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+    let mut b = start(&client, static_config());
+    owners.until(&mut [&mut a, &mut b], |o| o.of(0).len() == HALF && o.of(1).len() == HALF).await;
+    let generation = b.epoch();
+    assert_eq!(a.epoch(), generation);
+    let revoked_from_a = owners.revoked(0).len();
+
+    // b leaves: a static member sends no LeaveGroup, the coordinator keeps its place.
+    let kept = owners.forget(1);
+    assert_eq!(b.leave().await, Ended::Member(Outcome::Left));
+
+    // Back under the same instance id: the same partitions, in the same generation.
+    let mut b2 = start(&client, static_config());
+    // (b2 is member 1 here, in b's place: the events are keyed by position.)
+    owners.until(&mut [&mut a, &mut b2], |o| o.of(1) == kept && o.of(0).len() == HALF).await;
+    assert_eq!(b2.epoch(), generation, "no rebalance: the generation is the one b left");
+    assert_eq!(a.epoch(), generation, "no rebalance: a is still in the generation it had");
+    assert_eq!(owners.revoked(0).len(), revoked_from_a, "a gave nothing up");
+    assert_eq!(b2.leave().await, Ended::Member(Outcome::Left));
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
+async fn the_automatic_choice_runs_kip848_where_the_coordinator_has_it_and_classic_elsewhere(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-auto").await;
+    let expected = if broker == Broker::Kafka { GroupProtocol::Consumer } else { GroupProtocol::Classic };
+    auto_member_is_assigned(&client, &topic, &group, expected).await;
+}
+
+/// The automatic choice on a private mock cluster without ConsumerGroupHeartbeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_automatic_choice_falls_back_on_a_mock_cluster_without_kip848() {
+    let topic = unique_topic("classic-auto-mock");
+    let mut mock = MockCluster::start(3, &[(topic.as_str(), PARTITIONS)]);
+    // ConsumerGroupHeartbeat (68) off: the coordinator has the classic protocol only.
+    mock.command("apiversion 68 -1 -1");
+    let client = klife::Client::builder()
+        .bootstrap_servers(mock.addresses())
+        .request_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let group = unique_topic("classic-auto-mock-g");
+    auto_member_is_assigned(&client, &topic, &group, GroupProtocol::Classic).await;
+}
+
+async fn auto_member_is_assigned(client: &klife::Client, topic: &str, group: &str, expected: GroupProtocol) {
+    let kip848 = ConsumerConfig::new(group, member_id_from_random(fastrand::u128(..)), Subscription::names([topic]));
+    let mut m =
+        GroupMember::start_auto(client.cluster().clone(), kip848, config("ignored", topic), DriverConfig::default())
+            .unwrap();
+    assert_eq!(m.protocol(), GroupProtocol::Consumer, "KIP-848 first");
+    let mut owners = Owners::default();
+    owners.until(&mut [&mut m], |o| o.of(0) == all(topic)).await;
+    assert!(owners.ended.is_empty(), "no end on the way: {:?}", owners.ended);
+    assert_eq!(m.protocol(), expected);
+    assert!(!m.member_id().is_empty());
+    assert!(owners.generations[&0].last().is_some_and(|g| *g > 0 || expected == GroupProtocol::Classic && *g >= 0));
+    assert_eq!(m.leave().await, Ended::Member(Outcome::Left));
+}
