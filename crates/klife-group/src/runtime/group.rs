@@ -149,6 +149,8 @@ fn now() -> Instant {
 
 impl<H: Handler> GroupTask<H> {
     pub(crate) async fn run(mut self) -> Result<(), GroupStopped> {
+        // The offsets requests go to the coordinator: look it up from the start.
+        self.find_coordinator();
         loop {
             if self.state.aborted {
                 return Err(GroupStopped::Aborted);
@@ -264,13 +266,8 @@ impl<H: Handler> GroupTask<H> {
     }
 
     fn publish(&self) {
-        let running: Vec<TopicPartition> = self
-            .state
-            .parts
-            .iter()
-            .filter(|(_, p)| p.phase != Phase::Failed)
-            .map(|(tp, _)| tp.clone())
-            .collect();
+        let running: Vec<TopicPartition> =
+            self.state.parts.iter().filter(|(_, p)| p.phase != Phase::Failed).map(|(tp, _)| tp.clone()).collect();
         telemetry::record_owned(&self.group, running.len());
         *self.shared.running.lock().unwrap_or_else(PoisonError::into_inner) = running;
     }
@@ -333,7 +330,10 @@ impl<H: Handler> GroupTask<H> {
             }
             Io::Commit(id, sent, Ok(response)) => {
                 let refused = response.topics.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
-                telemetry::record_commit(if refused { "error" } else { "ok" }, Some(now.saturating_duration_since(sent)));
+                telemetry::record_commit(
+                    if refused { "error" } else { "ok" },
+                    Some(now.saturating_duration_since(sent)),
+                );
                 self.tracker.on_commit_response(now, id, &response);
             }
             Io::Commit(id, _, Err(e)) => {
@@ -383,7 +383,9 @@ impl<H: Handler> GroupTask<H> {
                     return;
                 }
                 let (committed, start) = match start {
-                    StartPosition::Committed { offset, .. } => (Some(offset.offset), StartOffset::Offset(offset.offset)),
+                    StartPosition::Committed { offset, .. } => {
+                        (Some(offset.offset), StartOffset::Offset(offset.offset))
+                    }
                     StartPosition::Earliest => (None, StartOffset::Earliest),
                     StartPosition::Latest => (None, StartOffset::Latest),
                 };
@@ -415,7 +417,11 @@ impl<H: Handler> GroupTask<H> {
         let consumer = PartitionConsumer {
             task,
             handler: self.handler.clone(),
-            ctx: PartitionContext { topic: partition.topic.clone(), partition: partition.partition, group: self.group.clone() },
+            ctx: PartitionContext {
+                topic: partition.topic.clone(),
+                partition: partition.partition,
+                group: self.group.clone(),
+            },
             settings,
             fetcher,
             producer: self.producer.clone(),
@@ -584,7 +590,8 @@ impl<H: Handler> GroupTask<H> {
             }
             if g.stopping.is_empty() && g.flush.is_none() && !g.flushed {
                 let tracked = self.tracker.partitions();
-                let flush: Vec<TopicPartition> = g.partitions.iter().filter(|tp| tracked.contains(tp)).cloned().collect();
+                let flush: Vec<TopicPartition> =
+                    g.partitions.iter().filter(|tp| tracked.contains(tp)).cloned().collect();
                 if flush.is_empty() {
                     g.flushed = true;
                 } else {

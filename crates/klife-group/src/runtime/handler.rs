@@ -268,7 +268,9 @@ pub enum PartitionError {
         source: ProduceError,
     },
     /// A record asked to go to a dead-letter topic, and the group has no producer.
-    #[error("{topic}-{partition}: offset {offset} asked for the dead-letter topic {dead_letter_topic}, and the group has no producer")]
+    #[error(
+        "{topic}-{partition}: offset {offset} asked for the dead-letter topic {dead_letter_topic}, and the group has no producer"
+    )]
     NoDeadLetterProducer {
         /// The topic.
         topic: String,

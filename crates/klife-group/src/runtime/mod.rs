@@ -204,7 +204,9 @@ impl ConsumerGroup {
         for t in &config.topics {
             let (strategy, own) = match &t.fetch_strategy {
                 Some(s) => (s.clone(), true),
-                None => (config.default_topic_config.fetch_strategy.clone().unwrap_or(config.fetch_strategy.clone()), false),
+                None => {
+                    (config.default_topic_config.fetch_strategy.clone().unwrap_or(config.fetch_strategy.clone()), false)
+                }
             };
             let fetcher = match strategy {
                 FetchStrategy::Default => default_fetcher.clone(),

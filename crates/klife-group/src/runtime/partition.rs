@@ -126,6 +126,10 @@ impl<H: Handler> PartitionConsumer<H> {
 
     /// What the group asks now, if it asks to end.
     fn asked_to_end(&mut self) -> Option<Exit> {
+        if self.control.has_changed().is_err() {
+            // The group's task is gone (aborted): nothing will be committed.
+            return Some(Exit::Close(StopReason::Lost));
+        }
         match self.control.borrow_and_update().clone() {
             Control::Run => None,
             Control::Stop => Some(Exit::Stop),
@@ -244,12 +248,7 @@ impl<H: Handler> PartitionConsumer<H> {
                 Some((offset, n)) if offset == first => n,
                 _ => 0,
             };
-            let ctx = BatchContext {
-                partition: self.ctx.clone(),
-                high_watermark,
-                attempt,
-                cooldown: Mutex::new(None),
-            };
+            let ctx = BatchContext { partition: self.ctx.clone(), high_watermark, attempt, cooldown: Mutex::new(None) };
             let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
             let last_epoch = records.last().and_then(|r| r.leader_epoch);
             telemetry::record_batch(&topic, records.len());

@@ -142,7 +142,10 @@ mod tests {
     fn committing_above_a_retried_record_is_refused_with_both_offsets() {
         let each = vec![RecordAction::Retry, RecordAction::Commit];
         let e = settle("orders", 3, &[10, 11], 12, Action::Each(each)).unwrap_err();
-        assert_eq!(e, MisuseError::CommitAboveRetry { topic: "orders".into(), partition: 3, committed: 11, retried: 10 });
+        assert_eq!(
+            e,
+            MisuseError::CommitAboveRetry { topic: "orders".into(), partition: 3, committed: 11, retried: 10 }
+        );
         assert!(e.to_string().contains("offset 10 would never be delivered again"), "{e}");
     }
 
@@ -157,7 +160,10 @@ mod tests {
         let dl = |t: &str| RecordAction::DeadLetter { topic: t.into(), reason: "poison".into() };
         let s = settle("t", 0, &[5, 6, 7], 8, Action::Each(vec![dl("dlq"), RecordAction::Commit, dl("dlq2")])).unwrap();
         assert_eq!(s.done, Some(8));
-        assert_eq!(s.dead_letters.iter().map(|d| (d.index, d.topic.as_str())).collect::<Vec<_>>(), [(0, "dlq"), (2, "dlq2")]);
+        assert_eq!(
+            s.dead_letters.iter().map(|d| (d.index, d.topic.as_str())).collect::<Vec<_>>(),
+            [(0, "dlq"), (2, "dlq2")]
+        );
         assert_eq!(s.metadata.as_deref(), Some("dead-lettered 5 to dlq: poison; dead-lettered 7 to dlq2: poison"));
     }
 

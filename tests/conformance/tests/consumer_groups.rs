@@ -1,0 +1,492 @@
+//! Consumer groups with handlers (`client.consumer_group(..)`), end to end: records
+//! produced, handled by a group's members, committed, handed over.
+//!
+//! - Every record is handled, and the offsets committed are the ends of the
+//!   partitions once everything is handled; a graceful shutdown commits before it
+//!   leaves, so a member started after it handles nothing again.
+//! - Two members split the partitions; one shutting down hands its partitions to the
+//!   other without any record handled twice, and no partition is ever handled by both
+//!   at once (checked on `on_consumer_start` / `on_consumer_stop`).
+//! - The handler's actions: per-record retry, skip, dead letter (the record lands in
+//!   the dead-letter topic with the headers naming its source), a misuse (a commit
+//!   above a retried record) and a panic, each failing the partition, which starts
+//!   again and delivers the record again.
+//! - Reset policies: `latest` skips what was there before, `error` reports the
+//!   partition.
+//! - A member killed hard (no commit, no leave) loses its partitions to the other
+//!   after the session timeout, and the records handled twice are at most the batch
+//!   in hand plus `handler_max_unacked_commits` batches per partition.
+//!
+//! Kafka runs them under KIP-848, and so does klife-testkit's coordinator. No case
+//! asserts on time: each waits for what it needs under a generous hang guard.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use klife::group::{
+    Action, BatchContext, BatchSize, DLQ_OFFSET_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, Handler, MisuseError,
+    PartitionContext, PartitionError, RecordAction, ResetPolicy, StopReason, TopicConfig,
+};
+use klife::{ProducerRecord, Record};
+use klife_conformance::{Broker, unique_topic};
+use klife_connection::CoordinatorType;
+use klife_protocol::messages::OffsetFetchRequest;
+use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use tokio::sync::Notify;
+
+klife_conformance::against_brokers!(
+    [kafka: Kafka, testkit: Testkit]
+    every_record_is_handled_and_committed_and_a_shutdown_commits_before_leaving,
+    two_members_hand_partitions_over_without_handling_a_record_twice,
+    retries_skips_dead_letters_misuse_and_panics,
+    reset_policies_latest_and_error,
+);
+
+klife_conformance::against_brokers!(
+    [kafka: Kafka]
+    a_member_killed_hard_redelivers_at_most_its_unacked_batches,
+);
+
+/// The longest any wait may take before the case fails as hung (the hard-kill case
+/// waits for Kafka's 45 s session timeout).
+const HANG_GUARD: Duration = Duration::from_secs(240);
+
+/// What the members of a case saw, shared by every handler of the case.
+#[derive(Default)]
+struct Seen {
+    /// Every record handled, by member: (partition, offset) → times.
+    handled: BTreeMap<(i32, i64), Vec<usize>>,
+    /// Which member runs each partition now.
+    running: HashMap<i32, usize>,
+    /// Partitions started, by member.
+    started: Vec<(usize, i32)>,
+    /// Stops, by member, with the reason's name.
+    stopped: Vec<(usize, i32, String)>,
+    /// Batches sizes handled.
+    batches: Vec<usize>,
+}
+
+#[derive(Clone, Default)]
+struct Log {
+    seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+impl Log {
+    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let out = f(&mut self.seen.lock().unwrap());
+        self.changed.notify_waiters();
+        out
+    }
+
+    /// Waits until `done` holds on what was seen.
+    async fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                let notified = self.changed.notified();
+                if done(&self.seen.lock().unwrap()) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("hung waiting for {what}"));
+    }
+
+    fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().handled.len()
+    }
+}
+
+/// What a member's handler does with a record's value.
+#[derive(Clone)]
+struct Member {
+    id: usize,
+    log: Log,
+    /// Values that get a special treatment, the first time only where it says so.
+    tricks: Arc<Mutex<BTreeSet<String>>>,
+    dlq: String,
+}
+
+impl Member {
+    fn new(id: usize, log: &Log) -> Member {
+        Member { id, log: log.clone(), tricks: Arc::default(), dlq: String::new() }
+    }
+
+    /// Takes the one-time trick `name` for `value`, if not taken before.
+    fn once(&self, trick: &str, value: &str) -> bool {
+        self.tricks.lock().unwrap().insert(format!("{trick}:{value}"))
+    }
+}
+
+impl Handler for Member {
+    async fn handle_record_batch(&self, ctx: &BatchContext, records: Vec<Record>) -> Action {
+        let value = |r: &Record| String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned();
+        // A misuse and a panic, once each.
+        if let Some(r) = records.iter().find(|r| value(r).starts_with("panic")) {
+            if self.once("panic", &value(r)) {
+                panic!("the handler panics on {}", value(r));
+            }
+        }
+        if records.len() >= 2 && records.iter().any(|r| value(r).starts_with("misuse")) {
+            let v = records.iter().map(value).find(|v| v.starts_with("misuse")).unwrap();
+            if self.once("misuse", &v) {
+                let mut each = vec![RecordAction::Commit; records.len()];
+                each[0] = RecordAction::Retry;
+                return Action::Each(each);
+            }
+        }
+        // Per record: retry from the first "retry" one (once), skip, dead-letter.
+        let mut each = Vec::with_capacity(records.len());
+        let mut retrying = false;
+        for r in &records {
+            let v = value(r);
+            if retrying || (v.starts_with("retry") && self.once("retry", &v)) {
+                retrying = true;
+                each.push(RecordAction::Retry);
+                continue;
+            }
+            each.push(if v.starts_with("skip") {
+                RecordAction::Skip { reason: format!("{v} is to be skipped") }
+            } else if v.starts_with("poison") {
+                RecordAction::DeadLetter { topic: self.dlq.clone(), reason: format!("{v} is poison") }
+            } else {
+                RecordAction::Commit
+            });
+        }
+        let handled: Vec<(i32, i64)> = records
+            .iter()
+            .zip(&each)
+            .filter(|(_, a)| **a != RecordAction::Retry)
+            .map(|(r, _)| (r.partition, r.offset))
+            .collect();
+        let id = self.id;
+        self.log.with(|s| {
+            s.batches.push(records.len());
+            for k in handled {
+                s.handled.entry(k).or_default().push(id);
+            }
+        });
+        if retrying {
+            ctx.set_cooldown(Duration::from_millis(10));
+        }
+        if each.iter().all(|a| *a == RecordAction::Commit) { Action::Commit } else { Action::Each(each) }
+    }
+
+    async fn on_consumer_start(&self, p: &PartitionContext) {
+        let (id, partition) = (self.id, p.partition());
+        self.log.with(|s| {
+            if let Some(other) = s.running.insert(partition, id) {
+                panic!("partition {partition} started on member {id} while member {other} runs it");
+            }
+            s.started.push((id, partition));
+        });
+    }
+
+    async fn on_consumer_stop(&self, p: &PartitionContext, reason: &StopReason) {
+        let (id, partition) = (self.id, p.partition());
+        let reason = match reason {
+            StopReason::Revoked => "revoked",
+            StopReason::Lost => "lost",
+            StopReason::Shutdown => "shutdown",
+            StopReason::Failed(_) => "failed",
+            _ => "other",
+        };
+        self.log.with(|s| {
+            if s.running.get(&partition) == Some(&id) {
+                s.running.remove(&partition);
+            }
+            s.stopped.push((id, partition, reason.to_owned()));
+        });
+    }
+}
+
+/// A topic with `partitions` partitions and `values` produced round the partitions.
+async fn topic_with(
+    broker: Broker,
+    client: &klife::Client,
+    prefix: &str,
+    partitions: i32,
+    values: &[String],
+) -> String {
+    let topic = unique_topic(prefix);
+    broker.create_topic(client, &topic, partitions).await;
+    produce(client, &topic, partitions, values).await;
+    topic
+}
+
+async fn produce(client: &klife::Client, topic: &str, partitions: i32, values: &[String]) {
+    let records = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ProducerRecord::new(topic.to_owned(), v.clone()).with_partition(i as i32 % partitions))
+        .collect();
+    for r in client.produce_batch(records).await {
+        r.unwrap();
+    }
+}
+
+fn values(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+/// The group's committed offsets of `topic`'s partitions (-1: none).
+async fn committed(client: &klife::Client, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let cluster = client.cluster();
+    let c = cluster.coordinator(CoordinatorType::Group, group).await.unwrap();
+    let conn = cluster.broker(c.node_id).await.unwrap();
+    let request = OffsetFetchRequest::default().with_group_id(group.into()).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default().with_name(topic.into()).with_partition_indexes((0..partitions).collect()),
+    ]));
+    let version = conn.version_for(klife_protocol::ApiKey::OffsetFetch, Some(7)).unwrap();
+    let answer = conn.send_version(&request, version).await.unwrap();
+    let mut out = vec![-1; partitions as usize];
+    for t in answer.topics {
+        for p in t.partitions {
+            out[p.partition_index as usize] = p.committed_offset;
+        }
+    }
+    out
+}
+
+/// The partitions' end offsets.
+async fn ends(client: &klife::Client, topic: &str, partitions: i32) -> Vec<i64> {
+    let queries = (0..partitions).map(|p| (klife::TopicPartition::new(topic, p), klife::OffsetSpec::Latest));
+    client.list_offsets(queries).await.unwrap().into_iter().map(|a| a.result.unwrap().offset).collect()
+}
+
+/// Waits until the group's commits reach `want`.
+async fn until_committed(client: &klife::Client, group: &str, topic: &str, want: &[i64]) {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            if committed(client, group, topic, want.len() as i32).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("hung waiting for the commits to reach {want:?}"));
+}
+
+fn earliest(topic: &str) -> TopicConfig {
+    TopicConfig::new(topic).offset_reset(ResetPolicy::Earliest).fetch_interval(Duration::from_millis(50))
+}
+
+async fn every_record_is_handled_and_committed_and_a_shutdown_commits_before_leaving(broker: Broker) {
+    let client = broker.client().await;
+    let vals = values("v", 200);
+    let topic = topic_with(broker, &client, "cg-all", 4, &vals).await;
+    let group = unique_topic("cg-all-g");
+    let log = Log::default();
+    let g = client
+        .consumer_group(group.as_str())
+        .topic(earliest(&topic).handler_max_batch_size(BatchSize::Max(16)))
+        .handler(Member::new(0, &log))
+        .start()
+        .await
+        .unwrap();
+    log.until("every record handled", |s| s.handled.len() == 200).await;
+    let end = ends(&client, &topic, 4).await;
+    until_committed(&client, &group, &topic, &end).await;
+    assert_eq!(g.assigned_partitions().len(), 4);
+    g.shutdown().await.unwrap();
+    {
+        let s = log.seen.lock().unwrap();
+        assert!(s.handled.values().all(|by| by.len() == 1), "a record handled twice");
+        assert!(s.batches.iter().all(|n| *n <= 16), "batches over the size: {:?}", s.batches);
+        assert_eq!(s.stopped.iter().filter(|(_, _, r)| r == "shutdown").count(), 4);
+    }
+    // More records; a new member of the group starts at the commits: only these.
+    produce(&client, &topic, 4, &values("w", 20)).await;
+    let log2 = Log::default();
+    let g2 = client
+        .consumer_group(group.as_str())
+        .topic(earliest(&topic))
+        .handler(Member::new(1, &log2))
+        .start()
+        .await
+        .unwrap();
+    log2.until("the new records handled", |s| s.handled.len() >= 20).await;
+    let end = ends(&client, &topic, 4).await;
+    until_committed(&client, &group, &topic, &end).await;
+    g2.shutdown().await.unwrap();
+    assert_eq!(log2.distinct(), 20, "the second member handled records committed before");
+}
+
+async fn two_members_hand_partitions_over_without_handling_a_record_twice(broker: Broker) {
+    let client = broker.client().await;
+    let topic = topic_with(broker, &client, "cg-two", 6, &values("a", 120)).await;
+    let group = unique_topic("cg-two-g");
+    let log = Log::default();
+    let start = |id: usize| {
+        client
+            .consumer_group(group.as_str())
+            .topic(earliest(&topic).handler_max_batch_size(BatchSize::Max(5)))
+            .handler(Member::new(id, &log))
+            .start()
+    };
+    let a = start(0).await.unwrap();
+    log.until("the first member handles records", |s| s.handled.len() >= 10).await;
+    let b = start(1).await.unwrap();
+    log.until("both members run partitions", |s| s.running.values().collect::<BTreeSet<_>>().len() == 2).await;
+    produce(&client, &topic, 6, &values("b", 120)).await;
+    log.until("every record handled", |s| s.handled.len() == 240).await;
+    // The first member leaves gracefully: its partitions move to the second.
+    a.shutdown().await.unwrap();
+    log.until("the second member runs every partition", |s| {
+        s.running.len() == 6 && s.running.values().all(|m| *m == 1)
+    })
+    .await;
+    produce(&client, &topic, 6, &values("c", 60)).await;
+    log.until("every record handled", |s| s.handled.len() == 300).await;
+    b.shutdown().await.unwrap();
+    let s = log.seen.lock().unwrap();
+    let twice: Vec<_> = s.handled.iter().filter(|(_, by)| by.len() > 1).collect();
+    assert!(twice.is_empty(), "records handled twice without a hard failure: {twice:?}");
+    assert!(s.stopped.iter().any(|(m, _, r)| *m == 0 && r == "revoked"), "the first member had partitions revoked");
+}
+
+async fn retries_skips_dead_letters_misuse_and_panics(broker: Broker) {
+    let client = broker.client().await;
+    let mut vals = values("ok", 40);
+    vals[5] = "retry-5".into();
+    vals[9] = "skip-9".into();
+    vals[13] = "poison-13".into();
+    vals[17] = "misuse-17".into();
+    vals[21] = "panic-21".into();
+    let topic = topic_with(broker, &client, "cg-actions", 2, &vals).await;
+    let dlq = unique_topic("cg-actions-dlq");
+    broker.create_topic(&client, &dlq, 1).await;
+    let group = unique_topic("cg-actions-g");
+    let log = Log::default();
+    let mut member = Member::new(0, &log);
+    member.dlq = dlq.clone();
+    let mut g = client
+        .consumer_group(group.as_str())
+        .topic(earliest(&topic).handler_max_batch_size(BatchSize::Max(4)))
+        .handler(member)
+        .start()
+        .await
+        .unwrap();
+    log.until("every record handled", |s| s.handled.len() == 40).await;
+    let end = ends(&client, &topic, 2).await;
+    until_committed(&client, &group, &topic, &end).await;
+    // The misuse and the panic each failed their partition once, which started again.
+    let mut failures = Vec::new();
+    while failures.len() < 2 {
+        let f = tokio::time::timeout(HANG_GUARD, g.next_failure()).await.expect("hung").expect("failure");
+        failures.push(f);
+    }
+    assert!(failures.iter().any(|f| matches!(
+        &*f.error,
+        PartitionError::Misuse(MisuseError::CommitAboveRetry { committed, retried, .. }) if committed > retried
+    )));
+    assert!(
+        failures
+            .iter()
+            .any(|f| matches!(&*f.error, PartitionError::Panicked { message, .. } if message.contains("panic-21")))
+    );
+    assert!(failures.iter().all(|f| f.error.restarts()));
+    g.shutdown().await.unwrap();
+    let s = log.seen.lock().unwrap();
+    assert_eq!(s.stopped.iter().filter(|(_, _, r)| r == "failed").count(), 2, "{:?}", s.stopped);
+    drop(s);
+    // The dead letter, with where it came from.
+    let letters = client.fetch(&dlq, 0, 0).await.unwrap();
+    assert_eq!(letters.records.len(), 1);
+    let letter = &letters.records[0];
+    assert_eq!(letter.value.as_deref(), Some(&b"poison-13"[..]));
+    let header = |k: &str| letter.header(k).flatten().map(|v| String::from_utf8_lossy(v).into_owned());
+    assert_eq!(header(DLQ_TOPIC_HEADER).as_deref(), Some(topic.as_str()));
+    assert_eq!(header(DLQ_OFFSET_HEADER).as_deref(), Some("6"), "value 13 is the 7th of partition 1");
+    assert_eq!(header(DLQ_REASON_HEADER).as_deref(), Some("poison-13 is poison"));
+}
+
+async fn reset_policies_latest_and_error(broker: Broker) {
+    let client = broker.client().await;
+    let topic = topic_with(broker, &client, "cg-reset", 2, &values("old", 10)).await;
+    // Latest: what was there before is not handled.
+    let log = Log::default();
+    let group = unique_topic("cg-reset-latest");
+    let g = client
+        .consumer_group(group.as_str())
+        .topic(TopicConfig::new(topic.as_str()).fetch_interval(Duration::from_millis(50)))
+        .handler(Member::new(0, &log))
+        .start()
+        .await
+        .unwrap();
+    log.until("both partitions started", |s| s.started.len() == 2).await;
+    produce(&client, &topic, 2, &values("new", 6)).await;
+    log.until("the new records handled", |s| s.handled.len() >= 6).await;
+    g.shutdown().await.unwrap();
+    assert_eq!(log.distinct(), 6);
+    assert!(log.seen.lock().unwrap().handled.keys().all(|(_, offset)| *offset >= 5));
+    // Error: no committed offset is a typed failure of each partition.
+    let group = unique_topic("cg-reset-error");
+    let mut g = client
+        .consumer_group(group.as_str())
+        .topic(TopicConfig::new(topic.as_str()).offset_reset(ResetPolicy::Error))
+        .handler(Member::new(1, &Log::default()))
+        .start()
+        .await
+        .unwrap();
+    let mut partitions = BTreeSet::new();
+    while partitions.len() < 2 {
+        let f = tokio::time::timeout(HANG_GUARD, g.next_failure()).await.expect("hung").expect("failure");
+        assert!(
+            matches!(&*f.error, PartitionError::Offsets(klife_group::offsets::OffsetError::NoCommittedOffset { .. })),
+            "{:?}",
+            f.error
+        );
+        assert!(!f.error.restarts());
+        partitions.insert(f.partition.partition);
+    }
+    assert!(g.assigned_partitions().is_empty(), "no partition runs without a start");
+    g.shutdown().await.unwrap();
+}
+
+async fn a_member_killed_hard_redelivers_at_most_its_unacked_batches(broker: Broker) {
+    const BATCH: usize = 4;
+    const UNACKED: usize = 2;
+    let client = broker.client().await;
+    let topic = topic_with(broker, &client, "cg-kill", 2, &values("k", 400)).await;
+    let group = unique_topic("cg-kill-g");
+    let log = Log::default();
+    let config = earliest(&topic)
+        .handler_max_batch_size(BatchSize::Max(BATCH))
+        .handler_max_unacked_commits(UNACKED)
+        .handler_cooldown(Duration::from_millis(20));
+    let a = client
+        .consumer_group(group.as_str())
+        .topic(config.clone())
+        .handler(Member::new(0, &log))
+        .start()
+        .await
+        .unwrap();
+    log.until("the first member handles some records", |s| s.handled.len() >= 60).await;
+    a.abort();
+    let handled_by_a = log.distinct();
+    let b = client.consumer_group(group.as_str()).topic(config).handler(Member::new(1, &log)).start().await.unwrap();
+    log.until("every record handled", |s| s.handled.len() == 400).await;
+    b.shutdown().await.unwrap();
+    let s = log.seen.lock().unwrap();
+    let mut twice_per_partition: HashMap<i32, usize> = HashMap::new();
+    for ((partition, _), by) in &s.handled {
+        if by.len() > 1 {
+            *twice_per_partition.entry(*partition).or_default() += by.len() - 1;
+        }
+    }
+    for (partition, twice) in &twice_per_partition {
+        assert!(
+            *twice <= (UNACKED + 1) * BATCH,
+            "partition {partition}: {twice} records handled again after the kill; at most {} may be",
+            (UNACKED + 1) * BATCH
+        );
+    }
+    assert!(handled_by_a >= 60);
+}
