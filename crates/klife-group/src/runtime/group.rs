@@ -1,15 +1,18 @@
 //! The task of one consumer group member: it takes the member's changes of assignment
-//! ([`MemberEvent`]), starts and stops the partitions' consumers, and carries out the
-//! offsets state machines ([`CommitTracker`], [`OffsetFetcher`]) against the group
-//! coordinator. It only moves bytes and timers; what to commit, when, and where a
-//! partition starts are decided by those state machines.
+//! ([`MemberEvent`]) and carries out three state machines: the partition consumers'
+//! [`Lifecycle`], and the offsets' [`CommitTracker`] and [`OffsetFetcher`] against the
+//! group coordinator. It only moves bytes and timers: which consumer starts, stops or
+//! closes, what is committed and when, and where a partition starts are decided by
+//! those state machines.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
 use klife_fetcher::{Fetcher, StartOffset};
+
+use super::lifecycle::{GivingUpId, Lifecycle, LifecycleAction};
 use klife_producer::Producer;
 use klife_protocol::ApiKey;
 use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
@@ -64,44 +67,16 @@ enum Io {
     Fetch(FetchId, Result<OffsetFetchResponse, ConnectionError>),
 }
 
-/// Where a partition's consumer is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Running,
-    /// Asked to stop; waiting for [`Report::Stopped`].
-    Stopping,
-    /// Stopped; waiting for its commit flush, then `Close`.
-    Stopped,
-    /// Asked to close; waiting for [`Report::Closed`].
-    Closing,
-    /// Failed for good: no task runs.
-    Failed,
-}
-
-struct Part {
+/// A running partition consumer's channels.
+struct Consumer {
     task: u64,
     control: watch::Sender<Control>,
     committed: watch::Sender<Option<i64>>,
-    phase: Phase,
-    failures: u32,
-}
-
-/// A graceful giving-up of partitions under way: a revocation or the shutdown.
-struct GivingUp {
-    revocation: Option<Revocation>,
-    reason: StopReason,
-    partitions: Vec<TopicPartition>,
-    stopping: BTreeSet<TopicPartition>,
-    flush: Option<FlushId>,
-    flushed: bool,
-    closing: BTreeSet<TopicPartition>,
-    deadline: Instant,
 }
 
 pub(crate) struct GroupTask<H> {
     pub(crate) group: Arc<str>,
-    pub(crate) rebalance_timeout: Duration,
-    pub(crate) restart_backoff: (Duration, Duration),
+    pub(crate) lifecycle: Lifecycle,
     pub(crate) settings: HashMap<String, Arc<TopicSettings>>,
     pub(crate) fetchers: HashMap<String, Fetcher>,
     pub(crate) handler: Arc<H>,
@@ -124,13 +99,9 @@ pub(crate) struct TaskState {
     coordinator: Option<Coordinator>,
     lookup: bool,
     io: JoinSet<Io>,
-    parts: BTreeMap<TopicPartition, Part>,
-    /// Owned by the member (assigned, not revoked or lost).
-    owned: BTreeSet<TopicPartition>,
-    /// Assigned again while their previous consumer still closes.
-    deferred: BTreeSet<TopicPartition>,
-    giving_up: Vec<GivingUp>,
-    next_task: u64,
+    consumers: HashMap<TopicPartition, Consumer>,
+    revocations: HashMap<GivingUpId, Revocation>,
+    flushes: HashMap<FlushId, GivingUpId>,
     member_ended: Option<Ended>,
     commands_open: bool,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -156,7 +127,7 @@ impl<H: Handler> GroupTask<H> {
                 return Err(GroupStopped::Aborted);
             }
             self.pump(now());
-            if self.state.shutdown.is_some() && self.state.giving_up.is_empty() {
+            if self.state.shutdown.is_some() && self.lifecycle.is_idle() {
                 if let Some(member) = self.member.take() {
                     tracing::info!(group = %self.group, "partitions given up; leaving the group");
                     let ended = member.leave().await;
@@ -181,14 +152,14 @@ impl<H: Handler> GroupTask<H> {
                     Err(_) => {}
                 },
                 command = self.commands.recv(), if commands_open => self.on_command(now(), command),
-                () = sleep_until(wake) => {}
+                () = sleep_until(wake) => self.lifecycle.handle_timeout(now()),
             }
         }
     }
 
     /// How the task ends, once it has nothing left to run.
     fn finished(&self) -> Option<Result<(), GroupStopped>> {
-        let idle = self.state.parts.values().all(|p| p.phase == Phase::Failed) && self.state.giving_up.is_empty();
+        let idle = self.lifecycle.is_idle();
         match &self.state.member_ended {
             Some(ended) if idle => Some(match ended {
                 Ended::Member(Outcome::Left) => Ok(()),
@@ -214,8 +185,10 @@ impl<H: Handler> GroupTask<H> {
     }
 
     fn wake_at(&self) -> Option<Instant> {
-        let deadlines = self.state.giving_up.iter().map(|g| g.deadline);
-        [self.tracker.poll_timeout(), self.offsets.poll_timeout()].into_iter().flatten().chain(deadlines).min()
+        [self.tracker.poll_timeout(), self.offsets.poll_timeout(), self.lifecycle.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Carries out what the state machines ask until they ask nothing more.
@@ -228,7 +201,7 @@ impl<H: Handler> GroupTask<H> {
             }
             while let Some(event) = self.offsets.poll_event() {
                 progress = true;
-                self.on_fetch_event(now, event);
+                self.on_fetch_event(event);
             }
             if let Some(c) = self.state.coordinator.clone() {
                 while let Some(commit) = self.tracker.poll_commit(now, c.commit_version) {
@@ -257,7 +230,10 @@ impl<H: Handler> GroupTask<H> {
                     });
                 }
             }
-            progress |= self.advance_giving_up(now);
+            while let Some(action) = self.lifecycle.poll_action() {
+                progress = true;
+                self.carry_out(now, action);
+            }
             if !progress {
                 break;
             }
@@ -266,8 +242,7 @@ impl<H: Handler> GroupTask<H> {
     }
 
     fn publish(&self) {
-        let running: Vec<TopicPartition> =
-            self.state.parts.iter().filter(|(_, p)| p.phase != Phase::Failed).map(|(tp, _)| tp.clone()).collect();
+        let running = self.lifecycle.running();
         telemetry::record_owned(&self.group, running.len());
         *self.shared.running.lock().unwrap_or_else(PoisonError::into_inner) = running;
     }
@@ -353,8 +328,8 @@ impl<H: Handler> GroupTask<H> {
         match event {
             CommitEvent::Committed { offset } => {
                 let tp = TopicPartition::new(offset.topic.clone(), offset.partition);
-                if let Some(p) = self.state.parts.get(&tp) {
-                    p.committed.send_replace(Some(offset.offset));
+                if let Some(c) = self.state.consumers.get(&tp) {
+                    c.committed.send_replace(Some(offset.offset));
                 }
             }
             CommitEvent::Failed { error, uncommitted } => {
@@ -367,32 +342,22 @@ impl<H: Handler> GroupTask<H> {
                 if !uncommitted.is_empty() {
                     tracing::warn!(?uncommitted, "offsets: a flush could not commit everything; it is redelivered");
                 }
-                for g in &mut self.state.giving_up {
-                    if g.flush == Some(flush) {
-                        g.flushed = true;
-                    }
+                if let Some(giving_up) = self.state.flushes.remove(&flush) {
+                    self.lifecycle.flushed(giving_up);
                 }
             }
         }
     }
 
-    fn on_fetch_event(&mut self, now: Instant, event: FetchEvent) {
+    fn on_fetch_event(&mut self, event: FetchEvent) {
         match event {
             FetchEvent::Start { partition, start } => {
-                if !self.state.owned.contains(&partition) || self.state.parts.contains_key(&partition) {
-                    return;
-                }
-                let (committed, start) = match start {
-                    StartPosition::Committed { offset, .. } => {
-                        (Some(offset.offset), StartOffset::Offset(offset.offset))
-                    }
-                    StartPosition::Earliest => (None, StartOffset::Earliest),
-                    StartPosition::Latest => (None, StartOffset::Latest),
+                let start = match start {
+                    StartPosition::Committed { offset, .. } => StartOffset::Offset(offset.offset),
+                    StartPosition::Earliest => StartOffset::Earliest,
+                    StartPosition::Latest => StartOffset::Latest,
                 };
-                if !self.tracker.partitions().contains(&partition) {
-                    self.tracker.assign(now, partition.clone(), committed);
-                }
-                self.spawn(partition, start, Duration::ZERO, 0);
+                self.lifecycle.start_known(partition, start);
             }
             FetchEvent::Failed(error) => {
                 let partition = error.partition().clone();
@@ -403,15 +368,75 @@ impl<H: Handler> GroupTask<H> {
         }
     }
 
-    /// Starts a consumer for `partition` at `start`, after `delay`.
-    fn spawn(&mut self, partition: TopicPartition, start: StartOffset, delay: Duration, failures: u32) {
-        let Some(settings) = self.settings.get(&*partition.topic).cloned() else {
+    /// Carries out one of the lifecycle's actions.
+    fn carry_out(&mut self, now: Instant, action: LifecycleAction) {
+        match action {
+            LifecycleAction::LookUpStarts(partitions) => {
+                let with_reset: Vec<(TopicPartition, ResetPolicy)> = partitions
+                    .into_iter()
+                    .map(|tp| {
+                        let reset = self.settings.get(&*tp.topic).map(|s| s.offset_reset).unwrap_or_default();
+                        (tp, reset)
+                    })
+                    .collect();
+                self.offsets.add(now, with_reset);
+            }
+            LifecycleAction::ForgetStarts(partitions) => self.offsets.remove(&partitions),
+            LifecycleAction::Start { partition, task, start, delay } => {
+                if !self.tracker.partitions().contains(&partition) {
+                    let committed = match start {
+                        StartOffset::Offset(offset) => Some(offset),
+                        _ => None,
+                    };
+                    self.tracker.assign(now, partition.clone(), committed);
+                }
+                self.spawn(partition, task, start, delay);
+            }
+            LifecycleAction::Stop { partition, task } => self.control(&partition, task, Control::Stop),
+            LifecycleAction::Close { partition, task, reason } => {
+                self.control(&partition, task, Control::Close(reason))
+            }
+            LifecycleAction::Flush { giving_up, partitions } => {
+                let tracked = self.tracker.partitions();
+                let partitions: Vec<TopicPartition> =
+                    partitions.into_iter().filter(|tp| tracked.contains(tp)).collect();
+                if partitions.is_empty() {
+                    self.lifecycle.flushed(giving_up);
+                } else {
+                    let flush = self.tracker.flush(now, partitions);
+                    self.state.flushes.insert(flush, giving_up);
+                }
+            }
+            LifecycleAction::Lose(partitions) => {
+                let uncommitted = self.tracker.lose(now, partitions);
+                if !uncommitted.is_empty() {
+                    tracing::info!(?uncommitted, "partitions lost with work not committed: it is delivered again");
+                }
+            }
+            LifecycleAction::Release(giving_up) => {
+                // Dropping the revocation hands its partitions back to the group.
+                if self.state.revocations.remove(&giving_up).is_some() {
+                    tracing::info!(group = %self.group, "revoked partitions released");
+                }
+            }
+        }
+    }
+
+    fn control(&mut self, partition: &TopicPartition, task: u64, control: Control) {
+        if let Some(c) = self.state.consumers.get(partition).filter(|c| c.task == task) {
+            c.control.send_replace(control);
+        }
+    }
+
+    /// Starts consumer `task` for `partition` at `start`, after `delay`.
+    fn spawn(&mut self, partition: TopicPartition, task: u64, start: StartOffset, delay: Duration) {
+        let settings = self.settings.get(&*partition.topic).cloned();
+        let fetcher = self.fetchers.get(&*partition.topic).cloned();
+        let (Some(settings), Some(fetcher)) = (settings, fetcher) else {
             tracing::warn!(%partition, "assigned a partition of a topic the group does not list; it is not consumed");
+            self.lifecycle.failed(&partition, task, false, None);
             return;
         };
-        let Some(fetcher) = self.fetchers.get(&*partition.topic).cloned() else { return };
-        self.state.next_task += 1;
-        let task = self.state.next_task;
         let (control_tx, control) = watch::channel(Control::Run);
         let (committed_tx, committed) = watch::channel(self.tracker.committed(&partition));
         let consumer = PartitionConsumer {
@@ -432,10 +457,7 @@ impl<H: Handler> GroupTask<H> {
             reports: self.reports_tx.clone(),
         };
         tokio::spawn(consumer.run());
-        self.state.parts.insert(
-            partition,
-            Part { task, control: control_tx, committed: committed_tx, phase: Phase::Running, failures },
-        );
+        self.state.consumers.insert(partition, Consumer { task, control: control_tx, committed: committed_tx });
     }
 
     fn on_member_event(&mut self, now: Instant, event: Option<MemberEvent>) {
@@ -448,36 +470,23 @@ impl<H: Handler> GroupTask<H> {
             }
             Some(MemberEvent::Assigned { partitions }) => {
                 telemetry::record_assignment_change(partitions.len(), 0, 0);
-                let mut fetch = Vec::new();
-                for tp in partitions {
-                    self.state.owned.insert(tp.clone());
-                    match self.state.parts.get(&tp).map(|p| p.phase) {
-                        Some(Phase::Failed) => {
-                            self.state.parts.remove(&tp);
-                            fetch.push(tp);
-                        }
-                        Some(_) => {
-                            self.state.deferred.insert(tp);
-                        }
-                        None => fetch.push(tp),
-                    }
-                }
-                self.fetch_starts(now, fetch);
+                self.lifecycle.assigned(partitions);
             }
             Some(MemberEvent::Revoked { revocation }) => {
                 let partitions = revocation.partitions().to_vec();
                 telemetry::record_assignment_change(0, partitions.len(), 0);
-                self.give_up(now, partitions, StopReason::Revoked, Some(revocation));
+                tracing::info!(group = %self.group, n = partitions.len(), "partitions revoked: finishing and committing them");
+                let id = self.lifecycle.give_up(now, partitions, StopReason::Revoked);
+                self.state.revocations.insert(id, revocation);
             }
             Some(MemberEvent::Lost { partitions, reason }) => {
                 telemetry::record_assignment_change(0, 0, partitions.len());
                 tracing::warn!(group = %self.group, ?reason, n = partitions.len(), "partitions lost");
-                self.lose(now, &partitions);
+                self.lifecycle.lose(&partitions);
             }
             Some(MemberEvent::Ended(ended)) => {
                 tracing::info!(group = %self.group, ?ended, "the member ended");
-                let all: Vec<TopicPartition> = self.state.parts.keys().cloned().collect();
-                self.lose(now, &all);
+                self.lifecycle.lose_all();
                 self.state.member_ended = Some(ended);
             }
             None => {
@@ -488,210 +497,26 @@ impl<H: Handler> GroupTask<H> {
         }
     }
 
-    /// Looks the starts of `partitions` up (their committed offsets, or the reset
-    /// policy).
-    fn fetch_starts(&mut self, now: Instant, partitions: Vec<TopicPartition>) {
-        let with_reset: Vec<(TopicPartition, ResetPolicy)> = partitions
-            .into_iter()
-            .map(|tp| {
-                let reset = self.settings.get(&*tp.topic).map(|s| s.offset_reset).unwrap_or_default();
-                (tp, reset)
-            })
-            .collect();
-        self.offsets.add(now, with_reset);
-    }
-
-    /// Lost partitions: stopped without a commit.
-    fn lose(&mut self, now: Instant, partitions: &[TopicPartition]) {
-        self.offsets.remove(partitions);
-        let _ = self.tracker.lose(now, partitions.iter().cloned());
-        for tp in partitions {
-            self.state.owned.remove(tp);
-            self.state.deferred.remove(tp);
-            for g in &mut self.state.giving_up {
-                g.stopping.remove(tp);
-            }
-            if let Some(p) = self.state.parts.get_mut(tp) {
-                match p.phase {
-                    Phase::Failed => {
-                        self.state.parts.remove(tp);
-                    }
-                    Phase::Closing => {}
-                    _ => {
-                        p.phase = Phase::Closing;
-                        p.control.send_replace(Control::Close(StopReason::Lost));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Gives `partitions` up gracefully: their consumers finish, their work is
-    /// committed, then they close and the revocation (if any) is released.
-    fn give_up(
-        &mut self,
-        now: Instant,
-        partitions: Vec<TopicPartition>,
-        reason: StopReason,
-        revocation: Option<Revocation>,
-    ) {
-        self.offsets.remove(&partitions);
-        let mut stopping = BTreeSet::new();
-        for tp in &partitions {
-            self.state.owned.remove(tp);
-            self.state.deferred.remove(tp);
-            if let Some(p) = self.state.parts.get_mut(tp) {
-                if p.phase == Phase::Running {
-                    p.phase = Phase::Stopping;
-                    p.control.send_replace(Control::Stop);
-                    stopping.insert(tp.clone());
-                } else if p.phase == Phase::Failed {
-                    self.state.parts.remove(tp);
-                }
-            }
-        }
-        tracing::info!(group = %self.group, n = partitions.len(), ?reason, "giving partitions up");
-        self.state.giving_up.push(GivingUp {
-            revocation,
-            reason,
-            partitions,
-            stopping,
-            flush: None,
-            flushed: false,
-            closing: BTreeSet::new(),
-            deadline: now + self.rebalance_timeout,
-        });
-    }
-
-    /// Moves each giving-up along; `true` when something moved.
-    fn advance_giving_up(&mut self, now: Instant) -> bool {
-        let mut progress = false;
-        let mut i = 0;
-        while i < self.state.giving_up.len() {
-            let g = &mut self.state.giving_up[i];
-            if now >= g.deadline && !(g.stopping.is_empty() && g.flushed && g.closing.is_empty()) {
-                tracing::warn!(
-                    group = %self.group,
-                    stopping = g.stopping.len(),
-                    closing = g.closing.len(),
-                    "partitions not given up within the rebalance timeout; they are lost"
-                );
-                let g = self.state.giving_up.remove(i);
-                let left: Vec<TopicPartition> = g.stopping.iter().chain(&g.closing).cloned().collect();
-                self.lose(now, &left);
-                for tp in g.partitions.iter().filter(|tp| !left.contains(tp)) {
-                    if let Some(p) = self.state.parts.get_mut(tp) {
-                        p.phase = Phase::Closing;
-                        p.control.send_replace(Control::Close(StopReason::Lost));
-                    }
-                }
-                progress = true;
-                continue;
-            }
-            if g.stopping.is_empty() && g.flush.is_none() && !g.flushed {
-                let tracked = self.tracker.partitions();
-                let flush: Vec<TopicPartition> =
-                    g.partitions.iter().filter(|tp| tracked.contains(tp)).cloned().collect();
-                if flush.is_empty() {
-                    g.flushed = true;
-                } else {
-                    g.flush = Some(self.tracker.flush(now, flush));
-                }
-                progress = true;
-            }
-            let g = &mut self.state.giving_up[i];
-            if g.flushed && g.stopping.is_empty() {
-                // Close the consumers that stopped; done once none is left.
-                let mut closing = BTreeSet::new();
-                for tp in &g.partitions {
-                    if let Some(p) = self.state.parts.get_mut(tp) {
-                        if p.phase == Phase::Stopped {
-                            p.phase = Phase::Closing;
-                            p.control.send_replace(Control::Close(g.reason.clone()));
-                            closing.insert(tp.clone());
-                        } else if p.phase == Phase::Closing {
-                            closing.insert(tp.clone());
-                        }
-                    }
-                }
-                if closing.is_empty() {
-                    let g = self.state.giving_up.remove(i);
-                    tracing::info!(group = %self.group, n = g.partitions.len(), "partitions given up");
-                    // Releasing the revocation hands the partitions back to the group.
-                    drop(g.revocation);
-                    progress = true;
-                    continue;
-                }
-                if closing != g.closing {
-                    g.closing = closing;
-                    progress = true;
-                }
-            }
-            i += 1;
-        }
-        progress
-    }
-
     fn on_report(&mut self, now: Instant, report: Report) {
         match report {
             Report::Done { position, metadata } => {
                 let _ = self.tracker.done(now, &position, metadata);
             }
-            Report::Stopped { partition, task } => {
-                if let Some(p) = self.state.parts.get_mut(&partition).filter(|p| p.task == task) {
-                    if p.phase == Phase::Stopping {
-                        p.phase = Phase::Stopped;
-                    }
+            Report::Stopped { partition, task } => self.lifecycle.stopped(&partition, task),
+            Report::Closed { partition, task } => {
+                if self.state.consumers.get(&partition).is_some_and(|c| c.task == task) {
+                    self.state.consumers.remove(&partition);
                 }
-                for g in &mut self.state.giving_up {
-                    g.stopping.remove(&partition);
-                }
+                self.lifecycle.closed(&partition, task);
             }
-            Report::Closed { partition, task } => self.closed(now, partition, task),
             Report::Failed { partition, task, error } => {
                 let _ = self.failures.send(PartitionFailure { partition: partition.clone(), error: error.clone() });
-                let Some(p) = self.state.parts.get_mut(&partition).filter(|p| p.task == task) else { return };
-                let failures = p.failures + 1;
-                let restart = error.restarts() && p.phase == Phase::Running && self.state.owned.contains(&partition);
-                p.phase = Phase::Failed;
-                for g in &mut self.state.giving_up {
-                    g.stopping.remove(&partition);
-                    g.closing.remove(&partition);
+                if self.state.consumers.get(&partition).is_some_and(|c| c.task == task) {
+                    self.state.consumers.remove(&partition);
                 }
-                if restart {
-                    self.restart(now, partition, failures);
-                }
-            }
-        }
-    }
-
-    /// A consumer ended after `Close`: a partition assigned again meanwhile starts.
-    fn closed(&mut self, now: Instant, partition: TopicPartition, task: u64) {
-        if self.state.parts.get(&partition).is_some_and(|p| p.task == task) {
-            self.state.parts.remove(&partition);
-        }
-        for g in &mut self.state.giving_up {
-            g.closing.remove(&partition);
-        }
-        if self.state.deferred.remove(&partition) && self.state.owned.contains(&partition) {
-            self.fetch_starts(now, vec![partition]);
-        }
-    }
-
-    /// Starts a failed partition again after its backoff, after the last record it
-    /// finished (committed or not yet).
-    fn restart(&mut self, now: Instant, partition: TopicPartition, failures: u32) {
-        let (first, max) = self.restart_backoff;
-        let factor = 1u32.checked_shl(failures.saturating_sub(1).min(16)).unwrap_or(u32::MAX);
-        let delay = first.saturating_mul(factor).min(max);
-        let from = self.tracker.pending(&partition).or_else(|| self.tracker.committed(&partition));
-        tracing::info!(%partition, ?from, ?delay, failures, "the partition starts again");
-        self.state.parts.remove(&partition);
-        match from {
-            Some(offset) => self.spawn(partition, StartOffset::Offset(offset), delay, failures),
-            None => {
-                // Nothing finished nor committed: where it starts is looked up again.
-                self.fetch_starts(now, vec![partition]);
+                // It goes on after the last record it finished, committed or not yet.
+                let resume = self.tracker.pending(&partition).or_else(|| self.tracker.committed(&partition));
+                self.lifecycle.failed(&partition, task, error.restarts(), resume);
             }
         }
     }
@@ -704,8 +529,8 @@ impl<H: Handler> GroupTask<H> {
                     member.abort();
                 }
                 // Dropping the controls ends the consumers; nothing they report is read.
-                self.state.parts.clear();
-                self.state.giving_up.clear();
+                self.state.consumers.clear();
+                self.state.revocations.clear();
                 self.state.io.abort_all();
                 self.state.aborted = true;
                 return;
@@ -722,11 +547,8 @@ impl<H: Handler> GroupTask<H> {
         }
         tracing::info!(group = %self.group, "shutting down: finishing, committing, leaving");
         self.state.shutdown = Some(reply.into_iter().collect());
-        let mut all: Vec<TopicPartition> = self.state.parts.keys().cloned().collect();
-        all.extend(self.offsets.waiting());
-        all.sort();
-        all.dedup();
-        self.give_up(now, all, StopReason::Shutdown, None);
+        let all = self.lifecycle.all();
+        self.lifecycle.give_up(now, all, StopReason::Shutdown);
     }
 }
 

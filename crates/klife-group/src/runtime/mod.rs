@@ -89,6 +89,7 @@ use crate::offsets::{CommitTracker, GroupProtocol, OffsetFetcher, OffsetsConfig}
 mod config;
 mod group;
 mod handler;
+mod lifecycle;
 mod partition;
 mod settle;
 
@@ -267,8 +268,10 @@ impl ConsumerGroup {
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let task = GroupTask {
             group: group.clone(),
-            rebalance_timeout: config.rebalance_timeout,
-            restart_backoff: (config.restart_backoff, config.restart_backoff_max),
+            lifecycle: lifecycle::Lifecycle::new(
+                config.rebalance_timeout,
+                (config.restart_backoff, config.restart_backoff_max),
+            ),
             settings: settings.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect(),
             fetchers,
             handler: Arc::new(handler),
