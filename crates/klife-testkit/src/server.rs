@@ -322,7 +322,7 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         tokio::time::sleep(latency).await;
     }
     let now_ms = shared.lock().clock.now_ms();
-    let ctx = Ctx { broker, version, now_ms };
+    let ctx = Ctx { broker, version, now_ms, client_id: header.client_id.clone().unwrap_or_default() };
     let lose_answer = fault == Some(FaultAction::DisconnectAfter);
     let reply = match fault {
         Some(FaultAction::Disconnect) => return Outcome::Close("an injected disconnect"),

@@ -38,11 +38,12 @@ impl GroupError {
     }
 }
 
-/// A random member id (a UUID in Kafka's base64 form is not needed: any unique string
-/// is a member id).
+/// A random member id part: a version 4 UUID in its usual text form, as the
+/// `java.util.UUID` in Kafka's classic member ids (`client-id-uuid`).
 pub(crate) fn random_id() -> String {
-    let u = crate::state::random_uuid();
-    u.0.iter().map(|b| format!("{b:02x}")).collect()
+    let b = crate::state::random_uuid().0;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
 
 /// Settings of the coordinator (Kafka broker configs), changeable while running.

@@ -345,7 +345,7 @@ mod tests {
     }
 
     fn ctx(version: i16) -> Ctx {
-        Ctx { broker: 0, version, now_ms: 0 }
+        Ctx { broker: 0, version, now_ms: 0, client_id: String::new() }
     }
 
     fn commit(generation: i32, member: &str) -> OffsetCommitRequest {

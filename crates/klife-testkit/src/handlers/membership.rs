@@ -34,7 +34,7 @@ pub(crate) fn join_group(state: &mut State, ctx: &Ctx, r: JoinGroupRequest) -> R
         return join_error_at(code, &r.member_id, ctx.version).into();
     }
     state.coordinator.tick(ctx.now_ms);
-    match state.coordinator.join(&r, ctx.version, "consumer", ctx.now_ms) {
+    match state.coordinator.join(&r, ctx.version, &ctx.client_id, ctx.now_ms) {
         Ok(resp) => resp.into(),
         Err(ticket) => Reply::Park(ticket),
     }

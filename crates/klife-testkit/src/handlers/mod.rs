@@ -53,11 +53,14 @@ pub(crate) fn supported(api: ApiKey) -> Option<VersionRange> {
 }
 
 /// The request being handled: where and at which version.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Ctx {
     pub(crate) broker: i32,
     pub(crate) version: i16,
+    /// The cluster clock when the request is handled.
     pub(crate) now_ms: i64,
+    /// The client id of the request header (classic member ids start with it).
+    pub(crate) client_id: String,
 }
 
 /// What to do after a request.
