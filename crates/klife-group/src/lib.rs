@@ -48,6 +48,13 @@
 //! the coordinator, sends the member's requests, answers its metadata questions and
 //! reports the changes of assignment as events, the same under both protocols.
 //!
+//! [`runtime`] runs consumer groups with handlers on top, as Klife does: a
+//! [`runtime::Handler`] and its [`runtime::Action`]s, one consumer task per assigned
+//! partition over a shared or an exclusive fetcher, commits through the offsets state
+//! machines, graceful revocation and shutdown, dead letters through a producer. The
+//! partitions' lifecycle is a sans-io state machine too; the tasks only move records,
+//! requests and timers. Metric names are in [`telemetry`].
+//!
 //! ## Example
 //!
 //! A member joins, is assigned a partition, and acknowledges it:
