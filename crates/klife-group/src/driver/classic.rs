@@ -4,51 +4,81 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use klife_connection::{BrokerVersions, Cluster, Connection, Error as ConnectionError, Lane, Metadata};
-use klife_protocol::messages::{HeartbeatResponse, JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse};
-use klife_protocol::{ApiKey, ErrorCode, Request as WireRequest};
+use klife_connection::{BrokerVersions, Cluster, Error as ConnectionError, Lane, Metadata};
+use klife_protocol::messages::{
+    HeartbeatResponse, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, SyncGroupResponse,
+};
+use klife_protocol::{ApiKey, ErrorCode};
 
-use super::{BoxFuture, Wake};
+use super::{BoxFuture, DriverConfig, Wake};
 use crate::membership::classic::{ClassicMember, OutgoingRequest, Request, RequestId, Response};
 
 /// The lowest versions the classic member's requests are filled for: those with the
-/// static instance id (KIP-345).
+/// static instance id (KIP-345). A LeaveGroup without one goes lower too (see
+/// [`leave_at`]).
 const MIN_VERSIONS: [(ApiKey, i16); 4] =
     [(ApiKey::JoinGroup, 5), (ApiKey::SyncGroup, 3), (ApiKey::Heartbeat, 3), (ApiKey::LeaveGroup, 3)];
 
-/// The version to send `api` at: the highest both klife and the broker speak, if it
-/// is no lower than the member's requests need.
-pub(super) fn pick_version(versions: &BrokerVersions, api: ApiKey, broker: &str) -> Option<i16> {
-    let min = MIN_VERSIONS.iter().find(|(a, _)| *a == api).map_or(0, |(_, v)| *v);
-    versions.negotiate(api, None, broker).ok().filter(|v| *v >= min)
+/// The first LeaveGroup version that lists members (with their instance ids).
+const LEAVE_MEMBERS_VERSION: i16 = 3;
+
+/// The version to send `api` at: the highest both klife and the broker speak, capped
+/// at `max`, if it is no lower than `min`.
+pub(super) fn pick_version(versions: &BrokerVersions, api: ApiKey, min: i16, max: Option<i16>) -> Option<i16> {
+    versions.negotiate(api, max, "").ok().filter(|v| *v >= min)
+}
+
+fn min_version(api: ApiKey) -> i16 {
+    MIN_VERSIONS.iter().find(|(a, _)| *a == api).map_or(0, |(_, v)| *v)
+}
+
+/// A LeaveGroup as version `version` carries it: below v3 the one member leaving is
+/// named by its id alone (`None` if it has an instance id, which needs v3).
+pub(super) fn leave_at(request: &LeaveGroupRequest, version: i16) -> Option<LeaveGroupRequest> {
+    if version >= LEAVE_MEMBERS_VERSION {
+        return Some(request.clone());
+    }
+    match request.members.as_slice() {
+        [m] if m.group_instance_id.is_none() => Some(
+            LeaveGroupRequest::default().with_group_id(request.group_id.clone()).with_member_id(m.member_id.clone()),
+        ),
+        _ => None,
+    }
 }
 
 /// Sends a request on the lane to the coordinator, with the request's own timeout
-/// (a JoinGroup's) or `timeout`.
-pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, timeout: Duration) -> BoxFuture<Wake> {
-    let timeout = out.timeout.unwrap_or(timeout);
+/// (a JoinGroup's) or the driver's.
+pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, driver: &DriverConfig) -> BoxFuture<Wake> {
+    let timeout = out.timeout.unwrap_or(driver.heartbeat_timeout);
     let id = out.id;
-    tracing::debug!(request = name(&out.request), ?id, "request sent");
+    let api = api(&out.request);
+    let max = driver.max_version(api);
+    tracing::debug!(request = ?api, ?id, "request sent");
     Box::pin(async move {
         let result = async {
             let conn = lane.connection().await?;
+            let dynamic_leave = matches!(&out.request, Request::LeaveGroup(r) if leave_at(r, 0).is_some());
+            let min = if dynamic_leave { 0 } else { min_version(api) };
+            let Some(version) = pick_version(conn.versions(), api, min, max) else {
+                tracing::warn!(
+                    ?api,
+                    broker = conn.broker(),
+                    offered = ?conn.versions().range(api),
+                    ?max,
+                    "the coordinator offers no version of this request the classic member can send"
+                );
+                // What a broker answers a version it does not speak.
+                return Ok(unsupported(api));
+            };
+            let v = version;
             Ok(match out.request {
-                Request::JoinGroup(r) => Response::JoinGroup(match exchange(&conn, &r, timeout).await? {
-                    Some(a) => a,
-                    None => JoinGroupResponse::default().with_error_code(ErrorCode::UnsupportedVersion.code()),
-                }),
-                Request::SyncGroup(r) => Response::SyncGroup(match exchange(&conn, &r, timeout).await? {
-                    Some(a) => a,
-                    None => SyncGroupResponse::default().with_error_code(ErrorCode::UnsupportedVersion.code()),
-                }),
-                Request::Heartbeat(r) => Response::Heartbeat(match exchange(&conn, &r, timeout).await? {
-                    Some(a) => a,
-                    None => HeartbeatResponse::default().with_error_code(ErrorCode::UnsupportedVersion.code()),
-                }),
-                Request::LeaveGroup(r) => Response::LeaveGroup(match exchange(&conn, &r, timeout).await? {
-                    Some(a) => a,
-                    None => LeaveGroupResponse::default().with_error_code(ErrorCode::UnsupportedVersion.code()),
-                }),
+                Request::JoinGroup(r) => Response::JoinGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
+                Request::SyncGroup(r) => Response::SyncGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
+                Request::Heartbeat(r) => Response::Heartbeat(conn.send_version_with_timeout(&r, v, timeout).await?),
+                Request::LeaveGroup(r) => match leave_at(&r, v) {
+                    Some(r) => Response::LeaveGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
+                    None => unsupported(api),
+                },
             })
         }
         .await;
@@ -56,23 +86,24 @@ pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, timeout: Duration) -> 
     })
 }
 
-/// Sends `request` at the version [`pick_version`] gives; `None` when the coordinator
-/// offers none the member can use (what a broker answers is UNSUPPORTED_VERSION).
-async fn exchange<R: WireRequest>(
-    conn: &Connection,
-    request: &R,
-    timeout: Duration,
-) -> Result<Option<R::Response>, ConnectionError> {
-    let Some(version) = pick_version(conn.versions(), R::API_KEY, conn.broker()) else {
-        tracing::warn!(
-            api = ?R::API_KEY,
-            broker = conn.broker(),
-            offered = ?conn.versions().range(R::API_KEY),
-            "the coordinator offers no version of this request the classic member can send"
-        );
-        return Ok(None);
-    };
-    conn.send_version_with_timeout(request, version, timeout).await.map(Some)
+fn api(request: &Request) -> ApiKey {
+    match request {
+        Request::JoinGroup(_) => ApiKey::JoinGroup,
+        Request::SyncGroup(_) => ApiKey::SyncGroup,
+        Request::Heartbeat(_) => ApiKey::Heartbeat,
+        Request::LeaveGroup(_) => ApiKey::LeaveGroup,
+    }
+}
+
+/// The answer UNSUPPORTED_VERSION to a request of `api`.
+fn unsupported(api: ApiKey) -> Response {
+    let code = ErrorCode::UnsupportedVersion.code();
+    match api {
+        ApiKey::JoinGroup => Response::JoinGroup(JoinGroupResponse::default().with_error_code(code)),
+        ApiKey::SyncGroup => Response::SyncGroup(SyncGroupResponse::default().with_error_code(code)),
+        ApiKey::Heartbeat => Response::Heartbeat(HeartbeatResponse::default().with_error_code(code)),
+        _ => Response::LeaveGroup(LeaveGroupResponse::default().with_error_code(code)),
+    }
 }
 
 /// Reports a request's answer, or its failure, to the member.
@@ -131,15 +162,6 @@ pub(super) fn counts(metadata: &Metadata, topics: &[String]) -> Vec<(String, i32
         .collect()
 }
 
-fn name(request: &Request) -> &'static str {
-    match request {
-        Request::JoinGroup(_) => "JoinGroup",
-        Request::SyncGroup(_) => "SyncGroup",
-        Request::Heartbeat(_) => "Heartbeat",
-        Request::LeaveGroup(_) => "LeaveGroup",
-    }
-}
-
 fn answer_name(response: &Response) -> &'static str {
     match response {
         Response::JoinGroup(_) => "JoinGroup",
@@ -161,6 +183,7 @@ fn code(response: &Response) -> ErrorCode {
 #[cfg(test)]
 mod tests {
     use klife_protocol::VersionRange;
+    use klife_protocol::messages::leave_group_request::MemberIdentity;
 
     use super::*;
 
@@ -172,11 +195,30 @@ mod tests {
     fn each_request_goes_at_the_highest_common_version_with_the_instance_id() {
         for (api, min) in MIN_VERSIONS {
             let ours = api.stable_versions().max;
-            assert_eq!(pick_version(&offered(api, 0, ours), api, "b"), Some(ours), "{api:?}");
-            assert_eq!(pick_version(&offered(api, 0, ours + 3), api, "b"), Some(ours), "{api:?}: capped at klife's");
-            assert_eq!(pick_version(&offered(api, 0, min), api, "b"), Some(min), "{api:?}");
-            assert_eq!(pick_version(&offered(api, 0, min - 1), api, "b"), None, "{api:?}: without the instance id");
-            assert_eq!(pick_version(&BrokerVersions::default(), api, "b"), None, "{api:?}: not offered");
+            let pick = |max_offered: i16, cap: Option<i16>| pick_version(&offered(api, 0, max_offered), api, min, cap);
+            assert_eq!(pick(ours, None), Some(ours), "{api:?}");
+            assert_eq!(pick(ours + 3, None), Some(ours), "{api:?}: capped at klife's");
+            assert_eq!(pick(min, None), Some(min), "{api:?}");
+            assert_eq!(pick(min - 1, None), None, "{api:?}: without the instance id");
+            assert_eq!(pick(ours, Some(min)), Some(min), "{api:?}: capped by the driver's setting");
+            assert_eq!(pick(ours, Some(min - 1)), None, "{api:?}: a cap below what the member needs");
+            assert_eq!(pick_version(&BrokerVersions::default(), api, min, None), None, "{api:?}: not offered");
         }
+    }
+
+    #[test]
+    fn a_dynamic_members_leave_goes_below_v3_with_its_id_alone() {
+        let member = |instance: Option<&str>| {
+            MemberIdentity::default()
+                .with_member_id("m-1".to_owned())
+                .with_group_instance_id(instance.map(str::to_owned))
+        };
+        let dynamic = LeaveGroupRequest::default().with_group_id("g".to_owned()).with_members(vec![member(None)]);
+        assert_eq!(leave_at(&dynamic, 3), Some(dynamic.clone()));
+        let old = leave_at(&dynamic, 2).expect("a dynamic member leaves at v2");
+        assert_eq!((old.group_id.as_str(), old.member_id.as_str(), old.members.len()), ("g", "m-1", 0));
+        let stat = LeaveGroupRequest::default().with_group_id("g".to_owned()).with_members(vec![member(Some("i"))]);
+        assert_eq!(leave_at(&stat, 3), Some(stat.clone()));
+        assert_eq!(leave_at(&stat, 2), None, "an instance id needs v3");
     }
 }

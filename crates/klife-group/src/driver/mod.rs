@@ -28,12 +28,13 @@
 //!   cached snapshot, then a refresh, then the metadata of every topic);
 //! - classic: sends what [`ClassicMember::poll_request`] gives (at most one JoinGroup,
 //!   SyncGroup or LeaveGroup and one Heartbeat in flight), each at the highest version
-//!   both klife and the coordinator speak, no lower than the versions with the static
-//!   instance id (JoinGroup v5, SyncGroup v3, Heartbeat v3, LeaveGroup v3: a
-//!   coordinator offering less is reported to the member as UNSUPPORTED_VERSION, which
-//!   ends it with a [`GroupError`](crate::GroupError)). A JoinGroup waits for the whole
+//!   both klife and the coordinator speak (or [`DriverConfig::max_versions`]), no
+//!   lower than the versions with the static instance id (JoinGroup v5, SyncGroup v3,
+//!   Heartbeat v3; a dynamic member's LeaveGroup goes at any version). A coordinator
+//!   offering less is reported to the member as UNSUPPORTED_VERSION, which ends it
+//!   with a [`GroupError`](crate::GroupError). A JoinGroup waits for the whole
 //!   rebalance: its timeout is the rebalance timeout plus
-//!   [`JOIN_TIMEOUT_MARGIN`](crate::membership::classic::JOIN_TIMEOUT_MARGIN); the
+//!   [`JOIN_TIMEOUT_MARGIN`]; the
 //!   others take [`DriverConfig::heartbeat_timeout`]. Heartbeats go on the member's own
 //!   timer, also while a revocation waits for the user;
 //! - classic: answers the leader's [`Action::DescribeTopics`] with the partition
@@ -61,7 +62,7 @@
 //! - Dropping the [`GroupMember`] leaves the same way, in the background: revocations
 //!   are released at once and the task ends after the leave, or after the rebalance
 //!   timeout plus the heartbeat timeout at the latest (classic: plus
-//!   [`JOIN_TIMEOUT_MARGIN`](crate::membership::classic::JOIN_TIMEOUT_MARGIN), for a
+//!   [`JOIN_TIMEOUT_MARGIN`], for a
 //!   JoinGroup still in flight).
 //! - [`GroupMember::abort`] ends the task at once without leaving, as a crash would:
 //!   the coordinator gives the partitions to other members after its session timeout.
@@ -81,9 +82,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
-use klife_protocol::Uuid;
 use klife_protocol::messages::ConsumerGroupHeartbeatResponse;
 use klife_protocol::types::TopicPartition;
+use klife_protocol::{ApiKey, Uuid};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -111,11 +112,18 @@ pub struct DriverConfig {
     /// [`JOIN_TIMEOUT_MARGIN`]). The connection it went on is closed then, as for any
     /// request timeout.
     pub heartbeat_timeout: Duration,
+    /// The highest version the task sends of a classic request (JoinGroup, SyncGroup,
+    /// Heartbeat, LeaveGroup), per API; none by default: the highest both klife and the
+    /// coordinator speak. For a broker that advertises versions it does not read:
+    /// librdkafka 2.12's mock cluster advertises JoinGroup v6, SyncGroup v4 and
+    /// LeaveGroup v3-v4 but reads them with the layouts of JoinGroup v5, SyncGroup v3
+    /// and LeaveGroup v2. (The KIP-848 heartbeat always goes at v1.)
+    pub max_versions: Vec<(ApiKey, i16)>,
 }
 
 impl Default for DriverConfig {
     fn default() -> Self {
-        DriverConfig { auto_release: false, heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT }
+        DriverConfig { auto_release: false, heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT, max_versions: Vec::new() }
     }
 }
 
@@ -132,6 +140,20 @@ impl DriverConfig {
     pub fn with_heartbeat_timeout(mut self, timeout: Duration) -> Self {
         self.heartbeat_timeout = timeout;
         self
+    }
+
+    /// Caps the version of `api` the task sends (see
+    /// [`max_versions`](Self::max_versions)).
+    #[must_use]
+    pub fn with_max_version(mut self, api: ApiKey, max: i16) -> Self {
+        self.max_versions.retain(|(a, _)| *a != api);
+        self.max_versions.push((api, max));
+        self
+    }
+
+    /// The cap on `api`'s version, if any.
+    fn max_version(&self, api: ApiKey) -> Option<i16> {
+        self.max_versions.iter().find(|(a, _)| *a == api).map(|(_, v)| *v)
     }
 }
 
@@ -714,7 +736,7 @@ impl Task {
                         failed = true;
                         continue;
                     };
-                    self.pending.push(classic::send(lane, request, self.driver.heartbeat_timeout));
+                    self.pending.push(classic::send(lane, request, &self.driver));
                 }
                 failed
             }
