@@ -22,7 +22,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,11 +31,8 @@ use klife::group::{
     PartitionContext, PartitionError, RecordAction, ResetPolicy, StopReason, TopicConfig,
 };
 use klife::{ProducerRecord, Record};
+use klife_conformance::groups::{HANG_GUARD, Log, ends, until_committed};
 use klife_conformance::{Broker, unique_topic};
-use klife_connection::CoordinatorType;
-use klife_protocol::messages::OffsetFetchRequest;
-use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-use tokio::sync::Notify;
 
 klife_conformance::against_brokers!(
     [kafka: Kafka, testkit: Testkit]
@@ -49,58 +46,6 @@ klife_conformance::against_brokers!(
     [kafka: Kafka]
     a_member_killed_hard_redelivers_at_most_its_unacked_batches,
 );
-
-/// The longest any wait may take before the case fails as hung (the hard-kill case
-/// waits for Kafka's 45 s session timeout).
-const HANG_GUARD: Duration = Duration::from_secs(240);
-
-/// What the members of a case saw, shared by every handler of the case.
-#[derive(Default)]
-struct Seen {
-    /// Every record handled, by member: (partition, offset) → times.
-    handled: BTreeMap<(i32, i64), Vec<usize>>,
-    /// Which member runs each partition now.
-    running: HashMap<i32, usize>,
-    /// Partitions started, by member.
-    started: Vec<(usize, i32)>,
-    /// Stops, by member, with the reason's name.
-    stopped: Vec<(usize, i32, String)>,
-    /// Batches sizes handled.
-    batches: Vec<usize>,
-}
-
-#[derive(Clone, Default)]
-struct Log {
-    seen: Arc<Mutex<Seen>>,
-    changed: Arc<Notify>,
-}
-
-impl Log {
-    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
-        let out = f(&mut self.seen.lock().unwrap());
-        self.changed.notify_waiters();
-        out
-    }
-
-    /// Waits until `done` holds on what was seen.
-    async fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-        tokio::time::timeout(HANG_GUARD, async {
-            loop {
-                let notified = self.changed.notified();
-                if done(&self.seen.lock().unwrap()) {
-                    return;
-                }
-                notified.await;
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("hung waiting for {what}"));
-    }
-
-    fn distinct(&self) -> usize {
-        self.seen.lock().unwrap().handled.len()
-    }
-}
 
 /// What a member's handler does with a record's value.
 #[derive(Clone)]
@@ -158,19 +103,9 @@ impl Handler for Member {
                 RecordAction::Commit
             });
         }
-        let handled: Vec<(i32, i64)> = records
-            .iter()
-            .zip(&each)
-            .filter(|(_, a)| **a != RecordAction::Retry)
-            .map(|(r, _)| (r.partition, r.offset))
-            .collect();
-        let id = self.id;
-        self.log.with(|s| {
-            s.batches.push(records.len());
-            for k in handled {
-                s.handled.entry(k).or_default().push(id);
-            }
-        });
+        let handled =
+            records.iter().zip(&each).filter(|(_, a)| **a != RecordAction::Retry).map(|(r, _)| (r.partition, r.offset));
+        self.log.handled(self.id, handled, records.len());
         if retrying {
             ctx.set_cooldown(Duration::from_millis(10));
         }
@@ -178,30 +113,11 @@ impl Handler for Member {
     }
 
     async fn on_consumer_start(&self, p: &PartitionContext) {
-        let (id, partition) = (self.id, p.partition());
-        self.log.with(|s| {
-            if let Some(other) = s.running.insert(partition, id) {
-                panic!("partition {partition} started on member {id} while member {other} runs it");
-            }
-            s.started.push((id, partition));
-        });
+        self.log.started(self.id, p.partition());
     }
 
     async fn on_consumer_stop(&self, p: &PartitionContext, reason: &StopReason) {
-        let (id, partition) = (self.id, p.partition());
-        let reason = match reason {
-            StopReason::Revoked => "revoked",
-            StopReason::Lost => "lost",
-            StopReason::Shutdown => "shutdown",
-            StopReason::Failed(_) => "failed",
-            _ => "other",
-        };
-        self.log.with(|s| {
-            if s.running.get(&partition) == Some(&id) {
-                s.running.remove(&partition);
-            }
-            s.stopped.push((id, partition, reason.to_owned()));
-        });
+        self.log.stopped(self.id, p.partition(), reason);
     }
 }
 
@@ -232,45 +148,6 @@ async fn produce(client: &klife::Client, topic: &str, partitions: i32, values: &
 
 fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
-}
-
-/// The group's committed offsets of `topic`'s partitions (-1: none).
-async fn committed(client: &klife::Client, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let cluster = client.cluster();
-    let c = cluster.coordinator(CoordinatorType::Group, group).await.unwrap();
-    let conn = cluster.broker(c.node_id).await.unwrap();
-    let request = OffsetFetchRequest::default().with_group_id(group.into()).with_topics(Some(vec![
-        OffsetFetchRequestTopic::default().with_name(topic.into()).with_partition_indexes((0..partitions).collect()),
-    ]));
-    let version = conn.version_for(klife_protocol::ApiKey::OffsetFetch, Some(7)).unwrap();
-    let answer = conn.send_version(&request, version).await.unwrap();
-    let mut out = vec![-1; partitions as usize];
-    for t in answer.topics {
-        for p in t.partitions {
-            out[p.partition_index as usize] = p.committed_offset;
-        }
-    }
-    out
-}
-
-/// The partitions' end offsets.
-async fn ends(client: &klife::Client, topic: &str, partitions: i32) -> Vec<i64> {
-    let queries = (0..partitions).map(|p| (klife::TopicPartition::new(topic, p), klife::OffsetSpec::Latest));
-    client.list_offsets(queries).await.unwrap().into_iter().map(|a| a.result.unwrap().offset).collect()
-}
-
-/// Waits until the group's commits reach `want`.
-async fn until_committed(client: &klife::Client, group: &str, topic: &str, want: &[i64]) {
-    tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            if committed(client, group, topic, want.len() as i32).await == want {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("hung waiting for the commits to reach {want:?}"));
 }
 
 fn earliest(topic: &str) -> TopicConfig {
@@ -474,13 +351,7 @@ async fn a_member_killed_hard_redelivers_at_most_its_unacked_batches(broker: Bro
     let b = client.consumer_group(group.as_str()).topic(config).handler(Member::new(1, &log)).start().await.unwrap();
     log.until("every record handled", |s| s.handled.len() == 400).await;
     b.shutdown().await.unwrap();
-    let s = log.seen.lock().unwrap();
-    let mut twice_per_partition: HashMap<i32, usize> = HashMap::new();
-    for ((partition, _), by) in &s.handled {
-        if by.len() > 1 {
-            *twice_per_partition.entry(*partition).or_default() += by.len() - 1;
-        }
-    }
+    let twice_per_partition = log.read(klife_conformance::groups::Seen::repeats_per_partition);
     for (partition, twice) in &twice_per_partition {
         assert!(
             *twice <= (UNACKED + 1) * BATCH,

@@ -629,4 +629,90 @@ mod kafka_faults {
         assert_eq!(log, expected);
         client.close().await;
     }
+
+    /// A consumer group goes on when the node that coordinates it is killed: the
+    /// member's heartbeats and commits find the new coordinator, every record is
+    /// handled and committed, and records are handled again only where a partition was
+    /// lost (at most the batch in hand and `handler_max_unacked_commits` batches each
+    /// time).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_consumer_group_goes_on_when_its_coordinator_is_killed() {
+        use klife::group::{BatchSize, ResetPolicy, TopicConfig};
+        use klife_conformance::groups::{Log, Recorder, Seen, ends, until_committed};
+
+        const BATCH: usize = 10;
+        const UNACKED: usize = 1;
+        let client = client().await;
+        let topic = unique_topic("kill-group");
+        Broker::Kafka.create_topic(&client, &topic, PARTITIONS).await;
+        let per_partition = 1_000usize;
+        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
+        for p in 0..PARTITIONS {
+            let records = (0..per_partition)
+                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("p{p}-{i}"))).with_partition(p))
+                .collect();
+            assert!(producer.produce_batch(records).await.iter().all(Result::is_ok));
+        }
+        producer.close().await;
+        let group = unique_topic("kill-group-g");
+        let coordinator =
+            client.cluster().coordinator(klife_connection::CoordinatorType::Group, &group).await.unwrap().node_id;
+
+        let log = Log::default();
+        let total = per_partition * PARTITIONS as usize;
+        let handled = Arc::new(AtomicUsize::new(0));
+        let g = client
+            .consumer_group(group.as_str())
+            .topic(
+                TopicConfig::new(topic.as_str())
+                    .offset_reset(ResetPolicy::Earliest)
+                    .handler_max_batch_size(BatchSize::Max(BATCH))
+                    .handler_max_unacked_commits(UNACKED)
+                    .handler_cooldown(Duration::from_millis(10))
+                    .fetch_interval(Duration::from_millis(50)),
+            )
+            .handler(Recorder { member: 0, log: log.clone() })
+            .start()
+            .await
+            .unwrap();
+        let fault = tokio::spawn(kill_and_restart(
+            Arc::new(kafka::Outages::new()),
+            coordinator,
+            handled.clone(),
+            total / 4,
+            total,
+            total,
+        ));
+        let counter = {
+            let (log, handled) = (log.clone(), handled.clone());
+            tokio::spawn(async move {
+                loop {
+                    handled.store(log.distinct(), Ordering::SeqCst);
+                    if log.distinct() >= total {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+        };
+        log.until("every record handled", |s| s.handled.len() == total).await;
+        counter.await.unwrap();
+        fault.await.unwrap();
+        let end = ends(&client, &topic, PARTITIONS).await;
+        until_committed(&client, &group, &topic, &end).await;
+        g.shutdown().await.unwrap();
+        let (repeats, losses) = log.read(|s: &Seen| {
+            let losses: BTreeMap<i32, usize> = (0..PARTITIONS).map(|p| (p, s.stops(p, "lost"))).collect();
+            (s.repeats_per_partition(), losses)
+        });
+        for (partition, again) in repeats {
+            let bound = (UNACKED + 1) * BATCH * losses[&partition];
+            assert!(
+                again <= bound,
+                "partition {partition}: {again} records handled again, lost {} time(s): at most {bound} may be",
+                losses[&partition]
+            );
+        }
+        client.close().await;
+    }
 }

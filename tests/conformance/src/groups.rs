@@ -1,0 +1,214 @@
+//! What consumer group cases share: a log of what a group's members handled, started
+//! and stopped, waits on it, and the group's committed offsets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use klife_connection::CoordinatorType;
+use klife_protocol::messages::OffsetFetchRequest;
+use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use tokio::sync::Notify;
+
+/// The longest any wait of a group case may take before it fails as hung (a member
+/// killed hard waits for Kafka's 45 s session timeout; a killed coordinator node for
+/// its logs to load).
+pub const HANG_GUARD: Duration = Duration::from_secs(300);
+
+/// What the members of a case saw.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Every record handled: (partition, offset) → the members that handled it, once
+    /// per time.
+    pub handled: BTreeMap<(i32, i64), Vec<usize>>,
+    /// Which member runs each partition now.
+    pub running: HashMap<i32, usize>,
+    /// Partitions started, by member.
+    pub started: Vec<(usize, i32)>,
+    /// Stops: member, partition and the reason's name (`revoked`, `lost`, `shutdown`,
+    /// `failed`).
+    pub stopped: Vec<(usize, i32, String)>,
+    /// The sizes of the batches handled.
+    pub batches: Vec<usize>,
+}
+
+impl Seen {
+    /// How many times each partition's records were handled more than once.
+    pub fn repeats_per_partition(&self) -> BTreeMap<i32, usize> {
+        let mut out = BTreeMap::new();
+        for ((partition, _), by) in &self.handled {
+            if by.len() > 1 {
+                *out.entry(*partition).or_default() += by.len() - 1;
+            }
+        }
+        out
+    }
+
+    /// How many times `partition` was stopped for `reason`.
+    pub fn stops(&self, partition: i32, reason: &str) -> usize {
+        self.stopped.iter().filter(|(_, p, r)| *p == partition && r == reason).count()
+    }
+}
+
+/// A shared [`Seen`], with a wake-up for every change.
+#[derive(Debug, Clone, Default)]
+pub struct Log {
+    /// What was seen.
+    pub seen: Arc<Mutex<Seen>>,
+    changed: Arc<Notify>,
+}
+
+impl Log {
+    /// Changes what was seen, and wakes the waiters.
+    pub fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        let out = f(&mut self.seen.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_waiters();
+        out
+    }
+
+    /// Reads what was seen.
+    pub fn read<T>(&self, f: impl FnOnce(&Seen) -> T) -> T {
+        f(&self.seen.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Waits until `done` holds on what was seen; fails as hung after [`HANG_GUARD`].
+    pub async fn until(&self, what: &str, done: impl Fn(&Seen) -> bool) {
+        tokio::time::timeout(HANG_GUARD, async {
+            loop {
+                let notified = self.changed.notified();
+                if self.read(&done) {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("hung waiting for {what}"));
+    }
+
+    /// How many distinct records were handled.
+    pub fn distinct(&self) -> usize {
+        self.read(|s| s.handled.len())
+    }
+
+    /// Notes that `member` handled the records at these (partition, offset).
+    pub fn handled(&self, member: usize, records: impl IntoIterator<Item = (i32, i64)>, batch: usize) {
+        self.with(|s| {
+            s.batches.push(batch);
+            for k in records {
+                s.handled.entry(k).or_default().push(member);
+            }
+        });
+    }
+
+    /// Notes that `member` started `partition`; fails when another member runs it.
+    pub fn started(&self, member: usize, partition: i32) {
+        self.with(|s| {
+            if let Some(other) = s.running.insert(partition, member) {
+                panic!("partition {partition} started on member {member} while member {other} runs it");
+            }
+            s.started.push((member, partition));
+        });
+    }
+
+    /// Notes that `member` stopped `partition` for `reason`.
+    pub fn stopped(&self, member: usize, partition: i32, reason: &klife::group::StopReason) {
+        let reason = match reason {
+            klife::group::StopReason::Revoked => "revoked",
+            klife::group::StopReason::Lost => "lost",
+            klife::group::StopReason::Shutdown => "shutdown",
+            klife::group::StopReason::Failed(_) => "failed",
+            _ => "other",
+        };
+        self.with(|s| {
+            if s.running.get(&partition) == Some(&member) {
+                s.running.remove(&partition);
+            }
+            s.stopped.push((member, partition, reason.to_owned()));
+        });
+    }
+}
+
+/// A handler that handles every record by noting it in a [`Log`].
+#[derive(Debug, Clone)]
+pub struct Recorder {
+    /// The member's number in the log.
+    pub member: usize,
+    /// The log.
+    pub log: Log,
+}
+
+impl klife::group::Handler for Recorder {
+    async fn handle_record_batch(
+        &self,
+        _ctx: &klife::group::BatchContext,
+        records: Vec<klife::Record>,
+    ) -> klife::group::Action {
+        self.log.handled(self.member, records.iter().map(|r| (r.partition, r.offset)), records.len());
+        klife::group::Action::Commit
+    }
+
+    async fn on_consumer_start(&self, p: &klife::group::PartitionContext) {
+        self.log.started(self.member, p.partition());
+    }
+
+    async fn on_consumer_stop(&self, p: &klife::group::PartitionContext, reason: &klife::group::StopReason) {
+        self.log.stopped(self.member, p.partition(), reason);
+    }
+}
+
+/// The group's committed offsets of `topic`'s partitions (-1: none).
+pub async fn committed(client: &klife::Client, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    try_committed(client, group, topic, partitions).await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`committed`], or what went wrong (a coordinator moving, a node down).
+pub async fn try_committed(
+    client: &klife::Client,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, String> {
+    let cluster = client.cluster();
+    let c = cluster.coordinator(CoordinatorType::Group, group).await.map_err(|e| format!("coordinator: {e}"))?;
+    let conn = cluster.broker(c.node_id).await.map_err(|e| format!("connection: {e}"))?;
+    let request = OffsetFetchRequest::default().with_group_id(group.into()).with_topics(Some(vec![
+        OffsetFetchRequestTopic::default().with_name(topic.into()).with_partition_indexes((0..partitions).collect()),
+    ]));
+    let version = conn.version_for(klife_protocol::ApiKey::OffsetFetch, Some(7)).map_err(|e| e.to_string())?;
+    let answer = conn.send_version(&request, version).await.map_err(|e| format!("OffsetFetch: {e}"))?;
+    if answer.error_code != 0 {
+        cluster.invalidate_coordinator(CoordinatorType::Group, group);
+        return Err(format!("OffsetFetch: {}", klife_protocol::ErrorCode::from_code(answer.error_code).name()));
+    }
+    let mut out = vec![-1; partitions as usize];
+    for t in answer.topics {
+        for p in t.partitions {
+            out[p.partition_index as usize] = p.committed_offset;
+        }
+    }
+    Ok(out)
+}
+
+/// The partitions' end offsets.
+pub async fn ends(client: &klife::Client, topic: &str, partitions: i32) -> Vec<i64> {
+    let queries = (0..partitions).map(|p| (klife::TopicPartition::new(topic, p), klife::OffsetSpec::Latest));
+    let answers = client.list_offsets(queries).await.expect("the end offsets");
+    answers.into_iter().map(|a| a.result.expect("an end offset").offset).collect()
+}
+
+/// Waits until the group's commits of `topic` reach `want`; fails as hung after
+/// [`HANG_GUARD`].
+pub async fn until_committed(client: &klife::Client, group: &str, topic: &str, want: &[i64]) {
+    tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            // A coordinator moving answers with an error: look again.
+            if try_committed(client, group, topic, want.len() as i32).await.is_ok_and(|c| c == want) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("hung waiting for the commits to reach {want:?}"));
+}
