@@ -9,7 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// The crates whose sources record metrics (the fake cluster's only appear in docs).
-const CRATES: [&str; 6] = ["klife-protocol", "klife-connection", "klife-producer", "klife-fetcher", "klife-group", "klife"];
+const CRATES: [&str; 6] =
+    ["klife-protocol", "klife-connection", "klife-producer", "klife-fetcher", "klife-group", "klife"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
