@@ -553,6 +553,44 @@ async fn barrier_scenario(broker: Broker) -> Vec<Step> {
     steps
 }
 
+/// A member that stops heartbeating leaves the group when its session (6 s, Kafka's
+/// lowest by default) ends: the join another member waits in completes without it.
+async fn expiry_scenario(broker: Broker) -> Vec<Step> {
+    let (ca, cb) = (broker.client().await, broker.client().await);
+    let group = unique_topic("tk-expiry");
+    let (a, b) = (coordinator(&ca, &group).await, coordinator(&cb, &group).await);
+    let mut steps: Vec<Step> = Vec::new();
+    let join = |member: &str| classic_join(&group, member, "test").with_session_timeout_ms(6_000);
+    let id = a.send_version(&join(""), 9).await.unwrap().member_id;
+    let r = a.send_version(&join(&id), 9).await.unwrap();
+    let generation = r.generation_id;
+    let sync = SyncGroupRequest::default()
+        .with_group_id(group.clone())
+        .with_member_id(id.clone())
+        .with_generation_id(generation);
+    a.send_version(&sync, 5).await.unwrap();
+    // a goes silent; b's join waits for a, until a's session ends.
+    let b_id = b.send_version(&join(""), 9).await.unwrap().member_id;
+    let r = b.send_version(&join(&b_id), 9).await.unwrap();
+    steps.push((
+        "the join that waited for a silent member",
+        ErrorCode::from_code(r.error_code),
+        format!("generation {} leads {} members {}", r.generation_id - generation, r.leader == b_id, r.members.len()),
+    ));
+    let hb = HeartbeatRequest::default()
+        .with_group_id(group.clone())
+        .with_member_id(id.clone())
+        .with_generation_id(generation);
+    steps.push((
+        "the silent member's heartbeat",
+        ErrorCode::from_code(a.send_version(&hb, 4).await.unwrap().error_code),
+        String::new(),
+    ));
+    ca.close().await;
+    cb.close().await;
+    steps
+}
+
 fn compare(kafka: &[Step], testkit: &[Step]) {
     assert_eq!(kafka.len(), testkit.len());
     let mut differences = Vec::new();
@@ -589,5 +627,11 @@ async fn classic_barriers_match_kafka() {
 async fn classic_answers_match_kafka() {
     let kafka = classic_scenario(Broker::Kafka).await;
     let testkit = classic_scenario(Broker::Testkit).await;
+    compare(&kafka, &testkit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classic_session_expiry_matches_kafka() {
+    let (kafka, testkit) = tokio::join!(expiry_scenario(Broker::Kafka), expiry_scenario(Broker::Testkit));
     compare(&kafka, &testkit);
 }
