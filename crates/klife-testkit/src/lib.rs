@@ -57,7 +57,7 @@
 //! | FindCoordinator | 0-6 | group and transaction keys; one key (v0-3) or batched (v4+) |
 //! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT; checked against the group's members (see below) |
 //! | ConsumerGroupHeartbeat | 0-1 | KIP-848 groups (see below) |
-//! | JoinGroup / SyncGroup / Heartbeat / LeaveGroup | 2-9 / 0-5 / 0-4 / 0-5 | classic groups (see below) |
+//! | JoinGroup / SyncGroup / Heartbeat / LeaveGroup | 0-9 / 0-5 / 0-4 / 0-5 | classic groups (see below) |
 //! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
 //! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
 //! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce) |
@@ -130,7 +130,7 @@
 //! `.`, classes, `\d \w \s`, groups, `|`, `* + ? {n,m}`; anything else is
 //! INVALID_REGULAR_EXPRESSION.
 //!
-//! **Classic (JoinGroup v2-9, SyncGroup, Heartbeat, LeaveGroup).** A first join without
+//! **Classic (JoinGroup v0-9, SyncGroup v0-5, Heartbeat v0-4, LeaveGroup v0-5).** A first join without
 //! a member id gets MEMBER_ID_REQUIRED and an id (v4+); then the join barrier: the group
 //! waits until every known member rejoined, or its rebalance timeout (the members'
 //! largest), dropping dynamic members that did not; a new group first waits

@@ -591,6 +591,40 @@ async fn expiry_scenario(broker: Broker) -> Vec<Step> {
     steps
 }
 
+/// A member that never acknowledges a revocation is fenced once its rebalance timeout
+/// passes, and the other member gets the partitions.
+async fn revocation_timeout_scenario(broker: Broker) -> Vec<Step> {
+    let client = broker.client().await;
+    let topic = unique_topic("tk-revoke");
+    broker.create_topic(&client, &topic, 2).await;
+    let group = unique_topic("tk-revoke");
+    let conn = coordinator(&client, &group).await;
+    let mut steps: Vec<Step> = Vec::new();
+    let code = |r: &ConsumerGroupHeartbeatResponse| ErrorCode::from_code(r.error_code);
+    let a = conn.send_version(&cghb_join(&group, "a", &topic).with_rebalance_timeout_ms(2_000), 1).await.unwrap();
+    let a_owned = owned(&a);
+    let b = conn.send_version(&cghb_join(&group, "b", &topic), 1).await.unwrap();
+    // a keeps heartbeating with everything it had: it never lets go.
+    let mut fenced: Step = ("the member that does not revoke", ErrorCode::None, "never fenced".into());
+    for _ in 0..300 {
+        let r = conn
+            .send_version(&cghb(&group, "a", a.member_epoch).with_topic_partitions(Some(a_owned.clone())), 1)
+            .await
+            .unwrap();
+        if code(&r) != ErrorCode::None {
+            fenced = ("the member that does not revoke", code(&r), String::new());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    steps.push(fenced);
+    let r =
+        conn.send_version(&cghb(&group, "b", b.member_epoch).with_topic_partitions(Some(Vec::new())), 1).await.unwrap();
+    steps.push(("the other member", code(&r), format!("partitions {:?}", count(&r))));
+    client.close().await;
+    steps
+}
+
 fn compare(kafka: &[Step], testkit: &[Step]) {
     assert_eq!(kafka.len(), testkit.len());
     let mut differences = Vec::new();
@@ -634,4 +668,33 @@ async fn classic_answers_match_kafka() {
 async fn classic_session_expiry_matches_kafka() {
     let (kafka, testkit) = tokio::join!(expiry_scenario(Broker::Kafka), expiry_scenario(Broker::Testkit));
     compare(&kafka, &testkit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_timeouts_match_kafka() {
+    let (kafka, testkit) =
+        tokio::join!(revocation_timeout_scenario(Broker::Kafka), revocation_timeout_scenario(Broker::Testkit));
+    compare(&kafka, &testkit);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advertised_group_versions_match_kafka() {
+    use klife_protocol::ApiKey;
+    let mut ranges = Vec::new();
+    for broker in [Broker::Kafka, Broker::Testkit] {
+        let client = broker.client().await;
+        let conn = coordinator(&client, &unique_topic("tk-versions")).await;
+        let apis = [
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::ConsumerGroupHeartbeat,
+            ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch,
+        ];
+        ranges.push(apis.map(|api| (api, conn.versions().range(api))));
+        client.close().await;
+    }
+    assert_eq!(ranges[0], ranges[1], "Kafka's ranges first, then klife-testkit's");
 }
