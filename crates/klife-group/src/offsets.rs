@@ -129,6 +129,11 @@ pub enum GroupProtocol {
     Consumer,
     /// Classic (JoinGroup / SyncGroup): commits carry the generation.
     Classic,
+    /// A choice, not a protocol a member runs: KIP-848 where the coordinator offers
+    /// and accepts it, else classic. The offsets state machines treat it as
+    /// [`Consumer`](Self::Consumer); a member that fell back to classic gets offsets
+    /// state machines for [`Classic`](Self::Classic).
+    Auto,
 }
 
 /// What a partition starts from when the group has no committed offset for it.
@@ -211,7 +216,7 @@ impl OffsetsConfig {
     /// The lowest OffsetCommit and OffsetFetch version the protocol can use.
     pub fn min_version(&self) -> i16 {
         match self.protocol {
-            GroupProtocol::Consumer => CONSUMER_PROTOCOL_MIN_VERSION,
+            GroupProtocol::Consumer | GroupProtocol::Auto => CONSUMER_PROTOCOL_MIN_VERSION,
             GroupProtocol::Classic => CLASSIC_COMMIT_MIN_VERSION,
         }
     }
@@ -225,7 +230,7 @@ impl OffsetsConfig {
     /// Whether a member with this generation or epoch can commit.
     pub(crate) fn is_member(&self, generation: i32) -> bool {
         match self.protocol {
-            GroupProtocol::Consumer => generation > 0,
+            GroupProtocol::Consumer | GroupProtocol::Auto => generation > 0,
             GroupProtocol::Classic => generation >= 0,
         }
     }

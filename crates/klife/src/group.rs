@@ -35,6 +35,8 @@
 
 use std::time::Duration;
 
+pub use klife_group::assignor::{Assignor, CooperativeStickyAssignor, RangeAssignor, RoundRobinAssignor};
+pub use klife_group::driver::DriverConfig;
 pub use klife_group::membership::consumer::ServerAssignor;
 pub use klife_group::offsets::{GroupProtocol, ResetPolicy};
 pub use klife_group::runtime::{
@@ -111,7 +113,8 @@ impl<'a, H> ConsumerGroupBuilder<'a, H> {
         self
     }
 
-    /// Sets the group protocol.
+    /// Sets the group protocol ([`GroupProtocol::Auto`] by default: KIP-848 where the
+    /// coordinator has it, else classic).
     #[must_use]
     pub fn protocol(mut self, protocol: GroupProtocol) -> Self {
         self.config.protocol = protocol;
@@ -129,6 +132,35 @@ impl<'a, H> ConsumerGroupBuilder<'a, H> {
     #[must_use]
     pub fn server_assignor(mut self, assignor: ServerAssignor) -> Self {
         self.config.server_assignor = Some(assignor);
+        self
+    }
+
+    /// Classic protocol: the assignors offered when this member leads, in order of
+    /// preference (cooperative-sticky by default).
+    #[must_use]
+    pub fn assignors(mut self, assignors: Vec<std::sync::Arc<dyn Assignor>>) -> Self {
+        self.config.assignors = Some(assignors);
+        self
+    }
+
+    /// Classic protocol: the session timeout (45 s by default).
+    #[must_use]
+    pub fn session_timeout(mut self, timeout: Duration) -> Self {
+        self.config.session_timeout = Some(timeout);
+        self
+    }
+
+    /// Classic protocol: the time between heartbeats (3 s by default).
+    #[must_use]
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.config.heartbeat_interval = Some(interval);
+        self
+    }
+
+    /// Sets the member task's settings (heartbeat timeout, version caps).
+    #[must_use]
+    pub fn driver(mut self, driver: DriverConfig) -> Self {
+        self.config.driver = driver;
         self
     }
 

@@ -190,6 +190,31 @@ pub async fn try_committed(
     Ok(out)
 }
 
+/// The member task's settings for `broker`: librdkafka 2.12's mock cluster advertises
+/// JoinGroup v6, SyncGroup v4 and LeaveGroup v3-v4 but reads them with older layouts
+/// (it closes the connection on them), so the versions its own client sends are the
+/// highest it gets.
+pub fn driver_for(broker: crate::Broker) -> klife_group::driver::DriverConfig {
+    use klife_protocol::ApiKey;
+    let driver = klife_group::driver::DriverConfig::default();
+    match broker {
+        crate::Broker::RdkafkaMock => driver
+            .with_max_version(ApiKey::JoinGroup, 5)
+            .with_max_version(ApiKey::SyncGroup, 3)
+            .with_max_version(ApiKey::LeaveGroup, 2),
+        _ => driver,
+    }
+}
+
+/// The offsets after the last record handled of each of `partitions` partitions (0
+/// for none): what a group commits once it handled everything. (Tansu's ListOffsets
+/// answers "latest" with the last batch's base offset + 1, not the log end.)
+pub fn handled_ends(seen: &Seen, partitions: i32) -> Vec<i64> {
+    (0..partitions)
+        .map(|p| seen.handled.keys().filter(|(q, _)| *q == p).map(|(_, o)| o + 1).max().unwrap_or(0))
+        .collect()
+}
+
 /// The partitions' end offsets.
 pub async fn ends(client: &klife::Client, topic: &str, partitions: i32) -> Vec<i64> {
     let queries = (0..partitions).map(|p| (klife::TopicPartition::new(topic, p), klife::OffsetSpec::Latest));

@@ -340,7 +340,7 @@ impl CommitTracker {
         if !self.coordinator_known || !self.config.is_member(self.generation) {
             return None;
         }
-        if self.config.protocol == GroupProtocol::Consumer && version < super::CONSUMER_PROTOCOL_MIN_VERSION {
+        if self.config.protocol != GroupProtocol::Classic && version < super::CONSUMER_PROTOCOL_MIN_VERSION {
             let ready: Vec<TopicPartition> =
                 self.parts.iter().filter(|(tp, p)| self.ready(now, tp, p)).map(|(tp, _)| tp.clone()).collect();
             for tp in ready {

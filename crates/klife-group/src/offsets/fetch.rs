@@ -206,7 +206,7 @@ impl OffsetFetcher {
                 .with_group_id(self.config.group_id.clone())
                 .with_topics(Some(topics));
             if version >= CONSUMER_PROTOCOL_MIN_VERSION
-                && self.config.protocol == GroupProtocol::Consumer
+                && self.config.protocol != GroupProtocol::Classic
                 && self.config.is_member(generation)
             {
                 group = group.with_member_id(Some(self.member_id.clone())).with_member_epoch(generation);

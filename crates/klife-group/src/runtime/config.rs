@@ -2,10 +2,13 @@
 //! of Klife's `ConsumerGroup` (`seeds/000`).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use klife_fetcher::{FetcherConfig, IsolationLevel, OffsetReset};
 
+use crate::assignor::Assignor;
+use crate::driver::DriverConfig;
 use crate::error::ConfigError;
 use crate::membership::consumer::ServerAssignor;
 use crate::offsets::{GroupProtocol, ResetPolicy};
@@ -218,14 +221,28 @@ pub struct GroupConfig {
     pub default_topic_config: TopicConfig,
     /// The topics.
     pub topics: Vec<TopicConfig>,
-    /// The group protocol: the consumer group protocol of KIP-848 (the default), or
-    /// the classic one.
+    /// The group protocol: [`GroupProtocol::Auto`] (the default) runs KIP-848 where
+    /// the coordinator offers and accepts it and falls back to the classic protocol
+    /// when its first join is refused as unsupported; `Consumer` and `Classic` force
+    /// one.
     pub protocol: GroupProtocol,
+    /// Classic protocol: the assignors offered when this member leads, in order of
+    /// preference (`None`: cooperative-sticky).
+    pub assignors: Option<Vec<Arc<dyn Assignor>>>,
+    /// Classic protocol: the session timeout sent in JoinGroup (`None`: 45 s).
+    pub session_timeout: Option<Duration>,
+    /// Classic protocol: the time between heartbeats (`None`: 3 s). Under KIP-848 the
+    /// coordinator sets it.
+    pub heartbeat_interval: Option<Duration>,
     /// The rack of the member, for rack-aware assignors.
     pub rack_id: Option<String>,
     /// The server-side assignor of a KIP-848 group (`uniform` or `range` on Kafka;
     /// `None`: the broker's default).
     pub server_assignor: Option<ServerAssignor>,
+    /// The settings of the member's task (heartbeat timeout, version caps for brokers
+    /// that misread some versions). Its `auto_release` is ignored: the group releases
+    /// revoked partitions once they are committed.
+    pub driver: DriverConfig,
     /// The first wait before a failed partition starts again; it doubles with each
     /// failure in a row, up to [`GroupConfig::restart_backoff_max`].
     pub restart_backoff: Duration,
@@ -244,9 +261,13 @@ impl GroupConfig {
             committers_count: 1,
             default_topic_config: TopicConfig::default(),
             topics: Vec::new(),
-            protocol: GroupProtocol::Consumer,
+            protocol: GroupProtocol::Auto,
+            assignors: None,
+            session_timeout: None,
+            heartbeat_interval: None,
             rack_id: None,
             server_assignor: None,
+            driver: DriverConfig::default(),
             restart_backoff: Duration::from_millis(500),
             restart_backoff_max: Duration::from_secs(30),
         }

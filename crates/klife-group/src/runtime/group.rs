@@ -460,9 +460,28 @@ impl<H: Handler> GroupTask<H> {
         self.state.consumers.insert(partition, Consumer { task, control: control_tx, committed: committed_tx });
     }
 
+    /// A member that fell back to the classic protocol commits with its generation:
+    /// the offsets state machines start again for it (nothing is tracked yet then).
+    fn follow_protocol(&mut self, now: Instant) {
+        let Some(protocol) = self.member.as_ref().map(GroupMember::protocol) else { return };
+        if self.tracker.config().protocol == protocol {
+            return;
+        }
+        tracing::info!(group = %self.group, ?protocol, "offsets follow the member's protocol");
+        let mut config = self.tracker.config().clone();
+        config.protocol = protocol;
+        self.tracker = CommitTracker::new(config.clone());
+        self.offsets = OffsetFetcher::new(config);
+        if self.state.coordinator.is_some() {
+            self.tracker.coordinator_found(now);
+            self.offsets.coordinator_found(now);
+        }
+    }
+
     fn on_member_event(&mut self, now: Instant, event: Option<MemberEvent>) {
         match event {
             Some(MemberEvent::Generation { member_id, epoch }) => {
+                self.follow_protocol(now);
                 *self.shared.member_id.lock().unwrap_or_else(PoisonError::into_inner) = member_id.clone();
                 *self.shared.epoch.lock().unwrap_or_else(PoisonError::into_inner) = epoch;
                 self.tracker.set_member(now, member_id.clone(), epoch);

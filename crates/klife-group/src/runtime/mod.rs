@@ -81,8 +81,9 @@ use klife_protocol::types::TopicPartition;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::driver::{DriverConfig, GroupMember};
+use crate::driver::GroupMember;
 use crate::error::{ConfigError, GroupError};
+use crate::membership::classic::ClassicConfig;
 use crate::membership::consumer::{ConsumerConfig, Subscription, member_id_from_random};
 use crate::offsets::{CommitTracker, GroupProtocol, OffsetFetcher, OffsetsConfig};
 
@@ -250,16 +251,34 @@ impl ConsumerGroup {
         if let Some(assignor) = &config.server_assignor {
             member_config = member_config.with_server_assignor(assignor.clone());
         }
-        let protocol = match config.protocol {
-            GroupProtocol::Classic => GroupProtocol::Classic,
-            _ => GroupProtocol::Consumer,
+        let mut classic = ClassicConfig::new(config.group.clone(), config.topics.iter().map(|t| t.name.clone()))
+            .with_rebalance_timeout(config.rebalance_timeout);
+        if let Some(id) = &config.instance_id {
+            classic = classic.with_instance_id(id.clone());
+        }
+        if let Some(rack) = &config.rack_id {
+            classic = classic.with_rack_id(rack.clone());
+        }
+        if let Some(assignors) = &config.assignors {
+            classic = classic.with_assignors(assignors.clone());
+        }
+        if let Some(timeout) = config.session_timeout {
+            classic = classic.with_session_timeout(timeout);
+        }
+        if let Some(interval) = config.heartbeat_interval {
+            classic = classic.with_heartbeat_interval(interval);
+        }
+        let driver = config.driver.clone().with_auto_release(false);
+        let member = match config.protocol {
+            GroupProtocol::Consumer => GroupMember::start(cluster.clone(), member_config, driver)?,
+            GroupProtocol::Classic => GroupMember::start_classic(cluster.clone(), classic, driver)?,
+            GroupProtocol::Auto => GroupMember::start_auto(cluster.clone(), member_config, classic, driver)?,
         };
         let mut offsets_config =
-            OffsetsConfig::new(config.group.clone(), protocol).with_committers_count(config.committers_count);
+            OffsetsConfig::new(config.group.clone(), member.protocol()).with_committers_count(config.committers_count);
         if let Some(id) = &config.instance_id {
             offsets_config = offsets_config.with_instance_id(id.clone());
         }
-        let member = GroupMember::start(cluster.clone(), member_config, DriverConfig::default())?;
 
         let group: Arc<str> = Arc::from(config.group.as_str());
         let shared = Arc::new(Shared::default());
