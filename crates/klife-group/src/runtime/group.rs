@@ -27,7 +27,8 @@ use super::{GroupStopped, PartitionFailure};
 use crate::driver::{Ended, GroupMember, MemberEvent, Revocation};
 use crate::membership::consumer::Outcome;
 use crate::offsets::{
-    CommitEvent, CommitId, CommitTracker, FetchEvent, FetchId, FlushId, OffsetFetcher, ResetPolicy, StartPosition,
+    CommitEvent, CommitId, CommitTracker, FetchEvent, FetchId, FlushId, GroupProtocol, OffsetFetcher, ResetPolicy,
+    StartPosition,
 };
 use crate::telemetry;
 
@@ -50,6 +51,7 @@ pub(crate) struct Shared {
     pub(crate) running: Mutex<Vec<TopicPartition>>,
     pub(crate) member_id: Mutex<String>,
     pub(crate) epoch: Mutex<i32>,
+    pub(crate) protocol: Mutex<Option<GroupProtocol>>,
 }
 
 /// The group coordinator as the offsets requests use it.
@@ -464,6 +466,7 @@ impl<H: Handler> GroupTask<H> {
     /// the offsets state machines start again for it (nothing is tracked yet then).
     fn follow_protocol(&mut self, now: Instant) {
         let Some(protocol) = self.member.as_ref().map(GroupMember::protocol) else { return };
+        *self.shared.protocol.lock().unwrap_or_else(PoisonError::into_inner) = Some(protocol);
         if self.tracker.config().protocol == protocol {
             return;
         }

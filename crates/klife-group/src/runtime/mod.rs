@@ -333,6 +333,12 @@ impl ConsumerGroup {
         *self.shared.epoch.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// The protocol the member runs, once it joined (under [`GroupProtocol::Auto`]:
+    /// [`GroupProtocol::Consumer`], or [`GroupProtocol::Classic`] after a fall back).
+    pub fn protocol(&self) -> Option<GroupProtocol> {
+        *self.shared.protocol.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The partitions whose consumers run on this member now, sorted.
     pub fn assigned_partitions(&self) -> Vec<TopicPartition> {
         self.shared.running.lock().unwrap_or_else(PoisonError::into_inner).clone()
