@@ -1,5 +1,6 @@
 //! `klife demo` and `klife bench`: produce records with the real producer, read them
-//! back with the real fetcher, and (for the demo) check every one.
+//! back with the real fetcher, and (for the demo) check every one, then read them again
+//! through a consumer group of three members, one of which leaves half way.
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use klife::{Client, FetchOptions, IsolationLevel, ProducerRecord, StartOffset};
 use klife_testkit::FakeCluster;
 
-use crate::{CliError, connect};
+use crate::{CliError, connect, demo_group};
 
 /// Delivery futures awaited together.
 const CHUNK: usize = 4096;
@@ -127,7 +128,13 @@ async fn target(args: &RunArgs) -> Result<Target, CliError> {
             Ok(Target { client, description: b.clone(), _embedded: None })
         }
         None => {
-            let cluster = FakeCluster::builder().brokers(args.brokers as usize).start().await?;
+            // Members learn of assignment changes on their heartbeats: a short interval
+            // (Kafka's default is 5 s) keeps the group phase's hand-over quick.
+            let cluster = FakeCluster::builder()
+                .brokers(args.brokers as usize)
+                .consumer_heartbeat_interval(Duration::from_millis(250))
+                .start()
+                .await?;
             let description = format!("embedded fake cluster, {} brokers at {}", args.brokers, cluster.bootstrap());
             let client = connect(&cluster.bootstrap(), Duration::from_secs(30)).await?;
             Ok(Target { client, description, _embedded: Some(cluster) })
@@ -322,15 +329,47 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
         );
     }
     let report = round_trip(&t, &a, topic, true).await?;
-    if a.json {
-        out!("{}", report.json(true));
-    } else {
+    if !a.json {
         out!("{}", report.text());
         out!(
             "  verified: all {} records read back once, in order, in each of the {} partitions of {}",
             report.records,
             report.partitions,
             report.topic
+        );
+    }
+    let hidden = a.no_progress || a.json;
+    let group = demo_group::read_through_a_group(
+        &t.client,
+        &report.topic,
+        a.records,
+        a.partitions,
+        a.value_size as usize,
+        &bar(a.records, "group", hidden),
+        STALL,
+    )
+    .await?;
+    if a.json {
+        let mut json: serde_json::Value = serde_json::from_str(&report.json(true))
+            .map_err(|e| CliError::Failed(format!("the report: {e}")))?;
+        json["group"] = serde_json::json!(group.group);
+        json["group_members"] = serde_json::json!(demo_group::MEMBERS);
+        json["group_s"] = serde_json::json!(group.elapsed.as_secs_f64());
+        json["group_records_per_s"] = serde_json::json!(report.rate(group.elapsed).round());
+        json["rebalance_ms"] = serde_json::json!(group.rebalance.as_millis());
+        out!("{json}");
+    } else {
+        out!(
+            "  read again through consumer group {} of {} members in {:.2} s: {:.0} records/s; one member left half way \
+             and its partitions ran on the others {} ms later",
+            group.group,
+            demo_group::MEMBERS,
+            group.elapsed.as_secs_f64(),
+            report.rate(group.elapsed),
+            group.rebalance.as_millis()
+        );
+        out!(
+            "  verified: every record handled once by the group, in order in each partition, also across the hand-over"
         );
     }
     t.client.close().await;

@@ -27,6 +27,7 @@ macro_rules! out {
 
 mod commands;
 mod demo;
+mod demo_group;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -31,12 +31,17 @@ fn the_demo_produces_reads_back_and_verifies_every_record() {
     assert!(report["cluster"].as_str().unwrap().starts_with("embedded fake cluster, 3 brokers"), "{report}");
     assert!(report["produce_records_per_s"].as_f64().unwrap() > 0.0);
     assert!(report["consume_records_per_s"].as_f64().unwrap() > 0.0);
+    // The group phase: three members, one leaving half way, every record checked.
+    assert_eq!(report["group_members"], 3);
+    assert!(report["group_records_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["rebalance_ms"].is_u64(), "{report}");
 
     let out = klife(&["demo", "--records", "2000", "--no-progress"]);
     assert!(out.status.success(), "demo failed: {}", stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("produced 2000 records of 100 B"), "{text}");
     assert!(text.contains("verified: all 2000 records read back once, in order"), "{text}");
+    assert!(text.contains("verified: every record handled once by the group, in order in each partition"), "{text}");
 }
 
 #[test]
