@@ -15,6 +15,9 @@ use tokio::sync::Notify;
 
 use crate::CliError;
 
+/// A condition on the records handled and who runs which partition.
+type Done = dyn Fn(u64, &BTreeMap<i32, usize>) -> bool + Send;
+
 /// Members of the demo's group.
 pub(crate) const MEMBERS: usize = 3;
 
@@ -145,7 +148,7 @@ pub(crate) async fn read_through_a_group(
         members.push(g);
     }
     let read = |s: &Seen| (s.handled, s.error.clone(), s.running.clone());
-    let wait = |done: Box<dyn Fn(u64, &BTreeMap<i32, usize>) -> bool + Send>, what: &'static str| {
+    let wait = |done: Box<Done>, what: &'static str| {
         let (seen, changed) = (seen.clone(), changed.clone());
         async move {
             loop {
