@@ -5,6 +5,8 @@
 //!   takes fault-injection commands on stdin until stdin closes.
 //! - `produce` / `consume` make librdkafka the peer of a client or broker under test, with
 //!   deterministic records printed as JSON lines.
+//! - `group-consume` makes librdkafka a member of a consumer group beside the client under
+//!   test, printing its assignments, revocations and records as JSON lines until stdin closes.
 //! - `bench-produce` / `bench-consume` measure librdkafka's throughput, CPU time and peak RSS.
 //!
 //! See `README.md` beside this crate for the stdin protocol and the mock's gaps.
@@ -13,6 +15,7 @@ mod args;
 mod bench;
 mod cluster;
 mod ffi;
+mod group;
 mod peer;
 
 use std::process::ExitCode;
@@ -26,6 +29,8 @@ usage:
         [--partition P] [--value-size S] [--keys] [--headers] [--linger-ms MS] [--batch-size B]
         [--acks A] [--timestamp-base MS] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock consume --bootstrap LIST --topic T --count N [--partition P]... [--timeout-ms MS]
+        [--set KEY=VALUE]... [--log]
+  klife-rdkafka-mock group-consume --bootstrap LIST --topic T --group G [--protocol consumer|classic]
         [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock bench-produce --bootstrap LIST --topic T --count N --value-size S [--codec C]
         [--partition P] [--linger-ms 5] [--acks all] [--batch-size B] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
@@ -43,6 +48,7 @@ fn main() -> ExitCode {
         "cluster" => cluster::run,
         "produce" => peer::produce,
         "consume" => peer::consume,
+        "group-consume" => group::consume,
         "bench-produce" => bench::produce,
         "bench-consume" => bench::consume,
         "-h" | "--help" | "help" => {
