@@ -676,3 +676,189 @@ proptest! {
         prop_assert_eq!(client_owned, 8);
     }
 }
+
+#[derive(Debug, Clone)]
+enum ClassicOp {
+    Join(usize),
+    Sync(usize),
+    Beat(usize),
+    Leave(usize),
+    Advance(i64),
+}
+
+fn classic_op() -> impl Strategy<Value = ClassicOp> {
+    prop_oneof![
+        3 => (0..3usize).prop_map(ClassicOp::Join),
+        3 => (0..3usize).prop_map(ClassicOp::Sync),
+        2 => (0..3usize).prop_map(ClassicOp::Beat),
+        1 => (0..3usize).prop_map(ClassicOp::Leave),
+        1 => (0..15_000i64).prop_map(ClassicOp::Advance),
+    ]
+}
+
+/// A classic client as the tests play it.
+#[derive(Debug, Default, Clone)]
+struct ClassicClient {
+    id: Option<String>,
+    generation: Option<i32>,
+    members: Vec<String>,
+    join: Option<u64>,
+    sync: Option<u64>,
+}
+
+/// What the clients were told, checked as it comes.
+#[derive(Debug, Default)]
+struct Told {
+    leaders: BTreeMap<i32, String>,
+    members: BTreeMap<i32, BTreeSet<String>>,
+}
+
+impl Told {
+    fn join(&mut self, c: &mut ClassicClient, r: &JoinGroupResponse) -> Result<(), TestCaseError> {
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::None => {
+                let leader = self.leaders.entry(r.generation_id).or_insert_with(|| r.leader.clone());
+                prop_assert_eq!(&*leader, &r.leader, "two leaders in generation {}", r.generation_id);
+                if !r.members.is_empty() {
+                    prop_assert_eq!(&r.leader, &r.member_id);
+                    let ids: BTreeSet<String> = r.members.iter().map(|m| m.member_id.clone()).collect();
+                    prop_assert!(ids.contains(&r.member_id));
+                    let known = self.members.entry(r.generation_id).or_insert_with(|| ids.clone());
+                    prop_assert_eq!(&*known, &ids);
+                }
+                c.generation = Some(r.generation_id);
+                c.members = r.members.iter().map(|m| m.member_id.clone()).collect();
+            }
+            _ => *c = ClassicClient::default(),
+        }
+        Ok(())
+    }
+
+    fn sync(&mut self, c: &mut ClassicClient, r: &SyncGroupResponse) -> Result<(), TestCaseError> {
+        if ErrorCode::from_code(r.error_code) == ErrorCode::None {
+            let expected = format!("{}:{}", c.generation.unwrap_or(-1), c.id.clone().unwrap_or_default());
+            prop_assert_eq!(
+                String::from_utf8_lossy(&r.assignment),
+                expected,
+                "an assignment of another member or generation"
+            );
+        } else {
+            c.generation = None;
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn classic_members_agree_on_leaders_members_and_assignments(ops in proptest::collection::vec(classic_op(), 1..80)) {
+        let mut co = coordinator();
+        let mut clients = vec![ClassicClient::default(); 3];
+        let mut told = Told::default();
+        let mut now = 0i64;
+        let mut generation = 0;
+        for op in ops {
+            match op {
+                ClassicOp::Join(i) => {
+                    let c = &mut clients[i];
+                    if c.join.is_some() {
+                        continue;
+                    }
+                    let id = match &c.id {
+                        Some(id) => id.clone(),
+                        None => {
+                            let r = co.join(&classic_join("", None), 9, "p", now).unwrap();
+                            prop_assert_eq!(join_code(&r), ErrorCode::MemberIdRequired);
+                            c.id = Some(r.member_id.clone());
+                            r.member_id
+                        }
+                    };
+                    match co.join(&classic_join(&id, None), 9, "p", now) {
+                        Ok(r) => told.join(c, &r)?,
+                        Err(t) => c.join = Some(t),
+                    }
+                }
+                ClassicOp::Sync(i) => {
+                    let c = &mut clients[i];
+                    let (Some(id), Some(g)) = (c.id.clone(), c.generation) else { continue };
+                    if c.sync.is_some() || c.join.is_some() {
+                        continue;
+                    }
+                    let assignments: Vec<(String, Vec<u8>)> =
+                        c.members.iter().map(|m| (m.clone(), format!("{g}:{m}").into_bytes())).collect();
+                    let req = SyncGroupRequest::default()
+                        .with_group_id("g".into())
+                        .with_member_id(id)
+                        .with_generation_id(g)
+                        .with_assignments(
+                            assignments
+                                .into_iter()
+                                .map(|(m, a)| SyncGroupRequestAssignment::default().with_member_id(m).with_assignment(Bytes::from(a)))
+                                .collect(),
+                        );
+                    match co.sync(&req, 5) {
+                        Ok(r) => told.sync(c, &r)?,
+                        Err(t) => c.sync = Some(t),
+                    }
+                }
+                ClassicOp::Beat(i) => {
+                    let c = &mut clients[i];
+                    if let (Some(id), Some(g)) = (c.id.clone(), c.generation) {
+                        match hb_code(&mut co, &hb(&id, g), now) {
+                            ErrorCode::None | ErrorCode::RebalanceInProgress => {}
+                            _ => *c = ClassicClient::default(),
+                        }
+                    }
+                }
+                ClassicOp::Leave(i) => {
+                    if let Some(id) = clients[i].id.clone() {
+                        let leave = LeaveGroupRequest::default()
+                            .with_group_id("g".into())
+                            .with_members(vec![MemberIdentity::default().with_member_id(id)]);
+                        co.leave(&leave, 3, now);
+                        clients[i] = ClassicClient::default();
+                    }
+                }
+                ClassicOp::Advance(ms) => {
+                    now += ms;
+                    co.tick(now);
+                }
+            }
+            // Parked answers arrive.
+            for c in &mut clients {
+                if let Some(t) = c.join {
+                    if let Some(a) = co.take_answer(t) {
+                        c.join = None;
+                        match a {
+                            AnyResponse::JoinGroup(r) => told.join(c, &r)?,
+                            other => prop_assert!(false, "a join answered with {other:?}"),
+                        }
+                    }
+                }
+                if let Some(t) = c.sync {
+                    if let Some(a) = co.take_answer(t) {
+                        c.sync = None;
+                        match a {
+                            AnyResponse::SyncGroup(r) => told.sync(c, &r)?,
+                            other => prop_assert!(false, "a sync answered with {other:?}"),
+                        }
+                    }
+                }
+            }
+            let d = co.describe("g", &topics());
+            let g = d.as_ref().map_or(0, |d| d.epoch);
+            prop_assert!(g >= generation, "the generation went back from {generation} to {g}");
+            generation = g;
+            if let Some(d) = d {
+                if d.state == "Stable" {
+                    for m in &d.members {
+                        let a = String::from_utf8_lossy(m.classic_assignment.as_deref().unwrap_or_default()).into_owned();
+                        prop_assert!(a.is_empty() || a == format!("{}:{}", d.epoch, m.member_id), "{a} in {d:?}");
+                    }
+                }
+            }
+        }
+    }
+}
