@@ -58,6 +58,8 @@ pub fn shared_testkit() -> &'static FakeCluster {
                     let cluster = FakeCluster::builder()
                         .brokers(3)
                         .cluster_id("klife-conformance")
+                        // As the test Kafka cluster tells KIP-848 members.
+                        .consumer_heartbeat_interval(Duration::from_secs(1))
                         .auto_create_topics(true, 4)
                         .start()
                         .await

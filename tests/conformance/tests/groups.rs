@@ -9,8 +9,8 @@
 //! (`group.consumer.session.timeout.ms`, Kafka's default 45 s in the test cluster)
 //! passes.
 //!
-//! Brokers without KIP-848 (Tansu, klife-testkit: neither advertises
-//! ConsumerGroupHeartbeat) end the member with the typed
+//! A broker without KIP-848 (Tansu, and a klife-testkit cluster built without it: neither
+//! advertises ConsumerGroupHeartbeat) ends the member with the typed
 //! `Outcome::FallBackToClassic` on its first join.
 //!
 //! No case asserts on time: each waits for the events, under a generous hang guard.
@@ -26,18 +26,30 @@ use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
 use klife_group::membership::consumer::{ConsumerConfig, Outcome, Subscription, member_id_from_random};
 use klife_protocol::types::TopicPartition;
 
-// Kafka only: librdkafka's mock cluster aborts on a join with topic names and no regex
-// (see README.md), and Tansu and klife-testkit have no KIP-848.
+// Not on librdkafka's mock cluster, which aborts on a join with topic names and no
+// regex (see README.md), nor on Tansu, which has no KIP-848.
+klife_conformance::against_brokers!(
+    [kafka: Kafka, testkit: Testkit]
+    a_second_member_splits_the_partitions_and_a_leave_gives_them_back,
+);
+
 klife_conformance::against_brokers!(
     [kafka: Kafka]
-    a_second_member_splits_the_partitions_and_a_leave_gives_them_back,
     a_member_gone_without_leaving_loses_its_partitions_to_the_other,
 );
 
 klife_conformance::against_brokers!(
-    [tansu: Tansu, testkit: Testkit]
+    [tansu: Tansu]
     a_broker_without_kip848_ends_the_member_with_a_fall_back_to_classic,
 );
+
+/// The same on a klife-testkit cluster built without KIP-848.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_testkit_without_kip848_ends_the_member_with_a_fall_back_to_classic() {
+    let fake = klife_testkit::FakeCluster::builder().brokers(1).consumer_group_protocol(false).start().await.unwrap();
+    let client = klife::Client::builder().bootstrap_servers(fake.addresses()).build().await.unwrap();
+    falls_back(&client, Broker::Testkit).await;
+}
 
 /// The longest any wait for an event may take before the case fails as hung (the
 /// session timeout case waits for Kafka's 45 s).
@@ -192,6 +204,11 @@ async fn a_member_gone_without_leaving_loses_its_partitions_to_the_other(broker:
 
 async fn a_broker_without_kip848_ends_the_member_with_a_fall_back_to_classic(broker: Broker) {
     let client = broker.client().await;
+    falls_back(&client, broker).await;
+}
+
+async fn falls_back(client: &klife::Client, broker: Broker) {
+    let client = client.clone();
     let topic = unique_topic("group-classic");
     broker.create_topic(&client, &topic, 2).await;
     let group = unique_topic("group-classic-g");
