@@ -182,6 +182,7 @@ fn code(response: &Response) -> ErrorCode {
 
 #[cfg(test)]
 mod tests {
+    use klife_connection::{PartitionInfo, TopicInfo};
     use klife_protocol::VersionRange;
     use klife_protocol::messages::leave_group_request::MemberIdentity;
 
@@ -220,5 +221,34 @@ mod tests {
         let stat = LeaveGroupRequest::default().with_group_id("g".to_owned()).with_members(vec![member(Some("i"))]);
         assert_eq!(leave_at(&stat, 3), Some(stat.clone()));
         assert_eq!(leave_at(&stat, 2), None, "an instance id needs v3");
+    }
+
+    #[test]
+    fn the_leader_is_given_the_partition_counts_the_metadata_knows() {
+        let topic = |name: &str, partitions: i32| {
+            let partitions = (0..partitions)
+                .map(|partition| PartitionInfo {
+                    partition,
+                    leader: 1,
+                    leader_epoch: 0,
+                    replicas: vec![1],
+                    isr: vec![1],
+                    offline_replicas: vec![],
+                    error: ErrorCode::None,
+                })
+                .collect();
+            let info = TopicInfo {
+                name: name.to_owned(),
+                id: klife_protocol::Uuid::from_u128(7),
+                is_internal: false,
+                error: ErrorCode::None,
+                partitions,
+            };
+            (name.to_owned(), Arc::new(info))
+        };
+        let mut metadata = Metadata::default();
+        metadata.topics.extend([topic("a", 3), topic("b", 1), topic("unknown", 0), topic("other", 5)]);
+        let asked: Vec<String> = ["a", "b", "unknown", "missing"].map(str::to_owned).into();
+        assert_eq!(counts(&metadata, &asked), vec![("a".to_owned(), 3), ("b".to_owned(), 1)]);
     }
 }

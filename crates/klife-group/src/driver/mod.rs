@@ -729,16 +729,15 @@ impl Task {
                 false
             }
             Member::Classic(m) => {
-                let mut failed = false;
                 while let Some(request) = m.poll_request(now) {
                     let Some(lane) = self.lane.clone() else {
+                        // As above.
                         m.on_request_failed(now, request.id);
-                        failed = true;
-                        continue;
+                        return true;
                     };
                     self.pending.push(classic::send(lane, request, &self.driver));
                 }
-                failed
+                false
             }
         }
     }
