@@ -340,9 +340,8 @@ mod cases {
         );
         assert!(failures.iter().all(|f| f.error.restarts()));
         g.shutdown().await.unwrap();
-        let s = log.seen.lock().unwrap();
-        assert_eq!(s.stopped.iter().filter(|(_, _, r)| r == "failed").count(), 2, "{:?}", s.stopped);
-        drop(s);
+        let stopped = log.read(|s| s.stopped.clone());
+        assert_eq!(stopped.iter().filter(|(_, _, r)| r == "failed").count(), 2, "{stopped:?}");
         // The dead letter, with where it came from.
         let letters = client.fetch(&dlq, 0, 0).await.unwrap();
         assert_eq!(letters.records.len(), 1);
