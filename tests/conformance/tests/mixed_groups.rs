@@ -62,7 +62,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use klife::group::{
-    Action, BatchContext, GroupProtocol, Handler, PartitionContext, ResetPolicy, StopReason, TopicConfig,
+    Action, Assignor, BatchContext, GroupProtocol, Handler, PartitionContext, RangeAssignor, ResetPolicy, StopReason,
+    TopicConfig,
 };
 use klife::{ProducerRecord, Record};
 use klife_conformance::{Broker, mock_bin, unique_topic};
@@ -72,6 +73,7 @@ klife_conformance::against_brokers!(
     [kafka: Kafka]
     klife_and_librdkafka_share_a_kip848_group,
     klife_and_librdkafka_share_a_classic_group,
+    klife_and_librdkafka_share_an_eager_classic_group,
     an_automatic_klife_member_shares_a_kip848_group_with_librdkafka,
 );
 
@@ -237,11 +239,12 @@ struct RdkafkaMember {
 }
 
 impl RdkafkaMember {
-    fn start(name: &str, broker: Broker, topic: &str, group: &str, protocol: &str, log: &Log) -> RdkafkaMember {
+    /// Starts `group-consume` with `args` after the bootstrap, topic and group.
+    fn start(name: &str, broker: Broker, topic: &str, group: &str, args: &[&str], log: &Log) -> RdkafkaMember {
         let bin = mock_bin();
         let mut child = Command::new(&bin)
             .args(["group-consume", "--bootstrap", &broker.bootstrap(), "--topic", topic, "--group", group])
-            .args(["--protocol", protocol])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -334,22 +337,63 @@ async fn produce(client: &klife::Client, topic: &str, round: usize) {
     }
 }
 
+/// How the members of a case are set up.
+struct Setup {
+    /// The protocol klife is asked for.
+    klife: GroupProtocol,
+    /// The protocol klife must run.
+    expect: GroupProtocol,
+    /// Classic: the assignors klife offers (`None`: its default, cooperative-sticky).
+    assignors: Option<Vec<Arc<dyn Assignor>>>,
+    /// `group-consume`'s options for librdkafka.
+    rdkafka: &'static [&'static str],
+}
+
 async fn klife_and_librdkafka_share_a_kip848_group(broker: Broker) {
-    mixed_group(broker, GroupProtocol::Consumer, "consumer", GroupProtocol::Consumer).await;
+    let setup = Setup {
+        klife: GroupProtocol::Consumer,
+        expect: GroupProtocol::Consumer,
+        assignors: None,
+        rdkafka: &["--protocol", "consumer"],
+    };
+    mixed_group(broker, setup).await;
 }
 
 async fn klife_and_librdkafka_share_a_classic_group(broker: Broker) {
-    mixed_group(broker, GroupProtocol::Classic, "classic", GroupProtocol::Classic).await;
+    let setup = Setup {
+        klife: GroupProtocol::Classic,
+        expect: GroupProtocol::Classic,
+        assignors: None,
+        rdkafka: &["--protocol", "classic"],
+    };
+    mixed_group(broker, setup).await;
+}
+
+/// The classic protocol with the eager `range` assignor on both sides: every rebalance
+/// revokes every partition of every member before anything is assigned again.
+async fn klife_and_librdkafka_share_an_eager_classic_group(broker: Broker) {
+    let setup = Setup {
+        klife: GroupProtocol::Classic,
+        expect: GroupProtocol::Classic,
+        assignors: Some(vec![Arc::new(RangeAssignor)]),
+        rdkafka: &["--protocol", "classic", "--set", "partition.assignment.strategy=range"],
+    };
+    mixed_group(broker, setup).await;
 }
 
 /// `GroupProtocol::Auto` on Kafka 4 picks KIP-848, beside librdkafka's KIP-848 members.
 async fn an_automatic_klife_member_shares_a_kip848_group_with_librdkafka(broker: Broker) {
-    mixed_group(broker, GroupProtocol::Auto, "consumer", GroupProtocol::Consumer).await;
+    let setup = Setup {
+        klife: GroupProtocol::Auto,
+        expect: GroupProtocol::Consumer,
+        assignors: None,
+        rdkafka: &["--protocol", "consumer"],
+    };
+    mixed_group(broker, setup).await;
 }
 
-/// The case: klife members asking for `protocol` (and expected to run `expect`) and
-/// librdkafka members running `rdkafka_protocol`, in turns, in one group.
-async fn mixed_group(broker: Broker, protocol: GroupProtocol, rdkafka_protocol: &str, expect: GroupProtocol) {
+/// The case: klife and librdkafka members set up as `setup` says, in turns, in one group.
+async fn mixed_group(broker: Broker, setup: Setup) {
     let client = broker.client().await;
     let topic = unique_topic("mixed");
     broker.create_topic(&client, &topic, PARTITIONS).await;
@@ -361,9 +405,11 @@ async fn mixed_group(broker: Broker, protocol: GroupProtocol, rdkafka_protocol: 
     produced += PER_ROUND;
 
     let start_klife = |name: &'static str| {
-        client
-            .consumer_group(group.as_str())
-            .protocol(protocol)
+        let mut builder = client.consumer_group(group.as_str()).protocol(setup.klife);
+        if let Some(assignors) = &setup.assignors {
+            builder = builder.assignors(assignors.clone());
+        }
+        builder
             .topic(
                 TopicConfig::new(topic.as_str())
                     .offset_reset(ResetPolicy::Earliest)
@@ -383,8 +429,8 @@ async fn mixed_group(broker: Broker, protocol: GroupProtocol, rdkafka_protocol: 
     // 1. klife alone, then a librdkafka member joins; they split the partitions.
     let klife1 = start_klife(KLIFE_1).await.unwrap();
     log.until("klife-1 to hold every partition", |s| s.held_by(KLIFE_1) == all).await;
-    assert_eq!(klife1.protocol(), Some(expect), "the protocol klife-1 runs");
-    let rd1 = RdkafkaMember::start("rdkafka-1", broker, &topic, &group, rdkafka_protocol, &log);
+    assert_eq!(klife1.protocol(), Some(setup.expect), "the protocol klife-1 runs");
+    let rd1 = RdkafkaMember::start("rdkafka-1", broker, &topic, &group, setup.rdkafka, &log);
     log.until("klife-1 and rdkafka-1 to split the partitions", split(KLIFE_1, "rdkafka-1")).await;
     produce(&client, &topic, 1).await;
     produced += PER_ROUND;
@@ -398,7 +444,7 @@ async fn mixed_group(broker: Broker, protocol: GroupProtocol, rdkafka_protocol: 
     log.until("every record handled (round 2)", |s| s.handled.len() == produced).await;
 
     // 3. A second librdkafka member joins, then klife leaves: librdkafka takes everything.
-    let rd2 = RdkafkaMember::start("rdkafka-2", broker, &topic, &group, rdkafka_protocol, &log);
+    let rd2 = RdkafkaMember::start("rdkafka-2", broker, &topic, &group, setup.rdkafka, &log);
     log.until("klife-1 and rdkafka-2 to split the partitions", split(KLIFE_1, "rdkafka-2")).await;
     klife1.shutdown().await.unwrap();
     log.until("rdkafka-2 to hold every partition after klife-1 left", |s| s.held_by("rdkafka-2") == all).await;
@@ -410,7 +456,7 @@ async fn mixed_group(broker: Broker, protocol: GroupProtocol, rdkafka_protocol: 
     //    librdkafka leaves: klife takes everything.
     let klife2 = start_klife(KLIFE_2).await.unwrap();
     log.until("rdkafka-2 and klife-2 to split the partitions", split("rdkafka-2", KLIFE_2)).await;
-    assert_eq!(klife2.protocol(), Some(expect), "the protocol klife-2 runs");
+    assert_eq!(klife2.protocol(), Some(setup.expect), "the protocol klife-2 runs");
     rd2.stop(&log).await;
     log.until("klife-2 to hold every partition after rdkafka-2 left", |s| s.held_by(KLIFE_2) == all).await;
     produce(&client, &topic, 4).await;
