@@ -35,16 +35,21 @@
 //! - **KIP-848** (`GroupProtocol::Consumer`, librdkafka `group.protocol=consumer`): the
 //!   coordinator computes the assignment (its default assignor) and moves a partition
 //!   to its new owner only once the old owner acknowledged its revocation in a
-//!   heartbeat; each member commits with its member epoch. A hand-over takes about a
-//!   heartbeat interval.
+//!   heartbeat; each member commits with its member epoch. A hand-over waits for the
+//!   members' next heartbeats.
 //! - **Classic** (`GroupProtocol::Classic`, librdkafka `group.protocol=classic` with
 //!   `partition.assignment.strategy=cooperative-sticky`): JoinGroup/SyncGroup; the group
-//!   leader (the first member to join: klife's assignor in steps 1-3, librdkafka's in
+//!   leader (klife-1, the first to join, in steps 1-3; rdkafka-2, left alone, in
 //!   step 4) computes the assignment with `cooperative-sticky`, which both sides offer,
 //!   so the rebalances are incremental (KIP-429): a partition that moves is first
 //!   revoked in one generation and assigned in the next. Commits carry the generation.
-//!   Hand-overs are slower (Kafka's `group.initial.rebalance.delay.ms`, then a second
-//!   rebalance for what was revoked).
+//!   Hand-overs are slower: a member learns of a rebalance from its next heartbeat (3 s
+//!   apart by default on both sides), and a partition that moves takes two rebalances.
+//! - **Eager classic** (the same with `range` on both sides: klife's `RangeAssignor`,
+//!   librdkafka's `partition.assignment.strategy=range`): every rebalance revokes every
+//!   partition of every member before the next generation assigns anything, so the
+//!   holds are shorter and more numerous, and a partition that stays put is still
+//!   revoked and started again (graceful, so nothing repeats).
 //! - **Automatic** (`GroupProtocol::Auto`, beside librdkafka's KIP-848 members): klife
 //!   tries KIP-848 first, which Kafka 4 accepts, so it runs like the first case.
 //!
