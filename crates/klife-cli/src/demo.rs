@@ -350,8 +350,8 @@ pub(crate) async fn demo(args: DemoArgs) -> Result<(), CliError> {
     )
     .await?;
     if a.json {
-        let mut json: serde_json::Value = serde_json::from_str(&report.json(true))
-            .map_err(|e| CliError::Failed(format!("the report: {e}")))?;
+        let mut json: serde_json::Value =
+            serde_json::from_str(&report.json(true)).map_err(|e| CliError::Failed(format!("the report: {e}")))?;
         json["group"] = serde_json::json!(group.group);
         json["group_members"] = serde_json::json!(demo_group::MEMBERS);
         json["group_s"] = serde_json::json!(group.elapsed.as_secs_f64());

@@ -174,7 +174,8 @@ pub(crate) async fn read_through_a_group(
     let rebalance_started = Instant::now();
     leaving.shutdown().await.map_err(klife::Error::from)?;
     let all = partitions as usize;
-    wait(Box::new(move |_, running| running.len() == all && running.values().all(|m| *m != 0)), "the hand-over").await?;
+    wait(Box::new(move |_, running| running.len() == all && running.values().all(|m| *m != 0)), "the hand-over")
+        .await?;
     let rebalance = rebalance_started.elapsed();
     wait(Box::new(move |handled, _| handled >= records), "every record").await?;
     let elapsed = started.elapsed();
