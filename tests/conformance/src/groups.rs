@@ -1,13 +1,16 @@
 //! What consumer group cases share: a log of what a group's members handled, started
 //! and stopped, waits on it, and the group's committed offsets.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use klife_connection::CoordinatorType;
+use klife_group::driver::{Ended, GroupMember, MemberEvent};
 use klife_protocol::messages::OffsetFetchRequest;
 use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+use klife_protocol::types::TopicPartition;
 use tokio::sync::Notify;
 
 /// The longest any wait of a group case may take before it fails as hung (a member
@@ -217,7 +220,7 @@ pub fn handled_ends(seen: &Seen, partitions: i32) -> Vec<i64> {
 
 /// The partitions' end offsets.
 pub async fn ends(client: &klife::Client, topic: &str, partitions: i32) -> Vec<i64> {
-    let queries = (0..partitions).map(|p| (klife::TopicPartition::new(topic, p), klife::OffsetSpec::Latest));
+    let queries = (0..partitions).map(|p| (TopicPartition::new(topic, p), klife::OffsetSpec::Latest));
     let answers = client.list_offsets(queries).await.expect("the end offsets");
     answers.into_iter().map(|a| a.result.expect("an end offset").offset).collect()
 }
@@ -236,4 +239,146 @@ pub async fn until_committed(client: &klife::Client, group: &str, topic: &str, w
     })
     .await
     .unwrap_or_else(|_| panic!("hung waiting for the commits to reach {want:?}"));
+}
+
+/// What the members' events say: who owns what (fails on a partition owned twice),
+/// what each gave up, its generations, how it ended.
+#[derive(Default)]
+pub struct Owners {
+    /// See the struct's documentation.
+    pub owner: HashMap<TopicPartition, usize>,
+    /// See the struct's documentation.
+    pub revoked: HashMap<usize, Vec<BTreeSet<TopicPartition>>>,
+    /// See the struct's documentation.
+    pub generations: HashMap<usize, Vec<i32>>,
+    /// See the struct's documentation.
+    pub lost: HashMap<usize, usize>,
+    /// See the struct's documentation.
+    pub ended: HashMap<usize, Ended>,
+}
+
+impl Owners {
+    /// The partitions `member` owns.
+    pub fn of(&self, member: usize) -> BTreeSet<TopicPartition> {
+        self.owner.iter().filter(|(_, m)| **m == member).map(|(p, _)| p.clone()).collect()
+    }
+
+    /// The last generation `member` reported.
+    pub fn generation(&self, member: usize) -> Option<i32> {
+        self.generations.get(&member).and_then(|g| g.last().copied())
+    }
+
+    /// Whether members `a` and `b` each own `half` of the partitions, in the same
+    /// generation (the rebalance is over for both).
+    pub fn split(&self, a: usize, b: usize, half: usize) -> bool {
+        self.of(a).len() == half && self.of(b).len() == half && self.generation(a) == self.generation(b)
+    }
+
+    /// The partitions `member` gave up, each revocation apart.
+    pub fn revoked(&self, member: usize) -> &[BTreeSet<TopicPartition>] {
+        self.revoked.get(&member).map_or(&[], Vec::as_slice)
+    }
+
+    /// Takes `member`'s `event` into account; fails on a partition owned twice.
+    pub fn apply(&mut self, member: usize, event: MemberEvent) {
+        match event {
+            MemberEvent::Assigned { partitions } => {
+                for p in partitions {
+                    if let Some(other) = self.owner.insert(p.clone(), member) {
+                        panic!("{p} assigned to member {member} while member {other} owns it");
+                    }
+                }
+            }
+            MemberEvent::Revoked { revocation } => {
+                for p in revocation.partitions() {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} revoked from member {member}, not its owner");
+                }
+                self.revoked.entry(member).or_default().push(revocation.partitions().iter().cloned().collect());
+                // Given back only now that no member owns them here.
+                revocation.release();
+            }
+            MemberEvent::Lost { partitions, .. } => {
+                *self.lost.entry(member).or_default() += 1;
+                for p in &partitions {
+                    assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
+                }
+            }
+            MemberEvent::Generation { member_id, epoch } => {
+                assert!(epoch >= -1, "member {member}: generation {epoch}");
+                assert!(epoch < 0 || !member_id.is_empty(), "member {member}: generation {epoch} without a member id");
+                self.generations.entry(member).or_default().push(epoch);
+            }
+            MemberEvent::Ended(e) => {
+                assert!(self.ended.insert(member, e).is_none(), "member {member} ended twice");
+            }
+        }
+    }
+
+    /// Takes the members' events until `done` holds and the members' own views agree
+    /// with the events.
+    pub async fn until(&mut self, members: &mut [&mut GroupMember], done: impl Fn(&Owners) -> bool) {
+        let work = async {
+            loop {
+                let settled = done(self)
+                    && members
+                        .iter()
+                        .enumerate()
+                        .all(|(i, m)| m.assignment().into_iter().collect::<BTreeSet<_>>() == self.of(i));
+                if settled {
+                    return;
+                }
+                let next = std::future::poll_fn(|cx| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
+                            return Poll::Ready((i, e));
+                        }
+                    }
+                    Poll::Pending
+                });
+                // A member's view follows a release a moment after the event: when no
+                // event comes, look at the views again.
+                if let Ok((i, e)) = tokio::time::timeout(Duration::from_millis(50), next).await {
+                    self.apply(i, e);
+                }
+            }
+        };
+        if tokio::time::timeout(HANG_GUARD, work).await.is_err() {
+            panic!(
+                "hung: owners {:?}, views {:?}, ended {:?}",
+                self.owner,
+                members.iter().map(|m| m.assignment()).collect::<Vec<_>>(),
+                self.ended
+            );
+        }
+    }
+
+    /// Takes the members' events for `span` (the user's processing in the case that
+    /// holds a revocation).
+    pub async fn during(&mut self, members: &mut [&mut GroupMember], span: Duration) {
+        let work = async {
+            loop {
+                let next = std::future::poll_fn(|cx| {
+                    for (i, m) in members.iter_mut().enumerate() {
+                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
+                            return Poll::Ready((i, e));
+                        }
+                    }
+                    Poll::Pending
+                });
+                let (i, e) = next.await;
+                self.apply(i, e);
+            }
+        };
+        let _ = tokio::time::timeout(span, work).await;
+    }
+
+    /// Forgets what `member` owns: its leave releases its revocation without an event
+    /// to the test, so its ownership ends before the leave starts.
+    pub fn forget(&mut self, member: usize) -> BTreeSet<TopicPartition> {
+        let owned = self.of(member);
+        for p in &owned {
+            self.owner.remove(p);
+        }
+        owned
+    }
 }

@@ -36,11 +36,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
+use klife_conformance::groups::Owners;
 use klife_conformance::{Broker, MockCluster, unique_topic};
 use klife_group::assignor::RangeAssignor;
 use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
@@ -115,140 +115,6 @@ fn start(broker: Broker, client: &klife::Client, config: ClassicConfig) -> Group
     m
 }
 
-/// What the members' events say: who owns what (fails on a partition owned twice),
-/// what each gave up, its generations, how it ended.
-#[derive(Default)]
-struct Owners {
-    owner: HashMap<TopicPartition, usize>,
-    revoked: HashMap<usize, Vec<BTreeSet<TopicPartition>>>,
-    generations: HashMap<usize, Vec<i32>>,
-    lost: HashMap<usize, usize>,
-    ended: HashMap<usize, Ended>,
-}
-
-impl Owners {
-    fn of(&self, member: usize) -> BTreeSet<TopicPartition> {
-        self.owner.iter().filter(|(_, m)| **m == member).map(|(p, _)| p.clone()).collect()
-    }
-
-    /// The last generation `member` reported.
-    fn generation(&self, member: usize) -> Option<i32> {
-        self.generations.get(&member).and_then(|g| g.last().copied())
-    }
-
-    /// Whether members `a` and `b` each own half the partitions, in the same
-    /// generation (the rebalance is over for both).
-    fn split(&self, a: usize, b: usize) -> bool {
-        self.of(a).len() == HALF && self.of(b).len() == HALF && self.generation(a) == self.generation(b)
-    }
-
-    fn revoked(&self, member: usize) -> &[BTreeSet<TopicPartition>] {
-        self.revoked.get(&member).map_or(&[], Vec::as_slice)
-    }
-
-    fn apply(&mut self, member: usize, event: MemberEvent) {
-        match event {
-            MemberEvent::Assigned { partitions } => {
-                for p in partitions {
-                    if let Some(other) = self.owner.insert(p.clone(), member) {
-                        panic!("{p} assigned to member {member} while member {other} owns it");
-                    }
-                }
-            }
-            MemberEvent::Revoked { revocation } => {
-                for p in revocation.partitions() {
-                    assert_eq!(self.owner.remove(p), Some(member), "{p} revoked from member {member}, not its owner");
-                }
-                self.revoked.entry(member).or_default().push(revocation.partitions().iter().cloned().collect());
-                // Given back only now that no member owns them here.
-                revocation.release();
-            }
-            MemberEvent::Lost { partitions, .. } => {
-                *self.lost.entry(member).or_default() += 1;
-                for p in &partitions {
-                    assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
-                }
-            }
-            MemberEvent::Generation { member_id, epoch } => {
-                assert!(epoch >= -1, "member {member}: generation {epoch}");
-                assert!(epoch < 0 || !member_id.is_empty(), "member {member}: generation {epoch} without a member id");
-                self.generations.entry(member).or_default().push(epoch);
-            }
-            MemberEvent::Ended(e) => {
-                assert!(self.ended.insert(member, e).is_none(), "member {member} ended twice");
-            }
-        }
-    }
-
-    /// Takes the members' events until `done` holds and the members' own views agree
-    /// with the events.
-    async fn until(&mut self, members: &mut [&mut GroupMember], done: impl Fn(&Owners) -> bool) {
-        let work = async {
-            loop {
-                let settled = done(self)
-                    && members
-                        .iter()
-                        .enumerate()
-                        .all(|(i, m)| m.assignment().into_iter().collect::<BTreeSet<_>>() == self.of(i));
-                if settled {
-                    return;
-                }
-                let next = std::future::poll_fn(|cx| {
-                    for (i, m) in members.iter_mut().enumerate() {
-                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
-                            return Poll::Ready((i, e));
-                        }
-                    }
-                    Poll::Pending
-                });
-                // A member's view follows a release a moment after the event: when no
-                // event comes, look at the views again.
-                if let Ok((i, e)) = tokio::time::timeout(Duration::from_millis(50), next).await {
-                    self.apply(i, e);
-                }
-            }
-        };
-        if tokio::time::timeout(HANG_GUARD, work).await.is_err() {
-            panic!(
-                "hung: owners {:?}, views {:?}, ended {:?}",
-                self.owner,
-                members.iter().map(|m| m.assignment()).collect::<Vec<_>>(),
-                self.ended
-            );
-        }
-    }
-
-    /// Takes the members' events for `span` (the user's processing in the case that
-    /// holds a revocation).
-    async fn during(&mut self, members: &mut [&mut GroupMember], span: Duration) {
-        let work = async {
-            loop {
-                let next = std::future::poll_fn(|cx| {
-                    for (i, m) in members.iter_mut().enumerate() {
-                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
-                            return Poll::Ready((i, e));
-                        }
-                    }
-                    Poll::Pending
-                });
-                let (i, e) = next.await;
-                self.apply(i, e);
-            }
-        };
-        let _ = tokio::time::timeout(span, work).await;
-    }
-
-    /// Forgets what `member` owns: its leave releases its revocation without an event
-    /// to the test, so its ownership ends before the leave starts.
-    fn forget(&mut self, member: usize) -> BTreeSet<TopicPartition> {
-        let owned = self.of(member);
-        for p in &owned {
-            self.owner.remove(p);
-        }
-        owned
-    }
-}
-
 fn all(topic: &str) -> BTreeSet<TopicPartition> {
     (0..PARTITIONS).map(|p| TopicPartition::new(topic, p)).collect()
 }
@@ -271,7 +137,7 @@ async fn cooperative_a_second_member_takes_only_what_moves_and_a_leave_gives_it_
     assert!(a.epoch() >= 0 && !a.member_id().is_empty());
 
     let mut b = start(broker, &client, config(&group, &topic));
-    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1, HALF)).await;
     // Cooperative: a gave up only what b took, never everything.
     let given: BTreeSet<_> = owners.revoked(0).iter().flatten().cloned().collect();
     assert_eq!(given, owners.of(1), "a gave up exactly what b was given");
@@ -301,7 +167,7 @@ async fn eager_a_second_member_makes_the_first_give_up_everything(broker: Broker
     owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
 
     let mut b = start(broker, &client, eager(&group));
-    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1, HALF)).await;
     assert_eq!(owners.revoked(0).first(), Some(&all(&topic)), "eager: a gave up everything before the new assignment");
     let union: BTreeSet<_> = owners.of(0).union(&owners.of(1)).cloned().collect();
     assert_eq!(union, all(&topic));
@@ -320,7 +186,7 @@ async fn a_member_gone_without_leaving_loses_its_partitions_after_the_session_ti
     let mut a = start(broker, &client, config(&group, &topic));
     owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
     let mut b = start(broker, &client, config(&group, &topic));
-    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1, HALF)).await;
 
     // b's task ends without a LeaveGroup: the coordinator notices after b's session
     // timeout, and the rebalance gives b's partitions to a.
@@ -365,7 +231,7 @@ async fn a_revocation_held_past_the_session_timeout_keeps_the_member_in_the_grou
         owners.owner.remove(p);
     }
     revocation.release();
-    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1, HALF)).await;
     assert!(owners.lost.is_empty(), "nothing lost: {:?}", owners.lost);
     assert_eq!(b.leave().await, Ended::Member(Outcome::Left));
     assert_eq!(a.leave().await, Ended::Member(Outcome::Left));
@@ -383,7 +249,7 @@ async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_wi
     let mut a = start(broker, &client, config(&group, &topic));
     owners.until(&mut [&mut a], |o| o.of(0) == all(&topic)).await;
     let mut b = start(broker, &client, static_config());
-    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b], |o| o.split(0, 1, HALF)).await;
     let generation = b.epoch();
     assert_eq!(a.epoch(), generation);
     let revoked_from_a = owners.revoked(0).len();
@@ -396,7 +262,7 @@ async fn a_static_member_back_within_its_session_timeout_keeps_its_partitions_wi
     // Back under the same instance id: the same partitions, in the same generation.
     let mut b2 = start(broker, &client, static_config());
     // (b2 is member 1 here, in b's place: the events are keyed by position.)
-    owners.until(&mut [&mut a, &mut b2], |o| o.of(1) == kept && o.split(0, 1)).await;
+    owners.until(&mut [&mut a, &mut b2], |o| o.of(1) == kept && o.split(0, 1, HALF)).await;
     if broker == Broker::Kafka {
         assert_eq!(b2.epoch(), generation, "no rebalance: the generation is the one b left");
         assert_eq!(a.epoch(), generation, "no rebalance: a is still in the generation it had");

@@ -17,10 +17,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap};
-use std::task::Poll;
-use std::time::Duration;
+use std::collections::BTreeSet;
 
+use klife_conformance::groups::{HANG_GUARD, Owners};
 use klife_conformance::{Broker, unique_topic};
 use klife_group::driver::{DriverConfig, Ended, GroupMember, MemberEvent};
 use klife_group::membership::consumer::{ConsumerConfig, Outcome, Subscription, member_id_from_random};
@@ -51,94 +50,9 @@ async fn a_testkit_without_kip848_ends_the_member_with_a_fall_back_to_classic() 
     falls_back(&client, Broker::Testkit).await;
 }
 
-/// The longest any wait for an event may take before the case fails as hung (the
-/// session timeout case waits for Kafka's 45 s).
-const HANG_GUARD: Duration = Duration::from_secs(180);
-
 fn member(client: &klife::Client, group: &str, topic: &str) -> GroupMember {
     let config = ConsumerConfig::new(group, member_id_from_random(fastrand::u128(..)), Subscription::names([topic]));
     GroupMember::start(client.cluster().clone(), config, DriverConfig::default()).unwrap()
-}
-
-/// Who owns what, as the members' events say; fails on a partition owned twice.
-#[derive(Default)]
-struct Owners {
-    owner: HashMap<TopicPartition, usize>,
-    ended: Vec<Option<Ended>>,
-}
-
-impl Owners {
-    fn of(&self, member: usize) -> BTreeSet<TopicPartition> {
-        self.owner.iter().filter(|(_, m)| **m == member).map(|(p, _)| p.clone()).collect()
-    }
-
-    fn apply(&mut self, member: usize, event: MemberEvent) {
-        match event {
-            MemberEvent::Assigned { partitions } => {
-                for p in partitions {
-                    if let Some(other) = self.owner.insert(p.clone(), member) {
-                        panic!("{p} assigned to member {member} while member {other} owns it");
-                    }
-                }
-            }
-            MemberEvent::Revoked { revocation } => {
-                for p in revocation.partitions() {
-                    assert_eq!(self.owner.remove(p), Some(member), "{p} revoked from member {member}, not its owner");
-                }
-                // Given back only now that no member owns them here.
-                revocation.release();
-            }
-            MemberEvent::Lost { partitions, .. } => {
-                for p in &partitions {
-                    assert_eq!(self.owner.remove(p), Some(member), "{p} lost by member {member}, not its owner");
-                }
-            }
-            MemberEvent::Generation { epoch, .. } => assert!(epoch >= 0, "member {member}: negative epoch {epoch}"),
-            MemberEvent::Ended(e) => {
-                if self.ended.len() <= member {
-                    self.ended.resize(member + 1, None);
-                }
-                self.ended[member] = Some(e);
-            }
-        }
-    }
-
-    /// Takes the members' events until `done` holds, and the members' own views agree
-    /// with the events.
-    async fn until(&mut self, members: &mut [&mut GroupMember], done: impl Fn(&Owners) -> bool) {
-        let work = async {
-            loop {
-                let settled = done(self)
-                    && members
-                        .iter()
-                        .enumerate()
-                        .all(|(i, m)| m.assignment().into_iter().collect::<BTreeSet<_>>() == self.of(i));
-                if settled {
-                    return;
-                }
-                let next = std::future::poll_fn(|cx| {
-                    for (i, m) in members.iter_mut().enumerate() {
-                        if let Poll::Ready(Some(e)) = m.poll_next_event(cx) {
-                            return Poll::Ready((i, e));
-                        }
-                    }
-                    Poll::Pending
-                });
-                // A member's view follows a release a moment after the event: when no
-                // event comes, look at the views again.
-                if let Ok((i, e)) = tokio::time::timeout(Duration::from_millis(50), next).await {
-                    self.apply(i, e);
-                }
-            }
-        };
-        if tokio::time::timeout(HANG_GUARD, work).await.is_err() {
-            panic!(
-                "hung: owners {:?}, views {:?}",
-                self.owner,
-                members.iter().map(|m| m.assignment()).collect::<Vec<_>>()
-            );
-        }
-    }
 }
 
 /// The partitions of the topic the members share.
