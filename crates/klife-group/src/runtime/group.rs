@@ -11,8 +11,6 @@ use std::time::{Duration, Instant};
 
 use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
 use klife_fetcher::{Fetcher, StartOffset};
-
-use super::lifecycle::{GivingUpId, Lifecycle, LifecycleAction};
 use klife_producer::Producer;
 use klife_protocol::ApiKey;
 use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
@@ -22,6 +20,7 @@ use tokio::task::JoinSet;
 
 use super::config::TopicSettings;
 use super::handler::{Handler, PartitionContext, StopReason};
+use super::lifecycle::{GivingUpId, Lifecycle, LifecycleAction};
 use super::partition::{Control, PartitionConsumer, Report};
 use super::{GroupStopped, PartitionFailure};
 use crate::driver::{Ended, GroupMember, MemberEvent, Revocation};
