@@ -228,9 +228,16 @@ pub enum ConfigError {
     /// No assignor is configured (classic protocol): a JoinGroup needs at least one.
     #[error("no assignor is configured")]
     NoAssignor,
-    /// A consumer group lists no topic.
-    #[error("the group lists no topic")]
+    /// A consumer group lists no topic and has no topic regex.
+    #[error("the group lists no topic and has no topic regex")]
     NoTopics,
+    /// The topic regex is `""`.
+    #[error("the topic regex is empty (leave it unset)")]
+    EmptyTopicRegex,
+    /// A topic regex with the classic protocol forced: only the consumer group protocol
+    /// (KIP-848) has the broker resolve a regex.
+    #[error("a topic regex needs the consumer group protocol (KIP-848): use GroupProtocol::Consumer or Auto")]
+    RegexNeedsConsumerProtocol,
     /// A topic config has no name.
     #[error("a topic config has no name")]
     EmptyTopicName,

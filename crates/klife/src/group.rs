@@ -77,6 +77,14 @@ impl<'a, H> ConsumerGroupBuilder<'a, H> {
         self
     }
 
+    /// Also consumes every topic whose whole name `regex` matches (RE2/J, resolved by
+    /// the broker; KIP-848 only), with the default topic settings.
+    #[must_use]
+    pub fn topic_regex(mut self, regex: impl Into<String>) -> Self {
+        self.config.topic_regex = Some(regex.into());
+        self
+    }
+
     /// Sets the settings every topic that does not set its own takes.
     #[must_use]
     pub fn default_topic_config(mut self, defaults: TopicConfig) -> Self {

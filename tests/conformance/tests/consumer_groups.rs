@@ -59,6 +59,11 @@ klife_conformance::against_brokers!(
 );
 
 klife_conformance::against_brokers!(
+    [kafka: Kafka, testkit: Testkit]
+    a_topic_regex_consumes_every_matching_topic,
+);
+
+klife_conformance::against_brokers!(
     [kafka: Kafka]
     a_member_killed_hard_redelivers_at_most_its_unacked_batches,
     classic_a_member_killed_hard_redelivers_at_most_its_unacked_batches,
@@ -88,6 +93,57 @@ both_protocols!(
     a_member_killed_hard_redelivers_at_most_its_unacked_batches
         => classic_a_member_killed_hard_redelivers_at_most_its_unacked_batches,
 );
+
+/// A group subscribed by regex only (resolved by the broker, KIP-848) handles the
+/// records of every topic it matches, with the default topic settings, and none of a
+/// topic it does not match.
+async fn a_topic_regex_consumes_every_matching_topic(broker: Broker) {
+    let client = broker.client().await;
+    let prefix = unique_topic("cg-re");
+    let (a, b, other) = (format!("{prefix}-a"), format!("{prefix}-b"), format!("{prefix}x-c"));
+    for t in [&a, &b, &other] {
+        broker.create_topic(&client, t, 2).await;
+        cases::produce(&client, t, 2, &cases::values(t, 10)).await;
+    }
+    let group = unique_topic("cg-re-g");
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let log = Log::default();
+    let g = client
+        .consumer_group(group.as_str())
+        .topic_regex(format!("{prefix}-[ab]"))
+        .default_topic_config(TopicConfig::default().offset_reset(ResetPolicy::Earliest))
+        .handler(TopicRecorder { seen: seen.clone(), log: log.clone() })
+        .start()
+        .await
+        .unwrap();
+    log.until("the records of both matching topics", |s| s.handled.len() >= 20).await;
+    g.shutdown().await.unwrap();
+    let topics: BTreeSet<String> =
+        seen.lock().unwrap().iter().map(|(t, _, _): &(String, i32, i64)| t.clone()).collect();
+    assert_eq!(topics, BTreeSet::from([a, b]), "only the matching topics");
+    assert_eq!(seen.lock().unwrap().len(), 20, "every record of both, once");
+}
+
+/// Notes (topic, partition, offset) of every record, and counts them in a log.
+#[derive(Clone)]
+struct TopicRecorder {
+    seen: Arc<Mutex<BTreeSet<(String, i32, i64)>>>,
+    log: Log,
+}
+
+impl Handler for TopicRecorder {
+    async fn handle_record_batch(&self, ctx: &BatchContext, records: Vec<Record>) -> Action {
+        let mut seen = self.seen.lock().unwrap();
+        for r in &records {
+            seen.insert((ctx.topic().to_owned(), r.partition, r.offset));
+        }
+        let n = seen.len() as i64;
+        drop(seen);
+        // The log holds one entry per distinct record seen so far (1..=n), whatever its topic.
+        self.log.handled(0, (0..records.len()).map(|i| (-1, n - i as i64)), records.len());
+        Action::Commit
+    }
+}
 
 async fn reset_policies_latest_and_error(broker: Broker) {
     cases::reset_policies_latest_and_error(broker, GroupProtocol::Auto).await;
@@ -187,7 +243,7 @@ mod cases {
         topic
     }
 
-    async fn produce(client: &klife::Client, topic: &str, partitions: i32, values: &[String]) {
+    pub(super) async fn produce(client: &klife::Client, topic: &str, partitions: i32, values: &[String]) {
         let records = values
             .iter()
             .enumerate()
@@ -198,7 +254,7 @@ mod cases {
         }
     }
 
-    fn values(prefix: &str, n: usize) -> Vec<String> {
+    pub(super) fn values(prefix: &str, n: usize) -> Vec<String> {
         (0..n).map(|i| format!("{prefix}-{i}")).collect()
     }
 

@@ -221,6 +221,11 @@ pub struct GroupConfig {
     pub default_topic_config: TopicConfig,
     /// The topics.
     pub topics: Vec<TopicConfig>,
+    /// Also every topic whose whole name this regular expression matches (RE2/J syntax,
+    /// resolved by the broker, also for topics created later), with the settings of
+    /// `default_topic_config`. It needs the consumer group protocol (KIP-848):
+    /// [`GroupProtocol::Auto`] then runs it without a fall back to classic.
+    pub topic_regex: Option<String>,
     /// The group protocol: [`GroupProtocol::Auto`] (the default) runs KIP-848 where
     /// the coordinator offers and accepts it and falls back to the classic protocol
     /// when its first join is refused as unsupported; `Consumer` and `Classic` force
@@ -261,6 +266,7 @@ impl GroupConfig {
             committers_count: 1,
             default_topic_config: TopicConfig::default(),
             topics: Vec::new(),
+            topic_regex: None,
             protocol: GroupProtocol::Auto,
             assignors: None,
             session_timeout: None,
@@ -290,8 +296,13 @@ impl GroupConfig {
         if self.rebalance_timeout.is_zero() || self.rebalance_timeout.as_millis() > i32::MAX as u128 {
             return Err(ConfigError::RebalanceTimeoutOutOfRange);
         }
-        if self.topics.is_empty() {
-            return Err(ConfigError::NoTopics);
+        match self.topic_regex.as_deref() {
+            None if self.topics.is_empty() => return Err(ConfigError::NoTopics),
+            Some("") => return Err(ConfigError::EmptyTopicRegex),
+            Some(_) if self.protocol == GroupProtocol::Classic => {
+                return Err(ConfigError::RegexNeedsConsumerProtocol);
+            }
+            _ => {}
         }
         if !self.default_topic_config.name.is_empty() {
             return Err(ConfigError::NamedDefaultTopicConfig(self.default_topic_config.name.clone()));
@@ -305,34 +316,49 @@ impl GroupConfig {
             if !seen.insert(t.name.as_str()) {
                 return Err(ConfigError::DuplicateTopic(t.name.clone()));
             }
-            let t = t.over(&self.default_topic_config);
-            let batch_size = t.handler_max_batch_size.unwrap_or_default();
-            if batch_size == BatchSize::Max(0) {
-                return Err(ConfigError::ZeroBatchSize(t.name));
-            }
-            let max_queue_size = t.max_queue_size.unwrap_or(if batch_size == BatchSize::Dynamic { 5 } else { 20 });
-            if max_queue_size == 0 {
-                return Err(ConfigError::ZeroQueueSize(t.name));
-            }
-            let fetch_max_bytes = t.fetch_max_bytes.unwrap_or(DEFAULT_FETCH_MAX_BYTES);
-            let max = max_bytes_per_request(&t.name);
-            if fetch_max_bytes == 0 || fetch_max_bytes >= max {
-                return Err(ConfigError::FetchMaxBytesOutOfRange { topic: t.name, bytes: fetch_max_bytes, max });
-            }
-            out.push(TopicSettings {
-                name: t.name.clone(),
-                isolation_level: t.isolation_level.unwrap_or(IsolationLevel::ReadCommitted),
-                offset_reset: t.offset_reset.unwrap_or_default(),
-                fetch_max_bytes: Some(fetch_max_bytes),
-                max_queue_size,
-                fetch_interval: t.fetch_interval.unwrap_or(DEFAULT_FETCH_INTERVAL),
-                handler_cooldown: t.handler_cooldown.unwrap_or_default(),
-                max_unacked_commits: t.handler_max_unacked_commits.unwrap_or(0),
-                batch_size,
-            });
+            out.push(settings(t.over(&self.default_topic_config), &max_bytes_per_request)?);
         }
         Ok(out)
     }
+
+    /// The settings of the topics the regex matches (`None` without a regex).
+    pub(crate) fn regex_settings(
+        &self,
+        max_bytes_per_request: impl Fn(&str) -> usize,
+    ) -> Result<Option<TopicSettings>, ConfigError> {
+        match &self.topic_regex {
+            None => Ok(None),
+            Some(_) => settings(self.default_topic_config.clone(), &max_bytes_per_request).map(Some),
+        }
+    }
+}
+
+/// A topic's settings with every default filled in, checked.
+fn settings(t: TopicConfig, max_bytes_per_request: &impl Fn(&str) -> usize) -> Result<TopicSettings, ConfigError> {
+    let batch_size = t.handler_max_batch_size.unwrap_or_default();
+    if batch_size == BatchSize::Max(0) {
+        return Err(ConfigError::ZeroBatchSize(t.name));
+    }
+    let max_queue_size = t.max_queue_size.unwrap_or(if batch_size == BatchSize::Dynamic { 5 } else { 20 });
+    if max_queue_size == 0 {
+        return Err(ConfigError::ZeroQueueSize(t.name));
+    }
+    let fetch_max_bytes = t.fetch_max_bytes.unwrap_or(DEFAULT_FETCH_MAX_BYTES);
+    let max = max_bytes_per_request(&t.name);
+    if fetch_max_bytes == 0 || fetch_max_bytes >= max {
+        return Err(ConfigError::FetchMaxBytesOutOfRange { topic: t.name, bytes: fetch_max_bytes, max });
+    }
+    Ok(TopicSettings {
+        name: t.name.clone(),
+        isolation_level: t.isolation_level.unwrap_or(IsolationLevel::ReadCommitted),
+        offset_reset: t.offset_reset.unwrap_or_default(),
+        fetch_max_bytes: Some(fetch_max_bytes),
+        max_queue_size,
+        fetch_interval: t.fetch_interval.unwrap_or(DEFAULT_FETCH_INTERVAL),
+        handler_cooldown: t.handler_cooldown.unwrap_or_default(),
+        max_unacked_commits: t.handler_max_unacked_commits.unwrap_or(0),
+        batch_size,
+    })
 }
 
 #[cfg(test)]
@@ -391,5 +417,15 @@ mod tests {
         g.committers_count = 1;
         g.instance_id = Some(String::new());
         assert_eq!(error(&g), ConfigError::EmptyInstanceId);
+        g.instance_id = None;
+        g.topics.clear();
+        g.topic_regex = Some(String::new());
+        assert_eq!(error(&g), ConfigError::EmptyTopicRegex);
+        g.topic_regex = Some("orders-.*".into());
+        g.protocol = GroupProtocol::Classic;
+        assert_eq!(error(&g), ConfigError::RegexNeedsConsumerProtocol);
+        g.protocol = GroupProtocol::Auto;
+        assert_eq!(g.topic_settings(|_| MAX).unwrap(), []);
+        assert_eq!(g.regex_settings(|_| MAX).unwrap().map(|s| s.offset_reset), Some(ResetPolicy::Latest));
     }
 }

@@ -80,6 +80,8 @@ pub(crate) struct GroupTask<H> {
     pub(crate) lifecycle: Lifecycle,
     pub(crate) settings: HashMap<String, Arc<TopicSettings>>,
     pub(crate) fetchers: HashMap<String, Fetcher>,
+    /// The settings and fetcher of topics the topic regex matched.
+    pub(crate) matched: Option<(Arc<TopicSettings>, Fetcher)>,
     pub(crate) handler: Arc<H>,
     pub(crate) producer: Option<Producer>,
     pub(crate) cluster: Cluster,
@@ -376,7 +378,7 @@ impl<H: Handler> GroupTask<H> {
                 let with_reset: Vec<(TopicPartition, ResetPolicy)> = partitions
                     .into_iter()
                     .map(|tp| {
-                        let reset = self.settings.get(&*tp.topic).map(|s| s.offset_reset).unwrap_or_default();
+                        let reset = self.topic(&tp.topic).map(|(s, _)| s.offset_reset).unwrap_or_default();
                         (tp, reset)
                     })
                     .collect();
@@ -423,6 +425,15 @@ impl<H: Handler> GroupTask<H> {
         }
     }
 
+    /// A topic's settings and fetcher: its own if the group lists it, else those of the
+    /// topic regex's matches.
+    fn topic(&self, topic: &str) -> Option<(Arc<TopicSettings>, Fetcher)> {
+        match (self.settings.get(topic), self.fetchers.get(topic)) {
+            (Some(s), Some(f)) => Some((s.clone(), f.clone())),
+            _ => self.matched.clone(),
+        }
+    }
+
     fn control(&mut self, partition: &TopicPartition, task: u64, control: Control) {
         if let Some(c) = self.state.consumers.get(partition).filter(|c| c.task == task) {
             c.control.send_replace(control);
@@ -431,9 +442,7 @@ impl<H: Handler> GroupTask<H> {
 
     /// Starts consumer `task` for `partition` at `start`, after `delay`.
     fn spawn(&mut self, partition: TopicPartition, task: u64, start: StartOffset, delay: Duration) {
-        let settings = self.settings.get(&*partition.topic).cloned();
-        let fetcher = self.fetchers.get(&*partition.topic).cloned();
-        let (Some(settings), Some(fetcher)) = (settings, fetcher) else {
+        let Some((settings, fetcher)) = self.topic(&partition.topic) else {
             tracing::warn!(%partition, "assigned a partition of a topic the group does not list; it is not consumed");
             self.lifecycle.failed(&partition, task, false, None);
             return;

@@ -200,36 +200,34 @@ impl ConsumerGroup {
         handler: H,
     ) -> Result<ConsumerGroup, ConfigError> {
         let Resources { cluster, default_fetcher, named_fetchers, producer } = resources;
-        // Each topic's fetcher.
-        let mut group_exclusive: Option<Fetcher> = None;
+        // Each topic's fetcher: its own strategy, else the group's (one exclusive
+        // fetcher for all the topics that take the group's).
+        let group_strategy =
+            config.default_topic_config.fetch_strategy.clone().unwrap_or_else(|| config.fetch_strategy.clone());
+        let resolve = |strategy: FetchStrategy| -> Result<Fetcher, ConfigError> {
+            match strategy {
+                FetchStrategy::Default => Ok(default_fetcher.clone()),
+                FetchStrategy::Shared(name) => {
+                    named_fetchers.get(&name).cloned().ok_or(ConfigError::UnknownFetcher(name))
+                }
+                FetchStrategy::Exclusive(fc) => exclusive(&cluster, fc),
+            }
+        };
+        let group_fetcher = resolve(group_strategy)?;
         let mut fetchers = HashMap::new();
         for t in &config.topics {
-            let (strategy, own) = match &t.fetch_strategy {
-                Some(s) => (s.clone(), true),
-                None => {
-                    (config.default_topic_config.fetch_strategy.clone().unwrap_or(config.fetch_strategy.clone()), false)
-                }
-            };
-            let fetcher = match strategy {
-                FetchStrategy::Default => default_fetcher.clone(),
-                FetchStrategy::Shared(name) => {
-                    named_fetchers.get(&name).cloned().ok_or(ConfigError::UnknownFetcher(name))?
-                }
-                FetchStrategy::Exclusive(fc) if own => exclusive(&cluster, fc)?,
-                FetchStrategy::Exclusive(fc) => match &group_exclusive {
-                    Some(f) => f.clone(),
-                    None => {
-                        let f = exclusive(&cluster, fc)?;
-                        group_exclusive = Some(f.clone());
-                        f
-                    }
-                },
+            let fetcher = match &t.fetch_strategy {
+                Some(s) => resolve(s.clone())?,
+                None => group_fetcher.clone(),
             };
             fetchers.insert(t.name.clone(), fetcher);
         }
         let settings = config.topic_settings(|name| {
             fetchers.get(name).map_or(usize::MAX, |f: &Fetcher| f.config().max_bytes_per_request)
         })?;
+        let matched = config
+            .regex_settings(|_| group_fetcher.config().max_bytes_per_request)?
+            .map(|s| (Arc::new(s), group_fetcher.clone()));
         let topics: Vec<String> = config.topics.iter().map(|t| t.name.clone()).collect();
 
         let mut random = [0u8; 16];
@@ -240,7 +238,11 @@ impl ConsumerGroup {
             random = (nanos.as_nanos() ^ u128::from(std::process::id())).to_be_bytes();
         }
         let member_id = member_id_from_random(u128::from_be_bytes(random));
-        let mut member_config = ConsumerConfig::new(config.group.clone(), member_id, Subscription::names(topics))
+        let subscription = match &config.topic_regex {
+            Some(regex) => Subscription::names(topics).with_regex(regex.clone()),
+            None => Subscription::names(topics),
+        };
+        let mut member_config = ConsumerConfig::new(config.group.clone(), member_id, subscription)
             .with_rebalance_timeout(config.rebalance_timeout);
         if let Some(id) = &config.instance_id {
             member_config = member_config.with_instance_id(id.clone());
@@ -272,6 +274,10 @@ impl ConsumerGroup {
         let member = match config.protocol {
             GroupProtocol::Consumer => GroupMember::start(cluster.clone(), member_config, driver)?,
             GroupProtocol::Classic => GroupMember::start_classic(cluster.clone(), classic, driver)?,
+            // The classic protocol has no broker-side regex: no fall back then.
+            GroupProtocol::Auto if config.topic_regex.is_some() => {
+                GroupMember::start(cluster.clone(), member_config, driver)?
+            }
             GroupProtocol::Auto => GroupMember::start_auto(cluster.clone(), member_config, classic, driver)?,
         };
         let mut offsets_config =
@@ -293,6 +299,7 @@ impl ConsumerGroup {
             ),
             settings: settings.into_iter().map(|s| (s.name.clone(), Arc::new(s))).collect(),
             fetchers,
+            matched,
             handler: Arc::new(handler),
             producer,
             cluster,
