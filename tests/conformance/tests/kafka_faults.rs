@@ -73,6 +73,22 @@ mod kafka_faults {
         panic!("{topic}-0: node {node} was elected but is not named leader");
     }
 
+    /// A new topic of [`PARTITIONS`] partitions, each holding `per_partition` records
+    /// `p{partition}-{i}`.
+    async fn filled_topic(client: &klife::Client, prefix: &str, per_partition: usize) -> String {
+        let topic = unique_topic(prefix);
+        Broker::Kafka.create_topic(client, &topic, PARTITIONS).await;
+        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
+        for p in 0..PARTITIONS {
+            let records = (0..per_partition)
+                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("p{p}-{i}"))).with_partition(p))
+                .collect();
+            assert!(producer.produce_batch(records).await.iter().all(Result::is_ok));
+        }
+        producer.close().await;
+        topic
+    }
+
     /// Kills a node and starts it again when `restart_after` more records were
     /// acknowledged (or read) than when it was killed (or all `total` were), counting
     /// with `progress`.
@@ -150,17 +166,8 @@ mod kafka_faults {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_consumer_reads_everything_once_in_order_when_a_leader_is_killed() {
         let client = client().await;
-        let topic = unique_topic("kill-consuming");
-        Broker::Kafka.create_topic(&client, &topic, PARTITIONS).await;
         let per_partition = 3_000usize;
-        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
-        for p in 0..PARTITIONS {
-            let records = (0..per_partition)
-                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("p{p}-{i}"))).with_partition(p))
-                .collect();
-            assert!(producer.produce_batch(records).await.iter().all(Result::is_ok));
-        }
-        producer.close().await;
+        let topic = filled_topic(&client, "kill-consuming", per_partition).await;
         let victim = leader_of(&client, &topic, 0).await;
 
         let read = Arc::new(AtomicUsize::new(0));
@@ -643,17 +650,8 @@ mod kafka_faults {
         const BATCH: usize = 10;
         const UNACKED: usize = 1;
         let client = client().await;
-        let topic = unique_topic("kill-group");
-        Broker::Kafka.create_topic(&client, &topic, PARTITIONS).await;
         let per_partition = 1_000usize;
-        let producer = Producer::new(client.cluster().clone(), ProducerConfig::default()).await.unwrap();
-        for p in 0..PARTITIONS {
-            let records = (0..per_partition)
-                .map(|i| ProducerRecord::new(topic.clone(), Bytes::from(format!("p{p}-{i}"))).with_partition(p))
-                .collect();
-            assert!(producer.produce_batch(records).await.iter().all(Result::is_ok));
-        }
-        producer.close().await;
+        let topic = filled_topic(&client, "kill-group", per_partition).await;
         let group = unique_topic("kill-group-g");
         let coordinator =
             client.cluster().coordinator(klife_connection::CoordinatorType::Group, &group).await.unwrap().node_id;
