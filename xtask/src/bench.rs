@@ -25,7 +25,10 @@ use crate::brokers;
 use crate::test::run_step;
 
 pub const USAGE: &str =
-    "usage: cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
+    "usage: cargo xtask bench group [--records N] [--value-size S] [--partitions P] [--rounds R] [--klife-workers W]
+                                [--klife-max-unacked N]
+                                [--cases standalone,klife-1,klife-3,librdkafka-1,librdkafka-3,join]
+       cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
                                   [--broker kafka|tansu] [--clients klife,librdkafka,rskafka]
                                   [--rskafka-batch B] [--rskafka-in-flight K] [--klife-workers W]
                                   [--klife-batchers N]
@@ -38,7 +41,10 @@ pub const USAGE: &str =
   for 1 KB records: --value-size 1024 --records 1000000;
   consume: klife's standalone Consumer at its defaults (read_committed, partitions kept
   assigned), librdkafka's BaseConsumer (assign + poll) and an rskafka fetch loop per
-  partition, all from offset 0
+  partition, all from offset 0;
+  group: klife's standalone consumer, klife's and librdkafka's groups of 1 and 3 members (KIP-848)
+  reading one filled topic, then the time to a complete assignment when a second member
+  joins, KIP-848 and classic (see xtask/src/bench_group.rs)
 ";
 
 /// The broker the clients run against.
@@ -68,7 +74,7 @@ impl Mode {
 
 /// The clients compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Client {
+pub(crate) enum Client {
     Klife,
     Librdkafka,
     Rskafka,
@@ -77,7 +83,7 @@ enum Client {
 const CLIENTS: [Client; 3] = [Client::Klife, Client::Librdkafka, Client::Rskafka];
 
 impl Client {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Client::Klife => "klife",
             Client::Librdkafka => "librdkafka",
@@ -178,6 +184,7 @@ impl Options {
 /// `cargo xtask bench ...`.
 pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
     match args.split_first() {
+        Some((what, rest)) if what == "group" => crate::bench_group::run(root, rest),
         Some((what, rest)) if what == "produce" => bench(root, &Options::parse(Mode::Produce, rest)?),
         Some((what, rest)) if what == "consume" => bench(root, &Options::parse(Mode::Consume, rest)?),
         _ => Err(USAGE.to_owned()),
@@ -185,7 +192,7 @@ pub fn run_cli(root: &Path, args: &[String]) -> Result<(), String> {
 }
 
 /// The broker of a run; dropping it stops it.
-enum Broker {
+pub(crate) enum Broker {
     Tansu { child: Child, port: u16 },
     Kafka(crate::kafka::KafkaCluster),
 }
@@ -196,7 +203,7 @@ impl Broker {
         Ok(Broker::Tansu { child, port })
     }
 
-    fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         match self {
             Broker::Tansu { port, .. } => format!("127.0.0.1:{port}"),
             Broker::Kafka(k) => k.bootstrap(),
@@ -205,7 +212,7 @@ impl Broker {
 
     /// User plus system CPU seconds the broker's processes have used, from
     /// `/proc/PID/stat`.
-    fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
+    pub(crate) fn cpu_seconds(&self, ticks_per_second: f64) -> Option<f64> {
         let pids = match self {
             Broker::Tansu { child, .. } => vec![child.id()],
             Broker::Kafka(k) => k.pids(),
@@ -214,7 +221,7 @@ impl Broker {
     }
 }
 
-fn process_cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
+pub(crate) fn process_cpu_seconds(pid: u32, ticks_per_second: f64) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start at field 3.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -234,32 +241,32 @@ impl Drop for Broker {
 }
 
 /// What one client run measured.
-struct Run {
-    client: Client,
-    records: u64,
-    bytes: u64,
-    elapsed_s: f64,
-    cpu_s: f64,
-    max_rss_kb: f64,
-    broker_cpu_s: Option<f64>,
+pub(crate) struct Run {
+    pub(crate) client: Client,
+    pub(crate) records: u64,
+    pub(crate) bytes: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) cpu_s: f64,
+    pub(crate) max_rss_kb: f64,
+    pub(crate) broker_cpu_s: Option<f64>,
 }
 
 impl Run {
-    fn records_per_s(&self) -> f64 {
+    pub(crate) fn records_per_s(&self) -> f64 {
         self.records as f64 / self.elapsed_s
     }
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / self.elapsed_s / 1e6
     }
-    fn cpu_us_per_record(&self) -> f64 {
+    pub(crate) fn cpu_us_per_record(&self) -> f64 {
         self.cpu_s * 1e6 / self.records as f64
     }
-    fn broker_us_per_record(&self) -> Option<f64> {
+    pub(crate) fn broker_us_per_record(&self) -> Option<f64> {
         self.broker_cpu_s.map(|c| c * 1e6 / self.records as f64)
     }
 }
 
-fn parse_report(client: Client, line: &str) -> Result<Run, String> {
+pub(crate) fn parse_report(client: Client, line: &str) -> Result<Run, String> {
     let v: Value =
         serde_json::from_str(line.trim()).map_err(|e| format!("{}: bad report {line:?}: {e}", client.name()))?;
     let num = |k: &str| {
@@ -276,7 +283,7 @@ fn parse_report(client: Client, line: &str) -> Result<Run, String> {
     })
 }
 
-fn ticks_per_second() -> f64 {
+pub(crate) fn ticks_per_second() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -285,7 +292,7 @@ fn ticks_per_second() -> f64 {
         .unwrap_or(100.0)
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -300,7 +307,7 @@ fn cpu_model() -> String {
 }
 
 /// Runs `cmd`, failing if it takes longer than `limit`; returns its stdout.
-fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Result<String, String> {
+pub(crate) fn run_limited(cmd: &mut Command, limit: Duration, what: &str) -> Result<String, String> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -402,18 +409,10 @@ fn consume_command(root: &Path, o: &Options, client: Client, bootstrap: &str, to
     cmd
 }
 
-/// Creates `topic` on the broker.
-fn create_topic(root: &Path, o: &Options, bootstrap: &str, topic: &str) -> Result<(), String> {
+/// Creates `topic` with `partitions` partitions on the broker.
+pub(crate) fn create_topic(root: &Path, partitions: i32, bootstrap: &str, topic: &str) -> Result<(), String> {
     let mut create = Command::new(brokers::target_dir(root).join("release/klife-bench"));
-    create.args([
-        "create-topic",
-        "--bootstrap",
-        bootstrap,
-        "--topic",
-        topic,
-        "--partitions",
-        &o.partitions.to_string(),
-    ]);
+    create.args(["create-topic", "--bootstrap", bootstrap, "--topic", topic, "--partitions", &partitions.to_string()]);
     run_limited(&mut create, Duration::from_secs(60), "create-topic").map(|_| ())
 }
 
@@ -496,7 +495,7 @@ fn run_once(
 ) -> Result<Run, String> {
     let broker = broker_for(root, kafka, &format!("tansu-{}", client.name()))?;
     let topic = format!("bench-{}-{round}", client.name());
-    create_topic(root, o, &broker.bootstrap(), &topic)?;
+    create_topic(root, o.partitions, &broker.bootstrap(), &topic)?;
     run_client(root, o, client, round, ticks, &broker, &topic)
 }
 
@@ -510,19 +509,32 @@ fn filled_broker<'a>(
 ) -> Result<(BrokerRef<'a>, String), String> {
     let broker = broker_for(root, kafka, &format!("tansu-consume-{round}"))?;
     let topic = format!("bench-consume-{round}");
-    create_topic(root, o, &broker.bootstrap(), &topic)?;
-    let mut fill = Command::new(brokers::target_dir(root).join("release/klife-bench"));
-    fill.args(["klife-produce", "--bootstrap", &broker.bootstrap(), "--topic", &topic]).args([
-        "--count",
-        &o.records.to_string(),
-        "--value-size",
-        &o.value_size.to_string(),
-    ]);
-    run_limited(&mut fill, Duration::from_secs(600), "filling the topic")?;
+    fill_topic(root, &broker.bootstrap(), &topic, o.partitions, o.records, o.value_size)?;
     Ok((broker, topic))
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// Creates `topic` and fills it with `records` records of `value_size` bytes by klife's
+/// producer.
+pub(crate) fn fill_topic(
+    root: &Path,
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    records: u64,
+    value_size: usize,
+) -> Result<(), String> {
+    create_topic(root, partitions, bootstrap, topic)?;
+    let mut fill = Command::new(brokers::target_dir(root).join("release/klife-bench"));
+    fill.args(["klife-produce", "--bootstrap", bootstrap, "--topic", topic]).args([
+        "--count",
+        &records.to_string(),
+        "--value-size",
+        &value_size.to_string(),
+    ]);
+    run_limited(&mut fill, Duration::from_secs(600), "filling the topic").map(|_| ())
+}
+
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     let n = xs.len();
     match n {
@@ -611,13 +623,18 @@ fn table(o: &Options, runs: &[Run]) -> String {
     t
 }
 
-fn bench(root: &Path, o: &Options) -> Result<(), String> {
+/// Builds the benchmark binaries (release) and makes `target/bench`.
+pub(crate) fn build_peers(root: &Path) -> Result<(), String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut build = Command::new(&cargo);
     build.args(["build", "--release", "--locked", "-p", "klife-bench", "-p", "klife-rdkafka-mock"]);
     run_step(root, "build klife-bench and klife-rdkafka-mock (release)", &mut build)?;
     let logs: PathBuf = root.join("target/bench");
-    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+    std::fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))
+}
+
+fn bench(root: &Path, o: &Options) -> Result<(), String> {
+    build_peers(root)?;
     let kafka = match o.broker {
         BrokerKind::Kafka => {
             eprintln!("\n==> start Apache Kafka (one node)");

@@ -14,6 +14,7 @@
 #![allow(clippy::print_stdout, unreachable_pub)]
 
 mod bench;
+mod bench_group;
 mod brokers;
 mod codegen;
 mod fuzz;

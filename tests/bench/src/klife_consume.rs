@@ -127,7 +127,14 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
             consumer.unassign(&[(s.topic.as_str(), fetched.partition)]);
         }
     }
-    Ok(Report { client: "klife", records, bytes, elapsed: started.elapsed(), gaps: Some(clock.gaps) })
+    Ok(Report {
+        client: "klife",
+        records,
+        bytes,
+        elapsed: started.elapsed(),
+        gaps: Some(clock.gaps),
+        first_record: None,
+    })
 }
 
 /// The facade's consumer, at the client's defaults except for the options given.

@@ -125,5 +125,12 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
             first.unwrap_or_else(|| "none".into())
         ));
     }
-    Ok(Report { client: "klife", records: ok, bytes: ok * s.value_size as u64, elapsed, gaps: None })
+    Ok(Report {
+        client: "klife",
+        records: ok,
+        bytes: ok * s.value_size as u64,
+        elapsed,
+        gaps: None,
+        first_record: None,
+    })
 }

@@ -9,6 +9,10 @@
 //!   application-built batches, several requests in flight per partition).
 //! - `klife-consume`: klife's standalone `Consumer`, every partition from offset 0;
 //!   `--live true` reads as an application does (facade defaults, partitions kept).
+//! - `klife-group-consume`: `--members` members of a new consumer group counting and
+//!   committing until `--count` records were handled; `klife-group-join`: the time to a
+//!   complete assignment for one member, then for a second one joining (see
+//!   `klife_group.rs`).
 //! - `rskafka-consume`: a `PartitionClient::fetch_records` loop per partition.
 //! - `fetch-sessions`: full Fetch requests against KIP-227 incremental fetch sessions,
 //!   raw, on one Kafka node (see `sessions.rs`).
@@ -16,6 +20,7 @@
 //! See `README.md` beside this crate.
 
 mod klife_consume;
+mod klife_group;
 mod klife_produce;
 mod opts;
 mod report;
@@ -24,6 +29,7 @@ mod rskafka_produce;
 mod sessions;
 mod stats;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use opts::Opts;
@@ -41,6 +47,10 @@ usage:
         [--partition-max-kib K] [--request-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
         [--live true (the facade's consumer at its defaults, partitions kept to the end)] [--gap-log true]
         [--workers W]
+  klife-bench klife-group-consume --bootstrap HOST:PORT --topic T --group G --count N [--members 1]
+        [--protocol consumer|classic|auto] [--max-unacked N] [--workers W]
+  klife-bench klife-group-join --bootstrap HOST:PORT --topic T --group G [--protocol consumer|classic|auto]
+        [--settle-ms 300] [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
         [--workers W]
   klife-bench fetch-sessions --bootstrap HOST:PORT (--control HOST:PORT | --broker-pid PID) [--node 1]
@@ -74,7 +84,22 @@ fn create_topic(mut opts: Opts) -> Result<(), String> {
             .build()
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        client.create_topic(&topic, partitions).await.map_err(|e| format!("cannot create topic {topic}: {e}"))
+        client.create_topic(&topic, partitions).await.map_err(|e| format!("cannot create topic {topic}: {e}"))?;
+        // The controller answers before every broker's metadata has the topic: wait
+        // until the one we reach lists all its partitions, so producing starts at once.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            match client.partitions(&topic).await {
+                Ok(found) if found.len() == partitions as usize => return Ok(()),
+                Ok(_) | Err(_) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Ok(found) => {
+                    return Err(format!("topic {topic}: {} of {partitions} partitions after 60 s", found.len()));
+                }
+                Err(e) => return Err(format!("topic {topic} not in the metadata after 60 s: {e}")),
+            }
+        }
     })
 }
 
@@ -104,6 +129,22 @@ fn run(args: &[String]) -> Result<(), String> {
             let settings = klife_consume::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(klife_consume::run(settings))?;
             report.print()
+        }
+        "klife-group-consume" => {
+            let workers = workers(&mut opts)?;
+            let settings = klife_group::ConsumeSettings::from_opts(opts)?;
+            runtime(workers)?.block_on(async {
+                let (report, members) = klife_group::consume(settings).await?;
+                report.print()?;
+                klife_group::leave(members).await
+            })
+        }
+        "klife-group-join" => {
+            let workers = workers(&mut opts)?;
+            let settings = klife_group::JoinSettings::from_opts(opts)?;
+            let line = runtime(workers)?.block_on(klife_group::join(settings))?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
         }
         "rskafka-consume" => {
             let workers = workers(&mut opts)?;

@@ -13,6 +13,8 @@ pub(crate) struct Report {
     pub(crate) elapsed: Duration,
     /// Consumers: the gaps between answers with records.
     pub(crate) gaps: Option<Gaps>,
+    /// Groups: the time from the start of the first member to the first record.
+    pub(crate) first_record: Option<Duration>,
 }
 
 /// The gaps between a consumer's answers with records.
@@ -58,8 +60,9 @@ impl Report {
         let gaps = self.gaps.as_ref().map_or(String::new(), |g| {
             format!(r#","longest_gap_ms":{:.3},"gaps_over_100ms":{}"#, g.longest.as_secs_f64() * 1e3, g.over_100ms)
         });
+        let first = self.first_record.map_or(String::new(), |f| format!(r#","first_record_s":{:.6}"#, f.as_secs_f64()));
         format!(
-            r#"{{"client":"{}","records":{},"bytes":{},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}{gaps}}}"#,
+            r#"{{"client":"{}","records":{},"bytes":{},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}{gaps}{first}}}"#,
             self.client,
             self.records,
             self.bytes,
@@ -122,7 +125,14 @@ mod tests {
     #[test]
     fn consumers_report_their_gaps() {
         let u = Usage { user_s: 1.0, sys_s: 0.5, max_rss_kb: 10 };
-        let mut r = Report { client: "klife", records: 3, bytes: 300, elapsed: Duration::from_secs(1), gaps: None };
+        let mut r = Report {
+            client: "klife",
+            records: 3,
+            bytes: 300,
+            elapsed: Duration::from_secs(1),
+            gaps: None,
+            first_record: None,
+        };
         assert!(r.line(&u).ends_with(r#""max_rss_kb":10}"#), "{}", r.line(&u));
         r.gaps = Some(Gaps { longest: Duration::from_millis(512), over_100ms: 2, records: 3 });
         assert!(
@@ -130,6 +140,9 @@ mod tests {
             "{}",
             r.line(&u)
         );
+        r.gaps = None;
+        r.first_record = Some(Duration::from_millis(250));
+        assert!(r.line(&u).ends_with(r#""max_rss_kb":10,"first_record_s":0.250000}"#), "{}", r.line(&u));
     }
 
     #[test]

@@ -90,5 +90,12 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
     if records < s.count {
         return Err(format!("read {records} of {} records", s.count));
     }
-    Ok(Report { client: "rskafka", records, bytes: bytes.load(Ordering::Relaxed), elapsed, gaps: None })
+    Ok(Report {
+        client: "rskafka",
+        records,
+        bytes: bytes.load(Ordering::Relaxed),
+        elapsed,
+        gaps: None,
+        first_record: None,
+    })
 }

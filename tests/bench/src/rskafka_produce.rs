@@ -128,5 +128,6 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
         bytes: acknowledged * s.value_size as u64,
         elapsed,
         gaps: None,
+        first_record: None,
     })
 }

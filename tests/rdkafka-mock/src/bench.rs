@@ -37,12 +37,17 @@ fn usage() -> Result<Usage, String> {
 }
 
 fn report(records: u64, bytes: u64, elapsed: Duration) -> Result<(), String> {
+    report_with(records, bytes, elapsed, "")
+}
+
+/// The report line, with `extra` (`,"name":value...`) before its closing brace.
+pub(crate) fn report_with(records: u64, bytes: u64, elapsed: Duration, extra: &str) -> Result<(), String> {
     let u = usage()?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     writeln!(
         out,
-        r#"{{"records":{records},"bytes":{bytes},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}}}"#,
+        r#"{{"records":{records},"bytes":{bytes},"elapsed_s":{:.6},"cpu_user_s":{:.6},"cpu_sys_s":{:.6},"max_rss_kb":{}{extra}}}"#,
         elapsed.as_secs_f64(),
         u.user_s,
         u.sys_s,

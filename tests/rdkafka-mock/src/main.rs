@@ -7,12 +7,15 @@
 //!   deterministic records printed as JSON lines.
 //! - `group-consume` makes librdkafka a member of a consumer group beside the client under
 //!   test, printing its assignments, revocations and records as JSON lines until stdin closes.
-//! - `bench-produce` / `bench-consume` measure librdkafka's throughput, CPU time and peak RSS.
+//! - `bench-produce` / `bench-consume` measure librdkafka's throughput, CPU time and peak RSS;
+//!   `bench-group-consume` / `bench-group-join` the same for consumers in a group, and the
+//!   time to a complete assignment.
 //!
 //! See `README.md` beside this crate for the stdin protocol and the mock's gaps.
 
 mod args;
 mod bench;
+mod bench_group;
 mod cluster;
 mod ffi;
 mod group;
@@ -36,6 +39,10 @@ usage:
         [--partition P] [--linger-ms 5] [--acks all] [--batch-size B] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock bench-consume --bootstrap LIST --topic T --count N [--partition P]... [--timeout-ms MS]
         [--set KEY=VALUE]... [--log]
+  klife-rdkafka-mock bench-group-consume --bootstrap LIST --topic T --group G --count N [--members 1]
+        [--protocol consumer|classic] [--set KEY=VALUE]... [--log]
+  klife-rdkafka-mock bench-group-join --bootstrap LIST --topic T --group G --partitions P
+        [--protocol consumer|classic] [--settle-ms 300] [--set KEY=VALUE]... [--log]
 ";
 
 fn main() -> ExitCode {
@@ -51,6 +58,8 @@ fn main() -> ExitCode {
         "group-consume" => group::consume,
         "bench-produce" => bench::produce,
         "bench-consume" => bench::consume,
+        "bench-group-consume" => bench_group::consume,
+        "bench-group-join" => bench_group::join,
         "-h" | "--help" | "help" => {
             eprint!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -1,0 +1,259 @@
+//! `klife-group-consume` and `klife-group-join`: klife's consumer groups on a real
+//! broker, beside librdkafka's (`klife-rdkafka-mock bench-group-consume` and
+//! `bench-group-join`), for `cargo xtask bench group`.
+//!
+//! - `klife-group-consume` starts `--members` members of one new group in this process
+//!   (one client, the facade's defaults, offset reset earliest), each with a handler
+//!   that counts what it is given and commits every batch, and stops once `--count`
+//!   records were handled. The report's `elapsed_s` runs from the first record handled
+//!   to the last one counted (the rate once the group runs); `first_record_s` is the
+//!   time from the start of the first member to its first record (joining, the
+//!   assignment, the committed-offset lookup and the first fetch). Graceful hand-overs
+//!   hand nothing twice, so `records` is `--count` rounded up to the last batch.
+//! - `klife-group-join` measures the protocol: one member starts alone and is timed
+//!   until it runs every partition (`first_assignment_s`); after `--settle-ms` (300 by
+//!   default, so that the two members' heartbeats are not in step) a second member
+//!   starts, and the time until the two run disjoint parts of every partition, neither
+//!   empty, is `rebalance_s` (the first member's revocation and release included).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use klife::group::{Action, BatchContext, ConsumerGroup, GroupProtocol, Handler, ResetPolicy, TopicConfig};
+use klife::{Client, Record, TopicPartition};
+use tokio::sync::Notify;
+
+use crate::opts::Opts;
+use crate::report::Report;
+
+/// How long a run may wait for the group before it gives up.
+const PATIENCE: Duration = Duration::from_secs(300);
+
+/// The settings both subcommands share.
+struct Common {
+    bootstrap: String,
+    topic: String,
+    group: String,
+    protocol: GroupProtocol,
+    /// `handler_max_unacked_commits`, when not the default.
+    max_unacked: Option<usize>,
+}
+
+impl Common {
+    fn from_opts(opts: &mut Opts) -> Result<Common, String> {
+        let bootstrap = opts.req("bootstrap")?;
+        let topic = opts.req("topic")?;
+        let group = opts.req("group")?;
+        let protocol = match opts.opt("protocol").as_deref() {
+            None | Some("consumer") => GroupProtocol::Consumer,
+            Some("classic") => GroupProtocol::Classic,
+            Some("auto") => GroupProtocol::Auto,
+            Some(other) => return Err(format!("--protocol {other:?}: consumer, classic or auto")),
+        };
+        let max_unacked = opts.opt_parse("max-unacked")?;
+        Ok(Common { bootstrap, topic, group, protocol, max_unacked })
+    }
+
+    async fn client(&self) -> Result<Client, String> {
+        Client::builder()
+            .bootstrap_servers([self.bootstrap.as_str()])
+            .build()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", self.bootstrap))
+    }
+
+    /// Starts one member of the group, with `handler`.
+    async fn member<H: Handler>(&self, client: &Client, handler: H) -> Result<ConsumerGroup, String> {
+        let mut topic = TopicConfig::new(self.topic.clone()).offset_reset(ResetPolicy::Earliest);
+        if let Some(n) = self.max_unacked {
+            topic = topic.handler_max_unacked_commits(n);
+        }
+        client
+            .consumer_group(self.group.clone())
+            .topic(topic)
+            .protocol(self.protocol)
+            .handler(handler)
+            .start()
+            .await
+            .map_err(|e| format!("cannot start a member of {}: {e}", self.group))
+    }
+}
+
+/// `klife-group-consume` settings.
+pub(crate) struct ConsumeSettings {
+    common: Common,
+    count: u64,
+    members: usize,
+}
+
+impl ConsumeSettings {
+    pub(crate) fn from_opts(mut opts: Opts) -> Result<ConsumeSettings, String> {
+        let common = Common::from_opts(&mut opts)?;
+        let count = opts.req_parse("count")?;
+        let members = opts.opt_parse("members")?.unwrap_or(1);
+        opts.finish()?;
+        if members == 0 || count == 0 {
+            return Err("--members and --count must be at least 1".into());
+        }
+        Ok(ConsumeSettings { common, count, members })
+    }
+}
+
+/// What the members' handlers counted.
+struct Tally {
+    want: u64,
+    records: AtomicU64,
+    bytes: AtomicU64,
+    first: OnceLock<Instant>,
+    done: OnceLock<Instant>,
+    reached: Notify,
+}
+
+/// A handler that counts and commits.
+struct Counting(Arc<Tally>);
+
+impl Handler for Counting {
+    async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
+        let t = &self.0;
+        t.first.get_or_init(Instant::now);
+        let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
+        t.bytes.fetch_add(bytes, Ordering::Relaxed);
+        let n = records.len() as u64;
+        if t.records.fetch_add(n, Ordering::Relaxed) + n >= t.want && t.done.set(Instant::now()).is_ok() {
+            t.reached.notify_one();
+        }
+        Action::Commit
+    }
+}
+
+/// Runs `klife-group-consume`; the members leave (untimed) after the report is made.
+pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<ConsumerGroup>), String> {
+    let client = s.common.client().await?;
+    let tally = Arc::new(Tally {
+        want: s.count,
+        records: AtomicU64::new(0),
+        bytes: AtomicU64::new(0),
+        first: OnceLock::new(),
+        done: OnceLock::new(),
+        reached: Notify::new(),
+    });
+    let started = Instant::now();
+    let mut members = Vec::with_capacity(s.members);
+    for _ in 0..s.members {
+        members.push(s.common.member(&client, Counting(tally.clone())).await?);
+    }
+    let handled = || tally.records.load(Ordering::Relaxed);
+    if tokio::time::timeout(PATIENCE, tally.reached.notified()).await.is_err() {
+        return Err(format!("{} of {} records handled after {}s", handled(), s.count, PATIENCE.as_secs()));
+    }
+    let (Some(first), Some(done)) = (tally.first.get(), tally.done.get()) else {
+        return Err("the count was reached without a first record".into());
+    };
+    let report = Report {
+        client: "klife",
+        records: handled(),
+        bytes: tally.bytes.load(Ordering::Relaxed),
+        elapsed: *done - *first,
+        gaps: None,
+        first_record: Some(*first - started),
+    };
+    Ok((report, members))
+}
+
+/// Shuts the members down; the first failure is returned.
+pub(crate) async fn leave(members: Vec<ConsumerGroup>) -> Result<(), String> {
+    let mut outcome = Ok(());
+    for m in members {
+        if let Err(e) = m.shutdown().await {
+            outcome = outcome.and(Err(format!("shutdown: {e}")));
+        }
+    }
+    outcome
+}
+
+/// `klife-group-join` settings.
+pub(crate) struct JoinSettings {
+    common: Common,
+    settle: Duration,
+}
+
+impl JoinSettings {
+    pub(crate) fn from_opts(mut opts: Opts) -> Result<JoinSettings, String> {
+        let common = Common::from_opts(&mut opts)?;
+        let settle = Duration::from_millis(opts.opt_parse("settle-ms")?.unwrap_or(300));
+        opts.finish()?;
+        Ok(JoinSettings { common, settle })
+    }
+}
+
+/// A handler that commits what it is given.
+struct Committing;
+
+impl Handler for Committing {
+    async fn handle_record_batch(&self, _ctx: &BatchContext, _records: Vec<Record>) -> Action {
+        Action::Commit
+    }
+}
+
+/// Polls `done` every millisecond until it holds; fails after [`PATIENCE`].
+async fn until(what: &str, mut done: impl FnMut() -> bool) -> Result<Instant, String> {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() >= deadline {
+            return Err(format!("{what}: not after {}s", PATIENCE.as_secs()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(Instant::now())
+}
+
+/// Whether `a` and `b` are disjoint, neither empty, and together every partition.
+pub(crate) fn split_complete(a: &[TopicPartition], b: &[TopicPartition], partitions: usize) -> bool {
+    !a.is_empty() && !b.is_empty() && a.len() + b.len() == partitions && a.iter().all(|tp| !b.contains(tp))
+}
+
+/// Runs `klife-group-join` and prints its line.
+pub(crate) async fn join(s: JoinSettings) -> Result<String, String> {
+    let client = s.common.client().await?;
+    let partitions = client.partitions(&s.common.topic).await.map_err(|e| format!("partitions: {e}"))?.len();
+    if partitions < 2 {
+        return Err(format!("topic {} needs 2 partitions or more, has {partitions}", s.common.topic));
+    }
+    let started = Instant::now();
+    let first = s.common.member(&client, Committing).await?;
+    let alone =
+        until("the first member running every partition", || first.assigned_partitions().len() == partitions).await?;
+    tokio::time::sleep(s.settle).await;
+    let joined = Instant::now();
+    let second = s.common.member(&client, Committing).await?;
+    let split = until("the two members running disjoint halves", || {
+        split_complete(&first.assigned_partitions(), &second.assigned_partitions(), partitions)
+    })
+    .await?;
+    let protocol = match first.protocol() {
+        Some(GroupProtocol::Classic) => "classic",
+        _ => "consumer",
+    };
+    let line = format!(
+        r#"{{"client":"klife","protocol":"{protocol}","partitions":{partitions},"first_assignment_s":{:.6},"rebalance_s":{:.6}}}"#,
+        (alone - started).as_secs_f64(),
+        (split - joined).as_secs_f64(),
+    );
+    leave(vec![first, second]).await?;
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits() {
+        let tp = |p| TopicPartition::new("t", p);
+        assert!(split_complete(&[tp(0), tp(2)], &[tp(1)], 3));
+        assert!(!split_complete(&[tp(0), tp(1), tp(2)], &[], 3));
+        assert!(!split_complete(&[tp(0), tp(1)], &[tp(1), tp(2)], 3));
+        assert!(!split_complete(&[tp(0)], &[tp(1)], 3));
+    }
+}
