@@ -266,6 +266,22 @@ pub enum ConfigError {
         /// The fetcher's `max_bytes_per_request`, which it must stay below.
         max: usize,
     },
+    /// A topic in [`Mode::Manual`](crate::runtime::Mode::Manual) sets a setting only a
+    /// handler uses (`handler_cooldown`, `handler_max_unacked_commits`): the driver
+    /// paces its pulls and commits itself.
+    #[error(
+        "topic {topic} is in manual mode: {setting} applies to a handler only (the driver paces pulls and commits)"
+    )]
+    HandlerSettingInManualMode {
+        /// The topic.
+        topic: String,
+        /// The setting.
+        setting: &'static str,
+    },
+    /// Topics in [`Mode::Handler`](crate::runtime::Mode::Handler) and no handler: a
+    /// group started without a handler must have every topic in manual mode.
+    #[error("topic {0} is in handler mode and the group has no handler: give it a handler or set Mode::Manual")]
+    NoHandler(String),
     /// A shared fetch strategy names a fetcher the client does not have.
     #[error("no fetcher named {0}: name one the client was built with, or use an exclusive fetcher")]
     UnknownFetcher(String),

@@ -38,6 +38,8 @@ enum Inner {
     GroupConfig(klife_group::ConfigError),
     /// A consumer group's member stopped.
     Group(klife_group::runtime::GroupStopped),
+    /// A manual-mode lease could not pull or commit.
+    Manual(klife_group::runtime::ManualError),
 }
 
 impl Error {
@@ -92,7 +94,11 @@ impl Error {
             Inner::Produce(e) => e.error_code(),
             Inner::Fetch(e) => e.error_code(),
             Inner::Group(klife_group::runtime::GroupStopped::Member(e)) => Some(e.code()),
-            Inner::InvalidArgument(_) | Inner::Config { .. } | Inner::GroupConfig(_) | Inner::Group(_) => None,
+            Inner::InvalidArgument(_)
+            | Inner::Config { .. }
+            | Inner::GroupConfig(_)
+            | Inner::Group(_)
+            | Inner::Manual(_) => None,
         }
     }
 
@@ -118,7 +124,12 @@ impl Error {
                 _ => false,
             },
             Inner::Fetch(e) => e.is_retriable(),
-            Inner::InvalidArgument(_) | Inner::Config { .. } | Inner::GroupConfig(_) | Inner::Group(_) => false,
+            // A new lease goes on; the same call on this one does not.
+            Inner::InvalidArgument(_)
+            | Inner::Config { .. }
+            | Inner::GroupConfig(_)
+            | Inner::Group(_)
+            | Inner::Manual(_) => false,
         }
     }
 
@@ -282,6 +293,16 @@ impl Error {
             || matches!(self.connection(), Some(klife_connection::Error::InvalidAddress { .. }))
     }
 
+    /// The manual-mode error, when a lease could not pull or commit;
+    /// [`ManualError::retake`](klife_group::runtime::ManualError::retake) says whether a
+    /// new lease of the partition goes on.
+    pub fn manual(&self) -> Option<&klife_group::runtime::ManualError> {
+        match &*self.inner {
+            Inner::Manual(e) => Some(e),
+            _ => None,
+        }
+    }
+
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
@@ -308,6 +329,7 @@ impl std::fmt::Display for Error {
             Inner::Config { context, source } => write!(f, "{context}: {source}"),
             Inner::GroupConfig(e) => write!(f, "consumer group settings: {e}"),
             Inner::Group(e) => write!(f, "consumer group: {e}"),
+            Inner::Manual(e) => write!(f, "manual consumer group partition: {e}"),
         }
     }
 }
@@ -329,6 +351,7 @@ impl std::error::Error for Error {
             Inner::Config { source, .. } => Some(source),
             Inner::GroupConfig(e) => Some(e),
             Inner::Group(e) => Some(e),
+            Inner::Manual(e) => Some(e),
         }
     }
 }
@@ -345,6 +368,12 @@ impl From<klife_fetcher::FetchError> for Error {
             klife_fetcher::FetchError::Connection(c) => Error::from(c),
             e => Error { inner: Box::new(Inner::Fetch(e)) },
         }
+    }
+}
+
+impl From<klife_group::runtime::ManualError> for Error {
+    fn from(e: klife_group::runtime::ManualError) -> Self {
+        Error { inner: Box::new(Inner::Manual(e)) }
     }
 }
 

@@ -40,9 +40,9 @@ pub use klife_group::driver::DriverConfig;
 pub use klife_group::membership::consumer::ServerAssignor;
 pub use klife_group::offsets::{GroupProtocol, ResetPolicy};
 pub use klife_group::runtime::{
-    Action, BatchContext, BatchSize, ConsumerGroup, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
-    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, FetchStrategy, GroupConfig, GroupStopped, Handler, MisuseError,
-    PartitionContext, PartitionError, PartitionFailure, RecordAction, StopReason, TopicConfig,
+    Action, Batch, BatchContext, BatchSize, ConsumerGroup, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
+    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, FetchStrategy, GroupConfig, GroupStopped, Handler, Lease, ManualError,
+    MisuseError, Mode, PartitionContext, PartitionError, PartitionFailure, RecordAction, StopReason, TopicConfig,
 };
 pub use klife_group::{ConfigError, GroupError};
 
@@ -183,6 +183,50 @@ impl<'a, H> ConsumerGroupBuilder<'a, H> {
     pub fn handler<H2: Handler>(self, handler: H2) -> ConsumerGroupBuilder<'a, H2> {
         ConsumerGroupBuilder { client: self.client, config: self.config, handler }
     }
+
+    /// Resources of the client for a group.
+    async fn resources(&self) -> Result<klife_group::runtime::Resources, Error> {
+        let client = self.client;
+        let producer = client.default_producer().await?.clone();
+        Ok(klife_group::runtime::Resources {
+            cluster: client.cluster.clone(),
+            default_fetcher: client.default_fetcher().clone(),
+            named_fetchers: client.named_fetchers_map(),
+            producer: Some(producer),
+        })
+    }
+}
+
+impl ConsumerGroupBuilder<'_, NoHandler> {
+    /// Starts a member whose topics are all in [`Mode::Manual`]: a driver pulls their
+    /// batches through [`ConsumerGroup::lease`] and commits them. A topic in handler
+    /// mode is refused ([`Error::is_invalid_argument`]).
+    ///
+    /// ```no_run
+    /// use klife::group::{Mode, ResetPolicy, TopicConfig};
+    ///
+    /// # async fn run(client: klife::Client) -> Result<(), klife::Error> {
+    /// let group = client
+    ///     .consumer_group("orders-pipeline")
+    ///     .topic(TopicConfig::new("orders").mode(Mode::Manual).offset_reset(ResetPolicy::Earliest))
+    ///     .start_manual()
+    ///     .await?;
+    /// # tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    /// for tp in group.assigned_partitions() {
+    ///     let lease = group.lease(&tp.topic, tp.partition)?;
+    ///     while let Some(batch) = lease.pull()? {
+    ///         // ... handle batch.records ...
+    ///         lease.commit(batch.next_offset)?;
+    ///     }
+    /// }
+    /// group.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_manual(self) -> Result<ConsumerGroup, Error> {
+        let resources = self.resources().await?;
+        ConsumerGroup::start_manual(resources, self.config).map_err(Error::group_config)
+    }
 }
 
 impl<H: Handler> ConsumerGroupBuilder<'_, H> {
@@ -190,14 +234,7 @@ impl<H: Handler> ConsumerGroupBuilder<'_, H> {
     /// [`Error::is_invalid_argument`]); joining and consuming go on in the background.
     /// Dead letters go through the client's default producer.
     pub async fn start(self) -> Result<ConsumerGroup, Error> {
-        let client = self.client;
-        let producer = client.default_producer().await?.clone();
-        let resources = klife_group::runtime::Resources {
-            cluster: client.cluster.clone(),
-            default_fetcher: client.default_fetcher().clone(),
-            named_fetchers: client.named_fetchers_map(),
-            producer: Some(producer),
-        };
+        let resources = self.resources().await?;
         ConsumerGroup::start(resources, self.config, self.handler).map_err(Error::group_config)
     }
 }

@@ -48,6 +48,21 @@ pub enum BatchSize {
     Max(usize),
 }
 
+/// Who takes a topic's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The group's [`Handler`](super::Handler) (the default).
+    #[default]
+    Handler,
+    /// Nobody inside the group: an external driver pulls each partition's batches
+    /// through a [`Lease`](super::Lease) and commits what it finished
+    /// ([`ConsumerGroup::lease`](super::ConsumerGroup::lease)). The group still joins,
+    /// fetches ahead (`max_queue_size` batches of at most `handler_max_batch_size`
+    /// records), calls the handler's `on_consumer_start` / `on_consumer_stop`, and
+    /// waits on a revocation for what was pulled to be committed.
+    Manual,
+}
+
 /// A topic of the group and its settings; unset ones come from the group's
 /// `default_topic_config`, then from the defaults listed with each setter.
 #[derive(Debug, Clone, Default)]
@@ -78,8 +93,12 @@ pub struct TopicConfig {
     /// After a hard failure, at most these batches and the one in hand are handled
     /// again.
     pub handler_max_unacked_commits: Option<usize>,
-    /// How many records a handler call gets (default dynamic: one fetch answer).
+    /// How many records a handler call gets (default dynamic: one fetch answer); in
+    /// manual mode, how many records a pull gets.
     pub handler_max_batch_size: Option<BatchSize>,
+    /// Whether the handler takes the records or an external driver pulls them
+    /// (default [`Mode::Handler`]).
+    pub mode: Option<Mode>,
 }
 
 impl TopicConfig {
@@ -151,6 +170,13 @@ impl TopicConfig {
         self
     }
 
+    /// Sets who takes the records: the handler, or a driver pulling them.
+    #[must_use]
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = Some(mode);
+        self
+    }
+
     /// This topic's settings over `defaults` (which have no name).
     fn over(&self, defaults: &TopicConfig) -> TopicConfig {
         TopicConfig {
@@ -164,6 +190,7 @@ impl TopicConfig {
             handler_cooldown: self.handler_cooldown.or(defaults.handler_cooldown),
             handler_max_unacked_commits: self.handler_max_unacked_commits.or(defaults.handler_max_unacked_commits),
             handler_max_batch_size: self.handler_max_batch_size.or(defaults.handler_max_batch_size),
+            mode: self.mode.or(defaults.mode),
         }
     }
 }
@@ -180,6 +207,7 @@ pub(crate) struct TopicSettings {
     pub(crate) handler_cooldown: Duration,
     pub(crate) max_unacked_commits: usize,
     pub(crate) batch_size: BatchSize,
+    pub(crate) mode: Mode,
 }
 
 impl TopicSettings {
@@ -316,6 +344,7 @@ impl GroupConfig {
             if !seen.insert(t.name.as_str()) {
                 return Err(ConfigError::DuplicateTopic(t.name.clone()));
             }
+            manual_fits(t, self.default_topic_config.mode)?;
             out.push(settings(t.over(&self.default_topic_config), &max_bytes_per_request)?);
         }
         Ok(out)
@@ -328,9 +357,28 @@ impl GroupConfig {
     ) -> Result<Option<TopicSettings>, ConfigError> {
         match &self.topic_regex {
             None => Ok(None),
-            Some(_) => settings(self.default_topic_config.clone(), &max_bytes_per_request).map(Some),
+            Some(_) => {
+                manual_fits(&self.default_topic_config, None)?;
+                settings(self.default_topic_config.clone(), &max_bytes_per_request).map(Some)
+            }
         }
     }
+}
+
+/// A manual topic must not set what only a handler uses on itself (the group's
+/// defaults for them apply to its handler topics only).
+fn manual_fits(t: &TopicConfig, default_mode: Option<Mode>) -> Result<(), ConfigError> {
+    if t.mode.or(default_mode) != Some(Mode::Manual) {
+        return Ok(());
+    }
+    let setting = if t.handler_cooldown.is_some() {
+        "handler_cooldown"
+    } else if t.handler_max_unacked_commits.is_some() {
+        "handler_max_unacked_commits"
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::HandlerSettingInManualMode { topic: t.name.clone(), setting })
 }
 
 /// A topic's settings with every default filled in, checked.
@@ -358,6 +406,7 @@ fn settings(t: TopicConfig, max_bytes_per_request: &impl Fn(&str) -> usize) -> R
         handler_cooldown: t.handler_cooldown.unwrap_or_default(),
         max_unacked_commits: t.handler_max_unacked_commits.unwrap_or(0),
         batch_size,
+        mode: t.mode.unwrap_or_default(),
     })
 }
 

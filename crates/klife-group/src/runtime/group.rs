@@ -18,9 +18,10 @@ use klife_protocol::types::TopicPartition;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
-use super::config::TopicSettings;
+use super::config::{Mode, TopicSettings};
 use super::handler::{Handler, PartitionContext, StopReason};
 use super::lifecycle::{GivingUpId, Lifecycle, LifecycleAction};
+use super::manual::Slot;
 use super::partition::{Control, PartitionConsumer, Report};
 use super::{GroupStopped, PartitionFailure};
 use crate::driver::{Ended, GroupMember, MemberEvent, Revocation};
@@ -51,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) member_id: Mutex<String>,
     pub(crate) epoch: Mutex<i32>,
     pub(crate) protocol: Mutex<Option<GroupProtocol>>,
+    /// The manual partitions' slots, for [`ConsumerGroup::lease`](super::ConsumerGroup::lease).
+    pub(crate) slots: Mutex<HashMap<TopicPartition, Arc<Slot>>>,
 }
 
 /// The group coordinator as the offsets requests use it.
@@ -247,7 +250,22 @@ impl<H: Handler> GroupTask<H> {
     fn publish(&self) {
         let running = self.lifecycle.running();
         telemetry::record_owned(&self.group, running.len());
+        let mut slots = self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slots.is_empty() {
+            // A manual partition no longer owned (and not restarting) has no lease to give.
+            let all = self.lifecycle.all();
+            slots.retain(|tp, _| all.contains(tp));
+        }
+        drop(slots);
         *self.shared.running.lock().unwrap_or_else(PoisonError::into_inner) = running;
+    }
+
+    /// Forgets the manual slot of consumer `task` of `partition`.
+    fn forget_slot(&self, partition: &TopicPartition, task: u64) {
+        let mut slots = self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        if slots.get(partition).is_some_and(|s| s.task == task) {
+            slots.remove(partition);
+        }
     }
 
     fn find_coordinator(&mut self) {
@@ -449,6 +467,11 @@ impl<H: Handler> GroupTask<H> {
         };
         let (control_tx, control) = watch::channel(Control::Run);
         let (committed_tx, committed) = watch::channel(self.tracker.committed(&partition));
+        let slot = (settings.mode == Mode::Manual).then(|| {
+            let slot = Slot::new(partition.clone(), task, self.reports_tx.clone(), committed.clone());
+            self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner).insert(partition.clone(), slot.clone());
+            slot
+        });
         let consumer = PartitionConsumer {
             task,
             handler: self.handler.clone(),
@@ -465,6 +488,7 @@ impl<H: Handler> GroupTask<H> {
             committed,
             control,
             reports: self.reports_tx.clone(),
+            slot,
         };
         tokio::spawn(consumer.run());
         self.state.consumers.insert(partition, Consumer { task, control: control_tx, committed: committed_tx });
@@ -534,12 +558,16 @@ impl<H: Handler> GroupTask<H> {
             }
             Report::Stopped { partition, task } => self.lifecycle.stopped(&partition, task),
             Report::Closed { partition, task } => {
+                self.forget_slot(&partition, task);
                 if self.state.consumers.get(&partition).is_some_and(|c| c.task == task) {
                     self.state.consumers.remove(&partition);
                 }
                 self.lifecycle.closed(&partition, task);
             }
             Report::Failed { partition, task, error } => {
+                if !error.restarts() {
+                    self.forget_slot(&partition, task);
+                }
                 let _ = self.failures.send(PartitionFailure { partition: partition.clone(), error: error.clone() });
                 if self.state.consumers.get(&partition).is_some_and(|c| c.task == task) {
                     self.state.consumers.remove(&partition);

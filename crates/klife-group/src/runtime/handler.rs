@@ -267,6 +267,17 @@ pub enum PartitionError {
         #[source]
         source: ProduceError,
     },
+    /// A record asked to go to a dead-letter topic could not be read again from the
+    /// log to be produced (retention or compaction removed it meanwhile).
+    #[error("{topic}-{partition}: offset {offset}, asked to go to a dead-letter topic, is no longer in the log")]
+    DeadLetterGone {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The record's offset.
+        offset: i64,
+    },
     /// A record asked to go to a dead-letter topic, and the group has no producer.
     #[error(
         "{topic}-{partition}: offset {offset} asked for the dead-letter topic {dead_letter_topic}, and the group has no producer"
@@ -289,11 +300,22 @@ pub enum PartitionError {
     /// Its start offset could not be had, or its commits failed for good.
     #[error(transparent)]
     Offsets(#[from] OffsetError),
+    /// Manual mode: a lease was dropped, or a second one asked for, while records
+    /// pulled were not committed; the partition starts again from its last commit and
+    /// those records come again.
+    #[error("{topic}-{partition}: a lease ended with records pulled and not committed; they are delivered again")]
+    LeaseDropped {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
 }
 
 impl PartitionError {
     /// Whether the partition starts again by itself (from its last committed offset,
-    /// after a backoff): a handler's misuse or panic and a dead-letter failure do;
+    /// after a backoff): a handler's misuse or panic, a dead-letter failure and a lease
+    /// dropped with records not committed do;
     /// fetch and offset failures wait for the next assignment.
     pub fn restarts(&self) -> bool {
         matches!(
@@ -302,6 +324,8 @@ impl PartitionError {
                 | PartitionError::Panicked { .. }
                 | PartitionError::DeadLetter { .. }
                 | PartitionError::NoDeadLetterProducer { .. }
+                | PartitionError::DeadLetterGone { .. }
+                | PartitionError::LeaseDropped { .. }
         )
     }
 }

@@ -75,7 +75,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
 use klife_connection::Cluster;
-use klife_fetcher::Fetcher;
+use klife_fetcher::{Fetcher, Record};
 use klife_producer::Producer;
 use klife_protocol::types::TopicPartition;
 use tokio::sync::{mpsc, oneshot};
@@ -91,16 +91,18 @@ mod config;
 mod group;
 mod handler;
 mod lifecycle;
+mod manual;
 mod partition;
 mod settle;
 
 pub use config::{
     BatchSize, DEFAULT_FETCH_INTERVAL, DEFAULT_FETCH_MAX_BYTES, DEFAULT_REBALANCE_TIMEOUT, FetchStrategy, GroupConfig,
-    MAX_IDLE_STEPS, TopicConfig,
+    MAX_IDLE_STEPS, Mode, TopicConfig,
 };
 pub use handler::{
     Action, BatchContext, Handler, MisuseError, PartitionContext, PartitionError, RecordAction, StopReason,
 };
+pub use manual::{Batch, Lease, ManualError};
 pub use partition::{DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER};
 
 use group::{Command, GroupTask, Shared, TaskState};
@@ -325,6 +327,38 @@ impl ConsumerGroup {
         })
     }
 
+    /// Starts a member whose topics are all in [`Mode::Manual`]: nothing handles
+    /// records inside the group; a driver pulls them through [`lease`](Self::lease).
+    /// A topic in handler mode (set on it or by the default topic config) is refused
+    /// with [`ConfigError::NoHandler`].
+    pub fn start_manual(resources: Resources, config: GroupConfig) -> Result<ConsumerGroup, ConfigError> {
+        let default_mode = config.default_topic_config.mode;
+        let handled = config.topics.iter().find(|t| t.mode.or(default_mode).unwrap_or_default() != Mode::Manual);
+        if let Some(t) = handled {
+            return Err(ConfigError::NoHandler(t.name.clone()));
+        }
+        if config.topic_regex.is_some() && default_mode.unwrap_or_default() != Mode::Manual {
+            return Err(ConfigError::NoHandler(config.topic_regex.clone().unwrap_or_default()));
+        }
+        ConsumerGroup::start(resources, config, Unhandled)
+    }
+
+    /// A lease of `partition` of `topic`, a topic in [`Mode::Manual`]: the right to
+    /// pull its batches and commit them (see [`Lease`] for the rules). At most one
+    /// lease of a partition is live: a second one while the first holds records not
+    /// committed restarts the partition and fails with [`ManualError::Restarting`].
+    pub fn lease(&self, topic: &str, partition: i32) -> Result<Lease, ManualError> {
+        let tp = TopicPartition::new(topic, partition);
+        let slot = self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner).get(&tp).cloned();
+        match slot {
+            Some(slot) => slot.lease(),
+            None if self.assigned_partitions().contains(&tp) => {
+                Err(ManualError::NotManual { topic: topic.to_owned(), partition })
+            }
+            None => Err(ManualError::NotAssigned { topic: topic.to_owned(), partition }),
+        }
+    }
+
     /// The group.
     pub fn group(&self) -> &str {
         &self.group
@@ -398,6 +432,16 @@ impl Drop for ConsumerGroup {
         // The task sees its command channel close and shuts down in the background.
         self.member.take();
         self.commands.take();
+    }
+}
+
+/// The handler of a group whose topics are all manual: never called for records.
+struct Unhandled;
+
+impl Handler for Unhandled {
+    async fn handle_record_batch(&self, ctx: &BatchContext, _records: Vec<Record>) -> Action {
+        tracing::error!(topic = ctx.topic(), partition = ctx.partition(), "records reached a group without a handler");
+        Action::Retry
     }
 }
 

@@ -20,6 +20,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::config::TopicSettings;
 use super::handler::{BatchContext, Handler, PartitionContext, PartitionError, StopReason};
+use super::manual::{Batch, Slot};
 use super::settle::{DeadLetter, settle};
 use crate::telemetry;
 
@@ -73,6 +74,8 @@ pub(crate) struct PartitionConsumer<H> {
     pub(crate) committed: watch::Receiver<Option<i64>>,
     pub(crate) control: watch::Receiver<Control>,
     pub(crate) reports: mpsc::UnboundedSender<Report>,
+    /// In manual mode, where the batches go and the lease's state.
+    pub(crate) slot: Option<Arc<Slot>>,
 }
 
 /// How the consuming loop ended.
@@ -88,7 +91,13 @@ impl<H: Handler> PartitionConsumer<H> {
     }
 
     pub(crate) async fn run(mut self) {
-        let exit = self.consume().await;
+        let exit = match self.slot.clone() {
+            Some(slot) => self.consume_manual(&slot).await,
+            None => self.consume().await,
+        };
+        if let Some(slot) = &self.slot {
+            slot.release();
+        }
         let partition = self.partition();
         let task = self.task;
         let reason = match exit {
@@ -155,33 +164,111 @@ impl<H: Handler> PartitionConsumer<H> {
         }
     }
 
-    async fn consume(&mut self) -> Exit {
+    /// Waits for the delay, assigns the partition to a consumer of the fetcher and calls
+    /// `on_consumer_start`.
+    async fn open(&mut self) -> Result<Consumer, Exit> {
         let delay = self.delay;
         if let Some(exit) = self.pause(delay).await {
-            return exit;
+            return Err(exit);
         }
-        let topic = self.ctx.topic.clone();
-        let partition = self.ctx.partition;
         let s = self.settings.clone();
-        let mut options = FetchOptions::new().with_isolation_level(s.isolation_level);
-        if let Some(bytes) = s.fetch_max_bytes {
-            options = options.with_max_bytes(bytes);
-        }
-        let mut consumer = Consumer::new(self.fetcher.clone(), options)
+        let mut consumer = Consumer::new(self.fetcher.clone(), self.fetch_options())
             .with_offset_reset(s.fetch_reset())
             .with_prefetch(s.max_queue_size.saturating_sub(1))
             .with_idle_backoff(s.fetch_interval, super::config::MAX_IDLE_STEPS);
-        if let Err(e) = consumer.assign(&[(&*topic, partition, self.start)]).await {
-            return Exit::Failed(e.into());
+        if let Err(e) = consumer.assign(&[(&*self.ctx.topic, self.ctx.partition, self.start)]).await {
+            return Err(Exit::Failed(e.into()));
         }
         if let Err(panic) = catch_unwind(self.handler.on_consumer_start(&self.ctx)).await {
-            return Exit::Failed(PartitionError::Panicked {
-                topic: topic.to_string(),
-                partition,
+            return Err(Exit::Failed(PartitionError::Panicked {
+                topic: self.ctx.topic.to_string(),
+                partition: self.ctx.partition,
                 message: panic_message(&*panic),
-            });
+            }));
         }
         tracing::info!(partition = %self.partition(), start = ?self.start, "the partition's consumer starts");
+        Ok(consumer)
+    }
+
+    /// Manual mode: fills the slot's queue for the lease to pull; on a graceful stop,
+    /// waits for what was pulled to be committed.
+    async fn consume_manual(&mut self, slot: &Slot) -> Exit {
+        let mut consumer = match self.open().await {
+            Ok(c) => c,
+            Err(exit) => return exit,
+        };
+        let s = self.settings.clone();
+        let mut chunks = std::collections::VecDeque::new();
+        loop {
+            match self.asked_to_end() {
+                None => {}
+                Some(Exit::Stop) => return self.settle_manual(slot).await,
+                Some(exit) => return exit,
+            }
+            if slot.restart_asked() {
+                return Exit::Failed(PartitionError::LeaseDropped {
+                    topic: self.ctx.topic.to_string(),
+                    partition: self.ctx.partition,
+                });
+            }
+            let room = slot.queued() < s.max_queue_size;
+            tokio::select! {
+                event = consumer.next_event(), if room => match event {
+                    Some(ConsumerEvent::Records(fetched)) => {
+                        let (topic, partition) = (fetched.topic.clone(), fetched.partition);
+                        chunk(fetched, s.max_batch_size(), &mut chunks);
+                        telemetry::record_batch(&self.ctx.topic, chunks.iter().map(|c| c.0.len()).sum());
+                        slot.push(chunks.drain(..).map(|(records, next_offset, high_watermark)| Batch {
+                            topic: topic.clone(),
+                            partition,
+                            records,
+                            next_offset,
+                            high_watermark,
+                        }));
+                    }
+                    Some(ConsumerEvent::Error(e)) if e.is_retriable() => {
+                        tracing::warn!(partition = %self.partition(), error = %e, "fetch failed; fetching again");
+                    }
+                    Some(ConsumerEvent::Error(e)) => return Exit::Failed(e.into()),
+                    Some(_) => {}
+                    None => return Exit::Close(StopReason::Lost),
+                },
+                changed = self.control.changed() => if changed.is_err() { return Exit::Close(StopReason::Lost) },
+                () = slot.changed() => {}
+            }
+        }
+    }
+
+    /// A graceful stop in manual mode: no more pulls, then what was pulled is
+    /// committed (or the lease dropped) before the consumer reports it stopped.
+    async fn settle_manual(&mut self, slot: &Slot) -> Exit {
+        slot.begin_stop();
+        loop {
+            if slot.settled() {
+                return Exit::Stop;
+            }
+            tokio::select! {
+                () = slot.changed() => {}
+                changed = self.control.changed() => {
+                    if changed.is_err() {
+                        return Exit::Close(StopReason::Lost);
+                    }
+                    if let Some(Exit::Close(reason)) = self.asked_to_end() {
+                        return Exit::Close(reason);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn consume(&mut self) -> Exit {
+        let mut consumer = match self.open().await {
+            Ok(c) => c,
+            Err(exit) => return exit,
+        };
+        let topic = self.ctx.topic.clone();
+        let partition = self.ctx.partition;
+        let s = self.settings.clone();
         // Chunks of the answer in hand: records, the offset after them, the high watermark.
         let mut chunks: std::collections::VecDeque<(Vec<Record>, i64, i64)> = std::collections::VecDeque::new();
         // Offsets reached by finished batches not known committed yet.
@@ -253,8 +340,6 @@ impl<H: Handler> PartitionConsumer<H> {
             let last_epoch = records.last().and_then(|r| r.leader_epoch);
             telemetry::record_batch(&topic, records.len());
             let started = tokio::time::Instant::now();
-            // The records go to the handler; dead letters need theirs back.
-            let kept = records.clone();
             let action = match catch_unwind(self.handler.handle_record_batch(&ctx, records)).await {
                 Ok(action) => action,
                 Err(panic) => {
@@ -271,7 +356,7 @@ impl<H: Handler> PartitionConsumer<H> {
                 Ok(settled) => settled,
                 Err(misuse) => return Exit::Failed(misuse.into()),
             };
-            if let Err(e) = self.dead_letter(&kept, &settled.dead_letters).await {
+            if let Err(e) = self.dead_letter(&offsets, &settled.dead_letters).await {
                 return Exit::Failed(e);
             }
             if let Some(done) = settled.done {
@@ -291,19 +376,62 @@ impl<H: Handler> PartitionConsumer<H> {
         }
     }
 
-    /// Produces the dead letters of a batch, each acknowledged before the batch's
-    /// offset may be committed.
-    async fn dead_letter(&self, records: &[Record], letters: &[DeadLetter]) -> Result<(), PartitionError> {
-        for letter in letters {
-            let record = &records[letter.index];
-            let Some(producer) = &self.producer else {
-                return Err(PartitionError::NoDeadLetterProducer {
-                    topic: self.ctx.topic.to_string(),
-                    partition: self.ctx.partition,
-                    offset: record.offset,
-                    dead_letter_topic: letter.topic.clone(),
-                });
-            };
+    /// The fetch options of the topic's settings.
+    fn fetch_options(&self) -> FetchOptions {
+        let mut options = FetchOptions::new().with_isolation_level(self.settings.isolation_level);
+        if let Some(bytes) = self.settings.fetch_max_bytes {
+            options = options.with_max_bytes(bytes);
+        }
+        options
+    }
+
+    /// Reads the records at `offsets` (ascending) again from the log: the handler was
+    /// given the batch's records, and dead letters are rare enough that reading them
+    /// again costs less than keeping a copy of every batch.
+    async fn reread(&self, offsets: &[i64]) -> Result<Vec<Record>, PartitionError> {
+        let (topic, partition) = (self.ctx.topic.clone(), self.ctx.partition);
+        let gone = |offset| PartitionError::DeadLetterGone { topic: topic.to_string(), partition, offset };
+        let (Some(&first), Some(&last)) = (offsets.first(), offsets.last()) else { return Ok(Vec::new()) };
+        let mut consumer = Consumer::new(self.fetcher.clone(), self.fetch_options());
+        consumer.assign(&[(&*topic, partition, StartOffset::Offset(first))]).await?;
+        let mut found = Vec::with_capacity(offsets.len());
+        while found.len() < offsets.len() {
+            match consumer.next_event().await {
+                Some(ConsumerEvent::Records(fetched)) => {
+                    let past = fetched.records.last().is_some_and(|r| r.offset >= last)
+                        || (fetched.high_watermark >= 0 && fetched.next_offset >= fetched.high_watermark);
+                    found.extend(fetched.records.into_iter().filter(|r| offsets.binary_search(&r.offset).is_ok()));
+                    if past && found.len() < offsets.len() {
+                        let missing = offsets.iter().find(|o| !found.iter().any(|r: &Record| r.offset == **o));
+                        return Err(gone(missing.copied().unwrap_or(first)));
+                    }
+                }
+                Some(ConsumerEvent::Error(e)) if e.is_retriable() => {}
+                Some(ConsumerEvent::Error(e)) => return Err(e.into()),
+                Some(_) => {}
+                None => return Err(gone(first)),
+            }
+        }
+        Ok(found)
+    }
+
+    /// Produces the dead letters of a batch (whose offsets are `offsets`), each
+    /// acknowledged before the batch's offset may be committed.
+    async fn dead_letter(&self, offsets: &[i64], letters: &[DeadLetter]) -> Result<(), PartitionError> {
+        if letters.is_empty() {
+            return Ok(());
+        }
+        let Some(producer) = &self.producer else {
+            return Err(PartitionError::NoDeadLetterProducer {
+                topic: self.ctx.topic.to_string(),
+                partition: self.ctx.partition,
+                offset: offsets[letters[0].index],
+                dead_letter_topic: letters[0].topic.clone(),
+            });
+        };
+        let wanted: Vec<i64> = letters.iter().map(|l| offsets[l.index]).collect();
+        let records = self.reread(&wanted).await?;
+        for (letter, record) in letters.iter().zip(&records) {
             let mut headers = record.headers.clone();
             let text = |s: String| Some(Bytes::from(s));
             headers.push(Header { key: DLQ_TOPIC_HEADER.into(), value: text(self.ctx.topic.to_string()) });
