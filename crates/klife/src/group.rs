@@ -1,4 +1,5 @@
-//! Consumer groups with handlers: [`Client::consumer_group`].
+//! Consumer groups: [`Client::consumer_group`], with a handler, as a stream
+//! ([`ConsumerGroupBuilder::stream`]) or in manual mode.
 //!
 //! Everything a group needs is re-exported here from `klife-group`: the [`Handler`]
 //! trait, its [`Action`]s, the group's and topics' settings, and the running group's
@@ -41,8 +42,9 @@ pub use klife_group::membership::consumer::ServerAssignor;
 pub use klife_group::offsets::{GroupProtocol, ResetPolicy};
 pub use klife_group::runtime::{
     Action, Batch, BatchContext, BatchSize, ConsumerGroup, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER,
-    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, FetchStrategy, GroupConfig, GroupStopped, Handler, Lease, ManualError,
-    MisuseError, Mode, PartitionContext, PartitionError, PartitionFailure, RecordAction, StopReason, TopicConfig,
+    DLQ_REASON_HEADER, DLQ_TOPIC_HEADER, FetchStrategy, GroupConfig, GroupEvent, GroupStopped, GroupStream, Handler,
+    Lease, ManualError, MisuseError, Mode, PartitionContext, PartitionError, PartitionFailure, RecordAction,
+    StopReason, StreamBatch, TopicConfig,
 };
 pub use klife_group::{ConfigError, GroupError};
 
@@ -226,6 +228,44 @@ impl ConsumerGroupBuilder<'_, NoHandler> {
     pub async fn start_manual(self) -> Result<ConsumerGroup, Error> {
         let resources = self.resources().await?;
         ConsumerGroup::start_manual(resources, self.config).map_err(Error::group_config)
+    }
+
+    /// Starts a member as a [`GroupStream`]: the batches of every partition it owns
+    /// and the changes of its assignment, in order, with explicit commits. Every topic
+    /// runs in [`Mode::Manual`]; one that sets [`Mode::Handler`] is refused
+    /// ([`Error::is_invalid_argument`]).
+    ///
+    /// ```no_run
+    /// use klife::group::{GroupEvent, ResetPolicy, TopicConfig};
+    ///
+    /// # async fn run(client: klife::Client) -> Result<(), klife::Error> {
+    /// let mut stream = client
+    ///     .consumer_group("orders-svc")
+    ///     .topic(TopicConfig::new("orders").offset_reset(ResetPolicy::Earliest))
+    ///     .stream()
+    ///     .await?;
+    /// while let Some(event) = stream.next().await {
+    ///     match event {
+    ///         GroupEvent::Batch(batch) => {
+    ///             for r in batch.records() {
+    ///                 println!("{}-{} {}: {:?}", r.topic, r.partition, r.offset, r.value);
+    ///             }
+    ///             batch.commit()?;
+    ///         }
+    ///         // Nothing is held here: every batch was committed as it came. A loop
+    ///         // that holds batches commits those of these partitions now.
+    ///         GroupEvent::Revoking(_partitions) => {}
+    ///         other => println!("{other:?}"),
+    ///     }
+    /// #   stream.close();
+    /// }
+    /// stream.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn stream(self) -> Result<GroupStream, Error> {
+        let resources = self.resources().await?;
+        ConsumerGroup::start_stream(resources, self.config).map_err(Error::group_config)
     }
 }
 

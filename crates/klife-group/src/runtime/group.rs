@@ -15,7 +15,7 @@ use klife_producer::Producer;
 use klife_protocol::ApiKey;
 use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
 use klife_protocol::types::TopicPartition;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 
 use super::config::{Mode, TopicSettings};
@@ -54,6 +54,8 @@ pub(crate) struct Shared {
     pub(crate) protocol: Mutex<Option<GroupProtocol>>,
     /// The manual partitions' slots, for [`ConsumerGroup::lease`](super::ConsumerGroup::lease).
     pub(crate) slots: Mutex<HashMap<TopicPartition, Arc<Slot>>>,
+    /// Wakes the group's stream: the slots changed, or one of them has news.
+    pub(crate) activity: Arc<Notify>,
 }
 
 /// The group coordinator as the offsets requests use it.
@@ -97,6 +99,8 @@ pub(crate) struct GroupTask<H> {
     pub(crate) reports_tx: mpsc::UnboundedSender<Report>,
     pub(crate) reports: mpsc::UnboundedReceiver<Report>,
     pub(crate) state: TaskState,
+    /// Dropped when the task ends, however it ends: the group's stream learns it.
+    pub(crate) _alive: watch::Sender<()>,
 }
 
 /// The task's own state, apart from its settings.
@@ -255,6 +259,7 @@ impl<H: Handler> GroupTask<H> {
             // A manual partition no longer owned (and not restarting) has no lease to give.
             let all = self.lifecycle.all();
             slots.retain(|tp, _| all.contains(tp));
+            self.shared.activity.notify_one();
         }
         drop(slots);
         *self.shared.running.lock().unwrap_or_else(PoisonError::into_inner) = running;
@@ -468,8 +473,15 @@ impl<H: Handler> GroupTask<H> {
         let (control_tx, control) = watch::channel(Control::Run);
         let (committed_tx, committed) = watch::channel(self.tracker.committed(&partition));
         let slot = (settings.mode == Mode::Manual).then(|| {
-            let slot = Slot::new(partition.clone(), task, self.reports_tx.clone(), committed.clone());
+            let slot = Slot::new(
+                partition.clone(),
+                task,
+                self.reports_tx.clone(),
+                committed.clone(),
+                self.shared.activity.clone(),
+            );
             self.shared.slots.lock().unwrap_or_else(PoisonError::into_inner).insert(partition.clone(), slot.clone());
+            self.shared.activity.notify_one();
             slot
         });
         let consumer = PartitionConsumer {

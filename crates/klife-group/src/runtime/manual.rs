@@ -162,6 +162,8 @@ struct Inner {
     requested: Option<i64>,
     lease: Option<u64>,
     next_lease: u64,
+    /// Released after a graceful stop whose pulled records were all committed.
+    handed_over: bool,
 }
 
 impl Inner {
@@ -187,6 +189,8 @@ pub(crate) struct Slot {
     to_task: Notify,
     reports: mpsc::UnboundedSender<Report>,
     committed: watch::Receiver<Option<i64>>,
+    /// Wakes the group's stream: a batch, a revocation, a release.
+    activity: Arc<Notify>,
 }
 
 impl Slot {
@@ -195,6 +199,7 @@ impl Slot {
         task: u64,
         reports: mpsc::UnboundedSender<Report>,
         committed: watch::Receiver<Option<i64>>,
+        activity: Arc<Notify>,
     ) -> Arc<Slot> {
         Arc::new(Slot {
             tp,
@@ -207,11 +212,13 @@ impl Slot {
                 requested: None,
                 lease: None,
                 next_lease: 0,
+                handed_over: false,
             }),
             to_lease: Notify::new(),
             to_task: Notify::new(),
             reports,
             committed,
+            activity,
         })
     }
 
@@ -238,7 +245,7 @@ impl Slot {
             drop(inner);
             tracing::info!(partition = %self.tp, "a second lease while the first holds records not committed: restarting");
             self.to_task.notify_one();
-            self.to_lease.notify_one();
+            self.wake_lease();
             return Err(self.error(|topic, partition| ManualError::Restarting { topic, partition }));
         }
         let id = inner.next_lease;
@@ -253,7 +260,13 @@ impl Slot {
     /// Adds fetched batches to the queue.
     pub(crate) fn push(&self, batches: impl IntoIterator<Item = Batch>) {
         self.lock().queue.extend(batches);
+        self.wake_lease();
+    }
+
+    /// Wakes a pull waiting on the lease, and the group's stream.
+    fn wake_lease(&self) {
         self.to_lease.notify_one();
+        self.activity.notify_one();
     }
 
     /// How many batches wait to be pulled.
@@ -274,7 +287,7 @@ impl Slot {
         }
         inner.queue.clear();
         drop(inner);
-        self.to_lease.notify_one();
+        self.wake_lease();
     }
 
     /// Whether what was pulled is committed (or will never be: the lease was dropped).
@@ -283,15 +296,17 @@ impl Slot {
         inner.state == State::Restarting || !inner.uncommitted()
     }
 
-    /// The consumer task ended: nothing more is pulled or committed.
-    pub(crate) fn release(&self) {
+    /// The consumer task ended: nothing more is pulled or committed. `handed_over`:
+    /// it ended with a graceful stop, everything pulled committed.
+    pub(crate) fn release(&self, handed_over: bool) {
         let mut inner = self.lock();
         if inner.state != State::Restarting {
             inner.state = State::Released;
+            inner.handed_over = handed_over;
         }
         inner.queue.clear();
         drop(inner);
-        self.to_lease.notify_one();
+        self.wake_lease();
     }
 
     /// Waits for a wake-up of the consumer task (one given while nobody waited is
@@ -409,6 +424,13 @@ impl Lease {
         *self.slot.committed.borrow()
     }
 
+    /// Whether the partition was released after a graceful stop with everything
+    /// pulled committed (rather than lost, failed or restarting).
+    pub(crate) fn handed_over(&self) -> bool {
+        let inner = self.slot.lock();
+        inner.state == State::Released && inner.handed_over
+    }
+
     /// Whether records pulled through the lease are not committed yet.
     pub fn uncommitted(&self) -> bool {
         let inner = self.slot.lock();
@@ -476,7 +498,7 @@ mod tests {
     fn slot() -> (Arc<Slot>, mpsc::UnboundedReceiver<Report>, watch::Sender<Option<i64>>) {
         let (reports, rx) = mpsc::unbounded_channel();
         let (committed_tx, committed) = watch::channel(None);
-        (Slot::new(TopicPartition::new("t", 0), 1, reports, committed), rx, committed_tx)
+        (Slot::new(TopicPartition::new("t", 0), 1, reports, committed, Arc::default()), rx, committed_tx)
     }
 
     fn done(rx: &mut mpsc::UnboundedReceiver<Report>) -> Option<i64> {
@@ -562,7 +584,8 @@ mod tests {
         lease.commit(2).unwrap();
         assert_eq!(done(&mut rx), Some(2));
         assert!(slot.settled());
-        slot.release();
+        slot.release(true);
+        assert!(lease.handed_over());
         assert!(matches!(lease.commit(2), Err(ManualError::Released { .. })));
         assert!(matches!(slot.lease(), Err(ManualError::Released { .. })));
     }

@@ -78,7 +78,7 @@ use klife_connection::Cluster;
 use klife_fetcher::{Fetcher, Record};
 use klife_producer::Producer;
 use klife_protocol::types::TopicPartition;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::driver::GroupMember;
@@ -94,6 +94,7 @@ mod lifecycle;
 mod manual;
 mod partition;
 mod settle;
+mod stream;
 
 pub use config::{
     BatchSize, DEFAULT_FETCH_INTERVAL, DEFAULT_FETCH_MAX_BYTES, DEFAULT_REBALANCE_TIMEOUT, FetchStrategy, GroupConfig,
@@ -104,6 +105,7 @@ pub use handler::{
 };
 pub use manual::{Batch, Lease, ManualError};
 pub use partition::{DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER};
+pub use stream::{GroupEvent, GroupStream, StreamBatch};
 
 use group::{Command, GroupTask, Shared, TaskState};
 
@@ -186,6 +188,8 @@ pub struct ConsumerGroup {
     commands: Option<mpsc::UnboundedSender<Command>>,
     failures: mpsc::UnboundedReceiver<PartitionFailure>,
     task: Option<JoinHandle<Result<(), GroupStopped>>>,
+    /// Closed when the member's task ends.
+    alive: watch::Receiver<()>,
 }
 
 /// What [`ConsumerGroup::abort`] needs to end the member at once.
@@ -293,6 +297,7 @@ impl ConsumerGroup {
         let (commands_tx, commands) = mpsc::unbounded_channel();
         let (failures_tx, failures) = mpsc::unbounded_channel();
         let (reports_tx, reports) = mpsc::unbounded_channel();
+        let (alive_tx, alive) = watch::channel(());
         let task = GroupTask {
             group: group.clone(),
             lifecycle: lifecycle::Lifecycle::new(
@@ -314,6 +319,7 @@ impl ConsumerGroup {
             reports_tx,
             reports,
             state: TaskState::new(),
+            _alive: alive_tx,
         };
         let span = tracing::info_span!("klife.group", group = %group);
         let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
@@ -324,6 +330,7 @@ impl ConsumerGroup {
             commands: Some(commands_tx),
             failures,
             task: Some(task),
+            alive,
         })
     }
 
@@ -341,6 +348,25 @@ impl ConsumerGroup {
             return Err(ConfigError::NoHandler(config.topic_regex.clone().unwrap_or_default()));
         }
         ConsumerGroup::start(resources, config, Unhandled)
+    }
+
+    /// Starts a member as a [`GroupStream`]: every topic runs in [`Mode::Manual`] (a
+    /// topic, or the default topic config, that sets [`Mode::Handler`] is refused with
+    /// [`ConfigError::NoHandler`]), and the stream yields their batches and the
+    /// changes of the assignment in order.
+    pub fn start_stream(resources: Resources, mut config: GroupConfig) -> Result<GroupStream, ConfigError> {
+        config.default_topic_config.mode.get_or_insert(Mode::Manual);
+        ConsumerGroup::start_manual(resources, config).map(GroupStream::new)
+    }
+
+    /// Asks the member to shut down gracefully, as [`shutdown`](Self::shutdown) does,
+    /// and returns at once; [`wait`](Self::wait) waits for the end. Manual partitions
+    /// wait for what was pulled to be committed.
+    pub fn close(&self) {
+        if let Some(commands) = &self.commands {
+            let (tx, _) = oneshot::channel();
+            let _ = commands.send(Command::Shutdown(tx));
+        }
     }
 
     /// A lease of `partition` of `topic`, a topic in [`Mode::Manual`]: the right to

@@ -96,7 +96,7 @@ impl<H: Handler> PartitionConsumer<H> {
             None => self.consume().await,
         };
         if let Some(slot) = &self.slot {
-            slot.release();
+            slot.release(matches!(exit, Exit::Stop));
         }
         let partition = self.partition();
         let task = self.task;
