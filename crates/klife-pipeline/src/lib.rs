@@ -4,12 +4,15 @@
 //! as sans-io state machines. Producers pull batches of records from the partitions
 //! assigned to the member, processors handle the messages with some concurrency,
 //! optional batchers group them by size and time, and offsets are committed as the
-//! messages are acknowledged. This crate decides; a driver moves the records, runs the
-//! user's code, keeps the timers and sends the commits.
+//! messages are acknowledged. The modules `ack`, `batch`, `pull` and `route` decide; a
+//! driver moves the records, runs the user's code, keeps the timers and sends the
+//! commits. [`runtime`] is that driver on tokio, over a klife-group member in manual
+//! mode (the `runtime` feature, on by default); see its documentation for the stages,
+//! their settings and the delivery guarantees.
 //!
 //! ## Contract
 //!
-//! - No sockets, no async runtime, no clock reads: every call that depends on time
+//! - The deciding modules have no sockets, no async runtime, no clock reads: every call that depends on time
 //!   takes `now`, and the state machines say when they next need the driver
 //!   ([`Batcher::next_deadline`](batch::Batcher::next_deadline),
 //!   [`PullPlan::idle_until`](pull::PullPlan::idle_until)). The same calls give the
@@ -96,5 +99,9 @@
 
 pub mod ack;
 pub mod batch;
+#[cfg(feature = "runtime")]
+pub mod message;
 pub mod pull;
 pub mod route;
+#[cfg(feature = "runtime")]
+pub mod runtime;

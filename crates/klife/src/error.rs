@@ -40,6 +40,8 @@ enum Inner {
     Group(klife_group::runtime::GroupStopped),
     /// A manual-mode lease could not pull or commit.
     Manual(klife_group::runtime::ManualError),
+    /// A pipeline's settings are invalid.
+    PipelineConfig(klife_pipeline::runtime::PipelineError),
 }
 
 impl Error {
@@ -58,6 +60,10 @@ impl Error {
 
     pub(crate) fn group_config(source: klife_group::ConfigError) -> Self {
         Error { inner: Box::new(Inner::GroupConfig(source)) }
+    }
+
+    pub(crate) fn pipeline_config(source: klife_pipeline::runtime::PipelineError) -> Self {
+        Error { inner: Box::new(Inner::PipelineConfig(source)) }
     }
 
     /// The connection-layer error that explains this one, if it came from there (for a
@@ -98,7 +104,8 @@ impl Error {
             | Inner::Config { .. }
             | Inner::GroupConfig(_)
             | Inner::Group(_)
-            | Inner::Manual(_) => None,
+            | Inner::Manual(_)
+            | Inner::PipelineConfig(_) => None,
         }
     }
 
@@ -129,7 +136,8 @@ impl Error {
             | Inner::Config { .. }
             | Inner::GroupConfig(_)
             | Inner::Group(_)
-            | Inner::Manual(_) => false,
+            | Inner::Manual(_)
+            | Inner::PipelineConfig(_) => false,
         }
     }
 
@@ -283,7 +291,7 @@ impl Error {
 
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
-        matches!(&*self.inner, Inner::InvalidArgument(_) | Inner::GroupConfig(_))
+        matches!(&*self.inner, Inner::InvalidArgument(_) | Inner::GroupConfig(_) | Inner::PipelineConfig(_))
             || self.config_error().is_some()
             || matches!(
                 self.fetch(),
@@ -330,6 +338,7 @@ impl std::fmt::Display for Error {
             Inner::GroupConfig(e) => write!(f, "consumer group settings: {e}"),
             Inner::Group(e) => write!(f, "consumer group: {e}"),
             Inner::Manual(e) => write!(f, "manual consumer group partition: {e}"),
+            Inner::PipelineConfig(e) => write!(f, "pipeline settings: {e}"),
         }
     }
 }
@@ -352,6 +361,7 @@ impl std::error::Error for Error {
             Inner::GroupConfig(e) => Some(e),
             Inner::Group(e) => Some(e),
             Inner::Manual(e) => Some(e),
+            Inner::PipelineConfig(e) => Some(e),
         }
     }
 }

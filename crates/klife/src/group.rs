@@ -48,6 +48,8 @@ pub use klife_group::runtime::{
 };
 pub use klife_group::{ConfigError, GroupError};
 
+use klife_pipeline::runtime::{Pipeline, PipelineConfig, Processor, Source};
+
 use crate::{Client, Error};
 
 /// No handler chosen yet ([`ConsumerGroupBuilder::handler`]).
@@ -269,7 +271,27 @@ impl ConsumerGroupBuilder<'_, NoHandler> {
     }
 }
 
+impl ConsumerGroupBuilder<'_, NoHandler> {
+    /// Starts the member as the source of a [`Pipeline`] it owns: every topic in
+    /// manual mode (one set to [`Mode::Handler`] is refused,
+    /// [`Error::is_invalid_argument`]); `processor` handles the records. See
+    /// [`crate::pipeline`].
+    pub async fn pipeline<P: Processor>(self, config: PipelineConfig, processor: P) -> Result<Pipeline, Error> {
+        let resources = self.resources().await?;
+        Pipeline::start(Source::group(resources, self.config), config, processor).map_err(Error::pipeline_config)
+    }
+}
+
 impl<H: Handler> ConsumerGroupBuilder<'_, H> {
+    /// Starts the member as the source of a [`Pipeline`]: every topic in manual mode,
+    /// the handler getting only the lifecycle callbacks (`on_consumer_start`,
+    /// `on_consumer_stop`) of each partition; `processor` handles the records.
+    pub async fn pipeline<P: Processor>(self, config: PipelineConfig, processor: P) -> Result<Pipeline, Error> {
+        let resources = self.resources().await?;
+        let source = Source::group_with_callbacks(resources, self.config, self.handler);
+        Pipeline::start(source, config, processor).map_err(Error::pipeline_config)
+    }
+
     /// Starts the member. Fails for invalid settings (named with
     /// [`Error::is_invalid_argument`]); joining and consuming go on in the background.
     /// Dead letters go through the client's default producer.

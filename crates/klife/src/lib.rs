@@ -109,6 +109,7 @@ mod admin;
 mod client;
 mod error;
 pub mod group;
+pub mod pipeline;
 
 pub use admin::{
     BrokerDescription, ClusterDescription, ListedOffsets, NewTopic, PartitionDescription, PartitionOffset, Reassignment,

@@ -1,22 +1,4 @@
-//! Manual mode: the partitions of a [`Mode::Manual`](super::Mode::Manual) topic are
-//! fetched and buffered by the group, and pulled and committed by a driver outside
-//! it, through a [`Lease`].
-//!
-//! A partition's consumer task fills a bounded queue of batches (`max_queue_size`
-//! batches of at most `handler_max_batch_size` records); the lease pulls them in
-//! offset order and commits offsets through the group's committers. What is pulled
-//! exists only in the driver's hands until it is committed, so it is leased:
-//!
-//! - one live lease per partition; a second one while the first holds records not
-//!   committed restarts the partition from its last commit and is refused with
-//!   [`ManualError::Restarting`]; when the first holds nothing uncommitted, the second
-//!   takes over and the first is [`ManualError::Superseded`];
-//! - a lease dropped with records not committed restarts the partition from its last
-//!   commit: they are delivered again (at least once);
-//! - a commit above what was pulled, or below what was committed, is refused;
-//! - a revocation (or the shutdown) stops the pulls ([`ManualError::Revoking`]), drops
-//!   what was fetched and not pulled, and waits for what was pulled to be committed —
-//!   at most the rebalance timeout, after which the partition counts as lost.
+//! Manual mode: [`Lease`].
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -336,9 +318,25 @@ impl Slot {
     }
 }
 
-/// The right to pull a manual partition's batches and commit them; see the
-/// [module documentation](self) for the rules. Dropping a lease that holds records not
-/// committed restarts the partition from its last commit.
+/// Manual mode: the partitions of a [`Mode::Manual`](super::Mode::Manual) topic are
+/// fetched and buffered by the group, and pulled and committed by a driver outside
+/// it, through a [`Lease`].
+///
+/// A partition's consumer task fills a bounded queue of batches (`max_queue_size`
+/// batches of at most `handler_max_batch_size` records); the lease pulls them in
+/// offset order and commits offsets through the group's committers. What is pulled
+/// exists only in the driver's hands until it is committed, so it is leased:
+///
+/// - one live lease per partition; a second one while the first holds records not
+///   committed restarts the partition from its last commit and is refused with
+///   [`ManualError::Restarting`]; when the first holds nothing uncommitted, the second
+///   takes over and the first is [`ManualError::Superseded`];
+/// - a lease dropped with records not committed restarts the partition from its last
+///   commit: they are delivered again (at least once);
+/// - a commit above what was pulled, or below what was committed, is refused;
+/// - a revocation (or the shutdown) stops the pulls ([`ManualError::Revoking`]), drops
+///   what was fetched and not pulled, and waits for what was pulled to be committed —
+///   at most the rebalance timeout, after which the partition counts as lost.
 #[derive(Debug)]
 pub struct Lease {
     slot: Arc<Slot>,

@@ -104,7 +104,10 @@ pub use handler::{
     Action, BatchContext, Handler, MisuseError, PartitionContext, PartitionError, RecordAction, StopReason,
 };
 pub use manual::{Batch, Lease, ManualError};
-pub use partition::{DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER};
+pub use partition::{
+    CatchUnwind, DLQ_GROUP_HEADER, DLQ_OFFSET_HEADER, DLQ_PARTITION_HEADER, DLQ_REASON_HEADER, DLQ_TOPIC_HEADER,
+    catch_unwind, panic_message,
+};
 pub use stream::{GroupEvent, GroupStream, StreamBatch};
 
 use group::{Command, GroupTask, Shared, TaskState};

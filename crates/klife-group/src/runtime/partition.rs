@@ -487,10 +487,29 @@ fn chunk(fetched: Fetched, max: Option<usize>, into: &mut std::collections::VecD
     into.push_back((records, end, hwm));
 }
 
-/// A future whose panic comes out as an `Err` with the panic's payload.
-struct CatchUnwind<'a, T>(Pin<Box<dyn Future<Output = T> + Send + 'a>>);
+/// A future whose panic comes out as an `Err` with the panic's payload: how user code
+/// (handlers, pipeline stages) runs without a panic taking its task down.
+pub struct CatchUnwind<'a, T>(Pin<Box<dyn Future<Output = T> + Send + 'a>>);
 
-fn catch_unwind<'a, T>(future: impl Future<Output = T> + Send + 'a) -> CatchUnwind<'a, T> {
+impl<T> std::fmt::Debug for CatchUnwind<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatchUnwind")
+    }
+}
+
+/// Runs `future`, turning a panic into an `Err` with its payload
+/// ([`panic_message`] reads it).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use klife_group::runtime::{catch_unwind, panic_message};
+///
+/// let out = catch_unwind(async { panic!("boom") }).await;
+/// assert_eq!(panic_message(&*out.unwrap_err()), "boom");
+/// # }
+/// ```
+pub fn catch_unwind<'a, T>(future: impl Future<Output = T> + Send + 'a) -> CatchUnwind<'a, T> {
     CatchUnwind(Box::pin(future))
 }
 
@@ -507,8 +526,8 @@ impl<T> Future for CatchUnwind<'_, T> {
     }
 }
 
-/// The message of a panic's payload.
-fn panic_message(panic: &(dyn Any + Send)) -> String {
+/// The message of a panic's payload (its `&str` or `String`).
+pub fn panic_message(panic: &(dyn Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

@@ -1,26 +1,4 @@
-//! The group as a stream: [`GroupStream`] yields the batches of every partition the
-//! member owns, and the changes of its assignment, in one ordered sequence of
-//! [`GroupEvent`]s, so that a consumer loop written as ordinary async code commits on
-//! revocation without a callback.
-//!
-//! Underneath, every topic runs in [manual mode](super::Lease): the stream holds one
-//! lease per owned partition, pulls their batches in rotation (no partition starves)
-//! and commits through the lease a [`StreamBatch`] carries. The order of events per
-//! partition is fixed:
-//!
-//! 1. [`GroupEvent::Assigned`] before any batch of the partition;
-//! 2. its [`GroupEvent::Batch`]es, in offset order;
-//! 3. [`GroupEvent::Revoking`] when the member gives it up (revoked, or
-//!    [`GroupStream::close`]): no batch of it follows; the hand-over waits for the
-//!    batches already yielded to be committed (up to the rebalance timeout);
-//! 4. [`GroupEvent::Revoked`] once handed over, or [`GroupEvent::Lost`] when the member
-//!    lost it without a hand-over (session lost, fenced, its consumer failed): another
-//!    member may own it, and commits of its batches are refused.
-//!
-//! A partition whose consumer restarts (its fetch failed for good, or a lease of it
-//! was taken outside the stream) comes back as `Lost` and then a new `Assigned`; what
-//! was yielded and not committed comes again. When the member has ended, the stream yields `Lost` for what it still held
-//! and then `None`.
+//! The group as a stream: [`GroupStream`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -126,9 +104,31 @@ struct Held {
 
 type Wait = Pin<Box<dyn Future<Output = bool> + Send>>;
 
-/// A consumer group member as a stream of [`GroupEvent`]s; see the
-/// [module documentation](self). Built by [`ConsumerGroup::start_stream`]; it owns the
-/// member.
+/// The group as a stream: [`GroupStream`] yields the batches of every partition the
+/// member owns, and the changes of its assignment, in one ordered sequence of
+/// [`GroupEvent`]s, so that a consumer loop written as ordinary async code commits on
+/// revocation without a callback.
+///
+/// Underneath, every topic runs in [manual mode](Lease): the stream holds one
+/// lease per owned partition, pulls their batches in rotation (no partition starves)
+/// and commits through the lease a [`StreamBatch`] carries. The order of events per
+/// partition is fixed:
+///
+/// 1. [`GroupEvent::Assigned`] before any batch of the partition;
+/// 2. its [`GroupEvent::Batch`]es, in offset order;
+/// 3. [`GroupEvent::Revoking`] when the member gives it up (revoked, or
+///    [`GroupStream::close`]): no batch of it follows; the hand-over waits for the
+///    batches already yielded to be committed (up to the rebalance timeout);
+/// 4. [`GroupEvent::Revoked`] once handed over, or [`GroupEvent::Lost`] when the member
+///    lost it without a hand-over (session lost, fenced, its consumer failed): another
+///    member may own it, and commits of its batches are refused.
+///
+/// A partition whose consumer restarts (its fetch failed for good, or a lease of it
+/// was taken outside the stream) comes back as `Lost` and then a new `Assigned`; what
+/// was yielded and not committed comes again. When the member has ended, the stream yields `Lost` for what it still held
+/// and then `None`.
+///
+/// Built by [`ConsumerGroup::start_stream`]; it owns the member.
 pub struct GroupStream {
     group: ConsumerGroup,
     held: HashMap<TopicPartition, Held>,
