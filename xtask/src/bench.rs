@@ -27,7 +27,7 @@ use crate::test::run_step;
 pub const USAGE: &str =
     "usage: cargo xtask bench group [--records N] [--value-size S] [--partitions P] [--rounds R] [--klife-workers W]
                                 [--klife-max-unacked N]
-                                [--cases standalone,klife-1,klife-3,librdkafka-1,librdkafka-3,join]
+                                [--cases standalone,klife-1,klife-3,librdkafka-1,librdkafka-3,pipeline,join]
        cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
                                   [--broker kafka|tansu] [--clients klife,librdkafka,rskafka]
                                   [--rskafka-batch B] [--rskafka-in-flight K] [--klife-workers W]

@@ -104,9 +104,12 @@ enum Case {
     Klife(usize),
     /// librdkafka's consumers in a group, this many (KIP-848).
     Librdkafka(usize),
+    /// klife's pipeline on one member: no-op processors (8), batchers of 100.
+    Pipeline,
 }
 
-const CASES: [Case; 5] = [Case::Standalone, Case::Klife(1), Case::Klife(3), Case::Librdkafka(1), Case::Librdkafka(3)];
+const CASES: [Case; 6] =
+    [Case::Standalone, Case::Klife(1), Case::Klife(3), Case::Librdkafka(1), Case::Librdkafka(3), Case::Pipeline];
 
 impl Case {
     /// The case's name for `--cases`.
@@ -115,6 +118,7 @@ impl Case {
             Case::Standalone => "standalone".into(),
             Case::Klife(n) => format!("klife-{n}"),
             Case::Librdkafka(n) => format!("librdkafka-{n}"),
+            Case::Pipeline => "pipeline".into(),
         }
     }
 
@@ -123,12 +127,13 @@ impl Case {
             Case::Standalone => "klife, standalone consumer".into(),
             Case::Klife(n) => format!("klife, group of {n}"),
             Case::Librdkafka(n) => format!("librdkafka, group of {n}"),
+            Case::Pipeline => "klife, pipeline on 1 member (8 no-op processors, batchers of 100)".into(),
         }
     }
 
     fn client(self) -> Client {
         match self {
-            Case::Standalone | Case::Klife(_) => Client::Klife,
+            Case::Standalone | Case::Klife(_) | Case::Pipeline => Client::Klife,
             Case::Librdkafka(_) => Client::Librdkafka,
         }
     }
@@ -196,9 +201,13 @@ fn case_command(root: &Path, o: &Options, case: Case, bootstrap: &str, topic: &s
             cmd.arg("klife-consume").args(common).args(["--live", "true"]);
             workers(o, &mut cmd);
         }
-        Case::Klife(n) => {
+        Case::Klife(_) | Case::Pipeline => {
+            let n = if let Case::Klife(n) = case { n } else { 1 };
             cmd = Command::new(release.join("klife-bench"));
             cmd.arg("klife-group-consume").args(common).args(["--group", group, "--members", &n.to_string()]);
+            if case == Case::Pipeline {
+                cmd.args(["--pipeline", "true"]);
+            }
             if let Some(m) = o.klife_max_unacked {
                 cmd.args(["--max-unacked", &m.to_string()]);
             }
@@ -358,6 +367,13 @@ fn table(o: &Options, runs: &[CaseRun], joins: &[JoinRun]) -> String {
         ));
     }
     let get = |c: Case| sums.iter().find(|(k, _)| *k == c).map(|(_, s)| s);
+    if let (Some(p), Some(k)) = (get(Case::Pipeline), get(Case::Klife(1))) {
+        t.push_str(&format!(
+            "\npipeline / group of 1 with a handler, klife: CPU added per record {:.3} µs (goal <= 0.2 µs), throughput {:.2}x",
+            p.cpu_us - k.cpu_us,
+            p.records_per_s / k.records_per_s,
+        ));
+    }
     for n in [1, 3] {
         if let (Some(k), Some(r)) = (get(Case::Klife(n)), get(Case::Librdkafka(n))) {
             t.push_str(&format!(

@@ -10,6 +10,9 @@
 //!   time from the start of the first member to its first record (joining, the
 //!   assignment, the committed-offset lookup and the first fetch). Graceful hand-overs
 //!   hand nothing twice, so `records` is `--count` rounded up to the last batch.
+//!   With `--pipeline true` each member runs a pipeline instead (8 no-op processors,
+//!   one batcher of 100 records or 100 ms, counting at the batcher): the overhead of
+//!   the pipeline's stages over a handler.
 //! - `klife-group-join` measures the protocol: one member starts alone and is timed
 //!   until it runs every partition (`first_assignment_s`); after `--settle-ms` (300 by
 //!   default, so that the two members' heartbeats are not in step) a second member
@@ -21,6 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use klife::group::{Action, BatchContext, ConsumerGroup, GroupProtocol, Handler, ResetPolicy, TopicConfig};
+use klife::pipeline::{BatchKey, Message, Pipeline, PipelineConfig, Processor};
 use klife::{Client, Record, TopicPartition};
 use tokio::sync::Notify;
 
@@ -85,6 +89,9 @@ pub(crate) struct ConsumeSettings {
     common: Common,
     count: u64,
     members: usize,
+    /// Each member runs a pipeline (8 no-op processors, batchers of 100) instead of a
+    /// handler.
+    pipeline: bool,
 }
 
 impl ConsumeSettings {
@@ -92,11 +99,12 @@ impl ConsumeSettings {
         let common = Common::from_opts(&mut opts)?;
         let count = opts.req_parse("count")?;
         let members = opts.opt_parse("members")?.unwrap_or(1);
+        let pipeline = opts.opt_parse("pipeline")?.unwrap_or(false);
         opts.finish()?;
         if members == 0 || count == 0 {
             return Err("--members and --count must be at least 1".into());
         }
-        Ok(ConsumeSettings { common, count, members })
+        Ok(ConsumeSettings { common, count, members, pipeline })
     }
 }
 
@@ -115,20 +123,45 @@ struct Counting(Arc<Tally>);
 
 impl Handler for Counting {
     async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
-        let t = &self.0;
-        t.first.get_or_init(Instant::now);
         let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
-        t.bytes.fetch_add(bytes, Ordering::Relaxed);
-        let n = records.len() as u64;
-        if t.records.fetch_add(n, Ordering::Relaxed) + n >= t.want && t.done.set(Instant::now()).is_ok() {
-            t.reached.notify_one();
-        }
+        self.0.count(records.len() as u64, bytes);
         Action::Commit
     }
 }
 
+impl Tally {
+    /// Counts records handled.
+    fn count(&self, n: u64, bytes: u64) {
+        self.first.get_or_init(Instant::now);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if self.records.fetch_add(n, Ordering::Relaxed) + n >= self.want && self.done.set(Instant::now()).is_ok() {
+            self.reached.notify_one();
+        }
+    }
+}
+
+/// No-op pipeline stages that count at the batchers.
+struct CountingPipeline(Arc<Tally>);
+
+impl Processor for CountingPipeline {
+    async fn handle_message(&self, _message: &mut Message) {}
+
+    async fn handle_batch(&self, _key: &BatchKey, messages: &mut [Message]) {
+        let bytes: u64 = messages.iter().map(|m| m.data().map_or(0, |v| v.len() as u64)).sum();
+        self.0.count(messages.len() as u64, bytes);
+    }
+}
+
+/// A member of the benchmark's group.
+pub(crate) enum Member {
+    /// With a handler.
+    Group(ConsumerGroup),
+    /// Under a pipeline.
+    Pipeline(Pipeline),
+}
+
 /// Runs `klife-group-consume`; the members leave (untimed) after the report is made.
-pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<ConsumerGroup>), String> {
+pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<Member>), String> {
     let client = s.common.client().await?;
     let tally = Arc::new(Tally {
         want: s.count,
@@ -141,7 +174,24 @@ pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<ConsumerG
     let started = Instant::now();
     let mut members = Vec::with_capacity(s.members);
     for _ in 0..s.members {
-        members.push(s.common.member(&client, Counting(tally.clone())).await?);
+        let member = if s.pipeline {
+            let config = PipelineConfig::default()
+                .processors(8)
+                .batchers(1, 100, Duration::from_millis(100))
+                .map_err(|e| e.to_string())?;
+            let topic = TopicConfig::new(s.common.topic.clone()).offset_reset(ResetPolicy::Earliest);
+            let pipeline = client
+                .consumer_group(s.common.group.clone())
+                .topic(topic)
+                .protocol(s.common.protocol)
+                .pipeline(config, CountingPipeline(tally.clone()))
+                .await
+                .map_err(|e| format!("cannot start a pipeline of {}: {e}", s.common.group))?;
+            Member::Pipeline(pipeline)
+        } else {
+            Member::Group(s.common.member(&client, Counting(tally.clone())).await?)
+        };
+        members.push(member);
     }
     let handled = || tally.records.load(Ordering::Relaxed);
     if tokio::time::timeout(PATIENCE, tally.reached.notified()).await.is_err() {
@@ -162,10 +212,14 @@ pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<ConsumerG
 }
 
 /// Shuts the members down; the first failure is returned.
-pub(crate) async fn leave(members: Vec<ConsumerGroup>) -> Result<(), String> {
+pub(crate) async fn leave(members: Vec<Member>) -> Result<(), String> {
     let mut outcome = Ok(());
     for m in members {
-        if let Err(e) = m.shutdown().await {
+        let left = match m {
+            Member::Group(g) => g.shutdown().await,
+            Member::Pipeline(p) => p.shutdown().await,
+        };
+        if let Err(e) = left {
             outcome = outcome.and(Err(format!("shutdown: {e}")));
         }
     }
@@ -240,7 +294,7 @@ pub(crate) async fn join(s: JoinSettings) -> Result<String, String> {
         (alone - started).as_secs_f64(),
         (split - joined).as_secs_f64(),
     );
-    leave(vec![first, second]).await?;
+    leave(vec![Member::Group(first), Member::Group(second)]).await?;
     Ok(line)
 }
 
