@@ -39,6 +39,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -532,11 +533,7 @@ async fn process_stage<P: Processor>(
     batchers: Option<(Router, Vec<Queue>)>,
 ) {
     while let Some(mut messages) = queue.recv().await {
-        for m in &mut messages {
-            if let Err(panic) = catch_unwind(processor.handle_message(m)).await {
-                m.fail(panic_message(&*panic));
-            }
-        }
+        handle_all(&*processor, &mut messages).await;
         let Some((router, queues)) = &batchers else {
             finish(&*processor, &core, messages).await;
             continue;
@@ -558,6 +555,29 @@ async fn process_stage<P: Processor>(
             if queues[b].send(run).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Runs `handle_message` over the messages in order, under one panic guard per run
+/// of messages that do not panic: a panic fails its message, and the next ones go on.
+async fn handle_all<P: Processor>(processor: &P, messages: &mut [Message]) {
+    let mut next = 0;
+    while next < messages.len() {
+        let at = std::sync::atomic::AtomicUsize::new(next);
+        let run = catch_unwind(async {
+            let mut i = at.load(Relaxed);
+            while let Some(m) = messages.get_mut(i) {
+                processor.handle_message(m).await;
+                i += 1;
+                at.store(i, Relaxed);
+            }
+        })
+        .await;
+        next = at.load(Relaxed);
+        if let Err(panic) = run {
+            messages[next].fail(panic_message(&*panic));
+            next += 1;
         }
     }
 }

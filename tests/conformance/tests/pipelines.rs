@@ -30,6 +30,7 @@ klife_conformance::against_brokers!(
     a_pipeline_handles_every_record_once_in_partition_order_and_commits_it,
     batchers_group_messages_by_key_and_keep_each_partitions_order,
     a_revoked_partition_is_handed_over_after_its_messages_are_committed,
+    pipelines_joining_and_leaving_process_every_record_once_in_order,
 );
 
 async fn produce(client: &klife::Client, topic: &str, partitions: i32, from: usize, to: usize) {
@@ -77,6 +78,13 @@ struct Recorder {
     panic_suffix: Option<&'static str>,
     /// Coarsen the batch key to the topic.
     by_topic: bool,
+    /// The member this recorder runs in (the `Log`'s member number).
+    member: usize,
+    /// Checks in each batch that the group's committed offsets are not past it:
+    /// client, group, topic, partitions.
+    check_commits: Option<(klife::Client, String, String, i32)>,
+    /// Batches whose partition was committed past their first record.
+    committed_past: Arc<Mutex<Vec<(i32, i64, i64)>>>,
 }
 
 impl Recorder {
@@ -96,7 +104,7 @@ impl Processor for Recorder {
             }
             seen.last.insert(p, o);
         }
-        self.log.handled(0, [(p, o)], 1);
+        self.log.handled(self.member, [(p, o)], 1);
         let value = String::from_utf8(message.data().unwrap().to_vec()).unwrap();
         if self.fail_suffix.is_some_and(|s| value.ends_with(s)) {
             message.fail("ends badly");
@@ -108,7 +116,18 @@ impl Processor for Recorder {
     }
 
     async fn handle_batch(&self, key: &BatchKey, messages: &mut [Message]) {
-        let offsets = messages.iter().map(|m| (m.record().partition, m.record().offset)).collect();
+        let offsets: Vec<(i32, i64)> = messages.iter().map(|m| (m.record().partition, m.record().offset)).collect();
+        if let Some((client, group, topic, partitions)) = &self.check_commits {
+            // Nothing of this batch is acknowledged yet: no commit may be past its
+            // first record (a coordinator moving just skips the check).
+            if let Ok(committed) = klife_conformance::groups::try_committed(client, group, topic, *partitions).await {
+                let (p, first) = offsets[0];
+                let c = committed[usize::try_from(p).unwrap()];
+                if c > first {
+                    self.committed_past.lock().unwrap().push((p, first, c));
+                }
+            }
+        }
         self.seen.lock().unwrap().batches.push((key.clone(), offsets));
     }
 
@@ -272,4 +291,97 @@ async fn a_revoked_partition_is_handed_over_after_its_messages_are_committed(bro
         assert!(s.repeats_per_partition().is_empty(), "records handled twice: {:?}", s.repeats_per_partition());
     });
     recorder.read(|s| assert!(s.out_of_order.is_empty()));
+}
+
+/// Waits until the pipeline's member owns partitions.
+async fn until_owns(pipeline: &klife::pipeline::Pipeline) {
+    tokio::time::timeout(HANG_GUARD, async {
+        while pipeline.group().assigned_partitions().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("hung waiting for the member's partitions");
+}
+
+async fn pipelines_joining_and_leaving_process_every_record_once_in_order(broker: Broker) {
+    let client = broker.client().await;
+    let partitions = 8;
+    let topic = topic_with(broker, &client, "pipe-churn", partitions, 40).await;
+    let group = unique_topic("pipe-churn-g");
+    let log = Log::default();
+    let start = |member: usize| {
+        let recorder = Recorder {
+            log: log.clone(),
+            member,
+            check_commits: Some((client.clone(), group.clone(), topic.clone(), partitions)),
+            ..Recorder::default()
+        };
+        let config =
+            PipelineConfig::default().producers(4).processors(8).batchers(2, 10, Duration::from_millis(20)).unwrap();
+        let builder = client
+            .consumer_group(group.as_str())
+            .driver(driver_for(broker))
+            .session_timeout(Duration::from_secs(10))
+            .topic(topic_config(&topic));
+        async move { (builder.pipeline(config, recorder.clone()).await.unwrap(), recorder) }
+    };
+    let member_handled = |member: usize| {
+        let log = log.clone();
+        async move {
+            log.until(&format!("member {member} processing records"), |s| {
+                s.handled.values().any(|m| m.contains(&member))
+            })
+            .await;
+        }
+    };
+    let mut produced = 40;
+    let mut more = async |n: usize| {
+        produce(&client, &topic, partitions, produced, produced + n).await;
+        produced += n;
+    };
+
+    let (a, ra) = start(0).await;
+    until_committed(&client, &group, &topic, &[40; 8]).await;
+    // B joins while records keep coming, then C; then B leaves gracefully.
+    let (b, rb) = start(1).await;
+    until_owns(&b).await;
+    more(10).await;
+    member_handled(1).await;
+    let (c, rc) = start(2).await;
+    until_owns(&c).await;
+    more(10).await;
+    member_handled(2).await;
+    more(10).await;
+    b.shutdown().await.unwrap();
+    more(10).await;
+    until_committed(&client, &group, &topic, &[80; 8]).await;
+    a.shutdown().await.unwrap();
+    c.shutdown().await.unwrap();
+
+    log.read(|s| {
+        assert_eq!(s.handled.len(), 8 * 80, "every record processed");
+        assert!(s.repeats_per_partition().is_empty(), "records processed twice: {:?}", s.repeats_per_partition());
+    });
+    for (member, r) in [(0, &ra), (1, &rb), (2, &rc)] {
+        r.read(|s| {
+            assert!(s.out_of_order.is_empty(), "member {member}: processed out of order: {:?}", s.out_of_order);
+            let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+            for (_, offsets) in &s.batches {
+                assert!(offsets.len() <= 10);
+                for (p, o) in offsets {
+                    assert!(
+                        last.get(p).is_none_or(|l| l < o),
+                        "member {member}: batches out of order in partition {p}"
+                    );
+                    last.insert(*p, *o);
+                }
+            }
+        });
+        assert!(
+            r.committed_past.lock().unwrap().is_empty(),
+            "commits past an unacknowledged offset: {:?}",
+            r.committed_past
+        );
+    }
 }
