@@ -282,7 +282,13 @@ impl AckTracker {
         }
         // Deliveries are only made by `deliver`: an offset below the window was
         // delivered and acknowledged in the prefix dropped since.
-        let index = p.window.binary_search_by_key(&delivery.offset, |e| e.offset).map_err(|_| twice())?;
+        // Offsets are dense but for control records and compaction: look where the
+        // offset would be without gaps first.
+        let dense = p.window.front().and_then(|f| usize::try_from(delivery.offset - f.offset).ok());
+        let index = match dense.filter(|i| p.window.get(*i).is_some_and(|e| e.offset == delivery.offset)) {
+            Some(i) => i,
+            None => p.window.binary_search_by_key(&delivery.offset, |e| e.offset).map_err(|_| twice())?,
+        };
         let entry = &mut p.window[index];
         if entry.state != State::Pending {
             return Err(twice());

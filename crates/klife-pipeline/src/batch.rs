@@ -149,24 +149,49 @@ impl<T, K: Clone + Eq + Hash> Batcher<T, K> {
     /// Adds `item` to the open batch of `key`, opening one at `now` if there is none;
     /// returns the batch if this made it full.
     pub fn push(&mut self, key: K, item: T, now: Instant) -> Option<Batch<T, K>> {
-        let open = match self.open.get_mut(&key) {
-            Some(open) => open,
-            None => {
-                let (deadline, seq) = (now.checked_add(self.config.batch_timeout), self.next_seq);
-                self.next_seq += 1;
-                if let Some(deadline) = deadline {
-                    self.by_deadline.insert((deadline, seq), key.clone());
-                }
-                let items = Vec::with_capacity(self.config.batch_size.min(1024));
-                self.open.entry(key.clone()).or_insert(Open { items, opened_at: now, seq, deadline })
-            }
-        };
+        let batch_size = self.config.batch_size;
+        let open = self.open_for(&key, now);
         open.items.push(item);
+        let full = open.items.len() >= batch_size;
         self.items += 1;
-        if open.items.len() < self.config.batch_size {
+        if !full {
             return None;
         }
         self.close(key, Closed::Full)
+    }
+
+    /// Adds `items`, in order, to the open batch of `key` as [`push`](Self::push)
+    /// would one by one (a batch is opened at `now` when needed), looking the key up
+    /// once per batch rather than once per item; returns the batches this made full.
+    pub fn push_all(&mut self, key: K, items: impl IntoIterator<Item = T>, now: Instant) -> Vec<Batch<T, K>> {
+        let batch_size = self.config.batch_size;
+        let mut items = items.into_iter().peekable();
+        let mut full = Vec::new();
+        while items.peek().is_some() {
+            let open = self.open_for(&key, now);
+            let before = open.items.len();
+            open.items.extend(items.by_ref().take(batch_size - before));
+            let (after, is_full) = (open.items.len(), open.items.len() >= batch_size);
+            self.items += after - before;
+            if is_full {
+                full.extend(self.close(key.clone(), Closed::Full));
+            }
+        }
+        full
+    }
+
+    /// The open batch of `key`, opened at `now` if there is none.
+    fn open_for(&mut self, key: &K, now: Instant) -> &mut Open<T> {
+        if !self.open.contains_key(key) {
+            let (deadline, seq) = (now.checked_add(self.config.batch_timeout), self.next_seq);
+            self.next_seq += 1;
+            if let Some(deadline) = deadline {
+                self.by_deadline.insert((deadline, seq), key.clone());
+            }
+            let items = Vec::with_capacity(self.config.batch_size.min(1024));
+            self.open.insert(key.clone(), Open { items, opened_at: now, seq, deadline });
+        }
+        self.open.get_mut(key).unwrap_or_else(|| unreachable!("inserted above"))
     }
 
     /// The batches whose timeout passed at `now`, earliest deadline first (ties in

@@ -45,7 +45,8 @@ use std::time::Duration;
 
 use klife_group::ConfigError;
 use klife_group::runtime::{
-    ConsumerGroup, GroupConfig, GroupStopped, Handler, Lease, ManualError, Mode, Resources, catch_unwind, panic_message,
+    BatchSize, ConsumerGroup, GroupConfig, GroupStopped, Handler, Lease, ManualError, Mode, Resources, catch_unwind,
+    panic_message,
 };
 use klife_protocol::types::TopicPartition;
 use tokio::sync::{mpsc, watch};
@@ -98,7 +99,10 @@ pub struct PipelineConfig {
     pub producers: usize,
     /// Processor tasks (4 by default).
     pub processors: usize,
-    /// Batches of records each processor's queue holds (the demand; 4 by default).
+    /// Batches of records each processor's and batcher's queue holds (the demand; 4 by
+    /// default). A batch is what one pull returns: at most the topic's
+    /// `handler_max_batch_size`, [`DEFAULT_PULL_SIZE`] unless the member's settings
+    /// give one.
     pub max_demand: usize,
     /// The wait after a round of pulls that found nothing (100 ms by default).
     pub receive_interval: Duration,
@@ -222,8 +226,14 @@ fn modes(config: &GroupConfig) -> Vec<(String, Option<Mode>)> {
     modes
 }
 
+/// The batches a pipeline's member pulls at most, unless its topics say otherwise:
+/// small enough that the queues between stages hold a bounded number of messages
+/// and their buffers stay small allocations.
+pub const DEFAULT_PULL_SIZE: usize = 500;
+
 fn manual(mut config: GroupConfig) -> GroupConfig {
     config.default_topic_config.mode = Some(Mode::Manual);
+    config.default_topic_config.handler_max_batch_size.get_or_insert(BatchSize::Max(DEFAULT_PULL_SIZE));
     for t in &mut config.topics {
         t.mode.get_or_insert(Mode::Manual);
     }
@@ -538,6 +548,18 @@ async fn process_stage<P: Processor>(
             finish(&*processor, &core, messages).await;
             continue;
         };
+        if messages.is_empty() {
+            continue;
+        }
+        // The common case: nothing failed and one batch key (a pulled batch is of one
+        // partition): the messages go on as they are.
+        if messages.iter().all(|m| !m.is_failed() && m.batch_key() == messages[0].batch_key()) {
+            let b = router.batcher_for(messages[0].batch_key());
+            if queues[b].send(messages).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let (failed, ok): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(Message::is_failed);
         if !failed.is_empty() {
             finish(&*processor, &core, failed).await;
@@ -595,7 +617,15 @@ async fn batch_stage<P: Processor>(
             received = queue.recv() => match received {
                 Some(messages) => {
                     let now = Instant::now().into_std();
-                    messages.into_iter().filter_map(|m| batcher.push(m.batch_key().clone(), m, now)).collect()
+                    let mut closed = Vec::new();
+                    let mut messages = messages.into_iter().peekable();
+                    // Each run of one key goes in at once.
+                    while let Some(first) = messages.next() {
+                        let key = first.batch_key().clone();
+                        let run = std::iter::once(first).chain(std::iter::from_fn(|| messages.next_if(|m| *m.batch_key() == key)));
+                        closed.extend(batcher.push_all(key.clone(), run, now));
+                    }
+                    closed
                 }
                 None => batcher.drain(),
             },

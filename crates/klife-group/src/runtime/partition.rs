@@ -470,7 +470,7 @@ impl<H: Handler> PartitionConsumer<H> {
 /// the last one ends at the answer's next offset.
 fn chunk(fetched: Fetched, max: Option<usize>, into: &mut std::collections::VecDeque<(Vec<Record>, i64, i64)>) {
     let (end, hwm) = (fetched.next_offset, fetched.high_watermark);
-    let mut records = fetched.records;
+    let records = fetched.records;
     if records.is_empty() {
         return;
     }
@@ -478,13 +478,17 @@ fn chunk(fetched: Fetched, max: Option<usize>, into: &mut std::collections::VecD
         into.push_back((records, end, hwm));
         return;
     };
-    while records.len() > max {
-        let rest = records.split_off(max);
-        let chunk_end = records[records.len() - 1].offset + 1;
-        into.push_back((records, chunk_end, hwm));
-        records = rest;
+    // Each record moves once (splitting off the tail again and again would copy it
+    // once per chunk before it).
+    let n = records.len();
+    let mut rest = records.into_iter();
+    let mut taken = 0;
+    while taken < n {
+        let chunk: Vec<Record> = rest.by_ref().take(max).collect();
+        taken += chunk.len();
+        let chunk_end = if taken == n { end } else { chunk[chunk.len() - 1].offset + 1 };
+        into.push_back((chunk, chunk_end, hwm));
     }
-    into.push_back((records, end, hwm));
 }
 
 /// A future whose panic comes out as an `Err` with the panic's payload: how user code

@@ -197,4 +197,28 @@ proptest! {
         }
         prop_assert_eq!(got, pushed);
     }
+
+    /// Pushing runs of items with `push_all` closes the same batches, with the same
+    /// items, as pushing them one by one.
+    #[test]
+    fn push_all_is_pushes_one_by_one(
+        size in 1usize..8,
+        runs in proptest::collection::vec((0u8..3, 0usize..20), 0..30),
+    ) {
+        let t0 = Instant::now();
+        let mut one: Batcher<u32, u8> = Batcher::new(BatchConfig::new(size, ms(10))?);
+        let mut all: Batcher<u32, u8> = Batcher::new(BatchConfig::new(size, ms(10))?);
+        let (mut by_one, mut by_all) = (Vec::new(), Vec::new());
+        let mut next = 0u32;
+        for (key, n) in runs {
+            let items: Vec<u32> = (next..next + u32::try_from(n).expect("small")).collect();
+            next += u32::try_from(n).expect("small");
+            by_one.extend(items.iter().filter_map(|i| one.push(key, *i, t0)));
+            by_all.extend(all.push_all(key, items, t0));
+            prop_assert_eq!(one.pending_items(), all.pending_items());
+        }
+        by_one.extend(one.drain());
+        by_all.extend(all.drain());
+        prop_assert_eq!(by_one, by_all);
+    }
 }
