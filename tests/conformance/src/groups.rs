@@ -160,6 +160,49 @@ impl klife::group::Handler for Recorder {
     }
 }
 
+/// Starts a handler-mode member of `group` over `topic` (from the earliest offset,
+/// fetching every 50 ms, a 10 s session) that notes what it handles in `log` as
+/// `member`.
+pub async fn recording_member(
+    broker: crate::Broker,
+    client: &klife::Client,
+    group: &str,
+    topic: &str,
+    protocol: klife::group::GroupProtocol,
+    member: usize,
+    log: &Log,
+) -> klife::group::ConsumerGroup {
+    client
+        .consumer_group(group)
+        .protocol(protocol)
+        .driver(driver_for(broker))
+        .session_timeout(Duration::from_secs(10))
+        .topic(
+            klife::group::TopicConfig::new(topic)
+                .offset_reset(klife::group::ResetPolicy::Earliest)
+                .fetch_interval(Duration::from_millis(50)),
+        )
+        .handler(Recorder { member, log: log.clone() })
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("member {member} of {group}: {e}"))
+}
+
+/// Waits until `partitions` were handled, and checks that each was first handled at
+/// `start(partition)`: where the member that took them over began.
+pub async fn until_started_at(log: &Log, partitions: &[i32], start: impl Fn(i32) -> i64) {
+    log.until("the partitions handed over being handled", |s| {
+        partitions.iter().all(|p| s.handled.keys().any(|(q, _)| q == p))
+    })
+    .await;
+    log.read(|s| {
+        for p in partitions {
+            let first = s.handled.keys().filter(|(q, _)| q == p).map(|(_, o)| *o).min();
+            assert_eq!(first, Some(start(*p)), "partition {p}: the next owner starts at the commit");
+        }
+    });
+}
+
 /// The group's committed offsets of `topic`'s partitions (-1: none).
 pub async fn committed(client: &klife::Client, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     try_committed(client, group, topic, partitions).await.unwrap_or_else(|e| panic!("{e}"))

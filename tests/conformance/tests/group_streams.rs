@@ -16,11 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use klife::group::{
-    Action, BatchContext, GroupEvent, GroupProtocol, GroupStream, Handler, Mode, ResetPolicy, StreamBatch, TopicConfig,
-};
-use klife::{ProducerRecord, Record, TopicPartition};
-use klife_conformance::groups::{HANG_GUARD, Log, driver_for, until_committed};
+use klife::group::{GroupEvent, GroupProtocol, GroupStream, Mode, ResetPolicy, StreamBatch, TopicConfig};
+use klife::{ProducerRecord, TopicPartition};
+use klife_conformance::groups::{HANG_GUARD, Log, driver_for, recording_member, until_committed, until_started_at};
 use klife_conformance::{Broker, unique_topic};
 
 klife_conformance::against_brokers!(
@@ -180,17 +178,6 @@ async fn a_stream_yields_every_record_once_in_order_and_ends_after_a_close(broke
     until_committed(&client, &group, &topic, &[30, 34, 30]).await;
 }
 
-/// Records what a handler-mode member handles.
-#[derive(Clone)]
-struct Recorder(Log);
-
-impl Handler for Recorder {
-    async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
-        self.0.handled(1, records.iter().map(|r| (r.partition, r.offset)), records.len());
-        Action::Commit
-    }
-}
-
 /// Commits the batches held of these partitions, in order, and lets them go.
 fn commit_held(held: &mut BTreeMap<i32, Vec<StreamBatch>>, partitions: &BTreeSet<i32>) {
     for p in partitions {
@@ -225,16 +212,7 @@ async fn revocation(broker: Broker, protocol: GroupProtocol) {
     }
 
     let log = Log::default();
-    let b = client
-        .consumer_group(group.as_str())
-        .protocol(protocol)
-        .driver(driver_for(broker))
-        .session_timeout(Duration::from_secs(10))
-        .topic(TopicConfig::new(&topic).offset_reset(ResetPolicy::Earliest).fetch_interval(Duration::from_millis(50)))
-        .handler(Recorder(log.clone()))
-        .start()
-        .await
-        .unwrap();
+    let b = recording_member(broker, &client, &group, &topic, protocol, 1, &log).await;
 
     // The revocation comes in the stream; what it holds of those partitions is
     // committed from the loop, in order; then they are handed over.
@@ -261,16 +239,8 @@ async fn revocation(broker: Broker, protocol: GroupProtocol) {
         }
     }
     // The other member starts each revoked partition exactly at the commit: 10.
-    log.until("the other member handling the revoked partitions", |s| {
-        revoking.iter().all(|p| s.handled.keys().any(|(q, _)| q == p))
-    })
-    .await;
-    log.read(|s| {
-        for p in &revoking {
-            let first = s.handled.keys().filter(|(q, _)| q == p).map(|(_, o)| *o).min().unwrap();
-            assert_eq!(first, 10, "partition {p}: the other member starts at the commit");
-        }
-    });
+    let revoking: Vec<i32> = revoking.into_iter().collect();
+    until_started_at(&log, &revoking, |_| 10).await;
     // The partitions kept: committed on their revocation by the close; the end.
     a.close();
     while let Some(event) = tokio::time::timeout(HANG_GUARD, a.next()).await.expect("hung waiting for the end") {

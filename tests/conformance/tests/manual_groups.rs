@@ -19,12 +19,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use klife::ProducerRecord;
 use klife::group::{
-    Action, Batch, BatchContext, BatchSize, ConsumerGroup, GroupProtocol, Handler, Lease, ManualError, Mode,
-    PartitionError, ResetPolicy, TopicConfig,
+    Batch, BatchSize, ConsumerGroup, GroupProtocol, Lease, ManualError, Mode, PartitionError, ResetPolicy, TopicConfig,
 };
-use klife::{ProducerRecord, Record};
-use klife_conformance::groups::{HANG_GUARD, Log, driver_for, until_committed};
+use klife_conformance::groups::{HANG_GUARD, Log, driver_for, recording_member, until_committed, until_started_at};
 use klife_conformance::{Broker, unique_topic};
 
 klife_conformance::against_brokers!(
@@ -214,17 +213,6 @@ async fn classic_a_revocation_waits_for_what_was_pulled_to_be_committed(broker: 
     revocation_waits(broker, GroupProtocol::Classic).await;
 }
 
-/// Records what a handler-mode member handles.
-#[derive(Clone)]
-struct Recorder(Log);
-
-impl Handler for Recorder {
-    async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
-        self.0.handled(1, records.iter().map(|r| (r.partition, r.offset)), records.len());
-        Action::Commit
-    }
-}
-
 async fn revocation_waits(broker: Broker, protocol: GroupProtocol) {
     let client = broker.client().await;
     let topic = topic_with(broker, &client, "man-rev", 4, 10).await;
@@ -241,16 +229,7 @@ async fn revocation_waits(broker: Broker, protocol: GroupProtocol) {
     }
 
     let log = Log::default();
-    let b = client
-        .consumer_group(group.as_str())
-        .protocol(protocol)
-        .driver(driver_for(broker))
-        .session_timeout(Duration::from_secs(10))
-        .topic(TopicConfig::new(&topic).offset_reset(ResetPolicy::Earliest).fetch_interval(Duration::from_millis(50)))
-        .handler(Recorder(log.clone()))
-        .start()
-        .await
-        .unwrap();
+    let b = recording_member(broker, &client, &group, &topic, protocol, 1, &log).await;
 
     // The first member learns of the revocation from its pulls.
     let revoking: Vec<i32> = tokio::time::timeout(HANG_GUARD, async {
@@ -289,16 +268,7 @@ async fn revocation_waits(broker: Broker, protocol: GroupProtocol) {
         r.unwrap();
     }
     // The other member starts each revoked partition exactly at the commit.
-    log.until("the other member handling the revoked partitions", |s| {
-        revoking.iter().all(|p| s.handled.keys().any(|(q, _)| q == p))
-    })
-    .await;
-    log.read(|s| {
-        for p in &revoking {
-            let first = s.handled.keys().filter(|(q, _)| q == p).map(|(_, o)| *o).min().unwrap();
-            assert_eq!(first, pulled[p], "partition {p}: the other member starts at the commit");
-        }
-    });
+    until_started_at(&log, &revoking, |p| pulled[&p]).await;
     for p in &revoking {
         assert!(matches!(leases[p].pull(), Err(ManualError::Released { .. })));
     }

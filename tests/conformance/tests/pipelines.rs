@@ -19,10 +19,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use klife::group::{Action, BatchContext, Handler, Mode, ResetPolicy, TopicConfig};
+use klife::ProducerRecord;
+use klife::group::{GroupProtocol, Mode, ResetPolicy, TopicConfig};
 use klife::pipeline::{BatchKey, Message, PipelineConfig, Processor};
-use klife::{ProducerRecord, Record};
-use klife_conformance::groups::{HANG_GUARD, Log, driver_for, until_committed};
+use klife_conformance::groups::{HANG_GUARD, Log, driver_for, recording_member, until_committed};
 use klife_conformance::{Broker, unique_topic};
 
 klife_conformance::against_brokers!(
@@ -229,17 +229,6 @@ async fn batchers_group_messages_by_key_and_keep_each_partitions_order(broker: B
     });
 }
 
-/// Records what a handler-mode member handles.
-#[derive(Clone)]
-struct Other(Log);
-
-impl Handler for Other {
-    async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
-        self.0.handled(1, records.iter().map(|r| (r.partition, r.offset)), records.len());
-        Action::Commit
-    }
-}
-
 async fn a_revoked_partition_is_handed_over_after_its_messages_are_committed(broker: Broker) {
     let client = broker.client().await;
     let topic = topic_with(broker, &client, "pipe-rev", 4, 30).await;
@@ -258,15 +247,7 @@ async fn a_revoked_partition_is_handed_over_after_its_messages_are_committed(bro
 
     // A second member joins while records keep coming; the pipeline gives some
     // partitions up.
-    let b = client
-        .consumer_group(group.as_str())
-        .driver(driver_for(broker))
-        .session_timeout(Duration::from_secs(10))
-        .topic(topic_config(&topic))
-        .handler(Other(log.clone()))
-        .start()
-        .await
-        .unwrap();
+    let b = recording_member(broker, &client, &group, &topic, GroupProtocol::Auto, 1, &log).await;
     for round in 0..3 {
         produce(&client, &topic, 4, 30 + round * 5, 35 + round * 5).await;
     }
