@@ -53,7 +53,11 @@
 //! partition over a shared or an exclusive fetcher, commits through the offsets state
 //! machines, graceful revocation and shutdown, dead letters through a producer. The
 //! partitions' lifecycle is a sans-io state machine too; the tasks only move records,
-//! requests and timers. Metric names are in [`telemetry`].
+//! requests and timers. Without a handler, a topic in [`runtime::Mode::Manual`] is
+//! pulled and committed through a [`runtime::Lease`] per partition (manual mode, what
+//! `klife-pipeline` drives), and [`runtime::GroupStream`] gives the whole member as a
+//! stream of batches and assignment changes in order. Metric names are in
+//! [`telemetry`].
 //!
 //! ## Example
 //!
