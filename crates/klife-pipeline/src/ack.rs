@@ -148,6 +148,27 @@ impl Partition {
         }
     }
 
+    /// Marks the delivered record at `offset` acknowledged; whether it was the first
+    /// of the window. `Err` when it is not a delivered record waiting (acknowledged
+    /// already: deliveries are only made by `deliver`, so an offset below the window
+    /// was acknowledged in the prefix dropped since).
+    fn ack(&mut self, offset: i64) -> Result<bool, ()> {
+        // Offsets are dense but for control records and compaction: look where the
+        // offset would be without gaps first.
+        let dense = self.window.front().and_then(|f| usize::try_from(offset - f.offset).ok());
+        let index = match dense.filter(|i| self.window.get(*i).is_some_and(|e| e.offset == offset)) {
+            Some(i) => i,
+            None => self.window.binary_search_by_key(&offset, |e| e.offset).map_err(|_| ())?,
+        };
+        let entry = &mut self.window[index];
+        if entry.state != State::Pending {
+            return Err(());
+        }
+        entry.state = State::Acked;
+        self.unacked -= 1;
+        Ok(index == 0)
+    }
+
     /// Drops the acknowledged prefix; returns whether the commit point moved.
     fn pop_prefix(&mut self) -> bool {
         let mut moved = false;
@@ -235,6 +256,42 @@ impl AckTracker {
         Ok(Delivery { partition: partition.clone(), offset, incarnation: p.incarnation })
     }
 
+    /// Records that the records at `offsets` (with their leader epochs), in increasing
+    /// order, of `partition` were handed to the pipeline, as [`deliver`](Self::deliver)
+    /// one by one would, looking the partition up once.
+    ///
+    /// # Errors
+    ///
+    /// As [`deliver`](Self::deliver), for the first offset that is invalid or not
+    /// increasing; then nothing of the run is recorded.
+    pub fn deliver_all(
+        &mut self,
+        partition: &TopicPartition,
+        offsets: &[(i64, Option<i32>)],
+    ) -> Result<Vec<Delivery>, AckError> {
+        let Some(&(first, _)) = offsets.first() else { return Ok(Vec::new()) };
+        let mut last = first;
+        for &(offset, _) in &offsets[1..] {
+            if !(0..i64::MAX).contains(&offset) {
+                return Err(AckError::InvalidOffset { partition: partition.clone(), offset });
+            }
+            if offset <= last {
+                return Err(AckError::OffsetNotIncreasing { partition: partition.clone(), offset, last });
+            }
+            last = offset;
+        }
+        let p = Self::partition_for(&mut self.partitions, partition, first)?;
+        p.window.extend(offsets.iter().map(|&(offset, leader_epoch)| Entry {
+            offset,
+            leader_epoch,
+            state: State::Pending,
+        }));
+        p.last = last;
+        p.unacked += offsets.len();
+        let incarnation = p.incarnation;
+        Ok(offsets.iter().map(|&(offset, _)| Delivery { partition: partition.clone(), offset, incarnation }).collect())
+    }
+
     /// Records that the offsets of `partition` below `next_offset` which were not
     /// delivered carry no record for the pipeline (a fetch that ended on control
     /// records, for example): once every record delivered before is acknowledged, the
@@ -280,25 +337,38 @@ impl AckTracker {
         if p.incarnation != delivery.incarnation {
             return Err(stale());
         }
-        // Deliveries are only made by `deliver`: an offset below the window was
-        // delivered and acknowledged in the prefix dropped since.
-        // Offsets are dense but for control records and compaction: look where the
-        // offset would be without gaps first.
-        let dense = p.window.front().and_then(|f| usize::try_from(delivery.offset - f.offset).ok());
-        let index = match dense.filter(|i| p.window.get(*i).is_some_and(|e| e.offset == delivery.offset)) {
-            Some(i) => i,
-            None => p.window.binary_search_by_key(&delivery.offset, |e| e.offset).map_err(|_| twice())?,
-        };
-        let entry = &mut p.window[index];
-        if entry.state != State::Pending {
-            return Err(twice());
-        }
-        entry.state = State::Acked;
-        p.unacked -= 1;
-        if index == 0 && p.pop_prefix() {
+        let front = p.ack(delivery.offset).map_err(|()| twice())?;
+        if front && p.pop_prefix() {
             Self::mark_dirty(&mut self.dirty, &delivery.partition, p);
         }
         Ok(())
+    }
+
+    /// Acknowledges `deliveries` as [`ack`](Self::ack) one by one would, looking each
+    /// run of one partition up once; the errors of those refused, in order.
+    pub fn ack_all<'a>(&mut self, deliveries: impl IntoIterator<Item = &'a Delivery>) -> Vec<AckError> {
+        let mut errors = Vec::new();
+        let mut deliveries = deliveries.into_iter().peekable();
+        while let Some(first) = deliveries.next() {
+            let Some(p) = self.partitions.get_mut(&first.partition).filter(|p| p.incarnation == first.incarnation)
+            else {
+                errors.push(AckError::Stale { partition: first.partition.clone(), offset: first.offset });
+                continue;
+            };
+            let mut moved = false;
+            let mut next = Some(first);
+            while let Some(d) = next {
+                match p.ack(d.offset) {
+                    Ok(front) => moved |= front && p.pop_prefix(),
+                    Err(()) => errors.push(AckError::AlreadyAcked { partition: d.partition.clone(), offset: d.offset }),
+                }
+                next = deliveries.next_if(|n| n.incarnation == first.incarnation);
+            }
+            if moved {
+                Self::mark_dirty(&mut self.dirty, &first.partition, p);
+            }
+        }
+        errors
     }
 
     /// The offsets to commit: for each partition whose commit point advanced since the

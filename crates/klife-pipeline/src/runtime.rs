@@ -271,13 +271,11 @@ impl Core {
     /// Acknowledges messages and sends the commits that follows.
     fn ack(&self, messages: &[Message]) {
         let mut acks = self.lock();
-        for m in messages {
-            match acks.tracker.ack(&m.delivery) {
-                Ok(()) => {}
-                // The partition was released (lost, or restarting): its next owner
-                // starts at the last commit.
-                Err(AckError::Stale { .. }) => {}
-                Err(e) => tracing::error!(error = %e, "pipeline: an acknowledgement was refused"),
+        for e in acks.tracker.ack_all(messages.iter().map(|m| &m.delivery)) {
+            // Stale: the partition was released (lost, or restarting); its next owner
+            // starts at the last commit.
+            if !matches!(e, AckError::Stale { .. }) {
+                tracing::error!(error = %e, "pipeline: an acknowledgement was refused");
             }
         }
         for commit in acks.tracker.take_commits() {
@@ -482,14 +480,24 @@ impl PullStage {
                     got = true;
                     self.plan.record_result(&tp, true);
                     let epoch = batch.records.last().and_then(|r| r.leader_epoch);
+                    let offsets: Vec<(i64, Option<i32>)> =
+                        batch.records.iter().map(|r| (r.offset, r.leader_epoch)).collect();
                     let messages = {
                         let mut acks = self.core.lock();
                         let mut messages = Vec::with_capacity(batch.records.len());
-                        for record in batch.records {
-                            match acks.tracker.deliver(&tp, record.offset, record.leader_epoch) {
-                                Ok(delivery) => messages.push(Message::new(record, delivery, &tp)),
-                                Err(e) => {
-                                    tracing::error!(partition = %tp, error = %e, "pipeline: a record out of order")
+                        match acks.tracker.deliver_all(&tp, &offsets) {
+                            Ok(deliveries) => messages.extend(
+                                batch.records.into_iter().zip(deliveries).map(|(r, d)| Message::new(r, d, &tp)),
+                            ),
+                            // A record out of order: the others go on one by one.
+                            Err(_) => {
+                                for record in batch.records {
+                                    match acks.tracker.deliver(&tp, record.offset, record.leader_epoch) {
+                                        Ok(delivery) => messages.push(Message::new(record, delivery, &tp)),
+                                        Err(e) => {
+                                            tracing::error!(partition = %tp, error = %e, "pipeline: a record out of order")
+                                        }
+                                    }
                                 }
                             }
                         }

@@ -408,4 +408,45 @@ proptest! {
             }
         }
     }
+
+    /// Delivering in runs and acknowledging in runs (`deliver_all`, `ack_all`) gives
+    /// the same deliveries, errors and commits as one by one, over two partitions.
+    #[test]
+    fn runs_are_one_by_one(
+        runs in proptest::collection::vec((0usize..2, 1usize..6, 1i64..3), 1..12),
+        order in proptest::collection::vec(any::<prop::sample::Index>(), 0..60),
+        chunk in 1usize..5,
+    ) {
+        let parts = [tp(0), tp(1)];
+        let (mut one, mut all) = (AckTracker::new(), AckTracker::new());
+        let mut next = [0i64, 0];
+        let (mut by_one, mut by_all) = (Vec::new(), Vec::new());
+        for (part, n, gap) in runs {
+            let offsets: Vec<(i64, Option<i32>)> = (0..n)
+                .map(|_| {
+                    let o = next[part];
+                    next[part] += gap;
+                    (o, epoch_of(o))
+                })
+                .collect();
+            for (o, e) in &offsets {
+                by_one.push(one.deliver(&parts[part], *o, *e)?);
+            }
+            by_all.extend(all.deliver_all(&parts[part], &offsets)?);
+        }
+        prop_assert_eq!(&by_one.iter().map(|d| (d.topic_partition().clone(), d.offset())).collect::<Vec<_>>(),
+            &by_all.iter().map(|d| (d.topic_partition().clone(), d.offset())).collect::<Vec<_>>());
+        // The same picks (repeats included: those are refused twice the same way).
+        let picks: Vec<usize> = order.iter().map(|i| i.index(by_one.len())).collect();
+        for c in picks.chunks(chunk) {
+            let errors_one: Vec<AckError> = c.iter().filter_map(|i| one.ack(&by_one[*i]).err()).collect();
+            let errors_all = all.ack_all(c.iter().map(|i| &by_all[*i]));
+            prop_assert_eq!(errors_one, errors_all);
+            prop_assert_eq!(one.take_commits(), all.take_commits());
+        }
+        // Out of order within a run, and a run that goes backwards, are refused whole.
+        let bad = [(next[0] + 2, None), (next[0] + 1, None)];
+        prop_assert!(all.deliver_all(&parts[0], &bad).is_err());
+        prop_assert_eq!(all.unacked(&parts[0]), one.unacked(&parts[0]));
+    }
 }
