@@ -663,21 +663,16 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 /// The failed messages through `handle_failed`, then every message acknowledged.
-async fn finish<P: Processor>(processor: &P, core: &Core, mut messages: Vec<Message>) {
-    let mut failed: Vec<Message> = Vec::new();
-    let mut i = 0;
-    while i < messages.len() {
-        if messages[i].is_failed() {
-            failed.push(messages.remove(i));
-        } else {
-            i += 1;
-        }
+async fn finish<P: Processor>(processor: &P, core: &Core, messages: Vec<Message>) {
+    if !messages.iter().any(Message::is_failed) {
+        core.ack(&messages);
+        return;
     }
-    if !failed.is_empty() {
-        if let Err(panic) = catch_unwind(processor.handle_failed(&mut failed)).await {
-            tracing::error!(message = %panic_message(&*panic), n = failed.len(), "pipeline: handle_failed panicked; acknowledging the messages");
-        }
-        core.ack(&failed);
+    // One pass (removing the failed ones in place would shift the rest once each).
+    let (mut failed, messages): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(Message::is_failed);
+    if let Err(panic) = catch_unwind(processor.handle_failed(&mut failed)).await {
+        tracing::error!(message = %panic_message(&*panic), n = failed.len(), "pipeline: handle_failed panicked; acknowledging the messages");
     }
+    core.ack(&failed);
     core.ack(&messages);
 }
