@@ -42,6 +42,12 @@ enum Inner {
     Manual(klife_group::runtime::ManualError),
     /// A pipeline's settings are invalid.
     PipelineConfig(klife_pipeline::runtime::PipelineError),
+    /// A group's offsets were to change while it has members.
+    GroupNotEmpty {
+        group: String,
+        members: usize,
+        state: String,
+    },
 }
 
 impl Error {
@@ -60,6 +66,10 @@ impl Error {
 
     pub(crate) fn group_config(source: klife_group::ConfigError) -> Self {
         Error { inner: Box::new(Inner::GroupConfig(source)) }
+    }
+
+    pub(crate) fn group_not_empty(group: &str, members: usize, state: String) -> Self {
+        Error { inner: Box::new(Inner::GroupNotEmpty { group: group.to_owned(), members, state }) }
     }
 
     pub(crate) fn pipeline_config(source: klife_pipeline::runtime::PipelineError) -> Self {
@@ -105,7 +115,8 @@ impl Error {
             | Inner::GroupConfig(_)
             | Inner::Group(_)
             | Inner::Manual(_)
-            | Inner::PipelineConfig(_) => None,
+            | Inner::PipelineConfig(_)
+            | Inner::GroupNotEmpty { .. } => None,
         }
     }
 
@@ -137,7 +148,8 @@ impl Error {
             | Inner::GroupConfig(_)
             | Inner::Group(_)
             | Inner::Manual(_)
-            | Inner::PipelineConfig(_) => false,
+            | Inner::PipelineConfig(_)
+            | Inner::GroupNotEmpty { .. } => false,
         }
     }
 
@@ -311,6 +323,18 @@ impl Error {
         }
     }
 
+    /// Whether a consumer group does not exist (GROUP_ID_NOT_FOUND): describing,
+    /// deleting or reading the lag of an unknown group.
+    pub fn is_group_not_found(&self) -> bool {
+        self.error_code() == Some(ErrorCode::GroupIdNotFound)
+    }
+
+    /// Whether a consumer group has members, so that its offsets cannot be reset nor
+    /// the group deleted (NON_EMPTY_GROUP): stop its consumers first.
+    pub fn is_group_not_empty(&self) -> bool {
+        matches!(&*self.inner, Inner::GroupNotEmpty { .. }) || self.error_code() == Some(ErrorCode::NonEmptyGroup)
+    }
+
     /// Whether the client was closed.
     pub fn is_closed(&self) -> bool {
         matches!(self.connection(), Some(klife_connection::Error::Closed))
@@ -339,6 +363,12 @@ impl std::fmt::Display for Error {
             Inner::Group(e) => write!(f, "consumer group: {e}"),
             Inner::Manual(e) => write!(f, "manual consumer group partition: {e}"),
             Inner::PipelineConfig(e) => write!(f, "pipeline settings: {e}"),
+            Inner::GroupNotEmpty { group, members: 0, state } => {
+                write!(f, "group {group:?} is {state}: it gained members; stop its consumers first")
+            }
+            Inner::GroupNotEmpty { group, members, state } => {
+                write!(f, "group {group:?} has {members} active member(s) ({state}): stop its consumers first")
+            }
         }
     }
 }
@@ -362,6 +392,7 @@ impl std::error::Error for Error {
             Inner::Group(e) => Some(e),
             Inner::Manual(e) => Some(e),
             Inner::PipelineConfig(e) => Some(e),
+            Inner::GroupNotEmpty { .. } => None,
         }
     }
 }

@@ -109,6 +109,7 @@ mod admin;
 mod client;
 mod error;
 pub mod group;
+mod group_admin;
 pub mod pipeline;
 
 pub use admin::{
@@ -116,6 +117,10 @@ pub use admin::{
 };
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
+pub use group_admin::{
+    GroupDescription, GroupListing, GroupMember, GroupState, GroupType, PartitionLag, PlannedReset, ResetPlan,
+    ResetScope, ResetTo,
+};
 
 // Shared types.
 /// The compression codec of record batches.
