@@ -126,7 +126,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
 
 /// Output format of `klife consume`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     /// `topic-partition@offset key=... value=...`, one record per line.
     Text,
     /// One JSON object per record.
@@ -144,15 +144,20 @@ pub(crate) struct ConsumeArgs {
     #[arg(long, short = 't')]
     topic: String,
     /// Partitions to read (repeatable; default: all).
-    #[arg(long = "partition", short = 'p')]
+    #[arg(long = "partition", short = 'p', conflicts_with = "group")]
     partitions: Vec<i32>,
-    /// Where to start: `earliest`, `latest`, or an offset.
+    /// Where to start: `earliest`, `latest`, or an offset. With `--group`, where a
+    /// partition starts when the group has no offset committed for it (`earliest` or
+    /// `latest`).
     #[arg(long, default_value = "earliest")]
     from: String,
+    #[command(flatten)]
+    group: crate::groups::GroupConsumeArgs,
     /// Stop after this many records.
     #[arg(long, short = 'n')]
     count: Option<u64>,
-    /// Keep waiting for new records instead of stopping at the end.
+    /// Keep waiting for new records instead of stopping at the end (a group member
+    /// always does, until Ctrl-C or `--count`).
     #[arg(long, short = 'f')]
     follow: bool,
     /// Read records of open and aborted transactions too.
@@ -180,7 +185,7 @@ fn text(b: Option<&Bytes>) -> String {
     b.map_or_else(|| "null".to_owned(), |b| String::from_utf8_lossy(b).into_owned())
 }
 
-fn print_record(r: &Record, format: Format) {
+pub(crate) fn print_record(r: &Record, format: Format) {
     match format {
         Format::Text => {
             let headers: Vec<String> =
@@ -218,6 +223,32 @@ fn print_record(r: &Record, format: Format) {
 
 /// `klife consume`.
 pub(crate) async fn consume(args: ConsumeArgs) -> Result<(), CliError> {
+    if let Some(group) = &args.group.group {
+        let reset = match args.from.as_str() {
+            "earliest" => klife::group::ResetPolicy::Earliest,
+            "latest" => klife::group::ResetPolicy::Latest,
+            other => {
+                return Err(CliError::Failed(format!(
+                    "--from {other:?} with --group: expected earliest or latest (`klife groups reset-offsets` moves a group to an offset)"
+                )));
+            }
+        };
+        let client = args.connect.client().await?;
+        if let Err(e) = client.partitions(&args.topic).await {
+            client.close().await;
+            return Err(if e.is_unknown_topic_or_partition() {
+                CliError::Failed(format!("topic {:?} does not exist", args.topic))
+            } else {
+                e.into()
+            });
+        }
+        let limit = args.count.unwrap_or(u64::MAX);
+        let result =
+            crate::groups::consume_group(&client, group, &args.topic, args.group.protocol, reset, limit, args.format)
+                .await;
+        client.close().await;
+        return result;
+    }
     let start = start_offset(&args.from)?;
     let client = args.connect.client().await?;
     let count = match client.partitions(&args.topic).await {

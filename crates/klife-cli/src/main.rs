@@ -4,8 +4,9 @@
 //!   million records with the real producer, reads them back with the real fetcher,
 //!   checks that nothing was lost, repeated or reordered, and reports the rates.
 //! - `klife serve` runs a fake cluster until Ctrl-C; `klife produce`, `klife consume`
-//!   and `klife topics` work against any cluster; `klife bench` measures produce and
-//!   consume throughput.
+//!   and `klife topics` work against any cluster; `klife consume --group` joins a
+//!   consumer group; `klife groups` lists, describes, shows the lag of, resets and
+//!   deletes groups; `klife bench` measures produce and consume throughput.
 //!
 //! Exit codes: 0 success, 1 an error (printed on stderr), 2 invalid arguments, 3 the
 //! demo found records lost, repeated or out of order.
@@ -28,6 +29,8 @@ macro_rules! out {
 mod commands;
 mod demo;
 mod demo_group;
+mod groups;
+mod stats;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -39,6 +42,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "klife", version, about, propagate_version = true)]
 struct Cli {
+    /// Print every metric klife recorded (requests, bytes, batches, group commits, ...)
+    /// on standard error when the command ends.
+    #[arg(long, global = true)]
+    stats: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,6 +65,8 @@ enum Command {
     Consume(commands::ConsumeArgs),
     /// List, create or delete topics.
     Topics(commands::TopicsArgs),
+    /// Consumer groups: list, describe, lag, reset-offsets, delete, delete-offsets.
+    Groups(groups::GroupsArgs),
 }
 
 /// Connection options shared by the commands that talk to a cluster.
@@ -125,6 +134,7 @@ impl From<klife_testkit::Error> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let stats = if cli.stats { stats::Stats::install() } else { None };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -140,10 +150,14 @@ fn main() -> ExitCode {
             Command::Produce(a) => commands::produce(a).await,
             Command::Consume(a) => commands::consume(a).await,
             Command::Topics(a) => commands::topics(a).await,
+            Command::Groups(a) => groups::groups(a).await,
         }
     });
     // Tasks still running (connections, fake brokers) end with the runtime.
     runtime.shutdown_timeout(Duration::from_secs(1));
+    if let Some(stats) = stats {
+        stats.print();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(CliError::Failed(m)) => {
