@@ -298,3 +298,18 @@ fn group_commands_work_against_apache_kafka() {
         .expect("KLIFE_TEST_KAFKA names the Apache Kafka cluster (`cargo xtask test` starts one)");
     groups_commands(kafka.split(',').next().unwrap());
 }
+
+#[test]
+fn the_demo_runs_and_verifies_on_apache_kafka() {
+    let kafka = std::env::var("KLIFE_TEST_KAFKA")
+        .expect("KLIFE_TEST_KAFKA names the Apache Kafka cluster (`cargo xtask test` starts one)");
+    let out = klife(&["demo", "--bootstrap", &kafka, "--records", "20000", "--partitions", "3", "--json"]);
+    assert!(out.status.success(), "demo failed: {}", stderr(&out));
+    let line = stdout(&out);
+    let report: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(report["records"], 20000);
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["group_members"], 3);
+    assert!(report["rebalance_ms"].is_u64(), "{report}");
+    assert!(!report["cluster"].as_str().unwrap().starts_with("embedded"), "{report}");
+}
