@@ -48,6 +48,12 @@ enum Inner {
         members: usize,
         state: String,
     },
+    /// A configuration file's key (its dotted path; empty for the whole file).
+    ConfigFile {
+        file: Option<String>,
+        key: String,
+        message: String,
+    },
 }
 
 impl Error {
@@ -74,6 +80,31 @@ impl Error {
 
     pub(crate) fn pipeline_config(source: klife_pipeline::runtime::PipelineError) -> Self {
         Error { inner: Box::new(Inner::PipelineConfig(source)) }
+    }
+
+    /// A configuration file's `key` (dotted path) is invalid: `message` says why.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn config_file(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Error { inner: Box::new(Inner::ConfigFile { file: None, key: key.into(), message: message.into() }) }
+    }
+
+    /// Names the file a configuration error is in.
+    #[cfg_attr(not(feature = "config"), allow(dead_code))]
+    pub(crate) fn in_file(mut self, path: &std::path::Path) -> Self {
+        if let Inner::ConfigFile { file, .. } = &mut *self.inner {
+            *file = Some(path.display().to_string());
+        }
+        self
+    }
+
+    /// For an error in a configuration file: the dotted path of the key at fault
+    /// (`producers.bulk.linger`; empty when it is the whole file, such as a syntax
+    /// error).
+    pub fn config_key(&self) -> Option<&str> {
+        match &*self.inner {
+            Inner::ConfigFile { key, .. } => Some(key),
+            _ => None,
+        }
     }
 
     /// The connection-layer error that explains this one, if it came from there (for a
@@ -117,6 +148,7 @@ impl Error {
             | Inner::Manual(_)
             | Inner::PipelineConfig(_)
             | Inner::GroupNotEmpty { .. } => None,
+            Inner::ConfigFile { .. } => None,
         }
     }
 
@@ -150,6 +182,7 @@ impl Error {
             | Inner::Manual(_)
             | Inner::PipelineConfig(_)
             | Inner::GroupNotEmpty { .. } => false,
+            Inner::ConfigFile { .. } => false,
         }
     }
 
@@ -304,6 +337,7 @@ impl Error {
     /// Whether an argument or configuration value was invalid.
     pub fn is_invalid_argument(&self) -> bool {
         matches!(&*self.inner, Inner::InvalidArgument(_) | Inner::GroupConfig(_) | Inner::PipelineConfig(_))
+            || matches!(&*self.inner, Inner::ConfigFile { .. })
             || self.config_error().is_some()
             || matches!(
                 self.fetch(),
@@ -363,6 +397,16 @@ impl std::fmt::Display for Error {
             Inner::Group(e) => write!(f, "consumer group: {e}"),
             Inner::Manual(e) => write!(f, "manual consumer group partition: {e}"),
             Inner::PipelineConfig(e) => write!(f, "pipeline settings: {e}"),
+            Inner::ConfigFile { file, key, message } => {
+                write!(f, "invalid configuration")?;
+                if let Some(file) = file {
+                    write!(f, " in {file}")?;
+                }
+                match key.as_str() {
+                    "" => write!(f, ": {message}"),
+                    key => write!(f, ": {key}: {message}"),
+                }
+            }
             Inner::GroupNotEmpty { group, members: 0, state } => {
                 write!(f, "group {group:?} is {state}: it gained members; stop its consumers first")
             }
@@ -393,6 +437,7 @@ impl std::error::Error for Error {
             Inner::Manual(e) => Some(e),
             Inner::PipelineConfig(e) => Some(e),
             Inner::GroupNotEmpty { .. } => None,
+            Inner::ConfigFile { .. } => None,
         }
     }
 }

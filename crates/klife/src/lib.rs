@@ -107,6 +107,8 @@
 
 mod admin;
 mod client;
+#[cfg(feature = "config")]
+pub mod config;
 mod error;
 pub mod group;
 mod group_admin;
