@@ -191,9 +191,9 @@ impl ClusterBuilder {
         self
     }
 
-    /// Whether ApiVersions advertises ConsumerGroupHeartbeat (KIP-848; default true).
-    /// Without it the cluster is a broker without the new protocol, and answers the
-    /// API with UNSUPPORTED_VERSION.
+    /// Whether ApiVersions advertises ConsumerGroupHeartbeat and ConsumerGroupDescribe
+    /// (KIP-848; default true). Without them the cluster is a broker without the new
+    /// protocol, and answers both with UNSUPPORTED_VERSION.
     pub fn consumer_group_protocol(mut self, enabled: bool) -> Self {
         self.groups.advertise_consumer_protocol = enabled;
         self
@@ -565,7 +565,8 @@ impl FakeCluster {
     /// executing them. The code goes where the API carries errors: every partition of
     /// Produce, Fetch, ListOffsets, OffsetCommit, TxnOffsetCommit and AddPartitionsToTxn;
     /// every topic of Metadata and the topic admin APIs; every key of a batched
-    /// FindCoordinator; the top-level error code otherwise.
+    /// FindCoordinator; every group of DescribeGroups, ConsumerGroupDescribe and
+    /// DeleteGroups; the top-level error code otherwise.
     pub fn inject_errors(&self, api: ApiKey, codes: &[ErrorCode], broker: Option<i32>) {
         let mut state = self.shared.lock();
         for code in codes {
@@ -784,9 +785,10 @@ impl FakeCluster {
         done
     }
 
-    /// Answers every ConsumerGroupHeartbeat with UNSUPPORTED_VERSION while still
-    /// advertising the API (true), as a Kafka broker whose coordinator does not run the
-    /// consumer protocol does: for testing a client's fall back to the classic protocol.
+    /// Answers every ConsumerGroupHeartbeat (and each group of a ConsumerGroupDescribe)
+    /// with UNSUPPORTED_VERSION while still advertising the API (true), as a Kafka broker
+    /// whose coordinator does not run the consumer protocol does: for testing a client's
+    /// fall back to the classic protocol.
     pub fn refuse_consumer_group_heartbeat(&self, refuse: bool) {
         self.shared.lock().coordinator.config.refuse_consumer_protocol = refuse;
     }

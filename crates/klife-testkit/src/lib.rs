@@ -58,6 +58,8 @@
 //! | OffsetCommit / OffsetFetch | 2-9 / 1-9 | stored per group; batched groups (OffsetFetch v8+); `require_stable` → UNSTABLE_OFFSET_COMMIT; checked against the group's members (see below) |
 //! | ConsumerGroupHeartbeat | 0-1 | KIP-848 groups (see below) |
 //! | JoinGroup / SyncGroup / Heartbeat / LeaveGroup | 0-9 / 0-5 / 0-4 / 0-5 | classic groups (see below) |
+//! | ListGroups, DescribeGroups, ConsumerGroupDescribe | 0-5, 0-6, 0-1 | group administration (see below) |
+//! | DeleteGroups, OffsetDelete | 0-2, 0 | group administration (see below) |
 //! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
 //! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
 //! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce) |
@@ -74,9 +76,8 @@
 //! before authentication on a SASL listener.
 //!
 //! Not implemented, by design or not yet:
-//! - the group APIs beyond membership and offsets: DescribeGroups, ListGroups,
-//!   DeleteGroups, ConsumerGroupDescribe, OffsetDelete, share groups; and the group
-//!   differences listed under [Group coordinator](#group-coordinator).
+//! - share and streams groups; and the group differences listed under
+//!   [Group coordinator](#group-coordinator).
 //! - replication: each partition has replicas for Metadata, but only the leader's log
 //!   exists; the high watermark is the log end offset, and `acks` -1 and 1 are the same.
 //! - a limit on fetch sessions (KIP-227): sessions are kept as Kafka keeps them, but
@@ -159,7 +160,44 @@
 //! (v9+) or ILLEGAL_GENERATION. TxnOffsetCommit v3+ is checked alike, without the group
 //! state checks and with ILLEGAL_GENERATION for a KIP-848 member's other epoch, as in
 //! Kafka. OffsetFetch v9+ with a member id or epoch is checked
-//! against a KIP-848 group the same way.
+//! against a KIP-848 group the same way. A group that only has committed offsets is,
+//! as in Kafka, an empty classic group without a protocol type (a "simple" group).
+//!
+//! **Administration.** As Kafka 4.1 answers (its `GroupMetadataManager`,
+//! `OffsetMetadataManager`, `ClassicGroup`, `ConsumerGroup` and `KafkaApis`):
+//! - ListGroups: each broker lists the groups it coordinates (clients ask every
+//!   broker), every kind (classic, KIP-848, offsets only) with protocol type, state
+//!   (v4+) and type (v5+, `classic` or `consumer`); the states filter is compared
+//!   trimmed and in any case, the types filter in any case.
+//! - DescribeGroups: classic groups, in Kafka's states (`Empty`, `PreparingRebalance`,
+//!   `CompletingRebalance`, `Stable`); a Stable group shows its protocol (the assignor)
+//!   and each member's metadata for it, every state each member's id, instance id,
+//!   client id, client host and last assignment. A group that does not exist, or is a
+//!   KIP-848 group, is `Dead`, with GROUP_ID_NOT_FOUND from v6 (KIP-1043).
+//! - ConsumerGroupDescribe: KIP-848 groups: state (`Empty`, `Assigning`, `Reconciling`,
+//!   `Stable`), group and assignment epochs, the assignor most members ask for
+//!   (`uniform` by default), members with epochs, client and rack, subscriptions,
+//!   assignment and target by topic id and name. GROUP_ID_NOT_FOUND for a group that
+//!   does not exist or is classic, INVALID_GROUP_ID for an empty id,
+//!   UNSUPPORTED_VERSION while the consumer protocol is refused or not advertised.
+//! - DeleteGroups: a group without members goes with its committed offsets (pending
+//!   transactional ones included); NON_EMPTY_GROUP if it has members (a static member
+//!   away with epoch -2 counts), GROUP_ID_NOT_FOUND if it does not exist.
+//! - OffsetDelete: UNKNOWN_TOPIC_OR_PARTITION for topics and partitions that do not
+//!   exist; GROUP_SUBSCRIBED_TO_TOPIC for the partitions of a topic the group subscribes
+//!   to (a KIP-848 member's names or resolved regex; a classic group's `consumer`
+//!   protocol metadata, or every topic when it does not parse); GROUP_ID_NOT_FOUND, or
+//!   NON_EMPTY_GROUP for a classic group with members of another protocol type, for
+//!   the whole request.
+//! - Group ids are routed as the membership APIs are (NOT_COORDINATOR,
+//!   COORDINATOR_NOT_AVAILABLE, per group where the answer has one entry per group).
+//!   Authorized operations, when asked for, are every operation of a group (Kafka
+//!   without an authorizer).
+//! - An admin OffsetCommit (generation -1, no member id) resets the offsets of a group
+//!   without members, or creates the group; one with members answers UNKNOWN_MEMBER_ID.
+//!
+//! The client host of members is the connection's address as Kafka prints it
+//! (`/127.0.0.1`).
 //!
 //! **Time.** Sessions, revocation timeouts and barriers run on the cluster clock: real
 //! time by default, and [`FakeCluster::advance_clock`] moves it forward (running the
@@ -196,6 +234,13 @@
 //!   Kafka lets it rejoin, KAFKA-19233).
 //! - Classic: the initial delay is not extended as members keep arriving (Kafka extends
 //!   it, up to the rebalance timeout).
+//! - Groups and offsets are never expired: Kafka's periodic cleanup removes offsets
+//!   past `offsets.retention.minutes` and empty groups without offsets; here they go
+//!   only with DeleteGroups and OffsetDelete.
+//! - Lists and members come in id order (Kafka's follow its hash maps), and a
+//!   request's groups in the order asked (Kafka's come by offsets partition).
+//! - A classic group in a KIP-848 group (online migration) does not exist here, so
+//!   ConsumerGroupDescribe's member type is always 1 (consumer protocol).
 //!
 //! ## Storage
 //!

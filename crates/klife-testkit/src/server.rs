@@ -5,6 +5,7 @@
 //! connection at a time.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -161,19 +162,32 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// A client address as Kafka prints it (Java's `InetAddress.toString` without a host
+/// name): `/127.0.0.1`, or IPv6 in full, `/0:0:0:0:0:0:0:1`.
+fn client_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("/{v4}"),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6.segments().iter().map(|g| format!("{g:x}")).collect();
+            format!("/{}", groups.join(":"))
+        }
+    }
+}
+
 async fn connection(shared: Arc<Shared>, broker: i32, tcp: TcpStream) {
     if let Some(b) = shared.lock().brokers.get_mut(&broker) {
         b.connections += 1;
     }
     let _guard = ConnectionGuard { shared: shared.clone(), broker };
     let _ = tcp.set_nodelay(true);
+    let host = tcp.peer_addr().map(|a| client_host(a.ip())).unwrap_or_default();
     match shared.tls.clone() {
         Some(acceptor) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => serve(shared, broker, tls).await,
+            Ok(Ok(tls)) => serve(shared, broker, &host, tls).await,
             Ok(Err(e)) => tracing::debug!(broker, error = %e, "TLS handshake failed"),
             Err(_) => tracing::debug!(broker, "TLS handshake timed out"),
         },
-        None => serve(shared, broker, tcp).await,
+        None => serve(shared, broker, &host, tcp).await,
     }
 }
 
@@ -191,7 +205,7 @@ enum Outcome {
     Close(&'static str),
 }
 
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, broker: i32, mut stream: S) {
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, broker: i32, host: &str, mut stream: S) {
     let Some(kill) = shared.kills.get(&broker) else { return };
     let mut kill = kill.subscribe();
     let mut shutdown = shared.shutdown.subscribe();
@@ -223,7 +237,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(shared: Arc<Shared>, broker: i
             }
         };
         let outcome = tokio::select! {
-            o = process(&shared, broker, &mut sasl, frame) => o,
+            o = process(&shared, broker, host, &mut sasl, frame) => o,
             _ = kill.changed() => return,
             _ = shutdown.changed() => return,
         };
@@ -283,7 +297,7 @@ fn partitions_of(state: &State, request: &AnyRequest) -> Vec<(String, i32)> {
     }
 }
 
-async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: Bytes) -> Outcome {
+async fn process(shared: &Shared, broker: i32, host: &str, sasl: &mut SaslSession, frame: Bytes) -> Outcome {
     let Ok((header, mut body, api_key)) = frame::decode_request_header(frame) else {
         return Outcome::Close("an unknown api key or an unreadable request header");
     };
@@ -322,7 +336,13 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
         tokio::time::sleep(latency).await;
     }
     let now_ms = shared.lock().clock.now_ms();
-    let ctx = Ctx { broker, version, now_ms, client_id: header.client_id.clone().unwrap_or_default() };
+    let ctx = Ctx {
+        broker,
+        version,
+        now_ms,
+        client_id: header.client_id.clone().unwrap_or_default(),
+        client_host: host.to_owned(),
+    };
     let lose_answer = fault == Some(FaultAction::DisconnectAfter);
     let reply = match fault {
         Some(FaultAction::Disconnect) => return Outcome::Close("an injected disconnect"),
@@ -337,7 +357,7 @@ async fn process(shared: &Shared, broker: i32, sasl: &mut SaslSession, frame: By
                     let hidden = if state.coordinator.config.advertise_consumer_protocol {
                         vec![]
                     } else {
-                        vec![ApiKey::ConsumerGroupHeartbeat]
+                        vec![ApiKey::ConsumerGroupHeartbeat, ApiKey::ConsumerGroupDescribe]
                     };
                     (state.config.transaction_version, hidden)
                 };
@@ -466,5 +486,17 @@ impl SaslSession {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_hosts_are_printed_as_kafka_prints_them() {
+        assert_eq!(client_host(IpAddr::from([127, 0, 0, 1])), "/127.0.0.1");
+        assert_eq!(client_host("::1".parse().unwrap_or(IpAddr::from([0; 16]))), "/0:0:0:0:0:0:0:1");
+        assert_eq!(client_host("fe80::a:b".parse().unwrap_or(IpAddr::from([0; 16]))), "/fe80:0:0:0:0:0:a:b");
     }
 }

@@ -88,6 +88,10 @@ pub(crate) struct Committed {
     pub(crate) metadata: Option<String>,
 }
 
+/// Every group's committed offsets: group → (topic, partition) → offset. A group
+/// stays here (maybe with no offsets left) from its first commit until DeleteGroups.
+pub(crate) type CommittedOffsets = BTreeMap<String, BTreeMap<(String, i32), Committed>>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum FaultAction {
     Error(ErrorCode),
@@ -127,7 +131,7 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) brokers: BTreeMap<i32, Broker>,
     pub(crate) topics: BTreeMap<String, Topic>,
-    pub(crate) groups: BTreeMap<String, BTreeMap<(String, i32), Committed>>,
+    pub(crate) groups: CommittedOffsets,
     pub(crate) txns: Transactions,
     pub(crate) next_producer_id: i64,
     pub(crate) faults: VecDeque<Fault>,

@@ -273,6 +273,17 @@ impl Transactions {
         })
     }
 
+    /// Drops the offsets of `group` waiting in open transactions: all of them, or one
+    /// partition's (DeleteGroups and OffsetDelete, whose tombstones remove pending
+    /// transactional offsets too in Kafka).
+    pub(crate) fn forget_offsets(&mut self, group: &str, partition: Option<(&str, i32)>) {
+        for m in self.by_id.values_mut() {
+            m.pending.retain(|p| {
+                p.group != group || partition.is_some_and(|(t, i)| (p.topic.as_str(), p.partition) != (t, i))
+            });
+        }
+    }
+
     /// Forgets `topic` in every open transaction (the topic was deleted).
     pub(crate) fn forget_topic(&mut self, topic: &str) {
         for m in self.by_id.values_mut() {
@@ -338,6 +349,25 @@ mod tests {
         // A retried commit is fine; an abort now is not.
         assert_eq!(txns.end("app", pid, 0, true, false, &mut alloc), Ok(None));
         assert_eq!(txns.end("app", pid, 0, false, false, &mut alloc), Err(ErrorCode::InvalidTxnState));
+    }
+
+    #[test]
+    fn deleted_groups_and_offsets_leave_open_transactions() {
+        let mut txns = Transactions::default();
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        for g in ["g", "h"] {
+            txns.add_offsets("app", pid, 0, g).unwrap();
+        }
+        let other = PendingOffset { partition: 1, ..offset("g", 6) };
+        txns.commit_offsets("app", pid, 0, vec![offset("g", 5), other, offset("h", 7)]).unwrap();
+        txns.forget_offsets("g", Some(("t", 0)));
+        assert!(!txns.has_pending_offset("g", "t", 0));
+        assert!(txns.has_pending_offset("g", "t", 1) && txns.has_pending_offset("h", "t", 0));
+        txns.forget_offsets("g", None);
+        assert!(!txns.has_pending_offset("g", "t", 1));
+        let ended = txns.end("app", pid, 0, true, false, &mut alloc).unwrap().unwrap();
+        assert_eq!(ended.offsets, vec![offset("h", 7)]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The group coordinator over the wire: classic joins parked at the barrier and
-//! answered when the group completes it, KIP-848 heartbeats, the coordinator checks and
-//! the test hooks (clock, expiry, coordinator moves, refusing the consumer protocol).
+//! answered when the group completes it, KIP-848 heartbeats, the coordinator checks,
+//! the group admin APIs and the test hooks (clock, expiry, coordinator moves, refusing
+//! the consumer protocol).
 
 #![allow(clippy::unwrap_used)]
 
@@ -11,6 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::Raw;
 use klife_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use klife_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use klife_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 use klife_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use klife_protocol::messages::*;
 use klife_protocol::{ApiKey, ErrorCode};
@@ -146,6 +149,10 @@ async fn a_kip848_member_on_the_cluster_clock_and_the_hooks() {
 }
 
 async fn advertised(cluster: &FakeCluster) -> Option<(i16, i16)> {
+    advertised_api(cluster, ApiKey::ConsumerGroupHeartbeat).await
+}
+
+async fn advertised_api(cluster: &FakeCluster, api: ApiKey) -> Option<(i16, i16)> {
     let mut c = Raw::connect(&cluster.addresses()[0]).await;
     let r = c
         .send(
@@ -155,10 +162,7 @@ async fn advertised(cluster: &FakeCluster) -> Option<(i16, i16)> {
             3,
         )
         .await;
-    r.api_keys
-        .iter()
-        .find(|k| k.api_key == ApiKey::ConsumerGroupHeartbeat.code())
-        .map(|k| (k.min_version, k.max_version))
+    r.api_keys.iter().find(|k| k.api_key == api.code()).map(|k| (k.min_version, k.max_version))
 }
 
 #[tokio::test]
@@ -175,8 +179,14 @@ async fn the_consumer_protocol_can_be_refused_or_not_advertised() {
     cluster.refuse_consumer_group_heartbeat(false);
     assert_eq!(c.send(&cghb_join("g", "a", "t"), 1).await.error_code, 0);
 
+    cluster.refuse_consumer_group_heartbeat(true);
+    let d = c.send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec!["g".into()]), 1).await;
+    assert_eq!(ErrorCode::from_code(d.groups[0].error_code), ErrorCode::UnsupportedVersion);
+
     let without = FakeCluster::builder().consumer_group_protocol(false).start().await.unwrap();
     assert_eq!(advertised(&without).await, None);
+    assert_eq!(advertised_api(&without, ApiKey::ConsumerGroupDescribe).await, None);
+    assert_eq!(advertised_api(&cluster, ApiKey::ConsumerGroupDescribe).await, Some((0, 1)));
 }
 
 #[tokio::test]
@@ -192,4 +202,73 @@ async fn a_parked_join_whose_connection_closes_is_dropped() {
     // The barrier completes without b's connection; a gets its answer.
     let r = a.send(&join("g", &id), 9).await;
     assert_eq!((r.error_code, r.generation_id), (0, 2));
+}
+
+#[tokio::test]
+async fn the_group_admin_apis_answer_from_each_groups_coordinator() {
+    let cluster = FakeCluster::builder().brokers(3).topic("t", 2).manual_clock().start().await.unwrap();
+    // An admin commit makes "offsets" a group; a KIP-848 member and a classic one make
+    // the two others.
+    let mut offsets = coordinator_of(&cluster, "offsets").await;
+    let commit = OffsetCommitRequest::default()
+        .with_group_id("offsets".into())
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name("t".into()).with_partitions(vec![
+            OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(7),
+        ])]);
+    assert_eq!(offsets.send(&commit, 9).await.topics[0].partitions[0].error_code, 0);
+    let mut cg = coordinator_of(&cluster, "cg").await;
+    assert_eq!(cg.send(&cghb_join("cg", "a", "t"), 1).await.error_code, 0);
+    let mut k = coordinator_of(&cluster, "k").await;
+    let id = k.send(&join("k", ""), 9).await.member_id;
+    assert_eq!(k.send(&join("k", &id), 9).await.error_code, 0);
+    // Each broker lists the groups it coordinates.
+    let mut listed = Vec::new();
+    for broker in cluster.broker_ids() {
+        let mut c = Raw::connect(&cluster.broker_address(broker).unwrap()).await;
+        for g in c.send(&ListGroupsRequest::default(), 5).await.groups {
+            assert_eq!(cluster.coordinator(&g.group_id), Some(broker));
+            listed.push((g.group_id, g.protocol_type, g.group_state, g.group_type));
+        }
+    }
+    listed.sort();
+    let row = |a: &str, b: &str, c: &str, d: &str| (a.to_owned(), b.to_owned(), c.to_owned(), d.to_owned());
+    assert_eq!(
+        listed,
+        vec![
+            row("cg", "consumer", "Stable", "consumer"),
+            row("k", "consumer", "CompletingRebalance", "classic"),
+            row("offsets", "", "Empty", "classic"),
+        ]
+    );
+    // Members carry the client id and address of their connection.
+    let d = cg.send(&ConsumerGroupDescribeRequest::default().with_group_ids(vec!["cg".into()]), 1).await;
+    let m = &d.groups[0].members[0];
+    assert_eq!((m.client_id.as_str(), m.client_host.as_str()), ("testkit-tests", "/127.0.0.1"));
+    let d = k.send(&DescribeGroupsRequest::default().with_groups(vec!["k".into(), "cg".into()]), 6).await;
+    let m = &d.groups[0].members[0];
+    assert_eq!((m.client_id.as_str(), m.client_host.as_str()), ("testkit-tests", "/127.0.0.1"));
+    let on_k = cluster.coordinator("cg") == cluster.coordinator("k");
+    let expected = if on_k { ErrorCode::GroupIdNotFound } else { ErrorCode::NotCoordinator };
+    assert_eq!(ErrorCode::from_code(d.groups[1].error_code), expected);
+    // OffsetDelete: the KIP-848 group subscribes to t.
+    let delete_offsets = |group: &str| {
+        OffsetDeleteRequest::default().with_group_id(group.into()).with_topics(vec![
+            OffsetDeleteRequestTopic::default()
+                .with_name("t".into())
+                .with_partitions(vec![OffsetDeleteRequestPartition::default().with_partition_index(0)]),
+        ])
+    };
+    let r = cg.send(&delete_offsets("cg"), 0).await;
+    assert_eq!(ErrorCode::from_code(r.topics[0].partitions[0].error_code), ErrorCode::GroupSubscribedToTopic);
+    // DeleteGroups, after an injected error.
+    cluster.inject_errors(ApiKey::DeleteGroups, &[ErrorCode::CoordinatorLoadInProgress], None);
+    let delete = DeleteGroupsRequest::default().with_groups_names(vec!["offsets".into()]);
+    let r = offsets.send(&delete, 2).await;
+    assert_eq!(ErrorCode::from_code(r.results[0].error_code), ErrorCode::CoordinatorLoadInProgress);
+    assert_eq!(cluster.committed_offsets("offsets").len(), 1);
+    assert_eq!(offsets.send(&delete, 2).await.results[0].error_code, 0);
+    assert!(cluster.committed_offsets("offsets").is_empty());
+    let r = offsets.send(&DescribeGroupsRequest::default().with_groups(vec!["offsets".into()]), 6).await;
+    assert_eq!(ErrorCode::from_code(r.groups[0].error_code), ErrorCode::GroupIdNotFound);
 }

@@ -276,7 +276,7 @@ async fn bad_frames_close_only_their_connection() {
     c.send_only(&produce_request("t", 0, batch(&["a"], BatchOptions::default()), -1), 2).await;
     assert!(c.is_closed().await);
     let mut c = Raw::connect(&address).await;
-    c.send_only(&klife_protocol::messages::DescribeGroupsRequest::default(), 5).await;
+    c.send_only(&klife_protocol::messages::DescribeAclsRequest::default(), 3).await;
     assert!(c.is_closed().await);
     // ApiVersions at an unknown version: v0 answer with UNSUPPORTED_VERSION.
     let mut c = Raw::connect(&address).await;

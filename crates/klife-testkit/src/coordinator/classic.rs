@@ -8,7 +8,7 @@
 //! Requests that wait (a join during a rebalance, a follower's sync) are parked under a
 //! ticket; their answers come out of later calls as `(ticket, response)` pairs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use klife_protocol::messages::join_group_response::JoinGroupResponseMember;
@@ -18,6 +18,8 @@ use klife_protocol::messages::{
     SyncGroupResponse,
 };
 use klife_protocol::{AnyResponse, ErrorCode};
+
+use super::Client;
 
 /// Kafka's `group.min.session.timeout.ms` and `group.max.session.timeout.ms` defaults.
 pub(crate) const MIN_SESSION_TIMEOUT_MS: i32 = 6_000;
@@ -37,6 +39,18 @@ pub(crate) enum ClassicState {
     Stable,
 }
 
+impl ClassicState {
+    /// Kafka's name of the state (`ClassicGroupState`).
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ClassicState::Empty => "Empty",
+            ClassicState::PreparingRebalance => "PreparingRebalance",
+            ClassicState::CompletingRebalance => "CompletingRebalance",
+            ClassicState::Stable => "Stable",
+        }
+    }
+}
+
 /// A parked request: its ticket and the version to answer at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Parked {
@@ -48,6 +62,9 @@ pub(crate) struct Parked {
 pub(crate) struct ClassicMember {
     pub(crate) member_id: String,
     pub(crate) instance_id: Option<String>,
+    /// The client id and address of its join.
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
     pub(crate) session_timeout_ms: i32,
     pub(crate) rebalance_timeout_ms: i32,
     pub(crate) protocol_type: String,
@@ -63,7 +80,7 @@ pub(crate) struct ClassicMember {
 }
 
 impl ClassicMember {
-    fn metadata(&self, protocol: &str) -> Bytes {
+    pub(crate) fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols.iter().find(|(n, _)| n == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
     }
 }
@@ -73,8 +90,14 @@ impl ClassicMember {
 pub(crate) struct ClassicGroup {
     pub(crate) state: ClassicState,
     pub(crate) generation: i32,
+    /// Set by the first member and kept, as in Kafka, once the group is empty again;
+    /// `None` for a group that never had a member.
     pub(crate) protocol_type: Option<String>,
     pub(crate) protocol_name: Option<String>,
+    /// The topics the members subscribe to, read from their `consumer` protocol
+    /// metadata when a generation starts; `None` when not known (another protocol
+    /// type, no generation yet, metadata that does not parse).
+    pub(crate) subscribed_topics: Option<BTreeSet<String>>,
     pub(crate) leader: Option<String>,
     pub(crate) members: BTreeMap<String, ClassicMember>,
     /// Member ids handed out with MEMBER_ID_REQUIRED, not joined yet, with their expiry.
@@ -103,6 +126,39 @@ pub(crate) type Answers = Vec<(u64, AnyResponse)>;
 pub(crate) enum Outcome<T> {
     Now(T),
     Parked,
+}
+
+/// The protocol type of consumers (Kafka's `ConsumerProtocol.PROTOCOL_TYPE`).
+pub(crate) const CONSUMER_PROTOCOL_TYPE: &str = "consumer";
+
+/// The topics of a consumer protocol subscription (an int16 version, then read as
+/// version 0: the topic names and the user data); `None` if it does not parse.
+fn subscription_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = buf.split_at_checked(n)?;
+        *buf = tail;
+        Some(head)
+    }
+    fn int16(buf: &mut &[u8]) -> Option<i16> {
+        Some(i16::from_be_bytes(take(buf, 2)?.try_into().ok()?))
+    }
+    fn int32(buf: &mut &[u8]) -> Option<i32> {
+        Some(i32::from_be_bytes(take(buf, 4)?.try_into().ok()?))
+    }
+    let mut buf = metadata;
+    // The version, whatever it is: version 0 is the prefix of every version.
+    int16(&mut buf)?;
+    let count = usize::try_from(int32(&mut buf)?).ok()?;
+    let mut topics = Vec::new();
+    for _ in 0..count {
+        let len = usize::try_from(int16(&mut buf)?).ok()?;
+        topics.push(String::from_utf8(take(&mut buf, len)?.to_vec()).ok()?);
+    }
+    // The user data (nullable bytes) must be there too.
+    if let Ok(len) = usize::try_from(int32(&mut buf)?) {
+        take(&mut buf, len)?;
+    }
+    Some(topics)
 }
 
 fn join_error(code: ErrorCode, member_id: &str) -> JoinGroupResponse {
@@ -135,6 +191,7 @@ impl ClassicGroup {
             generation: 0,
             protocol_type: None,
             protocol_name: None,
+            subscribed_topics: None,
             leader: None,
             members: BTreeMap::new(),
             pending: BTreeMap::new(),
@@ -242,7 +299,10 @@ impl ClassicGroup {
     /// REBALANCE_IN_PROGRESS).
     pub(crate) fn prepare_rebalance(&mut self, settings: &ClassicSettings, now: i64, out: &mut Answers) {
         if self.state == ClassicState::CompletingRebalance {
+            // Kafka's resetAndPropagateAssignmentWithError: the assignments go; until
+            // then members keep the previous generation's.
             for m in self.members.values_mut() {
+                m.assignment = Bytes::new();
                 if let Some(p) = m.awaiting_sync.take() {
                     out.push((
                         p.ticket,
@@ -288,12 +348,13 @@ impl ClassicGroup {
         if self.members.is_empty() {
             self.state = ClassicState::Empty;
             self.protocol_name = None;
-            self.protocol_type = None;
             self.leader = None;
+            self.subscribed_topics = self.compute_subscribed_topics();
             return;
         }
         self.protocol_type = self.members.values().next().map(|m| m.protocol_type.clone());
         self.protocol_name = self.select_protocol();
+        self.subscribed_topics = self.compute_subscribed_topics();
         let leader_ok =
             self.leader.as_ref().is_some_and(|l| self.members.get(l).is_some_and(|m| m.awaiting_join.is_some()));
         if !leader_ok {
@@ -310,13 +371,38 @@ impl ClassicGroup {
         for id in ids {
             let parked = self.members.get_mut(&id).and_then(|m| {
                 m.synced = false;
-                m.assignment = Bytes::new();
                 m.session_deadline = now + i64::from(m.session_timeout_ms);
                 m.awaiting_join.take()
             });
             if let Some(p) = parked {
                 out.push((p.ticket, self.join_answer(&id, p.version, false).into()));
             }
+        }
+    }
+
+    /// Kafka's `computeSubscribedTopics`: for protocol type `consumer`, the topics of
+    /// every member's subscription (read as version 0, the prefix of every version).
+    fn compute_subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        if self.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+            return None;
+        }
+        if self.members.is_empty() {
+            return Some(BTreeSet::new());
+        }
+        let protocol = self.protocol_name.as_deref()?;
+        let mut topics = BTreeSet::new();
+        for m in self.members.values() {
+            topics.extend(subscription_topics(&m.metadata(protocol))?);
+        }
+        Some(topics)
+    }
+
+    /// Kafka's `isSubscribedToTopic`: a group that does not know its members' topics
+    /// counts as subscribed to every topic if it runs the `consumer` protocol type.
+    pub(crate) fn is_subscribed_to(&self, topic: &str) -> bool {
+        match &self.subscribed_topics {
+            Some(topics) => topics.contains(topic),
+            None => self.protocol_type.as_deref() == Some(CONSUMER_PROTOCOL_TYPE),
         }
     }
 
@@ -368,6 +454,7 @@ impl ClassicGroup {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn join(
         &mut self,
+        from: Client<'_>,
         r: &JoinGroupRequest,
         version: i16,
         parked: Parked,
@@ -382,6 +469,8 @@ impl ClassicGroup {
         let fresh = |member_id: String| ClassicMember {
             member_id,
             instance_id: r.group_instance_id.clone(),
+            client_id: from.id.to_owned(),
+            client_host: from.host.to_owned(),
             session_timeout_ms: r.session_timeout_ms,
             rebalance_timeout_ms,
             protocol_type: r.protocol_type.clone(),

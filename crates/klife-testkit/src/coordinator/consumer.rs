@@ -12,7 +12,7 @@ use klife_protocol::{ErrorCode, Uuid};
 
 use super::assignor::{self, MemberSpec, Partitions};
 use super::regex::Regex;
-use super::{GroupError, Topics};
+use super::{Client, GroupError, Topics};
 
 /// Where a member is in its reconciliation, as Kafka names the states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub(crate) struct ConsumerMember {
     pub(crate) member_id: String,
     pub(crate) instance_id: Option<String>,
     pub(crate) rack_id: Option<String>,
+    /// The client id and address of its last heartbeat.
+    pub(crate) client_id: String,
+    pub(crate) client_host: String,
     pub(crate) epoch: i32,
     pub(crate) previous_epoch: i32,
     pub(crate) state: ReconciliationState,
@@ -50,6 +53,8 @@ impl ConsumerMember {
             member_id,
             instance_id: None,
             rack_id: None,
+            client_id: String::new(),
+            client_host: String::new(),
             epoch: 0,
             previous_epoch: 0,
             state: ReconciliationState::Stable,
@@ -218,8 +223,39 @@ impl ConsumerGroup {
         self.members.values().find(|m| m.instance_id.as_deref() == Some(instance_id))
     }
 
+    /// Kafka's state of the group (`ConsumerGroup.maybeUpdateGroupState`): `Empty`
+    /// without members, `Assigning` while the target assignment is behind the group
+    /// epoch, `Reconciling` while a member is not Stable at the target's epoch, else
+    /// `Stable`.
+    pub(crate) fn state_name(&self) -> &'static str {
+        if self.members.is_empty() {
+            "Empty"
+        } else if self.epoch > self.assignment_epoch {
+            "Assigning"
+        } else if self
+            .members
+            .values()
+            .any(|m| m.state != ReconciliationState::Stable || m.epoch != self.assignment_epoch)
+        {
+            "Reconciling"
+        } else {
+            "Stable"
+        }
+    }
+
+    /// Whether the group subscribes to `topic`: a member names it, or a member's regex
+    /// was resolved to it (Kafka's `isSubscribedToTopic`, over `subscribedTopicNames`).
+    pub(crate) fn is_subscribed_to(&self, topic: &str) -> bool {
+        self.members.values().any(|m| m.subscribed_names.contains(topic))
+            || self
+                .members
+                .values()
+                .filter_map(|m| m.regex.as_ref())
+                .any(|r| self.resolved_regexes.get(r).is_some_and(|topics| topics.contains(topic)))
+    }
+
     /// The assignor the group runs: the one most members ask for, `uniform` if none.
-    fn assignor_name(&self) -> String {
+    pub(crate) fn assignor_name(&self) -> String {
         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
         for m in self.members.values() {
             if let Some(a) = m.server_assignor.as_deref() {
@@ -353,6 +389,7 @@ impl ConsumerGroup {
     /// A heartbeat that is not a leave. `r` passed [`validate`].
     pub(crate) fn heartbeat(
         &mut self,
+        from: Client<'_>,
         r: &ConsumerGroupHeartbeatRequest,
         topics: &Topics,
         settings: &ConsumerSettings,
@@ -444,6 +481,8 @@ impl ConsumerGroup {
         if let Some(i) = &r.instance_id {
             member.instance_id = Some(i.clone());
         }
+        member.client_id = from.id.to_owned();
+        member.client_host = from.host.to_owned();
         if let Some(rack) = &r.rack_id {
             member.rack_id = Some(rack.clone());
         }

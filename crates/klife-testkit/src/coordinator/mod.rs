@@ -5,6 +5,7 @@
 //! [`Coordinator::take_answer`] once a later request or [`Coordinator::tick`]
 //! completes the barrier.
 
+mod admin;
 mod assignor;
 pub(crate) mod classic;
 pub(crate) mod consumer;
@@ -36,6 +37,14 @@ impl GroupError {
     pub(crate) fn new(code: ErrorCode, message: &str) -> GroupError {
         GroupError { code, message: message.to_owned() }
     }
+}
+
+/// Who sent a request: the client id of its header and the address of its connection
+/// as Kafka prints it (`/127.0.0.1`); DescribeGroups and ConsumerGroupDescribe show both.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Client<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) host: &'a str,
 }
 
 /// A random member id part: a version 4 UUID in its usual text form, as the
@@ -148,13 +157,14 @@ impl Coordinator {
     /// ConsumerGroupHeartbeat (the caller checked the coordinator).
     pub(crate) fn consumer_heartbeat(
         &mut self,
+        from: Client<'_>,
         r: &ConsumerGroupHeartbeatRequest,
         version: i16,
         topics: &Topics,
         now: i64,
     ) -> ConsumerGroupHeartbeatResponse {
         let interval = self.config.heartbeat_interval_ms;
-        match self.consumer_heartbeat_inner(r, version, topics, now) {
+        match self.consumer_heartbeat_inner(from, r, version, topics, now) {
             Ok(a) => ConsumerGroupHeartbeatResponse::default()
                 .with_member_id(Some(a.member_id))
                 .with_member_epoch(a.epoch)
@@ -170,6 +180,7 @@ impl Coordinator {
 
     fn consumer_heartbeat_inner(
         &mut self,
+        from: Client<'_>,
         r: &ConsumerGroupHeartbeatRequest,
         version: i16,
         topics: &Topics,
@@ -206,7 +217,7 @@ impl Coordinator {
         if r.member_epoch < 0 {
             return g.leave(r);
         }
-        let answer = g.heartbeat(r, topics, &settings, now);
+        let answer = g.heartbeat(from, r, topics, &settings, now);
         if let Ok(a) = &answer {
             tracing::debug!(group = %r.group_id, member = %a.member_id, epoch = a.epoch, group_epoch = g.epoch, "consumer group heartbeat");
         }
@@ -216,9 +227,10 @@ impl Coordinator {
     // ----- classic -----
 
     /// The classic group to join, creating it (or replacing an empty consumer group).
-    fn classic_for_join(&mut self, group: &str) -> Option<&mut ClassicGroup> {
+    /// A join with a member id creates no group, as in Kafka (it gets UNKNOWN_MEMBER_ID).
+    fn classic_for_join(&mut self, group: &str, member_id: &str) -> Option<&mut ClassicGroup> {
         let replace = match self.groups.get(group) {
-            None => true,
+            None => member_id.is_empty(),
             Some(Group::Consumer(g)) => g.members.is_empty(),
             Some(Group::Classic(_)) => false,
         };
@@ -234,9 +246,9 @@ impl Coordinator {
     /// JoinGroup: answered now, or parked under the returned ticket.
     pub(crate) fn join(
         &mut self,
+        from: Client<'_>,
         r: &JoinGroupRequest,
         version: i16,
-        client_id: &str,
         now: i64,
     ) -> Result<JoinGroupResponse, u64> {
         if r.group_id.is_empty() {
@@ -247,11 +259,13 @@ impl Coordinator {
         }
         let ticket = self.ticket();
         let settings = self.classic_settings();
-        let prefix = r.group_instance_id.clone().unwrap_or_else(|| client_id.to_owned());
+        let prefix = r.group_instance_id.clone().unwrap_or_else(|| from.id.to_owned());
         let new_member_id = format!("{prefix}-{}", random_id());
         let mut out = Vec::new();
-        let outcome = match self.classic_for_join(&r.group_id) {
-            Some(g) => g.join(r, version, Parked { ticket, version }, new_member_id, &settings, now, &mut out),
+        let known = self.groups.contains_key(&r.group_id);
+        let outcome = match self.classic_for_join(&r.group_id, &r.member_id) {
+            Some(g) => g.join(from, r, version, Parked { ticket, version }, new_member_id, &settings, now, &mut out),
+            None if !known => Outcome::Now(classic::join_error_at(ErrorCode::UnknownMemberId, &r.member_id, version)),
             // A consumer group with members: Kafka 4.1 would take a "consumer" classic
             // member into it (online migration); this coordinator does not.
             None => Outcome::Now(classic::join_error_at(ErrorCode::InconsistentGroupProtocol, &r.member_id, version)),
@@ -425,12 +439,7 @@ impl Coordinator {
             }),
             Group::Classic(g) => Some(GroupDescription {
                 protocol: GroupProtocol::Classic,
-                state: match g.state {
-                    ClassicState::Empty => "Empty",
-                    ClassicState::PreparingRebalance => "PreparingRebalance",
-                    ClassicState::CompletingRebalance => "CompletingRebalance",
-                    ClassicState::Stable => "Stable",
-                },
+                state: g.state.name(),
                 epoch: g.generation,
                 assignment_epoch: g.generation,
                 protocol_name: g.protocol_name.clone(),

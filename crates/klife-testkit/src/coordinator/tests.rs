@@ -13,6 +13,7 @@ use klife_protocol::messages::*;
 use klife_protocol::{AnyResponse, ErrorCode, Uuid};
 use proptest::prelude::*;
 
+use super::Client as Origin;
 use super::*;
 
 const T: Uuid = Uuid([7; 16]);
@@ -20,6 +21,13 @@ const U: Uuid = Uuid([9; 16]);
 
 fn topics() -> Topics {
     Topics::from([("orders".to_owned(), (T, 6)), ("payments".to_owned(), (U, 2))])
+}
+
+/// A request from no client in particular.
+const ANON: Origin<'static> = Origin { id: "", host: "" };
+
+fn client(id: &str) -> Origin<'_> {
+    Origin { id, host: "" }
 }
 
 fn coordinator() -> Coordinator {
@@ -84,13 +92,13 @@ fn code(r: &ConsumerGroupHeartbeatResponse) -> ErrorCode {
 #[test]
 fn a_member_alone_gets_every_partition_with_the_interval() {
     let mut c = coordinator();
-    let r = c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0);
+    let r = c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
     assert_eq!(code(&r), ErrorCode::None);
     assert_eq!((r.member_id.as_deref(), r.member_epoch, r.heartbeat_interval_ms), (Some("a"), 1, 100));
     assert_eq!(assigned(&r).unwrap()[&T], (0..6).collect());
     // A heartbeat with nothing changed carries no assignment.
     let owned = assigned(&r).unwrap();
-    let r = c.consumer_heartbeat(&beat("a", 1, &owned), 1, &topics(), 10);
+    let r = c.consumer_heartbeat(ANON, &beat("a", 1, &owned), 1, &topics(), 10);
     assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, 1));
     assert!(r.assignment.is_none());
 }
@@ -98,14 +106,14 @@ fn a_member_alone_gets_every_partition_with_the_interval() {
 #[test]
 fn a_partition_moves_only_after_its_owner_revoked_it() {
     let mut c = coordinator();
-    let a = assigned(&c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0)).unwrap();
-    let rb = c.consumer_heartbeat(&join("b", &["orders"]), 1, &topics(), 1);
+    let a = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)).unwrap();
+    let rb = c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 1);
     assert_eq!(rb.member_epoch, 2);
     // b's target is 3 partitions, but a still owns them.
     assert_eq!(assigned(&rb).map(|x| count(&x)), Some(0));
     assert_disjoint(&c);
     // a is asked to revoke three and stays at epoch 1.
-    let ra = c.consumer_heartbeat(&beat("a", 1, &a), 1, &topics(), 2);
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 2);
     assert_eq!(ra.member_epoch, 1);
     let a2 = assigned(&ra).unwrap();
     assert_eq!(count(&a2), 3);
@@ -113,14 +121,14 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
     assert_eq!(d.members[0].reconciliation, Some(ReconciliationState::UnrevokedPartitions));
     assert_eq!(d.members[0].pending_revocation.len(), 3);
     // b asks again: still nothing, a has not acknowledged.
-    let rb = c.consumer_heartbeat(&beat("b", 2, &BTreeMap::new()), 1, &topics(), 3);
+    let rb = c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 3);
     assert_eq!(assigned(&rb), None);
     assert_disjoint(&c);
     // a acknowledges (owns three): epoch 2, stable.
-    let ra = c.consumer_heartbeat(&beat("a", 1, &a2), 1, &topics(), 4);
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 1, &a2), 1, &topics(), 4);
     assert_eq!((code(&ra), ra.member_epoch), (ErrorCode::None, 2));
     // Now b gets its three.
-    let rb = c.consumer_heartbeat(&beat("b", 2, &BTreeMap::new()), 1, &topics(), 5);
+    let rb = c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 5);
     let b = assigned(&rb).unwrap();
     assert_eq!(count(&b), 3);
     assert!(b[&T].is_disjoint(&a2[&T]));
@@ -133,44 +141,44 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
 #[test]
 fn a_leave_gives_the_partitions_back() {
     let mut c = coordinator();
-    c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0);
-    let b = assigned(&c.consumer_heartbeat(&join("b", &["orders"]), 1, &topics(), 0)).unwrap();
+    c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
+    let b = assigned(&c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 0)).unwrap();
     let leave = ConsumerGroupHeartbeatRequest::default()
         .with_group_id("g".into())
         .with_member_id("a".into())
         .with_member_epoch(-1);
-    let r = c.consumer_heartbeat(&leave, 1, &topics(), 1);
+    let r = c.consumer_heartbeat(ANON, &leave, 1, &topics(), 1);
     assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, -1));
-    let r = c.consumer_heartbeat(&beat("b", 2, &b), 1, &topics(), 2);
+    let r = c.consumer_heartbeat(ANON, &beat("b", 2, &b), 1, &topics(), 2);
     assert_eq!(count(&assigned(&r).unwrap()), 6);
     assert_eq!(r.member_epoch, 3);
     // Leaving twice: unknown.
-    assert_eq!(code(&c.consumer_heartbeat(&leave, 1, &topics(), 3)), ErrorCode::UnknownMemberId);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &leave, 1, &topics(), 3)), ErrorCode::UnknownMemberId);
 }
 
 #[test]
 fn sessions_expire_on_the_clock_and_revocations_time_out() {
     let mut c = coordinator();
-    c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0);
-    let b = assigned(&c.consumer_heartbeat(&join("b", &["orders"]), 1, &topics(), 500)).unwrap();
+    c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
+    let b = assigned(&c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 500)).unwrap();
     assert!(!c.tick(999));
     // a's session (1 s) ends at 1000.
     assert!(c.tick(1_000));
     assert_eq!(c.describe("g", &topics()).unwrap().members.len(), 1);
-    let r = c.consumer_heartbeat(&beat("b", 2, &b), 1, &topics(), 1_001);
+    let r = c.consumer_heartbeat(ANON, &beat("b", 2, &b), 1, &topics(), 1_001);
     assert_eq!(count(&assigned(&r).unwrap()), 6);
     // An expired member's next heartbeat is unknown.
-    assert_eq!(code(&c.consumer_heartbeat(&beat("a", 1, &b), 1, &topics(), 1_002)), ErrorCode::UnknownMemberId);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &beat("a", 1, &b), 1, &topics(), 1_002)), ErrorCode::UnknownMemberId);
 
     // A member that never acknowledges a revocation is fenced after its rebalance timeout.
     let mut c = coordinator();
     let mut slow = join("a", &["orders"]);
     slow.rebalance_timeout_ms = 300;
-    let a = assigned(&c.consumer_heartbeat(&slow, 1, &topics(), 0)).unwrap();
-    c.consumer_heartbeat(&join("b", &["orders"]), 1, &topics(), 0);
-    c.consumer_heartbeat(&beat("a", 1, &a), 1, &topics(), 100); // revocation asked at 100
-    c.consumer_heartbeat(&beat("a", 1, &a), 1, &topics(), 200); // still owns them
-    c.consumer_heartbeat(&beat("b", 2, &BTreeMap::new()), 1, &topics(), 350);
+    let a = assigned(&c.consumer_heartbeat(ANON, &slow, 1, &topics(), 0)).unwrap();
+    c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 0);
+    c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 100); // revocation asked at 100
+    c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 200); // still owns them
+    c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 350);
     assert!(c.tick(400));
     let d = c.describe("g", &topics()).unwrap();
     assert_eq!(d.members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>(), ["b"]);
@@ -183,63 +191,75 @@ fn heartbeat_errors_as_kafka_answers_them() {
     // Joins missing fields.
     let mut r = join("a", &["orders"]);
     r.rebalance_timeout_ms = -1;
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRequest);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRequest);
     let mut r = join("a", &["orders"]);
     r.topic_partitions = None;
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRequest);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRequest);
     let mut r = join("a", &["orders"]);
     r.subscribed_topic_names = None;
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRequest);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRequest);
     assert_eq!(
-        code(&c.consumer_heartbeat(&join("", &["orders"]), 1, &t, 0)),
+        code(&c.consumer_heartbeat(ANON, &join("", &["orders"]), 1, &t, 0)),
         ErrorCode::InvalidRequest,
         "v1 needs a member id"
     );
     let mut r = join("a", &["orders"]);
     r.member_epoch = -3;
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRequest);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRequest);
     let mut r = join("a", &["orders"]);
     r.server_assignor = Some("sticky".into());
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::UnsupportedAssignor);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::UnsupportedAssignor);
     let mut r = join("a", &[]);
     r.subscribed_topic_regex = Some("orders(".into());
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRegularExpression);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRegularExpression);
     // No group yet.
-    assert_eq!(code(&c.consumer_heartbeat(&beat("a", 1, &BTreeMap::new()), 1, &t, 0)), ErrorCode::GroupIdNotFound);
+    assert_eq!(
+        code(&c.consumer_heartbeat(ANON, &beat("a", 1, &BTreeMap::new()), 1, &t, 0)),
+        ErrorCode::GroupIdNotFound
+    );
     // v0: the coordinator names the member.
-    let r = c.consumer_heartbeat(&join("", &["orders"]), 0, &t, 0);
+    let r = c.consumer_heartbeat(ANON, &join("", &["orders"]), 0, &t, 0);
     assert_eq!(code(&r), ErrorCode::None);
     assert!(!r.member_id.unwrap().is_empty());
     // Unknown member, epochs ahead and behind.
-    let owned = assigned(&c.consumer_heartbeat(&join("a", &["orders"]), 1, &t, 0)).unwrap();
-    assert_eq!(code(&c.consumer_heartbeat(&beat("x", 1, &BTreeMap::new()), 1, &t, 0)), ErrorCode::UnknownMemberId);
+    let owned = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &t, 0)).unwrap();
+    assert_eq!(
+        code(&c.consumer_heartbeat(ANON, &beat("x", 1, &BTreeMap::new()), 1, &t, 0)),
+        ErrorCode::UnknownMemberId
+    );
     let epoch_of =
         |c: &Coordinator| c.describe("g", &t).unwrap().members.iter().find(|m| m.member_id == "a").unwrap().epoch;
     let e1 = epoch_of(&c);
-    assert_eq!(code(&c.consumer_heartbeat(&beat("a", e1 + 1, &owned), 1, &t, 0)), ErrorCode::FencedMemberEpoch);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &beat("a", e1 + 1, &owned), 1, &t, 0)), ErrorCode::FencedMemberEpoch);
     // A new group epoch: a moves to it.
     assert!(c.force_rebalance("g", 0));
     let owned: BTreeMap<Uuid, BTreeSet<i32>> =
-        assigned(&c.consumer_heartbeat(&beat("a", e1, &owned), 1, &t, 0)).unwrap_or(owned);
+        assigned(&c.consumer_heartbeat(ANON, &beat("a", e1, &owned), 1, &t, 0)).unwrap_or(owned);
     let e2 = epoch_of(&c);
     assert_eq!(e2, e1 + 1);
-    assert_eq!(code(&c.consumer_heartbeat(&beat("a", e1 - 1, &owned), 1, &t, 0)), ErrorCode::FencedMemberEpoch);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &beat("a", e1 - 1, &owned), 1, &t, 0)), ErrorCode::FencedMemberEpoch);
     // The previous epoch with a subset of the assignment is a lost answer: accepted.
-    let r = c.consumer_heartbeat(&beat("a", e1, &owned), 1, &t, 0);
+    let r = c.consumer_heartbeat(ANON, &beat("a", e1, &owned), 1, &t, 0);
     assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, e2), "{r:?}");
     // Leave of a static member needs its instance id.
     let r = ConsumerGroupHeartbeatRequest::default()
         .with_group_id("g".into())
         .with_member_id("a".into())
         .with_member_epoch(-2);
-    assert_eq!(code(&c.consumer_heartbeat(&r, 1, &t, 0)), ErrorCode::InvalidRequest);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &r, 1, &t, 0)), ErrorCode::InvalidRequest);
     // A cap on members.
     let mut capped = Coordinator::new(GroupConfig { max_size: 1, ..GroupConfig::default() });
-    assert_eq!(code(&capped.consumer_heartbeat(&join("a", &["orders"]), 1, &t, 0)), ErrorCode::None);
-    assert_eq!(code(&capped.consumer_heartbeat(&join("b", &["orders"]), 1, &t, 0)), ErrorCode::GroupMaxSizeReached);
+    assert_eq!(code(&capped.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &t, 0)), ErrorCode::None);
+    assert_eq!(
+        code(&capped.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &t, 0)),
+        ErrorCode::GroupMaxSizeReached
+    );
     // Refused while advertised.
     let mut refusing = Coordinator::new(GroupConfig { refuse_consumer_protocol: true, ..GroupConfig::default() });
-    assert_eq!(code(&refusing.consumer_heartbeat(&join("a", &["orders"]), 1, &t, 0)), ErrorCode::UnsupportedVersion);
+    assert_eq!(
+        code(&refusing.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &t, 0)),
+        ErrorCode::UnsupportedVersion
+    );
 }
 
 #[test]
@@ -248,20 +268,20 @@ fn a_static_member_keeps_its_assignment_across_a_temporary_leave() {
     let t = topics();
     let mut a = join("a1", &["orders"]);
     a.instance_id = Some("i-a".into());
-    c.consumer_heartbeat(&a, 1, &t, 0);
-    let rb = c.consumer_heartbeat(&join("b", &["orders"]), 1, &t, 0);
+    c.consumer_heartbeat(ANON, &a, 1, &t, 0);
+    let rb = c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &t, 0);
     let mut owned_b = assigned(&rb).unwrap();
     // Settle: a revokes, b gets its half.
     let mut owned_a = BTreeMap::new();
     for now in 1..6 {
         let mut r = beat("a1", c.describe("g", &t).unwrap().members[0].epoch, &owned_a);
         r.instance_id = Some("i-a".into());
-        let ra = c.consumer_heartbeat(&r, 1, &t, now);
+        let ra = c.consumer_heartbeat(ANON, &r, 1, &t, now);
         if let Some(x) = assigned(&ra) {
             owned_a = x;
         }
         let eb = c.describe("g", &t).unwrap().members.iter().find(|m| m.member_id == "b").unwrap().epoch;
-        if let Some(x) = assigned(&c.consumer_heartbeat(&beat("b", eb, &owned_b), 1, &t, now)) {
+        if let Some(x) = assigned(&c.consumer_heartbeat(ANON, &beat("b", eb, &owned_b), 1, &t, now)) {
             owned_b = x;
         }
         assert_disjoint(&c);
@@ -270,11 +290,11 @@ fn a_static_member_keeps_its_assignment_across_a_temporary_leave() {
     // A second instance with the same id cannot join while a1 holds it.
     let mut dup = join("a2", &["orders"]);
     dup.instance_id = Some("i-a".into());
-    assert_eq!(code(&c.consumer_heartbeat(&dup, 1, &t, 7)), ErrorCode::UnreleasedInstanceId);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &dup, 1, &t, 7)), ErrorCode::UnreleasedInstanceId);
     // A request of a1 under another member id is fenced.
     let mut wrong = beat("zz", 1, &owned_a);
     wrong.instance_id = Some("i-a".into());
-    assert_eq!(code(&c.consumer_heartbeat(&wrong, 1, &t, 7)), ErrorCode::FencedInstanceId);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &wrong, 1, &t, 7)), ErrorCode::FencedInstanceId);
     // a1 leaves for a while (-2): the group epoch does not move, b gets nothing more.
     let epoch = c.describe("g", &t).unwrap().epoch;
     let mut leave = ConsumerGroupHeartbeatRequest::default()
@@ -282,11 +302,11 @@ fn a_static_member_keeps_its_assignment_across_a_temporary_leave() {
         .with_member_id("a1".into())
         .with_member_epoch(-2);
     leave.instance_id = Some("i-a".into());
-    let r = c.consumer_heartbeat(&leave, 1, &t, 8);
+    let r = c.consumer_heartbeat(ANON, &leave, 1, &t, 8);
     assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, -2));
     assert_eq!(c.describe("g", &t).unwrap().epoch, epoch);
     // Rejoined under a new member id with the same instance id: the same partitions.
-    let r = c.consumer_heartbeat(&dup, 1, &t, 9);
+    let r = c.consumer_heartbeat(ANON, &dup, 1, &t, 9);
     assert_eq!(code(&r), ErrorCode::None);
     assert_eq!(assigned(&r).unwrap(), owned_a);
     assert!(c.describe("g", &t).unwrap().members.iter().all(|m| m.member_id != "a1"));
@@ -301,22 +321,22 @@ fn regex_subscriptions_and_the_range_assignor() {
     r.subscribed_topic_regex = Some("orders|pay.*".into());
     r.server_assignor = Some("range".into());
     // As in Kafka, the regex is resolved after the join: nothing yet.
-    let r = c.consumer_heartbeat(&r, 1, &t, 0);
+    let r = c.consumer_heartbeat(ANON, &r, 1, &t, 0);
     assert_eq!((r.member_epoch, assigned(&r).map(|a| count(&a))), (1, Some(0)));
     // The next heartbeat resolves it: a new group epoch, and the matching topics.
-    let r = c.consumer_heartbeat(&beat("a", 1, &BTreeMap::new()), 1, &t, 0);
+    let r = c.consumer_heartbeat(ANON, &beat("a", 1, &BTreeMap::new()), 1, &t, 0);
     let owned = assigned(&r).unwrap();
     assert_eq!((r.member_epoch, count(&owned)), (2, 8));
     // A new topic matching the regex bumps the group epoch and is assigned.
     let v = Uuid([3; 16]);
     t.insert("payments-eu".into(), (v, 1));
-    let r = c.consumer_heartbeat(&beat("a", 2, &owned), 1, &t, 1);
+    let r = c.consumer_heartbeat(ANON, &beat("a", 2, &owned), 1, &t, 1);
     assert_eq!(r.member_epoch, 3);
     assert_eq!(count(&assigned(&r).unwrap()), 9);
     // range: contiguous, b after a.
     let mut rb = join("b", &["orders"]);
     rb.server_assignor = Some("range".into());
-    c.consumer_heartbeat(&rb, 1, &t, 2);
+    c.consumer_heartbeat(ANON, &rb, 1, &t, 2);
     let d = c.describe("g", &t).unwrap();
     let b = d.members.iter().find(|m| m.member_id == "b").unwrap();
     assert_eq!(b.target, (3..6).map(|p| ("orders".to_owned(), p)).collect::<Vec<_>>());
@@ -325,13 +345,13 @@ fn regex_subscriptions_and_the_range_assignor() {
 #[test]
 fn protocols_do_not_mix_in_one_group() {
     let mut c = coordinator();
-    c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0);
+    c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
     let j = classic_join("", None);
-    let r = c.join(&j, 9, "c", 0).unwrap();
+    let r = c.join(client("c"), &j, 9, 0).unwrap();
     assert_eq!(ErrorCode::from_code(r.error_code), ErrorCode::InconsistentGroupProtocol);
     let mut c = coordinator();
     join_one(&mut c, 0);
-    assert_eq!(code(&c.consumer_heartbeat(&join("a", &["orders"]), 1, &topics(), 0)), ErrorCode::GroupIdNotFound);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)), ErrorCode::GroupIdNotFound);
 }
 
 // ----- classic -----
@@ -356,10 +376,10 @@ fn join_code(r: &JoinGroupResponse) -> ErrorCode {
 /// A dynamic member's two joins (MEMBER_ID_REQUIRED, then with the id); the second
 /// answered now or parked.
 fn join_two_step(c: &mut Coordinator, now: i64) -> (String, Result<JoinGroupResponse, u64>) {
-    let r = c.join(&classic_join("", None), 9, "client", now).unwrap();
+    let r = c.join(client("client"), &classic_join("", None), 9, now).unwrap();
     assert_eq!(join_code(&r), ErrorCode::MemberIdRequired);
     let id = r.member_id.clone();
-    (id.clone(), c.join(&classic_join(&id, None), 9, "client", now))
+    (id.clone(), c.join(client("client"), &classic_join(&id, None), 9, now))
 }
 
 fn join_one(c: &mut Coordinator, now: i64) -> String {
@@ -416,7 +436,7 @@ fn classic_join_sync_and_a_second_member() {
     assert_eq!(hb_code(&mut c, &hb(&a, 1), 3), ErrorCode::RebalanceInProgress);
     assert_eq!(c.describe("g", &topics()).unwrap().state, "PreparingRebalance");
     // A commit of the current generation is still fine during PreparingRebalance.
-    let ra = c.join(&classic_join(&a, None), 9, "client", 4).unwrap();
+    let ra = c.join(client("client"), &classic_join(&a, None), 9, 4).unwrap();
     assert_eq!((join_code(&ra), ra.generation_id, ra.leader.as_str()), (ErrorCode::None, 2, a.as_str()));
     assert_eq!(ra.members.len(), 2, "the leader gets every member");
     assert_eq!(ra.members[0].metadata.as_ref(), b"m");
@@ -443,7 +463,7 @@ fn classic_join_sync_and_a_second_member() {
     let r = c.leave(&leave, 3, 7);
     assert_eq!(r.members[0].error_code, 0);
     assert_eq!(hb_code(&mut c, &hb(&a, 2), 8), ErrorCode::RebalanceInProgress);
-    let ra = c.join(&classic_join(&a, None), 9, "client", 9).unwrap();
+    let ra = c.join(client("client"), &classic_join(&a, None), 9, 9).unwrap();
     assert_eq!((ra.generation_id, ra.members.len()), (3, 1));
     let r = c.leave(&leave, 3, 10);
     assert_eq!(ErrorCode::from_code(r.members[0].error_code), ErrorCode::UnknownMemberId);
@@ -479,12 +499,12 @@ fn classic_sessions_and_the_join_barrier_run_on_the_clock() {
 #[test]
 fn classic_static_members_rejoin_without_a_rebalance() {
     let mut c = coordinator();
-    let r = c.join(&classic_join("", Some("i1")), 9, "client", 0).unwrap();
+    let r = c.join(client("client"), &classic_join("", Some("i1")), 9, 0).unwrap();
     assert_eq!((join_code(&r), r.generation_id), (ErrorCode::None, 1), "static members need no second join");
     let old = r.member_id.clone();
     c.sync(&sync(&old, 1, &[(&old, b"mine")]), 5).unwrap();
     // The same instance restarts (no member id): same generation, its old assignment.
-    let r = c.join(&classic_join("", Some("i1")), 9, "client", 1).unwrap();
+    let r = c.join(client("client"), &classic_join("", Some("i1")), 9, 1).unwrap();
     let new = r.member_id.clone();
     assert_ne!(new, old);
     assert_eq!(
@@ -501,7 +521,7 @@ fn classic_static_members_rejoin_without_a_rebalance() {
     // Changed metadata means a rebalance.
     let mut j = classic_join("", Some("i1"));
     j.protocols[0].metadata = Bytes::from_static(b"other");
-    let t = c.join(&j, 9, "client", 3);
+    let t = c.join(client("client"), &j, 9, 3);
     assert!(t.is_ok(), "alone in the group, the barrier completes at once");
     assert_eq!(t.unwrap().generation_id, 2);
 }
@@ -511,22 +531,28 @@ fn classic_join_errors() {
     let mut c = coordinator();
     let mut j = classic_join("", None);
     j.session_timeout_ms = 100;
-    assert_eq!(join_code(&c.join(&j, 9, "c", 0).unwrap()), ErrorCode::InvalidSessionTimeout);
+    assert_eq!(join_code(&c.join(client("c"), &j, 9, 0).unwrap()), ErrorCode::InvalidSessionTimeout);
     let mut j = classic_join("", None);
     j.protocol_type = String::new();
-    assert_eq!(join_code(&c.join(&j, 9, "c", 0).unwrap()), ErrorCode::InconsistentGroupProtocol);
+    assert_eq!(join_code(&c.join(client("c"), &j, 9, 0).unwrap()), ErrorCode::InconsistentGroupProtocol);
     let a = join_one(&mut c, 0);
     let mut j = classic_join("", None);
     j.protocols[0].name = "roundrobin".into();
-    assert_eq!(join_code(&c.join(&j, 9, "c", 0).unwrap()), ErrorCode::InconsistentGroupProtocol);
-    assert_eq!(join_code(&c.join(&classic_join("stranger", None), 9, "c", 0).unwrap()), ErrorCode::UnknownMemberId);
+    assert_eq!(join_code(&c.join(client("c"), &j, 9, 0).unwrap()), ErrorCode::InconsistentGroupProtocol);
+    assert_eq!(
+        join_code(&c.join(client("c"), &classic_join("stranger", None), 9, 0).unwrap()),
+        ErrorCode::UnknownMemberId
+    );
     // v3 and older: no second join.
-    let r = c.join(&classic_join("", None), 3, "c", 0);
+    let r = c.join(client("c"), &classic_join("", None), 3, 0);
     assert!(r.is_err(), "parked until the leader rejoins");
     assert_eq!(ErrorCode::from_code(c.sync(&sync(&a, 1, &[]), 5).unwrap().error_code), ErrorCode::RebalanceInProgress);
     let mut capped = Coordinator::new(GroupConfig { max_size: 1, ..GroupConfig::default() });
     join_one(&mut capped, 0);
-    assert_eq!(join_code(&capped.join(&classic_join("", None), 9, "c", 0).unwrap()), ErrorCode::GroupMaxSizeReached);
+    assert_eq!(
+        join_code(&capped.join(client("c"), &classic_join("", None), 9, 0).unwrap()),
+        ErrorCode::GroupMaxSizeReached
+    );
 }
 
 #[test]
@@ -590,7 +616,7 @@ fn client_beat(co: &mut Coordinator, i: usize, c: &mut Client, now: i64) {
     if i == 3 {
         r.instance_id = Some("static-3".into());
     }
-    let resp = co.consumer_heartbeat(&r, 1, &topics(), now);
+    let resp = co.consumer_heartbeat(ANON, &r, 1, &topics(), now);
     match ErrorCode::from_code(resp.error_code) {
         ErrorCode::None => {
             c.joined = true;
@@ -627,7 +653,7 @@ proptest! {
                     if i == 3 {
                         r.instance_id = Some("static-3".into());
                     }
-                    co.consumer_heartbeat(&r, 1, &topics(), now);
+                    co.consumer_heartbeat(ANON, &r, 1, &topics(), now);
                     clients[i] = Client { generation: clients[i].generation + 1, ..Client::default() };
                 }
                 Op::Expire(i) => {
@@ -769,13 +795,13 @@ proptest! {
                     let id = match &c.id {
                         Some(id) => id.clone(),
                         None => {
-                            let r = co.join(&classic_join("", None), 9, "p", now).unwrap();
+                            let r = co.join(client("p"), &classic_join("", None), 9, now).unwrap();
                             prop_assert_eq!(join_code(&r), ErrorCode::MemberIdRequired);
                             c.id = Some(r.member_id.clone());
                             r.member_id
                         }
                     };
-                    match co.join(&classic_join(&id, None), 9, "p", now) {
+                    match co.join(client("p"), &classic_join(&id, None), 9, now) {
                         Ok(r) => told.join(c, &r)?,
                         Err(t) => c.join = Some(t),
                     }

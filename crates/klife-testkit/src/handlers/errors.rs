@@ -1,8 +1,9 @@
 //! Answers carrying an injected error code, built from the request alone: the code goes
 //! where each API carries errors (every partition of Produce, Fetch, ListOffsets,
 //! OffsetCommit, TxnOffsetCommit and AddPartitionsToTxn; every topic of Metadata and the
-//! topic admin APIs; every key of a batched FindCoordinator; the top level elsewhere,
-//! group membership APIs included).
+//! topic admin APIs; every key of a batched FindCoordinator; every group of
+//! DescribeGroups, ConsumerGroupDescribe and DeleteGroups; the top level elsewhere, group
+//! membership APIs, ListGroups and OffsetDelete included).
 
 use bytes::Bytes;
 use klife_protocol::messages::add_partitions_to_txn_response::{
@@ -10,6 +11,7 @@ use klife_protocol::messages::add_partitions_to_txn_response::{
 };
 use klife_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use klife_protocol::messages::create_topics_response::CreatableTopicResult;
+use klife_protocol::messages::delete_groups_response::DeletableGroupResult;
 use klife_protocol::messages::delete_topics_response::DeletableTopicResult;
 use klife_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use klife_protocol::messages::find_coordinator_response::Coordinator;
@@ -22,6 +24,7 @@ use klife_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use klife_protocol::messages::*;
+use klife_protocol::messages::{consumer_group_describe_response, describe_groups_response};
 use klife_protocol::{AnyRequest, ErrorCode};
 
 use super::{Ctx, Reply};
@@ -246,6 +249,38 @@ pub(crate) fn error_response(state: &State, ctx: &Ctx, request: &AnyRequest, cod
         AnyRequest::ConsumerGroupHeartbeat(_) => {
             ConsumerGroupHeartbeatResponse::default().with_error_code(c).with_member_epoch(-1).into()
         }
+        AnyRequest::ListGroups(_) => ListGroupsResponse::default().with_error_code(c).into(),
+        AnyRequest::DescribeGroups(r) => {
+            let groups = r
+                .groups
+                .iter()
+                .map(|g| {
+                    describe_groups_response::DescribedGroup::default().with_group_id(g.clone()).with_error_code(c)
+                })
+                .collect();
+            DescribeGroupsResponse::default().with_groups(groups).into()
+        }
+        AnyRequest::ConsumerGroupDescribe(r) => {
+            let groups = r
+                .group_ids
+                .iter()
+                .map(|g| {
+                    consumer_group_describe_response::DescribedGroup::default()
+                        .with_group_id(g.clone())
+                        .with_error_code(c)
+                })
+                .collect();
+            ConsumerGroupDescribeResponse::default().with_groups(groups).into()
+        }
+        AnyRequest::DeleteGroups(r) => {
+            let results = r
+                .groups_names
+                .iter()
+                .map(|g| DeletableGroupResult::default().with_group_id(g.clone()).with_error_code(c))
+                .collect();
+            DeleteGroupsResponse::default().with_results(results).into()
+        }
+        AnyRequest::OffsetDelete(_) => OffsetDeleteResponse::default().with_error_code(c).into(),
         AnyRequest::ApiVersions(_) => ApiVersionsResponse::default().with_error_code(c).into(),
         AnyRequest::SaslHandshake(_) => SaslHandshakeResponse::default().with_error_code(c).into(),
         AnyRequest::SaslAuthenticate(_) => SaslAuthenticateResponse::default().with_error_code(c).into(),

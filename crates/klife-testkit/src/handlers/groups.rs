@@ -322,11 +322,13 @@ mod tests {
 
     use klife_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
     use klife_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use klife_protocol::messages::leave_group_request::MemberIdentity;
     use klife_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
     use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
-    use klife_protocol::messages::{ConsumerGroupHeartbeatRequest, JoinGroupRequest};
+    use klife_protocol::messages::{ConsumerGroupHeartbeatRequest, JoinGroupRequest, LeaveGroupRequest};
 
     use super::*;
+    use crate::coordinator::Client;
     use crate::state::{Broker, Config};
 
     fn state() -> State {
@@ -345,7 +347,7 @@ mod tests {
     }
 
     fn ctx(version: i16) -> Ctx {
-        Ctx { broker: 0, version, now_ms: 0, client_id: String::new() }
+        Ctx { broker: 0, version, now_ms: 0, client_id: String::new(), client_host: String::new() }
     }
 
     fn commit(generation: i32, member: &str) -> OffsetCommitRequest {
@@ -373,6 +375,48 @@ mod tests {
         assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::None);
     }
 
+    /// How an admin client resets a group's offsets: generation -1 and no member id,
+    /// taken by a group without members (or none at all) at any version, refused with
+    /// UNKNOWN_MEMBER_ID while the group has members (Kafka's `ClassicGroup` and
+    /// `ConsumerGroup.validateOffsetCommit`).
+    #[test]
+    fn admin_commits_reset_groups_without_members_only() {
+        let mut s = state();
+        let topics = s.topic_view();
+        let cg = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id("g".into())
+            .with_member_id("a".into())
+            .with_rebalance_timeout_ms(1000)
+            .with_subscribed_topic_names(Some(vec!["t".into()]))
+            .with_topic_partitions(Some(Vec::<TopicPartitions>::new()));
+        s.coordinator.consumer_heartbeat(Client::default(), &cg, 1, &topics, 0);
+        for version in [2, 8, 9] {
+            assert_eq!(commit_code(&mut s, version, commit(-1, "")), ErrorCode::UnknownMemberId, "v{version}");
+        }
+        let leave = cg.clone().with_member_epoch(-1);
+        s.coordinator.consumer_heartbeat(Client::default(), &leave, 1, &topics, 0);
+        for version in [2, 8, 9] {
+            assert_eq!(commit_code(&mut s, version, commit(-1, "")), ErrorCode::None, "v{version}");
+        }
+        // A classic group, once its last member left.
+        let join = JoinGroupRequest::default()
+            .with_group_id("k".into())
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_group_instance_id(Some("i".into()))
+            .with_protocol_type("consumer".into())
+            .with_protocols(vec![JoinGroupRequestProtocol::default().with_name("range".into())]);
+        let id = s.coordinator.join(Client { id: "c", host: "" }, &join, 9, 0).unwrap().member_id;
+        let to_k = |r: OffsetCommitRequest| r.with_group_id("k".into());
+        assert_eq!(commit_code(&mut s, 9, to_k(commit(-1, ""))), ErrorCode::UnknownMemberId);
+        let leave = LeaveGroupRequest::default()
+            .with_group_id("k".into())
+            .with_members(vec![MemberIdentity::default().with_member_id(id)]);
+        s.coordinator.leave(&leave, 3, 0);
+        assert_eq!(commit_code(&mut s, 9, to_k(commit(-1, ""))), ErrorCode::None);
+        assert_eq!(s.groups["k"][&("t".to_owned(), 0)].offset, 5);
+    }
+
     #[test]
     fn commits_and_fetches_of_a_consumer_group_check_the_member_epoch() {
         let mut s = state();
@@ -383,7 +427,7 @@ mod tests {
             .with_rebalance_timeout_ms(1000)
             .with_subscribed_topic_names(Some(vec!["t".into()]))
             .with_topic_partitions(Some(Vec::<TopicPartitions>::new()));
-        let epoch = s.coordinator.consumer_heartbeat(&join, 1, &topics, 0).member_epoch;
+        let epoch = s.coordinator.consumer_heartbeat(Client::default(), &join, 1, &topics, 0).member_epoch;
         assert_eq!(commit_code(&mut s, 9, commit(epoch, "a")), ErrorCode::None);
         assert_eq!(commit_code(&mut s, 9, commit(epoch - 1, "a")), ErrorCode::StaleMemberEpoch);
         // Kafka 4.1 answers STALE_MEMBER_EPOCH for a newer epoch too.
@@ -418,7 +462,7 @@ mod tests {
             .with_group_instance_id(Some("i".into()))
             .with_protocol_type("consumer".into())
             .with_protocols(vec![JoinGroupRequestProtocol::default().with_name("range".into())]);
-        let r = s.coordinator.join(&join, 9, "c", 0).unwrap();
+        let r = s.coordinator.join(Client { id: "c", host: "" }, &join, 9, 0).unwrap();
         let (id, generation) = (r.member_id, r.generation_id);
         // CompletingRebalance: the leader has not synced.
         assert_eq!(commit_code(&mut s, 9, commit(generation, &id)), ErrorCode::RebalanceInProgress);

@@ -25,7 +25,7 @@ pub(crate) fn consumer_group_heartbeat(state: &mut State, ctx: &Ctx, r: Consumer
     }
     let topics = state.topic_view();
     state.coordinator.tick(ctx.now_ms);
-    state.coordinator.consumer_heartbeat(&r, ctx.version, &topics, ctx.now_ms).into()
+    state.coordinator.consumer_heartbeat(ctx.client(), &r, ctx.version, &topics, ctx.now_ms).into()
 }
 
 pub(crate) fn join_group(state: &mut State, ctx: &Ctx, r: JoinGroupRequest) -> Reply {
@@ -34,7 +34,7 @@ pub(crate) fn join_group(state: &mut State, ctx: &Ctx, r: JoinGroupRequest) -> R
         return join_error_at(code, &r.member_id, ctx.version).into();
     }
     state.coordinator.tick(ctx.now_ms);
-    match state.coordinator.join(&r, ctx.version, &ctx.client_id, ctx.now_ms) {
+    match state.coordinator.join(ctx.client(), &r, ctx.version, ctx.now_ms) {
         Ok(resp) => resp.into(),
         Err(ticket) => Reply::Park(ticket),
     }

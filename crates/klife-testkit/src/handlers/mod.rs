@@ -5,6 +5,7 @@
 mod admin;
 mod errors;
 pub(crate) mod fetch;
+mod group_admin;
 pub(crate) mod groups;
 mod membership;
 mod produce;
@@ -31,6 +32,8 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::ListGroups, 0, 5),
     (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::SaslHandshake, 1, 1),
     (ApiKey::ApiVersions, 0, 4),
@@ -43,8 +46,11 @@ pub(crate) const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 4),
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
 ];
 
 /// The advertised range of an API, if the fake cluster implements it.
@@ -61,6 +67,15 @@ pub(crate) struct Ctx {
     pub(crate) now_ms: i64,
     /// The client id of the request header (classic member ids start with it).
     pub(crate) client_id: String,
+    /// The client's address as Kafka prints it (`/127.0.0.1`), empty if not known.
+    pub(crate) client_host: String,
+}
+
+impl Ctx {
+    /// Who sent the request, for the group coordinator.
+    pub(crate) fn client(&self) -> crate::coordinator::Client<'_> {
+        crate::coordinator::Client { id: &self.client_id, host: &self.client_host }
+    }
 }
 
 /// What to do after a request.
@@ -160,6 +175,11 @@ pub(crate) fn handle(state: &mut State, ctx: &Ctx, request: AnyRequest) -> Reply
         AnyRequest::SyncGroup(r) => membership::sync_group(state, ctx, r),
         AnyRequest::Heartbeat(r) => membership::heartbeat(state, ctx, r),
         AnyRequest::LeaveGroup(r) => membership::leave_group(state, ctx, r),
+        AnyRequest::ListGroups(r) => group_admin::list_groups(state, ctx, r).into(),
+        AnyRequest::DescribeGroups(r) => group_admin::describe_groups(state, ctx, r).into(),
+        AnyRequest::ConsumerGroupDescribe(r) => group_admin::consumer_group_describe(state, ctx, r).into(),
+        AnyRequest::DeleteGroups(r) => group_admin::delete_groups(state, ctx, r).into(),
+        AnyRequest::OffsetDelete(r) => group_admin::offset_delete(state, ctx, r).into(),
         AnyRequest::InitProducerId(r) => txn::init_producer_id(state, ctx, r).into(),
         AnyRequest::AddPartitionsToTxn(r) => txn::add_partitions_to_txn(state, ctx, r).into(),
         AnyRequest::AddOffsetsToTxn(r) => txn::add_offsets_to_txn(state, ctx, r).into(),
