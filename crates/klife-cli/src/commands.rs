@@ -320,7 +320,7 @@ enum TopicsAction {
         #[arg(long, short = 'r')]
         replication_factor: Option<i16>,
         /// Topic configs, `key=value` (repeatable).
-        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+        #[arg(long = "topic-config", short = 'c', value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },
     /// Delete topics.
@@ -350,8 +350,9 @@ pub(crate) async fn topics(args: TopicsArgs) -> Result<(), CliError> {
                 topic = topic.with_replication_factor(r);
             }
             for c in &configs {
-                let (k, v) =
-                    c.split_once('=').ok_or_else(|| CliError::Failed(format!("--config {c:?}: expected KEY=VALUE")))?;
+                let (k, v) = c
+                    .split_once('=')
+                    .ok_or_else(|| CliError::Failed(format!("--topic-config {c:?}: expected KEY=VALUE")))?;
                 topic = topic.with_config(k, v);
             }
             let mut results = client.create_topics(vec![topic]).await?;

@@ -46,6 +46,11 @@ struct Cli {
     /// on standard error when the command ends.
     #[arg(long, global = true)]
     stats: bool,
+    /// Read the connection (bootstrap, TLS, SASL with secrets from environment
+    /// variables, timeouts), producers and fetchers from this TOML file (see
+    /// docs/configuration.md); `--bootstrap` still overrides its bootstrap list.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -72,9 +77,10 @@ enum Command {
 /// Connection options shared by the commands that talk to a cluster.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct ConnectArgs {
-    /// Brokers to bootstrap from, `host:port[,host:port...]`.
-    #[arg(long, short = 'b', value_name = "HOST:PORT", default_value = "127.0.0.1:9092")]
-    bootstrap: String,
+    /// Brokers to bootstrap from, `host:port[,host:port...]` (default: the `--config`
+    /// file's, else 127.0.0.1:9092).
+    #[arg(long, short = 'b', value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
     /// Seconds a request may take.
     #[arg(long, value_name = "SECONDS", default_value_t = 30)]
     request_timeout: u64,
@@ -82,27 +88,53 @@ pub(crate) struct ConnectArgs {
 
 impl ConnectArgs {
     pub(crate) async fn client(&self) -> Result<klife::Client, CliError> {
-        connect(&self.bootstrap, Duration::from_secs(self.request_timeout)).await
+        let timeout = Duration::from_secs(self.request_timeout);
+        match CONFIG_FILE.get().and_then(Option::as_ref) {
+            None => connect(self.bootstrap.as_deref().unwrap_or(DEFAULT_BOOTSTRAP), timeout).await,
+            Some(path) => {
+                let config = klife::config::ClientConfig::from_file(path)?;
+                let mut builder = config.client_builder()?;
+                let shown = match &self.bootstrap {
+                    Some(b) => {
+                        builder = builder.bootstrap_servers(servers(b));
+                        b.clone()
+                    }
+                    None => config.connection.bootstrap.join(","),
+                };
+                finish(builder, &shown).await
+            }
+        }
     }
 }
 
+/// Where the commands connect without `--bootstrap` nor `--config`.
+const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+
+/// The `--config` file, set once at start.
+static CONFIG_FILE: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+
+fn servers(bootstrap: &str) -> Vec<String> {
+    bootstrap.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+}
+
 pub(crate) async fn connect(bootstrap: &str, request_timeout: Duration) -> Result<klife::Client, CliError> {
-    let servers: Vec<String> = bootstrap.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect();
-    klife::Client::builder()
-        .bootstrap_servers(servers)
+    let builder = klife::Client::builder()
+        .bootstrap_servers(servers(bootstrap))
         .client_id("klife-cli")
         .request_timeout(request_timeout)
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .await
-        .map_err(|e| {
-            let hint = if e.is_connection() || e.is_timeout() {
-                format!(" (is a Kafka broker listening at {bootstrap}? `klife serve` starts a fake one)")
-            } else {
-                String::new()
-            };
-            CliError::Failed(format!("cannot connect to {bootstrap}: {e}{hint}"))
-        })
+        .connect_timeout(Duration::from_secs(10));
+    finish(builder, bootstrap).await
+}
+
+async fn finish(builder: klife::ClientBuilder, bootstrap: &str) -> Result<klife::Client, CliError> {
+    builder.build().await.map_err(|e| {
+        let hint = if e.is_connection() || e.is_timeout() {
+            format!(" (is a Kafka broker listening at {bootstrap}? `klife serve` starts a fake one)")
+        } else {
+            String::new()
+        };
+        CliError::Failed(format!("cannot connect to {bootstrap}: {e}{hint}"))
+    })
 }
 
 /// Why a command failed.
@@ -134,6 +166,7 @@ impl From<klife_testkit::Error> for CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _ = CONFIG_FILE.set(cli.config.clone());
     let stats = if cli.stats { stats::Stats::install() } else { None };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,

@@ -63,10 +63,13 @@ enum Kind {
     Histogram,
 }
 
+/// Every metric recorded, by its name with labels and its kind.
+type Cells = BTreeMap<(String, Kind), Arc<Cell>>;
+
 /// The recorder behind `--stats`.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Stats {
-    cells: Arc<Mutex<BTreeMap<(String, Kind), Arc<Cell>>>>,
+    cells: Arc<Mutex<Cells>>,
 }
 
 fn render(key: &Key) -> String {

@@ -117,6 +117,25 @@ fn topics_produce_and_consume_work_against_a_served_cluster() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no partition 7"), "{}", stderr(&out));
 
+    // The same cluster through a configuration file, and a file with a mistake.
+    let dir = std::env::temp_dir().join(unique("klife-cli-config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let list: Vec<String> = b.split(',').map(|a| format!("{a:?}")).collect();
+    let list = list.join(", ");
+    let good = dir.join("klife.toml");
+    std::fs::write(&good, format!("[connection]\nbootstrap = [{list}]\nclient_id = \"from-file\"\n")).unwrap();
+    let out = klife(&["--config", good.to_str().unwrap(), "consume", "-t", "orders", "--format", "value"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "one\ntwo\n");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, format!("[connection]\nbootstrap = [{list}]\nrequest_timeout = 30\n")).unwrap();
+    let out = klife(&["topics", "list", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("bad.toml") && err.contains("connection.request_timeout"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
     let out = klife(&["topics", "-b", b, "delete", "orders"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = klife(&["consume", "-b", b, "-t", "orders"]);
@@ -201,7 +220,7 @@ fn groups_commands(b: &str) {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], format!("group        {group}"), "{text}");
     assert!(lines[2] == "state        Stable", "{text}");
-    assert!(lines.iter().any(|l| *l == "members      1"), "{text}");
+    assert!(lines.contains(&"members      1"), "{text}");
     let header = lines.iter().position(|l| l.starts_with("MEMBER-ID")).unwrap_or_else(|| panic!("{text}"));
     let cols: Vec<&str> = lines[header].split_whitespace().collect();
     assert_eq!(cols, ["MEMBER-ID", "CLIENT-ID", "HOST", "INSTANCE-ID", "EPOCH", "PARTITIONS"], "{text}");

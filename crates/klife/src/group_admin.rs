@@ -787,7 +787,7 @@ impl Client {
                 .with_committed_leader_epoch(-1)
                 .with_commit_timestamp(-1);
             match topics.last_mut() {
-                Some(t) if t.name == &*p.topic_partition.topic => t.partitions.push(partition),
+                Some(t) if *t.name == *p.topic_partition.topic => t.partitions.push(partition),
                 _ => topics.push(
                     OffsetCommitRequestTopic::default()
                         .with_name(p.topic_partition.topic.to_string())
@@ -825,7 +825,7 @@ impl Client {
                 let code = answer
                     .topics
                     .iter()
-                    .filter(|t| t.name == &*tp.topic)
+                    .filter(|t| *t.name == *tp.topic)
                     .flat_map(|t| t.partitions.iter())
                     .find(|a| a.partition_index == tp.partition)
                     .map(|a| ErrorCode::from_code(a.error_code));
@@ -897,7 +897,7 @@ impl Client {
         for tp in sorted(partitions.to_vec()) {
             let p = OffsetDeleteRequestPartition::default().with_partition_index(tp.partition);
             match topics.last_mut() {
-                Some(t) if t.name == &*tp.topic => t.partitions.push(p),
+                Some(t) if *t.name == *tp.topic => t.partitions.push(p),
                 _ => topics
                     .push(OffsetDeleteRequestTopic::default().with_name(tp.topic.to_string()).with_partitions(vec![p])),
             }
@@ -916,7 +916,7 @@ impl Client {
                 let code = answer
                     .topics
                     .iter()
-                    .filter(|t| t.name == &*tp.topic)
+                    .filter(|t| *t.name == *tp.topic)
                     .flat_map(|t| t.partitions.iter())
                     .find(|p| p.partition_index == tp.partition)
                     .map(|p| ErrorCode::from_code(p.error_code));
@@ -932,6 +932,7 @@ impl Client {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
