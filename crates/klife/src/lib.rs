@@ -51,6 +51,10 @@
 //! [`ClientBuilder`], since building a client connects: its methods are named after
 //! what they set (`bootstrap_servers`, `request_timeout`, `default_producer`, ...).
 //!
+//! A whole client (connection, producers, topics, fetchers, transaction pools, consumer
+//! groups) can also come from one TOML file: [`config::ClientConfig::from_file`] and
+//! [`Client::from_config`] (feature `config`).
+//!
 //! ## Cargo features
 //!
 //! | feature | default | what it switches on |
@@ -60,6 +64,7 @@
 //! | `snappy` | yes | snappy record batches (pure Rust) |
 //! | `lz4` | yes | lz4 record batches (pure Rust) |
 //! | `zstd` | yes | zstd record batches (builds the vendored C zstd library) |
+//! | `config` | yes | configuration files: `config::ClientConfig` (serde, toml), `Client::from_config` |
 //!
 //! Features compose: `default-features = false` builds neither rustls, ring nor the C
 //! zstd library, and each feature brings only its own code. What needs a codec the
