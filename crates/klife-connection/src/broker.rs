@@ -27,6 +27,8 @@ struct Slot {
 /// The connections to one broker.
 pub(crate) struct BrokerPool {
     label: String,
+    /// The node id; `None` for a bootstrap address.
+    node_id: Option<i32>,
     host: String,
     port: u16,
     slots: Vec<Mutex<Slot>>,
@@ -58,6 +60,7 @@ impl Slot {
 impl BrokerPool {
     pub(crate) fn new(
         label: String,
+        node_id: Option<i32>,
         host: String,
         port: u16,
         config: Arc<ConnectionConfig>,
@@ -67,6 +70,7 @@ impl BrokerPool {
         let slots = (0..config.connection_count.max(1)).map(|_| slot()).collect();
         BrokerPool {
             label,
+            node_id,
             host,
             port,
             slots,
@@ -131,7 +135,7 @@ impl BrokerPool {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        match handshake::connect(&self.host, self.port, self.label.clone(), &self.config).await {
+        match handshake::connect(&self.host, self.port, self.label.clone(), self.node_id, &self.config).await {
             Ok(c) => {
                 if self.closed.load(Ordering::Acquire) {
                     c.close();

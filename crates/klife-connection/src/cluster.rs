@@ -222,7 +222,14 @@ impl Cluster {
             .iter()
             .map(|a| {
                 let (host, port) = parse_address(a.as_ref())?;
-                Ok(Arc::new(BrokerPool::new(format!("{host}:{port}"), host, port, config.clone(), closed.clone())))
+                Ok(Arc::new(BrokerPool::new(
+                    format!("{host}:{port}"),
+                    None,
+                    host,
+                    port,
+                    config.clone(),
+                    closed.clone(),
+                )))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let inner = Arc::new(Inner {
@@ -422,6 +429,7 @@ impl Cluster {
                     let b = metadata.brokers.get(&node_id).ok_or(Error::UnknownBroker { node_id })?;
                     let p = Arc::new(BrokerPool::new(
                         b.label(),
+                        Some(node_id),
                         b.host.clone(),
                         b.port,
                         self.inner.config.clone(),

@@ -96,6 +96,8 @@ pub struct Queued<T> {
     started: Instant,
     api: ApiKey,
     version: i16,
+    /// The request's `klife.request` span (disabled unless a subscriber takes it).
+    span: tracing::Span,
     _answer: std::marker::PhantomData<fn() -> T>,
 }
 
@@ -108,17 +110,22 @@ impl<T> std::fmt::Debug for Queued<T> {
 impl<T: klife_protocol::Response> Queued<T> {
     /// Waits for the answer (within the request's timeout, counted from when the
     /// request was queued) and decodes it.
-    pub async fn response(self) -> Result<T, Error> {
+    pub async fn response(mut self) -> Result<T, Error> {
         let (api, version, started) = (self.api, self.version, self.started);
+        let span = std::mem::replace(&mut self.span, tracing::Span::none());
         let shared = self.entry.shared.clone();
-        let frame = self.frame().await?;
-        let result = frame::decode_response::<T>(frame, version).map(|(_, r)| r).map_err(|source| Error::Decode {
-            broker: shared.broker.clone(),
-            api,
-            version,
-            source,
+        let result = self.frame().await.and_then(|frame| {
+            frame::decode_response::<T>(frame, version).map(|(_, r)| r).map_err(|source| Error::Decode {
+                broker: shared.broker.clone(),
+                api,
+                version,
+                source,
+            })
         });
-        telemetry::record_request(api, started.elapsed(), result.is_ok());
+        let elapsed = started.elapsed();
+        telemetry::finish_request(&span, elapsed, result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        // `error`: no answer (timed out, disconnected), or an unreadable one.
+        telemetry::record_request(api, elapsed, result.is_ok());
         result
     }
 }
@@ -138,6 +145,14 @@ impl<T> Queued<T> {
             }
         }
     }
+
+    /// Waits for the raw answer frame, and ends the request's span.
+    async fn raw(mut self) -> Result<Bytes, Error> {
+        let (span, started) = (std::mem::replace(&mut self.span, tracing::Span::none()), self.started);
+        let result = self.frame().await;
+        telemetry::finish_request(&span, started.elapsed(), result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        result
+    }
 }
 
 #[derive(Default)]
@@ -150,6 +165,8 @@ struct PendingState {
 struct Shared {
     id: u64,
     broker: String,
+    /// The broker's node id (`None` for a bootstrap connection), for request spans.
+    node_id: Option<i32>,
     client_id: Option<String>,
     versions: BrokerVersions,
     request_timeout: Duration,
@@ -196,6 +213,8 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct ConnectionParams {
     pub(crate) broker: String,
+    /// The broker's node id; `None` for a bootstrap connection.
+    pub(crate) node_id: Option<i32>,
     pub(crate) client_id: Option<String>,
     pub(crate) max_in_flight: usize,
     pub(crate) request_timeout: Duration,
@@ -216,6 +235,7 @@ impl Connection {
         let shared = Arc::new(Shared {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             broker: params.broker,
+            node_id: params.node_id,
             client_id: params.client_id,
             versions,
             request_timeout: params.request_timeout,
@@ -360,26 +380,40 @@ impl Connection {
             Err(_) => return Err(timed_out()),
         };
         let id = self.shared.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
-        let frame = encode(id).map_err(|source| Error::Encode { api, version, source })?;
+        let span = telemetry::request_span(api, version, self.shared.node_id, &self.shared.broker, id);
+        let frame = match encode(id) {
+            Ok(frame) => frame,
+            Err(source) => {
+                let e = Error::Encode { api, version, source };
+                telemetry::finish_request(&span, started.elapsed(), Some(&e));
+                return Err(e);
+            }
+        };
         let (tx, rx) = oneshot::channel();
         {
             let mut state = self.shared.lock();
             if state.closed.is_some() {
                 drop(state);
-                return Err(self.shared.disconnected());
+                let e = self.shared.disconnected();
+                telemetry::finish_request(&span, started.elapsed(), Some(&e));
+                return Err(e);
             }
             state.requests.insert(id, Pending { tx, _permit: permit });
         }
         // From here the entry is removed whatever happens (answered, failed, timed
         // out, or dropped by the caller), so its slot is always freed.
         let entry = PendingEntry { shared: self.shared.clone(), id };
-        match tokio::time::timeout_at(deadline, self.writes.send(frame)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(self.shared.disconnected()),
+        let sent = match tokio::time::timeout_at(deadline, self.writes.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(self.shared.disconnected()),
             Err(_) => {
                 self.shared.close("request timed out");
-                return Err(timed_out());
+                Err(timed_out())
             }
+        };
+        if let Err(e) = sent {
+            telemetry::finish_request(&span, started.elapsed(), Some(&e));
+            return Err(e);
         }
         Ok(Queued {
             entry,
@@ -390,6 +424,7 @@ impl Connection {
             started,
             api,
             version,
+            span,
             _answer: std::marker::PhantomData,
         })
     }
@@ -397,21 +432,29 @@ impl Connection {
     /// Sends a request and returns the raw response frame (header included), for
     /// callers that decode it themselves.
     pub async fn send_raw<R: Request>(&self, request: &R, version: i16) -> Result<Bytes, Error> {
-        self.queue(request, version, 128).await?.frame().await
+        self.queue(request, version, 128).await?.raw().await
     }
 
     /// Sends a request the broker does not answer (a Produce with `acks = 0`): returns
     /// once it is queued for writing.
     pub async fn send_no_response<R: Request>(&self, request: &R, version: i16) -> Result<(), Error> {
+        let started = Instant::now();
         let _permit = self.shared.in_flight.acquire().await.map_err(|_| self.shared.disconnected())?;
         let id = self.shared.correlation.fetch_add(1, Ordering::Relaxed) & i32::MAX;
-        let mut buf = BytesMut::with_capacity(128);
-        frame::encode_request(&mut buf, id, self.shared.client_id.as_deref(), version, request)
-            .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
-        if self.is_closed() {
-            return Err(self.shared.disconnected());
+        let span = telemetry::request_span(R::API_KEY, version, self.shared.node_id, &self.shared.broker, id);
+        let result = async {
+            let mut buf = BytesMut::with_capacity(128);
+            frame::encode_request(&mut buf, id, self.shared.client_id.as_deref(), version, request)
+                .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
+            if self.is_closed() {
+                return Err(self.shared.disconnected());
+            }
+            self.writes.send(Outgoing::Frame(buf.freeze())).await.map_err(|_| self.shared.disconnected())
         }
-        self.writes.send(Outgoing::Frame(buf.freeze())).await.map_err(|_| self.shared.disconnected())
+        .await;
+        // No answer comes: the span ends once the request is queued for writing.
+        telemetry::finish_request(&span, started.elapsed(), result.as_ref().err().map(|e| e as &dyn std::fmt::Display));
+        result
     }
 }
 
@@ -547,6 +590,7 @@ mod tests {
         let (r, w) = tokio::io::split(client);
         let params = ConnectionParams {
             broker: "test".into(),
+            node_id: Some(1),
             client_id: None,
             max_in_flight,
             request_timeout: Duration::from_secs(30),

@@ -1,6 +1,8 @@
 //! Opening a connection: TCP, then TLS, then ApiVersions (v3, falling back to what the
 //! broker offers), then SASL; only then are the reader and writer tasks started.
 
+use std::fmt::Display;
+
 use bytes::{Bytes, BytesMut};
 use klife_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, SaslAuthenticateRequest, SaslHandshakeRequest,
@@ -40,16 +42,18 @@ impl Transport {
     }
 }
 
-/// Opens a connection to `host:port`, labelled `broker` in errors and logs, and runs
-/// every handshake, all within `config.connect_timeout`.
+/// Opens a connection to `host:port`, labelled `broker` in errors and logs (and
+/// `node_id` in request spans; `None` for a bootstrap address), and runs every
+/// handshake, all within `config.connect_timeout`.
 pub(crate) async fn connect(
     host: &str,
     port: u16,
     broker: String,
+    node_id: Option<i32>,
     config: &ConnectionConfig,
 ) -> Result<Connection, Error> {
     let timeout = config.connect_timeout;
-    match tokio::time::timeout(timeout, connect_inner(host, port, &broker, config)).await {
+    match tokio::time::timeout(timeout, connect_inner(host, port, &broker, node_id, config)).await {
         Ok(Ok(conn)) => {
             telemetry::record_connection_opened();
             tracing::debug!(broker = %broker, "connected");
@@ -66,14 +70,20 @@ pub(crate) async fn connect(
     }
 }
 
-async fn connect_inner(host: &str, port: u16, broker: &str, config: &ConnectionConfig) -> Result<Connection, Error> {
+async fn connect_inner(
+    host: &str,
+    port: u16,
+    broker: &str,
+    node_id: Option<i32>,
+    config: &ConnectionConfig,
+) -> Result<Connection, Error> {
     let tcp = TcpStream::connect((host, port)).await.map_err(|e| {
         telemetry::record_connection_error("connect");
         Error::Connect { broker: broker.to_owned(), reason: e.to_string() }
     })?;
     let _ = tcp.set_nodelay(true);
     let transport = secure(tcp, host, broker, config).await?;
-    let mut hs = Handshake { transport, correlation_id: 0, broker, config };
+    let mut hs = Handshake { transport, correlation_id: 0, broker, node_id, config, span: tracing::Span::none() };
     let versions = hs.api_versions().await.inspect_err(|_| telemetry::record_connection_error("api_versions"))?;
     if let Some(sasl) = &config.sasl {
         hs.authenticate(sasl, &versions).await.inspect_err(|_| telemetry::record_connection_error("sasl"))?;
@@ -82,6 +92,7 @@ async fn connect_inner(host: &str, port: u16, broker: &str, config: &ConnectionC
     let (read, write) = hs.transport.split();
     let params = ConnectionParams {
         broker: broker.to_owned(),
+        node_id,
         client_id: config.client_id.clone(),
         max_in_flight: config.max_in_flight,
         request_timeout: config.request_timeout,
@@ -134,13 +145,31 @@ struct Handshake<'a> {
     transport: Transport,
     correlation_id: i32,
     broker: &'a str,
+    node_id: Option<i32>,
     config: &'a ConnectionConfig,
+    /// The span of the last request, on which an error code of its answer is recorded.
+    span: tracing::Span,
 }
 
 impl Handshake<'_> {
     async fn roundtrip<R: Request>(&mut self, request: &R, version: i16) -> Result<Bytes, Error> {
         let id = self.correlation_id;
         self.correlation_id += 1;
+        let started = std::time::Instant::now();
+        self.span = telemetry::request_span(R::API_KEY, version, self.node_id, self.broker, id);
+        let result = self.send_and_read(request, version, id).await;
+        telemetry::finish_request(&self.span, started.elapsed(), result.as_ref().err().map(|e| e as &dyn Display));
+        result
+    }
+
+    /// Records on the last request's span the error code its answer carries.
+    fn answered_with(&self, code: ErrorCode) {
+        if code != ErrorCode::None {
+            self.span.record("error", code.name());
+        }
+    }
+
+    async fn send_and_read<R: Request>(&mut self, request: &R, version: i16, id: i32) -> Result<Bytes, Error> {
         let mut buf = BytesMut::new();
         frame::encode_request(&mut buf, id, self.config.client_id.as_deref(), version, request)
             .map_err(|source| Error::Encode { api: R::API_KEY, version, source })?;
@@ -170,11 +199,10 @@ impl Handshake<'_> {
 
     async fn call<R: Request>(&mut self, request: &R, version: i16) -> Result<R::Response, Error> {
         let f = self.roundtrip(request, version).await?;
-        frame::decode_response::<R::Response>(f, version).map(|(_, r)| r).map_err(|source| Error::Decode {
-            broker: self.broker.to_owned(),
-            api: R::API_KEY,
-            version,
-            source,
+        frame::decode_response::<R::Response>(f, version).map(|(_, r)| r).map_err(|source| {
+            let e = Error::Decode { broker: self.broker.to_owned(), api: R::API_KEY, version, source };
+            self.span.record("error", tracing::field::display(&e));
+            e
         })
     }
 
@@ -216,6 +244,7 @@ impl Handshake<'_> {
                     });
                 }
             };
+            self.answered_with(ErrorCode::from_code(resp.error_code));
             match ErrorCode::from_code(resp.error_code) {
                 ErrorCode::None => return Ok(BrokerVersions::from_response(&resp)),
                 ErrorCode::UnsupportedVersion if version > 0 => {
@@ -251,6 +280,7 @@ impl Handshake<'_> {
             ));
         }
         let resp = self.call(&SaslHandshakeRequest::default().with_mechanism(mechanism.to_owned()), hv).await?;
+        self.answered_with(ErrorCode::from_code(resp.error_code));
         match ErrorCode::from_code(resp.error_code) {
             ErrorCode::None => {}
             ErrorCode::UnsupportedSaslMechanism => {
@@ -267,6 +297,7 @@ impl Handshake<'_> {
         while let Some(message) = session.step(server.as_deref()).map_err(|e| fail(e.to_string()))? {
             let resp = self.call(&SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(message)), av).await?;
             let code = ErrorCode::from_code(resp.error_code);
+            self.answered_with(code);
             if code != ErrorCode::None {
                 let detail = resp.error_message.filter(|m| !m.is_empty()).map(|m| format!(": {m}")).unwrap_or_default();
                 let advice =

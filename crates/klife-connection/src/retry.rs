@@ -367,12 +367,13 @@ impl Cluster {
     {
         let mut state = RetryState::new(policy, now());
         loop {
-            let result = match self.target_connection(target).await {
+            let (result, span) = match self.target_connection(target).await {
                 Ok(conn) => {
                     let broker = conn.broker().to_owned();
-                    attempt(conn).await.map(|answer| (answer, broker))
+                    let (result, span) = telemetry::with_request_span(attempt(conn)).await;
+                    (result.map(|answer| (answer, broker)), span)
                 }
-                Err(e) => Err(e),
+                Err(e) => (Err(e), None),
             };
             let at = now();
             let (step, error) = match result {
@@ -382,6 +383,9 @@ impl Cluster {
                     let codes: Vec<ErrorCode> = reported.iter().map(|r| r.code).collect();
                     let step = state.decide(Outcome::Answered(&codes), at, fastrand::f64());
                     let Some(deciding) = deciding_code(&codes) else { return Ok(answer) };
+                    if let Some(span) = span {
+                        span.record("error", deciding.name());
+                    }
                     let message = reported.into_iter().find(|r| r.code == deciding).and_then(|r| r.message);
                     (step, Error::Broker { broker, api, code: deciding, message })
                 }
