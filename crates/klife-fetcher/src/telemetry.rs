@@ -11,6 +11,11 @@
 //! | `klife_fetch_incremental_requests_total` | counter | | incremental Fetch requests of a fetch session answered (a waiting lane's, on brokers that grant sessions) |
 //! | `klife_fetch_session_resets_total` | counter | | answers of a waiting lane's fetch session that were not read (a session error, or an answer out of step with the session): its fetches are asked again in a full request |
 //!
+//! Each answer's high watermark reaches the caller in [`Fetched::high_watermark`](crate::Fetched::high_watermark)
+//! ([`Fetched::lag`](crate::Fetched::lag)): a consumer group turns it into its
+//! `klife_group_lag` gauge. Each Fetch request is a `klife.request` span of
+//! `klife_connection` (`api = "Fetch"`).
+//!
 //! Tracing, under the `klife_fetcher` target: retries and truncations found are logged
 //! at `debug`; a [`Consumer`](crate::Consumer)'s reaction to a truncation (going on from
 //! where the logs part, or stopping the partition) and to a re-created topic at `warn`.
@@ -33,6 +38,18 @@ pub const FETCH_LOG_TRUNCATIONS_TOTAL: &str = "klife_fetch_log_truncations_total
 pub const FETCH_INCREMENTAL_REQUESTS_TOTAL: &str = "klife_fetch_incremental_requests_total";
 /// Counter: fetch session answers not read, whose fetches go again in a full request.
 pub const FETCH_SESSION_RESETS_TOTAL: &str = "klife_fetch_session_resets_total";
+
+/// Every metric name above, for checks that they are documented.
+pub const NAMES: &[&str] = &[
+    FETCH_REQUESTS_TOTAL,
+    FETCH_PARTITIONS_PER_REQUEST,
+    FETCH_REQUEST_DURATION_SECONDS,
+    FETCH_RECORDS_TOTAL,
+    FETCH_RETRIES_TOTAL,
+    FETCH_LOG_TRUNCATIONS_TOTAL,
+    FETCH_INCREMENTAL_REQUESTS_TOTAL,
+    FETCH_SESSION_RESETS_TOTAL,
+];
 
 pub(crate) fn record_request(version: i16, partitions: usize, elapsed: Duration) {
     metrics::counter!(FETCH_REQUESTS_TOTAL, "version" => version_label(version)).increment(1);

@@ -9,9 +9,12 @@ use klife_protocol::messages::{
     HeartbeatResponse, JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, SyncGroupResponse,
 };
 use klife_protocol::{ApiKey, ErrorCode};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::{BoxFuture, DriverConfig, Wake};
 use crate::membership::classic::{ClassicMember, OutgoingRequest, Request, RequestId, Response};
+use crate::telemetry::{self, HEARTBEAT_SPAN, JOIN_SPAN};
 
 /// The lowest versions the classic member's requests are filled for: those with the
 /// static instance id (KIP-345). A LeaveGroup without one goes lower too (see
@@ -47,14 +50,30 @@ pub(super) fn leave_at(request: &LeaveGroupRequest, version: i16) -> Option<Leav
 }
 
 /// Sends a request on the lane to the coordinator, with the request's own timeout
-/// (a JoinGroup's) or the driver's.
-pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, driver: &DriverConfig) -> BoxFuture<Wake> {
+/// (a JoinGroup's) or the driver's. A JoinGroup or SyncGroup goes in the span of the
+/// join under way (`joining`, opened by the first JoinGroup), a Heartbeat in a
+/// `klife.group.heartbeat` span of its own.
+pub(super) fn send(
+    lane: Arc<Lane>,
+    out: OutgoingRequest,
+    driver: &DriverConfig,
+    joining: &mut Option<Span>,
+) -> BoxFuture<Wake> {
     let timeout = out.timeout.unwrap_or(driver.heartbeat_timeout);
     let id = out.id;
     let api = api(&out.request);
     let max = driver.max_version(api);
     tracing::debug!(request = ?api, ?id, "request sent");
-    Box::pin(async move {
+    let span = match &out.request {
+        Request::JoinGroup(r) => join_span(joining, &r.group_id, &r.member_id),
+        Request::SyncGroup(r) => join_span(joining, &r.group_id, &r.member_id),
+        Request::Heartbeat(r) => {
+            let (group, member_id, epoch) = (&r.group_id, &r.member_id, r.generation_id);
+            tracing::debug_span!(HEARTBEAT_SPAN, group = %group, member_id = %member_id, epoch, error = Empty)
+        }
+        Request::LeaveGroup(_) => Span::none(),
+    };
+    let fut = async move {
         let result = async {
             let conn = lane.connection().await?;
             let dynamic_leave = matches!(&out.request, Request::LeaveGroup(r) if leave_at(r, 0).is_some());
@@ -74,7 +93,12 @@ pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, driver: &DriverConfig)
             Ok(match out.request {
                 Request::JoinGroup(r) => Response::JoinGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
                 Request::SyncGroup(r) => Response::SyncGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
-                Request::Heartbeat(r) => Response::Heartbeat(conn.send_version_with_timeout(&r, v, timeout).await?),
+                Request::Heartbeat(r) => {
+                    let sent = Instant::now();
+                    let answer = conn.send_version_with_timeout(&r, v, timeout).await?;
+                    telemetry::record_heartbeat(&r.group_id, sent.elapsed());
+                    Response::Heartbeat(answer)
+                }
                 Request::LeaveGroup(r) => match leave_at(&r, v) {
                     Some(r) => Response::LeaveGroup(conn.send_version_with_timeout(&r, v, timeout).await?),
                     None => unsupported(api),
@@ -82,8 +106,28 @@ pub(super) fn send(lane: Arc<Lane>, out: OutgoingRequest, driver: &DriverConfig)
             })
         }
         .await;
-        Wake::Answer(id, result)
-    })
+        match &result {
+            Ok(response) => {
+                let code = code(response);
+                // MEMBER_ID_REQUIRED is a step of a dynamic member's first join.
+                if code != ErrorCode::None && code != ErrorCode::MemberIdRequired {
+                    Span::current().record("error", code.name());
+                }
+            }
+            Err(e) => {
+                Span::current().record("error", tracing::field::display(e));
+            }
+        }
+        Wake::Answer(id, api, result)
+    };
+    Box::pin(fut.instrument(span))
+}
+
+/// The span of the join under way, opened if there is none.
+fn join_span(joining: &mut Option<Span>, group: &str, member_id: &str) -> Span {
+    joining
+        .get_or_insert_with(|| tracing::info_span!(JOIN_SPAN, group, member_id, protocol = "classic", error = Empty))
+        .clone()
 }
 
 fn api(request: &Request) -> ApiKey {

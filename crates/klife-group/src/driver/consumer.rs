@@ -8,35 +8,65 @@ use std::time::{Duration, Instant};
 use klife_connection::{Cluster, Error as ConnectionError, Lane, Metadata};
 use klife_protocol::messages::ConsumerGroupHeartbeatResponse;
 use klife_protocol::{ApiKey, ErrorCode, Uuid};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::{BoxFuture, Wake};
 use crate::membership::consumer::{
     ConsumerMember, HEARTBEAT_VERSION, Heartbeat, HeartbeatId, coordinator_supports, is_full,
 };
+use crate::telemetry::{self, HEARTBEAT_SPAN, JOIN_SPAN};
 
-/// Sends a heartbeat on the lane to the coordinator.
+/// Sends a heartbeat on the lane to the coordinator, in a span of its own:
+/// `klife.group.join` for the heartbeat that joins (member epoch 0), else
+/// `klife.group.heartbeat`.
 pub(super) fn send(lane: Arc<Lane>, hb: Heartbeat, timeout: Duration) -> BoxFuture<Wake> {
     tracing::debug!(epoch = hb.request.member_epoch, full = is_full(&hb.request), "heartbeat sent");
-    Box::pin(async move {
-        let result = async {
-            let conn = lane.connection().await?;
-            let versions = conn.versions().range(ApiKey::ConsumerGroupHeartbeat);
-            if !coordinator_supports(versions) {
-                // What a broker answers a version it does not speak.
-                let message = format!(
-                    "coordinator {} offers ConsumerGroupHeartbeat {}, not v{HEARTBEAT_VERSION}",
-                    conn.broker(),
-                    versions.map_or_else(|| "not at all".to_owned(), |v| format!("v{}-v{}", v.min, v.max)),
-                );
-                return Ok(ConsumerGroupHeartbeatResponse::default()
-                    .with_error_code(ErrorCode::UnsupportedVersion.code())
-                    .with_error_message(Some(message)));
+    let (group, member_id) = (&hb.request.group_id, &hb.request.member_id);
+    let span = if hb.request.member_epoch == 0 {
+        tracing::info_span!(JOIN_SPAN, group = %group, member_id = %member_id, protocol = "consumer", error = Empty)
+    } else {
+        let epoch = hb.request.member_epoch;
+        tracing::debug_span!(HEARTBEAT_SPAN, group = %group, member_id = %member_id, epoch, error = Empty)
+    };
+    let group = group.clone();
+    Box::pin(
+        async move {
+            let result = async {
+                let conn = lane.connection().await?;
+                let versions = conn.versions().range(ApiKey::ConsumerGroupHeartbeat);
+                if !coordinator_supports(versions) {
+                    // What a broker answers a version it does not speak.
+                    let message = format!(
+                        "coordinator {} offers ConsumerGroupHeartbeat {}, not v{HEARTBEAT_VERSION}",
+                        conn.broker(),
+                        versions.map_or_else(|| "not at all".to_owned(), |v| format!("v{}-v{}", v.min, v.max)),
+                    );
+                    return Ok(ConsumerGroupHeartbeatResponse::default()
+                        .with_error_code(ErrorCode::UnsupportedVersion.code())
+                        .with_error_message(Some(message)));
+                }
+                let sent = Instant::now();
+                let answer = conn.send_version_with_timeout(&hb.request, HEARTBEAT_VERSION, timeout).await;
+                if answer.is_ok() {
+                    telemetry::record_heartbeat(&group, sent.elapsed());
+                }
+                answer
             }
-            conn.send_version_with_timeout(&hb.request, HEARTBEAT_VERSION, timeout).await
+            .await;
+            match &result {
+                Ok(r) if r.error_code != 0 => {
+                    Span::current().record("error", ErrorCode::from_code(r.error_code).name());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    Span::current().record("error", tracing::field::display(e));
+                }
+            }
+            Wake::Heartbeat(hb.id, result)
         }
-        .await;
-        Wake::Heartbeat(hb.id, result)
-    })
+        .instrument(span),
+    )
 }
 
 /// Reports a heartbeat's answer, or its failure, to the member.

@@ -70,7 +70,14 @@
 //! Tracing: the task runs in a span `klife.group.member` with the group and member
 //! id (a classic member's once the coordinator gave it); the join, each request sent
 //! and answered (debug), and each step of a reconciliation (assigned, revoked,
-//! released, lost) are events in it.
+//! released, lost) are events in it. Within it, the heartbeat that joins (KIP-848) or
+//! the JoinGroup and SyncGroup of a join (classic) run in a span `klife.group.join`,
+//! and each other heartbeat in a span `klife.group.heartbeat` (see
+//! [`crate::telemetry`]); the requests' own `klife.request` spans are their
+//! children. Metrics: the heartbeats' round trips
+//! ([`GROUP_HEARTBEAT_DURATION_SECONDS`](crate::telemetry::GROUP_HEARTBEAT_DURATION_SECONDS))
+//! and each new epoch or generation
+//! ([`GROUP_REBALANCES_TOTAL`](crate::telemetry::GROUP_REBALANCES_TOTAL)).
 
 mod classic;
 mod consumer;
@@ -95,6 +102,7 @@ use crate::membership::consumer::{
     Action, ConsumerConfig, ConsumerMember, HeartbeatId, LostReason, Outcome, ReleaseId, RevokeReason,
 };
 use crate::offsets::GroupProtocol;
+use crate::telemetry::{self, MEMBER_SPAN};
 /// How long a heartbeat waits for its answer when nothing else is set.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -425,7 +433,7 @@ fn spawn(cluster: Cluster, member: Member, fallback: Option<ClassicConfig>, driv
     let (events_tx, events) = mpsc::unbounded_channel();
     let (releases_tx, releases) = mpsc::unbounded_channel();
     let member_id = member.member_id().to_owned();
-    let span = tracing::info_span!("klife.group.member", group = %group_id, member_id = %member_id);
+    let span = tracing::info_span!(MEMBER_SPAN, group = %group_id, member_id = %member_id);
     let task = Task {
         cluster,
         member,
@@ -443,6 +451,7 @@ fn spawn(cluster: Cluster, member: Member, fallback: Option<ClassicConfig>, driv
         heartbeat_pending: false,
         names_pending: false,
         counts_asked: 0,
+        joining: None,
         auto_release: false,
         deadline: None,
     };
@@ -594,6 +603,9 @@ struct Task {
     /// Classic: how many times the leader asked for partition counts; only the answer
     /// to the last one is reported.
     counts_asked: u64,
+    /// Classic: the span of the join under way, from the first JoinGroup to the
+    /// SyncGroup that gives the assignment.
+    joining: Option<tracing::Span>,
     /// Set once the user no longer takes revocations (leave, or the handle dropped).
     auto_release: bool,
     /// When a member left in the background gives up.
@@ -610,7 +622,7 @@ enum Wake {
     /// KIP-848: topic names.
     Names(Vec<(Uuid, String)>),
     /// Classic: a request's answer.
-    Answer(RequestId, Result<Response, ConnectionError>),
+    Answer(RequestId, ApiKey, Result<Response, ConnectionError>),
     /// Classic: partition counts, for the request of this number.
     Counts(u64, Vec<(String, i32)>),
     Timer,
@@ -685,9 +697,16 @@ impl Task {
                         m.on_topic_names(now, names);
                     }
                 }
-                Wake::Answer(id, result) => {
+                Wake::Answer(id, api, result) => {
                     if let Member::Classic(m) = &mut self.member {
+                        let joined = matches!(&result, Ok(Response::SyncGroup(r)) if r.error_code == 0);
                         classic::on_answer(m, now, id, result);
+                        if joined || api == ApiKey::LeaveGroup {
+                            // The join is over: its span ends.
+                            if let Some(span) = self.joining.take() {
+                                span.record("member_id", m.member_id());
+                            }
+                        }
                     }
                 }
                 Wake::Counts(asked, counts) => {
@@ -735,7 +754,7 @@ impl Task {
                         m.on_request_failed(now, request.id);
                         return true;
                     };
-                    self.pending.push(classic::send(lane, request, &self.driver));
+                    self.pending.push(classic::send(lane, request, &self.driver, &mut self.joining));
                 }
                 false
             }
@@ -805,6 +824,13 @@ impl Task {
                         tracing::info!(epoch, "joined the group");
                     } else {
                         tracing::debug!(epoch, "epoch changed");
+                    }
+                    if epoch > 0 && epoch != old {
+                        let protocol = match self.member.protocol() {
+                            GroupProtocol::Classic => "classic",
+                            _ => "consumer",
+                        };
+                        telemetry::record_rebalance(self.member.group_id(), protocol);
                     }
                     let _ = self.events.send(MemberEvent::Generation { member_id, epoch });
                 }

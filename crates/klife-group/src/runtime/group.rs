@@ -5,18 +5,20 @@
 //! closes, what is committed and when, and where a partition starts are decided by
 //! those state machines.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
 use klife_fetcher::{Fetcher, StartOffset};
 use klife_producer::Producer;
-use klife_protocol::ApiKey;
 use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
 use klife_protocol::types::TopicPartition;
+use klife_protocol::{ApiKey, ErrorCode};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 use super::config::{Mode, TopicSettings};
 use super::handler::{Handler, PartitionContext, StopReason};
@@ -30,7 +32,7 @@ use crate::offsets::{
     CommitEvent, CommitId, CommitTracker, FetchEvent, FetchId, FlushId, GroupProtocol, OffsetFetcher, ResetPolicy,
     StartPosition,
 };
-use crate::telemetry;
+use crate::telemetry::{self, COMMIT_SPAN, Lag, PartitionMetrics, RECONCILE_SPAN, REVOKE_SPAN};
 
 /// The wait between two coordinator lookups that failed.
 const LOOKUP_BACKOFF: Duration = Duration::from_millis(200);
@@ -69,7 +71,8 @@ struct Coordinator {
 /// What a spawned request came back with.
 enum Io {
     Coordinator(Result<Coordinator, ConnectionError>),
-    Commit(CommitId, Instant, Result<OffsetCommitResponse, ConnectionError>),
+    /// An OffsetCommit's answer, with when it was sent and its span.
+    Commit(CommitId, Instant, Span, Result<OffsetCommitResponse, ConnectionError>),
     Fetch(FetchId, Result<OffsetFetchResponse, ConnectionError>),
 }
 
@@ -78,6 +81,7 @@ struct Consumer {
     task: u64,
     control: watch::Sender<Control>,
     committed: watch::Sender<Option<i64>>,
+    lag: Arc<Lag>,
 }
 
 pub(crate) struct GroupTask<H> {
@@ -111,6 +115,11 @@ pub(crate) struct TaskState {
     io: JoinSet<Io>,
     consumers: HashMap<TopicPartition, Consumer>,
     revocations: HashMap<GivingUpId, Revocation>,
+    /// The `klife.group.revoke` span of each giving-up, until its release.
+    giving_up_spans: HashMap<GivingUpId, Span>,
+    /// The `klife.group.reconcile` span of each assignment, with its partitions not
+    /// started yet.
+    reconciling: Vec<(Span, BTreeSet<TopicPartition>)>,
     flushes: HashMap<FlushId, GivingUpId>,
     member_ended: Option<Ended>,
     commands_open: bool,
@@ -218,14 +227,28 @@ impl<H: Handler> GroupTask<H> {
                     progress = true;
                     let lane = c.lane.clone();
                     let (id, version) = (commit.id, c.commit_version);
-                    self.state.io.spawn(async move {
-                        let sent = now;
-                        let result = match lane.connection().await {
-                            Ok(conn) => conn.send_version_with_timeout(&commit.request, version, OFFSETS_TIMEOUT).await,
-                            Err(e) => Err(e),
-                        };
-                        Io::Commit(id, sent, result)
-                    });
+                    let span = tracing::debug_span!(
+                        COMMIT_SPAN,
+                        group = %self.group,
+                        member_id = %self.member_id(),
+                        partitions = commit.request.topics.iter().map(|t| t.partitions.len()).sum::<usize>(),
+                        outcome = Empty,
+                        error = Empty,
+                    );
+                    let sending = span.clone();
+                    self.state.io.spawn(
+                        async move {
+                            let sent = now;
+                            let result = match lane.connection().await {
+                                Ok(conn) => {
+                                    conn.send_version_with_timeout(&commit.request, version, OFFSETS_TIMEOUT).await
+                                }
+                                Err(e) => Err(e),
+                            };
+                            Io::Commit(id, sent, span, result)
+                        }
+                        .instrument(sending),
+                    );
                 }
                 while let Some(fetch) = self.offsets.poll_fetch(now, c.fetch_version) {
                     progress = true;
@@ -249,6 +272,30 @@ impl<H: Handler> GroupTask<H> {
             }
         }
         self.publish();
+    }
+
+    /// The member id the group commits with now.
+    fn member_id(&self) -> String {
+        self.shared.member_id.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Partitions of assignments being applied that will not start (started, given up
+    /// again, failed): the spans of assignments with none left end.
+    fn reconciled(&mut self, partitions: &[TopicPartition]) {
+        if self.state.reconciling.is_empty() {
+            return;
+        }
+        for (_, waiting) in &mut self.state.reconciling {
+            for tp in partitions {
+                waiting.remove(tp);
+            }
+        }
+        self.state.reconciling.retain(|(_, waiting)| !waiting.is_empty());
+    }
+
+    /// A `klife.group.revoke` span for `partitions` given up for `reason`.
+    fn revoke_span(&self, partitions: usize, reason: &'static str) -> Span {
+        tracing::info_span!(REVOKE_SPAN, group = %self.group, member_id = %self.member_id(), partitions, reason)
     }
 
     fn publish(&self) {
@@ -329,17 +376,24 @@ impl<H: Handler> GroupTask<H> {
                 self.state.lookup = false;
                 tracing::warn!(error = %e, "offsets: the cluster is closed");
             }
-            Io::Commit(id, sent, Ok(response)) => {
-                let refused = response.topics.iter().flat_map(|t| &t.partitions).any(|p| p.error_code != 0);
-                telemetry::record_commit(
-                    if refused { "error" } else { "ok" },
-                    Some(now.saturating_duration_since(sent)),
-                );
+            Io::Commit(id, sent, span, Ok(response)) => {
+                let refused = response
+                    .topics
+                    .iter()
+                    .flat_map(|t| &t.partitions)
+                    .find(|p| p.error_code != 0)
+                    .map(|p| p.error_code);
+                telemetry::record_commit(&self.group, refused.is_none(), Some(now.saturating_duration_since(sent)));
+                match refused {
+                    None => span.record("outcome", "ok"),
+                    Some(code) => span.record("outcome", "error").record("error", ErrorCode::from_code(code).name()),
+                };
                 self.tracker.on_commit_response(now, id, &response);
             }
-            Io::Commit(id, _, Err(e)) => {
+            Io::Commit(id, _, span, Err(e)) => {
                 tracing::debug!(error = %e, "offsets: commit failed");
-                telemetry::record_commit("failed", None);
+                span.record("outcome", "error").record("error", tracing::field::display(&e));
+                telemetry::record_commit(&self.group, false, None);
                 self.tracker.on_commit_failed(now, id);
             }
             Io::Fetch(id, Ok(response)) => self.offsets.on_fetch_response(now, id, &response),
@@ -356,6 +410,7 @@ impl<H: Handler> GroupTask<H> {
                 let tp = TopicPartition::new(offset.topic.clone(), offset.partition);
                 if let Some(c) = self.state.consumers.get(&tp) {
                     c.committed.send_replace(Some(offset.offset));
+                    c.lag.committed(offset.offset);
                 }
             }
             CommitEvent::Failed { error, uncommitted } => {
@@ -387,6 +442,7 @@ impl<H: Handler> GroupTask<H> {
             }
             FetchEvent::Failed(error) => {
                 let partition = error.partition().clone();
+                self.reconciled(std::slice::from_ref(&partition));
                 tracing::error!(error = %error, "offsets: a partition's start could not be found; it is not consumed");
                 let _ = self.failures.send(PartitionFailure { partition, error: Arc::new(error.into()) });
             }
@@ -409,6 +465,7 @@ impl<H: Handler> GroupTask<H> {
             }
             LifecycleAction::ForgetStarts(partitions) => self.offsets.remove(&partitions),
             LifecycleAction::Start { partition, task, start, delay } => {
+                self.reconciled(std::slice::from_ref(&partition));
                 if !self.tracker.partitions().contains(&partition) {
                     let committed = match start {
                         StartOffset::Offset(offset) => Some(offset),
@@ -444,6 +501,8 @@ impl<H: Handler> GroupTask<H> {
                 if self.state.revocations.remove(&giving_up).is_some() {
                     tracing::info!(group = %self.group, "revoked partitions released");
                 }
+                // The giving-up's span ends here.
+                self.state.giving_up_spans.remove(&giving_up);
             }
         }
     }
@@ -472,6 +531,11 @@ impl<H: Handler> GroupTask<H> {
         };
         let (control_tx, control) = watch::channel(Control::Run);
         let (committed_tx, committed) = watch::channel(self.tracker.committed(&partition));
+        let metrics = PartitionMetrics::new(&self.group, &partition.topic, partition.partition);
+        if let Some(offset) = self.tracker.committed(&partition) {
+            metrics.lag().committed(offset);
+        }
+        let lag = metrics.lag().clone();
         let slot = (settings.mode == Mode::Manual).then(|| {
             let slot = Slot::new(
                 partition.clone(),
@@ -501,9 +565,10 @@ impl<H: Handler> GroupTask<H> {
             control,
             reports: self.reports_tx.clone(),
             slot,
+            metrics,
         };
         tokio::spawn(consumer.run());
-        self.state.consumers.insert(partition, Consumer { task, control: control_tx, committed: committed_tx });
+        self.state.consumers.insert(partition, Consumer { task, control: control_tx, committed: committed_tx, lag });
     }
 
     /// A member that fell back to the classic protocol commits with its generation:
@@ -535,18 +600,37 @@ impl<H: Handler> GroupTask<H> {
                 self.offsets.set_member(now, member_id, epoch);
             }
             Some(MemberEvent::Assigned { partitions }) => {
-                telemetry::record_assignment_change(partitions.len(), 0, 0);
+                telemetry::record_assignment_change(&self.group, partitions.len(), 0, 0);
+                let span = tracing::info_span!(
+                    RECONCILE_SPAN,
+                    group = %self.group,
+                    member_id = %self.member_id(),
+                    partitions = partitions.len()
+                );
+                let _entered = span.enter();
+                if !span.is_disabled() && !partitions.is_empty() {
+                    self.state.reconciling.push((span.clone(), partitions.iter().cloned().collect()));
+                }
                 self.lifecycle.assigned(partitions);
             }
             Some(MemberEvent::Revoked { revocation }) => {
                 let partitions = revocation.partitions().to_vec();
-                telemetry::record_assignment_change(0, partitions.len(), 0);
+                self.reconciled(&partitions);
+                telemetry::record_assignment_change(&self.group, 0, partitions.len(), 0);
+                let span = self.revoke_span(partitions.len(), "revoked");
+                let _entered = span.enter();
                 tracing::info!(group = %self.group, n = partitions.len(), "partitions revoked: finishing and committing them");
                 let id = self.lifecycle.give_up(now, partitions, StopReason::Revoked);
                 self.state.revocations.insert(id, revocation);
+                if !span.is_disabled() {
+                    self.state.giving_up_spans.insert(id, span.clone());
+                }
             }
             Some(MemberEvent::Lost { partitions, reason }) => {
-                telemetry::record_assignment_change(0, 0, partitions.len());
+                self.reconciled(&partitions);
+                telemetry::record_assignment_change(&self.group, 0, 0, partitions.len());
+                let span = self.revoke_span(partitions.len(), "lost");
+                let _entered = span.enter();
                 tracing::warn!(group = %self.group, ?reason, n = partitions.len(), "partitions lost");
                 self.lifecycle.lose(&partitions);
             }
@@ -554,6 +638,7 @@ impl<H: Handler> GroupTask<H> {
                 tracing::info!(group = %self.group, ?ended, "the member ended");
                 self.lifecycle.lose_all();
                 self.state.member_ended = Some(ended);
+                self.state.reconciling.clear();
             }
             None => {
                 if self.state.member_ended.is_none() {
@@ -601,6 +686,8 @@ impl<H: Handler> GroupTask<H> {
                 // Dropping the controls ends the consumers; nothing they report is read.
                 self.state.consumers.clear();
                 self.state.revocations.clear();
+                self.state.giving_up_spans.clear();
+                self.state.reconciling.clear();
                 self.state.io.abort_all();
                 self.state.aborted = true;
                 return;
@@ -617,8 +704,14 @@ impl<H: Handler> GroupTask<H> {
         }
         tracing::info!(group = %self.group, "shutting down: finishing, committing, leaving");
         self.state.shutdown = Some(reply.into_iter().collect());
+        self.state.reconciling.clear();
         let all = self.lifecycle.all();
-        self.lifecycle.give_up(now, all, StopReason::Shutdown);
+        let span = self.revoke_span(all.len(), "shutdown");
+        let _entered = span.enter();
+        let id = self.lifecycle.give_up(now, all, StopReason::Shutdown);
+        if !span.is_disabled() {
+            self.state.giving_up_spans.insert(id, span.clone());
+        }
     }
 }
 

@@ -324,7 +324,7 @@ impl ConsumerGroup {
             state: TaskState::new(),
             _alive: alive_tx,
         };
-        let span = tracing::info_span!("klife.group", group = %group);
+        let span = tracing::info_span!(crate::telemetry::GROUP_SPAN, group = %group);
         let task = tokio::spawn(tracing::Instrument::instrument(task.run(), span));
         Ok(ConsumerGroup {
             group,

@@ -22,7 +22,7 @@ use super::config::TopicSettings;
 use super::handler::{BatchContext, Handler, PartitionContext, PartitionError, StopReason};
 use super::manual::{Batch, Slot};
 use super::settle::{DeadLetter, settle};
-use crate::telemetry;
+use crate::telemetry::{self, PartitionMetrics};
 
 /// The header naming the topic a dead letter came from.
 pub const DLQ_TOPIC_HEADER: &str = "klife.dlq.topic";
@@ -76,6 +76,8 @@ pub(crate) struct PartitionConsumer<H> {
     pub(crate) reports: mpsc::UnboundedSender<Report>,
     /// In manual mode, where the batches go and the lease's state.
     pub(crate) slot: Option<Arc<Slot>>,
+    /// The partition's metrics.
+    pub(crate) metrics: PartitionMetrics,
 }
 
 /// How the consuming loop ended.
@@ -98,13 +100,14 @@ impl<H: Handler> PartitionConsumer<H> {
         if let Some(slot) = &self.slot {
             slot.release(matches!(exit, Exit::Stop));
         }
+        self.metrics.lag().stopped();
         let partition = self.partition();
         let task = self.task;
         let reason = match exit {
             Exit::Failed(error) => {
                 let error = Arc::new(error);
                 tracing::error!(%partition, error = %error, "the partition's consumer failed");
-                telemetry::record_partition_failure(&self.ctx.topic);
+                telemetry::record_partition_failure(&self.ctx.group, &self.ctx.topic);
                 self.call_stop(&StopReason::Failed(error.clone())).await;
                 let _ = self.reports.send(Report::Failed { partition, task, error });
                 return;
@@ -216,8 +219,9 @@ impl<H: Handler> PartitionConsumer<H> {
                 event = consumer.next_event(), if room => match event {
                     Some(ConsumerEvent::Records(fetched)) => {
                         let (topic, partition) = (fetched.topic.clone(), fetched.partition);
+                        self.metrics.lag().fetched(fetched.high_watermark, fetched.offset);
                         chunk(fetched, s.max_batch_size(), &mut chunks);
-                        telemetry::record_batch(&self.ctx.topic, chunks.iter().map(|c| c.0.len()).sum());
+                        self.metrics.batch(chunks.iter().map(|c| c.0.len()).sum());
                         slot.push(chunks.drain(..).map(|(records, next_offset, high_watermark)| Batch {
                             topic: topic.clone(),
                             partition,
@@ -312,6 +316,7 @@ impl<H: Handler> PartitionConsumer<H> {
                     };
                     match event {
                         Some(ConsumerEvent::Records(fetched)) => {
+                            self.metrics.lag().fetched(fetched.high_watermark, fetched.offset);
                             chunk(fetched, s.max_batch_size(), &mut chunks);
                             cooldown = Duration::ZERO;
                             continue;
@@ -338,7 +343,7 @@ impl<H: Handler> PartitionConsumer<H> {
             let ctx = BatchContext { partition: self.ctx.clone(), high_watermark, attempt, cooldown: Mutex::new(None) };
             let offsets: Vec<i64> = records.iter().map(|r| r.offset).collect();
             let last_epoch = records.last().and_then(|r| r.leader_epoch);
-            telemetry::record_batch(&topic, records.len());
+            self.metrics.batch(records.len());
             let started = tokio::time::Instant::now();
             let action = match catch_unwind(self.handler.handle_record_batch(&ctx, records)).await {
                 Ok(action) => action,
@@ -350,7 +355,7 @@ impl<H: Handler> PartitionConsumer<H> {
                     });
                 }
             };
-            telemetry::record_handler_time(&topic, started.elapsed());
+            self.metrics.handler_time(started.elapsed());
             cooldown = ctx.take_cooldown().unwrap_or(s.handler_cooldown);
             let settled = match settle(&topic, partition, &offsets, end, action) {
                 Ok(settled) => settled,
@@ -367,7 +372,7 @@ impl<H: Handler> PartitionConsumer<H> {
             }
             if let Some(from) = settled.retry_from {
                 let offset = offsets[from];
-                telemetry::record_retry(&topic, offsets.len() - from);
+                self.metrics.retry(offsets.len() - from);
                 retried = Some((offset, if offset == first { attempt + 1 } else { 1 }));
                 // The records from it on come again from the log.
                 chunks.clear();
@@ -453,7 +458,7 @@ impl<H: Handler> PartitionConsumer<H> {
                     source,
                 });
             }
-            telemetry::record_dead_letter(&self.ctx.topic);
+            self.metrics.dead_letter();
             tracing::info!(
                 partition = %self.partition(),
                 offset = record.offset,
