@@ -272,6 +272,29 @@ impl ConsumerGroupBuilder<'_, NoHandler> {
 }
 
 impl ConsumerGroupBuilder<'_, NoHandler> {
+    /// Starts an exactly-once member: every batch is given to `transform`, and its
+    /// output produced together with the batch's offsets in one transaction of a
+    /// transactional producer of the member's own (`config.transactional_id`). Every
+    /// topic runs in [`Mode::Manual`]; one set to [`Mode::Handler`] is refused. See
+    /// [`crate::exactly_once`] for the guarantees.
+    pub async fn exactly_once<T: crate::exactly_once::Transform>(
+        self,
+        config: crate::exactly_once::ExactlyOnceConfig,
+        transform: T,
+    ) -> Result<crate::exactly_once::ExactlyOnce, Error> {
+        config.check()?;
+        let producer = self.client.transactional_producer(&config.transactional_id, config.transaction_timeout).await?;
+        let instance_id = self.config.instance_id.clone();
+        let stream = match self.stream().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                producer.close().await;
+                return Err(e);
+            }
+        };
+        Ok(crate::exactly_once::ExactlyOnce::start(stream, producer, config, instance_id, transform))
+    }
+
     /// Starts the member as the source of a [`Pipeline`] it owns: every topic in
     /// manual mode (one set to [`Mode::Handler`] is refused,
     /// [`Error::is_invalid_argument`]); `processor` handles the records. See

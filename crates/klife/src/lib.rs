@@ -115,6 +115,7 @@ mod client;
 #[cfg(feature = "config")]
 pub mod config;
 mod error;
+pub mod exactly_once;
 pub mod group;
 mod group_admin;
 pub mod pipeline;

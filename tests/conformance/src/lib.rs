@@ -10,6 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+pub mod exactly_once;
 pub mod groups;
 pub mod kafka;
 pub mod peer;

@@ -160,8 +160,8 @@ async fn lag_is_the_end_less_the_commit(broker: Broker) {
     client.reset_offsets(&plan).await.unwrap().into_iter().for_each(|(_, r)| r.unwrap());
 
     let lag = client.group_lag(&group).await.unwrap();
-    let rows: Vec<(i32, Option<i64>, Option<i64>, Option<i64>)> =
-        lag.iter().map(|l| (l.topic_partition.partition, l.committed, l.end_offset, l.lag)).collect();
+    type Row = (i32, Option<i64>, Option<i64>, Option<i64>);
+    let rows: Vec<Row> = lag.iter().map(|l| (l.topic_partition.partition, l.committed, l.end_offset, l.lag)).collect();
     assert_eq!(rows, vec![(0, Some(4), Some(10), Some(6)), (1, Some(0), Some(10), Some(10))]);
     assert!(lag.iter().all(|l| l.owner.is_none()));
 

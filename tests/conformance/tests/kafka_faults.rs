@@ -3,7 +3,8 @@
 //! consumer reads; leadership moved with AlterPartitionReassignments and ElectLeaders;
 //! the cluster's transaction version switched between 1 and 2 (KIP-890). Nothing
 //! acknowledged is lost, nothing is written or read twice, order is kept, committed
-//! transactions are read and aborted ones are not. Then what only a leadership change
+//! transactions are read and aborted ones are not; exactly-once consume-transform-produce
+//! outputs each input once through member crashes and a killed broker. Then what only a leadership change
 //! shows a reader: a fetch naming a leader epoch the cluster has moved past is fenced
 //! and goes on at the new leader, and a log truncated under readers by an unclean
 //! election is reported (`OffsetReset::Error`) or read on from where the logs part.
@@ -711,6 +712,40 @@ mod kafka_faults {
                 losses[&partition]
             );
         }
+        client.close().await;
+    }
+
+    /// Exactly-once consume-transform-produce while a broker is killed: the scenario's
+    /// member crashes and graceful leave, and the leader of an output partition killed
+    /// at half way and started again at three quarters. A read_committed reader of the
+    /// output sees each input once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn exactly_once_outputs_each_input_once_when_a_broker_is_killed() {
+        let client = client().await;
+        let outages = Arc::new(kafka::Outages::new());
+        let victim = Arc::new(std::sync::Mutex::new(None));
+        let outcome = klife_conformance::exactly_once::scenario(Broker::Kafka, 3000, |stage, [_, out]| {
+            let (client, outages, victim) = (&client, outages.clone(), victim.clone());
+            async move {
+                use klife_conformance::exactly_once::Stage;
+                match stage {
+                    Stage::Half => {
+                        let node = leader_of(client, &out, 0).await;
+                        *victim.lock().unwrap() = Some(node);
+                        outages.kill(node).await;
+                    }
+                    Stage::ThreeQuarters => {
+                        let node = victim.lock().unwrap().take();
+                        if let Some(node) = node {
+                            outages.start(node).await;
+                        }
+                    }
+                    Stage::Quarter => {}
+                }
+            }
+        })
+        .await;
+        assert!(outcome.committed > 0, "{outcome:?}");
         client.close().await;
     }
 }

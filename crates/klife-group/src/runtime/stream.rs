@@ -201,6 +201,16 @@ impl GroupStream {
         group.shutdown().await
     }
 
+    /// Ends the stream and the member at once, as a crash would
+    /// ([`ConsumerGroup::abort`]): nothing more is committed, the member does not
+    /// leave, and what was yielded and not committed comes again to the partitions'
+    /// next owners.
+    pub fn abort(self) {
+        let GroupStream { group, held, .. } = self;
+        group.abort();
+        drop(held);
+    }
+
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<GroupEvent>> {
         loop {
             if let Some(event) = self.step() {
