@@ -18,6 +18,7 @@ use crate::sasl::{SaslMechanism, Users};
 use crate::server::{self, Shared};
 use crate::state::{Broker, Clock, Config, Fault, FaultAction, RequestRecord, State};
 use crate::tls::TlsIdentity;
+use crate::txn::Transactions;
 use crate::{Error, handlers};
 
 /// Kafka's default `max.message.bytes` (1 MiB and 12 bytes of log overhead).
@@ -26,6 +27,12 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// The finalized `transaction.version` of a cluster by default: 2, as Apache Kafka 4.x
 /// clusters start (KIP-890: the producer epoch goes up at every transaction end).
 pub const DEFAULT_TRANSACTION_VERSION: i16 = 2;
+
+/// How often the transaction coordinator looks for transactions open past their
+/// timeout by default: 10 s, Kafka's default
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+pub const DEFAULT_TRANSACTION_ABORT_CHECK_INTERVAL: Duration =
+    Duration::from_millis(crate::txn::DEFAULT_ABORT_CHECK_INTERVAL_MS.unsigned_abs());
 
 /// The highest `transaction.version` the brokers support.
 pub(crate) const MAX_TRANSACTION_VERSION: i16 = 2;
@@ -51,6 +58,7 @@ pub struct ClusterBuilder {
     transaction_version: i16,
     groups: GroupConfig,
     manual_clock: bool,
+    transaction_abort_check_interval: Duration,
 }
 
 impl Default for ClusterBuilder {
@@ -71,6 +79,7 @@ impl Default for ClusterBuilder {
             transaction_version: DEFAULT_TRANSACTION_VERSION,
             groups: GroupConfig::default(),
             manual_clock: false,
+            transaction_abort_check_interval: DEFAULT_TRANSACTION_ABORT_CHECK_INTERVAL,
         }
     }
 }
@@ -199,9 +208,22 @@ impl ClusterBuilder {
         self
     }
 
-    /// Runs the cluster clock (group sessions, rebalance timeouts, barriers) by hand:
-    /// it stands still until [`FakeCluster::advance_clock`] moves it. By default it
-    /// follows real time, and `advance_clock` adds to it.
+    /// How often the transaction coordinator looks for transactions open past their
+    /// timeout, on the cluster clock (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms`, default
+    /// [`DEFAULT_TRANSACTION_ABORT_CHECK_INTERVAL`], 10 s). A transaction is open from
+    /// its first AddPartitionsToTxn or AddOffsetsToTxn; once the `transaction_timeout_ms`
+    /// of its InitProducerId has passed, the next look aborts it (abort markers, pending
+    /// offsets dropped) and bumps its producer epoch, fencing the producer. Tests want
+    /// it short, or a [`manual_clock`](Self::manual_clock). At least 1 ms.
+    pub fn transaction_abort_check_interval(mut self, interval: Duration) -> Self {
+        self.transaction_abort_check_interval = interval;
+        self
+    }
+
+    /// Runs the cluster clock (group sessions, rebalance timeouts, barriers, transaction
+    /// timeouts) by hand: it stands still until [`FakeCluster::advance_clock`] moves it.
+    /// By default it follows real time, and `advance_clock` adds to it.
     pub fn manual_clock(mut self) -> Self {
         self.manual_clock = true;
         self
@@ -219,6 +241,15 @@ impl ClusterBuilder {
                 self.transaction_version
             )));
         }
+        let abort_check_interval_ms = i64::try_from(self.transaction_abort_check_interval.as_millis())
+            .ok()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "transaction abort check interval {:?}: between 1 ms and i64::MAX ms",
+                    self.transaction_abort_check_interval
+                ))
+            })?;
         if self.sasl && self.mechanisms.is_empty() {
             return Err(Error::InvalidArgument("SASL is enabled but no mechanism is".into()));
         }
@@ -251,6 +282,7 @@ impl ClusterBuilder {
         let mut state = State::new(config, brokers);
         state.coordinator = Coordinator::new(self.groups);
         state.clock = Clock::new(self.manual_clock);
+        state.txns = Transactions::new(abort_check_interval_ms, state.clock.now_ms());
         for (name, partitions, configs) in self.topics {
             handlers::validate_topic_name(&name).map_err(Error::InvalidArgument)?;
             if partitions <= 0 {
@@ -807,15 +839,12 @@ impl FakeCluster {
             i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
     }
 
-    /// Moves the cluster clock forward by `by`, then runs the group timers that fell
-    /// due (sessions expire, barriers complete) before returning.
+    /// Moves the cluster clock forward by `by`, then runs the timers that fell due
+    /// (sessions expire, barriers complete, the transaction coordinator's look for
+    /// timed-out transactions if its interval passed) before returning.
     pub fn advance_clock(&self, by: Duration) {
-        {
-            let mut state = self.shared.lock();
-            state.clock.advance(by);
-            let now = state.clock.now_ms();
-            state.coordinator.tick(now);
-        }
+        self.shared.lock().clock.advance(by);
+        self.shared.run_timers();
         self.shared.notify_groups();
     }
 

@@ -62,7 +62,7 @@
 //! | DeleteGroups, OffsetDelete | 0-2, 0 | group administration (see below) |
 //! | InitProducerId | 0-5 | idempotent and transactional; epoch bumps fence older producers (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH before KIP-588 versions); an open transaction is aborted |
 //! | AddPartitionsToTxn | 0-5 | client form (v0-3) and batched (v4+, `verify_only`) |
-//! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce) |
+//! | AddOffsetsToTxn, EndTxn, TxnOffsetCommit | 0-4, 0-5, 0-4 | EndTxn writes COMMIT/ABORT control batches to every partition of the transaction, moves the LSO and records aborted transactions; transactional offsets are applied on commit and dropped on abort. EndTxn v5+ is transaction version 2 (KIP-890), as in Kafka whatever the finalized level: every end bumps the producer epoch (a new producer id when it runs out), the markers and the answer carry the new one, and the old epoch is fenced (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH on Produce and TxnOffsetCommit). Transactions open past their timeout are aborted (see [Transaction timeouts](#transaction-timeouts)) |
 //! | SaslHandshake / SaslAuthenticate | 1 / 0-2 | PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 (the `sasl` crate's server mechanisms); failure → SASL_AUTHENTICATION_FAILED, then the connection closes |
 //!
 //! Listeners: `PLAINTEXT` (default), `SSL` ([`ClusterBuilder::tls`], rustls; see
@@ -82,13 +82,48 @@
 //!   exists; the high watermark is the log end offset, and `acks` -1 and 1 are the same.
 //! - a limit on fetch sessions (KIP-227): sessions are kept as Kafka keeps them, but
 //!   never evicted unless [`FakeCluster::evict_fetch_sessions`] is called.
-//! - transaction timeouts: an open transaction stays open until EndTxn or a new
-//!   InitProducerId for its transactional id.
 //! - SaslHandshake v0 (raw SASL tokens after the handshake), OAUTHBEARER, ACLs, quotas,
 //!   configs APIs, log compaction, log-append-time topics, DeleteRecords (use
 //!   [`FakeCluster::truncate_before`]), legacy (magic 0/1) record batches.
 //! - InitProducerId for a transactional id with an open transaction aborts it at once
 //!   (Kafka answers CONCURRENT_TRANSACTIONS until its abort is written).
+//!
+//! ## Transaction timeouts
+//!
+//! As Kafka 4.1's transaction coordinator does (`TransactionCoordinator.abortTimedOutTransactions`,
+//! `TransactionStateManager.timedOutTransactions`, `TransactionMetadata`): a transaction
+//! is open from its first AddPartitionsToTxn or AddOffsetsToTxn (not from InitProducerId),
+//! and every [`ClusterBuilder::transaction_abort_check_interval`] (Kafka's
+//! `transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s by default) on
+//! the cluster clock the coordinator aborts every open transaction whose start plus the
+//! `transaction_timeout_ms` of its InitProducerId is past. The abort is an EndTxn abort
+//! plus the fencing: the producer epoch goes up by one, ABORT markers carrying it go to
+//! every partition of the transaction (the LSO moves on, read_committed fetches list the
+//! transaction as aborted), and its pending offsets are dropped (OffsetFetch with
+//! `require_stable` no longer answers UNSTABLE_OFFSET_COMMIT for them). The producer
+//! that left it open is fenced, with the error Kafka gives each API for an old epoch:
+//! Produce and TxnOffsetCommit INVALID_PRODUCER_EPOCH (at every version: Kafka's
+//! producer state and the coordinator's verification answer so);
+//! AddPartitionsToTxn, AddOffsetsToTxn and EndTxn PRODUCER_FENCED (INVALID_PRODUCER_EPOCH
+//! before their v2). EndTxn v5+ (transaction version 2) is the exception, as in Kafka,
+//! which tells an EndTxn retry by its epoch alone: an abort with the old epoch is taken
+//! for a retry of the abort and answered with success and the new epoch, a commit with
+//! INVALID_TXN_STATE. The producer id stays, even when the bump reaches the last
+//! epoch; a new InitProducerId for the transactional id gets the next epoch (or a new
+//! producer id) and works as usual.
+//!
+//! With [`ClusterBuilder::manual_clock`] the look runs from
+//! [`FakeCluster::advance_clock`] when its time has come: transactions started at the
+//! cluster's start with a 10 s timeout and a 1 s interval are still open after
+//! `advance_clock(10 s)` and aborted by the next `advance_clock(1 s)`. A clock that jumps
+//! over several intervals gets one look, at its new time.
+//!
+//! Where it differs from Kafka: EndTxn, InitProducerId and these aborts write their
+//! markers at once, so there is no PrepareCommit or PrepareAbort state to time out (Kafka
+//! 4.1 only aborts Ongoing transactions too, and leaves preparing ones to their markers),
+//! and no transaction is ever skipped for a pending state change. The look covers every
+//! transactional id, whether its coordinator is up or not (a Kafka coordinator aborts
+//! those of the transaction log partitions it leads).
 //!
 //! ## Group coordinator
 //!
@@ -203,7 +238,8 @@
 //! time by default, and [`FakeCluster::advance_clock`] moves it forward (running the
 //! timers due before it returns); with [`ClusterBuilder::manual_clock`] it moves only
 //! then, for tests that must not depend on timing. A background task runs the timers
-//! every 10 ms, and every group request runs those due first.
+//! every 10 ms (the transaction timeout look too, when due), and every group request
+//! runs those due first.
 //!
 //! **Hooks.** [`FakeCluster::describe_group`] (protocol, state, epoch or generation,
 //! members with epochs, assignments, pending revocations and targets),
@@ -252,8 +288,9 @@
 //!
 //! Events go through `tracing` under the `klife_testkit` target: `info` when a cluster
 //! starts, `debug` for connections, refused produce batches, injected faults, leader
-//! moves and broker state, `error` only for a response the cluster could not encode (a
-//! bug here). The cluster records no metrics.
+//! moves and broker state, transactions ended or aborted for their timeout, `error`
+//! only for a response the cluster could not encode (a bug here). The cluster records
+//! no metrics.
 //!
 //! ## Checking metrics
 //!
@@ -274,7 +311,10 @@ mod state;
 mod tls;
 mod txn;
 
-pub use cluster::{ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TRANSACTION_VERSION, FakeCluster};
+pub use cluster::{
+    ClusterBuilder, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TRANSACTION_ABORT_CHECK_INTERVAL, DEFAULT_TRANSACTION_VERSION,
+    FakeCluster,
+};
 pub use coordinator::consumer::ReconciliationState;
 pub use coordinator::{GroupDescription, GroupProtocol, MemberDescription};
 pub use error::Error;

@@ -66,13 +66,31 @@ impl Shared {
             k.send_modify(|v| *v = v.wrapping_add(1));
         }
     }
+
+    /// Runs the timers due on the cluster clock now, and wakes whoever waits on what
+    /// they changed.
+    pub(crate) fn run_timers(&self) {
+        let (groups, logs) = {
+            let mut state = self.lock();
+            let now = state.clock.now_ms();
+            let groups = state.coordinator.tick(now);
+            (groups, handlers::abort_timed_out_transactions(&mut state, now))
+        };
+        if groups {
+            self.notify_groups();
+        }
+        if logs {
+            self.notify_changed();
+        }
+    }
 }
 
-/// How often the cluster runs its group timers (sessions, barriers) on its own; tests
-/// with a manual clock run them through `FakeCluster::advance_clock`.
+/// How often the cluster runs its timers (group sessions and barriers, the transaction
+/// coordinator's look for timed-out transactions when due) on its own; tests with a
+/// manual clock run them through `FakeCluster::advance_clock`.
 const TICK: Duration = Duration::from_millis(10);
 
-/// Runs the group coordinator's timers until shutdown.
+/// Runs the cluster's timers until shutdown.
 pub(crate) fn spawn_ticker(shared: Arc<Shared>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut shutdown = shared.shutdown.subscribe();
@@ -81,14 +99,7 @@ pub(crate) fn spawn_ticker(shared: Arc<Shared>) -> JoinHandle<()> {
                 _ = tokio::time::sleep(TICK) => {}
                 _ = shutdown.changed() => return,
             }
-            let changed = {
-                let mut state = shared.lock();
-                let now = state.clock.now_ms();
-                state.coordinator.tick(now)
-            };
-            if changed {
-                shared.notify_groups();
-            }
+            shared.run_timers();
         }
     })
 }

@@ -1,6 +1,6 @@
 //! The transaction coordinator's state, sans-io: transactional ids, producer ids and
-//! epochs, the partitions and groups of each open transaction, and offsets waiting for
-//! the commit.
+//! epochs, the partitions and groups of each open transaction, offsets waiting for the
+//! commit, and the periodic abort of transactions open past their timeout.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -8,6 +8,10 @@ use klife_protocol::ErrorCode;
 
 /// Kafka's default `transaction.max.timeout.ms`.
 pub(crate) const MAX_TRANSACTION_TIMEOUT_MS: i32 = 900_000;
+
+/// Kafka's default `transaction.abort.timed.out.transaction.cleanup.interval.ms`: how
+/// often the coordinator looks for transactions open past their timeout.
+pub(crate) const DEFAULT_ABORT_CHECK_INTERVAL_MS: i64 = 10_000;
 
 /// An offset committed inside a transaction, applied when it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +40,11 @@ struct TxnMeta {
     /// still carries them.
     previous: Option<(i64, i16)>,
     state: TxnState,
+    /// The `transaction_timeout_ms` of the last InitProducerId.
+    timeout_ms: i32,
+    /// When the open transaction started: its first partition or group was added
+    /// (Kafka's `txnStartTimestamp`).
+    started_ms: Option<i64>,
     partitions: BTreeSet<(String, i32)>,
     groups: BTreeSet<String>,
     pending: Vec<PendingOffset>,
@@ -52,15 +61,33 @@ pub(crate) struct Ended {
     pub(crate) offsets: Vec<PendingOffset>,
 }
 
-/// Every transactional id the cluster knows.
-#[derive(Debug, Clone, Default)]
+/// Every transactional id the cluster knows, and when to look next for transactions
+/// open past their timeout.
+#[derive(Debug, Clone)]
 pub(crate) struct Transactions {
     by_id: HashMap<String, TxnMeta>,
+    abort_check_interval_ms: i64,
+    next_abort_check_ms: i64,
+}
+
+impl Default for Transactions {
+    fn default() -> Self {
+        Transactions::new(DEFAULT_ABORT_CHECK_INTERVAL_MS, 0)
+    }
 }
 
 impl TxnMeta {
+    /// Marks the transaction started at `now_ms` unless it already is.
+    fn start(&mut self, now_ms: i64) {
+        if self.state != TxnState::Ongoing {
+            self.state = TxnState::Ongoing;
+            self.started_ms = Some(now_ms);
+        }
+    }
+
     fn finish(&mut self, commit: bool) -> Ended {
         self.state = if commit { TxnState::CompleteCommit } else { TxnState::CompleteAbort };
+        self.started_ms = None;
         let partitions = std::mem::take(&mut self.partitions).into_iter().collect();
         self.groups.clear();
         let offsets = std::mem::take(&mut self.pending);
@@ -75,6 +102,17 @@ impl TxnMeta {
 }
 
 impl Transactions {
+    /// No transactional ids yet; the first look for timed-out transactions comes one
+    /// `abort_check_interval_ms` after `now_ms`, as Kafka schedules it from its start.
+    pub(crate) fn new(abort_check_interval_ms: i64, now_ms: i64) -> Transactions {
+        let interval = abort_check_interval_ms.max(1);
+        Transactions {
+            by_id: HashMap::new(),
+            abort_check_interval_ms: interval,
+            next_abort_check_ms: now_ms.saturating_add(interval),
+        }
+    }
+
     /// InitProducerId with a transactional id. `expected` is the producer id and epoch the
     /// client sent (v3+, -1 when none). An open transaction is aborted first (Kafka
     /// answers CONCURRENT_TRANSACTIONS until that abort is done; here it is immediate).
@@ -97,6 +135,8 @@ impl Transactions {
                     epoch: 0,
                     previous: None,
                     state: TxnState::Empty,
+                    timeout_ms,
+                    started_ms: None,
                     partitions: BTreeSet::new(),
                     groups: BTreeSet::new(),
                     pending: Vec::new(),
@@ -126,30 +166,42 @@ impl Transactions {
         }
         meta.state = TxnState::Empty;
         meta.previous = None;
+        meta.timeout_ms = timeout_ms;
+        meta.started_ms = None;
         Ok((meta.producer_id, meta.epoch, aborted))
     }
 
     fn checked(&mut self, transactional_id: &str, producer_id: i64, epoch: i16) -> Result<&mut TxnMeta, ErrorCode> {
-        let meta = self.by_id.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
+        self.check_producer(transactional_id, producer_id, epoch)?;
+        self.by_id.get_mut(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)
+    }
+
+    /// Whether `producer_id` and `epoch` are the transactional id's current ones, as the
+    /// coordinator checks before anything else: INVALID_PRODUCER_ID_MAPPING if not the
+    /// id, PRODUCER_FENCED if not the epoch.
+    pub(crate) fn check_producer(&self, transactional_id: &str, producer_id: i64, epoch: i16) -> Result<(), ErrorCode> {
+        let meta = self.by_id.get(transactional_id).ok_or(ErrorCode::InvalidProducerIdMapping)?;
         if meta.producer_id != producer_id {
             return Err(ErrorCode::InvalidProducerIdMapping);
         }
         if meta.epoch != epoch {
             return Err(ErrorCode::ProducerFenced);
         }
-        Ok(meta)
+        Ok(())
     }
 
-    /// AddPartitionsToTxn.
+    /// AddPartitionsToTxn. The transaction's clock starts with its first partition or
+    /// group.
     pub(crate) fn add_partitions(
         &mut self,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         partitions: impl IntoIterator<Item = (String, i32)>,
+        now_ms: i64,
     ) -> Result<(), ErrorCode> {
         let meta = self.checked(transactional_id, producer_id, epoch)?;
-        meta.state = TxnState::Ongoing;
+        meta.start(now_ms);
         meta.partitions.extend(partitions);
         Ok(())
     }
@@ -161,9 +213,10 @@ impl Transactions {
         producer_id: i64,
         epoch: i16,
         group: &str,
+        now_ms: i64,
     ) -> Result<(), ErrorCode> {
         let meta = self.checked(transactional_id, producer_id, epoch)?;
-        meta.state = TxnState::Ongoing;
+        meta.start(now_ms);
         meta.groups.insert(group.to_owned());
         Ok(())
     }
@@ -241,6 +294,50 @@ impl Transactions {
         }
         meta.previous = Some(before);
         Ok(Some(ended))
+    }
+
+    /// Runs the look for timed-out transactions when it is due at `now_ms`, then
+    /// schedules the next one interval later (several intervals later when the clock
+    /// jumped past them: one look covers them all). Returns the transactions it aborted.
+    pub(crate) fn tick(&mut self, now_ms: i64) -> Vec<(String, Ended)> {
+        if now_ms < self.next_abort_check_ms {
+            return Vec::new();
+        }
+        let missed = (now_ms - self.next_abort_check_ms) / self.abort_check_interval_ms;
+        self.next_abort_check_ms = self
+            .next_abort_check_ms
+            .saturating_add(missed.saturating_add(1).saturating_mul(self.abort_check_interval_ms));
+        self.abort_timed_out(now_ms)
+    }
+
+    /// Aborts every open transaction whose timeout has passed at `now_ms` (started
+    /// plus `transaction_timeout_ms` before `now_ms`, as Kafka's
+    /// `TransactionStateManager.timedOutTransactions`), as Kafka's
+    /// `TransactionCoordinator.abortTimedOutTransactions` does: the producer epoch goes
+    /// up by one, which fences the producer, and the transaction ends with an abort
+    /// under the new epoch (its markers carry it; its pending offsets are dropped). The
+    /// producer id stays, even when that epoch is the last one: the next InitProducerId
+    /// replaces it. The epoch the abort replaced is remembered as an EndTxn's is, so that
+    /// the producer's own EndTxn v5+ abort with it is answered as a retry of this one
+    /// (Kafka recognises it from the epoch alone). By transactional id.
+    pub(crate) fn abort_timed_out(&mut self, now_ms: i64) -> Vec<(String, Ended)> {
+        let mut out: Vec<(String, Ended)> = self
+            .by_id
+            .iter_mut()
+            .filter(|(_, m)| {
+                m.state == TxnState::Ongoing
+                    && m.started_ms.is_some_and(|s| s.saturating_add(i64::from(m.timeout_ms)) < now_ms)
+            })
+            .map(|(id, m)| {
+                let before = (m.producer_id, m.epoch);
+                m.epoch = m.epoch.saturating_add(1);
+                let ended = m.finish(false);
+                m.previous = Some(before);
+                (id.clone(), ended)
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// Whether a transactional batch of `producer_id` at `epoch` may be written to
@@ -335,11 +432,11 @@ mod tests {
         let (pid, epoch, none) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         assert_eq!((pid, epoch, none), (1001, 0, None));
         assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidTxnState));
-        txns.add_partitions("app", pid, 0, [("t".into(), 0), ("t".into(), 1)]).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0), ("t".into(), 1)], 0).unwrap();
         txns.check_produce(pid, 0, "t", 0).unwrap();
         assert_eq!(txns.check_produce(pid, 0, "t", 2), Err(ErrorCode::InvalidTxnState));
         assert_eq!(txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]), Err(ErrorCode::InvalidTxnState));
-        txns.add_offsets("app", pid, 0, "g").unwrap();
+        txns.add_offsets("app", pid, 0, "g", 0).unwrap();
         txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
         assert!(txns.has_pending_offset("g", "t", 0));
         let ended = txns.end("app", pid, 0, true, false, &mut alloc).unwrap().unwrap();
@@ -357,7 +454,7 @@ mod tests {
         let mut alloc = counter();
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         for g in ["g", "h"] {
-            txns.add_offsets("app", pid, 0, g).unwrap();
+            txns.add_offsets("app", pid, 0, g, 0).unwrap();
         }
         let other = PendingOffset { partition: 1, ..offset("g", 6) };
         txns.commit_offsets("app", pid, 0, vec![offset("g", 5), other, offset("h", 7)]).unwrap();
@@ -375,7 +472,7 @@ mod tests {
         let mut txns = Transactions::default();
         let mut alloc = counter();
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
-        txns.add_offsets("app", pid, 0, "g").unwrap();
+        txns.add_offsets("app", pid, 0, "g", 0).unwrap();
         txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
         let ended = txns.end("app", pid, 0, false, false, &mut alloc).unwrap().unwrap();
         assert!(ended.offsets.is_empty() && !ended.commit);
@@ -386,14 +483,14 @@ mod tests {
         let mut txns = Transactions::default();
         let mut alloc = counter();
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
-        txns.add_partitions("app", pid, 0, [("t".into(), 0)]).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)], 0).unwrap();
         let (pid2, epoch2, aborted) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         assert_eq!((pid2, epoch2), (pid, 1));
         let aborted = aborted.unwrap();
         assert!(!aborted.commit);
         assert_eq!(aborted.epoch, 1, "markers carry the new epoch");
         assert_eq!(txns.end("app", pid, 0, true, false, &mut alloc), Err(ErrorCode::ProducerFenced));
-        assert_eq!(txns.add_partitions("app", pid, 0, []), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_partitions("app", pid, 0, [], 0), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
         assert_eq!(txns.end("app", 999, 1, true, false, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
         assert_eq!(txns.end("other", pid, 1, true, false, &mut alloc), Err(ErrorCode::InvalidProducerIdMapping));
@@ -408,7 +505,7 @@ mod tests {
         let mut txns = Transactions::default();
         let mut alloc = counter();
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
-        txns.add_partitions("app", pid, 0, [("t".into(), 0)]).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)], 0).unwrap();
         let ended = txns.end("app", pid, 0, true, true, &mut alloc).unwrap().unwrap();
         assert_eq!((ended.producer_id, ended.epoch, ended.commit), (pid, 1, true), "markers carry the new epoch");
         assert_eq!(txns.producers()["app"], (pid, 1));
@@ -417,12 +514,12 @@ mod tests {
         assert_eq!(txns.end("app", pid, 0, true, true, &mut alloc), Ok(None));
         assert_eq!(txns.end("app", pid, 0, false, true, &mut alloc), Err(ErrorCode::InvalidTxnState));
         // The old epoch is fenced everywhere else.
-        assert_eq!(txns.add_partitions("app", pid, 0, [("t".into(), 0)]), Err(ErrorCode::ProducerFenced));
-        assert_eq!(txns.add_offsets("app", pid, 0, "g"), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_partitions("app", pid, 0, [("t".into(), 0)], 0), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_offsets("app", pid, 0, "g", 0), Err(ErrorCode::ProducerFenced));
         assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
         assert_eq!(txns.end("app", pid, 2, true, true, &mut alloc), Err(ErrorCode::ProducerFenced));
         // The new epoch runs the next transaction, and an abort bumps it again.
-        txns.add_partitions("app", pid, 1, [("t".into(), 0)]).unwrap();
+        txns.add_partitions("app", pid, 1, [("t".into(), 0)], 0).unwrap();
         txns.check_produce(pid, 1, "t", 0).unwrap();
         let ended = txns.end("app", pid, 1, false, true, &mut alloc).unwrap().unwrap();
         assert_eq!((ended.epoch, ended.commit, ended.partitions.len()), (2, false, 1));
@@ -443,13 +540,13 @@ mod tests {
         let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         let last = i16::MAX - 1;
         txns.by_id.get_mut("app").unwrap().epoch = last;
-        txns.add_partitions("app", pid, last, [("t".into(), 0)]).unwrap();
+        txns.add_partitions("app", pid, last, [("t".into(), 0)], 0).unwrap();
         let ended = txns.end("app", pid, last, true, true, &mut alloc).unwrap().unwrap();
         assert_eq!((ended.producer_id, ended.epoch), (pid, i16::MAX));
         assert_eq!(txns.producers()["app"], (1002, 0));
         // A retry with the old id is recognised.
         assert_eq!(txns.end("app", pid, last, true, true, &mut alloc), Ok(None));
-        txns.add_partitions("app", 1002, 0, [("t".into(), 0)]).unwrap();
+        txns.add_partitions("app", 1002, 0, [("t".into(), 0)], 0).unwrap();
     }
 
     #[test]
@@ -460,5 +557,70 @@ mod tests {
         txns.by_id.get_mut("app").unwrap().epoch = i16::MAX - 1;
         let (pid, epoch, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
         assert_eq!((pid, epoch), (1002, 0));
+    }
+
+    #[test]
+    fn timed_out_transactions_are_looked_for_once_per_interval() {
+        let mut txns = Transactions::new(1_000, 500);
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 1, (-1, -1), &mut alloc).unwrap();
+        txns.init("idle", 1, (-1, -1), &mut alloc).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)], 0).unwrap();
+        assert!(txns.tick(1_499).is_empty(), "timed out, but the first look is at 1.5 s");
+        let aborted = txns.tick(1_500);
+        assert_eq!(aborted.len(), 1, "only the open one: {aborted:?}");
+        assert_eq!(aborted[0].0, "app");
+        assert_eq!(txns.state("idle"), Some(TxnState::Empty));
+        // The clock jumps over several looks: one runs, and the next is on the grid.
+        txns.add_partitions("app", pid, 1, [("t".into(), 0)], 10_000).unwrap();
+        assert_eq!(txns.tick(10_200).len(), 1);
+        txns.add_partitions("app", pid, 2, [("t".into(), 0)], 10_300).unwrap();
+        assert!(txns.tick(10_499).is_empty());
+        assert_eq!(txns.tick(10_500).len(), 1);
+    }
+
+    #[test]
+    fn a_timed_out_transaction_ends_in_an_abort_under_the_next_epoch() {
+        let mut txns = Transactions::new(1_000, 0);
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 60_000, (-1, -1), &mut alloc).unwrap();
+        txns.add_offsets("app", pid, 0, "g", 1_000).unwrap();
+        txns.commit_offsets("app", pid, 0, vec![offset("g", 5)]).unwrap();
+        txns.add_partitions("app", pid, 0, [("t".into(), 0)], 30_000).unwrap();
+        assert!(txns.abort_timed_out(61_000).is_empty(), "started at 1 s: open until 61 s");
+        let aborted = txns.abort_timed_out(61_001);
+        let expected =
+            Ended { producer_id: pid, epoch: 1, commit: false, partitions: vec![("t".into(), 0)], offsets: vec![] };
+        assert_eq!(aborted, vec![("app".to_owned(), expected)]);
+        assert_eq!(txns.state("app"), Some(TxnState::CompleteAbort));
+        assert!(!txns.has_pending_offset("g", "t", 0));
+        // Fenced: the coordinator's PRODUCER_FENCED, the partitions' INVALID_PRODUCER_EPOCH.
+        assert_eq!(txns.check_producer("app", pid, 0), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_partitions("app", pid, 0, [("t".into(), 0)], 62_000), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.add_offsets("app", pid, 0, "g", 62_000), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.commit_offsets("app", pid, 0, vec![offset("g", 6)]), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.check_produce(pid, 0, "t", 0), Err(ErrorCode::InvalidProducerEpoch));
+        assert_eq!(txns.end("app", pid, 0, false, false, &mut alloc), Err(ErrorCode::ProducerFenced));
+        // With transaction version 2 the old epoch's abort is the retry of this one.
+        assert_eq!(txns.end("app", pid, 0, true, true, &mut alloc), Err(ErrorCode::InvalidTxnState));
+        assert_eq!(txns.end("app", pid, 0, false, true, &mut alloc), Ok(None));
+        assert_eq!(txns.producers()["app"], (pid, 1));
+        assert_eq!(txns.init("app", 60_000, (pid, 0), &mut alloc), Err(ErrorCode::ProducerFenced));
+        assert_eq!(txns.init("app", 60_000, (pid, 1), &mut alloc).unwrap(), (pid, 2, None));
+    }
+
+    #[test]
+    fn a_timed_out_transaction_at_the_last_epoch_keeps_its_producer_id_until_the_next_init() {
+        let mut txns = Transactions::new(1_000, 0);
+        let mut alloc = counter();
+        let (pid, _, _) = txns.init("app", 1_000, (-1, -1), &mut alloc).unwrap();
+        let last = i16::MAX - 1;
+        txns.by_id.get_mut("app").unwrap().epoch = last;
+        txns.add_partitions("app", pid, last, [("t".into(), 0)], 0).unwrap();
+        let aborted = txns.abort_timed_out(1_001);
+        assert_eq!((aborted[0].1.producer_id, aborted[0].1.epoch), (pid, i16::MAX));
+        assert_eq!(txns.producers()["app"], (pid, i16::MAX));
+        let (next, epoch, _) = txns.init("app", 1_000, (-1, -1), &mut alloc).unwrap();
+        assert_eq!((next, epoch), (1002, 0));
     }
 }

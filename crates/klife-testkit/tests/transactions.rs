@@ -1,5 +1,5 @@
 //! Transactions through raw frames: markers, the last stable offset, the aborted list of
-//! read_committed fetches, transactional offsets, fencing.
+//! read_committed fetches, transactional offsets, fencing, timeouts.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,6 +18,10 @@ use klife_protocol::messages::{
     ListOffsetsRequest, OffsetFetchRequest, TxnOffsetCommitRequest,
 };
 use klife_protocol::records::{BatchOptions, ControlRecord};
+use std::time::Duration;
+
+use common::HANG_GUARD;
+use klife_protocol::messages::FetchResponse;
 use klife_testkit::{FakeCluster, TxnStatus};
 
 const TID: &str = "app-txn";
@@ -44,13 +48,17 @@ async fn connect_coordinator(cluster: &FakeCluster, key: &str, key_type: i8) -> 
 
 impl Txn {
     async fn start(cluster: &FakeCluster) -> Txn {
+        Txn::start_with_timeout(cluster, 60_000).await
+    }
+
+    async fn start_with_timeout(cluster: &FakeCluster, timeout_ms: i32) -> Txn {
         let mut coordinator = connect_coordinator(cluster, TID, 1).await;
         let group_coordinator = connect_coordinator(cluster, GROUP, 0).await;
         let init = coordinator
             .send(
                 &InitProducerIdRequest::default()
                     .with_transactional_id(Some(TID.into()))
-                    .with_transaction_timeout_ms(60_000),
+                    .with_transaction_timeout_ms(timeout_ms),
                 4,
             )
             .await;
@@ -144,6 +152,17 @@ async fn committed_offset(c: &mut Raw) -> i64 {
         OffsetFetchRequestTopic::default().with_name("t".into()).with_partition_indexes(vec![0]),
     ]));
     c.send(&req, 7).await.topics[0].partitions[0].committed_offset
+}
+
+/// The group's offset of t-0 and its error as OffsetFetch v7 with `require_stable`
+/// answers them.
+async fn stable_offset(c: &mut Raw) -> (i64, i16) {
+    let req =
+        OffsetFetchRequest::default().with_group_id(GROUP.into()).with_require_stable(true).with_topics(Some(vec![
+            OffsetFetchRequestTopic::default().with_name("t".into()).with_partition_indexes(vec![0]),
+        ]));
+    let p = c.send(&req, 7).await.topics[0].partitions[0].clone();
+    (p.committed_offset, p.error_code)
 }
 
 #[tokio::test]
@@ -332,4 +351,114 @@ async fn end_txn_v5_ends_with_a_new_epoch_and_fences_the_old_one() {
     let statuses: Vec<_> = cluster.partition_records("t", 0).iter().map(|r| (r.value_str(), r.status)).collect();
     assert_eq!(statuses, [("c1".into(), TxnStatus::Committed), ("a1".into(), TxnStatus::Aborted)]);
     assert_eq!(cluster.transactional_producers().get(TID), Some(&(txn.pid, first + 2)));
+}
+
+#[tokio::test]
+async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
+    let cluster = FakeCluster::builder()
+        .brokers(2)
+        .topic("t", 1)
+        .manual_clock()
+        .transaction_abort_check_interval(Duration::from_secs(1))
+        .start()
+        .await
+        .unwrap();
+    let mut zombie = Txn::start_with_timeout(&cluster, 10_000).await;
+    zombie.add(&[0]).await;
+    assert_eq!(zombie.produce(&cluster, 0, &["lost"]).await, 0);
+    assert_eq!(zombie.commit_offset(10).await, 0);
+    assert_eq!(stable_offset(&mut zombie.group_coordinator).await, (-1, ErrorCode::UnstableOffsetCommit.code()));
+    // A read_committed long poll waits at the LSO for the transaction to end.
+    let (leader, _) = cluster.leader("t", 0).unwrap();
+    let mut reader = Raw::connect(&cluster.broker_address(leader).unwrap()).await;
+    let mut poll = fetch_request("t", 0, 0, 1);
+    poll.max_wait_ms = 120_000;
+    let polling = reader.send_only(&poll, 12).await;
+
+    // At its timeout it is still open; the look one interval later aborts it.
+    cluster.advance_clock(Duration::from_secs(10));
+    assert_eq!(cluster.offsets("t", 0).unwrap(), (0, 0, 1));
+    assert!(cluster.markers("t", 0).is_empty());
+    cluster.advance_clock(Duration::from_secs(1));
+    let markers = cluster.markers("t", 0);
+    assert_eq!(markers.len(), 1);
+    assert!(
+        !markers[0].commit && markers[0].producer_id == zombie.pid && markers[0].producer_epoch == zombie.epoch + 1
+    );
+    assert_eq!(cluster.offsets("t", 0).unwrap(), (0, 2, 2));
+    assert_eq!(cluster.records_with_value("t", b"lost")[0].status, TxnStatus::Aborted);
+    assert_eq!(cluster.transactional_producers().get(TID), Some(&(zombie.pid, zombie.epoch + 1)));
+    // The poll wakes: the batch comes with the abort, and the aborted list tells a
+    // read_committed reader to drop it.
+    let resp: FetchResponse = tokio::time::timeout(HANG_GUARD, reader.receive(12, polling)).await.unwrap();
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!((p.high_watermark, p.last_stable_offset), (2, 2));
+    let aborted = p.aborted_transactions.clone().unwrap();
+    assert_eq!(aborted.iter().map(|a| (a.producer_id, a.first_offset)).collect::<Vec<_>>(), [(zombie.pid, 0)]);
+    assert!(matches!(batches(p.records.clone())[1].control_record(), Some(Ok(ControlRecord::Abort(_)))));
+    // Its offsets were dropped, not applied.
+    assert_eq!(stable_offset(&mut zombie.group_coordinator).await, (-1, 0));
+    assert!(cluster.committed_offsets(GROUP).is_empty());
+
+    // The zombie is fenced everywhere.
+    assert_eq!(zombie.produce(&cluster, 0, &["late"]).await, ErrorCode::InvalidProducerEpoch.code());
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TID.into())
+        .with_producer_id(zombie.pid)
+        .with_producer_epoch(zombie.epoch)
+        .with_group_id(GROUP.into());
+    assert_eq!(zombie.coordinator.send(&add, 3).await.error_code, ErrorCode::ProducerFenced.code());
+    let commit = TxnOffsetCommitRequest::default()
+        .with_transactional_id(TID.into())
+        .with_group_id(GROUP.into())
+        .with_producer_id(zombie.pid)
+        .with_producer_epoch(zombie.epoch)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_name("t".into()).with_partitions(vec![
+            TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(11),
+        ])]);
+    let resp = zombie.group_coordinator.send(&commit, 3).await;
+    assert_eq!(resp.topics[0].partitions[0].error_code, ErrorCode::InvalidProducerEpoch.code());
+    assert_eq!(zombie.end(true).await, ErrorCode::ProducerFenced.code());
+    assert_eq!(cluster.markers("t", 0).len(), 1);
+
+    // A new producer for the transactional id takes over.
+    let mut next = Txn::start_with_timeout(&cluster, 10_000).await;
+    assert_eq!((next.pid, next.epoch), (zombie.pid, zombie.epoch + 2));
+    next.add(&[0]).await;
+    assert_eq!(next.produce(&cluster, 0, &["kept"]).await, 0);
+    assert_eq!(next.commit_offset(12).await, 0);
+    assert_eq!(next.end(true).await, 0);
+    assert_eq!(stable_offset(&mut next.group_coordinator).await, (12, 0));
+    cluster.advance_clock(Duration::from_secs(60));
+    assert_eq!(cluster.records_with_value("t", b"kept")[0].status, TxnStatus::Committed);
+    assert_eq!(cluster.markers("t", 0).len(), 2);
+}
+
+#[tokio::test]
+async fn on_the_real_clock_the_cluster_looks_for_timed_out_transactions_by_itself() {
+    let cluster = FakeCluster::builder()
+        .topic("t", 1)
+        .transaction_abort_check_interval(Duration::from_millis(20))
+        .start()
+        .await
+        .unwrap();
+    let mut txn = Txn::start_with_timeout(&cluster, 50).await;
+    txn.add(&[0]).await;
+    assert_eq!(txn.produce(&cluster, 0, &["lost"]).await, 0);
+    // A bound for a failing test, not a measure.
+    tokio::time::timeout(HANG_GUARD, async {
+        while cluster.markers("t", 0).is_empty() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the transaction was never aborted");
+    assert_eq!(cluster.records_with_value("t", b"lost")[0].status, TxnStatus::Aborted);
+    assert_eq!(cluster.offsets("t", 0).unwrap(), (0, 2, 2));
+}
+
+#[tokio::test]
+async fn a_zero_abort_check_interval_is_refused() {
+    let started = FakeCluster::builder().transaction_abort_check_interval(Duration::ZERO).start().await;
+    assert!(matches!(started, Err(klife_testkit::Error::InvalidArgument(_))));
 }

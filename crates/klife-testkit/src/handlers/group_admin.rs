@@ -174,7 +174,7 @@ mod tests {
                 next
             })
             .unwrap();
-        s.txns.add_offsets("tx", pid, 0, "near").unwrap();
+        s.txns.add_offsets("tx", pid, 0, "near", 0).unwrap();
         let pending = PendingOffset {
             group: "near".into(),
             topic: "t".into(),

@@ -17,6 +17,7 @@ use klife_protocol::{AnyRequest, AnyResponse, ApiKey, ErrorCode, VersionRange};
 
 pub(crate) use admin::validate_topic_name;
 pub(crate) use errors::error_response;
+pub(crate) use txn::abort_timed_out_transactions;
 
 use crate::state::State;
 

@@ -1,5 +1,6 @@
 //! Producer ids and transactions: InitProducerId, AddPartitionsToTxn, AddOffsetsToTxn,
-//! EndTxn (which writes the markers) and TxnOffsetCommit.
+//! EndTxn (which writes the markers) and TxnOffsetCommit; and the coordinator's periodic
+//! abort of transactions open past their timeout.
 
 use klife_protocol::ErrorCode;
 use klife_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -52,6 +53,23 @@ pub(crate) fn apply_ended(state: &mut State, ended: &Ended, now_ms: i64) {
         partitions = ended.partitions.len(),
         "transaction ended"
     );
+}
+
+/// The transaction coordinator's periodic task, when it is due at `now_ms`: aborts the
+/// transactions open past their timeout and fences their producers, writing the abort
+/// markers. Returns whether it aborted any (and so moved last stable offsets).
+pub(crate) fn abort_timed_out_transactions(state: &mut State, now_ms: i64) -> bool {
+    let aborted = state.txns.tick(now_ms);
+    for (transactional_id, ended) in &aborted {
+        tracing::debug!(
+            transactional_id = %transactional_id,
+            producer_id = ended.producer_id,
+            epoch = ended.epoch,
+            "transaction timed out: aborted, producer fenced"
+        );
+        apply_ended(state, ended, now_ms);
+    }
+    !aborted.is_empty()
 }
 
 pub(crate) fn init_producer_id(state: &mut State, ctx: &Ctx, r: InitProducerIdRequest) -> InitProducerIdResponse {
@@ -127,13 +145,17 @@ fn add_partitions(
         });
     }
     if verify_only {
+        // Kafka's verification checks the producer against the transactional id first.
+        if let Err(code) = state.txns.check_producer(tid, producer_id, epoch) {
+            return results(&|_, _| code);
+        }
         let txns = &state.txns;
         return results(&|t, p| match txns.check_produce(producer_id, epoch, t, p) {
             Ok(()) => ErrorCode::None,
             Err(code) => code,
         });
     }
-    match state.txns.add_partitions(tid, producer_id, epoch, all) {
+    match state.txns.add_partitions(tid, producer_id, epoch, all, ctx.now_ms) {
         Ok(()) => results(&|_, _| ErrorCode::None),
         Err(code) => {
             let code = fenced(code, ctx.version, 2);
@@ -183,7 +205,9 @@ pub(crate) fn add_partitions_to_txn(
 pub(crate) fn add_offsets_to_txn(state: &mut State, ctx: &Ctx, r: AddOffsetsToTxnRequest) -> AddOffsetsToTxnResponse {
     let mut code = coordinator_error(state, &r.transactional_id, ctx.broker);
     if code == ErrorCode::None {
-        code = match state.txns.add_offsets(&r.transactional_id, r.producer_id, r.producer_epoch, &r.group_id) {
+        let added =
+            state.txns.add_offsets(&r.transactional_id, r.producer_id, r.producer_epoch, &r.group_id, ctx.now_ms);
+        code = match added {
             Ok(()) => ErrorCode::None,
             Err(code) => fenced(code, ctx.version, 2),
         };
@@ -223,8 +247,22 @@ pub(crate) fn end_txn(state: &mut State, ctx: &Ctx, r: EndTxnRequest) -> EndTxnR
     resp
 }
 
+/// TxnOffsetCommit. Kafka's group coordinator first has the transaction coordinator
+/// verify the producer (as a partition leader verifies a Produce), then checks the
+/// member; a fenced epoch comes back from that verification as INVALID_PRODUCER_EPOCH,
+/// at every version (Kafka's `AddPartitionsToTxnManager`; its log's producer state would
+/// answer the same).
 pub(crate) fn txn_offset_commit(state: &mut State, ctx: &Ctx, r: TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let verified = |code: ErrorCode| match code {
+        ErrorCode::ProducerFenced => ErrorCode::InvalidProducerEpoch,
+        code => code,
+    };
     let mut code = coordinator_error(state, &r.group_id, ctx.broker);
+    if code == ErrorCode::None {
+        if let Err(c) = state.txns.check_producer(&r.transactional_id, r.producer_id, r.producer_epoch) {
+            code = verified(c);
+        }
+    }
     if code == ErrorCode::None && ctx.version >= 3 {
         state.coordinator.tick(ctx.now_ms);
         code = super::groups::check_txn_commit(
@@ -257,7 +295,7 @@ pub(crate) fn txn_offset_commit(state: &mut State, ctx: &Ctx, r: TxnOffsetCommit
             .collect();
         code = match state.txns.commit_offsets(&r.transactional_id, r.producer_id, r.producer_epoch, offsets) {
             Ok(()) => ErrorCode::None,
-            Err(code) => fenced(code, ctx.version, 3),
+            Err(code) => verified(code),
         };
     }
     let topics = r
@@ -286,4 +324,250 @@ pub(crate) fn txn_offset_commit(state: &mut State, ctx: &Ctx, r: TxnOffsetCommit
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use klife_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
+    use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use klife_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use klife_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use klife_protocol::messages::{OffsetFetchRequest, ProduceRequest};
+    use klife_protocol::records::{BatchOptions, RecordBatchWriter};
+    use klife_protocol::{AnyResponse, ErrorCode};
+
+    use super::super::groups::offset_fetch;
+    use super::super::produce::produce;
+    use super::super::{Ctx, Reply};
+    use super::*;
+    use crate::records::{TxnStatus, decode_log};
+    use crate::state::{Broker, Config};
+    use crate::txn::Transactions;
+
+    const TID: &str = "app";
+
+    /// One broker, topic `t` with two partitions, transactions looked at every second
+    /// from time 0.
+    fn state() -> State {
+        let config = Config {
+            cluster_id: "c".into(),
+            max_message_bytes: 1 << 20,
+            auto_create_topics: false,
+            default_partitions: 1,
+            max_frame_size: 1 << 20,
+            transaction_version: 2,
+        };
+        let brokers = [(0, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })].into();
+        let mut s = State::new(config, brokers);
+        s.create_topic("t", vec![vec![0]; 2], 1, BTreeMap::new());
+        s.txns = Transactions::new(1_000, 0);
+        s
+    }
+
+    fn ctx(version: i16, now_ms: i64) -> Ctx {
+        Ctx { broker: 0, version, now_ms, client_id: "app".into(), client_host: "/127.0.0.1".into() }
+    }
+
+    fn init(s: &mut State, now_ms: i64) -> (i64, i16) {
+        let r =
+            InitProducerIdRequest::default().with_transactional_id(Some(TID.into())).with_transaction_timeout_ms(5_000);
+        let resp = init_producer_id(s, &ctx(4, now_ms), r);
+        assert_eq!(resp.error_code, 0);
+        (resp.producer_id, resp.producer_epoch)
+    }
+
+    fn add_partition(s: &mut State, (pid, epoch): (i64, i16), partition: i32, version: i16, now_ms: i64) -> ErrorCode {
+        let r = AddPartitionsToTxnRequest::default()
+            .with_v3_and_below_transactional_id(TID.into())
+            .with_v3_and_below_producer_id(pid)
+            .with_v3_and_below_producer_epoch(epoch)
+            .with_v3_and_below_topics(vec![
+                AddPartitionsToTxnTopic::default().with_name("t".into()).with_partitions(vec![partition]),
+            ]);
+        let resp = add_partitions_to_txn(s, &ctx(version, now_ms), r);
+        ErrorCode::from_code(resp.results_by_topic_v3_and_below[0].results_by_partition[0].partition_error_code)
+    }
+
+    /// AddPartitionsToTxn v4 `verify_only`, as a partition leader asks before a Produce.
+    fn verify(s: &mut State, (pid, epoch): (i64, i16), partition: i32) -> ErrorCode {
+        let r = AddPartitionsToTxnRequest::default().with_transactions(vec![
+            AddPartitionsToTxnTransaction::default()
+                .with_transactional_id(TID.into())
+                .with_producer_id(pid)
+                .with_producer_epoch(epoch)
+                .with_verify_only(true)
+                .with_topics(vec![
+                    AddPartitionsToTxnTopic::default().with_name("t".into()).with_partitions(vec![partition]),
+                ]),
+        ]);
+        let resp = add_partitions_to_txn(s, &ctx(4, 0), r);
+        ErrorCode::from_code(
+            resp.results_by_transaction[0].topic_results[0].results_by_partition[0].partition_error_code,
+        )
+    }
+
+    fn add_offsets(s: &mut State, (pid, epoch): (i64, i16), version: i16, now_ms: i64) -> ErrorCode {
+        let r = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TID.into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_group_id("g".into());
+        ErrorCode::from_code(add_offsets_to_txn(s, &ctx(version, now_ms), r).error_code)
+    }
+
+    fn commit_offset(s: &mut State, (pid, epoch): (i64, i16), offset: i64, version: i16, now_ms: i64) -> ErrorCode {
+        let r = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TID.into())
+            .with_group_id("g".into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_name("t".into()).with_partitions(vec![
+                TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(offset),
+            ])]);
+        ErrorCode::from_code(txn_offset_commit(s, &ctx(version, now_ms), r).topics[0].partitions[0].error_code)
+    }
+
+    fn end(s: &mut State, (pid, epoch): (i64, i16), commit: bool, version: i16, now_ms: i64) -> EndTxnResponse {
+        let r = EndTxnRequest::default()
+            .with_transactional_id(TID.into())
+            .with_producer_id(pid)
+            .with_producer_epoch(epoch)
+            .with_committed(commit);
+        end_txn(s, &ctx(version, now_ms), r)
+    }
+
+    fn produce_one(s: &mut State, (pid, epoch): (i64, i16), partition: i32, seq: i32, value: &str) -> ErrorCode {
+        let options = BatchOptions {
+            producer_id: pid,
+            producer_epoch: epoch,
+            base_sequence: seq,
+            transactional: true,
+            ..BatchOptions::default()
+        };
+        let mut w = RecordBatchWriter::new(options);
+        w.append(1_700_000_000_000, None, Some(value.as_bytes())).unwrap();
+        let r = ProduceRequest::default().with_transactional_id(Some(TID.into())).with_acks(-1).with_topic_data(vec![
+            TopicProduceData::default().with_name("t".into()).with_partition_data(vec![
+                PartitionProduceData::default().with_index(partition).with_records(Some(w.finish().unwrap())),
+            ]),
+        ]);
+        let Reply::Respond(AnyResponse::Produce(resp)) = produce(s, &ctx(9, 0), r) else { panic!("no produce answer") };
+        ErrorCode::from_code(resp.responses[0].partition_responses[0].error_code)
+    }
+
+    /// The group's offset of t-0 as OffsetFetch v7 with `require_stable` answers it.
+    fn stable_offset(s: &mut State) -> (i64, ErrorCode) {
+        let r =
+            OffsetFetchRequest::default().with_group_id("g".into()).with_require_stable(true).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default().with_name("t".into()).with_partition_indexes(vec![0]),
+            ]));
+        let p = offset_fetch(s, &ctx(7, 0), r).topics[0].partitions[0].clone();
+        (p.committed_offset, ErrorCode::from_code(p.error_code))
+    }
+
+    fn statuses(s: &State, partition: i32) -> Vec<(String, TxnStatus)> {
+        let mut out = Vec::new();
+        decode_log("t", partition, &s.partition("t", partition).unwrap().log, |r| {
+            if !r.is_control {
+                out.push((r.value_str(), r.status));
+            }
+        });
+        out
+    }
+
+    fn lso(s: &State, partition: i32) -> i64 {
+        s.partition("t", partition).unwrap().log.last_stable_offset()
+    }
+
+    #[test]
+    fn a_transaction_past_its_timeout_is_aborted_at_the_next_look_and_its_producer_fenced() {
+        let mut s = state();
+        let zombie = init(&mut s, 0);
+        // The clock starts with the first partition, at 2 s, not at InitProducerId.
+        assert!(!abort_timed_out_transactions(&mut s, 1_500), "nothing open yet");
+        assert_eq!(add_partition(&mut s, zombie, 0, 3, 2_000), ErrorCode::None);
+        assert_eq!(produce_one(&mut s, zombie, 0, 0, "lost"), ErrorCode::None);
+        assert_eq!(verify(&mut s, zombie, 0), ErrorCode::None);
+        assert_eq!(add_offsets(&mut s, zombie, 3, 2_500), ErrorCode::None);
+        assert_eq!(commit_offset(&mut s, zombie, 7, 3, 2_500), ErrorCode::None);
+        assert_eq!(lso(&s, 0), 0);
+        assert_eq!(stable_offset(&mut s), (-1, ErrorCode::UnstableOffsetCommit));
+
+        // 2 s + 5 s is not yet past at 7 s; the look at 8 s aborts it.
+        assert!(!abort_timed_out_transactions(&mut s, 7_000));
+        assert!(!abort_timed_out_transactions(&mut s, 7_999), "not due before 8 s");
+        assert_eq!(statuses(&s, 0), [("lost".into(), TxnStatus::Ongoing)]);
+        assert!(abort_timed_out_transactions(&mut s, 8_000));
+        assert!(!abort_timed_out_transactions(&mut s, 9_000), "aborted once");
+
+        // An abort marker with the bumped epoch; read_committed readers see nothing of it.
+        let log = &s.partition("t", 0).unwrap().log;
+        let marker = log.batches().last().unwrap().header;
+        assert!(marker.is_control() && marker.is_transactional());
+        assert_eq!((marker.producer_id, marker.producer_epoch), (zombie.0, zombie.1 + 1));
+        assert_eq!(statuses(&s, 0), [("lost".into(), TxnStatus::Aborted)]);
+        assert_eq!((lso(&s, 0), log.high_watermark()), (2, 2));
+        assert_eq!(lso(&s, 1), 0, "never added, no marker");
+        // The pending offset is gone, not applied.
+        assert_eq!(stable_offset(&mut s), (-1, ErrorCode::None));
+        assert!(!s.groups.get("g").is_some_and(|g| g.contains_key(&("t".to_owned(), 0))));
+        assert_eq!(s.txns.producers()[TID], (zombie.0, zombie.1 + 1));
+
+        // The zombie is fenced, with each API's error for an old epoch at each version.
+        assert_eq!(produce_one(&mut s, zombie, 0, 1, "late"), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(verify(&mut s, zombie, 0), ErrorCode::ProducerFenced, "the leader answers INVALID_PRODUCER_EPOCH");
+        assert_eq!(add_partition(&mut s, zombie, 0, 3, 9_000), ErrorCode::ProducerFenced);
+        assert_eq!(add_partition(&mut s, zombie, 0, 1, 9_000), ErrorCode::InvalidProducerEpoch);
+        assert_eq!(add_offsets(&mut s, zombie, 3, 9_000), ErrorCode::ProducerFenced);
+        assert_eq!(add_offsets(&mut s, zombie, 1, 9_000), ErrorCode::InvalidProducerEpoch);
+        for version in [0, 2, 3, 4] {
+            assert_eq!(commit_offset(&mut s, zombie, 8, version, 9_000), ErrorCode::InvalidProducerEpoch);
+        }
+        assert_eq!(end(&mut s, zombie, true, 3, 9_000).error_code, ErrorCode::ProducerFenced.code());
+        assert_eq!(end(&mut s, zombie, false, 1, 9_000).error_code, ErrorCode::InvalidProducerEpoch.code());
+        // EndTxn v5+ (KIP-890) takes the old epoch's abort for a retry of the one that
+        // bumped it, as Kafka does, and refuses its commit.
+        let resp = end(&mut s, zombie, true, 5, 9_000);
+        assert_eq!((resp.error_code, resp.producer_epoch), (ErrorCode::InvalidTxnState.code(), -1));
+        let resp = end(&mut s, zombie, false, 5, 9_000);
+        assert_eq!((resp.error_code, resp.producer_id, resp.producer_epoch), (0, zombie.0, zombie.1 + 1));
+        assert_eq!(s.partition("t", 0).unwrap().log.batches().len(), 2, "no second marker");
+
+        // A new producer for the id takes the next epoch and runs a transaction.
+        let next = init(&mut s, 9_000);
+        assert_eq!(next, (zombie.0, zombie.1 + 2));
+        assert_eq!(add_partition(&mut s, next, 0, 3, 9_000), ErrorCode::None);
+        assert_eq!(produce_one(&mut s, next, 0, 0, "kept"), ErrorCode::None);
+        assert_eq!(end(&mut s, next, true, 3, 9_500).error_code, 0);
+        assert_eq!(statuses(&s, 0), [("lost".into(), TxnStatus::Aborted), ("kept".into(), TxnStatus::Committed)]);
+    }
+
+    #[test]
+    fn a_transaction_within_its_timeout_is_left_alone() {
+        let mut s = state();
+        let producer = init(&mut s, 0);
+        // Opened by AddOffsetsToTxn at 4 s: open until 9 s, whatever InitProducerId's time.
+        assert_eq!(add_offsets(&mut s, producer, 3, 4_000), ErrorCode::None);
+        assert_eq!(commit_offset(&mut s, producer, 7, 3, 4_000), ErrorCode::None);
+        assert_eq!(add_partition(&mut s, producer, 1, 3, 8_500), ErrorCode::None);
+        assert_eq!(produce_one(&mut s, producer, 1, 0, "slow"), ErrorCode::None);
+        for now in [5_000, 6_000, 9_000] {
+            assert!(!abort_timed_out_transactions(&mut s, now));
+        }
+        assert_eq!(stable_offset(&mut s).1, ErrorCode::UnstableOffsetCommit);
+        assert_eq!(end(&mut s, producer, true, 3, 9_000).error_code, 0);
+        assert_eq!(stable_offset(&mut s), (7, ErrorCode::None));
+        assert_eq!(statuses(&s, 1), [("slow".into(), TxnStatus::Committed)]);
+        // Ended, it is not aborted later.
+        assert!(!abort_timed_out_transactions(&mut s, 60_000));
+        assert_eq!(s.txns.producers()[TID], producer);
+    }
 }
