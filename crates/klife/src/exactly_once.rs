@@ -74,7 +74,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use klife_group::runtime::{GroupEvent, GroupStream, StreamBatch};
+use klife_group::runtime::{AbortHandle, GroupEvent, GroupStream, StreamBatch};
 use klife_producer::{ProduceError, ProducerRecord, TransactionalProducer};
 use klife_protocol::{GroupMetadata, TopicPartition, TopicPartitionOffset};
 use tokio::sync::watch;
@@ -213,6 +213,7 @@ pub struct ExactlyOnce {
     stop: watch::Sender<Stop>,
     counters: Arc<Counters>,
     group: String,
+    crash: AbortHandle,
 }
 
 impl ExactlyOnce {
@@ -226,10 +227,11 @@ impl ExactlyOnce {
         let (stop, stop_rx) = watch::channel(Stop::Run);
         let counters = Arc::new(Counters::default());
         let group = stream.group().group().to_owned();
+        let crash = stream.group().abort_handle();
         let member =
             Member { producer, config, instance_id, transform, counters: counters.clone(), failures: HashMap::new() };
         let task = tokio::spawn(member.run(stream, stop_rx));
-        ExactlyOnce { task: Some(task), stop, counters, group }
+        ExactlyOnce { task: Some(task), stop, counters, group, crash }
     }
 
     /// The group.
@@ -264,6 +266,9 @@ impl ExactlyOnce {
     /// transactional id starts again), the member does not leave the group.
     pub fn abort(mut self) {
         let _ = self.stop.send(Stop::Crash);
+        // The member first, so that dropping the stream with the task cannot leave the
+        // group gracefully.
+        self.crash.abort();
         if let Some(task) = self.task.take() {
             task.abort();
         }

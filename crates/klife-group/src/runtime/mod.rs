@@ -199,6 +199,19 @@ pub struct ConsumerGroup {
 #[derive(Debug)]
 struct GroupMemberAbort(mpsc::UnboundedSender<Command>);
 
+/// Ends a member at once, as a crash would, from outside its handle
+/// ([`ConsumerGroup::abort_handle`]): for a driver whose handle is owned elsewhere (a
+/// [`GroupStream`] moved into a task). Does nothing once the member ended.
+#[derive(Debug, Clone)]
+pub struct AbortHandle(mpsc::UnboundedSender<Command>);
+
+impl AbortHandle {
+    /// Ends the member as [`ConsumerGroup::abort`] does.
+    pub fn abort(&self) {
+        let _ = self.0.send(Command::Abort);
+    }
+}
+
 impl ConsumerGroup {
     /// Starts a member of `config.group` running `handler` over `config.topics`, in
     /// tasks of its own on the current tokio runtime. Fails only for invalid settings;
@@ -453,6 +466,19 @@ impl ConsumerGroup {
             let _ = tx.send(Command::Abort);
         }
         self.commands.take();
+    }
+}
+
+impl ConsumerGroup {
+    /// A handle that ends the member at once, as [`abort`](Self::abort) does, without
+    /// the member's handle.
+    pub fn abort_handle(&self) -> AbortHandle {
+        let tx = match &self.member {
+            Some(GroupMemberAbort(tx)) => tx.clone(),
+            // Aborted already: a handle whose sends go nowhere.
+            None => mpsc::unbounded_channel().0,
+        };
+        AbortHandle(tx)
     }
 }
 
