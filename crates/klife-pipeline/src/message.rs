@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use klife_fetcher::Record;
+use klife_producer::ProducerRecord;
 use klife_protocol::types::TopicPartition;
 
 use crate::ack::Delivery;
@@ -24,6 +25,7 @@ pub struct Message {
     pub(crate) delivery: Delivery,
     batch_key: BatchKey,
     failure: Option<Arc<str>>,
+    outputs: Vec<ProducerRecord>,
 }
 
 /// The metadata of a message, in the shape broadway_kafka gives next to the value.
@@ -46,7 +48,7 @@ pub struct Metadata {
 
 impl Message {
     pub(crate) fn new(record: Record, delivery: Delivery, partition: &TopicPartition) -> Message {
-        Message { record, delivery, batch_key: BatchKey::partition(partition), failure: None }
+        Message { record, delivery, batch_key: BatchKey::partition(partition), failure: None, outputs: Vec::new() }
     }
 
     /// The record.
@@ -92,6 +94,22 @@ impl Message {
     /// Whether the message failed.
     pub fn is_failed(&self) -> bool {
         self.failure.is_some()
+    }
+
+    /// Queues a record to write for this message, from any stage (`handle_failed`
+    /// included: a dead letter). The pipeline writes what a message queued before its
+    /// offset is committed: through the member's producer before the message is
+    /// acknowledged (at least once), or, in a transactional pipeline
+    /// ([`Source::transactional`](crate::runtime::Source::transactional)), in the
+    /// transaction that commits its offset (exactly once). A write that fails
+    /// restarts the partition from its last commit: its messages come again.
+    pub fn produce(&mut self, record: ProducerRecord) {
+        self.outputs.push(record);
+    }
+
+    /// The records queued with [`produce`](Self::produce), taken out.
+    pub(crate) fn take_outputs(&mut self) -> Vec<ProducerRecord> {
+        std::mem::take(&mut self.outputs)
     }
 
     /// The key of the batch the message joins (its partition unless changed).

@@ -37,7 +37,7 @@
 //! what was handled after it comes again (at least once). A handler that panics fails
 //! the message (or the whole batch) with the panic's message.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -48,7 +48,8 @@ use klife_group::runtime::{
     BatchSize, ConsumerGroup, GroupConfig, GroupStopped, Handler, Lease, ManualError, Mode, Resources, catch_unwind,
     panic_message,
 };
-use klife_protocol::types::TopicPartition;
+use klife_producer::{Producer, ProducerRecord, TransactionalProducer};
+use klife_protocol::types::{GroupMetadata, TopicPartition, TopicPartitionOffset};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -194,6 +195,45 @@ pub enum PipelineError {
 pub struct Source {
     start: Box<dyn FnOnce() -> Result<ConsumerGroup, ConfigError> + Send>,
     config_modes: Vec<(String, Option<Mode>)>,
+    /// Writes what messages produce, at least once.
+    producer: Option<Producer>,
+    /// Writes what messages produce in transactions with their offsets.
+    transactions: Option<Transactions>,
+}
+
+/// What a transactional pipeline ([`Source::transactional`]) writes with: the
+/// records its messages produce ([`Message::produce`]) and the offsets they
+/// acknowledge go in one transaction, so that a read_committed reader sees each
+/// message's output once (KIP-447: the offsets carry the member's id, generation or
+/// member epoch and instance id, and a member fenced out of its group cannot commit).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Transactions {
+    /// The member's transactional producer: stable for one instance across restarts,
+    /// different for every live member.
+    pub producer: TransactionalProducer,
+    /// The member's static instance id, if it has one (sent with the offsets).
+    pub instance_id: Option<String>,
+    /// Failed transactions of a partition in a row that stop the member (5).
+    pub max_attempts: u32,
+    /// The backoff after a failed transaction (500 ms), doubling up to
+    /// `retry_backoff_max` (10 s).
+    pub retry_backoff: Duration,
+    /// See `retry_backoff`.
+    pub retry_backoff_max: Duration,
+}
+
+impl Transactions {
+    /// Transactions of `producer`, with the default attempts and backoff.
+    pub fn new(producer: TransactionalProducer, instance_id: Option<String>) -> Transactions {
+        Transactions {
+            producer,
+            instance_id,
+            max_attempts: 5,
+            retry_backoff: Duration::from_millis(500),
+            retry_backoff_max: Duration::from_secs(10),
+        }
+    }
 }
 
 impl std::fmt::Debug for Source {
@@ -207,7 +247,13 @@ impl Source {
     pub fn group(resources: Resources, config: GroupConfig) -> Source {
         let config_modes = modes(&config);
         let config = manual(config);
-        Source { start: Box::new(move || ConsumerGroup::start_manual(resources, config)), config_modes }
+        let producer = resources.producer.clone();
+        Source {
+            start: Box::new(move || ConsumerGroup::start_manual(resources, config)),
+            config_modes,
+            producer,
+            transactions: None,
+        }
     }
 
     /// A member the pipeline starts and owns, every topic in manual mode, whose
@@ -216,7 +262,25 @@ impl Source {
     pub fn group_with_callbacks<H: Handler>(resources: Resources, config: GroupConfig, handler: H) -> Source {
         let config_modes = modes(&config);
         let config = manual(config);
-        Source { start: Box::new(move || ConsumerGroup::start(resources, config, handler)), config_modes }
+        let producer = resources.producer.clone();
+        Source {
+            start: Box::new(move || ConsumerGroup::start(resources, config, handler)),
+            config_modes,
+            producer,
+            transactions: None,
+        }
+    }
+
+    /// Makes the pipeline transactional: the records its messages produce
+    /// ([`Message::produce`]) and the offsets they acknowledge are committed together,
+    /// in transactions of `transactions.producer`, one at a time. Outputs of a message
+    /// above a partition's first unacknowledged one wait for it. A transaction that
+    /// fails is aborted and its partitions restart from their last commit (after a
+    /// backoff, unless the member was fenced); `max_attempts` failures in a row, or a
+    /// fenced producer, stop the member.
+    pub fn transactional(mut self, transactions: Transactions) -> Source {
+        self.transactions = Some(transactions);
+        self
     }
 }
 
@@ -247,6 +311,13 @@ pub struct Pipeline {
     stop: watch::Sender<bool>,
     producers: Vec<JoinHandle<()>>,
     stages: Vec<JoinHandle<()>>,
+    /// The transaction stage of a transactional pipeline.
+    transactions: Option<JoinHandle<()>>,
+    /// Tells the transaction stage that nothing more comes.
+    finished: watch::Sender<bool>,
+    /// Holds the member too (to restart partitions): let go before the member shuts
+    /// down.
+    core: Option<Arc<Core>>,
 }
 
 /// The acknowledgements and the leases their commits go through.
@@ -254,13 +325,26 @@ pub struct Pipeline {
 struct Acks {
     tracker: AckTracker,
     leases: HashMap<TopicPartition, Arc<Lease>>,
+    /// Transactional: per partition, the outputs of acknowledged messages by offset,
+    /// until a transaction takes them.
+    pending: HashMap<TopicPartition, BTreeMap<i64, Vec<ProducerRecord>>>,
+    /// Transactional: the offsets to commit in the next transaction.
+    ready: BTreeMap<TopicPartition, TopicPartitionOffset>,
+    /// Transactional: the partitions of the transaction in flight.
+    in_transaction: HashSet<TopicPartition>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Core {
     acks: Mutex<Acks>,
     /// Wakes producers waiting for their partitions to drain.
     drained: tokio::sync::Notify,
+    /// Wakes the transaction stage.
+    ready: tokio::sync::Notify,
+    /// Writes outputs when the pipeline is not transactional.
+    producer: Option<Producer>,
+    transactional: bool,
+    group: Arc<ConsumerGroup>,
 }
 
 impl Core {
@@ -268,25 +352,50 @@ impl Core {
         self.acks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Acknowledges messages and sends the commits that follows.
-    fn ack(&self, messages: &[Message]) {
+    /// Acknowledges messages and sends the commits that follows (transactional: hands
+    /// their outputs and offsets to the transaction stage).
+    fn ack(&self, messages: &mut [Message]) {
         let mut acks = self.lock();
+        let mut stale: HashSet<(TopicPartition, i64)> = HashSet::new();
         for e in acks.tracker.ack_all(messages.iter().map(|m| &m.delivery)) {
             // Stale: the partition was released (lost, or restarting); its next owner
             // starts at the last commit.
-            if !matches!(e, AckError::Stale { .. }) {
-                tracing::error!(error = %e, "pipeline: an acknowledgement was refused");
+            match e {
+                AckError::Stale { partition, offset } => {
+                    stale.insert((partition, offset));
+                }
+                e => tracing::error!(error = %e, "pipeline: an acknowledgement was refused"),
             }
         }
-        for commit in acks.tracker.take_commits() {
-            let tp = commit.topic_partition();
-            if let Some(lease) = acks.leases.get(&tp) {
-                if let Err(e) = lease.commit(commit.offset) {
-                    tracing::debug!(partition = %tp, error = %e, "pipeline: a commit was refused");
+        let commits = acks.tracker.take_commits();
+        if self.transactional {
+            for m in messages.iter_mut() {
+                let outputs = m.take_outputs();
+                let key = (m.topic_partition().clone(), m.record().offset);
+                if outputs.is_empty() || stale.contains(&key) {
+                    continue;
+                }
+                acks.pending.entry(key.0).or_default().insert(key.1, outputs);
+            }
+            let any = !commits.is_empty();
+            for commit in commits {
+                acks.ready.insert(commit.topic_partition(), commit);
+            }
+            drop(acks);
+            if any {
+                self.ready.notify_one();
+            }
+        } else {
+            for commit in commits {
+                let tp = commit.topic_partition();
+                if let Some(lease) = acks.leases.get(&tp) {
+                    if let Err(e) = lease.commit(commit.offset) {
+                        tracing::debug!(partition = %tp, error = %e, "pipeline: a commit was refused");
+                    }
                 }
             }
+            drop(acks);
         }
-        drop(acks);
         self.drained.notify_waiters();
     }
 
@@ -295,6 +404,72 @@ impl Core {
         let mut acks = self.lock();
         acks.tracker.release(tp);
         acks.leases.remove(tp);
+        acks.pending.remove(tp);
+        acks.ready.remove(tp);
+    }
+
+    /// Whether every message of the partition pulled so far is acknowledged, and
+    /// (transactional) committed.
+    fn settled(&self, tp: &TopicPartition) -> bool {
+        let acks = self.lock();
+        acks.tracker.is_drained(tp) && !acks.ready.contains_key(tp) && !acks.in_transaction.contains(tp)
+    }
+
+    /// Restarts a partition from its last commit, if this member still owns it: a
+    /// lease taken while the pipeline's holds messages not committed makes the
+    /// pipeline's lease report the partition released, and its messages come again.
+    fn restart(&self, tp: &TopicPartition) {
+        tracing::info!(partition = %tp, "pipeline: restarting the partition from its last commit");
+        let _ = self.group.lease(&tp.topic, tp.partition);
+    }
+
+    /// Writes the records the messages produced (not transactional), before they are
+    /// acknowledged; a partition whose write failed restarts from its last commit and
+    /// its messages are not acknowledged.
+    async fn write_outputs(&self, messages: &mut Vec<Message>) {
+        let mut sent = Vec::new();
+        for m in messages.iter_mut() {
+            let outputs = m.take_outputs();
+            if outputs.is_empty() {
+                continue;
+            }
+            let tp = m.topic_partition().clone();
+            let Some(producer) = &self.producer else {
+                tracing::error!(partition = %tp, "pipeline: a message produced records, and the pipeline has no producer");
+                sent.push((tp, None));
+                continue;
+            };
+            for record in outputs {
+                sent.push((tp.clone(), Some(producer.produce_async(record).await)));
+            }
+        }
+        let mut failed: HashSet<TopicPartition> = HashSet::new();
+        for (tp, delivery) in sent {
+            let ok = match delivery {
+                Some(Ok(d)) => match d.await {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(partition = %tp, error = %e, "pipeline: a record a message produced was not written");
+                        false
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::warn!(partition = %tp, error = %e, "pipeline: a record a message produced was not written");
+                    false
+                }
+                None => false,
+            };
+            if !ok {
+                failed.insert(tp);
+            }
+        }
+        if failed.is_empty() {
+            return;
+        }
+        for tp in &failed {
+            self.restart(tp);
+        }
+        messages.retain(|m| !failed.contains(m.topic_partition()));
     }
 }
 
@@ -321,7 +496,14 @@ impl Pipeline {
         }
         let group = Arc::new((source.start)()?);
         let processor = Arc::new(processor);
-        let core = Arc::new(Core::default());
+        let core = Arc::new(Core {
+            acks: Mutex::new(Acks::default()),
+            drained: tokio::sync::Notify::new(),
+            ready: tokio::sync::Notify::new(),
+            producer: source.producer,
+            transactional: source.transactions.is_some(),
+            group: group.clone(),
+        });
         let (stop, stopped) = watch::channel(false);
         let mut stages = Vec::new();
 
@@ -359,7 +541,10 @@ impl Pipeline {
                 tokio::spawn(producer.run())
             })
             .collect();
-        Ok(Pipeline { group: Some(group), stop, producers, stages })
+        let (finished, finishing) = watch::channel(false);
+        let transactions =
+            source.transactions.map(|t| tokio::spawn(transaction_stage(core.clone(), group.clone(), t, finishing)));
+        Ok(Pipeline { group: Some(group), stop, producers, stages, transactions, finished, core: Some(core) })
     }
 
     /// The member.
@@ -377,6 +562,12 @@ impl Pipeline {
         for s in self.stages.drain(..) {
             let _ = s.await;
         }
+        self.finished.send_replace(true);
+        if let Some(t) = self.transactions.take() {
+            let _ = t.await;
+        }
+        // The tasks that used the core have ended.
+        self.core.take();
         let Some(group) = self.group.take() else { return Ok(()) };
         match Arc::try_unwrap(group) {
             Ok(group) => group.shutdown().await,
@@ -387,7 +578,7 @@ impl Pipeline {
 
 impl Drop for Pipeline {
     fn drop(&mut self) {
-        for t in self.producers.iter().chain(&self.stages) {
+        for t in self.producers.iter().chain(&self.stages).chain(&self.transactions) {
             t.abort();
         }
     }
@@ -431,10 +622,7 @@ impl PullStage {
         // Stopping: the messages pulled go through, then the leases go.
         loop {
             let drained = self.core.drained.notified();
-            let pending = {
-                let acks = self.core.lock();
-                self.held.keys().any(|tp| !acks.tracker.is_drained(tp))
-            };
+            let pending = self.held.keys().any(|tp| !self.core.settled(tp));
             if !pending {
                 break;
             }
@@ -663,16 +851,148 @@ async fn sleep_until(deadline: Option<std::time::Instant>) {
 }
 
 /// The failed messages through `handle_failed`, then every message acknowledged.
-async fn finish<P: Processor>(processor: &P, core: &Core, messages: Vec<Message>) {
+async fn finish<P: Processor>(processor: &P, core: &Core, mut messages: Vec<Message>) {
     if !messages.iter().any(Message::is_failed) {
-        core.ack(&messages);
+        if !core.transactional {
+            core.write_outputs(&mut messages).await;
+        }
+        core.ack(&mut messages);
         return;
     }
     // One pass (removing the failed ones in place would shift the rest once each).
-    let (mut failed, messages): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(Message::is_failed);
+    let (mut failed, mut messages): (Vec<Message>, Vec<Message>) = messages.into_iter().partition(Message::is_failed);
     if let Err(panic) = catch_unwind(processor.handle_failed(&mut failed)).await {
         tracing::error!(message = %panic_message(&*panic), n = failed.len(), "pipeline: handle_failed panicked; acknowledging the messages");
     }
-    core.ack(&failed);
-    core.ack(&messages);
+    if !core.transactional {
+        core.write_outputs(&mut failed).await;
+        core.write_outputs(&mut messages).await;
+    }
+    core.ack(&mut failed);
+    core.ack(&mut messages);
+}
+
+/// The transaction stage of a transactional pipeline: one transaction at a time, with
+/// the outputs of every message acknowledged below each partition's commit point and
+/// those commit points; then the same offsets through the leases, waited for, so that
+/// the partitions can be handed over and no later transaction is overtaken.
+async fn transaction_stage(
+    core: Arc<Core>,
+    group: Arc<ConsumerGroup>,
+    transactions: Transactions,
+    mut finishing: watch::Receiver<bool>,
+) {
+    let mut failures: HashMap<TopicPartition, u32> = HashMap::new();
+    loop {
+        let work = {
+            let mut acks = core.lock();
+            let ready = std::mem::take(&mut acks.ready);
+            let mut outputs = Vec::new();
+            for (tp, commit) in &ready {
+                if let Some(pending) = acks.pending.get_mut(tp) {
+                    let above = pending.split_off(&commit.offset);
+                    outputs.extend(std::mem::replace(pending, above).into_values().flatten());
+                }
+                acks.in_transaction.insert(tp.clone());
+            }
+            (!ready.is_empty()).then_some((ready, outputs))
+        };
+        let Some((ready, outputs)) = work else {
+            if *finishing.borrow() {
+                transactions.producer.close().await;
+                return;
+            }
+            let notified = core.ready.notified();
+            tokio::select! {
+                () = notified => {}
+                _ = finishing.changed() => {}
+            }
+            continue;
+        };
+        let metadata = {
+            let m = GroupMetadata::new(group.group()).with_member(group.member_id(), group.generation());
+            match &transactions.instance_id {
+                Some(id) => m.with_instance_id(id.as_str()),
+                None => m,
+            }
+        };
+        let offsets: Vec<TopicPartitionOffset> = ready.values().cloned().collect();
+        let producer = &transactions.producer;
+        let result = async {
+            producer.begin().await?;
+            for record in outputs {
+                // A record that fails aborts the transaction at commit.
+                drop(producer.produce_async(record).await?);
+            }
+            producer.send_offsets_to_transaction(&metadata, &offsets).await?;
+            producer.commit().await
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let leases: Vec<(i64, Option<Arc<Lease>>)> = {
+                    let acks = core.lock();
+                    ready.iter().map(|(tp, c)| (c.offset, acks.leases.get(tp).cloned())).collect()
+                };
+                for (offset, lease) in leases {
+                    if let Some(lease) = lease {
+                        // Refused when the partition went meanwhile: its next owner
+                        // reads the transaction's offsets.
+                        let _ = lease.commit_and_wait(offset).await;
+                    }
+                }
+                for tp in ready.keys() {
+                    failures.remove(tp);
+                }
+            }
+            Err(e) => {
+                // Refused when the commit aborted it already.
+                let _ = producer.abort().await;
+                let fatal = e.is_fenced()
+                    || e.error_code() == Some(klife_protocol::ErrorCode::TransactionalIdAuthorizationFailed);
+                let fenced = e.is_group_member_fenced();
+                let mut give_up = fatal;
+                let mut attempts = 0;
+                for tp in ready.keys() {
+                    if !fenced {
+                        let n = failures.entry(tp.clone()).or_insert(0);
+                        *n += 1;
+                        attempts = attempts.max(*n);
+                        give_up |= *n >= transactions.max_attempts;
+                    }
+                }
+                if give_up {
+                    tracing::error!(error = %e, attempts, "pipeline: transactions keep failing; stopping the member");
+                    group.close();
+                } else if fenced {
+                    tracing::info!(error = %e, "pipeline: the member's offsets were refused (fenced or rebalanced); its transaction aborted");
+                } else {
+                    tracing::warn!(error = %e, attempts, "pipeline: a transaction failed; its partitions restart from their last commit");
+                }
+                {
+                    let mut acks = core.lock();
+                    for tp in ready.keys() {
+                        acks.in_transaction.remove(tp);
+                    }
+                }
+                for tp in ready.keys() {
+                    core.restart(tp);
+                }
+                if !fenced && !give_up {
+                    let backoff = transactions
+                        .retry_backoff
+                        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+                        .min(transactions.retry_backoff_max);
+                    tokio::time::sleep(backoff).await;
+                }
+            }
+        }
+        {
+            let mut acks = core.lock();
+            for tp in ready.keys() {
+                acks.in_transaction.remove(tp);
+            }
+        }
+        core.drained.notify_waiters();
+    }
 }

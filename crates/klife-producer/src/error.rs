@@ -337,6 +337,29 @@ impl ProduceError {
         matches!(self, ProduceError::Fenced { .. })
     }
 
+    /// Whether the group coordinator refused a transaction's consumer offsets because
+    /// the member that sent them is no longer in its group as it was (KIP-447): its
+    /// generation or member epoch moved on, it was removed, or its static instance id
+    /// was taken over. For an aborted transaction, its cause is asked. The member's
+    /// partitions belong to someone else now; its transaction cannot commit.
+    pub fn is_group_member_fenced(&self) -> bool {
+        let cause = match self {
+            ProduceError::TransactionAborted { source } => source,
+            other => other,
+        };
+        matches!(
+            cause.error_code(),
+            Some(
+                ErrorCode::IllegalGeneration
+                    | ErrorCode::UnknownMemberId
+                    | ErrorCode::FencedInstanceId
+                    | ErrorCode::FencedMemberEpoch
+                    | ErrorCode::StaleMemberEpoch
+                    | ErrorCode::RebalanceInProgress
+            )
+        )
+    }
+
     /// Whether the outcome is unknown: a batch that may have been written and was not
     /// sent again ([`ProduceError::OutcomeUnknown`]), or a commit or abort that had no
     /// answer ([`ProduceError::TransactionOutcomeUnknown`]).

@@ -311,23 +311,6 @@ struct Member<T> {
     failures: HashMap<TopicPartition, (i64, u32)>,
 }
 
-/// Codes with which the group coordinator refuses a member's offsets: it is no longer
-/// the member it was (KIP-447 fencing of zombies).
-fn fenced_member(e: &ProduceError) -> bool {
-    use klife_protocol::ErrorCode;
-    matches!(
-        e.error_code(),
-        Some(
-            ErrorCode::IllegalGeneration
-                | ErrorCode::UnknownMemberId
-                | ErrorCode::FencedInstanceId
-                | ErrorCode::FencedMemberEpoch
-                | ErrorCode::StaleMemberEpoch
-                | ErrorCode::RebalanceInProgress
-        )
-    )
-}
-
 /// The error that explains a failed transaction: an aborted one's cause.
 fn cause(e: &ProduceError) -> &ProduceError {
     match e {
@@ -465,7 +448,7 @@ impl<T: Transform> Member<T> {
                     || why.error_code() == Some(klife_protocol::ErrorCode::TransactionalIdAuthorizationFailed)
                 {
                     Err(Failure::Fatal(Error::from(e)))
-                } else if fenced_member(why) {
+                } else if e.is_group_member_fenced() {
                     Err(Failure::Fenced)
                 } else {
                     Err(Failure::Retry(Error::from(e)))

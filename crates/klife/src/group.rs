@@ -295,6 +295,43 @@ impl ConsumerGroupBuilder<'_, NoHandler> {
         Ok(crate::exactly_once::ExactlyOnce::start(stream, producer, config, instance_id, transform))
     }
 
+    /// Starts the member as the source of a transactional [`Pipeline`]: the records
+    /// its messages produce ([`Message::produce`](crate::pipeline::Message::produce))
+    /// and the offsets they acknowledge are committed together, in transactions of a
+    /// transactional producer of the member's own (`eos.transactional_id`), so that a
+    /// read_committed reader sees each message's output once. See
+    /// [`Source::transactional`](klife_pipeline::runtime::Source::transactional) and
+    /// [`crate::exactly_once`] for the guarantees.
+    pub async fn transactional_pipeline<P: Processor>(
+        self,
+        config: PipelineConfig,
+        eos: crate::exactly_once::ExactlyOnceConfig,
+        processor: P,
+    ) -> Result<Pipeline, Error> {
+        eos.check()?;
+        let producer = self.client.transactional_producer(&eos.transactional_id, eos.transaction_timeout).await?;
+        let mut transactions =
+            klife_pipeline::runtime::Transactions::new(producer.clone(), self.config.instance_id.clone());
+        transactions.max_attempts = eos.max_attempts;
+        transactions.retry_backoff = eos.retry_backoff;
+        transactions.retry_backoff_max = eos.retry_backoff_max;
+        let resources = match self.resources().await {
+            Ok(r) => r,
+            Err(e) => {
+                producer.close().await;
+                return Err(e);
+            }
+        };
+        let source = Source::group(resources, self.config).transactional(transactions);
+        match Pipeline::start(source, config, processor) {
+            Ok(p) => Ok(p),
+            Err(e) => {
+                producer.close().await;
+                Err(Error::pipeline_config(e))
+            }
+        }
+    }
+
     /// Starts the member as the source of a [`Pipeline`] it owns: every topic in
     /// manual mode (one set to [`Mode::Handler`] is refused,
     /// [`Error::is_invalid_argument`]); `processor` handles the records. See

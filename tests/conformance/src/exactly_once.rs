@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use klife::exactly_once::{ExactlyOnce, ExactlyOnceConfig, Transform, TransformError};
 use klife::group::{BatchSize, ResetPolicy, TopicConfig};
+use klife::pipeline::{Message, Pipeline, PipelineConfig, Processor};
 use klife::{ConsumerEvent, FetchOptions, IsolationLevel, ProducerRecord, Record, StartOffset, TopicPartition};
 
 use crate::groups::{HANG_GUARD, driver_for};
@@ -38,6 +39,54 @@ impl Transform for Copy {
     }
 }
 
+/// The same copy as a pipeline's processor: each message produces its copy.
+struct CopyProcessor {
+    out: String,
+    calls: Arc<AtomicU64>,
+}
+
+impl Processor for CopyProcessor {
+    async fn handle_message(&self, message: &mut Message) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let value = message.record().value.clone().unwrap_or_default();
+        message.produce(ProducerRecord::new(self.out.as_str(), value.clone()).with_key(value));
+    }
+}
+
+/// What runs the copy: exactly-once members, or transactional pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `exactly_once(..)` members.
+    Member,
+    /// `transactional_pipeline(..)`s, with 2 producers and 3 processors.
+    Pipeline,
+}
+
+/// A running copier.
+enum Running {
+    Member(ExactlyOnce),
+    Pipeline(Pipeline),
+}
+
+impl Running {
+    fn crash(self) {
+        match self {
+            Running::Member(m) => m.abort(),
+            Running::Pipeline(p) => {
+                p.group().abort_handle().abort();
+                drop(p);
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        match self {
+            Running::Member(m) => drop(m.shutdown().await.unwrap_or_else(|e| panic!("member shut down: {e}"))),
+            Running::Pipeline(p) => p.shutdown().await.unwrap_or_else(|e| panic!("pipeline shut down: {e}")),
+        }
+    }
+}
+
 /// The moments at which the scenario lets the caller inject its faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -56,15 +105,13 @@ pub struct Outcome {
     pub inputs: usize,
     /// Records the transforms were called with (repeats after aborts included).
     pub transformed: u64,
-    /// Transactions the members committed and aborted, summed.
-    pub committed: u64,
-    /// See `committed`.
-    pub aborted: u64,
 }
 
 const PARTITIONS: i32 = 3;
 
+#[allow(clippy::too_many_arguments)]
 async fn member(
+    kind: Kind,
     client: &klife::Client,
     broker: Broker,
     group: &str,
@@ -72,26 +119,42 @@ async fn member(
     out: &str,
     txn_id: &str,
     calls: &Arc<AtomicU64>,
-) -> ExactlyOnce {
-    client
-        .consumer_group(group)
-        .driver(driver_for(broker))
-        .session_timeout(Duration::from_secs(10))
-        .topic(
+) -> Running {
+    let builder =
+        client.consumer_group(group).driver(driver_for(broker)).session_timeout(Duration::from_secs(10)).topic(
             TopicConfig::new(input)
                 .offset_reset(ResetPolicy::Earliest)
                 .fetch_interval(Duration::from_millis(50))
                 .handler_max_batch_size(BatchSize::Max(40)),
-        )
-        .exactly_once(
-            ExactlyOnceConfig::new(txn_id)
-                .with_transaction_timeout(Duration::from_secs(10))
-                .with_retry_backoff(Duration::from_millis(100), Duration::from_secs(2))
-                .with_max_attempts(50),
-            Copy { out: out.to_owned(), calls: calls.clone() },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("exactly-once member {txn_id}: {e}"))
+        );
+    let eos = ExactlyOnceConfig::new(txn_id)
+        .with_transaction_timeout(Duration::from_secs(10))
+        .with_retry_backoff(Duration::from_millis(100), Duration::from_secs(2))
+        .with_max_attempts(50);
+    match kind {
+        Kind::Member => Running::Member(
+            builder
+                .exactly_once(eos, Copy { out: out.to_owned(), calls: calls.clone() })
+                .await
+                .unwrap_or_else(|e| panic!("exactly-once member {txn_id}: {e}")),
+        ),
+        Kind::Pipeline => Running::Pipeline(
+            builder
+                .transactional_pipeline(
+                    PipelineConfig::default().producers(2).processors(3),
+                    eos,
+                    CopyProcessor { out: out.to_owned(), calls: calls.clone() },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("transactional pipeline {txn_id}: {e}")),
+        ),
+    }
+}
+
+/// The sum of the group's committed offsets of `topic` (0 while it cannot be read).
+async fn committed_sum(client: &klife::Client, group: &str, topic: &str) -> i64 {
+    let offsets = client.group_committed_offsets(group).await.unwrap_or_default();
+    offsets.iter().filter(|(tp, _, _)| *tp.topic == *topic).map(|(_, o, _)| *o).sum()
 }
 
 /// Every value of `topic`, read_committed from the start to the end of each partition.
@@ -130,7 +193,7 @@ pub async fn read_committed_values(client: &klife::Client, topic: &str) -> Vec<S
 /// Runs the scenario on `broker` with `n` inputs; `fault` runs at each [`Stage`], given
 /// the input and output topics.
 /// Panics unless a read_committed reader of the output sees each input exactly once.
-pub async fn scenario<F, Fut>(broker: Broker, n: usize, mut fault: F) -> Outcome
+pub async fn scenario<F, Fut>(broker: Broker, kind: Kind, n: usize, mut fault: F) -> Outcome
 where
     F: FnMut(Stage, [String; 2]) -> Fut,
     Fut: Future<Output = ()>,
@@ -148,70 +211,55 @@ where
     }
     let group = unique_topic("eos-g");
     let calls = Arc::new(AtomicU64::new(0));
-    let mut done_stats = (0u64, 0u64);
-    let mut members: BTreeMap<usize, ExactlyOnce> = BTreeMap::new();
+    let mut members: BTreeMap<usize, Running> = BTreeMap::new();
     for slot in 0..3 {
-        members.insert(slot, member(&client, broker, &group, &input, &out, &format!("{group}-{slot}"), &calls).await);
+        members.insert(
+            slot,
+            member(kind, &client, broker, &group, &input, &out, &format!("{group}-{slot}"), &calls).await,
+        );
     }
-    let committed = |members: &BTreeMap<usize, ExactlyOnce>, done: (u64, u64)| {
-        members.values().map(|m| m.stats().records_in).sum::<u64>() + done.0
-    };
     let stages = [(n / 4, Stage::Quarter), (n / 2, Stage::Half), (3 * n / 4, Stage::ThreeQuarters)];
     for (at, stage) in stages {
-        let target = (at as u64).max(1);
-        tokio::time::timeout(HANG_GUARD, async {
-            while committed(&members, done_stats) < target {
+        let target = (at as i64).max(1);
+        if tokio::time::timeout(HANG_GUARD, async {
+            while committed_sum(&client, &group, &input).await < target {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         })
         .await
-        .unwrap_or_else(|_| panic!("hung before {stage:?}: {} committed", committed(&members, done_stats)));
-        match stage {
-            Stage::Quarter => {
-                // A crash, and the same instance back: its producer fences the old one
-                // and aborts what it left open.
-                let m = members.remove(&0).unwrap();
-                let s = m.stats();
-                done_stats = (done_stats.0 + s.records_in, done_stats.1 + s.transactions_aborted);
-                m.abort();
-                members.insert(0, member(&client, broker, &group, &input, &out, &format!("{group}-0"), &calls).await);
-            }
-            Stage::Half => {
-                // A crash, and a new instance: what the old one left open times out.
-                let m = members.remove(&1).unwrap();
-                let s = m.stats();
-                done_stats = (done_stats.0 + s.records_in, done_stats.1 + s.transactions_aborted);
-                m.abort();
-                members.insert(1, member(&client, broker, &group, &input, &out, &format!("{group}-1b"), &calls).await);
-            }
-            Stage::ThreeQuarters => {
-                let m = members.remove(&2).unwrap();
-                let s = m.shutdown().await.unwrap_or_else(|e| panic!("member 2 shut down: {e}"));
-                done_stats = (done_stats.0 + s.records_in, done_stats.1 + s.transactions_aborted);
-                members.insert(2, member(&client, broker, &group, &input, &out, &format!("{group}-2"), &calls).await);
-            }
+        .is_err()
+        {
+            panic!("hung before {stage:?}: {} committed", committed_sum(&client, &group, &input).await);
         }
+        let (slot, txn_id) = match stage {
+            // A crash, and the same instance back: its producer fences the old one and
+            // aborts what it left open.
+            Stage::Quarter => (0, format!("{group}-0")),
+            // A crash, and a new instance: what the old one left open times out.
+            Stage::Half => (1, format!("{group}-1b")),
+            // A graceful leave, and back.
+            Stage::ThreeQuarters => (2, format!("{group}-2")),
+        };
+        let old = members.remove(&slot).unwrap();
+        if stage == Stage::ThreeQuarters {
+            old.shutdown().await;
+        } else {
+            old.crash();
+        }
+        members.insert(slot, member(kind, &client, broker, &group, &input, &out, &txn_id, &calls).await);
         fault(stage, [input.clone(), out.clone()]).await;
     }
     // Done when the group committed the end of every input partition.
     tokio::time::timeout(HANG_GUARD, async {
-        loop {
-            let offsets = client.group_committed_offsets(&group).await.unwrap_or_default();
-            let total: i64 = offsets.iter().filter(|(tp, _, _)| *tp.topic == *input).map(|(_, o, _)| *o).sum();
-            if total == n as i64 {
-                return;
-            }
+        while committed_sum(&client, &group, &input).await != n as i64 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await
     .unwrap_or_else(|_| panic!("hung waiting for the group to commit every input"));
-    let mut outcome =
-        Outcome { inputs: n, transformed: calls.load(Ordering::Relaxed), committed: 0, aborted: done_stats.1 };
+    let outcome = Outcome { inputs: n, transformed: calls.load(Ordering::Relaxed) };
     for (_, m) in members {
-        let s = m.shutdown().await.unwrap_or_else(|e| panic!("member shut down: {e}"));
-        outcome.committed += s.transactions_committed;
-        outcome.aborted += s.transactions_aborted;
+        m.shutdown().await;
     }
 
     // A crashed member's transaction stays open until it times out, and holds the

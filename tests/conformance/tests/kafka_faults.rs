@@ -724,28 +724,33 @@ mod kafka_faults {
         let client = client().await;
         let outages = Arc::new(kafka::Outages::new());
         let victim = Arc::new(std::sync::Mutex::new(None));
-        let outcome = klife_conformance::exactly_once::scenario(Broker::Kafka, 3000, |stage, [_, out]| {
-            let (client, outages, victim) = (&client, outages.clone(), victim.clone());
-            async move {
-                use klife_conformance::exactly_once::Stage;
-                match stage {
-                    Stage::Half => {
-                        let node = leader_of(client, &out, 0).await;
-                        *victim.lock().unwrap() = Some(node);
-                        outages.kill(node).await;
-                    }
-                    Stage::ThreeQuarters => {
-                        let node = victim.lock().unwrap().take();
-                        if let Some(node) = node {
-                            outages.start(node).await;
+        let outcome = klife_conformance::exactly_once::scenario(
+            Broker::Kafka,
+            klife_conformance::exactly_once::Kind::Member,
+            3000,
+            |stage, [_, out]| {
+                let (client, outages, victim) = (&client, outages.clone(), victim.clone());
+                async move {
+                    use klife_conformance::exactly_once::Stage;
+                    match stage {
+                        Stage::Half => {
+                            let node = leader_of(client, &out, 0).await;
+                            *victim.lock().unwrap() = Some(node);
+                            outages.kill(node).await;
                         }
+                        Stage::ThreeQuarters => {
+                            let node = victim.lock().unwrap().take();
+                            if let Some(node) = node {
+                                outages.start(node).await;
+                            }
+                        }
+                        Stage::Quarter => {}
                     }
-                    Stage::Quarter => {}
                 }
-            }
-        })
+            },
+        )
         .await;
-        assert!(outcome.committed > 0, "{outcome:?}");
+        assert!(outcome.transformed >= 3000, "{outcome:?}");
         client.close().await;
     }
 }

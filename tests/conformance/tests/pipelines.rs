@@ -6,6 +6,8 @@
 //!   `handle_failed` and are committed like the others; bad settings are refused.
 //! - Batchers group messages by key (a coarser key than the partition mixes partitions
 //!   and keeps each one's order) and commit them once the batch is handled.
+//! - Records a message produces (`Message::produce`, from `handle_message` or
+//!   `handle_failed`) are written before its offset is committed.
 //! - A partition revoked from a pipeline is handed over only after its messages in
 //!   flight are committed: the other member handles nothing twice; a shutdown commits
 //!   everything and leaves.
@@ -31,6 +33,7 @@ klife_conformance::against_brokers!(
     batchers_group_messages_by_key_and_keep_each_partitions_order,
     a_revoked_partition_is_handed_over_after_its_messages_are_committed,
     pipelines_joining_and_leaving_process_every_record_once_in_order,
+    records_messages_produce_are_written_before_their_offsets_are_committed,
 );
 
 async fn produce(client: &klife::Client, topic: &str, partitions: i32, from: usize, to: usize) {
@@ -365,4 +368,58 @@ async fn pipelines_joining_and_leaving_process_every_record_once_in_order(broker
             r.committed_past
         );
     }
+}
+
+/// Copies each message to `out`; failed ones (every tenth) go to `dead` from
+/// `handle_failed`.
+struct Copier {
+    out: String,
+    dead: String,
+}
+
+impl Processor for Copier {
+    async fn handle_message(&self, message: &mut Message) {
+        let value = message.record().value.clone().unwrap_or_default();
+        if message.record().offset % 10 == 9 {
+            message.fail("every tenth");
+            return;
+        }
+        message.produce(ProducerRecord::new(self.out.as_str(), value));
+    }
+
+    async fn handle_failed(&self, messages: &mut [Message]) {
+        for m in messages {
+            let value = m.record().value.clone().unwrap_or_default();
+            m.produce(ProducerRecord::new(self.dead.as_str(), value));
+        }
+    }
+}
+
+async fn records_messages_produce_are_written_before_their_offsets_are_committed(broker: Broker) {
+    let client = broker.client().await;
+    let topic = topic_with(broker, &client, "pipe-out-in", 2, 50).await;
+    let (out, dead) = (unique_topic("pipe-out"), unique_topic("pipe-dead"));
+    broker.create_topic(&client, &out, 2).await;
+    broker.create_topic(&client, &dead, 1).await;
+    let group = unique_topic("pipe-out-g");
+    let pipeline = client
+        .consumer_group(&group)
+        .driver(driver_for(broker))
+        .topic(TopicConfig::new(&topic).offset_reset(ResetPolicy::Earliest).fetch_interval(Duration::from_millis(50)))
+        .pipeline(PipelineConfig::default().processors(2), Copier { out: out.clone(), dead: dead.clone() })
+        .await
+        .unwrap();
+    until_committed(&client, &group, &topic, &[50, 50]).await;
+    pipeline.shutdown().await.unwrap();
+    // Committed, so written: every output is in its topic already.
+    let count = |topic: String, partitions: i32| {
+        let client = &client;
+        async move {
+            let queries =
+                (0..partitions).map(|p| (klife::TopicPartition::new(topic.as_str(), p), klife::OffsetSpec::Latest));
+            client.list_offsets(queries).await.unwrap().into_iter().map(|a| a.result.unwrap().offset).sum::<i64>()
+        }
+    };
+    assert_eq!(count(out, 2).await, 90);
+    assert_eq!(count(dead, 1).await, 10);
 }
