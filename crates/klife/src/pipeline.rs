@@ -35,6 +35,11 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! A message may write records ([`Message::produce`]): they are written before its
+//! offset is committed, or, in a pipeline started with
+//! [`transactional_pipeline`](crate::group::ConsumerGroupBuilder::transactional_pipeline),
+//! in the transaction that commits it, so that a read_committed reader sees them once.
 
 pub use klife_pipeline::message::{Message, Metadata};
 pub use klife_pipeline::route::BatchKey;
