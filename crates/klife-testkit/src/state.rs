@@ -369,13 +369,11 @@ impl State {
     }
 }
 
+/// A cluster state for unit tests: `brokers` live brokers (ids from 0), transaction
+/// version 2, 1 MiB limits, no topic.
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-
-    fn state(n: i32) -> State {
+impl State {
+    pub(crate) fn for_tests(brokers: i32) -> State {
         let config = Config {
             cluster_id: "c".into(),
             max_message_bytes: 1 << 20,
@@ -384,9 +382,21 @@ mod tests {
             max_frame_size: 1 << 20,
             transaction_version: 2,
         };
-        let brokers =
-            (0..n).map(|id| (id, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })).collect();
+        let brokers = (0..brokers)
+            .map(|id| (id, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 }))
+            .collect();
         State::new(config, brokers)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn state(n: i32) -> State {
+        State::for_tests(n)
     }
 
     #[test]

@@ -203,6 +203,29 @@ pub async fn until_started_at(log: &Log, partitions: &[i32], start: impl Fn(i32)
     });
 }
 
+/// A new topic (named from `prefix`) of `partitions` partitions with `per` records in
+/// each, valued `{partition}-{i}`.
+pub async fn topic_with(
+    broker: crate::Broker,
+    client: &klife::Client,
+    prefix: &str,
+    partitions: i32,
+    per: usize,
+) -> String {
+    let topic = crate::unique_topic(prefix);
+    broker.create_topic(client, &topic, partitions).await;
+    let records = (0..partitions)
+        .flat_map(|p| {
+            let topic = topic.clone();
+            (0..per).map(move |i| klife::ProducerRecord::new(topic.clone(), format!("{p}-{i}")).with_partition(p))
+        })
+        .collect();
+    for r in client.produce_batch(records).await {
+        r.unwrap_or_else(|e| panic!("producing to {topic}: {e}"));
+    }
+    topic
+}
+
 /// The group's committed offsets of `topic`'s partitions (-1: none).
 pub async fn committed(client: &klife::Client, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
     try_committed(client, group, topic, partitions).await.unwrap_or_else(|e| panic!("{e}"))

@@ -18,8 +18,8 @@
 use std::collections::BTreeSet;
 
 use klife::group::GroupProtocol;
-use klife::{GroupState, GroupType, ProducerRecord, ResetScope, ResetTo, TopicPartition};
-use klife_conformance::groups::{HANG_GUARD, Log, recording_member, until_committed};
+use klife::{GroupState, GroupType, ResetScope, ResetTo, TopicPartition};
+use klife_conformance::groups::{HANG_GUARD, Log, recording_member, topic_with, until_committed};
 use klife_conformance::{Broker, unique_topic};
 
 klife_conformance::against_brokers!(
@@ -32,22 +32,6 @@ klife_conformance::against_brokers!(
     groups_with_members_are_not_deleted,
     committed_offsets_of_a_subscribed_topic_are_kept,
 );
-
-/// A topic of `partitions` partitions with `per` records in each.
-async fn topic_with(broker: Broker, client: &klife::Client, prefix: &str, partitions: i32, per: usize) -> String {
-    let topic = unique_topic(prefix);
-    broker.create_topic(client, &topic, partitions).await;
-    let records = (0..partitions)
-        .flat_map(|p| {
-            let topic = topic.clone();
-            (0..per).map(move |i| ProducerRecord::new(topic.clone(), format!("{p}-{i}")).with_partition(p))
-        })
-        .collect();
-    for r in client.produce_batch(records).await {
-        r.unwrap();
-    }
-    topic
-}
 
 /// Waits until describing the group shows `members` members whose assignments cover
 /// `partitions` partitions once, in state Stable.

@@ -23,7 +23,9 @@ use klife::ProducerRecord;
 use klife::group::{
     Batch, BatchSize, ConsumerGroup, GroupProtocol, Lease, ManualError, Mode, PartitionError, ResetPolicy, TopicConfig,
 };
-use klife_conformance::groups::{HANG_GUARD, Log, driver_for, recording_member, until_committed, until_started_at};
+use klife_conformance::groups::{
+    HANG_GUARD, Log, driver_for, recording_member, topic_with, until_committed, until_started_at,
+};
 use klife_conformance::{Broker, unique_topic};
 
 klife_conformance::against_brokers!(
@@ -41,21 +43,6 @@ fn manual(topic: &str) -> TopicConfig {
         .offset_reset(ResetPolicy::Earliest)
         .fetch_interval(Duration::from_millis(50))
         .handler_max_batch_size(BatchSize::Max(5))
-}
-
-async fn topic_with(broker: Broker, client: &klife::Client, prefix: &str, partitions: i32, per: usize) -> String {
-    let topic = unique_topic(prefix);
-    broker.create_topic(client, &topic, partitions).await;
-    let records = (0..partitions)
-        .flat_map(|p| {
-            let topic = topic.clone();
-            (0..per).map(move |i| ProducerRecord::new(topic.clone(), format!("{p}-{i}")).with_partition(p))
-        })
-        .collect();
-    for r in client.produce_batch(records).await {
-        r.unwrap();
-    }
-    topic
 }
 
 async fn start(

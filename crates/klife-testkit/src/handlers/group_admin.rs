@@ -69,29 +69,17 @@ pub(crate) fn offset_delete(state: &mut State, ctx: &Ctx, r: OffsetDeleteRequest
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
-
     use klife_protocol::messages::ConsumerGroupHeartbeatRequest;
     use klife_protocol::messages::offset_delete_request::{OffsetDeleteRequestPartition, OffsetDeleteRequestTopic};
 
     use super::*;
     use crate::coordinator::Client;
-    use crate::state::{Broker, Committed, Config};
+    use crate::state::Committed;
     use crate::txn::PendingOffset;
 
     /// Two brokers; "near" is coordinated by 0, "far" by 1; both have an offset.
     fn state() -> State {
-        let config = Config {
-            cluster_id: "c".into(),
-            max_message_bytes: 1 << 20,
-            auto_create_topics: false,
-            default_partitions: 1,
-            max_frame_size: 1 << 20,
-            transaction_version: 2,
-        };
-        let brokers =
-            (0..2).map(|id| (id, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })).collect();
-        let mut s = State::new(config, brokers);
+        let mut s = State::for_tests(2);
         s.create_topic("t", vec![vec![0]; 2], 1, BTreeMap::new());
         for (g, broker) in [("near", 0), ("far", 1)] {
             s.coordinator_overrides.insert(g.into(), broker);

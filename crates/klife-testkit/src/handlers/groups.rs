@@ -318,8 +318,6 @@ pub(crate) fn offset_fetch(state: &mut State, ctx: &Ctx, r: OffsetFetchRequest) 
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use std::time::Duration;
-
     use klife_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
     use klife_protocol::messages::join_group_request::JoinGroupRequestProtocol;
     use klife_protocol::messages::leave_group_request::MemberIdentity;
@@ -329,19 +327,9 @@ mod tests {
 
     use super::*;
     use crate::coordinator::Client;
-    use crate::state::{Broker, Config};
 
     fn state() -> State {
-        let config = Config {
-            cluster_id: "c".into(),
-            max_message_bytes: 1 << 20,
-            auto_create_topics: false,
-            default_partitions: 1,
-            max_frame_size: 1 << 20,
-            transaction_version: 2,
-        };
-        let brokers = [(0, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })].into();
-        let mut s = State::new(config, brokers);
+        let mut s = State::for_tests(1);
         s.create_topic("t", vec![vec![0]; 2], 1, BTreeMap::new());
         s
     }

@@ -331,7 +331,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::collections::BTreeMap;
-    use std::time::Duration;
 
     use klife_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTransaction;
     use klife_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
@@ -348,7 +347,6 @@ mod tests {
     use super::super::{Ctx, Reply};
     use super::*;
     use crate::records::{TxnStatus, decode_log};
-    use crate::state::{Broker, Config};
     use crate::txn::Transactions;
 
     const TID: &str = "app";
@@ -356,16 +354,7 @@ mod tests {
     /// One broker, topic `t` with two partitions, transactions looked at every second
     /// from time 0.
     fn state() -> State {
-        let config = Config {
-            cluster_id: "c".into(),
-            max_message_bytes: 1 << 20,
-            auto_create_topics: false,
-            default_partitions: 1,
-            max_frame_size: 1 << 20,
-            transaction_version: 2,
-        };
-        let brokers = [(0, Broker { port: 0, up: true, latency: Duration::ZERO, connections: 0 })].into();
-        let mut s = State::new(config, brokers);
+        let mut s = State::for_tests(1);
         s.create_topic("t", vec![vec![0]; 2], 1, BTreeMap::new());
         s.txns = Transactions::new(1_000, 0);
         s
