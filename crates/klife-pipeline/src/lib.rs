@@ -4,7 +4,7 @@
 //! as sans-io state machines. Producers pull batches of records from the partitions
 //! assigned to the member, processors handle the messages with some concurrency,
 //! optional batchers group them by size and time, and offsets are committed as the
-//! messages are acknowledged. The modules `ack`, `batch`, `pull` and `route` decide; a
+//! messages are acknowledged. The modules `ack`, `batch`, `outputs`, `pull` and `route` decide; a
 //! driver moves the records, runs the user's code, keeps the timers and sends the
 //! commits. [`runtime`] is that driver on tokio, over a klife-group member in manual
 //! mode (the `runtime` feature, on by default); see its documentation for the stages,
@@ -101,6 +101,7 @@ pub mod ack;
 pub mod batch;
 #[cfg(feature = "runtime")]
 pub mod message;
+pub mod outputs;
 pub mod pull;
 pub mod route;
 #[cfg(feature = "runtime")]

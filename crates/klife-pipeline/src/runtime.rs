@@ -37,7 +37,7 @@
 //! what was handled after it comes again (at least once). A handler that panics fails
 //! the message (or the whole batch) with the panic's message.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -49,7 +49,7 @@ use klife_group::runtime::{
     panic_message,
 };
 use klife_producer::{Producer, ProducerRecord, TransactionalProducer};
-use klife_protocol::types::{GroupMetadata, TopicPartition, TopicPartitionOffset};
+use klife_protocol::types::{GroupMetadata, TopicPartition};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -57,6 +57,7 @@ use tokio::time::Instant;
 use crate::ack::{AckError, AckTracker};
 use crate::batch::{BatchConfig, BatchConfigError, Batcher};
 use crate::message::Message;
+use crate::outputs::Outputs;
 use crate::pull::PullPlan;
 use crate::route::{BatchKey, RouteError, Router};
 
@@ -325,13 +326,9 @@ pub struct Pipeline {
 struct Acks {
     tracker: AckTracker,
     leases: HashMap<TopicPartition, Arc<Lease>>,
-    /// Transactional: per partition, the outputs of acknowledged messages by offset,
-    /// until a transaction takes them.
-    pending: HashMap<TopicPartition, BTreeMap<i64, Vec<ProducerRecord>>>,
-    /// Transactional: the offsets to commit in the next transaction.
-    ready: BTreeMap<TopicPartition, TopicPartitionOffset>,
-    /// Transactional: the partitions of the transaction in flight.
-    in_transaction: HashSet<TopicPartition>,
+    /// Transactional: the outputs of acknowledged messages and the commit points, until
+    /// a transaction takes them.
+    outputs: Outputs<ProducerRecord>,
 }
 
 #[derive(Debug)]
@@ -372,14 +369,13 @@ impl Core {
             for m in messages.iter_mut() {
                 let outputs = m.take_outputs();
                 let key = (m.topic_partition().clone(), m.record().offset);
-                if outputs.is_empty() || stale.contains(&key) {
-                    continue;
+                if !stale.contains(&key) {
+                    acks.outputs.hold(&key.0, key.1, outputs);
                 }
-                acks.pending.entry(key.0).or_default().insert(key.1, outputs);
             }
             let any = !commits.is_empty();
             for commit in commits {
-                acks.ready.insert(commit.topic_partition(), commit);
+                acks.outputs.ready(commit);
             }
             drop(acks);
             if any {
@@ -404,15 +400,14 @@ impl Core {
         let mut acks = self.lock();
         acks.tracker.release(tp);
         acks.leases.remove(tp);
-        acks.pending.remove(tp);
-        acks.ready.remove(tp);
+        acks.outputs.release(tp);
     }
 
     /// Whether every message of the partition pulled so far is acknowledged, and
     /// (transactional) committed.
     fn settled(&self, tp: &TopicPartition) -> bool {
         let acks = self.lock();
-        acks.tracker.is_drained(tp) && !acks.ready.contains_key(tp) && !acks.in_transaction.contains(tp)
+        acks.tracker.is_drained(tp) && acks.outputs.settled(tp)
     }
 
     /// Restarts a partition from its last commit, if this member still owns it: a
@@ -468,6 +463,7 @@ impl Core {
         }
         for tp in &failed {
             self.restart(tp);
+            self.release(tp);
         }
         messages.retain(|m| !failed.contains(m.topic_partition()));
     }
@@ -672,6 +668,16 @@ impl PullStage {
                         batch.records.iter().map(|r| (r.offset, r.leader_epoch)).collect();
                     let messages = {
                         let mut acks = self.core.lock();
+                        // A partition released meanwhile (lost, or restarted after a
+                        // failed write or transaction): its batch comes again from the
+                        // last commit. Delivered now, it would start the partition's
+                        // tracking past what was never committed.
+                        if !acks.leases.get(&tp).is_some_and(|l| Arc::ptr_eq(l, &held.lease)) {
+                            drop(acks);
+                            self.held.remove(&tp);
+                            self.plan.record_result(&tp, false);
+                            continue;
+                        }
                         let mut messages = Vec::with_capacity(batch.records.len());
                         match acks.tracker.deliver_all(&tp, &offsets) {
                             Ok(deliveries) => messages.extend(
@@ -884,20 +890,8 @@ async fn transaction_stage(
 ) {
     let mut failures: HashMap<TopicPartition, u32> = HashMap::new();
     loop {
-        let work = {
-            let mut acks = core.lock();
-            let ready = std::mem::take(&mut acks.ready);
-            let mut outputs = Vec::new();
-            for (tp, commit) in &ready {
-                if let Some(pending) = acks.pending.get_mut(tp) {
-                    let above = pending.split_off(&commit.offset);
-                    outputs.extend(std::mem::replace(pending, above).into_values().flatten());
-                }
-                acks.in_transaction.insert(tp.clone());
-            }
-            (!ready.is_empty()).then_some((ready, outputs))
-        };
-        let Some((ready, outputs)) = work else {
+        let work = core.lock().outputs.take();
+        let Some(txn) = work else {
             if *finishing.borrow() {
                 transactions.producer.close().await;
                 return;
@@ -916,15 +910,15 @@ async fn transaction_stage(
                 None => m,
             }
         };
-        let offsets: Vec<TopicPartitionOffset> = ready.values().cloned().collect();
         let producer = &transactions.producer;
+        let partitions: Vec<TopicPartition> = txn.partitions().collect();
         let result = async {
             producer.begin().await?;
-            for record in outputs {
+            for record in txn.outputs.iter().cloned() {
                 // A record that fails aborts the transaction at commit.
                 drop(producer.produce_async(record).await?);
             }
-            producer.send_offsets_to_transaction(&metadata, &offsets).await?;
+            producer.send_offsets_to_transaction(&metadata, &txn.offsets).await?;
             producer.commit().await
         }
         .await;
@@ -932,7 +926,7 @@ async fn transaction_stage(
             Ok(()) => {
                 let leases: Vec<(i64, Option<Arc<Lease>>)> = {
                     let acks = core.lock();
-                    ready.iter().map(|(tp, c)| (c.offset, acks.leases.get(tp).cloned())).collect()
+                    txn.offsets.iter().map(|c| (c.offset, acks.leases.get(&c.topic_partition()).cloned())).collect()
                 };
                 for (offset, lease) in leases {
                     if let Some(lease) = lease {
@@ -941,7 +935,7 @@ async fn transaction_stage(
                         let _ = lease.commit_and_wait(offset).await;
                     }
                 }
-                for tp in ready.keys() {
+                for tp in &partitions {
                     failures.remove(tp);
                 }
             }
@@ -953,7 +947,7 @@ async fn transaction_stage(
                 let fenced = e.is_group_member_fenced();
                 let mut give_up = fatal;
                 let mut attempts = 0;
-                for tp in ready.keys() {
+                for tp in &partitions {
                     if !fenced {
                         let n = failures.entry(tp.clone()).or_insert(0);
                         *n += 1;
@@ -969,14 +963,12 @@ async fn transaction_stage(
                 } else {
                     tracing::warn!(error = %e, attempts, "pipeline: a transaction failed; its partitions restart from their last commit");
                 }
-                {
-                    let mut acks = core.lock();
-                    for tp in ready.keys() {
-                        acks.in_transaction.remove(tp);
-                    }
-                }
-                for tp in ready.keys() {
+                // Restarted first (no more pulls from the partition), then forgotten:
+                // acknowledgements still to come are stale, and nothing of the
+                // partition is taken again before its messages come again.
+                for tp in &partitions {
                     core.restart(tp);
+                    core.release(tp);
                 }
                 if !fenced && !give_up {
                     let backoff = transactions
@@ -987,12 +979,7 @@ async fn transaction_stage(
                 }
             }
         }
-        {
-            let mut acks = core.lock();
-            for tp in ready.keys() {
-                acks.in_transaction.remove(tp);
-            }
-        }
+        core.lock().outputs.done(&txn);
         core.drained.notify_waiters();
     }
 }
