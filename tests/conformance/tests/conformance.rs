@@ -114,8 +114,10 @@ async fn creates_topics_where_the_broker_can(broker: Broker) {
         return;
     }
     client.create_topic(&topic, 3).await.unwrap();
-    let m = client.cluster().add_topics(&[&topic]).await.unwrap();
-    assert_eq!(m.topic(&topic).unwrap().partitions.len(), 3);
+    // Kafka's brokers learn of a new topic one after the other: a metadata answer may
+    // not list it yet. `await_topic` waits for one that lists its 3 partitions with
+    // leaders.
+    broker.await_topic(&client, &topic, 3).await;
     if matches!(broker, Broker::Kafka | Broker::Testkit) {
         // CreatePartitions with no replica assignment (null, not an empty list, which
         // Kafka refuses with INVALID_REPLICA_ASSIGNMENT).
