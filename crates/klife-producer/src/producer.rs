@@ -408,7 +408,7 @@ impl Producer {
     /// The record's partition, and the topic's partition count.
     pub(crate) async fn partition_of(&self, record: &ProducerRecord) -> Result<(i32, i32), ProduceError> {
         let topic = &record.topic;
-        let partitions = self.partition_count(topic).await?;
+        let partitions = self.partition_count(topic, record.partition).await?;
         let p = match record.partition {
             Some(p) => p,
             None => self.inner.config.partitioner.partition(
@@ -423,10 +423,13 @@ impl Producer {
         Ok((p, partitions))
     }
 
-    /// The topic's partition count from the cluster metadata, fetched if needed.
-    async fn partition_count(&self, topic: &str) -> Result<i32, ProduceError> {
+    /// The topic's partition count from the cluster metadata, fetched if the topic is
+    /// not known, or if `partition` (a record's own) is beyond the known count:
+    /// partitions may have been added since the metadata was fetched.
+    async fn partition_count(&self, topic: &str, partition: Option<i32>) -> Result<i32, ProduceError> {
         let mut m = self.inner.cluster.metadata();
-        if !m.topics.contains_key(topic) {
+        let known = m.topics.get(topic).map(|t| t.partitions.len() as i32);
+        if known.is_none_or(|n| partition.is_some_and(|p| p >= n)) {
             m = self.inner.cluster.add_topics(&[topic]).await?;
         }
         match m.topics.get(topic) {
@@ -527,7 +530,7 @@ impl Producer {
             attempt = match attempt {
                 Attempt::Done(result) => return result,
                 Attempt::UnknownTopic => {
-                    let partitions = self.partition_count(&record.topic).await?;
+                    let partitions = self.partition_count(&record.topic, record.partition).await?;
                     let partitions = usize::try_from(partitions).unwrap_or(0);
                     let mut guard = self.inner.lock();
                     let state = &mut *guard;
@@ -1095,6 +1098,31 @@ mod tests {
             Err(e) => assert!(matches!(e, ProduceError::Closed), "{e}"),
         }
         assert!(until_gone(&inner).await, "the producer's tasks still run");
+        kafka.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_record_for_a_partition_added_since_the_metadata_was_fetched_is_produced() {
+        use klife_protocol::messages::CreatePartitionsRequest;
+        use klife_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+
+        let kafka = FakeCluster::builder().topic("t", 1).start().await.unwrap();
+        let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        let producer = Producer::new(cluster.clone(), ProducerConfig::default()).await.unwrap();
+        assert_eq!(producer.produce(ProducerRecord::new("t", "a").with_partition(0)).await.unwrap().offset, 0);
+        // Another client adds a partition: this producer's metadata still says 1.
+        let admin = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        let add = CreatePartitionsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatePartitionsTopic::default().with_name("t".into()).with_count(2)]);
+        let answer = admin.any_broker().await.unwrap().send(&add).await.unwrap();
+        assert_eq!(answer.results[0].error_code, 0);
+        assert_eq!(cluster.metadata().topic("t").unwrap().partitions.len(), 1);
+        let written = producer.produce(ProducerRecord::new("t", "b").with_partition(1)).await.unwrap();
+        assert_eq!((written.partition, written.offset), (1, 0));
+        // A partition that does not exist is still refused, after looking again.
+        let err = producer.produce(ProducerRecord::new("t", "c").with_partition(2)).await.unwrap_err();
+        assert!(matches!(err, ProduceError::InvalidPartition { .. }), "{err}");
         kafka.shutdown().await;
     }
 
