@@ -925,6 +925,15 @@ impl Task {
                     Err(e) if cluster.is_closed() => return Wake::Coordinator(Err(e)),
                     Err(e) => {
                         tracing::warn!(error = %e, "coordinator lookup failed; trying again");
+                        // A coordinator the metadata does not list (read while that
+                        // broker was down, or before it joined): without a fresh read,
+                        // every retry would meet the same stale list.
+                        if matches!(e, ConnectionError::UnknownBroker { .. }) {
+                            cluster.invalidate_coordinator(CoordinatorType::Group, &group);
+                            if let Err(e) = cluster.refresh_metadata().await {
+                                tracing::debug!(error = %e, "metadata refresh failed");
+                            }
+                        }
                         tokio::time::sleep(wait).await;
                         wait = (wait * 2).min(backoff_max);
                     }

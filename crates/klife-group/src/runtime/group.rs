@@ -608,6 +608,14 @@ impl<H: Handler> GroupTask<H> {
                     partitions = partitions.len()
                 );
                 let _entered = span.enter();
+                if self.state.shutdown.is_some() {
+                    // Shutting down: the member leaves once nothing runs, so partitions
+                    // given to it now (a rejoin after a lost session, a rebalance) are
+                    // given up at once instead of started.
+                    self.lifecycle.assigned(partitions.clone());
+                    self.lifecycle.give_up(now, partitions, StopReason::Shutdown);
+                    return;
+                }
                 if !span.is_disabled() && !partitions.is_empty() {
                     self.state.reconciling.push((span.clone(), partitions.iter().cloned().collect()));
                 }
