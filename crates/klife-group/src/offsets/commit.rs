@@ -498,7 +498,23 @@ impl CommitTracker {
         generation: i32,
         code: ErrorCode,
     ) {
-        match verdict(code) {
+        let verdict = match verdict(code) {
+            // Classic: refused because a rebalance made (or is making) a generation the
+            // commit does not carry. A partition still tracked is the member's in the
+            // generation it joins, as a cooperative rebalance keeps what it does not
+            // move: the commit goes again under that generation (at once if the member
+            // joined it already), as Java's consumer retries it. Dropped instead, the
+            // partition's consumer would run on with nothing committed. One the member
+            // loses meanwhile stops being tracked, and its work goes to the next owner.
+            Verdict::Fail
+                if self.config.protocol == GroupProtocol::Classic
+                    && matches!(code, ErrorCode::IllegalGeneration | ErrorCode::RebalanceInProgress) =>
+            {
+                Verdict::NextEpoch
+            }
+            v => v,
+        };
+        match verdict {
             Verdict::Ok => {
                 let Some(part) = self.parts.get_mut(tp) else { return };
                 let offset = position.offset;

@@ -356,6 +356,49 @@ fn a_commit_racing_an_epoch_bump() {
     assert_eq!(events(&mut t), vec![CommitEvent::Committed { offset: a.at(4) }]);
 }
 
+/// Scenario (chaos seed 21, classic cooperative): the member rejoins while a commit
+/// sent under its old generation is on the wire; the coordinator refuses it with
+/// ILLEGAL_GENERATION, and it goes again at once under the new generation, which
+/// still gives the member the partition (so that a revocation that follows hands it
+/// over committed, and a partition kept goes on committing). Refused under the
+/// current generation (the member is behind), it waits for the next one.
+#[test]
+fn a_classic_commit_racing_a_new_generation_goes_again_under_it() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let a = tp("t", 0);
+    let mut t = CommitTracker::new(config(GroupProtocol::Classic));
+    t.set_member(now, MEMBER, 1);
+    t.assign(now, a.clone(), None);
+    t.done(now, &a.at(4), None);
+    let commit = t.poll_commit(now, 8).expect("a commit is due");
+    assert_eq!(commit.request.generation_id_or_member_epoch, 1);
+
+    t.set_member(now, MEMBER, 2);
+    t.on_commit_response(now, commit.id, &answer(&commit, ErrorCode::IllegalGeneration));
+    assert!(events(&mut t).is_empty(), "not failed: the generation moved on");
+    let again = t.poll_commit(now, 8).expect("again at once, under the new generation");
+    assert_eq!(again.request.generation_id_or_member_epoch, 2);
+    assert_eq!(sent(&again), vec![(a.clone(), 4)]);
+    t.on_commit_response(now, again.id, &answer(&again, ErrorCode::None));
+    assert_eq!(events(&mut t), vec![CommitEvent::Committed { offset: a.at(4) }]);
+
+    for code in [ErrorCode::IllegalGeneration, ErrorCode::RebalanceInProgress] {
+        let generation = t.generation();
+        let offset = t.committed(&a).unwrap_or(0) + 2;
+        t.done(now, &a.at(offset), None);
+        let current = t.poll_commit(now, 8).expect("a commit is due");
+        t.on_commit_response(now, current.id, &answer(&current, code));
+        assert!(events(&mut t).is_empty(), "{code:?}: not failed");
+        assert!(t.poll_commit(now, 8).is_none(), "{code:?}: waits for the next generation");
+        t.set_member(now, MEMBER, generation + 1);
+        let next = t.poll_commit(now, 8).expect("again under the next generation");
+        assert_eq!(next.request.generation_id_or_member_epoch, generation + 1);
+        t.on_commit_response(now, next.id, &answer(&next, ErrorCode::None));
+        assert_eq!(events(&mut t), vec![CommitEvent::Committed { offset: a.at(offset) }], "{code:?}");
+    }
+}
+
 #[test]
 fn committed_offsets_never_go_backwards_and_handlers_wait_for_unacked_commits() {
     let clock = Clock::new();
