@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use klife_fetcher::{Consumer, ConsumerEvent, FetchOptions, Fetched, Fetcher, Record, StartOffset};
+use klife_fetcher::{Consumer, ConsumerEvent, FetchError, FetchOptions, Fetched, Fetcher, Record, StartOffset};
 use klife_producer::{Producer, ProducerRecord};
 use klife_protocol::records::Header;
 use klife_protocol::types::{TopicPartition, TopicPartitionOffset};
@@ -179,7 +179,16 @@ impl<H: Handler> PartitionConsumer<H> {
             .with_offset_reset(s.fetch_reset())
             .with_prefetch(s.max_queue_size.saturating_sub(1))
             .with_idle_backoff(s.fetch_interval, super::config::MAX_IDLE_STEPS);
-        if let Err(e) = consumer.assign(&[(&*self.ctx.topic, self.ctx.partition, self.start)]).await {
+        let target = [(&*self.ctx.topic, self.ctx.partition, self.start)];
+        let mut assigned = consumer.assign(&target).await;
+        // The coordinator assigned the partition, so a metadata that does not know it
+        // (partitions added since it was read) is behind: read it again, once.
+        if let Err(FetchError::UnknownPartition { .. } | FetchError::UnknownTopic { .. }) = &assigned {
+            if self.fetcher.cluster().add_topics(&[&*self.ctx.topic]).await.is_ok() {
+                assigned = consumer.assign(&target).await;
+            }
+        }
+        if let Err(e) = assigned {
             return Err(Exit::Failed(e.into()));
         }
         if let Err(panic) = catch_unwind(self.handler.on_consumer_start(&self.ctx)).await {
