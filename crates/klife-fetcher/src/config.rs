@@ -42,7 +42,7 @@ pub struct FetcherConfig {
     /// is answered in full: fetches beyond the limit go into the next request. The
     /// partitions that wait for records (caught up) all go into one request per broker,
     /// whose answer the broker keeps within this limit; a partition it leaves out for
-    /// that is asked again at once.
+    /// that, or cuts short in the middle of a batch, is asked again at once.
     pub max_bytes_per_request: usize,
     /// Bytes asked for per partition when the call does not say (default 1 MiB). The
     /// broker still returns a whole first batch when it is larger (KIP-74).

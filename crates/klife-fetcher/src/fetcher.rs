@@ -570,7 +570,8 @@ async fn batcher(inner: Weak<Inner>, _task: Arc<()>, broker: i32, mut rx: mpsc::
         // requests of `max_bytes_per_request`, each waits `max_wait` in turn, and a
         // record for a partition of the last one arrived seconds late with a thousand
         // partitions. The broker bounds the answer by the request's byte limit; a
-        // partition it leaves out for that is starved and asked again at once.
+        // partition it leaves out for that is starved and asked again at once, one it
+        // cuts short in the middle of a batch too.
         let limit = if wait { usize::MAX } else { inner.config.max_bytes_per_request };
         let jobs = take_request(lane, limit);
         if jobs.is_empty() {
@@ -909,7 +910,13 @@ async fn send_request(
             }
             Decoded::NeedBytes { size } => {
                 let limit = inner.config.max_bytes_per_request;
-                if size > limit || size <= job.max_bytes {
+                // A batch that fits what the fetch asked for comes cut short when the
+                // request's byte limit ran out at it: a waiting request asks for more
+                // than the limit in all, and the broker fills the answer up to it.
+                // Asked again at once (whose requests never ask for more than the
+                // limit), it comes whole. Cut short in an answer at once, it is too
+                // large for the broker to send.
+                if size > limit || (size <= job.max_bytes && !wait) {
                     let e = FetchError::BatchTooLarge {
                         topic: job.topic(),
                         partition: t.partition,
@@ -920,7 +927,7 @@ async fn send_request(
                     job.complete(Err(e));
                 } else {
                     // Ask again, for the whole batch: it is there, so at once.
-                    job.max_bytes = size;
+                    job.max_bytes = job.max_bytes.max(size);
                     (job.wait, job.first) = (false, true);
                     inner.submit(job);
                 }
@@ -1152,6 +1159,71 @@ mod tests {
         drop(clone);
         assert!(until_gone(&tasks).await, "the batchers still run");
         assert_eq!(inner.strong_count(), 0);
+        kafka.shutdown().await;
+    }
+
+    /// One Produce request with a batch of `records` values of 100 bytes in each of
+    /// `partitions` of `topic`.
+    async fn produce_to_each(cluster: &Cluster, topic: &str, partitions: &[i32], records: usize) {
+        use klife_protocol::messages::ProduceRequest;
+        use klife_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use klife_protocol::records::{BatchOptions, RecordBatchWriter};
+        let data = partitions
+            .iter()
+            .map(|p| {
+                let mut w = RecordBatchWriter::new(BatchOptions::default());
+                for _ in 0..records {
+                    w.append(0, None, Some(&[b'v'; 100])).unwrap();
+                }
+                PartitionProduceData::default().with_index(*p).with_records(Some(w.finish().unwrap()))
+            })
+            .collect();
+        let conn = cluster.leader(topic, partitions[0]).await.unwrap().connection;
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![TopicProduceData::default().with_name(topic.to_owned()).with_partition_data(data)]);
+        let response = conn.send(&request).await.unwrap();
+        for p in &response.responses[0].partition_responses {
+            assert_eq!(ErrorCode::from_code(p.error_code), ErrorCode::None);
+        }
+    }
+
+    /// A waiting request carries every caught-up partition of the broker, more bytes in
+    /// all than `max_bytes_per_request`; the broker keeps the answer within that limit
+    /// and may cut the last partition it fills in the middle of a batch. That partition
+    /// is asked again at once, as one left out is: its batch fits what it asks for.
+    #[tokio::test]
+    async fn a_partition_cut_short_by_the_request_limit_is_asked_again() {
+        let kafka = FakeCluster::builder().topic("t", 2).start().await.unwrap();
+        let cluster = Cluster::connect(&kafka.addresses(), ConnectionConfig::default()).await.unwrap();
+        let config = FetcherConfig::default()
+            .with_max_bytes_per_request(1500)
+            .with_partition_max_bytes(1200)
+            .with_max_wait(Duration::from_millis(200));
+        let fetcher = Fetcher::new(cluster.clone(), config).unwrap();
+        let mut consumer = crate::Consumer::new(fetcher, FetchOptions::default());
+        let from_start = crate::StartOffset::Offset(0);
+        consumer.assign(&[("t", 0, from_start), ("t", 1, from_start)]).await.unwrap();
+        let reads = tokio::spawn(async move {
+            let mut counts = [0usize; 2];
+            while counts != [8, 8] {
+                match consumer.next().await {
+                    Some(Ok(f)) => counts[usize::try_from(f.partition).unwrap()] += f.records.len(),
+                    Some(Err(e)) => return Err(e),
+                    None => break,
+                }
+            }
+            Ok(counts)
+        });
+        // Both partitions are caught up: after a round or two their fetches wait in one
+        // request, which asks for 2 × 1,200 bytes.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        // About 930 bytes each: the answer holds one batch whole and the first 570
+        // bytes of the other.
+        produce_to_each(&cluster, "t", &[0, 1], 8).await;
+        let counts = tokio::time::timeout(Duration::from_secs(20), reads).await.unwrap().unwrap();
+        assert_eq!(counts.unwrap(), [8, 8]);
         kafka.shutdown().await;
     }
 
