@@ -416,6 +416,9 @@ impl<H: Handler> GroupTask<H> {
             CommitEvent::Failed { error, uncommitted } => {
                 tracing::warn!(error = %error, ?uncommitted, "offsets: a commit failed for good; the work is redelivered");
                 let partition = error.partition().clone();
+                if uncommitted.is_some() {
+                    self.lifecycle.commit_failed(&partition);
+                }
                 let _ = self.failures.send(PartitionFailure { partition, error: Arc::new(error.into()) });
             }
             CommitEvent::FindCoordinator => self.find_coordinator(),
@@ -424,7 +427,8 @@ impl<H: Handler> GroupTask<H> {
                     tracing::warn!(?uncommitted, "offsets: a flush could not commit everything; it is redelivered");
                 }
                 if let Some(giving_up) = self.state.flushes.remove(&flush) {
-                    self.lifecycle.flushed(giving_up);
+                    let lost: Vec<TopicPartition> = uncommitted.into_iter().map(|u| u.partition).collect();
+                    self.lifecycle.flushed(giving_up, &lost);
                 }
             }
         }
@@ -484,7 +488,7 @@ impl<H: Handler> GroupTask<H> {
                 let partitions: Vec<TopicPartition> =
                     partitions.into_iter().filter(|tp| tracked.contains(tp)).collect();
                 if partitions.is_empty() {
-                    self.lifecycle.flushed(giving_up);
+                    self.lifecycle.flushed(giving_up, &[]);
                 } else {
                     let flush = self.tracker.flush(now, partitions);
                     self.state.flushes.insert(flush, giving_up);

@@ -187,8 +187,9 @@ impl BatchContext {
 pub enum StopReason {
     /// The group gave it to another member; what was handled is committed.
     Revoked,
-    /// The member lost it (fenced, or its session expired): another member may own it
-    /// already, and nothing more was committed.
+    /// The member lost it (fenced, or its session expired, also while it was giving
+    /// it up and its last commits were refused): another member may own it already,
+    /// and nothing more was committed.
     Lost,
     /// The group is shutting down; what was handled is committed.
     Shutdown,

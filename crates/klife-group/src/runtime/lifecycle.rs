@@ -78,6 +78,9 @@ struct Part {
     task: u64,
     phase: Phase,
     failures: u32,
+    /// Work it finished could not be committed (a commit refused for good): given up,
+    /// it closes as lost, since its next owner gets that work again.
+    uncommitted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,7 +192,7 @@ impl Lifecycle {
     fn start(&mut self, partition: TopicPartition, start: StartOffset, delay: Duration, failures: u32) {
         self.next_task += 1;
         let task = self.next_task;
-        self.parts.insert(partition.clone(), Part { task, phase: Phase::Running, failures });
+        self.parts.insert(partition.clone(), Part { task, phase: Phase::Running, failures, uncommitted: false });
         self.actions.push_back(LifecycleAction::Start { partition, task, start, delay });
     }
 
@@ -277,13 +280,25 @@ impl Lifecycle {
         self.advance();
     }
 
-    /// The flush of a giving-up is over (its partitions' work committed, or given up
-    /// as failed).
-    pub(crate) fn flushed(&mut self, giving_up: GivingUpId) {
+    /// The flush of a giving-up is over: its partitions' work is committed, except
+    /// that of `uncommitted` (a commit refused for good, the member out of the group),
+    /// which close as [`StopReason::Lost`]: their work comes again to the next owner.
+    pub(crate) fn flushed(&mut self, giving_up: GivingUpId, uncommitted: &[TopicPartition]) {
         if let Some(g) = self.giving_up.iter_mut().find(|g| g.id == giving_up) {
             g.flush = Flush::Done;
         }
+        for tp in uncommitted {
+            self.commit_failed(tp);
+        }
         self.advance();
+    }
+
+    /// Work `partition`'s consumer finished could not be committed (a commit refused
+    /// for good): given up, the partition closes as [`StopReason::Lost`].
+    pub(crate) fn commit_failed(&mut self, partition: &TopicPartition) {
+        if let Some(p) = self.parts.get_mut(partition) {
+            p.uncommitted = true;
+        }
     }
 
     /// Consumer `task` of `partition` closed: a partition assigned again meanwhile has
@@ -372,11 +387,8 @@ impl Lifecycle {
                 if let Some(p) = self.parts.get_mut(tp) {
                     if p.phase == Phase::Stopped {
                         p.phase = Phase::Closing;
-                        self.actions.push_back(LifecycleAction::Close {
-                            partition: tp.clone(),
-                            task: p.task,
-                            reason: g.reason.clone(),
-                        });
+                        let reason = if p.uncommitted { StopReason::Lost } else { g.reason.clone() };
+                        self.actions.push_back(LifecycleAction::Close { partition: tp.clone(), task: p.task, reason });
                     }
                     if p.phase == Phase::Closing {
                         g.closing.insert(tp.clone());
@@ -467,7 +479,7 @@ mod tests {
         assert!(actions(&mut l).is_empty(), "the flush waits for every consumer to stop");
         l.stopped(&tp(1), tasks[1]);
         assert_eq!(names(&actions(&mut l)), ["flush 2"]);
-        l.flushed(id);
+        l.flushed(id, &[]);
         assert_eq!(names(&actions(&mut l)), ["close 0 Revoked", "close 1 Revoked"]);
         l.closed(&tp(0), tasks[0]);
         assert!(actions(&mut l).is_empty(), "released once every consumer closed");
@@ -487,10 +499,41 @@ mod tests {
         assert_eq!(names(&actions(&mut l)), ["forget 1", "lose 1", "close 1 Lost"]);
         l.stopped(&tp(0), tasks[0]);
         assert_eq!(names(&actions(&mut l)), ["flush 2"]);
-        l.flushed(id);
+        l.flushed(id, &[]);
         assert_eq!(names(&actions(&mut l)), ["close 0 Revoked"]);
         l.closed(&tp(1), tasks[1]);
         l.closed(&tp(0), tasks[0]);
+        assert_eq!(names(&actions(&mut l)), ["release"]);
+    }
+
+    #[test]
+    fn a_partition_whose_work_the_flush_could_not_commit_closes_as_lost() {
+        let now = Instant::now();
+        let mut l = Lifecycle::new(TIMEOUT, BACKOFF);
+        let tasks = running(&mut l, &[0, 1]);
+        let id = l.give_up(now, vec![tp(0), tp(1)], StopReason::Revoked);
+        actions(&mut l);
+        l.stopped(&tp(0), tasks[0]);
+        l.stopped(&tp(1), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["flush 2"]);
+        l.flushed(id, &[tp(1)]);
+        assert_eq!(names(&actions(&mut l)), ["close 0 Revoked", "close 1 Lost"]);
+        l.closed(&tp(0), tasks[0]);
+        l.closed(&tp(1), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["release"]);
+
+        // A commit refused for good before the giving-up: the same.
+        let tasks = running(&mut l, &[2, 3]);
+        l.commit_failed(&tp(3));
+        let id = l.give_up(now, vec![tp(2), tp(3)], StopReason::Shutdown);
+        actions(&mut l);
+        l.stopped(&tp(2), tasks[0]);
+        l.stopped(&tp(3), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["flush 2"]);
+        l.flushed(id, &[]);
+        assert_eq!(names(&actions(&mut l)), ["close 2 Shutdown", "close 3 Lost"]);
+        l.closed(&tp(2), tasks[0]);
+        l.closed(&tp(3), tasks[1]);
         assert_eq!(names(&actions(&mut l)), ["release"]);
     }
 
@@ -626,7 +669,7 @@ mod tests {
                     Op::Stopped(p) => if let Some(t) = alive.get(&p).copied() {
                         if asked_stop.contains(&t) && reported_stop.insert(t) { l.stopped(&tp(p), t) }
                     },
-                    Op::Flushed => if let Some(id) = flushes.pop() { l.flushed(id) },
+                    Op::Flushed => if let Some(id) = flushes.pop() { l.flushed(id, &[]) },
                     Op::Closed(p) => if let Some(t) = alive.get(&p).copied() {
                         if closing.contains(&t) { alive.remove(&p); l.closed(&tp(p), t); }
                     },
