@@ -13,6 +13,9 @@
 //!   the group chosen automatically runs under the classic protocol;
 //! - a rebalance forced on a classic group and on a KIP-848 group mid-run: partitions
 //!   go back and forth without a record handled twice.
+//! - a partition's leader unavailable for longer than the client's retry timeout
+//!   (LEADER_NOT_AVAILABLE, as while a broker is down): the partition fails, starts
+//!   again by itself and reads everything once the leader is back.
 //!
 //! Each case waits for what it needs under a generous hang guard, never for a time.
 
@@ -21,6 +24,7 @@
 use std::time::Duration;
 
 use klife::group::{BatchSize, ConsumerGroup, GroupProtocol, ResetPolicy, TopicConfig};
+use klife::protocol::{ApiKey, ErrorCode};
 use klife::{Client, ProducerRecord};
 use klife_conformance::groups::{Log, Recorder, handled_ends, until_committed};
 use klife_testkit::FakeCluster;
@@ -168,4 +172,25 @@ async fn forced_rebalances_move_partitions_without_repeats() {
         finish(&client, &group, &log, b).await;
         assert!(log.read(|s| s.repeats_per_partition().is_empty()), "{protocol:?}: records handled twice");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_failing_on_an_unavailable_leader_starts_again() {
+    let (fake, producing) = cluster().await;
+    produce(&producing, 0, 200).await;
+    // The start offsets are looked up under this client's retry rule: 300 ms.
+    let client = Client::builder()
+        .bootstrap_servers(fake.addresses())
+        .retry_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    fake.inject_errors(ApiKey::ListOffsets, &[ErrorCode::LeaderNotAvailable; 40], None);
+    let log = Log::default();
+    let mut g = start(&client, "unavailable", GroupProtocol::Consumer, 0, &log).await;
+    let failure = g.next_failure().await.expect("a partition fails while its leader is unavailable");
+    assert!(failure.error.restarts(), "{}: {} does not restart", failure.partition, failure.error);
+    log.until("every record handled", |s| s.handled.len() == 200).await;
+    assert_eq!(fake.pending_faults(), 0);
+    finish(&client, "unavailable", &log, g).await;
 }

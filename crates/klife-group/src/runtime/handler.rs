@@ -293,9 +293,11 @@ pub enum PartitionError {
         /// The dead-letter topic.
         dead_letter_topic: String,
     },
-    /// Fetching failed in a way retrying does not cure (a topic created again, a
-    /// truncated log or an offset out of range under the `Error` reset policy,
-    /// authorization).
+    /// Fetching (or looking up the start offset) failed: in a way retrying does not
+    /// cure (a topic created again, a truncated log or an offset out of range under
+    /// the `Error` reset policy, authorization), or in one it may, whose retries ran
+    /// out (the partition's leader unavailable for longer than the retry timeout, as
+    /// while its broker is down): [`FetchError::is_retriable`].
     #[error(transparent)]
     Fetch(#[from] FetchError),
     /// Its start offset could not be had, or its commits failed for good.
@@ -315,18 +317,19 @@ pub enum PartitionError {
 
 impl PartitionError {
     /// Whether the partition starts again by itself (from its last committed offset,
-    /// after a backoff): a handler's misuse or panic, a dead-letter failure and a lease
-    /// dropped with records not committed do;
-    /// fetch and offset failures wait for the next assignment.
+    /// after a backoff): a handler's misuse or panic, a dead-letter failure, a lease
+    /// dropped with records not committed and a fetch failure that retrying may cure
+    /// do; other fetch and offset failures wait for the next assignment.
     pub fn restarts(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            PartitionError::Fetch(e) => e.is_retriable(),
             PartitionError::Misuse(_)
-                | PartitionError::Panicked { .. }
-                | PartitionError::DeadLetter { .. }
-                | PartitionError::NoDeadLetterProducer { .. }
-                | PartitionError::DeadLetterGone { .. }
-                | PartitionError::LeaseDropped { .. }
-        )
+            | PartitionError::Panicked { .. }
+            | PartitionError::DeadLetter { .. }
+            | PartitionError::NoDeadLetterProducer { .. }
+            | PartitionError::DeadLetterGone { .. }
+            | PartitionError::LeaseDropped { .. } => true,
+            PartitionError::Offsets(_) => false,
+        }
     }
 }
