@@ -9,8 +9,6 @@
 //!   central repository, Tansu, the librdkafka mock cluster program).
 //! - `bench produce [...]`: produce throughput of klife, librdkafka and rskafka against
 //!   the same broker, in the same run.
-//! - `chaos [...]`: seeded chaos runs of producers and consumer groups, with invariants
-//!   checked on every run.
 
 // A binary: `pub` marks what modules share, nothing is exported.
 #![allow(clippy::print_stdout, unreachable_pub)]
@@ -18,7 +16,6 @@
 mod bench;
 mod bench_group;
 mod brokers;
-mod chaos;
 mod codegen;
 mod fuzz;
 mod kafka;
@@ -46,11 +43,6 @@ tasks:
   bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
                                       produce throughput, CPU and memory of klife, librdkafka
                                       and rskafka on one Tansu broker (see docs/benchmarks.md)
-  chaos [--seeds N] [--first S] [--seed S] [--broker testkit|kafka]
-                                      seeded chaos runs of producers and consumer groups (killed
-                                      members, brokers down, moved leaders and coordinators,
-                                      injected errors), invariants checked on every run; a
-                                      failing seed prints its replay command (see docs/chaos.md)
 ";
 
 /// The workspace root (the parent of `xtask/`).
@@ -94,7 +86,6 @@ fn run(args: &[String]) -> Result<(), String> {
             Some(other) => Err(format!("brokers: unknown argument {other:?}\n\n{USAGE}")),
         },
         "bench" => bench::run_cli(&root, rest),
-        "chaos" => chaos::run(&root, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

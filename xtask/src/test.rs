@@ -5,8 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The suite that kills and restarts Kafka's nodes, and the name prefix of such tests
-/// elsewhere (klife-chaos's Kafka seeds): they run alone, after the others.
+/// The suite that kills and restarts Kafka's nodes: it runs alone, after the others.
 const FAULTS_ON_KAFKA: &str = "kafka_faults";
 
 /// The brokers a test's name can name, as a path segment (`case::kafka`, `kafka::case`;
@@ -229,21 +228,8 @@ pub fn run(root: &Path) -> Result<(), String> {
             "tests (against Apache Kafka, Tansu, the librdkafka mock cluster and klife-testkit)",
             &mut tests,
         );
-        // klife-chaos's fixed seeds on Kafka stop its nodes too: named `kafka_faults::…`,
-        // they are left out above and run here, alone, after conformance's suite.
-        let mut faults = cargo(&[
-            "test",
-            "-p",
-            "klife-conformance",
-            "-p",
-            "klife-chaos",
-            "--test",
-            FAULTS_ON_KAFKA,
-            "--test",
-            "fixed_seeds",
-            "--locked",
-        ]);
-        faults.args(["--", "--test-threads", "1", FAULTS_ON_KAFKA]);
+        let mut faults = cargo(&["test", "-p", "klife-conformance", "--test", FAULTS_ON_KAFKA, "--locked"]);
+        faults.args(["--", "--test-threads", "1"]);
         for (k, v) in &brokers.env {
             faults.env(k, v);
         }
