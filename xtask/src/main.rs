@@ -9,6 +9,10 @@
 //!   central repository, Tansu, the librdkafka mock cluster program).
 //! - `bench produce [...]`: produce throughput of klife, librdkafka and rskafka against
 //!   the same broker, in the same run.
+//! - `chaos [...]`: seeded chaos runs of producers and consumer groups, with invariants
+//!   checked on every run.
+//! - `load [...]`: 1,000 partitions, 64 producers and 10 consumer groups at once on
+//!   klife-testkit or Apache Kafka, checked for deadlock, starvation and bounded memory.
 
 // A binary: `pub` marks what modules share, nothing is exported.
 #![allow(clippy::print_stdout, unreachable_pub)]
@@ -16,9 +20,11 @@
 mod bench;
 mod bench_group;
 mod brokers;
+mod chaos;
 mod codegen;
 mod fuzz;
 mod kafka;
+mod load;
 mod test;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +49,15 @@ tasks:
   bench produce [--records N] [--value-size S] [--partitions P] [--rounds R]
                                       produce throughput, CPU and memory of klife, librdkafka
                                       and rskafka on one Tansu broker (see docs/benchmarks.md)
+  chaos [--seeds N] [--first S] [--seed S] [--broker testkit|kafka]
+                                      seeded chaos runs of producers and consumer groups (killed
+                                      members, brokers down, moved leaders and coordinators,
+                                      injected errors), invariants checked on every run; a
+                                      failing seed prints its replay command (see docs/chaos.md)
+  load [--broker testkit|kafka] [--partitions P] [--producers N] [--groups G] [--records R]
+                                      many partitions, producers and groups at once: every record
+                                      handled, no partition starved, lags 0, peak RSS within the
+                                      configured bound (see docs/load.md)
 ";
 
 /// The workspace root (the parent of `xtask/`).
@@ -86,6 +101,8 @@ fn run(args: &[String]) -> Result<(), String> {
             Some(other) => Err(format!("brokers: unknown argument {other:?}\n\n{USAGE}")),
         },
         "bench" => bench::run_cli(&root, rest),
+        "chaos" => chaos::run(&root, rest),
+        "load" => load::run(&root, rest),
         "help" | "--help" | "-h" => {
             print!("{USAGE}");
             Ok(())

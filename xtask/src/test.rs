@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-/// The suite that kills and restarts Kafka's nodes: it runs alone, after the others.
+/// The suite that kills and restarts Kafka's nodes, and the name prefix of such tests
+/// elsewhere (klife-chaos's Kafka seeds): they run alone, after the others.
 const FAULTS_ON_KAFKA: &str = "kafka_faults";
 
 /// The brokers a test's name can name, as a path segment (`case::kafka`, `kafka::case`;
@@ -122,6 +123,10 @@ fn describe(cmd: &Command) -> String {
 fn cargo(args: &[&str]) -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.args(args);
+    if std::env::var_os("CI").is_some() {
+        // A one-off build gains nothing from incremental state, which costs gigabytes.
+        c.env("CARGO_INCREMENTAL", "0");
+    }
     c
 }
 
@@ -179,8 +184,29 @@ fn feature_sets(root: &Path) -> Result<(), String> {
 }
 
 /// Runs every check.
+/// Says how much disk is free where cargo builds: the whole run needs about
+/// `DISK_NEEDED_GIB`, and a full disk otherwise shows up as a C compiler's error.
+fn report_free_disk(root: &Path) {
+    let dir = crate::brokers::target_dir(root);
+    let probe = if dir.exists() { dir } else { root.to_path_buf() };
+    let Ok(out) = Command::new("df").arg("-Pk").arg(&probe).output() else { return };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let free_kib = text.lines().nth(1).and_then(|l| l.split_whitespace().nth(3)).and_then(|v| v.parse::<u64>().ok());
+    if let Some(kib) = free_kib {
+        let gib = kib as f64 / (1024.0 * 1024.0);
+        eprintln!("==> {gib:.1} GiB free at {}", probe.display());
+        if gib < DISK_NEEDED_GIB {
+            eprintln!("    warning: the run needs about {DISK_NEEDED_GIB} GiB; it may fail for lack of disk");
+        }
+    }
+}
+
+/// About what a run from a clean clone writes (build output, broker logs).
+const DISK_NEEDED_GIB: f64 = 12.0;
+
 pub fn run(root: &Path) -> Result<(), String> {
     let started = Instant::now();
+    report_free_disk(root);
     run_step(root, "format", &mut cargo(&["fmt", "--all", "--check"]))?;
     run_step(
         root,
@@ -228,8 +254,21 @@ pub fn run(root: &Path) -> Result<(), String> {
             "tests (against Apache Kafka, Tansu, the librdkafka mock cluster and klife-testkit)",
             &mut tests,
         );
-        let mut faults = cargo(&["test", "-p", "klife-conformance", "--test", FAULTS_ON_KAFKA, "--locked"]);
-        faults.args(["--", "--test-threads", "1"]);
+        // klife-chaos's fixed seeds on Kafka stop its nodes too: named `kafka_faults::…`,
+        // they are left out above and run here, alone, after conformance's suite.
+        let mut faults = cargo(&[
+            "test",
+            "-p",
+            "klife-conformance",
+            "-p",
+            "klife-chaos",
+            "--test",
+            FAULTS_ON_KAFKA,
+            "--test",
+            "fixed_seeds",
+            "--locked",
+        ]);
+        faults.args(["--", "--test-threads", "1", FAULTS_ON_KAFKA]);
         for (k, v) in &brokers.env {
             faults.env(k, v);
         }

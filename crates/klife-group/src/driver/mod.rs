@@ -38,7 +38,9 @@
 //!   others take [`DriverConfig::heartbeat_timeout`]. Heartbeats go on the member's own
 //!   timer, also while a revocation waits for the user;
 //! - classic: answers the leader's [`Action::DescribeTopics`] with the partition
-//!   counts of the cluster's metadata (retried until the metadata comes);
+//!   counts of the cluster's metadata (retried until the metadata comes), and, while
+//!   the member leads a stable group, reads those counts again every
+//!   [`LEADER_WATCH_INTERVAL`] and asks for a rebalance when partitions were added;
 //! - sleeps until the member's `poll_timeout`;
 //! - and turns the member's changes into [`MemberEvent`]s:
 //!   [`Generation`](MemberEvent::Generation) (member id and epoch or generation),
@@ -105,6 +107,11 @@ use crate::offsets::GroupProtocol;
 use crate::telemetry::{self, MEMBER_SPAN};
 /// How long a heartbeat waits for its answer when nothing else is set.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the leader of a classic group looks at the partition counts of the
+/// subscribed topics, to rebalance when partitions were added (the coordinator does not
+/// watch them under the classic protocol; KIP-848's does).
+pub const LEADER_WATCH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The settings of the task that drives a member (the member's own are in
 /// [`ConsumerConfig`] and [`ClassicConfig`]).
@@ -454,6 +461,8 @@ fn spawn(cluster: Cluster, member: Member, fallback: Option<ClassicConfig>, driv
         joining: None,
         auto_release: false,
         deadline: None,
+        watch_due: None,
+        watch_pending: false,
     };
     let task = tokio::spawn(task.run().instrument(span));
     GroupMember { group_id, shared, commands: Some(commands_tx), events, task: Some(task) }
@@ -610,6 +619,10 @@ struct Task {
     auto_release: bool,
     /// When a member left in the background gives up.
     deadline: Option<Instant>,
+    /// Classic leader: when the subscribed topics' partition counts are looked at next.
+    watch_due: Option<Instant>,
+    /// Classic leader: a look at the partition counts under way.
+    watch_pending: bool,
 }
 
 /// What woke the task.
@@ -625,6 +638,8 @@ enum Wake {
     Answer(RequestId, ApiKey, Result<Response, ConnectionError>),
     /// Classic: partition counts, for the request of this number.
     Counts(u64, Vec<(String, i32)>),
+    /// Classic leader: the partition counts of the subscribed topics now.
+    Watched(Vec<(String, i32)>),
     Timer,
 }
 
@@ -652,7 +667,8 @@ impl Task {
                 // Something could not be sent: the member's reaction first.
                 continue;
             }
-            let wake_at = [self.member.poll_timeout(), self.deadline].into_iter().flatten().min();
+            self.watch_partitions(now);
+            let wake_at = [self.member.poll_timeout(), self.deadline, self.watch_due].into_iter().flatten().min();
             let wake = self.wait(wake_at).await;
             let now = clock();
             match wake {
@@ -717,9 +733,51 @@ impl Task {
                         }
                     }
                 }
+                Wake::Watched(found) => {
+                    self.watch_pending = false;
+                    if let Member::Classic(m) = &mut self.member {
+                        let grown = m.leader_counts().is_some_and(|assigned| {
+                            found.iter().any(|(t, n)| *n > assigned.get(t).copied().unwrap_or(0))
+                        });
+                        if grown {
+                            tracing::info!("partitions were added to a subscribed topic: rebalancing");
+                            m.request_rejoin(now);
+                        }
+                    }
+                }
                 Wake::Timer => self.member.handle_timeout(now),
             }
         }
+    }
+
+    /// Classic: the coordinator does not watch the subscribed topics' partitions, so
+    /// the leader of a stable group looks at their counts every
+    /// [`LEADER_WATCH_INTERVAL`], and asks for a rebalance when partitions were added
+    /// (Java's leader does so when its metadata is refreshed).
+    fn watch_partitions(&mut self, now: Instant) {
+        let Member::Classic(m) = &self.member else { return };
+        let Some(assigned) = m.leader_counts() else {
+            self.watch_due = None;
+            return;
+        };
+        let due = *self.watch_due.get_or_insert(now + LEADER_WATCH_INTERVAL);
+        if self.watch_pending || now < due {
+            return;
+        }
+        self.watch_pending = true;
+        self.watch_due = Some(now + LEADER_WATCH_INTERVAL);
+        let mut topics: Vec<String> = assigned.keys().cloned().collect();
+        topics.extend(m.config().topics.iter().filter(|t| !assigned.contains_key(*t)).cloned());
+        let cluster = self.cluster.clone();
+        self.pending.push(Box::pin(async move {
+            match cluster.add_topics(&topics).await {
+                Ok(metadata) => Wake::Watched(classic::counts(&metadata, &topics)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "partition counts not read; looking again later");
+                    Wake::Watched(Vec::new())
+                }
+            }
+        }));
     }
 
     fn end(&mut self, ended: Ended) -> Ended {

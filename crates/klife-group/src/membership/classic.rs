@@ -373,6 +373,9 @@ pub struct ClassicMember {
     joined_generation: i32,
     protocol_name: Option<String>,
     leader_members: Vec<MemberSubscription>,
+    /// The partition counts the member last assigned from as leader (`None` when it
+    /// does not lead).
+    assigned_counts: Option<BTreeMap<String, i32>>,
     sync_assignments: Vec<SyncGroupRequestAssignment>,
     owned: BTreeSet<TopicPartition>,
     revoking: BTreeSet<TopicPartition>,
@@ -401,6 +404,7 @@ impl ClassicMember {
             joined_generation: -1,
             protocol_name: None,
             leader_members: Vec::new(),
+            assigned_counts: None,
             sync_assignments: Vec::new(),
             owned: BTreeSet::new(),
             revoking: BTreeSet::new(),
@@ -546,6 +550,7 @@ impl ClassicMember {
             members: std::mem::take(&mut self.leader_members),
             partition_counts: counts.into_iter().map(|(t, n)| (t.into(), n)).collect(),
         };
+        self.assigned_counts = Some(input.partition_counts.clone());
         let mut assignment = assignor.assign(&input);
         if assignor.rebalance_protocol() == RebalanceProtocol::Cooperative {
             withhold_claimed(&input, &mut assignment);
@@ -575,6 +580,14 @@ impl ClassicMember {
         if self.phase == Phase::Stable {
             self.rejoin(now);
         }
+    }
+
+    /// While the member leads a stable group: the partition counts it assigned from,
+    /// by topic. The coordinator does not watch them under the classic protocol: the
+    /// leader compares them with the metadata now and then, and asks for a rebalance
+    /// ([`request_rejoin`](Self::request_rejoin)) when partitions were added.
+    pub fn leader_counts(&self) -> Option<&BTreeMap<String, i32>> {
+        self.assigned_counts.as_ref().filter(|_| self.phase == Phase::Stable)
     }
 
     /// Asks for a rebalance: a stable member joins again (after revoking everything,
@@ -680,6 +693,7 @@ impl ClassicMember {
                 self.protocol_name.clone_from(&r.protocol_name);
                 let leader = r.leader == self.member_id && !r.skip_assignment;
                 tracing::debug!(group = %self.config.group_id, generation = r.generation_id, leader, "joined");
+                self.assigned_counts = None;
                 if leader {
                     self.leader_members = r
                         .members

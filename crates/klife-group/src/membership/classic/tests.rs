@@ -173,6 +173,19 @@ fn the_leader_assigns_with_the_chosen_assignor() {
     h.answer(id, Response::SyncGroup(sync_ok(&mine)));
     assert_eq!(h.actions(), vec![Action::EpochChanged { epoch: 1 }, Action::StartPartitions { partitions: mine }]);
     assert_eq!(h.m.state(), ClassicState::Stable);
+    // The counts it assigned from, for its driver to compare with the metadata.
+    let counts: Vec<(&str, i32)> =
+        h.m.leader_counts().expect("it leads").iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    assert_eq!(counts, [("t", 4), ("u", 1)]);
+    h.m.request_rejoin(h.now);
+    assert!(h.m.leader_counts().is_none(), "only while the group is stable");
+}
+
+#[test]
+fn a_follower_has_no_counts_to_watch() {
+    let mut h = H::new(cooperative());
+    h.joined(1, &[tp("t", 0)]);
+    assert!(h.m.leader_counts().is_none());
 }
 
 /// A user's cooperative assignor that hands every partition to the first member,
