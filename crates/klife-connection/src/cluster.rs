@@ -369,7 +369,12 @@ impl Cluster {
         let start = if ids.is_empty() { 0 } else { fastrand::usize(..ids.len()) };
         for k in 0..ids.len() {
             let id = ids[(start + k) % ids.len()];
-            match self.broker(id).await {
+            // The ids come from the metadata: no refresh for an unknown one.
+            let conn = match self.pool(id) {
+                Ok(pool) => pool.connection().await,
+                Err(e) => Err(e),
+            };
+            match conn {
                 Ok(conn) => match self.fetch_metadata(&conn, topics).await {
                     Ok(m) => return Ok(m),
                     Err(e) => attempts.push((conn.broker().to_owned(), e)),
@@ -391,7 +396,20 @@ impl Cluster {
 
     /// A connection to the broker with this node id.
     pub async fn broker(&self, node_id: i32) -> Result<Connection, Error> {
-        self.pool(node_id)?.connection().await
+        self.known_pool(node_id).await?.connection().await
+    }
+
+    /// The pool of broker `node_id`; a node the cached metadata does not list (named
+    /// by a FindCoordinator or Metadata answer newer than the cache) makes the cluster
+    /// read its metadata once before it is [`Error::UnknownBroker`].
+    async fn known_pool(&self, node_id: i32) -> Result<Arc<BrokerPool>, Error> {
+        match self.pool(node_id) {
+            Err(Error::UnknownBroker { .. }) => {
+                self.refresh_metadata().await?;
+                self.pool(node_id)
+            }
+            other => other,
+        }
     }
 
     /// A connection to the broker kept for Fetch requests, apart from the others: a
@@ -400,7 +418,7 @@ impl Cluster {
     /// may wait (`long_poll`) get one connection, fetches expected to be answered at
     /// once another.
     pub async fn fetch_connection(&self, node_id: i32, long_poll: bool) -> Result<Connection, Error> {
-        self.pool(node_id)?.fetch_connection(long_poll).await
+        self.known_pool(node_id).await?.fetch_connection(long_poll).await
     }
 
     /// Opens an ordered [`Lane`] to broker `node_id`, owned by the caller: a

@@ -63,7 +63,8 @@ pub(crate) async fn list_offsets(
     let cluster = &inner.cluster;
     let mut results: Vec<Slot> = (0..queries.len()).map(|_| None).collect();
     // Look up only topics the metadata does not know yet; known ones are refreshed
-    // when an answer says the metadata is stale.
+    // when an answer says the metadata is stale, or when a partition is beyond the
+    // cached count (partitions were added since it was read).
     let known = cluster.metadata();
     let mut missing: Vec<&str> =
         queries.iter().map(|q| &*q.0.topic).filter(|t| !known.topics.contains_key(*t)).collect();
@@ -73,6 +74,13 @@ pub(crate) async fn list_offsets(
         if let Err(e) = cluster.add_topics(&missing).await {
             return queries.iter().map(|_| Err(FetchError::Connection(e.clone()))).collect();
         }
+    }
+    let beyond_cached_count = queries.iter().any(|(tp, _)| {
+        known.topics.get(&*tp.topic).is_some_and(|t| t.error == ErrorCode::None && t.partition(tp.partition).is_none())
+    });
+    if beyond_cached_count {
+        // Failing that, the lookup below names the partition as unknown.
+        let _ = cluster.refresh_metadata().await;
     }
     let retriable = |r: &Slot| r.as_ref().is_none_or(|r| r.as_ref().is_err_and(FetchError::is_retriable));
     // Rounds go on under the connection layer's retry rule: the codes of the

@@ -9,9 +9,11 @@
 //! caller's type `S`, shared by its records (the producer keeps there the batch's
 //! completion, which every record's future reads, instead of a channel per record).
 //!
-//! Memory is bounded: every record reserves its encoded size against
-//! `buffer_memory` until the caller releases its batch (after the broker answered for
-//! it, or it failed for good). A full buffer refuses the record, handing its token back.
+//! Memory is bounded: every batch holds the memory allocated for it (its records'
+//! encoded bytes and the room preallocated past them) against `buffer_memory` until
+//! the caller releases it (after the broker answered for it, or it failed for good).
+//! A new batch preallocates less when the buffer is short. A full buffer refuses the
+//! record, handing its token back.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -232,8 +234,16 @@ impl<T, S> Default for PartitionQueue<T, S> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct QueueId(usize);
 
-/// Room preallocated for a partition's first batch.
-const FIRST_BATCH_CAPACITY: usize = 16 * 1024;
+/// Room preallocated for a partition's first batch (it grows as records come; later
+/// batches start at the size of the partition's previous one). Small, since it is held
+/// against `buffer_memory`: a producer writing to a thousand partitions holds as many
+/// open batches.
+const FIRST_BATCH_CAPACITY: usize = 1024;
+
+/// A new batch preallocates at most this share of the free buffer (and at least the
+/// room for its first record), so that a buffer running short is shared among
+/// partitions instead of going to the first few.
+const FREE_SHARE: usize = 8;
 
 /// Most buffers of completed batches kept for reuse (see [`Accumulator::recycle`]).
 pub const SPARE_BUFFERS: usize = 8;
@@ -295,8 +305,8 @@ impl<T, S: Default> Accumulator<T, S> {
         &self.config
     }
 
-    /// Bytes held against `buffer_memory` (records waiting, and drained batches not yet
-    /// released).
+    /// Bytes held against `buffer_memory`: the memory of open and sealed batches, and of
+    /// drained batches not yet released.
     pub fn buffered(&self) -> usize {
         self.buffered
     }
@@ -419,26 +429,37 @@ impl<T, S: Default> Accumulator<T, S> {
                 in_open.unwrap_or(alone)
             }
         };
-        if self.buffered + needed > config.buffer_memory {
-            return Err(AppendError::BufferFull {
-                buffered: self.buffered,
-                limit: config.buffer_memory,
-                needed,
-                token,
-            });
-        }
+        let free = config.buffer_memory.saturating_sub(self.buffered);
         let mut new_batch = false;
         if let (None, Some(now)) = (in_open, now) {
+            // A new batch holds its whole allocation against the buffer: the room for
+            // this record at least, and as much as the partition's batches took before
+            // when the buffer has it.
+            let least = BATCH_HEADER_SIZE + needed + CAPACITY_MARGIN;
+            if least > free {
+                return Err(AppendError::BufferFull {
+                    buffered: self.buffered,
+                    limit: config.buffer_memory,
+                    needed: least,
+                    token,
+                });
+            }
             if let Some(full) = queue.open.take() {
                 queue.last_size = full.writer.size_in_bytes();
                 queue.sealed.push_back(full);
             }
             let options = BatchOptions { compression: config.compression, ..BatchOptions::default() };
             let hint = if queue.last_size == 0 { FIRST_BATCH_CAPACITY } else { queue.last_size };
-            let capacity = (BATCH_HEADER_SIZE + needed).max(hint.min(config.batch_size)) + CAPACITY_MARGIN;
-            // A partition that fills its batches reuses a spare buffer, when there is one.
+            let preferred = (BATCH_HEADER_SIZE + needed).max(hint.min(config.batch_size)) + CAPACITY_MARGIN;
+            let capacity = preferred.min((free / FREE_SHARE).max(least));
+            // A partition that fills its batches reuses a spare buffer, when there is one
+            // and the buffer has room for all of it.
             let writer = match self.spare.pop() {
-                Some(buffer) if capacity >= config.batch_size / 2 && buffer.capacity() >= capacity => {
+                Some(buffer)
+                    if capacity >= config.batch_size / 2
+                        && buffer.capacity() >= capacity
+                        && buffer.capacity() <= free =>
+                {
                     RecordBatchWriter::with_buffer(options, buffer)
                 }
                 other => {
@@ -446,8 +467,21 @@ impl<T, S: Default> Accumulator<T, S> {
                     RecordBatchWriter::with_capacity(options, capacity)
                 }
             };
-            queue.open = Some(Batch { writer, tokens: Vec::new(), shared: S::default(), created: now(), reserved: 0 });
+            let reserved = writer.room();
+            self.buffered += reserved;
+            queue.open = Some(Batch { writer, tokens: Vec::new(), shared: S::default(), created: now(), reserved });
             new_batch = true;
+        } else if let Some(open) = queue.open.as_ref() {
+            // A batch that must grow for the record holds its new room too.
+            let growth = open.writer.room_after(needed).saturating_sub(open.reserved);
+            if growth > free {
+                return Err(AppendError::BufferFull {
+                    buffered: self.buffered,
+                    limit: config.buffer_memory,
+                    needed: growth,
+                    token,
+                });
+            }
         }
         let Some(open) = queue.open.as_mut() else {
             return Err(AppendError::Encode { reason: "no open batch".into(), token });
@@ -457,8 +491,11 @@ impl<T, S: Default> Accumulator<T, S> {
         }
         let index = open.tokens.len();
         open.tokens.push(token);
-        open.reserved += needed;
-        self.buffered += needed;
+        let room = open.writer.room();
+        if room > open.reserved {
+            self.buffered += room - open.reserved;
+            open.reserved = room;
+        }
         self.records += 1;
         let batch_full = BATCH_HEADER_SIZE + open.writer.size_in_bytes() >= config.batch_size;
         Ok((Appended { new_batch, batch_full, index }, &open.shared))

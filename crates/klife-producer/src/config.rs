@@ -48,8 +48,8 @@ pub struct ProducerConfig {
     /// a lower `max.message.bytes` needs a lower value). Under load, batches fill up
     /// before `linger` ends, and bigger batches cost the broker less per record.
     pub batch_size: usize,
-    /// Most bytes of records buffered across partitions (default 16 MiB, 16 full
-    /// batches: more only lengthens the queue in front of a busy broker, and records
+    /// Most bytes of batches held across partitions, the room allocated for each batch
+    /// included (default 16 MiB, 16 full batches: more only lengthens the queue in front of a busy broker, and records
     /// that wait longer have left the CPU caches by the time they are sent). When full,
     /// `produce` waits for room (up to `delivery_timeout`) and `try_produce` fails.
     pub buffer_memory: usize,

@@ -34,7 +34,9 @@
 //!   place, down to single records: only a record too large by itself fails, with
 //!   [`ProduceError::Broker`] and code MESSAGE_TOO_LARGE. Other broker errors fail the
 //!   batch at once ([`ProduceError::Broker`], with the code).
-//! - **Memory bound.** Buffered records hold at most `buffer_memory` bytes. When it is
+//! - **Memory bound.** Batches hold at most `buffer_memory` bytes: their records and
+//!   the room allocated past them (a new batch preallocates less when the buffer is
+//!   short), so that a producer writing to many partitions stays within it. When it is
 //!   full, `produce` waits for room (up to the delivery timeout) and
 //!   [`Producer::try_produce`] fails at once with [`ProduceError::BufferFull`].
 //! - **Bad input** fails only the record concerned, before anything is sent:

@@ -250,7 +250,7 @@ pub struct ProducerSection {
     /// Bytes of records that make a batch full (default 1000000).
     #[serde(with = "count")]
     pub batch_size: Option<usize>,
-    /// Most bytes of records buffered (default 16777216).
+    /// Most bytes of batches held, allocated room included (default 16777216).
     #[serde(with = "count")]
     pub buffer_memory: Option<usize>,
     /// Largest batch one record may make (default 1048576).

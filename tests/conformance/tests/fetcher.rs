@@ -37,6 +37,8 @@ klife_conformance::against_every_broker!(
     a_raw_fetch_session_opens_answers_news_only_and_closes,
 );
 
+klife_conformance::against_brokers!([kafka: Kafka, testkit: Testkit] offsets_of_partitions_added_later_are_looked_up);
+
 fn producer_config(compression: Compression) -> ProducerConfig {
     let mut c = ProducerConfig::default();
     c.linger = Duration::from_millis(2);
@@ -312,6 +314,44 @@ async fn offsets_are_looked_up(broker: Broker) {
         assert!(matches!(unknown[0], Err(FetchError::UnknownTopic { .. })), "{unknown:?}");
     }
     client.close().await;
+}
+
+/// A partition beyond the count the client's metadata knows (added by another client
+/// since) makes the lookup read the metadata again, instead of failing at once.
+async fn offsets_of_partitions_added_later_are_looked_up(broker: Broker) {
+    let client = broker.client().await;
+    let topic = unique_topic("fetch-added");
+    broker.create_topic(&client, &topic, 2).await;
+    let f = fetcher(&client, |_| {});
+    let admin = broker.client().await;
+    admin.create_partitions(&topic, 4).await.unwrap();
+    broker.await_topic(&admin, &topic, 4).await;
+    let cached = client.cluster().metadata().topic(&topic).map(|t| t.partitions.len());
+    assert_eq!(cached, Some(2), "the reading client has not seen the new partitions yet");
+    // Each attempt finds the cache short of partition 3 and reads the metadata again;
+    // a broker may learn of the new partitions a little after their leaders do.
+    let mut last = None;
+    for _ in 0..50 {
+        let found = f
+            .list_offsets(
+                &[(TopicPartition::new(topic.as_str(), 3), OffsetSpec::Earliest)],
+                IsolationLevel::ReadUncommitted,
+            )
+            .await;
+        match found.into_iter().next().unwrap() {
+            Ok(l) => {
+                assert_eq!(l.offset, 0);
+                last = None;
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(last.is_none(), "partition 3 was never looked up: {last:?}");
+    assert_eq!(client.cluster().metadata().topic(&topic).map(|t| t.partitions.len()), Some(4));
+    client.close().await;
+    admin.close().await;
 }
 
 async fn bad_targets_fail_alone_with_typed_errors(broker: Broker) {

@@ -100,7 +100,7 @@ fn batches_become_ready_when_full_or_after_the_linger() {
 #[test]
 fn the_buffer_bound_refuses_records_until_batches_are_released() {
     let now = Instant::now();
-    let mut acc = Accumulator::new(AccumulatorConfig { buffer_memory: 100, ..config(1 << 20) });
+    let mut acc = Accumulator::new(AccumulatorConfig { buffer_memory: 1000, ..config(1 << 20) });
     let mut accepted = 0;
     let refused = loop {
         let value = [7u8; 20];
@@ -109,14 +109,16 @@ fn the_buffer_bound_refuses_records_until_batches_are_released() {
             Err(e) => break e,
         }
     };
-    assert!(matches!(refused, AppendError::BufferFull { limit: 100, .. }), "{refused}");
+    assert!(matches!(refused, AppendError::BufferFull { limit: 1000, .. }), "{refused}");
+    assert!(accepted > 10, "a batch preallocates no more than the buffer has: {accepted} records taken");
     assert!(refused.to_string().contains("buffer is full"));
     assert_eq!(refused.into_token(), accepted, "the refused record's token comes back");
-    assert!(acc.buffered() <= 100);
+    let held = acc.buffered();
+    assert!(held <= 1000);
     let b = acc.drain(&tp(0), None).unwrap().unwrap();
     assert_eq!(b.tokens.len() as u32, accepted);
     // Drained but not released: still held.
-    assert!(acc.append(&tp(0), 0, None, Some(&[1u8; 20]), NO_HEADERS, 99, now).is_err());
+    assert_eq!((acc.buffered(), b.reserved), (held, held));
     acc.release(b.reserved);
     assert_eq!(acc.buffered(), 0);
     assert!(acc.append(&tp(0), 0, None, Some(&[1u8; 20]), NO_HEADERS, 99, now).is_ok());
@@ -160,9 +162,10 @@ proptest! {
     fn every_record_comes_out_once_in_order(
         ops in proptest::collection::vec((0u8..4, 0i32..3, 0usize..300), 1..300),
         batch_size in 100usize..2000,
+        buffer_memory in 1000usize..40_000,
     ) {
         let now = Instant::now();
-        let mut acc = Accumulator::new(config(batch_size));
+        let mut acc = Accumulator::new(AccumulatorConfig { buffer_memory, ..config(batch_size) });
         let mut next = 0u32;
         let mut sent: Vec<Vec<u32>> = vec![Vec::new(); 3];
         let mut seen: Vec<Vec<u32>> = vec![Vec::new(); 3];
@@ -171,9 +174,15 @@ proptest! {
             match op {
                 0 | 1 => {
                     let value = vec![b'x'; len];
-                    acc.append(&tp(p), 0, None, Some(&value), NO_HEADERS, next, now).unwrap();
-                    sent[p as usize].push(next);
-                    next += 1;
+                    match acc.append(&tp(p), 0, None, Some(&value), NO_HEADERS, next, now) {
+                        Ok(_) => {
+                            sent[p as usize].push(next);
+                            next += 1;
+                        }
+                        Err(AppendError::BufferFull { .. }) => {}
+                        Err(e) => prop_assert!(false, "{e}"),
+                    }
+                    prop_assert!(acc.buffered() <= buffer_memory, "{} held of {}", acc.buffered(), buffer_memory);
                 }
                 2 => {
                     if let Some(b) = acc.drain(&tp(p), None) {
@@ -240,4 +249,27 @@ fn buffers_of_completed_batches_are_reused_by_busy_partitions() {
     let batch = decode(&b.bytes);
     assert_eq!(batch.len(), 1, "nothing of the earlier batch shows through");
     assert_eq!(batch.to_records()[0].value.as_deref(), Some(&b"value-1000"[..]));
+}
+
+#[test]
+fn a_producer_writing_to_many_partitions_stays_within_its_buffer() {
+    // Every batch's allocation counts, and batches take less once the buffer runs
+    // short: a thousand partitions share 256 KiB instead of the first few taking it.
+    let now = Instant::now();
+    let limit = 256 * 1024;
+    let mut acc = Accumulator::new(AccumulatorConfig { buffer_memory: limit, ..config(32 * 1024) });
+    let value = [1u8; 100];
+    let mut taken = 0;
+    for p in 0..1_000 {
+        match acc.append(&tp(p), 0, None, Some(&value), NO_HEADERS, p as u32, now) {
+            Ok(_) => taken += 1,
+            Err(AppendError::BufferFull { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(acc.buffered() <= limit, "{} held of {limit}", acc.buffered());
+    assert!(taken >= 200, "partitions whose first record found room: {taken}");
+    let rooms: usize =
+        (0..taken).map(|p| acc.queue(&tp(p)).and_then(|q| q.open.as_ref()).map_or(0, |b| b.writer.room())).sum();
+    assert_eq!(rooms, acc.buffered(), "every byte allocated for a batch is held");
 }

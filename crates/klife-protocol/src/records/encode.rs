@@ -257,9 +257,22 @@ impl RecordBatchWriter {
     #[cold]
     #[inline(never)]
     fn grow(&mut self, n: usize) {
-        let need = self.pos + n + Cursor::SLACK;
-        let room = need.max(self.buf.len().saturating_mul(2));
+        let room = self.room_after(n);
         self.buf.resize(room, 0);
+    }
+
+    /// Bytes of memory the writer holds: the batch written so far and the room
+    /// allocated past it.
+    pub fn room(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// What [`room`](Self::room) becomes once a record of `record_size` encoded bytes
+    /// (as [`next_record_size`](Self::next_record_size) gives) is appended: the same
+    /// when it fits, more when the writer must grow.
+    pub fn room_after(&self, record_size: usize) -> usize {
+        let need = self.pos.saturating_add(record_size).saturating_add(Cursor::SLACK);
+        if need <= self.buf.len() { self.buf.len() } else { need.max(self.buf.len().saturating_mul(2)) }
     }
 
     /// The options the writer was created with.

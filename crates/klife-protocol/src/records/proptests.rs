@@ -110,6 +110,24 @@ proptest! {
         prop_assert!(it.next().is_none());
     }
 
+    /// The room a writer says it will hold after a record is the room it holds then,
+    /// whether it grew or not (the producer charges its buffer with it beforehand).
+    #[test]
+    fn the_room_after_a_record_is_predicted(
+        values in prop::collection::vec(nullable_bytes(3000), 1..40),
+        capacity in 0usize..4096,
+    ) {
+        let mut w = RecordBatchWriter::with_capacity(BatchOptions::default(), capacity);
+        for v in values {
+            let size = w.next_record_size::<Header>(0, None, v.as_deref(), &[]);
+            let predicted = w.room_after(size);
+            prop_assert!(predicted >= w.room());
+            w.append_with_headers::<Header>(0, None, v.as_deref(), &[]).unwrap();
+            prop_assert_eq!(w.room(), predicted);
+            prop_assert!(w.room() >= w.size_in_bytes());
+        }
+    }
+
     #[test]
     fn decode_then_encode_gives_the_same_bytes((options, records) in batch()) {
         let bytes = encode_records(&options, &records).unwrap();
