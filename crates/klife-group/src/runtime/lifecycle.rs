@@ -212,6 +212,12 @@ impl Lifecycle {
                     stopping.insert(tp.clone());
                     self.actions.push_back(LifecycleAction::Stop { partition: tp.clone(), task: p.task });
                 }
+                // Already stopping for an earlier giving-up (a shutdown, then the
+                // coordinator's revocation): this one waits for the same stop, or it
+                // would be released while the consumer still finishes its work.
+                Some(p) if p.phase == Phase::Stopping => {
+                    stopping.insert(tp.clone());
+                }
                 Some(p) if p.phase == Phase::Failed => {
                     self.parts.remove(tp);
                 }
@@ -484,6 +490,50 @@ mod tests {
         l.closed(&tp(0), tasks[0]);
         assert!(actions(&mut l).is_empty(), "released once every consumer closed");
         l.closed(&tp(1), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["release"]);
+        assert!(l.is_idle());
+    }
+
+    #[test]
+    fn a_partition_given_up_twice_is_released_by_neither_before_it_stopped() {
+        let now = Instant::now();
+        let mut l = Lifecycle::new(TIMEOUT, BACKOFF);
+        let tasks = running(&mut l, &[0, 1]);
+        let shutdown = l.give_up(now, vec![tp(0), tp(1)], StopReason::Shutdown);
+        assert_eq!(names(&actions(&mut l)), ["forget 2", "stop 0", "stop 1"]);
+        // The coordinator revokes one of them while the shutdown still waits.
+        let revoked = l.give_up(now, vec![tp(1)], StopReason::Revoked);
+        assert_eq!(names(&actions(&mut l)), ["forget 1"], "no second stop, and no release yet");
+        l.stopped(&tp(0), tasks[0]);
+        assert!(actions(&mut l).is_empty(), "partition 1 still finishes its work");
+        l.stopped(&tp(1), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["flush 2", "flush 1"]);
+        l.flushed(revoked, &[]);
+        assert_eq!(names(&actions(&mut l)), ["close 1 Revoked"]);
+        l.closed(&tp(1), tasks[1]);
+        assert_eq!(names(&actions(&mut l)), ["release"]);
+        l.flushed(shutdown, &[]);
+        assert_eq!(names(&actions(&mut l)), ["close 0 Shutdown"]);
+        l.closed(&tp(0), tasks[0]);
+        assert_eq!(names(&actions(&mut l)), ["release"]);
+        assert!(l.is_idle());
+    }
+
+    #[test]
+    fn a_partition_given_up_twice_and_never_stopped_is_lost_at_the_deadline() {
+        let now = Instant::now();
+        let mut l = Lifecycle::new(TIMEOUT, BACKOFF);
+        let tasks = running(&mut l, &[0]);
+        l.give_up(now, vec![tp(0)], StopReason::Shutdown);
+        l.give_up(now + Duration::from_secs(1), vec![tp(0)], StopReason::Revoked);
+        actions(&mut l);
+        l.handle_timeout(now + TIMEOUT);
+        // The shutdown's deadline loses the partition; the revocation goes on with it.
+        assert_eq!(names(&actions(&mut l)), ["forget 1", "lose 1", "close 0 Lost", "flush 1", "release"]);
+        let revoked = l.giving_up.first().map(|g| g.id).expect("the revocation waits");
+        l.flushed(revoked, &[]);
+        assert!(actions(&mut l).is_empty(), "released once the lost consumer closed");
+        l.closed(&tp(0), tasks[0]);
         assert_eq!(names(&actions(&mut l)), ["release"]);
         assert!(l.is_idle());
     }

@@ -275,7 +275,17 @@ impl Slot {
     /// Whether what was pulled is committed (or will never be: the lease was dropped).
     pub(crate) fn settled(&self) -> bool {
         let inner = self.lock();
-        inner.state == State::Restarting || !inner.uncommitted()
+        let settled = inner.state == State::Restarting || !inner.uncommitted();
+        tracing::debug!(
+            partition = %self.tp,
+            task = self.task,
+            state = ?inner.state,
+            pulled = ?inner.pulled_end.map(|(end, _)| end),
+            requested = ?inner.requested,
+            settled,
+            "manual partition: settled?"
+        );
+        settled
     }
 
     /// The consumer task ended: nothing more is pulled or committed. `handed_over`:
@@ -359,6 +369,14 @@ impl Lease {
         }
         inner.pulled_end = Some((batch.next_offset, batch.records.last().and_then(|r| r.leader_epoch)));
         drop(inner);
+        tracing::debug!(
+            partition = %self.slot.tp,
+            task = self.slot.task,
+            lease = self.id,
+            from = batch.records.first().map(|r| r.offset),
+            next = batch.next_offset,
+            "lease: pulled"
+        );
         self.slot.to_task.notify_one();
         Ok(Some(batch))
     }
@@ -394,6 +412,7 @@ impl Lease {
         }
         inner.requested = Some(offset);
         drop(inner);
+        tracing::debug!(partition = %self.slot.tp, task = self.slot.task, lease = self.id, offset, "lease: commit");
         let mut position = TopicPartitionOffset::new(self.slot.tp.topic.clone(), partition, offset);
         position.last_epoch = if offset == end { epoch } else { None };
         let _ = self.slot.reports.send(Report::Done { position, metadata: None });
