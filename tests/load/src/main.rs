@@ -138,7 +138,7 @@ fn print_summary(s: &Settings, o: &Outcome) -> bool {
     println!(
         "\nmemory bound {}: producers {} x buffer_memory {} KiB = {}; groups {} partition consumers x \
          (max_queue_size {} + 2) x fetch_max_bytes {} KiB = {}; fetcher {} brokers x (max_in_flight {} + 1) x \
-         max_bytes_per_request {} KiB = {}{}",
+         max_bytes_per_request {} KiB = {}{}; the load program's delivery windows {} x {} futures = {}",
         mib(b.total()),
         s.producers,
         s.buffer_memory / 1024,
@@ -155,7 +155,10 @@ fn print_summary(s: &Settings, o: &Outcome) -> bool {
             format!("; klife-testkit's log, every record in a batch of its own = {}", mib(b.testkit))
         } else {
             String::new()
-        }
+        },
+        s.producers,
+        settings::WINDOW,
+        mib(b.windows),
     );
     let memory_ok = o.peak_rss <= limit;
     println!(

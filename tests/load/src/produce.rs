@@ -13,10 +13,7 @@ use klife::{Producer, ProducerRecord};
 
 use crate::track::{Clock, Layout};
 
-/// Delivery futures a producer keeps before it waits for the oldest. Above what
-/// `buffer_memory` holds at the default settings (about 7,000 records of 100 bytes in
-/// 1 MiB), so that the buffer, not this window, is what makes a producer wait.
-const WINDOW: usize = 16 * 1024;
+use crate::settings::WINDOW;
 
 /// What the producers did.
 #[derive(Debug)]

@@ -9,6 +9,11 @@ use klife::group::GroupProtocol;
 pub(crate) const MIB: usize = 1024 * 1024;
 
 /// Bytes of a record's key: the producer's number and the record's sequence number.
+/// Delivery futures a producer keeps before it waits for the oldest. Above what
+/// `buffer_memory` holds at the default settings (about 7,000 records of 100 bytes in
+/// 1 MiB), so that the buffer, not this window, is what makes a producer wait.
+pub(crate) const WINDOW: usize = 16 * 1024;
+
 pub(crate) const KEY_SIZE: usize = 8;
 
 /// The most a record adds to its key and value inside a batch: length, attributes,
@@ -204,7 +209,7 @@ impl Settings {
     }
 
     /// The memory these settings allow klife (and, on klife-testkit, the in-process
-    /// cluster) to hold.
+    /// cluster) to hold, with the load program's own delivery windows.
     pub(crate) fn bound(&self, brokers: usize) -> Bound {
         let producers = self.producers * self.buffer_memory;
         let consumers: usize = (0..self.groups).map(|g| self.group_partitions(g)).sum();
@@ -223,7 +228,10 @@ impl Settings {
             }
             BrokerKind::Kafka(_) => 0,
         };
-        Bound { producers, consumers, groups, fetcher, testkit }
+        // The load program's own: each producer's window of delivery futures, allocated
+        // whole and cycled through (a ring).
+        let windows = self.producers * WINDOW * size_of::<klife::DeliveryFuture>();
+        Bound { producers, consumers, groups, fetcher, testkit, windows }
     }
 }
 
@@ -240,11 +248,13 @@ pub(crate) struct Bound {
     pub(crate) fetcher: usize,
     /// klife-testkit only: every record stored in its own batch.
     pub(crate) testkit: usize,
+    /// The load program's: `producers × WINDOW × size_of::<DeliveryFuture>()`.
+    pub(crate) windows: usize,
 }
 
 impl Bound {
     pub(crate) fn total(&self) -> usize {
-        self.producers + self.groups + self.fetcher + self.testkit
+        self.producers + self.groups + self.fetcher + self.testkit + self.windows
     }
 }
 
@@ -307,6 +317,7 @@ mod tests {
         assert_eq!(b.groups, 2000 * 4 * 32 * 1024);
         assert_eq!(b.fetcher, 3 * 3 * 4 * MIB);
         assert_eq!(b.testkit, 1_000_000 * (100 + 8 + 21 + 61));
+        assert_eq!(b.windows, 64 * WINDOW * size_of::<klife::DeliveryFuture>());
         let kafka = settings(&["--broker", "kafka", "--bootstrap", "h:1"]).bound(3);
         assert_eq!(kafka.testkit, 0);
         assert_eq!(kafka.total(), b.total() - b.testkit);

@@ -446,6 +446,11 @@ impl Sequencer {
         let Some(p) = self.partitions.get_mut(partition) else { return };
         let Some(at) = p.in_flight.iter().position(|b| b.order == order) else { return };
         let mut batch = p.in_flight.remove(at);
+        if p.in_flight.is_empty() {
+            // A producer keeps the state of every partition it wrote to: an idle one
+            // holds no room for batches.
+            p.in_flight = Vec::new();
+        }
         let transactional = self.config.transactional_id.is_some();
         let settled = match answer {
             Answer::Written { base, append_time } => Settled::Written { base, append_time },
@@ -673,12 +678,20 @@ impl Sequencer {
     /// later ones that waited for it.
     fn complete(&mut self, tp: &TopicPartition, order: Order, result: Result<Written, ProduceError>) {
         let p = self.partitions.entry(tp.clone()).or_default();
+        if p.held.is_empty() && p.first_pending().is_none_or(|f| order < f) {
+            // Nothing earlier is unsettled (the usual case): no need to hold it.
+            self.actions.push_back(Action::Complete { partition: tp.clone(), order, result });
+            return;
+        }
         let at = p.held.partition_point(|(o, _)| *o < order);
         p.held.insert(at, (order, result));
         let first_pending = p.first_pending();
         let ready = p.held.partition_point(|(o, _)| first_pending.is_none_or(|f| *o < f));
         for (order, result) in p.held.drain(..ready) {
             self.actions.push_back(Action::Complete { partition: tp.clone(), order, result });
+        }
+        if p.held.is_empty() {
+            p.held = Vec::new();
         }
     }
 
