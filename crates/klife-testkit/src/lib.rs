@@ -322,3 +322,12 @@ pub use records::{Marker, StoredRecord, TxnStatus};
 pub use sasl::SaslMechanism;
 pub use state::RequestRecord;
 pub use tls::{TestCertificates, TlsIdentity};
+
+/// The memory a partition's log keeps for each stored batch besides the batch's bytes
+/// (its decoded header and the handle to its bytes), so that a program running the
+/// cluster in its own process can bound the log's memory: at most
+/// `stored bytes + 2 × batches × stored_batch_overhead()` (the batch list grows by
+/// doubling).
+pub fn stored_batch_overhead() -> usize {
+    size_of::<log::StoredBatch>()
+}

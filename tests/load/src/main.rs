@@ -152,7 +152,7 @@ fn print_summary(s: &Settings, o: &Outcome) -> bool {
         s.max_bytes_per_request / 1024,
         mib(b.fetcher),
         if b.testkit > 0 {
-            format!("; klife-testkit's log, every record in a batch of its own = {}", mib(b.testkit))
+            format!("; klife-testkit's log, every record in a batch of its own, with its entry = {}", mib(b.testkit))
         } else {
             String::new()
         },

@@ -223,8 +223,14 @@ impl Settings {
         let fetcher = brokers * (self.fetch_in_flight + 1) * self.max_bytes_per_request;
         let testkit = match self.broker {
             // Every record stored, at the most it can take: its own batch.
+            // and the log's entry for that batch, twice (the list grows by doubling).
             BrokerKind::Testkit => {
-                self.records as usize * (self.value_size + KEY_SIZE + RECORD_OVERHEAD + BATCH_HEADER)
+                self.records as usize
+                    * (self.value_size
+                        + KEY_SIZE
+                        + RECORD_OVERHEAD
+                        + BATCH_HEADER
+                        + 2 * klife_testkit::stored_batch_overhead())
             }
             BrokerKind::Kafka(_) => 0,
         };
@@ -316,7 +322,7 @@ mod tests {
         assert_eq!(b.consumers, 2000);
         assert_eq!(b.groups, 2000 * 4 * 32 * 1024);
         assert_eq!(b.fetcher, 3 * 3 * 4 * MIB);
-        assert_eq!(b.testkit, 1_000_000 * (100 + 8 + 21 + 61));
+        assert_eq!(b.testkit, 1_000_000 * (100 + 8 + 21 + 61 + 2 * klife_testkit::stored_batch_overhead()));
         assert_eq!(b.windows, 64 * WINDOW * size_of::<klife::DeliveryFuture>());
         let kafka = settings(&["--broker", "kafka", "--bootstrap", "h:1"]).bound(3);
         assert_eq!(kafka.testkit, 0);
