@@ -125,3 +125,38 @@ pub mod telemetry;
 mod test_clock;
 
 pub use error::{ConfigError, GroupError};
+
+/// Entry points for the fuzz targets in `fuzz/` (the `fuzzing` feature); not part of
+/// the API and not covered by semver.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::runtime::{Action, MisuseError};
+
+    /// The most bytes a commit's metadata holds.
+    pub const MAX_METADATA_BYTES: usize = crate::runtime::settle::MAX_METADATA_BYTES;
+
+    /// What a batch settles to (see the runtime's `settle`).
+    #[derive(Debug)]
+    pub struct Settled {
+        /// The offset to commit.
+        pub done: Option<i64>,
+        /// The first record given again.
+        pub retry_from: Option<usize>,
+        /// The records dead-lettered: index, topic, reason.
+        pub dead_letters: Vec<(usize, String, String)>,
+        /// The commit's metadata.
+        pub metadata: Option<String>,
+    }
+
+    /// Settles a batch of records at `offsets` ending at `end` under `action`.
+    pub fn settle(offsets: &[i64], end: i64, action: Action) -> Result<Settled, MisuseError> {
+        let s = crate::runtime::settle::settle("t", 0, offsets, end, action)?;
+        Ok(Settled {
+            done: s.done,
+            retry_from: s.retry_from,
+            dead_letters: s.dead_letters.into_iter().map(|d| (d.index, d.topic, d.reason)).collect(),
+            metadata: s.metadata,
+        })
+    }
+}

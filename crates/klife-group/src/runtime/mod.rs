@@ -93,7 +93,7 @@ mod handler;
 mod lifecycle;
 mod manual;
 mod partition;
-mod settle;
+pub(crate) mod settle;
 mod stream;
 
 pub use config::{

@@ -71,7 +71,7 @@ pub(crate) fn settle(
     }
     let done = match retry_from {
         None if offsets.is_empty() => None,
-        None => Some(end.max(offsets[offsets.len() - 1] + 1)),
+        None => Some(end.max(offsets[offsets.len() - 1].saturating_add(1))),
         Some(0) => None,
         Some(first) => Some(offsets[first]),
     };
@@ -122,6 +122,12 @@ mod tests {
         assert_eq!(s, Settlement { done: Some(15), retry_from: None, dead_letters: vec![], metadata: None });
         // An end before the last record (records given again) still passes the last one.
         assert_eq!(settle("t", 0, &[10, 11], -1, Action::Commit).unwrap().done, Some(12));
+    }
+
+    #[test]
+    fn a_batch_ending_at_the_last_offset_there_is_commits_without_overflow() {
+        // Found while writing the `commit_metadata` fuzz target: `last + 1` overflowed.
+        assert_eq!(settle("t", 0, &[i64::MAX], i64::MIN, Action::Commit).unwrap().done, Some(i64::MAX));
     }
 
     #[test]
