@@ -33,6 +33,9 @@ struct Options {
     klife_workers: Option<usize>,
     /// `handler_max_unacked_commits` of klife's groups, when not the default.
     klife_max_unacked: Option<usize>,
+    /// Other settings of klife's group members, passed as they are (`--fetch-max-kib`,
+    /// `--linger-us`).
+    klife_extra: Vec<(String, String)>,
     /// The throughput cases run.
     cases: Vec<Case>,
     /// Whether the join cases run.
@@ -48,6 +51,7 @@ impl Options {
             rounds: 3,
             klife_workers: None,
             klife_max_unacked: None,
+            klife_extra: Vec::new(),
             cases: CASES.to_vec(),
             joins: true,
         };
@@ -62,6 +66,10 @@ impl Options {
                 "--rounds" => o.rounds = v.parse().map_err(bad)?,
                 "--klife-workers" => o.klife_workers = Some(v.parse().map_err(bad)?),
                 "--klife-max-unacked" => o.klife_max_unacked = Some(v.parse().map_err(bad)?),
+                "--klife-fetch-max-kib" | "--klife-linger-us" => {
+                    v.parse::<u64>().map_err(bad)?;
+                    o.klife_extra.push((a.replacen("--klife-", "--", 1), v.clone()));
+                }
                 "--cases" => {
                     let names: Vec<&str> = v.split(',').collect();
                     o.joins = names.contains(&"join");
@@ -210,6 +218,9 @@ fn case_command(root: &Path, o: &Options, case: Case, bootstrap: &str, topic: &s
             }
             if let Some(m) = o.klife_max_unacked {
                 cmd.args(["--max-unacked", &m.to_string()]);
+            }
+            for (k, v) in &o.klife_extra {
+                cmd.args([k, v]);
             }
             workers(o, &mut cmd);
         }

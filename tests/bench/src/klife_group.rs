@@ -42,6 +42,10 @@ struct Common {
     protocol: GroupProtocol,
     /// `handler_max_unacked_commits`, when not the default.
     max_unacked: Option<usize>,
+    /// `fetch_max_bytes` per partition, when not the default.
+    fetch_max_bytes: Option<usize>,
+    /// A fetcher of the group's own with this `linger`, instead of the client's.
+    linger: Option<Duration>,
 }
 
 impl Common {
@@ -56,7 +60,9 @@ impl Common {
             Some(other) => return Err(format!("--protocol {other:?}: consumer, classic or auto")),
         };
         let max_unacked = opts.opt_parse("max-unacked")?;
-        Ok(Common { bootstrap, topic, group, protocol, max_unacked })
+        let fetch_max_bytes = opts.opt_parse::<usize>("fetch-max-kib")?.map(|k| k * 1024);
+        let linger = opts.opt_parse::<u64>("linger-us")?.map(Duration::from_micros);
+        Ok(Common { bootstrap, topic, group, protocol, max_unacked, fetch_max_bytes, linger })
     }
 
     async fn client(&self) -> Result<Client, String> {
@@ -72,6 +78,13 @@ impl Common {
         let mut topic = TopicConfig::new(self.topic.clone()).offset_reset(ResetPolicy::Earliest);
         if let Some(n) = self.max_unacked {
             topic = topic.handler_max_unacked_commits(n);
+        }
+        if let Some(n) = self.fetch_max_bytes {
+            topic = topic.fetch_max_bytes(n);
+        }
+        if let Some(linger) = self.linger {
+            let config = klife::FetcherConfig::default().with_linger(linger);
+            topic = topic.fetch_strategy(klife::group::FetchStrategy::Exclusive(config));
         }
         client
             .consumer_group(self.group.clone())

@@ -48,7 +48,7 @@ usage:
         [--live true (the facade's consumer at its defaults, partitions kept to the end)] [--gap-log true]
         [--workers W]
   klife-bench klife-group-consume --bootstrap HOST:PORT --topic T --group G --count N [--members 1]
-        [--protocol consumer|classic|auto] [--max-unacked N] [--workers W]
+        [--protocol consumer|classic|auto] [--max-unacked N] [--fetch-max-kib K] [--linger-us U] [--workers W]
   klife-bench klife-group-join --bootstrap HOST:PORT --topic T --group G [--protocol consumer|classic|auto]
         [--settle-ms 300] [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
