@@ -76,18 +76,7 @@ pub fn run_seed(seed: u64, broker: Broker) -> Report {
 }
 
 fn failed(plan: Plan, why: String) -> Report {
-    Report {
-        plan,
-        violations: vec![Violation::new(check::names::LIVENESS, why)],
-        faults: Default::default(),
-        wall: Duration::ZERO,
-        acked: 0,
-        failed: 0,
-        first_failure: None,
-        handled: 0,
-        repeats: 0,
-        hard_failures: 0,
-        stalls: 0,
-        worst_repeats_per_failure: 0,
-    }
+    let mut report = Report::new(plan);
+    report.violations.push(Violation::new(check::names::LIVENESS, why));
+    report
 }

@@ -47,6 +47,26 @@ pub struct Report {
     pub worst_repeats_per_failure: usize,
 }
 
+impl Report {
+    /// The report of `plan` before anything ran.
+    pub fn new(plan: Plan) -> Report {
+        Report {
+            plan,
+            violations: Vec::new(),
+            faults: BTreeMap::new(),
+            wall: Duration::ZERO,
+            acked: 0,
+            failed: 0,
+            first_failure: None,
+            handled: 0,
+            repeats: 0,
+            hard_failures: 0,
+            stalls: 0,
+            worst_repeats_per_failure: 0,
+        }
+    }
+}
+
 /// How long any wait of a run may take before the run fails as hung.
 fn hang_guard(plan: &Plan) -> Duration {
     match plan.broker {
@@ -236,20 +256,7 @@ impl Ctx {
 pub async fn run(plan: Plan) -> Report {
     let started = Instant::now();
     let plan = Arc::new(plan);
-    let mut report = Report {
-        plan: (*plan).clone(),
-        violations: Vec::new(),
-        faults: BTreeMap::new(),
-        wall: Duration::ZERO,
-        acked: 0,
-        failed: 0,
-        first_failure: None,
-        handled: 0,
-        repeats: 0,
-        hard_failures: 0,
-        stalls: 0,
-        worst_repeats_per_failure: 0,
-    };
+    let mut report = Report::new((*plan).clone());
     if let Err(e) = run_in(plan.clone(), &mut report).await {
         report.violations.push(Violation::new(names::LIVENESS, e));
     }
