@@ -27,6 +27,7 @@ use crate::test::run_step;
 pub const USAGE: &str =
     "usage: cargo xtask bench group [--records N] [--value-size S] [--partitions P] [--rounds R] [--klife-workers W]
                                 [--klife-max-unacked N] [--klife-fetch-max-kib K] [--klife-linger-us U]
+                                [--klife-commits-in-flight N]
                                 [--cases standalone,klife-1,klife-3,librdkafka-1,librdkafka-3,pipeline,join]
        cargo xtask bench produce|consume [--records N] [--value-size S] [--partitions P] [--rounds R]
                                   [--broker kafka|tansu] [--clients klife,librdkafka,rskafka]

@@ -66,7 +66,7 @@ impl Options {
                 "--rounds" => o.rounds = v.parse().map_err(bad)?,
                 "--klife-workers" => o.klife_workers = Some(v.parse().map_err(bad)?),
                 "--klife-max-unacked" => o.klife_max_unacked = Some(v.parse().map_err(bad)?),
-                "--klife-fetch-max-kib" | "--klife-linger-us" => {
+                "--klife-fetch-max-kib" | "--klife-linger-us" | "--klife-commits-in-flight" => {
                     v.parse::<u64>().map_err(bad)?;
                     o.klife_extra.push((a.replacen("--klife-", "--", 1), v.clone()));
                 }

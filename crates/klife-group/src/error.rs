@@ -250,6 +250,9 @@ pub enum ConfigError {
     /// `committers_count` is 0.
     #[error("committers_count is 0: a group needs at least one committer")]
     NoCommitters,
+    /// `commits_in_flight` is 0.
+    #[error("commits_in_flight is 0: a committer needs at least one commit in flight")]
+    NoCommitsInFlight,
     /// `handler_max_batch_size` is 0.
     #[error("topic {0}: handler_max_batch_size is 0 (a batch has at least one record)")]
     ZeroBatchSize(String),

@@ -116,6 +116,9 @@ pub const CONSUMER_PROTOCOL_MIN_VERSION: i16 = 9;
 pub const FETCH_GROUPS_MIN_VERSION: i16 = 8;
 /// The first OffsetCommit version that carries a generation and member id (v1).
 pub const CLASSIC_COMMIT_MIN_VERSION: i16 = 1;
+/// How many OffsetCommit requests a committer has in flight at most, by default
+/// ([`OffsetsConfig::commits_in_flight`]).
+pub const DEFAULT_COMMITS_IN_FLIGHT: usize = 2;
 /// The first wait before a commit or fetch is sent again after a transient failure.
 pub const DEFAULT_OFFSETS_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between two attempts after transient failures.
@@ -163,6 +166,15 @@ pub struct OffsetsConfig {
     /// How many finished batches of a partition may wait for their commit while the
     /// handler goes on (seed 000: `handler_max_unacked_commits`, 0 by default).
     pub max_unacked_commits: usize,
+    /// How many OffsetCommit requests each committer may have in flight at once, each
+    /// on a connection of its own (at least 1; [`DEFAULT_COMMITS_IN_FLIGHT`] by
+    /// default). A broker serves one request of a connection at a time, and Apache
+    /// Kafka's coordinator holds each commit for its append linger
+    /// (`group.coordinator.append.linger.ms`, 5 ms): with one request at a time, a
+    /// partition that finishes just after a commit left waits for that one to be
+    /// answered before its own goes. A partition is never in two commits at once, so
+    /// its committed offset still only moves forward.
+    pub commits_in_flight: usize,
     /// The first backoff after a transient failure; it doubles on each failure that
     /// follows.
     pub retry_backoff: Duration,
@@ -179,6 +191,7 @@ impl OffsetsConfig {
             protocol,
             committers_count: 1,
             max_unacked_commits: 0,
+            commits_in_flight: DEFAULT_COMMITS_IN_FLIGHT,
             retry_backoff: DEFAULT_OFFSETS_RETRY_BACKOFF,
             retry_backoff_max: DEFAULT_OFFSETS_RETRY_BACKOFF_MAX,
         }
@@ -202,6 +215,13 @@ impl OffsetsConfig {
     #[must_use]
     pub fn with_max_unacked_commits(mut self, n: usize) -> OffsetsConfig {
         self.max_unacked_commits = n;
+        self
+    }
+
+    /// Sets how many commits each committer may have in flight (0 is taken as 1).
+    #[must_use]
+    pub fn with_commits_in_flight(mut self, n: usize) -> OffsetsConfig {
+        self.commits_in_flight = n.max(1);
         self
     }
 

@@ -398,6 +398,10 @@ pub struct GroupSection {
     /// How many committers share the partitions (default 1).
     #[serde(with = "count")]
     pub committers_count: Option<usize>,
+    /// How many commits each committer may have in flight, each on a connection of its
+    /// own (default 2).
+    #[serde(with = "count")]
+    pub commits_in_flight: Option<usize>,
     /// The member's rack.
     pub rack_id: Option<String>,
     /// KIP-848: the server-side assignor (`uniform`, `range`, or another name the
@@ -734,6 +738,9 @@ impl ClientConfig {
         if group.committers_count == Some(0) {
             return Err(Error::config_file(at("committers_count"), "must be above zero"));
         }
+        if group.commits_in_flight == Some(0) {
+            return Err(Error::config_file(at("commits_in_flight"), "must be above zero"));
+        }
         let zero = |d: Option<Duration>| d.is_some_and(|d| d.is_zero());
         for (field, value) in [
             ("rebalance_timeout", group.rebalance_timeout),
@@ -1012,6 +1019,7 @@ impl GroupSection {
             g.driver = g.driver.with_heartbeat_timeout(t);
         }
         g.committers_count = self.committers_count.unwrap_or(g.committers_count);
+        g.commits_in_flight = self.commits_in_flight.unwrap_or(g.commits_in_flight);
         g.rack_id = self.rack_id.clone();
         g.server_assignor = self.server_assignor.clone();
         g.assignors = self.assignors.as_ref().map(|names| {

@@ -125,6 +125,18 @@ impl<'a, H> ConsumerGroupBuilder<'a, H> {
         self
     }
 
+    /// Sets how many OffsetCommit requests each committer may have in flight, each on
+    /// a connection of its own (2 by default). A broker answers one request of a
+    /// connection at a time, and Apache Kafka holds each commit for its append linger
+    /// (5 ms): a second connection lets a partition that finished just after a commit
+    /// left commit at once instead of after that commit's answer. A partition is in one
+    /// commit at a time whatever this is, so its committed offset only moves forward.
+    #[must_use]
+    pub fn commits_in_flight(mut self, n: usize) -> Self {
+        self.config.commits_in_flight = n;
+        self
+    }
+
     /// Sets the group protocol ([`GroupProtocol::Auto`] by default: KIP-848 where the
     /// coordinator has it, else classic).
     #[must_use]

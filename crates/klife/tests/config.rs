@@ -100,6 +100,7 @@ session_timeout = "45s"
 heartbeat_interval = "3s"
 heartbeat_timeout = "10s"
 committers_count = 2
+commits_in_flight = 3
 rack_id = "eu-1a"
 assignors = ["cooperative-sticky", "range"]
 fetcher = "backfill"
@@ -175,6 +176,7 @@ fn a_full_file_reads_into_the_settings_and_round_trips() {
     assert_eq!(billing.group, "billing-v2");
     assert_eq!(billing.protocol, GroupProtocol::Classic);
     assert_eq!(billing.committers_count, 2);
+    assert_eq!(billing.commits_in_flight, 3);
     assert_eq!(billing.session_timeout, Some(Duration::from_secs(45)));
     assert_eq!(billing.driver.heartbeat_timeout, Duration::from_secs(10));
     let assignors: Vec<String> = billing.assignors.as_ref().unwrap().iter().map(|a| a.name().to_owned()).collect();
@@ -355,6 +357,11 @@ const INVALID: &[(&str, &str, &str)] = &[
         "[groups.billing]\nsession_timeout = \"45\"\n[groups.billing.topics.invoices]",
         "groups.billing.session_timeout",
         "\"45\" is not a duration: write a whole number and a unit, ms, s, m or h (such as \"500ms\" or \"30s\")",
+    ),
+    (
+        "[groups.billing]\ncommits_in_flight = 0\n[groups.billing.topics.invoices]",
+        "groups.billing.commits_in_flight",
+        "must be above zero",
     ),
     (
         "[groups.billing]\ngroup_id = \"billing\"",

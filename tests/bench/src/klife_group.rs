@@ -46,6 +46,8 @@ struct Common {
     fetch_max_bytes: Option<usize>,
     /// A fetcher of the group's own with this `linger`, instead of the client's.
     linger: Option<Duration>,
+    /// `commits_in_flight`, when not the default.
+    commits_in_flight: Option<usize>,
 }
 
 impl Common {
@@ -62,7 +64,8 @@ impl Common {
         let max_unacked = opts.opt_parse("max-unacked")?;
         let fetch_max_bytes = opts.opt_parse::<usize>("fetch-max-kib")?.map(|k| k * 1024);
         let linger = opts.opt_parse::<u64>("linger-us")?.map(Duration::from_micros);
-        Ok(Common { bootstrap, topic, group, protocol, max_unacked, fetch_max_bytes, linger })
+        let commits_in_flight = opts.opt_parse("commits-in-flight")?;
+        Ok(Common { bootstrap, topic, group, protocol, max_unacked, fetch_max_bytes, linger, commits_in_flight })
     }
 
     async fn client(&self) -> Result<Client, String> {
@@ -86,8 +89,11 @@ impl Common {
             let config = klife::FetcherConfig::default().with_linger(linger);
             topic = topic.fetch_strategy(klife::group::FetchStrategy::Exclusive(config));
         }
-        client
-            .consumer_group(self.group.clone())
+        let mut group = client.consumer_group(self.group.clone());
+        if let Some(n) = self.commits_in_flight {
+            group = group.commits_in_flight(n);
+        }
+        group
             .topic(topic)
             .protocol(self.protocol)
             .handler(handler)

@@ -46,9 +46,10 @@ usage:
   klife-bench klife-consume --bootstrap HOST:PORT --topic T --count N
         [--partition-max-kib K] [--request-max-kib K] [--max-in-flight N] [--max-wait-ms MS] [--isolation read_committed|read_uncommitted]
         [--live true (the facade's consumer at its defaults, partitions kept to the end)] [--gap-log true]
-        [--workers W]
+        [--workers W] [--stats true]
   klife-bench klife-group-consume --bootstrap HOST:PORT --topic T --group G --count N [--members 1]
-        [--protocol consumer|classic|auto] [--max-unacked N] [--fetch-max-kib K] [--linger-us U] [--workers W]
+        [--protocol consumer|classic|auto] [--max-unacked N] [--fetch-max-kib K] [--linger-us U]
+        [--commits-in-flight N] [--workers W] [--stats true]
   klife-bench klife-group-join --bootstrap HOST:PORT --topic T --group G [--protocol consumer|classic|auto]
         [--settle-ms 300] [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]
@@ -126,15 +127,23 @@ fn run(args: &[String]) -> Result<(), String> {
         }
         "klife-consume" => {
             let workers = workers(&mut opts)?;
+            let stats = if opts.opt_parse("stats")?.unwrap_or(false) { Some(stats::install()?) } else { None };
             let settings = klife_consume::Settings::from_opts(opts)?;
             let report = runtime(workers)?.block_on(klife_consume::run(settings))?;
+            if let Some(captured) = &stats {
+                stats::print(captured);
+            }
             report.print()
         }
         "klife-group-consume" => {
             let workers = workers(&mut opts)?;
+            let stats = if opts.opt_parse("stats")?.unwrap_or(false) { Some(stats::install()?) } else { None };
             let settings = klife_group::ConsumeSettings::from_opts(opts)?;
             runtime(workers)?.block_on(async {
                 let (report, members) = klife_group::consume(settings).await?;
+                if let Some(captured) = &stats {
+                    stats::print(captured);
+                }
                 report.print()?;
                 klife_group::leave(members).await
             })

@@ -45,6 +45,10 @@ pub struct Commit {
     pub id: CommitId,
     /// The committer that sends it (`0..committers_count`).
     pub committer: usize,
+    /// Which of the committer's connections carries it
+    /// (`0..commits_in_flight`): none of the committer's other commits in flight uses
+    /// it.
+    pub slot: usize,
     /// The request.
     pub request: OffsetCommitRequest,
 }
@@ -125,6 +129,7 @@ impl Part {
 #[derive(Debug, Clone)]
 struct InFlight {
     committer: usize,
+    slot: usize,
     generation: i32,
     /// Each partition with the offset and leader epoch sent.
     partitions: Vec<(TopicPartition, i64, Option<i32>)>,
@@ -148,7 +153,6 @@ pub struct CommitTracker {
     /// until it is answered.
     ghosts: HashMap<TopicPartition, CommitId>,
     in_flight: HashMap<CommitId, InFlight>,
-    busy: BTreeSet<usize>,
     flushes: BTreeMap<FlushId, Flush>,
     coordinator_known: bool,
     next_committer: usize,
@@ -162,6 +166,7 @@ impl CommitTracker {
     pub fn new(config: OffsetsConfig) -> CommitTracker {
         let mut config = config;
         config.committers_count = config.committers_count.max(1);
+        config.commits_in_flight = config.commits_in_flight.max(1);
         CommitTracker {
             config,
             member_id: String::new(),
@@ -169,7 +174,6 @@ impl CommitTracker {
             parts: BTreeMap::new(),
             ghosts: HashMap::new(),
             in_flight: HashMap::new(),
-            busy: BTreeSet::new(),
             flushes: BTreeMap::new(),
             coordinator_known: true,
             next_committer: 0,
@@ -332,8 +336,8 @@ impl CommitTracker {
         out
     }
 
-    /// The next commit to send now, if a committer is free and has something to
-    /// commit. `version` is the OffsetCommit version the coordinator and klife share:
+    /// The next commit to send now, if a committer has a free connection and
+    /// something to commit (a partition whose commit is in flight waits for its answer). `version` is the OffsetCommit version the coordinator and klife share:
     /// a KIP-848 member needs v9+ (below it, its pending partitions fail with
     /// [`OffsetError::UnsupportedVersion`]).
     pub fn poll_commit(&mut self, now: Instant, version: i16) -> Option<Commit> {
@@ -351,9 +355,7 @@ impl CommitTracker {
         let n = self.config.committers_count;
         for i in 0..n {
             let committer = (self.next_committer + i) % n;
-            if self.busy.contains(&committer) {
-                continue;
-            }
+            let Some(slot) = self.free_slot(committer) else { continue };
             let batch: Vec<TopicPartition> = self
                 .parts
                 .iter()
@@ -364,9 +366,15 @@ impl CommitTracker {
                 continue;
             }
             self.next_committer = (committer + 1) % n;
-            return Some(self.build(committer, version, batch));
+            return Some(self.build(committer, slot, version, batch));
         }
         None
+    }
+
+    /// A connection of `committer` with no commit in flight, if any.
+    fn free_slot(&self, committer: usize) -> Option<usize> {
+        (0..self.config.commits_in_flight)
+            .find(|slot| !self.in_flight.values().any(|f| f.committer == committer && f.slot == *slot))
     }
 
     fn ready(&self, now: Instant, tp: &TopicPartition, p: &Part) -> bool {
@@ -380,7 +388,7 @@ impl CommitTracker {
             }
     }
 
-    fn build(&mut self, committer: usize, version: i16, batch: Vec<TopicPartition>) -> Commit {
+    fn build(&mut self, committer: usize, slot: usize, version: i16, batch: Vec<TopicPartition>) -> Commit {
         let id = CommitId(self.next_id);
         self.next_id += 1;
         let mut topics: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
@@ -413,9 +421,8 @@ impl CommitTracker {
             .with_member_id(self.member_id.clone())
             .with_group_instance_id(instance_id)
             .with_topics(topics);
-        self.busy.insert(committer);
-        self.in_flight.insert(id, InFlight { committer, generation: self.generation, partitions: sent });
-        Commit { id, committer, request }
+        self.in_flight.insert(id, InFlight { committer, slot, generation: self.generation, partitions: sent });
+        Commit { id, committer, slot, request }
     }
 
     /// The coordinator answered commit `id`: each partition is settled by its code.
@@ -473,7 +480,6 @@ impl CommitTracker {
 
     fn take_flight(&mut self, id: CommitId) -> Option<InFlight> {
         let flight = self.in_flight.remove(&id)?;
-        self.busy.remove(&flight.committer);
         self.ghosts.retain(|_, c| *c != id);
         Some(flight)
     }

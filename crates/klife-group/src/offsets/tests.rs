@@ -434,6 +434,52 @@ fn committed_offsets_never_go_backwards_and_handlers_wait_for_unacked_commits() 
     assert!(!t.may_handle(&tp("t", 9)), "not tracked");
 }
 
+/// Kafka's coordinator holds a commit for its append linger, and a connection's
+/// requests are served one at a time: a partition finished while its committer's
+/// commit is in flight goes at once on the committer's other connection, never in two
+/// commits itself; with every connection busy, it waits.
+#[test]
+fn a_committer_sends_on_a_free_connection_while_a_commit_is_in_flight() {
+    let clock = Clock::new();
+    let now = clock.now();
+    let (a, b, c) = (tp("t", 0), tp("t", 1), tp("t", 2));
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer).with_commits_in_flight(2));
+    t.set_member(now, MEMBER, 5);
+    for p in [&a, &b, &c] {
+        t.assign(now, p.clone(), None);
+    }
+    t.done(now, &a.at(10), None);
+    let first = t.poll_commit(now, 9).expect("a's commit");
+    assert_eq!((first.committer, first.slot), (0, 0));
+    assert!(t.poll_commit(now, 9).is_none(), "nothing else finished");
+    t.done(now, &b.at(20), None);
+    t.done(now, &a.at(15), None);
+    let second = t.poll_commit(now, 9).expect("b's commit, on the other connection");
+    assert_eq!((second.committer, second.slot), (0, 1));
+    assert_eq!(sent(&second), vec![(b.clone(), 20)], "a waits for its commit in flight");
+    t.done(now, &c.at(30), None);
+    assert!(t.poll_commit(now, 9).is_none(), "both connections are busy");
+    t.on_commit_response(now, first.id, &answer(&first, ErrorCode::None));
+    let third = t.poll_commit(now, 9).expect("a again and c, on the freed connection");
+    assert_eq!(third.slot, 0);
+    assert_eq!(sent(&third), vec![(a.clone(), 15), (c.clone(), 30)]);
+    t.on_commit_response(now, second.id, &answer(&second, ErrorCode::None));
+    t.on_commit_response(now, third.id, &answer(&third, ErrorCode::None));
+    assert_eq!((t.committed(&a), t.committed(&b), t.committed(&c)), (Some(15), Some(20), Some(30)));
+
+    // One connection: b waits for a's answer.
+    let mut t = CommitTracker::new(config(GroupProtocol::Consumer).with_commits_in_flight(1));
+    t.set_member(now, MEMBER, 5);
+    t.assign(now, a.clone(), None);
+    t.assign(now, b.clone(), None);
+    t.done(now, &a.at(10), None);
+    let first = t.poll_commit(now, 9).expect("a's commit");
+    t.done(now, &b.at(20), None);
+    assert!(t.poll_commit(now, 9).is_none(), "the committer's one connection is busy");
+    t.on_commit_response(now, first.id, &answer(&first, ErrorCode::None));
+    assert_eq!(sent(&t.poll_commit(now, 9).expect("b's commit")), vec![(b, 20)]);
+}
+
 #[test]
 fn committers_batch_their_own_partitions_one_request_at_a_time() {
     let clock = Clock::new();
@@ -992,11 +1038,14 @@ mod properties {
     }
 
     impl Run {
-        fn new(committers: usize, unacked: usize) -> Run {
+        fn new(committers: usize, unacked: usize, in_flight: usize) -> Run {
             let clock = Clock::new();
             let now = clock.now();
             let mut t = CommitTracker::new(
-                config(GroupProtocol::Consumer).with_committers_count(committers).with_max_unacked_commits(unacked),
+                config(GroupProtocol::Consumer)
+                    .with_committers_count(committers)
+                    .with_max_unacked_commits(unacked)
+                    .with_commits_in_flight(in_flight),
             );
             t.set_member(now, MEMBER, 1);
             for p in 0..PARTS {
@@ -1047,10 +1096,23 @@ mod properties {
             // Never two commits in flight for one partition (a commit given up with
             // its partition is still on the wire until answered).
             let mut seen = HashMap::new();
+            let mut connections = HashMap::new();
             for c in &self.flights {
                 for (tp, _) in sent(c) {
                     prop_assert!(seen.insert(tp.clone(), c.id).is_none(), "{tp} in two commits in flight");
                 }
+                // A committer's connection carries one commit at a time, and it has
+                // `commits_in_flight` of them.
+                prop_assert!(
+                    c.slot < self.t.config().commits_in_flight,
+                    "slot {} of {}",
+                    c.slot,
+                    self.t.config().commits_in_flight
+                );
+                prop_assert!(
+                    connections.insert((c.committer, c.slot), c.id).is_none(),
+                    "two commits on one connection"
+                );
             }
             for p in 0..PARTS {
                 let tp = part(p);
@@ -1148,9 +1210,10 @@ mod properties {
         fn commits_keep_their_invariants(
             committers in 1usize..4,
             unacked in 0usize..3,
+            in_flight in 1usize..4,
             ops in proptest::collection::vec(op(), 0..120),
         ) {
-            let mut run = Run::new(committers, unacked);
+            let mut run = Run::new(committers, unacked, in_flight);
             for op in &ops {
                 run.apply(op)?;
             }

@@ -245,6 +245,11 @@ pub struct GroupConfig {
     pub fetch_strategy: FetchStrategy,
     /// How many committers share the group's partitions (default 1).
     pub committers_count: usize,
+    /// How many OffsetCommit requests each committer may have in flight, each on a
+    /// connection of its own (default 2; see
+    /// [`OffsetsConfig::commits_in_flight`](crate::OffsetsConfig::commits_in_flight)).
+    /// A partition is in one commit at a time whatever it is.
+    pub commits_in_flight: usize,
     /// The settings of every topic that does not set its own.
     pub default_topic_config: TopicConfig,
     /// The topics.
@@ -292,6 +297,7 @@ impl GroupConfig {
             rebalance_timeout: DEFAULT_REBALANCE_TIMEOUT,
             fetch_strategy: FetchStrategy::Default,
             committers_count: 1,
+            commits_in_flight: crate::offsets::DEFAULT_COMMITS_IN_FLIGHT,
             default_topic_config: TopicConfig::default(),
             topics: Vec::new(),
             topic_regex: None,
@@ -320,6 +326,9 @@ impl GroupConfig {
         }
         if self.committers_count == 0 {
             return Err(ConfigError::NoCommitters);
+        }
+        if self.commits_in_flight == 0 {
+            return Err(ConfigError::NoCommitsInFlight);
         }
         if self.rebalance_timeout.is_zero() || self.rebalance_timeout.as_millis() > i32::MAX as u128 {
             return Err(ConfigError::RebalanceTimeoutOutOfRange);

@@ -63,7 +63,12 @@ pub(crate) struct Shared {
 /// The group coordinator as the offsets requests use it.
 #[derive(Clone)]
 struct Coordinator {
+    /// The lane of the OffsetFetch requests, and of the first committer's first commit
+    /// connection.
     lane: Arc<Lane>,
+    /// The commits' lanes: committer `c`'s connection `s` is
+    /// `commit_lanes[c * commits_in_flight + s]`.
+    commit_lanes: Arc<Vec<Arc<Lane>>>,
     commit_version: i16,
     fetch_version: i16,
 }
@@ -223,9 +228,10 @@ impl<H: Handler> GroupTask<H> {
                 self.on_fetch_event(event);
             }
             if let Some(c) = self.state.coordinator.clone() {
+                let per_committer = self.tracker.config().commits_in_flight;
                 while let Some(commit) = self.tracker.poll_commit(now, c.commit_version) {
                     progress = true;
-                    let lane = c.lane.clone();
+                    let lane = c.commit_lanes[commit.committer * per_committer + commit.slot].clone();
                     let (id, version) = (commit.id, c.commit_version);
                     let span = tracing::debug_span!(
                         COMMIT_SPAN,
@@ -330,6 +336,8 @@ impl<H: Handler> GroupTask<H> {
         }
         self.state.lookup = true;
         let (cluster, group) = (self.cluster.clone(), self.group.clone());
+        let config = self.tracker.config();
+        let commit_lanes = config.committers_count * config.commits_in_flight;
         self.state.io.spawn(async move {
             loop {
                 let found = async {
@@ -338,7 +346,17 @@ impl<H: Handler> GroupTask<H> {
                     let conn = lane.connection().await?;
                     let commit_version = conn.version_for(ApiKey::OffsetCommit, None)?;
                     let fetch_version = conn.version_for(ApiKey::OffsetFetch, None)?;
-                    Ok::<_, ConnectionError>(Coordinator { lane, commit_version, fetch_version })
+                    // Lanes connect when first used: a connection only for commits
+                    // that overlap.
+                    let commit_lanes = std::iter::once(lane.clone())
+                        .chain((1..commit_lanes).map(|_| Arc::new(cluster.open_lane(c.node_id))))
+                        .collect();
+                    Ok::<_, ConnectionError>(Coordinator {
+                        lane,
+                        commit_lanes: Arc::new(commit_lanes),
+                        commit_version,
+                        fetch_version,
+                    })
                 }
                 .await;
                 match found {

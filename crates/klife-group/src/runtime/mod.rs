@@ -302,8 +302,9 @@ impl ConsumerGroup {
             }
             GroupProtocol::Auto => GroupMember::start_auto(cluster.clone(), member_config, classic, driver)?,
         };
-        let mut offsets_config =
-            OffsetsConfig::new(config.group.clone(), member.protocol()).with_committers_count(config.committers_count);
+        let mut offsets_config = OffsetsConfig::new(config.group.clone(), member.protocol())
+            .with_committers_count(config.committers_count)
+            .with_commits_in_flight(config.commits_in_flight);
         if let Some(id) = &config.instance_id {
             offsets_config = offsets_config.with_instance_id(id.clone());
         }
