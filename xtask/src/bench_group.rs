@@ -226,7 +226,10 @@ fn case_command(root: &Path, o: &Options, case: Case, bootstrap: &str, topic: &s
         }
         Case::Librdkafka(n) => {
             cmd = Command::new(release.join("klife-rdkafka-mock"));
-            cmd.arg("bench-group-consume").args(common).args(["--group", group, "--members", &n.to_string()]);
+            cmd.arg("bench-group-consume")
+                .args(common)
+                .args(["--group", group, "--members", &n.to_string()])
+                .args(["--partitions", &o.partitions.to_string()]);
         }
     }
     cmd

@@ -134,6 +134,7 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
         elapsed: started.elapsed(),
         gaps: Some(clock.gaps),
         first_record: None,
+        cpu_since: None,
     })
 }
 

@@ -5,11 +5,17 @@
 //! - `klife-group-consume` starts `--members` members of one new group in this process
 //!   (one client, the facade's defaults, offset reset earliest), each with a handler
 //!   that counts what it is given and commits every batch, and stops once `--count`
-//!   records were handled. The report's `elapsed_s` runs from the first record handled
-//!   to the last one counted (the rate once the group runs); `first_record_s` is the
-//!   time from the start of the first member to its first record (joining, the
-//!   assignment, the committed-offset lookup and the first fetch). Graceful hand-overs
-//!   hand nothing twice, so `records` is `--count` rounded up to the last batch.
+//!   records were handled. Until every member holds its share of the partitions
+//!   (disjoint, none empty, together every partition) the handlers count nothing:
+//!   each holds its batch up to 50 ms for that moment, then gives it back
+//!   (`Action::Retry`), so a rebalance's hand-overs (a KIP-848 member learns of its
+//!   revocation on its next heartbeat) are not in the rate. The report's `elapsed_s`
+//!   runs from the first record counted to the last one (the rate once the group
+//!   runs), and its CPU time is what the process used from the moment the assignment
+//!   was complete; `first_record_s` is the time from the start of the first member to
+//!   the first records given to a handler (joining, the assignment, the
+//!   committed-offset lookup and the first fetch). Graceful hand-overs hand nothing
+//!   twice, so `records` is `--count` rounded up to the last batch.
 //!   With `--pipeline true` each member runs a pipeline instead (8 no-op processors,
 //!   one batcher of 100 records or 100 ms, counting at the batcher): the overhead of
 //!   the pipeline's stages over a handler.
@@ -26,13 +32,15 @@ use std::time::{Duration, Instant};
 use klife::group::{Action, BatchContext, ConsumerGroup, GroupProtocol, Handler, ResetPolicy, TopicConfig};
 use klife::pipeline::{BatchKey, Message, Pipeline, PipelineConfig, Processor};
 use klife::{Client, Record, TopicPartition};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use crate::opts::Opts;
-use crate::report::Report;
+use crate::report::{self, Report};
 
 /// How long a run may wait for the group before it gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
+/// How long a handler holds a batch waiting for the gate before it gives it back.
+const GATE_WAIT: Duration = Duration::from_millis(50);
 
 /// The settings both subcommands share.
 struct Common {
@@ -132,16 +140,31 @@ struct Tally {
     want: u64,
     records: AtomicU64,
     bytes: AtomicU64,
+    /// When a handler was first given records (counted or not).
+    offered: OnceLock<Instant>,
     first: OnceLock<Instant>,
     done: OnceLock<Instant>,
     reached: Notify,
+    /// Open once the group's assignment is complete: until then handlers count
+    /// nothing and give their batches back.
+    gate: watch::Sender<bool>,
 }
 
-/// A handler that counts and commits.
+/// A handler that counts and commits, once the gate is open.
 struct Counting(Arc<Tally>);
 
 impl Handler for Counting {
     async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
+        self.0.offered.get_or_init(Instant::now);
+        if !*self.0.gate.borrow() {
+            // Wait a little for the gate rather than retry at once (each retry fetches
+            // the batch again), but not long: a revocation waits for this batch.
+            let mut gate = self.0.gate.subscribe();
+            let _ = tokio::time::timeout(GATE_WAIT, gate.wait_for(|open| *open)).await;
+            if !*self.0.gate.borrow() {
+                return Action::Retry;
+            }
+        }
         let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
         self.0.count(records.len() as u64, bytes);
         Action::Commit
@@ -182,13 +205,17 @@ pub(crate) enum Member {
 /// Runs `klife-group-consume`; the members leave (untimed) after the report is made.
 pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<Member>), String> {
     let client = s.common.client().await?;
+    let partitions = client.partitions(&s.common.topic).await.map_err(|e| format!("partitions: {e}"))?.len();
     let tally = Arc::new(Tally {
         want: s.count,
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        offered: OnceLock::new(),
         first: OnceLock::new(),
         done: OnceLock::new(),
         reached: Notify::new(),
+        // A pipeline counts at its batchers, ungated.
+        gate: watch::Sender::new(s.pipeline),
     });
     let started = Instant::now();
     let mut members = Vec::with_capacity(s.members);
@@ -212,11 +239,28 @@ pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<Member>),
         };
         members.push(member);
     }
+    let mut cpu_since = None;
+    if !s.pipeline {
+        let groups: Vec<&ConsumerGroup> = members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Group(g) => Some(g),
+                Member::Pipeline(_) => None,
+            })
+            .collect();
+        until("the group's assignment complete", || {
+            let held: Vec<Vec<TopicPartition>> = groups.iter().map(|g| g.assigned_partitions()).collect();
+            split_among(&held, partitions)
+        })
+        .await?;
+        cpu_since = Some(report::usage()?);
+        tally.gate.send_replace(true);
+    }
     let handled = || tally.records.load(Ordering::Relaxed);
     if tokio::time::timeout(PATIENCE, tally.reached.notified()).await.is_err() {
         return Err(format!("{} of {} records handled after {}s", handled(), s.count, PATIENCE.as_secs()));
     }
-    let (Some(first), Some(done)) = (tally.first.get(), tally.done.get()) else {
+    let (Some(offered), Some(first), Some(done)) = (tally.offered.get(), tally.first.get(), tally.done.get()) else {
         return Err("the count was reached without a first record".into());
     };
     let report = Report {
@@ -225,7 +269,8 @@ pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<Member>),
         bytes: tally.bytes.load(Ordering::Relaxed),
         elapsed: *done - *first,
         gaps: None,
-        first_record: Some(*first - started),
+        first_record: Some(*offered - started),
+        cpu_since,
     };
     Ok((report, members))
 }
@@ -283,7 +328,18 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) -> Result<Instant, St
 
 /// Whether `a` and `b` are disjoint, neither empty, and together every partition.
 pub(crate) fn split_complete(a: &[TopicPartition], b: &[TopicPartition], partitions: usize) -> bool {
-    !a.is_empty() && !b.is_empty() && a.len() + b.len() == partitions && a.iter().all(|tp| !b.contains(tp))
+    split_among(&[a.to_vec(), b.to_vec()], partitions)
+}
+
+/// Whether the members hold disjoint sets of partitions, none empty, together all
+/// `partitions` of the topic.
+pub(crate) fn split_among(held: &[Vec<TopicPartition>], partitions: usize) -> bool {
+    let mut all: Vec<&TopicPartition> = held.iter().flatten().collect();
+    all.sort();
+    all.dedup();
+    held.iter().all(|h| !h.is_empty())
+        && all.len() == partitions
+        && held.iter().map(Vec::len).sum::<usize>() == partitions
 }
 
 /// Runs `klife-group-join` and prints its line.
@@ -328,5 +384,9 @@ mod tests {
         assert!(!split_complete(&[tp(0), tp(1), tp(2)], &[], 3));
         assert!(!split_complete(&[tp(0), tp(1)], &[tp(1), tp(2)], 3));
         assert!(!split_complete(&[tp(0)], &[tp(1)], 3));
+        assert!(split_among(&[vec![tp(0), tp(3)], vec![tp(1), tp(4)], vec![tp(2), tp(5)]], 6));
+        assert!(!split_among(&[vec![tp(0), tp(1), tp(2), tp(3), tp(4), tp(5)], vec![], vec![]], 6));
+        assert!(!split_among(&[vec![tp(0), tp(1), tp(2)], vec![tp(2), tp(3)], vec![tp(4), tp(5)]], 6));
+        assert!(split_among(&[vec![tp(0), tp(1)]], 2));
     }
 }

@@ -15,6 +15,9 @@ pub(crate) struct Report {
     pub(crate) gaps: Option<Gaps>,
     /// Groups: the time from the start of the first member to the first record.
     pub(crate) first_record: Option<Duration>,
+    /// Groups: the CPU time counted is what the process used after this point (when the
+    /// group's assignment was complete), not since it started.
+    pub(crate) cpu_since: Option<Usage>,
 }
 
 /// The gaps between a consumer's answers with records.
@@ -29,13 +32,14 @@ pub(crate) struct Gaps {
 }
 
 /// CPU time and peak memory of this process so far.
-struct Usage {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
     user_s: f64,
     sys_s: f64,
     max_rss_kb: i64,
 }
 
-fn usage() -> Result<Usage, String> {
+pub(crate) fn usage() -> Result<Usage, String> {
     // SAFETY: getrusage only writes into the zero-initialised struct it is given.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -51,7 +55,11 @@ fn usage() -> Result<Usage, String> {
 impl Report {
     /// Prints the line, with the CPU time and peak RSS of the whole process.
     pub(crate) fn print(&self) -> Result<(), String> {
-        let line = self.line(&usage()?);
+        let mut u = usage()?;
+        if let Some(base) = self.cpu_since {
+            (u.user_s, u.sys_s) = (u.user_s - base.user_s, u.sys_s - base.sys_s);
+        }
+        let line = self.line(&u);
         let mut out = std::io::stdout().lock();
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(|e| format!("stdout: {e}"))
     }
@@ -132,6 +140,7 @@ mod tests {
             elapsed: Duration::from_secs(1),
             gaps: None,
             first_record: None,
+            cpu_since: None,
         };
         assert!(r.line(&u).ends_with(r#""max_rss_kb":10}"#), "{}", r.line(&u));
         r.gaps = Some(Gaps { longest: Duration::from_millis(512), over_100ms: 2, records: 3 });

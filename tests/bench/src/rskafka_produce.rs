@@ -129,5 +129,6 @@ pub(crate) async fn run(s: Settings) -> Result<Report, String> {
         elapsed,
         gaps: None,
         first_record: None,
+        cpu_since: None,
     })
 }

@@ -17,13 +17,14 @@ use crate::args::{Fail, Opts};
 use crate::peer::{self, PeerContext};
 
 /// CPU time and peak memory of this process so far.
-struct Usage {
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Usage {
     user_s: f64,
     sys_s: f64,
     max_rss_kb: i64,
 }
 
-fn usage() -> Result<Usage, String> {
+pub(crate) fn usage() -> Result<Usage, String> {
     // SAFETY: getrusage only writes the zero-initialised struct it is given.
     let ru = unsafe {
         let mut ru: libc::rusage = std::mem::zeroed();
@@ -37,12 +38,22 @@ fn usage() -> Result<Usage, String> {
 }
 
 fn report(records: u64, bytes: u64, elapsed: Duration) -> Result<(), String> {
-    report_with(records, bytes, elapsed, "")
+    report_with(records, bytes, elapsed, None, "")
 }
 
-/// The report line, with `extra` (`,"name":value...`) before its closing brace.
-pub(crate) fn report_with(records: u64, bytes: u64, elapsed: Duration, extra: &str) -> Result<(), String> {
-    let u = usage()?;
+/// The report line, with `extra` (`,"name":value...`) before its closing brace; the
+/// CPU time is the process's since `cpu_since` when given, else since it started.
+pub(crate) fn report_with(
+    records: u64,
+    bytes: u64,
+    elapsed: Duration,
+    cpu_since: Option<Usage>,
+    extra: &str,
+) -> Result<(), String> {
+    let mut u = usage()?;
+    if let Some(base) = cpu_since {
+        (u.user_s, u.sys_s) = (u.user_s - base.user_s, u.sys_s - base.sys_s);
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     writeln!(

@@ -5,14 +5,21 @@
 //! - `bench-group-consume`: `--members` consumers of one new group in this process, each
 //!   on a thread of its own polling, with librdkafka's defaults (offsets stored as
 //!   records are polled and committed every 5 s, and on revocation), from the earliest
-//!   offset, until `--count` records were polled. `elapsed_s` runs from the first
-//!   record to the last one counted; `first_record_s` from the first consumer's
-//!   creation to its first record.
+//!   offset, until `--count` records were polled. Until every consumer holds its share
+//!   of the partitions (disjoint, none empty, together every partition) nothing is
+//!   counted; then each consumer seeks its partitions back to the first offset (none
+//!   was ever counted, so none is committed that matters) and counts each partition's
+//!   records in offset order from there, so a rebalance's hand-overs are not in the
+//!   rate, as for klife's members. `elapsed_s` runs from the first record counted to
+//!   the last one, and the CPU time is the process's from the moment the assignment
+//!   was complete; `first_record_s` from the first consumer's creation to its first
+//!   record (counted or not).
 //! - `bench-group-join`: one consumer alone until it holds every partition
 //!   (`first_assignment_s`), then, after `--settle-ms` (300 by default, so that the two
 //!   consumers' heartbeats are not in step), a second one, and the time until the two
 //!   hold disjoint parts of every partition, neither empty (`rebalance_s`).
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -22,6 +29,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
+use rdkafka::topic_partition_list::Offset;
 
 use crate::args::{Fail, Opts, usage};
 use crate::bench::report_with;
@@ -66,10 +74,14 @@ struct Tally {
     want: u64,
     records: AtomicU64,
     bytes: AtomicU64,
+    /// When a consumer first polled a record (counted or not).
+    offered: OnceLock<Instant>,
     first: OnceLock<Instant>,
     done: OnceLock<Instant>,
     stop: AtomicBool,
     failure: Mutex<Option<String>>,
+    /// Open once the group's assignment is complete.
+    gate: AtomicBool,
 }
 
 impl Tally {
@@ -81,17 +93,52 @@ impl Tally {
     }
 }
 
-/// One member: polls and counts until the tally is complete.
-fn member(config: ClientConfig, log: bool, topic: String, tally: Arc<Tally>) -> JoinHandle<()> {
+/// One member: polls, publishes its assignment, and once the gate is open, seeks
+/// back to the start and counts until the tally is complete.
+fn member(
+    config: ClientConfig,
+    log: bool,
+    topic: String,
+    tally: Arc<Tally>,
+    held: Arc<Mutex<Vec<i32>>>,
+) -> JoinHandle<()> {
     std::thread::spawn(move || {
         let consumer = match subscribed(&config, log, &topic) {
             Ok(c) => c,
             Err(e) => return tally.fail(e),
         };
+        // After the gate opened: the next offset each of its partitions counts.
+        let mut next: Option<HashMap<i32, i64>> = None;
         while !tally.stop.load(Ordering::SeqCst) {
-            match consumer.poll(Duration::from_millis(100)) {
+            if next.is_none() {
+                let assigned = match consumer.assignment() {
+                    Ok(a) => a,
+                    Err(e) => return tally.fail(format!("assignment: {e}")),
+                };
+                let parts: Vec<i32> =
+                    assigned.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect();
+                if tally.gate.load(Ordering::SeqCst) {
+                    for p in &parts {
+                        if let Err(e) = consumer.seek(&topic, *p, Offset::Beginning, Duration::from_secs(10)) {
+                            return tally.fail(format!("seek {topic}/{p}: {e}"));
+                        }
+                    }
+                    next = Some(parts.iter().map(|p| (*p, 0)).collect());
+                } else if let Ok(mut h) = held.lock() {
+                    *h = parts;
+                }
+            }
+            match consumer.poll(Duration::from_millis(if next.is_some() { 100 } else { 1 })) {
                 None | Some(Err(_)) => {}
                 Some(Ok(m)) => {
+                    tally.offered.get_or_init(Instant::now);
+                    // Counted in order from the seek: anything else is a record of
+                    // before it, or of before the gate.
+                    let Some(expected) = next.as_mut().and_then(|n| n.get_mut(&m.partition())) else { continue };
+                    if m.offset() != *expected {
+                        continue;
+                    }
+                    *expected += 1;
                     tally.first.get_or_init(Instant::now);
                     tally.bytes.fetch_add(m.payload().map_or(0, |p| p.len() as u64), Ordering::Relaxed);
                     if tally.records.fetch_add(1, Ordering::Relaxed) + 1 >= tally.want {
@@ -105,11 +152,23 @@ fn member(config: ClientConfig, log: bool, topic: String, tally: Arc<Tally>) -> 
     })
 }
 
+/// Whether the members hold disjoint sets of partitions, none empty, together all
+/// `partitions`.
+fn split_among(held: &[Vec<i32>], partitions: usize) -> bool {
+    let mut all: Vec<i32> = held.iter().flatten().copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    held.iter().all(|h| !h.is_empty())
+        && all.len() == partitions
+        && held.iter().map(Vec::len).sum::<usize>() == partitions
+}
+
 /// Runs `bench-group-consume`.
 pub(crate) fn consume(mut opts: Opts) -> Result<(), Fail> {
     let (config, log, topic) = group_config(&mut opts)?;
     let count: u64 = opts.req_parse("count")?;
     let members: usize = opts.opt_parse("members")?.unwrap_or(1);
+    let partitions: usize = opts.req_parse("partitions")?;
     opts.finish()?;
     if members == 0 || count == 0 {
         return usage("--members and --count must be at least 1".into());
@@ -118,15 +177,26 @@ pub(crate) fn consume(mut opts: Opts) -> Result<(), Fail> {
         want: count,
         records: AtomicU64::new(0),
         bytes: AtomicU64::new(0),
+        offered: OnceLock::new(),
         first: OnceLock::new(),
         done: OnceLock::new(),
         stop: AtomicBool::new(false),
         failure: Mutex::new(None),
+        gate: AtomicBool::new(false),
     });
     let started = Instant::now();
+    let held: Vec<Arc<Mutex<Vec<i32>>>> = (0..members).map(|_| Arc::default()).collect();
     let threads: Vec<JoinHandle<()>> =
-        (0..members).map(|_| member(config.clone(), log, topic.clone(), tally.clone())).collect();
+        held.iter().map(|h| member(config.clone(), log, topic.clone(), tally.clone(), h.clone())).collect();
+    let mut cpu_since = None;
     while !tally.stop.load(Ordering::SeqCst) {
+        if cpu_since.is_none() {
+            let now: Vec<Vec<i32>> = held.iter().map(|h| h.lock().map(|h| h.clone()).unwrap_or_default()).collect();
+            if split_among(&now, partitions) {
+                cpu_since = Some(crate::bench::usage()?);
+                tally.gate.store(true, Ordering::SeqCst);
+            }
+        }
         if started.elapsed() > PATIENCE {
             tally.fail(format!(
                 "{} of {count} records after {}s",
@@ -134,16 +204,22 @@ pub(crate) fn consume(mut opts: Opts) -> Result<(), Fail> {
                 PATIENCE.as_secs()
             ));
         }
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(if cpu_since.is_none() { 1 } else { 5 }));
     }
     if let Some(e) = tally.failure.lock().ok().and_then(|mut f| f.take()) {
         return Err(e.into());
     }
-    let (Some(first), Some(done)) = (tally.first.get(), tally.done.get()) else {
+    let (Some(offered), Some(first), Some(done)) = (tally.offered.get(), tally.first.get(), tally.done.get()) else {
         return Err("the count was reached without a first record".to_owned().into());
     };
-    let extra = format!(r#","first_record_s":{:.6}"#, (*first - started).as_secs_f64());
-    report_with(tally.records.load(Ordering::Relaxed), tally.bytes.load(Ordering::Relaxed), *done - *first, &extra)?;
+    let extra = format!(r#","first_record_s":{:.6}"#, (*offered - started).as_secs_f64());
+    report_with(
+        tally.records.load(Ordering::Relaxed),
+        tally.bytes.load(Ordering::Relaxed),
+        *done - *first,
+        cpu_since,
+        &extra,
+    )?;
     for t in threads {
         t.join().map_err(|_| "a consumer thread panicked".to_owned())?;
     }

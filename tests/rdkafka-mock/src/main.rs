@@ -39,7 +39,7 @@ usage:
         [--partition P] [--linger-ms 5] [--acks all] [--batch-size B] [--timeout-ms MS] [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock bench-consume --bootstrap LIST --topic T --count N [--partition P]... [--timeout-ms MS]
         [--set KEY=VALUE]... [--log]
-  klife-rdkafka-mock bench-group-consume --bootstrap LIST --topic T --group G --count N [--members 1]
+  klife-rdkafka-mock bench-group-consume --bootstrap LIST --topic T --group G --partitions P --count N [--members 1]
         [--protocol consumer|classic] [--set KEY=VALUE]... [--log]
   klife-rdkafka-mock bench-group-join --bootstrap LIST --topic T --group G --partitions P
         [--protocol consumer|classic] [--settle-ms 300] [--set KEY=VALUE]... [--log]
