@@ -6,7 +6,8 @@
 //!   (one client, the facade's defaults, offset reset earliest), each with a handler
 //!   that counts what it is given and commits every batch, and stops once `--count`
 //!   records were handled. Until every member holds its share of the partitions
-//!   (disjoint, none empty, together every partition) the handlers count nothing:
+//!   (disjoint, together every partition, as evenly as they go) the handlers count
+//!   nothing:
 //!   each holds its batch up to 50 ms for that moment, then gives it back
 //!   (`Action::Retry`), so a rebalance's hand-overs (a KIP-848 member learns of its
 //!   revocation on its next heartbeat) are not in the rate. The report's `elapsed_s`
@@ -174,6 +175,7 @@ impl Handler for Counting {
 impl Tally {
     /// Counts records handled.
     fn count(&self, n: u64, bytes: u64) {
+        self.offered.get_or_init(Instant::now);
         self.first.get_or_init(Instant::now);
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
         if self.records.fetch_add(n, Ordering::Relaxed) + n >= self.want && self.done.set(Instant::now()).is_ok() {
@@ -326,18 +328,22 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) -> Result<Instant, St
     Ok(Instant::now())
 }
 
-/// Whether `a` and `b` are disjoint, neither empty, and together every partition.
+/// Whether `a` and `b` are disjoint, neither empty, together every partition, and
+/// within one partition of each other in size.
 pub(crate) fn split_complete(a: &[TopicPartition], b: &[TopicPartition], partitions: usize) -> bool {
     split_among(&[a.to_vec(), b.to_vec()], partitions)
 }
 
 /// Whether the members hold disjoint sets of partitions, none empty, together all
-/// `partitions` of the topic.
+/// `partitions` of the topic, as evenly as they can (the counts within one of each
+/// other: a KIP-848 group under the uniform assignor has reached its target then,
+/// rather than passing through a split on its way to it).
 pub(crate) fn split_among(held: &[Vec<TopicPartition>], partitions: usize) -> bool {
     let mut all: Vec<&TopicPartition> = held.iter().flatten().collect();
     all.sort();
     all.dedup();
-    held.iter().all(|h| !h.is_empty())
+    let (least, most) = (held.iter().map(Vec::len).min(), held.iter().map(Vec::len).max());
+    least.zip(most).is_some_and(|(l, m)| l > 0 && m - l <= 1)
         && all.len() == partitions
         && held.iter().map(Vec::len).sum::<usize>() == partitions
 }
@@ -388,5 +394,6 @@ mod tests {
         assert!(!split_among(&[vec![tp(0), tp(1), tp(2), tp(3), tp(4), tp(5)], vec![], vec![]], 6));
         assert!(!split_among(&[vec![tp(0), tp(1), tp(2)], vec![tp(2), tp(3)], vec![tp(4), tp(5)]], 6));
         assert!(split_among(&[vec![tp(0), tp(1)]], 2));
+        assert!(!split_among(&[vec![tp(0), tp(1)], vec![tp(2), tp(3), tp(5)], vec![tp(4)]], 6), "on its way");
     }
 }

@@ -6,7 +6,7 @@
 //!   on a thread of its own polling, with librdkafka's defaults (offsets stored as
 //!   records are polled and committed every 5 s, and on revocation), from the earliest
 //!   offset, until `--count` records were polled. Until every consumer holds its share
-//!   of the partitions (disjoint, none empty, together every partition) nothing is
+//!   of the partitions (disjoint, together every partition, as evenly as they go) nothing is
 //!   counted; then each consumer seeks its partitions back to the first offset (none
 //!   was ever counted, so none is committed that matters) and counts each partition's
 //!   records in offset order from there, so a rebalance's hand-overs are not in the
@@ -153,12 +153,15 @@ fn member(
 }
 
 /// Whether the members hold disjoint sets of partitions, none empty, together all
-/// `partitions`.
+/// `partitions`, as evenly as they can (the counts within one of each other: the
+/// group reached the uniform assignor's target rather than a split on its way to it,
+/// after which a partition could still move and its count would stop).
 fn split_among(held: &[Vec<i32>], partitions: usize) -> bool {
     let mut all: Vec<i32> = held.iter().flatten().copied().collect();
     all.sort_unstable();
     all.dedup();
-    held.iter().all(|h| !h.is_empty())
+    let (least, most) = (held.iter().map(Vec::len).min(), held.iter().map(Vec::len).max());
+    least.zip(most).is_some_and(|(l, m)| l > 0 && m - l <= 1)
         && all.len() == partitions
         && held.iter().map(Vec::len).sum::<usize>() == partitions
 }
