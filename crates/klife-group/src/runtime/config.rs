@@ -247,7 +247,7 @@ pub struct GroupConfig {
     pub committers_count: usize,
     /// How many OffsetCommit requests each committer may have in flight, each on a
     /// connection of its own (default 2; see
-    /// [`OffsetsConfig::commits_in_flight`](crate::OffsetsConfig::commits_in_flight)).
+    /// [`OffsetsConfig::commits_in_flight`](crate::offsets::OffsetsConfig::commits_in_flight)).
     /// A partition is in one commit at a time whatever it is.
     pub commits_in_flight: usize,
     /// The settings of every topic that does not set its own.
