@@ -130,6 +130,27 @@ struct Partition {
     /// The last answer reached the end of what may be read (for the end-of-partition
     /// event: it is yielded when this turns true).
     at_end: bool,
+    /// The reset lookup in flight after an out-of-range answer (its number: one a
+    /// `seek` made stale is recognized and dropped).
+    resetting: Option<u64>,
+}
+
+impl Partition {
+    /// A fetch or a reset lookup of the partition is in flight: an answer will come.
+    fn awaited(&self) -> bool {
+        self.in_flight.is_some() || self.resetting.is_some()
+    }
+}
+
+/// The answer of a reset lookup: where an out-of-range partition goes on.
+#[derive(Debug)]
+struct Reset {
+    key: (Arc<str>, i32),
+    /// The lookup's number ([`Partition::resetting`]).
+    number: u64,
+    /// The position that was out of range.
+    from: i64,
+    result: Result<i64, FetchError>,
 }
 
 /// A consumer of explicitly assigned partitions.
@@ -143,6 +164,13 @@ struct Partition {
 /// Each fetch carries the partition's position whole: the epoch of the last batch read
 /// and the topic's id, so that a log truncated under the position or a topic deleted
 /// and created again is noticed rather than read at the old offset.
+///
+/// Answers are taken in, and each partition's next fetch started, whenever the consumer
+/// is polled: by [`next`](Self::next) and [`next_event`](Self::next_event), and by
+/// [`receive`](Self::receive), which takes answers in without handing any over, for a
+/// caller busy with an earlier answer that still wants the fetches to go on. All three
+/// are cancel-safe: dropped before they complete (a `select!` branch that lost), they
+/// lose nothing.
 ///
 /// Errors: a retriable one (a timeout after the fetcher's own retries) is returned
 /// and the partition is fetched again; any other stops the partition until
@@ -158,6 +186,12 @@ pub struct Consumer {
     prefetch: usize,
     tx: mpsc::UnboundedSender<FetchResult>,
     rx: mpsc::UnboundedReceiver<FetchResult>,
+    /// Answers of reset lookups (out-of-range positions), each done in a task of its
+    /// own so that taking an answer in never waits.
+    reset_tx: mpsc::UnboundedSender<Reset>,
+    reset_rx: mpsc::UnboundedReceiver<Reset>,
+    /// The number of the next reset lookup.
+    next_reset: u64,
     partitions: HashMap<(Arc<str>, i32), Partition>,
     ready: VecDeque<ConsumerEvent>,
     partition_eof: bool,
@@ -170,6 +204,7 @@ impl Consumer {
     /// A consumer with no partitions yet, fetching with `options`.
     pub fn new(fetcher: Fetcher, options: FetchOptions) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
+        let (reset_tx, reset_rx) = mpsc::unbounded_channel();
         Consumer {
             fetcher,
             options,
@@ -177,6 +212,9 @@ impl Consumer {
             prefetch: 1,
             tx,
             rx,
+            reset_tx,
+            reset_rx,
+            next_reset: 0,
             partitions: HashMap::new(),
             ready: VecDeque::new(),
             partition_eof: false,
@@ -325,6 +363,7 @@ impl Consumer {
             pace: Pace::UNKNOWN,
             misses: 0,
             at_end: false,
+            resetting: None,
         });
         st.position = offset;
         // Nothing is known of the log before the new position, nor of the topic it is
@@ -335,8 +374,9 @@ impl Consumer {
         // Whether the new position has records is not known: ask at once.
         (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
         // An answer for the old position still in flight is recognized by its offset
-        // and dropped; fetch the new one now.
+        // (a reset lookup by its number) and dropped; fetch the new one now.
         st.in_flight = None;
+        st.resetting = None;
         self.maybe_fetch(&key);
     }
 
@@ -373,15 +413,38 @@ impl Consumer {
                 }
                 return Some(item);
             }
-            if !self.partitions.values().any(|p| p.in_flight.is_some()) {
+            if !self.partitions.values().any(Partition::awaited) {
                 return None;
             }
-            let (target, result) = self.rx.recv().await?;
-            self.on_answer(target, result).await;
+            self.take_in().await;
         }
     }
 
-    async fn on_answer(&mut self, target: TopicPartitionOffset, result: Result<Fetched, FetchError>) {
+    /// Waits for the next answer of a fetch (or reset lookup) in flight and takes it
+    /// in: its records wait for [`next`](Self::next), and its partition's next fetch
+    /// starts unless `prefetch + 1` answers of it wait already. Hands nothing over, and
+    /// never completes while nothing is in flight. For a caller busy with an earlier
+    /// answer (waiting for its commit, say) that wants the fetches to go on meanwhile:
+    /// a consumer not polled takes no answer in, so each partition's next fetch would
+    /// wait for the caller. Cancel-safe.
+    pub async fn receive(&mut self) {
+        if !self.partitions.values().any(Partition::awaited) {
+            return std::future::pending().await;
+        }
+        self.take_in().await;
+    }
+
+    /// Takes in the next answer to arrive. Cancel-safe: only the receiving waits.
+    async fn take_in(&mut self) {
+        tokio::select! {
+            Some((target, result)) = self.rx.recv() => self.on_answer(target, result),
+            Some(reset) = self.reset_rx.recv() => self.on_reset(reset),
+            // Both senders are the consumer's own: the channels never close.
+            else => {}
+        }
+    }
+
+    fn on_answer(&mut self, target: TopicPartitionOffset, result: Result<Fetched, FetchError>) {
         let key = (target.topic.clone(), target.partition);
         let isolation = self.isolation();
         let Some(st) = self.partitions.get_mut(&key) else { return };
@@ -424,18 +487,15 @@ impl Consumer {
             }
             Err(FetchError::OffsetOutOfRange { .. }) if self.reset != OffsetReset::Error => {
                 let spec = if self.reset == OffsetReset::Earliest { OffsetSpec::Earliest } else { OffsetSpec::Latest };
-                match self.lookup(&key.0, key.1, spec).await {
-                    Ok(offset) => {
-                        tracing::info!(target: "klife_fetcher", topic = %key.0, partition = key.1, from = target.offset, to = offset, "offset out of range; reset");
-                        if let Some(st) = self.partitions.get_mut(&key) {
-                            st.position = offset;
-                            st.last_epoch = None;
-                            (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
-                        }
-                        self.maybe_fetch(&key);
-                    }
-                    Err(e) => self.stop(&key, e),
-                }
+                let number = self.next_reset;
+                self.next_reset += 1;
+                st.resetting = Some(number);
+                let (fetcher, tx, from) = (self.fetcher.clone(), self.reset_tx.clone(), target.offset);
+                tokio::spawn(async move {
+                    let result = lookup(&fetcher, isolation, &key.0, key.1, spec).await;
+                    // A consumer dropped meanwhile no longer reads it.
+                    let _ = tx.send(Reset { key, number, from, result });
+                });
             }
             Err(e @ FetchError::LogTruncated { offset, end_offset, epoch, .. }) => {
                 match on_truncation(self.reset, epoch, end_offset) {
@@ -472,6 +532,27 @@ impl Consumer {
         }
     }
 
+    /// A reset lookup answered: the partition goes on from the offset found, unless a
+    /// `seek` moved it meanwhile.
+    fn on_reset(&mut self, reset: Reset) {
+        let Reset { key, number, from, result } = reset;
+        let Some(st) = self.partitions.get_mut(&key) else { return };
+        if st.resetting != Some(number) {
+            return;
+        }
+        st.resetting = None;
+        match result {
+            Ok(offset) => {
+                tracing::info!(target: "klife_fetcher", topic = %key.0, partition = key.1, from, to = offset, "offset out of range; reset");
+                st.position = offset;
+                st.last_epoch = None;
+                (st.pace, st.misses, st.at_end) = (Pace::UNKNOWN, 0, false);
+                self.maybe_fetch(&key);
+            }
+            Err(e) => self.stop(&key, e),
+        }
+    }
+
     fn stop(&mut self, key: &(Arc<str>, i32), e: FetchError) {
         if let Some(st) = self.partitions.get_mut(key) {
             st.stopped = true;
@@ -484,16 +565,7 @@ impl Consumer {
     }
 
     async fn lookup(&self, topic: &str, partition: i32, spec: OffsetSpec) -> Result<i64, FetchError> {
-        let isolation = self.options.isolation_level.unwrap_or(self.fetcher.config().isolation_level);
-        let found = self
-            .fetcher
-            .list_offsets(&[(klife_protocol::TopicPartition::new(topic, partition), spec)], isolation)
-            .await;
-        found
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| Err(FetchError::InvalidArgument("no answer".into())))
-            .map(|l| l.offset)
+        lookup(&self.fetcher, self.isolation(), topic, partition, spec).await
     }
 
     /// Starts the partition's next fetch unless one is in flight, it is stopped, or
@@ -526,6 +598,18 @@ impl Consumer {
             }
         });
     }
+}
+
+/// The offset `spec` names in a partition.
+async fn lookup(
+    fetcher: &Fetcher,
+    isolation: IsolationLevel,
+    topic: &str,
+    partition: i32,
+    spec: OffsetSpec,
+) -> Result<i64, FetchError> {
+    let found = fetcher.list_offsets(&[(klife_protocol::TopicPartition::new(topic, partition), spec)], isolation).await;
+    found.into_iter().next().unwrap_or_else(|| Err(FetchError::InvalidArgument("no answer".into()))).map(|l| l.offset)
 }
 
 #[cfg(test)]

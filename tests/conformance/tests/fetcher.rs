@@ -811,6 +811,62 @@ async fn a_consumer_stops_a_partition_whose_topic_was_created_again() {
     client.close().await;
 }
 
+/// Polls `consumer.next()` once and drops it when it is not ready: a `select!` branch
+/// that lost.
+async fn next_or_drop(consumer: &mut Consumer) -> Option<Option<Result<klife::Fetched, FetchError>>> {
+    tokio::select! {
+        biased;
+        next = consumer.next() => Some(next),
+        () = std::future::ready(()) => None,
+    }
+}
+
+/// `receive` takes answers in, and starts the next fetches, while the caller hands
+/// nothing over: with one answer of prefetch, two answers come in and the position
+/// moves past both before `next` is called. `next` dropped after one poll (a lost
+/// `select!` branch) loses nothing, also while an out-of-range position is being
+/// reset: every record comes once, in order (klife-testkit: records deleted under the
+/// position with `truncate_before`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_takes_answers_in_while_the_caller_is_busy_and_loses_nothing_when_dropped() {
+    let cluster = FakeCluster::builder().brokers(1).topic("busy", 1).start().await.unwrap();
+    let client = testkit_client(&cluster).await;
+    let values: Vec<String> = (0..10).map(|i| format!("v-{i}")).collect();
+    produce_one_by_one(&client, "busy", &values).await;
+    // One batch (one record) per answer.
+    let mut consumer = client
+        .consumer(FetchOptions::new().with_max_bytes(1))
+        .with_prefetch(1)
+        .with_offset_reset(OffsetReset::Earliest);
+    consumer.assign(&[("busy", 0, StartOffset::Earliest)]).await.unwrap();
+    let guard = Duration::from_secs(30);
+    for _ in 0..2 {
+        tokio::time::timeout(guard, consumer.receive()).await.unwrap();
+    }
+    assert_eq!(consumer.positions()[0].2, 2, "two answers taken in, none handed over");
+
+    // Read through polls dropped unless ready, waiting with `receive` in between.
+    async fn read(consumer: &mut Consumer, n: usize, guard: Duration) -> Vec<(i64, String)> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match next_or_drop(consumer).await {
+                Some(Some(Ok(f))) => got.extend(f.records.iter().map(|r| (r.offset, value(r)))),
+                Some(other) => panic!("after {got:?}: {other:?}"),
+                None => tokio::time::timeout(guard, consumer.receive()).await.unwrap(),
+            }
+        }
+        got
+    }
+    let want = |from: usize| -> Vec<(i64, String)> { (from..10).map(|i| (i as i64, values[i].clone())).collect() };
+    assert_eq!(read(&mut consumer, 10, guard).await, want(0));
+
+    // Deleted under the position: out of range, reset to the earliest record left.
+    assert_eq!(cluster.truncate_before("busy", 0, 6).unwrap(), 6);
+    consumer.seek("busy", 0, 2);
+    assert_eq!(read(&mut consumer, 4, guard).await, want(6));
+    client.close().await;
+}
+
 /// Whether the broker grants fetch sessions (KIP-227): Apache Kafka and klife-testkit
 /// do; Tansu and the mock cluster answer every request with session id 0.
 fn grants_fetch_sessions(broker: Broker) -> bool {
