@@ -43,6 +43,8 @@
 //!   with bounded prefetch; it resets out-of-range positions by policy, goes on from
 //!   where the logs part after a truncation (or stops the partition, with
 //!   [`OffsetReset::Error`]), and stops a partition whose topic was created again.
+//!   Its `next`, `next_event` and `receive` (answers taken in while the caller is busy,
+//!   so fetching goes on) are cancel-safe.
 //! - Metrics and tracing names are listed in [`telemetry`].
 //!
 //! ## Versions and leader epochs
