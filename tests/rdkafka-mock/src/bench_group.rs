@@ -119,8 +119,15 @@ fn member(
                     assigned.elements().iter().filter(|e| e.topic() == topic).map(|e| e.partition()).collect();
                 if tally.gate.load(Ordering::SeqCst) {
                     for p in &parts {
-                        if let Err(e) = consumer.seek(&topic, *p, Offset::Beginning, Duration::from_secs(10)) {
-                            return tally.fail(format!("seek {topic}/{p}: {e}"));
+                        // A partition whose fetch has not started yet (its position
+                        // still being looked up) refuses a seek ("Erroneous state"):
+                        // poll, uncounted, and try again.
+                        let deadline = Instant::now() + Duration::from_secs(30);
+                        while let Err(e) = consumer.seek(&topic, *p, Offset::Beginning, Duration::from_secs(10)) {
+                            if Instant::now() > deadline {
+                                return tally.fail(format!("seek {topic}/{p}: {e}"));
+                            }
+                            let _ = consumer.poll(Duration::from_millis(10));
                         }
                     }
                     next = Some(parts.iter().map(|p| (*p, 0)).collect());
