@@ -17,6 +17,8 @@
 //!   the first records given to a handler (joining, the assignment, the
 //!   committed-offset lookup and the first fetch). Graceful hand-overs hand nothing
 //!   twice, so `records` is `--count` rounded up to the last batch.
+//!   With `--handler-us U` each handler sleeps U µs per batch before it counts it (a
+//!   handler that waits on something: whether fetching goes on meanwhile).
 //!   With `--pipeline true` each member runs a pipeline instead (8 no-op processors,
 //!   one batcher of 100 records or 100 ms, counting at the batcher): the overhead of
 //!   the pipeline's stages over a handler.
@@ -120,6 +122,8 @@ pub(crate) struct ConsumeSettings {
     /// Each member runs a pipeline (8 no-op processors, batchers of 100) instead of a
     /// handler.
     pipeline: bool,
+    /// How long the handler works on each batch (a sleep), beyond counting.
+    handler_work: Duration,
 }
 
 impl ConsumeSettings {
@@ -128,11 +132,12 @@ impl ConsumeSettings {
         let count = opts.req_parse("count")?;
         let members = opts.opt_parse("members")?.unwrap_or(1);
         let pipeline = opts.opt_parse("pipeline")?.unwrap_or(false);
+        let handler_work = Duration::from_micros(opts.opt_parse("handler-us")?.unwrap_or(0));
         opts.finish()?;
         if members == 0 || count == 0 {
             return Err("--members and --count must be at least 1".into());
         }
-        Ok(ConsumeSettings { common, count, members, pipeline })
+        Ok(ConsumeSettings { common, count, members, pipeline, handler_work })
     }
 }
 
@@ -151,8 +156,9 @@ struct Tally {
     gate: watch::Sender<bool>,
 }
 
-/// A handler that counts and commits, once the gate is open.
-struct Counting(Arc<Tally>);
+/// A handler that counts and commits, once the gate is open, after working on the
+/// batch for the time given (a sleep: a handler that waits for a database, say).
+struct Counting(Arc<Tally>, Duration);
 
 impl Handler for Counting {
     async fn handle_record_batch(&self, _ctx: &BatchContext, records: Vec<Record>) -> Action {
@@ -167,6 +173,9 @@ impl Handler for Counting {
             }
         }
         let bytes: u64 = records.iter().map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64)).sum();
+        if !self.1.is_zero() {
+            tokio::time::sleep(self.1).await;
+        }
         self.0.count(records.len() as u64, bytes);
         Action::Commit
     }
@@ -237,7 +246,7 @@ pub(crate) async fn consume(s: ConsumeSettings) -> Result<(Report, Vec<Member>),
                 .map_err(|e| format!("cannot start a pipeline of {}: {e}", s.common.group))?;
             Member::Pipeline(pipeline)
         } else {
-            Member::Group(s.common.member(&client, Counting(tally.clone())).await?)
+            Member::Group(s.common.member(&client, Counting(tally.clone(), s.handler_work)).await?)
         };
         members.push(member);
     }

@@ -49,7 +49,7 @@ usage:
         [--workers W] [--stats true]
   klife-bench klife-group-consume --bootstrap HOST:PORT --topic T --group G --count N [--members 1]
         [--protocol consumer|classic|auto] [--max-unacked N] [--fetch-max-kib K] [--linger-us U]
-        [--commits-in-flight N] [--workers W] [--stats true]
+        [--commits-in-flight N] [--handler-us U (each batch's handler sleeps U µs)] [--workers W] [--stats true]
   klife-bench klife-group-join --bootstrap HOST:PORT --topic T --group G [--protocol consumer|classic|auto]
         [--settle-ms 300] [--workers W]
   klife-bench rskafka-consume --bootstrap HOST:PORT --topic T --partitions P --count N [--partition-max-kib K]

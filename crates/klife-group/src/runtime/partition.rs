@@ -305,8 +305,6 @@ impl<H: Handler> PartitionConsumer<H> {
                 tokio::select! {
                     changed = self.committed.changed() => if changed.is_err() { return Exit::Close(StopReason::Lost) },
                     changed = self.control.changed() => if changed.is_err() { return Exit::Close(StopReason::Lost) },
-                    // The fetches go on meanwhile (up to max_queue_size answers).
-                    () = consumer.receive() => {}
                 }
                 if let Some(exit) = self.asked_to_end() {
                     return exit;
@@ -356,17 +354,7 @@ impl<H: Handler> PartitionConsumer<H> {
             let last_epoch = records.last().and_then(|r| r.leader_epoch);
             self.metrics.batch(records.len());
             let started = tokio::time::Instant::now();
-            let handled = catch_unwind(self.handler.handle_record_batch(&ctx, records));
-            tokio::pin!(handled);
-            let handled = loop {
-                tokio::select! {
-                    biased;
-                    handled = &mut handled => break handled,
-                    // The fetches go on while the handler runs.
-                    () = consumer.receive() => {}
-                }
-            };
-            let action = match handled {
+            let action = match catch_unwind(self.handler.handle_record_batch(&ctx, records)).await {
                 Ok(action) => action,
                 Err(panic) => {
                     return Exit::Failed(PartitionError::Panicked {
