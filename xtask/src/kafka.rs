@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crate::test::run_step;
 
 /// The Apache Kafka version the tests and benchmarks run (the same as `compose/`).
-pub const KAFKA_VERSION: &str = "4.1.1";
+pub const KAFKA_VERSION: &str = "4.4.0";
 const LOG4J_VERSION: &str = "2.25.3";
 const SLF4J_VERSION: &str = "2.0.17";
 /// Nodes in the test cluster.

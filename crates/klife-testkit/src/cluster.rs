@@ -185,6 +185,17 @@ impl ClusterBuilder {
         self
     }
 
+    /// The least time between two target assignments of a KIP-848 group (Kafka's
+    /// `group.consumer.assignment.interval.ms`, default 1 s), on the cluster clock.
+    /// Until it passes after the last one, a member that joins or leaves bumps the
+    /// group epoch but members keep reconciling towards the old target; the first
+    /// heartbeat after it computes the new one. A new or emptied group is assigned
+    /// at once. Zero assigns on every epoch bump.
+    pub fn consumer_assignment_interval(mut self, interval: Duration) -> Self {
+        self.groups.assignment_interval_ms = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+        self
+    }
+
     /// How long a new classic group waits for more members before its first rebalance
     /// completes (Kafka's `group.initial.rebalance.delay.ms`: 3 s in Kafka, 0 here by
     /// default so that tests need not wait).
@@ -837,6 +848,13 @@ impl FakeCluster {
     pub fn set_consumer_session_timeout(&self, timeout: Duration) {
         self.shared.lock().coordinator.config.session_timeout_ms =
             i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+    }
+
+    /// Sets the KIP-848 assignment interval from now on (see
+    /// [`ClusterBuilder::consumer_assignment_interval`]).
+    pub fn set_consumer_assignment_interval(&self, interval: Duration) {
+        self.shared.lock().coordinator.config.assignment_interval_ms =
+            i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
     }
 
     /// Moves the cluster clock forward by `by`, then runs the timers that fell due

@@ -136,10 +136,15 @@
 //! joins without one get one). A join (epoch 0) is checked as Kafka checks it
 //! (INVALID_REQUEST without a rebalance timeout, with a null or non-empty
 //! TopicPartitions, without names or regex; a bad epoch; an empty member id at v1).
-//! The group epoch goes up when a member joins, leaves, changes its subscription or
+//! A new group starts at epoch 1, so its first member joins at epoch 2 (as from Kafka
+//! 4.3). The group epoch goes up when a member joins, leaves, changes its subscription or
 //! assignor, or when the subscribed topics change (a new topic matching a regex, more
-//! partitions); the target assignment is then computed by the server assignor the
-//! members ask for (`uniform`, the default, balanced and sticky; or `range`, contiguous
+//! partitions); the target assignment is then computed, on the first heartbeat at least
+//! `group.consumer.assignment.interval.ms` after the last one (1 s by default,
+//! [`ClusterBuilder::consumer_assignment_interval`]; at once for a new or emptied group
+//! and after [`FakeCluster::force_rebalance`]), as Kafka 4.4 does; until then members
+//! reconcile towards the previous target, and a member new to the group gets nothing at
+//! that target's epoch. The target comes from the server assignor the members ask for (`uniform`, the default, balanced and sticky; or `range`, contiguous
 //! ranges per topic by member id; another name is UNSUPPORTED_ASSIGNOR). Members
 //! reconcile to it as in Kafka's `CurrentAssignmentBuilder`: partitions to revoke are
 //! taken away first and the member stays at its epoch (UNREVOKED_PARTITIONS) until a
@@ -148,7 +153,9 @@
 //! by two members. The assignment is in the answer to full heartbeats and whenever it
 //! changed. Epochs: ahead is FENCED_MEMBER_EPOCH; behind is FENCED_MEMBER_EPOCH unless it
 //! is the member's previous epoch with owned partitions within its assignment (a lost
-//! answer). Unknown members get UNKNOWN_MEMBER_ID, heartbeats to unknown groups
+//! answer). A join (epoch 0) under a member id the group knows starts that member over:
+//! it keeps its record and is answered its epoch and whole assignment (Kafka 4.2 and
+//! later). Unknown members get UNKNOWN_MEMBER_ID, heartbeats to unknown groups
 //! GROUP_ID_NOT_FOUND. Leaves: epoch -1; a static member's -2 keeps its assignment (and
 //! its partitions) for a rejoin under the same instance id with a new member id; another
 //! instance joining with a held instance id gets UNRELEASED_INSTANCE_ID, a request
@@ -185,9 +192,10 @@
 //! timeout), except while a member waits in a join or a sync, as in Kafka.
 //!
 //! **Commits.** OffsetCommit to a group with KIP-848 members needs a member and its
-//! current epoch (v9+; UNKNOWN_MEMBER_ID, STALE_MEMBER_EPOCH for any other epoch, a
-//! newer one included, as Kafka 4.1 answers (not FENCED_MEMBER_EPOCH);
-//! UNSUPPORTED_VERSION below v9); to a classic group a member and its generation
+//! epoch (v9+; UNKNOWN_MEMBER_ID; an older epoch passes only for partitions the member
+//! has owned since that epoch, KIP-1251, as from Kafka 4.3; any other epoch, a newer one
+//! included, is STALE_MEMBER_EPOCH, not FENCED_MEMBER_EPOCH; UNSUPPORTED_VERSION below
+//! v9); to a classic group a member and its generation
 //! (UNKNOWN_MEMBER_ID, also for a commit without member and generation while the group
 //! has members; FENCED_INSTANCE_ID; ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the
 //! group waits for its leader's sync). Generation -1 and no member commit to a group without members (simple
@@ -195,10 +203,10 @@
 //! (v9+) or ILLEGAL_GENERATION. TxnOffsetCommit v3+ is checked alike, without the group
 //! state checks and with ILLEGAL_GENERATION for a KIP-848 member's other epoch, as in
 //! Kafka. OffsetFetch v9+ with a member id or epoch is checked
-//! against a KIP-848 group the same way. A group that only has committed offsets is,
+//! against a KIP-848 group at the member's epoch exactly. A group that only has committed offsets is,
 //! as in Kafka, an empty classic group without a protocol type (a "simple" group).
 //!
-//! **Administration.** As Kafka 4.1 answers (its `GroupMetadataManager`,
+//! **Administration.** As Kafka 4.4 answers (its `GroupMetadataManager`,
 //! `OffsetMetadataManager`, `ClassicGroup`, `ConsumerGroup` and `KafkaApis`):
 //! - ListGroups: each broker lists the groups it coordinates (clients ask every
 //!   broker), every kind (classic, KIP-848, offsets only) with protocol type, state
@@ -255,7 +263,9 @@
 //! [`inject_errors`](FakeCluster::inject_errors) for the group APIs too (the code in
 //! the top-level error).
 //!
-//! **Where it differs from Kafka 4.1.**
+//! **Where it differs from Kafka 4.4.**
+//! - OffsetCommit and OffsetFetch go up to v9, the last version of the schemas klife is
+//!   generated from; Kafka 4.4 offers v10 (topic ids instead of names).
 //! - No online migration between protocols (Kafka's default
 //!   `group.consumer.migration.policy` is BIDIRECTIONAL): a ConsumerGroupHeartbeat join
 //!   to a classic group with members gets GROUP_ID_NOT_FOUND ("Group g is not a consumer
@@ -265,9 +275,6 @@
 //! - The assignors place partitions their own way: balanced and sticky (`uniform`),
 //!   contiguous by member id (`range`), but not Kafka's exact placement, and without
 //!   racks.
-//! - A member fenced with FENCED_MEMBER_EPOCH that joins again with epoch 0 and the same
-//!   member id is fenced again unless 0 was its previous epoch, as in Kafka 4.1 (later
-//!   Kafka lets it rejoin, KAFKA-19233).
 //! - Classic: the initial delay is not extended as members keep arriving (Kafka extends
 //!   it, up to the rebalance timeout).
 //! - Groups and offsets are never expired: Kafka's periodic cleanup removes offsets

@@ -113,10 +113,10 @@ async fn a_kip848_member_on_the_cluster_clock_and_the_hooks() {
     );
     let mut c = coordinator_of(&cluster, "g").await;
     let r = c.send(&cghb_join("g", "a", "t"), 1).await;
-    assert_eq!((r.error_code, r.member_epoch, r.heartbeat_interval_ms), (0, 1, 50));
+    assert_eq!((r.error_code, r.member_epoch, r.heartbeat_interval_ms), (0, 2, 50));
     assert_eq!(r.assignment.unwrap().topic_partitions[0].partitions, vec![0, 1, 2, 3]);
     let d = cluster.describe_group("g").unwrap();
-    assert_eq!((d.protocol, d.epoch), (GroupProtocol::Consumer, 1));
+    assert_eq!((d.protocol, d.epoch), (GroupProtocol::Consumer, 2));
     assert_eq!(d.members[0].assigned.len(), 4);
     // Injected errors reach the heartbeat.
     cluster.inject_errors(ApiKey::ConsumerGroupHeartbeat, &[ErrorCode::CoordinatorLoadInProgress], None);
@@ -125,7 +125,7 @@ async fn a_kip848_member_on_the_cluster_clock_and_the_hooks() {
             &ConsumerGroupHeartbeatRequest::default()
                 .with_group_id("g".into())
                 .with_member_id("a".into())
-                .with_member_epoch(1),
+                .with_member_epoch(2),
             1,
         )
         .await;
@@ -138,7 +138,7 @@ async fn a_kip848_member_on_the_cluster_clock_and_the_hooks() {
     // Expire by hand, rebalance by hand.
     c.send(&cghb_join("g", "b", "t"), 1).await;
     assert!(cluster.force_rebalance("g"));
-    assert_eq!(cluster.describe_group("g").unwrap().epoch, 4);
+    assert_eq!(cluster.describe_group("g").unwrap().epoch, 5);
     assert!(cluster.expire_member("g", "b"));
     assert!(!cluster.expire_member("g", "b"));
     // The coordinator moves: the old one says so.

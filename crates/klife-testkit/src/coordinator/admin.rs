@@ -1,4 +1,4 @@
-//! The group admin APIs as Kafka 4.1's group coordinator answers them: ListGroups,
+//! The group admin APIs as Kafka 4.4's group coordinator answers them: ListGroups,
 //! DescribeGroups (classic groups), ConsumerGroupDescribe (KIP-848 groups), DeleteGroups
 //! and OffsetDelete. Sans-io like the rest of the coordinator: each takes the decoded
 //! request, the committed offsets (a group that only has offsets is, to Kafka, an empty

@@ -43,6 +43,10 @@ pub(crate) struct ConsumerMember {
     pub(crate) regex: Option<String>,
     pub(crate) assigned: Partitions,
     pub(crate) pending_revocation: Partitions,
+    /// The member epoch at which it was given each partition it owns (assigned or
+    /// pending revocation): KIP-1251's assignment epochs, which a commit at an older
+    /// epoch is checked against.
+    pub(crate) assigned_at: BTreeMap<(Uuid, i32), i32>,
     pub(crate) session_deadline: i64,
     pub(crate) revocation_deadline: Option<i64>,
 }
@@ -64,6 +68,7 @@ impl ConsumerMember {
             regex: None,
             assigned: Partitions::new(),
             pending_revocation: Partitions::new(),
+            assigned_at: BTreeMap::new(),
             session_deadline: 0,
             revocation_deadline: None,
         }
@@ -84,13 +89,36 @@ impl ConsumerMember {
         self.previous_epoch = self.epoch;
         self.epoch = epoch;
     }
+
+    /// Keeps the assignment epoch of every partition still owned and gives the ones
+    /// new to the member its current epoch.
+    fn track_assignment_epochs(&mut self) {
+        let owned: BTreeSet<(Uuid, i32)> = self
+            .assigned
+            .iter()
+            .chain(self.pending_revocation.iter())
+            .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+            .collect();
+        self.assigned_at.retain(|tp, _| owned.contains(tp));
+        for tp in owned {
+            self.assigned_at.entry(tp).or_insert(self.epoch);
+        }
+    }
 }
 
 /// A consumer group.
-#[derive(Debug, Clone, Default)]
+///
+/// As in Kafka 4.3 and later (KAFKA-20268), a new group starts at group epoch 1 with a
+/// target assignment of epoch 1 computed at no time, so the first member's join bumps
+/// the epoch to 2 and is assigned at once.
+#[derive(Debug, Clone)]
 pub(crate) struct ConsumerGroup {
     pub(crate) epoch: i32,
     pub(crate) assignment_epoch: i32,
+    /// When the target assignment was last computed; `None` (Kafka's timestamp 0)
+    /// for a new group and a group whose last member went: the next bump is assigned
+    /// at once rather than after the assignment interval.
+    assignment_time: Option<i64>,
     pub(crate) target: BTreeMap<String, Partitions>,
     pub(crate) members: BTreeMap<String, ConsumerMember>,
     /// The subscribed topics as last seen: a change (a new topic matching a regex, more
@@ -103,10 +131,27 @@ pub(crate) struct ConsumerGroup {
     resolved_regexes: BTreeMap<String, BTreeSet<String>>,
 }
 
+impl Default for ConsumerGroup {
+    fn default() -> Self {
+        ConsumerGroup {
+            epoch: 1,
+            assignment_epoch: 1,
+            assignment_time: None,
+            target: BTreeMap::new(),
+            members: BTreeMap::new(),
+            subscription_metadata: BTreeMap::new(),
+            resolved_regexes: BTreeMap::new(),
+        }
+    }
+}
+
 /// Settings the heartbeat answers and timers use.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ConsumerSettings {
     pub(crate) session_timeout_ms: i64,
+    /// `group.consumer.assignment.interval.ms`: the least time between two target
+    /// assignments of a group.
+    pub(crate) assignment_interval_ms: i64,
     pub(crate) max_size: usize,
 }
 
@@ -298,6 +343,23 @@ impl ConsumerGroup {
         changed
     }
 
+    /// Computes a new target when the group epoch is ahead of it, as Kafka 4.4 does on
+    /// every heartbeat: at once when the last target was computed at no time (a new or
+    /// emptied group) or the interval is 0, else once `assignment_interval_ms` passed
+    /// since the last one. Until then members reconcile towards the old target.
+    fn maybe_compute_target(&mut self, topics: &Topics, settings: &ConsumerSettings, now: i64) {
+        let due = match self.assignment_time {
+            None => true,
+            Some(at) => {
+                settings.assignment_interval_ms <= 0 || now >= at.saturating_add(settings.assignment_interval_ms)
+            }
+        };
+        if self.epoch > self.assignment_epoch && due {
+            self.compute_target(topics);
+            self.assignment_time = Some(now);
+        }
+    }
+
     fn compute_target(&mut self, topics: &Topics) {
         let specs: BTreeMap<String, MemberSpec> = self
             .members
@@ -364,6 +426,7 @@ impl ConsumerGroup {
             member.update_epoch(epoch);
             member.assigned = assigned;
             member.pending_revocation = revoking;
+            member.track_assignment_epochs();
             return;
         }
         for (t, ps) in adding {
@@ -373,13 +436,20 @@ impl ConsumerGroup {
         member.update_epoch(self.assignment_epoch);
         member.assigned = assigned;
         member.pending_revocation = Partitions::new();
+        member.track_assignment_epochs();
     }
 
-    /// Removes a member (left, fenced or expired) and bumps the group epoch.
+    /// Removes a member (left, fenced or expired) and bumps the group epoch. A group
+    /// left empty takes the new epoch as its target's, computed at no time, as Kafka
+    /// does: its next member is assigned at once.
     pub(crate) fn remove_member(&mut self, member_id: &str) -> bool {
         if self.members.remove(member_id).is_some() {
             self.target.remove(member_id);
             self.epoch += 1;
+            if self.members.is_empty() {
+                self.assignment_epoch = self.epoch;
+                self.assignment_time = None;
+            }
             true
         } else {
             false
@@ -411,7 +481,12 @@ impl ConsumerGroup {
         let old: Option<ConsumerMember> = match r.instance_id.as_deref() {
             None => match self.members.get(&member_id) {
                 Some(m) => {
-                    check_epoch(m, r.member_epoch, owned)?;
+                    // Kafka 4.2 and later take a join (epoch 0) under a known member
+                    // id as that member starting over: it keeps its record and is
+                    // answered its epoch and whole assignment.
+                    if !joining {
+                        check_epoch(m, r.member_epoch, owned)?;
+                    }
                     Some(m.clone())
                 }
                 None if joining => None,
@@ -507,9 +582,7 @@ impl ConsumerGroup {
         if subscription_changed || metadata_changed {
             self.epoch += 1;
         }
-        if self.epoch > self.assignment_epoch {
-            self.compute_target(topics);
-        }
+        self.maybe_compute_target(topics, settings, now);
         // Reconcile against the group as it was (the member's old record owns what it
         // owned), as Kafka does.
         if let Some(old) = &old {
@@ -600,9 +673,9 @@ impl ConsumerGroup {
         gone
     }
 
-    /// Checks a commit's or fetch's member and epoch (OffsetCommit v9+, OffsetFetch v9+)
-    /// as Kafka 4.1 does: any epoch but the member's is STALE_MEMBER_EPOCH, newer ones
-    /// included (`ConsumerGroup.validateMemberEpoch`).
+    /// Checks a fetch's member and epoch (OffsetFetch v9+) as Kafka does: any epoch but
+    /// the member's is STALE_MEMBER_EPOCH, newer ones included
+    /// (`ConsumerGroup.validateMemberEpoch`).
     pub(crate) fn check_member_epoch(&self, member_id: &str, epoch: i32) -> ErrorCode {
         match self.members.get(member_id) {
             None => ErrorCode::UnknownMemberId,
@@ -611,9 +684,36 @@ impl ConsumerGroup {
         }
     }
 
-    /// A rebalance asked for by a test: the group epoch goes up, and every member
+    /// Checks a commit's member and epoch (OffsetCommit v9+) as Kafka 4.3 and later do
+    /// (KIP-1251): the member's epoch passes; an older one passes only when every
+    /// partition committed is the member's (assigned or pending revocation) and was
+    /// given to it at that epoch or before; anything else is STALE_MEMBER_EPOCH. A
+    /// partition of a topic that does not exist (`None`) is no member's.
+    pub(crate) fn check_commit_epoch(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        partitions: impl IntoIterator<Item = (Option<Uuid>, i32)>,
+    ) -> ErrorCode {
+        let Some(m) = self.members.get(member_id) else { return ErrorCode::UnknownMemberId };
+        if epoch == m.epoch {
+            return ErrorCode::None;
+        }
+        let owned_since_then = |(topic, p): (Option<Uuid>, i32)| {
+            topic.and_then(|t| m.assigned_at.get(&(t, p))).is_some_and(|since| *since <= epoch)
+        };
+        if epoch < m.epoch && partitions.into_iter().all(owned_since_then) {
+            ErrorCode::None
+        } else {
+            ErrorCode::StaleMemberEpoch
+        }
+    }
+
+    /// A rebalance asked for by a test: the group epoch goes up, the next heartbeat
+    /// computes a new target whatever the assignment interval, and every member
     /// reconciles to it on its next heartbeat.
     pub(crate) fn force_rebalance(&mut self) {
         self.epoch += 1;
+        self.assignment_time = None;
     }
 }

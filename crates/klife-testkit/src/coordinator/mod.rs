@@ -62,6 +62,8 @@ pub(crate) struct GroupConfig {
     pub(crate) heartbeat_interval_ms: i32,
     /// `group.consumer.session.timeout.ms`.
     pub(crate) session_timeout_ms: i64,
+    /// `group.consumer.assignment.interval.ms`.
+    pub(crate) assignment_interval_ms: i64,
     /// `group.initial.rebalance.delay.ms`.
     pub(crate) initial_rebalance_delay_ms: i64,
     /// `group.max.size` and `group.consumer.max.size`.
@@ -77,6 +79,7 @@ impl Default for GroupConfig {
         GroupConfig {
             heartbeat_interval_ms: 5_000,
             session_timeout_ms: 45_000,
+            assignment_interval_ms: 1_000,
             initial_rebalance_delay_ms: 0,
             max_size: usize::MAX,
             refuse_consumer_protocol: false,
@@ -124,7 +127,11 @@ impl Coordinator {
     }
 
     fn consumer_settings(&self) -> ConsumerSettings {
-        ConsumerSettings { session_timeout_ms: self.config.session_timeout_ms, max_size: self.config.max_size }
+        ConsumerSettings {
+            session_timeout_ms: self.config.session_timeout_ms,
+            assignment_interval_ms: self.config.assignment_interval_ms,
+            max_size: self.config.max_size,
+        }
     }
 
     fn ticket(&mut self) -> u64 {
@@ -266,7 +273,7 @@ impl Coordinator {
         let outcome = match self.classic_for_join(&r.group_id, &r.member_id) {
             Some(g) => g.join(from, r, version, Parked { ticket, version }, new_member_id, &settings, now, &mut out),
             None if !known => Outcome::Now(classic::join_error_at(ErrorCode::UnknownMemberId, &r.member_id, version)),
-            // A consumer group with members: Kafka 4.1 would take a "consumer" classic
+            // A consumer group with members: Kafka would take a "consumer" classic
             // member into it (online migration); this coordinator does not.
             None => Outcome::Now(classic::join_error_at(ErrorCode::InconsistentGroupProtocol, &r.member_id, version)),
         };
@@ -411,13 +418,7 @@ impl Coordinator {
         match self.groups.get(group)? {
             Group::Consumer(g) => Some(GroupDescription {
                 protocol: GroupProtocol::Consumer,
-                state: if g.members.is_empty() {
-                    "Empty"
-                } else if g.members.values().all(|m| m.state == ReconciliationState::Stable && m.epoch == g.epoch) {
-                    "Stable"
-                } else {
-                    "Reconciling"
-                },
+                state: g.state_name(),
                 epoch: g.epoch,
                 assignment_epoch: g.assignment_epoch,
                 protocol_name: None,
@@ -477,8 +478,9 @@ pub enum GroupProtocol {
 pub struct GroupDescription {
     /// Which protocol.
     pub protocol: GroupProtocol,
-    /// Kafka's state name: `Empty`, `Stable`, `Reconciling` (consumer groups with a
-    /// member not yet at the group epoch or not yet Stable), `PreparingRebalance`,
+    /// Kafka's state name: `Empty`, `Stable`, `Assigning` (consumer groups whose
+    /// target assignment is behind the group epoch), `Reconciling` (consumer groups
+    /// with a member not yet Stable at the target's epoch), `PreparingRebalance`,
     /// `CompletingRebalance`.
     pub state: &'static str,
     /// The group epoch (consumer) or generation (classic).

@@ -30,8 +30,18 @@ fn client(id: &str) -> Origin<'_> {
     Origin { id, host: "" }
 }
 
+/// A coordinator that computes a KIP-848 group's target on every epoch bump.
 fn coordinator() -> Coordinator {
-    Coordinator::new(GroupConfig { heartbeat_interval_ms: 100, session_timeout_ms: 1_000, ..GroupConfig::default() })
+    coordinator_with_interval(0)
+}
+
+fn coordinator_with_interval(assignment_interval_ms: i64) -> Coordinator {
+    Coordinator::new(GroupConfig {
+        heartbeat_interval_ms: 100,
+        session_timeout_ms: 1_000,
+        assignment_interval_ms,
+        ..GroupConfig::default()
+    })
 }
 
 // ----- KIP-848 -----
@@ -94,12 +104,12 @@ fn a_member_alone_gets_every_partition_with_the_interval() {
     let mut c = coordinator();
     let r = c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
     assert_eq!(code(&r), ErrorCode::None);
-    assert_eq!((r.member_id.as_deref(), r.member_epoch, r.heartbeat_interval_ms), (Some("a"), 1, 100));
+    assert_eq!((r.member_id.as_deref(), r.member_epoch, r.heartbeat_interval_ms), (Some("a"), 2, 100));
     assert_eq!(assigned(&r).unwrap()[&T], (0..6).collect());
     // A heartbeat with nothing changed carries no assignment.
     let owned = assigned(&r).unwrap();
-    let r = c.consumer_heartbeat(ANON, &beat("a", 1, &owned), 1, &topics(), 10);
-    assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, 1));
+    let r = c.consumer_heartbeat(ANON, &beat("a", 2, &owned), 1, &topics(), 10);
+    assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, 2));
     assert!(r.assignment.is_none());
 }
 
@@ -108,34 +118,114 @@ fn a_partition_moves_only_after_its_owner_revoked_it() {
     let mut c = coordinator();
     let a = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)).unwrap();
     let rb = c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 1);
-    assert_eq!(rb.member_epoch, 2);
+    assert_eq!(rb.member_epoch, 3);
     // b's target is 3 partitions, but a still owns them.
     assert_eq!(assigned(&rb).map(|x| count(&x)), Some(0));
     assert_disjoint(&c);
-    // a is asked to revoke three and stays at epoch 1.
-    let ra = c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 2);
-    assert_eq!(ra.member_epoch, 1);
+    // a is asked to revoke three and stays at epoch 2.
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 2);
+    assert_eq!(ra.member_epoch, 2);
     let a2 = assigned(&ra).unwrap();
     assert_eq!(count(&a2), 3);
     let d = c.describe("g", &topics()).unwrap();
     assert_eq!(d.members[0].reconciliation, Some(ReconciliationState::UnrevokedPartitions));
     assert_eq!(d.members[0].pending_revocation.len(), 3);
     // b asks again: still nothing, a has not acknowledged.
-    let rb = c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 3);
+    let rb = c.consumer_heartbeat(ANON, &beat("b", 3, &BTreeMap::new()), 1, &topics(), 3);
     assert_eq!(assigned(&rb), None);
     assert_disjoint(&c);
-    // a acknowledges (owns three): epoch 2, stable.
-    let ra = c.consumer_heartbeat(ANON, &beat("a", 1, &a2), 1, &topics(), 4);
-    assert_eq!((code(&ra), ra.member_epoch), (ErrorCode::None, 2));
+    // a acknowledges (owns three): epoch 3, stable.
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 2, &a2), 1, &topics(), 4);
+    assert_eq!((code(&ra), ra.member_epoch), (ErrorCode::None, 3));
     // Now b gets its three.
-    let rb = c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 5);
+    let rb = c.consumer_heartbeat(ANON, &beat("b", 3, &BTreeMap::new()), 1, &topics(), 5);
     let b = assigned(&rb).unwrap();
     assert_eq!(count(&b), 3);
     assert!(b[&T].is_disjoint(&a2[&T]));
     assert_disjoint(&c);
     let d = c.describe("g", &topics()).unwrap();
     assert_eq!(d.state, "Stable");
-    assert_eq!(d.epoch, 2);
+    assert_eq!(d.epoch, 3);
+}
+
+#[test]
+fn the_target_waits_for_the_assignment_interval() {
+    let mut c = coordinator_with_interval(1_000);
+    // A new group is assigned at once: epoch 1 -> 2 with the whole topic.
+    let a = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)).unwrap();
+    assert_eq!(count(&a), 6);
+    // b joins within the interval: the group epoch goes up, the target stays, b is
+    // answered the old target's epoch with nothing, a keeps everything.
+    let rb = c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 400);
+    assert_eq!((rb.member_epoch, assigned(&rb).map(|x| count(&x))), (2, Some(0)));
+    let d = c.describe("g", &topics()).unwrap();
+    assert_eq!((d.state, d.epoch, d.assignment_epoch), ("Assigning", 3, 2));
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 999);
+    assert_eq!((ra.member_epoch, ra.assignment.is_none()), (2, true));
+    // The first heartbeat once the interval passed computes the new target.
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 1_000);
+    assert_eq!((ra.member_epoch, assigned(&ra).map(|x| count(&x))), (2, Some(3)));
+    assert_eq!(c.describe("g", &topics()).unwrap().assignment_epoch, 3);
+    assert_disjoint(&c);
+    // A forced rebalance is computed on the next heartbeat, interval or not.
+    assert!(c.force_rebalance("g", 1_001));
+    c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 1_002);
+    assert_eq!(c.describe("g", &topics()).unwrap().assignment_epoch, 4);
+}
+
+#[test]
+fn an_emptied_group_assigns_its_next_member_at_once() {
+    let mut c = coordinator_with_interval(1_000);
+    c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0);
+    let leave = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id("g".into())
+        .with_member_id("a".into())
+        .with_member_epoch(-1);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &leave, 1, &topics(), 10)), ErrorCode::None);
+    let d = c.describe("g", &topics()).unwrap();
+    assert_eq!((d.state, d.epoch, d.assignment_epoch), ("Empty", 3, 3));
+    // Within the interval of the last target, and yet assigned at once.
+    let r = c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 20);
+    assert_eq!((r.member_epoch, assigned(&r).map(|x| count(&x))), (4, Some(6)));
+}
+
+#[test]
+fn a_join_under_a_known_member_id_starts_that_member_over() {
+    let mut c = coordinator();
+    let a = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)).unwrap();
+    // Kafka 4.2 and later: the member keeps its record, epoch and partitions; the
+    // answer carries them all; the group epoch does not move.
+    let r = c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 1);
+    assert_eq!((code(&r), r.member_epoch, assigned(&r)), (ErrorCode::None, 2, Some(a)));
+    assert_eq!(c.describe("g", &topics()).unwrap().epoch, 2);
+    // With another subscription it is a subscription change like any other.
+    let r = c.consumer_heartbeat(ANON, &join("a", &["orders", "payments"]), 1, &topics(), 2);
+    assert_eq!((code(&r), r.member_epoch, assigned(&r).map(|x| count(&x))), (ErrorCode::None, 3, Some(8)));
+}
+
+#[test]
+fn a_commit_at_an_older_epoch_passes_for_partitions_owned_since_then() {
+    let mut c = coordinator();
+    let a = assigned(&c.consumer_heartbeat(ANON, &join("a", &["orders"]), 1, &topics(), 0)).unwrap();
+    c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 1);
+    let kept = assigned(&c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 2)).unwrap();
+    let ra = c.consumer_heartbeat(ANON, &beat("a", 2, &kept), 1, &topics(), 3);
+    assert_eq!(ra.member_epoch, 3);
+    let Some(Group::Consumer(g)) = c.groups.get("g") else { panic!("no consumer group") };
+    let kept_one = (Some(T), *kept[&T].first().unwrap());
+    let revoked_one = (Some(T), *a[&T].difference(&kept[&T]).next().unwrap());
+    // KIP-1251: a kept partition, assigned at epoch 2, may be committed at 2 or 3.
+    assert_eq!(g.check_commit_epoch("a", 2, [kept_one]), ErrorCode::None);
+    assert_eq!(g.check_commit_epoch("a", 3, [kept_one, revoked_one]), ErrorCode::None);
+    // A partition it gave up, an epoch before its assignment, a newer epoch, a topic
+    // that does not exist, someone else: stale or unknown.
+    assert_eq!(g.check_commit_epoch("a", 2, [kept_one, revoked_one]), ErrorCode::StaleMemberEpoch);
+    assert_eq!(g.check_commit_epoch("a", 1, [kept_one]), ErrorCode::StaleMemberEpoch);
+    assert_eq!(g.check_commit_epoch("a", 4, [kept_one]), ErrorCode::StaleMemberEpoch);
+    assert_eq!(g.check_commit_epoch("a", 2, [(None, 0)]), ErrorCode::StaleMemberEpoch);
+    assert_eq!(g.check_commit_epoch("zz", 3, [kept_one]), ErrorCode::UnknownMemberId);
+    // Fetches still want the member's epoch exactly.
+    assert_eq!(g.check_member_epoch("a", 2), ErrorCode::StaleMemberEpoch);
 }
 
 #[test]
@@ -149,9 +239,9 @@ fn a_leave_gives_the_partitions_back() {
         .with_member_epoch(-1);
     let r = c.consumer_heartbeat(ANON, &leave, 1, &topics(), 1);
     assert_eq!((code(&r), r.member_epoch), (ErrorCode::None, -1));
-    let r = c.consumer_heartbeat(ANON, &beat("b", 2, &b), 1, &topics(), 2);
+    let r = c.consumer_heartbeat(ANON, &beat("b", 3, &b), 1, &topics(), 2);
     assert_eq!(count(&assigned(&r).unwrap()), 6);
-    assert_eq!(r.member_epoch, 3);
+    assert_eq!(r.member_epoch, 4);
     // Leaving twice: unknown.
     assert_eq!(code(&c.consumer_heartbeat(ANON, &leave, 1, &topics(), 3)), ErrorCode::UnknownMemberId);
 }
@@ -165,10 +255,10 @@ fn sessions_expire_on_the_clock_and_revocations_time_out() {
     // a's session (1 s) ends at 1000.
     assert!(c.tick(1_000));
     assert_eq!(c.describe("g", &topics()).unwrap().members.len(), 1);
-    let r = c.consumer_heartbeat(ANON, &beat("b", 2, &b), 1, &topics(), 1_001);
+    let r = c.consumer_heartbeat(ANON, &beat("b", 3, &b), 1, &topics(), 1_001);
     assert_eq!(count(&assigned(&r).unwrap()), 6);
     // An expired member's next heartbeat is unknown.
-    assert_eq!(code(&c.consumer_heartbeat(ANON, &beat("a", 1, &b), 1, &topics(), 1_002)), ErrorCode::UnknownMemberId);
+    assert_eq!(code(&c.consumer_heartbeat(ANON, &beat("a", 2, &b), 1, &topics(), 1_002)), ErrorCode::UnknownMemberId);
 
     // A member that never acknowledges a revocation is fenced after its rebalance timeout.
     let mut c = coordinator();
@@ -176,9 +266,9 @@ fn sessions_expire_on_the_clock_and_revocations_time_out() {
     slow.rebalance_timeout_ms = 300;
     let a = assigned(&c.consumer_heartbeat(ANON, &slow, 1, &topics(), 0)).unwrap();
     c.consumer_heartbeat(ANON, &join("b", &["orders"]), 1, &topics(), 0);
-    c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 100); // revocation asked at 100
-    c.consumer_heartbeat(ANON, &beat("a", 1, &a), 1, &topics(), 200); // still owns them
-    c.consumer_heartbeat(ANON, &beat("b", 2, &BTreeMap::new()), 1, &topics(), 350);
+    c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 100); // revocation asked at 100
+    c.consumer_heartbeat(ANON, &beat("a", 2, &a), 1, &topics(), 200); // still owns them
+    c.consumer_heartbeat(ANON, &beat("b", 3, &BTreeMap::new()), 1, &topics(), 350);
     assert!(c.tick(400));
     let d = c.describe("g", &topics()).unwrap();
     assert_eq!(d.members.iter().map(|m| m.member_id.as_str()).collect::<Vec<_>>(), ["b"]);
@@ -322,16 +412,16 @@ fn regex_subscriptions_and_the_range_assignor() {
     r.server_assignor = Some("range".into());
     // As in Kafka, the regex is resolved after the join: nothing yet.
     let r = c.consumer_heartbeat(ANON, &r, 1, &t, 0);
-    assert_eq!((r.member_epoch, assigned(&r).map(|a| count(&a))), (1, Some(0)));
+    assert_eq!((r.member_epoch, assigned(&r).map(|a| count(&a))), (2, Some(0)));
     // The next heartbeat resolves it: a new group epoch, and the matching topics.
-    let r = c.consumer_heartbeat(ANON, &beat("a", 1, &BTreeMap::new()), 1, &t, 0);
+    let r = c.consumer_heartbeat(ANON, &beat("a", 2, &BTreeMap::new()), 1, &t, 0);
     let owned = assigned(&r).unwrap();
-    assert_eq!((r.member_epoch, count(&owned)), (2, 8));
+    assert_eq!((r.member_epoch, count(&owned)), (3, 8));
     // A new topic matching the regex bumps the group epoch and is assigned.
     let v = Uuid([3; 16]);
     t.insert("payments-eu".into(), (v, 1));
-    let r = c.consumer_heartbeat(ANON, &beat("a", 2, &owned), 1, &t, 1);
-    assert_eq!(r.member_epoch, 3);
+    let r = c.consumer_heartbeat(ANON, &beat("a", 3, &owned), 1, &t, 1);
+    assert_eq!(r.member_epoch, 4);
     assert_eq!(count(&assigned(&r).unwrap()), 9);
     // range: contiguous, b after a.
     let mut rb = join("b", &["orders"]);
@@ -637,8 +727,11 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
-    fn no_partition_is_owned_twice_and_a_stable_group_owns_them_all(ops in proptest::collection::vec(op(), 1..60)) {
-        let mut co = coordinator();
+    fn no_partition_is_owned_twice_and_a_stable_group_owns_them_all(
+        ops in proptest::collection::vec(op(), 1..60),
+        interval in prop_oneof![Just(0i64), Just(500i64)],
+    ) {
+        let mut co = coordinator_with_interval(interval);
         let mut clients = vec![Client::default(); 4];
         let mut now = 0i64;
         for op in ops {
@@ -687,6 +780,8 @@ proptest! {
         // Then every client (re)joins and heartbeats until the group is stable: every
         // partition is owned, once, and the clients agree with the coordinator.
         for _ in 0..8 {
+            // Past the assignment interval, without running the session timers.
+            now += interval;
             for (i, c) in clients.iter_mut().enumerate() {
                 client_beat(&mut co, i, c, now);
             }

@@ -88,7 +88,12 @@ fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCo
                 // Members of the consumer protocol commit with v9+.
                 return ErrorCode::UnsupportedVersion;
             }
-            g.check_member_epoch(&r.member_id, generation)
+            let topics = state.topic_view();
+            let partitions = r.topics.iter().flat_map(|t| {
+                let id = topics.get(&t.name).map(|(id, _)| *id);
+                t.partitions.iter().map(move |p| (id, p.partition_index))
+            });
+            g.check_commit_epoch(&r.member_id, generation, partitions)
         }
         Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance, false),
         None if state.groups.contains_key(&r.group_id) || generation < 0 => {
@@ -418,7 +423,7 @@ mod tests {
         let epoch = s.coordinator.consumer_heartbeat(Client::default(), &join, 1, &topics, 0).member_epoch;
         assert_eq!(commit_code(&mut s, 9, commit(epoch, "a")), ErrorCode::None);
         assert_eq!(commit_code(&mut s, 9, commit(epoch - 1, "a")), ErrorCode::StaleMemberEpoch);
-        // Kafka 4.1 answers STALE_MEMBER_EPOCH for a newer epoch too.
+        // Kafka answers STALE_MEMBER_EPOCH for a newer epoch too.
         assert_eq!(commit_code(&mut s, 9, commit(epoch + 1, "a")), ErrorCode::StaleMemberEpoch);
         assert_eq!(commit_code(&mut s, 9, commit(epoch, "b")), ErrorCode::UnknownMemberId);
         assert_eq!(commit_code(&mut s, 9, commit(-1, "")), ErrorCode::UnknownMemberId, "the group has members");

@@ -1,5 +1,5 @@
 //! The group admin APIs against groups built with hand-made membership requests: what
-//! each answers, and every error, as Kafka 4.1 answers them.
+//! each answers, and every error, as Kafka 4.4 answers them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -27,7 +27,12 @@ fn topics() -> Topics {
 }
 
 fn coordinator() -> Coordinator {
-    Coordinator::new(GroupConfig { heartbeat_interval_ms: 100, session_timeout_ms: 1_000, ..GroupConfig::default() })
+    Coordinator::new(GroupConfig {
+        heartbeat_interval_ms: 100,
+        session_timeout_ms: 1_000,
+        assignment_interval_ms: 0,
+        ..GroupConfig::default()
+    })
 }
 
 /// Every group is coordinated here.
@@ -344,9 +349,9 @@ fn consumer_group_describe_shows_members_assignments_and_targets() {
     let b = cg_join("cg", "b", &[]).with_subscribed_topic_regex(Some("pay.*".into()));
     cg_beat(&mut c, "client-b", &b);
     // b's regex is resolved on the group's next heartbeat: nothing for it yet, and a
-    // has not caught up with epoch 2.
+    // has not caught up with epoch 3.
     let g = cg_describe(&c, &none, &["cg"]).groups.remove(0);
-    assert_eq!((g.group_state.as_str(), g.group_epoch, g.assignment_epoch), ("Reconciling", 2, 2));
+    assert_eq!((g.group_state.as_str(), g.group_epoch, g.assignment_epoch), ("Reconciling", 3, 3));
     let mb = &g.members[1];
     assert_eq!((mb.subscribed_topic_names.len(), mb.subscribed_topic_regex.as_deref()), (0, Some("pay.*")));
     assert!(mb.assignment.topic_partitions.is_empty() && mb.target_assignment.topic_partitions.is_empty());
@@ -359,23 +364,23 @@ fn consumer_group_describe_shows_members_assignments_and_targets() {
             .with_member_epoch(epoch)
             .with_topic_partitions(Some(owned))
     };
-    cg_beat(&mut c, "client-a", &beat("a", 1, owned(T, &[0, 1, 2, 3, 4, 5])));
+    cg_beat(&mut c, "client-a", &beat("a", 2, owned(T, &[0, 1, 2, 3, 4, 5])));
     let g = cg_describe(&c, &none, &["cg"]).groups.remove(0);
-    assert_eq!((g.group_state.as_str(), g.group_epoch, g.assignment_epoch), ("Reconciling", 3, 3));
+    assert_eq!((g.group_state.as_str(), g.group_epoch, g.assignment_epoch), ("Reconciling", 4, 4));
     let mb = &g.members[1];
     assert_eq!(named(&mb.target_assignment), vec![("payments".to_owned(), vec![0, 1])]);
     assert!(mb.assignment.topic_partitions.is_empty());
     // b takes it: the group is Stable.
-    cg_beat(&mut c, "client-b", &beat("b", 2, Vec::new()));
+    cg_beat(&mut c, "client-b", &beat("b", 3, Vec::new()));
     let g = cg_describe(&c, &none, &["cg"]).groups.remove(0);
     assert_eq!(code(g.error_code), ErrorCode::None);
     assert_eq!((g.group_state.as_str(), g.assignor_name.as_str()), ("Stable", "range"));
-    assert_eq!((g.group_epoch, g.assignment_epoch), (3, 3));
+    assert_eq!((g.group_epoch, g.assignment_epoch), (4, 4));
     assert_eq!(g.authorized_operations, i32::MIN);
     let (ma, mb) = (&g.members[0], &g.members[1]);
     assert_eq!(
         (ma.member_id.as_str(), ma.member_epoch, ma.instance_id.as_deref(), ma.rack_id.as_deref()),
-        ("a", 3, Some("i-a"), Some("rack-1"))
+        ("a", 4, Some("i-a"), Some("rack-1"))
     );
     assert_eq!((ma.client_id.as_str(), ma.client_host.as_str(), ma.member_type), ("client-a", HOST, 1));
     assert_eq!(
@@ -385,7 +390,7 @@ fn consumer_group_describe_shows_members_assignments_and_targets() {
     assert_eq!(named(&ma.assignment), vec![("orders".to_owned(), (0..6).collect())]);
     assert_eq!(named(&ma.target_assignment), named(&ma.assignment));
     assert_eq!(ma.assignment.topic_partitions[0].topic_id, T);
-    assert_eq!((mb.member_epoch, mb.client_id.as_str()), (3, "client-b"));
+    assert_eq!((mb.member_epoch, mb.client_id.as_str()), (4, "client-b"));
     assert_eq!(named(&mb.assignment), vec![("payments".to_owned(), vec![0, 1])]);
     // A topic that no longer exists is left out; authorized operations when asked.
     let r = ConsumerGroupDescribeRequest::default()
@@ -555,7 +560,7 @@ fn offset_delete_spares_topics_a_consumer_group_subscribes_to() {
     let beat = ConsumerGroupHeartbeatRequest::default()
         .with_group_id("cg".into())
         .with_member_id("b".into())
-        .with_member_epoch(2)
+        .with_member_epoch(3)
         .with_topic_partitions(Some(Vec::new()));
     cg_beat(&mut c, "app", &beat);
     let (_, topics, _) = delete_offsets(&c, &mut offsets, &offset_delete("cg", &[("payments", &[1])]));
