@@ -88,12 +88,18 @@ fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCo
                 // Members of the consumer protocol commit with v9+.
                 return ErrorCode::UnsupportedVersion;
             }
-            let topics = state.topic_view();
-            let partitions = r.topics.iter().flat_map(|t| {
-                let id = topics.get(&t.name).map(|(id, _)| *id);
-                t.partitions.iter().map(move |p| (id, p.partition_index))
-            });
-            g.check_commit_epoch(&r.member_id, generation, partitions)
+            match g.check_member_epoch(&r.member_id, generation) {
+                // KIP-1251: an older epoch may still do for the partitions committed.
+                ErrorCode::StaleMemberEpoch => {
+                    let topics = state.topic_view();
+                    let partitions = r.topics.iter().flat_map(|t| {
+                        let id = topics.get(&t.name).map(|(id, _)| *id);
+                        t.partitions.iter().map(move |p| (id, p.partition_index))
+                    });
+                    g.check_commit_epoch(&r.member_id, generation, partitions)
+                }
+                code => code,
+            }
         }
         Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance, false),
         None if state.groups.contains_key(&r.group_id) || generation < 0 => {
