@@ -1,12 +1,13 @@
 //! Cases only klife-testkit's fake cluster can serve here (neither Tansu nor the mock
 //! cluster has read_committed filtering, transaction markers, TLS or SASL; Tansu has a
-//! single broker): each starts a private fake cluster.
+//! single broker; only the fake cluster lists the requests it served, for the cases
+//! that count them): each starts a private fake cluster.
 //!
 //! read_committed is checked with raw Fetch requests.
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -476,4 +477,56 @@ fn a_batch_too_large_for_the_broker_is_split() {
     assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=ok}}")), 8);
     assert_eq!(captured.counter(&format!("{PRODUCE_RECORDS_TOTAL}{{outcome=error}}")), 1);
     assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
+}
+
+/// Counts the records a group's handler is given.
+struct CountingHandler(tokio::sync::watch::Sender<Vec<(i32, i64)>>);
+
+impl klife::group::Handler for CountingHandler {
+    async fn handle_record_batch(
+        &self,
+        _ctx: &klife::group::BatchContext,
+        records: Vec<klife::Record>,
+    ) -> klife::group::Action {
+        self.0.send_modify(|seen| seen.extend(records.iter().map(|r| (r.partition, r.offset))));
+        klife::group::Action::Commit
+    }
+}
+
+/// A member that starts on partitions with no committed offset looks their reset
+/// positions up together: one ListOffsets per broker leading some of them, not one per
+/// partition, and every partition starts at its first record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_looks_up_where_its_new_partitions_start_in_one_request_per_leader() {
+    use klife::group::{ResetPolicy, TopicConfig};
+    let fake = FakeCluster::builder().brokers(3).topic("starts", 8).start().await.unwrap();
+    let client = client(&fake).await;
+    for p in 0..8 {
+        for i in 0..2 {
+            client.produce(ProducerRecord::new("starts", format!("v{p}-{i}")).with_partition(p)).await.unwrap();
+        }
+    }
+    fake.clear_requests();
+    let (seen, mut watch) = tokio::sync::watch::channel(Vec::new());
+    let group = client
+        .consumer_group("starts-group")
+        .topic(TopicConfig::new("starts").offset_reset(ResetPolicy::Earliest))
+        .handler(CountingHandler(seen))
+        .start()
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(60), watch.wait_for(|s| s.len() >= 16))
+        .await
+        .expect("every record handled")
+        .unwrap();
+    group.shutdown().await.unwrap();
+    let firsts: BTreeMap<i32, i64> = watch.borrow().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
+        m.entry(*p).and_modify(|f: &mut i64| *f = (*f).min(*o)).or_insert(*o);
+        m
+    });
+    assert_eq!(firsts, (0..8).map(|p| (p, 0)).collect(), "every partition from its first record");
+    let leaders: BTreeSet<i32> = (0..8).map(|p| fake.leader("starts", p).unwrap().0).collect();
+    let lookups: Vec<_> = fake.requests().into_iter().filter(|r| r.api_key == ApiKey::ListOffsets).collect();
+    assert_eq!(lookups.len(), leaders.len(), "one ListOffsets per leader: {lookups:?}");
+    client.close().await;
 }

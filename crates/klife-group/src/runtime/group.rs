@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use klife_connection::{Cluster, CoordinatorType, Error as ConnectionError, Lane};
-use klife_fetcher::{Fetcher, StartOffset};
+use klife_fetcher::{FetchError, Fetcher, IsolationLevel, OffsetSpec, StartOffset};
 use klife_producer::Producer;
 use klife_protocol::messages::{OffsetCommitResponse, OffsetFetchResponse};
 use klife_protocol::types::TopicPartition;
@@ -81,6 +81,18 @@ enum Io {
     Fetch(FetchId, Result<OffsetFetchResponse, ConnectionError>),
 }
 
+/// A partition about to start at its reset position (no committed offset), whose
+/// position is looked up together with the others starting at the same moment: one
+/// ListOffsets for all of them rather than one per partition, and their first fetches
+/// go out together.
+struct StartLookup {
+    partition: TopicPartition,
+    spec: OffsetSpec,
+    isolation: IsolationLevel,
+    fetcher: Fetcher,
+    reply: oneshot::Sender<Result<i64, FetchError>>,
+}
+
 /// A running partition consumer's channels.
 struct Consumer {
     task: u64,
@@ -126,6 +138,8 @@ pub(crate) struct TaskState {
     /// started yet.
     reconciling: Vec<(Span, BTreeSet<TopicPartition>)>,
     flushes: HashMap<FlushId, GivingUpId>,
+    /// Reset positions to look up at the end of this pump.
+    start_lookups: Vec<StartLookup>,
     member_ended: Option<Ended>,
     commands_open: bool,
     shutdown: Option<Vec<oneshot::Sender<()>>>,
@@ -277,7 +291,35 @@ impl<H: Handler> GroupTask<H> {
                 break;
             }
         }
+        self.look_up_starts();
         self.publish();
+    }
+
+    /// Looks the reset positions of the partitions started in this pump up, one
+    /// ListOffsets per topic, isolation level and policy; each consumer waits for its
+    /// answer (and looks its position up itself when the answer is an error).
+    fn look_up_starts(&mut self) {
+        let mut lookups = std::mem::take(&mut self.state.start_lookups);
+        while let Some(first) = lookups.first() {
+            let (topic, spec, isolation) = (first.partition.topic.clone(), first.spec, first.isolation);
+            let (same, rest): (Vec<StartLookup>, Vec<StartLookup>) = lookups
+                .into_iter()
+                .partition(|l| l.partition.topic == topic && l.spec == spec && l.isolation == isolation);
+            lookups = rest;
+            let fetcher = same[0].fetcher.clone();
+            tracing::debug!(group = %self.group, %topic, ?spec, partitions = same.len(), "looking up where partitions start");
+            tokio::spawn(async move {
+                let queries: Vec<(TopicPartition, OffsetSpec)> =
+                    same.iter().map(|l| (l.partition.clone(), l.spec)).collect();
+                let found = fetcher.list_offsets(&queries, isolation).await;
+                let mut found = found.into_iter();
+                for lookup in same {
+                    let answer = found.next().unwrap_or(Err(FetchError::InvalidArgument("no answer".into())));
+                    // A consumer that ended meanwhile no longer waits.
+                    let _ = lookup.reply.send(answer.map(|listed| listed.offset));
+                }
+            });
+        }
     }
 
     /// The member id the group commits with now.
@@ -558,6 +600,20 @@ impl<H: Handler> GroupTask<H> {
             metrics.lag().committed(offset);
         }
         let lag = metrics.lag().clone();
+        let looked_up = match start.lookup() {
+            Some(spec) if delay.is_zero() => {
+                let (reply, answer) = oneshot::channel();
+                self.state.start_lookups.push(StartLookup {
+                    partition: partition.clone(),
+                    spec,
+                    isolation: settings.isolation_level,
+                    fetcher: fetcher.clone(),
+                    reply,
+                });
+                Some(answer)
+            }
+            _ => None,
+        };
         let slot = (settings.mode == Mode::Manual).then(|| {
             let slot = Slot::new(
                 partition.clone(),
@@ -582,6 +638,7 @@ impl<H: Handler> GroupTask<H> {
             fetcher,
             producer: self.producer.clone(),
             start,
+            looked_up,
             delay,
             committed,
             control,

@@ -16,7 +16,7 @@ use klife_fetcher::{Consumer, ConsumerEvent, FetchError, FetchOptions, Fetched, 
 use klife_producer::{Producer, ProducerRecord};
 use klife_protocol::records::Header;
 use klife_protocol::types::{TopicPartition, TopicPartitionOffset};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::config::TopicSettings;
 use super::handler::{BatchContext, Handler, PartitionContext, PartitionError, StopReason};
@@ -69,6 +69,9 @@ pub(crate) struct PartitionConsumer<H> {
     pub(crate) fetcher: Fetcher,
     pub(crate) producer: Option<Producer>,
     pub(crate) start: StartOffset,
+    /// The position `start` names, looked up with other partitions starting at the
+    /// same moment (a failed lookup leaves it to this consumer).
+    pub(crate) looked_up: Option<oneshot::Receiver<Result<i64, FetchError>>>,
     /// A wait before starting (after a failure).
     pub(crate) delay: Duration,
     pub(crate) committed: watch::Receiver<Option<i64>>,
@@ -174,12 +177,28 @@ impl<H: Handler> PartitionConsumer<H> {
         if let Some(exit) = self.pause(delay).await {
             return Err(exit);
         }
+        let start = match self.looked_up.take() {
+            Some(mut answer) => loop {
+                if let Some(exit) = self.asked_to_end() {
+                    return Err(exit);
+                }
+                tokio::select! {
+                    answer = &mut answer => break match answer {
+                        Ok(Ok(offset)) => StartOffset::Offset(offset),
+                        // Looked up again by the consumer, which retries what passes.
+                        _ => self.start,
+                    },
+                    changed = self.control.changed() => if changed.is_err() { return Err(Exit::Close(StopReason::Lost)) },
+                }
+            },
+            None => self.start,
+        };
         let s = self.settings.clone();
         let mut consumer = Consumer::new(self.fetcher.clone(), self.fetch_options())
             .with_offset_reset(s.fetch_reset())
             .with_prefetch(s.max_queue_size.saturating_sub(1))
             .with_idle_backoff(s.fetch_interval, super::config::MAX_IDLE_STEPS);
-        let target = [(&*self.ctx.topic, self.ctx.partition, self.start)];
+        let target = [(&*self.ctx.topic, self.ctx.partition, start)];
         let mut assigned = consumer.assign(&target).await;
         // The coordinator assigned the partition, so a metadata that does not know it
         // (partitions added since it was read) is behind: read it again, once.
@@ -198,7 +217,7 @@ impl<H: Handler> PartitionConsumer<H> {
                 message: panic_message(&*panic),
             }));
         }
-        tracing::info!(partition = %self.partition(), start = ?self.start, "the partition's consumer starts");
+        tracing::info!(partition = %self.partition(), ?start, "the partition's consumer starts");
         Ok(consumer)
     }
 
