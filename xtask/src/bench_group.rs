@@ -423,6 +423,48 @@ fn table(o: &Options, runs: &[CaseRun], joins: &[JoinRun]) -> String {
     t
 }
 
+/// Records of the broker's warm-up topic, written in batches of [`WARM_BATCH_BYTES`].
+const WARM_RECORDS: u64 = 1_000_000;
+/// The producer's batch size on the warm-up topic, and the warm-up fetches' size per
+/// partition: small batches, read one at a time, make thousands of Fetch and
+/// OffsetCommit requests per run.
+const WARM_BATCH_BYTES: usize = 16 * 1024;
+/// Runs of a group on the warm-up topic.
+const WARM_GROUP_RUNS: usize = 3;
+
+/// Brings the broker to the state a long-running one is in before anything is timed:
+/// a JVM compiles a method to native code only after thousands of calls, and one
+/// group's run makes a few hundred OffsetCommits (one per fetched batch). Measured
+/// cold, the coordinator's paths ran interpreted through every round (about twice the
+/// broker CPU per group run, and a group 15-20% slower against the standalone consumer,
+/// whose Fetch paths the topic fills and reads warm much sooner). So, untimed: a topic
+/// of small batches is read with fetches of one batch by a group of one
+/// ([`WARM_GROUP_RUNS`] times, ~4,000 Fetch and OffsetCommit requests each) and once by
+/// the standalone consumer.
+fn warm_broker(root: &Path, o: &Options, bootstrap: &str) -> Result<(), String> {
+    let topic = "bench-group-warm";
+    eprintln!(
+        "\n==> warm the broker up: {WARM_RECORDS} records in batches of {WARM_BATCH_BYTES} B, read in fetches of one batch"
+    );
+    bench::create_topic(root, o.partitions, bootstrap, topic)?;
+    let release = brokers::target_dir(root).join("release");
+    let (count, batch, kib) =
+        (WARM_RECORDS.to_string(), WARM_BATCH_BYTES.to_string(), (WARM_BATCH_BYTES / 1024).to_string());
+    let common = ["--bootstrap", bootstrap, "--topic", topic, "--count", &count];
+    let mut fill = Command::new(release.join("klife-bench"));
+    fill.arg("klife-produce").args(common).args(["--value-size", &o.value_size.to_string(), "--batch-size", &batch]);
+    bench::run_limited(&mut fill, Duration::from_secs(600), "filling the warm-up topic")?;
+    for run in 0..WARM_GROUP_RUNS {
+        let group = format!("bench-warm-{run}");
+        let mut cmd = Command::new(release.join("klife-bench"));
+        cmd.arg("klife-group-consume").args(common).args(["--group", &group, "--fetch-max-kib", &kib]);
+        bench::run_limited(&mut cmd, Duration::from_secs(600), "warming the broker up (group)")?;
+    }
+    let mut cmd = Command::new(release.join("klife-bench"));
+    cmd.arg("klife-consume").args(common).args(["--live", "true", "--partition-max-kib", &kib]);
+    bench::run_limited(&mut cmd, Duration::from_secs(600), "warming the broker up (standalone consumer)").map(|_| ())
+}
+
 /// `cargo xtask bench group ...`.
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let o = Options::parse(args)?;
@@ -445,6 +487,7 @@ pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     }
     let (mut runs, mut joins) = (Vec::new(), Vec::new());
     if !o.cases.is_empty() {
+        warm_broker(root, &o, &bootstrap)?;
         // One uncounted run of every case first, each in a group of its own: the first
         // process on a cold machine runs slower, and the broker's JIT compiles the paths
         // a case uses (Fetch alone for the standalone consumer; OffsetCommit, the

@@ -8,7 +8,7 @@
 //!   records were handled. Until every member holds its share of the partitions
 //!   (disjoint, together every partition, as evenly as they go) the handlers count
 //!   nothing:
-//!   each holds its batch up to 50 ms for that moment, then gives it back
+//!   each holds its batch up to 250 ms for that moment, then gives it back
 //!   (`Action::Retry`), so a rebalance's hand-overs (a KIP-848 member learns of its
 //!   revocation on its next heartbeat) are not in the rate. The report's `elapsed_s`
 //!   runs from the first record counted to the last one (the rate once the group
@@ -43,7 +43,7 @@ use crate::report::{self, Report};
 /// How long a run may wait for the group before it gives up.
 const PATIENCE: Duration = Duration::from_secs(300);
 /// How long a handler holds a batch waiting for the gate before it gives it back.
-const GATE_WAIT: Duration = Duration::from_millis(50);
+const GATE_WAIT: Duration = Duration::from_millis(250);
 
 /// The settings both subcommands share.
 struct Common {
