@@ -200,9 +200,10 @@
 //! has members; FENCED_INSTANCE_ID; ILLEGAL_GENERATION; REBALANCE_IN_PROGRESS while the
 //! group waits for its leader's sync). Generation -1 and no member commit to a group without members (simple
 //! consumers); a positive generation to a group that does not exist is GROUP_ID_NOT_FOUND
-//! (v9+) or ILLEGAL_GENERATION. TxnOffsetCommit v3+ is checked alike, without the group
-//! state checks and with ILLEGAL_GENERATION for a KIP-848 member's other epoch, as in
-//! Kafka. OffsetFetch v9+ with a member id or epoch is checked
+//! (v9+) or ILLEGAL_GENERATION. TxnOffsetCommit v3+ is checked alike (an older
+//! epoch passing for partitions owned since then, as Kafka 4.4 answers), without the
+//! group state checks and with ILLEGAL_GENERATION for a KIP-848 member's epoch that
+//! does not pass. OffsetFetch v9+ with a member id or epoch is checked
 //! against a KIP-848 group at the member's epoch exactly. A group that only has committed offsets is,
 //! as in Kafka, an empty classic group without a protocol type (a "simple" group).
 //!

@@ -1,6 +1,6 @@
 //! klife-testkit's group coordinator against Apache Kafka's: the same raw
-//! ConsumerGroupHeartbeat, JoinGroup, SyncGroup, Heartbeat, LeaveGroup and OffsetCommit
-//! requests go to both, and the answers must agree in error code and shape (epochs,
+//! ConsumerGroupHeartbeat, JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit and
+//! TxnOffsetCommit requests go to both, and the answers must agree in error code and shape (epochs,
 //! generations, how many partitions each member is given, who leads). Kafka is the
 //! reference: a difference fails the case, naming the step.
 //!
@@ -87,6 +87,67 @@ fn commit(group: &str, member: &str, generation: i32, topic: &str) -> OffsetComm
 
 async fn commit_code(conn: &Connection, version: i16, r: OffsetCommitRequest) -> ErrorCode {
     ErrorCode::from_code(conn.send_version(&r, version).await.unwrap().topics[0].partitions[0].error_code)
+}
+
+/// An open transaction that may commit offsets for `group` (InitProducerId, then
+/// AddOffsetsToTxn, on the transaction coordinator): its transactional id, producer id
+/// and epoch, and the coordinator's connection. The coordinator of a cluster just
+/// started may not answer for the id yet: those answers are waited out.
+async fn offsets_transaction(client: &klife::Client, group: &str) -> (String, i64, i16, Connection) {
+    let tid = format!("{group}-txn");
+    for _ in 0..600 {
+        let conn = client.cluster().coordinator(CoordinatorType::Transaction, &tid).await.unwrap().connection;
+        let init = InitProducerIdRequest::default()
+            .with_transactional_id(Some(tid.clone()))
+            .with_transaction_timeout_ms(60_000)
+            .with_producer_id(-1)
+            .with_producer_epoch(-1);
+        let r = conn.send(&init).await.unwrap();
+        match ErrorCode::from_code(r.error_code) {
+            ErrorCode::None => {
+                let add = AddOffsetsToTxnRequest::default()
+                    .with_transactional_id(tid.clone())
+                    .with_producer_id(r.producer_id)
+                    .with_producer_epoch(r.producer_epoch)
+                    .with_group_id(group.into());
+                let added = conn.send(&add).await.unwrap();
+                assert_eq!(ErrorCode::from_code(added.error_code), ErrorCode::None, "AddOffsetsToTxn");
+                return (tid, r.producer_id, r.producer_epoch, conn);
+            }
+            ErrorCode::CoordinatorLoadInProgress | ErrorCode::NotCoordinator | ErrorCode::CoordinatorNotAvailable => {
+                client.cluster().invalidate_coordinator(CoordinatorType::Transaction, &tid);
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => panic!("InitProducerId for {tid}: {other:?}"),
+        }
+    }
+    panic!("the transaction coordinator of {tid} never answered for it");
+}
+
+/// TxnOffsetCommit v3 (with the member) of offset 1 of `topic`'s partition 0, in the
+/// transaction `txn` opened by [`offsets_transaction`]: the partition's error code.
+async fn txn_commit_code(
+    conn: &Connection,
+    txn: &(String, i64, i16, Connection),
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+) -> ErrorCode {
+    use klife_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    let r = TxnOffsetCommitRequest::default()
+        .with_transactional_id(txn.0.clone())
+        .with_group_id(group.into())
+        .with_producer_id(txn.1)
+        .with_producer_epoch(txn.2)
+        .with_member_id(member.into())
+        .with_generation_id(generation)
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default().with_name(topic.into()).with_partitions(vec![
+            TxnOffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(1),
+        ])]);
+    ErrorCode::from_code(conn.send_version(&r, 3).await.unwrap().topics[0].partitions[0].error_code)
 }
 
 async fn consumer_scenario(broker: Broker) -> Vec<Step> {
@@ -192,6 +253,24 @@ async fn consumer_scenario(broker: Broker) -> Vec<Step> {
         commit_code(&conn, 9, commit(&group, "", -1, &topic)).await,
         String::new(),
     ));
+    // The same cases in a transaction (TxnOffsetCommit v3 names the member and its
+    // epoch), then the transaction is aborted.
+    let txn = offsets_transaction(&client, &group).await;
+    for (step, member, epoch) in [
+        ("transactional commit at the member epoch", "a", a_epoch),
+        ("transactional commit at an older epoch", "a", a_epoch - 1),
+        ("transactional commit at a newer epoch", "a", a_epoch + 1),
+        ("transactional commit of an unknown member", "zz", a_epoch),
+    ] {
+        steps.push((step, txn_commit_code(&conn, &txn, &group, member, epoch, &topic).await, String::new()));
+    }
+    let abort = EndTxnRequest::default()
+        .with_transactional_id(txn.0.clone())
+        .with_producer_id(txn.1)
+        .with_producer_epoch(txn.2)
+        .with_committed(false);
+    let aborted = txn.3.send(&abort).await.unwrap();
+    steps.push(("abort the transaction", ErrorCode::from_code(aborted.error_code), String::new()));
 
     let join = classic_join(&group, "", "other-type");
     let r = conn.send_version(&join, 9).await.unwrap();

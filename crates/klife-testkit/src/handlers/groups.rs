@@ -19,6 +19,7 @@ use klife_protocol::messages::{
 
 use super::Ctx;
 use crate::coordinator::Group;
+use crate::coordinator::consumer::ConsumerGroup;
 use crate::state::{Committed, State};
 
 /// Kafka's default `offset.metadata.max.bytes`.
@@ -88,18 +89,9 @@ fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCo
                 // Members of the consumer protocol commit with v9+.
                 return ErrorCode::UnsupportedVersion;
             }
-            match g.check_member_epoch(&r.member_id, generation) {
-                // KIP-1251: an older epoch may still do for the partitions committed.
-                ErrorCode::StaleMemberEpoch => {
-                    let topics = state.topic_view();
-                    let partitions = r.topics.iter().flat_map(|t| {
-                        let id = topics.get(&t.name).map(|(id, _)| *id);
-                        t.partitions.iter().map(move |p| (id, p.partition_index))
-                    });
-                    g.check_commit_epoch(&r.member_id, generation, partitions)
-                }
-                code => code,
-            }
+            let partitions =
+                r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.as_str(), p.partition_index)));
+            check_consumer_commit(state, g, &r.member_id, generation, partitions)
         }
         Some(Group::Classic(g)) => g.check_commit(generation, &r.member_id, instance, false),
         None if state.groups.contains_key(&r.group_id) || generation < 0 => {
@@ -111,23 +103,44 @@ fn check_commit(state: &State, version: i16, r: &OffsetCommitRequest) -> ErrorCo
     }
 }
 
+/// A KIP-848 member's commit of `partitions` at `epoch`: its own epoch passes, and so
+/// does an older one for partitions it has owned since that epoch (KIP-1251, Kafka
+/// 4.3+); anything else is STALE_MEMBER_EPOCH.
+fn check_consumer_commit<'a>(
+    state: &State,
+    group: &ConsumerGroup,
+    member_id: &str,
+    epoch: i32,
+    partitions: impl IntoIterator<Item = (&'a str, i32)>,
+) -> ErrorCode {
+    match group.check_member_epoch(member_id, epoch) {
+        ErrorCode::StaleMemberEpoch => {
+            let topics = state.topic_view();
+            let partitions = partitions.into_iter().map(|(t, p)| (topics.get(t).map(|(id, _)| *id), p));
+            group.check_commit_epoch(member_id, epoch, partitions)
+        }
+        code => code,
+    }
+}
+
 /// Kafka's check of a TxnOffsetCommit's member (KIP-447, v3+; older versions carry
-/// none and pass): as a commit's, but without the group state checks, and an epoch
-/// mismatch of a KIP-848 member is ILLEGAL_GENERATION
-/// (`OffsetMetadataManager.validateTransactionalOffsetCommit`).
-pub(crate) fn check_txn_commit(
+/// none and pass) committing `partitions`: as a commit's, KIP-1251 included, but without
+/// the group state checks, and an epoch that does not pass for a KIP-848 member is
+/// ILLEGAL_GENERATION (`OffsetMetadataManager.validateTransactionalOffsetCommit`).
+pub(crate) fn check_txn_commit<'a>(
     state: &State,
     group: &str,
     generation: i32,
     member_id: &str,
     instance_id: Option<&str>,
+    partitions: impl IntoIterator<Item = (&'a str, i32)>,
 ) -> ErrorCode {
     match state.coordinator.groups.get(group) {
         Some(Group::Consumer(g)) => {
             if generation < 0 && g.members.is_empty() {
                 return ErrorCode::None;
             }
-            match g.check_member_epoch(member_id, generation) {
+            match check_consumer_commit(state, g, member_id, generation, partitions) {
                 ErrorCode::StaleMemberEpoch => ErrorCode::IllegalGeneration,
                 code => code,
             }
@@ -447,8 +460,8 @@ mod tests {
         assert_eq!(code(&mut s, fetch(Some("a"), epoch - 1)), ErrorCode::StaleMemberEpoch);
         assert_eq!(code(&mut s, fetch(Some("b"), epoch)), ErrorCode::UnknownMemberId);
         assert_eq!(code(&mut s, fetch(None, -1)), ErrorCode::None, "an admin fetch");
-        assert_eq!(check_txn_commit(&s, "g", epoch - 1, "a", None), ErrorCode::IllegalGeneration);
-        assert_eq!(check_txn_commit(&s, "g", epoch, "a", None), ErrorCode::None);
+        assert_eq!(check_txn_commit(&s, "g", epoch - 1, "a", None, [("t", 0)]), ErrorCode::IllegalGeneration);
+        assert_eq!(check_txn_commit(&s, "g", epoch, "a", None, [("t", 0)]), ErrorCode::None);
     }
 
     #[test]
@@ -479,10 +492,14 @@ mod tests {
         assert_eq!(commit_code(&mut s, 9, fenced), ErrorCode::FencedInstanceId);
         assert_eq!(s.groups["g"][&("t".to_owned(), 0)].offset, 5);
         // Transactional commits: the same member checks, no state checks.
-        assert_eq!(check_txn_commit(&s, "g", generation, &id, Some("i")), ErrorCode::None);
-        assert_eq!(check_txn_commit(&s, "g", generation + 1, &id, Some("i")), ErrorCode::IllegalGeneration);
-        assert_eq!(check_txn_commit(&s, "g", -1, "", None), ErrorCode::None, "a member-less transactional commit");
-        assert_eq!(check_txn_commit(&s, "nope", 3, "ghost", None), ErrorCode::IllegalGeneration);
-        assert_eq!(check_txn_commit(&s, "nope", -1, "", None), ErrorCode::None);
+        assert_eq!(check_txn_commit(&s, "g", generation, &id, Some("i"), [("t", 0)]), ErrorCode::None);
+        assert_eq!(check_txn_commit(&s, "g", generation + 1, &id, Some("i"), [("t", 0)]), ErrorCode::IllegalGeneration);
+        assert_eq!(
+            check_txn_commit(&s, "g", -1, "", None, [("t", 0)]),
+            ErrorCode::None,
+            "a member-less transactional commit"
+        );
+        assert_eq!(check_txn_commit(&s, "nope", 3, "ghost", None, [("t", 0)]), ErrorCode::IllegalGeneration);
+        assert_eq!(check_txn_commit(&s, "nope", -1, "", None, [("t", 0)]), ErrorCode::None);
     }
 }

@@ -265,12 +265,15 @@ pub(crate) fn txn_offset_commit(state: &mut State, ctx: &Ctx, r: TxnOffsetCommit
     }
     if code == ErrorCode::None && ctx.version >= 3 {
         state.coordinator.tick(ctx.now_ms);
+        let partitions =
+            r.topics.iter().flat_map(|t| t.partitions.iter().map(|p| (t.name.as_str(), p.partition_index)));
         code = super::groups::check_txn_commit(
             state,
             &r.group_id,
             r.generation_id,
             &r.member_id,
             r.group_instance_id.as_deref(),
+            partitions,
         );
     }
     let unknown = r
