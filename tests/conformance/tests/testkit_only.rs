@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use klife::{Client, OffsetSpec, ProducerRecord, SaslConfig, TlsConfig};
+use klife_conformance::groups::{Log, Recorder};
 use klife_connection::CoordinatorType;
 use klife_producer::{Producer, ProducerConfig};
 use klife_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
@@ -479,20 +480,6 @@ fn a_batch_too_large_for_the_broker_is_split() {
     assert_eq!(captured.counter(PRODUCE_PRODUCER_ID_RESETS_TOTAL), 0);
 }
 
-/// Counts the records a group's handler is given.
-struct CountingHandler(tokio::sync::watch::Sender<Vec<(i32, i64)>>);
-
-impl klife::group::Handler for CountingHandler {
-    async fn handle_record_batch(
-        &self,
-        _ctx: &klife::group::BatchContext,
-        records: Vec<klife::Record>,
-    ) -> klife::group::Action {
-        self.0.send_modify(|seen| seen.extend(records.iter().map(|r| (r.partition, r.offset))));
-        klife::group::Action::Commit
-    }
-}
-
 /// A member that starts on partitions with no committed offset looks their reset
 /// positions up together: one ListOffsets per broker leading some of them, not one per
 /// partition, and every partition starts at its first record.
@@ -507,24 +494,19 @@ async fn a_group_looks_up_where_its_new_partitions_start_in_one_request_per_lead
         }
     }
     fake.clear_requests();
-    let (seen, mut watch) = tokio::sync::watch::channel(Vec::new());
+    let log = Log::default();
     let group = client
         .consumer_group("starts-group")
         .topic(TopicConfig::new("starts").offset_reset(ResetPolicy::Earliest))
-        .handler(CountingHandler(seen))
+        .handler(Recorder { member: 0, log: log.clone() })
         .start()
         .await
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(60), watch.wait_for(|s| s.len() >= 16))
-        .await
-        .expect("every record handled")
-        .unwrap();
+    log.until("every record", |s| s.handled.len() >= 16).await;
     group.shutdown().await.unwrap();
-    let firsts: BTreeMap<i32, i64> = watch.borrow().iter().fold(BTreeMap::new(), |mut m, (p, o)| {
-        m.entry(*p).and_modify(|f: &mut i64| *f = (*f).min(*o)).or_insert(*o);
-        m
-    });
-    assert_eq!(firsts, (0..8).map(|p| (p, 0)).collect(), "every partition from its first record");
+    let handled: Vec<(i32, i64)> = log.read(|s| s.handled.keys().copied().collect());
+    let all: Vec<(i32, i64)> = (0..8).flat_map(|p| [(p, 0), (p, 1)]).collect();
+    assert_eq!(handled, all, "every partition from its first record");
     let leaders: BTreeSet<i32> = (0..8).map(|p| fake.leader("starts", p).unwrap().0).collect();
     let lookups: Vec<_> = fake.requests().into_iter().filter(|r| r.api_key == ApiKey::ListOffsets).collect();
     assert_eq!(lookups.len(), leaders.len(), "one ListOffsets per leader: {lookups:?}");
